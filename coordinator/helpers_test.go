@@ -153,12 +153,17 @@ func (c *tlsCluster) dial(t testing.TB, addr string, kind pki.Kind, name string)
 }
 
 func dialTLS(t testing.TB, addr string, cfg *tls.Config) hivev1.CoordinatorServiceClient {
+	return hivev1.NewCoordinatorServiceClient(dialConn(t, addr, cfg))
+}
+
+func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return hivev1.NewCoordinatorServiceClient(conn)
+	return conn
 }
 
 // clusterOpts tune newCluster.

@@ -57,8 +57,9 @@ const (
 
 // FSM implements raft.FSM over a state.Store.
 type FSM struct {
-	store atomic.Pointer[state.Store]
-	log   *slog.Logger
+	store    atomic.Pointer[state.Store]
+	log      *slog.Logger
+	restores atomic.Uint64
 
 	// OnApply is called after each command (and after Restore with
 	// ChangeAll) on the FSM goroutine. It must not block. Set it before
@@ -80,6 +81,9 @@ func New(log *slog.Logger) *FSM {
 // store; callers that need a consistent view read everything they need
 // from one returned store.
 func (f *FSM) Store() *state.Store { return f.store.Load() }
+
+// Restores returns how many snapshots were restored since New.
+func (f *FSM) Restores() uint64 { return f.restores.Load() }
 
 // Encode marshals a command for the raft log, setting the envelope
 // version.
@@ -230,6 +234,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore fsm: %w", err)
 	}
 	f.store.Store(s)
+	f.restores.Add(1)
 	f.log.Info("restored state from snapshot", "index", s.Index(), "generation", s.CurrentNumber())
 	if f.OnApply != nil {
 		f.OnApply(ChangeAll)
