@@ -17,9 +17,10 @@
 //   - firewall: source_roles are expanded into sources (every address of
 //     every node holding those roles) and cleared; a rule whose sources
 //     come out empty is dropped, never widened to "anywhere".
-//   - facts.peers lists the nodes of the node's own roles and of the roles
-//     its resources reference (source_roles, peer_role, or named in a
-//     template's text). Templates are evaluated by the agent with these
+//   - facts.peers lists the nodes of the roles the node's resources
+//     reference (source_roles, peer_role, or a role name appearing in a
+//     template's text); not every role's, so that a node's state does not
+//     grow, and change, with every node of a large role. Templates are evaluated by the agent with these
 //     facts and the secrets in NodeState.secrets.
 //   - secrets: only those named by the node's file resources (File.secrets)
 //     and its swarm join token, decrypted; a secret without a value is left
@@ -56,6 +57,7 @@ const SwarmPort = 2377
 type Source interface {
 	Current() *hivev1.Generation
 	Nodes() ([]*hivev1.NodeRecord, uint64)
+	RegistryVersion() uint64
 	Secret(name string) *hivev1.StoredSecret
 }
 
@@ -112,6 +114,7 @@ type view struct {
 	registry uint64
 
 	nodes     []*hivev1.NodeRecord
+	byName    map[string]*hivev1.NodeRecord
 	nodeRoles map[string][]string
 	peers     map[string][]*hivev1.Peer // by role
 	bases     map[string]*base          // by role set key
@@ -137,17 +140,18 @@ func rolesKey(roles []string) string { return strings.Join(roles, "\x00") }
 
 func (r *Renderer) currentView(src Source) *view {
 	gen := src.Current()
-	nodes, regVersion := src.Nodes()
-	if v := r.view; v != nil && v.src == src && v.gen == gen && v.registry == regVersion {
+	if v := r.view; v != nil && v.src == src && v.gen == gen && v.registry == src.RegistryVersion() {
 		return v
 	}
+	nodes, regVersion := src.Nodes()
 	v := &view{
 		src: src, gen: gen, registry: regVersion, nodes: nodes,
-		nodeRoles: map[string][]string{}, peers: map[string][]*hivev1.Peer{},
+		nodeRoles: map[string][]string{}, peers: map[string][]*hivev1.Peer{}, byName: map[string]*hivev1.NodeRecord{},
 		bases: map[string]*base{}, addr: map[string]string{},
 	}
 	site := gen.GetSite()
 	for _, n := range nodes {
+		v.byName[n.GetName()] = n
 		if len(n.GetAddresses()) > 0 {
 			v.addr[n.GetName()] = n.GetAddresses()[0]
 		}
@@ -218,9 +222,6 @@ func (v *view) resolve(b *base) {
 	}
 	b.resolved = true
 	relevant := map[string]bool{}
-	for _, r := range b.roles {
-		relevant[r] = true
-	}
 	secrets := map[string]bool{}
 	for i, res := range b.resources {
 		switch k := res.GetKind().(type) {
@@ -297,11 +298,7 @@ func (v *view) resolve(b *base) {
 }
 
 func (v *view) nodeAddresses(name string) []string {
-	i := sort.Search(len(v.nodes), func(i int) bool { return v.nodes[i].GetName() >= name })
-	if i < len(v.nodes) && v.nodes[i].GetName() == name {
-		return v.nodes[i].GetAddresses()
-	}
-	return nil
+	return v.byName[name].GetAddresses()
 }
 
 // Render returns the NodeState of the node with facts f, rendered from
@@ -343,20 +340,16 @@ func (r *Renderer) Forget(name string) {
 }
 
 func sameFacts(v *view, f Facts) bool {
-	for _, n := range v.nodes {
-		if n.GetName() == f.Name {
-			if len(n.GetLabels()) != len(f.Labels) {
-				return false
-			}
-			for k, val := range f.Labels {
-				if n.GetLabels()[k] != val {
-					return false
-				}
-			}
-			return true
+	n, ok := v.byName[f.Name]
+	if !ok || len(n.GetLabels()) != len(f.Labels) {
+		return false
+	}
+	for k, val := range f.Labels {
+		if w, ok := n.GetLabels()[k]; !ok || w != val {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 func factsKey(f Facts) string {
