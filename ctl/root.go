@@ -38,6 +38,9 @@ coordinators as a new generation, and shows how the fleet converges.`,
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.AddCommand(
+		newValidateCommand(),
+	)
 	return root
 }
 
