@@ -73,7 +73,7 @@ func raftName(r hivev1.RaftRole) string {
 	return enumName(r.String(), "RAFT_ROLE_")
 }
 func changeName(c hivev1.ChangeKind) string { return enumName(c.String(), "CHANGE_KIND_") }
-func outcomeName(o hivev1.Outcome) string  { return enumName(o.String(), "OUTCOME_") }
+func outcomeName(o hivev1.Outcome) string   { return enumName(o.String(), "OUTCOME_") }
 
 // timeOrNil returns a UTC time for JSON, nil for an unset timestamp.
 func timeOrNil(ts *timestamppb.Timestamp) *time.Time {
