@@ -140,7 +140,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Cache, error
 	}
 	c := &Cache{
 		cfg: cfg, log: log.With("component", "repo.mirror"), ents: map[string]*entry{}, lru: list.New(), expected: map[string]string{},
-		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hive_repo_mirror_requests_total", Help: "Mirror requests by result (hit, miss, revalidated, stale, proxied, error)."}, []string{"mirror", "result"}),
+		reqs:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hive_repo_mirror_requests_total", Help: "Mirror requests by result (hit, miss, revalidated, stale, proxied, error)."}, []string{"mirror", "result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "hive_repo_mirror_fetched_bytes_total", Help: "Bytes fetched from upstreams."}),
 		used:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "hive_repo_mirror_cache_bytes", Help: "Bytes held in the mirror cache."}),
 	}

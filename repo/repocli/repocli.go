@@ -307,4 +307,3 @@ func indexCmd(stdout io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&cacheFile, "cache", "", "header cache file for incremental runs")
 	return cmd
 }
-
