@@ -62,6 +62,10 @@ test: vet buf-lint check-generated build ## vet, buf lint, generated-code check,
 test-short: ## quick unit tests (no real tools, no root)
 	$(GO) test -short -count=1 ./...
 
+.PHONY: test-netlab
+test-netlab: ## multi-host tests on network namespaces (needs root and iproute2): harness and scenarios
+	$(GO) test -race -count=1 -timeout 20m -v $(GOTEST_FLAGS) ./internal/netlab/ ./tests/netlab/...
+
 .PHONY: lint
 lint: vet buf-lint tools ## vet, buf lint, buf breaking against main, staticcheck
 	$(STATICCHECK) ./...
