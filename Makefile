@@ -29,6 +29,21 @@ build: ## build the four binaries into bin/
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
+PKG_ARCHES ?= amd64
+.PHONY: packages
+packages: build ## .deb and .rpm of the four binaries into dist/ (PKG_ARCHES="amd64 arm64")
+	@set -e; host=$$($(GO) env GOARCH); \
+	epoch=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)}; \
+	for arch in $(PKG_ARCHES); do \
+	  bindir=bin; \
+	  if [ "$$arch" != "$$host" ]; then \
+	    bindir=bin/linux_$$arch; mkdir -p $$bindir; \
+	    echo "building $$arch binaries into $$bindir"; \
+	    CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$bindir/ $(addprefix ./cmd/,$(BINARIES)); \
+	  fi; \
+	  SOURCE_DATE_EPOCH=$$epoch $(GO) run ./deploy/packaging -version '$(VERSION)' -arch $$arch -bin $$bindir -deploy deploy -out dist; \
+	done
+
 .PHONY: generate
 generate: tools ## regenerate protobuf Go code
 	$(BUF) generate
