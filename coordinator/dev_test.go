@@ -113,7 +113,7 @@ func TestDevServer(t *testing.T) {
 	// Invalid site: rejected whole, nothing changes.
 	bad := testSite("3.0")
 	bad.Selectors = append(bad.Selectors, &hivev1.Selector{Roles: []string{"nope"}})
-	if _, err := c.Push(ctx, &hivev1.PushRequest{Site: bad, BaseGeneration: 2}); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `role "nope" is not defined`) {
+	if _, err := c.Push(ctx, &hivev1.PushRequest{Site: bad, BaseGeneration: 2}); code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `unknown role "nope"`) {
 		t.Fatalf("invalid push: %v", err)
 	}
 	// Oversize push.
