@@ -17,10 +17,11 @@
 //   - firewall: source_roles are expanded into sources (every address of
 //     every node holding those roles) and cleared; a rule whose sources
 //     come out empty is dropped, never widened to "anywhere".
-//   - facts.peers lists the nodes of the roles the node's resources
-//     reference (source_roles, peer_role, or a role name appearing in a
-//     template's text); not every role's, so that a node's state does not
-//     grow, and change, with every node of a large role. Templates are evaluated by the agent with these
+//   - facts.peers lists the nodes of the roles whose name appears in the
+//     text of one of the node's file templates (for .Peers.ROLE); not every
+//     role's, so that a node's state does not grow, and change, with every
+//     node of a large role it has nothing to do with. Firewall and DRBD
+//     peers are resolved into the resources themselves. Templates are evaluated by the agent with these
 //     facts and the secrets in NodeState.secrets.
 //   - secrets: only those named by the node's file resources (File.secrets)
 //     and its swarm join token, decrypted; a secret without a value is left
@@ -231,7 +232,6 @@ func (v *view) resolve(b *base) {
 			if role == "" {
 				role = res.GetRole()
 			}
-			relevant[role] = true
 			d.Peers = nil
 			for id, p := range v.peers[role] {
 				d.Peers = append(d.Peers, &hivev1.DrbdPeer{Name: p.GetName(), Address: p.GetAddress(), NodeId: uint32(id)})
@@ -253,7 +253,6 @@ func (v *view) resolve(b *base) {
 					seen[s] = true
 				}
 				for _, role := range rule.GetSourceRoles() {
-					relevant[role] = true
 					for _, p := range v.peers[role] {
 						for _, a := range v.nodeAddresses(p.GetName()) {
 							if !seen[a] {
