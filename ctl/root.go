@@ -40,6 +40,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 	root.SetErr(stderr)
 	cf := addConnectionFlags(root)
 	root.AddCommand(
+		newValidateCommand(),
 		newTLSCommand(),
 		newPullCommand(cf),
 		newStatusCommand(cf),
