@@ -325,7 +325,7 @@ func TestStatusAndMembersCommands(t *testing.T) {
 func TestHelpTexts(t *testing.T) {
 	clearEnv(t)
 	for _, args := range [][]string{
-		{"status", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
+		{"status", "--help"}, {"push", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
 		{"members", "--help"}, {"history", "--help"}, {"diff", "--help"}, {"rollback", "--help"}, {"pull", "--help"},
 	} {
 		r := run(t, "", args...)

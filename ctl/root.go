@@ -42,6 +42,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 	root.AddCommand(
 		newValidateCommand(),
 		newTLSCommand(),
+		newPushCommand(cf),
 		newPullCommand(cf),
 		newStatusCommand(cf),
 		newMembersCommand(cf),
