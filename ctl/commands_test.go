@@ -54,6 +54,16 @@ func TestTLSCommands(t *testing.T) {
 		}
 	}
 
+	r = run(t, "", "tls", "cert", "show", filepath.Join(dir, "c1.pem"), filepath.Join(dir, "ca.pem"))
+	if r.code != 0 || !strings.Contains(r.stdout, "coordinator:c1 (hive://coordinator/c1)") ||
+		!strings.Contains(r.stdout, "10.1.2.3,127.0.0.1,::1,c1.example.net,localhost") ||
+		!strings.Contains(r.stdout, "certificate authority (hive CA)") || !strings.Contains(r.stdout, "days left") {
+		t.Fatalf("cert show: %+v", r)
+	}
+	if r := run(t, "", "tls", "cert", "show", filepath.Join(dir, "ca-key.pem")); r.code != 1 || !strings.Contains(r.stderr, "no PEM \"CERTIFICATE\" block") {
+		t.Fatalf("cert show on a key: %+v", r)
+	}
+
 	for _, args := range [][]string{
 		{"--agent", "web-1"},
 		{"--admin", "alice"},
