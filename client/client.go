@@ -124,7 +124,11 @@ type Conn struct {
 	hivev1.CoordinatorServiceClient
 	// Addr is the address that answered.
 	Addr string
-	cc   *grpc.ClientConn
+	// Serving is false when the coordinator answered NOT_SERVING (still
+	// starting, or waiting for its cluster to elect a first leader): its
+	// reads may answer from an empty or old state and writes will fail.
+	Serving bool
+	cc      *grpc.ClientConn
 }
 
 // ClientConn returns the underlying gRPC connection (for other services
@@ -176,8 +180,10 @@ func (e *DialError) Unwrap() []error {
 }
 
 // Dial connects to the first address in cfg.Addrs whose coordinator
-// answers a health check (SERVING, or a server without the health service).
-// It returns a *DialError listing every attempt when none answers.
+// answers a health check with SERVING (or has no health service). When
+// none is SERVING but some answered NOT_SERVING, it returns the first of
+// those with Conn.Serving false. It returns a *DialError listing every
+// attempt when none answers at all.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -201,16 +207,31 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}, cfg.DialOptions...)
 
 	dErr := &DialError{}
+	var fallback *Conn // first NOT_SERVING answer
 	for _, raw := range cfg.Addrs {
 		addr, _ := NormalizeAddr(raw) // validated above
 		conn, err := try(ctx, addr, cfg.AttemptTimeout, opts)
 		if err == nil {
-			return conn, nil
+			if conn.Serving {
+				if fallback != nil {
+					fallback.Close()
+				}
+				return conn, nil
+			}
+			if fallback == nil {
+				fallback = conn
+			} else {
+				conn.Close()
+			}
+			continue
 		}
 		dErr.Attempts = append(dErr.Attempts, AttemptError{Addr: addr, Err: err})
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if fallback != nil {
+		return fallback, nil
 	}
 	return nil, dErr
 }
@@ -225,18 +246,21 @@ func try(ctx context.Context, addr string, timeout time.Duration, opts []grpc.Di
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(cc).Check(actx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(false))
+	serving := true
 	switch {
 	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING:
+	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING:
+		serving = false
 	case err == nil:
 		cc.Close()
-		return nil, fmt.Errorf("health %s", resp.GetStatus())
+		return nil, fmt.Errorf("health status %s", resp.GetStatus())
 	case status.Code(err) == codes.Unimplemented:
 		// Answering, without a health service.
 	default:
 		cc.Close()
 		return nil, cleanErr(err)
 	}
-	return &Conn{CoordinatorServiceClient: hivev1.NewCoordinatorServiceClient(cc), Addr: addr, cc: cc}, nil
+	return &Conn{CoordinatorServiceClient: hivev1.NewCoordinatorServiceClient(cc), Addr: addr, Serving: serving, cc: cc}, nil
 }
 
 // cleanErr turns a gRPC connection error into a shorter one: the status

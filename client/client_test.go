@@ -118,8 +118,18 @@ func TestDialTLSFirstThatAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if conn.Addr != good {
-		t.Fatalf("connected to %s, want %s", conn.Addr, good)
+	if conn.Addr != good || !conn.Serving {
+		t.Fatalf("connected to %s (serving %v), want %s", conn.Addr, conn.Serving, good)
+	}
+
+	// When no server is SERVING, the first NOT_SERVING one is used.
+	conn2, err := Dial(ctx(t), Config{Addrs: []string{dead, sick}, CA: adm.CA, Cert: adm.Cert, Key: adm.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	if conn2.Addr != sick || conn2.Serving {
+		t.Fatalf("fallback: connected to %s (serving %v), want %s not serving", conn2.Addr, conn2.Serving, sick)
 	}
 }
 
