@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,7 +93,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// NormalizeAddr trims addr and adds the default port when it has none.
+// NormalizeAddr trims addr and adds the default port when it has none. It
+// refuses URLs, spaces, empty hosts and ports outside 1-65535.
 func NormalizeAddr(addr string) (string, error) {
 	a := strings.TrimSpace(addr)
 	if a == "" {
@@ -101,20 +103,32 @@ func NormalizeAddr(addr string) (string, error) {
 	if strings.Contains(a, "://") {
 		return "", fmt.Errorf("coordinator address %q: want host:port, not a URL", addr)
 	}
+	if strings.IndexFunc(a, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", fmt.Errorf("coordinator address %q: contains spaces or control characters", addr)
+	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
 		// No port: a bare host name, IPv4 or IPv6 address.
-		h := strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
-		if strings.HasPrefix(a, "[") != strings.HasSuffix(a, "]") || strings.ContainsAny(h, "[]") {
+		host = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+		if strings.HasPrefix(a, "[") != strings.HasSuffix(a, "]") || strings.ContainsAny(host, "[]") {
 			return "", fmt.Errorf("coordinator address %q: %w", addr, err)
 		}
-		return net.JoinHostPort(h, DefaultPort), nil
+		if host == "" {
+			return "", fmt.Errorf("coordinator address %q: empty host", addr)
+		}
+		return net.JoinHostPort(host, DefaultPort), nil
 	}
 	if host == "" {
+		if strings.HasPrefix(a, "[") {
+			return "", fmt.Errorf("coordinator address %q: empty host", addr)
+		}
 		host = "127.0.0.1"
 	}
 	if port == "" {
 		port = DefaultPort
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("coordinator address %q: port %q is not a number from 1 to 65535", addr, port)
 	}
 	return net.JoinHostPort(host, port), nil
 }
