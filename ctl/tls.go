@@ -16,7 +16,7 @@ import (
 	"github.com/hivefleet/hive/pki"
 )
 
-func newTLSCommand() *cobra.Command {
+func newTLSCommand(cf *connFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tls",
 		Short: "Make the site's certificate authority and certificates",
@@ -38,8 +38,8 @@ only ca.pem is copied to the servers. See docs/tls.md.`,
 	ca := &cobra.Command{Use: "ca", Short: "Manage the certificate authority"}
 	ca.AddCommand(newTLSCACreateCommand())
 	cert := &cobra.Command{Use: "cert", Short: "Issue certificates"}
-	cert.AddCommand(newTLSCertCreateCommand(), newTLSCertShowCommand())
-	cmd.AddCommand(ca, cert)
+	cert.AddCommand(newTLSCertCreateCommand(), newTLSCertShowCommand(), newTLSCertRequestCommand(cf))
+	cmd.AddCommand(ca, cert, newTLSTokenCommand(cf))
 	return cmd
 }
 
