@@ -338,6 +338,7 @@ func TestHelpTexts(t *testing.T) {
 	for _, args := range [][]string{
 		{"status", "--help"}, {"push", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
 		{"members", "--help"}, {"history", "--help"}, {"diff", "--help"}, {"rollback", "--help"}, {"pull", "--help"},
+		{"tls", "token", "create", "--help"}, {"tls", "cert", "request", "--help"}, {"tls", "cert", "show", "--help"}, {"tls", "ca", "create", "--help"},
 	} {
 		r := run(t, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") {
