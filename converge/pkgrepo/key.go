@@ -14,11 +14,13 @@ func CheckKey(b []byte) error {
 	s := strings.ReplaceAll(string(b), "\r\n", "\n")
 	const begin, end = "-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----END PGP PUBLIC KEY BLOCK-----"
 	i := strings.Index(s, begin)
-	j := strings.Index(s, end)
-	if i < 0 || j < i {
+	if i < 0 {
 		return fmt.Errorf("%w: not an ASCII-armored OpenPGP public key block", ErrBadKey)
 	}
-	body := s[i+len(begin) : j]
+	body, _, ok := strings.Cut(s[i+len(begin):], end)
+	if !ok {
+		return fmt.Errorf("%w: not an ASCII-armored OpenPGP public key block", ErrBadKey)
+	}
 	// Armor headers end at the first empty line.
 	if k := strings.Index(body, "\n\n"); k >= 0 {
 		body = body[k+2:]
