@@ -1,7 +1,8 @@
 // Package file is the converge provider for "file:" resources: regular
 // files (literal content or a Go text/template rendered with the node's
 // facts and the `secret "name"` function), directories and absent paths,
-// with mode, owner and group.
+// with mode, owner and group. Templates are rendered with
+// site.RenderTemplate, the same language the site parser checks.
 //
 // Invariants:
 //   - Every path is confined to Env.Root: the parent directory is resolved
@@ -41,6 +42,7 @@ import (
 
 	"github.com/hivefleet/hive/converge"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // Provider manages file resources. The zero value is ready to use.
@@ -77,11 +79,8 @@ func (*Provider) Validate(r *hivev1.Resource) error {
 	if f.GetMode() > 0o7777 {
 		return fmt.Errorf("%w: mode %#o out of range", converge.ErrInvalid, f.GetMode())
 	}
-	if f.GetTemplate() {
-		if _, err := parseTemplate(p, f.GetContent(), nil, nil); err != nil {
-			return fmt.Errorf("%w: %v", converge.ErrInvalid, err)
-		}
-	}
+	// Templates are parsed and checked by package site when the site is
+	// pushed; rendering errors fail the resource at Plan.
 	return nil
 }
 
@@ -201,9 +200,11 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 	}
 	content := []byte(f.GetContent())
 	if f.GetTemplate() {
-		if content, err = render(f.GetPath(), f.GetContent(), env.Facts, env.Secrets); err != nil {
+		r, err := site.RenderTemplate(f.GetContent(), env.Facts, env.Secrets)
+		if err != nil {
 			return err
 		}
+		content = []byte(r)
 	}
 	o.content = content
 	if exists && fi.IsDir() {
