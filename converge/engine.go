@@ -121,6 +121,14 @@ type Report struct {
 	Duration      time.Duration
 }
 
+// GetResults returns the results (nil-safe).
+func (r *Report) GetResults() []*hivev1.ResourceResult {
+	if r == nil {
+		return nil
+	}
+	return r.Results
+}
+
 // Count returns how many results have the outcome.
 func (r *Report) Count(o hivev1.Outcome) int {
 	n := 0
