@@ -52,6 +52,7 @@ func rpmVersion(t *testing.T, root, name string) string {
 }
 
 func TestDnfTimeline(t *testing.T) {
+	t.Parallel()
 	root, args, _ := rpmRoot(t)
 	fam, err := converge.DetectFamily(root)
 	if err != nil || fam != converge.FamilyRHEL {
@@ -85,6 +86,7 @@ func TestDnfTimeline(t *testing.T) {
 }
 
 func TestDnfPinsAndBadInput(t *testing.T) {
+	t.Parallel()
 	root, args, _ := rpmRoot(t)
 	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyRHEL}
 	p := newProvider(t, pkg.Config{DnfArgs: args, LockTimeout: time.Second, PollInterval: 100 * time.Millisecond})
@@ -117,6 +119,7 @@ func TestDnfPinsAndBadInput(t *testing.T) {
 }
 
 func TestDnfRepoDown(t *testing.T) {
+	t.Parallel()
 	root, args, repoDir := rpmRoot(t)
 	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyRHEL}
 	p := newProvider(t, pkg.Config{DnfArgs: args})

@@ -156,6 +156,7 @@ func checkFiles(t *testing.T, root string) {
 // file and a service. Services are plan-only under a sandbox root (there
 // is no systemd in it), so they stay PLANNED.
 func TestDebianRoot(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "chroot", "dpkg-deb", "apt-ftparchive", "gpg")
 	root := debroot.Copy(t)
@@ -184,6 +185,7 @@ func TestDebianRoot(t *testing.T) {
 // file: a yum repository (createrepo_c) served over HTTP, a package, a
 // config file, a unit file and a plan-only service.
 func TestRPMRoot(t *testing.T) {
+	t.Parallel()
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "rpm", "dnf", "createrepo_c")
 	root := t.TempDir()
