@@ -5,9 +5,9 @@
 // It talks to systemd over D-Bus (coreos/go-systemd) through the Bus
 // interface. Plan observes each unit's LoadState, ActiveState,
 // UnitFileState and NeedDaemonReload and lists the actions needed. Apply
-// runs `daemon-reload` once first when a unit file or drop-in changed
-// earlier in the run (a file resource under a systemd unit directory) or a
-// unit reports NeedDaemonReload, then observes each unit again (a unit file
+// runs `daemon-reload` once first when the unit file or a drop-in of a
+// planned unit changed earlier in the run (a file resource under a systemd
+// unit directory) or a planned unit reports NeedDaemonReload, then observes each unit again (a unit file
 // written in this run is only known to systemd after the reload) and runs,
 // per unit: enable/disable (followed by one more daemon-reload), then
 // start/stop, or restart/reload when notified and already running. Every
@@ -91,12 +91,13 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	reload := unitFileChanged(b)
+	changedUnits := unitFilesChanged(b)
 	out := make([]*converge.Change, 0, len(b.Items))
 	if !env.HostRoot() {
 		for _, it := range b.Items {
 			c := &converge.Change{}
-			pl := &plan{unit: converge.UnitName(it.Resource.GetService().GetName()), svc: it.Resource.GetService(), notified: it.Notified, daemonReload: reload}
+			unit := converge.UnitName(it.Resource.GetService().GetName())
+			pl := &plan{unit: unit, svc: it.Resource.GetService(), notified: it.Notified, daemonReload: changedUnits[unit]}
 			if acts := wanted(pl); len(acts) > 0 {
 				c.Needed, c.Data = true, pl
 				c.Summary = "not observed (no systemd under root " + env.Root + "); would ensure " + strings.Join(acts, ", ")
@@ -113,7 +114,8 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	for _, it := range b.Items {
 		c := &converge.Change{}
 		out = append(out, c)
-		pl := &plan{unit: converge.UnitName(it.Resource.GetService().GetName()), svc: it.Resource.GetService(), notified: it.Notified, daemonReload: reload}
+		unit := converge.UnitName(it.Resource.GetService().GetName())
+		pl := &plan{unit: unit, svc: it.Resource.GetService(), notified: it.Notified, daemonReload: changedUnits[unit]}
 		st, err := bus.Unit(ctx, pl.unit)
 		if err != nil {
 			c.Err = err
@@ -140,17 +142,18 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	return out, nil
 }
 
-// unitFileChanged reports whether a unit file or drop-in changed earlier
-// in the run.
-func unitFileChanged(b *converge.Batch) bool {
+// unitFilesChanged returns the units whose unit file or drop-in changed
+// earlier in the run.
+func unitFilesChanged(b *converge.Batch) map[string]bool {
+	out := map[string]bool{}
 	for k := range b.Changed {
 		if converge.KindOf(k) == converge.KindFile {
-			if _, ok := converge.IsUnitPath(converge.NameOf(k)); ok {
-				return true
+			if u, ok := converge.IsUnitPath(converge.NameOf(k)); ok {
+				out[u] = true
 			}
 		}
 	}
-	return false
+	return out
 }
 
 // wanted lists what the resource asks for, unobserved.

@@ -196,3 +196,14 @@ func (s *Systemd) DaemonReload(ctx context.Context) error {
 
 // Close implements service.Bus.
 func (s *Systemd) Close() {}
+
+// Get returns a copy of a unit's state (zero when unknown), safe to call
+// while the fake serves calls from other goroutines.
+func (s *Systemd) Get(name string) Unit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.Units[name]; u != nil {
+		return *u
+	}
+	return Unit{}
+}
