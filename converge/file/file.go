@@ -281,7 +281,11 @@ func apply(o *op) error {
 			return fmt.Errorf("create parents: %w", err)
 		}
 		if err := os.Mkdir(o.target, 0o700); err != nil {
-			return fmt.Errorf("mkdir: %w", err)
+			// Created meanwhile (e.g. by another change of the batch):
+			// fine if it is a directory; the attributes are set below.
+			if fi, serr := os.Lstat(o.target); serr != nil || !fi.IsDir() {
+				return fmt.Errorf("mkdir: %w", err)
+			}
 		}
 		if err := setAttrs(o.target, o, true, true); err != nil {
 			return err

@@ -128,3 +128,42 @@ func FuzzCheckKey(f *testing.F) {
 		_ = pkgrepo.CheckKey(b) // must not panic
 	})
 }
+
+func TestPruneRemovedRepos(t *testing.T) {
+	key := convergetest.NewGPGKey(t)
+	root := t.TempDir()
+	env := &converge.Env{Root: root, Family: converge.FamilyDebian}
+	p := pkgrepo.New(pkgrepo.Config{})
+	a := repo(&hivev1.Repo{Name: "a", Url: "http://x/a", SigningKey: key.Public, Gpgcheck: true})
+	b := repo(&hivev1.Repo{Name: "b", Url: "http://x/b", SigningKey: key.Public, Gpgcheck: true})
+	convergetest.Converge(t, p, env, []*hivev1.Resource{a, b}, nil, 2)
+	// Someone else's file that merely looks like ours stays.
+	foreign := filepath.Join(root, "etc/apt/sources.list.d/hive-c.sources")
+	if err := os.WriteFile(foreign, []byte("Types: deb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := convergetest.Tree(t, root)
+	chs, err := p.Prune(context.Background(), env, []converge.Item{{Key: a.Key, Resource: a}})
+	if err != nil || len(chs) != 1 || chs[0].Key != "repo:b" {
+		t.Fatalf("prune: %v %+v", err, chs)
+	}
+	if convergetest.Tree(t, root) != before {
+		t.Fatal("prune (plan) changed files")
+	}
+	if err := p.Apply(context.Background(), env, chs); err != nil || chs[0].Err != nil {
+		t.Fatalf("apply: %v %v", err, chs[0].Err)
+	}
+	for _, f := range []string{"etc/apt/sources.list.d/hive-b.sources", "etc/apt/keyrings/hive-b.asc"} {
+		if _, err := os.Stat(filepath.Join(root, f)); !os.IsNotExist(err) {
+			t.Errorf("%s not removed", f)
+		}
+	}
+	for _, f := range []string{"etc/apt/sources.list.d/hive-a.sources", "etc/apt/keyrings/hive-a.asc", "etc/apt/sources.list.d/hive-c.sources"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			t.Errorf("%s removed: %v", f, err)
+		}
+	}
+	if chs, _ := p.Prune(context.Background(), env, []converge.Item{{Key: a.Key, Resource: a}}); len(chs) != 0 {
+		t.Errorf("second prune: %+v", chs)
+	}
+}
