@@ -384,3 +384,25 @@ func TestPrune(t *testing.T) {
 		t.Errorf("third run: %s", outcomes(rep))
 	}
 }
+
+func FuzzSecureJoin(f *testing.F) {
+	root := f.TempDir()
+	if err := os.Symlink("../../..", filepath.Join(root, "up")); err != nil {
+		f.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(root, "abs")); err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"/etc/x", "/up/x", "/abs/../../x", "/a/./b", "//x", "/.."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		got, err := converge.SecureJoin(root, p)
+		if err != nil {
+			return
+		}
+		if got != root && !strings.HasPrefix(got, root+"/") {
+			t.Fatalf("SecureJoin(%q) = %q escapes %q", p, got, root)
+		}
+	})
+}
