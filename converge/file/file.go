@@ -218,7 +218,7 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 			what = "replace " + typeName(fi) + " with file"
 		}
 		c.Summary = fmt.Sprintf("%s, %d bytes, mode %#o%s", what, len(content), o.mode, ownerSuffix(o))
-		c.Diff = diff(env, f.GetPath(), nil, content, !exists)
+		c.Diff = diff(env, f, nil, content, !exists)
 		return nil
 	}
 	cur, err := os.ReadFile(target)
@@ -234,7 +234,7 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 		if len(attrs) > 0 {
 			c.Summary += ", " + strings.Join(attrs, ", ")
 		}
-		c.Diff = diff(env, f.GetPath(), cur, content, false)
+		c.Diff = diff(env, f, cur, content, false)
 		return nil
 	}
 	if len(attrs) > 0 {
@@ -443,8 +443,26 @@ func ownerSuffix(o *op) string {
 	return ", owner " + ownerString(o)
 }
 
+// minMasked is the shortest secret value masking can hide reliably in a
+// diff; a file rendering a shorter one gets no line diff at all.
+const minMasked = 8
+
 // diff returns a unified diff of old and new content with secrets masked.
-func diff(env *converge.Env, name string, old, new []byte, created bool) string {
+func diff(env *converge.Env, f *hivev1.File, old, new []byte, created bool) string {
+	name := f.GetPath()
+	if f.GetTemplate() {
+		refs := f.GetSecrets()
+		if len(refs) == 0 && strings.Contains(f.GetContent(), "secret") {
+			for n := range env.Secrets { // not derived: assume any
+				refs = append(refs, n)
+			}
+		}
+		for _, n := range refs {
+			if v, ok := env.Secrets[n]; ok && len(v) < minMasked {
+				return fmt.Sprintf("(content renders secret %q, too short to mask: diff hidden)\n", n)
+			}
+		}
+	}
 	if isBinary(old) || isBinary(new) || len(old) > maxDiff || len(new) > maxDiff {
 		return fmt.Sprintf("binary or large content: %d bytes sha256:%x → %d bytes sha256:%x\n",
 			len(old), sha256.Sum256(old), len(new), sha256.Sum256(new))

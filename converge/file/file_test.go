@@ -257,3 +257,12 @@ func BenchmarkNoopFiles(b *testing.B) {
 		}
 	}
 }
+
+func TestShortSecretHidesDiff(t *testing.T) {
+	env := newEnv(t)
+	env.Secrets["pin"] = []byte("1234")
+	c := plan(t, env, &hivev1.File{Path: "/etc/pin", Content: `pin={{ secret "pin" }}` + "\n", Template: true, Secrets: []string{"pin"}})[0]
+	if strings.Contains(c.Diff, "1234") || !strings.Contains(c.Diff, "diff hidden") {
+		t.Errorf("diff %q", c.Diff)
+	}
+}
