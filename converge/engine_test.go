@@ -20,7 +20,6 @@ type fakeProvider struct {
 	state  map[string]string // key → applied value
 	fail   map[string]bool   // keys whose apply fails
 	calls  *[]string
-	notify map[string][]string
 }
 
 func (f *fakeProvider) Kind() string { return f.kind }
