@@ -16,10 +16,10 @@ import (
 
 // fakeProvider keeps its desired state in a map; it records calls.
 type fakeProvider struct {
-	kind   string
-	state  map[string]string // key → applied value
-	fail   map[string]bool   // keys whose apply fails
-	calls  *[]string
+	kind  string
+	state map[string]string // key → applied value
+	fail  map[string]bool   // keys whose apply fails
+	calls *[]string
 }
 
 func (f *fakeProvider) Kind() string { return f.kind }
