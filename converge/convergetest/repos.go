@@ -112,6 +112,8 @@ type RPM struct {
 	Name, Version, Release string
 	Epoch                  uint32
 	Files                  map[string]string
+	// Preun, optional, is the pre-uninstall scriptlet.
+	Preun string
 }
 
 // BuildRPM builds the package with rpmpack into dir and returns its path.
@@ -122,6 +124,9 @@ func BuildRPM(t testing.TB, dir string, r RPM) string {
 	p, err := rpmpack.NewRPM(md)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Preun != "" {
+		p.AddPreun(r.Preun)
 	}
 	for path, body := range r.Files {
 		p.AddFile(rpmpack.RPMFile{Name: path, Body: []byte(body), Mode: 0o100644, Owner: "root", Group: "root"})

@@ -32,6 +32,8 @@ func rpmRoot(t *testing.T) (root string, dnfArgs []string, repoDir string) {
 		{Name: "hive-a", Version: "1.0", Release: "1", Files: map[string]string{"/usr/share/hive-a/v": "1.0\n"}},
 		{Name: "hive-a", Version: "1.1", Release: "1", Epoch: 1, Files: map[string]string{"/usr/share/hive-a/v": "1.1\n"}},
 		{Name: "hive-b", Version: "2.0", Release: "1", Files: map[string]string{"/etc/hive-b/b.conf": "b=1\n"}},
+		// Cannot be removed: its pre-uninstall scriptlet fails.
+		{Name: "hive-stuck", Version: "1.0", Release: "1", Preun: "exit 1", Files: map[string]string{"/usr/share/hive-stuck/x": "x\n"}},
 	} {
 		convergetest.BuildRPM(t, repoDir, r)
 	}
@@ -132,4 +134,28 @@ func TestDnfRepoDown(t *testing.T) {
 	if rpmVersion(t, root, "hive-b") != "" {
 		t.Error("installed from a broken repo")
 	}
+}
+
+// TestDnfPartialFailure: dnf installs, then removes (two commands); when
+// the removal fails, the install still counts and only the removal fails.
+func TestDnfPartialFailure(t *testing.T) {
+	t.Parallel()
+	root, args, _ := rpmRoot(t)
+	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyRHEL}
+	p := newProvider(t, pkg.Config{DnfArgs: args})
+	ctx := context.Background()
+	chs := plan(t, p, env, pkgRes("hive-stuck", "", false))
+	must(t, p.Apply(ctx, env, chs))
+	if chs[0].Err != nil {
+		t.Fatal(chs[0].Err)
+	}
+	chs = plan(t, p, env, pkgRes("hive-b", "", false), pkgRes("hive-stuck", "", true))
+	must(t, p.Apply(ctx, env, chs))
+	if chs[0].Err != nil || rpmVersion(t, root, "hive-b") != "0:2.0-1" {
+		t.Errorf("hive-b: %v", chs[0].Err)
+	}
+	if chs[1].Err == nil || rpmVersion(t, root, "hive-stuck") == "" {
+		t.Errorf("hive-stuck: err %v, version %q", chs[1].Err, rpmVersion(t, root, "hive-stuck"))
+	}
+	t.Logf("removal failure: %v", chs[1].Err)
 }
