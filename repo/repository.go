@@ -515,7 +515,11 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	gens := append(append([]*Generation(nil), old...), g)
 	var dropped []*Generation
 	if k := cfg.KeepGenerations; len(gens) > k {
-		dropped, gens = gens[:len(gens)-k], gens[len(gens)-k:]
+		cut := len(gens) - k
+		for cut > 0 && date.Sub(gens[cut-1].Date) < cfg.KeepFor {
+			cut--
+		}
+		dropped, gens = gens[:cut], gens[cut:]
 	}
 	r.gens.Store(&gens)
 	s.gcMu.RUnlock()
