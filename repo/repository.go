@@ -386,8 +386,11 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	n := int64(1)
 	if prev != nil {
 		n = prev.N + 1
-		if !date.After(prev.Date) {
-			date = prev.Date.Add(time.Second) // Release's Date must always increase
+		// Release's Date never goes back (apt ignores an older Release)
+		// and never lies in the future (apt refuses it as not valid yet):
+		// publishes within one second share their Date.
+		if date.Before(prev.Date) {
+			date = prev.Date
 		}
 	}
 	g := &Generation{N: n, Date: date, Files: map[string]string{}, Root: map[string][]byte{}}

@@ -274,3 +274,11 @@ func TestDebounce(t *testing.T) {
 	}
 	t.Logf("%d uploads -> %d publishes", n, info.Generation)
 }
+
+func (e *env) srvInfo(name string) repo.RepoInfo {
+	e.t.Helper()
+	_, b := e.do("GET", "/api/v1/repos/"+name, nil, "")
+	var info repo.RepoInfo
+	json.Unmarshal(b, &info)
+	return info
+}
