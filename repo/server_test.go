@@ -45,6 +45,7 @@ type env struct {
 	token string
 	dir   string
 	cfg   repo.Config
+	stop  func()
 }
 
 const token = "s3cret-token"
@@ -77,8 +78,10 @@ func startCfg(t testing.TB, cfg repo.Config) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), token: cfg.UploadToken, dir: cfg.DataDir, cfg: cfg}
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return &env{t: t, srv: srv, url: "http://" + ln.Addr().String(), token: cfg.UploadToken, dir: cfg.DataDir, cfg: cfg, stop: stop}
 }
 
 type tlog struct{ t testing.TB }
