@@ -61,7 +61,7 @@ func newUpstream(t *testing.T) *upstream {
 }
 
 func (u *upstream) set(p string, b []byte) { u.mu.Lock(); u.files[p] = b; u.mu.Unlock() }
-func (u *upstream) count(p string) int   { u.mu.Lock(); defer u.mu.Unlock(); return u.hits[p] }
+func (u *upstream) count(p string) int     { u.mu.Lock(); defer u.mu.Unlock(); return u.hits[p] }
 
 type front struct {
 	c   *mirror.Cache
