@@ -285,3 +285,14 @@ func (e *env) srvInfo(name string) repo.RepoInfo {
 	json.Unmarshal(b, &info)
 	return info
 }
+
+func sha256sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
