@@ -62,7 +62,12 @@ func hiveRepoBin(b *testing.B) string {
 	return binPath
 }
 
-func timed(b *testing.B, name string, args ...string) time.Duration {
+// cost is the wall time and the CPU time (user+system, all threads) of a run.
+type cost struct{ wall, cpu time.Duration }
+
+func (c *cost) add(o cost) { c.wall += o.wall; c.cpu += o.cpu }
+
+func timed(b *testing.B, name string, args ...string) cost {
 	b.Helper()
 	start := time.Now()
 	cmd := exec.Command(name, args...)
@@ -70,10 +75,10 @@ func timed(b *testing.B, name string, args ...string) time.Duration {
 	if err != nil {
 		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
-	return time.Since(start)
+	return cost{time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 }
 
-func shell(b *testing.B, dir, script string) time.Duration {
+func shell(b *testing.B, dir, script string) cost {
 	b.Helper()
 	start := time.Now()
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
@@ -82,15 +87,22 @@ func shell(b *testing.B, dir, script string) time.Duration {
 	if err != nil {
 		b.Fatalf("%s: %v\n%s", script, err, out)
 	}
-	return time.Since(start)
+	return cost{time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 }
 
-func report(b *testing.B, hive, peer time.Duration, peerName string, n int) {
-	h := hive.Seconds() / float64(n)
-	p := peer.Seconds() / float64(n)
-	b.ReportMetric(h, "hive-s/op")
-	b.ReportMetric(p, peerName+"-s/op")
-	b.ReportMetric(h/p, "ratio")
+// report prints wall seconds per run of both sides and their ratio, and the
+// same for CPU seconds (robust when the machine is shared: a peer with more
+// threads than cores gets a larger share of a loaded machine).
+func report(b *testing.B, hive, peer cost, peerName string, n int) {
+	f := func(d time.Duration) float64 { return d.Seconds() / float64(n) }
+	b.ReportMetric(f(hive.wall), "hive-s/op")
+	b.ReportMetric(f(peer.wall), peerName+"-s/op")
+	b.ReportMetric(f(hive.wall)/f(peer.wall), "ratio")
+	if hive.cpu > 0 && peer.cpu > 0 {
+		b.ReportMetric(f(hive.cpu), "hive-cpu-s/op")
+		b.ReportMetric(f(peer.cpu), peerName+"-cpu-s/op")
+		b.ReportMetric(f(hive.cpu)/f(peer.cpu), "cpu-ratio")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -109,13 +121,13 @@ func BenchmarkYumFullIndex(b *testing.B) {
 				b.Fatal(err)
 			}
 			bin := hiveRepoBin(b)
-			var hive, peer time.Duration
+			var hive, peer cost
 			runs := 0
 			for b.Loop() {
 				os.RemoveAll(filepath.Join(dir, "repodata"))
-				peer += timed(b, cr, "--no-database", "--quiet", dir)
+				peer.add(timed(b, cr, "--no-database", "--quiet", dir))
 				os.RemoveAll(filepath.Join(dir, "repodata"))
-				hive += timed(b, bin, "index", "--yum", dir)
+				hive.add(timed(b, bin, "index", "--yum", dir))
 				runs++
 			}
 			report(b, hive, peer, "createrepo_c", runs)
@@ -155,7 +167,7 @@ func BenchmarkYumAddOne(b *testing.B) {
 	wg.Wait()
 	e.reindex("bench")
 
-	var hive, peer time.Duration
+	var hive, peer cost
 	i := 0
 	for b.Loop() {
 		pkg, err := repotest.BuildRPM(repotest.RPM{Name: fmt.Sprintf("added-%d", i), Version: "1", Arch: "x86_64"})
@@ -164,14 +176,15 @@ func BenchmarkYumAddOne(b *testing.B) {
 		}
 		name := fmt.Sprintf("added-%d-1-1.x86_64.rpm", i)
 		os.WriteFile(filepath.Join(peerDir, name), pkg, 0o644)
-		peer += timed(b, cr, "--update", "--no-database", "--quiet", peerDir)
+		peer.add(timed(b, cr, "--update", "--no-database", "--quiet", peerDir))
 
 		start := time.Now()
 		e.upload("bench", name, pkg)
 		e.reindex("bench")
-		hive += time.Since(start)
+		hive.wall += time.Since(start) // in-process server: wall time only
 		i++
 	}
+	peer.cpu = 0
 	report(b, hive, peer, "createrepo_c_update", i)
 }
 
@@ -188,13 +201,13 @@ func BenchmarkAptFullIndex(b *testing.B) {
 	key := filepath.Join(b.TempDir(), "key.asc")
 	timed(b, bin, "keygen", "--out", key)
 	clean := "rm -f Packages Packages.gz Packages.xz Release InRelease Release.gpg"
-	var hive, peer time.Duration
+	var hive, peer cost
 	runs := 0
 	for b.Loop() {
 		shell(b, dir, clean)
-		peer += shell(b, dir, "apt-ftparchive packages . > Packages && gzip -9 -k Packages && xz -k Packages && apt-ftparchive release . > ../Release.tmp && mv ../Release.tmp Release")
+		peer.add(shell(b, dir, "apt-ftparchive packages . > Packages && gzip -9 -k Packages && xz -k Packages && apt-ftparchive release . > ../Release.tmp && mv ../Release.tmp Release"))
 		shell(b, dir, clean)
-		hive += timed(b, bin, "index", "--apt", dir, "--signing-key", key)
+		hive.add(timed(b, bin, "index", "--apt", dir, "--signing-key", key))
 		runs++
 	}
 	shell(b, dir, clean)

@@ -206,6 +206,17 @@ func (s *Store) TempDir() string { return s.tmp }
 // path's directory when tmpDir is ""), fsync, rename. On error nothing is
 // left at path that was not there before.
 func WriteFile(path string, data []byte, tmpDir string) error {
+	return writeFile(path, data, tmpDir, true)
+}
+
+// WriteFileNoSync is WriteFile without the fsync: readers still see the old
+// or the new file, never a partial one, but a crash may lose the new
+// content. For batch jobs that are simply re-run after a crash.
+func WriteFileNoSync(path string, data []byte, tmpDir string) error {
+	return writeFile(path, data, tmpDir, false)
+}
+
+func writeFile(path string, data []byte, tmpDir string, sync bool) error {
 	if tmpDir == "" {
 		tmpDir = filepath.Dir(path)
 	}
@@ -214,7 +225,7 @@ func WriteFile(path string, data []byte, tmpDir string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -180,14 +180,57 @@ type buf struct{ bytes.Buffer }
 
 func (b *buf) s(s string) { b.WriteString(s) }
 
-func (b *buf) text(s string) { xml.EscapeText(b, []byte(s)) }
+// text writes s escaped for XML text and attribute values, like
+// xml.EscapeText (characters XML cannot carry become U+FFFD) but without
+// allocating for the common case of nothing to escape.
+func (b *buf) text(s string) {
+	last := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var esc string
+		switch {
+		case c == '<':
+			esc = "&lt;"
+		case c == '>':
+			esc = "&gt;"
+		case c == '&':
+			esc = "&amp;"
+		case c == '"':
+			esc = "&#34;"
+		case c == '\'':
+			esc = "&#39;"
+		case c == '\t':
+			esc = "&#x9;"
+		case c == '\n':
+			esc = "&#xA;"
+		case c == '\r':
+			esc = "&#xD;"
+		case c < 0x20 || c >= 0x80:
+			// Rare: control characters and non-ASCII go through encoding/xml.
+			b.s(s[last:i])
+			xml.EscapeText(b, []byte(s[i:]))
+			return
+		default:
+			continue
+		}
+		b.s(s[last:i])
+		b.s(esc)
+		last = i + 1
+	}
+	b.s(s[last:])
+}
 
 func (b *buf) attr(name, v string) {
 	b.WriteByte(' ')
 	b.s(name)
 	b.s(`="`)
-	xml.EscapeText(b, []byte(v))
+	b.text(v)
 	b.WriteByte('"')
+}
+
+func (b *buf) num(v int64) {
+	var tmp [20]byte
+	b.Write(strconv.AppendInt(tmp[:0], v, 10))
 }
 
 func (b *buf) elem(indent, name, v string) {
@@ -207,6 +250,7 @@ func (b *buf) version(indent string, p *rpmmeta.Package) {
 func (e *Entry) renderPrimary() []byte {
 	p := e.Pkg
 	var b buf
+	b.Grow(1024 + 128*(len(p.Provides)+len(p.Requires)) + 64*len(p.Files))
 	b.s("<package type=\"rpm\">\n")
 	b.elem("  ", "name", p.Name)
 	b.elem("  ", "arch", p.Arch)
@@ -216,8 +260,17 @@ func (e *Entry) renderPrimary() []byte {
 	b.elem("  ", "description", p.Description)
 	b.elem("  ", "packager", p.Packager)
 	b.elem("  ", "url", p.URL)
-	fmt.Fprintf(&b, "  <time file=\"%d\" build=\"%d\"/>\n", e.FileTime, p.BuildTime)
-	fmt.Fprintf(&b, "  <size package=\"%d\" installed=\"%d\" archive=\"%d\"/>\n", p.Size, p.InstalledSize, p.ArchiveSize)
+	b.s(`  <time file="`)
+	b.num(e.FileTime)
+	b.s(`" build="`)
+	b.num(p.BuildTime)
+	b.s(`"/>` + "\n" + `  <size package="`)
+	b.num(p.Size)
+	b.s(`" installed="`)
+	b.num(p.InstalledSize)
+	b.s(`" archive="`)
+	b.num(p.ArchiveSize)
+	b.s(`"/>` + "\n")
 	b.s("  <location")
 	b.attr("href", e.Href)
 	b.s("/>\n  <format>\n")
@@ -226,7 +279,11 @@ func (e *Entry) renderPrimary() []byte {
 	b.elem("    ", "rpm:group", p.Group)
 	b.elem("    ", "rpm:buildhost", p.BuildHost)
 	b.elem("    ", "rpm:sourcerpm", p.SourceRPM)
-	fmt.Fprintf(&b, "    <rpm:header-range start=\"%d\" end=\"%d\"/>\n", p.HeaderStart, p.HeaderEnd)
+	b.s(`    <rpm:header-range start="`)
+	b.num(int64(p.HeaderStart))
+	b.s(`" end="`)
+	b.num(int64(p.HeaderEnd))
+	b.s(`"/>` + "\n")
 	deps := []struct {
 		name string
 		list []rpmmeta.Dep
@@ -286,6 +343,7 @@ func (b *buf) pkgOpen(e *Entry) {
 
 func (e *Entry) renderFilelists() []byte {
 	var b buf
+	b.Grow(256 + 64*len(e.Pkg.Files))
 	b.pkgOpen(e)
 	for _, f := range e.Pkg.Files {
 		b.file("  ", f)
