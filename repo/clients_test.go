@@ -2,11 +2,13 @@ package repo_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hivefleet/hive/internal/debroot"
 	"github.com/hivefleet/hive/internal/testenv"
 	"github.com/hivefleet/hive/repo/repotest"
 )
@@ -111,5 +113,45 @@ func TestAptClient(t *testing.T) {
 	out, _ = b.Run(ctx, aptGet, "update")
 	if len(repotest.Warnings(out)) == 0 {
 		t.Errorf("apt-get update with a wrong key gave no warning:\n%s", out)
+	}
+}
+
+// TestAptInstallIntoDebianRoot: in a private Debian root, apt-get update
+// with Signed-By the repo key, then apt-get install from /apt/<repo>, with
+// no warnings about signatures or hashes.
+func TestAptInstallIntoDebianRoot(t *testing.T) {
+	testenv.RequireTool(t, "chroot")
+	root := debroot.Copy(t)
+	e := start(t, nil)
+	e.upload("site", "hive-hello_1.0_all.deb", debPkg(t, "hive-hello", "1.0", "zst"))
+	e.upload("site", "hive-other_1.0_all.deb", debPkg(t, "hive-other", "1.0", "xz"))
+	e.reindex("site")
+
+	if err := os.Remove(filepath.Join(root, "etc/apt/sources.list")); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(root, "etc/apt/keyrings"), 0o755)
+	if err := os.WriteFile(filepath.Join(root, "etc/apt/keyrings/hive.asc"), e.get("/keys/site.asc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := "Types: deb\nURIs: " + e.url + "/apt/site\nSuites: stable\nComponents: main\nSigned-By: /etc/apt/keyrings/hive.asc\n"
+	if err := os.WriteFile(filepath.Join(root, "etc/apt/sources.list.d/hive.sources"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := repotest.Ctx(t, 3*time.Minute)
+	for _, args := range [][]string{{"apt-get", "update"}, {"apt-get", "-o", "Dpkg::Use-Pty=0", "install", "-y", "hive-hello"}} {
+		cmd := exec.CommandContext(ctx, "chroot", append([]string{root}, args...)...)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"}
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(repotest.Warnings(string(out))) > 0 {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "usr/share/hive-test/hive-hello.txt")); err != nil || string(b) != "hive-hello 1.0\n" {
+		t.Errorf("installed file: %q %v", b, err)
+	}
+	out, err := exec.Command("chroot", root, "dpkg-query", "-W", "-f", "${Status} ${Version}", "hive-hello").CombinedOutput()
+	if err != nil || string(out) != "install ok installed 1.0" {
+		t.Errorf("dpkg-query: %q %v", out, err)
 	}
 }
