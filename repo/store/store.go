@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // ErrTooLarge is returned by Put when the stream exceeds the size limit.
@@ -143,6 +144,72 @@ func (s *Store) PutBytes(b []byte) (string, error) {
 		return "", err
 	}
 	return h, nil
+}
+
+// PutAll stores several blobs and returns their sums. Their data is
+// written first and fsync'ed concurrently (one journal commit can cover
+// them all), then each is renamed into place.
+func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
+	sums := make([]string, len(blobs))
+	type pend struct {
+		f   *os.File
+		dst string
+	}
+	var ps []pend
+	cleanup := func() {
+		for _, p := range ps {
+			p.f.Close()
+			os.Remove(p.f.Name())
+		}
+	}
+	for i, b := range blobs {
+		sum := sha256.Sum256(b)
+		sums[i] = hex.EncodeToString(sum[:])
+		if s.Has(sums[i]) {
+			continue
+		}
+		f, err := os.CreateTemp(s.tmp, "put-*")
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+		ps = append(ps, pend{f, s.Path(sums[i])})
+		if _, err := f.Write(b); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = p.f.Sync() }()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	for i, p := range ps {
+		err := p.f.Close()
+		if err == nil {
+			err = os.Chmod(p.f.Name(), 0o644)
+		}
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(p.dst), 0o755)
+		}
+		if err == nil {
+			err = os.Rename(p.f.Name(), p.dst)
+		}
+		if err != nil {
+			for _, q := range ps[i:] {
+				q.f.Close()
+				os.Remove(q.f.Name())
+			}
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+	return sums, nil
 }
 
 // File is the pending blob's temporary file, positioned at its start, for
