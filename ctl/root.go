@@ -35,6 +35,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newRepoCommand())
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
