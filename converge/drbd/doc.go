@@ -23,7 +23,7 @@
 // name>, so the machine's hostname does not matter.
 //
 // Port and minor clashes with other resources of the run or other
-// hive-rendered files on the node fail the resource with ErrClash. Remove
+// hive-rendered files on the node fail the resource with ErrClash. Prune
 // plans `drbdadm down` plus deletion for hive-rendered files (they start
 // with Header) whose resource is no longer desired.
 //

@@ -71,7 +71,7 @@ func (p *Provider) Kind() string { return converge.KindDrbd }
 
 type planData struct {
 	cfg      *Spec
-	remove   string // name of a resource to take down (Remove)
+	remove   string // name of a resource to take down (Prune)
 	path     string // host path of the .res file
 	text     string // rendered file
 	old      []byte // previous file, nil when absent
@@ -394,17 +394,17 @@ func (p *Provider) restoreFile(d *planData) error {
 	return writeFile(d.path, d.old)
 }
 
-// Remove plans taking down and deleting every hive-rendered resource file
-// whose resource is not in keep (names). The agent calls it with the names
-// of the node's drbd resources after a run; Apply carries it out.
-func (p *Provider) Remove(ctx context.Context, env *converge.Env, keep []string) ([]*converge.Change, error) {
+// Prune plans taking down and deleting every hive-rendered resource file
+// whose resource is not among present (the node's drbd resources); Apply
+// carries it out. (Optional converge interface: Prune(ctx, env, present).)
+func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
 	files, err := p.existing(env)
 	if err != nil {
 		return nil, err
 	}
 	kept := map[string]bool{}
-	for _, k := range keep {
-		kept[k] = true
+	for _, it := range present {
+		kept[it.Resource.GetDrbd().GetName()] = true
 	}
 	names := make([]string, 0, len(files))
 	for n := range files {

@@ -223,7 +223,7 @@ func TestProviderTimeline(t *testing.T) {
 	}
 
 	// Removal: down through drbdadm, file gone.
-	rm, err := p.Remove(context.Background(), l.env, nil)
+	rm, err := p.Prune(context.Background(), l.env, nil)
 	if err != nil || len(rm) != 1 || rm[0].Key != "drbd:r0" {
 		t.Fatalf("remove plan: %v %v", rm, err)
 	}
@@ -236,7 +236,7 @@ func TestProviderTimeline(t *testing.T) {
 	if kl := l.kernelLog(t); !strings.Contains(kl, "down r0") {
 		t.Errorf("no down: %s", kl)
 	}
-	if rm, _ := p.Remove(context.Background(), l.env, nil); len(rm) != 0 {
+	if rm, _ := p.Prune(context.Background(), l.env, nil); len(rm) != 0 {
 		t.Errorf("second removal plans %d", len(rm))
 	}
 }

@@ -196,7 +196,7 @@ func (c *Spec) settlePeers(d *hivev1.Drbd) error {
 	return nil
 }
 
-// Header is the first line of every file hive renders; Remove only
+// Header is the first line of every file hive renders; Prune only
 // touches files that start with it.
 const Header = "# Managed by hive; changes are overwritten."
 

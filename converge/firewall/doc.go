@@ -41,6 +41,6 @@
 // The engine calls Plan and Apply from one goroutine at a time. A Window's
 // timer runs the rollback on its own goroutine; the Window methods and the
 // Provider accessors (Window, LastWindow, ClearHold) are safe from any
-// goroutine. Only Apply, Remove and Window.Rollback run iptables and block;
+// goroutine. Only Plan, Apply, Prune and Window.Rollback run iptables and block;
 // Confirm never blocks.
 package firewall

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/convergetest"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -195,11 +196,12 @@ func TestNetnsTimeline(t *testing.T) {
 
 	// Removal: hive's chains and jumps go, foreign rules stay.
 	env := &converge.Env{Root: "/", Runner: n.runner(), Logger: testLogger(t)}
-	rm, err := p.Remove(context.Background(), env, "firewall:filter")
-	if err != nil {
-		t.Fatal(err)
+	rms, err := p.Prune(context.Background(), env, nil)
+	if err != nil || len(rms) != 1 {
+		t.Fatal(err, rms)
 	}
-	if err := p.Apply(context.Background(), env, []*converge.Change{rm}); err != nil || rm.Err != nil {
+	rm := rms[0]
+	if err := p.Apply(context.Background(), env, rms); err != nil || rm.Err != nil {
 		t.Fatal(err, rm.Err)
 	}
 	_ = p.Window().Confirm()
@@ -210,6 +212,9 @@ func TestNetnsTimeline(t *testing.T) {
 	}
 	if after := foreignLines(n.save(IPv4)); after != before {
 		t.Errorf("foreign rules changed by removal:\n%s\nwas\n%s", after, before)
+	}
+	if rms, err := p.Prune(context.Background(), env, nil); err != nil || len(rms) != 0 {
+		t.Errorf("second prune: %v %v", rms, err)
 	}
 }
 
@@ -333,7 +338,7 @@ func TestNetnsTraffic(t *testing.T) {
 	}
 	// Before: everything open.
 	for _, a := range []string{"10.77.0.1:8080", "10.77.0.1:8081", "10.77.0.1:8082", "[fd77::1]:8081"} {
-		if err := dial(peer, a, time.Second); err != nil {
+		if err := dial(peer, a, 3*time.Second); err != nil {
 			t.Fatalf("before: dial %s: %v", a, err)
 		}
 	}
@@ -485,4 +490,33 @@ func TestNetnsSupersededWindowRollsBackToConfirmed(t *testing.T) {
 	if now := n.save(IPv4); now != confirmed {
 		t.Errorf("rollback went to:\n%s\nwant the last confirmed:\n%s", now, confirmed)
 	}
+}
+
+// TestNetnsConformance runs the shared provider timeline (cancelled plan,
+// from empty, no-op, drift and reconverge) against iptables in a namespace;
+// the fingerprint is the namespace's iptables-save and ip6tables-save.
+func TestNetnsConformance(t *testing.T) {
+	n := newNetns(t)
+	foreign(t, n)
+	p := newProvider(t, nil)
+	fw := fwResource(baseRules())
+	want, _ := Render(baseRules())
+	convergetest.Run(t, convergetest.Timeline{
+		Provider:    p,
+		Env:         &converge.Env{Root: t.TempDir(), Runner: n.runner(), Logger: testLogger(t)},
+		Desired:     []*hivev1.Resource{fw},
+		Fingerprint: func(t *testing.T) string { return n.save(IPv4) + n.save(IPv6) },
+		Check: func(t *testing.T) {
+			for _, f := range Families {
+				tables, _ := ParseSave([]byte(n.save(f)))
+				if got := Current(tables["filter"]); !got.Equal(&Ruleset{Chains: want[f].Chains, Policies: got.Policies}) || got.Policies["FORWARD"] != "DROP" {
+					t.Errorf("%s: %+v", f, got)
+				}
+			}
+		},
+		Drift: func(t *testing.T) {
+			n.exec("", "ip6tables", "-D", "HIVE-INPUT", "1")
+			n.exec("", "iptables", "-P", "FORWARD", "ACCEPT")
+		},
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -133,6 +134,16 @@ func link(t *testing.T, a, b *netns, addrA, addrB, addr6A, addr6B string) {
 		x.n.ip("addr", "add", x.v4+"/24", "dev", "veth0")
 		x.n.ip("-6", "addr", "add", x.v6+"/64", "dev", "veth0", "nodad")
 		x.n.ip("link", "set", "veth0", "up")
+	}
+	// Wait for both ends to have carrier, so the first packets are not lost.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, n := range []*netns{a, b} {
+		for !strings.Contains(n.ip("link", "show", "veth0"), "LOWER_UP") {
+			if time.Now().After(deadline) {
+				t.Fatalf("veth0 in %s has no carrier", n.name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 

@@ -327,12 +327,17 @@ func (p *Provider) ended(w *Window) {
 	}
 }
 
-// Remove plans taking the hive chains and their jumps out of both
-// families and resetting the built-in policies to ACCEPT: what a node whose
-// roles no longer declare a firewall gets. The change is applied by Apply
-// and has a confirm window like any other.
-func (p *Provider) Remove(ctx context.Context, env *converge.Env, key string) (*converge.Change, error) {
-	ch := &converge.Change{Key: key}
+// Prune plans taking the hive chains and their jumps out of both families
+// and resetting the built-in policies to ACCEPT when present (the node's
+// firewall resources) is empty and hive chains exist: what a node whose
+// roles no longer declare a firewall gets. It returns no change otherwise.
+// The change is carried out by Apply and has a confirm window like any
+// other. (Optional converge interface: Prune(ctx, env, present).)
+func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
+	if len(present) > 0 {
+		return nil, nil
+	}
+	ch := &converge.Change{Key: converge.KindFirewall + ":filter"}
 	desired := map[Family]*Ruleset{}
 	for _, f := range Families {
 		desired[f] = &Ruleset{Chains: map[string][]string{}, Policies: map[string]string{"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}}
@@ -341,7 +346,10 @@ func (p *Provider) Remove(ctx context.Context, env *converge.Env, key string) (*
 	if err != nil {
 		return nil, err
 	}
-	return ch, nil
+	if !ch.Needed {
+		return nil, nil
+	}
+	return []*converge.Change{ch}, nil
 }
 
 func hashRulesets(m map[Family]*Ruleset) string {
