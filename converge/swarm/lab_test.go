@@ -91,7 +91,9 @@ func newLab(t *testing.T, names ...string) *lab {
 					t.Logf("dockerd %s log tail:\n%s", n.name, strings.Join(lines, "\n"))
 				}
 			}
-			// The engine's containerd may still be unwinding its exec root.
+			// dockerd bind-mounts its sandboxes' network namespaces below
+			// its exec root; a stopped engine may leave them mounted.
+			unmountBelow(n.dir)
 			for i := 0; i < 10; i++ {
 				_ = os.RemoveAll(n.dir)
 				if _, err := os.Stat(n.dir); err != nil {
@@ -218,6 +220,24 @@ func (n *node) dial(ctx context.Context, network, addr string) (net.Conn, error)
 	}()
 	r := <-ch
 	return r.c, r.err
+}
+
+// unmountBelow detaches every mount below dir (deepest first).
+func unmountBelow(dir string) {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			points = append(points, f[1])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		_ = unix.Unmount(points[i], unix.MNT_DETACH)
+	}
 }
 
 func run(t *testing.T, name string, args ...string) string {
