@@ -29,12 +29,19 @@ var (
 	// ErrRejected is wrapped when drbdadm's parser rejects the rendered
 	// configuration.
 	ErrRejected = errors.New("drbdadm rejected the configuration")
+	// ErrSandbox is returned by Apply in sandbox mode.
+	ErrSandbox = errors.New("drbd provider in sandbox mode: plan only")
 )
 
 // Config configures the provider.
 type Config struct {
 	// Drbdadm, Blkid and Dd are the program names run through the Runner.
 	Drbdadm, Blkid, Dd string
+	// Sandbox: never observe or change the machine (the agent under
+	// --root). Plan checks and renders each resource and plans writing it,
+	// creating metadata if the disk has none and adjusting; Apply refuses
+	// with ErrSandbox.
+	Sandbox bool
 }
 
 // DefaultConfig returns the standard program names.
@@ -200,6 +207,12 @@ func (p *Provider) existing(env *converge.Env) (map[string]fileInfo, error) {
 
 func (p *Provider) planOne(ctx context.Context, env *converge.Env, c *Spec, ch *converge.Change) error {
 	d := &planData{cfg: c, text: c.Render()}
+	if p.cfg.Sandbox {
+		ch.Needed = true
+		ch.Summary = "not observed (sandbox root): would write " + ConfDir + "/" + c.Name + ".res and adjust"
+		ch.Diff = fmt.Sprintf("write %s/%s.res (%d bytes)\ndrbdadm create-md %s if %s has no metadata and no data\ndrbdadm adjust %s\n", ConfDir, c.Name, len(d.text), c.Name, mdDevice(c), c.Name)
+		return nil
+	}
 	var err error
 	if d.path, err = env.Path(ConfDir + "/" + c.Name + ".res"); err != nil {
 		return err
@@ -329,6 +342,9 @@ func (p *Provider) checkEmpty(ctx context.Context, env *converge.Env, c *Spec) e
 
 // Apply implements converge.Provider.
 func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*converge.Change) error {
+	if p.cfg.Sandbox {
+		return ErrSandbox
+	}
 	for _, ch := range changes {
 		d, ok := ch.Data.(*planData)
 		if !ok || ch.Err != nil {
@@ -398,6 +414,9 @@ func (p *Provider) restoreFile(d *planData) error {
 // whose resource is not among present (the node's drbd resources); Apply
 // carries it out. (Optional converge interface: Prune(ctx, env, present).)
 func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
+	if p.cfg.Sandbox {
+		return nil, nil
+	}
 	files, err := p.existing(env)
 	if err != nil {
 		return nil, err

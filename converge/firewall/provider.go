@@ -28,6 +28,10 @@ type Config struct {
 	// CheckInterfaces makes Plan fail a rule set that names an interface
 	// the machine does not have (wildcards "eth+" are not checked).
 	CheckInterfaces bool
+	// Sandbox: never observe or change the machine (the agent under
+	// --root). Plan renders and checks the rules and plans all of them;
+	// Apply refuses with ErrSandbox.
+	Sandbox bool
 }
 
 // DefaultConfig returns the defaults: a 30 s confirm window, rolled-back
@@ -61,6 +65,8 @@ var (
 	// ErrNotStored is returned when iptables stored the rules differently
 	// from how they were rendered (the change is rolled back).
 	ErrNotStored = errors.New("iptables did not store the rules as rendered")
+	// ErrSandbox is returned by Apply in sandbox mode.
+	ErrSandbox = errors.New("firewall provider in sandbox mode: plan only")
 )
 
 // Provider converges the "firewall" resource kind. It is long-lived: the
@@ -158,6 +164,17 @@ func (p *Provider) planOne(ctx context.Context, env *converge.Env, fw *hivev1.Fi
 	if err != nil {
 		return err
 	}
+	if p.cfg.Sandbox {
+		var lines []string
+		for _, f := range Families {
+			pl := Diff(f, nil, desired[f])
+			lines = append(lines, pl.Changes...)
+		}
+		ch.Needed = true
+		ch.Summary = "not observed (sandbox root): would apply the rule set"
+		ch.Diff = strings.Join(lines, "\n") + "\n"
+		return nil
+	}
 	if p.cfg.CheckInterfaces {
 		if err := checkInterfaces(ctx, env.Runner, fw); err != nil {
 			return err
@@ -227,6 +244,9 @@ func snapshotOf(filter *Table) *Ruleset {
 
 // Apply implements converge.Provider.
 func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*converge.Change) error {
+	if p.cfg.Sandbox {
+		return ErrSandbox
+	}
 	for _, ch := range changes {
 		d, ok := ch.Data.(*planData)
 		if !ok || ch.Err != nil {
@@ -334,7 +354,7 @@ func (p *Provider) ended(w *Window) {
 // The change is carried out by Apply and has a confirm window like any
 // other. (Optional converge interface: Prune(ctx, env, present).)
 func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
-	if len(present) > 0 {
+	if len(present) > 0 || p.cfg.Sandbox {
 		return nil, nil
 	}
 	ch := &converge.Change{Key: converge.KindFirewall + ":filter"}

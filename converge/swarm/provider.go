@@ -54,6 +54,8 @@ var (
 	// ErrNetworkMismatch is wrapped when a declared overlay network exists
 	// with other settings (hive never recreates a network).
 	ErrNetworkMismatch = errors.New("swarm network exists with other settings")
+	// ErrSandbox is returned by Apply in sandbox mode.
+	ErrSandbox = errors.New("swarm provider in sandbox mode: plan only")
 )
 
 // Config configures the provider.
@@ -67,6 +69,9 @@ type Config struct {
 	// Dial is used for that check; nil is a net.Dialer. Tests dial from
 	// inside the node's network namespace.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Sandbox: never contact the engine (the agent under --root). Plan
+	// describes the membership wanted; Apply refuses with ErrSandbox.
+	Sandbox bool
 }
 
 // DefaultConfig returns the local engine's socket, port 2377, a 3 s dial
@@ -238,6 +243,19 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 				return nil, fmt.Errorf("%w: network %s subnet %q: %v", ErrInvalid, n.GetName(), n.GetSubnet(), err)
 			}
 		}
+	}
+	if p.cfg.Sandbox {
+		what := "join the swarm as " + string(role)
+		if s.GetInitializer() {
+			what = "init the swarm"
+		}
+		d.steps = append(d.steps, step{kind: "sandbox", text: fmt.Sprintf("not observed (sandbox root): would %s advertising %s", what, d.advertise)})
+		for _, n := range s.GetNetworks() {
+			if s.GetInitializer() {
+				d.steps = append(d.steps, step{kind: "sandbox", text: "would create overlay network " + n.GetName()})
+			}
+		}
+		return d, nil
 	}
 	info, err := p.cli.Info(ctx, client.InfoOptions{})
 	if err != nil {
@@ -464,6 +482,9 @@ func (p *Provider) refreshTokens(ctx context.Context) error {
 
 // Apply implements converge.Provider.
 func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*converge.Change) error {
+	if p.cfg.Sandbox {
+		return ErrSandbox
+	}
 	for _, ch := range changes {
 		d, ok := ch.Data.(*planData)
 		if !ok || ch.Err != nil {
@@ -668,7 +689,7 @@ func removeMarker(env *converge.Env) error {
 // marker file names it). A manager leaves with force. Apply carries it
 // out. (Optional converge interface: Prune(ctx, env, present).)
 func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
-	if len(present) > 0 {
+	if len(present) > 0 || p.cfg.Sandbox {
 		return nil, nil
 	}
 	id, err := readMarker(env)

@@ -97,13 +97,15 @@ func (m *member) nodes(t *testing.T) map[string]dswarm.Node {
 
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	t.Logf("waited %v for %s", time.Since(start).Round(time.Millisecond), what)
 }
 
 // TestSwarmTimeline forms a swarm of one manager and two workers through
@@ -165,6 +167,16 @@ func TestSwarmTimeline(t *testing.T) {
 	}
 	if ch = m1.converge(t, manager); ch.Err != nil || ch.Needed {
 		t.Fatalf("manager rerun: needed=%v err=%v diff=%s", ch.Needed, ch.Err, ch.Diff)
+	}
+	// Test speed only: heartbeats every second, so nodes that leave show
+	// down in seconds rather than tens of seconds.
+	sw, err := m1.cli.SwarmInspect(context.Background(), client.SwarmInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Swarm.Spec.Dispatcher.HeartbeatPeriod = time.Second
+	if _, err := m1.cli.SwarmUpdate(context.Background(), client.SwarmUpdateOptions{Version: sw.Swarm.Version, Spec: sw.Swarm.Spec}); err != nil {
+		t.Fatal(err)
 	}
 
 	// The coordinator now hands the token to the workers (as a secret).
@@ -248,6 +260,51 @@ func TestSwarmTimeline(t *testing.T) {
 		t.Errorf("nodes after removal: %d", len(nodes))
 	}
 	if ch = m1.converge(t, manager); ch.Needed || ch.Err != nil {
+		t.Errorf("rerun after removal: %v %s", ch.Err, ch.Diff)
+	}
+
+	// w1 becomes a manager: it leaves and joins again with the manager
+	// token; the initializer relabels its new node and removes the old one.
+	w1.env.Secrets["m1/"+PublishedManagerToken] = pub[PublishedManagerToken]
+	promoted := worker(nil)
+	promoted.Role = hivev1.SwarmRole_SWARM_ROLE_MANAGER
+	promoted.JoinTokenSecret = "m1/" + PublishedManagerToken
+	ch = w1.converge(t, promoted)
+	if ch.Err != nil || !strings.Contains(ch.Diff, "leave the swarm (is worker, must be manager)") {
+		t.Fatalf("promote: %v %s", ch.Err, ch.Diff)
+	}
+	if st := w1.state(t); !st.ControlAvailable {
+		t.Errorf("w1 not a manager: %+v", st)
+	}
+	if !strings.HasPrefix(string(w1.p.Published()[PublishedWorkerToken]), "SWMTKN-1-") {
+		t.Error("new manager publishes no token")
+	}
+	members[1].Role = hivev1.SwarmRole_SWARM_ROLE_MANAGER
+	eventually(t, "old w1 node down", 30*time.Second, func() bool {
+		for _, n := range mustNodes(t, m1) {
+			if n.Status.Addr == w1.n.addr && n.Spec.Role == dswarm.NodeRoleWorker && n.Status.State == dswarm.NodeStateDown {
+				return true
+			}
+		}
+		return false
+	})
+	ch = m1.converge(t, manager)
+	if ch.Err != nil || !strings.Contains(ch.Diff, "label node w1") || !strings.Contains(ch.Diff, "remove node") {
+		t.Fatalf("after promotion: %v %s", ch.Err, ch.Diff)
+	}
+	if ch = m1.converge(t, manager); ch.Needed || ch.Err != nil {
 		t.Errorf("final rerun: %v %s", ch.Err, ch.Diff)
 	}
+	if ch = w1.converge(t, promoted); ch.Needed || ch.Err != nil {
+		t.Errorf("promoted rerun: %v %s", ch.Err, ch.Diff)
+	}
+}
+
+func mustNodes(t *testing.T, m *member) []dswarm.Node {
+	t.Helper()
+	res, err := m.cli.NodeList(context.Background(), client.NodeListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Items
 }
