@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -519,4 +521,51 @@ func TestNetnsConformance(t *testing.T) {
 			n.exec("", "iptables", "-P", "FORWARD", "ACCEPT")
 		},
 	})
+}
+
+// TestNetnsWindowSurvivesRestart: an agent that dies inside a confirm
+// window rolls back after its restart when nobody confirms.
+func TestNetnsWindowSurvivesRestart(t *testing.T) {
+	n := newNetns(t)
+	state := filepath.Join(t.TempDir(), "firewall-window.json")
+	first := newProvider(t, func(c *Config) { c.StateFile = state })
+	good := &hivev1.Firewall{Rules: []*hivev1.FirewallRule{{Protocol: "tcp", Ports: []string{"22"}, Action: accept}}}
+	runOnce(t, first, n, good)
+	_ = first.Window().Confirm()
+	confirmed := n.save(IPv4) + n.save(IPv6)
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file kept after confirm: %v", err)
+	}
+
+	bad := &hivev1.Firewall{Rules: []*hivev1.FirewallRule{{Protocol: "tcp", Ports: []string{"23"}, Action: accept}}}
+	runOnce(t, first, n, bad)
+	// The agent "crashes": its timer never fires.
+	first.Window().timer.Stop()
+	first.window = nil
+	if _, err := os.Stat(state); err != nil {
+		t.Fatalf("no state file inside the window: %v", err)
+	}
+
+	second := newProvider(t, func(c *Config) { c.StateFile = state; c.ConfirmWindow = time.Second })
+	if ch := runOnce(t, second, n, bad); ch.Needed || ch.Err != nil {
+		t.Fatalf("after restart: needed=%v err=%v", ch.Needed, ch.Err)
+	}
+	w := second.Window()
+	if w == nil {
+		t.Fatal("window not reopened after restart")
+	}
+	select {
+	case <-w.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("reopened window did not end")
+	}
+	if st, err, _ := w.State(); st != WindowRolledBack {
+		t.Fatalf("reopened window: %s %v", st, err)
+	}
+	if now := n.save(IPv4) + n.save(IPv6); now != confirmed {
+		t.Errorf("not rolled back to the confirmed rules:\n%s", now)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file kept after rollback: %v", err)
+	}
 }

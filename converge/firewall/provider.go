@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +36,11 @@ type Config struct {
 	// --root). Plan renders and checks the rules and plans all of them;
 	// Apply refuses with ErrSandbox.
 	Sandbox bool
+	// StateFile, when set, keeps the open confirm window (deadline and the
+	// rules to restore) on disk, so that an agent restarted inside a
+	// window reopens it at its first Plan (with a fresh ConfirmWindow) and
+	// still rolls back if no coordinator confirms.
+	StateFile string
 }
 
 // DefaultConfig returns the defaults: a 30 s confirm window, rolled-back
@@ -81,6 +90,8 @@ type Provider struct {
 	last   *Window // last window, open or ended
 	hold   *hold
 	now    func() time.Time
+	// recovered is set once the state file was looked at.
+	recovered bool
 }
 
 type hold struct {
@@ -160,6 +171,9 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 }
 
 func (p *Provider) planOne(ctx context.Context, env *converge.Env, fw *hivev1.Firewall, ch *converge.Change) error {
+	if err := p.recover(env); err != nil {
+		return err
+	}
 	desired, err := Render(fw)
 	if err != nil {
 		return err
@@ -326,9 +340,84 @@ func (p *Provider) open(env *converge.Env, d *planData) {
 		onEnd:    p.ended,
 		done:     make(chan struct{}),
 	}
+	if err := p.saveWindow(w); err != nil {
+		p.log.Error("firewall confirm window not persisted: a restart inside it would not roll back", "err", err)
+	}
 	w.timer = time.AfterFunc(d.confirm, w.expire)
 	p.window, p.last = w, w
 	p.log.Info("firewall changed; waiting for confirmation", "rules", short(d.hash), "deadline", w.deadline.UTC().Format(time.RFC3339))
+}
+
+// savedWindow is the state file's content.
+type savedWindow struct {
+	Hash     string              `json:"hash"`
+	Deadline time.Time           `json:"deadline"`
+	Snapshot map[Family]*Ruleset `json:"snapshot"`
+}
+
+func (p *Provider) saveWindow(w *Window) error {
+	if p.cfg.StateFile == "" {
+		return nil
+	}
+	data, err := json.Marshal(savedWindow{Hash: w.hash, Deadline: w.deadline, Snapshot: w.snapshot})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p.cfg.StateFile), 0o700); err != nil {
+		return err
+	}
+	tmp := p.cfg.StateFile + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p.cfg.StateFile)
+}
+
+func (p *Provider) dropWindow() {
+	if p.cfg.StateFile == "" {
+		return
+	}
+	if err := os.Remove(p.cfg.StateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		p.log.Error("remove firewall window state", "err", err)
+	}
+}
+
+// recover reopens, once per provider, a window left open by a previous
+// agent process (see Config.StateFile).
+func (p *Provider) recover(env *converge.Env) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recovered || p.cfg.StateFile == "" {
+		return nil
+	}
+	p.recovered = true
+	data, err := os.ReadFile(p.cfg.StateFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read firewall window state: %w", err)
+	}
+	var sw savedWindow
+	if err := json.Unmarshal(data, &sw); err != nil || sw.Snapshot == nil {
+		return fmt.Errorf("firewall window state %s is corrupt (%v): remove it after checking the rules", p.cfg.StateFile, err)
+	}
+	if p.window != nil {
+		return nil
+	}
+	w := &Window{
+		deadline: p.now().Add(p.cfg.ConfirmWindow),
+		hash:     sw.Hash,
+		snapshot: sw.Snapshot,
+		runner:   env.Runner,
+		log:      p.log,
+		onEnd:    p.ended,
+		done:     make(chan struct{}),
+	}
+	w.timer = time.AfterFunc(p.cfg.ConfirmWindow, w.expire)
+	p.window, p.last = w, w
+	p.log.Warn("unconfirmed firewall change found from before a restart: confirm window reopened", "rules", short(sw.Hash), "deadline", w.deadline.UTC().Format(time.RFC3339))
+	return nil
 }
 
 func (p *Provider) ended(w *Window) {
@@ -337,6 +426,7 @@ func (p *Provider) ended(w *Window) {
 	defer p.mu.Unlock()
 	if p.window == w {
 		p.window = nil
+		p.dropWindow()
 	}
 	if st == WindowRolledBack {
 		h := &hold{hash: w.hash, at: at}
