@@ -437,7 +437,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 	}
 	st := w.ConfirmWith(context.Background(), 100*time.Millisecond, probe)
 	if st != WindowRolledBack {
-		_, err, _ := w.State()
+		_, _, err := w.State()
 		t.Fatalf("bad rules: window %s (%v)", st, err)
 	}
 	if d := time.Since(start); d < time.Second || d > 5*time.Second {
@@ -559,7 +559,7 @@ func TestNetnsWindowSurvivesRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("reopened window did not end")
 	}
-	if st, err, _ := w.State(); st != WindowRolledBack {
+	if st, _, err := w.State(); st != WindowRolledBack {
 		t.Fatalf("reopened window: %s %v", st, err)
 	}
 	if now := n.save(IPv4) + n.save(IPv6); now != confirmed {

@@ -142,7 +142,6 @@ type planData struct {
 	plans    map[Family]*Plan
 	snapshot map[Family]*Ruleset
 	desired  map[Family]*Ruleset
-	remove   bool
 }
 
 // Plan implements converge.Provider.
@@ -421,7 +420,7 @@ func (p *Provider) recover(env *converge.Env) error {
 }
 
 func (p *Provider) ended(w *Window) {
-	st, _, at := w.State()
+	st, at, _ := w.State()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.window == w {

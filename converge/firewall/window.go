@@ -73,12 +73,12 @@ func (w *Window) Deadline() time.Time { return w.deadline }
 // Done is closed when the window ends.
 func (w *Window) Done() <-chan struct{} { return w.done }
 
-// State returns the current state, the rollback error (for
-// WindowRollbackFailed) and when the window ended.
-func (w *Window) State() (WindowState, error, time.Time) {
+// State returns the current state, when the window ended (zero while
+// open) and the rollback error (for WindowRollbackFailed).
+func (w *Window) State() (WindowState, time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.state, w.err, w.ended
+	return w.state, w.ended, w.err
 }
 
 // Confirm keeps the new rules. It returns ErrWindowClosed (wrapped, with
