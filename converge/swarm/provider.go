@@ -29,8 +29,8 @@ import (
 // Published() into Report.published_secrets; the coordinator stores them as
 // "<node>/<name>" and hands them to joining nodes as join_token_secret).
 const (
-	PublishedWorkerToken  = "swarm-join-worker"
-	PublishedManagerToken = "swarm-join-manager"
+	PublishedWorkerToken  = "swarm-worker-token"
+	PublishedManagerToken = "swarm-manager-token"
 )
 
 // MarkerPath is the file (below Env.Root) recording the swarm node hive

@@ -142,7 +142,7 @@ func TestSwarmTimeline(t *testing.T) {
 		t.Errorf("no managers: %v", ch.Err)
 	}
 	ch = w1.converge(t, worker(nil))
-	if !errors.Is(ch.Err, ErrNoToken) || !strings.Contains(ch.Err.Error(), `secret "m1/swarm-join-worker" not published yet`) {
+	if !errors.Is(ch.Err, ErrNoToken) || !strings.Contains(ch.Err.Error(), `secret "m1/swarm-worker-token" not published yet`) {
 		t.Errorf("no token: %v", ch.Err)
 	}
 
