@@ -77,6 +77,10 @@ test: vet buf-lint check-generated build ## vet, buf lint, generated-code check,
 test-short: ## quick unit tests (no real tools, no root)
 	$(GO) test -short -count=1 ./...
 
+.PHONY: test-netlab
+test-netlab: ## multi-host tests on network namespaces (needs root and iproute2): harness and scenarios
+	$(GO) test -race -count=1 -timeout 20m -v $(GOTEST_FLAGS) ./internal/netlab/ ./tests/netlab/...
+
 .PHONY: lint
 lint: vet buf-lint tools ## vet, buf lint, buf breaking against main, staticcheck
 	$(STATICCHECK) ./...
@@ -104,7 +108,15 @@ bench: ## benchmarks with figures printed
 
 .PHONY: demo
 demo: build ## run the local site demo (coordinators, agents, a push, status)
+	@bin/hivectl demo --help >/dev/null 2>&1 || { echo "make demo: the local site demo lands with the coordinator and agent issues (3, 4)"; exit 1; }
 	bin/hivectl demo
+
+.PHONY: deps
+deps: ## as root on Debian: apt-get install the tools the tests use (.ci/apt-packages)
+	@missing=$$(for p in $$(grep -v '^#' .ci/apt-packages); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "all test tools installed"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	else echo "missing: $$missing"; echo "run as root: apt-get install -y $$missing"; fi
 
 .PHONY: clean
 clean: ## remove build output

@@ -38,6 +38,18 @@ coordinators as a new generation, and shows how the fleet converges.`,
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	cf := addConnectionFlags(root)
+	root.AddCommand(
+		newValidateCommand(),
+		newTLSCommand(),
+		newPullCommand(cf),
+		newStatusCommand(cf),
+		newMembersCommand(cf),
+		newHistoryCommand(cf),
+		newDiffCommand(cf),
+		newRollbackCommand(cf),
+		newSecretCommand(cf),
+	)
 	return root
 }
 
