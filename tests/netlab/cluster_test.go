@@ -224,6 +224,7 @@ func (c *cluster) waitLeader(timeout time.Duration) {
 	c.t.Helper()
 	var last string
 	ok := poll(timeout, func() bool {
+		c.mustRun(c.coords...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ms, err := c.members(ctx)
@@ -333,10 +334,14 @@ func (c *cluster) pushE(site string, wait bool) (uint64, error) {
 }
 
 // pushGeneration reads {"generation": N, "sha256": "..."} from push -o json
-// output (the last JSON object, after any progress lines).
+// output (the last JSON object starting a line, after any progress lines).
 func pushGeneration(out []byte) (uint64, error) {
-	i := bytes.LastIndex(out, []byte("{\""))
-	if i < 0 {
+	i := bytes.LastIndex(out, []byte("\n{"))
+	if i >= 0 {
+		i++
+	} else if bytes.HasPrefix(out, []byte("{")) {
+		i = 0
+	} else {
 		return 0, fmt.Errorf("no JSON in push output: %q", out)
 	}
 	var r struct {
@@ -356,6 +361,7 @@ func (c *cluster) waitConverged(gen uint64, timeout time.Duration, agents ...*no
 	var last *siteStatus
 	var lastErr error
 	ok := poll(timeout, func() bool {
+		c.mustRun(agents...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s, err := c.status(ctx)
@@ -376,6 +382,17 @@ func (c *cluster) waitConverged(gen uint64, timeout time.Duration, agents ...*no
 		c.t.Fatalf("agents %v not converged on generation %d after %v: last status %s (error %v)", names(agents), gen, timeout, dump(last), lastErr)
 	}
 	return last
+}
+
+// mustRun fails the test at once if one of the processes has exited (its
+// log is dumped by the teardown), rather than waiting for a timeout.
+func (c *cluster) mustRun(ns ...*node) {
+	c.t.Helper()
+	for _, n := range ns {
+		if !n.proc.Running() {
+			c.t.Fatalf("%s on %s exited unexpectedly: %v (its log follows below)", n.proc.Name, n.host, n.proc.Err())
+		}
+	}
 }
 
 func names(ns []*node) []string {
