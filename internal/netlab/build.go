@@ -63,7 +63,9 @@ func Build(t testing.TB, names ...string) map[string]string {
 		}
 	}
 	if len(todo) > 0 {
-		args := []string{"build", "-o", builds.dir + "/"}
+		// The same settings as `make build`, so that after it only the link
+		// step is left to do.
+		args := []string{"build", "-trimpath", "-o", builds.dir + "/"}
 		if os.Getenv("NETLAB_RACE") == "1" {
 			args = append(args, "-race")
 		}
@@ -73,6 +75,7 @@ func Build(t testing.TB, names ...string) map[string]string {
 		var out bytes.Buffer
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
 		if err != nil {
