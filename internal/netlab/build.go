@@ -75,7 +75,9 @@ func Build(t testing.TB, names ...string) map[string]string {
 		var out bytes.Buffer
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if os.Getenv("NETLAB_RACE") != "1" { // -race needs cgo
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
 		if err != nil {
