@@ -142,6 +142,30 @@ func checkRuns(t *testing.T, eng *converge.Engine, st *hivev1.NodeState, wantFir
 	t.Logf("second run: %s in %s", results(rep), rep.Duration)
 }
 
+// checkDrift edits the config file behind hive's back, runs again and
+// expects exactly the file to change and the service to be notified.
+func checkDrift(t *testing.T, eng *converge.Engine, st *hivev1.NodeState, root string) {
+	t.Helper()
+	must(t, os.WriteFile(filepath.Join(root, "etc/hive-web/web.conf"), []byte("edited by hand\n"), 0o644))
+	rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "file:/etc/hive-web/web.conf=CHANGED file:/etc/systemd/system/hive-web.service=OK package:hive-web=OK repo:local=OK service:hive-web.service=PLANNED"
+	if got := results(rep); got != want {
+		t.Fatalf("drift run:\n got %s\nwant %s", got, want)
+	}
+	if len(rep.Notifications) != 1 || rep.Notifications[0].To != "service:hive-web.service" {
+		t.Errorf("notifications %+v", rep.Notifications)
+	}
+	for _, r := range rep.GetResults() {
+		if r.GetKey() == "file:/etc/hive-web/web.conf" && (!r.GetDrift() || !strings.Contains(r.GetDiff(), "-edited by hand") || strings.Contains(r.GetDiff(), "tok-s3cret")) {
+			t.Errorf("drift result: %v", r)
+		}
+	}
+	checkFiles(t, root)
+}
+
 func checkFiles(t *testing.T, root string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(root, "etc/hive-web/web.conf"))
@@ -174,6 +198,7 @@ func TestDebianRoot(t *testing.T) {
 	eng := engine(t, root, cfg)
 	checkRuns(t, eng, st, "file:/etc/hive-web/web.conf=CHANGED file:/etc/systemd/system/hive-web.service=CHANGED "+
 		"package:hive-web=CHANGED repo:local=CHANGED service:hive-web.service=PLANNED")
+	checkDrift(t, eng, st, root)
 	out, err := exec.Command("chroot", root, "dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", "hive-web").Output()
 	if err != nil || string(out) != "installed 1.0-1" {
 		t.Errorf("dpkg-query: %q %v", out, err)
@@ -203,6 +228,7 @@ func TestRPMRoot(t *testing.T) {
 	eng := engine(t, root, cfg)
 	checkRuns(t, eng, st, "file:/etc/hive-web/web.conf=CHANGED file:/etc/systemd/system/hive-web.service=CHANGED "+
 		"package:hive-web=CHANGED repo:local=CHANGED service:hive-web.service=PLANNED")
+	checkDrift(t, eng, st, root)
 	out, err := exec.Command("rpm", "--root", root, "-q", "hive-web").Output()
 	if err != nil || strings.TrimSpace(string(out)) != "hive-web-1.0-1.noarch" {
 		t.Errorf("rpm -q: %q %v", out, err)
