@@ -172,6 +172,9 @@ func (b *Booted) Connect(ctx context.Context) (service.Bus, error) {
 }
 
 func (b *Booted) stop() {
+	if b.PID == 0 && b.cmd != nil && b.cmd.Process != nil {
+		b.PID = childOf(b.cmd.Process.Pid) // started after we gave up waiting
+	}
 	if b.PID != 0 {
 		syscall.Kill(b.PID, syscall.SIGKILL) //nolint:errcheck // PID 1 of its namespace: takes everything in it along
 	}
