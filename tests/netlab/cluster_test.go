@@ -5,6 +5,8 @@ package netlabtests
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -29,15 +31,17 @@ const (
 // host where hivectl runs. Everything uses mutual TLS with certificates made
 // by `hivectl tls`.
 type cluster struct {
-	t        testing.TB
-	lab      *netlab.Lab
-	bin      map[string]string
-	dir      string // data dirs, roots, site files
-	pki      string // ca.pem, NAME.pem, NAME-key.pem
-	admin    *netlab.Host
-	coords   []*node
-	agents   []*node
-	interval string // agents' drift-check interval
+	t   testing.TB
+	lab *netlab.Lab
+	bin map[string]string
+	dir string // data dirs, roots, site files
+	pki string // ca.pem, NAME.pem, NAME-key.pem
+	// gossipKey is the file of the gossip encryption key.
+	gossipKey string
+	admin     *netlab.Host
+	coords    []*node
+	agents    []*node
+	interval  string // agents' drift-check interval
 }
 
 // node is one coordinator or agent process on its own host.
@@ -77,6 +81,15 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	}
 	c.pki = filepath.Join(c.dir, "pki")
 	if err := os.MkdirAll(c.pki, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// One gossip encryption key for every member (32 random bytes, base64).
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	c.gossipKey = filepath.Join(c.pki, "gossip.key")
+	if err := os.WriteFile(c.gossipKey, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c.admin = lab.AddHost("admin")
@@ -133,6 +146,7 @@ func (c *cluster) startCoordinator(n *node) {
 		"--gossip-addr", n.host.Addr + ":" + gossipPort,
 		"--http-addr", n.host.Addr + ":" + httpPort,
 		"--bootstrap-expect", fmt.Sprint(len(c.coords)),
+		"--gossip-key-file", c.gossipKey,
 	}
 	for _, o := range c.coords {
 		if o != n {
@@ -169,6 +183,7 @@ func (c *cluster) agentArgs(n *node, certName string, via *node) []string {
 		"--gossip-addr", n.host.Addr + ":" + gossipPort,
 		"--join", via.host.Addr + ":" + gossipPort,
 		"--interval", c.interval,
+		"--gossip-key-file", c.gossipKey,
 	}
 	for _, l := range n.labels {
 		args = append(args, "--label", l)
