@@ -198,7 +198,43 @@ func (l *Lab) addHost(name string) (*Host, error) {
 			return nil, err
 		}
 	}
+	if err := h.waitLink(true); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// waitLink waits until the host's link is up at both ends and its bridge
+// port forwards (up), or until the switch side is down (!up). The kernel
+// applies carrier changes asynchronously (and rate-limits them when many
+// links change at once), so without this wait the first packets of a new
+// or healed host can be lost, a first ARP request among them: a second's
+// delay, or a failed connect.
+func (h *Host) waitLink(up bool) error {
+	deadline := time.Now().Add(10 * time.Second)
+	var sw, host []byte
+	for {
+		var err error
+		sw, err = exec.Command("ip", "-d", "-n", h.lab.sw, "-o", "link", "show", "dev", h.port).Output()
+		if err != nil {
+			return fmt.Errorf("ip link show %s: %w", h.port, err)
+		}
+		host, err = exec.Command("ip", "-n", h.NS, "-o", "link", "show", "dev", "eth0").Output()
+		if err != nil {
+			return fmt.Errorf("ip link show eth0 in %s: %w", h.NS, err)
+		}
+		if up && bytes.Contains(sw, []byte(" state UP ")) && bytes.Contains(sw, []byte("bridge_slave state forwarding")) &&
+			bytes.Contains(host, []byte(" state UP ")) {
+			return nil
+		}
+		if !up && !bytes.Contains(host, []byte(" state UP ")) && !bytes.Contains(sw, []byte(" state UP ")) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("link of %s not %s after 10s:\nswitch side: %s\nhost side: %s", h.Name, map[bool]string{true: "up", false: "down"}[up], sw, host)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // close is the teardown: stop processes, dump logs if the test failed,
@@ -387,12 +423,18 @@ func (h *Host) Cut() {
 	if err := ipc("-n", h.lab.sw, "link", "set", h.port, "down"); err != nil {
 		h.lab.t.Fatalf("netlab: cut %s: %v", h.Name, err)
 	}
+	if err := h.waitLink(false); err != nil {
+		h.lab.t.Fatalf("netlab: cut %s: %v", h.Name, err)
+	}
 }
 
 // Heal brings the host's link back up.
 func (h *Host) Heal() {
 	h.lab.t.Helper()
 	if err := ipc("-n", h.lab.sw, "link", "set", h.port, "up"); err != nil {
+		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
+	}
+	if err := h.waitLink(true); err != nil {
 		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
 	}
 }

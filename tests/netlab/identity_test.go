@@ -22,6 +22,7 @@ func (c *cluster) rpcAs(h *netlab.Host, co *node, rpc, node, certName string) st
 	cmd := h.Command(ctx, os.Args[0])
 	cmd.Env = append(os.Environ(),
 		"NETLAB_HELPER=call",
+		"GORACE=atexit_sleep_ms=0", // under -race: no 1s sleep at exit
 		"NETLAB_CALL="+rpc,
 		"NETLAB_NODE="+node,
 		"NETLAB_ADDR="+co.host.Addr+":"+grpcPort,
