@@ -192,7 +192,8 @@ func (s *Server) saveMeta(m *catalog.Meta) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	return store.WriteFile(p, b, s.store.TempDir())
+	// A cache (rebuilt from the blob when lost): no fsync.
+	return store.WriteFileNoSync(p, b, s.store.TempDir())
 }
 
 func (s *Server) updateCount(r *Repo) {
@@ -378,6 +379,7 @@ func (r *Repo) Publish(ctx context.Context) (*Generation, error) {
 
 func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	s, cfg := r.s, r.s.cfg
+	tStart := time.Now()
 	r.mu.Lock()
 	recs := make([]*record, 0, len(r.pkgs))
 	for _, p := range r.pkgs {
@@ -463,6 +465,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	if err := errors.Join(yerr, aerr); err != nil {
 		return nil, 0, err
 	}
+	tBuild := time.Now()
 	// 1. Hash-named (and by-hash) files first, fsync'ed. Garbage collection
 	// waits until this generation is retained, so it never removes a blob
 	// that was found already present here.
@@ -495,6 +498,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			g.Files[dists+bh] = sum
 		}
 	}
+	tBlobs := time.Now()
 	// 2. Root files, signed.
 	sig, err := cfg.Signer.DetachArmored(yres.RepoMD)
 	if err != nil {
@@ -514,6 +518,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	g.Root[dists+"Release.gpg"] = gpg
 	g.Root[dists+"InRelease"] = inrel
 
+	tSign := time.Now()
 	// 3. The generation file, then the switch: one rename of the symlink.
 	b, err := json.Marshal(g)
 	if err != nil {
@@ -536,6 +541,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 		return nil, 0, fmt.Errorf("switch: %w", err)
 	}
 	r.cur.Store(g)
+	s.log.Debug("publish phases", "repo", r.name, "build", tBuild.Sub(tStart), "blobs", tBlobs.Sub(tBuild), "sign", tSign.Sub(tBlobs), "switch", time.Since(tSign))
 	r.yumCache, r.aptCache = yumKeep, aptKeep
 	r.lastApt, r.lastAptKey = ares, aptKey.String()
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,11 @@ func start(t testing.TB, mod func(*repo.Config)) *env {
 
 func startCfg(t testing.TB, cfg repo.Config) *env {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	lvl := slog.LevelInfo
+	if os.Getenv("HIVE_TEST_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: lvl}))
 	srv, err := repo.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 
@@ -37,6 +38,7 @@ type Entry struct {
 	FileTime int64  // <time file=...>: upload time or file mtime
 
 	once                      sync.Once
+	done                      atomic.Bool
 	primary, filelists, other []byte
 }
 
@@ -178,6 +180,13 @@ func (c *Chunks) build(typ, head, tail string, es []*Entry, get func(*Entry) []b
 	oh := sha256.New()
 	var osize int64
 	var out bytes.Buffer
+	c.mu.Lock()
+	est := 0
+	for _, z := range c.m {
+		est += len(z)
+	}
+	c.mu.Unlock()
+	out.Grow(est/3 + 4096)
 	add := func(b []byte) {
 		oh.Write(b)
 		osize += int64(len(b))
@@ -272,6 +281,19 @@ func RepoMD(files []File, revision int64) []byte {
 }
 
 func renderAll(es []*Entry) {
+	var fresh []*Entry
+	for _, e := range es {
+		if !e.done.Load() {
+			fresh = append(fresh, e)
+		}
+	}
+	if len(fresh) < 64 {
+		for _, e := range fresh {
+			e.render()
+		}
+		return
+	}
+	es = fresh
 	todo := make(chan *Entry, 64)
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
@@ -295,6 +317,7 @@ func (e *Entry) render() {
 		e.primary = e.renderPrimary()
 		e.filelists = e.renderFilelists()
 		e.other = e.renderOther()
+		e.done.Store(true)
 	})
 }
 
