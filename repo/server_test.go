@@ -71,7 +71,11 @@ func startCfg(t testing.TB, cfg repo.Config) *env {
 	if os.Getenv("HIVE_TEST_DEBUG") != "" {
 		lvl = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: lvl}))
+	var w io.Writer = tlog{t}
+	if _, bench := t.(*testing.B); bench && lvl == slog.LevelInfo {
+		w = io.Discard // keep benchmark output to the figures
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
 	srv, err := repo.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
