@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hivefleet/hive/repo/catalog"
@@ -87,7 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.pkgCount = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hive_repo_packages", Help: "Packages per repository and kind."}, []string{"repo", "kind"})
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hive_repo_http_requests_total", Help: "HTTP requests by area and status code."}, []string{"area", "code"})
 	s.reg.MustRegister(s.uploads, s.publishes, s.publishTime, s.pkgCount, s.requests,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mc := mirror.DefaultConfig()
 	mc.Dir = filepath.Join(cfg.DataDir, "mirror")
 	mc.Upstreams = cfg.Mirrors
