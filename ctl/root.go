@@ -42,7 +42,8 @@ coordinators as a new generation, and shows how the fleet converges.`,
 	cf := addConnectionFlags(root)
 	root.AddCommand(
 		newValidateCommand(),
-		newTLSCommand(),
+		newTLSCommand(cf),
+		newPushCommand(cf),
 		newPullCommand(cf),
 		newStatusCommand(cf),
 		newMembersCommand(cf),
