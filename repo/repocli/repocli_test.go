@@ -98,7 +98,9 @@ func TestServeDev(t *testing.T) {
 	dir := t.TempDir()
 	var out, errb syncBuf
 	done := make(chan int, 1)
-	go func() { done <- Main([]string{"--dev", "--data-dir", dir, "--addr", "127.0.0.1:0", "--debounce", "10ms"}, &out, &errb) }()
+	go func() {
+		done <- Main([]string{"--dev", "--data-dir", dir, "--addr", "127.0.0.1:0", "--debounce", "10ms"}, &out, &errb)
+	}()
 	re := regexp.MustCompile(`msg=serving .*addr=(127\.0\.0\.1:\d+)`)
 	var addr string
 	for deadline := time.Now().Add(20 * time.Second); addr == ""; {

@@ -1,7 +1,12 @@
 package yumindex_test
 
 import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/hivefleet/hive/repo/rpmmeta"
@@ -47,4 +52,47 @@ func BenchmarkBuildFull(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestChunkedEqualsWhole: the chunked build decompresses to exactly the
+// single-member build, with the same open checksum, through many
+// incremental changes (adds, removes, replaced content).
+func TestChunkedEqualsWhole(t *testing.T) {
+	all := entries(700)
+	c := yumindex.NewChunks()
+	sets := [][]*yumindex.Entry{all[:500], all[:501], append(append([]*yumindex.Entry{}, all[:100]...), all[101:501]...), all[200:700], all[:700], all[:1]}
+	for i, es := range sets {
+		a, err := yumindex.Build(es, yumindex.Options{Chunks: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := yumindex.Build(es, yumindex.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range a.Files {
+			fa, fb := a.Files[j], b.Files[j]
+			if fa.OpenSHA != fb.OpenSHA || fa.OpenSize != fb.OpenSize {
+				t.Fatalf("set %d %s: open checksum %s/%d, whole build %s/%d", i, fa.Type, fa.OpenSHA, fa.OpenSize, fb.OpenSHA, fb.OpenSize)
+			}
+			if got, want := gunzip(t, fa.Data), gunzip(t, fb.Data); !bytes.Equal(got, want) {
+				t.Fatalf("set %d %s: content differs", i, fa.Type)
+			}
+			if s := sha256.Sum256(gunzip(t, fa.Data)); hex.EncodeToString(s[:]) != fa.OpenSHA {
+				t.Fatalf("set %d %s: open checksum does not match content", i, fa.Type)
+			}
+		}
+	}
+}
+
+func gunzip(t *testing.T, b []byte) []byte {
+	r, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
