@@ -145,11 +145,36 @@ func (s *Server) openRepo(name string) (*Repo, error) {
 	}
 	r.gens.Store(&gens)
 	r.published = 0
-	if len(r.pkgs) > 0 && r.cur.Load() == nil {
-		r.changes = 1
+	if cur := r.cur.Load(); cur == nil {
+		if len(r.pkgs) > 0 {
+			r.changes = 1
+		}
+	} else if !r.matches(cur) {
+		r.changes = 1 // uploads or removals after the last publish (crash or stop in the debounce window)
 	}
 	s.updateCount(r)
 	return r, nil
+}
+
+// matches reports whether g publishes exactly the current package files.
+func (r *Repo) matches(g *Generation) bool {
+	n := 0
+	for p, sum := range g.Files {
+		var name string
+		switch {
+		case strings.HasPrefix(p, "yum/packages/"):
+			name = strings.TrimPrefix(p, "yum/packages/")
+		case strings.HasPrefix(p, "apt/pool/"+r.s.cfg.Component+"/"):
+			name = strings.TrimPrefix(p, "apt/pool/"+r.s.cfg.Component+"/")
+		default:
+			continue
+		}
+		n++
+		if rec, ok := r.pkgs[name]; !ok || rec.SHA256 != sum {
+			return false
+		}
+	}
+	return n == len(r.pkgs)
 }
 
 func (s *Server) metaPath(sum string) string {
@@ -213,8 +238,24 @@ func ValidFilename(name string) bool {
 	return fileRe.MatchString(name) && !strings.Contains(name, "..")
 }
 
-// Upload verifies body as the package file name and adds it.
-func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult, error) {
+// verified is an upload that passed verification and belongs to no
+// repository yet; discard drops it unless add committed it.
+type verified struct {
+	name, kind string
+	pend       *store.Pending
+	meta       *catalog.Meta
+	done       bool
+}
+
+func (v *verified) discard() {
+	if !v.done {
+		v.pend.Discard()
+	}
+}
+
+// verify streams body into a pending blob and checks that it is an intact
+// package of the kind its file name says.
+func (s *Server) verify(name string, body io.Reader) (*verified, error) {
 	if !ValidFilename(name) {
 		return nil, fmt.Errorf("%w: file %q (want a plain name ending in .rpm or .deb)", ErrBadName, name)
 	}
@@ -222,26 +263,35 @@ func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult,
 	if err != nil {
 		return nil, err
 	}
-	s := r.s
 	pend, err := s.store.Put(body, s.cfg.MaxUploadSize)
 	if err != nil {
 		return nil, err
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			pend.Discard()
-		}
-	}()
 	m, err := catalog.Parse(kind, pend.File())
+	if err == nil && m.SHA256() != pend.Sum {
+		err = errors.New("hash changed while reading")
+	}
 	if err != nil {
+		pend.Discard()
 		return nil, fmt.Errorf("%w: %s: %w", errInvalidPackage, name, err)
 	}
-	if m.SHA256() != pend.Sum {
-		return nil, fmt.Errorf("%w: %s: hash changed while reading", errInvalidPackage, name)
-	}
-	res := &UploadResult{Repo: r.name, Filename: name, SHA256: pend.Sum, Size: pend.Size, Package: m.Describe()}
+	return &verified{name: name, kind: kind, pend: pend, meta: m}, nil
+}
 
+// Upload verifies body as the package file name and adds it.
+func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult, error) {
+	v, err := r.s.verify(name, body)
+	if err != nil {
+		return nil, err
+	}
+	defer v.discard()
+	return r.add(v, replace)
+}
+
+// add records a verified upload in the repository.
+func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
+	s, name, pend, m := r.s, v.name, v.pend, v.meta
+	res := &UploadResult{Repo: r.name, Filename: name, SHA256: pend.Sum, Size: pend.Size, Package: m.Describe()}
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	r.mu.Lock()
@@ -259,11 +309,11 @@ func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult,
 	if err := s.saveMeta(m); err != nil {
 		return nil, fmt.Errorf("save header cache: %w", err)
 	}
-	committed = true
+	v.done = true
 	if err := pend.Commit(); err != nil {
 		return nil, err
 	}
-	rec := &record{Filename: name, Kind: kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
+	rec := &record{Filename: name, Kind: v.kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
 	b, _ := json.Marshal(rec)
 	if err := store.WriteFile(filepath.Join(r.dir, "pkgs", name+".json"), b, s.store.TempDir()); err != nil {
 		return nil, err

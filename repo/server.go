@@ -262,10 +262,16 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, ErrBadName.Error())
 		return
 	}
-	rp, err := s.repo(r.PathValue("repo"), true)
+	// Verify first: a refused upload must not create the repository.
+	v, err := s.verify(r.PathValue("file"), http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+1))
+	var rp *Repo
+	if err == nil {
+		defer v.discard()
+		rp, err = s.repo(r.PathValue("repo"), true)
+	}
 	if err == nil {
 		var res *UploadResult
-		res, err = rp.Upload(r.PathValue("file"), http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+1), r.URL.Query().Get("replace") == "1" || r.URL.Query().Get("replace") == "true")
+		res, err = rp.add(v, r.URL.Query().Get("replace") == "1" || r.URL.Query().Get("replace") == "true")
 		if err == nil {
 			s.uploads.WithLabelValues("ok").Inc()
 			code := http.StatusCreated

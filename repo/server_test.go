@@ -249,6 +249,29 @@ func TestPublishAndServe(t *testing.T) {
 	if code != 200 || !strings.Contains(string(b), "hello-1.0-1.noarch.rpm") {
 		t.Errorf("show after restart: %d %s", code, b)
 	}
+	if g := e2.srvInfo("site").Generation; g != 1 {
+		t.Errorf("restart republished an unchanged repository: generation %d", g)
+	}
+}
+
+// TestRestartPublishesPendingUploads: an upload acknowledged but not yet
+// published when the server stopped is published after the restart.
+func TestRestartPublishesPendingUploads(t *testing.T) {
+	e := start(t, func(c *repo.Config) { c.Debounce, c.MaxDelay = time.Hour, time.Hour })
+	e.upload("site", "aa_1_all.deb", debPkg(t, "aa", "1", "gz"))
+	e.reindex("site")
+	e.upload("site", "bb_1_all.deb", debPkg(t, "bb", "1", "gz"))
+	e.stop()
+	cfg := e.cfg
+	cfg.Debounce, cfg.MaxDelay = 10*time.Millisecond, 100*time.Millisecond
+	e2 := startCfg(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains(e2.get("/apt/site/dists/stable/main/binary-amd64/Packages"), []byte("Package: bb")) {
+		if time.Now().After(deadline) {
+			t.Fatal("pending upload not published after restart")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestDebounce: a burst of uploads makes a few publishes, not one each.
