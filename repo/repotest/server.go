@@ -88,4 +88,3 @@ func (s *Server) KeyURL(repoName string) string { return s.URL + "/keys/" + repo
 
 // PublicKey returns the armored public signing key.
 func (s *Server) PublicKey() []byte { return s.Signer.PublicArmored() }
-
