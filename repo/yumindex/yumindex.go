@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
@@ -249,19 +250,31 @@ func (c *Chunks) build(typ, head, tail string, es []*Entry, get func(*Entry) []b
 		return nil, [32]byte{}, 0, err
 	}
 	parts = append(parts, hz)
-	for _, r := range runs {
-		z, err := member(r.key, func() []byte {
-			var b []byte
-			for _, x := range es[r.start:r.end] {
-				b = append(b, get(x)...)
-			}
-			return b
-		})
-		if err != nil {
-			return nil, [32]byte{}, 0, err
-		}
-		parts = append(parts, z)
+	// Runs not in the cache are compressed concurrently.
+	zs := make([][]byte, len(runs))
+	errs := make([]error, len(runs))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, r := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			zs[i], errs[i] = member(r.key, func() []byte {
+				var b []byte
+				for _, x := range es[r.start:r.end] {
+					b = append(b, get(x)...)
+				}
+				return b
+			})
+		}()
 	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, [32]byte{}, 0, err
+	}
+	parts = append(parts, zs...)
 	tz, err := member(typ+"\x00tail", func() []byte { return []byte(tail) })
 	if err != nil {
 		return nil, [32]byte{}, 0, err
