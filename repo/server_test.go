@@ -279,8 +279,9 @@ func TestRestartPublishesPendingUploads(t *testing.T) {
 
 // TestDebounce: a burst of uploads makes a few publishes, not one each.
 func TestDebounce(t *testing.T) {
-	e := start(t, func(c *repo.Config) { c.Debounce = 300 * time.Millisecond; c.MaxDelay = 3 * time.Second })
-	const n = 60
+	def := repo.DefaultConfig()
+	e := start(t, func(c *repo.Config) { c.Debounce, c.MaxDelay = def.Debounce, def.MaxDelay })
+	const n = 500
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i := range n {
@@ -293,7 +294,7 @@ func TestDebounce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, b := e.do("GET", "/apt/burst/dists/stable/main/binary-amd64/Packages", nil, "")
 		if code == 200 && bytes.Count(b, []byte("Package: ")) == n {
