@@ -210,6 +210,14 @@ func (f *fakeCoordinator) DeleteSecret(ctx context.Context, req *hivev1.DeleteSe
 // address.
 func serveFake(t *testing.T, f *fakeCoordinator, tc *tls.Config) string {
 	t.Helper()
+	addr, _ := serveFakeStoppable(t, f, tc)
+	return addr
+}
+
+// serveFakeStoppable is serveFake that also returns a function stopping the
+// server at once (as a killed coordinator would).
+func serveFakeStoppable(t *testing.T, f *fakeCoordinator, tc *tls.Config) (string, func()) {
+	t.Helper()
 	var opts []grpc.ServerOption
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
@@ -223,7 +231,7 @@ func serveFake(t *testing.T, f *fakeCoordinator, tc *tls.Config) string {
 	}
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
-	return lis.Addr().String()
+	return lis.Addr().String(), s.Stop
 }
 
 // result of one hivectl run.
