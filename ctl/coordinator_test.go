@@ -203,6 +203,14 @@ func TestRealCoordinatorDev(t *testing.T) {
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ms) != nil {
 		t.Fatalf("members: %+v", r)
 	}
+	r = run(t, "", append([]string{"peers", "list", "-o", "json"}, conn...)...)
+	var ps []peerJSON
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ps) != nil || len(ps) != 1 || ps[0].ID != "c1" || !ps[0].Leader || !ps[0].Voter {
+		t.Fatalf("peers list: %+v", r)
+	}
+	if r := run(t, "", append([]string{"peers", "remove", "c1"}, conn...)...); r.code != 1 || !strings.Contains(r.stderr, "only voter") {
+		t.Fatalf("peers remove c1: %+v", r)
+	}
 	leader := false
 	for _, m := range ms {
 		if m.Name == "c1" && m.Kind == "coordinator" && m.Raft == "leader" {

@@ -44,6 +44,7 @@ type fakeCoordinator struct {
 	// coordinator does.
 	requireAdmin bool
 	callers      []string
+	peers        []*hivev1.RaftPeer
 	// ca signs bootstrap requests; tokens maps token to node ("" any).
 	ca     *pki.CA
 	tokens map[string]string
@@ -282,4 +283,35 @@ func (f *fakeCoordinator) RequestCertificate(_ context.Context, req *hivev1.Requ
 	}
 	delete(f.tokens, req.GetToken())
 	return &hivev1.RequestCertificateResponse{Certificate: cert, Ca: f.ca.CertPEM()}, nil
+}
+
+func (f *fakeCoordinator) ListPeers(context.Context, *hivev1.ListPeersRequest) (*hivev1.ListPeersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &hivev1.ListPeersResponse{Peers: f.peers}, nil
+}
+
+func (f *fakeCoordinator) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.AddPeerResponse, error) {
+	if err := f.checkWrite(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peers = append(f.peers, &hivev1.RaftPeer{Id: req.GetId(), Address: req.GetAddress(), Voter: true})
+	return &hivev1.AddPeerResponse{}, nil
+}
+
+func (f *fakeCoordinator) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*hivev1.RemovePeerResponse, error) {
+	if err := f.checkWrite(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, p := range f.peers {
+		if p.GetId() == req.GetId() {
+			f.peers = append(f.peers[:i], f.peers[i+1:]...)
+			break
+		}
+	}
+	return &hivev1.RemovePeerResponse{}, nil
 }

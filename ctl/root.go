@@ -51,6 +51,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newDiffCommand(cf),
 		newRollbackCommand(cf),
 		newSecretCommand(cf),
+		newPeersCommand(cf),
 	)
 	return root
 }
