@@ -202,3 +202,15 @@ func TestPushWaitReconnects(t *testing.T) {
 		t.Fatal("the second coordinator was never asked")
 	}
 }
+
+func TestPollDelay(t *testing.T) {
+	for _, c := range []struct{ took, want time.Duration }{
+		{time.Millisecond, waitPoll},
+		{200 * time.Millisecond, 800 * time.Millisecond},
+		{time.Minute, 10 * time.Second},
+	} {
+		if got := pollDelay(waitPoll, c.took); got != c.want {
+			t.Errorf("pollDelay(%v) = %v, want %v", c.took, got, c.want)
+		}
+	}
+}
