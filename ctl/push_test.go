@@ -193,7 +193,9 @@ func TestPushWaitReconnects(t *testing.T) {
 		}
 	}()
 	r := run(t, "", "push", file, "--wait", "--timeout", "20s", "--dev", "--addr", addrA+","+addrB)
-	if r.code != 0 || !strings.Contains(r.stdout, "generation 1: 0/1 converged") || !strings.Contains(r.stdout, "generation 1: 1/1 converged") {
+	// (A may die before or after its answer arrives: the 0/1 line may or
+	// may not be shown.)
+	if r.code != 0 || !strings.Contains(r.stdout, "generation 1: 1/1 converged") {
 		t.Fatalf("push --wait across a lost coordinator: %+v", r)
 	}
 	b.mu.Lock()
