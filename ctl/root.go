@@ -35,9 +35,23 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newRepoCommand())
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	cf := addConnectionFlags(root)
+	root.AddCommand(
+		newValidateCommand(),
+		newTLSCommand(cf),
+		newPushCommand(cf),
+		newPullCommand(cf),
+		newStatusCommand(cf),
+		newMembersCommand(cf),
+		newHistoryCommand(cf),
+		newDiffCommand(cf),
+		newRollbackCommand(cf),
+		newSecretCommand(cf),
+	)
 	return root
 }
 

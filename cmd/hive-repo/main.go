@@ -1,12 +1,10 @@
-// Command hive-repo is not built yet: it lands with issue 7.
+// Command hive-repo serves the site's YUM and APT repositories; see package repocli.
 package main
 
 import (
-	"fmt"
 	"os"
+
+	"github.com/hivefleet/hive/repo/repocli"
 )
 
-func main() {
-	fmt.Fprintln(os.Stderr, "hive-repo: not implemented yet (tracked in issue 7)")
-	os.Exit(2)
-}
+func main() { os.Exit(repocli.Main(os.Args[1:], os.Stdout, os.Stderr)) }

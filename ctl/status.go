@@ -1,0 +1,289 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/hivefleet/hive/client"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+func newStatusCommand(cf *connFlags) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status [NODE]",
+		Short: "Show how every node (or one node) stands with the desired state",
+		Long: `status lists every node the coordinators know: its gossip liveness, the
+generation it last applied, its phase (converged, applying, failed, pending
+or unknown), its roles, its resource counts and errors.
+
+With NODE, it shows that node in detail, with the result of each resource of
+its last run. Every coordinator gives the same answer: statuses are stored
+through Raft.`,
+		Example: `  hivectl status
+  hivectl status web-01
+  hivectl status -o json | jq '.nodes[] | select(.phase == "failed") | .name'`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			node := ""
+			if len(args) == 1 {
+				node = args[0]
+			}
+			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
+				cctx, cancel := callCtx(ctx)
+				defer cancel()
+				resp, err := c.GetStatus(cctx, &hivev1.GetStatusRequest{Node: node})
+				if err != nil {
+					return rpcError("status", err, false)
+				}
+				if node != "" && len(resp.GetNodes()) == 0 {
+					return fmt.Errorf("status: no node named %q is known", node)
+				}
+				sj := statusToJSON(resp, node != "")
+				if output == outJSON {
+					return writeJSON(cmd.OutOrStdout(), sj)
+				}
+				if node != "" {
+					return writeNodeDetail(cmd.OutOrStdout(), sj, time.Now())
+				}
+				return writeStatusTable(cmd.OutOrStdout(), sj, time.Now())
+			})
+		},
+	}
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// statusJSON is the -o json form of hivectl status.
+type statusJSON struct {
+	Generation uint64     `json:"generation"`
+	Server     string     `json:"server,omitempty"`
+	RaftIndex  uint64     `json:"raft_index,omitempty"`
+	Nodes      []nodeJSON `json:"nodes"`
+}
+
+type nodeJSON struct {
+	Name              string            `json:"name"`
+	Labels            map[string]string `json:"labels"`
+	Roles             []string          `json:"roles"`
+	Addresses         []string          `json:"addresses"`
+	Gossip            string            `json:"gossip"`
+	AppliedGeneration uint64            `json:"applied_generation"`
+	DesiredGeneration uint64            `json:"desired_generation"`
+	Phase             string            `json:"phase"`
+	LastReport        *time.Time        `json:"last_report"`
+	AgentVersion      string            `json:"agent_version,omitempty"`
+	DryRun            bool              `json:"dry_run,omitempty"`
+	Resources         countsJSON        `json:"resources"`
+	Errors            []string          `json:"errors"`
+	Results           []resultJSON      `json:"results,omitempty"`
+}
+
+type countsJSON struct {
+	Total   uint32 `json:"total"`
+	Changed uint32 `json:"changed"`
+	Failed  uint32 `json:"failed"`
+	Skipped uint32 `json:"skipped"`
+	Planned uint32 `json:"planned"`
+}
+
+type resultJSON struct {
+	Key        string  `json:"key"`
+	Outcome    string  `json:"outcome"`
+	DurationMS float64 `json:"duration_ms"`
+	Message    string  `json:"message,omitempty"`
+	Drift      bool    `json:"drift,omitempty"`
+}
+
+func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
+	out := statusJSON{
+		Generation: resp.GetGeneration(),
+		Server:     resp.GetServer(),
+		RaftIndex:  resp.GetRaftIndex(),
+		Nodes:      []nodeJSON{},
+	}
+	for _, n := range resp.GetNodes() {
+		rc := n.GetResources()
+		nj := nodeJSON{
+			Name:              n.GetName(),
+			Labels:            nonNilMap(n.GetLabels()),
+			Roles:             nonNilSlice(n.GetRoles()),
+			Addresses:         nonNilSlice(n.GetAddresses()),
+			Gossip:            gossipName(n.GetGossip()),
+			AppliedGeneration: n.GetAppliedGeneration(),
+			DesiredGeneration: n.GetDesiredGeneration(),
+			Phase:             phaseName(n.GetPhase()),
+			LastReport:        timeOrNil(n.GetLastReport()),
+			AgentVersion:      n.GetAgentVersion(),
+			DryRun:            n.GetDryRun(),
+			Resources: countsJSON{
+				Total: rc.GetTotal(), Changed: rc.GetChanged(), Failed: rc.GetFailed(),
+				Skipped: rc.GetSkipped(), Planned: rc.GetPlanned(),
+			},
+			Errors: nonNilSlice(n.GetErrors()),
+		}
+		if withResults {
+			for _, r := range n.GetResults() {
+				nj.Results = append(nj.Results, resultJSON{
+					Key:        r.GetKey(),
+					Outcome:    outcomeName(r.GetOutcome()),
+					DurationMS: durationMS(r.GetDuration()),
+					Message:    r.GetMessage(),
+					Drift:      r.GetDrift(),
+				})
+			}
+		}
+		out.Nodes = append(out.Nodes, nj)
+	}
+	return out
+}
+
+func durationMS(d *durationpb.Duration) float64 {
+	if d == nil {
+		return 0
+	}
+	return float64(d.AsDuration().Microseconds()) / 1000
+}
+
+// phaseCounts counts nodes per phase, in display order.
+func phaseSummary(nodes []nodeJSON) string {
+	counts := map[string]int{}
+	for _, n := range nodes {
+		counts[n.Phase]++
+	}
+	s := ""
+	for _, p := range []string{"converged", "applying", "failed", "pending", "unknown"} {
+		if counts[p] == 0 {
+			continue
+		}
+		if s != "" {
+			s += ", "
+		}
+		s += fmt.Sprintf("%d %s", counts[p], p)
+	}
+	return s
+}
+
+func resourcesString(c countsJSON) string {
+	s := fmt.Sprintf("%d", c.Total)
+	if c.Changed > 0 {
+		s += fmt.Sprintf(", %d changed", c.Changed)
+	}
+	if c.Failed > 0 {
+		s += fmt.Sprintf(", %d failed", c.Failed)
+	}
+	if c.Planned > 0 {
+		s += fmt.Sprintf(", %d planned", c.Planned)
+	}
+	return s
+}
+
+func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
+	if len(s.Nodes) == 0 {
+		fmt.Fprintf(w, "generation %d: no node has registered yet", s.Generation)
+	} else {
+		fmt.Fprintf(w, "generation %d: %d nodes, %s", s.Generation, len(s.Nodes), phaseSummary(s.Nodes))
+	}
+	if s.Server != "" {
+		fmt.Fprintf(w, " (answered by %s at raft index %d)", s.Server, s.RaftIndex)
+	}
+	fmt.Fprintln(w)
+	if len(s.Nodes) == 0 {
+		return nil
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "NAME\tGOSSIP\tPHASE\tAPPLIED\tROLES\tRESOURCES\tLAST REPORT")
+	for _, n := range s.Nodes {
+		phase := n.Phase
+		if n.DryRun {
+			phase += " (dry run)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", n.Name, n.Gossip, phase, n.AppliedGeneration,
+			listString(n.Roles), resourcesString(n.Resources), ago(n.LastReport, now))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	first := true
+	for _, n := range s.Nodes {
+		for _, e := range n.Errors {
+			if first {
+				fmt.Fprintln(w, "\nerrors:")
+				first = false
+			}
+			fmt.Fprintf(w, "  %s: %s\n", n.Name, e)
+		}
+	}
+	return nil
+}
+
+func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
+	for i, n := range s.Nodes {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		tw := newTable(w)
+		row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+		row("node", n.Name)
+		row("gossip", n.Gossip)
+		phase := n.Phase
+		if n.DryRun {
+			phase += " (dry run)"
+		}
+		row("phase", phase)
+		row("generation", fmt.Sprintf("applied %d, desired %d, current %d", n.AppliedGeneration, n.DesiredGeneration, s.Generation))
+		row("roles", listString(n.Roles))
+		row("labels", labelString(n.Labels))
+		row("addresses", listString(n.Addresses))
+		row("agent", orDash(n.AgentVersion))
+		lr := ago(n.LastReport, now)
+		if n.LastReport != nil {
+			lr = clock(n.LastReport) + " (" + lr + ")"
+		}
+		row("last report", lr)
+		row("resources", resourcesString(n.Resources))
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(n.Errors) > 0 {
+			fmt.Fprintln(w, "errors:")
+			for _, e := range n.Errors {
+				fmt.Fprintf(w, "  %s\n", e)
+			}
+		}
+		if len(n.Results) > 0 {
+			fmt.Fprintln(w)
+			tw = newTable(w)
+			fmt.Fprintln(tw, "RESOURCE\tOUTCOME\tTIME\tMESSAGE")
+			for _, r := range n.Results {
+				out := r.Outcome
+				if r.Drift {
+					out += " (drift)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, out, fmtMS(r.DurationMS), orDash(oneLine(r.Message)))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func fmtMS(ms float64) string {
+	d := time.Duration(ms * float64(time.Millisecond))
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond).String()
+	default:
+		return d.Round(100 * time.Microsecond).String()
+	}
+}

@@ -1,0 +1,642 @@
+// Package netlab runs real processes on separate network "hosts" for
+// multi-host tests: one Linux network namespace per host, each with its own
+// veth and IPv4 address, all plugged into one bridge that lives in a
+// "switch" namespace of its own, so the machine's own interfaces, routes and
+// firewall are never touched.
+//
+// A Lab belongs to one test (New registers its teardown with t.Cleanup):
+//
+//	lab := netlab.New(t)          // switch namespace + bridge
+//	h1 := lab.AddHost("c1")       // namespace, veth, 10.231.X.10/24
+//	p := h1.Start("coord", bin, "--grpc-addr", h1.Addr+":7400")
+//	h1.Cut(); h1.Heal()           // link down / up on the switch side
+//	p.Kill()                      // kill -9
+//	p.Restart()                   // same argv, same log file
+//
+// Invariants: every name a Lab creates in the kernel (namespaces) carries the
+// run ID "<pid>x<random>", so parallel runs never clash; interface names are
+// only unique inside their namespaces and need no ID. The private subnet
+// 10.231.<n>.0/24 exists only inside the lab's namespaces and is never routed
+// to the machine. Teardown (t.Cleanup, also after a failure or a panic)
+// kills every process, dumps each process's log with t.Log when the test
+// failed, and deletes the namespaces; deleting the switch namespace deletes
+// the bridge and the veths. Namespaces left behind by a test binary that was
+// killed outright are swept by the next New (their run's pid is gone).
+//
+// Processes are started with "ip netns exec", which enters the namespace and
+// execs the program, so the process id the harness holds is the program's
+// own and kill -9 hits it directly. A namespace belongs to an OS thread, so
+// the harness never switches namespaces inside the test process itself.
+//
+// Concurrency: methods of Lab, Host and Proc may be called from any
+// goroutine. Nothing here blocks for long except Proc.Wait, Host.Run (bounded
+// by its ctx) and teardown.
+//
+// Prerequisites: root and the ip tool (testenv.RequireNetns, which fails
+// under CI=true); iptables for Host.Drop; the sch_netem kernel module for
+// Host.Netem (ErrNetemUnavailable otherwise).
+package netlab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hivefleet/hive/internal/testenv"
+)
+
+// Prefix starts the name of every namespace a Lab creates.
+const Prefix = "netlab-"
+
+// ErrNetemUnavailable is returned by Host.Netem when the kernel has no netem
+// queueing discipline (module sch_netem not available).
+var ErrNetemUnavailable = errors.New("netem queueing discipline not available in this kernel")
+
+// maxHosts is how many host addresses fit the /24 (from .10 to .254).
+const maxHosts = 245
+
+// Lab is one test's network: a switch namespace with a bridge, and hosts.
+type Lab struct {
+	t      testing.TB
+	id     string // run ID: "<pid>x<hex>"
+	sw     string // switch namespace
+	subnet string // "10.231.N"
+	dir    string // logs
+
+	mu     sync.Mutex
+	hosts  []*Host
+	byName map[string]*Host
+	closed bool
+}
+
+// New creates a lab for t: the switch namespace and its bridge. It requires
+// root and the ip tool (skipping locally, failing under CI=true), and
+// registers the teardown with t.Cleanup.
+func New(t testing.TB) *Lab {
+	t.Helper()
+	testenv.RequireNetns(t)
+	sweepStale(t)
+
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatalf("netlab: random run id: %v", err)
+	}
+	id := fmt.Sprintf("%dx%s", os.Getpid(), hex.EncodeToString(b[:2]))
+	l := &Lab{
+		t:      t,
+		id:     id,
+		sw:     Prefix + id + "-sw",
+		subnet: fmt.Sprintf("10.231.%d", 1+int(b[2])%254),
+		dir:    t.TempDir(),
+		byName: map[string]*Host{},
+	}
+	t.Cleanup(l.close)
+	if err := ipc("netns", "add", l.sw); err != nil {
+		t.Fatalf("netlab: %v", err)
+	}
+	for _, args := range [][]string{
+		{"-n", l.sw, "link", "set", "lo", "up"},
+		{"-n", l.sw, "link", "add", "br0", "type", "bridge"},
+		{"-n", l.sw, "link", "set", "br0", "up"},
+	} {
+		if err := ipc(args...); err != nil {
+			t.Fatalf("netlab: %v", err)
+		}
+	}
+	t.Logf("netlab: run %s, switch namespace %s, subnet %s.0/24", l.id, l.sw, l.subnet)
+	return l
+}
+
+// ID is the lab's run ID, part of every namespace name.
+func (l *Lab) ID() string { return l.id }
+
+// Dir is the lab's directory (process logs), removed after the test.
+func (l *Lab) Dir() string { return l.dir }
+
+// Hosts returns the hosts in the order they were added.
+func (l *Lab) Hosts() []*Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*Host(nil), l.hosts...)
+}
+
+// Host returns the host named name, or nil.
+func (l *Lab) Host(name string) *Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byName[name]
+}
+
+// AddHost creates a host: a namespace with loopback up and an eth0 holding
+// the next free address of the lab's /24, connected by a veth to the bridge.
+// name must be short (letters, digits, '-'), unique in the lab.
+func (l *Lab) AddHost(name string) *Host {
+	l.t.Helper()
+	h, err := l.addHost(name)
+	if err != nil {
+		l.t.Fatalf("netlab: add host %s: %v", name, err)
+	}
+	return h
+}
+
+func (l *Lab) addHost(name string) (*Host, error) {
+	if name == "" || len(name) > 40 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return nil, fmt.Errorf("invalid host name %q (want 1-40 of a-z 0-9 -)", name)
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil, errors.New("lab is torn down")
+	}
+	if l.byName[name] != nil {
+		l.mu.Unlock()
+		return nil, fmt.Errorf("host %s exists", name)
+	}
+	n := len(l.hosts)
+	if n >= maxHosts {
+		l.mu.Unlock()
+		return nil, fmt.Errorf("lab full (%d hosts)", maxHosts)
+	}
+	h := &Host{
+		Name: name,
+		NS:   Prefix + l.id + "-" + name,
+		Addr: fmt.Sprintf("%s.%d", l.subnet, 10+n),
+		lab:  l,
+		port: fmt.Sprintf("p%d", n),
+	}
+	l.hosts = append(l.hosts, h)
+	l.byName[name] = h
+	l.mu.Unlock()
+
+	// The switch-side end is created in the switch namespace and the host
+	// end directly in the host's namespace: nothing appears in the machine's
+	// own namespace, not even for a moment.
+	if err := ipc("netns", "add", h.NS); err != nil {
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"-n", l.sw, "link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
+		{"-n", l.sw, "link", "set", h.port, "master", "br0"},
+		{"-n", l.sw, "link", "set", h.port, "up"},
+		{"-n", h.NS, "link", "set", "lo", "up"},
+		{"-n", h.NS, "addr", "add", h.Addr + "/24", "dev", "eth0"},
+		{"-n", h.NS, "link", "set", "eth0", "up"},
+	} {
+		if err := ipc(args...); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// close is the teardown: stop processes, dump logs if the test failed,
+// delete namespaces. It reports problems with t.Errorf.
+func (l *Lab) close() {
+	l.mu.Lock()
+	l.closed = true
+	hosts := append([]*Host(nil), l.hosts...)
+	l.mu.Unlock()
+
+	for _, h := range hosts {
+		for _, p := range h.Procs() {
+			p.kill()
+		}
+	}
+	if l.t.Failed() {
+		for _, h := range hosts {
+			for _, p := range h.Procs() {
+				l.t.Logf("==== log of %s/%s (%s, %s) ====\n%s", h.Name, p.Name, h.Addr, p.exitString(), tail(p.Log(), 64<<10))
+			}
+		}
+	}
+	for _, h := range hosts {
+		if err := ipc("netns", "del", h.NS); err != nil && !strings.Contains(err.Error(), "No such file") {
+			l.t.Errorf("netlab teardown: %v", err)
+		}
+	}
+	if err := ipc("netns", "del", l.sw); err != nil && !strings.Contains(err.Error(), "No such file") {
+		l.t.Errorf("netlab teardown: %v", err)
+	}
+}
+
+// tail returns the last max bytes of s, starting at a line.
+func tail(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	s = s[len(s)-max:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return "[... earlier output cut ...]\n" + s
+}
+
+// sweepStale deletes namespaces left by lab runs whose test process is
+// gone (a binary killed by a timeout cannot run its cleanups).
+func sweepStale(t testing.TB) {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], Prefix) {
+			continue
+		}
+		name := f[0]
+		rest := strings.TrimPrefix(name, Prefix)
+		pidStr, _, ok := strings.Cut(rest, "x")
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // its run is alive
+		}
+		killNamespaceProcs(name)
+		if err := ipc("netns", "del", name); err == nil {
+			t.Logf("netlab: removed stale namespace %s", name)
+		}
+	}
+}
+
+// killNamespaceProcs kill -9s every process still inside namespace name.
+func killNamespaceProcs(name string) {
+	out, err := exec.Command("ip", "netns", "pids", name).Output()
+	if err != nil {
+		return
+	}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// ipc runs the ip tool with args.
+func ipc(args ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command("ip", args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// Host is one network namespace with one address on the lab's bridge.
+type Host struct {
+	// Name is the host's name in the lab.
+	Name string
+	// NS is the namespace name (carries the lab's run ID).
+	NS string
+	// Addr is the host's IPv4 address on the bridge.
+	Addr string
+
+	lab  *Lab
+	port string // the veth's name on the switch side
+
+	mu    sync.Mutex
+	procs []*Proc
+}
+
+// String returns "name(addr)".
+func (h *Host) String() string { return h.Name + "(" + h.Addr + ")" }
+
+// Command returns a command that runs argv inside the host's namespace.
+func (h *Host) Command(ctx context.Context, argv ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS}, argv...)...)
+}
+
+// Run runs argv inside the host's namespace to completion and returns its
+// standard output. A non-zero exit is an error that includes the standard
+// error.
+func (h *Host) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := h.Command(ctx, argv...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("%s on %s: %w: %s", strings.Join(argv, " "), h.Name, err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// Procs returns the processes started on h (running or not).
+func (h *Host) Procs() []*Proc {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*Proc(nil), h.procs...)
+}
+
+// Start starts a long-running process inside the host's namespace. Its
+// standard output and error go to a log file (Proc.Log), dumped by the
+// teardown when the test failed. name must be unique on the host. The
+// process inherits the test's environment.
+func (h *Host) Start(name string, argv ...string) *Proc {
+	h.lab.t.Helper()
+	return h.StartEnv(name, nil, argv...)
+}
+
+// StartEnv is Start with extra environment entries ("K=V").
+func (h *Host) StartEnv(name string, env []string, argv ...string) *Proc {
+	h.lab.t.Helper()
+	p := &Proc{
+		Name: name,
+		host: h,
+		argv: append([]string(nil), argv...),
+		env:  append([]string(nil), env...),
+		path: filepath.Join(h.lab.dir, h.Name+"-"+name+".log"),
+	}
+	h.mu.Lock()
+	for _, q := range h.procs {
+		if q.Name == name {
+			h.mu.Unlock()
+			h.lab.t.Fatalf("netlab: process %s already exists on %s", name, h.Name)
+		}
+	}
+	h.procs = append(h.procs, p)
+	h.mu.Unlock()
+	if err := p.start(); err != nil {
+		h.lab.t.Fatalf("netlab: %v", err)
+	}
+	return p
+}
+
+// Cut takes the host's link down on the switch side, like pulling its
+// cable: the host keeps its address and routes, and no packet passes in
+// either direction until Heal.
+func (h *Host) Cut() {
+	h.lab.t.Helper()
+	if err := ipc("-n", h.lab.sw, "link", "set", h.port, "down"); err != nil {
+		h.lab.t.Fatalf("netlab: cut %s: %v", h.Name, err)
+	}
+}
+
+// Heal brings the host's link back up.
+func (h *Host) Heal() {
+	h.lab.t.Helper()
+	if err := ipc("-n", h.lab.sw, "link", "set", h.port, "up"); err != nil {
+		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
+	}
+}
+
+// Drop makes the host silently drop every packet from and to peer, with
+// iptables rules inside the host's own namespace (a one-pair partition; the
+// rest of the network still reaches both). Undo removes the rules.
+func (h *Host) Drop(peer *Host) (undo func()) {
+	t := h.lab.t
+	t.Helper()
+	testenv.RequireTool(t, "iptables")
+	rules := [][]string{
+		{"INPUT", "-s", peer.Addr, "-j", "DROP"},
+		{"OUTPUT", "-d", peer.Addr, "-j", "DROP"},
+	}
+	for _, r := range rules {
+		if out, err := h.Run(context.Background(), append([]string{"iptables", "-w", "-I"}, r...)...); err != nil {
+			t.Fatalf("netlab: drop %s->%s: %v %s", h.Name, peer.Name, err, out)
+		}
+	}
+	return func() {
+		t.Helper()
+		for _, r := range rules {
+			if out, err := h.Run(context.Background(), append([]string{"iptables", "-w", "-D"}, r...)...); err != nil {
+				t.Errorf("netlab: undo drop %s->%s: %v %s", h.Name, peer.Name, err, out)
+			}
+		}
+	}
+}
+
+// Netem sets a netem queueing discipline on the host's eth0 (for example
+// "delay", "50ms", "10ms" or "loss", "5%"); with no arguments it removes
+// it. It returns ErrNetemUnavailable when the kernel lacks netem.
+func (h *Host) Netem(args ...string) error {
+	if _, err := exec.LookPath("tc"); err != nil {
+		return fmt.Errorf("netem: %w", err)
+	}
+	var argv []string
+	if len(args) == 0 {
+		argv = []string{"tc", "qdisc", "del", "dev", "eth0", "root"}
+	} else {
+		argv = append([]string{"tc", "qdisc", "replace", "dev", "eth0", "root", "netem"}, args...)
+	}
+	if _, err := h.Run(context.Background(), argv...); err != nil {
+		if strings.Contains(err.Error(), "qdisc kind is unknown") {
+			return ErrNetemUnavailable
+		}
+		return fmt.Errorf("netem on %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// Proc is a process started by Host.Start. It can be killed and restarted;
+// all its lives write to the same log file.
+type Proc struct {
+	// Name is the process's name on its host.
+	Name string
+
+	host *Host
+	argv []string
+	env  []string
+	path string
+
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{} // closed when the current life ended
+	err   error         // its exit status
+	lives int
+}
+
+// Host returns the host the process runs on.
+func (p *Proc) Host() *Host { return p.host }
+
+// Argv returns the program and its arguments.
+func (p *Proc) Argv() []string { return append([]string(nil), p.argv...) }
+
+func (p *Proc) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done != nil {
+		select {
+		case <-p.done:
+		default:
+			return fmt.Errorf("%s/%s is still running", p.host.Name, p.Name)
+		}
+	}
+	f, err := os.OpenFile(p.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	p.lives++
+	fmt.Fprintf(f, "---- netlab: start #%d at %s on %s: %s\n", p.lives, time.Now().Format("15:04:05.000"), p.host, strings.Join(p.argv, " "))
+	cmd := exec.Command("ip", append([]string{"netns", "exec", p.host.NS}, p.argv...)...)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout = f
+	cmd.Stderr = f
+	// Own process group (kill reaches any children); killed if the test
+	// binary dies without running its cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s on %s: %w", p.Name, p.host.Name, err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done, p.err = cmd, done, nil
+	go func() {
+		err := cmd.Wait()
+		fmt.Fprintf(f, "---- netlab: exit #%d at %s: %v\n", p.lives, time.Now().Format("15:04:05.000"), exitText(err))
+		f.Close()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// Restart starts the process again with the same arguments after it ended
+// (Kill, Stop, or its own exit).
+func (p *Proc) Restart() {
+	p.host.lab.t.Helper()
+	if err := p.start(); err != nil {
+		p.host.lab.t.Fatalf("netlab: restart: %v", err)
+	}
+}
+
+// Running reports whether the current life has not ended.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Pid is the current life's process id.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+// Done is closed when the current life ends.
+func (p *Proc) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
+// Err is the exit status of the last life that ended (nil while running or
+// after a clean exit).
+func (p *Proc) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *Proc) exitString() string {
+	if p.Running() {
+		return "running"
+	}
+	return exitText(p.Err())
+}
+
+// Kill sends SIGKILL to the process (kill -9) and waits until it is gone.
+func (p *Proc) Kill() {
+	p.host.lab.t.Helper()
+	p.kill()
+}
+
+func (p *Proc) kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Stop sends SIGTERM and waits up to timeout for the process to end, then
+// kills it. It returns the exit status, or an error if it had to kill.
+func (p *Proc) Stop(timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return p.Err()
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return p.Err()
+	case <-time.After(timeout):
+		p.kill()
+		return fmt.Errorf("%s/%s did not stop within %v after SIGTERM: killed", p.host.Name, p.Name, timeout)
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Signal(sig)
+}
+
+// Wait waits for the current life to end or ctx to be done.
+func (p *Proc) Wait(ctx context.Context) error {
+	select {
+	case <-p.Done():
+		return p.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Log returns everything the process wrote so far, over all its lives.
+func (p *Proc) Log() string {
+	b, err := os.ReadFile(p.path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	return string(b)
+}
+
+// LogPath is the process's log file.
+func (p *Proc) LogPath() string { return p.path }

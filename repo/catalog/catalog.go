@@ -1,0 +1,447 @@
+// Package catalog turns package files into parsed metadata, once per content
+// hash, and runs the pipeline-mode indexers (hive-repo index --yum/--apt)
+// that write repository metadata in place, like createrepo_c and
+// apt-ftparchive.
+//
+// A Cache maps SHA-256 → parsed metadata (and path+size+mtime → SHA-256 as a
+// hint that spares hashing unchanged files); it is safe for concurrent use
+// and can be saved to a file between runs. The indexers parse new files on
+// GOMAXPROCS goroutines and block on disk I/O; ctx cancels them.
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hivefleet/hive/repo/aptindex"
+	"github.com/hivefleet/hive/repo/debmeta"
+	"github.com/hivefleet/hive/repo/rpmmeta"
+	"github.com/hivefleet/hive/repo/sign"
+	"github.com/hivefleet/hive/repo/store"
+	"github.com/hivefleet/hive/repo/yumindex"
+)
+
+// Package kinds.
+const (
+	KindRPM = "rpm"
+	KindDeb = "deb"
+)
+
+// ErrUnknownKind is returned for a file name that is neither .rpm nor .deb.
+var ErrUnknownKind = errors.New("package file name must end in .rpm or .deb")
+
+// Meta is the parsed metadata of one package file.
+type Meta struct {
+	Kind string
+	RPM  *rpmmeta.Package
+	Deb  *debmeta.Package
+}
+
+// SHA256 returns the package file's hash.
+func (m *Meta) SHA256() string {
+	if m.RPM != nil {
+		return m.RPM.SHA256
+	}
+	return m.Deb.SHA256
+}
+
+// Size returns the package file's size.
+func (m *Meta) Size() int64 {
+	if m.RPM != nil {
+		return m.RPM.Size
+	}
+	return m.Deb.Size
+}
+
+// Describe returns "name version arch".
+func (m *Meta) Describe() string {
+	if m.RPM != nil {
+		return m.RPM.Name + " " + m.RPM.Epoch + ":" + m.RPM.Version + "-" + m.RPM.Release + " " + m.RPM.Arch
+	}
+	return m.Deb.Name + " " + m.Deb.Version + " " + m.Deb.Architecture
+}
+
+// KindOf returns the kind for a file name.
+func KindOf(name string) (string, error) {
+	switch {
+	case strings.HasSuffix(name, ".rpm"):
+		return KindRPM, nil
+	case strings.HasSuffix(name, ".deb"):
+		return KindDeb, nil
+	}
+	return "", ErrUnknownKind
+}
+
+// Parse reads a package of the given kind.
+func Parse(kind string, r io.Reader) (*Meta, error) {
+	switch kind {
+	case KindRPM:
+		p, err := rpmmeta.Parse(r)
+		if err != nil {
+			return nil, err
+		}
+		return &Meta{Kind: kind, RPM: p}, nil
+	case KindDeb:
+		p, err := debmeta.Parse(r)
+		if err != nil {
+			return nil, err
+		}
+		return &Meta{Kind: kind, Deb: p}, nil
+	}
+	return nil, ErrUnknownKind
+}
+
+type hint struct {
+	Size, MTime int64
+	Sum         string
+}
+
+// Cache holds parsed metadata by content hash.
+type Cache struct {
+	mu    sync.Mutex
+	BySum map[string]*Meta
+	Hints map[string]hint
+}
+
+// NewCache returns an empty cache.
+func NewCache() *Cache { return &Cache{BySum: map[string]*Meta{}, Hints: map[string]hint{}} }
+
+// LoadCache reads a cache file; a missing or unreadable file gives an empty
+// cache (it is only a cache), a read error other than not-exist is returned.
+func LoadCache(path string) (*Cache, error) {
+	c := NewCache()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load cache: %w", err)
+	}
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(c); err != nil {
+		return NewCache(), nil
+	}
+	if c.BySum == nil || c.Hints == nil {
+		return NewCache(), nil
+	}
+	return c, nil
+}
+
+// Save writes the cache atomically.
+func (c *Cache) Save(path string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(c); err != nil {
+		return fmt.Errorf("save cache: %w", err)
+	}
+	return store.WriteFile(path, b.Bytes(), "")
+}
+
+// Get returns the metadata for sum, or nil.
+func (c *Cache) Get(sum string) *Meta {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.BySum[sum]
+}
+
+// Put records m under its hash.
+func (c *Cache) Put(m *Meta) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.BySum[m.SHA256()] = m
+}
+
+// Len returns the number of cached packages.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.BySum)
+}
+
+// Prune drops entries whose hash is not in keep.
+func (c *Cache) Prune(keep map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s := range c.BySum {
+		if !keep[s] {
+			delete(c.BySum, s)
+		}
+	}
+	for p, h := range c.Hints {
+		if !keep[h.Sum] {
+			delete(c.Hints, p)
+		}
+	}
+}
+
+// ParseFile returns the metadata of the file at path, from the cache when
+// the file's path, size and mtime match a previous parse.
+func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
+	kind, err := KindOf(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	h, ok := c.Hints[path]
+	var m *Meta
+	if ok && h.Size == fi.Size() && h.MTime == fi.ModTime().UnixNano() {
+		m = c.BySum[h.Sum]
+	}
+	c.mu.Unlock()
+	if m != nil {
+		return m, fi, nil
+	}
+	if kind == KindRPM && fi.Size() < 64<<20 {
+		// Small packages: one read, parsed from memory.
+		var b []byte
+		if b, err = os.ReadFile(path); err == nil {
+			var p *rpmmeta.Package
+			if p, err = rpmmeta.ParseBytes(b); err == nil {
+				m = &Meta{Kind: kind, RPM: p}
+			}
+		}
+	} else {
+		var f *os.File
+		if f, err = os.Open(path); err != nil {
+			return nil, nil, err
+		}
+		m, err = Parse(kind, f)
+		f.Close()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.mu.Lock()
+	c.BySum[m.SHA256()] = m
+	c.Hints[path] = hint{Size: fi.Size(), MTime: fi.ModTime().UnixNano(), Sum: m.SHA256()}
+	c.mu.Unlock()
+	return m, fi, nil
+}
+
+// writeFile replaces a file atomically for readers. Pipeline runs are
+// re-run after a crash, so they skip fsync, as createrepo_c and
+// apt-ftparchive do.
+func writeFile(path string, data []byte, tmp string) error {
+	return store.WriteFileNoSync(path, data, tmp)
+}
+
+// Options for the pipeline indexers.
+type Options struct {
+	Cache  *Cache       // nil: a fresh cache
+	Signer *sign.Signer // nil: unsigned
+	Now    time.Time    // zero: time.Now()
+}
+
+// Stats reports what an index run did.
+type Stats struct {
+	Packages int
+	Parsed   int // packages read from disk (not served by the cache)
+}
+
+type found struct {
+	rel  string
+	meta *Meta
+	fi   os.FileInfo
+}
+
+// scan parses every file under dir with the given suffix (skipping skipDir).
+func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, int, error) {
+	var paths []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != dir && (d.Name() == skipDir || strings.HasPrefix(d.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(d.Name(), suffix) && d.Type().IsRegular() {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("scan %s: %w", dir, err)
+	}
+	before := c.Len()
+	out := make([]found, len(paths))
+	errs := make([]error, len(paths))
+	idx := make(chan int)
+	var wg sync.WaitGroup
+	for range 2 * runtime.GOMAXPROCS(0) { // twice: overlap file reads with parsing
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				m, fi, err := c.ParseFile(paths[i])
+				rel, _ := filepath.Rel(dir, paths[i])
+				out[i], errs[i] = found{rel: filepath.ToSlash(rel), meta: m, fi: fi}, err
+			}
+		}()
+	}
+	for i := range paths {
+		if ctx.Err() != nil {
+			break
+		}
+		idx <- i
+	}
+	close(idx)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, 0, err
+	}
+	return out, c.Len() - before, nil
+}
+
+// IndexYum writes dir/repodata for the .rpm files under dir. Hash-named files
+// are written first, then repomd.xml.asc (if signing), then repomd.xml by
+// rename; files of the previous generation stay, older ones are removed.
+func IndexYum(ctx context.Context, dir string, opt Options) (Stats, error) {
+	if opt.Cache == nil {
+		opt.Cache = NewCache()
+	}
+	if opt.Now.IsZero() {
+		opt.Now = time.Now()
+	}
+	fs, parsed, err := scan(ctx, dir, ".rpm", "repodata", opt.Cache)
+	if err != nil {
+		return Stats{}, err
+	}
+	entries := make([]*yumindex.Entry, len(fs))
+	for i, f := range fs {
+		entries[i] = &yumindex.Entry{Pkg: f.meta.RPM, Href: f.rel, FileTime: f.fi.ModTime().Unix()}
+	}
+	res, err := yumindex.Build(entries, yumindex.Options{Revision: opt.Now.Unix(), Timestamp: opt.Now.Unix()})
+	if err != nil {
+		return Stats{}, err
+	}
+	rd := filepath.Join(dir, "repodata")
+	if err := os.MkdirAll(rd, 0o755); err != nil {
+		return Stats{}, err
+	}
+	keep := map[string]bool{"repomd.xml": true, "repomd.xml.asc": true}
+	if old, err := os.ReadFile(filepath.Join(rd, "repomd.xml")); err == nil {
+		for _, h := range hrefs(old) {
+			keep[strings.TrimPrefix(h, "repodata/")] = true
+		}
+	}
+	for _, f := range res.Files {
+		keep[strings.TrimPrefix(f.Name, "repodata/")] = true
+		if err := writeFile(filepath.Join(dir, f.Name), f.Data, ""); err != nil {
+			return Stats{}, err
+		}
+	}
+	if opt.Signer != nil {
+		sig, err := opt.Signer.DetachArmored(res.RepoMD)
+		if err != nil {
+			return Stats{}, err
+		}
+		if err := writeFile(filepath.Join(rd, "repomd.xml.asc"), sig, ""); err != nil {
+			return Stats{}, err
+		}
+	} else {
+		os.Remove(filepath.Join(rd, "repomd.xml.asc"))
+	}
+	if err := writeFile(filepath.Join(rd, "repomd.xml"), res.RepoMD, ""); err != nil {
+		return Stats{}, err
+	}
+	if ents, err := os.ReadDir(rd); err == nil {
+		for _, e := range ents {
+			if !keep[e.Name()] && !e.IsDir() {
+				os.Remove(filepath.Join(rd, e.Name()))
+			}
+		}
+	}
+	return Stats{Packages: len(fs), Parsed: parsed}, nil
+}
+
+// hrefs extracts location hrefs from a repomd.xml.
+func hrefs(repomd []byte) []string {
+	var out []string
+	s := string(repomd)
+	for {
+		i := strings.Index(s, `<location href="`)
+		if i < 0 {
+			return out
+		}
+		s = s[i+len(`<location href="`):]
+		j := strings.IndexByte(s, '"')
+		if j < 0 {
+			return out
+		}
+		out = append(out, s[:j])
+		s = s[j:]
+	}
+}
+
+// IndexApt writes a flat APT repository in dir for the .deb files under it:
+// Packages, Packages.gz, Packages.xz, then (signing) Release.gpg and
+// InRelease, with Release renamed into place last but one.
+func IndexApt(ctx context.Context, dir string, opt Options) (Stats, error) {
+	if opt.Cache == nil {
+		opt.Cache = NewCache()
+	}
+	if opt.Now.IsZero() {
+		opt.Now = time.Now()
+	}
+	fs, parsed, err := scan(ctx, dir, ".deb", "", opt.Cache)
+	if err != nil {
+		return Stats{}, err
+	}
+	entries := make([]*aptindex.Entry, len(fs))
+	for i, f := range fs {
+		entries[i] = &aptindex.Entry{Pkg: f.meta.Deb, Filename: "./" + f.rel}
+	}
+	res, err := aptindex.Build(entries, aptindex.Options{Flat: true, Date: opt.Now})
+	if err != nil {
+		return Stats{}, err
+	}
+	for _, f := range res.Files {
+		if err := writeFile(filepath.Join(dir, f.Path), f.Data, ""); err != nil {
+			return Stats{}, err
+		}
+	}
+	if opt.Signer != nil {
+		gpg, err := opt.Signer.DetachArmored(res.Release)
+		if err != nil {
+			return Stats{}, err
+		}
+		in, err := opt.Signer.ClearSign(res.Release)
+		if err != nil {
+			return Stats{}, err
+		}
+		if err := writeFile(filepath.Join(dir, "Release.gpg"), gpg, ""); err != nil {
+			return Stats{}, err
+		}
+		if err := writeFile(filepath.Join(dir, "Release"), res.Release, ""); err != nil {
+			return Stats{}, err
+		}
+		if err := writeFile(filepath.Join(dir, "InRelease"), in, ""); err != nil {
+			return Stats{}, err
+		}
+	} else {
+		os.Remove(filepath.Join(dir, "InRelease"))
+		os.Remove(filepath.Join(dir, "Release.gpg"))
+		if err := writeFile(filepath.Join(dir, "Release"), res.Release, ""); err != nil {
+			return Stats{}, err
+		}
+	}
+	return Stats{Packages: len(fs), Parsed: parsed}, nil
+}

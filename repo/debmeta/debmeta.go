@@ -1,0 +1,293 @@
+// Package debmeta reads the control data of a .deb file that an APT
+// repository index needs.
+//
+// Parse reads the whole package once: the ar archive is walked member by
+// member, the control member (control.tar, .gz, .xz or .zst) is decompressed
+// and its ./control file parsed; the data member must be present with a known
+// compression. MD5, SHA-1 and SHA-256 of the whole file are computed on the
+// way. Input that is not an intact binary package is refused with an error
+// wrapping ErrInvalid. Parse is safe for concurrent use and never panics on
+// hostile input (FuzzParse keeps it so).
+package debmeta
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// ErrInvalid is wrapped by every error Parse returns for input that is not a
+// well-formed Debian binary package.
+var ErrInvalid = errors.New("invalid deb")
+
+const (
+	maxControl = 16 << 20 // decompressed control.tar limit
+	maxFields  = 1 << 20  // control file limit
+)
+
+// Field is one control field, in file order. Value keeps continuation lines
+// (each starting with a space) joined by "\n".
+type Field struct {
+	Name  string `json:"n"`
+	Value string `json:"v"`
+}
+
+// Package is the parsed control data of one .deb file.
+type Package struct {
+	Name         string  `json:"name"`
+	Version      string  `json:"version"`
+	Architecture string  `json:"arch"`
+	Fields       []Field `json:"fields"`
+	Size         int64   `json:"size"`
+	MD5          string  `json:"md5"`
+	SHA1         string  `json:"sha1"`
+	SHA256       string  `json:"sha256"`
+}
+
+// Field returns the value of the named field (case-insensitive), or "".
+func (p *Package) Field(name string) string {
+	for _, f := range p.Fields {
+		if strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+var (
+	nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	verRe  = regexp.MustCompile(`^([0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~:-]*$`)
+	archRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+)
+
+// repoFields are written by the index, never taken from the package.
+var repoFields = map[string]bool{"filename": true, "size": true, "md5sum": true, "sha1": true, "sha256": true, "sha512": true}
+
+// Parse reads a complete .deb from r.
+func Parse(r io.Reader) (pkg *Package, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pkg, err = nil, fmt.Errorf("%w: malformed package (%v)", ErrInvalid, v)
+		}
+	}()
+	hm, h1, h256 := md5.New(), sha1.New(), sha256.New()
+	cr := &countReader{r: io.TeeReader(r, io.MultiWriter(hm, h1, h256))}
+	br := bufio.NewReaderSize(cr, 64<<10)
+	magic := make([]byte, 8)
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != "!<arch>\n" {
+		return nil, fmt.Errorf("%w: not an ar archive", ErrInvalid)
+	}
+	var control []byte
+	sawBinary, sawData := false, false
+	for i := 0; ; i++ {
+		name, size, err := nextMember(br)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		body := io.LimitReader(br, size)
+		switch {
+		case i == 0:
+			if name != "debian-binary" {
+				return nil, fmt.Errorf("%w: first member is %q, not debian-binary", ErrInvalid, name)
+			}
+			b, _ := io.ReadAll(io.LimitReader(body, 64))
+			if !strings.HasPrefix(string(b), "2.") {
+				return nil, fmt.Errorf("%w: unsupported format version %q", ErrInvalid, strings.TrimSpace(string(b)))
+			}
+			sawBinary = true
+		case strings.HasPrefix(name, "control.tar"):
+			if control, err = readControl(name, body); err != nil {
+				return nil, err
+			}
+		case strings.HasPrefix(name, "data.tar"):
+			if !knownCompression(name) {
+				return nil, fmt.Errorf("%w: unsupported data member %q", ErrInvalid, name)
+			}
+			sawData = true
+		}
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			return nil, fmt.Errorf("read member %s: %w", name, err)
+		}
+		if size%2 == 1 {
+			if _, err := br.Discard(1); err != nil && size > 0 {
+				return nil, fmt.Errorf("%w: truncated after member %s", ErrInvalid, name)
+			}
+		}
+	}
+	if !sawBinary || control == nil || !sawData {
+		return nil, fmt.Errorf("%w: missing debian-binary, control or data member", ErrInvalid)
+	}
+	fields, err := ParseControl(control)
+	if err != nil {
+		return nil, err
+	}
+	p := &Package{Size: cr.n}
+	for _, f := range fields {
+		if repoFields[strings.ToLower(f.Name)] {
+			continue
+		}
+		p.Fields = append(p.Fields, f)
+	}
+	p.Name, p.Version, p.Architecture = p.Field("Package"), p.Field("Version"), p.Field("Architecture")
+	if !nameRe.MatchString(p.Name) {
+		return nil, fmt.Errorf("%w: bad or missing Package %q", ErrInvalid, p.Name)
+	}
+	if !verRe.MatchString(p.Version) {
+		return nil, fmt.Errorf("%w: bad or missing Version %q", ErrInvalid, p.Version)
+	}
+	if !archRe.MatchString(p.Architecture) {
+		return nil, fmt.Errorf("%w: bad or missing Architecture %q", ErrInvalid, p.Architecture)
+	}
+	p.MD5, p.SHA1, p.SHA256 = hexSum(hm), hexSum(h1), hexSum(h256)
+	return p, nil
+}
+
+func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func nextMember(br *bufio.Reader) (string, int64, error) {
+	hdr := make([]byte, 60)
+	n, err := io.ReadFull(br, hdr)
+	if n == 0 && (err == io.EOF) {
+		return "", 0, io.EOF
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: truncated ar member header", ErrInvalid)
+	}
+	if string(hdr[58:60]) != "`\n" {
+		return "", 0, fmt.Errorf("%w: bad ar member header", ErrInvalid)
+	}
+	name := strings.TrimRight(strings.TrimSpace(string(hdr[0:16])), "/")
+	size, err := strconv.ParseInt(strings.TrimSpace(string(hdr[48:58])), 10, 64)
+	if err != nil || size < 0 {
+		return "", 0, fmt.Errorf("%w: bad ar member size", ErrInvalid)
+	}
+	return name, size, nil
+}
+
+func knownCompression(name string) bool {
+	for _, s := range []string{".tar", ".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2", ".tar.lzma"} {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func decompressor(name string, r io.Reader) (io.Reader, error) {
+	switch {
+	case strings.HasSuffix(name, ".tar"):
+		return r, nil
+	case strings.HasSuffix(name, ".gz"):
+		return gzip.NewReader(r)
+	case strings.HasSuffix(name, ".xz"):
+		return xz.NewReader(r)
+	case strings.HasSuffix(name, ".zst"):
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+		if err != nil {
+			return nil, err
+		}
+		return d.IOReadCloser(), nil
+	}
+	return nil, fmt.Errorf("%w: unsupported member compression %q", ErrInvalid, name)
+}
+
+func readControl(name string, body io.Reader) ([]byte, error) {
+	dr, err := decompressor(name, body)
+	if err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	if c, ok := dr.(io.Closer); ok {
+		defer c.Close()
+	}
+	tr := tar.NewReader(io.LimitReader(dr, maxControl))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil, fmt.Errorf("%w: %s has no control file", ErrInvalid, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+		}
+		if strings.TrimPrefix(h.Name, "./") == "control" && h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(io.LimitReader(tr, maxFields+1))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+			}
+			if len(b) > maxFields {
+				return nil, fmt.Errorf("%w: control file too large", ErrInvalid)
+			}
+			// Read the member to its end so the compressor's checksum is verified.
+			for {
+				if _, err := tr.Next(); err == io.EOF {
+					break
+				} else if err != nil {
+					return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+				}
+			}
+			if _, err := io.Copy(io.Discard, io.LimitReader(dr, maxControl)); err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+			}
+			return b, nil
+		}
+	}
+}
+
+// ParseControl parses one deb822 stanza (a control file).
+func ParseControl(b []byte) ([]Field, error) {
+	var out []Field
+	for ln, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if line == "" {
+			return nil, fmt.Errorf("%w: control line %d: empty line inside stanza", ErrInvalid, ln+1)
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if len(out) == 0 {
+				return nil, fmt.Errorf("%w: control line %d: continuation without field", ErrInvalid, ln+1)
+			}
+			out[len(out)-1].Value += "\n" + line
+			continue
+		}
+		if line[0] == '#' {
+			continue
+		}
+		i := strings.IndexByte(line, ':')
+		if i <= 0 || strings.ContainsAny(line[:i], " \t") {
+			return nil, fmt.Errorf("%w: control line %d: not a field", ErrInvalid, ln+1)
+		}
+		out = append(out, Field{Name: line[:i], Value: strings.TrimSpace(line[i+1:])})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: empty control file", ErrInvalid)
+	}
+	return out, nil
+}

@@ -1,0 +1,314 @@
+// Package repocli is hive-repo's command line: it reads flags, the config
+// file, the signing key and the token file, and calls package repo (serve),
+// package sign (keygen) or package catalog (index). cmd/hive-repo is a
+// one-line main around Main.
+package repocli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/hivefleet/hive/repo"
+	"github.com/hivefleet/hive/repo/catalog"
+	"github.com/hivefleet/hive/repo/mirror"
+	"github.com/hivefleet/hive/repo/sign"
+	"github.com/hivefleet/hive/version"
+)
+
+// Main runs hive-repo with args and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "hive-repo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type serveFlags struct {
+	config, dataDir, addr, keyFile, tokenFile, tlsCert, tlsKey, logLevel string
+	dev                                                                  bool
+	maxUpload, mirrorMax                                                 int64
+	debounce, maxDelay, mirrorTTL, validFor                              time.Duration
+	keep                                                                 int
+	mirrors                                                              []string
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var f serveFlags
+	root := &cobra.Command{
+		Use:   "hive-repo",
+		Short: "The site's YUM and APT repository server with signed metadata and a mirror cache",
+		Long: `hive-repo serves named YUM and APT repositories (GET /yum/<repo>/, /apt/<repo>/),
+accepts uploads (PUT /api/v1/repos/<repo>/packages/<file>), publishes signed
+metadata atomically, and caches upstream mirrors under /mirror/<name>/.
+
+Without a subcommand it serves. "hive-repo keygen" makes a signing key;
+"hive-repo index --yum DIR" / "--apt DIR" index a directory in place.`,
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serve(cmd, &f, stderr)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	def := repo.DefaultConfig()
+	fl := root.Flags()
+	fl.StringVar(&f.config, "config", "", "config file (YAML-style 'key: value' lines, same keys as the flags)")
+	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/hive-repo", "data directory")
+	fl.StringVar(&f.addr, "addr", repo.DefaultAddr, "listen address")
+	fl.StringVar(&f.keyFile, "signing-key", "", "OpenPGP private key file (hive-repo keygen makes one)")
+	fl.StringVar(&f.tokenFile, "upload-token-file", "", "file holding the bearer token required for writes")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (PEM)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (PEM)")
+	fl.BoolVar(&f.dev, "dev", false, "development mode: plaintext, signing key generated in the data dir, no token")
+	fl.Int64Var(&f.maxUpload, "max-upload-size", def.MaxUploadSize, "largest accepted upload in bytes")
+	fl.DurationVar(&f.debounce, "debounce", def.Debounce, "quiet time after uploads before a publish")
+	fl.DurationVar(&f.maxDelay, "max-delay", def.MaxDelay, "longest a publish waits under continuous uploads")
+	fl.IntVar(&f.keep, "keep-generations", def.KeepGenerations, "published generations kept servable")
+	fl.DurationVar(&f.validFor, "valid-for", 0, "APT Release Valid-Until = Date + this (0: none)")
+	fl.StringArrayVar(&f.mirrors, "mirror", nil, "upstream mirror NAME=URL, served under /mirror/NAME/ (repeatable)")
+	fl.Int64Var(&f.mirrorMax, "mirror-max-bytes", def.MirrorMaxBytes, "mirror cache disk cap in bytes (LRU eviction)")
+	fl.DurationVar(&f.mirrorTTL, "mirror-ttl", 0, "serve mirrored root metadata this long without revalidating")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	root.AddCommand(keygenCmd(stdout), indexCmd(stdout))
+	return root
+}
+
+// applyConfigFile sets every flag the command line did not set from the file.
+func applyConfigFile(fs *pflag.FlagSet, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for ln := 1; sc.Scan(); ln++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			return fmt.Errorf("config %s:%d: want 'key: value'", file, ln)
+		}
+		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"'`)
+		fl := fs.Lookup(k)
+		if fl == nil || k == "config" {
+			return fmt.Errorf("config %s:%d: unknown key %q", file, ln, k)
+		}
+		if fl.Changed && fl.Value.Type() != "stringArray" {
+			continue
+		}
+		if err := fs.Set(k, v); err != nil {
+			return fmt.Errorf("config %s:%d: %s: %w", file, ln, k, err)
+		}
+	}
+	return nil
+}
+
+func serve(cmd *cobra.Command, f *serveFlags, stderr io.Writer) error {
+	if f.config != "" {
+		if err := applyConfigFile(cmd.Flags(), f.config); err != nil {
+			return err
+		}
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	cfg := repo.DefaultConfig()
+	cfg.DataDir, cfg.Addr, cfg.Dev = f.dataDir, f.addr, f.dev
+	cfg.MaxUploadSize, cfg.Debounce, cfg.MaxDelay, cfg.KeepGenerations = f.maxUpload, f.debounce, f.maxDelay, f.keep
+	cfg.ValidFor, cfg.MirrorMaxBytes, cfg.MirrorTTL = f.validFor, f.mirrorMax, f.mirrorTTL
+	cfg.Mirrors = map[string]mirror.Upstream{}
+	for _, m := range f.mirrors {
+		n, u, ok := strings.Cut(m, "=")
+		if !ok {
+			return fmt.Errorf("--mirror %q: want NAME=URL", m)
+		}
+		cfg.Mirrors[n] = mirror.Upstream{URL: u}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return err
+	}
+	var err error
+	switch {
+	case f.keyFile != "":
+		cfg.Signer, err = loadKey(f.keyFile)
+	case f.dev:
+		cfg.Signer, err = devKey(filepath.Join(cfg.DataDir, "dev-signing-key.asc"), log)
+	default:
+		err = errors.New("--signing-key is required (or --dev)")
+	}
+	if err != nil {
+		return err
+	}
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return fmt.Errorf("upload token: %w", err)
+		}
+		cfg.UploadToken = strings.TrimSpace(string(b))
+		if cfg.UploadToken == "" {
+			return fmt.Errorf("upload token file %s is empty", f.tokenFile)
+		}
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	srv, err := repo.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return srv.Run(ctx)
+}
+
+func loadKey(file string) (*sign.Signer, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	return sign.Load(b)
+}
+
+func devKey(file string, log *slog.Logger) (*sign.Signer, error) {
+	if _, err := os.Stat(file); err == nil {
+		return loadKey(file)
+	}
+	s, err := sign.Generate(sign.Ed25519, "hive-repo dev", "hive-repo@localhost")
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.PrivateArmored()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		return nil, err
+	}
+	log.Info("generated a development signing key", "file", file, "fingerprint", s.Fingerprint())
+	return s, nil
+}
+
+func keygenCmd(stdout io.Writer) *cobra.Command {
+	var out, algo, name, email string
+	cmd := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Make an OpenPGP signing key (private key to FILE, public key to FILE.pub.asc)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			if _, err := os.Stat(out); err == nil {
+				return fmt.Errorf("%s exists; refusing to overwrite a key", out)
+			}
+			s, err := sign.Generate(algo, name, email)
+			if err != nil {
+				return err
+			}
+			priv, err := s.PrivateArmored()
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, priv, 0o600); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".pub.asc", s.PublicArmored(), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "wrote %s and %s.pub.asc\nfingerprint %s\n", out, out, s.Fingerprint())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "private key file to write (mode 0600)")
+	cmd.Flags().StringVar(&algo, "algo", sign.Ed25519, "ed25519, rsa3072 or rsa4096")
+	cmd.Flags().StringVar(&name, "name", "hive-repo", "key user name")
+	cmd.Flags().StringVar(&email, "email", "hive-repo@localhost", "key user e-mail")
+	return cmd
+}
+
+func indexCmd(stdout io.Writer) *cobra.Command {
+	var yum, apt, keyFile, cacheFile string
+	cmd := &cobra.Command{
+		Use:   "index (--yum DIR | --apt DIR) [--signing-key FILE] [--cache FILE]",
+		Short: "Index a directory of packages in place (pipeline mode)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (yum == "") == (apt == "") {
+				return errors.New("give exactly one of --yum DIR and --apt DIR")
+			}
+			// A short-lived batch job: collect garbage only when the heap
+			// nears a soft limit, not every few megabytes.
+			debug.SetGCPercent(-1)
+			debug.SetMemoryLimit(1 << 30)
+			opt := catalog.Options{}
+			if keyFile != "" {
+				s, err := loadKey(keyFile)
+				if err != nil {
+					return err
+				}
+				opt.Signer = s
+			}
+			if cacheFile != "" {
+				c, err := catalog.LoadCache(cacheFile)
+				if err != nil {
+					return err
+				}
+				opt.Cache = c
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			start := time.Now()
+			var st catalog.Stats
+			var err error
+			if yum != "" {
+				st, err = catalog.IndexYum(ctx, yum, opt)
+			} else {
+				st, err = catalog.IndexApt(ctx, apt, opt)
+			}
+			if err != nil {
+				return err
+			}
+			if cacheFile != "" {
+				if err := opt.Cache.Save(cacheFile); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(stdout, "indexed %d packages (%d read, %d from cache) in %s\n", st.Packages, st.Parsed, st.Packages-st.Parsed, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&yum, "yum", "", "directory of .rpm files: writes DIR/repodata")
+	cmd.Flags().StringVar(&apt, "apt", "", "directory of .deb files: writes a flat APT repository in DIR")
+	cmd.Flags().StringVar(&keyFile, "signing-key", "", "sign repomd.xml (repomd.xml.asc) or Release (InRelease, Release.gpg)")
+	cmd.Flags().StringVar(&cacheFile, "cache", "", "header cache file for incremental runs")
+	return cmd
+}

@@ -1,0 +1,682 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hivefleet/hive/repo/aptindex"
+	"github.com/hivefleet/hive/repo/catalog"
+	"github.com/hivefleet/hive/repo/store"
+	"github.com/hivefleet/hive/repo/yumindex"
+)
+
+// errInvalidPackage wraps the parser's error for an upload that is not an
+// intact package of the kind its name says.
+var errInvalidPackage = errors.New("invalid package")
+
+// record is one package file of a repository (repos/<name>/pkgs/<file>.json).
+type record struct {
+	Filename string    `json:"filename"`
+	Kind     string    `json:"kind"`
+	SHA256   string    `json:"sha256"`
+	Size     int64     `json:"size"`
+	Uploaded time.Time `json:"uploaded"`
+	meta     *catalog.Meta
+}
+
+// Generation is one published state of a repository.
+type Generation struct {
+	N     int64             `json:"n"`
+	Date  time.Time         `json:"date"`
+	Files map[string]string `json:"files"` // served path ("yum/...", "apt/...") → blob sha256
+	Root  map[string][]byte `json:"root"`  // root files, switched together
+}
+
+// Repo is one named repository.
+type Repo struct {
+	s    *Server
+	name string
+	dir  string
+
+	mu      sync.Mutex // guards pkgs, changes
+	pkgs    map[string]*record
+	changes int64
+
+	pubMu      sync.Mutex // serializes Publish; guards yumCache, aptCache, published
+	yumCache   map[string]*yumindex.Entry
+	aptCache   map[string]*aptindex.Entry
+	chunks     *yumindex.Chunks
+	lastApt    *aptindex.Result // reused while the set of .deb files is unchanged
+	lastAptKey string
+	published  int64 // changes counter at the last successful publish
+	cur        atomic.Pointer[Generation]
+	gens       atomic.Pointer[[]*Generation] // retained, oldest first, current last
+	kick       chan struct{}
+	lastFailed atomic.Bool
+}
+
+// UploadResult is the upload API's answer.
+type UploadResult struct {
+	Repo      string `json:"repo"`
+	Filename  string `json:"filename"`
+	SHA256    string `json:"sha256"`
+	Size      int64  `json:"size"`
+	Package   string `json:"package"`
+	Unchanged bool   `json:"unchanged,omitempty"`
+	Replaced  bool   `json:"replaced,omitempty"`
+}
+
+func (s *Server) openRepo(name string) (*Repo, error) {
+	r := &Repo{s: s, name: name, dir: filepath.Join(s.cfg.DataDir, "repos", name), pkgs: map[string]*record{},
+		yumCache: map[string]*yumindex.Entry{}, aptCache: map[string]*aptindex.Entry{}, chunks: yumindex.NewChunks(), kick: make(chan struct{}, 1)}
+	for _, d := range []string{"pkgs", "gens"} {
+		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("open repo %s: %w", name, err)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(r.dir, "pkgs"))
+	if err != nil {
+		return nil, fmt.Errorf("open repo %s: %w", name, err)
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(r.dir, "pkgs", e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("open repo %s: %w", name, err)
+		}
+		rec := &record{}
+		if err := json.Unmarshal(b, rec); err != nil {
+			return nil, fmt.Errorf("open repo %s: %s: %w", name, e.Name(), err)
+		}
+		if rec.meta, err = s.loadMeta(rec.Kind, rec.SHA256); err != nil {
+			return nil, fmt.Errorf("open repo %s: %s: %w", name, e.Name(), err)
+		}
+		r.pkgs[rec.Filename] = rec
+	}
+	// Generations: retained ones, and the current one by the symlink.
+	var gens []*Generation
+	gents, _ := os.ReadDir(filepath.Join(r.dir, "gens"))
+	for _, e := range gents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(r.dir, "gens", e.Name()))
+		if err != nil {
+			continue
+		}
+		g := &Generation{}
+		if json.Unmarshal(b, g) == nil {
+			gens = append(gens, g)
+		}
+	}
+	sort.Slice(gens, func(i, j int) bool { return gens[i].N < gens[j].N })
+	if link, err := os.Readlink(filepath.Join(r.dir, "current")); err == nil {
+		n, _ := strconv.ParseInt(strings.TrimSuffix(path.Base(link), ".json"), 10, 64)
+		var kept []*Generation
+		for _, g := range gens {
+			if g.N <= n { // newer files are leftovers of a publish that never switched
+				kept = append(kept, g)
+			}
+			if g.N == n {
+				r.cur.Store(g)
+			}
+		}
+		gens = kept
+	} else {
+		gens = nil
+	}
+	r.gens.Store(&gens)
+	r.published = 0
+	if len(r.pkgs) > 0 && r.cur.Load() == nil {
+		r.changes = 1
+	}
+	s.updateCount(r)
+	return r, nil
+}
+
+func (s *Server) metaPath(sum string) string {
+	return filepath.Join(s.cfg.DataDir, "meta", sum[:2], sum+".json")
+}
+
+func (s *Server) loadMeta(kind, sum string) (*catalog.Meta, error) {
+	if !store.ValidSum(sum) {
+		return nil, fmt.Errorf("bad sum %q", sum)
+	}
+	b, err := os.ReadFile(s.metaPath(sum))
+	if err == nil {
+		m := &catalog.Meta{}
+		if json.Unmarshal(b, m) == nil && m.Kind == kind && (m.RPM != nil || m.Deb != nil) {
+			return m, nil
+		}
+	}
+	// Header cache lost: parse the blob again.
+	f, err := s.store.Open(sum)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := catalog.Parse(kind, f)
+	if err != nil {
+		return nil, err
+	}
+	return m, s.saveMeta(m)
+}
+
+func (s *Server) saveMeta(m *catalog.Meta) error {
+	p := s.metaPath(m.SHA256())
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return store.WriteFile(p, b, s.store.TempDir())
+}
+
+func (s *Server) updateCount(r *Repo) {
+	r.mu.Lock()
+	n := map[string]int{catalog.KindRPM: 0, catalog.KindDeb: 0}
+	for _, p := range r.pkgs {
+		n[p.Kind]++
+	}
+	r.mu.Unlock()
+	for k, v := range n {
+		s.pkgCount.WithLabelValues(r.name, k).Set(float64(v))
+	}
+}
+
+// ValidFilename reports whether name may be uploaded (no path, no traversal).
+func ValidFilename(name string) bool {
+	return fileRe.MatchString(name) && !strings.Contains(name, "..")
+}
+
+// Upload verifies body as the package file name and adds it.
+func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult, error) {
+	if !ValidFilename(name) {
+		return nil, fmt.Errorf("%w: file %q (want a plain name ending in .rpm or .deb)", ErrBadName, name)
+	}
+	kind, err := catalog.KindOf(name)
+	if err != nil {
+		return nil, err
+	}
+	s := r.s
+	pend, err := s.store.Put(body, s.cfg.MaxUploadSize)
+	if err != nil {
+		return nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			pend.Discard()
+		}
+	}()
+	m, err := catalog.Parse(kind, pend.File())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errInvalidPackage, name, err)
+	}
+	if m.SHA256() != pend.Sum {
+		return nil, fmt.Errorf("%w: %s: hash changed while reading", errInvalidPackage, name)
+	}
+	res := &UploadResult{Repo: r.name, Filename: name, SHA256: pend.Sum, Size: pend.Size, Package: m.Describe()}
+
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.pkgs[name]; ok {
+		if old.SHA256 == pend.Sum {
+			res.Unchanged = true
+			return res, nil
+		}
+		if !replace {
+			return nil, fmt.Errorf("%w: %s has sha256 %s, upload has %s", ErrConflict, name, old.SHA256, pend.Sum)
+		}
+		res.Replaced = true
+	}
+	if err := s.saveMeta(m); err != nil {
+		return nil, fmt.Errorf("save header cache: %w", err)
+	}
+	committed = true
+	if err := pend.Commit(); err != nil {
+		return nil, err
+	}
+	rec := &record{Filename: name, Kind: kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
+	b, _ := json.Marshal(rec)
+	if err := store.WriteFile(filepath.Join(r.dir, "pkgs", name+".json"), b, s.store.TempDir()); err != nil {
+		return nil, err
+	}
+	r.pkgs[name] = rec
+	r.changes++
+	r.signal()
+	go s.updateCount(r)
+	return res, nil
+}
+
+// Remove drops a package file from the repository.
+func (r *Repo) Remove(name string) error {
+	if !ValidFilename(name) {
+		return fmt.Errorf("%w: file %q", ErrBadName, name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.pkgs[name]; !ok {
+		return fmt.Errorf("%w: %s in %s", ErrNotFound, name, r.name)
+	}
+	if err := os.Remove(filepath.Join(r.dir, "pkgs", name+".json")); err != nil {
+		return err
+	}
+	delete(r.pkgs, name)
+	r.changes++
+	r.signal()
+	go r.s.updateCount(r)
+	return nil
+}
+
+func (r *Repo) signal() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run publishes after uploads settle: Debounce of quiet, at most MaxDelay
+// after the first change; failed publishes are retried with backoff.
+func (r *Repo) run(ctx context.Context) {
+	cfg := r.s.cfg
+	backoff := time.Second
+	if r.dirty() {
+		r.signal()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		}
+		deadline := time.Now().Add(cfg.MaxDelay)
+		t := time.NewTimer(cfg.Debounce)
+	settle:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-r.kick:
+				t.Stop()
+				t = time.NewTimer(min(cfg.Debounce, time.Until(deadline)))
+			case <-t.C:
+				break settle
+			}
+		}
+		if !r.dirty() {
+			continue
+		}
+		if _, err := r.Publish(ctx); err != nil {
+			r.s.log.Error("publish failed; published repository unchanged, will retry", "repo", r.name, "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			r.signal()
+			continue
+		}
+		backoff = time.Second
+	}
+}
+
+func (r *Repo) dirty() bool {
+	r.mu.Lock()
+	c := r.changes
+	r.mu.Unlock()
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	return c != r.published || r.cur.Load() == nil
+}
+
+// Publish indexes, signs and switches to a new generation now.
+func (r *Repo) Publish(ctx context.Context) (*Generation, error) {
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	start := time.Now()
+	g, changes, err := r.publish(ctx)
+	r.s.publishTime.Observe(time.Since(start).Seconds())
+	if err != nil {
+		r.s.publishes.WithLabelValues(r.name, "error").Inc()
+		r.lastFailed.Store(true)
+		return nil, fmt.Errorf("publish %s: %w", r.name, err)
+	}
+	r.lastFailed.Store(false)
+	r.published = changes
+	r.s.publishes.WithLabelValues(r.name, "ok").Inc()
+	r.s.log.Info("published", "repo", r.name, "generation", g.N, "files", len(g.Files), "took", time.Since(start).Round(time.Millisecond))
+	return g, nil
+}
+
+func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
+	s, cfg := r.s, r.s.cfg
+	r.mu.Lock()
+	recs := make([]*record, 0, len(r.pkgs))
+	for _, p := range r.pkgs {
+		recs = append(recs, p)
+	}
+	changes := r.changes
+	r.mu.Unlock()
+
+	prev := r.cur.Load()
+	date := time.Now().UTC().Truncate(time.Second)
+	n := int64(1)
+	if prev != nil {
+		n = prev.N + 1
+		// Release's Date never goes back (apt ignores an older Release)
+		// and never lies in the future (apt refuses it as not valid yet):
+		// publishes within one second share their Date.
+		if date.Before(prev.Date) {
+			date = prev.Date
+		}
+	}
+	g := &Generation{N: n, Date: date, Files: map[string]string{}, Root: map[string][]byte{}}
+
+	var yum []*yumindex.Entry
+	var apt []*aptindex.Entry
+	yumKeep, aptKeep := map[string]*yumindex.Entry{}, map[string]*aptindex.Entry{}
+	for _, p := range recs {
+		key := p.SHA256 + "|" + p.Filename
+		switch p.Kind {
+		case catalog.KindRPM:
+			e := r.yumCache[key]
+			if e == nil {
+				e = &yumindex.Entry{Pkg: p.meta.RPM, Href: "packages/" + p.Filename, FileTime: p.Uploaded.Unix()}
+			}
+			yumKeep[key] = e
+			yum = append(yum, e)
+			g.Files["yum/packages/"+p.Filename] = p.SHA256
+		case catalog.KindDeb:
+			e := r.aptCache[key]
+			if e == nil {
+				e = &aptindex.Entry{Pkg: p.meta.Deb, Filename: "pool/" + cfg.Component + "/" + p.Filename}
+			}
+			aptKeep[key] = e
+			apt = append(apt, e)
+			g.Files["apt/pool/"+cfg.Component+"/"+p.Filename] = p.SHA256
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Filename < recs[j].Filename })
+	var aptKey strings.Builder
+	for _, p := range recs {
+		if p.Kind == catalog.KindDeb {
+			aptKey.WriteString(p.SHA256 + "|" + p.Filename + "\n")
+		}
+	}
+	var (
+		yres       *yumindex.Result
+		ares       *aptindex.Result
+		yerr, aerr error
+		wg         sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		yres, yerr = yumindex.Build(yum, yumindex.Options{Revision: date.Unix(), Timestamp: date.Unix(), Chunks: r.chunks})
+	}()
+	opt := aptindex.Options{Suite: cfg.Suite, Component: cfg.Component, Archs: cfg.AptArchs, Date: date}
+	if cfg.ValidFor > 0 {
+		opt.ValidUntil = date.Add(cfg.ValidFor)
+	}
+	release := []byte(nil)
+	if r.lastApt != nil && r.lastAptKey == aptKey.String() {
+		ares = r.lastApt
+		release = ares.Rerelease(opt)
+	} else {
+		ares, aerr = aptindex.Build(apt, opt)
+		if aerr == nil {
+			release = ares.Release
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(yerr, aerr); err != nil {
+		return nil, 0, err
+	}
+	// 1. Hash-named (and by-hash) files first, fsync'ed. Garbage collection
+	// waits until this generation is retained, so it never removes a blob
+	// that was found already present here.
+	s.gcMu.RLock()
+	gcLocked := true
+	defer func() {
+		if gcLocked {
+			s.gcMu.RUnlock()
+		}
+	}()
+	var blobs [][]byte
+	for _, f := range yres.Files {
+		blobs = append(blobs, f.Data)
+	}
+	for _, f := range ares.Files {
+		blobs = append(blobs, f.Data)
+	}
+	sums, err := s.store.PutAll(blobs)
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, f := range yres.Files {
+		g.Files["yum/"+f.Name] = sums[i]
+	}
+	dists := "apt/dists/" + cfg.Suite + "/"
+	for i, f := range ares.Files {
+		sum := sums[len(yres.Files)+i]
+		g.Files[dists+f.Path] = sum
+		for _, bh := range aptindex.ByHash(f) {
+			g.Files[dists+bh] = sum
+		}
+	}
+	// 2. Root files, signed.
+	sig, err := cfg.Signer.DetachArmored(yres.RepoMD)
+	if err != nil {
+		return nil, 0, err
+	}
+	gpg, err := cfg.Signer.DetachArmored(release)
+	if err != nil {
+		return nil, 0, err
+	}
+	inrel, err := cfg.Signer.ClearSign(release)
+	if err != nil {
+		return nil, 0, err
+	}
+	g.Root["yum/repodata/repomd.xml"] = yres.RepoMD
+	g.Root["yum/repodata/repomd.xml.asc"] = sig
+	g.Root[dists+"Release"] = release
+	g.Root[dists+"Release.gpg"] = gpg
+	g.Root[dists+"InRelease"] = inrel
+
+	// 3. The generation file, then the switch: one rename of the symlink.
+	b, err := json.Marshal(g)
+	if err != nil {
+		return nil, 0, err
+	}
+	gname := strconv.FormatInt(n, 10) + ".json"
+	gpath := filepath.Join(r.dir, "gens", gname)
+	if err := store.WriteFile(gpath, b, s.store.TempDir()); err != nil {
+		return nil, 0, err
+	}
+	tmpLink := filepath.Join(r.dir, ".current-"+gname)
+	os.Remove(tmpLink)
+	if err := os.Symlink("gens/"+gname, tmpLink); err != nil {
+		os.Remove(gpath)
+		return nil, 0, fmt.Errorf("switch: %w", err)
+	}
+	if err := os.Rename(tmpLink, filepath.Join(r.dir, "current")); err != nil {
+		os.Remove(tmpLink)
+		os.Remove(gpath)
+		return nil, 0, fmt.Errorf("switch: %w", err)
+	}
+	r.cur.Store(g)
+	r.yumCache, r.aptCache = yumKeep, aptKeep
+	r.lastApt, r.lastAptKey = ares, aptKey.String()
+
+	// 4. Retention and garbage collection.
+	old := *r.gens.Load()
+	gens := append(append([]*Generation(nil), old...), g)
+	var dropped []*Generation
+	if k := cfg.KeepGenerations; len(gens) > k {
+		cut := len(gens) - k
+		for cut > 0 && date.Sub(gens[cut-1].Date) < cfg.KeepFor {
+			cut--
+		}
+		dropped, gens = gens[:cut], gens[cut:]
+	}
+	r.gens.Store(&gens)
+	s.gcMu.RUnlock()
+	gcLocked = false
+	if len(dropped) > 0 {
+		s.collect(r, dropped)
+	}
+	return g, changes, nil
+}
+
+// collect removes the generation files of dropped generations and the blobs
+// nothing else refers to.
+func (s *Server) collect(r *Repo, dropped []*Generation) {
+	cand := map[string]bool{}
+	for _, g := range dropped {
+		os.Remove(filepath.Join(r.dir, "gens", strconv.FormatInt(g.N, 10)+".json"))
+		for _, sum := range g.Files {
+			cand[sum] = true
+		}
+	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	s.mu.Lock()
+	repos := make([]*Repo, 0, len(s.repos))
+	for _, rp := range s.repos {
+		repos = append(repos, rp)
+	}
+	s.mu.Unlock()
+	for _, rp := range repos {
+		for _, g := range *rp.gens.Load() {
+			for _, sum := range g.Files {
+				delete(cand, sum)
+			}
+		}
+		rp.mu.Lock()
+		for _, p := range rp.pkgs {
+			delete(cand, p.SHA256)
+		}
+		rp.mu.Unlock()
+	}
+	for sum := range cand {
+		s.store.Remove(sum)
+	}
+}
+
+// serve answers GET /yum/<repo>/<p> and /apt/<repo>/<p>.
+func (r *Repo) serve(w http.ResponseWriter, req *http.Request, kind, p string) {
+	g := r.cur.Load()
+	if g == nil {
+		http.Error(w, "repository not published yet", http.StatusNotFound)
+		return
+	}
+	key := kind + "/" + p
+	if b, ok := g.Root[key]; ok {
+		// No Last-Modified: publishes within one second share their Date,
+		// so a time validator could answer 304 for changed content. The
+		// ETag names the generation.
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Content-Type", contentType(p))
+		sum := sha256.Sum256(b)
+		w.Header().Set("ETag", `"g`+strconv.FormatInt(g.N, 10)+"-"+hex.EncodeToString(sum[:8])+`"`)
+		http.ServeContent(w, req, path.Base(p), time.Time{}, bytes.NewReader(b))
+		return
+	}
+	sum, ok := g.Files[key]
+	if !ok {
+		gens := *r.gens.Load()
+		for i := len(gens) - 1; i >= 0 && !ok; i-- {
+			sum, ok = gens[i].Files[key]
+		}
+	}
+	if !ok {
+		http.NotFound(w, req)
+		return
+	}
+	f, err := r.s.store.Open(sum)
+	if err != nil {
+		http.Error(w, "blob missing", http.StatusInternalServerError)
+		r.s.log.Error("published blob missing", "repo", r.name, "path", key, "sha256", sum, "err", err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if strings.Contains(p, "by-hash/") || strings.HasPrefix(p, "repodata/") || strings.HasPrefix(p, "packages/") || strings.HasPrefix(p, "pool/") {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		w.Header().Set("Cache-Control", "no-cache")
+	}
+	w.Header().Set("ETag", `"`+sum+`"`)
+	w.Header().Set("Content-Type", contentType(p))
+	http.ServeContent(w, req, "", fi.ModTime(), f)
+}
+
+func contentType(p string) string {
+	switch {
+	case strings.HasSuffix(p, ".xml"):
+		return "text/xml"
+	case strings.HasSuffix(p, ".gz"):
+		return "application/gzip"
+	case strings.HasSuffix(p, ".xz"):
+		return "application/x-xz"
+	case strings.HasSuffix(p, ".rpm"):
+		return "application/x-rpm"
+	case strings.HasSuffix(p, ".deb"):
+		return "application/vnd.debian.binary-package"
+	case strings.HasSuffix(p, ".asc"), strings.HasSuffix(p, ".gpg"):
+		return "application/pgp-signature"
+	}
+	return "text/plain; charset=utf-8"
+}
+
+// Info describes the repository.
+func (r *Repo) Info(files bool) RepoInfo {
+	r.mu.Lock()
+	info := RepoInfo{Name: r.name, Packages: len(r.pkgs)}
+	if files {
+		for _, p := range r.pkgs {
+			info.Files = append(info.Files, PackageInfo{Filename: p.Filename, Kind: p.Kind, SHA256: p.SHA256, Size: p.Size, Package: p.meta.Describe(), Uploaded: p.Uploaded})
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(info.Files, func(i, j int) bool { return info.Files[i].Filename < info.Files[j].Filename })
+	if g := r.cur.Load(); g != nil {
+		info.Generation, info.Published = g.N, g.Date
+	}
+	return info
+}

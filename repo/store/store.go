@@ -1,0 +1,312 @@
+// Package store keeps blobs content-addressed by SHA-256 under one directory
+// (blobs/<2 hex>/<64 hex>) and writes files atomically (temporary file in the
+// same file system, fsync, rename).
+//
+// A blob is immutable once committed: readers may open it at any time without
+// locks. Writers stream into a Pending blob that is hashed on the way and
+// becomes visible only on Commit, so a refused or failed upload leaves nothing
+// behind. All methods are safe for concurrent use; Put blocks on disk I/O.
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// ErrTooLarge is returned by Put when the stream exceeds the size limit.
+var ErrTooLarge = errors.New("blob exceeds size limit")
+
+// ErrNotFound is returned by Open for an unknown blob.
+var ErrNotFound = errors.New("blob not found")
+
+// Store is a directory of content-addressed blobs.
+type Store struct {
+	dir string
+	tmp string
+}
+
+// Open opens (creating if needed) the store rooted at dir.
+func Open(dir string) (*Store, error) {
+	s := &Store{dir: filepath.Join(dir, "blobs"), tmp: filepath.Join(dir, "tmp")}
+	for _, d := range []string{s.dir, s.tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+	// Leftovers of interrupted writes.
+	if ents, err := os.ReadDir(s.tmp); err == nil {
+		for _, e := range ents {
+			os.Remove(filepath.Join(s.tmp, e.Name()))
+		}
+	}
+	return s, nil
+}
+
+// ValidSum reports whether sum is a lower-case SHA-256 hex string.
+func ValidSum(sum string) bool {
+	if len(sum) != 64 {
+		return false
+	}
+	for _, c := range sum {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Path returns where the blob sum lives (whether or not it exists).
+func (s *Store) Path(sum string) string { return filepath.Join(s.dir, sum[:2], sum) }
+
+// Has reports whether the blob exists.
+func (s *Store) Has(sum string) bool {
+	if !ValidSum(sum) {
+		return false
+	}
+	_, err := os.Stat(s.Path(sum))
+	return err == nil
+}
+
+// Open opens a blob for reading.
+func (s *Store) Open(sum string) (*os.File, error) {
+	if !ValidSum(sum) {
+		return nil, ErrNotFound
+	}
+	f, err := os.Open(s.Path(sum))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return f, err
+}
+
+// Pending is a blob written but not yet committed.
+type Pending struct {
+	s    *Store
+	f    *os.File
+	Sum  string
+	Size int64
+}
+
+// Put streams r into a pending blob, refusing more than max bytes (max <= 0:
+// no limit). The caller must Commit or Discard it.
+func (s *Store) Put(r io.Reader, max int64) (*Pending, error) {
+	f, err := os.CreateTemp(s.tmp, "put-*")
+	if err != nil {
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	h := sha256.New()
+	src := r
+	if max > 0 {
+		src = io.LimitReader(r, max+1)
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), src)
+	if err == nil && max > 0 && n > max {
+		err = ErrTooLarge
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		if errors.Is(err, ErrTooLarge) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	return &Pending{s: s, f: f, Sum: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+}
+
+// PutBytes stores b and returns its sum.
+func (s *Store) PutBytes(b []byte) (string, error) {
+	sum := sha256.Sum256(b)
+	h := hex.EncodeToString(sum[:])
+	if s.Has(h) {
+		return h, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.Path(h)), 0o755); err != nil {
+		return "", fmt.Errorf("store put: %w", err)
+	}
+	if err := WriteFile(s.Path(h), b, s.tmp); err != nil {
+		return "", err
+	}
+	return h, nil
+}
+
+// PutAll stores several blobs and returns their sums. Their data is
+// written first and fsync'ed concurrently (one journal commit can cover
+// them all), then each is renamed into place.
+func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
+	sums := make([]string, len(blobs))
+	type pend struct {
+		f   *os.File
+		dst string
+	}
+	var ps []pend
+	cleanup := func() {
+		for _, p := range ps {
+			p.f.Close()
+			os.Remove(p.f.Name())
+		}
+	}
+	for i, b := range blobs {
+		sum := sha256.Sum256(b)
+		sums[i] = hex.EncodeToString(sum[:])
+		if s.Has(sums[i]) {
+			continue
+		}
+		f, err := os.CreateTemp(s.tmp, "put-*")
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+		ps = append(ps, pend{f, s.Path(sums[i])})
+		if _, err := f.Write(b); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = p.f.Sync() }()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	for i, p := range ps {
+		err := p.f.Close()
+		if err == nil {
+			err = os.Chmod(p.f.Name(), 0o644)
+		}
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(p.dst), 0o755)
+		}
+		if err == nil {
+			err = os.Rename(p.f.Name(), p.dst)
+		}
+		if err != nil {
+			for _, q := range ps[i:] {
+				q.f.Close()
+				os.Remove(q.f.Name())
+			}
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+	return sums, nil
+}
+
+// File is the pending blob's temporary file, positioned at its start, for
+// verifying the content before Commit.
+func (p *Pending) File() *os.File { return p.f }
+
+// Commit makes the blob visible under its sum.
+func (p *Pending) Commit() error {
+	name := p.f.Name()
+	p.f.Close()
+	dst := p.s.Path(p.Sum)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("store commit: %w", err)
+	}
+	if err := os.Rename(name, dst); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("store commit: %w", err)
+	}
+	return nil
+}
+
+// Discard drops the pending blob.
+func (p *Pending) Discard() {
+	p.f.Close()
+	os.Remove(p.f.Name())
+}
+
+// Remove deletes a blob (garbage collection); a missing blob is not an error.
+func (s *Store) Remove(sum string) error {
+	if !ValidSum(sum) {
+		return nil
+	}
+	err := os.Remove(s.Path(sum))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// List returns every blob's sum.
+func (s *Store) List() ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && ValidSum(d.Name()) {
+			out = append(out, d.Name())
+		}
+		return nil
+	})
+	return out, err
+}
+
+// TempDir is where WriteFile callers inside the store's file system may put
+// temporary files.
+func (s *Store) TempDir() string { return s.tmp }
+
+// WriteFile writes data to path atomically: a temporary file in tmpDir (or in
+// path's directory when tmpDir is ""), fsync, rename. On error nothing is
+// left at path that was not there before.
+func WriteFile(path string, data []byte, tmpDir string) error {
+	return writeFile(path, data, tmpDir, true)
+}
+
+// WriteFileNoSync is WriteFile without the fsync: readers still see the old
+// or the new file, never a partial one, but a crash may lose the new
+// content. For batch jobs that are simply re-run after a crash.
+func WriteFileNoSync(path string, data []byte, tmpDir string) error {
+	return writeFile(path, data, tmpDir, false)
+}
+
+func writeFile(path string, data []byte, tmpDir string, sync bool) error {
+	if tmpDir == "" {
+		tmpDir = filepath.Dir(path)
+	}
+	f, err := os.CreateTemp(tmpDir, "."+strings.ReplaceAll(filepath.Base(path), "*", "")+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
