@@ -366,8 +366,12 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 
 	counts := map[hivev1.Outcome]int{}
 	drift := 0
+	var failures []string
 	for _, x := range r.Results {
 		counts[x.GetOutcome()]++
+		if x.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED && len(failures) < 3 {
+			failures = append(failures, x.GetKey()+": "+x.GetMessage())
+		}
 		if x.GetDrift() {
 			drift++
 		}
@@ -380,7 +384,7 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		"ok", counts[hivev1.Outcome_OUTCOME_OK], "changed", counts[hivev1.Outcome_OUTCOME_CHANGED],
 		"failed", counts[hivev1.Outcome_OUTCOME_FAILED], "skipped", counts[hivev1.Outcome_OUTCOME_SKIPPED],
 		"planned", counts[hivev1.Outcome_OUTCOME_PLANNED], "drift", drift,
-		"took", finished.Sub(started).Round(time.Microsecond), "err", err)
+		"took", finished.Sub(started).Round(time.Microsecond), "err", err, "failures", failures)
 
 	a.statsMu.Lock()
 	a.stats.Runs++
