@@ -38,7 +38,11 @@ func (w *tlog) Write(p []byte) (int, error) {
 func testLogger(t testing.TB) *slog.Logger {
 	w := &tlog{t: t, on: true}
 	t.Cleanup(func() { w.mu.Lock(); w.on = false; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if _, bench := t.(*testing.B); bench {
+		level = slog.LevelError
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 // fakeEngine records runs; it can block runs on a gate and fail the first

@@ -21,7 +21,7 @@ type devCoordinator struct {
 	cancel context.CancelFunc
 }
 
-func startCoordinator(t *testing.T, dataDir, grpcAddr, raftAddr string) *devCoordinator {
+func startCoordinator(t testing.TB, dataDir, grpcAddr, raftAddr string) *devCoordinator {
 	t.Helper()
 	cfg := coordinator.DevConfig()
 	cfg.DataDir = dataDir
@@ -69,7 +69,7 @@ roles:
       - chrony
 `
 
-func push(t *testing.T, addr, word string) uint64 {
+func push(t testing.TB, addr, word string) uint64 {
 	t.Helper()
 	text := strings.ReplaceAll(e2eSite, "%s", word)
 	s, err := site.Parse("e2e.yaml", []byte(text))
@@ -90,7 +90,7 @@ func push(t *testing.T, addr, word string) uint64 {
 	return resp.GetGeneration()
 }
 
-func nodeStatus(t *testing.T, addr, node string) *hivev1.NodeStatus {
+func nodeStatus(t testing.TB, addr, node string) *hivev1.NodeStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
