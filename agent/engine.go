@@ -2,11 +2,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -82,14 +79,10 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		ec.PlanOnly = providers.SandboxPlanOnly()
 		// A sandbox root rarely has an os-release: plan packages for the
 		// host's family then.
-		fam, err := converge.DetectFamily(cfg.Root)
-		if err != nil || fam == converge.FamilyUnknown {
+		if fam, err := converge.DetectFamily(cfg.Root); err != nil || fam == converge.FamilyUnknown {
 			if hf, err := converge.DetectFamily("/"); err == nil {
-				fam, ec.Family = hf, hf
+				ec.Family = hf
 			}
-		}
-		if err := seedSandbox(cfg.Root, fam); err != nil {
-			return Deps{}, err
 		}
 	}
 	eng, err := converge.New(ec, reg)
@@ -108,24 +101,4 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		},
 		Close: sp.Close,
 	}, nil
-}
-
-// seedSandbox makes a fresh sandbox root look like a machine with nothing
-// installed: an empty dpkg status file on the Debian family (dnf already
-// treats a missing rpm database as empty).
-func seedSandbox(root string, fam converge.Family) error {
-	if fam != converge.FamilyDebian {
-		return nil
-	}
-	p := filepath.Join(root, "var/lib/dpkg/status")
-	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("seed sandbox root: %w", err)
-	}
-	if err := os.WriteFile(p, nil, 0o644); err != nil {
-		return fmt.Errorf("seed sandbox root: %w", err)
-	}
-	return nil
 }
