@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +106,10 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BootstrapTokenFile != "" && cfg.TLSCert == "" && cfg.TLSKey == "" {
+		cfg.TLSCert = filepath.Join(cfg.DataDir, "tls", "agent.pem")
+		cfg.TLSKey = filepath.Join(cfg.DataDir, "tls", "agent-key.pem")
 	}
 	a := &Agent{
 		cfg:        cfg,
@@ -201,7 +206,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	if cached {
 		a.Trigger(TriggerStartup)
 	}
-	goRun(a.watchLoop)
+	if a.needsBootstrap() {
+		goRun(func(ctx context.Context) {
+			if err := a.bootstrap(ctx); err != nil {
+				if ctx.Err() == nil {
+					a.log.Error("cannot obtain the agent certificate; converging from the cache only", "err", err)
+				}
+				return
+			}
+			a.watchLoop(ctx)
+		})
+	} else {
+		goRun(a.watchLoop)
+	}
 	goRun(a.reportLoop)
 	goRun(a.watchdog)
 	a.runLoop(ctx)

@@ -37,6 +37,11 @@ type Config struct {
 	TLSCA, TLSCert, TLSKey string
 	// Dev talks plaintext gRPC to a coordinator started with --dev.
 	Dev bool
+	// BootstrapTokenFile holds a single-use token: when the certificate
+	// or key file is missing, the agent creates a key and obtains its
+	// certificate with the token before anything else (TLSCert and TLSKey
+	// then default to DataDir/tls/agent.pem and agent-key.pem).
+	BootstrapTokenFile string
 
 	// Interval is the drift-check period (jittered ±10%).
 	Interval time.Duration
@@ -100,8 +105,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if !c.Dev && (c.TLSCA == "" || c.TLSCert == "" || c.TLSKey == "") {
-		errs = append(errs, errors.New("mutual TLS is required outside --dev: give --tls-ca, --tls-cert and --tls-key"))
+	if !c.Dev && c.BootstrapTokenFile == "" && (c.TLSCA == "" || c.TLSCert == "" || c.TLSKey == "") {
+		errs = append(errs, errors.New("mutual TLS is required outside --dev: give --tls-ca, --tls-cert and --tls-key (or --bootstrap-token-file with --tls-ca)"))
+	}
+	if !c.Dev && c.BootstrapTokenFile != "" && c.TLSCA == "" {
+		errs = append(errs, errors.New("a bootstrap token needs --tls-ca to verify the coordinators"))
 	}
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("interval %v must be positive", c.Interval))

@@ -63,6 +63,7 @@ func run(args []string) error {
 		tlsCA        = fs.String("tls-ca", "", "CA certificate (PEM)")
 		tlsCert      = fs.String("tls-cert", "", "this agent's certificate (PEM)")
 		tlsKey       = fs.String("tls-key", "", "this agent's key (PEM)")
+		bootstrapTok = fs.String("bootstrap-token-file", "", "single-use token to obtain this agent's certificate when --tls-cert/--tls-key do not exist yet")
 		gossipKey    = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key")
 		gossipProf   = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
 		interval     = fs.Duration("interval", def.Interval, "drift-check period (jittered)")
@@ -109,6 +110,7 @@ func run(args []string) error {
 	cfg.DataDir = *dataDir
 	cfg.Coordinators = *coords
 	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = *tlsCA, *tlsCert, *tlsKey
+	cfg.BootstrapTokenFile = *bootstrapTok
 	cfg.Dev = *dev
 	cfg.Interval = *interval
 	cfg.Root = *root
