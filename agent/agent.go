@@ -338,6 +338,9 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	})
 	defer stop()
 
+	if reason == TriggerState || reason == TriggerStartup {
+		a.sendApplying(ctx, st, started, reason)
+	}
 	rep, err := a.deps.Engine.Run(rctx, st, converge.RunOptions{DryRun: a.cfg.DryRun})
 	finished := time.Now()
 	r := &hivev1.Report{
@@ -422,6 +425,30 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		notify(a.log, daemon.SdNotifyReady)
 	}
 	return ok
+}
+
+// sendApplying tells the coordinator, best effort and without queueing,
+// that a run for a new state started (push --wait shows it as applying).
+// Its seq is lower than the final report's, so a late arrival never hides
+// the outcome.
+func (a *Agent) sendApplying(ctx context.Context, st *hivev1.NodeState, started time.Time, reason string) {
+	h := a.conn.Load()
+	if h == nil {
+		return
+	}
+	r := &hivev1.Report{
+		Node: a.cfg.Name, Generation: st.GetGeneration(), StateHash: st.GetHash(),
+		Phase: hivev1.Phase_PHASE_APPLYING, AgentVersion: version.Version,
+		Uptime: durationpb.New(started.Sub(a.start)), Started: timestamppb.New(started),
+		DryRun: a.cfg.DryRun, Trigger: reason, Seq: a.seq.Add(1),
+	}
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := h.conn.Report(sctx, &hivev1.ReportRequest{Report: r}); err != nil {
+			a.log.Debug("applying report not delivered", "err", err)
+		}
+	}()
 }
 
 // confirmWindow confirms a firewall change once a coordinator answers
