@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -27,7 +28,8 @@ import (
 // demoNode is one process of the demo.
 type demoNode struct {
 	name   string
-	kind   string // coordinator or agent
+	kind   string // coordinator, agent or repo
+	ip     string
 	labels []string
 	dir    string
 	root   string // agents: sandbox root
@@ -86,20 +88,11 @@ of hivectl (bin/ after 'make build') or --bin-dir.`,
 	return cmd
 }
 
-// freeAddr returns 127.0.0.1:PORT with a port that was free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	// The gossip port is UDP too: make sure it is free there as well.
-	u, err := net.ListenPacket("udp", l.Addr().String())
-	if err != nil {
-		return freeAddr()
-	}
-	u.Close()
-	return l.Addr().String(), nil
+// demoNet picks a random 127.X.Y.0/24 for the demo: every process gets
+// its own loopback address with hive's standard ports (7400-7402, 7480),
+// so nothing races for ephemeral ports and two demos do not collide.
+func demoNet() string {
+	return fmt.Sprintf("127.%d.%d.", 1+mrand.IntN(254), 1+mrand.IntN(254))
 }
 
 func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err error) {
@@ -145,8 +138,8 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 	if _, _, err := pki.WriteCA(pkiDir, ca, true); err != nil {
 		return err
 	}
-	issue := func(kind pki.Kind, name string) error {
-		iss, err := ca.Issue(pki.CertRequest{Identity: pki.Identity{Kind: kind, Name: name}})
+	issue := func(kind pki.Kind, name string, ips ...net.IP) error {
+		iss, err := ca.Issue(pki.CertRequest{Identity: pki.Identity{Kind: kind, Name: name}, IPs: ips})
 		if err != nil {
 			return err
 		}
@@ -162,31 +155,29 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 		return err
 	}
 
+	lo := demoNet()
 	var nodes []*demoNode
 	for i := 1; i <= 3; i++ {
-		n := &demoNode{name: "c" + strconv.Itoa(i), kind: "coordinator"}
-		for _, p := range []*string{&n.grpc, &n.raft, &n.gossip} {
-			if *p, err = freeAddr(); err != nil {
-				return err
-			}
-		}
+		ip := lo + strconv.Itoa(10+i)
+		n := &demoNode{name: "c" + strconv.Itoa(i), kind: "coordinator", ip: ip,
+			grpc: ip + ":7400", raft: ip + ":7401", gossip: ip + ":7402"}
 		nodes = append(nodes, n)
 	}
 	coords := nodes[:3]
-	for _, a := range []struct{ name, label string }{{"web-1", "tier=web"}, {"db-1", "tier=db"}, {"db-2", "tier=db"}} {
-		n := &demoNode{name: a.name, kind: "agent", labels: []string{a.label}}
-		if n.gossip, err = freeAddr(); err != nil {
-			return err
-		}
+	for i, a := range []struct{ name, label string }{{"web-1", "tier=web"}, {"db-1", "tier=db"}, {"db-2", "tier=db"}} {
+		ip := lo + strconv.Itoa(21+i)
+		n := &demoNode{name: a.name, kind: "agent", labels: []string{a.label}, ip: ip, gossip: ip + ":7402"}
 		nodes = append(nodes, n)
 	}
 	agents := nodes[3:]
 	for _, n := range nodes {
-		k := pki.KindAgent
+		var err error
 		if n.kind == "coordinator" {
-			k = pki.KindCoordinator
+			err = issue(pki.KindCoordinator, n.name, net.ParseIP(n.ip))
+		} else {
+			err = issue(pki.KindAgent, n.name)
 		}
-		if err := issue(k, n.name); err != nil {
+		if err != nil {
 			return err
 		}
 		n.dir = filepath.Join(dir, n.name)
@@ -236,10 +227,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 	sitePath := o.site
 	if strings.Contains(string(siteData), demoRepoURL) {
 		rn := &demoNode{name: "repo", kind: "repo", dir: filepath.Join(dir, "repo"), log: filepath.Join(dir, "logs", "repo.log")}
-		addr, err := freeAddr()
-		if err != nil {
-			return err
-		}
+		addr := lo + "10:7480"
 		if err := startDemoNode(rn, filepath.Join(bin, "hive-repo"), []string{"--dev", "--addr", addr, "--data-dir", rn.dir}); err != nil {
 			return err
 		}
@@ -331,6 +319,17 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 		time.Sleep(300 * time.Millisecond)
 	}
 
+	// hivectl uses the first address that answers: put the raft leader
+	// first, so the push and the status read its state directly.
+	if pr, err := conn.ListPeers(ctx, &hivev1.ListPeersRequest{}); err == nil {
+		for _, p := range pr.GetPeers() {
+			for i, n := range coords {
+				if p.GetLeader() && (p.GetAddress() == n.raft || p.GetId() == n.name) && i > 0 {
+					addrs[0], addrs[i] = addrs[i], addrs[0]
+				}
+			}
+		}
+	}
 	connArgs := []string{"--addr", strings.Join(addrs, ","), "--ca", ccfg.CA, "--cert", ccfg.Cert, "--key", ccfg.Key}
 	say("hivectl push %s --wait", sitePath)
 	pushCode := Main(append([]string{"push", sitePath, "--wait", "--timeout", o.timeout.String(), "-m", "hive demo"}, connArgs...), nil, stdout, stderr)
