@@ -53,6 +53,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newSecretCommand(cf),
 		newPeersCommand(cf),
 	)
+	root.AddCommand(newDemoCommand())
 	return root
 }
 
