@@ -205,6 +205,19 @@ func (s *Server) loadMeta(kind, sum string) (*catalog.Meta, error) {
 	return m, s.saveMeta(m)
 }
 
+// cachedMeta returns the header cache entry for sum, or nil.
+func (s *Server) cachedMeta(kind, sum string) *catalog.Meta {
+	b, err := os.ReadFile(s.metaPath(sum))
+	if err != nil {
+		return nil
+	}
+	m := &catalog.Meta{}
+	if json.Unmarshal(b, m) != nil || m.Kind != kind || (m.RPM == nil && m.Deb == nil) || m.SHA256() != sum {
+		return nil
+	}
+	return m
+}
+
 func (s *Server) saveMeta(m *catalog.Meta) error {
 	p := s.metaPath(m.SHA256())
 	if _, err := os.Stat(p); err == nil {
@@ -267,7 +280,11 @@ func (s *Server) verify(name string, body io.Reader) (*verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := catalog.Parse(kind, pend.File())
+	// Content verified before (same SHA-256) is not parsed again.
+	m := s.cachedMeta(kind, pend.Sum)
+	if m == nil {
+		m, err = catalog.Parse(kind, pend.File())
+	}
 	if err == nil && m.SHA256() != pend.Sum {
 		err = errors.New("hash changed while reading")
 	}
