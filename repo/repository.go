@@ -44,6 +44,7 @@ type record struct {
 type Generation struct {
 	N     int64             `json:"n"`
 	Date  time.Time         `json:"date"`
+	Key   string            `json:"key"` // fingerprint of the signing key
 	Files map[string]string `json:"files"` // served path ("yum/...", "apt/...") → blob sha256
 	Root  map[string][]byte `json:"root"`  // root files, switched together
 }
@@ -151,6 +152,9 @@ func (s *Server) openRepo(name string) (*Repo, error) {
 		}
 	} else if !r.matches(cur) {
 		r.changes = 1 // uploads or removals after the last publish (crash or stop in the debounce window)
+	} else if cur.Key != s.cfg.Signer.Fingerprint() {
+		r.changes = 1 // signing key rotated: sign again with the new key
+		s.log.Info("signing key changed; the repository will be published again", "repo", name, "old", cur.Key, "new", s.cfg.Signer.Fingerprint())
 	}
 	s.updateCount(r)
 	return r, nil
@@ -467,7 +471,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			date = prev.Date
 		}
 	}
-	g := &Generation{N: n, Date: date, Files: map[string]string{}, Root: map[string][]byte{}}
+	g := &Generation{N: n, Date: date, Key: cfg.Signer.Fingerprint(), Files: map[string]string{}, Root: map[string][]byte{}}
 
 	var yum []*yumindex.Entry
 	var apt []*aptindex.Entry

@@ -257,6 +257,37 @@ func TestPublishAndServe(t *testing.T) {
 	}
 }
 
+// TestKeyRotation: restarted with a new signing key, the server publishes
+// again on its own, and everything is signed by the new key.
+func TestKeyRotation(t *testing.T) {
+	e := start(t, nil)
+	e.upload("site", "aa_1_all.deb", debPkg(t, "aa", "1", "gz"))
+	e.reindex("site")
+	e.stop()
+	newKey, err := sign.Generate(sign.Ed25519, "rotated", "r@hive.invalid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.Signer = newKey
+	e2 := startCfg(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rel := e2.get("/apt/site/dists/stable/Release")
+		if newKey.Verify(rel, e2.get("/apt/site/dists/stable/Release.gpg")) == nil &&
+			newKey.Verify(e2.get("/yum/site/repodata/repomd.xml"), e2.get("/yum/site/repodata/repomd.xml.asc")) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not republished with the new key")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !bytes.Equal(e2.get("/keys/site.asc"), newKey.PublicArmored()) {
+		t.Errorf("/keys serves the old key")
+	}
+}
+
 // TestRestartPublishesPendingUploads: an upload acknowledged but not yet
 // published when the server stopped is published after the restart.
 func TestRestartPublishesPendingUploads(t *testing.T) {
