@@ -44,7 +44,7 @@ type record struct {
 type Generation struct {
 	N     int64             `json:"n"`
 	Date  time.Time         `json:"date"`
-	Key   string            `json:"key"` // fingerprint of the signing key
+	Key   string            `json:"key"`   // fingerprint of the signing key
 	Files map[string]string `json:"files"` // served path ("yum/...", "apt/...") → blob sha256
 	Root  map[string][]byte `json:"root"`  // root files, switched together
 }
