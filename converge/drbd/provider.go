@@ -277,6 +277,9 @@ func (p *Provider) planOne(ctx context.Context, env *converge.Env, c *Spec, ch *
 	}
 	if len(diff) == 0 {
 		ch.Summary = "up to date"
+		if st, err := p.Status(ctx, env, c.Name); err == nil {
+			ch.Summary += ": " + compactStatus(st)
+		}
 		return nil
 	}
 	ch.Needed = true
@@ -467,14 +470,24 @@ func (p *Provider) applyRemove(ctx context.Context, env *converge.Env, d *planDa
 	return nil
 }
 
-// Status returns `drbdsetup status NAME` output, or an error when the
+// Status returns `drbdsetup status NAME` output (Plan puts it, folded,
+// into the summary of an up-to-date resource), or an error when the
 // resource is not running or the kernel module is missing.
 func (p *Provider) Status(ctx context.Context, env *converge.Env, name string) (string, error) {
-	out, err := env.Runner.Run(ctx, converge.Cmd{Name: "drbdsetup", Args: []string{"status", name, "--verbose"}})
+	out, err := env.Runner.Run(ctx, converge.Cmd{Name: "drbdsetup", Args: []string{"status", name}})
 	if err != nil {
 		return "", fmt.Errorf("drbd status %s: %w", name, err)
 	}
 	return string(out.Stdout), nil
+}
+
+// compactStatus folds drbdsetup status output into one line.
+func compactStatus(s string) string {
+	f := strings.Fields(s)
+	if len(f) > 24 {
+		f = append(f[:24], "…")
+	}
+	return strings.Join(f, " ")
 }
 
 // drbdadm runs drbdadm as node self (__DRBD_NODE__, so the "on" sections
