@@ -106,6 +106,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 bench: ## benchmarks with figures printed
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-repo
+bench-repo: ## hive-repo vs createrepo_c and apt-ftparchive (2,000 and 10,000 packages, corpus cached), ratios printed
+	HIVE_BENCH_10K=$${HIVE_BENCH_10K-1} $(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-5x} -timeout 60m ./repo/
+
 .PHONY: demo
 demo: build ## run the local site demo (coordinators, agents, a push, status)
 	@bin/hivectl demo --help >/dev/null 2>&1 || { echo "make demo: the local site demo lands with the coordinator and agent issues (3, 4)"; exit 1; }
