@@ -79,6 +79,7 @@ func (p *Provider) Kind() string { return converge.KindDrbd }
 type planData struct {
 	cfg      *Spec
 	remove   string // name of a resource to take down (Prune)
+	node     string // node name the file to remove was rendered for
 	path     string // host path of the .res file
 	text     string // rendered file
 	old      []byte // previous file, nil when absent
@@ -446,15 +447,19 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 			Needed:  true,
 			Summary: "down and remove " + n,
 			Diff:    fmt.Sprintf("drbdadm down %s\nremove %s/%s.res\n", n, ConfDir, n),
-			Data:    &planData{remove: n, path: path},
+			Data:    &planData{remove: n, path: path, node: files[n].node},
 		})
 	}
 	return out, nil
 }
 
 func (p *Provider) applyRemove(ctx context.Context, env *converge.Env, d *planData) error {
-	// The resource file names this node's "on" section by the node name.
-	self := env.Facts.GetName()
+	// The resource file names this node's "on" section by the node name
+	// it was rendered for (the engine's prune Env carries no facts).
+	self := d.node
+	if self == "" {
+		self = env.Facts.GetName()
+	}
 	if _, err := p.drbdadm(ctx, env, self, "-c", d.path, "down", d.remove); err != nil {
 		// Not running (or no kernel module, so it cannot be running):
 		// fine; anything else keeps the file so the next run retries.

@@ -569,3 +569,54 @@ func TestNetnsWindowSurvivesRestart(t *testing.T) {
 		t.Errorf("state file kept after rollback: %v", err)
 	}
 }
+
+// TestNetnsEngine runs the provider through the real converge engine:
+// changed, then ok, then pruned when the node state no longer has a
+// firewall.
+func TestNetnsEngine(t *testing.T) {
+	n := newNetns(t)
+	p := newProvider(t, nil)
+	reg, err := converge.NewRegistry(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := converge.New(converge.Config{Root: "/", Runner: n.runner(), Logger: testLogger(t), Family: converge.FamilyDebian}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &hivev1.NodeState{Node: "n1", Generation: 1, Resources: []*hivev1.Resource{fwResource(baseRules())}}
+	outcome := func(rep *converge.Report) string {
+		var s []string
+		for _, r := range rep.Results {
+			s = append(s, r.GetKey()+"="+strings.TrimPrefix(r.GetOutcome().String(), "OUTCOME_"))
+		}
+		return strings.Join(s, " ")
+	}
+	for i, want := range []string{"firewall:filter=CHANGED", "firewall:filter=OK"} {
+		rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := outcome(rep); got != want {
+			t.Errorf("run %d: %s, want %s", i+1, got, want)
+		}
+		if w := p.Window(); w != nil {
+			_ = w.Confirm()
+		}
+	}
+	st.Resources = nil
+	rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcome(rep); got != "firewall:filter=CHANGED" {
+		t.Errorf("prune run: %s", got)
+	}
+	if s := n.save(IPv4); strings.Contains(s, "HIVE-") {
+		t.Errorf("hive chains left after prune:\n%s", s)
+	}
+	rep, _ = eng.Run(context.Background(), st, converge.RunOptions{})
+	if got := outcome(rep); got != "" {
+		t.Errorf("second prune run: %s", got)
+	}
+}

@@ -702,8 +702,10 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 	}
 	sw := info.Info.Swarm
 	if sw.LocalNodeState == dswarm.LocalNodeStateInactive || sw.NodeID != id {
-		// Left already, or a swarm hive did not create: only forget.
-		return nil, removeMarker(env)
+		// Left already, or a swarm hive did not create: nothing to do
+		// (Prune must not modify the host; a stale marker names a node
+		// that no longer exists and is overwritten by the next join).
+		return nil, nil
 	}
 	st := step{kind: "leave", force: sw.ControlAvailable, text: "leave the swarm (no swarm role any more)"}
 	d := &planData{s: &hivev1.Swarm{}, steps: []step{st}}
