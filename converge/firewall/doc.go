@@ -42,5 +42,5 @@
 // timer runs the rollback on its own goroutine; the Window methods and the
 // Provider accessors (Window, LastWindow, ClearHold) are safe from any
 // goroutine. Only Plan, Apply, Prune and Window.Rollback run iptables and block;
-// Confirm never blocks.
+// Confirm never runs iptables (it waits only for a rollback in progress).
 package firewall

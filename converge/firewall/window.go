@@ -49,8 +49,9 @@ var ErrWindowClosed = errors.New("firewall confirm window already closed")
 // rollback as a failed result and holds the rolled-back rules back (see
 // Config.HoldBack).
 //
-// All methods are safe for concurrent use and never block on iptables
-// except Rollback, which runs the restore.
+// All methods are safe for concurrent use. Only Rollback (and the
+// deadline's own rollback) runs iptables; Confirm may wait for a rollback
+// in progress and then reports ErrWindowClosed.
 type Window struct {
 	deadline time.Time
 	hash     string              // desired rules that were applied

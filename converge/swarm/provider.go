@@ -262,6 +262,12 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 		return nil, fmt.Errorf("docker info: %w", err)
 	}
 	sw := info.Info.Swarm
+	for _, a := range s.GetManagerAddrs() {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(a, fmt.Sprint(p.cfg.ListenPort))
+		}
+		d.managers = append(d.managers, a)
+	}
 	join := func(reason string) error {
 		if s.GetInitializer() {
 			d.steps = append(d.steps, step{kind: "init", text: fmt.Sprintf("%sinit swarm advertising %s", reason, d.advertise)})
@@ -315,14 +321,8 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 
 // joinInputs checks that a joining node has managers and a token.
 func (p *Provider) joinInputs(env *converge.Env, s *hivev1.Swarm, d *planData) error {
-	if len(s.GetManagerAddrs()) == 0 {
+	if len(d.managers) == 0 {
 		return fmt.Errorf("%w: no manager address rendered yet (the swarm has not been initialised)", ErrNoManager)
-	}
-	for _, a := range s.GetManagerAddrs() {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			a = net.JoinHostPort(a, fmt.Sprint(p.cfg.ListenPort))
-		}
-		d.managers = append(d.managers, a)
 	}
 	name := s.GetJoinTokenSecret()
 	tok := strings.TrimSpace(string(env.Secrets[name]))
@@ -536,6 +536,11 @@ func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st st
 		p.forget()
 		_ = removeMarker(env)
 	case "init":
+		// The initializer can change (a new lower-named node with init):
+		// never start a second swarm next to one whose manager answers.
+		if len(d.managers) > 0 && p.reachable(ctx, d.managers) == nil {
+			return fmt.Errorf("%w: a swarm manager already answers at %s; refusing to initialise a second swarm (drop init from this node or let it join)", ErrState, strings.Join(d.managers, ","))
+		}
 		res, err := p.cli.SwarmInit(ctx, client.SwarmInitOptions{
 			ListenAddr:    fmt.Sprintf("0.0.0.0:%d", p.cfg.ListenPort),
 			AdvertiseAddr: d.advertise,

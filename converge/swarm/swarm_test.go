@@ -261,6 +261,15 @@ func TestSwarmTimeline(t *testing.T) {
 	if rm, err := w2.p.Prune(context.Background(), w2.env, nil); err != nil || len(rm) != 0 {
 		t.Errorf("second prune: %v %v", rm, err)
 	}
+	// Were w2 to become the initializer while m1 runs the swarm, it must
+	// not start a second swarm.
+	rogue := &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Init: true, Initializer: true, ManagerAddrs: []string{m1.n.addr + ":2377"}}
+	if ch = w2.converge(t, rogue); !errors.Is(ch.Err, ErrState) || !strings.Contains(ch.Err.Error(), "refusing to initialise a second swarm") {
+		t.Errorf("second initializer: %v", ch.Err)
+	}
+	if st := w2.state(t); st.LocalNodeState != dswarm.LocalNodeStateInactive {
+		t.Errorf("w2 after refused init: %s", st.LocalNodeState)
+	}
 	manager.Members = members[:2]
 	eventually(t, "w2 down on the manager", 30*time.Second, func() bool {
 		return m1.nodes(t)[w2.n.addr].Status.State == dswarm.NodeStateDown
