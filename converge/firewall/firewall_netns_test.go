@@ -82,7 +82,7 @@ func baseRules() *hivev1.Firewall {
 			{Protocol: "icmpv6", Action: accept},
 			{Protocol: "udp", Ports: []string{"53"}, Action: reject},
 			{Chain: "output", Protocol: "tcp", Destinations: []string{"192.0.2.0/24"}, Action: drop, Comment: "no test-net"},
-			{Chain: "forward", InInterface: "veth+", Action: logAct},
+			{Chain: "forward", InInterface: "veth+", Action: logAct, Comment: `odd: it's "q" \\ back`},
 		},
 		Policies: map[string]hivev1.FirewallAction{"forward": drop},
 	}
