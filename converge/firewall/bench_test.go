@@ -2,8 +2,8 @@ package firewall
 
 import (
 	"context"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"testing"
 
 	"github.com/hivefleet/hive/converge"
