@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/hivefleet/hive/converge"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
 // ConfDir is where resource files go, below Env.Root.
@@ -75,6 +76,12 @@ func New(cfg Config, log *slog.Logger) (*Provider, error) {
 
 // Kind implements converge.Provider.
 func (p *Provider) Kind() string { return converge.KindDrbd }
+
+// Requires implements converge.Linker: drbd-utils, when the state installs
+// it, comes first.
+func (p *Provider) Requires(r *hivev1.Resource, all []*hivev1.Resource) []string {
+	return []string{"package:drbd-utils"}
+}
 
 type planData struct {
 	cfg      *Spec

@@ -130,6 +130,12 @@ func (p *Provider) Close() error { return p.cli.Close() }
 // Kind implements converge.Provider.
 func (p *Provider) Kind() string { return converge.KindSwarm }
 
+// Requires implements converge.Linker: the Docker package and service, when
+// the state declares them, come first.
+func (p *Provider) Requires(r *hivev1.Resource, all []*hivev1.Resource) []string {
+	return []string{"package:docker.io", "package:docker-ce", "service:docker.service"}
+}
+
 // Published returns the values this node publishes for others: the join
 // tokens, while it is a swarm manager. The agent copies them into
 // Report.published_secrets. Safe from any goroutine.
