@@ -29,7 +29,7 @@ build: ## build the four binaries into bin/
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
-PKG_ARCHES ?= amd64
+PKG_ARCHES ?= amd64 arm64
 .PHONY: packages
 packages: build ## .deb and .rpm of the four binaries into dist/ (PKG_ARCHES="amd64 arm64")
 	@set -e; host=$$($(GO) env GOARCH); \
