@@ -235,7 +235,8 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 	}
 	d := &planData{s: s, advertise: s.GetAdvertiseAddr()}
 	if d.advertise == "" && len(env.Facts.GetAddresses()) > 0 {
-		d.advertise = env.Facts.GetAddresses()[0]
+		// Facts may carry "10.0.0.5/24": docker wants the address.
+		d.advertise, _, _ = strings.Cut(env.Facts.GetAddresses()[0], "/")
 	}
 	if d.advertise == "" {
 		return nil, fmt.Errorf("%w: no advertise address (set advertise_addr or give the node an address)", ErrInvalid)
