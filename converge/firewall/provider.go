@@ -85,6 +85,8 @@ type Provider struct {
 	cfg Config
 	log *slog.Logger
 
+	// ops serialises every change of the tables: Apply and rollbacks.
+	ops    sync.Mutex
 	mu     sync.Mutex
 	window *Window // open window, or nil
 	last   *Window // last window, open or ended
@@ -277,6 +279,8 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 }
 
 func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) error {
+	p.ops.Lock()
+	defer p.ops.Unlock()
 	var applied []Family
 	for _, f := range Families {
 		pl := d.plans[f]
@@ -343,6 +347,7 @@ func (p *Provider) open(env *converge.Env, d *planData) {
 		runner:   env.Runner,
 		log:      p.log,
 		onEnd:    p.ended,
+		ops:      &p.ops,
 		done:     make(chan struct{}),
 	}
 	if err := p.saveWindow(w); err != nil {
@@ -417,6 +422,7 @@ func (p *Provider) recover(env *converge.Env) error {
 		runner:   env.Runner,
 		log:      p.log,
 		onEnd:    p.ended,
+		ops:      &p.ops,
 		done:     make(chan struct{}),
 	}
 	w.timer = time.AfterFunc(p.cfg.ConfirmWindow, w.expire)

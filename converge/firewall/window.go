@@ -59,6 +59,7 @@ type Window struct {
 	runner   converge.Runner
 	log      *slog.Logger
 	onEnd    func(*Window)
+	ops      *sync.Mutex // the provider's: serialises iptables changes
 
 	mu    sync.Mutex
 	state WindowState
@@ -102,6 +103,10 @@ func (w *Window) Confirm() error {
 // by itself; the agent may call it early, e.g. when it knows the
 // coordinators are unreachable through the new rules.
 func (w *Window) Rollback(ctx context.Context) error {
+	// Never interleave with an Apply of the provider (lock order: ops,
+	// then the window).
+	w.ops.Lock()
+	defer w.ops.Unlock()
 	w.mu.Lock()
 	if w.state != WindowOpen {
 		st := w.state
