@@ -97,7 +97,9 @@ roles:
 
 	// Good rules: applied, confirmed, kept.
 	push("")
-	wait("good rules applied", 60*time.Second, func() bool { return strings.Contains(save(), "-A HIVE-INPUT -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT") })
+	wait("good rules applied", 60*time.Second, func() bool {
+		return strings.Contains(save(), "-A HIVE-INPUT -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT")
+	})
 	good := save()
 	time.Sleep(4 * time.Second) // past the confirm deadline
 	if now := save(); now != good {
