@@ -393,7 +393,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 	node, coord := twoHosts(t)
 	listen(t, coord, "10.77.0.2:7400")
 	probe := func(ctx context.Context) error {
-		timeout := 300 * time.Millisecond
+		timeout := time.Second
 		if d, ok := ctx.Deadline(); ok {
 			timeout = min(time.Until(d), timeout)
 		}
@@ -403,9 +403,12 @@ func TestNetnsConfirmWindow(t *testing.T) {
 		t.Fatalf("coordinator unreachable before the change: %v", err)
 	}
 	p := newProvider(t, func(c *Config) { c.HoldBack = 0 })
+	// Windows that must end confirmed get 3 s, so a loaded machine does
+	// not turn a slow probe into a rollback; the one that must roll back
+	// gets 1 s.
 	good := &hivev1.Firewall{
 		Rules:          []*hivev1.FirewallRule{{Protocol: "tcp", Ports: []string{"22"}, Action: accept}},
-		ConfirmSeconds: 1,
+		ConfirmSeconds: 3,
 	}
 
 	// A change that keeps the coordinator reachable is confirmed and stays.
@@ -416,7 +419,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 	if st := w.ConfirmWith(context.Background(), 100*time.Millisecond, probe); st != WindowConfirmed {
 		t.Fatalf("good rules: window %s", st)
 	}
-	time.Sleep(1200 * time.Millisecond) // past the deadline: nothing happens
+	time.Sleep(3200 * time.Millisecond) // past the deadline: nothing happens
 	if ch := runOnce(t, p, node, good); ch.Needed || ch.Err != nil {
 		t.Fatalf("confirmed rules were changed: %v %s", ch.Err, ch.Diff)
 	}
@@ -462,7 +465,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 		t.Error("held-back rules were applied")
 	}
 	// Other rules go through.
-	if ch := runOnce(t, p, node, &hivev1.Firewall{ConfirmSeconds: 1}); ch.Err != nil || !ch.Needed {
+	if ch := runOnce(t, p, node, &hivev1.Firewall{ConfirmSeconds: 3}); ch.Err != nil || !ch.Needed {
 		t.Fatalf("new rules after rollback: %v", ch.Err)
 	}
 	if st := p.Window().ConfirmWith(context.Background(), 100*time.Millisecond, probe); st != WindowConfirmed {
