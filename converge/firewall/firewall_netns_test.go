@@ -250,6 +250,18 @@ func TestNetnsBadInputLeavesStateAlone(t *testing.T) {
 	if p.Window() != nil {
 		t.Error("bad input opened a window")
 	}
+	// Once the interface exists, the same rules go through.
+	n.ip("link", "add", "eth7", "type", "veth", "peer", "name", "eth7p")
+	withEth7 := baseRules()
+	withEth7.Rules = append(withEth7.Rules, &hivev1.FirewallRule{InInterface: "eth7", Action: accept})
+	if ch := runOnce(t, p, n, withEth7); ch.Err != nil || !ch.Needed || !strings.Contains(ch.Diff, "-i eth7 -j ACCEPT") {
+		t.Fatalf("after adding eth7: %v\n%s", ch.Err, ch.Diff)
+	}
+	_ = p.Window().Confirm()
+	if ch := runOnce(t, p, n, baseRules()); ch.Err != nil {
+		t.Fatal(ch.Err)
+	}
+	_ = p.Window().Confirm()
 
 	// IPv6 restore failing after IPv4 was applied: IPv4 is restored, the
 	// change fails, nothing is half-applied. The fault is injected around
