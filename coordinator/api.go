@@ -219,11 +219,11 @@ func (a *api) GetNodeState(ctx context.Context, req *hivev1.GetNodeStateRequest)
 	if n := st.Node(req.GetNode()); n != nil {
 		f.Labels, f.Addresses = n.GetLabels(), n.GetAddresses()
 	}
-	ns, err := a.s.renderer.Render(st, f)
+	out, err := a.s.renderer.Render(st, f)
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	return &hivev1.GetNodeStateResponse{State: withIndex(ns, st.Index())}, nil
+	return &hivev1.GetNodeStateResponse{State: withIndex(out.State, st.Index())}, nil
 }
 
 // withIndex returns a shallow copy of a cached state with raft_index set.
@@ -270,16 +270,16 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	for {
 		wake := s.hub.wait()
 		st := s.fsm.Store()
-		ns, err := s.renderer.Render(st, f)
+		out, err := s.renderer.Render(st, f)
 		if err != nil {
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}
-		if ns.GetHash() != last {
-			if err := stream.Send(&hivev1.WatchNodeStateResponse{State: withIndex(ns, st.Index())}); err != nil {
+		if h := out.State.GetHash(); h != last {
+			if err := stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
 				return err
 			}
 			s.metrics.watchSends.Inc()
-			last = ns.GetHash()
+			last = h
 		}
 		select {
 		case <-ctx.Done():
@@ -523,10 +523,11 @@ func (s *Server) secretUsers(name string) []string {
 	nodes, _ := st.Nodes()
 	var out []string
 	for _, n := range nodes {
-		ns, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+		r, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()})
 		if err != nil {
 			continue
 		}
+		ns := r.State
 		if _, ok := ns.GetSecrets()[name]; ok {
 			out = append(out, n.GetName())
 			continue

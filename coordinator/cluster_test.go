@@ -50,6 +50,24 @@ func checkGenerations(t *testing.T, nodes []*node, want uint64, acked map[uint64
 	}
 }
 
+// pushRetry pushes like an operator's client would: on Unavailable (no
+// leader, or leadership lost mid-commit under load) it tries again with
+// the same content, which is then either applied or reported unchanged.
+func pushRetry(ctx context.Context, t *testing.T, c hivev1.CoordinatorServiceClient, req *hivev1.PushRequest) *hivev1.PushResponse {
+	t.Helper()
+	for {
+		p, err := c.Push(ctx, req)
+		if err == nil {
+			return p
+		}
+		if code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("push: %v", err)
+		}
+		t.Logf("push retried: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestClusterForwardWatchStatus: a push through a follower is forwarded,
 // committed and acknowledged; every server has it; a follower serves a
 // watch that sees the push; status reads agree on every server.
@@ -248,17 +266,14 @@ func TestClusterPartitionHeal(t *testing.T) {
 	f[0].layer.setBlocked(true)
 	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
 	for i := 0; i < 3; i++ {
-		p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint("a", i)), Force: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint("a", i)), Force: true})
 		acked[p.GetGeneration()] = p.GetSha256()
 	}
 	if got := f[0].fsm.Store().CurrentNumber(); got != 0 {
 		t.Fatalf("cut-off follower has generation %d", got)
 	}
 	f[0].layer.setBlocked(false)
-	checkGenerations(t, nodes, 3, acked)
+	checkGenerations(t, nodes, uint64(len(acked)), acked)
 
 	// Now isolate the leader.
 	l.layer.setBlocked(true)
@@ -273,10 +288,7 @@ func TestClusterPartitionHeal(t *testing.T) {
 		return false
 	})
 	admin2 := tc.dial(t, f[0].GRPCAddr(), pki.KindAdmin, "alice")
-	p, err := admin2.Push(ctx, &hivev1.PushRequest{Site: testSite("b"), Force: true})
-	if err != nil {
-		t.Fatalf("push to the majority: %v", err)
-	}
+	p := pushRetry(ctx, t, admin2, &hivev1.PushRequest{Site: testSite("b"), Force: true})
 	acked[p.GetGeneration()] = p.GetSha256()
 	// The isolated old leader cannot commit.
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
@@ -301,10 +313,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
 	acked := map[uint64]string{}
 	for i := 0; i < 30; i++ {
-		p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
 		acked[p.GetGeneration()] = p.GetSha256()
 	}
 	waitFor(t, 20*time.Second, "a leader snapshot", func() bool {
@@ -322,7 +331,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	}
 	restores := lag.fsm.Restores()
 	lag.layer.setBlocked(false)
-	checkGenerations(t, nodes, 30, acked)
+	checkGenerations(t, nodes, uint64(len(acked)), acked)
 	if lag.fsm.Restores() <= restores {
 		t.Fatal("follower caught up without installing a snapshot")
 	}

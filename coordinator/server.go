@@ -286,6 +286,7 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + 1<<20),
 		grpc.MaxSendMsgSize(64 << 20),
+		grpc.ForceServerCodecV2(newCodec()),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))

@@ -93,10 +93,21 @@ type openedSecret struct {
 }
 
 type entry struct {
-	view  *view
-	key   string
-	state *hivev1.NodeState
-	err   error
+	view *view
+	key  string
+	out  *Rendered
+	err  error
+}
+
+// Rendered is a node's rendered state with its encoding. Both are shared
+// by every caller and must not be modified.
+type Rendered struct {
+	State *hivev1.NodeState
+	// Encoded is the deterministic protobuf encoding of State with hash and
+	// raft_index unset: what the hash is computed over. A sender can append
+	// the hash and raft_index fields to it instead of marshalling State
+	// again (protobuf allows fields in any order).
+	Encoded []byte
 }
 
 // New returns a renderer that opens secrets with opener.
@@ -304,9 +315,8 @@ func (v *view) nodeAddresses(name string) []string {
 // src's current generation and registry. Errors are render errors of the
 // site for this node (conflicts, missing requirements, unreadable secret
 // keys); the returned state must not be modified.
-func (r *Renderer) Render(src Source, f Facts) (*hivev1.NodeState, error) {
+func (r *Renderer) Render(src Source, f Facts) (*Rendered, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	v := r.currentView(src)
 	roles := v.nodeRoles[f.Name]
 	if _, known := v.nodeRoles[f.Name]; !known || !sameFacts(v, f) {
@@ -318,17 +328,26 @@ func (r *Renderer) Render(src Source, f Facts) (*hivev1.NodeState, error) {
 	v.resolve(b)
 	secretKey, secrets, err := r.secretsFor(v, b, f.Name)
 	if err != nil {
+		r.mu.Unlock()
 		return nil, err
 	}
 	key := factsKey(f) + "|" + rolesKey(roles) + "|" + secretKey
 	if e, ok := r.nodes[f.Name]; ok && e.view == v && e.key == key {
+		r.mu.Unlock()
 		r.hits.Add(1)
-		return e.state, e.err
+		return e.out, e.err
 	}
+	r.mu.Unlock()
+	// Build outside the lock: the view and base are complete and no longer
+	// change, so thousands of watchers woken by one push render in parallel.
 	r.misses.Add(1)
-	st, err := r.build(v, b, f, secrets)
-	r.nodes[f.Name] = &entry{view: v, key: key, state: st, err: err}
-	return st, err
+	out, err := r.build(v, b, f, secrets)
+	r.mu.Lock()
+	if r.view == v {
+		r.nodes[f.Name] = &entry{view: v, key: key, out: out, err: err}
+	}
+	r.mu.Unlock()
+	return out, err
 }
 
 // Forget drops a node's cached state (e.g. when its last watcher left).
@@ -412,7 +431,7 @@ func (r *Renderer) secretsFor(v *view, b *base, node string) (string, map[string
 	return sb.String(), out, nil
 }
 
-func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (*hivev1.NodeState, error) {
+func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (*Rendered, error) {
 	if b.err != nil {
 		return nil, fmt.Errorf("render node %s: %w", f.Name, b.err)
 	}
@@ -446,12 +465,13 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		s.JoinTokenSecret = swarmSecret(v, b, f.Name)
 		st.Resources[b.swarmIdx] = res
 	}
-	h, err := Hash(st)
+	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encode node state: %w", err)
 	}
-	st.Hash = h
-	return st, nil
+	sum := sha256.Sum256(enc)
+	st.Hash = hex.EncodeToString(sum[:])
+	return &Rendered{State: st, Encoded: enc}, nil
 }
 
 // Hash returns the hex sha256 of the deterministic encoding of st with hash

@@ -97,11 +97,11 @@ func (f *fixture) setSecret(t *testing.T, name, value string) {
 func (f *fixture) render(t *testing.T, name string) *hivev1.NodeState {
 	t.Helper()
 	n := f.st.Node(name)
-	st, err := f.r.Render(f.st, Facts{Name: name, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+	out, err := f.r.Render(f.st, Facts{Name: name, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
 	if err != nil {
 		t.Fatalf("render %s: %v", name, err)
 	}
-	return st
+	return out.State
 }
 
 func keys(st *hivev1.NodeState) string {
@@ -249,7 +249,8 @@ func TestConflicts(t *testing.T) {
 }
 
 func TestNoGeneration(t *testing.T) {
-	st, err := New(nil).Render(state.New(), Facts{Name: "n"})
+	out, err := New(nil).Render(state.New(), Facts{Name: "n"})
+	st := out.State
 	if err != nil || st.GetGeneration() != 0 || len(st.GetResources()) != 0 || st.GetHash() == "" {
 		t.Fatalf("empty render = %v, %v", st, err)
 	}
