@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -39,13 +40,17 @@ func main() {
 		}
 		return
 	}
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "hive-coordinator:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+// run starts a coordinator from command-line arguments and serves until
+// ctx ends. ready, when not nil, receives the server once it is ready.
+func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coordinator.Server) error {
 	fs := pflag.NewFlagSet("hive-coordinator", pflag.ContinueOnError)
 	def := coordinator.DefaultConfig()
 	host, _ := os.Hostname()
@@ -79,8 +84,9 @@ func run(args []string) error {
 		fmt.Println(version.Version)
 		return nil
 	}
+	fromFile := map[string]bool{}
 	if *configFile != "" {
-		if err := applyConfigFile(fs, *configFile); err != nil {
+		if err := applyConfigFile(fs, *configFile, fromFile); err != nil {
 			return err
 		}
 	}
@@ -88,13 +94,13 @@ func run(args []string) error {
 	if err := lv.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: lv}))
 
 	cfg := def
 	if *dev {
 		cfg = coordinator.DevConfig()
 		cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = def.GRPCAddr, "127.0.0.1:0", def.HTTPAddr
-		if !fs.Changed("name") && !configHas(fs, "name") {
+		if !fs.Changed("name") && !fromFile["name"] {
 			*name = "dev"
 		}
 	}
@@ -136,11 +142,12 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	go func() {
 		select {
 		case <-srv.Ready():
+			if ready != nil {
+				ready <- srv
+			}
 			log.Info("coordinator ready", "grpc", srv.GRPCAddr(), "http", srv.HTTPAddr(), "data_dir", cfg.DataDir, "startup", time.Since(start).Round(time.Millisecond))
 		case <-ctx.Done():
 		}
@@ -150,7 +157,7 @@ func run(args []string) error {
 
 // applyConfigFile sets every flag the YAML file names and the command line
 // did not set.
-func applyConfigFile(fs *pflag.FlagSet, path string) error {
+func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
@@ -185,14 +192,10 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 				return fmt.Errorf("config %s: key %s: %w", path, k, err)
 			}
 		}
-		configKeys[k] = true
+		fromFile[k] = true
 	}
 	return nil
 }
-
-var configKeys = map[string]bool{}
-
-func configHas(_ *pflag.FlagSet, k string) bool { return configKeys[k] }
 
 func keyringCmd(args []string) error {
 	usage := "usage: hive-coordinator keyring generate FILE | rotate FILE | remove FILE KEY-ID | list FILE"
