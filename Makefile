@@ -29,7 +29,7 @@ build: ## build the four binaries into bin/
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
-PKG_ARCHES ?= amd64
+PKG_ARCHES ?= amd64 arm64
 .PHONY: packages
 packages: build ## .deb and .rpm of the four binaries into dist/ (PKG_ARCHES="amd64 arm64")
 	@set -e; host=$$($(GO) env GOARCH); \
@@ -105,6 +105,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 .PHONY: bench
 bench: ## benchmarks with figures printed
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: bench-repo
+bench-repo: ## hive-repo vs createrepo_c and apt-ftparchive (2,000 and 10,000 packages, corpus cached), ratios printed
+	HIVE_BENCH_10K=$${HIVE_BENCH_10K-1} $(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-5x} -timeout 60m ./repo/
 
 .PHONY: demo
 demo: build ## run the local site demo (coordinators, agents, a push, status)
