@@ -10,8 +10,10 @@
 //     role), sorted by name, node_id their index, address their first
 //     address (an IP; the port is Drbd.port). The node itself is among them.
 //   - swarm: the initializer is the lowest-named node whose swarm resource
-//     has init set; manager_addrs are "<first address>:2377" of the other
-//     manager nodes; join_token_secret is "<initializer>/swarm-worker-token"
+//     has init set; manager_addrs are "<address>:2377" of the other manager
+//     nodes (address: the node's advertise_addr when it is an IP, else its
+//     first address); the initializer alone also gets members, every swarm
+//     node with that address, its role and labels; join_token_secret is "<initializer>/swarm-worker-token"
 //     for workers and "<initializer>/swarm-manager-token" for managers other
 //     than the initializer, which publishes both tokens in its reports.
 //   - firewall: source_roles are expanded into sources (every address of
@@ -41,6 +43,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -133,7 +136,9 @@ type view struct {
 
 	managers    []string // manager nodes, sorted by name
 	initializer string
-	addr        map[string]string // first address by node
+	swarmAddr   map[string]string     // address each swarm node advertises
+	swarmNodes  []*hivev1.SwarmMember // every swarm node, by name
+	addr        map[string]string     // first address by node
 }
 
 // base is the merged content of one role set within a view.
@@ -185,6 +190,17 @@ func (r *Renderer) currentView(src Source) *view {
 		if b.swarm.GetRole() == hivev1.SwarmRole_SWARM_ROLE_MANAGER {
 			v.managers = append(v.managers, n.GetName())
 		}
+		addr := v.addr[n.GetName()]
+		if a := b.swarm.GetAdvertiseAddr(); net.ParseIP(a) != nil {
+			addr = a
+		}
+		if v.swarmAddr == nil {
+			v.swarmAddr = map[string]string{}
+		}
+		v.swarmAddr[n.GetName()] = addr
+		v.swarmNodes = append(v.swarmNodes, &hivev1.SwarmMember{
+			Name: n.GetName(), Address: addr, Role: b.swarm.GetRole(), Labels: b.swarm.GetLabels(),
+		})
 		if b.swarm.GetInit() && (v.initializer == "" || n.GetName() < v.initializer) {
 			v.initializer = n.GetName()
 		}
@@ -458,11 +474,14 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		s.Initializer = v.initializer == f.Name
 		s.ManagerAddrs = nil
 		for _, m := range v.managers {
-			if m != f.Name && v.addr[m] != "" {
-				s.ManagerAddrs = append(s.ManagerAddrs, fmt.Sprintf("%s:%d", v.addr[m], SwarmPort))
+			if a := v.swarmAddr[m]; m != f.Name && a != "" {
+				s.ManagerAddrs = append(s.ManagerAddrs, net.JoinHostPort(a, fmt.Sprint(SwarmPort)))
 			}
 		}
 		s.JoinTokenSecret = swarmSecret(v, b, f.Name)
+		if s.Initializer {
+			s.Members = v.swarmNodes
+		}
 		st.Resources[b.swarmIdx] = res
 	}
 	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)

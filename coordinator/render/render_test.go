@@ -158,6 +158,16 @@ func TestSwarmFacts(t *testing.T) {
 	if !s1.GetInitializer() || s1.GetJoinTokenSecret() != "" || strings.Join(s1.GetManagerAddrs(), ",") != "10.0.2.2:2377" {
 		t.Fatalf("mgr-1 swarm = %v", s1)
 	}
+	var members []string
+	for _, m := range s1.GetMembers() {
+		members = append(members, fmt.Sprintf("%s=%s/%s", m.GetName(), m.GetAddress(), m.GetRole()))
+	}
+	if got := strings.Join(members, " "); got != "mgr-1=10.0.2.1/SWARM_ROLE_MANAGER mgr-2=10.0.2.2/SWARM_ROLE_MANAGER web-1=10.0.1.1/SWARM_ROLE_WORKER web-2=10.0.1.2/SWARM_ROLE_WORKER" {
+		t.Fatalf("initializer's members = %s", got)
+	}
+	if len(s2.GetMembers()) != 0 {
+		t.Fatal("members rendered for a non-initializer")
+	}
 	if s2.GetInitializer() || s2.GetJoinTokenSecret() != "mgr-1/swarm-manager-token" {
 		t.Fatalf("mgr-2 swarm = %v", s2)
 	}
