@@ -385,8 +385,11 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		names = map[string]*hivev1.NodeRecord{req.GetNode(): n}
 	}
 	resp := &hivev1.GetStatusResponse{Generation: cur.GetNumber(), RaftIndex: st.Index(), Server: s.cfg.Name}
+	gs := s.gossipStates()
 	for _, n := range names {
-		resp.Nodes = append(resp.Nodes, nodeStatus(n, reports[n.GetName()], cur))
+		ns := nodeStatus(n, reports[n.GetName()], cur)
+		ns.Gossip = gs[n.GetName()]
+		resp.Nodes = append(resp.Nodes, ns)
 	}
 	sort.Slice(resp.Nodes, func(i, j int) bool { return resp.Nodes[i].Name < resp.Nodes[j].Name })
 	return resp, nil
@@ -444,28 +447,51 @@ func (a *api) ListMembers(ctx context.Context, req *hivev1.ListMembersRequest) (
 	return &hivev1.ListMembersResponse{Members: a.s.members()}, nil
 }
 
-// members lists coordinators (raft configuration and recorded addresses)
-// and the registry's agents.
+// members lists every gossip member (coordinators with their raft role),
+// then raft servers and registry nodes gossip does not know (gossip state
+// unspecified: e.g. agents started without gossip).
 func (s *Server) members() []*hivev1.Member {
 	st := s.fsm.Store()
 	var out []*hivev1.Member
 	_, leaderID := s.raft.LeaderWithID()
-	seen := map[string]bool{}
+	raftServers := map[string]bool{}
 	if f := s.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {
-			m := &hivev1.Member{Name: string(srv.ID), Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, Raft: hivev1.RaftRole_RAFT_ROLE_FOLLOWER}
-			if srv.ID == leaderID {
-				m.Raft = hivev1.RaftRole_RAFT_ROLE_LEADER
-			}
-			if string(srv.ID) == s.cfg.Name {
-				m.Raft = raftRole(s.raft.State())
-			}
-			if rec := st.Coordinator(string(srv.ID)); rec != nil {
-				m.GrpcAddr, m.Version = rec.GetGrpcAddr(), rec.GetVersion()
-			}
-			out = append(out, m)
-			seen[m.Name] = true
+			raftServers[string(srv.ID)] = true
 		}
+	}
+	role := func(name string) hivev1.RaftRole {
+		switch {
+		case name == s.cfg.Name:
+			return raftRole(s.raft.State())
+		case raft.ServerID(name) == leaderID:
+			return hivev1.RaftRole_RAFT_ROLE_LEADER
+		case raftServers[name]:
+			return hivev1.RaftRole_RAFT_ROLE_FOLLOWER
+		}
+		return hivev1.RaftRole_RAFT_ROLE_NONE
+	}
+	seen := map[string]bool{}
+	if s.gossip != nil {
+		for _, m := range s.gossip.Members() {
+			pm := m.Proto()
+			if pm.GetKind() == hivev1.MemberKind_MEMBER_KIND_COORDINATOR {
+				pm.Raft = role(pm.GetName())
+			}
+			out = append(out, pm)
+			seen[pm.GetName()] = true
+		}
+	}
+	for name := range raftServers {
+		if seen[name] {
+			continue
+		}
+		m := &hivev1.Member{Name: name, Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, Raft: role(name)}
+		if rec := st.Coordinator(name); rec != nil {
+			m.GrpcAddr, m.Version = rec.GetGrpcAddr(), rec.GetVersion()
+		}
+		out = append(out, m)
+		seen[name] = true
 	}
 	nodes, _ := st.Nodes()
 	for _, n := range nodes {
@@ -478,6 +504,7 @@ func (s *Server) members() []*hivev1.Member {
 		}
 		out = append(out, m)
 	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
 	return out
 }
 

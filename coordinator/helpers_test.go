@@ -96,6 +96,7 @@ func startDev(t testing.TB) *node {
 	cfg := DevConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GossipAddr, cfg.GossipProfile = "127.0.0.1:0", "local"
 	cfg.Logger = testLogger(t)
 	n := startNode(t, cfg)
 	waitReady(t, n)
@@ -193,6 +194,7 @@ func newCluster(t testing.TB, n int, o clusterOpts) ([]*node, *tlsCluster) {
 		cfg.Name = name
 		cfg.DataDir = t.TempDir()
 		cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.GossipAddr, cfg.GossipProfile = "127.0.0.1:0", "local"
 		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
 		cfg.KeyringFile = krFile
 		cfg.Logger = testLogger(t).With("node", name)

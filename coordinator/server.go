@@ -44,6 +44,7 @@ import (
 	"github.com/hivefleet/hive/coordinator/fsm"
 	"github.com/hivefleet/hive/coordinator/keyring"
 	"github.com/hivefleet/hive/coordinator/render"
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
@@ -56,8 +57,9 @@ import (
 
 // Server is one coordinator.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	root *slog.Logger
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
@@ -70,6 +72,8 @@ type Server struct {
 	batcher   *batcher
 	metrics   *metrics
 	ca        *pki.CA
+	gossip    *gossip.Gossip
+	existing  bool // raft had state when the server started
 
 	grpcLn   net.Listener
 	httpLn   net.Listener
@@ -107,7 +111,7 @@ func New(cfg Config) (s *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	s = &Server{cfg: cfg, log: log, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
+	s = &Server{cfg: cfg, log: log, root: root, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var closers []func()
 	defer func() {
@@ -220,6 +224,7 @@ func New(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read raft state: %w", err)
 	}
+	s.existing = existing
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.boltStore, s.boltStore, snaps, s.transport); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
@@ -240,6 +245,13 @@ func New(cfg Config) (s *Server, err error) {
 			}
 			log.Info("bootstrapped raft", "servers", len(servers))
 		}
+	}
+
+	if s.gossip, err = s.newGossip(raftAdv); err != nil {
+		return nil, err
+	}
+	if s.gossip != nil {
+		closers = append(closers, s.gossip.Close)
 	}
 
 	s.batcher = newBatcher(cfg.ReportBatchMax, s.applyReports)
@@ -352,17 +364,32 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	bctx, bcancel := context.WithCancel(context.Background())
 	var bwg sync.WaitGroup
-	bwg.Add(3)
+	bwg.Add(4)
 	go func() { defer bwg.Done(); s.batcher.run(bctx) }()
 	go func() { defer bwg.Done(); s.leaderLoop(bctx) }()
 	go func() { defer bwg.Done(); s.readyLoop(bctx) }()
-	s.log.Info("coordinator started", "grpc", s.grpcAddr, "raft", s.RaftAddr(), "http", s.HTTPAddr(), "dev", s.cfg.Dev, "version", version.Version)
+	go func() { defer bwg.Done(); s.reconcileLoop(bctx) }()
+	gctx, gcancel := context.WithCancel(context.Background())
+	gdone := make(chan struct{})
+	if s.gossip != nil {
+		go func() { defer close(gdone); _ = s.gossip.Run(gctx) }()
+		if !s.existing && s.cfg.BootstrapExpect > 1 && len(s.cfg.BootstrapPeers) == 0 {
+			bwg.Add(1)
+			go func() { defer bwg.Done(); s.bootstrapLoop(bctx) }()
+		}
+	} else {
+		close(gdone)
+	}
+	s.log.Info("coordinator started", "grpc", s.grpcAddr, "raft", s.RaftAddr(), "gossip", s.GossipAddr(), "http", s.HTTPAddr(), "dev", s.cfg.Dev, "version", version.Version)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
+	// Leave gossip first, so agents move to other coordinators.
+	gcancel()
+	<-gdone
 	s.shutdown(bcancel, &bwg)
 	wg.Wait()
 	s.log.Info("coordinator stopped")

@@ -27,6 +27,7 @@ import (
 
 	"github.com/hivefleet/hive/coordinator"
 	"github.com/hivefleet/hive/coordinator/keyring"
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/version"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		tlsKey      = fs.String("tls-key", "", "this coordinator's key (PEM)")
 		tlsCAKey    = fs.String("tls-ca-key", "", "CA key, to sign agent certificates for bootstrap tokens (optional)")
 		keyringFile = fs.String("keyring", "", "secret keyring file (default DATA-DIR/keyring.json)")
+		gossipKey   = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key (the same on every member)")
+		gossipProf  = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
 		dev         = fs.Bool("dev", false, "one server, plaintext allowed, everything allowed, ready at once")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		showVersion = fs.Bool("version", false, "print the version and exit")
@@ -133,8 +136,20 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 	if !*dev && cfg.BootstrapExpect > 1 && len(cfg.Join) == 0 {
 		log.Warn("--bootstrap-expect without --join: waiting for other coordinators to join this one")
 	}
-	if !*dev && cfg.BootstrapExpect > 1 {
-		return fmt.Errorf("--bootstrap-expect %d needs gossip discovery, which this build does not have yet: start one server with --bootstrap-expect 1 and add the others with `hivectl` AddPeer (see docs/operations.md)", cfg.BootstrapExpect)
+	if !*dev && cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 {
+		log.Warn("neither --bootstrap-expect nor --join: this server waits until a cluster's leader adds it (AddPeer)")
+	}
+	cfg.GossipProfile = *gossipProf
+	if *gossipKey != "" {
+		data, err := os.ReadFile(*gossipKey)
+		if err != nil {
+			return fmt.Errorf("--gossip-key-file: %w", err)
+		}
+		if cfg.GossipKey, err = gossip.ParseKey(data); err != nil {
+			return fmt.Errorf("--gossip-key-file %s: %w", *gossipKey, err)
+		}
+	} else if !*dev {
+		log.Warn("gossip is not encrypted: give --gossip-key-file (the same key on every member)")
 	}
 
 	start := time.Now()

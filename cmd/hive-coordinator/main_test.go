@@ -19,7 +19,7 @@ func startDev(t testing.TB, extra ...string) (*coordinator.Server, func()) {
 	ready := make(chan *coordinator.Server, 1)
 	errc := make(chan error, 1)
 	var logs bytes.Buffer
-	args := append([]string{"--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn"}, extra...)
+	args := append([]string{"--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--gossip-profile", "local", "--log-level", "warn"}, extra...)
 	go func() { errc <- run(ctx, args, &logs, ready) }()
 	select {
 	case s := <-ready:
@@ -62,7 +62,7 @@ func BenchmarkDevStartup(b *testing.B) {
 }
 
 func TestNoCertificatesOutsideDev(t *testing.T) {
-	err := run(context.Background(), []string{"--name", "c1", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--http-addr", ""}, os.Stderr, nil)
+	err := run(context.Background(), []string{"--name", "c1", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--http-addr", ""}, os.Stderr, nil)
 	if err == nil || !strings.Contains(err.Error(), "hivectl tls ca create") || !strings.Contains(err.Error(), "--tls-cert") {
 		t.Fatalf("err = %v", err)
 	}
