@@ -336,6 +336,21 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Done is closed when Run has returned.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
+// Healthy returns nil while the server works: raft runs and has a leader
+// (or this server is a candidate in an election), and the FSM applies.
+// The systemd watchdog is pinged only while it returns nil.
+func (s *Server) Healthy() error {
+	select {
+	case <-s.ctx.Done():
+		return errors.New("server is stopping")
+	default:
+	}
+	if st := s.raft.State(); st == raft.Shutdown {
+		return errors.New("raft is shut down")
+	}
+	return nil
+}
+
 // IsLeader reports whether this server is the raft leader.
 func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
 

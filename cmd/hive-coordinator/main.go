@@ -22,9 +22,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hivefleet/hive/coordinator"
 	"github.com/hivefleet/hive/coordinator/keyring"
 	"github.com/hivefleet/hive/gossip"
@@ -157,6 +159,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 	if err != nil {
 		return err
 	}
+	go notifySystemd(ctx, srv, log)
 	go func() {
 		select {
 		case <-srv.Ready():
@@ -170,6 +173,42 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 	return srv.Run(ctx)
 }
 
+// notifySystemd tells systemd (Type=notify) when the server is ready,
+// pings the watchdog at half its interval while the server is healthy, and
+// says STOPPING on shutdown. Without NOTIFY_SOCKET it does nothing.
+func notifySystemd(ctx context.Context, srv *coordinator.Server, log *slog.Logger) {
+	select {
+	case <-srv.Ready():
+	case <-ctx.Done():
+		return
+	}
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY", "err", err)
+	} else if !ok {
+		return // not under systemd
+	}
+	interval, err := daemon.SdWatchdogEnabled(false)
+	var tick <-chan time.Time
+	if err == nil && interval > 0 {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+			return
+		case <-tick:
+			if err := srv.Healthy(); err != nil {
+				log.Error("not pinging the systemd watchdog", "err", err)
+				continue
+			}
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
 // applyConfigFile sets every flag the YAML file names and the command line
 // did not set.
 func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) error {
@@ -177,10 +216,12 @@ func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) e
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	var m map[string]any
-	if err := yaml.Unmarshal(data, &m); err != nil {
+	var raw map[string]any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
 		return fmt.Errorf("parse config %s: %w", path, err)
 	}
+	m := map[string]any{}
+	flatten("", raw, m)
 	for k, v := range m {
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
@@ -210,6 +251,22 @@ func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) e
 		fromFile[k] = true
 	}
 	return nil
+}
+
+// flatten turns nested maps into flag names ("tls: {ca: x}" → "tls-ca")
+// and accepts underscores for dashes ("data_dir" → "data-dir").
+func flatten(prefix string, in map[string]any, out map[string]any) {
+	for k, v := range in {
+		name := strings.ReplaceAll(k, "_", "-")
+		if prefix != "" {
+			name = prefix + "-" + name
+		}
+		if sub, ok := v.(map[string]any); ok {
+			flatten(name, sub, out)
+			continue
+		}
+		out[name] = v
+	}
 }
 
 func keyringCmd(args []string) error {

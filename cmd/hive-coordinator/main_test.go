@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,10 +92,54 @@ func TestConfigFile(t *testing.T) {
 	if *name != "from-flag" || *dataDir != "/var/x" || strings.Join(*join, ",") != "a:7402,b:7402" || *expect != 3 || !*dev {
 		t.Fatalf("name %q dir %q join %v expect %d dev %v", *name, *dataDir, *join, *expect, *dev)
 	}
+	// Underscores and nested maps are accepted: tls: {ca: x} is --tls-ca.
+	tlsCA := fs.String("tls-ca", "", "")
+	if err := os.WriteFile(path, []byte("data_dir: /var/y\ntls:\n  ca: /etc/ca.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, path, from); err != nil {
+		t.Fatal(err)
+	}
+	if *tlsCA != "/etc/ca.pem" {
+		t.Fatalf("tls-ca = %q", *tlsCA)
+	}
 	if err := os.WriteFile(path, []byte("nmae: typo\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := applyConfigFile(fs, path, from); err == nil || !strings.Contains(err.Error(), `unknown key "nmae"`) {
 		t.Fatalf("typo: %v", err)
+	}
+}
+
+// TestSystemdNotify: under systemd (NOTIFY_SOCKET set) the coordinator
+// says READY=1 once ready, pings WATCHDOG=1, and STOPPING=1 on shutdown.
+func TestSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	_, stop := startDev(t)
+	got := map[string]bool{}
+	buf := make([]byte, 256)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !got["READY=1"] || !got["WATCHDOG=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read notify socket: %v (got %v)", err, got)
+		}
+		got[string(buf[:n])] = true
+	}
+	stop()
+	for !got["STOPPING=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read notify socket: %v (got %v)", err, got)
+		}
+		got[string(buf[:n])] = true
 	}
 }
