@@ -399,3 +399,48 @@ func TestClusterAuth(t *testing.T) {
 		t.Fatalf("admin push: %v", err)
 	}
 }
+
+// TestRecoverSingleSurvivor: two of three servers are lost for good; the
+// survivor's configuration is rewritten with Recover, it starts as a
+// one-server cluster with every generation, takes pushes, and a new server
+// joins it.
+func TestRecoverSingleSurvivor(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{snapshotThreshold: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	acked := map[uint64]string{}
+	for i := 0; i < 6; i++ {
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
+		acked[p.GetGeneration()] = p.GetSha256()
+	}
+	checkGenerations(t, nodes, uint64(len(acked)), acked)
+	survivor := nodes[2]
+	cfg := survivor.cfg
+	cfg.RaftAddr, cfg.GRPCAddr = survivor.RaftAddr(), survivor.GRPCAddr()
+	for _, n := range nodes {
+		n.stop(t)
+	}
+	if err := Recover(cfg.DataDir, cfg.Name, cfg.RaftAddr, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	r := startNode(t, cfg)
+	waitReady(t, r)
+	l := leader(t, []*node{r})
+	checkGenerations(t, []*node{l}, uint64(len(acked)), acked)
+	admin = tc.dial(t, r.GRPCAddr(), pki.KindAdmin, "alice")
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("after"), Force: true})
+	acked[p.GetGeneration()] = p.GetSha256()
+
+	// A new server joins the survivor.
+	f := tc.issue(pki.KindCoordinator, "c9")
+	ncfg := cfg
+	ncfg.Name, ncfg.DataDir = "c9", t.TempDir()
+	ncfg.RaftAddr, ncfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ncfg.TLSCert, ncfg.TLSKey = f.Cert, f.Key
+	ncfg.BootstrapExpect = 0
+	ncfg.Join = []string{r.GossipAddr()}
+	n9 := startNode(t, ncfg)
+	waitReady(t, n9)
+	checkGenerations(t, []*node{r, n9}, p.GetGeneration(), acked)
+}

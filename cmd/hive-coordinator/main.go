@@ -9,7 +9,8 @@
 //	tls-ca: /etc/hive/ca.pem
 //
 // `hive-coordinator keyring generate|rotate|remove|list` manage the secret
-// keyring file.
+// keyring file; `hive-coordinator recover` rewrites a stopped survivor's
+// raft configuration for disaster recovery (docs/operations.md).
 package main
 
 import (
@@ -36,6 +37,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "recover" {
+		if err := recoverCmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "hive-coordinator recover:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "keyring" {
 		if err := keyringCmd(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "hive-coordinator keyring:", err)
@@ -267,6 +275,25 @@ func flatten(prefix string, in map[string]any, out map[string]any) {
 		}
 		out[name] = v
 	}
+}
+
+// recoverCmd rewrites a stopped server's raft configuration to itself
+// alone (disaster recovery from a single survivor).
+func recoverCmd(args []string) error {
+	fs := pflag.NewFlagSet("hive-coordinator recover", pflag.ContinueOnError)
+	host, _ := os.Hostname()
+	name := fs.String("name", host, "this server's name (raft id)")
+	dataDir := fs.String("data-dir", "", "the stopped server's data directory")
+	raftAddr := fs.String("raft-addr", "", "this server's raft address as other servers reach it (host:port)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := coordinator.Recover(*dataDir, *name, *raftAddr, log); err != nil {
+		return err
+	}
+	fmt.Printf("%s is now a one-server cluster; start it, then let new servers --join it\n", *name)
+	return nil
 }
 
 func keyringCmd(args []string) error {
