@@ -199,11 +199,11 @@ func BenchmarkPushToWatch(b *testing.B) {
 }
 
 // BenchmarkReports measures status reports absorbed by a 3-server
-// cluster: R concurrent reporters (HIVE_BENCH_REPORTERS, default 500)
+// cluster: R concurrent reporters (HIVE_BENCH_REPORTERS, default 2000)
 // over 30 TLS connections send to all three servers; each op is one
 // committed report.
 func BenchmarkReports(b *testing.B) {
-	r := envInt("HIVE_BENCH_REPORTERS", 500)
+	r := envInt("HIVE_BENCH_REPORTERS", 2000)
 	nodes, tc := quietCluster(b, 3)
 	ctx := context.Background()
 	var clients []hivev1.CoordinatorServiceClient
