@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,12 +114,23 @@ func BenchmarkPushToWatch(b *testing.B) {
 			tier = "lb"
 		}
 		go func(i int) {
-			st, err := c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{
-				Node: fmt.Sprintf("node-%05d", i), Labels: map[string]string{"tier": tier},
-				Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)},
-			})
-			if err == nil {
-				_, err = st.Recv()
+			// Like an agent: retry with backoff until the stream delivers
+			// its first state (registration can fail while an election
+			// runs under the connection storm).
+			var st hivev1.CoordinatorService_WatchNodeStateClient
+			var err error
+			for attempt := 0; attempt < 50; attempt++ {
+				st, err = c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{
+					Node: fmt.Sprintf("node-%05d", i), Labels: map[string]string{"tier": tier},
+					Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)},
+				})
+				if err == nil {
+					_, err = st.Recv()
+				}
+				if err == nil {
+					break
+				}
+				time.Sleep(time.Duration(100+attempt*50) * time.Millisecond)
 			}
 			<-sem
 			ready.Done()
@@ -152,6 +164,16 @@ func BenchmarkPushToWatch(b *testing.B) {
 		}
 	}
 	var lat, ackLat []time.Duration
+	if path := os.Getenv("HIVE_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	u := startUsage()
 	b.ResetTimer()
 	for op := 0; op < b.N; op++ {

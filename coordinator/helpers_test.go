@@ -159,7 +159,8 @@ func dialTLS(t testing.TB, addr string, cfg *tls.Config) hivev1.CoordinatorServi
 
 func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10), grpc.WithSharedWriteBuffer(true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -299,6 +299,11 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + 1<<20),
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.ForceServerCodecV2(newCodec()),
+		// Thousands of mostly idle watch connections: small per-connection
+		// buffers, and the write buffer returned to a pool between writes.
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+		grpc.SharedWriteBuffer(true),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
