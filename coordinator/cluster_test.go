@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -390,6 +391,9 @@ func TestClusterAuth(t *testing.T) {
 	if _, err := hivev1.NewClusterServiceClient(conn).Apply(ctx, &hivev1.ApplyRequest{Command: &hivev1.Command{}}); code(err) != codes.PermissionDenied {
 		t.Fatalf("agent cluster apply: %v", err)
 	}
+	if _, err := hivev1.NewClusterServiceClient(conn).GetKeys(ctx, &hivev1.GetKeysRequest{Ids: []string{"x"}}); code(err) != codes.PermissionDenied {
+		t.Fatalf("agent reading keyring keys: %v", err)
+	}
 	// Without a certificate: unauthenticated.
 	nocert, _ := pki.ClientTLSConfig(f.CA, "", "")
 	anon := dialTLS(t, addr, nocert)
@@ -520,5 +524,54 @@ func TestRestoreFromBackup(t *testing.T) {
 	out, err := r.renderer.Render(r.fsm.Store(), render.Facts{Name: "web-1", Labels: map[string]string{"tier": "web"}})
 	if err != nil || string(out.State.GetSecrets()["api-key"]) != "v1" {
 		t.Fatalf("secret after restore: %v %v", out, err)
+	}
+}
+
+// TestKeySharing: servers that each created their own keyring still
+// deliver every secret: a server that lacks the key a value was sealed with
+// fetches it from another coordinator (GetKeys over mutual TLS) and keeps it
+// in its keyring file.
+func TestKeySharing(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{ownKeyrings: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	if _, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("s3cret")}); err != nil {
+		t.Fatal(err)
+	}
+	pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1")})
+	sealedWith := nodes[0].keyring.Primary()
+	if nodes[2].keyring.Has(sealedWith) && nodes[1].keyring.Has(sealedWith) {
+		// Fine either way; the point is that the others did not start with it.
+		t.Log("keys already shared")
+	}
+	agent := tc.dial(t, nodes[2].GRPCAddr(), pki.KindAgent, "web-1")
+	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-1", Labels: map[string]string{"tier": "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *hivev1.NodeState
+	for st.GetGeneration() != 1 {
+		m, err := w.Recv()
+		if err != nil {
+			t.Fatalf("watch on a server without the key: %v", err)
+		}
+		st = m.GetState()
+	}
+	if string(st.GetSecrets()["api-key"]) != "s3cret" {
+		t.Fatalf("secrets = %v", st.GetSecrets())
+	}
+	// The background sync gives the third server the key too, on disk.
+	waitFor(t, 20*time.Second, "every server to hold the key", func() bool {
+		for _, n := range nodes {
+			if !n.keyring.Has(sealedWith) {
+				return false
+			}
+		}
+		return true
+	})
+	data, err := os.ReadFile(filepath.Join(nodes[1].cfg.DataDir, "keyring.json"))
+	if err != nil || !strings.Contains(string(data), sealedWith) {
+		t.Fatalf("keyring file of %s lacks the fetched key: %v", nodes[1].cfg.Name, err)
 	}
 }

@@ -172,6 +172,9 @@ func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 type clusterOpts struct {
 	snapshotThreshold uint64
 	trailingLogs      uint64
+	// ownKeyrings: each server creates its own keyring (as when nobody
+	// distributed a keyring file).
+	ownKeyrings bool
 }
 
 // newCluster starts n TLS servers bootstrapped together, with one shared
@@ -198,6 +201,9 @@ func newCluster(t testing.TB, n int, o clusterOpts) ([]*node, *tlsCluster) {
 		cfg.GossipAddr, cfg.GossipProfile = "127.0.0.1:0", "local"
 		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
 		cfg.KeyringFile = krFile
+		if o.ownKeyrings {
+			cfg.KeyringFile = ""
+		}
 		cfg.Logger = testLogger(t).With("node", name)
 		if o.snapshotThreshold > 0 {
 			cfg.SnapshotThreshold = o.snapshotThreshold

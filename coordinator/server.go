@@ -61,19 +61,21 @@ type Server struct {
 	log  *slog.Logger
 	root *slog.Logger
 
-	fsm       *fsm.FSM
-	raft      *raft.Raft
-	layer     *streamLayer
-	transport *raft.NetworkTransport
-	boltStore *raftboltdb.BoltStore
-	keyring   *keyring.Keyring
-	renderer  *render.Renderer
-	hub       *hub
-	batcher   *batcher
-	metrics   *metrics
-	ca        *pki.CA
-	gossip    *gossip.Gossip
-	existing  bool // raft had state when the server started
+	fsm         *fsm.FSM
+	raft        *raft.Raft
+	layer       *streamLayer
+	transport   *raft.NetworkTransport
+	boltStore   *raftboltdb.BoltStore
+	keyring     *keyring.Keyring
+	keyMu       sync.Mutex // serialises key fetches and keyring saves
+	keyringPath string
+	renderer    *render.Renderer
+	hub         *hub
+	batcher     *batcher
+	metrics     *metrics
+	ca          *pki.CA
+	gossip      *gossip.Gossip
+	existing    bool // raft had state when the server started
 
 	grpcLn   net.Listener
 	httpLn   net.Listener
@@ -135,6 +137,7 @@ func New(cfg Config) (s *Server, err error) {
 		log.Info("created a new secret keyring; every coordinator of the cluster needs this same file", "path", krPath)
 	}
 	s.keyring = kr
+	s.keyringPath = krPath
 
 	var serverTLS, raftServerTLS *tls.Config
 	if cfg.TLSCA != "" || !cfg.Dev {
@@ -181,7 +184,7 @@ func New(cfg Config) (s *Server, err error) {
 		closers = append(closers, func() { s.httpLn.Close() })
 	}
 
-	s.renderer = render.New(kr)
+	s.renderer = render.New(syncOpener{s})
 	s.hub = newHub(cfg.MembershipDebounce)
 	s.fsm = fsm.New(root)
 	s.fsm.OnApply = s.hub.onApply
@@ -384,7 +387,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	bctx, bcancel := context.WithCancel(context.Background())
 	var bwg sync.WaitGroup
-	bwg.Add(4)
+	bwg.Add(5)
+	go func() { defer bwg.Done(); s.keySyncLoop(bctx) }()
+	bwg.Add(1)
+	go func() { defer bwg.Done(); s.recordLoop(bctx) }()
 	go func() { defer bwg.Done(); s.batcher.run(bctx) }()
 	go func() { defer bwg.Done(); s.leaderLoop(bctx) }()
 	go func() { defer bwg.Done(); s.readyLoop(bctx) }()
@@ -483,11 +489,47 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}
 }
 
+// recordCurrent reports whether the replicated record of this server has
+// its current addresses and version.
+func (s *Server) recordCurrent() bool {
+	rec := s.fsm.Store().Coordinator(s.cfg.Name)
+	return rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version
+}
+
+// recordLoop keeps this server's coordinator record current on every
+// server (followers forward it), so that coordinators can reach each other
+// by gRPC (key sharing, members) without gossip.
+func (s *Server) recordLoop(ctx context.Context) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		if !s.recordCurrent() {
+			actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+			_, err := s.commit(actx, &hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{
+				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version,
+			}}})
+			cancel()
+			if err != nil {
+				s.log.Debug("record this coordinator's addresses", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func (s *Server) registerSelf(ctx context.Context) {
 	for attempt := 0; attempt < 50 && s.raft.State() == raft.Leader; attempt++ {
 		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err == nil {
-			rec := s.fsm.Store().Coordinator(s.cfg.Name)
-			if rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version {
+			if s.recordCurrent() {
 				return
 			}
 			_, _, err = s.applyLocal(&hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{
