@@ -82,11 +82,16 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 // BenchmarkPushToWatch measures push-to-watch propagation: N watchers
-// (HIVE_BENCH_WATCHERS, default 1000), each on its own TLS connection,
+// (HIVE_BENCH_WATCHERS, default 1000; HIVE_BENCH_LB of them, default 10,
+// are load balancers whose addresses every web node's firewall lists),
+// each on its own TLS connection,
 // spread over a 3-server cluster; each op is one push (through a
 // follower), timed until every watcher has received the new generation.
 func BenchmarkPushToWatch(b *testing.B) {
 	n := envInt("HIVE_BENCH_WATCHERS", 1000)
+	// The first lbs nodes are tier=lb, the others tier=web, whose firewall
+	// rule is rendered with every lb node's address.
+	lbs := envInt("HIVE_BENCH_LB", 10)
 	nodes, tc := quietCluster(b, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -110,7 +115,7 @@ func BenchmarkPushToWatch(b *testing.B) {
 		srv := nodes[i%3]
 		c := tc.dial(b, srv.GRPCAddr(), pki.KindAdmin, "bench")
 		tier := "web"
-		if i%2 == 1 {
+		if i < lbs {
 			tier = "lb"
 		}
 		go func(i int) {
@@ -215,6 +220,7 @@ func BenchmarkPushToWatch(b *testing.B) {
 	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(n), "watchers")
+	b.ReportMetric(float64(lbs), "lb-nodes")
 	b.ReportMetric(float64(percentile(ackLat, 0.50).Microseconds())/1000, "push-ack-p50-ms")
 	u.report(b)
 	runtime.GC()

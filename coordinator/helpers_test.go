@@ -20,13 +20,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// tlog is a slog handler writing to t.Log.
-type tlog struct {
-	t  testing.TB
-	mu *sync.Mutex
-	h  slog.Handler
-}
-
 func testLogger(t testing.TB) *slog.Logger {
 	w := &tWriter{t: t}
 	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
@@ -47,8 +40,6 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-var _ = tlog{}
 
 // node is a running test server.
 type node struct {
@@ -160,7 +151,7 @@ func dialTLS(t testing.TB, addr string, cfg *tls.Config) hivev1.CoordinatorServi
 func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10), grpc.WithSharedWriteBuffer(true))
+		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -303,10 +303,9 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.ForceServerCodecV2(newCodec()),
 		// Thousands of mostly idle watch connections: small per-connection
-		// buffers, and the write buffer returned to a pool between writes.
+		// buffers (the write buffer is shared between writes by default).
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
-		grpc.SharedWriteBuffer(true),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
