@@ -389,6 +389,14 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	for _, n := range names {
 		ns := nodeStatus(n, reports[n.GetName()], cur)
 		ns.Gossip = gs[n.GetName()]
+		// A site that cannot be rendered for the node (conflicting roles,
+		// a missing requirement) is an error the operator must see here:
+		// the node's watch fails with it and the node never converges.
+		if cur != nil && st.Node(n.GetName()) != nil {
+			if _, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()}); err != nil {
+				ns.Errors = append(ns.Errors, err.Error())
+			}
+		}
 		resp.Nodes = append(resp.Nodes, ns)
 	}
 	sort.Slice(resp.Nodes, func(i, j int) bool { return resp.Nodes[i].Name < resp.Nodes[j].Name })
