@@ -72,6 +72,21 @@ func pushRetry(ctx context.Context, t *testing.T, c hivev1.CoordinatorServiceCli
 	}
 }
 
+// retryUnavailable calls f until it succeeds, retrying on Unavailable.
+func retryUnavailable(ctx context.Context, t *testing.T, f func() error) {
+	t.Helper()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestClusterForwardWatchStatus: a push through a follower is forwarded,
 // committed and acknowledged; every server has it; a follower serves a
 // watch that sees the push; status reads agree on every server.
@@ -92,10 +107,7 @@ func TestClusterForwardWatchStatus(t *testing.T) {
 	}
 
 	admin := tc.dial(t, f[0].GRPCAddr(), pki.KindAdmin, "alice")
-	p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("1.0"), Message: "via follower"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1.0"), Message: "via follower"})
 	if p.GetGeneration() != 1 {
 		t.Fatalf("push = %v", p)
 	}
@@ -222,15 +234,13 @@ func TestClusterRestartAll(t *testing.T) {
 	admin := tc.dial(t, nodes[1].GRPCAddr(), pki.KindAdmin, "alice")
 	acked := map[uint64]string{}
 	for i := 0; i < 3; i++ {
-		p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), BaseGeneration: uint64(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), BaseGeneration: uint64(i)})
 		acked[p.GetGeneration()] = p.GetSha256()
 	}
-	if _, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v")}); err != nil {
-		t.Fatal(err)
-	}
+	retryUnavailable(ctx, t, func() error {
+		_, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v")})
+		return err
+	})
 	var cfgs []Config
 	for _, n := range nodes {
 		cfg := n.cfg
@@ -247,9 +257,9 @@ func TestClusterRestartAll(t *testing.T) {
 	checkGenerations(t, again, 3, acked)
 	l := leader(t, again)
 	admin = tc.dial(t, again[0].GRPCAddr(), pki.KindAdmin, "alice")
-	p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("after"), BaseGeneration: 3})
-	if err != nil || p.GetGeneration() != 4 {
-		t.Fatalf("push after restart = %v, %v (leader %s)", p, err, l.cfg.Name)
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("after"), BaseGeneration: 3})
+	if p.GetGeneration() != 4 {
+		t.Fatalf("push after restart = %v (leader %s)", p, l.cfg.Name)
 	}
 	if l.fsm.Store().Secret("api-key") == nil {
 		t.Fatal("secret lost across restart")
@@ -402,9 +412,7 @@ func TestClusterAuth(t *testing.T) {
 	}
 	// Admin writes.
 	admin := tc.dial(t, addr, pki.KindAdmin, "alice")
-	if _, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("x")}); err != nil {
-		t.Fatalf("admin push: %v", err)
-	}
+	pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("x")})
 }
 
 // TestRecoverSingleSurvivor: two of three servers are lost for good; the
@@ -462,9 +470,10 @@ func TestRestoreFromBackup(t *testing.T) {
 	defer cancel()
 	n := nodes[0]
 	admin := tc.dial(t, n.GRPCAddr(), pki.KindAdmin, "alice")
-	if _, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v1")}); err != nil {
-		t.Fatal(err)
-	}
+	retryUnavailable(ctx, t, func() error {
+		_, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v1")})
+		return err
+	})
 	acked := map[uint64]string{}
 	for i := 0; i < 8; i++ {
 		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
@@ -536,9 +545,10 @@ func TestKeySharing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
-	if _, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("s3cret")}); err != nil {
-		t.Fatal(err)
-	}
+	retryUnavailable(ctx, t, func() error {
+		_, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("s3cret")})
+		return err
+	})
 	pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1")})
 	sealedWith := nodes[0].keyring.Primary()
 	if nodes[2].keyring.Has(sealedWith) && nodes[1].keyring.Has(sealedWith) {
