@@ -230,6 +230,22 @@ func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) e
 	}
 	m := map[string]any{}
 	flatten("", raw, m)
+	// Keys of the first packaged coordinator.yaml: node (the name) and
+	// bootstrap (true: this server bootstraps alone, the others join it).
+	if v, ok := m["node"]; ok {
+		if _, dup := m["name"]; !dup {
+			m["name"] = v
+		}
+		delete(m, "node")
+	}
+	if v, ok := m["bootstrap"]; ok {
+		if b, _ := v.(bool); b {
+			if _, dup := m["bootstrap-expect"]; !dup {
+				m["bootstrap-expect"] = 1
+			}
+		}
+		delete(m, "bootstrap")
+	}
 	for k, v := range m {
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
@@ -248,6 +264,11 @@ func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) e
 			vals = []string{strconv.FormatBool(x)}
 		case nil:
 			continue
+		case string:
+			if x == "" && k == "name" {
+				continue // empty: keep the default (the host name)
+			}
+			vals = []string{x}
 		default:
 			vals = []string{fmt.Sprint(x)}
 		}

@@ -143,3 +143,25 @@ func TestSystemdNotify(t *testing.T) {
 		got[string(buf[:n])] = true
 	}
 }
+
+// TestPackagedConfig: the coordinator.yaml the packages install parses, and
+// its keys land on the flags.
+func TestPackagedConfig(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	name := fs.String("name", "host", "")
+	dataDir := fs.String("data-dir", "", "")
+	for _, f := range []string{"grpc-addr", "raft-addr", "gossip-addr", "http-addr", "tls-ca", "tls-cert", "tls-key"} {
+		fs.String(f, "", "")
+	}
+	fs.StringArray("join", nil, "")
+	expect := fs.Int("bootstrap-expect", 0, "")
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "coordinator.yaml"), map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 0 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
+		t.Fatalf("name %q data %q expect %d tls-ca %q", *name, *dataDir, *expect, fs.Lookup("tls-ca").Value)
+	}
+}
