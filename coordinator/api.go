@@ -247,6 +247,26 @@ func (s *Server) registerNode(ctx context.Context, name string, labels map[strin
 	return err
 }
 
+// registerTimeout bounds the registration a watch waits for.
+const registerTimeout = 3 * time.Second
+
+// registerLater retries a node's registration until it succeeds or ctx
+// (the watch stream) ends.
+func (s *Server) registerLater(ctx context.Context, node string, req *hivev1.WatchNodeStateRequest) {
+	backoff := 500 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if err := s.registerNode(ctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion()); err == nil {
+			return
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
 func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.CoordinatorService_WatchNodeStateServer) error {
 	s := a.s
 	ctx := stream.Context()
@@ -260,8 +280,19 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	if err := pki.ValidateName(node); err != nil {
 		return status.Errorf(codes.InvalidArgument, "node name: %v", err)
 	}
-	if err := s.registerNode(ctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion()); err != nil {
-		return toStatus(fmt.Errorf("register node %s: %w", node, err))
+	// Record the node's facts through raft. Without a leader (no quorum)
+	// the watch is still served from this server's state, a read, and the
+	// registration is retried in the background while the stream lasts.
+	rctx, rcancel := context.WithTimeout(ctx, registerTimeout)
+	err := s.registerNode(rctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion())
+	rcancel()
+	if err != nil {
+		var re *rejection
+		if errors.As(err, &re) || ctx.Err() != nil {
+			return toStatus(fmt.Errorf("register node %s: %w", node, err))
+		}
+		s.log.Warn("watch served before the node could be registered; retrying in the background", "node", node, "err", err)
+		go s.registerLater(ctx, node, req)
 	}
 	s.metrics.watchers.Inc()
 	defer s.metrics.watchers.Dec()

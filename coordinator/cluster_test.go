@@ -585,3 +585,39 @@ func TestKeySharing(t *testing.T) {
 		t.Fatalf("keyring file of %s lacks the fetched key: %v", nodes[1].cfg.Name, err)
 	}
 }
+
+// TestWatchWithoutQuorum: with two of three servers gone the survivor has
+// no leader, yet it still serves watches from its state (reads need no
+// quorum); the node's registration waits for a leader in the background.
+func TestWatchWithoutQuorum(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1")})
+	checkGenerations(t, nodes, p.GetGeneration(), nil)
+	l := leader(t, nodes)
+	var survivor *node
+	for _, n := range nodes {
+		if n != l && survivor == nil {
+			survivor = n
+			continue
+		}
+		n.stop(t)
+	}
+	agent := tc.dial(t, survivor.GRPCAddr(), pki.KindAgent, "web-9")
+	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-9", Labels: map[string]string{"tier": "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.Recv()
+	if err != nil || m.GetState().GetGeneration() != p.GetGeneration() {
+		t.Fatalf("watch without quorum = %v, %v", m, err)
+	}
+	// Writes, on the other hand, are refused as unavailable.
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	defer scancel()
+	if _, err := tc.dial(t, survivor.GRPCAddr(), pki.KindAdmin, "alice").Push(sctx, &hivev1.PushRequest{Site: testSite("2")}); err == nil {
+		t.Fatal("push acknowledged without a quorum")
+	}
+}
