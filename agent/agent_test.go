@@ -454,3 +454,39 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCacheFile feeds arbitrary bytes as the cached state: loading never
+// panics, and anything that loads was sealed by SaveState (so it
+// round-trips).
+func FuzzCacheFile(f *testing.F) {
+	dir := f.TempDir()
+	c, _ := agent.OpenCache(dir, nil)
+	c.SaveState(testState(1, "/etc/a"))
+	good, _ := os.ReadFile(filepath.Join(dir, agent.StateFile))
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte("hive-agent-cache/1 " + strings.Repeat("0", 64) + "\n"))
+	f.Add(good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		c, _ := agent.OpenCache(dir, nil)
+		os.WriteFile(filepath.Join(dir, agent.StateFile), data, 0o600)
+		st, err := c.LoadState()
+		if err != nil {
+			if !errors.Is(err, agent.ErrCorrupt) {
+				t.Fatalf("error is not ErrCorrupt: %v", err)
+			}
+			return
+		}
+		if st == nil {
+			t.Fatal("no error and no state for an existing file")
+		}
+		if err := c.SaveState(st); err != nil {
+			t.Fatal(err)
+		}
+		again, err := c.LoadState()
+		if err != nil || !proto.Equal(st, again) {
+			t.Fatalf("round trip: %v", err)
+		}
+	})
+}
