@@ -373,6 +373,14 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 			r.PublishedSecrets = p
 		}
 	}
+	a.statsMu.Lock()
+	a.stats.Runs++
+	if !ok {
+		a.stats.FailedRuns++
+	}
+	a.stats.LastTrigger = reason
+	a.stats.LastGeneration = r.Generation
+	a.statsMu.Unlock()
 	if err := a.cache.SaveApplied(Applied{Generation: r.Generation, Hash: r.StateHash, Phase: r.Phase.String(), Finished: finished, Seq: r.Seq}); err != nil {
 		a.log.Error("cannot record the applied state", "err", err)
 	}
@@ -406,14 +414,6 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		"planned", counts[hivev1.Outcome_OUTCOME_PLANNED], "drift", drift,
 		"took", finished.Sub(started).Round(time.Microsecond), "err", err, "failures", failures)
 
-	a.statsMu.Lock()
-	a.stats.Runs++
-	if !ok {
-		a.stats.FailedRuns++
-	}
-	a.stats.LastTrigger = reason
-	a.stats.LastGeneration = r.Generation
-	a.statsMu.Unlock()
 
 	if a.deps.OpenWindow != nil {
 		if w := a.deps.OpenWindow(); w != nil {

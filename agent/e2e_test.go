@@ -213,7 +213,9 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	t.Logf("queued while offline: %v", queued)
 
 	// Coordinator back on the same address and data: the agent reconnects
-	// by itself and delivers the queue.
+	// by itself and delivers the queue, and does not apply the unchanged
+	// state again (it resumes with the hash it holds).
+	runsOffline := a.Stats().Runs
 	offline := time.Now()
 	co = startCoordinator(t, coordDir, addr, raftAddr)
 	waitFor(t, "queue delivered", 30*time.Second, func() bool {
@@ -227,5 +229,69 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	if a.Stats().ReportsSent < 4 {
 		t.Errorf("reports sent = %d", a.Stats().ReportsSent)
 	}
+	time.Sleep(200 * time.Millisecond)
+	if s := a.Stats(); s.Runs != runsOffline || s.Reconnects < 1 {
+		t.Errorf("after reconnecting: runs %d (want %d: unchanged state not re-applied), reconnects %d", s.Runs, runsOffline, s.Reconnects)
+	}
 	t.Logf("last queued seq %d delivered; stats %+v", lastSeq, a.Stats())
+}
+
+// TestSwitchCoordinator: two coordinators with the same site; when the
+// one the agent watches stops, the agent switches to the other, does not
+// re-apply the unchanged state, and reports there.
+func TestSwitchCoordinator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts coordinators")
+	}
+	cos := []*devCoordinator{
+		startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"),
+		startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"),
+	}
+	var addrs []string
+	for _, c := range cos {
+		addrs = append(addrs, c.srv.GRPCAddr())
+		push(t, c.srv.GRPCAddr(), "same")
+	}
+	root := t.TempDir()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Name, cfg.Root, cfg.Coordinators = "web-1", root, addrs
+	deps, err := agent.NewEngine(cfg, cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	first := -1
+	waitFor(t, "converged on one coordinator", 20*time.Second, func() bool {
+		for i, c := range cos {
+			if nodeStatus(t, c.srv.GRPCAddr(), "web-1").GetPhase() == hivev1.Phase_PHASE_CONVERGED {
+				first = i
+				return true
+			}
+		}
+		return false
+	})
+	runs := a.Stats().Runs
+	cos[first].stop()
+	other := cos[1-first].srv.GRPCAddr()
+	// The other coordinator gets a watch (it registers the node) but the
+	// same state is not applied again.
+	waitFor(t, "watching the other coordinator", 20*time.Second, func() bool {
+		return nodeStatus(t, other, "web-1") != nil && a.Stats().Reconnects >= 1
+	})
+	time.Sleep(300 * time.Millisecond)
+	if got := a.Stats().Runs; got != runs {
+		t.Fatalf("runs went from %d to %d after switching: the unchanged state was re-applied", runs, got)
+	}
+	a.Trigger(agent.TriggerSignal)
+	waitFor(t, "report on the other coordinator", 20*time.Second, func() bool {
+		return nodeStatus(t, other, "web-1").GetPhase() == hivev1.Phase_PHASE_CONVERGED
+	})
 }
