@@ -414,7 +414,6 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		"planned", counts[hivev1.Outcome_OUTCOME_PLANNED], "drift", drift,
 		"took", finished.Sub(started).Round(time.Microsecond), "err", err, "failures", failures)
 
-
 	if a.deps.OpenWindow != nil {
 		if w := a.deps.OpenWindow(); w != nil {
 			go a.confirmWindow(ctx, w)
