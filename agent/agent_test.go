@@ -222,7 +222,7 @@ func TestFailedRunRetriedWithBackoff(t *testing.T) {
 	// Delays are jittered in [d/2, d] with d doubling from RetryMin.
 	for i, d := range []time.Duration{cfg.RetryMin, 2 * cfg.RetryMin, 4 * cfg.RetryMin} {
 		gap := runs[i+1].Sub(runs[i])
-		if gap < d/2 || gap > d+150*time.Millisecond {
+		if gap < d/2 || gap > d+time.Second { // generous upper bound: shared CI machines
 			t.Errorf("retry %d after %v, want within [%v, %v]", i+1, gap, d/2, d)
 		}
 	}
