@@ -379,6 +379,23 @@ func TestCacheRoundTripAndAtomicity(t *testing.T) {
 	}
 }
 
+func TestCrashLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := agent.OpenCache(dir, nil)
+	c.SaveState(testState(1, "/etc/a"))
+	// A crash between create and rename leaves a temporary file; the
+	// cache is still whole and the leftover is removed at the next open.
+	left := filepath.Join(dir, "."+agent.StateFile+".tmp-123")
+	os.WriteFile(left, []byte("half"), 0o600)
+	c, _ = agent.OpenCache(dir, nil)
+	if _, err := os.Stat(left); err == nil {
+		t.Error("leftover temporary file kept")
+	}
+	if st, err := c.LoadState(); err != nil || st.GetGeneration() != 1 {
+		t.Fatalf("state after crash: %v, %v", st, err)
+	}
+}
+
 func TestCorruptCacheIgnored(t *testing.T) {
 	good := testState(4, "/etc/a")
 	for _, tc := range []struct {

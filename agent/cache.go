@@ -68,6 +68,14 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Temporary files of writes cut short by a crash are never read: drop
+	// them.
+	for _, d := range []string{dir, filepath.Join(dir, ReportsDir)} {
+		tmps, _ := filepath.Glob(filepath.Join(d, ".*.tmp-*"))
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
 	return &Cache{dir: dir, log: log}, nil
 }
 

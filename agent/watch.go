@@ -25,7 +25,8 @@ type connHolder struct {
 }
 
 // candidates returns coordinator gRPC addresses: gossip's alive
-// coordinators, then the static ones, shuffled (so thousands of agents
+// coordinators and the static ones (or, when there are none, the
+// coordinators gossip last saw), shuffled (so thousands of agents
 // spread over the coordinators), with avoid moved to the end.
 func (a *Agent) candidates(avoid string) []string {
 	var out []string
@@ -39,6 +40,19 @@ func (a *Agent) candidates(avoid string) []string {
 	for _, s := range a.cfg.Coordinators {
 		if n, err := client.NormalizeAddr(s); err == nil && !slices.Contains(out, n) {
 			out = append(out, n)
+		}
+	}
+	if len(out) == 0 && a.gossip != nil {
+		// No coordinator alive in gossip: try those gossip last saw (dead
+		// or left). A restarted coordinator answers gRPC before the pools
+		// have merged again, so the agent reports as soon as it is back.
+		for _, m := range a.gossip.Members() {
+			if m.Meta.GetKind() != hivev1.MemberKind_MEMBER_KIND_COORDINATOR {
+				continue
+			}
+			if n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr()); err == nil && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
 		}
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })

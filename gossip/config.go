@@ -82,7 +82,7 @@ func DefaultConfig() Config {
 		Profile:        ProfileLAN,
 		JoinBackoffMin: 500 * time.Millisecond,
 		JoinBackoffMax: 30 * time.Second,
-		RejoinInterval: 30 * time.Second,
+		RejoinInterval: 15 * time.Second,
 		DeadRetention:  time.Hour,
 		LeaveTimeout:   3 * time.Second,
 	}
