@@ -408,11 +408,18 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	if !ok {
 		lvl = slog.LevelWarn
 	}
-	a.log.Log(ctx, lvl, "run finished", "trigger", reason, "generation", r.Generation, "phase", r.Phase.String(),
+	attrs := []any{"trigger", reason, "generation", r.Generation, "phase", r.Phase.String(),
 		"ok", counts[hivev1.Outcome_OUTCOME_OK], "changed", counts[hivev1.Outcome_OUTCOME_CHANGED],
 		"failed", counts[hivev1.Outcome_OUTCOME_FAILED], "skipped", counts[hivev1.Outcome_OUTCOME_SKIPPED],
 		"planned", counts[hivev1.Outcome_OUTCOME_PLANNED], "drift", drift,
-		"took", finished.Sub(started).Round(time.Microsecond), "err", err, "failures", failures)
+		"took", finished.Sub(started).Round(time.Microsecond)}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	if len(failures) > 0 {
+		attrs = append(attrs, "failures", failures)
+	}
+	a.log.Log(ctx, lvl, "run finished", attrs...)
 
 	if a.deps.OpenWindow != nil {
 		if w := a.deps.OpenWindow(); w != nil {
