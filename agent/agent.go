@@ -149,6 +149,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		gc.Logger = cfg.Logger
 		gc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: cfg.Labels, Version: version.Version}
 		g, err := gossip.New(gc)
+		if errors.Is(err, gossip.ErrMetaTooLarge) {
+			// Labels reach the coordinators through the watch anyway;
+			// gossip only shows them in `hivectl members`.
+			a.log.Warn("labels do not fit gossip metadata; advertising none through gossip", "err", err)
+			gc.Meta.Labels = nil
+			g, err = gossip.New(gc)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hivefleet/hive/agent"
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/gossip"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -116,6 +118,7 @@ func testConfig(t *testing.T, dir string) agent.Config {
 	cfg.Interval = time.Hour
 	cfg.RetryMin, cfg.RetryMax = 20*time.Millisecond, 80*time.Millisecond
 	cfg.ReconnectMin, cfg.ReconnectMax = 50*time.Millisecond, 200*time.Millisecond
+	cfg.ReconnectSpread = 100 * time.Millisecond
 	cfg.StopGrace = time.Second
 	cfg.Logger = testLogger(t)
 	return cfg
@@ -506,4 +509,26 @@ func FuzzCacheFile(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// Labels too large for gossip metadata do not stop the agent.
+func TestLabelsTooLargeForGossip(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	g := gossip.DefaultConfig()
+	g.BindAddr = "127.0.0.1:0"
+	cfg.Gossip = &g
+	cfg.Labels = map[string]string{}
+	for i := range 60 {
+		cfg.Labels[fmt.Sprintf("label-%02d", i)] = strings.Repeat("v", 20)
+	}
+	a, err := agent.New(cfg, agent.Deps{Engine: &fakeEngine{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Gossip().Close()
+	for _, m := range a.Gossip().Members() {
+		if m.Self && (m.Meta.GetKind() != hivev1.MemberKind_MEMBER_KIND_AGENT || len(m.Meta.GetLabels()) != 0) {
+			t.Fatalf("self meta = %v", m.Meta)
+		}
+	}
 }

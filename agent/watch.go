@@ -125,11 +125,15 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.statsMu.Lock()
 		a.stats.Reconnects++
 		a.statsMu.Unlock()
-		if got || time.Since(began) > 30*time.Second {
-			backoff = a.cfg.ReconnectMin
-		}
 		avoid = conn.Addr
 		wait := backoffJitter(backoff)
+		if got || time.Since(began) > 30*time.Second {
+			// A healthy stream ended (the coordinator stopped or was cut
+			// off): reconnect after a random delay in [0, spread), so
+			// its agents do not all arrive elsewhere at the same moment.
+			backoff = a.cfg.ReconnectMin
+			wait = rand.N(a.cfg.ReconnectSpread + 1)
+		}
 		a.log.Warn("watch stream lost, switching coordinator", "coordinator", conn.Addr, "retry_in", wait.Round(time.Millisecond), "err", err)
 		a.sleep(ctx, wait, nil)
 		backoff = min(backoff*2, a.cfg.ReconnectMax)
