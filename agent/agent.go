@@ -75,6 +75,8 @@ type Agent struct {
 	wake    chan struct{}     // run loop wake-up (cap 1)
 
 	conn       atomic.Pointer[connHolder]
+	remembered []string      // coordinators known in the last session (read-only after New)
+	saved      string        // last saved coordinator list, watch goroutine only
 	reportWake chan struct{} // reporter wake-up (cap 1)
 	seq        atomic.Uint64
 
@@ -142,6 +144,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		seq = max(seq, q[len(q)-1])
 	}
 	a.seq.Store(seq)
+	if rem, err := c.LoadCoordinators(); err != nil {
+		a.log.Warn("ignoring the remembered coordinator list", "err", err)
+	} else {
+		a.remembered = rem
+	}
 
 	if cfg.Gossip != nil {
 		gc := *cfg.Gossip

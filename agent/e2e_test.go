@@ -11,6 +11,7 @@ import (
 	"github.com/hivefleet/hive/agent"
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/coordinator"
+	"github.com/hivefleet/hive/gossip"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/site"
 )
@@ -294,4 +295,84 @@ func TestSwitchCoordinator(t *testing.T) {
 	waitFor(t, "report on the other coordinator", 20*time.Second, func() bool {
 		return nodeStatus(t, other, "web-1").GetPhase() == hivev1.Phase_PHASE_CONVERGED
 	})
+}
+
+// TestRememberedCoordinators: restarted where gossip finds nobody yet, the
+// agent reaches the coordinators it remembered from its last session.
+func TestRememberedCoordinators(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a coordinator")
+	}
+	co := startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	push(t, co.srv.GRPCAddr(), "remembered")
+	cfg := testConfig(t, t.TempDir())
+	c, _ := agent.OpenCache(cfg.DataDir, nil)
+	if err := c.SaveCoordinators([]string{co.srv.GRPCAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	g := gossip.DefaultConfig()
+	g.BindAddr, g.Join = "127.0.0.1:0", []string{"127.0.0.1:1"} // nobody there
+	cfg.Gossip, cfg.Coordinators = &g, nil
+	eng := &fakeEngine{}
+	a, _ := startAgent(t, cfg, eng, nil)
+	select {
+	case <-a.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not reach the remembered coordinator")
+	}
+	if s := a.Stats(); s.LastGeneration != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestGossipDiscovery: with one gossip join address and no coordinator
+// address, the agent learns the coordinator's gRPC address from gossip
+// metadata, converges, and remembers the coordinator for a restart.
+func TestGossipDiscovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a coordinator")
+	}
+	co := startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	push(t, co.srv.GRPCAddr(), "gossip")
+	// A gossip member advertising the coordinator (as hive-coordinator
+	// does for itself).
+	mc := gossip.DefaultConfig()
+	mc.Name, mc.BindAddr, mc.Profile = "c1", "127.0.0.1:0", gossip.ProfileLocal
+	mc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, GrpcAddr: co.srv.GRPCAddr()}
+	member, err := gossip.New(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	go member.Run(mctx)
+
+	cfg := testConfig(t, t.TempDir())
+	g := gossip.DefaultConfig()
+	g.BindAddr, g.Join, g.Profile = "127.0.0.1:0", []string{member.LocalAddr()}, gossip.ProfileLocal
+	cfg.Gossip, cfg.Coordinators = &g, nil
+	eng := &fakeEngine{}
+	a, stop := startAgent(t, cfg, eng, nil)
+	select {
+	case <-a.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not find the coordinator through gossip")
+	}
+	if _, ok := find(member.Members(), "n1"); !ok {
+		t.Error("the coordinator's gossip member does not see the agent")
+	}
+	stop()
+	c, _ := agent.OpenCache(cfg.DataDir, nil)
+	if got, err := c.LoadCoordinators(); err != nil || len(got) != 1 || got[0] != co.srv.GRPCAddr() {
+		t.Fatalf("remembered coordinators = %v, %v", got, err)
+	}
+}
+
+func find(ms []gossip.Member, name string) (gossip.Member, bool) {
+	for _, m := range ms {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return gossip.Member{}, false
 }

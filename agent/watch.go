@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,7 +27,8 @@ type connHolder struct {
 
 // candidates returns coordinator gRPC addresses: gossip's alive
 // coordinators and the static ones (or, when there are none, the
-// coordinators gossip last saw), shuffled (so thousands of agents
+// coordinators gossip last saw, else those remembered from the last
+// session), shuffled (so thousands of agents
 // spread over the coordinators), with avoid moved to the end.
 func (a *Agent) candidates(avoid string) []string {
 	var out []string
@@ -54,6 +56,10 @@ func (a *Agent) candidates(avoid string) []string {
 				out = append(out, n)
 			}
 		}
+	}
+	if len(out) == 0 {
+		// A restart before gossip found anyone: the last session's list.
+		out = append(out, a.remembered...)
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	if i := slices.Index(out, avoid); i >= 0 && len(out) > 1 {
@@ -111,6 +117,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		}
 		h := &connHolder{conn: conn}
 		a.conn.Store(h)
+		a.rememberCoordinators()
 		select {
 		case a.reportWake <- struct{}{}:
 		default:
@@ -306,4 +313,29 @@ func (a *Agent) flush(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// rememberCoordinators saves the coordinators gossip knows (alive ones),
+// when the list changed, so that a restarted agent can reach them before
+// gossip has joined. Called from the watch goroutine.
+func (a *Agent) rememberCoordinators() {
+	if a.gossip == nil {
+		return
+	}
+	var addrs []string
+	for _, m := range a.gossip.Coordinators() {
+		if n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr()); err == nil {
+			addrs = append(addrs, n)
+		}
+	}
+	slices.Sort(addrs)
+	key := strings.Join(addrs, ",")
+	if len(addrs) == 0 || key == a.saved {
+		return
+	}
+	if err := a.cache.SaveCoordinators(addrs); err != nil {
+		a.log.Warn("cannot remember the coordinators", "err", err)
+		return
+	}
+	a.saved = key
 }
