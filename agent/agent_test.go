@@ -56,7 +56,6 @@ type fakeEngine struct {
 	runs       []time.Time
 	failFirst  int
 	gate       chan struct{} // when non-nil, each run waits for a receive
-	honourCtx  bool
 	ctxErrs    []error
 }
 

@@ -218,7 +218,7 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	// state again (it resumes with the hash it holds).
 	runsOffline := a.Stats().Runs
 	offline := time.Now()
-	co = startCoordinator(t, coordDir, addr, raftAddr)
+	startCoordinator(t, coordDir, addr, raftAddr) // stopped by its cleanup
 	waitFor(t, "queue delivered", 30*time.Second, func() bool {
 		q, _ := cache.Queued()
 		return len(q) == 0
