@@ -77,6 +77,9 @@ func TestMain(m *testing.M) {
 	if systemdRoot.dir != "" {
 		os.RemoveAll(filepath.Dir(systemdRoot.dir))
 	}
+	if builtBinaries.dir != "" {
+		os.RemoveAll(builtBinaries.dir)
+	}
 	os.Exit(code)
 }
 
