@@ -70,7 +70,7 @@ buf-lint: tools
 	$(BUF) lint
 
 .PHONY: test
-test: vet buf-lint check-generated build ## vet, buf lint, generated-code check, go test -race ./...
+test: vet buf-lint check-generated check-tidy build ## vet, buf lint, generated-code and go.mod tidiness checks, go test -race ./...
 	$(GO) test -race -count=1 -timeout 60m $(GOTEST_FLAGS) ./...
 
 .PHONY: test-short
@@ -105,6 +105,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 .PHONY: bench
 bench: ## benchmarks with figures printed
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: bench-repo
+bench-repo: ## hive-repo vs createrepo_c and apt-ftparchive (2,000 and 10,000 packages, corpus cached), ratios printed
+	HIVE_BENCH_10K=$${HIVE_BENCH_10K-1} $(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-5x} -timeout 60m ./repo/
 
 .PHONY: demo
 demo: build ## run the local site demo (coordinators, agents, a push, status)

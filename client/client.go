@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,7 +93,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// NormalizeAddr trims addr and adds the default port when it has none.
+// NormalizeAddr trims addr and adds the default port when it has none. It
+// refuses URLs, spaces, empty hosts and ports outside 1-65535.
 func NormalizeAddr(addr string) (string, error) {
 	a := strings.TrimSpace(addr)
 	if a == "" {
@@ -101,20 +103,32 @@ func NormalizeAddr(addr string) (string, error) {
 	if strings.Contains(a, "://") {
 		return "", fmt.Errorf("coordinator address %q: want host:port, not a URL", addr)
 	}
+	if strings.IndexFunc(a, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", fmt.Errorf("coordinator address %q: contains spaces or control characters", addr)
+	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
 		// No port: a bare host name, IPv4 or IPv6 address.
-		h := strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
-		if strings.HasPrefix(a, "[") != strings.HasSuffix(a, "]") || strings.ContainsAny(h, "[]") {
+		host = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+		if strings.HasPrefix(a, "[") != strings.HasSuffix(a, "]") || strings.ContainsAny(host, "[]") {
 			return "", fmt.Errorf("coordinator address %q: %w", addr, err)
 		}
-		return net.JoinHostPort(h, DefaultPort), nil
+		if host == "" {
+			return "", fmt.Errorf("coordinator address %q: empty host", addr)
+		}
+		return net.JoinHostPort(host, DefaultPort), nil
 	}
 	if host == "" {
+		if strings.HasPrefix(a, "[") {
+			return "", fmt.Errorf("coordinator address %q: empty host", addr)
+		}
 		host = "127.0.0.1"
 	}
 	if port == "" {
 		port = DefaultPort
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("coordinator address %q: port %q is not a number from 1 to 65535", addr, port)
 	}
 	return net.JoinHostPort(host, port), nil
 }
@@ -124,7 +138,11 @@ type Conn struct {
 	hivev1.CoordinatorServiceClient
 	// Addr is the address that answered.
 	Addr string
-	cc   *grpc.ClientConn
+	// Serving is false when the coordinator answered NOT_SERVING (still
+	// starting, or waiting for its cluster to elect a first leader): its
+	// reads may answer from an empty or old state and writes will fail.
+	Serving bool
+	cc      *grpc.ClientConn
 }
 
 // ClientConn returns the underlying gRPC connection (for other services
@@ -176,8 +194,10 @@ func (e *DialError) Unwrap() []error {
 }
 
 // Dial connects to the first address in cfg.Addrs whose coordinator
-// answers a health check (SERVING, or a server without the health service).
-// It returns a *DialError listing every attempt when none answers.
+// answers a health check with SERVING (or has no health service). When
+// none is SERVING but some answered NOT_SERVING, it returns the first of
+// those with Conn.Serving false. It returns a *DialError listing every
+// attempt when none answers at all.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -201,16 +221,31 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}, cfg.DialOptions...)
 
 	dErr := &DialError{}
+	var fallback *Conn // first NOT_SERVING answer
 	for _, raw := range cfg.Addrs {
 		addr, _ := NormalizeAddr(raw) // validated above
 		conn, err := try(ctx, addr, cfg.AttemptTimeout, opts)
 		if err == nil {
-			return conn, nil
+			if conn.Serving {
+				if fallback != nil {
+					fallback.Close()
+				}
+				return conn, nil
+			}
+			if fallback == nil {
+				fallback = conn
+			} else {
+				conn.Close()
+			}
+			continue
 		}
 		dErr.Attempts = append(dErr.Attempts, AttemptError{Addr: addr, Err: err})
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if fallback != nil {
+		return fallback, nil
 	}
 	return nil, dErr
 }
@@ -225,18 +260,21 @@ func try(ctx context.Context, addr string, timeout time.Duration, opts []grpc.Di
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(cc).Check(actx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(false))
+	serving := true
 	switch {
 	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING:
+	case err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING:
+		serving = false
 	case err == nil:
 		cc.Close()
-		return nil, fmt.Errorf("health %s", resp.GetStatus())
+		return nil, fmt.Errorf("health status %s", resp.GetStatus())
 	case status.Code(err) == codes.Unimplemented:
 		// Answering, without a health service.
 	default:
 		cc.Close()
 		return nil, cleanErr(err)
 	}
-	return &Conn{CoordinatorServiceClient: hivev1.NewCoordinatorServiceClient(cc), Addr: addr, cc: cc}, nil
+	return &Conn{CoordinatorServiceClient: hivev1.NewCoordinatorServiceClient(cc), Addr: addr, Serving: serving, cc: cc}, nil
 }
 
 // cleanErr turns a gRPC connection error into a shorter one: the status

@@ -34,7 +34,7 @@ func TestNormalizeAddr(t *testing.T) {
 			t.Errorf("NormalizeAddr(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "  ", "http://x:1", "[::1"} {
+	for _, bad := range []string{"", "  ", "http://x:1", "[::1", "[ ] ", "a b:1", "h:0", "h:70000", "h:http", "[]:1"} {
 		if _, err := NormalizeAddr(bad); err == nil {
 			t.Errorf("NormalizeAddr(%q) accepted", bad)
 		}
@@ -118,8 +118,18 @@ func TestDialTLSFirstThatAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if conn.Addr != good {
-		t.Fatalf("connected to %s, want %s", conn.Addr, good)
+	if conn.Addr != good || !conn.Serving {
+		t.Fatalf("connected to %s (serving %v), want %s", conn.Addr, conn.Serving, good)
+	}
+
+	// When no server is SERVING, the first NOT_SERVING one is used.
+	conn2, err := Dial(ctx(t), Config{Addrs: []string{dead, sick}, CA: adm.CA, Cert: adm.Cert, Key: adm.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	if conn2.Addr != sick || conn2.Serving {
+		t.Fatalf("fallback: connected to %s (serving %v), want %s not serving", conn2.Addr, conn2.Serving, sick)
 	}
 }
 
@@ -165,4 +175,24 @@ func TestDialInsecure(t *testing.T) {
 	if _, err := Dial(ctx(t), Config{Addrs: []string{addr}, CA: adm.CA, Cert: adm.Cert, Key: adm.Key, AttemptTimeout: time.Second}); err == nil {
 		t.Fatal("TLS dial to a plaintext server succeeded")
 	}
+}
+
+func FuzzNormalizeAddr(f *testing.F) {
+	for _, s := range []string{"10.0.0.1:7400", "10.0.0.1", "::1", "[::1]:9", ":7500", "c1.example", "[::1", "http://x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := NormalizeAddr(s)
+		if err != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || port == "" || host == "" {
+			t.Fatalf("NormalizeAddr(%q) = %q: not host:port (%v)", s, a, err)
+		}
+		// Idempotent.
+		if b, err := NormalizeAddr(a); err != nil || b != a {
+			t.Fatalf("NormalizeAddr(%q) = %q, again %q, %v", s, a, b, err)
+		}
+	})
 }

@@ -57,6 +57,17 @@ type Linker interface {
 	Requires(r *hivev1.Resource, all []*hivev1.Resource) []string
 }
 
+// Pruner is implemented by providers that undo what hive created for
+// resources no longer in the node state (a repo file, the hive firewall
+// chains, swarm membership). After all waves the engine calls Prune once
+// per run with the items of the provider's kind that are present (possibly
+// none); it returns only needed changes, with keys that may be absent from
+// the state, and the engine applies them with Apply (or reports them
+// PLANNED in plan mode). Prune must not modify the host.
+type Pruner interface {
+	Prune(ctx context.Context, env *Env, present []Item) ([]*Change, error)
+}
+
 // Validator is implemented by providers that check their resources before a
 // run; an error rejects the whole run.
 type Validator interface {

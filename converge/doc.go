@@ -29,6 +29,12 @@
 // no global state. A Runner replaces os/exec so tests can record or fake
 // commands; paths on the host are always Env.Path(p), confined to Env.Root.
 //
+// Providers that create things a later state may no longer mention
+// implement Pruner: after all waves the engine asks them, once per run,
+// what to undo given the resources of their kind still present, and
+// applies (or, in plan mode, reports) those changes; their results follow
+// the state's results in the report.
+//
 // # Ordering
 //
 // Resources form a graph with explicit edges (Resource.requires and

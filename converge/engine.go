@@ -115,10 +115,19 @@ type Notification struct {
 
 // Report is the outcome of a run.
 type Report struct {
-	// Results in NodeState order, one per resource.
+	// Results in NodeState order, one per resource, followed by the
+	// results of pruning (keys no longer in the state, see Pruner).
 	Results       []*hivev1.ResourceResult
 	Notifications []Notification
 	Duration      time.Duration
+}
+
+// GetResults returns the results (nil-safe).
+func (r *Report) GetResults() []*hivev1.ResourceResult {
+	if r == nil {
+		return nil
+	}
+	return r.Results
 }
 
 // Count returns how many results have the outcome.
@@ -204,11 +213,75 @@ func (e *Engine) Run(ctx context.Context, st *hivev1.NodeState, opts RunOptions)
 	for _, r := range st.GetResources() {
 		rep.Results = append(rep.Results, s.result[r.GetKey()])
 	}
+	if runErr == nil && ctx.Err() == nil {
+		rep.Results = append(rep.Results, e.prune(ctx, g, family, opts)...)
+	}
 	rep.Duration = time.Since(start)
 	e.log.Info("run finished", "generation", st.GetGeneration(), "resources", len(rep.Results),
 		"changed", rep.Count(hivev1.Outcome_OUTCOME_CHANGED), "failed", rep.Count(hivev1.Outcome_OUTCOME_FAILED),
 		"planned", rep.Count(hivev1.Outcome_OUTCOME_PLANNED), "dry_run", opts.DryRun, "duration", rep.Duration)
 	return rep, runErr
+}
+
+// prune runs every Pruner with the present items of its kind and returns
+// the results of its changes, in kind order.
+func (e *Engine) prune(ctx context.Context, g *Graph, family Family, opts RunOptions) []*hivev1.ResourceResult {
+	present := map[string][]Item{}
+	for _, r := range g.Resources {
+		k := ResourceKind(r)
+		present[k] = append(present[k], Item{Key: r.GetKey(), Resource: r})
+	}
+	var out []*hivev1.ResourceResult
+	for _, kind := range orderKinds(allKinds(e.reg)) {
+		pr, ok := e.reg.Provider(kind).(Pruner)
+		if !ok {
+			continue
+		}
+		planOnly := opts.DryRun || e.cfg.PlanOnly[kind]
+		env := &Env{Root: e.cfg.Root, DryRun: planOnly, Runner: e.cfg.Runner, Family: family,
+			Logger: e.cfg.Logger.With("component", "converge/"+kind)}
+		start := time.Now()
+		chs, err := pr.Prune(ctx, env, present[kind])
+		if err != nil {
+			out = append(out, failed(kind+":prune", fmt.Errorf("prune: %w", err), time.Since(start), env))
+			continue
+		}
+		if len(chs) == 0 {
+			continue
+		}
+		if !planOnly {
+			if err := e.reg.Provider(kind).Apply(ctx, env, chs); err != nil {
+				for _, c := range chs {
+					if c.Err == nil {
+						c.Err = err
+					}
+				}
+			}
+		}
+		d := time.Since(start) / time.Duration(len(chs))
+		for _, c := range chs {
+			res := &hivev1.ResourceResult{Key: c.Key, Drift: true, Diff: env.Mask(c.Diff), Message: env.Mask(c.Summary), Duration: durationpb.New(d)}
+			switch {
+			case c.Err != nil:
+				res.Outcome, res.Message = hivev1.Outcome_OUTCOME_FAILED, env.Mask(c.Err.Error())
+			case planOnly:
+				res.Outcome = hivev1.Outcome_OUTCOME_PLANNED
+			default:
+				res.Outcome = hivev1.Outcome_OUTCOME_CHANGED
+			}
+			out = append(out, res)
+			e.log.Info("pruned", "key", c.Key, "outcome", res.Outcome.String(), "summary", res.Message)
+		}
+	}
+	return out
+}
+
+func allKinds(r *Registry) map[string][]string {
+	m := map[string][]string{}
+	for _, k := range r.Kinds() {
+		m[k] = []string{k}
+	}
+	return m
 }
 
 func orderKinds(byKind map[string][]string) []string {

@@ -16,11 +16,10 @@ import (
 
 // fakeProvider keeps its desired state in a map; it records calls.
 type fakeProvider struct {
-	kind   string
-	state  map[string]string // key → applied value
-	fail   map[string]bool   // keys whose apply fails
-	calls  *[]string
-	notify map[string][]string
+	kind  string
+	state map[string]string // key → applied value
+	fail  map[string]bool   // keys whose apply fails
+	calls *[]string
 }
 
 func (f *fakeProvider) Kind() string { return f.kind }
@@ -323,4 +322,86 @@ func TestFamilyFromOSRelease(t *testing.T) {
 			t.Errorf("%q: %q want %q", in, got, want)
 		}
 	}
+}
+
+// prunerProvider is a fakeProvider that also prunes: every key it applied
+// that is no longer present is removed.
+type prunerProvider struct{ *fakeProvider }
+
+func (p prunerProvider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
+	keep := map[string]bool{}
+	for _, it := range present {
+		keep[it.Key] = true
+	}
+	var out []*converge.Change
+	for k := range p.state {
+		if !keep[k] {
+			out = append(out, &converge.Change{Key: k, Needed: true, Summary: "remove " + k, Data: "prune"})
+		}
+	}
+	return out, nil
+}
+
+func (p prunerProvider) Apply(ctx context.Context, env *converge.Env, chs []*converge.Change) error {
+	var rest []*converge.Change
+	for _, c := range chs {
+		if c.Data == "prune" {
+			delete(p.state, c.Key)
+			continue
+		}
+		rest = append(rest, c)
+	}
+	return p.fakeProvider.Apply(ctx, env, rest)
+}
+
+func TestPrune(t *testing.T) {
+	var calls []string
+	fp := &fakeProvider{kind: "repo", state: map[string]string{}, fail: map[string]bool{}, calls: &calls}
+	reg, _ := converge.NewRegistry(prunerProvider{fp})
+	eng, err := converge.New(converge.Config{Root: t.TempDir(), Runner: converge.ExecRunner{}, Logger: slog.New(slog.DiscardHandler)}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := eng.Run(ctx, &hivev1.NodeState{Resources: []*hivev1.Resource{repo("a"), repo("b")}}, converge.RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := &hivev1.NodeState{Resources: []*hivev1.Resource{repo("a")}}
+	rep, err := eng.Run(ctx, st, converge.RunOptions{DryRun: true})
+	if err != nil || outcomes(rep) != "repo:a=OK repo:b=PLANNED" || len(fp.state) != 2 {
+		t.Fatalf("dry run: %s %v state %v", outcomes(rep), err, fp.state)
+	}
+	rep, err = eng.Run(ctx, st, converge.RunOptions{})
+	if err != nil || outcomes(rep) != "repo:a=OK repo:b=CHANGED" || rep.Results[1].GetMessage() != "remove repo:b" {
+		t.Fatalf("run: %s %v", outcomes(rep), err)
+	}
+	if _, ok := fp.state["repo:b"]; ok {
+		t.Error("not pruned")
+	}
+	rep, _ = eng.Run(ctx, st, converge.RunOptions{})
+	if outcomes(rep) != "repo:a=OK" {
+		t.Errorf("third run: %s", outcomes(rep))
+	}
+}
+
+func FuzzSecureJoin(f *testing.F) {
+	root := f.TempDir()
+	if err := os.Symlink("../../..", filepath.Join(root, "up")); err != nil {
+		f.Fatal(err)
+	}
+	if err := os.Symlink("/etc", filepath.Join(root, "abs")); err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"/etc/x", "/up/x", "/abs/../../x", "/a/./b", "//x", "/.."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		got, err := converge.SecureJoin(root, p)
+		if err != nil {
+			return
+		}
+		if got != root && !strings.HasPrefix(got, root+"/") {
+			t.Fatalf("SecureJoin(%q) = %q escapes %q", p, got, root)
+		}
+	})
 }

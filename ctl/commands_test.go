@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hivefleet/hive/pki"
+	"github.com/hivefleet/hive/pki/pkitest"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -52,6 +53,16 @@ func TestTLSCommands(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, %v", f, fi.Mode().Perm(), err)
 		}
+	}
+
+	r = run(t, "", "tls", "cert", "show", filepath.Join(dir, "c1.pem"), filepath.Join(dir, "ca.pem"))
+	if r.code != 0 || !strings.Contains(r.stdout, "coordinator:c1 (hive://coordinator/c1)") ||
+		!strings.Contains(r.stdout, "10.1.2.3,127.0.0.1,::1,c1.example.net,localhost") ||
+		!strings.Contains(r.stdout, "certificate authority (hive CA)") || !strings.Contains(r.stdout, "days left") {
+		t.Fatalf("cert show: %+v", r)
+	}
+	if r := run(t, "", "tls", "cert", "show", filepath.Join(dir, "ca-key.pem")); r.code != 1 || !strings.Contains(r.stderr, "no PEM \"CERTIFICATE\" block") {
+		t.Fatalf("cert show on a key: %+v", r)
 	}
 
 	for _, args := range [][]string{
@@ -325,12 +336,74 @@ func TestStatusAndMembersCommands(t *testing.T) {
 func TestHelpTexts(t *testing.T) {
 	clearEnv(t)
 	for _, args := range [][]string{
-		{"status", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
+		{"status", "--help"}, {"push", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
 		{"members", "--help"}, {"history", "--help"}, {"diff", "--help"}, {"rollback", "--help"}, {"pull", "--help"},
+		{"tls", "token", "create", "--help"}, {"tls", "cert", "request", "--help"}, {"tls", "cert", "show", "--help"}, {"tls", "ca", "create", "--help"},
 	} {
 		r := run(t, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") {
 			t.Errorf("%v: help lacks examples or connection flags: %+v", args, r.code)
 		}
+	}
+}
+
+func TestBootstrapTokenCommands(t *testing.T) {
+	clearEnv(t)
+	d := pkitest.New(t)
+	srv := d.Issue(pki.KindCoordinator, "c1")
+	adm := d.Issue(pki.KindAdmin, "alice")
+	tc, err := pki.ServerTLSConfig(srv.CA, srv.Cert, srv.Key, pki.AllowNoClientCert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake()
+	f.ca = d.CA
+	f.requireAdmin = true
+	addr := serveFake(t, f, tc)
+
+	r := run(t, "", "tls", "token", "create", "--node", "web-7", "-o", "json", "--addr", addr, "--ca", adm.CA, "--cert", adm.Cert, "--key", adm.Key)
+	var tok struct {
+		Token string `json:"token"`
+		Node  string `json:"node"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &tok) != nil || tok.Token == "" || tok.Node != "web-7" {
+		t.Fatalf("token create: %+v", r)
+	}
+	// The node has only the CA certificate.
+	nodeDir := t.TempDir()
+	r = run(t, "", "tls", "cert", "request", "--token", tok.Token, "--node", "web-8", "--dir", nodeDir, "--addr", addr, "--ca", adm.CA)
+	if r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
+		t.Fatalf("token for another node: %+v", r)
+	}
+	r = run(t, "", "tls", "cert", "request", "--token", tok.Token, "--node", "web-7", "--dir", nodeDir, "--addr", addr, "--ca", adm.CA)
+	if r.code != 0 {
+		t.Fatalf("cert request: %+v", r)
+	}
+	certs, err := pki.ParseCerts(mustRead(t, filepath.Join(nodeDir, "web-7.pem")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := pki.IdentityFromCert(certs[0]); err != nil || id != (pki.Identity{Kind: pki.KindAgent, Name: "web-7"}) {
+		t.Fatalf("issued %v %v", id, err)
+	}
+	if fi, err := os.Stat(filepath.Join(nodeDir, "web-7-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(nodeDir, "ca.pem")); err != nil {
+		t.Fatalf("ca.pem not written: %v", err)
+	}
+	// The new certificate authenticates: the server sees agent:web-7.
+	r = run(t, "x", "secret", "set", "s", "--addr", addr, "--ca", adm.CA,
+		"--cert", filepath.Join(nodeDir, "web-7.pem"), "--key", filepath.Join(nodeDir, "web-7-key.pem"))
+	if r.code != 1 || f.callers[len(f.callers)-1] != "agent:web-7" {
+		t.Fatalf("new agent certificate not seen: %+v, callers %v", r, f.callers)
+	}
+	// Single use.
+	r = run(t, "", "tls", "cert", "request", "--token", tok.Token, "--node", "web-7", "--dir", t.TempDir(), "--addr", addr, "--ca", adm.CA)
+	if r.code != 1 {
+		t.Fatalf("token reused: %+v", r)
+	}
+	if r := run(t, "", "tls", "token", "create", "--ttl", "0s", "--dev"); r.code != 1 || !strings.Contains(r.stderr, "--ttl") {
+		t.Fatalf("bad ttl: %+v", r)
 	}
 }

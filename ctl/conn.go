@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -35,6 +36,8 @@ type connFlags struct {
 	insecure bool
 	// getenv is os.Getenv; tests replace it.
 	getenv func(string) string
+	// warn receives warnings (the command's stderr).
+	warn io.Writer
 }
 
 // addConnectionFlags registers --addr, --ca, --cert, --key and --dev (alias
@@ -109,6 +112,9 @@ func (cf *connFlags) dial(ctx context.Context) (*client.Conn, error) {
 	if err != nil {
 		return nil, dialError(err, cfg.Insecure)
 	}
+	if !conn.Serving && cf.warn != nil {
+		fmt.Fprintf(cf.warn, "hivectl: warning: coordinator %s is not serving yet (starting, or its cluster has no leader yet): answers may be incomplete and writes will fail\n", conn.Addr)
+	}
 	return conn, nil
 }
 
@@ -138,6 +144,7 @@ func (cf *connFlags) withConn(cmd *cobra.Command, f func(ctx context.Context, c 
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	cf.warn = cmd.ErrOrStderr()
 	conn, err := cf.dial(ctx)
 	if err != nil {
 		return err

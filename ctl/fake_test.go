@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -41,10 +44,13 @@ type fakeCoordinator struct {
 	// coordinator does.
 	requireAdmin bool
 	callers      []string
+	// ca signs bootstrap requests; tokens maps token to node ("" any).
+	ca     *pki.CA
+	tokens map[string]string
 }
 
 func newFake() *fakeCoordinator {
-	return &fakeCoordinator{secrets: map[string][]byte{}}
+	return &fakeCoordinator{secrets: map[string][]byte{}, tokens: map[string]string{}}
 }
 
 func (f *fakeCoordinator) current() uint64 { return uint64(len(f.generations)) }
@@ -242,4 +248,30 @@ func clearEnv(t *testing.T) {
 	for _, k := range []string{envAddr, envCACert, envCert, envKey, envDev} {
 		t.Setenv(k, "")
 	}
+}
+
+func (f *fakeCoordinator) CreateBootstrapToken(ctx context.Context, req *hivev1.CreateBootstrapTokenRequest) (*hivev1.CreateBootstrapTokenResponse, error) {
+	if err := f.checkWrite(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tok := fmt.Sprintf("tok%d", len(f.tokens)+1)
+	f.tokens[tok] = req.GetNode()
+	return &hivev1.CreateBootstrapTokenResponse{Token: tok, Expires: timestamppb.New(time.Unix(1900000000, 0))}, nil
+}
+
+func (f *fakeCoordinator) RequestCertificate(_ context.Context, req *hivev1.RequestCertificateRequest) (*hivev1.RequestCertificateResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	node, ok := f.tokens[req.GetToken()]
+	if !ok || (node != "" && node != req.GetNode()) {
+		return nil, status.Error(codes.PermissionDenied, "token unknown, used, or for another node")
+	}
+	cert, err := pki.SignAgentCSR(f.ca.Cert, f.ca.Key, req.GetCsr(), req.GetNode())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	delete(f.tokens, req.GetToken())
+	return &hivev1.RequestCertificateResponse{Certificate: cert, Ca: f.ca.CertPEM()}, nil
 }

@@ -104,6 +104,9 @@ func TestGolden(t *testing.T) {
 			return writeStatusTable(b, statusToJSON(sampleStatus(), false), goldenNow)
 		}},
 		{"status.json", func(b *bytes.Buffer) error { return writeJSON(b, statusToJSON(sampleStatus(), false)) }},
+		{"status-empty.table", func(b *bytes.Buffer) error {
+			return writeStatusTable(b, statusToJSON(&hivev1.GetStatusResponse{Generation: 3}, false), goldenNow)
+		}},
 		{"status-empty.json", func(b *bytes.Buffer) error {
 			return writeJSON(b, statusToJSON(&hivev1.GetStatusResponse{}, false))
 		}},

@@ -35,13 +35,15 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(newRepoCommand())
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cf := addConnectionFlags(root)
 	root.AddCommand(
 		newValidateCommand(),
-		newTLSCommand(),
+		newTLSCommand(cf),
+		newPushCommand(cf),
 		newPullCommand(cf),
 		newStatusCommand(cf),
 		newMembersCommand(cf),

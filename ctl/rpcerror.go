@@ -20,6 +20,9 @@ func (e *cliError) Unwrap() error { return e.err }
 // writeHint is appended to PermissionDenied answers to write calls.
 const writeHint = "pushes, rollbacks and secret writes need an admin certificate (hivectl tls cert create --admin NAME)"
 
+// readHint is appended to PermissionDenied answers to read calls.
+const readHint = "hivectl needs an admin certificate; agent certificates may only watch and report as their node"
+
 // rpcError turns a gRPC error from call op into a clear message. write
 // says whether op changes state (for the permission hint).
 func rpcError(op string, err error, write bool) error {
@@ -39,6 +42,8 @@ func rpcError(op string, err error, write bool) error {
 		out = fmt.Sprintf("%s: permission denied: %s", op, msg)
 		if write {
 			out += " (" + writeHint + ")"
+		} else {
+			out += " (" + readHint + ")"
 		}
 	case codes.InvalidArgument:
 		out = fmt.Sprintf("%s: rejected: %s", op, msg)

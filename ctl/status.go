@@ -169,9 +169,6 @@ func phaseSummary(nodes []nodeJSON) string {
 		}
 		s += fmt.Sprintf("%d %s", counts[p], p)
 	}
-	if s == "" {
-		return "no nodes"
-	}
 	return s
 }
 
@@ -190,7 +187,11 @@ func resourcesString(c countsJSON) string {
 }
 
 func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
-	fmt.Fprintf(w, "generation %d: %d nodes, %s", s.Generation, len(s.Nodes), phaseSummary(s.Nodes))
+	if len(s.Nodes) == 0 {
+		fmt.Fprintf(w, "generation %d: no node has registered yet", s.Generation)
+	} else {
+		fmt.Fprintf(w, "generation %d: %d nodes, %s", s.Generation, len(s.Nodes), phaseSummary(s.Nodes))
+	}
 	if s.Server != "" {
 		fmt.Fprintf(w, " (answered by %s at raft index %d)", s.Server, s.RaftIndex)
 	}

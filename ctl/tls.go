@@ -1,11 +1,14 @@
 package ctl
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,7 +16,7 @@ import (
 	"github.com/hivefleet/hive/pki"
 )
 
-func newTLSCommand() *cobra.Command {
+func newTLSCommand(cf *connFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tls",
 		Short: "Make the site's certificate authority and certificates",
@@ -35,8 +38,8 @@ only ca.pem is copied to the servers. See docs/tls.md.`,
 	ca := &cobra.Command{Use: "ca", Short: "Manage the certificate authority"}
 	ca.AddCommand(newTLSCACreateCommand())
 	cert := &cobra.Command{Use: "cert", Short: "Issue certificates"}
-	cert.AddCommand(newTLSCertCreateCommand())
-	cmd.AddCommand(ca, cert)
+	cert.AddCommand(newTLSCertCreateCommand(), newTLSCertShowCommand(), newTLSCertRequestCommand(cf))
+	cmd.AddCommand(ca, cert, newTLSTokenCommand(cf))
 	return cmd
 }
 
@@ -204,4 +207,77 @@ func ensureDir(dir string) error {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	return nil
+}
+
+func newTLSCertShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show FILE...",
+		Short: "Show the identity, addresses and expiry of certificates",
+		Long: `show prints, for each PEM certificate file, the hive identity it names, the
+addresses a coordinator certificate is valid for, its issuer and how long it
+remains valid. Use it to check what a file is before deploying it, and to
+find certificates that are due for rotation.`,
+		Example: `  hivectl tls cert show c1.pem
+  hivectl tls cert show /etc/hive/tls/*.pem`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out := cmd.OutOrStdout()
+			now := time.Now()
+			var firstErr error
+			for i, file := range args {
+				if i > 0 {
+					fmt.Fprintln(out)
+				}
+				data, err := os.ReadFile(file)
+				if err == nil {
+					var certs []*x509.Certificate
+					if certs, err = pki.ParseCerts(data); err == nil {
+						writeCertInfo(out, file, certs[0], now)
+						continue
+					}
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", file, err)
+				if firstErr == nil {
+					firstErr = &exitError{code: 1}
+				}
+			}
+			return firstErr
+		},
+	}
+}
+
+func writeCertInfo(w io.Writer, file string, c *x509.Certificate, now time.Time) {
+	tw := newTable(w)
+	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	row("file", file)
+	switch id, err := pki.IdentityFromCert(c); {
+	case c.IsCA:
+		row("identity", "certificate authority ("+c.Subject.CommonName+")")
+	case err != nil:
+		row("identity", "none: "+err.Error())
+	default:
+		row("identity", id.String()+" ("+id.URI().String()+")")
+	}
+	var names []string
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	names = append(names, c.DNSNames...)
+	if len(names) > 0 {
+		row("addresses", strings.Join(names, ","))
+	}
+	row("issuer", c.Issuer.CommonName)
+	row("serial", c.SerialNumber.Text(16))
+	left := c.NotAfter.Sub(now)
+	validity := fmt.Sprintf("%s to %s", c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly))
+	switch {
+	case left <= 0:
+		validity += " (EXPIRED)"
+	case now.Before(c.NotBefore):
+		validity += " (not yet valid)"
+	default:
+		validity += fmt.Sprintf(" (%d days left)", int(left.Hours()/24))
+	}
+	row("valid", validity)
+	tw.Flush()
 }

@@ -149,6 +149,10 @@ func (w *waiter) run(ctx context.Context) (waitResult, error) {
 		switch {
 		case err == nil:
 			last = classify(resp, w.gen, w.nodes)
+			if last.total() == 0 {
+				fmt.Fprintf(w.out, "generation %d applies to no node: nothing to wait for\n", w.gen)
+				return last, nil
+			}
 			line := last.line(w.gen)
 			if line != lastLine {
 				if w.tty {

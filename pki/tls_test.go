@@ -322,3 +322,72 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("client config: %v", err)
 	}
 }
+
+// BenchmarkHandshake measures a full mutual TLS 1.3 handshake over loopback
+// TCP with the reloading configurations (one stat per file per handshake).
+func BenchmarkHandshake(b *testing.B) {
+	dir := b.TempDir()
+	ca, err := NewCA(CAOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := WriteCA(dir, ca, false); err != nil {
+		b.Fatal(err)
+	}
+	write := func(id Identity) (string, string) {
+		iss, err := ca.Issue(CertRequest{Identity: id})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, k, err := WriteCert(dir, id.Name, iss, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c, k
+	}
+	sc, sk := write(Identity{KindCoordinator, "c1"})
+	ac, ak := write(Identity{KindAgent, "n1"})
+	caFile := filepath.Join(dir, CAFile)
+	scfg, err := ServerTLSConfig(caFile, sc, sk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ccfg, err := ClientTLSConfig(caFile, ac, ak)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", scfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				if tc.Handshake() == nil {
+					if _, err := IdentityFromConnState(tc.ConnectionState()); err != nil {
+						panic(err)
+					}
+					c.Write([]byte{1})
+				}
+			}()
+		}
+	}()
+	for b.Loop() {
+		c, err := tls.Dial("tcp", lis.Addr().String(), ccfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var buf [1]byte
+		if _, err := c.Read(buf[:]); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

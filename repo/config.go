@@ -57,6 +57,9 @@ type Config struct {
 	Debounce        time.Duration // quiet time after the last upload before publishing
 	MaxDelay        time.Duration // longest a publish waits under a steady stream of uploads
 	KeepGenerations int           // generations kept servable (default 4: current + 3)
+	// KeepFor keeps every generation younger than this servable too, so a
+	// client mid-update survives a fast series of publishes (default 2 min).
+	KeepFor time.Duration
 
 	Suite     string   // APT suite, default "stable"
 	Component string   // APT component, default "main"
@@ -81,6 +84,7 @@ func DefaultConfig() Config {
 		Debounce:        500 * time.Millisecond,
 		MaxDelay:        5 * time.Second,
 		KeepGenerations: 4,
+		KeepFor:         2 * time.Minute,
 		Suite:           "stable",
 		Component:       "main",
 		AptArchs:        []string{"amd64", "arm64"},

@@ -3,6 +3,8 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +61,9 @@ type Repo struct {
 	pubMu      sync.Mutex // serializes Publish; guards yumCache, aptCache, published
 	yumCache   map[string]*yumindex.Entry
 	aptCache   map[string]*aptindex.Entry
+	chunks     *yumindex.Chunks
+	lastApt    *aptindex.Result // reused while the set of .deb files is unchanged
+	lastAptKey string
 	published  int64 // changes counter at the last successful publish
 	cur        atomic.Pointer[Generation]
 	gens       atomic.Pointer[[]*Generation] // retained, oldest first, current last
@@ -79,7 +84,7 @@ type UploadResult struct {
 
 func (s *Server) openRepo(name string) (*Repo, error) {
 	r := &Repo{s: s, name: name, dir: filepath.Join(s.cfg.DataDir, "repos", name), pkgs: map[string]*record{},
-		yumCache: map[string]*yumindex.Entry{}, aptCache: map[string]*aptindex.Entry{}, kick: make(chan struct{}, 1)}
+		yumCache: map[string]*yumindex.Entry{}, aptCache: map[string]*aptindex.Entry{}, chunks: yumindex.NewChunks(), kick: make(chan struct{}, 1)}
 	for _, d := range []string{"pkgs", "gens"} {
 		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("open repo %s: %w", name, err)
@@ -386,8 +391,11 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	n := int64(1)
 	if prev != nil {
 		n = prev.N + 1
-		if !date.After(prev.Date) {
-			date = prev.Date.Add(time.Second) // Release's Date must always increase
+		// Release's Date never goes back (apt ignores an older Release)
+		// and never lies in the future (apt refuses it as not valid yet):
+		// publishes within one second share their Date.
+		if date.Before(prev.Date) {
+			date = prev.Date
 		}
 	}
 	g := &Generation{N: n, Date: date, Files: map[string]string{}, Root: map[string][]byte{}}
@@ -419,6 +427,13 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Filename < recs[j].Filename })
+	var aptKey strings.Builder
+	for _, p := range recs {
+		if p.Kind == catalog.KindDeb {
+			aptKey.WriteString(p.SHA256 + "|" + p.Filename + "\n")
+		}
+	}
 	var (
 		yres       *yumindex.Result
 		ares       *aptindex.Result
@@ -428,20 +443,29 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		yres, yerr = yumindex.Build(yum, yumindex.Options{Revision: date.Unix(), Timestamp: date.Unix()})
+		yres, yerr = yumindex.Build(yum, yumindex.Options{Revision: date.Unix(), Timestamp: date.Unix(), Chunks: r.chunks})
 	}()
 	opt := aptindex.Options{Suite: cfg.Suite, Component: cfg.Component, Archs: cfg.AptArchs, Date: date}
 	if cfg.ValidFor > 0 {
 		opt.ValidUntil = date.Add(cfg.ValidFor)
 	}
-	ares, aerr = aptindex.Build(apt, opt)
+	release := []byte(nil)
+	if r.lastApt != nil && r.lastAptKey == aptKey.String() {
+		ares = r.lastApt
+		release = ares.Rerelease(opt)
+	} else {
+		ares, aerr = aptindex.Build(apt, opt)
+		if aerr == nil {
+			release = ares.Release
+		}
+	}
 	wg.Wait()
 	if err := errors.Join(yerr, aerr); err != nil {
 		return nil, 0, err
 	}
-	// 1. Hash-named (and by-hash) files first. Garbage collection waits
-	// until this generation is retained, so it never removes a blob that
-	// was found already present here.
+	// 1. Hash-named (and by-hash) files first, fsync'ed. Garbage collection
+	// waits until this generation is retained, so it never removes a blob
+	// that was found already present here.
 	s.gcMu.RLock()
 	gcLocked := true
 	defer func() {
@@ -449,19 +473,23 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			s.gcMu.RUnlock()
 		}
 	}()
+	var blobs [][]byte
 	for _, f := range yres.Files {
-		sum, err := s.store.PutBytes(f.Data)
-		if err != nil {
-			return nil, 0, err
-		}
-		g.Files["yum/"+f.Name] = sum
+		blobs = append(blobs, f.Data)
+	}
+	for _, f := range ares.Files {
+		blobs = append(blobs, f.Data)
+	}
+	sums, err := s.store.PutAll(blobs)
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, f := range yres.Files {
+		g.Files["yum/"+f.Name] = sums[i]
 	}
 	dists := "apt/dists/" + cfg.Suite + "/"
-	for _, f := range ares.Files {
-		sum, err := s.store.PutBytes(f.Data)
-		if err != nil {
-			return nil, 0, err
-		}
+	for i, f := range ares.Files {
+		sum := sums[len(yres.Files)+i]
 		g.Files[dists+f.Path] = sum
 		for _, bh := range aptindex.ByHash(f) {
 			g.Files[dists+bh] = sum
@@ -472,17 +500,17 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	gpg, err := cfg.Signer.DetachArmored(ares.Release)
+	gpg, err := cfg.Signer.DetachArmored(release)
 	if err != nil {
 		return nil, 0, err
 	}
-	inrel, err := cfg.Signer.ClearSign(ares.Release)
+	inrel, err := cfg.Signer.ClearSign(release)
 	if err != nil {
 		return nil, 0, err
 	}
 	g.Root["yum/repodata/repomd.xml"] = yres.RepoMD
 	g.Root["yum/repodata/repomd.xml.asc"] = sig
-	g.Root[dists+"Release"] = ares.Release
+	g.Root[dists+"Release"] = release
 	g.Root[dists+"Release.gpg"] = gpg
 	g.Root[dists+"InRelease"] = inrel
 
@@ -509,13 +537,18 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	}
 	r.cur.Store(g)
 	r.yumCache, r.aptCache = yumKeep, aptKeep
+	r.lastApt, r.lastAptKey = ares, aptKey.String()
 
 	// 4. Retention and garbage collection.
 	old := *r.gens.Load()
 	gens := append(append([]*Generation(nil), old...), g)
 	var dropped []*Generation
 	if k := cfg.KeepGenerations; len(gens) > k {
-		dropped, gens = gens[:len(gens)-k], gens[len(gens)-k:]
+		cut := len(gens) - k
+		for cut > 0 && date.Sub(gens[cut-1].Date) < cfg.KeepFor {
+			cut--
+		}
+		dropped, gens = gens[:cut], gens[cut:]
 	}
 	r.gens.Store(&gens)
 	s.gcMu.RUnlock()
@@ -570,9 +603,14 @@ func (r *Repo) serve(w http.ResponseWriter, req *http.Request, kind, p string) {
 	}
 	key := kind + "/" + p
 	if b, ok := g.Root[key]; ok {
+		// No Last-Modified: publishes within one second share their Date,
+		// so a time validator could answer 304 for changed content. The
+		// ETag names the generation.
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("Content-Type", contentType(p))
-		http.ServeContent(w, req, path.Base(p), g.Date, bytes.NewReader(b))
+		sum := sha256.Sum256(b)
+		w.Header().Set("ETag", `"g`+strconv.FormatInt(g.N, 10)+"-"+hex.EncodeToString(sum[:8])+`"`)
+		http.ServeContent(w, req, path.Base(p), time.Time{}, bytes.NewReader(b))
 		return
 	}
 	sum, ok := g.Files[key]

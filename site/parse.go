@@ -414,10 +414,7 @@ func (d *decoder) mode(n *yaml.Node, path string) (uint32, bool) {
 	if !d.scalar(n, path, "an octal mode such as \"0644\"") {
 		return 0, false
 	}
-	s := n.Value
-	if strings.HasPrefix(s, "0o") {
-		s = s[2:]
-	}
+	s := strings.TrimPrefix(n.Value, "0o")
 	v, err := strconv.ParseUint(s, 8, 32)
 	if err != nil || v > 0o7777 || len(s) < 3 || len(s) > 4 {
 		d.errorf(n, path, "invalid mode %q: expected octal permission bits 000-7777, quoted, e.g. \"0644\"", n.Value)

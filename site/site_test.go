@@ -280,7 +280,7 @@ func TestRenderTemplate(t *testing.T) {
 		Peers: map[string]*hivev1.PeerList{"db": {Peers: []*hivev1.Peer{
 			{Name: "db-1", Address: "10.0.0.1"}, {Name: "db-2", Address: "10.0.0.2"}}}},
 	}
-	out, err := RenderTemplate(`{{ .Name }} {{ .Labels.tier }} {{ join .Roles "," }} {{ range .Peers.db }}{{ .Address }} {{ end }}{{ secret "pw" }}`,
+	out, err := RenderTemplate(`{{ .Name }} {{ .Labels.tier }} {{ join .Roles "," }} {{ range .Peers.db }}{{ .Address }} {{ end }}{{ if hasRole "db" }}{{ secret "pw" }}{{ end }}`,
 		facts, map[string][]byte{"pw": []byte("s3cret")})
 	if err != nil {
 		t.Fatal(err)

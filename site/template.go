@@ -45,11 +45,12 @@ func NewTemplateData(f *hivev1.NodeFacts) TemplateData {
 	return td
 }
 
-// templateFuncs are the functions file templates may call. secret is bound
-// per rendering; at parse time it is a placeholder.
-func templateFuncs(secret func(string) (string, error)) template.FuncMap {
+// templateFuncs are the functions file templates may call. secret and
+// hasRole are bound per rendering; at parse time they are placeholders.
+func templateFuncs(secret func(string) (string, error), roles []string) template.FuncMap {
 	return template.FuncMap{
-		"secret": secret,
+		"secret":  secret,
+		"hasRole": func(r string) bool { return contains(roles, r) },
 		"join":   strings.Join,
 		"upper":  strings.ToUpper,
 		"lower":  strings.ToLower,
@@ -57,15 +58,15 @@ func templateFuncs(secret func(string) (string, error)) template.FuncMap {
 	}
 }
 
-func parseTemplate(content string, secret func(string) (string, error)) (*template.Template, error) {
-	return template.New("file").Option("missingkey=error").Funcs(templateFuncs(secret)).Parse(content)
+func parseTemplate(content string, secret func(string) (string, error), roles []string) (*template.Template, error) {
+	return template.New("file").Option("missingkey=error").Funcs(templateFuncs(secret, roles)).Parse(content)
 }
 
 // templateSecrets parses a template and returns the secret names it
 // references, sorted. Only literal names are allowed, so the coordinator can
 // tell which secrets a node needs without rendering.
 func templateSecrets(content string) ([]string, error) {
-	t, err := parseTemplate(content, func(string) (string, error) { return "", nil })
+	t, err := parseTemplate(content, func(string) (string, error) { return "", nil }, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "template: "))
 	}
@@ -153,7 +154,7 @@ func RenderTemplate(content string, facts *hivev1.NodeFacts, secrets map[string]
 			return "", fmt.Errorf("secret %q has no value on this node", name)
 		}
 		return string(v), nil
-	})
+	}, facts.GetRoles())
 	if err != nil {
 		return "", fmt.Errorf("parse template: %w", err)
 	}

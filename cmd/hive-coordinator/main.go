@@ -1,12 +1,263 @@
-// Command hive-coordinator is not built yet: it lands with issue 3.
+// Command hive-coordinator runs one server of the coordinator cluster (see
+// package coordinator). Flags may also come from a YAML file given with
+// --config whose keys are the flag names (flags on the command line win):
+//
+//	name: c1
+//	data-dir: /var/lib/hive-coordinator
+//	join: [10.0.0.2:7402, 10.0.0.3:7402]
+//	bootstrap-expect: 3
+//	tls-ca: /etc/hive/ca.pem
+//
+// `hive-coordinator keyring generate|rotate|remove|list` manage the secret
+// keyring file.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hivefleet/hive/coordinator"
+	"github.com/hivefleet/hive/coordinator/keyring"
+	"github.com/hivefleet/hive/version"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "hive-coordinator: not implemented yet (tracked in issue 3)")
-	os.Exit(2)
+	if len(os.Args) > 1 && os.Args[1] == "keyring" {
+		if err := keyringCmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "hive-coordinator keyring:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "hive-coordinator:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := pflag.NewFlagSet("hive-coordinator", pflag.ContinueOnError)
+	def := coordinator.DefaultConfig()
+	host, _ := os.Hostname()
+	var (
+		configFile  = fs.String("config", "", "YAML file with the same keys as the flags")
+		name        = fs.String("name", host, "server name (raft id, gossip name)")
+		dataDir     = fs.String("data-dir", "", "directory for the raft log, snapshots and keyring (--dev: a temporary directory)")
+		grpcAddr    = fs.String("grpc-addr", def.GRPCAddr, "gRPC listen address")
+		raftAddr    = fs.String("raft-addr", def.RaftAddr, "raft listen address")
+		gossipAddr  = fs.String("gossip-addr", def.GossipAddr, "gossip listen address (never 7946: Docker swarm's)")
+		httpAddr    = fs.String("http-addr", def.HTTPAddr, "listen address of /metrics and /healthz (empty: off)")
+		advertise   = fs.String("advertise", "", "IP to advertise when listening on 0.0.0.0")
+		join        = fs.StringArray("join", nil, "gossip address of a member to join (repeatable, retried)")
+		expect      = fs.Int("bootstrap-expect", 0, "bootstrap raft once this many coordinators found each other")
+		tlsCA       = fs.String("tls-ca", "", "CA certificate (PEM)")
+		tlsCert     = fs.String("tls-cert", "", "this coordinator's certificate (PEM)")
+		tlsKey      = fs.String("tls-key", "", "this coordinator's key (PEM)")
+		tlsCAKey    = fs.String("tls-ca-key", "", "CA key, to sign agent certificates for bootstrap tokens (optional)")
+		keyringFile = fs.String("keyring", "", "secret keyring file (default DATA-DIR/keyring.json)")
+		dev         = fs.Bool("dev", false, "one server, plaintext allowed, everything allowed, ready at once")
+		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
+		showVersion = fs.Bool("version", false, "print the version and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *showVersion {
+		fmt.Println(version.Version)
+		return nil
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return err
+		}
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+
+	cfg := def
+	if *dev {
+		cfg = coordinator.DevConfig()
+		cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = def.GRPCAddr, "127.0.0.1:0", def.HTTPAddr
+		if !fs.Changed("name") && !configHas(fs, "name") {
+			*name = "dev"
+		}
+	}
+	cfg.Name = *name
+	cfg.DataDir = *dataDir
+	if fs.Changed("grpc-addr") || !*dev {
+		cfg.GRPCAddr = *grpcAddr
+	}
+	if fs.Changed("raft-addr") || !*dev {
+		cfg.RaftAddr = *raftAddr
+	}
+	cfg.GossipAddr = *gossipAddr
+	cfg.HTTPAddr = *httpAddr
+	cfg.AdvertiseAddr = *advertise
+	cfg.Join = *join
+	if !*dev {
+		cfg.BootstrapExpect = *expect
+	}
+	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCAKey = *tlsCA, *tlsCert, *tlsKey, *tlsCAKey
+	cfg.KeyringFile = *keyringFile
+	cfg.Logger = log
+	if *dev && cfg.DataDir == "" {
+		tmp, err := os.MkdirTemp("", "hive-coordinator-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		cfg.DataDir = tmp
+	}
+	if !*dev && cfg.BootstrapExpect > 1 && len(cfg.Join) == 0 {
+		log.Warn("--bootstrap-expect without --join: waiting for other coordinators to join this one")
+	}
+	if !*dev && cfg.BootstrapExpect > 1 {
+		return fmt.Errorf("--bootstrap-expect %d needs gossip discovery, which this build does not have yet: start one server with --bootstrap-expect 1 and add the others with `hivectl` AddPeer (see docs/operations.md)", cfg.BootstrapExpect)
+	}
+
+	start := time.Now()
+	srv, err := coordinator.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		select {
+		case <-srv.Ready():
+			log.Info("coordinator ready", "grpc", srv.GRPCAddr(), "http", srv.HTTPAddr(), "data_dir", cfg.DataDir, "startup", time.Since(start).Round(time.Millisecond))
+		case <-ctx.Done():
+		}
+	}()
+	return srv.Run(ctx)
+}
+
+// applyConfigFile sets every flag the YAML file names and the command line
+// did not set.
+func applyConfigFile(fs *pflag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	for k, v := range m {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("config %s: unknown key %q", path, k)
+		}
+		if f.Changed {
+			continue
+		}
+		var vals []string
+		switch x := v.(type) {
+		case []any:
+			for _, e := range x {
+				vals = append(vals, fmt.Sprint(e))
+			}
+		case bool:
+			vals = []string{strconv.FormatBool(x)}
+		case nil:
+			continue
+		default:
+			vals = []string{fmt.Sprint(x)}
+		}
+		for _, s := range vals {
+			if err := fs.Set(k, s); err != nil {
+				return fmt.Errorf("config %s: key %s: %w", path, k, err)
+			}
+		}
+		configKeys[k] = true
+	}
+	return nil
+}
+
+var configKeys = map[string]bool{}
+
+func configHas(_ *pflag.FlagSet, k string) bool { return configKeys[k] }
+
+func keyringCmd(args []string) error {
+	usage := "usage: hive-coordinator keyring generate FILE | rotate FILE | remove FILE KEY-ID | list FILE"
+	if len(args) < 2 {
+		return errors.New(usage)
+	}
+	file := args[1]
+	switch args[0] {
+	case "generate":
+		if _, err := os.Stat(file); err == nil {
+			return fmt.Errorf("%s exists; refusing to overwrite a keyring", file)
+		}
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			return err
+		}
+		k, err := keyring.New()
+		if err != nil {
+			return err
+		}
+		if err := k.Save(file); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s (primary key %s); copy it to every coordinator\n", file, k.Primary())
+	case "rotate":
+		k, err := keyring.Load(file)
+		if err != nil {
+			return err
+		}
+		id, err := k.Rotate()
+		if err != nil {
+			return err
+		}
+		if err := k.Save(file); err != nil {
+			return err
+		}
+		fmt.Printf("new primary key %s in %s; copy the file to every coordinator and restart them, then set the secrets again\n", id, file)
+	case "remove":
+		if len(args) != 3 {
+			return errors.New(usage)
+		}
+		k, err := keyring.Load(file)
+		if err != nil {
+			return err
+		}
+		if err := k.Remove(args[2]); err != nil {
+			return err
+		}
+		if err := k.Save(file); err != nil {
+			return err
+		}
+		fmt.Printf("removed key %s from %s\n", args[2], file)
+	case "list":
+		k, err := keyring.Load(file)
+		if err != nil {
+			return err
+		}
+		for _, id := range k.IDs() {
+			mark := ""
+			if id == k.Primary() {
+				mark = " (primary)"
+			}
+			fmt.Println(id + mark)
+		}
+	default:
+		return errors.New(usage)
+	}
+	return nil
 }

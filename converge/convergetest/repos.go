@@ -112,6 +112,8 @@ type RPM struct {
 	Name, Version, Release string
 	Epoch                  uint32
 	Files                  map[string]string
+	// Preun, optional, is the pre-uninstall scriptlet.
+	Preun string
 }
 
 // BuildRPM builds the package with rpmpack into dir and returns its path.
@@ -122,6 +124,9 @@ func BuildRPM(t testing.TB, dir string, r RPM) string {
 	p, err := rpmpack.NewRPM(md)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Preun != "" {
+		p.AddPreun(r.Preun)
 	}
 	for path, body := range r.Files {
 		p.AddFile(rpmpack.RPMFile{Name: path, Body: []byte(body), Mode: 0o100644, Owner: "root", Group: "root"})
@@ -143,19 +148,17 @@ func YumRepo(t testing.TB, dir string) {
 	run(t, "", "createrepo_c", "--no-database", "--quiet", dir)
 }
 
-// DnfConfig writes a dnf.conf that touches nothing outside the
-// installroot and fails on broken repositories (see REAL-TOOLS.md), and
+// DnfConfig writes a dnf.conf into the root that touches nothing outside
+// the installroot and fails on broken repositories (see REAL-TOOLS.md), and
 // returns the dnf arguments to use with it.
 func DnfConfig(t testing.TB, root string) []string {
 	t.Helper()
 	conf := filepath.Join(root, "etc", "dnf", "dnf.conf")
 	mustMk(t, filepath.Dir(conf))
 	mustWrite(t, conf, "[main]\ngpgcheck=1\nskip_if_unavailable=False\ninstall_weak_deps=False\nkeepcache=False\n")
-	return []string{"-c", conf, "--releasever=1", "--noplugins",
-		"--setopt=reposdir=" + filepath.Join(root, "etc", "yum.repos.d"),
-		"--setopt=cachedir=" + filepath.Join(root, "var", "cache", "dnf"),
-		"--setopt=persistdir=" + filepath.Join(root, "var", "lib", "dnf"),
-		"--setopt=logdir=" + filepath.Join(root, "var", "log")}
+	// With --installroot, dnf keeps cache, logs and history inside the
+	// root and reads repos from <root>/etc/yum.repos.d.
+	return []string{"-c", conf, "--releasever=1", "--noplugins"}
 }
 
 func run(t testing.TB, dir, name string, args ...string) string {

@@ -1,7 +1,8 @@
 // Package file is the converge provider for "file:" resources: regular
 // files (literal content or a Go text/template rendered with the node's
 // facts and the `secret "name"` function), directories and absent paths,
-// with mode, owner and group.
+// with mode, owner and group. Templates are rendered with
+// site.RenderTemplate, the same language the site parser checks.
 //
 // Invariants:
 //   - Every path is confined to Env.Root: the parent directory is resolved
@@ -41,6 +42,7 @@ import (
 
 	"github.com/hivefleet/hive/converge"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // Provider manages file resources. The zero value is ready to use.
@@ -77,11 +79,8 @@ func (*Provider) Validate(r *hivev1.Resource) error {
 	if f.GetMode() > 0o7777 {
 		return fmt.Errorf("%w: mode %#o out of range", converge.ErrInvalid, f.GetMode())
 	}
-	if f.GetTemplate() {
-		if _, err := parseTemplate(p, f.GetContent(), nil, nil); err != nil {
-			return fmt.Errorf("%w: %v", converge.ErrInvalid, err)
-		}
-	}
+	// Templates are parsed and checked by package site when the site is
+	// pushed; rendering errors fail the resource at Plan.
 	return nil
 }
 
@@ -201,9 +200,11 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 	}
 	content := []byte(f.GetContent())
 	if f.GetTemplate() {
-		if content, err = render(f.GetPath(), f.GetContent(), env.Facts, env.Secrets); err != nil {
+		r, err := site.RenderTemplate(f.GetContent(), env.Facts, env.Secrets)
+		if err != nil {
 			return err
 		}
+		content = []byte(r)
 	}
 	o.content = content
 	if exists && fi.IsDir() {
@@ -217,7 +218,7 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 			what = "replace " + typeName(fi) + " with file"
 		}
 		c.Summary = fmt.Sprintf("%s, %d bytes, mode %#o%s", what, len(content), o.mode, ownerSuffix(o))
-		c.Diff = diff(env, f.GetPath(), nil, content, !exists)
+		c.Diff = diff(env, f, nil, content, !exists)
 		return nil
 	}
 	cur, err := os.ReadFile(target)
@@ -233,7 +234,7 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 		if len(attrs) > 0 {
 			c.Summary += ", " + strings.Join(attrs, ", ")
 		}
-		c.Diff = diff(env, f.GetPath(), cur, content, false)
+		c.Diff = diff(env, f, cur, content, false)
 		return nil
 	}
 	if len(attrs) > 0 {
@@ -280,7 +281,11 @@ func apply(o *op) error {
 			return fmt.Errorf("create parents: %w", err)
 		}
 		if err := os.Mkdir(o.target, 0o700); err != nil {
-			return fmt.Errorf("mkdir: %w", err)
+			// Created meanwhile (e.g. by another change of the batch):
+			// fine if it is a directory; the attributes are set below.
+			if fi, serr := os.Lstat(o.target); serr != nil || !fi.IsDir() {
+				return fmt.Errorf("mkdir: %w", err)
+			}
 		}
 		if err := setAttrs(o.target, o, true, true); err != nil {
 			return err
@@ -438,8 +443,26 @@ func ownerSuffix(o *op) string {
 	return ", owner " + ownerString(o)
 }
 
+// minMasked is the shortest secret value masking can hide reliably in a
+// diff; a file rendering a shorter one gets no line diff at all.
+const minMasked = 8
+
 // diff returns a unified diff of old and new content with secrets masked.
-func diff(env *converge.Env, name string, old, new []byte, created bool) string {
+func diff(env *converge.Env, f *hivev1.File, old, new []byte, created bool) string {
+	name := f.GetPath()
+	if f.GetTemplate() {
+		refs := f.GetSecrets()
+		if len(refs) == 0 && strings.Contains(f.GetContent(), "secret") {
+			for n := range env.Secrets { // not derived: assume any
+				refs = append(refs, n)
+			}
+		}
+		for _, n := range refs {
+			if v, ok := env.Secrets[n]; ok && len(v) < minMasked {
+				return fmt.Sprintf("(content renders secret %q, too short to mask: diff hidden)\n", n)
+			}
+		}
+	}
 	if isBinary(old) || isBinary(new) || len(old) > maxDiff || len(new) > maxDiff {
 		return fmt.Sprintf("binary or large content: %d bytes sha256:%x → %d bytes sha256:%x\n",
 			len(old), sha256.Sum256(old), len(new), sha256.Sum256(new))

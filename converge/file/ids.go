@@ -21,6 +21,9 @@ func (c *idCache) lookup(db, name string) (int, error) {
 	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
 		return n, nil
 	}
+	if name == "root" {
+		return 0, nil // uid and gid 0, even in a root without /etc/passwd
+	}
 	if c.files == nil {
 		c.files = map[string]map[string]int{}
 	}

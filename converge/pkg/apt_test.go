@@ -85,6 +85,7 @@ func newProvider(t testing.TB, cfg pkg.Config) *pkg.Provider {
 }
 
 func TestAptTimeline(t *testing.T) {
+	t.Parallel()
 	root := debianRoot(t)
 	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyDebian}
 	convergetest.Run(t, convergetest.Timeline{
@@ -121,6 +122,7 @@ func plan(t *testing.T, p *pkg.Provider, env *converge.Env, rs ...*hivev1.Resour
 }
 
 func TestAptPinsAndBadInput(t *testing.T) {
+	t.Parallel()
 	root := debianRoot(t)
 	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyDebian}
 	p := newProvider(t, pkg.Config{LockTimeout: time.Second, PollInterval: 100 * time.Millisecond})
@@ -166,6 +168,7 @@ func TestAptPinsAndBadInput(t *testing.T) {
 }
 
 func TestAptBrokenRepos(t *testing.T) {
+	t.Parallel()
 	root := debianRoot(t)
 	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyDebian}
 	p := newProvider(t, pkg.Config{})

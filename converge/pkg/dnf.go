@@ -4,7 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/hivefleet/hive/converge"
@@ -14,6 +18,7 @@ import (
 type dnf struct {
 	env  *converge.Env
 	args []string
+	db   string // host path of the rpm database, once known
 }
 
 func (d *dnf) debian() bool { return false }
@@ -31,6 +36,15 @@ func (d *dnf) run(ctx context.Context, args ...string) (converge.Output, error) 
 }
 
 func (d *dnf) installed(ctx context.Context) (map[string]installed, error) {
+	// rpm -qa creates an empty database where there is none; reading
+	// must not change the machine, so a missing database is "nothing".
+	db, err := d.dbPath(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ents, err := os.ReadDir(db); errors.Is(err, fs.ErrNotExist) || (err == nil && len(ents) == 0) {
+		return map[string]installed{}, nil
+	}
 	out, err := d.env.Runner.Run(ctx, converge.Cmd{Name: "rpm", Args: []string{"--root", d.root(), "-qa",
 		"--queryformat", `%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n`}, Env: []string{"LC_ALL=C"}})
 	if err != nil {
@@ -48,16 +62,26 @@ func (d *dnf) installed(ctx context.Context) (map[string]installed, error) {
 	return res, sc.Err()
 }
 
-func (d *dnf) lockFiles(ctx context.Context) ([]string, error) {
+// dbPath returns the host path of the rpm database inside the root
+// (rpm's %{_dbpath}: /var/lib/rpm on RHEL, ~/.rpmdb with Debian's rpm).
+func (d *dnf) dbPath(ctx context.Context) (string, error) {
+	if d.db != "" {
+		return d.db, nil
+	}
 	out, err := d.env.Runner.Run(ctx, converge.Cmd{Name: "rpm", Args: []string{"--eval", "%{_dbpath}"}})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	p, err := d.env.Path(path.Join(strings.TrimSpace(string(out.Stdout)), ".rpm.lock"))
+	d.db, err = d.env.Path(path.Clean(strings.TrimSpace(string(out.Stdout))))
+	return d.db, err
+}
+
+func (d *dnf) lockFiles(ctx context.Context) ([]string, error) {
+	db, err := d.dbPath(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return []string{p}, nil
+	return []string{filepath.Join(db, ".rpm.lock")}, nil
 }
 
 func (d *dnf) available(ctx context.Context, names []string) (map[string][]string, error) {

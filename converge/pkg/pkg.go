@@ -304,26 +304,35 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 	if len(iw) == 0 && len(rn) == 0 {
 		return nil
 	}
-	if err := be.transact(ctx, iw, rn); err != nil {
-		for _, c := range append(installs, removes...) {
-			c.Err = err
-		}
-		return nil
-	}
-	// Verify against the database.
+	terr := be.transact(ctx, iw, rn)
+	// Judge every change by the database, also after a failed
+	// transaction (dnf's install may have succeeded before its remove
+	// failed; dpkg may have configured some packages before an error).
 	inst, err := be.installed(ctx)
 	if err != nil {
+		if terr != nil {
+			return terr
+		}
 		return fmt.Errorf("read installed packages after transaction: %w", err)
 	}
 	for _, c := range installs {
 		w := c.Data.(*plan).install
 		cur, have := inst[w.name]
-		if !have || !Matches(be.debian(), cur.Version, w.version) {
+		switch {
+		case have && Matches(be.debian(), cur.Version, w.version):
+		case terr != nil:
+			c.Err = terr
+		default:
 			c.Err = fmt.Errorf("transaction succeeded but %s is %s", w, describe(cur, have))
 		}
 	}
 	for _, c := range removes {
-		if cur, have := inst[c.Resource.GetPackage().GetName()]; have {
+		cur, have := inst[c.Resource.GetPackage().GetName()]
+		switch {
+		case !have:
+		case terr != nil:
+			c.Err = terr
+		default:
 			c.Err = fmt.Errorf("transaction succeeded but %s is still installed (%s)", c.Resource.GetPackage().GetName(), cur.Version)
 		}
 	}

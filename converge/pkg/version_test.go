@@ -2,6 +2,7 @@ package pkg
 
 import (
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/hivefleet/hive/internal/testenv"
@@ -80,4 +81,24 @@ func FuzzDebCompare(f *testing.F) {
 			t.Fatalf("not reflexive: %q", a)
 		}
 	})
+}
+
+func FuzzParseDpkgStatus(f *testing.F) {
+	f.Add([]byte("Package: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n"))
+	f.Add([]byte("Package: c\nDescription: x\n multi\n line\nStatus: hold ok installed\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for name, p := range parseDpkgStatus(b) {
+			if name == "" || p.Version != strings.TrimSpace(p.Version) {
+				t.Fatalf("bad entry %q %+v", name, p)
+			}
+		}
+	})
+}
+
+func TestParseDpkgStatus(t *testing.T) {
+	got := parseDpkgStatus([]byte("Package: a\nStatus: install ok installed\nVersion: 1:1.0-2\nArchitecture: amd64\n\n" +
+		"Package: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nDescription: x\n Package: fake\nStatus: hold ok installed\nVersion: 3\n"))
+	if len(got) != 2 || got["a"].Version != "1:1.0-2" || got["c"].Version != "3" {
+		t.Errorf("got %+v", got)
+	}
 }

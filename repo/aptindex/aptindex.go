@@ -60,8 +60,16 @@ type File struct {
 
 // Result is a complete set of indexes.
 type Result struct {
-	Files   []File // the Packages files, written (also by hash) before Release
-	Release []byte // unsigned Release content
+	Files   []File   // the Packages files, written (also by hash) before Release
+	Release []byte   // unsigned Release content
+	Archs   []string // architectures listed
+}
+
+// Rerelease returns r's Release made again for opt (a new Date), reusing the
+// index files: for publishes that changed no .deb.
+func (r *Result) Rerelease(opt Options) []byte {
+	opt.defaults()
+	return release(r.Files, r.Archs, opt)
 }
 
 func (o *Options) defaults() {
@@ -165,7 +173,7 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	return &Result{Files: files, Release: release(files, archs, opt)}, nil
+	return &Result{Files: files, Release: release(files, archs, opt), Archs: archs}, nil
 }
 
 func sums(path string, data []byte) File {

@@ -206,12 +206,23 @@ func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
 	if m != nil {
 		return m, fi, nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
+	if kind == KindRPM && fi.Size() < 64<<20 {
+		// Small packages: one read, parsed from memory.
+		var b []byte
+		if b, err = os.ReadFile(path); err == nil {
+			var p *rpmmeta.Package
+			if p, err = rpmmeta.ParseBytes(b); err == nil {
+				m = &Meta{Kind: kind, RPM: p}
+			}
+		}
+	} else {
+		var f *os.File
+		if f, err = os.Open(path); err != nil {
+			return nil, nil, err
+		}
+		m, err = Parse(kind, f)
+		f.Close()
 	}
-	defer f.Close()
-	m, err = Parse(kind, f)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -220,6 +231,13 @@ func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
 	c.Hints[path] = hint{Size: fi.Size(), MTime: fi.ModTime().UnixNano(), Sum: m.SHA256()}
 	c.mu.Unlock()
 	return m, fi, nil
+}
+
+// writeFile replaces a file atomically for readers. Pipeline runs are
+// re-run after a crash, so they skip fsync, as createrepo_c and
+// apt-ftparchive do.
+func writeFile(path string, data []byte, tmp string) error {
+	return store.WriteFileNoSync(path, data, tmp)
 }
 
 // Options for the pipeline indexers.
@@ -264,7 +282,7 @@ func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, 
 	errs := make([]error, len(paths))
 	idx := make(chan int)
 	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
+	for range 2 * runtime.GOMAXPROCS(0) { // twice: overlap file reads with parsing
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -326,7 +344,7 @@ func IndexYum(ctx context.Context, dir string, opt Options) (Stats, error) {
 	}
 	for _, f := range res.Files {
 		keep[strings.TrimPrefix(f.Name, "repodata/")] = true
-		if err := store.WriteFile(filepath.Join(dir, f.Name), f.Data, ""); err != nil {
+		if err := writeFile(filepath.Join(dir, f.Name), f.Data, ""); err != nil {
 			return Stats{}, err
 		}
 	}
@@ -335,13 +353,13 @@ func IndexYum(ctx context.Context, dir string, opt Options) (Stats, error) {
 		if err != nil {
 			return Stats{}, err
 		}
-		if err := store.WriteFile(filepath.Join(rd, "repomd.xml.asc"), sig, ""); err != nil {
+		if err := writeFile(filepath.Join(rd, "repomd.xml.asc"), sig, ""); err != nil {
 			return Stats{}, err
 		}
 	} else {
 		os.Remove(filepath.Join(rd, "repomd.xml.asc"))
 	}
-	if err := store.WriteFile(filepath.Join(rd, "repomd.xml"), res.RepoMD, ""); err != nil {
+	if err := writeFile(filepath.Join(rd, "repomd.xml"), res.RepoMD, ""); err != nil {
 		return Stats{}, err
 	}
 	if ents, err := os.ReadDir(rd); err == nil {
@@ -396,7 +414,7 @@ func IndexApt(ctx context.Context, dir string, opt Options) (Stats, error) {
 		return Stats{}, err
 	}
 	for _, f := range res.Files {
-		if err := store.WriteFile(filepath.Join(dir, f.Path), f.Data, ""); err != nil {
+		if err := writeFile(filepath.Join(dir, f.Path), f.Data, ""); err != nil {
 			return Stats{}, err
 		}
 	}
@@ -409,19 +427,19 @@ func IndexApt(ctx context.Context, dir string, opt Options) (Stats, error) {
 		if err != nil {
 			return Stats{}, err
 		}
-		if err := store.WriteFile(filepath.Join(dir, "Release.gpg"), gpg, ""); err != nil {
+		if err := writeFile(filepath.Join(dir, "Release.gpg"), gpg, ""); err != nil {
 			return Stats{}, err
 		}
-		if err := store.WriteFile(filepath.Join(dir, "Release"), res.Release, ""); err != nil {
+		if err := writeFile(filepath.Join(dir, "Release"), res.Release, ""); err != nil {
 			return Stats{}, err
 		}
-		if err := store.WriteFile(filepath.Join(dir, "InRelease"), in, ""); err != nil {
+		if err := writeFile(filepath.Join(dir, "InRelease"), in, ""); err != nil {
 			return Stats{}, err
 		}
 	} else {
 		os.Remove(filepath.Join(dir, "InRelease"))
 		os.Remove(filepath.Join(dir, "Release.gpg"))
-		if err := store.WriteFile(filepath.Join(dir, "Release"), res.Release, ""); err != nil {
+		if err := writeFile(filepath.Join(dir, "Release"), res.Release, ""); err != nil {
 			return Stats{}, err
 		}
 	}

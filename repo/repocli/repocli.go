@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -264,6 +265,10 @@ func indexCmd(stdout io.Writer) *cobra.Command {
 			if (yum == "") == (apt == "") {
 				return errors.New("give exactly one of --yum DIR and --apt DIR")
 			}
+			// A short-lived batch job: collect garbage only when the heap
+			// nears a soft limit, not every few megabytes.
+			debug.SetGCPercent(-1)
+			debug.SetMemoryLimit(1 << 30)
 			opt := catalog.Options{}
 			if keyFile != "" {
 				s, err := loadKey(keyFile)

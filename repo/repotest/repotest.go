@@ -203,37 +203,43 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// Corpus writes n RPMs and n debs into dir/rpm and dir/deb (once: an
-// existing complete corpus is reused) and returns the two directories.
-func Corpus(dir string, n int) (rpmDir, debDir string, err error) {
-	rpmDir, debDir = filepath.Join(dir, "rpm"), filepath.Join(dir, "deb")
-	stamp := filepath.Join(dir, "complete-"+strconv.Itoa(n))
-	if _, err := os.Stat(stamp); err == nil {
-		return rpmDir, debDir, nil
-	}
-	for _, d := range []string{rpmDir, debDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return "", "", err
-		}
-	}
-	for i := range n {
+// CorpusRPM writes n small RPMs into dir (once: a complete corpus left by
+// an earlier run is reused) and returns dir.
+func CorpusRPM(dir string, n int) (string, error) {
+	return corpus(dir, n, "rpm", func(i int) (string, []byte, error) {
 		name := fmt.Sprintf("bench-pkg-%05d", i)
-		r, err := BuildRPM(RPM{Name: name, Version: "1.0", Arch: "x86_64", Files: map[string]string{
+		b, err := BuildRPM(RPM{Name: name, Version: "1.0", Arch: "x86_64", Files: map[string]string{
 			"/usr/bin/" + name: "#!/bin/sh\necho " + name + "\n", "/usr/share/doc/" + name + "/README": "readme\n", "/etc/" + name + ".conf": "x=1\n",
 		}, Requires: []string{"bash"}})
+		return name + "-1.0-1.x86_64.rpm", b, err
+	})
+}
+
+// CorpusDeb writes n small debs into dir (once) and returns dir.
+func CorpusDeb(dir string, n int) (string, error) {
+	return corpus(dir, n, "deb", func(i int) (string, []byte, error) {
+		name := fmt.Sprintf("bench-pkg-%05d", i)
+		b, err := BuildDeb(Deb{Name: name, Version: "1.0-1", Arch: "amd64", Depends: "bash"})
+		return name + "_1.0-1_amd64.deb", b, err
+	})
+}
+
+func corpus(dir string, n int, kind string, gen func(int) (string, []byte, error)) (string, error) {
+	stamp := filepath.Join(dir, ".complete-"+kind+"-"+strconv.Itoa(n))
+	if _, err := os.Stat(stamp); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for i := range n {
+		name, b, err := gen(i)
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
-		if err := os.WriteFile(filepath.Join(rpmDir, name+"-1.0-1.x86_64.rpm"), r, 0o644); err != nil {
-			return "", "", err
-		}
-		d, err := BuildDeb(Deb{Name: name, Version: "1.0-1", Arch: "amd64"})
-		if err != nil {
-			return "", "", err
-		}
-		if err := os.WriteFile(filepath.Join(debDir, name+"_1.0-1_amd64.deb"), d, 0o644); err != nil {
-			return "", "", err
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return "", err
 		}
 	}
-	return rpmDir, debDir, os.WriteFile(stamp, nil, 0o644)
+	return dir, os.WriteFile(stamp, nil, 0o644)
 }

@@ -136,6 +136,30 @@ const (
 	modeMask  = 0o170000
 )
 
+// ParseBytes is Parse for a package already in memory.
+func ParseBytes(b []byte) (pkg *Package, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pkg, err = nil, fmt.Errorf("%w: malformed header (%v)", ErrInvalid, v)
+		}
+	}()
+	if _, err := readHeaders(&discardReader{b: b}); err != nil {
+		return nil, err
+	}
+	hdr, _, err := rpmutils.Verify(bytes.NewReader(b), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	p, err := fromHeader(hdr)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	p.SHA256 = hex.EncodeToString(sum[:])
+	p.Size = int64(len(b))
+	return p, nil
+}
+
 // Parse reads a complete .rpm from r and returns its metadata, with the
 // file's SHA-256 and size recorded.
 func Parse(r io.Reader) (pkg *Package, err error) {
@@ -164,6 +188,18 @@ func Parse(r io.Reader) (pkg *Package, err error) {
 	p.SHA256 = hex.EncodeToString(h.Sum(nil))
 	p.Size = cr.n
 	return p, nil
+}
+
+// discardReader reads b without copying more than readHeaders asks for.
+type discardReader struct{ b []byte }
+
+func (d *discardReader) Read(p []byte) (int, error) {
+	if len(d.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, d.b)
+	d.b = d.b[n:]
+	return n, nil
 }
 
 type countReader struct {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // ErrTooLarge is returned by Put when the stream exceeds the size limit.
@@ -145,6 +146,72 @@ func (s *Store) PutBytes(b []byte) (string, error) {
 	return h, nil
 }
 
+// PutAll stores several blobs and returns their sums. Their data is
+// written first and fsync'ed concurrently (one journal commit can cover
+// them all), then each is renamed into place.
+func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
+	sums := make([]string, len(blobs))
+	type pend struct {
+		f   *os.File
+		dst string
+	}
+	var ps []pend
+	cleanup := func() {
+		for _, p := range ps {
+			p.f.Close()
+			os.Remove(p.f.Name())
+		}
+	}
+	for i, b := range blobs {
+		sum := sha256.Sum256(b)
+		sums[i] = hex.EncodeToString(sum[:])
+		if s.Has(sums[i]) {
+			continue
+		}
+		f, err := os.CreateTemp(s.tmp, "put-*")
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+		ps = append(ps, pend{f, s.Path(sums[i])})
+		if _, err := f.Write(b); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = p.f.Sync() }()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("store put: %w", err)
+	}
+	for i, p := range ps {
+		err := p.f.Close()
+		if err == nil {
+			err = os.Chmod(p.f.Name(), 0o644)
+		}
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(p.dst), 0o755)
+		}
+		if err == nil {
+			err = os.Rename(p.f.Name(), p.dst)
+		}
+		if err != nil {
+			for _, q := range ps[i:] {
+				q.f.Close()
+				os.Remove(q.f.Name())
+			}
+			return nil, fmt.Errorf("store put: %w", err)
+		}
+	}
+	return sums, nil
+}
+
 // File is the pending blob's temporary file, positioned at its start, for
 // verifying the content before Commit.
 func (p *Pending) File() *os.File { return p.f }
@@ -206,6 +273,17 @@ func (s *Store) TempDir() string { return s.tmp }
 // path's directory when tmpDir is ""), fsync, rename. On error nothing is
 // left at path that was not there before.
 func WriteFile(path string, data []byte, tmpDir string) error {
+	return writeFile(path, data, tmpDir, true)
+}
+
+// WriteFileNoSync is WriteFile without the fsync: readers still see the old
+// or the new file, never a partial one, but a crash may lose the new
+// content. For batch jobs that are simply re-run after a crash.
+func WriteFileNoSync(path string, data []byte, tmpDir string) error {
+	return writeFile(path, data, tmpDir, false)
+}
+
+func writeFile(path string, data []byte, tmpDir string, sync bool) error {
 	if tmpDir == "" {
 		tmpDir = filepath.Dir(path)
 	}
@@ -214,7 +292,7 @@ func WriteFile(path string, data []byte, tmpDir string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -57,6 +57,8 @@ type Options struct {
 	Timestamp int64 // <timestamp> of each data element
 	// GzipLevel is the compression level (default: gzip default, as createrepo_c).
 	GzipLevel int
+	// Chunks, when set, compresses in cached runs (incremental builds).
+	Chunks *Chunks
 }
 
 // Result is a complete set of repository metadata.
@@ -89,34 +91,23 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			size := len(p.head) + len(p.tail)
-			for _, e := range es {
-				size += len(p.get(e))
+			var z []byte
+			var osum [32]byte
+			var osize int64
+			if opt.Chunks != nil {
+				z, osum, osize, errs[i] = opt.Chunks.build(p.typ, p.head, p.tail, es, p.get, opt.GzipLevel)
+			} else {
+				z, osum, osize, errs[i] = whole(p.head, p.tail, es, p.get, opt.GzipLevel)
 			}
-			open := make([]byte, 0, size)
-			open = append(open, p.head...)
-			for _, e := range es {
-				open = append(open, p.get(e)...)
-			}
-			open = append(open, p.tail...)
-			var z bytes.Buffer
-			z.Grow(size / 4)
-			zw, err := gzip.NewWriterLevel(&z, opt.GzipLevel)
-			if err != nil {
-				errs[i] = err
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("compress %s: %w", p.typ, errs[i])
 				return
 			}
-			zw.Write(open)
-			if err := zw.Close(); err != nil {
-				errs[i] = fmt.Errorf("compress %s: %w", p.typ, err)
-				return
-			}
-			sum := sha256.Sum256(z.Bytes())
-			osum := sha256.Sum256(open)
+			sum := sha256.Sum256(z)
 			h := hex.EncodeToString(sum[:])
 			files[i] = File{
-				Name: "repodata/" + h + "-" + p.typ + ".xml.gz", Data: z.Bytes(), SHA256: h,
-				OpenSHA: hex.EncodeToString(osum[:]), OpenSize: int64(len(open)), Type: p.typ, Timestamp: opt.Timestamp,
+				Name: "repodata/" + h + "-" + p.typ + ".xml.gz", Data: z, SHA256: h,
+				OpenSHA: hex.EncodeToString(osum[:]), OpenSize: osize, Type: p.typ, Timestamp: opt.Timestamp,
 			}
 		}()
 	}
@@ -126,7 +117,138 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	if opt.Chunks != nil {
+		opt.Chunks.sweep()
+	}
 	return &Result{Files: files, RepoMD: RepoMD(files, opt.Revision)}, nil
+}
+
+// whole compresses the file as one gzip member, as createrepo_c does.
+func whole(head, tail string, es []*Entry, get func(*Entry) []byte, level int) ([]byte, [32]byte, int64, error) {
+	size := len(head) + len(tail)
+	for _, e := range es {
+		size += len(get(e))
+	}
+	open := make([]byte, 0, size)
+	open = append(open, head...)
+	for _, e := range es {
+		open = append(open, get(e)...)
+	}
+	open = append(open, tail...)
+	z, err := gz(open, level, size/4)
+	return z, sha256.Sum256(open), int64(len(open)), err
+}
+
+func gz(data []byte, level, hint int) ([]byte, error) {
+	var z bytes.Buffer
+	z.Grow(hint)
+	zw, err := gzip.NewWriterLevel(&z, level)
+	if err != nil {
+		return nil, err
+	}
+	zw.Write(data)
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return z.Bytes(), nil
+}
+
+// Chunks keeps compressed runs of packages between builds, so that a build
+// after a small change compresses only the runs that changed. A file is
+// then a series of gzip members (header, runs, footer), which zlib,
+// libsolv and every gzip reader read as one stream (RFC 1952 §2.2). Run
+// boundaries are content-defined (by a hash of each entry's href), so one
+// insertion changes one run. A Chunks belongs to one repository and is used
+// by one Build at a time.
+type Chunks struct {
+	mu   sync.Mutex
+	m    map[string][]byte
+	used map[string]bool
+}
+
+// NewChunks returns an empty run cache.
+func NewChunks() *Chunks { return &Chunks{m: map[string][]byte{}, used: map[string]bool{}} }
+
+const (
+	runAvg = 64  // average entries per run
+	runMax = 256 // hard limit
+)
+
+func (c *Chunks) build(typ, head, tail string, es []*Entry, get func(*Entry) []byte, level int) ([]byte, [32]byte, int64, error) {
+	oh := sha256.New()
+	var osize int64
+	var out bytes.Buffer
+	add := func(b []byte) {
+		oh.Write(b)
+		osize += int64(len(b))
+	}
+	hz, err := gz([]byte(head), level, 256)
+	if err != nil {
+		return nil, [32]byte{}, 0, err
+	}
+	out.Write(hz)
+	add([]byte(head))
+	start := 0
+	kh := sha256.New()
+	for i, e := range es {
+		kh.Write([]byte(e.Pkg.SHA256))
+		kh.Write([]byte(e.Href))
+		kh.Write([]byte(strconv.FormatInt(e.FileTime, 10)))
+		add(get(e))
+		if i+1 < len(es) && i+1-start < runMax && fnv32(e.Href)%runAvg != 0 {
+			continue
+		}
+		key := typ + string(kh.Sum(nil))
+		c.mu.Lock()
+		z, ok := c.m[key]
+		c.used[key] = true
+		c.mu.Unlock()
+		if !ok {
+			var run []byte
+			for _, x := range es[start : i+1] {
+				run = append(run, get(x)...)
+			}
+			if z, err = gz(run, level, len(run)/4); err != nil {
+				return nil, [32]byte{}, 0, err
+			}
+			c.mu.Lock()
+			c.m[key] = z
+			c.mu.Unlock()
+		}
+		out.Write(z)
+		start = i + 1
+		kh.Reset()
+	}
+	tz, err := gz([]byte(tail), level, 64)
+	if err != nil {
+		return nil, [32]byte{}, 0, err
+	}
+	out.Write(tz)
+	add([]byte(tail))
+	var sum [32]byte
+	copy(sum[:], oh.Sum(nil))
+	return out.Bytes(), sum, osize, nil
+}
+
+// sweep drops runs the last build did not use.
+func (c *Chunks) sweep() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.m {
+		if !c.used[k] {
+			delete(c.m, k)
+		}
+	}
+	c.used = map[string]bool{}
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
 }
 
 // RepoMD renders repomd.xml for files.
@@ -180,14 +302,57 @@ type buf struct{ bytes.Buffer }
 
 func (b *buf) s(s string) { b.WriteString(s) }
 
-func (b *buf) text(s string) { xml.EscapeText(b, []byte(s)) }
+// text writes s escaped for XML text and attribute values, like
+// xml.EscapeText (characters XML cannot carry become U+FFFD) but without
+// allocating for the common case of nothing to escape.
+func (b *buf) text(s string) {
+	last := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var esc string
+		switch {
+		case c == '<':
+			esc = "&lt;"
+		case c == '>':
+			esc = "&gt;"
+		case c == '&':
+			esc = "&amp;"
+		case c == '"':
+			esc = "&#34;"
+		case c == '\'':
+			esc = "&#39;"
+		case c == '\t':
+			esc = "&#x9;"
+		case c == '\n':
+			esc = "&#xA;"
+		case c == '\r':
+			esc = "&#xD;"
+		case c < 0x20 || c >= 0x80:
+			// Rare: control characters and non-ASCII go through encoding/xml.
+			b.s(s[last:i])
+			xml.EscapeText(b, []byte(s[i:]))
+			return
+		default:
+			continue
+		}
+		b.s(s[last:i])
+		b.s(esc)
+		last = i + 1
+	}
+	b.s(s[last:])
+}
 
 func (b *buf) attr(name, v string) {
 	b.WriteByte(' ')
 	b.s(name)
 	b.s(`="`)
-	xml.EscapeText(b, []byte(v))
+	b.text(v)
 	b.WriteByte('"')
+}
+
+func (b *buf) num(v int64) {
+	var tmp [20]byte
+	b.Write(strconv.AppendInt(tmp[:0], v, 10))
 }
 
 func (b *buf) elem(indent, name, v string) {
@@ -207,6 +372,7 @@ func (b *buf) version(indent string, p *rpmmeta.Package) {
 func (e *Entry) renderPrimary() []byte {
 	p := e.Pkg
 	var b buf
+	b.Grow(1024 + 128*(len(p.Provides)+len(p.Requires)) + 64*len(p.Files))
 	b.s("<package type=\"rpm\">\n")
 	b.elem("  ", "name", p.Name)
 	b.elem("  ", "arch", p.Arch)
@@ -216,8 +382,17 @@ func (e *Entry) renderPrimary() []byte {
 	b.elem("  ", "description", p.Description)
 	b.elem("  ", "packager", p.Packager)
 	b.elem("  ", "url", p.URL)
-	fmt.Fprintf(&b, "  <time file=\"%d\" build=\"%d\"/>\n", e.FileTime, p.BuildTime)
-	fmt.Fprintf(&b, "  <size package=\"%d\" installed=\"%d\" archive=\"%d\"/>\n", p.Size, p.InstalledSize, p.ArchiveSize)
+	b.s(`  <time file="`)
+	b.num(e.FileTime)
+	b.s(`" build="`)
+	b.num(p.BuildTime)
+	b.s(`"/>` + "\n" + `  <size package="`)
+	b.num(p.Size)
+	b.s(`" installed="`)
+	b.num(p.InstalledSize)
+	b.s(`" archive="`)
+	b.num(p.ArchiveSize)
+	b.s(`"/>` + "\n")
 	b.s("  <location")
 	b.attr("href", e.Href)
 	b.s("/>\n  <format>\n")
@@ -226,7 +401,11 @@ func (e *Entry) renderPrimary() []byte {
 	b.elem("    ", "rpm:group", p.Group)
 	b.elem("    ", "rpm:buildhost", p.BuildHost)
 	b.elem("    ", "rpm:sourcerpm", p.SourceRPM)
-	fmt.Fprintf(&b, "    <rpm:header-range start=\"%d\" end=\"%d\"/>\n", p.HeaderStart, p.HeaderEnd)
+	b.s(`    <rpm:header-range start="`)
+	b.num(int64(p.HeaderStart))
+	b.s(`" end="`)
+	b.num(int64(p.HeaderEnd))
+	b.s(`"/>` + "\n")
 	deps := []struct {
 		name string
 		list []rpmmeta.Dep
@@ -286,6 +465,7 @@ func (b *buf) pkgOpen(e *Entry) {
 
 func (e *Entry) renderFilelists() []byte {
 	var b buf
+	b.Grow(256 + 64*len(e.Pkg.Files))
 	b.pkgOpen(e)
 	for _, f := range e.Pkg.Files {
 		b.file("  ", f)

@@ -256,13 +256,13 @@ type nodeStatus struct {
 	Gossip            string            `json:"gossip"`
 	AppliedGeneration uint64            `json:"applied_generation"`
 	Phase             string            `json:"phase"`
-	LastReport        string            `json:"last_report"`
+	LastReport        *time.Time        `json:"last_report"`
 	Resources         struct {
 		Total   int `json:"total"`
 		Changed int `json:"changed"`
 		Failed  int `json:"failed"`
 	} `json:"resources"`
-	Errors json.RawMessage `json:"errors"`
+	Errors []string `json:"errors"`
 }
 
 type siteStatus struct {
@@ -404,21 +404,6 @@ func poll(timeout time.Duration, f func() bool) bool {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// siteFiles is a site with one role "web" (for tier=web) holding n files
-// /srv/netlab/f-NNN whose content names version v.
-func siteFiles(v string, n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "name: netlab\nselectors:\n  - match_labels: {tier: web}\n    roles: [web]\nroles:\n  - name: web\n    resources:\n")
-	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "      - file:\n          path: %s\n          content: %q\n          mode: 0644\n", filePath(i), fileContent(v, i))
-	}
-	return b.String()
-}
-
-func filePath(i int) string { return fmt.Sprintf("/srv/netlab/f-%03d", i) }
-
-func fileContent(v string, i int) string { return fmt.Sprintf("version %s file %d\n", v, i) }
 
 // readFile reads a file under an agent's root ("" if it does not exist).
 func (n *node) readFile(path string) string {

@@ -45,6 +45,7 @@ type Command struct {
 	//	*Command_PeerRemove
 	//	*Command_BootstrapTokenCreate
 	//	*Command_BootstrapTokenRedeem
+	//	*Command_CoordinatorUpsert
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -189,6 +190,15 @@ func (x *Command) GetBootstrapTokenRedeem() *BootstrapTokenRedeemCommand {
 	return nil
 }
 
+func (x *Command) GetCoordinatorUpsert() *CoordinatorUpsertCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_CoordinatorUpsert); ok {
+			return x.CoordinatorUpsert
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -229,6 +239,10 @@ type Command_BootstrapTokenRedeem struct {
 	BootstrapTokenRedeem *BootstrapTokenRedeemCommand `protobuf:"bytes,18,opt,name=bootstrap_token_redeem,json=bootstrapTokenRedeem,proto3,oneof"`
 }
 
+type Command_CoordinatorUpsert struct {
+	CoordinatorUpsert *CoordinatorUpsertCommand `protobuf:"bytes,19,opt,name=coordinator_upsert,json=coordinatorUpsert,proto3,oneof"`
+}
+
 func (*Command_Push) isCommand_Body() {}
 
 func (*Command_Rollback) isCommand_Body() {}
@@ -246,6 +260,8 @@ func (*Command_PeerRemove) isCommand_Body() {}
 func (*Command_BootstrapTokenCreate) isCommand_Body() {}
 
 func (*Command_BootstrapTokenRedeem) isCommand_Body() {}
+
+func (*Command_CoordinatorUpsert) isCommand_Body() {}
 
 // PushCommand proposes a new generation.
 type PushCommand struct {
@@ -796,6 +812,77 @@ func (x *BootstrapTokenRedeemCommand) GetNode() string {
 	return ""
 }
 
+// CoordinatorUpsertCommand records where a coordinator serves gRPC and
+// raft. A leader proposes it for itself when it takes office, so followers
+// learn the address they forward writes to from the replicated state.
+type CoordinatorUpsertCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoordinatorUpsertCommand) Reset() {
+	*x = CoordinatorUpsertCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorUpsertCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorUpsertCommand) ProtoMessage() {}
+
+func (x *CoordinatorUpsertCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorUpsertCommand.ProtoReflect.Descriptor instead.
+func (*CoordinatorUpsertCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CoordinatorUpsertCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CoordinatorUpsertCommand) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *CoordinatorUpsertCommand) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *CoordinatorUpsertCommand) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 // CommandResult is what Apply returns for a command, identically on every
 // replica: a business rejection is a result, not an error.
 type CommandResult struct {
@@ -815,7 +902,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_hive_v1_raft_proto_msgTypes[10]
+	mi := &file_hive_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +914,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_raft_proto_msgTypes[10]
+	mi := &file_hive_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +927,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_hive_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommandResult) GetError() string {
@@ -875,7 +962,7 @@ var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xda\x05\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xae\x06\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -892,7 +979,8 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\vpeer_remove\x18\x10 \x01(\v2\x1a.hive.v1.PeerRemoveCommandH\x00R\n" +
 	"peerRemove\x12\\\n" +
 	"\x16bootstrap_token_create\x18\x11 \x01(\v2$.hive.v1.BootstrapTokenCreateCommandH\x00R\x14bootstrapTokenCreate\x12\\\n" +
-	"\x16bootstrap_token_redeem\x18\x12 \x01(\v2$.hive.v1.BootstrapTokenRedeemCommandH\x00R\x14bootstrapTokenRedeemB\x06\n" +
+	"\x16bootstrap_token_redeem\x18\x12 \x01(\v2$.hive.v1.BootstrapTokenRedeemCommandH\x00R\x14bootstrapTokenRedeem\x12R\n" +
+	"\x12coordinator_upsert\x18\x13 \x01(\v2!.hive.v1.CoordinatorUpsertCommandH\x00R\x11coordinatorUpsertB\x06\n" +
 	"\x04body\"\x81\x01\n" +
 	"\vPushCommand\x123\n" +
 	"\n" +
@@ -933,7 +1021,12 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x06author\x18\x04 \x01(\tR\x06author\"T\n" +
 	"\x1bBootstrapTokenRedeemCommand\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"{\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\x82\x01\n" +
+	"\x18CoordinatorUpsertCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\"{\n" +
 	"\rCommandResult\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
@@ -954,7 +1047,7 @@ func file_hive_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hive_v1_raft_proto_rawDescData
 }
 
-var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_hive_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: hive.v1.Command
 	(*PushCommand)(nil),                 // 1: hive.v1.PushCommand
@@ -966,14 +1059,15 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	(*PeerRemoveCommand)(nil),           // 7: hive.v1.PeerRemoveCommand
 	(*BootstrapTokenCreateCommand)(nil), // 8: hive.v1.BootstrapTokenCreateCommand
 	(*BootstrapTokenRedeemCommand)(nil), // 9: hive.v1.BootstrapTokenRedeemCommand
-	(*CommandResult)(nil),               // 10: hive.v1.CommandResult
-	nil,                                 // 11: hive.v1.NodeUpsertCommand.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 12: google.protobuf.Timestamp
-	(*Generation)(nil),                  // 13: hive.v1.Generation
-	(*Report)(nil),                      // 14: hive.v1.Report
+	(*CoordinatorUpsertCommand)(nil),    // 10: hive.v1.CoordinatorUpsertCommand
+	(*CommandResult)(nil),               // 11: hive.v1.CommandResult
+	nil,                                 // 12: hive.v1.NodeUpsertCommand.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 13: google.protobuf.Timestamp
+	(*Generation)(nil),                  // 14: hive.v1.Generation
+	(*Report)(nil),                      // 15: hive.v1.Report
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
-	12, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
+	13, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: hive.v1.Command.push:type_name -> hive.v1.PushCommand
 	2,  // 2: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
 	3,  // 3: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
@@ -983,15 +1077,16 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	7,  // 7: hive.v1.Command.peer_remove:type_name -> hive.v1.PeerRemoveCommand
 	8,  // 8: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
 	9,  // 9: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
-	13, // 10: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	11, // 11: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	14, // 12: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	12, // 13: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	10, // 10: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
+	14, // 11: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	12, // 12: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	15, // 13: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	13, // 14: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -1010,6 +1105,7 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_PeerRemove)(nil),
 		(*Command_BootstrapTokenCreate)(nil),
 		(*Command_BootstrapTokenRedeem)(nil),
+		(*Command_CoordinatorUpsert)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1017,7 +1113,7 @@ func file_hive_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_raft_proto_rawDesc), len(file_hive_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1564,8 +1564,13 @@ type Swarm struct {
 	Initializer     bool     `protobuf:"varint,10,opt,name=initializer,proto3" json:"initializer,omitempty"`
 	ManagerAddrs    []string `protobuf:"bytes,11,rep,name=manager_addrs,json=managerAddrs,proto3" json:"manager_addrs,omitempty"`
 	JoinTokenSecret string   `protobuf:"bytes,12,opt,name=join_token_secret,json=joinTokenSecret,proto3" json:"join_token_secret,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Rendered by the coordinator for the initializer only: every node
+	// holding a swarm role, so the initializer can apply node labels (only
+	// managers can label swarm nodes) and remove nodes that left. Nodes are
+	// matched to swarm nodes by address.
+	Members       []*SwarmMember `protobuf:"bytes,13,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Swarm) Reset() {
@@ -1654,6 +1659,86 @@ func (x *Swarm) GetJoinTokenSecret() string {
 	return ""
 }
 
+func (x *Swarm) GetMembers() []*SwarmMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// SwarmMember is one node of the swarm as the coordinator knows it.
+type SwarmMember struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hive node name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Address the node advertises to the swarm (its advertise_addr or its
+	// first address).
+	Address string    `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Role    SwarmRole `protobuf:"varint,3,opt,name=role,proto3,enum=hive.v1.SwarmRole" json:"role,omitempty"`
+	// Node labels from the node's roles.
+	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmMember) Reset() {
+	*x = SwarmMember{}
+	mi := &file_hive_v1_site_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmMember) ProtoMessage() {}
+
+func (x *SwarmMember) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmMember.ProtoReflect.Descriptor instead.
+func (*SwarmMember) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SwarmMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SwarmMember) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *SwarmMember) GetRole() SwarmRole {
+	if x != nil {
+		return x.Role
+	}
+	return SwarmRole_SWARM_ROLE_UNSPECIFIED
+}
+
+func (x *SwarmMember) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // SwarmNetwork is an overlay network.
 type SwarmNetwork struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1667,7 +1752,7 @@ type SwarmNetwork struct {
 
 func (x *SwarmNetwork) Reset() {
 	*x = SwarmNetwork{}
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1764,7 @@ func (x *SwarmNetwork) String() string {
 func (*SwarmNetwork) ProtoMessage() {}
 
 func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1777,7 @@ func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmNetwork.ProtoReflect.Descriptor instead.
 func (*SwarmNetwork) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SwarmNetwork) GetName() string {
@@ -1830,7 +1915,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\bDrbdPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x17\n" +
-	"\anode_id\x18\x03 \x01(\rR\x06nodeId\"\xff\x02\n" +
+	"\anode_id\x18\x03 \x01(\rR\x06nodeId\"\xaf\x03\n" +
 	"\x05Swarm\x12&\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x12.hive.v1.SwarmRoleR\x04role\x122\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1a.hive.v1.Swarm.LabelsEntryR\x06labels\x121\n" +
@@ -1840,7 +1925,16 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\vinitializer\x18\n" +
 	" \x01(\bR\vinitializer\x12#\n" +
 	"\rmanager_addrs\x18\v \x03(\tR\fmanagerAddrs\x12*\n" +
-	"\x11join_token_secret\x18\f \x01(\tR\x0fjoinTokenSecret\x1a9\n" +
+	"\x11join_token_secret\x18\f \x01(\tR\x0fjoinTokenSecret\x12.\n" +
+	"\amembers\x18\r \x03(\v2\x14.hive.v1.SwarmMemberR\amembers\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
+	"\vSwarmMember\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12&\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x12.hive.v1.SwarmRoleR\x04role\x128\n" +
+	"\x06labels\x18\x04 \x03(\v2 .hive.v1.SwarmMember.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +
@@ -1897,7 +1991,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),        // 0: hive.v1.RepoType
 	(PackageState)(0),    // 1: hive.v1.PackageState
@@ -1919,16 +2013,18 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(*Drbd)(nil),         // 17: hive.v1.Drbd
 	(*DrbdPeer)(nil),     // 18: hive.v1.DrbdPeer
 	(*Swarm)(nil),        // 19: hive.v1.Swarm
-	(*SwarmNetwork)(nil), // 20: hive.v1.SwarmNetwork
-	nil,                  // 21: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 22: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 23: hive.v1.Drbd.OptionsEntry
-	nil,                  // 24: hive.v1.Swarm.LabelsEntry
+	(*SwarmMember)(nil),  // 20: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil), // 21: hive.v1.SwarmNetwork
+	nil,                  // 22: hive.v1.Selector.MatchLabelsEntry
+	nil,                  // 23: hive.v1.Firewall.PoliciesEntry
+	nil,                  // 24: hive.v1.Drbd.OptionsEntry
+	nil,                  // 25: hive.v1.Swarm.LabelsEntry
+	nil,                  // 26: hive.v1.SwarmMember.LabelsEntry
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
 	8,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	21, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	22, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
 	10, // 3: hive.v1.Role.resources:type_name -> hive.v1.Resource
 	11, // 4: hive.v1.Resource.repo:type_name -> hive.v1.Repo
 	12, // 5: hive.v1.Resource.package:type_name -> hive.v1.Package
@@ -1942,20 +2038,23 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	2,  // 13: hive.v1.File.state:type_name -> hive.v1.FileState
 	3,  // 14: hive.v1.Service.state:type_name -> hive.v1.ServiceState
 	16, // 15: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	22, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	23, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
 	5,  // 17: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
 	4,  // 18: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	23, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	24, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
 	18, // 20: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
 	6,  // 21: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	24, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	20, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	5,  // 24: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	25, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	21, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	20, // 24: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 25: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	26, // 26: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 27: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -1979,7 +2078,7 @@ func file_hive_v1_site_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,62 @@
+// Package providers builds the default provider set of the converge
+// engine: repo (pkgrepo), package (pkg), file and service, plus any extra
+// providers the caller passes (the agent adds firewall, drbd and swarm).
+//
+// It is called once at start-up by whoever builds a converge.Engine (the
+// agent, tests); nothing here blocks.
+package providers
+
+import (
+	"fmt"
+
+	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/file"
+	"github.com/hivefleet/hive/converge/pkg"
+	"github.com/hivefleet/hive/converge/pkgrepo"
+	"github.com/hivefleet/hive/converge/service"
+)
+
+// Config configures the default providers.
+type Config struct {
+	Package pkg.Config
+	Repo    pkgrepo.Config
+	Service service.Config
+}
+
+// DefaultConfig returns the providers' defaults.
+func DefaultConfig() Config {
+	return Config{Package: pkg.DefaultConfig()}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if err := c.Package.Validate(); err != nil {
+		return fmt.Errorf("package provider: %w", err)
+	}
+	return nil
+}
+
+// Default returns a registry holding the file, package, repo and service
+// providers and the extra ones; two providers of one kind is an error.
+func Default(cfg Config, extra ...converge.Provider) (*converge.Registry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pp, err := pkg.New(cfg.Package)
+	if err != nil {
+		return nil, err
+	}
+	return converge.NewRegistry(append([]converge.Provider{
+		pkgrepo.New(cfg.Repo), pp, file.New(), service.New(cfg.Service),
+	}, extra...)...)
+}
+
+// SandboxPlanOnly is the converge.Config.PlanOnly set for a --root
+// sandbox: files and repo definitions are written into the root, packages
+// and services (and the cluster kinds) are only planned.
+func SandboxPlanOnly() map[string]bool {
+	return map[string]bool{
+		converge.KindPackage: true, converge.KindService: true,
+		converge.KindFirewall: true, converge.KindDrbd: true, converge.KindSwarm: true,
+	}
+}

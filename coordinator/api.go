@@ -1,0 +1,725 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/hivefleet/hive/coordinator/render"
+	"github.com/hivefleet/hive/coordinator/state"
+	"github.com/hivefleet/hive/pki"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// api implements CoordinatorService.
+type api struct {
+	hivev1.UnimplementedCoordinatorServiceServer
+	s *Server
+}
+
+// toStatus is the one translation of server errors to gRPC status.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader), errors.Is(err, ErrUncertain), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, errStopping):
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	var re *rejection
+	if errors.As(err, &re) {
+		code := codes.FailedPrecondition
+		switch re.reason {
+		case state.ReasonStaleBase:
+			code = codes.Aborted
+		case state.ReasonNotFound:
+			code = codes.NotFound
+		case state.ReasonInvalid:
+			code = codes.InvalidArgument
+		case state.ReasonTokenUsed, state.ReasonTokenExpired, state.ReasonTokenNode:
+			code = codes.PermissionDenied
+		}
+		return status.Error(code, re.msg)
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// rejection is a business rejection decided by the FSM.
+type rejection struct{ reason, msg string }
+
+func (r *rejection) Error() string { return r.msg }
+
+// commit applies c and turns a rejected result into a *rejection error.
+func (s *Server) commit(ctx context.Context, c *hivev1.Command) (*hivev1.CommandResult, error) {
+	res, _, err := s.apply(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if res.GetError() != "" {
+		return res, &rejection{reason: res.GetReason(), msg: res.GetError()}
+	}
+	return res, nil
+}
+
+func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushResponse, error) {
+	s := a.s
+	if size := proto.Size(req); size > s.cfg.MaxPushBytes {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "push is %d bytes; the limit is %d bytes (%.1f MiB)", size, s.cfg.MaxPushBytes, float64(s.cfg.MaxPushBytes)/(1<<20))
+	}
+	if err := checkSite(req.GetSite()); err != nil {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "site rejected: %v", err)
+	}
+	sum, err := siteHash(req.GetSite())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_Push{Push: &hivev1.PushCommand{
+		Generation: &hivev1.Generation{
+			Sha256: sum, Author: author(ctx), Message: req.GetMessage(), Site: req.GetSite(),
+			SourceName: req.GetSourceName(), Source: req.GetSource(),
+		},
+		BaseGeneration: req.GetBaseGeneration(),
+		Force:          req.GetForce(),
+	}}})
+	if err != nil {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, toStatus(err)
+	}
+	if res.GetUnchanged() {
+		s.metrics.pushes.WithLabelValues("unchanged").Inc()
+	} else {
+		s.metrics.pushes.WithLabelValues("applied").Inc()
+		s.log.Info("generation pushed", "generation", res.GetGeneration(), "author", author(ctx), "sha256", sum)
+	}
+	return &hivev1.PushResponse{Generation: res.GetGeneration(), Sha256: sum, Unchanged: res.GetUnchanged(), Nodes: s.matchedNodes()}, nil
+}
+
+// matchedNodes returns the registry nodes the current generation gives at
+// least one role.
+func (s *Server) matchedNodes() []string {
+	st := s.fsm.Store()
+	g := st.Current()
+	nodes, _ := st.Nodes()
+	var out []string
+	for _, n := range nodes {
+		if g != nil && len(render.SelectRoles(g.GetSite(), n.GetName(), n.GetLabels())) > 0 {
+			out = append(out, n.GetName())
+		}
+	}
+	return out
+}
+
+func (a *api) Rollback(ctx context.Context, req *hivev1.RollbackRequest) (*hivev1.RollbackResponse, error) {
+	s := a.s
+	res, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_Rollback{Rollback: &hivev1.RollbackCommand{
+		Target: req.GetTarget(), Author: author(ctx), Message: req.GetMessage(),
+		BaseGeneration: req.GetBaseGeneration(), Force: req.GetForce(),
+	}}})
+	if err != nil {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, toStatus(err)
+	}
+	if res.GetUnchanged() {
+		s.metrics.pushes.WithLabelValues("unchanged").Inc()
+	} else {
+		s.metrics.pushes.WithLabelValues("applied").Inc()
+		s.log.Info("rolled back", "target", req.GetTarget(), "generation", res.GetGeneration(), "author", author(ctx))
+	}
+	g := s.fsm.Store().Generation(res.GetGeneration())
+	return &hivev1.RollbackResponse{Generation: res.GetGeneration(), Sha256: g.GetSha256()}, nil
+}
+
+func summary(g *hivev1.Generation) *hivev1.GenerationSummary {
+	n := 0
+	for _, r := range g.GetSite().GetRoles() {
+		n += len(r.GetResources())
+	}
+	return &hivev1.GenerationSummary{
+		Number: g.GetNumber(), Parent: g.GetParent(), Sha256: g.GetSha256(), Author: g.GetAuthor(),
+		Message: g.GetMessage(), Time: g.GetTime(), RollbackOf: g.GetRollbackOf(), Resources: uint32(n),
+	}
+}
+
+func (a *api) ListGenerations(ctx context.Context, req *hivev1.ListGenerationsRequest) (*hivev1.ListGenerationsResponse, error) {
+	st := a.s.fsm.Store()
+	resp := &hivev1.ListGenerationsResponse{Current: st.CurrentNumber()}
+	for _, g := range st.Generations(int(req.GetLimit())) {
+		resp.Generations = append(resp.Generations, summary(g))
+	}
+	return resp, nil
+}
+
+func (a *api) GetGeneration(ctx context.Context, req *hivev1.GetGenerationRequest) (*hivev1.GetGenerationResponse, error) {
+	st := a.s.fsm.Store()
+	n := req.GetNumber()
+	if n == 0 {
+		n = st.CurrentNumber()
+	}
+	g := st.Generation(n)
+	if g == nil {
+		if st.CurrentNumber() == 0 {
+			return nil, status.Error(codes.NotFound, "no generation has been pushed yet")
+		}
+		return nil, status.Errorf(codes.NotFound, "generation %d does not exist (current is %d)", n, st.CurrentNumber())
+	}
+	return &hivev1.GetGenerationResponse{Generation: g}, nil
+}
+
+func (a *api) DiffGenerations(ctx context.Context, req *hivev1.DiffGenerationsRequest) (*hivev1.DiffGenerationsResponse, error) {
+	st := a.s.fsm.Store()
+	get := func(n uint64) (*hivev1.Site, error) {
+		if n == 0 {
+			return &hivev1.Site{}, nil // generation 0: the empty site
+		}
+		g := st.Generation(n)
+		if g == nil {
+			return nil, status.Errorf(codes.NotFound, "generation %d does not exist (current is %d)", n, st.CurrentNumber())
+		}
+		return g.GetSite(), nil
+	}
+	from, err := get(req.GetFrom())
+	if err != nil {
+		return nil, err
+	}
+	to, err := get(req.GetTo())
+	if err != nil {
+		return nil, err
+	}
+	return &hivev1.DiffGenerationsResponse{Changes: DiffSites(from, to)}, nil
+}
+
+func (a *api) GetNodeState(ctx context.Context, req *hivev1.GetNodeStateRequest) (*hivev1.GetNodeStateResponse, error) {
+	if req.GetNode() == "" {
+		return nil, status.Error(codes.InvalidArgument, "node is required")
+	}
+	if err := checkNode(ctx, req.GetNode()); err != nil {
+		return nil, err
+	}
+	st := a.s.fsm.Store()
+	f := render.Facts{Name: req.GetNode()}
+	if n := st.Node(req.GetNode()); n != nil {
+		f.Labels, f.Addresses = n.GetLabels(), n.GetAddresses()
+	}
+	ns, err := a.s.renderer.Render(st, f)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &hivev1.GetNodeStateResponse{State: withIndex(ns, st.Index())}, nil
+}
+
+// withIndex returns a shallow copy of a cached state with raft_index set.
+func withIndex(ns *hivev1.NodeState, index uint64) *hivev1.NodeState {
+	return &hivev1.NodeState{
+		Node: ns.GetNode(), Generation: ns.GetGeneration(), Hash: ns.GetHash(), Facts: ns.GetFacts(),
+		Resources: ns.GetResources(), Secrets: ns.GetSecrets(), RaftIndex: index,
+	}
+}
+
+// registerNode records a node's facts through raft when they differ from
+// the registry.
+func (s *Server) registerNode(ctx context.Context, name string, labels map[string]string, addrs []string, ver string) error {
+	rec := &hivev1.NodeRecord{Name: name, Labels: labels, Addresses: addrs, AgentVersion: ver}
+	if old := s.fsm.Store().Node(name); old != nil && state.SameNodeFacts(old, rec) {
+		return nil
+	}
+	_, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_NodeUpsert{NodeUpsert: &hivev1.NodeUpsertCommand{
+		Name: name, Labels: labels, Addresses: addrs, AgentVersion: ver,
+	}}})
+	return err
+}
+
+func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.CoordinatorService_WatchNodeStateServer) error {
+	s := a.s
+	ctx := stream.Context()
+	node := req.GetNode()
+	if node == "" {
+		return status.Error(codes.InvalidArgument, "node is required")
+	}
+	if err := checkNode(ctx, node); err != nil {
+		return err
+	}
+	if err := pki.ValidateName(node); err != nil {
+		return status.Errorf(codes.InvalidArgument, "node name: %v", err)
+	}
+	if err := s.registerNode(ctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion()); err != nil {
+		return toStatus(fmt.Errorf("register node %s: %w", node, err))
+	}
+	s.metrics.watchers.Inc()
+	defer s.metrics.watchers.Dec()
+	f := render.Facts{Name: node, Labels: req.GetLabels(), Addresses: req.GetAddresses()}
+	last := req.GetKnownHash()
+	for {
+		wake := s.hub.wait()
+		st := s.fsm.Store()
+		ns, err := s.renderer.Render(st, f)
+		if err != nil {
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		if ns.GetHash() != last {
+			if err := stream.Send(&hivev1.WatchNodeStateResponse{State: withIndex(ns, st.Index())}); err != nil {
+				return err
+			}
+			s.metrics.watchSends.Inc()
+			last = ns.GetHash()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.ctx.Done():
+			return status.Error(codes.Unavailable, "coordinator is stopping")
+		case <-wake:
+		}
+	}
+}
+
+func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.ReportResponse, error) {
+	s := a.s
+	r := req.GetReport()
+	if r == nil {
+		return nil, status.Error(codes.InvalidArgument, "report is required")
+	}
+	if r.GetNode() == "" {
+		return nil, status.Error(codes.InvalidArgument, "report.node is required")
+	}
+	if err := checkNode(ctx, r.GetNode()); err != nil {
+		return nil, err
+	}
+	if len(r.GetPublishedSecrets()) > 0 {
+		if err := s.publishSecrets(ctx, r.GetNode(), r.GetPublishedSecrets()); err != nil {
+			return nil, toStatus(err)
+		}
+		r = proto.Clone(r).(*hivev1.Report)
+		r.PublishedSecrets = nil
+	}
+	if err := s.batcher.submit(ctx, r); err != nil {
+		return nil, toStatus(err)
+	}
+	return &hivev1.ReportResponse{Accepted: true}, nil
+}
+
+// publishSecrets seals values a node publishes as "<node>/<name>" secrets,
+// writing only those that changed.
+func (s *Server) publishSecrets(ctx context.Context, node string, values map[string][]byte) error {
+	names := make([]string, 0, len(values))
+	for n := range values {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := state.ValidSecretName(n); err != nil {
+			return &rejection{reason: state.ReasonInvalid, msg: "published secret: " + err.Error()}
+		}
+		full := node + "/" + n
+		v := values[n]
+		if len(v) > MaxSecretBytes {
+			return &rejection{reason: state.ReasonInvalid, msg: fmt.Sprintf("published secret %s is %d bytes; the limit is %d", full, len(v), MaxSecretBytes)}
+		}
+		if old := s.fsm.Store().Secret(full); old != nil {
+			if cur, err := s.keyring.Open(full, old.GetSealed(), old.GetKeyId()); err == nil && string(cur) == string(v) {
+				continue
+			}
+		}
+		sealed, kid, err := s.keyring.Seal(full, v)
+		if err != nil {
+			return err
+		}
+		if _, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_SecretSet{SecretSet: &hivev1.SecretSetCommand{
+			Name: full, Sealed: sealed, KeyId: kid, Author: "agent:" + node,
+		}}}); err != nil {
+			return err
+		}
+		s.log.Info("node published a secret", "node", node, "secret", full)
+	}
+	return nil
+}
+
+// applyReports commits one batch of reports (the batcher's apply).
+func (s *Server) applyReports(ctx context.Context, reports []*hivev1.Report) error {
+	_, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_ReportBatch{ReportBatch: &hivev1.ReportBatchCommand{Reports: reports}}})
+	if err == nil {
+		s.metrics.reports.Add(float64(len(reports)))
+		s.metrics.reportBatches.Inc()
+	}
+	return err
+}
+
+func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hivev1.GetStatusResponse, error) {
+	s := a.s
+	st := s.fsm.Store()
+	cur := st.Current()
+	nodes, _ := st.Nodes()
+	reports := st.Reports()
+	names := map[string]*hivev1.NodeRecord{}
+	for _, n := range nodes {
+		names[n.GetName()] = n
+	}
+	for n := range reports {
+		if _, ok := names[n]; !ok {
+			names[n] = &hivev1.NodeRecord{Name: n}
+		}
+	}
+	if req.GetNode() != "" {
+		n, ok := names[req.GetNode()]
+		if !ok {
+			return nil, status.Errorf(codes.NotFound, "node %q is not known (it has never watched or reported)", req.GetNode())
+		}
+		names = map[string]*hivev1.NodeRecord{req.GetNode(): n}
+	}
+	resp := &hivev1.GetStatusResponse{Generation: cur.GetNumber(), RaftIndex: st.Index(), Server: s.cfg.Name}
+	for _, n := range names {
+		resp.Nodes = append(resp.Nodes, nodeStatus(n, reports[n.GetName()], cur))
+	}
+	sort.Slice(resp.Nodes, func(i, j int) bool { return resp.Nodes[i].Name < resp.Nodes[j].Name })
+	return resp, nil
+}
+
+func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation) *hivev1.NodeStatus {
+	ns := &hivev1.NodeStatus{
+		Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses(),
+		DesiredGeneration: cur.GetNumber(), AgentVersion: n.GetAgentVersion(),
+		Phase: hivev1.Phase_PHASE_PENDING, Resources: &hivev1.ResourceCounts{},
+	}
+	if cur != nil {
+		ns.Roles = render.SelectRoles(cur.GetSite(), n.GetName(), n.GetLabels())
+	}
+	if r == nil {
+		return ns
+	}
+	ns.AppliedGeneration = r.GetGeneration()
+	ns.DryRun = r.GetDryRun()
+	ns.Results = r.GetResults()
+	if r.GetAgentVersion() != "" {
+		ns.AgentVersion = r.GetAgentVersion()
+	}
+	ns.LastReport = r.GetFinished()
+	if ns.LastReport == nil {
+		ns.LastReport = r.GetStarted()
+	}
+	switch {
+	case r.GetGeneration() < cur.GetNumber() && r.GetPhase() != hivev1.Phase_PHASE_APPLYING:
+		ns.Phase = hivev1.Phase_PHASE_PENDING
+	default:
+		ns.Phase = r.GetPhase()
+		if ns.Phase == hivev1.Phase_PHASE_UNSPECIFIED {
+			ns.Phase = hivev1.Phase_PHASE_PENDING
+		}
+	}
+	for _, res := range r.GetResults() {
+		ns.Resources.Total++
+		switch res.GetOutcome() {
+		case hivev1.Outcome_OUTCOME_CHANGED:
+			ns.Resources.Changed++
+		case hivev1.Outcome_OUTCOME_FAILED:
+			ns.Resources.Failed++
+			ns.Errors = append(ns.Errors, fmt.Sprintf("%s: %s", res.GetKey(), res.GetMessage()))
+		case hivev1.Outcome_OUTCOME_SKIPPED:
+			ns.Resources.Skipped++
+		case hivev1.Outcome_OUTCOME_PLANNED:
+			ns.Resources.Planned++
+		}
+	}
+	return ns
+}
+
+func (a *api) ListMembers(ctx context.Context, req *hivev1.ListMembersRequest) (*hivev1.ListMembersResponse, error) {
+	return &hivev1.ListMembersResponse{Members: a.s.members()}, nil
+}
+
+// members lists coordinators (raft configuration and recorded addresses)
+// and the registry's agents.
+func (s *Server) members() []*hivev1.Member {
+	st := s.fsm.Store()
+	var out []*hivev1.Member
+	_, leaderID := s.raft.LeaderWithID()
+	seen := map[string]bool{}
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			m := &hivev1.Member{Name: string(srv.ID), Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, Raft: hivev1.RaftRole_RAFT_ROLE_FOLLOWER}
+			if srv.ID == leaderID {
+				m.Raft = hivev1.RaftRole_RAFT_ROLE_LEADER
+			}
+			if string(srv.ID) == s.cfg.Name {
+				m.Raft = raftRole(s.raft.State())
+			}
+			if rec := st.Coordinator(string(srv.ID)); rec != nil {
+				m.GrpcAddr, m.Version = rec.GetGrpcAddr(), rec.GetVersion()
+			}
+			out = append(out, m)
+			seen[m.Name] = true
+		}
+	}
+	nodes, _ := st.Nodes()
+	for _, n := range nodes {
+		if seen[n.GetName()] {
+			continue
+		}
+		m := &hivev1.Member{Name: n.GetName(), Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: n.GetLabels(), Version: n.GetAgentVersion()}
+		if len(n.GetAddresses()) > 0 {
+			m.Address = n.GetAddresses()[0]
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func raftRole(st raft.RaftState) hivev1.RaftRole {
+	switch st {
+	case raft.Leader:
+		return hivev1.RaftRole_RAFT_ROLE_LEADER
+	case raft.Candidate:
+		return hivev1.RaftRole_RAFT_ROLE_CANDIDATE
+	case raft.Follower:
+		return hivev1.RaftRole_RAFT_ROLE_FOLLOWER
+	}
+	return hivev1.RaftRole_RAFT_ROLE_NONE
+}
+
+func (a *api) SetSecret(ctx context.Context, req *hivev1.SetSecretRequest) (*hivev1.SetSecretResponse, error) {
+	s := a.s
+	if err := state.ValidSecretName(req.GetName()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if len(req.GetValue()) == 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "secret %s: empty value", req.GetName())
+	}
+	if len(req.GetValue()) > MaxSecretBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "secret %s is %d bytes; the limit is %d", req.GetName(), len(req.GetValue()), MaxSecretBytes)
+	}
+	sealed, kid, err := s.keyring.Seal(req.GetName(), req.GetValue())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_SecretSet{SecretSet: &hivev1.SecretSetCommand{
+		Name: req.GetName(), Sealed: sealed, KeyId: kid, Author: author(ctx),
+	}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("secret set", "secret", req.GetName(), "author", author(ctx))
+	return &hivev1.SetSecretResponse{Nodes: s.secretUsers(req.GetName())}, nil
+}
+
+// secretUsers returns the registry nodes whose state references a secret.
+func (s *Server) secretUsers(name string) []string {
+	st := s.fsm.Store()
+	nodes, _ := st.Nodes()
+	var out []string
+	for _, n := range nodes {
+		ns, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+		if err != nil {
+			continue
+		}
+		if _, ok := ns.GetSecrets()[name]; ok {
+			out = append(out, n.GetName())
+			continue
+		}
+		for _, r := range ns.GetResources() {
+			if f := r.GetFile(); f != nil && contains(f.GetSecrets(), name) {
+				out = append(out, n.GetName())
+				break
+			}
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *api) ListSecrets(ctx context.Context, req *hivev1.ListSecretsRequest) (*hivev1.ListSecretsResponse, error) {
+	st := a.s.fsm.Store()
+	referenced := map[string]bool{}
+	cur := st.Current()
+	for _, n := range cur.GetSite().GetSecrets() {
+		referenced[n] = true
+	}
+	for _, r := range cur.GetSite().GetRoles() {
+		for _, res := range r.GetResources() {
+			for _, n := range res.GetFile().GetSecrets() {
+				referenced[n] = true
+			}
+		}
+	}
+	resp := &hivev1.ListSecretsResponse{}
+	have := map[string]bool{}
+	for _, sec := range st.Secrets() {
+		have[sec.GetName()] = true
+		resp.Secrets = append(resp.Secrets, &hivev1.SecretInfo{
+			Name: sec.GetName(), Updated: sec.GetUpdated(), Author: sec.GetAuthor(),
+			Referenced: referenced[sec.GetName()], Published: state.IsPublished(sec.GetName()),
+		})
+	}
+	for n := range referenced {
+		if !have[n] {
+			resp.Missing = append(resp.Missing, n)
+		}
+	}
+	sort.Strings(resp.Missing)
+	return resp, nil
+}
+
+func (a *api) DeleteSecret(ctx context.Context, req *hivev1.DeleteSecretRequest) (*hivev1.DeleteSecretResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name is required")
+	}
+	if _, err := a.s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_SecretDelete{SecretDelete: &hivev1.SecretDeleteCommand{
+		Name: req.GetName(), Author: author(ctx),
+	}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	a.s.log.Info("secret deleted", "secret", req.GetName(), "author", author(ctx))
+	return &hivev1.DeleteSecretResponse{}, nil
+}
+
+func (a *api) ListPeers(ctx context.Context, req *hivev1.ListPeersRequest) (*hivev1.ListPeersResponse, error) {
+	f := a.s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	_, leader := a.s.raft.LeaderWithID()
+	resp := &hivev1.ListPeersResponse{}
+	for _, srv := range f.Configuration().Servers {
+		resp.Peers = append(resp.Peers, &hivev1.RaftPeer{
+			Id: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leader,
+		})
+	}
+	return resp, nil
+}
+
+// leaderClient returns a client of the leader's CoordinatorService, or nil
+// when this server leads.
+func (s *Server) leaderClient() (hivev1.CoordinatorServiceClient, error) {
+	if s.raft.State() == raft.Leader {
+		return nil, nil
+	}
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return nil, ErrNoLeader
+	}
+	rec := s.fsm.Store().Coordinator(string(id))
+	if rec == nil {
+		return nil, fmt.Errorf("%w: leader %s has not recorded its address yet", ErrNoLeader, id)
+	}
+	conn, err := s.forwardConn(rec.GetGrpcAddr())
+	if err != nil {
+		return nil, err
+	}
+	return hivev1.NewCoordinatorServiceClient(conn), nil
+}
+
+func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.AddPeerResponse, error) {
+	if req.GetId() == "" || req.GetAddress() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id and address are required")
+	}
+	c, err := a.s.leaderClient()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if c != nil {
+		return c.AddPeer(ctx, req)
+	}
+	if err := a.s.raft.AddVoter(raft.ServerID(req.GetId()), raft.ServerAddress(req.GetAddress()), 0, a.s.cfg.ApplyTimeout).Error(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "add peer %s: %v", req.GetId(), err)
+	}
+	a.s.log.Info("added raft peer", "peer", req.GetId(), "address", req.GetAddress(), "by", author(ctx))
+	return &hivev1.AddPeerResponse{}, nil
+}
+
+func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*hivev1.RemovePeerResponse, error) {
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id is required")
+	}
+	c, err := a.s.leaderClient()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if c != nil {
+		return c.RemovePeer(ctx, req)
+	}
+	if err := a.s.raft.RemoveServer(raft.ServerID(req.GetId()), 0, a.s.cfg.ApplyTimeout).Error(); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "remove peer %s: %v", req.GetId(), err)
+	}
+	if a.s.fsm.Store().Coordinator(req.GetId()) != nil {
+		if _, err := a.s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: req.GetId()}}}); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	a.s.log.Info("removed raft peer", "peer", req.GetId(), "by", author(ctx))
+	return &hivev1.RemovePeerResponse{}, nil
+}
+
+// DefaultTokenTTL is a bootstrap token's default lifetime.
+const DefaultTokenTTL = time.Hour
+
+func (a *api) CreateBootstrapToken(ctx context.Context, req *hivev1.CreateBootstrapTokenRequest) (*hivev1.CreateBootstrapTokenResponse, error) {
+	if req.GetNode() != "" {
+		if err := pki.ValidateName(req.GetNode()); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
+		}
+	}
+	ttl := DefaultTokenTTL
+	if req.GetTtlSeconds() > 0 {
+		ttl = time.Duration(req.GetTtlSeconds()) * time.Second
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, toStatus(err)
+	}
+	token := hex.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(token))
+	expires := timestamppb.New(time.Now().Add(ttl))
+	if _, err := a.s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_BootstrapTokenCreate{BootstrapTokenCreate: &hivev1.BootstrapTokenCreateCommand{
+		TokenSha256: hex.EncodeToString(sum[:]), Node: req.GetNode(), Expires: expires, Author: author(ctx),
+	}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	return &hivev1.CreateBootstrapTokenResponse{Token: token, Expires: expires}, nil
+}
+
+func (a *api) RequestCertificate(ctx context.Context, req *hivev1.RequestCertificateRequest) (*hivev1.RequestCertificateResponse, error) {
+	s := a.s
+	if s.ca == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this coordinator cannot sign certificates: start it with --tls-ca-key, or create the agent's certificate with `hivectl tls cert create --agent NAME`")
+	}
+	if err := pki.ValidateName(req.GetNode()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
+	}
+	// Sign first (a bad request must not burn the token), hand the
+	// certificate out only once the token is redeemed.
+	cert, err := pki.SignAgentCSR(s.ca.Cert, s.ca.Key, req.GetCsr(), req.GetNode())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sign certificate: %v", err)
+	}
+	sum := sha256.Sum256([]byte(req.GetToken()))
+	if _, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_BootstrapTokenRedeem{BootstrapTokenRedeem: &hivev1.BootstrapTokenRedeemCommand{
+		TokenSha256: hex.EncodeToString(sum[:]), Node: req.GetNode(),
+	}}}); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("issued an agent certificate for a bootstrap token", "node", req.GetNode())
+	return &hivev1.RequestCertificateResponse{Certificate: cert, Ca: s.ca.CertPEM()}, nil
+}

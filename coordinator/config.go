@@ -1,0 +1,174 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Default addresses (ports 7400–7403 are hive's; 7946, memberlist's
+// default, is Docker swarm's own on swarm hosts and never used).
+const (
+	DefaultGRPCAddr   = ":7400"
+	DefaultRaftAddr   = ":7401"
+	DefaultGossipAddr = ":7402"
+	DefaultHTTPAddr   = ":7403"
+	// DefaultMaxPushBytes is the largest push accepted (encoded request).
+	DefaultMaxPushBytes = 4 << 20
+	// MaxSecretBytes is the largest secret value accepted.
+	MaxSecretBytes = 64 << 10
+)
+
+// Config configures a Server. Only cmd/hive-coordinator reads flags, the
+// environment and files to fill it.
+type Config struct {
+	// Name is the server's raft id and gossip name (default: host name).
+	Name string
+	// DataDir holds raft.db (log and stable store), snapshots/ and
+	// keyring.json.
+	DataDir string
+	// Dev: one server, plaintext gRPC and raft allowed, bootstraps itself
+	// at once, every caller is allowed everything (author "dev").
+	Dev bool
+
+	GRPCAddr   string
+	RaftAddr   string
+	GossipAddr string
+	// HTTPAddr serves /metrics and /healthz ("" disables).
+	HTTPAddr string
+	// AdvertiseAddr is the IP other servers and agents use to reach this
+	// one when the listen addresses are unspecified (0.0.0.0 / ::).
+	AdvertiseAddr string
+
+	// Join lists gossip addresses to join (retried).
+	Join []string
+	// BootstrapExpect: bootstrap raft once this many coordinators found
+	// each other (1: bootstrap alone at once).
+	BootstrapExpect int
+	// BootstrapPeers bootstraps raft with exactly these servers when the
+	// data directory is empty (every listed server must be given the same
+	// list). Used by tests and by the gossip bootstrap.
+	BootstrapPeers []Peer
+
+	// TLS files (all required outside Dev).
+	TLSCA, TLSCert, TLSKey string
+	// TLSCAKey, when set, lets this server sign agent certificates for
+	// redeemed bootstrap tokens (RequestCertificate).
+	TLSCAKey string
+
+	// KeyringFile holds the secret-sealing keys (default
+	// DataDir/keyring.json; created when missing).
+	KeyringFile string
+
+	// Raft tuning.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// ApplyTimeout bounds one raft apply (and a forwarded write).
+	ApplyTimeout time.Duration
+
+	// ReportBatchMax is the most reports in one raft entry.
+	ReportBatchMax int
+	// MembershipDebounce coalesces watch wake-ups after registry changes.
+	MembershipDebounce time.Duration
+	// MaxPushBytes bounds the encoded size of a push.
+	MaxPushBytes int
+
+	// Logger receives structured logs (component attributes are added).
+	Logger *slog.Logger
+}
+
+// Peer is a raft server.
+type Peer struct {
+	ID      string
+	Address string
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr:           DefaultGRPCAddr,
+		RaftAddr:           DefaultRaftAddr,
+		GossipAddr:         DefaultGossipAddr,
+		HTTPAddr:           DefaultHTTPAddr,
+		BootstrapExpect:    0,
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+		ApplyTimeout:       10 * time.Second,
+		ReportBatchMax:     1000,
+		MembershipDebounce: 100 * time.Millisecond,
+		MaxPushBytes:       DefaultMaxPushBytes,
+	}
+}
+
+// DevConfig returns DefaultConfig adjusted for --dev: fast election,
+// bootstrap alone.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.Dev = true
+	c.Name = "dev"
+	c.BootstrapExpect = 1
+	c.HeartbeatTimeout = 50 * time.Millisecond
+	c.ElectionTimeout = 50 * time.Millisecond
+	c.LeaderLeaseTimeout = 50 * time.Millisecond
+	return c
+}
+
+// ErrNoTLS is returned by Validate outside Dev when the TLS files are
+// missing.
+var ErrNoTLS = errors.New("mutual TLS certificates are required outside --dev: create them with `hivectl tls ca create` and `hivectl tls cert create --coordinator NAME --ip ADDR`, then pass --tls-ca ca.pem --tls-cert NAME.pem --tls-key NAME-key.pem")
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("name is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	for _, a := range []struct{ name, v string }{{"grpc", c.GRPCAddr}, {"raft", c.RaftAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s address %q: %w", a.name, a.v, err))
+		}
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			errs = append(errs, fmt.Errorf("http address %q: %w", c.HTTPAddr, err))
+		}
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		errs = append(errs, fmt.Errorf("advertise address %q is not an IP", c.AdvertiseAddr))
+	}
+	if !c.Dev && (c.TLSCA == "" || c.TLSCert == "" || c.TLSKey == "") {
+		errs = append(errs, ErrNoTLS)
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Errorf("bootstrap-expect %d is negative", c.BootstrapExpect))
+	}
+	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, errors.New("raft timeouts must be positive and the leader lease no longer than the heartbeat timeout"))
+	}
+	if c.ApplyTimeout <= 0 {
+		errs = append(errs, errors.New("apply timeout must be positive"))
+	}
+	if c.ReportBatchMax <= 0 {
+		errs = append(errs, errors.New("report batch max must be positive"))
+	}
+	if c.MaxPushBytes <= 0 {
+		errs = append(errs, errors.New("max push bytes must be positive"))
+	}
+	if c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0 {
+		errs = append(errs, errors.New("snapshot threshold and interval must be positive"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,459 @@
+// Package coordinator is hive-coordinator's server: a hashicorp/raft node
+// (raft-boltdb log and stable store, file snapshots under the data
+// directory, TCP transport with mutual TLS outside --dev) whose FSM
+// (coordinator/fsm over coordinator/state) holds the site's generations,
+// the node registry, every node's last report, the sealed secrets and the
+// bootstrap tokens; and the gRPC CoordinatorService and ClusterService in
+// front of it.
+//
+// Any server takes any call. Writes go through apply: on the leader they
+// are proposed to raft and acknowledged only once committed; on a follower
+// they are forwarded to the leader's ClusterService.Apply, whose gRPC
+// address followers read from the replicated coordinator records (every
+// new leader records its own address first thing). Reads (history, render,
+// watch, status) are answered from the local FSM.
+//
+// Goroutines: Run starts the gRPC and HTTP servers, the leader loop
+// (records the leader's address, updates metrics), the report batcher
+// (group-commits agents' reports into ReportBatchCommand entries) and the
+// watch hub (one broadcast channel; FSM changes wake every watch stream,
+// registry changes debounced). The FSM's OnApply hook runs on raft's FSM
+// goroutine and only closes a channel or arms a timer: it never blocks.
+// Watch streams render through one shared coordinator/render.Renderer.
+//
+// Authorisation (outside --dev) uses the caller's certificate identity
+// (package pki): agents may only watch, render and report as themselves;
+// admins may do everything else; ClusterService is for coordinators only.
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/hivefleet/hive/coordinator/fsm"
+	"github.com/hivefleet/hive/coordinator/keyring"
+	"github.com/hivefleet/hive/coordinator/render"
+	"github.com/hivefleet/hive/pki"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/version"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// Server is one coordinator.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	layer     *streamLayer
+	transport *raft.NetworkTransport
+	boltStore *raftboltdb.BoltStore
+	keyring   *keyring.Keyring
+	renderer  *render.Renderer
+	hub       *hub
+	batcher   *batcher
+	metrics   *metrics
+	ca        *pki.CA
+
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	grpcSrv  *grpc.Server
+	httpSrv  *http.Server
+	health   *health.Server
+	grpcAddr string // advertised
+
+	clientTLS *tls.Config
+	fwdMu     sync.Mutex
+	fwdConns  map[string]*grpc.ClientConn
+
+	notifyCh chan bool
+	// ctx is cancelled when the server stops; long-lived handlers
+	// (watches) end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	ready  chan struct{}
+	done   chan struct{}
+}
+
+// New opens the data directory, the raft stores and the listeners, and
+// starts raft. The server serves nothing until Run.
+func New(cfg Config) (s *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("coordinator config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	root := log.With("server", cfg.Name)
+	log = root.With("component", "coordinator")
+	raftLog := root.With("component", "raft")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	s = &Server{cfg: cfg, log: log, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var closers []func()
+	defer func() {
+		if err != nil {
+			s.cancel()
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	krPath := cfg.KeyringFile
+	if krPath == "" {
+		krPath = filepath.Join(cfg.DataDir, "keyring.json")
+	}
+	kr, created, err := keyring.LoadOrCreate(krPath)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("created a new secret keyring; every coordinator of the cluster needs this same file", "path", krPath)
+	}
+	s.keyring = kr
+
+	var serverTLS, raftServerTLS *tls.Config
+	if cfg.TLSCA != "" || !cfg.Dev {
+		if serverTLS, err = pki.ServerTLSConfig(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, pki.AllowNoClientCert()); err != nil {
+			return nil, err
+		}
+		if raftServerTLS, err = pki.ServerTLSConfig(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, err
+		}
+		if s.clientTLS, err = pki.ClientTLSConfig(cfg.TLSCA, cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, err
+		}
+		if cfg.TLSCAKey != "" {
+			if s.ca, err = pki.LoadCA(cfg.TLSCA, cfg.TLSCAKey); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("listen grpc: %w", err)
+	}
+	closers = append(closers, func() { s.grpcLn.Close() })
+	if s.grpcAddr, err = advertised(s.grpcLn.Addr(), cfg.AdvertiseAddr); err != nil {
+		return nil, fmt.Errorf("grpc address: %w", err)
+	}
+	raftLn, err := net.Listen("tcp", cfg.RaftAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen raft: %w", err)
+	}
+	closers = append(closers, func() { raftLn.Close() })
+	raftAdv, err := advertised(raftLn.Addr(), cfg.AdvertiseAddr)
+	if err != nil {
+		return nil, fmt.Errorf("raft address: %w", err)
+	}
+	raftAdvAddr, err := net.ResolveTCPAddr("tcp", raftAdv)
+	if err != nil {
+		return nil, fmt.Errorf("raft address: %w", err)
+	}
+	if cfg.HTTPAddr != "" {
+		if s.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen http: %w", err)
+		}
+		closers = append(closers, func() { s.httpLn.Close() })
+	}
+
+	s.renderer = render.New(kr)
+	s.hub = newHub(cfg.MembershipDebounce)
+	s.fsm = fsm.New(root)
+	s.fsm.OnApply = s.hub.onApply
+	s.metrics = newMetrics(s)
+
+	s.layer = newStreamLayer(raftLn, raftAdvAddr, raftServerTLS, s.clientTLS)
+	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  s.layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  newHCLog(raftLog, "net"),
+	})
+	closers = append(closers, func() { s.transport.Close() })
+
+	if s.boltStore, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")}); err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	closers = append(closers, func() { s.boltStore.Close() })
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, newHCLog(raftLog, "snapshot"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft snapshots: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Name)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.Logger = newHCLog(raftLog, "")
+	s.notifyCh = make(chan bool, 16)
+	rc.NotifyCh = s.notifyCh
+	if cfg.Dev {
+		rc.CommitTimeout = 5 * time.Millisecond
+	}
+
+	existing, err := raft.HasExistingState(s.boltStore, s.boltStore, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state: %w", err)
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.boltStore, s.boltStore, snaps, s.transport); err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	closers = append(closers, func() { _ = s.raft.Shutdown().Error() })
+	if !existing {
+		var servers []raft.Server
+		switch {
+		case len(cfg.BootstrapPeers) > 0:
+			for _, p := range cfg.BootstrapPeers {
+				servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Address), Suffrage: raft.Voter})
+			}
+		case cfg.Dev || cfg.BootstrapExpect == 1:
+			servers = []raft.Server{{ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter}}
+		}
+		if servers != nil {
+			if err := s.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+				return nil, fmt.Errorf("bootstrap raft: %w", err)
+			}
+			log.Info("bootstrapped raft", "servers", len(servers))
+		}
+	}
+
+	s.batcher = newBatcher(cfg.ReportBatchMax, s.applyReports)
+	s.grpcSrv = s.newGRPCServer(serverTLS)
+	return s, nil
+}
+
+// advertised returns host:port to advertise for a listener.
+func advertised(a net.Addr, adv string) (string, error) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String(), nil
+	}
+	ip := ta.IP
+	if adv != "" {
+		ip = net.ParseIP(adv)
+	}
+	if ip.IsUnspecified() {
+		found, err := firstIP()
+		if err != nil {
+			return "", err
+		}
+		ip = found
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(ta.Port)), nil
+}
+
+func firstIP() (net.IP, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("find an address to advertise: %w", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP, nil
+		}
+	}
+	return nil, errors.New("no address to advertise: set --advertise")
+}
+
+func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
+		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + 1<<20),
+		grpc.MaxSendMsgSize(64 << 20),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	g := grpc.NewServer(opts...)
+	hivev1.RegisterCoordinatorServiceServer(g, &api{s: s})
+	hivev1.RegisterClusterServiceServer(g, &cluster{s: s})
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+	return g
+}
+
+// GRPCAddr returns the advertised gRPC address (host:port).
+func (s *Server) GRPCAddr() string { return s.grpcAddr }
+
+// RaftAddr returns the advertised raft address.
+func (s *Server) RaftAddr() string { return string(s.transport.LocalAddr()) }
+
+// HTTPAddr returns the metrics/healthz listen address, or "".
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Name returns the server's name (raft id).
+func (s *Server) Name() string { return s.cfg.Name }
+
+// Ready is closed once the server serves and knows a raft leader.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Done is closed when Run has returned.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// IsLeader reports whether this server is the raft leader.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Run serves until ctx is cancelled, then shuts down cleanly: watches end,
+// pending reports are flushed, raft stops, stores are closed.
+func (s *Server) Run(ctx context.Context) error {
+	defer close(s.done)
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.grpcSrv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("serve grpc: %w", err)
+		}
+	}()
+	if s.httpLn != nil {
+		s.httpSrv = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.httpSrv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve http: %w", err)
+			}
+		}()
+	}
+	bctx, bcancel := context.WithCancel(context.Background())
+	var bwg sync.WaitGroup
+	bwg.Add(3)
+	go func() { defer bwg.Done(); s.batcher.run(bctx) }()
+	go func() { defer bwg.Done(); s.leaderLoop(bctx) }()
+	go func() { defer bwg.Done(); s.readyLoop(bctx) }()
+	s.log.Info("coordinator started", "grpc", s.grpcAddr, "raft", s.RaftAddr(), "http", s.HTTPAddr(), "dev", s.cfg.Dev, "version", version.Version)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	s.shutdown(bcancel, &bwg)
+	wg.Wait()
+	s.log.Info("coordinator stopped")
+	return runErr
+}
+
+func (s *Server) shutdown(bcancel context.CancelFunc, bwg *sync.WaitGroup) {
+	s.health.Shutdown()
+	s.cancel() // ends watch streams
+	stopped := make(chan struct{})
+	go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		s.grpcSrv.Stop()
+	}
+	if s.httpSrv != nil {
+		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = s.httpSrv.Shutdown(sctx)
+		c()
+	}
+	bcancel()
+	bwg.Wait()
+	if err := s.raft.Shutdown().Error(); err != nil {
+		s.log.Warn("raft shutdown", "err", err)
+	}
+	s.transport.Close()
+	s.boltStore.Close()
+	s.fwdMu.Lock()
+	for _, c := range s.fwdConns {
+		c.Close()
+	}
+	s.fwdConns = map[string]*grpc.ClientConn{}
+	s.fwdMu.Unlock()
+}
+
+// readyLoop marks the server ready (health SERVING) once a leader is known.
+func (s *Server) readyLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			s.health.SetServingStatus(hivev1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+			close(s.ready)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// leaderLoop records this server's addresses when it becomes leader.
+func (s *Server) leaderLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-s.notifyCh:
+			s.metrics.leaderChanges.Inc()
+			if !isLeader {
+				s.log.Info("lost raft leadership")
+				continue
+			}
+			s.log.Info("became raft leader", "index", s.raft.LastIndex())
+			go s.registerSelf(ctx)
+		}
+	}
+}
+
+func (s *Server) registerSelf(ctx context.Context) {
+	for attempt := 0; attempt < 50 && s.raft.State() == raft.Leader; attempt++ {
+		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err == nil {
+			rec := s.fsm.Store().Coordinator(s.cfg.Name)
+			if rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version {
+				return
+			}
+			_, _, err = s.applyLocal(&hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{
+				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version,
+			}}})
+			if err == nil {
+				return
+			}
+			s.log.Warn("record leader address", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hivefleet/hive/client"
+	"github.com/hivefleet/hive/pki"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+func newTLSTokenCommand(cf *connFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Bootstrap tokens: let a new node obtain its agent certificate once",
+	}
+	cmd.AddCommand(newTLSTokenCreateCommand(cf))
+	return cmd
+}
+
+func newTLSTokenCreateCommand(cf *connFlags) *cobra.Command {
+	var (
+		node   string
+		ttl    time.Duration
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "create [--node NAME] [--ttl D]",
+		Short: "Create a single-use, expiring bootstrap token",
+		Long: `create asks the coordinators for a bootstrap token. A new node redeems it
+once, with a certificate signing request made on the node, for an agent
+certificate (hive-agent does this at first start; 'hivectl tls cert request'
+does it by hand). With --node the token is good for that node name only.
+The token is printed once and stored only as a hash. Needs an admin
+certificate, and a coordinator started with --tls-ca-key to redeem it.`,
+		Example: `  hivectl tls token create --node web-07 --ttl 30m
+  TOKEN=$(hivectl tls token create --node web-07 -o json | jq -r .token)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if ttl < time.Second || ttl > 365*24*time.Hour {
+				return fmt.Errorf("--ttl %v: must be between 1s and 8760h", ttl)
+			}
+			if node != "" {
+				if err := pki.ValidateName(node); err != nil {
+					return err
+				}
+			}
+			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
+				cctx, cancel := callCtx(ctx)
+				defer cancel()
+				resp, err := c.CreateBootstrapToken(cctx, &hivev1.CreateBootstrapTokenRequest{Node: node, TtlSeconds: uint32(ttl / time.Second)})
+				if err != nil {
+					return rpcError("create bootstrap token", err, true)
+				}
+				exp := timeOrNil(resp.GetExpires())
+				if output == outJSON {
+					return writeJSON(cmd.OutOrStdout(), struct {
+						Token   string     `json:"token"`
+						Node    string     `json:"node,omitempty"`
+						Expires *time.Time `json:"expires"`
+					}{resp.GetToken(), node, exp})
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintln(out, resp.GetToken())
+				who := "any node name"
+				if node != "" {
+					who = "node " + node
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "single use, for %s, expires %s\n", who, clock(exp))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "the node name the token is for (default: any)")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func newTLSCertRequestCommand(cf *connFlags) *cobra.Command {
+	var (
+		token, node, dir string
+		force            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "request --token TOKEN --node NAME [--dir DIR]",
+		Short: "Redeem a bootstrap token for this node's agent certificate",
+		Long: `request makes a key pair here, sends a certificate signing request for
+agent:NAME with the token, and writes NAME.pem, NAME-key.pem (0600) and the
+CA certificate ca.pem to --dir. The private key never leaves this machine.
+It needs --ca (the site's CA certificate, to check the coordinator) but no
+client certificate.`,
+		Example: `  hivectl tls cert request --token "$TOKEN" --node web-07 --dir /etc/hive/tls \
+      --addr c1.example.net --ca /etc/hive/tls/ca.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if token == "" || node == "" {
+				return errors.New("give --token and --node")
+			}
+			if err := pki.ValidateName(node); err != nil {
+				return err
+			}
+			if !force {
+				c, k := pki.CertFiles(node)
+				for _, f := range []string{c, k} {
+					if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+						return fmt.Errorf("%s already exists in %s: use --force to replace it", f, dir)
+					}
+				}
+			}
+			csr, keyPEM, err := pki.CreateAgentCSR(node)
+			if err != nil {
+				return err
+			}
+			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
+				cctx, cancel := callCtx(ctx)
+				defer cancel()
+				resp, err := c.RequestCertificate(cctx, &hivev1.RequestCertificateRequest{Token: token, Node: node, Csr: csr})
+				if err != nil {
+					return rpcError("request certificate", err, false)
+				}
+				certs, err := pki.ParseCerts(resp.GetCertificate())
+				if err != nil {
+					return fmt.Errorf("request certificate: the coordinator's answer: %w", err)
+				}
+				if id, err := pki.IdentityFromCert(certs[0]); err != nil || id != (pki.Identity{Kind: pki.KindAgent, Name: node}) {
+					return fmt.Errorf("request certificate: the coordinator issued %v (%v), not agent:%s", id, err, node)
+				}
+				if err := ensureDir(dir); err != nil {
+					return err
+				}
+				certPath, keyPath, err := pki.WriteCert(dir, node, &pki.Issued{Cert: certs[0], CertPEM: resp.GetCertificate(), KeyPEM: keyPEM}, force)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "wrote %s (agent:%s, valid until %s)\n", certPath, node, certs[0].NotAfter.UTC().Format(time.DateOnly))
+				fmt.Fprintf(out, "wrote %s (private key)\n", keyPath)
+				if len(resp.GetCa()) > 0 {
+					caPath := filepath.Join(dir, pki.CAFile)
+					if _, err := os.Stat(caPath); errors.Is(err, os.ErrNotExist) {
+						if err := os.WriteFile(caPath, resp.GetCa(), 0o644); err != nil {
+							return err
+						}
+						fmt.Fprintf(out, "wrote %s (CA certificate)\n", caPath)
+					}
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "the bootstrap token (from 'hivectl tls token create')")
+	cmd.Flags().StringVar(&node, "node", "", "this node's name")
+	cmd.Flags().StringVar(&dir, "dir", ".", "directory to write the files to")
+	cmd.Flags().BoolVar(&force, "force", false, "replace existing NAME.pem and NAME-key.pem")
+	return cmd
+}

@@ -1,0 +1,256 @@
+package repo_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hivefleet/hive/internal/testenv"
+	"github.com/hivefleet/hive/repo"
+	"github.com/hivefleet/hive/repo/mirror"
+	"github.com/hivefleet/hive/repo/repotest"
+)
+
+// Benchmarks behind `make bench-repo`. The package corpus is generated
+// once into $HIVE_BENCH_CORPUS (default: the user cache dir) and reused.
+// Each benchmark times hive-repo and its peer on the same input in the
+// same run and reports both and their ratio.
+
+func corpusDir(b *testing.B) string {
+	if d := os.Getenv("HIVE_BENCH_CORPUS"); d != "" {
+		return d
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return filepath.Join(d, "hive-bench-corpus")
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// hiveRepoBin builds cmd/hive-repo once per run.
+func hiveRepoBin(b *testing.B) string {
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hive-repo-bench-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "hive-repo")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/hivefleet/hive/cmd/hive-repo").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("build hive-repo: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		b.Fatal(binErr)
+	}
+	return binPath
+}
+
+// cost is the wall time and the CPU time (user+system, all threads) of a run.
+type cost struct{ wall, cpu time.Duration }
+
+func (c *cost) add(o cost) { c.wall += o.wall; c.cpu += o.cpu }
+
+func timed(b *testing.B, name string, args ...string) cost {
+	b.Helper()
+	start := time.Now()
+	cmd := exec.Command(name, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return cost{time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+}
+
+func shell(b *testing.B, dir, script string) cost {
+	b.Helper()
+	start := time.Now()
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return cost{time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+}
+
+// report prints wall seconds per run of both sides and their ratio, and the
+// same for CPU seconds (robust when the machine is shared: a peer with more
+// threads than cores gets a larger share of a loaded machine).
+func report(b *testing.B, hive, peer cost, peerName string, n int) {
+	f := func(d time.Duration) float64 { return d.Seconds() / float64(n) }
+	b.ReportMetric(f(hive.wall), "hive-s/op")
+	b.ReportMetric(f(peer.wall), peerName+"-s/op")
+	b.ReportMetric(f(hive.wall)/f(peer.wall), "ratio")
+	if hive.cpu > 0 && peer.cpu > 0 {
+		b.ReportMetric(f(hive.cpu), "hive-cpu-s/op")
+		b.ReportMetric(f(peer.cpu), peerName+"-cpu-s/op")
+		b.ReportMetric(f(hive.cpu)/f(peer.cpu), "cpu-ratio")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkYumFullIndex: hive-repo index --yum vs createrepo_c --no-database
+// (both gzip) on a fresh directory of N RPMs.
+func BenchmarkYumFullIndex(b *testing.B) {
+	cr := testenv.RequireTool(b, "createrepo_c")
+	sizes := []int{2000}
+	if os.Getenv("HIVE_BENCH_10K") != "" {
+		sizes = append(sizes, 10000)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("rpms=%d", n), func(b *testing.B) {
+			dir, err := repotest.CorpusRPM(filepath.Join(corpusDir(b), fmt.Sprintf("rpm-%d", n)), n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			bin := hiveRepoBin(b)
+			var hive, peer cost
+			runs := 0
+			for b.Loop() {
+				os.RemoveAll(filepath.Join(dir, "repodata"))
+				peer.add(timed(b, cr, "--no-database", "--quiet", dir))
+				os.RemoveAll(filepath.Join(dir, "repodata"))
+				hive.add(timed(b, bin, "index", "--yum", dir))
+				runs++
+			}
+			report(b, hive, peer, "createrepo_c", runs)
+		})
+	}
+}
+
+// BenchmarkYumAddOne: on a server holding 2,000 RPMs, one upload until its
+// metadata is published (PUT + POST reindex) vs createrepo_c --update after
+// adding one file to a directory of 2,000.
+func BenchmarkYumAddOne(b *testing.B) {
+	cr := testenv.RequireTool(b, "createrepo_c")
+	const n = 2000
+	src, err := repotest.CorpusRPM(filepath.Join(corpusDir(b), fmt.Sprintf("rpm-%d", n)), n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Peer: a copy of the corpus indexed once.
+	peerDir := b.TempDir()
+	shell(b, src, "cp -a *.rpm "+peerDir)
+	timed(b, cr, "--no-database", "--quiet", peerDir)
+	// hive: a server holding the same packages.
+	e := start(b, func(c *repo.Config) { c.Debounce, c.MaxDelay = time.Hour, time.Hour })
+	files, _ := filepath.Glob(filepath.Join(src, "*.rpm"))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			data, _ := os.ReadFile(f)
+			e.upload("bench", filepath.Base(f), data)
+		}()
+	}
+	wg.Wait()
+	e.reindex("bench")
+
+	var hive, peer cost
+	i := 0
+	for b.Loop() {
+		pkg, err := repotest.BuildRPM(repotest.RPM{Name: fmt.Sprintf("added-%d", i), Version: "1", Arch: "x86_64"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := fmt.Sprintf("added-%d-1-1.x86_64.rpm", i)
+		os.WriteFile(filepath.Join(peerDir, name), pkg, 0o644)
+		peer.add(timed(b, cr, "--update", "--no-database", "--quiet", peerDir))
+
+		start := time.Now()
+		e.upload("bench", name, pkg)
+		e.reindex("bench")
+		hive.wall += time.Since(start) // in-process server: wall time only
+		i++
+	}
+	peer.cpu = 0
+	report(b, hive, peer, "createrepo_c_update", i)
+}
+
+// BenchmarkAptFullIndex: hive-repo index --apt (Packages, .gz, .xz, Release,
+// InRelease, Release.gpg) vs apt-ftparchive packages + release + gzip + xz.
+func BenchmarkAptFullIndex(b *testing.B) {
+	testenv.RequireTool(b, "apt-ftparchive", "gzip", "xz")
+	const n = 2000
+	dir, err := repotest.CorpusDeb(filepath.Join(corpusDir(b), fmt.Sprintf("deb-%d", n)), n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := hiveRepoBin(b)
+	key := filepath.Join(b.TempDir(), "key.asc")
+	timed(b, bin, "keygen", "--out", key)
+	clean := "rm -f Packages Packages.gz Packages.xz Release InRelease Release.gpg"
+	var hive, peer cost
+	runs := 0
+	for b.Loop() {
+		shell(b, dir, clean)
+		peer.add(shell(b, dir, "apt-ftparchive packages . > Packages && gzip -9 -k Packages && xz -k Packages && apt-ftparchive release . > ../Release.tmp && mv ../Release.tmp Release"))
+		shell(b, dir, clean)
+		hive.add(timed(b, bin, "index", "--apt", dir, "--signing-key", key))
+		runs++
+	}
+	shell(b, dir, clean)
+	report(b, hive, peer, "apt-ftparchive", runs)
+}
+
+// BenchmarkMirrorHit: throughput of a large cached file served by the
+// mirror over loopback HTTP (page cache hot).
+func BenchmarkMirrorHit(b *testing.B) {
+	const size = 256 << 20
+	blob := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	sum := fmt.Sprintf("%x", sha256sum(blob))
+	upDir := b.TempDir()
+	os.MkdirAll(filepath.Join(upDir, "by-hash/SHA256"), 0o755)
+	os.WriteFile(filepath.Join(upDir, "by-hash/SHA256", sum), blob, 0o644)
+	blob = nil
+	up := &http.Server{Handler: http.FileServer(http.Dir(upDir))}
+	ln := listen(b)
+	go up.Serve(ln)
+	b.Cleanup(func() { up.Close() })
+	e := start(b, func(c *repo.Config) {
+		c.Mirrors = map[string]mirror.Upstream{"big": {URL: "http://" + ln.Addr().String()}}
+		c.MirrorMaxBytes = 1 << 30
+	})
+	url := e.url + "/mirror/big/by-hash/SHA256/" + sum
+	fetch := func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != size {
+			b.Fatalf("GET: %d, %d bytes", resp.StatusCode, n)
+		}
+	}
+	fetch() // miss: fills the cache
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		fetch()
+	}
+	if !strings.Contains(string(e.get("/metrics")), `hive_repo_mirror_requests_total{mirror="big",result="hit"}`) {
+		b.Fatal("requests were not cache hits")
+	}
+}
