@@ -251,6 +251,15 @@ func TestDebInstallUpgradeRemove(t *testing.T) {
 		}
 	}
 
+	// Hardening of the services that need no privileges stays at
+	// systemd's "OK" exposure (1.6 when written): --threshold is in tenths.
+	for _, u := range []string{"hive-coordinator.service", "hive-repo.service"} {
+		out, err := chroot(root, "systemd-analyze", "security", "--offline=yes", "--threshold=20", "/usr/lib/systemd/system/"+u)
+		if err != nil {
+			t.Errorf("systemd-analyze security %s: exposure above 2.0 (%v)\n%s", u, err, out)
+		}
+	}
+
 	// The operator edits configuration and the services write data.
 	appendTo(t, filepath.Join(root, "etc/hive/coordinator.yaml"), "# edited by the operator\n")
 	appendTo(t, filepath.Join(root, "etc/hive/agent.yaml"), "# edited by the operator\n")
