@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/hivefleet/hive/pki"
@@ -54,8 +55,15 @@ type Config struct {
 	// AttemptTimeout bounds the connection and health check of each
 	// address (default 3s).
 	AttemptTimeout time.Duration
-	// DialOptions are appended to the client's own (e.g. keepalive
-	// parameters for long-lived watch streams).
+	// Keepalive, when positive, pings the coordinator after this long
+	// without traffic and drops the connection when no answer comes within
+	// KeepaliveTimeout (default 10s), so that a long-lived watch stream
+	// notices a partitioned coordinator. The coordinator's keepalive
+	// enforcement policy must allow it (MinTime at most Keepalive), else it
+	// closes the connection with "too_many_pings". Zero: no pings.
+	Keepalive        time.Duration
+	KeepaliveTimeout time.Duration
+	// DialOptions are appended to the client's own.
 	DialOptions []grpc.DialOption
 }
 
@@ -80,6 +88,12 @@ func (c Config) Validate() error {
 	}
 	if c.AttemptTimeout < 0 {
 		return fmt.Errorf("attempt timeout %v is negative", c.AttemptTimeout)
+	}
+	if c.Keepalive < 0 || c.KeepaliveTimeout < 0 {
+		return errors.New("keepalive durations must not be negative")
+	}
+	if c.Keepalive > 0 && c.Keepalive < 10*time.Second {
+		return fmt.Errorf("keepalive %v: gRPC allows no less than 10s", c.Keepalive)
 	}
 	if c.Insecure {
 		return nil
@@ -215,10 +229,18 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	opts := append([]grpc.DialOption{
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
-	}, cfg.DialOptions...)
+	}
+	if cfg.Keepalive > 0 {
+		to := cfg.KeepaliveTimeout
+		if to == 0 {
+			to = 10 * time.Second
+		}
+		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: cfg.Keepalive, Timeout: to, PermitWithoutStream: true}))
+	}
+	opts = append(opts, cfg.DialOptions...)
 
 	dErr := &DialError{}
 	var fallback *Conn // first NOT_SERVING answer

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,7 +14,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
+	"github.com/hivefleet/hive/internal/testenv"
 	"github.com/hivefleet/hive/pki"
 	"github.com/hivefleet/hive/pki/pkitest"
 )
@@ -57,6 +60,9 @@ func TestValidate(t *testing.T) {
 	}
 	if err := (Config{Addrs: []string{"a"}, CA: "ca", Cert: "c"}).Validate(); err == nil {
 		t.Error("cert without key accepted")
+	}
+	if err := (Config{Addrs: []string{"a"}, Insecure: true, Keepalive: time.Second}).Validate(); err == nil {
+		t.Error("keepalive under 10s accepted")
 	}
 }
 
@@ -195,4 +201,101 @@ func FuzzNormalizeAddr(f *testing.F) {
 			t.Fatalf("NormalizeAddr(%q) = %q, again %q, %v", s, a, b, err)
 		}
 	})
+}
+
+// blackhole is a TCP proxy that can stop forwarding without closing the
+// connections, like a network partition.
+type blackhole struct {
+	addr string
+	mu   sync.Mutex
+	cut  bool
+}
+
+func newBlackhole(t *testing.T, target string) *blackhole {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	b := &blackhole{addr: lis.Addr().String()}
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			cut := b.cut
+			b.mu.Unlock()
+			if cut {
+				continue // swallow
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	return b
+}
+
+func (b *blackhole) cutOff() {
+	b.mu.Lock()
+	b.cut = true
+	b.mu.Unlock()
+}
+
+// TestKeepaliveDetectsPartition: with Keepalive set, a stream to a
+// coordinator that silently stops answering fails instead of hanging.
+func TestKeepaliveDetectsPartition(t *testing.T) {
+	testenv.SkipShort(t)
+	s := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	bh := newBlackhole(t, lis.Addr().String())
+
+	conn, err := Dial(ctx(t), Config{Addrs: []string{bh.addr}, Insecure: true, Keepalive: 10 * time.Second, KeepaliveTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := healthpb.NewHealthClient(conn.ClientConn()).Watch(ctx(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	bh.cutOff()
+	start := time.Now()
+	_, err = stream.Recv()
+	if err == nil {
+		t.Fatal("stream survived a partition")
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("partition noticed after %v, want about 11s", d)
+	}
+	t.Logf("partition noticed after %v: %v", time.Since(start).Round(time.Millisecond), err)
 }

@@ -214,7 +214,7 @@ func (e *Engine) Run(ctx context.Context, st *hivev1.NodeState, opts RunOptions)
 		rep.Results = append(rep.Results, s.result[r.GetKey()])
 	}
 	if runErr == nil && ctx.Err() == nil {
-		rep.Results = append(rep.Results, e.prune(ctx, g, family, opts)...)
+		rep.Results = append(rep.Results, e.prune(ctx, g, st, family, opts)...)
 	}
 	rep.Duration = time.Since(start)
 	e.log.Info("run finished", "generation", st.GetGeneration(), "resources", len(rep.Results),
@@ -225,7 +225,7 @@ func (e *Engine) Run(ctx context.Context, st *hivev1.NodeState, opts RunOptions)
 
 // prune runs every Pruner with the present items of its kind and returns
 // the results of its changes, in kind order.
-func (e *Engine) prune(ctx context.Context, g *Graph, family Family, opts RunOptions) []*hivev1.ResourceResult {
+func (e *Engine) prune(ctx context.Context, g *Graph, st *hivev1.NodeState, family Family, opts RunOptions) []*hivev1.ResourceResult {
 	present := map[string][]Item{}
 	for _, r := range g.Resources {
 		k := ResourceKind(r)
@@ -239,7 +239,7 @@ func (e *Engine) prune(ctx context.Context, g *Graph, family Family, opts RunOpt
 		}
 		planOnly := opts.DryRun || e.cfg.PlanOnly[kind]
 		env := &Env{Root: e.cfg.Root, DryRun: planOnly, Runner: e.cfg.Runner, Family: family,
-			Logger: e.cfg.Logger.With("component", "converge/"+kind)}
+			Facts: st.GetFacts(), Secrets: st.GetSecrets(), Logger: e.cfg.Logger.With("component", "converge/"+kind)}
 		start := time.Now()
 		chs, err := pr.Prune(ctx, env, present[kind])
 		if err != nil {

@@ -338,7 +338,7 @@ func TestHelpTexts(t *testing.T) {
 	for _, args := range [][]string{
 		{"status", "--help"}, {"push", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
 		{"members", "--help"}, {"history", "--help"}, {"diff", "--help"}, {"rollback", "--help"}, {"pull", "--help"},
-		{"tls", "token", "create", "--help"}, {"tls", "cert", "request", "--help"}, {"tls", "cert", "show", "--help"}, {"tls", "ca", "create", "--help"},
+		{"tls", "token", "create", "--help"}, {"tls", "cert", "request", "--help"}, {"tls", "cert", "show", "--help"}, {"tls", "ca", "create", "--help"}, {"peers", "remove", "--help"},
 	} {
 		r := run(t, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") {
@@ -405,5 +405,34 @@ func TestBootstrapTokenCommands(t *testing.T) {
 	}
 	if r := run(t, "", "tls", "token", "create", "--ttl", "0s", "--dev"); r.code != 1 || !strings.Contains(r.stderr, "--ttl") {
 		t.Fatalf("bad ttl: %+v", r)
+	}
+}
+
+func TestPeersCommands(t *testing.T) {
+	clearEnv(t)
+	f := newFake()
+	f.peers = []*hivev1.RaftPeer{{Id: "c1", Address: "10.0.0.11:7401", Voter: true, Leader: true}}
+	addr := serveFake(t, f, nil)
+	conn := []string{"--dev", "--addr", addr}
+	if r := run(t, "", append([]string{"peers", "remove", "c1"}, conn...)...); r.code != 1 || !strings.Contains(r.stderr, "only voter") {
+		t.Fatalf("remove the only voter: %+v", r)
+	}
+	if r := run(t, "", append([]string{"peers", "add", "c2", "10.0.0.12:7401"}, conn...)...); r.code != 0 {
+		t.Fatalf("add: %+v", r)
+	}
+	r := run(t, "", append([]string{"peers", "list"}, conn...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "c1    10.0.0.11:7401  voter     leader") || !strings.Contains(r.stdout, "c2    10.0.0.12:7401  voter     follower") {
+		t.Fatalf("list: %+v", r)
+	}
+	if r := run(t, "", append([]string{"peers", "remove", "c9"}, conn...)...); r.code != 1 || !strings.Contains(r.stderr, `no raft peer named "c9" (peers: c1,c2)`) {
+		t.Fatalf("remove unknown: %+v", r)
+	}
+	if r := run(t, "", append([]string{"peers", "remove", "c2"}, conn...)...); r.code != 0 || len(f.peers) != 1 {
+		t.Fatalf("remove: %+v", r)
+	}
+	r = run(t, "", append([]string{"peers", "list", "-o", "json"}, conn...)...)
+	var ps []peerJSON
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ps) != nil || len(ps) != 1 || !ps[0].Leader {
+		t.Fatalf("list json: %+v", r)
 	}
 }

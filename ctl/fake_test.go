@@ -44,6 +44,7 @@ type fakeCoordinator struct {
 	// coordinator does.
 	requireAdmin bool
 	callers      []string
+	peers        []*hivev1.RaftPeer
 	// ca signs bootstrap requests; tokens maps token to node ("" any).
 	ca     *pki.CA
 	tokens map[string]string
@@ -210,6 +211,14 @@ func (f *fakeCoordinator) DeleteSecret(ctx context.Context, req *hivev1.DeleteSe
 // address.
 func serveFake(t *testing.T, f *fakeCoordinator, tc *tls.Config) string {
 	t.Helper()
+	addr, _ := serveFakeStoppable(t, f, tc)
+	return addr
+}
+
+// serveFakeStoppable is serveFake that also returns a function stopping the
+// server at once (as a killed coordinator would).
+func serveFakeStoppable(t *testing.T, f *fakeCoordinator, tc *tls.Config) (string, func()) {
+	t.Helper()
 	var opts []grpc.ServerOption
 	if tc != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
@@ -223,7 +232,7 @@ func serveFake(t *testing.T, f *fakeCoordinator, tc *tls.Config) string {
 	}
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
-	return lis.Addr().String()
+	return lis.Addr().String(), s.Stop
 }
 
 // result of one hivectl run.
@@ -274,4 +283,35 @@ func (f *fakeCoordinator) RequestCertificate(_ context.Context, req *hivev1.Requ
 	}
 	delete(f.tokens, req.GetToken())
 	return &hivev1.RequestCertificateResponse{Certificate: cert, Ca: f.ca.CertPEM()}, nil
+}
+
+func (f *fakeCoordinator) ListPeers(context.Context, *hivev1.ListPeersRequest) (*hivev1.ListPeersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &hivev1.ListPeersResponse{Peers: f.peers}, nil
+}
+
+func (f *fakeCoordinator) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.AddPeerResponse, error) {
+	if err := f.checkWrite(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peers = append(f.peers, &hivev1.RaftPeer{Id: req.GetId(), Address: req.GetAddress(), Voter: true})
+	return &hivev1.AddPeerResponse{}, nil
+}
+
+func (f *fakeCoordinator) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*hivev1.RemovePeerResponse, error) {
+	if err := f.checkWrite(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, p := range f.peers {
+		if p.GetId() == req.GetId() {
+			f.peers = append(f.peers[:i], f.peers[i+1:]...)
+			break
+		}
+	}
+	return &hivev1.RemovePeerResponse{}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -107,16 +108,23 @@ failed, and exits 1 if any failed (or on --timeout).`,
 					cf: cf, conn: c, orig: c, gen: resp.GetGeneration(), nodes: resp.GetNodes(),
 					out: progress, tty: isTerminal(progress), poll: waitPoll,
 				}
-				wctx, wcancel := context.WithTimeout(ctx, timeout)
+				// Ctrl-C ends the wait, not the push (already committed).
+				sctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+				defer stop()
+				wctx, wcancel := context.WithTimeout(sctx, timeout)
 				defer wcancel()
 				res, err := w.run(wctx)
 				if w.conn != c {
 					defer w.conn.Close()
 				}
 				if err != nil {
-					if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+					switch {
+					case errors.Is(err, context.DeadlineExceeded) && sctx.Err() == nil:
 						fmt.Fprintf(cmd.ErrOrStderr(), "timed out after %v: %s\n", timeout, res.pendingDetail())
 						return &exitError{code: 1}
+					case sctx.Err() != nil && ctx.Err() == nil:
+						fmt.Fprintf(cmd.ErrOrStderr(), "interrupted: generation %d is pushed; follow it with 'hivectl status'\n", w.gen)
+						return &exitError{code: 130}
 					}
 					return err
 				}

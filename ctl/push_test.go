@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
@@ -159,4 +160,59 @@ func TestPushWait(t *testing.T) {
 			t.Fatalf("timeout: %+v", r)
 		}
 	})
+}
+
+// TestPushWaitReconnects: the coordinator answering push --wait dies; the
+// wait goes on with the next --addr.
+func TestPushWaitReconnects(t *testing.T) {
+	clearEnv(t)
+	file := siteFile(t)
+	a := newFake()
+	a.nodes = []string{"web-1"}
+	a.statuses = []*hivev1.GetStatusResponse{
+		{Generation: 1, Nodes: []*hivev1.NodeStatus{node("web-1", 0, hivev1.Phase_PHASE_PENDING)}},
+	}
+	addrA, stopA := serveFakeStoppable(t, a, nil)
+	b := newFake()
+	b.statuses = []*hivev1.GetStatusResponse{
+		{Generation: 1, Nodes: []*hivev1.NodeStatus{node("web-1", 1, hivev1.Phase_PHASE_CONVERGED)}},
+	}
+	addrB := serveFake(t, b, nil)
+
+	// Stop A once it has answered one status poll.
+	go func() {
+		for {
+			a.mu.Lock()
+			n := a.statusCall
+			a.mu.Unlock()
+			if n >= 1 {
+				stopA()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	r := run(t, "", "push", file, "--wait", "--timeout", "20s", "--dev", "--addr", addrA+","+addrB)
+	// (A may die before or after its answer arrives: the 0/1 line may or
+	// may not be shown.)
+	if r.code != 0 || !strings.Contains(r.stdout, "generation 1: 1/1 converged") {
+		t.Fatalf("push --wait across a lost coordinator: %+v", r)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.statusCall == 0 {
+		t.Fatal("the second coordinator was never asked")
+	}
+}
+
+func TestPollDelay(t *testing.T) {
+	for _, c := range []struct{ took, want time.Duration }{
+		{time.Millisecond, waitPoll},
+		{200 * time.Millisecond, 800 * time.Millisecond},
+		{time.Minute, 10 * time.Second},
+	} {
+		if got := pollDelay(waitPoll, c.took); got != c.want {
+			t.Errorf("pollDelay(%v) = %v, want %v", c.took, got, c.want)
+		}
+	}
 }

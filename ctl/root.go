@@ -51,7 +51,9 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newDiffCommand(cf),
 		newRollbackCommand(cf),
 		newSecretCommand(cf),
+		newPeersCommand(cf),
 	)
+	root.AddCommand(newDemoCommand())
 	return root
 }
 

@@ -140,11 +140,11 @@ func classify(resp *hivev1.GetStatusResponse, gen uint64, matched []string) wait
 func (w *waiter) run(ctx context.Context) (waitResult, error) {
 	var last waitResult
 	lastLine := ""
-	t := time.NewTicker(w.poll)
-	defer t.Stop()
 	for {
 		cctx, cancel := callCtx(ctx)
+		start := time.Now()
 		resp, err := w.conn.GetStatus(cctx, &hivev1.GetStatusRequest{})
+		took := time.Since(start)
 		cancel()
 		switch {
 		case err == nil:
@@ -186,9 +186,17 @@ func (w *waiter) run(ctx context.Context) (waitResult, error) {
 				fmt.Fprintln(w.out)
 			}
 			return last, ctx.Err()
-		case <-t.C:
+		case <-time.After(pollDelay(w.poll, took)):
 		}
 	}
+}
+
+// pollDelay is the pause before the next status poll: the base interval,
+// or four times what the last answer took when that is longer, so that a
+// large fleet's status (one answer lists every node) costs a coordinator at
+// most a fifth of its time, capped at 10s.
+func pollDelay(base, took time.Duration) time.Duration {
+	return min(max(base, 4*took), 10*time.Second)
 }
 
 // isTerminal reports whether w is a character device (a terminal), where

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -175,8 +176,8 @@ func (ca *CA) Issue(req CertRequest) (*Issued, error) {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	for _, d := range tmpl.DNSNames {
-		if d == "" {
-			return nil, errors.New("issue certificate: empty dns name")
+		if err := validDNSName(d); err != nil {
+			return nil, fmt.Errorf("issue certificate: %w", err)
 		}
 	}
 	out := &Issued{}
@@ -341,4 +342,24 @@ func dedupStrings(s []string) []string {
 		}
 	}
 	return out
+}
+
+// validDNSName accepts host names (labels of letters, digits and '-',
+// separated by dots, at most 253 characters) and a leading "*." wildcard.
+func validDNSName(d string) error {
+	name := strings.TrimPrefix(d, "*.")
+	if name == "" || len(d) > 253 {
+		return fmt.Errorf("dns name %q: empty or longer than 253 characters", d)
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("dns name %q: bad label %q", d, label)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("dns name %q: %q is not allowed", d, r)
+			}
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -82,6 +83,14 @@ func TestIssueKinds(t *testing.T) {
 
 	if _, err := ca.Issue(CertRequest{Identity: Identity{KindAgent, "a"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}}); err == nil {
 		t.Error("agent certificate with --ip accepted")
+	}
+	for _, bad := range []string{"", "a b", "-x.example", "x..y", "x_y.example", strings.Repeat("a", 64) + ".example"} {
+		if _, err := ca.Issue(CertRequest{Identity: Identity{KindCoordinator, "c"}, DNS: []string{bad}}); err == nil {
+			t.Errorf("dns name %q accepted", bad)
+		}
+	}
+	if _, err := ca.Issue(CertRequest{Identity: Identity{KindCoordinator, "c"}, DNS: []string{"*.c.example.net", "C1.example."}}); err != nil {
+		t.Errorf("valid dns names refused: %v", err)
 	}
 	if _, err := ca.Issue(CertRequest{Identity: Identity{"robot", "a"}}); !errors.Is(err, ErrBadIdentity) {
 		t.Errorf("unknown kind: err = %v, want ErrBadIdentity", err)

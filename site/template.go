@@ -41,6 +41,9 @@ func NewTemplateData(f *hivev1.NodeFacts) TemplateData {
 		for _, p := range pl.GetPeers() {
 			td.Peers[role] = append(td.Peers[role], TemplatePeer{Name: p.GetName(), Address: p.GetAddress(), Labels: p.GetLabels()})
 		}
+		// Sorted by name, so a template renders the same whatever order
+		// membership listed the peers in.
+		sort.Slice(td.Peers[role], func(i, j int) bool { return td.Peers[role][i].Name < td.Peers[role][j].Name })
 	}
 	return td
 }

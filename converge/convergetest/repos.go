@@ -17,7 +17,8 @@ import (
 // Deb describes a tiny Debian package built by BuildDeb.
 type Deb struct {
 	Name, Version string
-	// Files by absolute path; a file under /etc is a conffile.
+	// Files by absolute path; a file under /etc is a conffile, one in a
+	// bin or sbin directory is executable.
 	Files map[string]string
 	// Depends, optional, as in a control file.
 	Depends string
@@ -39,6 +40,11 @@ func BuildDeb(t testing.TB, dir string, d Deb) string {
 	for p, body := range d.Files {
 		mustMk(t, filepath.Join(src, filepath.Dir(p)))
 		mustWrite(t, filepath.Join(src, p), body)
+		if isExec(p) {
+			if err := os.Chmod(filepath.Join(src, p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if strings.HasPrefix(p, "/etc/") {
 			conf = append(conf, p)
 		}
@@ -111,7 +117,9 @@ func AptRepo(t testing.TB, dir string, key *GPGKey, debs ...string) {
 type RPM struct {
 	Name, Version, Release string
 	Epoch                  uint32
-	Files                  map[string]string
+	// Files by absolute path; one in a bin or sbin directory is
+	// executable.
+	Files map[string]string
 	// Preun, optional, is the pre-uninstall scriptlet.
 	Preun string
 }
@@ -129,7 +137,11 @@ func BuildRPM(t testing.TB, dir string, r RPM) string {
 		p.AddPreun(r.Preun)
 	}
 	for path, body := range r.Files {
-		p.AddFile(rpmpack.RPMFile{Name: path, Body: []byte(body), Mode: 0o100644, Owner: "root", Group: "root"})
+		mode := uint(0o100644)
+		if isExec(path) {
+			mode = 0o100755
+		}
+		p.AddFile(rpmpack.RPMFile{Name: path, Body: []byte(body), Mode: mode, Owner: "root", Group: "root"})
 	}
 	var buf bytes.Buffer
 	if err := p.Write(&buf); err != nil {
@@ -191,4 +203,9 @@ func mustWrite(t testing.TB, p, s string) {
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func isExec(p string) bool {
+	d := filepath.Base(filepath.Dir(p))
+	return d == "bin" || d == "sbin"
 }

@@ -266,3 +266,11 @@ func TestShortSecretHidesDiff(t *testing.T) {
 		t.Errorf("diff %q", c.Diff)
 	}
 }
+
+func TestSandboxRootWithoutAccounts(t *testing.T) {
+	env := &converge.Env{Root: t.TempDir()}
+	c := plan(t, env, &hivev1.File{Path: "/etc/x", Content: "x", Owner: "nobody", Group: "root"})[0]
+	if c.Err != nil || !c.Needed {
+		t.Fatalf("owner from the host's accounts: %v", c.Err)
+	}
+}

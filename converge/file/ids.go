@@ -2,7 +2,9 @@ package file
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -11,7 +13,8 @@ import (
 )
 
 // idCache resolves user and group names in the managed root's
-// /etc/passwd and /etc/group, read once per batch.
+// /etc/passwd and /etc/group (the host's when the root has none, as a
+// fresh sandbox root), read once per batch.
 type idCache struct {
 	root  string
 	files map[string]map[string]int
@@ -38,6 +41,10 @@ func (c *idCache) lookup(db, name string) (int, error) {
 			return -1, err
 		}
 		m, err = readIDs(p)
+		if errors.Is(err, fs.ErrNotExist) && root != "/" {
+			// A sandbox root without accounts: the host's names.
+			m, err = readIDs("/etc/" + db)
+		}
 		if err != nil {
 			return -1, err
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -39,6 +40,9 @@ func (a *apt) installed(ctx context.Context) (map[string]installed, error) {
 		return nil, err
 	}
 	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]installed{}, nil // a fresh sandbox root: nothing installed
+	}
 	if err != nil {
 		return nil, err
 	}

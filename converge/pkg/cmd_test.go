@@ -67,3 +67,11 @@ func TestAptCommandLines(t *testing.T) {
 		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestAptFreshRootHasNothingInstalled(t *testing.T) {
+	env := &converge.Env{Root: t.TempDir(), Runner: &convergetest.Recorder{}, Family: converge.FamilyDebian}
+	_, needed := convergetest.PlanOnly(t, newProvider(t, pkg.Config{}), env, []*hivev1.Resource{pkgRes("curl", "", false), pkgRes("telnet", "", true)}, nil)
+	if len(needed) != 1 || needed[0].Summary != "install curl" {
+		t.Fatalf("needed %+v", needed)
+	}
+}

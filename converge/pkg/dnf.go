@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path"
@@ -106,26 +107,37 @@ func (d *dnf) refresh(ctx context.Context) error {
 }
 
 func (d *dnf) transact(ctx context.Context, install []want, remove []string) error {
-	if len(install) > 0 {
-		args := []string{"-y", "install"}
-		for _, w := range install {
-			switch {
-			case w.exact != "":
-				args = append(args, w.name+"-"+w.exact)
-			case w.version != "":
-				args = append(args, w.name+"-"+w.version)
-			default:
-				args = append(args, w.name)
-			}
-		}
-		if _, err := d.run(ctx, args...); err != nil {
-			return err
+	var specs []string
+	for _, w := range install {
+		switch {
+		case w.exact != "":
+			specs = append(specs, w.name+"-"+w.exact)
+		case w.version != "":
+			specs = append(specs, w.name+"-"+w.version)
+		default:
+			specs = append(specs, w.name)
 		}
 	}
-	if len(remove) > 0 {
-		if _, err := d.run(ctx, append([]string{"-y", "remove"}, remove...)...); err != nil {
-			return err
-		}
+	switch {
+	case len(remove) == 0:
+		_, err := d.run(ctx, append([]string{"-y", "install"}, specs...)...)
+		return err
+	case len(install) == 0:
+		_, err := d.run(ctx, append([]string{"-y", "remove"}, remove...)...)
+		return err
+	}
+	// Installs and removals together: one transaction through dnf shell.
+	// Its exit status does not reflect failures, so Apply judges each
+	// change by the database; dnf's messages become the error.
+	script := "install " + strings.Join(specs, " ") + "\nremove " + strings.Join(remove, " ") + "\nrun\nexit\n"
+	full := append([]string{"--installroot=" + d.root(), "-q"}, d.args...)
+	out, err := d.env.Runner.Run(ctx, converge.Cmd{Name: "dnf", Args: append(full, "-y", "shell"),
+		Env: []string{"LC_ALL=C"}, Stdin: []byte(script)})
+	if err != nil {
+		return err
+	}
+	if msg := strings.TrimSpace(string(out.Stderr)); msg != "" {
+		return fmt.Errorf("dnf shell (install and remove in one transaction): %s", msg)
 	}
 	return nil
 }

@@ -15,8 +15,8 @@
 //  3. fails, one by one, wanted packages that no repository offers
 //     (ErrNotFound), without touching the others;
 //  4. installs and removes the rest in one transaction: one `apt-get
-//     install` (removals as "name-"), or `dnf install` then `dnf remove`
-//     (dnf 4 has no single install-and-remove command);
+//     install` (removals as "name-"), or one dnf transaction (`dnf
+//     install`, `dnf remove`, or `dnf shell` with both);
 //  5. reads the database again and fails any change that did not take.
 //
 // Under a root other than "/" the Debian tools run inside it with chroot

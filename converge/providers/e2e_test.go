@@ -17,6 +17,8 @@ import (
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/convergetest"
 	"github.com/hivefleet/hive/converge/providers"
+	"github.com/hivefleet/hive/converge/service"
+	"github.com/hivefleet/hive/converge/service/servicetest"
 	"github.com/hivefleet/hive/internal/debroot"
 	"github.com/hivefleet/hive/internal/testenv"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -47,13 +49,13 @@ func serve(t *testing.T, dir string) string {
 	return srv.URL
 }
 
-func engine(t *testing.T, root string, cfg providers.Config) *converge.Engine {
+func engine(t *testing.T, root string, cfg providers.Config, planOnly map[string]bool) *converge.Engine {
 	t.Helper()
 	reg, err := providers.Default(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := converge.New(converge.Config{Root: root, Runner: converge.ExecRunner{}, PlanOnly: map[string]bool{converge.KindService: true},
+	eng, err := converge.New(converge.Config{Root: root, Runner: converge.ExecRunner{}, PlanOnly: planOnly,
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))}, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +144,30 @@ func checkRuns(t *testing.T, eng *converge.Engine, st *hivev1.NodeState, wantFir
 	t.Logf("second run: %s in %s", results(rep), rep.Duration)
 }
 
+// checkDrift edits the config file behind hive's back, runs again and
+// expects exactly the file to change and the service to be notified.
+func checkDrift(t *testing.T, eng *converge.Engine, st *hivev1.NodeState, root, service string) {
+	t.Helper()
+	must(t, os.WriteFile(filepath.Join(root, "etc/hive-web/web.conf"), []byte("edited by hand\n"), 0o644))
+	rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "file:/etc/hive-web/web.conf=CHANGED file:/etc/systemd/system/hive-web.service=OK package:hive-web=OK repo:local=OK service:hive-web.service=" + service
+	if got := results(rep); got != want {
+		t.Fatalf("drift run:\n got %s\nwant %s", got, want)
+	}
+	if len(rep.Notifications) != 1 || rep.Notifications[0].To != "service:hive-web.service" {
+		t.Errorf("notifications %+v", rep.Notifications)
+	}
+	for _, r := range rep.GetResults() {
+		if r.GetKey() == "file:/etc/hive-web/web.conf" && (!r.GetDrift() || !strings.Contains(r.GetDiff(), "-edited by hand") || strings.Contains(r.GetDiff(), "tok-s3cret")) {
+			t.Errorf("drift result: %v", r)
+		}
+	}
+	checkFiles(t, root)
+}
+
 func checkFiles(t *testing.T, root string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(root, "etc/hive-web/web.conf"))
@@ -150,16 +176,18 @@ func checkFiles(t *testing.T, root string) {
 	}
 }
 
-// TestDebianRoot converges a debootstrap root from a site file: a signed
-// APT repository served over HTTP, a package from it (installed with
-// apt-get inside the root), a templated config file with a secret, a unit
-// file and a service. Services are plan-only under a sandbox root (there
-// is no systemd in it), so they stay PLANNED.
+// TestDebianRoot converges a debootstrap root (with systemd) from a site
+// file: a signed APT repository served over HTTP, a package from it
+// (installed with apt-get inside the root), a templated config file with
+// a secret, a unit file and a service, managed through the real systemd
+// booted in that root (servicetest.BootSystemd). The second run changes
+// nothing; a hand edit of the config file is put back and restarts the
+// service.
 func TestDebianRoot(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "chroot", "dpkg-deb", "apt-ftparchive", "gpg")
-	root := debroot.Copy(t)
+	root := debroot.CopyWith(t, "systemd", "dbus")
 	must(t, os.Remove(filepath.Join(root, "etc/apt/sources.list")))
 	repoDir := t.TempDir()
 	deb := convergetest.BuildDeb(t, t.TempDir(), convergetest.Deb{Name: "hive-web", Version: "1.0-1",
@@ -169,11 +197,24 @@ func TestDebianRoot(t *testing.T) {
 	url := serve(t, repoDir)
 	keyYAML := "        key: |\n" + indent(key.Public, "          ")
 	st := nodeState(t, fmt.Sprintf(siteTmpl, "apt", url, keyYAML), map[string][]byte{"api-token": []byte("tok-s3cret")})
+	sd := servicetest.BootSystemd(t, root)
 	cfg := providers.DefaultConfig()
 	cfg.Package.LockTimeout = 30 * time.Second
-	eng := engine(t, root, cfg)
+	cfg.Service = service.Config{Connect: sd.Connect, RootSystemd: true}
+	eng := engine(t, root, cfg, nil)
 	checkRuns(t, eng, st, "file:/etc/hive-web/web.conf=CHANGED file:/etc/systemd/system/hive-web.service=CHANGED "+
-		"package:hive-web=CHANGED repo:local=CHANGED service:hive-web.service=PLANNED")
+		"package:hive-web=CHANGED repo:local=CHANGED service:hive-web.service=CHANGED")
+	pid := mainPID(t, sd)
+	if pid == 0 {
+		t.Fatal("hive-web is not running")
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system/multi-user.target.wants/hive-web.service")); err != nil {
+		t.Errorf("not enabled: %v", err)
+	}
+	checkDrift(t, eng, st, root, "CHANGED")
+	if np := mainPID(t, sd); np == pid || np == 0 {
+		t.Errorf("not restarted after the config changed: main pid %d → %d", pid, np)
+	}
 	out, err := exec.Command("chroot", root, "dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", "hive-web").Output()
 	if err != nil || string(out) != "installed 1.0-1" {
 		t.Errorf("dpkg-query: %q %v", out, err)
@@ -181,9 +222,25 @@ func TestDebianRoot(t *testing.T) {
 	checkFiles(t, root)
 }
 
+func mainPID(t *testing.T, sd *servicetest.Booted) uint32 {
+	t.Helper()
+	c, err := sd.RawConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := c.GetServicePropertyContext(context.Background(), "hive-web.service", "MainPID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := p.Value.Value().(uint32)
+	return v
+}
+
 // TestRPMRoot converges an empty RPM root (dnf --installroot) from a site
 // file: a yum repository (createrepo_c) served over HTTP, a package, a
-// config file, a unit file and a plan-only service.
+// config file, a unit file and a service that stays planned (the root has
+// no systemd).
 func TestRPMRoot(t *testing.T) {
 	t.Parallel()
 	testenv.RequireRoot(t)
@@ -200,9 +257,12 @@ func TestRPMRoot(t *testing.T) {
 	st := nodeState(t, fmt.Sprintf(siteTmpl, "yum", url, "        gpgcheck: false"), map[string][]byte{"api-token": []byte("tok-s3cret")})
 	cfg := providers.DefaultConfig()
 	cfg.Package.DnfArgs = convergetest.DnfConfig(t, root)
-	eng := engine(t, root, cfg)
+	// No systemd in this root: services are plan-only, as under the
+	// agent's --root sandbox.
+	eng := engine(t, root, cfg, map[string]bool{converge.KindService: true})
 	checkRuns(t, eng, st, "file:/etc/hive-web/web.conf=CHANGED file:/etc/systemd/system/hive-web.service=CHANGED "+
 		"package:hive-web=CHANGED repo:local=CHANGED service:hive-web.service=PLANNED")
+	checkDrift(t, eng, st, root, "PLANNED")
 	out, err := exec.Command("rpm", "--root", root, "-q", "hive-web").Output()
 	if err != nil || strings.TrimSpace(string(out)) != "hive-web-1.0-1.noarch" {
 		t.Errorf("rpm -q: %q %v", out, err)

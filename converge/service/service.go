@@ -13,10 +13,12 @@
 // start/stop, or restart/reload when notified and already running. Every
 // job is waited for; a job that does not end "done" fails the resource.
 //
-// Units can only be managed on the host root: under another root (the
-// agent's --root sandbox) there is no systemd to ask, so Plan reports what
-// it would ensure, unobserved, and the engine must run the provider plan
-// only (converge.Config.PlanOnly), which the agent does.
+// Units are managed on the host root, or under another root when
+// Config.RootSystemd says the bus reaches a systemd running in it (tests
+// boot one). Otherwise, under another root (the agent's --root sandbox),
+// there is no systemd to ask: Plan reports what it would ensure,
+// unobserved, and the engine must run the provider plan only
+// (converge.Config.PlanOnly), which the agent does.
 //
 // Called by the engine from one goroutine at a time; one D-Bus connection
 // per Plan/Apply call.
@@ -47,11 +49,16 @@ var (
 type Config struct {
 	// Connect returns a Bus; default ConnectSystem.
 	Connect func(ctx context.Context) (Bus, error)
+	// RootSystemd says Connect reaches the systemd running inside
+	// Env.Root (a container booted from it), so units are managed under
+	// a root other than "/" too.
+	RootSystemd bool
 }
 
 // Provider manages systemd units.
 type Provider struct {
-	connect func(ctx context.Context) (Bus, error)
+	connect     func(ctx context.Context) (Bus, error)
+	rootSystemd bool
 }
 
 // New returns a provider.
@@ -59,7 +66,7 @@ func New(cfg Config) *Provider {
 	if cfg.Connect == nil {
 		cfg.Connect = ConnectSystem
 	}
-	return &Provider{connect: cfg.Connect}
+	return &Provider{connect: cfg.Connect, rootSystemd: cfg.RootSystemd}
 }
 
 // Kind implements converge.Provider.
@@ -93,7 +100,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	}
 	changedUnits := unitFilesChanged(b)
 	out := make([]*converge.Change, 0, len(b.Items))
-	if !env.HostRoot() {
+	if !env.HostRoot() && !p.rootSystemd {
 		for _, it := range b.Items {
 			c := &converge.Change{}
 			unit := converge.UnitName(it.Resource.GetService().GetName())
@@ -235,7 +242,7 @@ func actions(pl *plan, st UnitState) ([]string, error) {
 
 // Apply implements converge.Provider.
 func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*converge.Change) error {
-	if !env.HostRoot() {
+	if !env.HostRoot() && !p.rootSystemd {
 		return fmt.Errorf("%w %s: run the service provider plan-only", ErrNoSystemd, env.Root)
 	}
 	bus, err := p.connect(ctx)

@@ -13,9 +13,9 @@ import (
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
-// These tests run the provider against servicetest's in-memory systemd:
-// the test machines have no running systemd (PID 1 is not systemd), so
-// the real D-Bus path is exercised only on hosts that have one.
+// These tests run the provider against servicetest's in-memory systemd,
+// for the call sequences; TestOverDBus adds go-systemd over a real
+// dbus-daemon, and TestRealSystemd a real systemd booted in namespaces.
 
 func svc(name string, st hivev1.ServiceState, enabled *bool, reload bool) *hivev1.Resource {
 	return &hivev1.Resource{Key: "service:" + name, Kind: &hivev1.Resource_Service{Service: &hivev1.Service{

@@ -11,6 +11,8 @@
 // Shared returns the cached root itself: tests must treat it as read-only.
 // Copy returns a private copy (cp -a --reflink=auto) in t.TempDir() that a
 // test may change freely (install packages with chroot apt-get, …).
+// SharedWith and CopyWith do the same for the root plus some packages
+// (e.g. "systemd", "dbus"), cached per package set.
 //
 // Both need root and debootstrap; when missing the test is skipped, or
 // failed under CI=true (see internal/testenv). They are called from test
@@ -22,6 +24,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -71,6 +75,93 @@ func Copy(t testing.TB) string {
 	return dst
 }
 
+// SharedWith returns a cached root that is the base root plus the named
+// packages (installed with apt-get inside it from the Debian mirror),
+// built once like the base root. The test must not modify it.
+func SharedWith(t testing.TB, packages ...string) string {
+	t.Helper()
+	base := Shared(t)
+	p, err := ensureWith(base, packages)
+	if err != nil {
+		t.Fatalf("debroot: %v", err)
+	}
+	return p
+}
+
+// CopyWith returns a private copy of SharedWith(packages).
+func CopyWith(t testing.TB, packages ...string) string {
+	t.Helper()
+	src := SharedWith(t, packages...)
+	dst := filepath.Join(t.TempDir(), "root")
+	out, err := exec.Command("cp", "-a", "--reflink=auto", src, dst).CombinedOutput()
+	if err != nil {
+		t.Fatalf("debroot: copy root: %v: %s", err, out)
+	}
+	return dst
+}
+
+func ensureWith(base string, packages []string) (string, error) {
+	ps := append([]string(nil), packages...)
+	sort.Strings(ps)
+	dir := CacheDir()
+	root := filepath.Join(dir, name+"+"+strings.Join(ps, "+"))
+	marker := root + ".ok"
+	if _, err := os.Stat(marker); err == nil {
+		return root, nil
+	}
+	unlock, err := lock(dir)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(marker); err == nil {
+		return root, nil
+	}
+	if err := os.RemoveAll(root); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(dir, "tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	work := filepath.Join(tmp, "root")
+	if out, err := exec.Command("cp", "-a", "--reflink=auto", base, work).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("copy base root: %v: %s", err, out)
+	}
+	cmd := exec.Command("chroot", work, "sh", "-c", "apt-get update -q && apt-get install -y -q --no-install-recommends "+strings.Join(ps, " ")+" && apt-get clean")
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("install %v into the root: %v: %s", ps, err, out)
+	}
+	if err := os.Rename(work, root); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		return "", err
+	}
+	return root, nil
+}
+
+// lock takes the cache's exclusive build lock.
+func lock(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "debroot.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("lock cache: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(lf.Fd()), syscall.LOCK_UN) //nolint:errcheck
+		lf.Close()
+	}, nil
+}
+
 func ensure() (string, error) {
 	dir := CacheDir()
 	root := filepath.Join(dir, name)
@@ -78,18 +169,11 @@ func ensure() (string, error) {
 	if _, err := os.Stat(marker); err == nil {
 		return root, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	lf, err := os.OpenFile(filepath.Join(dir, "debroot.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := lock(dir)
 	if err != nil {
 		return "", err
 	}
-	defer lf.Close()
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock cache: %w", err)
-	}
-	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	defer unlock()
 	if _, err := os.Stat(marker); err == nil {
 		return root, nil // built by someone else while we waited
 	}

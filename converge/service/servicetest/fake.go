@@ -1,7 +1,9 @@
-// Package servicetest has an in-memory systemd for tests of the service
-// provider and of code that runs it (the agent): units with a file on disk
-// and a loaded state, jobs that succeed or fail, and a record of every
-// D-Bus call in order. It is imported by tests only.
+// Package servicetest has what service-provider tests need: an in-memory
+// systemd (units with a file on disk and a loaded state, jobs that succeed
+// or fail, a record of every call in order) that also serves itself on a
+// private dbus-daemon (ServeDBus), and BootSystemd, which boots a real
+// systemd as PID 1 of its own namespaces in a root filesystem. It is
+// imported by tests only.
 package servicetest
 
 import (

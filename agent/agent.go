@@ -1,0 +1,521 @@
+// Package agent is hive-agent: it joins the gossip pool, finds the
+// coordinators there, watches its NodeState from one of them, converges the
+// machine to it with the converge engine, keeps converging it on a drift
+// interval even when no coordinator is reachable, and reports every run.
+//
+// Goroutines (all started by Run, all ended before Run returns):
+//   - gossip: membership (package gossip), when configured;
+//   - watch: dials a coordinator (gossip-learned or static addresses),
+//     opens WatchNodeState with the hash of the state it already has (an
+//     unchanged state is not sent again, so not re-applied), stores each
+//     new state in the offline cache and wakes the run loop; on stream
+//     loss, or when gossip says the coordinator died, it switches to
+//     another with exponential backoff and jitter;
+//   - run loop: the only caller of Engine.Run, so two runs never overlap;
+//     runs on a new state, on the jittered Interval, on Trigger (SIGHUP);
+//     triggers arriving during a run are coalesced into one next run; a
+//     failed run is retried with exponential backoff;
+//   - reporter: sends queued reports in sequence order whenever a
+//     coordinator connection is up; reports are written to the on-disk
+//     queue first, so none is lost while no coordinator is reachable;
+//   - systemd: READY=1 after the first run (from the cache or from a
+//     coordinator), WATCHDOG=1 while the run loop is healthy.
+//
+// Invariants: the cache holds the last state received (atomically
+// written, checksummed; a corrupt file is moved aside and ignored); a
+// state older (lower generation) than the one held is refused; a report's
+// seq grows across restarts. On cancellation a run in progress gets
+// Config.StopGrace to finish before its context is cancelled, which aborts
+// it between (or inside, for providers honouring ctx) resources.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/gossip"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/version"
+)
+
+// Run triggers (Report.trigger).
+const (
+	TriggerStartup  = "startup"
+	TriggerState    = "state"
+	TriggerInterval = "interval"
+	TriggerSignal   = "signal"
+	TriggerRetry    = "retry"
+)
+
+// Agent is one hive-agent.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	deps   Deps
+	cache  *Cache
+	gossip *gossip.Gossip
+	start  time.Time
+
+	mu      sync.Mutex
+	state   *hivev1.NodeState // desired state, nil until known
+	pending string            // coalesced trigger reason
+	wake    chan struct{}     // run loop wake-up (cap 1)
+
+	conn       atomic.Pointer[connHolder]
+	reportWake chan struct{} // reporter wake-up (cap 1)
+	seq        atomic.Uint64
+
+	runStarted atomic.Int64 // unix nanos of the run in progress, 0 when idle
+	ready      atomic.Bool
+	readyCh    chan struct{}
+	stats      Stats
+	statsMu    sync.Mutex
+}
+
+// Stats are counters for tests and status.
+type Stats struct {
+	Runs           int
+	FailedRuns     int
+	LastTrigger    string
+	LastGeneration uint64
+	ReportsSent    int
+	Reconnects     int
+}
+
+// New prepares an agent: it opens the cache, loads the cached state and
+// binds the gossip port; nothing runs until Run.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	if deps.Engine == nil {
+		return nil, errors.New("agent: no engine")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BootstrapTokenFile != "" && cfg.TLSCert == "" && cfg.TLSKey == "" {
+		cfg.TLSCert = filepath.Join(cfg.DataDir, "tls", "agent.pem")
+		cfg.TLSKey = filepath.Join(cfg.DataDir, "tls", "agent-key.pem")
+	}
+	a := &Agent{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "agent"),
+		deps:       deps,
+		start:      time.Now(),
+		wake:       make(chan struct{}, 1),
+		reportWake: make(chan struct{}, 1),
+		readyCh:    make(chan struct{}),
+	}
+	c, err := OpenCache(cfg.DataDir, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.cache = c
+	st, err := c.LoadState()
+	if err != nil {
+		a.log.Warn("ignoring the cached state", "err", err)
+	}
+	if st != nil {
+		a.state = st
+		a.log.Info("loaded cached state", "generation", st.GetGeneration(), "hash", short(st.GetHash()), "resources", len(st.GetResources()))
+	}
+	ap, err := c.LoadApplied()
+	if err != nil {
+		a.log.Warn("ignoring the cached last-applied record", "err", err)
+	}
+	seq := ap.Seq
+	if q, err := c.Queued(); err == nil && len(q) > 0 {
+		seq = max(seq, q[len(q)-1])
+	}
+	a.seq.Store(seq)
+
+	if cfg.Gossip != nil {
+		gc := *cfg.Gossip
+		gc.Name = cfg.Name
+		gc.Logger = cfg.Logger
+		gc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: cfg.Labels, Version: version.Version}
+		g, err := gossip.New(gc)
+		if err != nil {
+			return nil, err
+		}
+		a.gossip = g
+	}
+	return a, nil
+}
+
+// Gossip returns the agent's gossip member (nil without gossip).
+func (a *Agent) Gossip() *gossip.Gossip { return a.gossip }
+
+// Ready is closed after the first convergence run.
+func (a *Agent) Ready() <-chan struct{} { return a.readyCh }
+
+// Stats returns a copy of the counters.
+func (a *Agent) Stats() Stats {
+	a.statsMu.Lock()
+	defer a.statsMu.Unlock()
+	return a.stats
+}
+
+// Trigger asks for a run as soon as the current one (if any) ends; used
+// for SIGHUP (reason TriggerSignal). It never blocks.
+func (a *Agent) Trigger(reason string) {
+	a.mu.Lock()
+	if a.pending == "" || reason == TriggerState {
+		a.pending = reason
+	}
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the agent until ctx is done, then stops every part cleanly and
+// returns nil; it returns an error only if the agent cannot start.
+func (a *Agent) Run(ctx context.Context) error {
+	defer func() {
+		if a.deps.Close != nil {
+			_ = a.deps.Close()
+		}
+	}()
+	var wg sync.WaitGroup
+	goRun := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	if a.gossip != nil {
+		goRun(func(ctx context.Context) { _ = a.gossip.Run(ctx) })
+	}
+	a.mu.Lock()
+	cached := a.state != nil
+	a.mu.Unlock()
+	if cached {
+		a.Trigger(TriggerStartup)
+	}
+	if a.needsBootstrap() {
+		goRun(func(ctx context.Context) {
+			if err := a.bootstrap(ctx); err != nil {
+				if ctx.Err() == nil {
+					a.log.Error("cannot obtain the agent certificate; converging from the cache only", "err", err)
+				}
+				return
+			}
+			a.watchLoop(ctx)
+		})
+	} else {
+		goRun(a.watchLoop)
+	}
+	goRun(a.reportLoop)
+	goRun(a.watchdog)
+	a.runLoop(ctx)
+	notify(a.log, daemon.SdNotifyStopping)
+	wg.Wait()
+	a.log.Info("agent stopped")
+	return nil
+}
+
+func (a *Agent) current() *hivev1.NodeState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
+}
+
+func (a *Agent) takePending() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.pending
+	a.pending = ""
+	return r
+}
+
+// deliver takes a state from a coordinator: cache it, then wake the loop.
+// A state with the hash already held is ignored; an older generation is
+// refused.
+func (a *Agent) deliver(st *hivev1.NodeState) {
+	a.mu.Lock()
+	cur := a.state
+	if cur != nil && st.GetHash() == cur.GetHash() {
+		a.mu.Unlock()
+		return
+	}
+	if cur != nil && st.GetGeneration() < cur.GetGeneration() {
+		a.mu.Unlock()
+		a.log.Warn("refusing a state older than the one held", "got", st.GetGeneration(), "have", cur.GetGeneration())
+		return
+	}
+	a.state = st
+	a.mu.Unlock()
+	if err := a.cache.SaveState(st); err != nil {
+		a.log.Error("cannot write the offline cache", "err", err)
+	}
+	a.log.Info("new desired state", "generation", st.GetGeneration(), "hash", short(st.GetHash()), "resources", len(st.GetResources()))
+	a.Trigger(TriggerState)
+}
+
+// runLoop is the only caller of Engine.Run.
+func (a *Agent) runLoop(ctx context.Context) {
+	interval := time.NewTimer(jitter(a.cfg.Interval, 10))
+	defer interval.Stop()
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	backoff := a.cfg.RetryMin
+	for {
+		var reason string
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wake:
+			reason = a.takePending()
+			if reason == "" {
+				continue
+			}
+		case <-interval.C:
+			reason = TriggerInterval
+		case <-retryC:
+			reason = TriggerRetry
+			retryC = nil
+		}
+		st := a.current()
+		if st == nil {
+			interval.Reset(jitter(a.cfg.Interval, 10))
+			continue
+		}
+		ok := a.runOnce(ctx, st, reason)
+		if !interval.Stop() {
+			select {
+			case <-interval.C:
+			default:
+			}
+		}
+		interval.Reset(jitter(a.cfg.Interval, 10))
+		if retry != nil {
+			retry.Stop()
+			retryC = nil
+		}
+		if ok {
+			backoff = a.cfg.RetryMin
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		wait := backoffJitter(backoff)
+		a.log.Info("run failed, retrying", "in", wait.Round(time.Millisecond))
+		retry = time.NewTimer(wait)
+		retryC = retry.C
+		backoff = min(backoff*2, a.cfg.RetryMax)
+	}
+}
+
+// runOnce converges st once, records and queues the report, and returns
+// whether everything converged.
+func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string) bool {
+	started := time.Now()
+	a.runStarted.Store(started.UnixNano())
+	defer a.runStarted.Store(0)
+
+	// The run outlives ctx by StopGrace, so a stop lets it finish the
+	// resource at hand (or all of it) instead of tearing it mid-way.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.RunTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(a.cfg.StopGrace, cancel)
+		context.AfterFunc(rctx, func() { t.Stop() })
+	})
+	defer stop()
+
+	if reason == TriggerState || reason == TriggerStartup {
+		a.sendApplying(ctx, st, started, reason)
+	}
+	rep, err := a.deps.Engine.Run(rctx, st, converge.RunOptions{DryRun: a.cfg.DryRun})
+	finished := time.Now()
+	r := &hivev1.Report{
+		Node:         a.cfg.Name,
+		Generation:   st.GetGeneration(),
+		StateHash:    st.GetHash(),
+		Results:      rep.GetResults(),
+		AgentVersion: version.Version,
+		Uptime:       durationpb.New(finished.Sub(a.start)),
+		Started:      timestamppb.New(started),
+		Finished:     timestamppb.New(finished),
+		DryRun:       a.cfg.DryRun,
+		DriftCheck:   reason == TriggerInterval,
+		Trigger:      reason,
+		Seq:          a.seq.Add(1),
+	}
+	ok := err == nil && !rep.Failed()
+	r.Phase = hivev1.Phase_PHASE_CONVERGED
+	if !ok {
+		r.Phase = hivev1.Phase_PHASE_FAILED
+	}
+	if err != nil {
+		r.Results = append(r.Results, &hivev1.ResourceResult{
+			Key: "run", Outcome: hivev1.Outcome_OUTCOME_FAILED,
+			Message: err.Error(), Duration: durationpb.New(finished.Sub(started)),
+		})
+	}
+	if a.deps.Published != nil {
+		if p := a.deps.Published(); len(p) > 0 {
+			r.PublishedSecrets = p
+		}
+	}
+	if err := a.cache.SaveApplied(Applied{Generation: r.Generation, Hash: r.StateHash, Phase: r.Phase.String(), Finished: finished, Seq: r.Seq}); err != nil {
+		a.log.Error("cannot record the applied state", "err", err)
+	}
+	if err := a.cache.Enqueue(r, a.cfg.MaxQueuedReports); err != nil {
+		a.log.Error("cannot queue the report", "err", err)
+	}
+	select {
+	case a.reportWake <- struct{}{}:
+	default:
+	}
+
+	counts := map[hivev1.Outcome]int{}
+	drift := 0
+	var failures []string
+	for _, x := range r.Results {
+		counts[x.GetOutcome()]++
+		if x.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED && len(failures) < 3 {
+			failures = append(failures, x.GetKey()+": "+x.GetMessage())
+		}
+		if x.GetDrift() {
+			drift++
+		}
+	}
+	lvl := slog.LevelInfo
+	if !ok {
+		lvl = slog.LevelWarn
+	}
+	a.log.Log(ctx, lvl, "run finished", "trigger", reason, "generation", r.Generation, "phase", r.Phase.String(),
+		"ok", counts[hivev1.Outcome_OUTCOME_OK], "changed", counts[hivev1.Outcome_OUTCOME_CHANGED],
+		"failed", counts[hivev1.Outcome_OUTCOME_FAILED], "skipped", counts[hivev1.Outcome_OUTCOME_SKIPPED],
+		"planned", counts[hivev1.Outcome_OUTCOME_PLANNED], "drift", drift,
+		"took", finished.Sub(started).Round(time.Microsecond), "err", err, "failures", failures)
+
+	a.statsMu.Lock()
+	a.stats.Runs++
+	if !ok {
+		a.stats.FailedRuns++
+	}
+	a.stats.LastTrigger = reason
+	a.stats.LastGeneration = r.Generation
+	a.statsMu.Unlock()
+
+	if a.deps.OpenWindow != nil {
+		if w := a.deps.OpenWindow(); w != nil {
+			go a.confirmWindow(ctx, w)
+		}
+	}
+	if !a.ready.Swap(true) {
+		close(a.readyCh)
+		notify(a.log, daemon.SdNotifyReady)
+	}
+	return ok
+}
+
+// sendApplying tells the coordinator, best effort and without queueing,
+// that a run for a new state started (push --wait shows it as applying).
+// Its seq is lower than the final report's, so a late arrival never hides
+// the outcome.
+func (a *Agent) sendApplying(ctx context.Context, st *hivev1.NodeState, started time.Time, reason string) {
+	h := a.conn.Load()
+	if h == nil {
+		return
+	}
+	r := &hivev1.Report{
+		Node: a.cfg.Name, Generation: st.GetGeneration(), StateHash: st.GetHash(),
+		Phase: hivev1.Phase_PHASE_APPLYING, AgentVersion: version.Version,
+		Uptime: durationpb.New(started.Sub(a.start)), Started: timestamppb.New(started),
+		DryRun: a.cfg.DryRun, Trigger: reason, Seq: a.seq.Add(1),
+	}
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := h.conn.Report(sctx, &hivev1.ReportRequest{Report: r}); err != nil {
+			a.log.Debug("applying report not delivered", "err", err)
+		}
+	}()
+}
+
+// confirmWindow confirms a firewall change once a coordinator answers
+// through the new rules; if none does before the deadline, the firewall
+// provider rolls the change back by itself.
+func (a *Agent) confirmWindow(ctx context.Context, w Window) {
+	st := w.ConfirmWith(ctx, time.Second, a.probe)
+	a.log.Info("firewall confirm window ended", "state", st.String())
+}
+
+// watchdog pings systemd while the run loop is idle or its run is within
+// RunTimeout.
+func (a *Agent) watchdog(ctx context.Context) {
+	every, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || every <= 0 {
+		return
+	}
+	t := time.NewTicker(every / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s := a.runStarted.Load(); s == 0 || time.Since(time.Unix(0, s)) < a.cfg.RunTimeout+a.cfg.StopGrace {
+				notify(a.log, daemon.SdNotifyWatchdog)
+			}
+		}
+	}
+}
+
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Debug("sd_notify", "state", state, "err", err)
+	}
+}
+
+// addresses are the node's addresses sent with the watch.
+func (a *Agent) addresses() []string {
+	if len(a.cfg.Addresses) > 0 {
+		return a.cfg.Addresses
+	}
+	if a.gossip != nil {
+		if h, _, err := net.SplitHostPort(a.gossip.LocalAddr()); err == nil {
+			return []string{h}
+		}
+	}
+	return nil
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// jitter returns d ± pct%.
+func jitter(d time.Duration, pct int64) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	spread := d * time.Duration(pct) / 100
+	return d - spread + rand.N(2*spread+1)
+}
+
+// backoffJitter returns a delay in [d/2, d].
+func backoffJitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}

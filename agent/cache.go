@@ -1,0 +1,287 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+// Cache file names under Config.DataDir.
+const (
+	StateFile   = "state.pb"
+	AppliedFile = "applied.json"
+	ReportsDir  = "reports"
+)
+
+// cacheMagic starts every cache file; the hex sha256 of the payload follows
+// on the same line, so a torn or altered file is detected before decoding.
+const cacheMagic = "hive-agent-cache/1 "
+
+// ErrCorrupt is returned when a cache file fails its checksum or does not
+// decode. The agent logs it, moves the file aside (suffix .corrupt) and
+// goes on as if it were missing.
+var ErrCorrupt = errors.New("corrupt cache file")
+
+// Applied is what the agent last did with its state, kept beside it.
+type Applied struct {
+	Generation uint64    `json:"generation"`
+	Hash       string    `json:"hash"`
+	Phase      string    `json:"phase"`
+	Finished   time.Time `json:"finished"`
+	// Seq is the last report sequence number handed out.
+	Seq uint64 `json:"seq"`
+}
+
+// Cache is the agent's offline cache: the last NodeState, what was last
+// applied, and the queue of reports not yet delivered. Every write is
+// atomic (temporary file, fsync, rename, fsync of the directory): after a
+// crash a file holds either the old or the new content. Methods are called
+// from the agent's goroutines; the state file and the applied file each
+// have one writer (the watcher and the run loop), the queue is locked by
+// the caller.
+type Cache struct {
+	dir string
+	log *slog.Logger
+}
+
+// OpenCache creates dir (0700: the state may carry secrets) and returns
+// the cache in it.
+func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
+	if err := os.MkdirAll(filepath.Join(dir, ReportsDir), 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Cache{dir: dir, log: log}, nil
+}
+
+// SaveState writes st as the last known state.
+func (c *Cache) SaveState(st *hivev1.NodeState) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	return writeAtomic(filepath.Join(c.dir, StateFile), seal(b), 0o600)
+}
+
+// LoadState returns the cached state, or nil when there is none. A corrupt
+// file is reported with ErrCorrupt and moved aside.
+func (c *Cache) LoadState() (*hivev1.NodeState, error) {
+	b, err := c.read(StateFile)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	st := &hivev1.NodeState{}
+	if err := proto.Unmarshal(b, st); err != nil {
+		return nil, c.corrupt(StateFile, err)
+	}
+	return st, nil
+}
+
+// SaveApplied records what was last applied.
+func (c *Cache) SaveApplied(a Applied) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(c.dir, AppliedFile), seal(b), 0o600)
+}
+
+// LoadApplied returns what was last applied (zero when unknown).
+func (c *Cache) LoadApplied() (Applied, error) {
+	var a Applied
+	b, err := c.read(AppliedFile)
+	if err != nil || b == nil {
+		return a, err
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return Applied{}, c.corrupt(AppliedFile, err)
+	}
+	return a, nil
+}
+
+// read returns the verified payload of name, nil if it does not exist.
+func (c *Cache) read(name string) ([]byte, error) {
+	raw, err := os.ReadFile(filepath.Join(c.dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	b, err := unseal(raw)
+	if err != nil {
+		return nil, c.corrupt(name, err)
+	}
+	return b, nil
+}
+
+// corrupt moves a bad file aside so that it is kept for inspection but
+// never read again.
+func (c *Cache) corrupt(name string, cause error) error {
+	p := filepath.Join(c.dir, name)
+	if err := os.Rename(p, p+".corrupt"); err != nil {
+		c.log.Warn("cannot move corrupt cache file aside", "file", p, "err", err)
+	}
+	return fmt.Errorf("%w %s: %v", ErrCorrupt, p, cause)
+}
+
+func seal(payload []byte) []byte {
+	sum := sha256.Sum256(payload)
+	var b bytes.Buffer
+	b.Grow(len(cacheMagic) + 65 + len(payload))
+	b.WriteString(cacheMagic)
+	b.WriteString(hex.EncodeToString(sum[:]))
+	b.WriteByte('\n')
+	b.Write(payload)
+	return b.Bytes()
+}
+
+func unseal(raw []byte) ([]byte, error) {
+	if !bytes.HasPrefix(raw, []byte(cacheMagic)) {
+		return nil, errors.New("no cache header")
+	}
+	rest := raw[len(cacheMagic):]
+	nl := bytes.IndexByte(rest, '\n')
+	if nl != 64 {
+		return nil, errors.New("bad checksum line")
+	}
+	want, err := hex.DecodeString(string(rest[:nl]))
+	if err != nil {
+		return nil, errors.New("bad checksum")
+	}
+	payload := rest[nl+1:]
+	got := sha256.Sum256(payload)
+	if !bytes.Equal(want, got[:]) {
+		return nil, errors.New("checksum mismatch (torn or altered file)")
+	}
+	return payload, nil
+}
+
+// writeAtomic replaces path with data: temporary file in the same
+// directory, fsync, rename over path, fsync of the directory.
+func writeAtomic(path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Report queue: one file per report, named by its zero-padded sequence
+// number so that a directory listing is the send order.
+
+func queueName(seq uint64) string { return fmt.Sprintf("%020d.pb", seq) }
+
+// Enqueue writes r to the queue and drops the oldest reports beyond max.
+func (c *Cache) Enqueue(r *hivev1.Report, max int) error {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	if err := writeAtomic(filepath.Join(c.dir, ReportsDir, queueName(r.GetSeq())), seal(b), 0o600); err != nil {
+		return err
+	}
+	seqs, err := c.Queued()
+	if err != nil {
+		return err
+	}
+	for len(seqs) > max {
+		c.log.Warn("report queue full, dropping the oldest report", "seq", seqs[0])
+		c.Dequeue(seqs[0])
+		seqs = seqs[1:]
+	}
+	return nil
+}
+
+// Queued lists the queued reports' sequence numbers, oldest first.
+func (c *Cache) Queued() ([]uint64, error) {
+	ents, err := os.ReadDir(filepath.Join(c.dir, ReportsDir))
+	if err != nil {
+		return nil, fmt.Errorf("list report queue: %w", err)
+	}
+	var seqs []uint64
+	for _, e := range ents {
+		n, ok := strings.CutSuffix(e.Name(), ".pb")
+		if !ok || strings.HasPrefix(n, ".") {
+			continue
+		}
+		s, err := strconv.ParseUint(n, 10, 64)
+		if err != nil {
+			continue
+		}
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
+}
+
+// Peek reads a queued report; a corrupt one is moved aside and reported
+// with ErrCorrupt.
+func (c *Cache) Peek(seq uint64) (*hivev1.Report, error) {
+	name := filepath.Join(ReportsDir, queueName(seq))
+	b, err := c.read(name)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, fmt.Errorf("report %d: %w", seq, fs.ErrNotExist)
+	}
+	r := &hivev1.Report{}
+	if err := proto.Unmarshal(b, r); err != nil {
+		return nil, c.corrupt(name, err)
+	}
+	return r, nil
+}
+
+// Dequeue removes a delivered report.
+func (c *Cache) Dequeue(seq uint64) {
+	if err := os.Remove(filepath.Join(c.dir, ReportsDir, queueName(seq))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.log.Warn("remove delivered report", "seq", seq, "err", err)
+	}
+}

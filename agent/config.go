@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/hivefleet/hive/client"
+	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/pki"
+)
+
+// Config configures an Agent. Only cmd/hive-agent reads flags and files to
+// fill it.
+type Config struct {
+	// Name is the node name (the certificate's agent name outside Dev).
+	Name string
+	// DataDir holds the offline cache and the report queue.
+	DataDir string
+	// Labels select the node's roles; sent with every watch.
+	Labels map[string]string
+	// Addresses are sent to the coordinators as the node's addresses (for
+	// peers' facts). Empty: the gossip advertise address.
+	Addresses []string
+
+	// Gossip configures membership; nil runs without gossip (then
+	// Coordinators must list the coordinators). Name, Meta and Logger are
+	// filled in by the agent.
+	Gossip *gossip.Config
+	// Coordinators are static coordinator gRPC addresses, tried in
+	// addition to those learned from gossip.
+	Coordinators []string
+
+	// TLS files (CA, certificate, key); all required unless Dev.
+	TLSCA, TLSCert, TLSKey string
+	// Dev talks plaintext gRPC to a coordinator started with --dev.
+	Dev bool
+	// BootstrapTokenFile holds a single-use token: when the certificate
+	// or key file is missing, the agent creates a key and obtains its
+	// certificate with the token before anything else (TLSCert and TLSKey
+	// then default to DataDir/tls/agent.pem and agent-key.pem).
+	BootstrapTokenFile string
+
+	// Interval is the drift-check period (jittered ±10%).
+	Interval time.Duration
+	// Root converges under a sandbox root: files are written below it,
+	// every other kind is only planned. Empty or "/": the host.
+	Root string
+	// DryRun plans and reports, changing nothing.
+	DryRun bool
+
+	// RetryMin and RetryMax bound the backoff of failed runs.
+	RetryMin, RetryMax time.Duration
+	// ReconnectMin and ReconnectMax bound the backoff between watch
+	// attempts (exponential, jittered).
+	ReconnectMin, ReconnectMax time.Duration
+	// RunTimeout bounds one convergence run.
+	RunTimeout time.Duration
+	// StopGrace is how long a run may go on after the agent is told to
+	// stop before its context is cancelled.
+	StopGrace time.Duration
+	// MaxQueuedReports bounds the on-disk report queue (oldest dropped).
+	MaxQueuedReports int
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: data in /var/lib/hive, a 5 minute
+// drift check, gossip on :7402.
+func DefaultConfig() Config {
+	g := gossip.DefaultConfig()
+	return Config{
+		DataDir:          "/var/lib/hive",
+		Gossip:           &g,
+		Interval:         5 * time.Minute,
+		RetryMin:         5 * time.Second,
+		RetryMax:         5 * time.Minute,
+		ReconnectMin:     500 * time.Millisecond,
+		ReconnectMax:     30 * time.Second,
+		RunTimeout:       time.Hour,
+		StopGrace:        20 * time.Second,
+		MaxQueuedReports: 100,
+	}
+}
+
+// Validate reports what is wrong with c, every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := pki.ValidateName(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("name: %w", err))
+	}
+	if c.DataDir == "" || !filepath.IsAbs(c.DataDir) {
+		errs = append(errs, fmt.Errorf("data dir %q must be an absolute path", c.DataDir))
+	}
+	if c.Root != "" && !filepath.IsAbs(c.Root) {
+		errs = append(errs, fmt.Errorf("root %q must be an absolute path", c.Root))
+	}
+	if c.Gossip == nil && len(c.Coordinators) == 0 {
+		errs = append(errs, errors.New("no way to find coordinators: give gossip join addresses or coordinator addresses"))
+	}
+	for _, a := range c.Coordinators {
+		if _, err := client.NormalizeAddr(a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !c.Dev && c.BootstrapTokenFile == "" && (c.TLSCA == "" || c.TLSCert == "" || c.TLSKey == "") {
+		errs = append(errs, errors.New("mutual TLS is required outside --dev: give --tls-ca, --tls-cert and --tls-key (or --bootstrap-token-file with --tls-ca)"))
+	}
+	if !c.Dev && c.BootstrapTokenFile != "" && c.TLSCA == "" {
+		errs = append(errs, errors.New("a bootstrap token needs --tls-ca to verify the coordinators"))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("interval %v must be positive", c.Interval))
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, fmt.Errorf("retry backoff %v..%v is invalid", c.RetryMin, c.RetryMax))
+	}
+	if c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin {
+		errs = append(errs, fmt.Errorf("reconnect backoff %v..%v is invalid", c.ReconnectMin, c.ReconnectMax))
+	}
+	if c.RunTimeout <= 0 || c.StopGrace < 0 {
+		errs = append(errs, errors.New("run timeout must be positive and stop grace not negative"))
+	}
+	if c.MaxQueuedReports < 1 {
+		errs = append(errs, errors.New("max queued reports must be at least 1"))
+	}
+	for k := range c.Labels {
+		if k == "" {
+			errs = append(errs, errors.New("label with an empty key"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sandbox reports whether the agent converges under a sandbox root.
+func (c *Config) sandbox() bool { return c.Root != "" && c.Root != "/" }

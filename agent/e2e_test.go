@@ -1,0 +1,231 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivefleet/hive/agent"
+	"github.com/hivefleet/hive/client"
+	"github.com/hivefleet/hive/coordinator"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
+)
+
+// devCoordinator is a real --dev coordinator in this process.
+type devCoordinator struct {
+	srv    *coordinator.Server
+	cancel context.CancelFunc
+}
+
+func startCoordinator(t testing.TB, dataDir, grpcAddr, raftAddr string) *devCoordinator {
+	t.Helper()
+	cfg := coordinator.DevConfig()
+	cfg.DataDir = dataDir
+	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr, cfg.GossipAddr = grpcAddr, raftAddr, "", "127.0.0.1:0"
+	cfg.Logger = testLogger(t).With("side", "coordinator")
+	srv, err := coordinator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = srv.Run(ctx) }()
+	c := &devCoordinator{srv: srv, cancel: cancel}
+	t.Cleanup(c.stop)
+	select {
+	case <-srv.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+	return c
+}
+
+func (c *devCoordinator) stop() {
+	c.cancel()
+	select {
+	case <-c.srv.Done():
+	case <-time.After(20 * time.Second):
+	}
+}
+
+const e2eSite = `site: e2e
+selectors:
+  - roles: [base]
+roles:
+  base:
+    files:
+      - path: /etc/motd
+        template: true
+        content: |
+          {{ .Name }} says %s
+      - path: /etc/hive-e2e/app.conf
+        mode: "0640"
+        content: |
+          level = %s
+    packages:
+      - chrony
+`
+
+func push(t testing.TB, addr, word string) uint64 {
+	t.Helper()
+	text := strings.ReplaceAll(e2eSite, "%s", word)
+	s, err := site.Parse("e2e.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, client.Config{Addrs: []string{addr}, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := conn.Push(ctx, &hivev1.PushRequest{Site: s, Message: word, Force: true, SourceName: "e2e.yaml", Source: []byte(text)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetGeneration()
+}
+
+func nodeStatus(t testing.TB, addr, node string) *hivev1.NodeStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, client.Config{Addrs: []string{addr}, Insecure: true})
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	resp, err := conn.GetStatus(ctx, &hivev1.GetStatusRequest{Node: node})
+	if err != nil {
+		return nil
+	}
+	for _, n := range resp.GetNodes() {
+		if n.GetName() == node {
+			return n
+		}
+	}
+	return nil
+}
+
+func readFile(root, p string) string {
+	b, _ := os.ReadFile(filepath.Join(root, p))
+	return string(b)
+}
+
+// TestEndToEndDevCoordinator runs a real agent (real engine and file
+// provider under a sandbox root) against a real --dev coordinator over
+// gRPC: converge, drift corrected, a new push, coordinator gone (cached
+// state still enforced, reports queued), coordinator back (queued reports
+// delivered in order).
+func TestEndToEndDevCoordinator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a coordinator")
+	}
+	coordDir := t.TempDir()
+	co := startCoordinator(t, coordDir, "127.0.0.1:0", "127.0.0.1:0")
+	addr, raftAddr := co.srv.GRPCAddr(), co.srv.RaftAddr()
+	g1 := push(t, addr, "hello")
+
+	root := t.TempDir()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Name = "web-1"
+	cfg.Root = root
+	cfg.Coordinators = []string{addr}
+	cfg.Labels = map[string]string{"tier": "web"}
+	cfg.Addresses = []string{"127.0.0.1"}
+	deps, err := agent.NewEngine(cfg, cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Converge: files written under the root, package only planned, the
+	// coordinator's status says converged at g1.
+	waitFor(t, "files written under the root", 20*time.Second, func() bool {
+		return readFile(root, "/etc/motd") == "web-1 says hello\n" && readFile(root, "/etc/hive-e2e/app.conf") == "level = hello\n"
+	})
+	if fi, err := os.Stat(filepath.Join(root, "/etc/hive-e2e/app.conf")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("app.conf mode: %v %v", fi, err)
+	}
+	select {
+	case <-a.Ready():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not ready after converging")
+	}
+	var st *hivev1.NodeStatus
+	waitFor(t, "converged status", 20*time.Second, func() bool {
+		st = nodeStatus(t, addr, "web-1")
+		return st.GetAppliedGeneration() == g1 && st.GetPhase() == hivev1.Phase_PHASE_CONVERGED
+	})
+	planned := false
+	for _, r := range st.GetResults() {
+		if r.GetKey() == "package:chrony" && r.GetOutcome() == hivev1.Outcome_OUTCOME_PLANNED {
+			planned = true
+		}
+	}
+	if !planned {
+		t.Errorf("package:chrony not reported as planned under --root: %v", st.GetResults())
+	}
+
+	// Drift is corrected on the next run (SIGHUP here).
+	os.WriteFile(filepath.Join(root, "/etc/motd"), []byte("tampered\n"), 0o644)
+	a.Trigger(agent.TriggerSignal)
+	waitFor(t, "drift corrected", 10*time.Second, func() bool { return readFile(root, "/etc/motd") == "web-1 says hello\n" })
+
+	// A new push arrives through the watch.
+	g2 := push(t, addr, "again")
+	waitFor(t, "second generation applied", 20*time.Second, func() bool {
+		return readFile(root, "/etc/hive-e2e/app.conf") == "level = again\n"
+	})
+	waitFor(t, "g2 reported", 20*time.Second, func() bool {
+		return nodeStatus(t, addr, "web-1").GetAppliedGeneration() == g2
+	})
+	runsBefore := a.Stats().Runs
+
+	// Coordinator gone: the cached state is still enforced and reports
+	// wait on disk.
+	co.stop()
+	os.WriteFile(filepath.Join(root, "/etc/hive-e2e/app.conf"), []byte("level = tampered\n"), 0o640)
+	a.Trigger(agent.TriggerSignal)
+	waitFor(t, "drift corrected without coordinator", 10*time.Second, func() bool {
+		return readFile(root, "/etc/hive-e2e/app.conf") == "level = again\n"
+	})
+	a.Trigger(agent.TriggerSignal)
+	waitFor(t, "two offline runs", 10*time.Second, func() bool { return a.Stats().Runs >= runsBefore+2 })
+	cache, _ := agent.OpenCache(cfg.DataDir, nil)
+	var queued []uint64
+	waitFor(t, "reports queued", 5*time.Second, func() bool {
+		queued, _ = cache.Queued()
+		return len(queued) >= 2
+	})
+	lastSeq := queued[len(queued)-1]
+	t.Logf("queued while offline: %v", queued)
+
+	// Coordinator back on the same address and data: the agent reconnects
+	// by itself and delivers the queue.
+	offline := time.Now()
+	co = startCoordinator(t, coordDir, addr, raftAddr)
+	waitFor(t, "queue delivered", 30*time.Second, func() bool {
+		q, _ := cache.Queued()
+		return len(q) == 0
+	})
+	waitFor(t, "status after reconnect", 10*time.Second, func() bool {
+		st = nodeStatus(t, addr, "web-1")
+		return st.GetLastReport().AsTime().After(offline.Add(-time.Minute)) && st.GetAppliedGeneration() == g2
+	})
+	if a.Stats().ReportsSent < 4 {
+		t.Errorf("reports sent = %d", a.Stats().ReportsSent)
+	}
+	t.Logf("last queued seq %d delivered; stats %+v", lastSeq, a.Stats())
+}

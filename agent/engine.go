@@ -1,0 +1,104 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/drbd"
+	"github.com/hivefleet/hive/converge/firewall"
+	"github.com/hivefleet/hive/converge/providers"
+	"github.com/hivefleet/hive/converge/swarm"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+// Engine converges a node state; *converge.Engine is the real one, unit
+// tests use fakes. Run is called from the agent's run loop only, never
+// twice at once.
+type Engine interface {
+	Run(ctx context.Context, st *hivev1.NodeState, opts converge.RunOptions) (*converge.Report, error)
+}
+
+// Window is an open firewall confirm window (*firewall.Window).
+type Window interface {
+	ConfirmWith(ctx context.Context, interval time.Duration, probe func(context.Context) error) firewall.WindowState
+}
+
+// Deps are the agent's collaborators besides its Config.
+type Deps struct {
+	Engine Engine
+	// Published returns values the node publishes (swarm join tokens),
+	// copied into each report; nil for none.
+	Published func() map[string][]byte
+	// OpenWindow returns the firewall's open confirm window, or nil.
+	OpenWindow func() Window
+	// Close releases what the engine holds (nil: nothing).
+	Close func() error
+}
+
+// NewEngine builds the real engine with every provider for cfg: on the
+// host, everything is applied (unless DryRun); under a sandbox root, files
+// and repo definitions are written below the root and every kind that
+// would touch the host (packages, services, firewall, drbd, swarm) is only
+// planned.
+func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
+	sandbox := cfg.sandbox()
+	fwc := firewall.DefaultConfig()
+	fwc.Sandbox = sandbox
+	if !sandbox {
+		fwc.StateFile = filepath.Join(cfg.DataDir, "firewall-window.json")
+	}
+	fw, err := firewall.New(fwc, log)
+	if err != nil {
+		return Deps{}, err
+	}
+	dc := drbd.DefaultConfig()
+	dc.Sandbox = sandbox
+	dp, err := drbd.New(dc, log)
+	if err != nil {
+		return Deps{}, err
+	}
+	sc := swarm.DefaultConfig()
+	sc.Sandbox = sandbox
+	sp, err := swarm.New(sc, log)
+	if err != nil {
+		return Deps{}, err
+	}
+	reg, err := providers.Default(providers.DefaultConfig(), fw, dp, sp)
+	if err != nil {
+		sp.Close()
+		return Deps{}, err
+	}
+	ec := converge.DefaultConfig()
+	ec.Logger = log
+	if sandbox {
+		ec.Root = cfg.Root
+		ec.PlanOnly = providers.SandboxPlanOnly()
+		// A sandbox root rarely has an os-release: plan packages for the
+		// host's family then.
+		if fam, err := converge.DetectFamily(cfg.Root); err != nil || fam == converge.FamilyUnknown {
+			if hf, err := converge.DetectFamily("/"); err == nil {
+				ec.Family = hf
+			}
+		}
+	}
+	eng, err := converge.New(ec, reg)
+	if err != nil {
+		sp.Close()
+		return Deps{}, fmt.Errorf("converge engine: %w", err)
+	}
+	return Deps{
+		Engine:    eng,
+		Published: sp.Published,
+		OpenWindow: func() Window {
+			if w := fw.Window(); w != nil {
+				return w
+			}
+			return nil
+		},
+		Close: sp.Close,
+	}, nil
+}

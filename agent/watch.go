@@ -1,0 +1,291 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivefleet/hive/client"
+	"github.com/hivefleet/hive/gossip"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/version"
+)
+
+// connHolder is the coordinator connection in use, shared by the watcher
+// (owner) and the reporter.
+type connHolder struct {
+	conn *client.Conn
+}
+
+// candidates returns coordinator gRPC addresses: gossip's alive
+// coordinators, then the static ones, shuffled (so thousands of agents
+// spread over the coordinators), with avoid moved to the end.
+func (a *Agent) candidates(avoid string) []string {
+	var out []string
+	if a.gossip != nil {
+		for _, m := range a.gossip.Coordinators() {
+			if n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr()); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	for _, s := range a.cfg.Coordinators {
+		if n, err := client.NormalizeAddr(s); err == nil && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	if i := slices.Index(out, avoid); i >= 0 && len(out) > 1 {
+		out = append(append(out[:i:i], out[i+1:]...), avoid)
+	}
+	return out
+}
+
+func (a *Agent) clientConfig(addrs []string) client.Config {
+	return client.Config{
+		Addrs:          addrs,
+		CA:             a.cfg.TLSCA,
+		Cert:           a.cfg.TLSCert,
+		Key:            a.cfg.TLSKey,
+		Insecure:       a.cfg.Dev,
+		AttemptTimeout: 3 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			// gRPC servers refuse pings more often than every 5 minutes
+			// by default; a dead coordinator is noticed sooner through
+			// gossip (see watch).
+			Time: 5 * time.Minute, Timeout: 20 * time.Second,
+		})},
+	}
+}
+
+// watchLoop keeps one watch stream open, switching coordinators with
+// exponential backoff and jitter when a stream ends.
+func (a *Agent) watchLoop(ctx context.Context) {
+	var events <-chan gossip.Event
+	if a.gossip != nil {
+		ch, cancel := a.gossip.Subscribe(64)
+		defer cancel()
+		events = ch
+	}
+	backoff := a.cfg.ReconnectMin
+	avoid := ""
+	for ctx.Err() == nil {
+		addrs := a.candidates(avoid)
+		if len(addrs) == 0 {
+			a.log.Debug("no coordinator known yet")
+			a.sleep(ctx, backoffJitter(backoff), events)
+			backoff = min(backoff*2, a.cfg.ReconnectMax)
+			continue
+		}
+		conn, err := client.Dial(ctx, a.clientConfig(addrs))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := backoffJitter(backoff)
+			a.log.Warn("no coordinator reachable", "tried", addrs, "retry_in", wait.Round(time.Millisecond), "err", err)
+			a.sleep(ctx, wait, events)
+			backoff = min(backoff*2, a.cfg.ReconnectMax)
+			continue
+		}
+		h := &connHolder{conn: conn}
+		a.conn.Store(h)
+		select {
+		case a.reportWake <- struct{}{}:
+		default:
+		}
+		began := time.Now()
+		got, err := a.watch(ctx, conn, events)
+		a.conn.CompareAndSwap(h, nil)
+		conn.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		a.statsMu.Lock()
+		a.stats.Reconnects++
+		a.statsMu.Unlock()
+		if got || time.Since(began) > 30*time.Second {
+			backoff = a.cfg.ReconnectMin
+		}
+		avoid = conn.Addr
+		wait := backoffJitter(backoff)
+		a.log.Warn("watch stream lost, switching coordinator", "coordinator", conn.Addr, "retry_in", wait.Round(time.Millisecond), "err", err)
+		a.sleep(ctx, wait, nil)
+		backoff = min(backoff*2, a.cfg.ReconnectMax)
+	}
+}
+
+// sleep waits d, or less when gossip reports a coordinator joining.
+func (a *Agent) sleep(ctx context.Context, d time.Duration, events <-chan gossip.Event) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Type != gossip.EventLeave && ev.Member.Meta.GetKind() == hivev1.MemberKind_MEMBER_KIND_COORDINATOR {
+				// Spread the herd: a little random delay, not none.
+				time.Sleep(rand.N(a.cfg.ReconnectMin + 1))
+				return
+			}
+		}
+	}
+}
+
+// watch runs one stream until it fails, ctx ends, or gossip reports the
+// coordinator gone. It reports whether a state was received.
+func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan gossip.Event) (bool, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	known := ""
+	if st := a.current(); st != nil {
+		known = st.GetHash()
+	}
+	stream, err := conn.WatchNodeState(sctx, &hivev1.WatchNodeStateRequest{
+		Node:         a.cfg.Name,
+		Labels:       a.cfg.Labels,
+		Addresses:    a.addresses(),
+		AgentVersion: version.Version,
+		KnownHash:    known,
+	})
+	if err != nil {
+		return false, err
+	}
+	a.log.Info("watching desired state", "coordinator", conn.Addr, "known_hash", short(known))
+	if events != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case ev, ok := <-events:
+					if !ok {
+						return
+					}
+					if ev.Type == gossip.EventLeave && coordinatorAt(ev.Member, conn.Addr) {
+						a.log.Warn("gossip reports the watched coordinator gone", "coordinator", ev.Member.Name, "state", ev.Member.State.String())
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+	}
+	got := false
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) == codes.Canceled && ctx.Err() == nil {
+				err = errors.New("coordinator left the gossip pool")
+			}
+			return got, err
+		}
+		got = true
+		if st := resp.GetState(); st != nil {
+			a.deliver(st)
+		}
+	}
+}
+
+func coordinatorAt(m gossip.Member, addr string) bool {
+	n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr())
+	return err == nil && n == addr
+}
+
+// probe checks that a coordinator answers now (firewall confirm).
+func (a *Agent) probe(ctx context.Context) error {
+	addrs := a.candidates("")
+	if len(addrs) == 0 {
+		return client.ErrUnreachable
+	}
+	conn, err := client.Dial(ctx, a.clientConfig(addrs))
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+// reportLoop sends queued reports, oldest first, over the current
+// connection; it waits for a connection or a new report otherwise.
+func (a *Agent) reportLoop(ctx context.Context) {
+	backoff := time.Second
+	for {
+		var retry <-chan time.Time
+		if !a.flush(ctx) {
+			retry = time.After(backoffJitter(backoff))
+			backoff = min(backoff*2, 30*time.Second)
+		} else {
+			backoff = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			// One last attempt for the final report, briefly.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			a.flush(fctx)
+			cancel()
+			return
+		case <-a.reportWake:
+		case <-retry:
+		}
+	}
+}
+
+// flush sends what is queued; it returns false when something is left to
+// retry.
+func (a *Agent) flush(ctx context.Context) bool {
+	seqs, err := a.cache.Queued()
+	if err != nil {
+		a.log.Error("cannot read the report queue", "err", err)
+		return false
+	}
+	if len(seqs) == 0 {
+		return true
+	}
+	h := a.conn.Load()
+	if h == nil {
+		return true // the watcher wakes us when a connection is up
+	}
+	for _, seq := range seqs {
+		r, err := a.cache.Peek(seq)
+		if err != nil {
+			a.log.Warn("dropping an unreadable queued report", "seq", seq, "err", err)
+			a.cache.Dequeue(seq)
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = h.conn.Report(sctx, &hivev1.ReportRequest{Report: r})
+		cancel()
+		switch status.Code(err) {
+		case codes.OK:
+			a.cache.Dequeue(seq)
+			a.statsMu.Lock()
+			a.stats.ReportsSent++
+			a.statsMu.Unlock()
+			a.log.Debug("report delivered", "seq", seq, "generation", r.GetGeneration())
+		case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition:
+			// Sending it again would fail again.
+			a.log.Error("coordinator refused a report; dropping it", "seq", seq, "err", err)
+			a.cache.Dequeue(seq)
+		default:
+			a.log.Info("report not delivered, will retry", "seq", seq, "err", err)
+			return false
+		}
+	}
+	return true
+}
