@@ -111,6 +111,13 @@ func TestBadInputRefused(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.dir, "etc")); err == nil {
 		t.Errorf("traversal created a directory")
 	}
+	// A refused upload to a new repository does not create it.
+	if code, _ := e.do("PUT", "/api/v1/repos/fresh/packages/x-1-1.noarch.rpm", corrupt, token); code != 422 {
+		t.Errorf("corrupt upload to a new repo: %d", code)
+	}
+	if code, _ := e.do("GET", "/api/v1/repos/fresh", nil, ""); code != 404 {
+		t.Errorf("refused upload created repository fresh: %d", code)
+	}
 	// Replace is explicit.
 	code, b := e.do("PUT", "/api/v1/repos/site/packages/good-1.0-1.noarch.rpm?replace=1", rpmPkg(t, "good", "1.1", false), token)
 	if code != 201 || !bytes.Contains(b, []byte(`"replaced": true`)) {

@@ -3,6 +3,7 @@ package repo_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,4 +47,44 @@ func TestAptThroughMirror(t *testing.T) {
 			t.Fatalf("upstream down, step %d %v: %v\n%s", i, step, err, out)
 		}
 	}
+}
+
+// TestDnfThroughMirror: dnf with gpgcheck and repo_gpgcheck installs from
+// /mirror/<name>/ whose upstream is another hive-repo's /yum/<repo>; the
+// package is verified against the primary.xml that passed through, and
+// served from the cache once the upstream is gone.
+func TestDnfThroughMirror(t *testing.T) {
+	dnf := testenv.RequireTool(t, "dnf", "rpm")
+	up := start(t, nil)
+	up.upload("site", "hello-1.0-1.noarch.rpm", rpmPkg(t, "hello", "1.0", true))
+	up.reindex("site")
+	front := start(t, func(c *repo.Config) {
+		c.Mirrors = map[string]mirror.Upstream{"rocky": {URL: up.url + "/yum/site"}}
+	})
+	key := filepath.Join(t.TempDir(), "k.asc")
+	os.WriteFile(key, up.get("/keys/site.asc"), 0o644)
+	ctx := repotest.Ctx(t, 3*time.Minute)
+	c := repotest.NewDnf(t, dnf, t.TempDir(), "mirrored", front.url+"/mirror/rocky/", "file://"+key)
+	if out, err := c.Run(ctx, "install", "hello"); err != nil {
+		t.Fatalf("dnf install through the mirror: %v\n%s", err, out)
+	}
+	m := string(front.get("/metrics"))
+	if !strings.Contains(m, `hive_repo_mirror_requests_total{mirror="rocky",result="miss"}`) || strings.Contains(m, `result="proxied"`) {
+		t.Errorf("package was not verified and cached:\n%s", grepLines(m, "mirror_requests"))
+	}
+	up.stop()
+	c2 := repotest.NewDnf(t, dnf, t.TempDir(), "mirrored", front.url+"/mirror/rocky/", "file://"+key)
+	if out, err := c2.Run(ctx, "install", "hello"); err != nil {
+		t.Fatalf("dnf install through the mirror with the upstream down: %v\n%s", err, out)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

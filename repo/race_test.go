@@ -26,7 +26,9 @@ func TestPublishRace(t *testing.T) {
 	e.upload("race", "seed_1_all.deb", debPkg(t, "seed", "1", "gz"))
 	e.reindex("race")
 
-	const dur = 8 * time.Second
+	// Run for at least minDur and until every side has done enough to
+	// overlap (a loaded machine is slower), at most maxDur.
+	const minDur, maxDur = 8 * time.Second, 45 * time.Second
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var uploads atomic.Int64
@@ -57,11 +59,15 @@ func TestPublishRace(t *testing.T) {
 	ctx := repotest.Ctx(t, 2*time.Minute)
 	var aptRuns, dnfRuns atomic.Int64
 	errs := make(chan string, 100)
-	deadline := time.Now().Add(dur)
+	begin := time.Now()
+	enough := func() bool {
+		return aptRuns.Load() >= 3 && dnfRuns.Load() >= 2 && e.srvInfo("race").Generation >= 10
+	}
+	var done atomic.Bool
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		for time.Now().Before(deadline) {
+		for !done.Load() {
 			out, err := a.Run(ctx, aptGet, "update")
 			if w := repotest.Warnings(out); err != nil || len(w) > 0 {
 				errs <- fmt.Sprintf("apt-get update: %v %v\n%s", err, w, out)
@@ -72,7 +78,7 @@ func TestPublishRace(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		for time.Now().Before(deadline) {
+		for !done.Load() {
 			out, err := d.Run(ctx, "makecache", "--refresh")
 			if err != nil {
 				errs <- fmt.Sprintf("dnf makecache: %v\n%s", err, out)
@@ -81,7 +87,10 @@ func TestPublishRace(t *testing.T) {
 			dnfRuns.Add(1)
 		}
 	}()
-	time.Sleep(dur)
+	for time.Since(begin) < minDur || !enough() && time.Since(begin) < maxDur && len(errs) == 0 {
+		time.Sleep(200 * time.Millisecond)
+	}
+	done.Store(true)
 	close(stop)
 	wg.Wait()
 	close(errs)

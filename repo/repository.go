@@ -44,6 +44,7 @@ type record struct {
 type Generation struct {
 	N     int64             `json:"n"`
 	Date  time.Time         `json:"date"`
+	Key   string            `json:"key"`   // fingerprint of the signing key
 	Files map[string]string `json:"files"` // served path ("yum/...", "apt/...") → blob sha256
 	Root  map[string][]byte `json:"root"`  // root files, switched together
 }
@@ -145,11 +146,39 @@ func (s *Server) openRepo(name string) (*Repo, error) {
 	}
 	r.gens.Store(&gens)
 	r.published = 0
-	if len(r.pkgs) > 0 && r.cur.Load() == nil {
-		r.changes = 1
+	if cur := r.cur.Load(); cur == nil {
+		if len(r.pkgs) > 0 {
+			r.changes = 1
+		}
+	} else if !r.matches(cur) {
+		r.changes = 1 // uploads or removals after the last publish (crash or stop in the debounce window)
+	} else if cur.Key != s.cfg.Signer.Fingerprint() {
+		r.changes = 1 // signing key rotated: sign again with the new key
+		s.log.Info("signing key changed; the repository will be published again", "repo", name, "old", cur.Key, "new", s.cfg.Signer.Fingerprint())
 	}
 	s.updateCount(r)
 	return r, nil
+}
+
+// matches reports whether g publishes exactly the current package files.
+func (r *Repo) matches(g *Generation) bool {
+	n := 0
+	for p, sum := range g.Files {
+		var name string
+		switch {
+		case strings.HasPrefix(p, "yum/packages/"):
+			name = strings.TrimPrefix(p, "yum/packages/")
+		case strings.HasPrefix(p, "apt/pool/"+r.s.cfg.Component+"/"):
+			name = strings.TrimPrefix(p, "apt/pool/"+r.s.cfg.Component+"/")
+		default:
+			continue
+		}
+		n++
+		if rec, ok := r.pkgs[name]; !ok || rec.SHA256 != sum {
+			return false
+		}
+	}
+	return n == len(r.pkgs)
 }
 
 func (s *Server) metaPath(sum string) string {
@@ -180,6 +209,19 @@ func (s *Server) loadMeta(kind, sum string) (*catalog.Meta, error) {
 	return m, s.saveMeta(m)
 }
 
+// cachedMeta returns the header cache entry for sum, or nil.
+func (s *Server) cachedMeta(kind, sum string) *catalog.Meta {
+	b, err := os.ReadFile(s.metaPath(sum))
+	if err != nil {
+		return nil
+	}
+	m := &catalog.Meta{}
+	if json.Unmarshal(b, m) != nil || m.Kind != kind || (m.RPM == nil && m.Deb == nil) || m.SHA256() != sum {
+		return nil
+	}
+	return m
+}
+
 func (s *Server) saveMeta(m *catalog.Meta) error {
 	p := s.metaPath(m.SHA256())
 	if _, err := os.Stat(p); err == nil {
@@ -192,7 +234,8 @@ func (s *Server) saveMeta(m *catalog.Meta) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	return store.WriteFile(p, b, s.store.TempDir())
+	// A cache (rebuilt from the blob when lost): no fsync.
+	return store.WriteFileNoSync(p, b, s.store.TempDir())
 }
 
 func (s *Server) updateCount(r *Repo) {
@@ -212,8 +255,24 @@ func ValidFilename(name string) bool {
 	return fileRe.MatchString(name) && !strings.Contains(name, "..")
 }
 
-// Upload verifies body as the package file name and adds it.
-func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult, error) {
+// verified is an upload that passed verification and belongs to no
+// repository yet; discard drops it unless add committed it.
+type verified struct {
+	name, kind string
+	pend       *store.Pending
+	meta       *catalog.Meta
+	done       bool
+}
+
+func (v *verified) discard() {
+	if !v.done {
+		v.pend.Discard()
+	}
+}
+
+// verify streams body into a pending blob and checks that it is an intact
+// package of the kind its file name says.
+func (s *Server) verify(name string, body io.Reader) (*verified, error) {
 	if !ValidFilename(name) {
 		return nil, fmt.Errorf("%w: file %q (want a plain name ending in .rpm or .deb)", ErrBadName, name)
 	}
@@ -221,26 +280,39 @@ func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult,
 	if err != nil {
 		return nil, err
 	}
-	s := r.s
 	pend, err := s.store.Put(body, s.cfg.MaxUploadSize)
 	if err != nil {
 		return nil, err
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			pend.Discard()
-		}
-	}()
-	m, err := catalog.Parse(kind, pend.File())
+	// Content verified before (same SHA-256) is not parsed again.
+	m := s.cachedMeta(kind, pend.Sum)
+	if m == nil {
+		m, err = catalog.Parse(kind, pend.File())
+	}
+	if err == nil && m.SHA256() != pend.Sum {
+		err = errors.New("hash changed while reading")
+	}
 	if err != nil {
+		pend.Discard()
 		return nil, fmt.Errorf("%w: %s: %w", errInvalidPackage, name, err)
 	}
-	if m.SHA256() != pend.Sum {
-		return nil, fmt.Errorf("%w: %s: hash changed while reading", errInvalidPackage, name)
-	}
-	res := &UploadResult{Repo: r.name, Filename: name, SHA256: pend.Sum, Size: pend.Size, Package: m.Describe()}
+	return &verified{name: name, kind: kind, pend: pend, meta: m}, nil
+}
 
+// Upload verifies body as the package file name and adds it.
+func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult, error) {
+	v, err := r.s.verify(name, body)
+	if err != nil {
+		return nil, err
+	}
+	defer v.discard()
+	return r.add(v, replace)
+}
+
+// add records a verified upload in the repository.
+func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
+	s, name, pend, m := r.s, v.name, v.pend, v.meta
+	res := &UploadResult{Repo: r.name, Filename: name, SHA256: pend.Sum, Size: pend.Size, Package: m.Describe()}
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	r.mu.Lock()
@@ -258,11 +330,11 @@ func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult,
 	if err := s.saveMeta(m); err != nil {
 		return nil, fmt.Errorf("save header cache: %w", err)
 	}
-	committed = true
+	v.done = true
 	if err := pend.Commit(); err != nil {
 		return nil, err
 	}
-	rec := &record{Filename: name, Kind: kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
+	rec := &record{Filename: name, Kind: v.kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
 	b, _ := json.Marshal(rec)
 	if err := store.WriteFile(filepath.Join(r.dir, "pkgs", name+".json"), b, s.store.TempDir()); err != nil {
 		return nil, err
@@ -378,6 +450,7 @@ func (r *Repo) Publish(ctx context.Context) (*Generation, error) {
 
 func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	s, cfg := r.s, r.s.cfg
+	tStart := time.Now()
 	r.mu.Lock()
 	recs := make([]*record, 0, len(r.pkgs))
 	for _, p := range r.pkgs {
@@ -398,7 +471,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			date = prev.Date
 		}
 	}
-	g := &Generation{N: n, Date: date, Files: map[string]string{}, Root: map[string][]byte{}}
+	g := &Generation{N: n, Date: date, Key: cfg.Signer.Fingerprint(), Files: map[string]string{}, Root: map[string][]byte{}}
 
 	var yum []*yumindex.Entry
 	var apt []*aptindex.Entry
@@ -463,6 +536,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	if err := errors.Join(yerr, aerr); err != nil {
 		return nil, 0, err
 	}
+	tBuild := time.Now()
 	// 1. Hash-named (and by-hash) files first, fsync'ed. Garbage collection
 	// waits until this generation is retained, so it never removes a blob
 	// that was found already present here.
@@ -495,6 +569,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			g.Files[dists+bh] = sum
 		}
 	}
+	tBlobs := time.Now()
 	// 2. Root files, signed.
 	sig, err := cfg.Signer.DetachArmored(yres.RepoMD)
 	if err != nil {
@@ -514,6 +589,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	g.Root[dists+"Release.gpg"] = gpg
 	g.Root[dists+"InRelease"] = inrel
 
+	tSign := time.Now()
 	// 3. The generation file, then the switch: one rename of the symlink.
 	b, err := json.Marshal(g)
 	if err != nil {
@@ -536,6 +612,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 		return nil, 0, fmt.Errorf("switch: %w", err)
 	}
 	r.cur.Store(g)
+	s.log.Debug("publish phases", "repo", r.name, "build", tBuild.Sub(tStart), "blobs", tBlobs.Sub(tBuild), "sign", tSign.Sub(tBlobs), "switch", time.Since(tSign))
 	r.yumCache, r.aptCache = yumKeep, aptKeep
 	r.lastApt, r.lastAptKey = ares, aptKey.String()
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hivefleet/hive/repo/catalog"
@@ -87,7 +89,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.pkgCount = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hive_repo_packages", Help: "Packages per repository and kind."}, []string{"repo", "kind"})
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hive_repo_http_requests_total", Help: "HTTP requests by area and status code."}, []string{"area", "code"})
 	s.reg.MustRegister(s.uploads, s.publishes, s.publishTime, s.pkgCount, s.requests,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mc := mirror.DefaultConfig()
 	mc.Dir = filepath.Join(cfg.DataDir, "mirror")
 	mc.Upstreams = cfg.Mirrors
@@ -175,6 +177,15 @@ func (w *statusWriter) WriteHeader(c int) { w.code = c; w.ResponseWriter.WriteHe
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// ReadFrom keeps net/http's sendfile path for files served through the
+// counting wrapper (http.ServeContent copies with io.Copy).
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+}
+
 func (s *Server) count(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: 200}
@@ -261,10 +272,16 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, ErrBadName.Error())
 		return
 	}
-	rp, err := s.repo(r.PathValue("repo"), true)
+	// Verify first: a refused upload must not create the repository.
+	v, err := s.verify(r.PathValue("file"), http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+1))
+	var rp *Repo
+	if err == nil {
+		defer v.discard()
+		rp, err = s.repo(r.PathValue("repo"), true)
+	}
 	if err == nil {
 		var res *UploadResult
-		res, err = rp.Upload(r.PathValue("file"), http.MaxBytesReader(w, r.Body, s.cfg.MaxUploadSize+1), r.URL.Query().Get("replace") == "1" || r.URL.Query().Get("replace") == "true")
+		res, err = rp.add(v, r.URL.Query().Get("replace") == "1" || r.URL.Query().Get("replace") == "true")
 		if err == nil {
 			s.uploads.WithLabelValues("ok").Inc()
 			code := http.StatusCreated

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,15 @@ func start(t testing.TB, mod func(*repo.Config)) *env {
 
 func startCfg(t testing.TB, cfg repo.Config) *env {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	lvl := slog.LevelInfo
+	if os.Getenv("HIVE_TEST_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	var w io.Writer = tlog{t}
+	if _, bench := t.(*testing.B); bench && lvl == slog.LevelInfo {
+		w = io.Discard // keep benchmark output to the figures
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
 	srv, err := repo.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -231,6 +240,8 @@ func TestPublishAndServe(t *testing.T) {
 
 	// Restart: the same generation is served from disk.
 	n1 := e.get("/apt/site/dists/stable/InRelease")
+	gen := e.srvInfo("site").Generation
+	e.stop()
 	cfg := e.cfg
 	e2 := startCfg(t, cfg)
 	if !bytes.Equal(e2.get("/apt/site/dists/stable/InRelease"), n1) {
@@ -240,12 +251,68 @@ func TestPublishAndServe(t *testing.T) {
 	if code != 200 || !strings.Contains(string(b), "hello-1.0-1.noarch.rpm") {
 		t.Errorf("show after restart: %d %s", code, b)
 	}
+	time.Sleep(3 * cfg.MaxDelay)
+	if g := e2.srvInfo("site").Generation; g != gen {
+		t.Errorf("restart republished an unchanged repository: generation %d, was %d", g, gen)
+	}
+}
+
+// TestKeyRotation: restarted with a new signing key, the server publishes
+// again on its own, and everything is signed by the new key.
+func TestKeyRotation(t *testing.T) {
+	e := start(t, nil)
+	e.upload("site", "aa_1_all.deb", debPkg(t, "aa", "1", "gz"))
+	e.reindex("site")
+	e.stop()
+	newKey, err := sign.Generate(sign.Ed25519, "rotated", "r@hive.invalid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.Signer = newKey
+	e2 := startCfg(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rel := e2.get("/apt/site/dists/stable/Release")
+		if newKey.Verify(rel, e2.get("/apt/site/dists/stable/Release.gpg")) == nil &&
+			newKey.Verify(e2.get("/yum/site/repodata/repomd.xml"), e2.get("/yum/site/repodata/repomd.xml.asc")) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not republished with the new key")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !bytes.Equal(e2.get("/keys/site.asc"), newKey.PublicArmored()) {
+		t.Errorf("/keys serves the old key")
+	}
+}
+
+// TestRestartPublishesPendingUploads: an upload acknowledged but not yet
+// published when the server stopped is published after the restart.
+func TestRestartPublishesPendingUploads(t *testing.T) {
+	e := start(t, func(c *repo.Config) { c.Debounce, c.MaxDelay = time.Hour, time.Hour })
+	e.upload("site", "aa_1_all.deb", debPkg(t, "aa", "1", "gz"))
+	e.reindex("site")
+	e.upload("site", "bb_1_all.deb", debPkg(t, "bb", "1", "gz"))
+	e.stop()
+	cfg := e.cfg
+	cfg.Debounce, cfg.MaxDelay = 10*time.Millisecond, 100*time.Millisecond
+	e2 := startCfg(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Contains(e2.get("/apt/site/dists/stable/main/binary-amd64/Packages"), []byte("Package: bb")) {
+		if time.Now().After(deadline) {
+			t.Fatal("pending upload not published after restart")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestDebounce: a burst of uploads makes a few publishes, not one each.
 func TestDebounce(t *testing.T) {
-	e := start(t, func(c *repo.Config) { c.Debounce = 300 * time.Millisecond; c.MaxDelay = 3 * time.Second })
-	const n = 60
+	def := repo.DefaultConfig()
+	e := start(t, func(c *repo.Config) { c.Debounce, c.MaxDelay = def.Debounce, def.MaxDelay })
+	const n = 500
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i := range n {
@@ -254,11 +321,11 @@ func TestDebounce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			e.upload("burst", fmt.Sprintf("p%d_1.0_all.deb", i), debPkg(t, fmt.Sprintf("p%d", i), "1.0", "gz"))
+			e.upload("burst", fmt.Sprintf("p%d_1.0_all.deb", i), debPkg(t, fmt.Sprintf("p%d", i), "1.0", "none")) // uncompressed members: cheap under -race
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, b := e.do("GET", "/apt/burst/dists/stable/main/binary-amd64/Packages", nil, "")
 		if code == 200 && bytes.Count(b, []byte("Package: ")) == n {

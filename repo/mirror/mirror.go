@@ -66,7 +66,7 @@ type Config struct {
 	MaxBytes  int64         // disk cap (default 10 GiB)
 	TTL       time.Duration // metadata served without revalidation for this long (0: always revalidate)
 	MaxStale  time.Duration // stale limit for metadata without Valid-Until (default 7 days)
-	Client    *http.Client  // default: 30 s timeout per request
+	Client    *http.Client  // default: 30 s to connect and get the response header
 	Now       func() time.Time
 }
 
@@ -133,7 +133,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Cache, error
 		return nil, err
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 30 * time.Second}
+		// No overall timeout: a large package may take long to arrive.
+		// Connecting and the response header are bounded instead.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ResponseHeaderTimeout = 30 * time.Second
+		cfg.Client = &http.Client{Transport: tr}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

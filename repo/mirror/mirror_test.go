@@ -276,3 +276,38 @@ func TestCleanPath(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestMirrorTTL(t *testing.T) {
+	u := newUpstream(t)
+	tree(u, time.Time{})
+	f := newFront(t, u, func(c *mirror.Config) { c.TTL = time.Hour })
+	for i := range 3 {
+		if code, _, h := get(t, f.url+"dists/stable/InRelease"); code != 200 || (i > 0 && h.Get("X-Hive-Mirror") != "hit") {
+			t.Errorf("request %d: %d %q", i, code, h.Get("X-Hive-Mirror"))
+		}
+	}
+	if n := u.count("dists/stable/InRelease"); n != 1 {
+		t.Errorf("upstream saw %d requests within the TTL, want 1", n)
+	}
+}
+
+// TestMirrorRestart: a new Cache on the same directory serves what the old
+// one cached, without asking the upstream for immutable files.
+func TestMirrorRestart(t *testing.T) {
+	u := newUpstream(t)
+	_, packages := tree(u, time.Time{})
+	dir := t.TempDir()
+	p := "dists/stable/main/binary-amd64/by-hash/SHA256/" + hexsum(packages)
+	f := newFront(t, u, func(c *mirror.Config) { c.Dir = dir })
+	get(t, f.url+p)
+	f2 := newFront(t, u, func(c *mirror.Config) { c.Dir = dir })
+	if code, b, h := get(t, f2.url+p); code != 200 || !bytes.Equal(b, packages) || h.Get("X-Hive-Mirror") != "hit" {
+		t.Errorf("after restart: %d %q", code, h.Get("X-Hive-Mirror"))
+	}
+	if u.count(p) != 1 {
+		t.Errorf("upstream asked again after restart")
+	}
+	if f2.c.Bytes() != int64(len(packages)) {
+		t.Errorf("restarted cache accounts %d bytes", f2.c.Bytes())
+	}
+}

@@ -5,14 +5,14 @@
 package repocli
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,8 +21,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
 
 	"github.com/hivefleet/hive/repo"
 	"github.com/hivefleet/hive/repo/catalog"
@@ -73,8 +75,8 @@ Without a subcommand it serves. "hive-repo keygen" makes a signing key;
 	root.SetErr(stderr)
 	def := repo.DefaultConfig()
 	fl := root.Flags()
-	fl.StringVar(&f.config, "config", "", "config file (YAML-style 'key: value' lines, same keys as the flags)")
-	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/hive-repo", "data directory")
+	fl.StringVar(&f.config, "config", "", "YAML config file: the flags' names as keys (data_dir, signing_key, ...; listen for --addr; mirrors: {name: url})")
+	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/hive/repo", "data directory")
 	fl.StringVar(&f.addr, "addr", repo.DefaultAddr, "listen address")
 	fl.StringVar(&f.keyFile, "signing-key", "", "OpenPGP private key file (hive-repo keygen makes one)")
 	fl.StringVar(&f.tokenFile, "upload-token-file", "", "file holding the bearer token required for writes")
@@ -94,32 +96,71 @@ Without a subcommand it serves. "hive-repo keygen" makes a signing key;
 	return root
 }
 
-// applyConfigFile sets every flag the command line did not set from the file.
+// applyConfigFile sets every flag the command line did not set from the
+// YAML config file (deploy/config/repo.yaml). Keys are the flag names,
+// with "_" or "-" (data_dir, signing_key, ...); "listen" is --addr;
+// "mirrors" is a map of name to upstream URL.
 func applyConfigFile(fs *pflag.FlagSet, file string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for ln := 1; sc.Scan(); ln++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			return fmt.Errorf("config %s:%d: want 'key: value'", file, ln)
-		}
-		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"'`)
-		fl := fs.Lookup(k)
-		if fl == nil || k == "config" {
-			return fmt.Errorf("config %s:%d: unknown key %q", file, ln, k)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config %s:%d: want a mapping of keys to values", file, root.Line)
+	}
+	set := func(n *yaml.Node, name, v string) error {
+		fl := fs.Lookup(name)
+		if fl == nil || name == "config" {
+			return fmt.Errorf("config %s:%d:%d: unknown key %q", file, n.Line, n.Column, n.Value)
 		}
 		if fl.Changed && fl.Value.Type() != "stringArray" {
-			continue
+			return nil // the command line wins
 		}
-		if err := fs.Set(k, v); err != nil {
-			return fmt.Errorf("config %s:%d: %s: %w", file, ln, k, err)
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("config %s:%d:%d: %s: %w", file, n.Line, n.Column, n.Value, err)
+		}
+		return nil
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		name := strings.ReplaceAll(k.Value, "_", "-")
+		if name == "listen" {
+			name = "addr"
+		}
+		switch {
+		case name == "mirrors" || name == "mirror":
+			switch v.Kind {
+			case yaml.MappingNode:
+				for j := 0; j+1 < len(v.Content); j += 2 {
+					if err := set(k, "mirror", v.Content[j].Value+"="+v.Content[j+1].Value); err != nil {
+						return err
+					}
+				}
+			case yaml.SequenceNode:
+				for _, m := range v.Content {
+					if err := set(k, "mirror", m.Value); err != nil {
+						return err
+					}
+				}
+			case yaml.ScalarNode:
+				if err := set(k, "mirror", v.Value); err != nil {
+					return err
+				}
+			}
+		case v.Kind != yaml.ScalarNode:
+			return fmt.Errorf("config %s:%d:%d: %s: want a single value", file, v.Line, v.Column, k.Value)
+		default:
+			if err := set(k, name, v.Value); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -189,7 +230,53 @@ func serve(cmd *cobra.Command, f *serveFlags, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return srv.Run(ctx)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// systemd (Type=notify, WatchdogSec): ready once listening; watchdog
+	// pings while the server answers its own health check.
+	notify(log, daemon.SdNotifyReady)
+	if every, err := daemon.SdWatchdogEnabled(false); err == nil && every > 0 {
+		go watchdog(ctx, log, ln.Addr().String(), cfg.TLS != nil, every/2)
+	}
+	err = srv.Serve(ctx, ln)
+	notify(log, daemon.SdNotifyStopping)
+	return err
+}
+
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", "state", state, "err", err)
+	}
+}
+
+func watchdog(ctx context.Context, log *slog.Logger, addr string, tlsOn bool, every time.Duration) {
+	scheme := "http"
+	hc := &http.Client{Timeout: every}
+	if tlsOn {
+		scheme = "https"
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // our own listener
+	}
+	if strings.HasPrefix(addr, "[::]:") || strings.HasPrefix(addr, "0.0.0.0:") {
+		addr = "127.0.0.1:" + addr[strings.LastIndexByte(addr, ':')+1:]
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		resp, err := hc.Get(scheme + "://" + addr + "/healthz")
+		if err != nil {
+			log.Warn("health self-check failed; not pinging the watchdog", "err", err)
+			continue
+		}
+		resp.Body.Close()
+		notify(log, daemon.SdNotifyWatchdog)
+	}
 }
 
 func loadKey(file string) (*sign.Signer, error) {

@@ -143,7 +143,7 @@ func ParseBytes(b []byte) (pkg *Package, err error) {
 			pkg, err = nil, fmt.Errorf("%w: malformed header (%v)", ErrInvalid, v)
 		}
 	}()
-	if _, err := readHeaders(&discardReader{b: b}); err != nil {
+	if err := checkHeaders(b); err != nil {
 		return nil, err
 	}
 	hdr, _, err := rpmutils.Verify(bytes.NewReader(b), nil)
@@ -188,18 +188,6 @@ func Parse(r io.Reader) (pkg *Package, err error) {
 	p.SHA256 = hex.EncodeToString(h.Sum(nil))
 	p.Size = cr.n
 	return p, nil
-}
-
-// discardReader reads b without copying more than readHeaders asks for.
-type discardReader struct{ b []byte }
-
-func (d *discardReader) Read(p []byte) (int, error) {
-	if len(d.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, d.b)
-	d.b = d.b[n:]
-	return n, nil
 }
 
 type countReader struct {
@@ -257,6 +245,48 @@ func readHeaders(r io.Reader) ([]byte, error) {
 		buf = append(buf, body...)
 	}
 	return buf, nil
+}
+
+// checkHeaders is readHeaders for a package in memory: the same checks,
+// nothing copied.
+func checkHeaders(b []byte) error {
+	if len(b) < 96 {
+		return fmt.Errorf("%w: reading lead: truncated", ErrInvalid)
+	}
+	if binary.BigEndian.Uint32(b[0:4]) != 0xedabeedb {
+		return fmt.Errorf("%w: not an rpm file (bad lead magic)", ErrInvalid)
+	}
+	off := 96
+	for i, which := range []string{"signature", "main"} {
+		if len(b) < off+16 {
+			return fmt.Errorf("%w: reading %s header: truncated", ErrInvalid, which)
+		}
+		intro := b[off : off+16]
+		if !bytes.Equal(intro[0:4], []byte{0x8e, 0xad, 0xe8, 0x01}) {
+			return fmt.Errorf("%w: bad %s header magic", ErrInvalid, which)
+		}
+		entries := binary.BigEndian.Uint32(intro[8:12])
+		size := binary.BigEndian.Uint32(intro[12:16])
+		if entries == 0 || entries > maxEntries || size > maxDataSize {
+			return fmt.Errorf("%w: %s header sizes out of range (%d entries, %d bytes)", ErrInvalid, which, entries, size)
+		}
+		n := int(entries)*16 + int(size)
+		if i == 0 {
+			n = int(entries)*16 + (int(size)+7)/8*8
+		}
+		off += 16
+		if len(b) < off+n {
+			return fmt.Errorf("%w: reading %s header: truncated", ErrInvalid, which)
+		}
+		for e := 0; e < int(entries); e++ {
+			ent := b[off+e*16 : off+e*16+16]
+			if binary.BigEndian.Uint32(ent[8:12]) > size || binary.BigEndian.Uint32(ent[12:16]) > maxDataSize {
+				return fmt.Errorf("%w: %s header entry %d out of range", ErrInvalid, which, e)
+			}
+		}
+		off += n
+	}
+	return nil
 }
 
 func fromHeader(h *rpmutils.RpmHeader) (*Package, error) {

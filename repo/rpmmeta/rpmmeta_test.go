@@ -104,6 +104,19 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
+// TestParseBytesAgrees: the in-memory path accepts and refuses exactly
+// what the streaming path does.
+func TestParseBytesAgrees(t *testing.T) {
+	b := testRPM(t)
+	for n := 0; n <= len(b); n += 7 {
+		_, e1 := rpmmeta.Parse(bytes.NewReader(b[:n]))
+		_, e2 := rpmmeta.ParseBytes(b[:n])
+		if (e1 == nil) != (e2 == nil) {
+			t.Fatalf("prefix %d: Parse %v, ParseBytes %v", n, e1, e2)
+		}
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	b := testRPM(f)
 	f.Add(b)
@@ -113,6 +126,10 @@ func FuzzParse(f *testing.F) {
 		p, err := rpmmeta.Parse(bytes.NewReader(in))
 		if err == nil && p.Name == "" {
 			t.Fatal("accepted package without name")
+		}
+		q, err2 := rpmmeta.ParseBytes(in)
+		if (err == nil) != (err2 == nil) || err == nil && q.SHA256 != p.SHA256 {
+			t.Fatalf("Parse and ParseBytes disagree: %v / %v", err, err2)
 		}
 	})
 }

@@ -15,11 +15,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"runtime"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 
@@ -37,6 +39,7 @@ type Entry struct {
 	FileTime int64  // <time file=...>: upload time or file mtime
 
 	once                      sync.Once
+	done                      atomic.Bool
 	primary, filelists, other []byte
 }
 
@@ -139,12 +142,29 @@ func whole(head, tail string, es []*Entry, get func(*Entry) []byte, level int) (
 	return z, sha256.Sum256(open), int64(len(open)), err
 }
 
+// gzPool keeps writers of the default level: a new one allocates large tables.
+var gzPool sync.Pool
+
 func gz(data []byte, level, hint int) ([]byte, error) {
 	var z bytes.Buffer
 	z.Grow(hint)
-	zw, err := gzip.NewWriterLevel(&z, level)
-	if err != nil {
-		return nil, err
+	var zw *gzip.Writer
+	if level == gzip.DefaultCompression {
+		if w, ok := gzPool.Get().(*gzip.Writer); ok {
+			zw = w
+			zw.Reset(&z)
+			defer gzPool.Put(zw)
+		}
+	}
+	if zw == nil {
+		w, err := gzip.NewWriterLevel(&z, level)
+		if err != nil {
+			return nil, err
+		}
+		zw = w
+		if level == gzip.DefaultCompression {
+			defer gzPool.Put(zw)
+		}
 	}
 	zw.Write(data)
 	if err := zw.Close(); err != nil {
@@ -162,7 +182,7 @@ func gz(data []byte, level, hint int) ([]byte, error) {
 // by one Build at a time.
 type Chunks struct {
 	mu   sync.Mutex
-	m    map[string][]byte
+	m    map[string][]byte // gzip member by run key
 	used map[string]bool
 }
 
@@ -175,59 +195,102 @@ const (
 )
 
 func (c *Chunks) build(typ, head, tail string, es []*Entry, get func(*Entry) []byte, level int) ([]byte, [32]byte, int64, error) {
+	// Runs and their keys; the open checksum covers the whole file (its
+	// header carries the package count), so it is computed on the way.
+	type run struct {
+		start, end int
+		key        string
+	}
+	var runs []run
 	oh := sha256.New()
-	var osize int64
-	var out bytes.Buffer
-	add := func(b []byte) {
-		oh.Write(b)
-		osize += int64(len(b))
-	}
-	hz, err := gz([]byte(head), level, 256)
-	if err != nil {
-		return nil, [32]byte{}, 0, err
-	}
-	out.Write(hz)
-	add([]byte(head))
-	start := 0
+	oh.Write([]byte(head))
+	osize := int64(len(head))
 	kh := sha256.New()
+	var num [20]byte
+	start := 0
 	for i, e := range es {
 		kh.Write([]byte(e.Pkg.SHA256))
 		kh.Write([]byte(e.Href))
-		kh.Write([]byte(strconv.FormatInt(e.FileTime, 10)))
-		add(get(e))
+		kh.Write(strconv.AppendInt(num[:0], e.FileTime, 10))
+		f := get(e)
+		oh.Write(f)
+		osize += int64(len(f))
 		if i+1 < len(es) && i+1-start < runMax && fnv32(e.Href)%runAvg != 0 {
 			continue
 		}
-		key := typ + string(kh.Sum(nil))
+		runs = append(runs, run{start, i + 1, typ + string(kh.Sum(nil))})
+		start = i + 1
+		kh.Reset()
+	}
+	oh.Write([]byte(tail))
+	osize += int64(len(tail))
+
+	// Compressed file: cached members for head, runs and tail.
+	member := func(key string, data func() []byte) ([]byte, error) {
 		c.mu.Lock()
 		z, ok := c.m[key]
 		c.used[key] = true
 		c.mu.Unlock()
-		if !ok {
-			var run []byte
-			for _, x := range es[start : i+1] {
-				run = append(run, get(x)...)
-			}
-			if z, err = gz(run, level, len(run)/4); err != nil {
-				return nil, [32]byte{}, 0, err
-			}
-			c.mu.Lock()
-			c.m[key] = z
-			c.mu.Unlock()
+		if ok {
+			return z, nil
 		}
-		out.Write(z)
-		start = i + 1
-		kh.Reset()
+		b := data()
+		z, err := gz(b, level, len(b)/4+64)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.m[key] = z
+		c.mu.Unlock()
+		return z, nil
 	}
-	tz, err := gz([]byte(tail), level, 64)
+	parts := make([][]byte, 0, len(runs)+2)
+	hz, err := member(typ+"\x00head\x00"+head, func() []byte { return []byte(head) })
 	if err != nil {
 		return nil, [32]byte{}, 0, err
 	}
-	out.Write(tz)
-	add([]byte(tail))
+	parts = append(parts, hz)
+	// Runs not in the cache are compressed concurrently.
+	zs := make([][]byte, len(runs))
+	errs := make([]error, len(runs))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, r := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			zs[i], errs[i] = member(r.key, func() []byte {
+				var b []byte
+				for _, x := range es[r.start:r.end] {
+					b = append(b, get(x)...)
+				}
+				return b
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, [32]byte{}, 0, err
+	}
+	parts = append(parts, zs...)
+	tz, err := member(typ+"\x00tail", func() []byte { return []byte(tail) })
+	if err != nil {
+		return nil, [32]byte{}, 0, err
+	}
+	parts = append(parts, tz)
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	out := make([]byte, 0, size)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
 	var sum [32]byte
 	copy(sum[:], oh.Sum(nil))
-	return out.Bytes(), sum, osize, nil
+	return out, sum, osize, nil
 }
 
 // sweep drops runs the last build did not use.
@@ -272,6 +335,19 @@ func RepoMD(files []File, revision int64) []byte {
 }
 
 func renderAll(es []*Entry) {
+	var fresh []*Entry
+	for _, e := range es {
+		if !e.done.Load() {
+			fresh = append(fresh, e)
+		}
+	}
+	if len(fresh) < 64 {
+		for _, e := range fresh {
+			e.render()
+		}
+		return
+	}
+	es = fresh
 	todo := make(chan *Entry, 64)
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
@@ -295,6 +371,7 @@ func (e *Entry) render() {
 		e.primary = e.renderPrimary()
 		e.filelists = e.renderFilelists()
 		e.other = e.renderOther()
+		e.done.Store(true)
 	})
 }
 
