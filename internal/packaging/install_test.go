@@ -471,3 +471,14 @@ func mustContain(t *testing.T, p, s string) {
 		t.Errorf("%s lost %q", p, s)
 	}
 }
+
+func copyTo(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
