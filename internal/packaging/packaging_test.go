@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -363,4 +364,24 @@ func run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// FuzzPackageVersion: whatever the input, PackageVersion either fails or
+// returns parts made only of the characters both deb and rpm versions
+// allow, with a numeric X.Y.Z version.
+func FuzzPackageVersion(f *testing.F) {
+	for _, s := range []string{"v1.2.3", "v1.2.3-rc.1", "v1.2.3-4-gabcdef0-dirty", "974c809", "dev", "", "v1.2", "v1.2.3-"} {
+		f.Add(s)
+	}
+	okVersion := regexp.MustCompile(`^\d+\.\d+\.\d+$`)
+	okPart := regexp.MustCompile(`^[0-9A-Za-z.]*$`)
+	f.Fuzz(func(t *testing.T, in string) {
+		v, pre, meta, err := PackageVersion(in)
+		if err != nil {
+			return
+		}
+		if !okVersion.MatchString(v) || !okPart.MatchString(pre) || !okPart.MatchString(meta) {
+			t.Fatalf("PackageVersion(%q) = %q %q %q", in, v, pre, meta)
+		}
+	})
 }
