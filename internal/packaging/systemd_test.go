@@ -271,6 +271,6 @@ func groupID(t *testing.T, root, name string) int {
 			return int(id)
 		}
 	}
-	t.Fatal(fmt.Sprintf("no group %s in %s", name, root))
+	t.Fatalf("no group %s in %s", name, root)
 	return 0
 }
