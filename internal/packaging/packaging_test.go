@@ -385,3 +385,33 @@ func FuzzPackageVersion(f *testing.F) {
 		}
 	})
 }
+
+// TestArchNames builds arm64 packages and reads the architecture back with
+// dpkg-deb and rpm: each format's own name for it.
+func TestArchNames(t *testing.T) {
+	testenv.RequireTool(t, "dpkg-deb", "rpm")
+	for _, tc := range []struct{ goarch, deb, rpm string }{{"amd64", "amd64", "x86_64"}, {"arm64", "arm64", "aarch64"}} {
+		cfg := DefaultConfig()
+		cfg.Arch = tc.goarch
+		cfg.BinDir = fakeBins(t)
+		cfg.DeployDir = filepath.Join(repoRoot(t), "deploy")
+		cfg.OutDir = t.TempDir()
+		cfg.Packages = []string{"hivectl"}
+		arts, err := Build(context.Background(), cfg, nil)
+		if err != nil || len(arts) != 2 {
+			t.Fatalf("Build %s: %v %v", tc.goarch, arts, err)
+		}
+		for _, a := range arts {
+			var got, want string
+			switch a.Format {
+			case "deb":
+				got, want = strings.TrimSpace(run(t, "dpkg-deb", "-f", a.Path, "Architecture")), tc.deb
+			case "rpm":
+				got, want = strings.TrimSpace(run(t, "rpm", "-qp", "--qf", "%{ARCH}", a.Path)), tc.rpm
+			}
+			if got != want || !strings.Contains(filepath.Base(a.Path), want) {
+				t.Errorf("%s %s: architecture %q in %s, want %q", tc.goarch, a.Format, got, filepath.Base(a.Path), want)
+			}
+		}
+	}
+}
