@@ -18,6 +18,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("builds the binaries and runs seven processes")
 	}
 	bins := netlab.Build(t, "hive-coordinator", "hive-agent", "hive-repo")
+	t.Cleanup(netlab.CleanupBuilds) // no other test of this package builds binaries
 	dir := t.TempDir()
 	var out, errOut bytes.Buffer
 	code := Main([]string{"demo", "--exit-after-status", "--timeout", "2m",
