@@ -219,11 +219,11 @@ func (a *api) GetNodeState(ctx context.Context, req *hivev1.GetNodeStateRequest)
 	if n := st.Node(req.GetNode()); n != nil {
 		f.Labels, f.Addresses = n.GetLabels(), n.GetAddresses()
 	}
-	ns, err := a.s.renderer.Render(st, f)
+	out, err := a.s.renderer.Render(st, f)
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	return &hivev1.GetNodeStateResponse{State: withIndex(ns, st.Index())}, nil
+	return &hivev1.GetNodeStateResponse{State: withIndex(out.State, st.Index())}, nil
 }
 
 // withIndex returns a shallow copy of a cached state with raft_index set.
@@ -247,6 +247,26 @@ func (s *Server) registerNode(ctx context.Context, name string, labels map[strin
 	return err
 }
 
+// registerTimeout bounds the registration a watch waits for.
+const registerTimeout = 3 * time.Second
+
+// registerLater retries a node's registration until it succeeds or ctx
+// (the watch stream) ends.
+func (s *Server) registerLater(ctx context.Context, node string, req *hivev1.WatchNodeStateRequest) {
+	backoff := 500 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if err := s.registerNode(ctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion()); err == nil {
+			return
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
 func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.CoordinatorService_WatchNodeStateServer) error {
 	s := a.s
 	ctx := stream.Context()
@@ -260,8 +280,19 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	if err := pki.ValidateName(node); err != nil {
 		return status.Errorf(codes.InvalidArgument, "node name: %v", err)
 	}
-	if err := s.registerNode(ctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion()); err != nil {
-		return toStatus(fmt.Errorf("register node %s: %w", node, err))
+	// Record the node's facts through raft. Without a leader (no quorum)
+	// the watch is still served from this server's state, a read, and the
+	// registration is retried in the background while the stream lasts.
+	rctx, rcancel := context.WithTimeout(ctx, registerTimeout)
+	err := s.registerNode(rctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion())
+	rcancel()
+	if err != nil {
+		var re *rejection
+		if errors.As(err, &re) || ctx.Err() != nil {
+			return toStatus(fmt.Errorf("register node %s: %w", node, err))
+		}
+		s.log.Warn("watch served before the node could be registered; retrying in the background", "node", node, "err", err)
+		go s.registerLater(ctx, node, req)
 	}
 	s.metrics.watchers.Inc()
 	defer s.metrics.watchers.Dec()
@@ -270,16 +301,16 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	for {
 		wake := s.hub.wait()
 		st := s.fsm.Store()
-		ns, err := s.renderer.Render(st, f)
+		out, err := s.renderer.Render(st, f)
 		if err != nil {
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}
-		if ns.GetHash() != last {
-			if err := stream.Send(&hivev1.WatchNodeStateResponse{State: withIndex(ns, st.Index())}); err != nil {
+		if h := out.State.GetHash(); h != last {
+			if err := stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
 				return err
 			}
 			s.metrics.watchSends.Inc()
-			last = ns.GetHash()
+			last = h
 		}
 		select {
 		case <-ctx.Done():
@@ -385,8 +416,19 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		names = map[string]*hivev1.NodeRecord{req.GetNode(): n}
 	}
 	resp := &hivev1.GetStatusResponse{Generation: cur.GetNumber(), RaftIndex: st.Index(), Server: s.cfg.Name}
+	gs := s.gossipStates()
 	for _, n := range names {
-		resp.Nodes = append(resp.Nodes, nodeStatus(n, reports[n.GetName()], cur))
+		ns := nodeStatus(n, reports[n.GetName()], cur)
+		ns.Gossip = gs[n.GetName()]
+		// A site that cannot be rendered for the node (conflicting roles,
+		// a missing requirement) is an error the operator must see here:
+		// the node's watch fails with it and the node never converges.
+		if cur != nil && st.Node(n.GetName()) != nil {
+			if _, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()}); err != nil {
+				ns.Errors = append(ns.Errors, err.Error())
+			}
+		}
+		resp.Nodes = append(resp.Nodes, ns)
 	}
 	sort.Slice(resp.Nodes, func(i, j int) bool { return resp.Nodes[i].Name < resp.Nodes[j].Name })
 	return resp, nil
@@ -444,28 +486,51 @@ func (a *api) ListMembers(ctx context.Context, req *hivev1.ListMembersRequest) (
 	return &hivev1.ListMembersResponse{Members: a.s.members()}, nil
 }
 
-// members lists coordinators (raft configuration and recorded addresses)
-// and the registry's agents.
+// members lists every gossip member (coordinators with their raft role),
+// then raft servers and registry nodes gossip does not know (gossip state
+// unspecified: e.g. agents started without gossip).
 func (s *Server) members() []*hivev1.Member {
 	st := s.fsm.Store()
 	var out []*hivev1.Member
 	_, leaderID := s.raft.LeaderWithID()
-	seen := map[string]bool{}
+	raftServers := map[string]bool{}
 	if f := s.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {
-			m := &hivev1.Member{Name: string(srv.ID), Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, Raft: hivev1.RaftRole_RAFT_ROLE_FOLLOWER}
-			if srv.ID == leaderID {
-				m.Raft = hivev1.RaftRole_RAFT_ROLE_LEADER
-			}
-			if string(srv.ID) == s.cfg.Name {
-				m.Raft = raftRole(s.raft.State())
-			}
-			if rec := st.Coordinator(string(srv.ID)); rec != nil {
-				m.GrpcAddr, m.Version = rec.GetGrpcAddr(), rec.GetVersion()
-			}
-			out = append(out, m)
-			seen[m.Name] = true
+			raftServers[string(srv.ID)] = true
 		}
+	}
+	role := func(name string) hivev1.RaftRole {
+		switch {
+		case name == s.cfg.Name:
+			return raftRole(s.raft.State())
+		case raft.ServerID(name) == leaderID:
+			return hivev1.RaftRole_RAFT_ROLE_LEADER
+		case raftServers[name]:
+			return hivev1.RaftRole_RAFT_ROLE_FOLLOWER
+		}
+		return hivev1.RaftRole_RAFT_ROLE_NONE
+	}
+	seen := map[string]bool{}
+	if s.gossip != nil {
+		for _, m := range s.gossip.Members() {
+			pm := m.Proto()
+			if pm.GetKind() == hivev1.MemberKind_MEMBER_KIND_COORDINATOR {
+				pm.Raft = role(pm.GetName())
+			}
+			out = append(out, pm)
+			seen[pm.GetName()] = true
+		}
+	}
+	for name := range raftServers {
+		if seen[name] {
+			continue
+		}
+		m := &hivev1.Member{Name: name, Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, Raft: role(name)}
+		if rec := st.Coordinator(name); rec != nil {
+			m.GrpcAddr, m.Version = rec.GetGrpcAddr(), rec.GetVersion()
+		}
+		out = append(out, m)
+		seen[name] = true
 	}
 	nodes, _ := st.Nodes()
 	for _, n := range nodes {
@@ -478,6 +543,7 @@ func (s *Server) members() []*hivev1.Member {
 		}
 		out = append(out, m)
 	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
 	return out
 }
 
@@ -523,10 +589,11 @@ func (s *Server) secretUsers(name string) []string {
 	nodes, _ := st.Nodes()
 	var out []string
 	for _, n := range nodes {
-		ns, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+		r, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()})
 		if err != nil {
 			continue
 		}
+		ns := r.State
 		if _, ok := ns.GetSecrets()[name]; ok {
 			out = append(out, n.GetName())
 			continue

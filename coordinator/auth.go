@@ -46,6 +46,7 @@ var methodAccess = map[string]access{
 	coordSvc + "Report":               accessNode,
 	coordSvc + "RequestCertificate":   accessOpen,
 	clusterSvc + "Apply":              accessCoordinator,
+	clusterSvc + "GetKeys":            accessCoordinator,
 }
 
 type identityKey struct{}

@@ -8,7 +8,7 @@ import (
 )
 
 // batcher group-commits agents' reports: the first report waiting starts a
-// batch at once (no fixed delay), and while up to two batches are being
+// batch at once (no fixed delay), and while up to four batches are being
 // committed further reports queue up and go together into the next
 // ReportBatchCommand (at most max per entry). Light load gets commit
 // latency; heavy load gets large batches. Report calls wait for the commit
@@ -29,7 +29,7 @@ type pendingReport struct {
 var errStopping = errors.New("coordinator is stopping")
 
 func newBatcher(max int, apply func(context.Context, []*hivev1.Report) error) *batcher {
-	return &batcher{in: make(chan *pendingReport, 4*max), max: max, apply: apply, sem: make(chan struct{}, 2)}
+	return &batcher{in: make(chan *pendingReport, 4*max), max: max, apply: apply, sem: make(chan struct{}, 4)}
 }
 
 // submit queues r and waits for its batch's commit.

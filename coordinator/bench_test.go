@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,11 +82,16 @@ func percentile(d []time.Duration, p float64) time.Duration {
 }
 
 // BenchmarkPushToWatch measures push-to-watch propagation: N watchers
-// (HIVE_BENCH_WATCHERS, default 1000), each on its own TLS connection,
+// (HIVE_BENCH_WATCHERS, default 1000; HIVE_BENCH_LB of them, default 10,
+// are load balancers whose addresses every web node's firewall lists),
+// each on its own TLS connection,
 // spread over a 3-server cluster; each op is one push (through a
 // follower), timed until every watcher has received the new generation.
 func BenchmarkPushToWatch(b *testing.B) {
 	n := envInt("HIVE_BENCH_WATCHERS", 1000)
+	// The first lbs nodes are tier=lb, the others tier=web, whose firewall
+	// rule is rendered with every lb node's address.
+	lbs := envInt("HIVE_BENCH_LB", 10)
 	nodes, tc := quietCluster(b, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -109,16 +115,27 @@ func BenchmarkPushToWatch(b *testing.B) {
 		srv := nodes[i%3]
 		c := tc.dial(b, srv.GRPCAddr(), pki.KindAdmin, "bench")
 		tier := "web"
-		if i%2 == 1 {
+		if i < lbs {
 			tier = "lb"
 		}
 		go func(i int) {
-			st, err := c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{
-				Node: fmt.Sprintf("node-%05d", i), Labels: map[string]string{"tier": tier},
-				Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)},
-			})
-			if err == nil {
-				_, err = st.Recv()
+			// Like an agent: retry with backoff until the stream delivers
+			// its first state (registration can fail while an election
+			// runs under the connection storm).
+			var st hivev1.CoordinatorService_WatchNodeStateClient
+			var err error
+			for attempt := 0; attempt < 50; attempt++ {
+				st, err = c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{
+					Node: fmt.Sprintf("node-%05d", i), Labels: map[string]string{"tier": tier},
+					Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)},
+				})
+				if err == nil {
+					_, err = st.Recv()
+				}
+				if err == nil {
+					break
+				}
+				time.Sleep(time.Duration(100+attempt*50) * time.Millisecond)
 			}
 			<-sem
 			ready.Done()
@@ -152,6 +169,16 @@ func BenchmarkPushToWatch(b *testing.B) {
 		}
 	}
 	var lat, ackLat []time.Duration
+	if path := os.Getenv("HIVE_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	u := startUsage()
 	b.ResetTimer()
 	for op := 0; op < b.N; op++ {
@@ -193,17 +220,18 @@ func BenchmarkPushToWatch(b *testing.B) {
 	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(n), "watchers")
+	b.ReportMetric(float64(lbs), "lb-nodes")
 	b.ReportMetric(float64(percentile(ackLat, 0.50).Microseconds())/1000, "push-ack-p50-ms")
 	u.report(b)
 	runtime.GC()
 }
 
 // BenchmarkReports measures status reports absorbed by a 3-server
-// cluster: R concurrent reporters (HIVE_BENCH_REPORTERS, default 500)
+// cluster: R concurrent reporters (HIVE_BENCH_REPORTERS, default 2000)
 // over 30 TLS connections send to all three servers; each op is one
 // committed report.
 func BenchmarkReports(b *testing.B) {
-	r := envInt("HIVE_BENCH_REPORTERS", 500)
+	r := envInt("HIVE_BENCH_REPORTERS", 2000)
 	nodes, tc := quietCluster(b, 3)
 	ctx := context.Background()
 	var clients []hivev1.CoordinatorServiceClient

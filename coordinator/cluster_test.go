@@ -3,11 +3,15 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
@@ -50,6 +54,39 @@ func checkGenerations(t *testing.T, nodes []*node, want uint64, acked map[uint64
 	}
 }
 
+// pushRetry pushes like an operator's client would: on Unavailable (no
+// leader, or leadership lost mid-commit under load) it tries again with
+// the same content, which is then either applied or reported unchanged.
+func pushRetry(ctx context.Context, t *testing.T, c hivev1.CoordinatorServiceClient, req *hivev1.PushRequest) *hivev1.PushResponse {
+	t.Helper()
+	for {
+		p, err := c.Push(ctx, req)
+		if err == nil {
+			return p
+		}
+		if code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("push: %v", err)
+		}
+		t.Logf("push retried: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// retryUnavailable calls f until it succeeds, retrying on Unavailable.
+func retryUnavailable(ctx context.Context, t *testing.T, f func() error) {
+	t.Helper()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestClusterForwardWatchStatus: a push through a follower is forwarded,
 // committed and acknowledged; every server has it; a follower serves a
 // watch that sees the push; status reads agree on every server.
@@ -70,10 +107,7 @@ func TestClusterForwardWatchStatus(t *testing.T) {
 	}
 
 	admin := tc.dial(t, f[0].GRPCAddr(), pki.KindAdmin, "alice")
-	p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("1.0"), Message: "via follower"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1.0"), Message: "via follower"})
 	if p.GetGeneration() != 1 {
 		t.Fatalf("push = %v", p)
 	}
@@ -200,15 +234,13 @@ func TestClusterRestartAll(t *testing.T) {
 	admin := tc.dial(t, nodes[1].GRPCAddr(), pki.KindAdmin, "alice")
 	acked := map[uint64]string{}
 	for i := 0; i < 3; i++ {
-		p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), BaseGeneration: uint64(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), BaseGeneration: uint64(i)})
 		acked[p.GetGeneration()] = p.GetSha256()
 	}
-	if _, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v")}); err != nil {
-		t.Fatal(err)
-	}
+	retryUnavailable(ctx, t, func() error {
+		_, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v")})
+		return err
+	})
 	var cfgs []Config
 	for _, n := range nodes {
 		cfg := n.cfg
@@ -225,9 +257,9 @@ func TestClusterRestartAll(t *testing.T) {
 	checkGenerations(t, again, 3, acked)
 	l := leader(t, again)
 	admin = tc.dial(t, again[0].GRPCAddr(), pki.KindAdmin, "alice")
-	p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("after"), BaseGeneration: 3})
-	if err != nil || p.GetGeneration() != 4 {
-		t.Fatalf("push after restart = %v, %v (leader %s)", p, err, l.cfg.Name)
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("after"), BaseGeneration: 3})
+	if p.GetGeneration() != 4 {
+		t.Fatalf("push after restart = %v (leader %s)", p, l.cfg.Name)
 	}
 	if l.fsm.Store().Secret("api-key") == nil {
 		t.Fatal("secret lost across restart")
@@ -248,17 +280,14 @@ func TestClusterPartitionHeal(t *testing.T) {
 	f[0].layer.setBlocked(true)
 	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
 	for i := 0; i < 3; i++ {
-		p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint("a", i)), Force: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint("a", i)), Force: true})
 		acked[p.GetGeneration()] = p.GetSha256()
 	}
 	if got := f[0].fsm.Store().CurrentNumber(); got != 0 {
 		t.Fatalf("cut-off follower has generation %d", got)
 	}
 	f[0].layer.setBlocked(false)
-	checkGenerations(t, nodes, 3, acked)
+	checkGenerations(t, nodes, uint64(len(acked)), acked)
 
 	// Now isolate the leader.
 	l.layer.setBlocked(true)
@@ -273,10 +302,7 @@ func TestClusterPartitionHeal(t *testing.T) {
 		return false
 	})
 	admin2 := tc.dial(t, f[0].GRPCAddr(), pki.KindAdmin, "alice")
-	p, err := admin2.Push(ctx, &hivev1.PushRequest{Site: testSite("b"), Force: true})
-	if err != nil {
-		t.Fatalf("push to the majority: %v", err)
-	}
+	p := pushRetry(ctx, t, admin2, &hivev1.PushRequest{Site: testSite("b"), Force: true})
 	acked[p.GetGeneration()] = p.GetSha256()
 	// The isolated old leader cannot commit.
 	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
@@ -301,10 +327,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
 	acked := map[uint64]string{}
 	for i := 0; i < 30; i++ {
-		p, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
 		acked[p.GetGeneration()] = p.GetSha256()
 	}
 	waitFor(t, 20*time.Second, "a leader snapshot", func() bool {
@@ -322,7 +345,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	}
 	restores := lag.fsm.Restores()
 	lag.layer.setBlocked(false)
-	checkGenerations(t, nodes, 30, acked)
+	checkGenerations(t, nodes, uint64(len(acked)), acked)
 	if lag.fsm.Restores() <= restores {
 		t.Fatal("follower caught up without installing a snapshot")
 	}
@@ -378,6 +401,9 @@ func TestClusterAuth(t *testing.T) {
 	if _, err := hivev1.NewClusterServiceClient(conn).Apply(ctx, &hivev1.ApplyRequest{Command: &hivev1.Command{}}); code(err) != codes.PermissionDenied {
 		t.Fatalf("agent cluster apply: %v", err)
 	}
+	if _, err := hivev1.NewClusterServiceClient(conn).GetKeys(ctx, &hivev1.GetKeysRequest{Ids: []string{"x"}}); code(err) != codes.PermissionDenied {
+		t.Fatalf("agent reading keyring keys: %v", err)
+	}
 	// Without a certificate: unauthenticated.
 	nocert, _ := pki.ClientTLSConfig(f.CA, "", "")
 	anon := dialTLS(t, addr, nocert)
@@ -386,7 +412,212 @@ func TestClusterAuth(t *testing.T) {
 	}
 	// Admin writes.
 	admin := tc.dial(t, addr, pki.KindAdmin, "alice")
-	if _, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("x")}); err != nil {
-		t.Fatalf("admin push: %v", err)
+	pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("x")})
+}
+
+// TestRecoverSingleSurvivor: two of three servers are lost for good; the
+// survivor's configuration is rewritten with Recover, it starts as a
+// one-server cluster with every generation, takes pushes, and a new server
+// joins it.
+func TestRecoverSingleSurvivor(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{snapshotThreshold: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	acked := map[uint64]string{}
+	for i := 0; i < 6; i++ {
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
+		acked[p.GetGeneration()] = p.GetSha256()
+	}
+	checkGenerations(t, nodes, uint64(len(acked)), acked)
+	survivor := nodes[2]
+	cfg := survivor.cfg
+	cfg.RaftAddr, cfg.GRPCAddr = survivor.RaftAddr(), survivor.GRPCAddr()
+	for _, n := range nodes {
+		n.stop(t)
+	}
+	if err := Recover(cfg.DataDir, cfg.Name, cfg.RaftAddr, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	r := startNode(t, cfg)
+	waitReady(t, r)
+	l := leader(t, []*node{r})
+	checkGenerations(t, []*node{l}, uint64(len(acked)), acked)
+	admin = tc.dial(t, r.GRPCAddr(), pki.KindAdmin, "alice")
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("after"), Force: true})
+	acked[p.GetGeneration()] = p.GetSha256()
+
+	// A new server joins the survivor.
+	f := tc.issue(pki.KindCoordinator, "c9")
+	ncfg := cfg
+	ncfg.Name, ncfg.DataDir = "c9", t.TempDir()
+	ncfg.RaftAddr, ncfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ncfg.TLSCert, ncfg.TLSKey = f.Cert, f.Key
+	ncfg.BootstrapExpect = 0
+	ncfg.Join = []string{r.GossipAddr()}
+	n9 := startNode(t, ncfg)
+	waitReady(t, n9)
+	checkGenerations(t, []*node{r, n9}, p.GetGeneration(), acked)
+}
+
+// TestRestoreFromBackup follows docs/operations.md: the newest snapshot
+// directory and the keyring, copied into an empty data directory, then
+// `recover`, start: the server has every generation up to the snapshot and
+// can open the secrets.
+func TestRestoreFromBackup(t *testing.T) {
+	nodes, tc := newCluster(t, 1, clusterOpts{snapshotThreshold: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := nodes[0]
+	admin := tc.dial(t, n.GRPCAddr(), pki.KindAdmin, "alice")
+	retryUnavailable(ctx, t, func() error {
+		_, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("v1")})
+		return err
+	})
+	acked := map[uint64]string{}
+	for i := 0; i < 8; i++ {
+		p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite(fmt.Sprint(i)), Force: true})
+		acked[p.GetGeneration()] = p.GetSha256()
+	}
+	// Take a snapshot now, as the timer would.
+	if err := n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.cfg
+	n.stop(t)
+
+	// The backup: newest snapshots/<id>/ and the keyring.
+	// Directory names are TERM-INDEX-MILLIS: the newest is the highest
+	// term then index, numerically (a plain `sort` gets 2-9 after 2-10).
+	entries, err := os.ReadDir(filepath.Join(cfg.DataDir, "snapshots"))
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("snapshots: %v %v", entries, err)
+	}
+	latest := ""
+	var bestTerm, bestIndex uint64
+	for _, e := range entries {
+		var term, index, ms uint64
+		if _, err := fmt.Sscanf(e.Name(), "%d-%d-%d", &term, &index, &ms); err != nil {
+			continue
+		}
+		if term > bestTerm || (term == bestTerm && index > bestIndex) {
+			latest, bestTerm, bestIndex = e.Name(), term, index
+		}
+	}
+	restored := t.TempDir()
+	if err := os.CopyFS(filepath.Join(restored, "snapshots", latest), os.DirFS(filepath.Join(cfg.DataDir, "snapshots", latest))); err != nil {
+		t.Fatal(err)
+	}
+	kr, _ := os.ReadFile(cfg.KeyringFile)
+	if err := os.WriteFile(filepath.Join(restored, "keyring.json"), kr, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := cfg
+	rcfg.DataDir, rcfg.KeyringFile = restored, ""
+	rcfg.RaftAddr, rcfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	rcfg.BootstrapExpect = 0
+	// Recover with the raft address the restored server will listen on
+	// (here the old server's, free again).
+	if err := Recover(restored, rcfg.Name, cfg.RaftAddr, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	rcfg.RaftAddr = cfg.RaftAddr
+	r := startNode(t, rcfg)
+	waitReady(t, r)
+	checkGenerations(t, []*node{r}, uint64(len(acked)), acked)
+	c := tc.dial(t, r.GRPCAddr(), pki.KindAdmin, "alice")
+	ls, err := c.ListSecrets(ctx, &hivev1.ListSecretsRequest{})
+	if err != nil || len(ls.GetSecrets()) != 1 {
+		t.Fatalf("secrets after restore: %v %v", ls, err)
+	}
+	out, err := r.renderer.Render(r.fsm.Store(), render.Facts{Name: "web-1", Labels: map[string]string{"tier": "web"}})
+	if err != nil || string(out.State.GetSecrets()["api-key"]) != "v1" {
+		t.Fatalf("secret after restore: %v %v", out, err)
+	}
+}
+
+// TestKeySharing: servers that each created their own keyring still
+// deliver every secret: a server that lacks the key a value was sealed with
+// fetches it from another coordinator (GetKeys over mutual TLS) and keeps it
+// in its keyring file.
+func TestKeySharing(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{ownKeyrings: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	retryUnavailable(ctx, t, func() error {
+		_, err := admin.SetSecret(ctx, &hivev1.SetSecretRequest{Name: "api-key", Value: []byte("s3cret")})
+		return err
+	})
+	pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1")})
+	sealedWith := nodes[0].keyring.Primary()
+	if nodes[2].keyring.Has(sealedWith) && nodes[1].keyring.Has(sealedWith) {
+		// Fine either way; the point is that the others did not start with it.
+		t.Log("keys already shared")
+	}
+	agent := tc.dial(t, nodes[2].GRPCAddr(), pki.KindAgent, "web-1")
+	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-1", Labels: map[string]string{"tier": "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *hivev1.NodeState
+	for st.GetGeneration() != 1 {
+		m, err := w.Recv()
+		if err != nil {
+			t.Fatalf("watch on a server without the key: %v", err)
+		}
+		st = m.GetState()
+	}
+	if string(st.GetSecrets()["api-key"]) != "s3cret" {
+		t.Fatalf("secrets = %v", st.GetSecrets())
+	}
+	// The background sync gives the third server the key too, on disk.
+	waitFor(t, 20*time.Second, "every server to hold the key", func() bool {
+		for _, n := range nodes {
+			if !n.keyring.Has(sealedWith) {
+				return false
+			}
+		}
+		return true
+	})
+	data, err := os.ReadFile(filepath.Join(nodes[1].cfg.DataDir, "keyring.json"))
+	if err != nil || !strings.Contains(string(data), sealedWith) {
+		t.Fatalf("keyring file of %s lacks the fetched key: %v", nodes[1].cfg.Name, err)
+	}
+}
+
+// TestWatchWithoutQuorum: with two of three servers gone the survivor has
+// no leader, yet it still serves watches from its state (reads need no
+// quorum); the node's registration waits for a leader in the background.
+func TestWatchWithoutQuorum(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	p := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: testSite("1")})
+	checkGenerations(t, nodes, p.GetGeneration(), nil)
+	l := leader(t, nodes)
+	var survivor *node
+	for _, n := range nodes {
+		if n != l && survivor == nil {
+			survivor = n
+			continue
+		}
+		n.stop(t)
+	}
+	agent := tc.dial(t, survivor.GRPCAddr(), pki.KindAgent, "web-9")
+	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-9", Labels: map[string]string{"tier": "web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.Recv()
+	if err != nil || m.GetState().GetGeneration() != p.GetGeneration() {
+		t.Fatalf("watch without quorum = %v, %v", m, err)
+	}
+	// Writes, on the other hand, are refused as unavailable.
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	defer scancel()
+	if _, err := tc.dial(t, survivor.GRPCAddr(), pki.KindAdmin, "alice").Push(sctx, &hivev1.PushRequest{Site: testSite("2")}); err == nil {
+		t.Fatal("push acknowledged without a quorum")
 	}
 }

@@ -44,6 +44,10 @@ type Config struct {
 
 	// Join lists gossip addresses to join (retried).
 	Join []string
+	// GossipKey encrypts gossip (16, 24 or 32 bytes; nil: plaintext).
+	GossipKey []byte
+	// GossipProfile is the gossip timing: lan (default), wan or local.
+	GossipProfile string
 	// BootstrapExpect: bootstrap raft once this many coordinators found
 	// each other (1: bootstrap alone at once).
 	BootstrapExpect int

@@ -227,3 +227,34 @@ func TestDevServer(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderErrorInStatus: a site whose roles conflict for a node fails
+// that node's watch with the precise error, and status shows it.
+func TestRenderErrorInStatus(t *testing.T) {
+	n := startDev(t)
+	c := dialPlain(t, n.GRPCAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := testSite("1.0")
+	s.Roles = append(s.Roles, &hivev1.Role{Name: "web2", Resources: []*hivev1.Resource{
+		{Key: "package:nginx", Kind: &hivev1.Resource_Package{Package: &hivev1.Package{Name: "nginx", State: hivev1.PackageState_PACKAGE_STATE_PRESENT, Version: "9.9"}}},
+	}})
+	s.Selectors = append(s.Selectors, &hivev1.Selector{MatchLabels: map[string]string{"tier": "web"}, Roles: []string{"web2"}})
+	if _, err := c.Push(ctx, &hivev1.PushRequest{Site: s}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-1", Labels: map[string]string{"tier": "web"}})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `resource package:nginx is declared differently by roles "web" and "web2"`) {
+		t.Fatalf("watch = %v", err)
+	}
+	st, err := c.GetStatus(ctx, &hivev1.GetStatusRequest{Node: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := st.GetNodes()[0].GetErrors(); len(errs) != 1 || !strings.Contains(errs[0], "declared differently") {
+		t.Fatalf("status errors = %v", errs)
+	}
+}

@@ -20,13 +20,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// tlog is a slog handler writing to t.Log.
-type tlog struct {
-	t  testing.TB
-	mu *sync.Mutex
-	h  slog.Handler
-}
-
 func testLogger(t testing.TB) *slog.Logger {
 	w := &tWriter{t: t}
 	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
@@ -47,8 +40,6 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-var _ = tlog{}
 
 // node is a running test server.
 type node struct {
@@ -96,6 +87,7 @@ func startDev(t testing.TB) *node {
 	cfg := DevConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GossipAddr, cfg.GossipProfile = "127.0.0.1:0", "local"
 	cfg.Logger = testLogger(t)
 	n := startNode(t, cfg)
 	waitReady(t, n)
@@ -158,7 +150,8 @@ func dialTLS(t testing.TB, addr string, cfg *tls.Config) hivev1.CoordinatorServi
 
 func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +163,9 @@ func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 type clusterOpts struct {
 	snapshotThreshold uint64
 	trailingLogs      uint64
+	// ownKeyrings: each server creates its own keyring (as when nobody
+	// distributed a keyring file).
+	ownKeyrings bool
 }
 
 // newCluster starts n TLS servers bootstrapped together, with one shared
@@ -193,8 +189,12 @@ func newCluster(t testing.TB, n int, o clusterOpts) ([]*node, *tlsCluster) {
 		cfg.Name = name
 		cfg.DataDir = t.TempDir()
 		cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.GossipAddr, cfg.GossipProfile = "127.0.0.1:0", "local"
 		cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = f.CA, f.Cert, f.Key
 		cfg.KeyringFile = krFile
+		if o.ownKeyrings {
+			cfg.KeyringFile = ""
+		}
 		cfg.Logger = testLogger(t).With("node", name)
 		if o.snapshotThreshold > 0 {
 			cfg.SnapshotThreshold = o.snapshotThreshold

@@ -44,6 +44,7 @@ import (
 	"github.com/hivefleet/hive/coordinator/fsm"
 	"github.com/hivefleet/hive/coordinator/keyring"
 	"github.com/hivefleet/hive/coordinator/render"
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
@@ -56,20 +57,25 @@ import (
 
 // Server is one coordinator.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	root *slog.Logger
 
-	fsm       *fsm.FSM
-	raft      *raft.Raft
-	layer     *streamLayer
-	transport *raft.NetworkTransport
-	boltStore *raftboltdb.BoltStore
-	keyring   *keyring.Keyring
-	renderer  *render.Renderer
-	hub       *hub
-	batcher   *batcher
-	metrics   *metrics
-	ca        *pki.CA
+	fsm         *fsm.FSM
+	raft        *raft.Raft
+	layer       *streamLayer
+	transport   *raft.NetworkTransport
+	boltStore   *raftboltdb.BoltStore
+	keyring     *keyring.Keyring
+	keyMu       sync.Mutex // serialises key fetches and keyring saves
+	keyringPath string
+	renderer    *render.Renderer
+	hub         *hub
+	batcher     *batcher
+	metrics     *metrics
+	ca          *pki.CA
+	gossip      *gossip.Gossip
+	existing    bool // raft had state when the server started
 
 	grpcLn   net.Listener
 	httpLn   net.Listener
@@ -107,7 +113,7 @@ func New(cfg Config) (s *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	s = &Server{cfg: cfg, log: log, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
+	s = &Server{cfg: cfg, log: log, root: root, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var closers []func()
 	defer func() {
@@ -131,6 +137,7 @@ func New(cfg Config) (s *Server, err error) {
 		log.Info("created a new secret keyring; every coordinator of the cluster needs this same file", "path", krPath)
 	}
 	s.keyring = kr
+	s.keyringPath = krPath
 
 	var serverTLS, raftServerTLS *tls.Config
 	if cfg.TLSCA != "" || !cfg.Dev {
@@ -177,7 +184,7 @@ func New(cfg Config) (s *Server, err error) {
 		closers = append(closers, func() { s.httpLn.Close() })
 	}
 
-	s.renderer = render.New(kr)
+	s.renderer = render.New(syncOpener{s})
 	s.hub = newHub(cfg.MembershipDebounce)
 	s.fsm = fsm.New(root)
 	s.fsm.OnApply = s.hub.onApply
@@ -220,6 +227,7 @@ func New(cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("read raft state: %w", err)
 	}
+	s.existing = existing
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.boltStore, s.boltStore, snaps, s.transport); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
@@ -240,6 +248,13 @@ func New(cfg Config) (s *Server, err error) {
 			}
 			log.Info("bootstrapped raft", "servers", len(servers))
 		}
+	}
+
+	if s.gossip, err = s.newGossip(raftAdv); err != nil {
+		return nil, err
+	}
+	if s.gossip != nil {
+		closers = append(closers, s.gossip.Close)
 	}
 
 	s.batcher = newBatcher(cfg.ReportBatchMax, s.applyReports)
@@ -286,6 +301,11 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + 1<<20),
 		grpc.MaxSendMsgSize(64 << 20),
+		grpc.ForceServerCodecV2(newCodec()),
+		// Thousands of mostly idle watch connections: small per-connection
+		// buffers (the write buffer is shared between writes by default).
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
@@ -323,6 +343,21 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // Done is closed when Run has returned.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
+// Healthy returns nil while the server works: raft runs and has a leader
+// (or this server is a candidate in an election), and the FSM applies.
+// The systemd watchdog is pinged only while it returns nil.
+func (s *Server) Healthy() error {
+	select {
+	case <-s.ctx.Done():
+		return errors.New("server is stopping")
+	default:
+	}
+	if st := s.raft.State(); st == raft.Shutdown {
+		return errors.New("raft is shut down")
+	}
+	return nil
+}
+
 // IsLeader reports whether this server is the raft leader.
 func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
 
@@ -351,17 +386,35 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	bctx, bcancel := context.WithCancel(context.Background())
 	var bwg sync.WaitGroup
-	bwg.Add(3)
+	bwg.Add(5)
+	go func() { defer bwg.Done(); s.keySyncLoop(bctx) }()
+	bwg.Add(1)
+	go func() { defer bwg.Done(); s.recordLoop(bctx) }()
 	go func() { defer bwg.Done(); s.batcher.run(bctx) }()
 	go func() { defer bwg.Done(); s.leaderLoop(bctx) }()
 	go func() { defer bwg.Done(); s.readyLoop(bctx) }()
-	s.log.Info("coordinator started", "grpc", s.grpcAddr, "raft", s.RaftAddr(), "http", s.HTTPAddr(), "dev", s.cfg.Dev, "version", version.Version)
+	go func() { defer bwg.Done(); s.reconcileLoop(bctx) }()
+	gctx, gcancel := context.WithCancel(context.Background())
+	gdone := make(chan struct{})
+	if s.gossip != nil {
+		go func() { defer close(gdone); _ = s.gossip.Run(gctx) }()
+		if !s.existing && s.cfg.BootstrapExpect > 1 && len(s.cfg.BootstrapPeers) == 0 {
+			bwg.Add(1)
+			go func() { defer bwg.Done(); s.bootstrapLoop(bctx) }()
+		}
+	} else {
+		close(gdone)
+	}
+	s.log.Info("coordinator started", "grpc", s.grpcAddr, "raft", s.RaftAddr(), "gossip", s.GossipAddr(), "http", s.HTTPAddr(), "dev", s.cfg.Dev, "version", version.Version)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
+	// Leave gossip first, so agents move to other coordinators.
+	gcancel()
+	<-gdone
 	s.shutdown(bcancel, &bwg)
 	wg.Wait()
 	s.log.Info("coordinator stopped")
@@ -435,11 +488,47 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}
 }
 
+// recordCurrent reports whether the replicated record of this server has
+// its current addresses and version.
+func (s *Server) recordCurrent() bool {
+	rec := s.fsm.Store().Coordinator(s.cfg.Name)
+	return rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version
+}
+
+// recordLoop keeps this server's coordinator record current on every
+// server (followers forward it), so that coordinators can reach each other
+// by gRPC (key sharing, members) without gossip.
+func (s *Server) recordLoop(ctx context.Context) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		if !s.recordCurrent() {
+			actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+			_, err := s.commit(actx, &hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{
+				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version,
+			}}})
+			cancel()
+			if err != nil {
+				s.log.Debug("record this coordinator's addresses", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func (s *Server) registerSelf(ctx context.Context) {
 	for attempt := 0; attempt < 50 && s.raft.State() == raft.Leader; attempt++ {
 		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err == nil {
-			rec := s.fsm.Store().Coordinator(s.cfg.Name)
-			if rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version {
+			if s.recordCurrent() {
 				return
 			}
 			_, _, err = s.applyLocal(&hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{

@@ -54,7 +54,7 @@ func TestPackagedConfigFile(t *testing.T) {
 	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "agent.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	if *s["name"] != "" || *s["data-dir"] != "/var/lib/hive/agent" || *s["tls-cert"] != "/etc/hive/tls/agent.crt" {
+	if *s["name"] != "" || *s["data-dir"] != "/var/lib/hive/agent" || !strings.HasPrefix(*s["tls-cert"], "/etc/hive/tls/") {
 		t.Fatalf("name %q data-dir %q tls-cert %q", *s["name"], *s["data-dir"], *s["tls-cert"])
 	}
 }
@@ -80,4 +80,26 @@ func TestParseLabels(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "f:2:") {
 		t.Fatalf("err = %v, want f:2", err)
 	}
+}
+
+// FuzzParseLabels: any input either parses into non-empty trimmed keys or
+// fails with a file:line error; it never panics.
+func FuzzParseLabels(f *testing.F) {
+	f.Add([]byte("tier=web\n# c\nzone = eu\n"))
+	f.Add([]byte("=x\n"))
+	f.Add([]byte("a=b=c\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := map[string]string{}
+		if err := parseLabels("f", data, got); err != nil {
+			if !strings.HasPrefix(err.Error(), "f:") && !strings.Contains(err.Error(), "token too long") {
+				t.Fatalf("error without position: %v", err)
+			}
+			return
+		}
+		for k := range got {
+			if k == "" || k != strings.TrimSpace(k) {
+				t.Fatalf("bad key %q", k)
+			}
+		}
+	})
 }

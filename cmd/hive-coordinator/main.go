@@ -9,29 +9,41 @@
 //	tls-ca: /etc/hive/ca.pem
 //
 // `hive-coordinator keyring generate|rotate|remove|list` manage the secret
-// keyring file.
+// keyring file; `hive-coordinator recover` rewrites a stopped survivor's
+// raft configuration for disaster recovery (docs/operations.md).
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hivefleet/hive/coordinator"
 	"github.com/hivefleet/hive/coordinator/keyring"
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/version"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "recover" {
+		if err := recoverCmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "hive-coordinator recover:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "keyring" {
 		if err := keyringCmd(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "hive-coordinator keyring:", err)
@@ -39,13 +51,17 @@ func main() {
 		}
 		return
 	}
-	if err := run(os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "hive-coordinator:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+// run starts a coordinator from command-line arguments and serves until
+// ctx ends. ready, when not nil, receives the server once it is ready.
+func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coordinator.Server) error {
 	fs := pflag.NewFlagSet("hive-coordinator", pflag.ContinueOnError)
 	def := coordinator.DefaultConfig()
 	host, _ := os.Hostname()
@@ -65,6 +81,8 @@ func run(args []string) error {
 		tlsKey      = fs.String("tls-key", "", "this coordinator's key (PEM)")
 		tlsCAKey    = fs.String("tls-ca-key", "", "CA key, to sign agent certificates for bootstrap tokens (optional)")
 		keyringFile = fs.String("keyring", "", "secret keyring file (default DATA-DIR/keyring.json)")
+		gossipKey   = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key (the same on every member)")
+		gossipProf  = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
 		dev         = fs.Bool("dev", false, "one server, plaintext allowed, everything allowed, ready at once")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		showVersion = fs.Bool("version", false, "print the version and exit")
@@ -79,8 +97,9 @@ func run(args []string) error {
 		fmt.Println(version.Version)
 		return nil
 	}
+	fromFile := map[string]bool{}
 	if *configFile != "" {
-		if err := applyConfigFile(fs, *configFile); err != nil {
+		if err := applyConfigFile(fs, *configFile, fromFile); err != nil {
 			return err
 		}
 	}
@@ -88,13 +107,13 @@ func run(args []string) error {
 	if err := lv.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: lv}))
 
 	cfg := def
 	if *dev {
 		cfg = coordinator.DevConfig()
 		cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr = def.GRPCAddr, "127.0.0.1:0", def.HTTPAddr
-		if !fs.Changed("name") && !configHas(fs, "name") {
+		if !fs.Changed("name") && !fromFile["name"] {
 			*name = "dev"
 		}
 	}
@@ -127,8 +146,20 @@ func run(args []string) error {
 	if !*dev && cfg.BootstrapExpect > 1 && len(cfg.Join) == 0 {
 		log.Warn("--bootstrap-expect without --join: waiting for other coordinators to join this one")
 	}
-	if !*dev && cfg.BootstrapExpect > 1 {
-		return fmt.Errorf("--bootstrap-expect %d needs gossip discovery, which this build does not have yet: start one server with --bootstrap-expect 1 and add the others with `hivectl` AddPeer (see docs/operations.md)", cfg.BootstrapExpect)
+	if !*dev && cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 {
+		log.Warn("neither --bootstrap-expect nor --join: this server waits until a cluster's leader adds it (AddPeer)")
+	}
+	cfg.GossipProfile = *gossipProf
+	if *gossipKey != "" {
+		data, err := os.ReadFile(*gossipKey)
+		if err != nil {
+			return fmt.Errorf("--gossip-key-file: %w", err)
+		}
+		if cfg.GossipKey, err = gossip.ParseKey(data); err != nil {
+			return fmt.Errorf("--gossip-key-file %s: %w", *gossipKey, err)
+		}
+	} else if !*dev {
+		log.Warn("gossip is not encrypted: give --gossip-key-file (the same key on every member)")
 	}
 
 	start := time.Now()
@@ -136,11 +167,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	go notifySystemd(ctx, srv, log)
 	go func() {
 		select {
 		case <-srv.Ready():
+			if ready != nil {
+				ready <- srv
+			}
 			log.Info("coordinator ready", "grpc", srv.GRPCAddr(), "http", srv.HTTPAddr(), "data_dir", cfg.DataDir, "startup", time.Since(start).Round(time.Millisecond))
 		case <-ctx.Done():
 		}
@@ -148,16 +181,70 @@ func run(args []string) error {
 	return srv.Run(ctx)
 }
 
+// notifySystemd tells systemd (Type=notify) when the server is ready,
+// pings the watchdog at half its interval while the server is healthy, and
+// says STOPPING on shutdown. Without NOTIFY_SOCKET it does nothing.
+func notifySystemd(ctx context.Context, srv *coordinator.Server, log *slog.Logger) {
+	select {
+	case <-srv.Ready():
+	case <-ctx.Done():
+		return
+	}
+	if ok, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY", "err", err)
+	} else if !ok {
+		return // not under systemd
+	}
+	interval, err := daemon.SdWatchdogEnabled(false)
+	var tick <-chan time.Time
+	if err == nil && interval > 0 {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+			return
+		case <-tick:
+			if err := srv.Healthy(); err != nil {
+				log.Error("not pinging the systemd watchdog", "err", err)
+				continue
+			}
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
 // applyConfigFile sets every flag the YAML file names and the command line
 // did not set.
-func applyConfigFile(fs *pflag.FlagSet, path string) error {
+func applyConfigFile(fs *pflag.FlagSet, path string, fromFile map[string]bool) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	var m map[string]any
-	if err := yaml.Unmarshal(data, &m); err != nil {
+	var raw map[string]any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
 		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	m := map[string]any{}
+	flatten("", raw, m)
+	// Keys of the first packaged coordinator.yaml: node (the name) and
+	// bootstrap (true: this server bootstraps alone, the others join it).
+	if v, ok := m["node"]; ok {
+		if _, dup := m["name"]; !dup {
+			m["name"] = v
+		}
+		delete(m, "node")
+	}
+	if v, ok := m["bootstrap"]; ok {
+		if b, _ := v.(bool); b {
+			if _, dup := m["bootstrap-expect"]; !dup {
+				m["bootstrap-expect"] = 1
+			}
+		}
+		delete(m, "bootstrap")
 	}
 	for k, v := range m {
 		f := fs.Lookup(k)
@@ -177,6 +264,11 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 			vals = []string{strconv.FormatBool(x)}
 		case nil:
 			continue
+		case string:
+			if x == "" && k == "name" {
+				continue // empty: keep the default (the host name)
+			}
+			vals = []string{x}
 		default:
 			vals = []string{fmt.Sprint(x)}
 		}
@@ -185,14 +277,45 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 				return fmt.Errorf("config %s: key %s: %w", path, k, err)
 			}
 		}
-		configKeys[k] = true
+		fromFile[k] = true
 	}
 	return nil
 }
 
-var configKeys = map[string]bool{}
+// flatten turns nested maps into flag names ("tls: {ca: x}" → "tls-ca")
+// and accepts underscores for dashes ("data_dir" → "data-dir").
+func flatten(prefix string, in map[string]any, out map[string]any) {
+	for k, v := range in {
+		name := strings.ReplaceAll(k, "_", "-")
+		if prefix != "" {
+			name = prefix + "-" + name
+		}
+		if sub, ok := v.(map[string]any); ok {
+			flatten(name, sub, out)
+			continue
+		}
+		out[name] = v
+	}
+}
 
-func configHas(_ *pflag.FlagSet, k string) bool { return configKeys[k] }
+// recoverCmd rewrites a stopped server's raft configuration to itself
+// alone (disaster recovery from a single survivor).
+func recoverCmd(args []string) error {
+	fs := pflag.NewFlagSet("hive-coordinator recover", pflag.ContinueOnError)
+	host, _ := os.Hostname()
+	name := fs.String("name", host, "this server's name (raft id)")
+	dataDir := fs.String("data-dir", "", "the stopped server's data directory")
+	raftAddr := fs.String("raft-addr", "", "this server's raft address as other servers reach it (host:port)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := coordinator.Recover(*dataDir, *name, *raftAddr, log); err != nil {
+		return err
+	}
+	fmt.Printf("%s is now a one-server cluster; start it, then let new servers --join it\n", *name)
+	return nil
+}
 
 func keyringCmd(args []string) error {
 	usage := "usage: hive-coordinator keyring generate FILE | rotate FILE | remove FILE KEY-ID | list FILE"

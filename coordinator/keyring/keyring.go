@@ -3,7 +3,12 @@
 // the data directory), never in the raft log: the log and snapshots carry
 // only sealed values and the id of the key that sealed them.
 //
-// Every coordinator must hold the same keyring file. Rotation: `Rotate`
+// Coordinators share keys among themselves: a server that meets a value
+// sealed with a key it lacks fetches that key from another coordinator
+// over mutual TLS (ClusterService.GetKeys) and adds it to its file, so
+// servers that each created their own keyring still open every secret.
+// Distributing one keyring file to every server beforehand is equally
+// fine. Rotation: `Rotate`
 // adds a new primary key; new values are sealed with it, older values stay
 // readable with the older keys, which are kept until every secret sealed
 // with them has been set again (hive-coordinator keyring rotate, then
@@ -64,14 +69,57 @@ func New() (*Keyring, error) {
 	return k, nil
 }
 
+// keyID is the id of a key: the first 4 bytes of its sha256, in hex.
+func keyID(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:4])
+}
+
+// Has reports whether the keyring holds key id.
+func (k *Keyring) Has(id string) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	_, ok := k.keys[id]
+	return ok
+}
+
+// Export returns the keys with the given ids that the keyring holds.
+func (k *Keyring) Export(ids []string) []Key {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	var out []Key
+	for _, id := range ids {
+		for _, r := range k.raw {
+			if r.ID == id {
+				out = append(out, Key{ID: r.ID, Key: append([]byte(nil), r.Key...)})
+			}
+		}
+	}
+	return out
+}
+
+// Import adds a key received from another coordinator (not as primary).
+// The id must match the key. A key already held is ignored.
+func (k *Keyring) Import(key Key) error {
+	if len(key.Key) != 32 {
+		return fmt.Errorf("key %q: %d bytes, want 32", key.ID, len(key.Key))
+	}
+	if id := keyID(key.Key); id != key.ID {
+		return fmt.Errorf("key %q does not match its id (%s)", key.ID, id)
+	}
+	if k.Has(key.ID) {
+		return nil
+	}
+	return k.add(key)
+}
+
 // Rotate adds a new random key and makes it primary. It returns its id.
 func (k *Keyring) Rotate() (string, error) {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return "", fmt.Errorf("generate key: %w", err)
 	}
-	sum := sha256.Sum256(key)
-	id := hex.EncodeToString(sum[:4])
+	id := keyID(key)
 	if err := k.add(Key{ID: id, Key: key}); err != nil {
 		return "", err
 	}

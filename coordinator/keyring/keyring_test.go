@@ -76,3 +76,30 @@ func TestFile(t *testing.T) {
 		t.Fatal("short key accepted")
 	}
 }
+
+func TestImportExport(t *testing.T) {
+	a, _ := New()
+	b, _ := New()
+	sealed, id, _ := a.Seal("n", []byte("v"))
+	if b.Has(id) {
+		t.Fatal("b has a's key")
+	}
+	keys := a.Export([]string{id, "nope"})
+	if len(keys) != 1 {
+		t.Fatalf("export = %v", keys)
+	}
+	bad := keys[0]
+	bad.ID = "00000000"
+	if err := b.Import(bad); err == nil {
+		t.Fatal("key with a wrong id imported")
+	}
+	if err := b.Import(keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Open("n", sealed, id); err != nil || string(got) != "v" {
+		t.Fatalf("open after import: %q %v", got, err)
+	}
+	if b.Primary() == id {
+		t.Fatal("imported key became primary")
+	}
+}

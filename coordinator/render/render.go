@@ -10,8 +10,10 @@
 //     role), sorted by name, node_id their index, address their first
 //     address (an IP; the port is Drbd.port). The node itself is among them.
 //   - swarm: the initializer is the lowest-named node whose swarm resource
-//     has init set; manager_addrs are "<first address>:2377" of the other
-//     manager nodes; join_token_secret is "<initializer>/swarm-worker-token"
+//     has init set; manager_addrs are "<address>:2377" of the other manager
+//     nodes (address: the node's advertise_addr when it is an IP, else its
+//     first address); the initializer alone also gets members, every swarm
+//     node with that address, its role and labels; join_token_secret is "<initializer>/swarm-worker-token"
 //     for workers and "<initializer>/swarm-manager-token" for managers other
 //     than the initializer, which publishes both tokens in its reports.
 //   - firewall: source_roles are expanded into sources (every address of
@@ -41,6 +43,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"sync"
@@ -93,10 +96,21 @@ type openedSecret struct {
 }
 
 type entry struct {
-	view  *view
-	key   string
-	state *hivev1.NodeState
-	err   error
+	view *view
+	key  string
+	out  *Rendered
+	err  error
+}
+
+// Rendered is a node's rendered state with its encoding. Both are shared
+// by every caller and must not be modified.
+type Rendered struct {
+	State *hivev1.NodeState
+	// Encoded is the deterministic protobuf encoding of State with hash and
+	// raft_index unset: what the hash is computed over. A sender can append
+	// the hash and raft_index fields to it instead of marshalling State
+	// again (protobuf allows fields in any order).
+	Encoded []byte
 }
 
 // New returns a renderer that opens secrets with opener.
@@ -122,7 +136,9 @@ type view struct {
 
 	managers    []string // manager nodes, sorted by name
 	initializer string
-	addr        map[string]string // first address by node
+	swarmAddr   map[string]string     // address each swarm node advertises
+	swarmNodes  []*hivev1.SwarmMember // every swarm node, by name
+	addr        map[string]string     // first address by node
 }
 
 // base is the merged content of one role set within a view.
@@ -174,6 +190,17 @@ func (r *Renderer) currentView(src Source) *view {
 		if b.swarm.GetRole() == hivev1.SwarmRole_SWARM_ROLE_MANAGER {
 			v.managers = append(v.managers, n.GetName())
 		}
+		addr := v.addr[n.GetName()]
+		if a := b.swarm.GetAdvertiseAddr(); net.ParseIP(a) != nil {
+			addr = a
+		}
+		if v.swarmAddr == nil {
+			v.swarmAddr = map[string]string{}
+		}
+		v.swarmAddr[n.GetName()] = addr
+		v.swarmNodes = append(v.swarmNodes, &hivev1.SwarmMember{
+			Name: n.GetName(), Address: addr, Role: b.swarm.GetRole(), Labels: b.swarm.GetLabels(),
+		})
 		if b.swarm.GetInit() && (v.initializer == "" || n.GetName() < v.initializer) {
 			v.initializer = n.GetName()
 		}
@@ -304,9 +331,8 @@ func (v *view) nodeAddresses(name string) []string {
 // src's current generation and registry. Errors are render errors of the
 // site for this node (conflicts, missing requirements, unreadable secret
 // keys); the returned state must not be modified.
-func (r *Renderer) Render(src Source, f Facts) (*hivev1.NodeState, error) {
+func (r *Renderer) Render(src Source, f Facts) (*Rendered, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	v := r.currentView(src)
 	roles := v.nodeRoles[f.Name]
 	if _, known := v.nodeRoles[f.Name]; !known || !sameFacts(v, f) {
@@ -318,17 +344,26 @@ func (r *Renderer) Render(src Source, f Facts) (*hivev1.NodeState, error) {
 	v.resolve(b)
 	secretKey, secrets, err := r.secretsFor(v, b, f.Name)
 	if err != nil {
+		r.mu.Unlock()
 		return nil, err
 	}
 	key := factsKey(f) + "|" + rolesKey(roles) + "|" + secretKey
 	if e, ok := r.nodes[f.Name]; ok && e.view == v && e.key == key {
+		r.mu.Unlock()
 		r.hits.Add(1)
-		return e.state, e.err
+		return e.out, e.err
 	}
+	r.mu.Unlock()
+	// Build outside the lock: the view and base are complete and no longer
+	// change, so thousands of watchers woken by one push render in parallel.
 	r.misses.Add(1)
-	st, err := r.build(v, b, f, secrets)
-	r.nodes[f.Name] = &entry{view: v, key: key, state: st, err: err}
-	return st, err
+	out, err := r.build(v, b, f, secrets)
+	r.mu.Lock()
+	if r.view == v {
+		r.nodes[f.Name] = &entry{view: v, key: key, out: out, err: err}
+	}
+	r.mu.Unlock()
+	return out, err
 }
 
 // Forget drops a node's cached state (e.g. when its last watcher left).
@@ -412,7 +447,7 @@ func (r *Renderer) secretsFor(v *view, b *base, node string) (string, map[string
 	return sb.String(), out, nil
 }
 
-func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (*hivev1.NodeState, error) {
+func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (*Rendered, error) {
 	if b.err != nil {
 		return nil, fmt.Errorf("render node %s: %w", f.Name, b.err)
 	}
@@ -439,19 +474,23 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		s.Initializer = v.initializer == f.Name
 		s.ManagerAddrs = nil
 		for _, m := range v.managers {
-			if m != f.Name && v.addr[m] != "" {
-				s.ManagerAddrs = append(s.ManagerAddrs, fmt.Sprintf("%s:%d", v.addr[m], SwarmPort))
+			if a := v.swarmAddr[m]; m != f.Name && a != "" {
+				s.ManagerAddrs = append(s.ManagerAddrs, net.JoinHostPort(a, fmt.Sprint(SwarmPort)))
 			}
 		}
 		s.JoinTokenSecret = swarmSecret(v, b, f.Name)
+		if s.Initializer {
+			s.Members = v.swarmNodes
+		}
 		st.Resources[b.swarmIdx] = res
 	}
-	h, err := Hash(st)
+	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encode node state: %w", err)
 	}
-	st.Hash = h
-	return st, nil
+	sum := sha256.Sum256(enc)
+	st.Hash = hex.EncodeToString(sum[:])
+	return &Rendered{State: st, Encoded: enc}, nil
 }
 
 // Hash returns the hex sha256 of the deterministic encoding of st with hash

@@ -97,11 +97,11 @@ func (f *fixture) setSecret(t *testing.T, name, value string) {
 func (f *fixture) render(t *testing.T, name string) *hivev1.NodeState {
 	t.Helper()
 	n := f.st.Node(name)
-	st, err := f.r.Render(f.st, Facts{Name: name, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+	out, err := f.r.Render(f.st, Facts{Name: name, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
 	if err != nil {
 		t.Fatalf("render %s: %v", name, err)
 	}
-	return st
+	return out.State
 }
 
 func keys(st *hivev1.NodeState) string {
@@ -157,6 +157,16 @@ func TestSwarmFacts(t *testing.T) {
 	s1, s2, sw := find(m1, "swarm:node").GetSwarm(), find(m2, "swarm:node").GetSwarm(), find(w, "swarm:node").GetSwarm()
 	if !s1.GetInitializer() || s1.GetJoinTokenSecret() != "" || strings.Join(s1.GetManagerAddrs(), ",") != "10.0.2.2:2377" {
 		t.Fatalf("mgr-1 swarm = %v", s1)
+	}
+	var members []string
+	for _, m := range s1.GetMembers() {
+		members = append(members, fmt.Sprintf("%s=%s/%s", m.GetName(), m.GetAddress(), m.GetRole()))
+	}
+	if got := strings.Join(members, " "); got != "mgr-1=10.0.2.1/SWARM_ROLE_MANAGER mgr-2=10.0.2.2/SWARM_ROLE_MANAGER web-1=10.0.1.1/SWARM_ROLE_WORKER web-2=10.0.1.2/SWARM_ROLE_WORKER" {
+		t.Fatalf("initializer's members = %s", got)
+	}
+	if len(s2.GetMembers()) != 0 {
+		t.Fatal("members rendered for a non-initializer")
 	}
 	if s2.GetInitializer() || s2.GetJoinTokenSecret() != "mgr-1/swarm-manager-token" {
 		t.Fatalf("mgr-2 swarm = %v", s2)
@@ -249,7 +259,8 @@ func TestConflicts(t *testing.T) {
 }
 
 func TestNoGeneration(t *testing.T) {
-	st, err := New(nil).Render(state.New(), Facts{Name: "n"})
+	out, err := New(nil).Render(state.New(), Facts{Name: "n"})
+	st := out.State
 	if err != nil || st.GetGeneration() != 0 || len(st.GetResources()) != 0 || st.GetHash() == "" {
 		t.Fatalf("empty render = %v, %v", st, err)
 	}

@@ -2179,6 +2179,148 @@ func (x *ApplyResponse) GetIndex() uint64 {
 	return 0
 }
 
+type GetKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeysRequest) Reset() {
+	*x = GetKeysRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeysRequest) ProtoMessage() {}
+
+func (x *GetKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeysRequest.ProtoReflect.Descriptor instead.
+func (*GetKeysRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetKeysRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// KeyringKey is one AES-256 key of a coordinator's secret keyring.
+type KeyringKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringKey) Reset() {
+	*x = KeyringKey{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringKey) ProtoMessage() {}
+
+func (x *KeyringKey) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringKey.ProtoReflect.Descriptor instead.
+func (*KeyringKey) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *KeyringKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *KeyringKey) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type GetKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The requested keys this server has (unknown ids are left out).
+	Keys          []*KeyringKey `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeysResponse) Reset() {
+	*x = GetKeysResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeysResponse) ProtoMessage() {}
+
+func (x *GetKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeysResponse.ProtoReflect.Descriptor instead.
+func (*GetKeysResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetKeysResponse) GetKeys() []*KeyringKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -2317,7 +2459,15 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\acommand\x18\x01 \x01(\v2\x10.hive.v1.CommandR\acommand\"U\n" +
 	"\rApplyResponse\x12.\n" +
 	"\x06result\x18\x01 \x01(\v2\x16.hive.v1.CommandResultR\x06result\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index*s\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\"\n" +
+	"\x0eGetKeysRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\".\n" +
+	"\n" +
+	"KeyringKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\":\n" +
+	"\x0fGetKeysResponse\x12'\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.hive.v1.KeyringKeyR\x04keys*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -2344,9 +2494,10 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemovePeer\x12\x1a.hive.v1.RemovePeerRequest\x1a\x1b.hive.v1.RemovePeerResponse\x12c\n" +
 	"\x14CreateBootstrapToken\x12$.hive.v1.CreateBootstrapTokenRequest\x1a%.hive.v1.CreateBootstrapTokenResponse\x12]\n" +
-	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2H\n" +
+	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2\x86\x01\n" +
 	"\x0eClusterService\x126\n" +
-	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
+	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_coordinator_proto_rawDescOnce sync.Once
@@ -2361,7 +2512,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -2405,79 +2556,85 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*RequestCertificateResponse)(nil),   // 39: hive.v1.RequestCertificateResponse
 	(*ApplyRequest)(nil),                 // 40: hive.v1.ApplyRequest
 	(*ApplyResponse)(nil),                // 41: hive.v1.ApplyResponse
-	nil,                                  // 42: hive.v1.WatchNodeStateRequest.LabelsEntry
-	(*Site)(nil),                         // 43: hive.v1.Site
-	(*GenerationSummary)(nil),            // 44: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 45: hive.v1.Generation
-	(*NodeState)(nil),                    // 46: hive.v1.NodeState
-	(*Report)(nil),                       // 47: hive.v1.Report
-	(*NodeStatus)(nil),                   // 48: hive.v1.NodeStatus
-	(*Member)(nil),                       // 49: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 50: google.protobuf.Timestamp
-	(*Command)(nil),                      // 51: hive.v1.Command
-	(*CommandResult)(nil),                // 52: hive.v1.CommandResult
+	(*GetKeysRequest)(nil),               // 42: hive.v1.GetKeysRequest
+	(*KeyringKey)(nil),                   // 43: hive.v1.KeyringKey
+	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
+	nil,                                  // 45: hive.v1.WatchNodeStateRequest.LabelsEntry
+	(*Site)(nil),                         // 46: hive.v1.Site
+	(*GenerationSummary)(nil),            // 47: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 48: hive.v1.Generation
+	(*NodeState)(nil),                    // 49: hive.v1.NodeState
+	(*Report)(nil),                       // 50: hive.v1.Report
+	(*NodeStatus)(nil),                   // 51: hive.v1.NodeStatus
+	(*Member)(nil),                       // 52: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 53: google.protobuf.Timestamp
+	(*Command)(nil),                      // 54: hive.v1.Command
+	(*CommandResult)(nil),                // 55: hive.v1.CommandResult
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	43, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	44, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	45, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	46, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	47, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	48, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	46, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	42, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	46, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	47, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	48, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	49, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	50, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	49, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	45, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	49, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	50, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	51, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	52, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	53, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	50, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	51, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	52, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	1,  // 17: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 18: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 19: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 20: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 21: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 22: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 23: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 24: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 25: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 26: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 27: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 28: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 29: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 30: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 31: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 32: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 33: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 34: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	40, // 35: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	2,  // 36: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 37: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 38: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 39: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 40: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 41: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 42: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 43: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 44: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 45: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 46: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 47: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 48: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 49: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 50: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 51: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 52: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 53: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	41, // 54: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	36, // [36:55] is the sub-list for method output_type
-	17, // [17:36] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	53, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	54, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	55, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	43, // 17: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	1,  // 18: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 19: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 20: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 21: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 22: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 23: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 24: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 25: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 26: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 27: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 28: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 29: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 30: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 31: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 32: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 33: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 34: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 35: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	40, // 36: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 37: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	2,  // 38: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 39: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 40: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 41: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 42: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 43: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 44: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 45: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 46: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 47: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 48: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 49: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 50: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 51: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 52: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 53: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 54: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 55: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	41, // 56: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 57: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	38, // [38:58] is the sub-list for method output_type
+	18, // [18:38] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -2494,7 +2651,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

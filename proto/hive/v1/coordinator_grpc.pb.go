@@ -827,7 +827,8 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_Apply_FullMethodName = "/hive.v1.ClusterService/Apply"
+	ClusterService_Apply_FullMethodName   = "/hive.v1.ClusterService/Apply"
+	ClusterService_GetKeys_FullMethodName = "/hive.v1.ClusterService/GetKeys"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -839,6 +840,10 @@ const (
 type ClusterServiceClient interface {
 	// Apply proposes a command to raft on the leader and waits for commit.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// GetKeys returns secret-sealing keys of this server's keyring by id, so
+	// that every coordinator can open every secret without the keys ever
+	// entering the raft log.
+	GetKeys(ctx context.Context, in *GetKeysRequest, opts ...grpc.CallOption) (*GetKeysResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -859,6 +864,16 @@ func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetKeys(ctx context.Context, in *GetKeysRequest, opts ...grpc.CallOption) (*GetKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeysResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -868,6 +883,10 @@ func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts
 type ClusterServiceServer interface {
 	// Apply proposes a command to raft on the leader and waits for commit.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// GetKeys returns secret-sealing keys of this server's keyring by id, so
+	// that every coordinator can open every secret without the keys ever
+	// entering the raft log.
+	GetKeys(context.Context, *GetKeysRequest) (*GetKeysResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -880,6 +899,9 @@ type UnimplementedClusterServiceServer struct{}
 
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedClusterServiceServer) GetKeys(context.Context, *GetKeysRequest) (*GetKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKeys not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -920,6 +942,24 @@ func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetKeys(ctx, req.(*GetKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -930,6 +970,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _ClusterService_Apply_Handler,
+		},
+		{
+			MethodName: "GetKeys",
+			Handler:    _ClusterService_GetKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

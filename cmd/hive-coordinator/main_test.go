@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivefleet/hive/coordinator"
+	"github.com/spf13/pflag"
+)
+
+func startDev(t testing.TB, extra ...string) (*coordinator.Server, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *coordinator.Server, 1)
+	errc := make(chan error, 1)
+	var logs bytes.Buffer
+	args := append([]string{"--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--gossip-profile", "local", "--log-level", "warn"}, extra...)
+	go func() { errc <- run(ctx, args, &logs, ready) }()
+	select {
+	case s := <-ready:
+		return s, func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	case err := <-errc:
+		cancel()
+		t.Fatalf("run ended: %v\n%s", err, logs.String())
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("dev server not ready")
+	}
+	cancel()
+	return nil, nil
+}
+
+func TestDevStartsAndStops(t *testing.T) {
+	start := time.Now()
+	s, stop := startDev(t)
+	t.Logf("ready in %v at %s", time.Since(start), s.GRPCAddr())
+	if !s.IsLeader() {
+		t.Fatal("dev server is not its own leader")
+	}
+	stop()
+}
+
+// BenchmarkDevStartup reports the time from start to ready for --dev (the
+// target is under one second).
+func BenchmarkDevStartup(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		_, stop := startDev(b)
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms-to-ready")
+		stop()
+	}
+}
+
+func TestNoCertificatesOutsideDev(t *testing.T) {
+	err := run(context.Background(), []string{"--name", "c1", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--http-addr", ""}, os.Stderr, nil)
+	if err == nil || !strings.Contains(err.Error(), "hivectl tls ca create") || !strings.Contains(err.Error(), "--tls-cert") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(path, []byte("name: from-file\ndata-dir: /var/x\njoin: [a:7402, b:7402]\nbootstrap-expect: 3\ndev: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	name := fs.String("name", "", "")
+	dataDir := fs.String("data-dir", "", "")
+	join := fs.StringArray("join", nil, "")
+	expect := fs.Int("bootstrap-expect", 0, "")
+	dev := fs.Bool("dev", false, "")
+	if err := fs.Parse([]string{"--name", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	from := map[string]bool{}
+	if err := applyConfigFile(fs, path, from); err != nil {
+		t.Fatal(err)
+	}
+	if *name != "from-flag" || *dataDir != "/var/x" || strings.Join(*join, ",") != "a:7402,b:7402" || *expect != 3 || !*dev {
+		t.Fatalf("name %q dir %q join %v expect %d dev %v", *name, *dataDir, *join, *expect, *dev)
+	}
+	// Underscores and nested maps are accepted: tls: {ca: x} is --tls-ca.
+	tlsCA := fs.String("tls-ca", "", "")
+	if err := os.WriteFile(path, []byte("data_dir: /var/y\ntls:\n  ca: /etc/ca.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, path, from); err != nil {
+		t.Fatal(err)
+	}
+	if *tlsCA != "/etc/ca.pem" {
+		t.Fatalf("tls-ca = %q", *tlsCA)
+	}
+	if err := os.WriteFile(path, []byte("nmae: typo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, path, from); err == nil || !strings.Contains(err.Error(), `unknown key "nmae"`) {
+		t.Fatalf("typo: %v", err)
+	}
+}
+
+// TestSystemdNotify: under systemd (NOTIFY_SOCKET set) the coordinator
+// says READY=1 once ready, pings WATCHDOG=1, and STOPPING=1 on shutdown.
+func TestSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	_, stop := startDev(t)
+	got := map[string]bool{}
+	buf := make([]byte, 256)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !got["READY=1"] || !got["WATCHDOG=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read notify socket: %v (got %v)", err, got)
+		}
+		got[string(buf[:n])] = true
+	}
+	stop()
+	for !got["STOPPING=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read notify socket: %v (got %v)", err, got)
+		}
+		got[string(buf[:n])] = true
+	}
+}
+
+// TestPackagedConfig: the coordinator.yaml the packages install parses, and
+// its keys land on the flags.
+func TestPackagedConfig(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	name := fs.String("name", "host", "")
+	dataDir := fs.String("data-dir", "", "")
+	for _, f := range []string{"grpc-addr", "raft-addr", "gossip-addr", "http-addr", "tls-ca", "tls-cert", "tls-key"} {
+		fs.String(f, "", "")
+	}
+	fs.StringArray("join", nil, "")
+	expect := fs.Int("bootstrap-expect", 0, "")
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "coordinator.yaml"), map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 3 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
+		t.Fatalf("name %q data %q expect %d tls-ca %q", *name, *dataDir, *expect, fs.Lookup("tls-ca").Value)
+	}
+}
