@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -192,4 +193,84 @@ func TestAgentKill9DuringRun(t *testing.T) {
 	last := c.push(siteFiles("final", files), true)
 	c.waitConverged(last, 60*time.Second, a)
 	c.waitFiles(a, "final", files, 5*time.Second)
+}
+
+// A coordinator's host drops off the network (link cut: no RST, no EOF,
+// packets just vanish) while an agent watches it: the agent notices,
+// switches to another coordinator, and the next push reaches every agent.
+func TestCoordinatorHostCutOff(t *testing.T) {
+	c := newCluster(t, clusterConfig{coordinators: 3, agents: 3})
+	g1 := c.push(siteFiles("1", 1), true)
+	c.waitConverged(g1, 30*time.Second, c.agents...)
+
+	// The coordinator a1 watches: its established connection to port 7400.
+	a1 := c.agents[0]
+	out, err := a1.host.Run(context.Background(), "ss", "-Htn", "state", "established", "dst", "10.231.0.0/16", "dport", "= :"+grpcPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var watched *node
+	for _, n := range c.coords {
+		if strings.Contains(string(out), n.host.Addr+":"+grpcPort) {
+			watched = n
+		}
+	}
+	if watched == nil {
+		t.Fatalf("a1 has no connection to a coordinator's gRPC port: %q", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ms, err := c.members(ctx)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := "follower"
+	for _, m := range ms {
+		if m.Name == watched.name && m.Raft == "leader" {
+			role = "leader"
+		}
+	}
+
+	watched.host.Cut()
+	cutAt := time.Now()
+	// hivectl tries the coordinators in order: the cut one last.
+	var rest []*node
+	for _, n := range c.coords {
+		if n != watched {
+			rest = append(rest, n)
+		}
+	}
+	c.coords = append(rest, watched)
+	if role == "leader" {
+		// A push sent before the followers elected a new leader waits on
+		// the lost one (TestPushRightAfterLeaderHostCutOff): an operator
+		// would push again; here, push once a new leader is known.
+		if !poll(30*time.Second, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ms, err := c.members(ctx)
+			if err != nil {
+				return false
+			}
+			for _, m := range ms {
+				if m.Raft == "leader" && m.Name != watched.name {
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatal("no new leader 30s after the leader was cut off")
+		}
+	}
+	g2 := c.push(siteFiles("2", 1), false)
+	c.waitConverged(g2, 90*time.Second, c.agents...)
+	t.Logf("a1 watched %s (raft %s); cut off; push %d converged on every agent %v after the cut",
+		watched.name, role, g2, time.Since(cutAt).Round(time.Millisecond))
+	for _, a := range c.agents {
+		c.waitFiles(a, "2", 1, 5*time.Second)
+	}
+	out, _ = a1.host.Run(context.Background(), "ss", "-Htn", "state", "established", "dport", "= :"+grpcPort)
+	if strings.Contains(string(out), watched.host.Addr+":") {
+		t.Errorf("a1 still has an established connection to the cut %s: %s", watched.name, out)
+	}
 }
