@@ -75,6 +75,8 @@ type Agent struct {
 	wake    chan struct{}     // run loop wake-up (cap 1)
 
 	conn       atomic.Pointer[connHolder]
+	remembered []string      // coordinators known in the last session (read-only after New)
+	saved      string        // last saved coordinator list, watch goroutine only
 	reportWake chan struct{} // reporter wake-up (cap 1)
 	seq        atomic.Uint64
 
@@ -142,6 +144,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		seq = max(seq, q[len(q)-1])
 	}
 	a.seq.Store(seq)
+	if rem, err := c.LoadCoordinators(); err != nil {
+		a.log.Warn("ignoring the remembered coordinator list", "err", err)
+	} else {
+		a.remembered = rem
+	}
 
 	if cfg.Gossip != nil {
 		gc := *cfg.Gossip
@@ -149,6 +156,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		gc.Logger = cfg.Logger
 		gc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: cfg.Labels, Version: version.Version}
 		g, err := gossip.New(gc)
+		if errors.Is(err, gossip.ErrMetaTooLarge) {
+			// Labels reach the coordinators through the watch anyway;
+			// gossip only shows them in `hivectl members`.
+			a.log.Warn("labels do not fit gossip metadata; advertising none through gossip", "err", err)
+			gc.Meta.Labels = nil
+			g, err = gossip.New(gc)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -373,6 +387,14 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 			r.PublishedSecrets = p
 		}
 	}
+	a.statsMu.Lock()
+	a.stats.Runs++
+	if !ok {
+		a.stats.FailedRuns++
+	}
+	a.stats.LastTrigger = reason
+	a.stats.LastGeneration = r.Generation
+	a.statsMu.Unlock()
 	if err := a.cache.SaveApplied(Applied{Generation: r.Generation, Hash: r.StateHash, Phase: r.Phase.String(), Finished: finished, Seq: r.Seq}); err != nil {
 		a.log.Error("cannot record the applied state", "err", err)
 	}
@@ -400,20 +422,18 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	if !ok {
 		lvl = slog.LevelWarn
 	}
-	a.log.Log(ctx, lvl, "run finished", "trigger", reason, "generation", r.Generation, "phase", r.Phase.String(),
+	attrs := []any{"trigger", reason, "generation", r.Generation, "phase", r.Phase.String(),
 		"ok", counts[hivev1.Outcome_OUTCOME_OK], "changed", counts[hivev1.Outcome_OUTCOME_CHANGED],
 		"failed", counts[hivev1.Outcome_OUTCOME_FAILED], "skipped", counts[hivev1.Outcome_OUTCOME_SKIPPED],
 		"planned", counts[hivev1.Outcome_OUTCOME_PLANNED], "drift", drift,
-		"took", finished.Sub(started).Round(time.Microsecond), "err", err, "failures", failures)
-
-	a.statsMu.Lock()
-	a.stats.Runs++
-	if !ok {
-		a.stats.FailedRuns++
+		"took", finished.Sub(started).Round(time.Microsecond)}
+	if err != nil {
+		attrs = append(attrs, "err", err)
 	}
-	a.stats.LastTrigger = reason
-	a.stats.LastGeneration = r.Generation
-	a.statsMu.Unlock()
+	if len(failures) > 0 {
+		attrs = append(attrs, "failures", failures)
+	}
+	a.log.Log(ctx, lvl, "run finished", attrs...)
 
 	if a.deps.OpenWindow != nil {
 		if w := a.deps.OpenWindow(); w != nil {

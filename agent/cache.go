@@ -23,9 +23,10 @@ import (
 
 // Cache file names under Config.DataDir.
 const (
-	StateFile   = "state.pb"
-	AppliedFile = "applied.json"
-	ReportsDir  = "reports"
+	StateFile        = "state.pb"
+	AppliedFile      = "applied.json"
+	CoordinatorsFile = "coordinators.json"
+	ReportsDir       = "reports"
 )
 
 // cacheMagic starts every cache file; the hex sha256 of the payload follows
@@ -67,6 +68,14 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	// Temporary files of writes cut short by a crash are never read: drop
+	// them.
+	for _, d := range []string{dir, filepath.Join(dir, ReportsDir)} {
+		tmps, _ := filepath.Glob(filepath.Join(d, ".*.tmp-*"))
+		for _, t := range tmps {
+			os.Remove(t)
+		}
 	}
 	return &Cache{dir: dir, log: log}, nil
 }
@@ -114,6 +123,29 @@ func (c *Cache) LoadApplied() (Applied, error) {
 		return Applied{}, c.corrupt(AppliedFile, err)
 	}
 	return a, nil
+}
+
+// SaveCoordinators remembers the coordinator gRPC addresses last known,
+// for a restart before gossip has found any.
+func (c *Cache) SaveCoordinators(addrs []string) error {
+	b, err := json.Marshal(addrs)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(c.dir, CoordinatorsFile), seal(b), 0o600)
+}
+
+// LoadCoordinators returns the remembered coordinator addresses.
+func (c *Cache) LoadCoordinators() ([]string, error) {
+	b, err := c.read(CoordinatorsFile)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	var addrs []string
+	if err := json.Unmarshal(b, &addrs); err != nil {
+		return nil, c.corrupt(CoordinatorsFile, err)
+	}
+	return addrs, nil
 }
 
 // read returns the verified payload of name, nil if it does not exist.

@@ -56,6 +56,11 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the backoff between watch
 	// attempts (exponential, jittered).
 	ReconnectMin, ReconnectMax time.Duration
+	// ReconnectSpread bounds the random delay before reconnecting after a
+	// healthy stream was lost: the agents of a coordinator that stops
+	// spread their reconnects over this window instead of arriving at the
+	// other coordinators at once.
+	ReconnectSpread time.Duration
 	// RunTimeout bounds one convergence run.
 	RunTimeout time.Duration
 	// StopGrace is how long a run may go on after the agent is told to
@@ -79,6 +84,7 @@ func DefaultConfig() Config {
 		RetryMax:         5 * time.Minute,
 		ReconnectMin:     500 * time.Millisecond,
 		ReconnectMax:     30 * time.Second,
+		ReconnectSpread:  5 * time.Second,
 		RunTimeout:       time.Hour,
 		StopGrace:        20 * time.Second,
 		MaxQueuedReports: 100,
@@ -119,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin {
 		errs = append(errs, fmt.Errorf("reconnect backoff %v..%v is invalid", c.ReconnectMin, c.ReconnectMax))
+	}
+	if c.ReconnectSpread < 0 {
+		errs = append(errs, fmt.Errorf("reconnect spread %v is negative", c.ReconnectSpread))
 	}
 	if c.RunTimeout <= 0 || c.StopGrace < 0 {
 		errs = append(errs, errors.New("run timeout must be positive and stop grace not negative"))

@@ -11,6 +11,7 @@ import (
 	"github.com/hivefleet/hive/agent"
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/coordinator"
+	"github.com/hivefleet/hive/gossip"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/site"
 )
@@ -213,9 +214,11 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	t.Logf("queued while offline: %v", queued)
 
 	// Coordinator back on the same address and data: the agent reconnects
-	// by itself and delivers the queue.
+	// by itself and delivers the queue, and does not apply the unchanged
+	// state again (it resumes with the hash it holds).
+	runsOffline := a.Stats().Runs
 	offline := time.Now()
-	co = startCoordinator(t, coordDir, addr, raftAddr)
+	startCoordinator(t, coordDir, addr, raftAddr) // stopped by its cleanup
 	waitFor(t, "queue delivered", 30*time.Second, func() bool {
 		q, _ := cache.Queued()
 		return len(q) == 0
@@ -227,5 +230,149 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	if a.Stats().ReportsSent < 4 {
 		t.Errorf("reports sent = %d", a.Stats().ReportsSent)
 	}
+	time.Sleep(200 * time.Millisecond)
+	if s := a.Stats(); s.Runs != runsOffline || s.Reconnects < 1 {
+		t.Errorf("after reconnecting: runs %d (want %d: unchanged state not re-applied), reconnects %d", s.Runs, runsOffline, s.Reconnects)
+	}
 	t.Logf("last queued seq %d delivered; stats %+v", lastSeq, a.Stats())
+}
+
+// TestSwitchCoordinator: two coordinators with the same site; when the
+// one the agent watches stops, the agent switches to the other, does not
+// re-apply the unchanged state, and reports there.
+func TestSwitchCoordinator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts coordinators")
+	}
+	cos := []*devCoordinator{
+		startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"),
+		startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"),
+	}
+	var addrs []string
+	for _, c := range cos {
+		addrs = append(addrs, c.srv.GRPCAddr())
+		push(t, c.srv.GRPCAddr(), "same")
+	}
+	root := t.TempDir()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Name, cfg.Root, cfg.Coordinators = "web-1", root, addrs
+	deps, err := agent.NewEngine(cfg, cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	first := -1
+	waitFor(t, "converged on one coordinator", 20*time.Second, func() bool {
+		for i, c := range cos {
+			if nodeStatus(t, c.srv.GRPCAddr(), "web-1").GetPhase() == hivev1.Phase_PHASE_CONVERGED {
+				first = i
+				return true
+			}
+		}
+		return false
+	})
+	runs := a.Stats().Runs
+	cos[first].stop()
+	other := cos[1-first].srv.GRPCAddr()
+	// The other coordinator gets a watch (it registers the node) but the
+	// same state is not applied again.
+	waitFor(t, "watching the other coordinator", 20*time.Second, func() bool {
+		return nodeStatus(t, other, "web-1") != nil && a.Stats().Reconnects >= 1
+	})
+	time.Sleep(300 * time.Millisecond)
+	if got := a.Stats().Runs; got != runs {
+		t.Fatalf("runs went from %d to %d after switching: the unchanged state was re-applied", runs, got)
+	}
+	a.Trigger(agent.TriggerSignal)
+	waitFor(t, "report on the other coordinator", 20*time.Second, func() bool {
+		return nodeStatus(t, other, "web-1").GetPhase() == hivev1.Phase_PHASE_CONVERGED
+	})
+}
+
+// TestRememberedCoordinators: restarted where gossip finds nobody yet, the
+// agent reaches the coordinators it remembered from its last session.
+func TestRememberedCoordinators(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a coordinator")
+	}
+	co := startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	push(t, co.srv.GRPCAddr(), "remembered")
+	cfg := testConfig(t, t.TempDir())
+	c, _ := agent.OpenCache(cfg.DataDir, nil)
+	if err := c.SaveCoordinators([]string{co.srv.GRPCAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	g := gossip.DefaultConfig()
+	g.BindAddr, g.Join = "127.0.0.1:0", []string{"127.0.0.1:1"} // nobody there
+	cfg.Gossip, cfg.Coordinators = &g, nil
+	eng := &fakeEngine{}
+	a, _ := startAgent(t, cfg, eng, nil)
+	select {
+	case <-a.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not reach the remembered coordinator")
+	}
+	if s := a.Stats(); s.LastGeneration != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestGossipDiscovery: with one gossip join address and no coordinator
+// address, the agent learns the coordinator's gRPC address from gossip
+// metadata, converges, and remembers the coordinator for a restart.
+func TestGossipDiscovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a coordinator")
+	}
+	co := startCoordinator(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	push(t, co.srv.GRPCAddr(), "gossip")
+	// A gossip member advertising the coordinator (as hive-coordinator
+	// does for itself).
+	mc := gossip.DefaultConfig()
+	mc.Name, mc.BindAddr, mc.Profile = "c1", "127.0.0.1:0", gossip.ProfileLocal
+	mc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_COORDINATOR, GrpcAddr: co.srv.GRPCAddr()}
+	member, err := gossip.New(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	go member.Run(mctx)
+
+	cfg := testConfig(t, t.TempDir())
+	g := gossip.DefaultConfig()
+	g.BindAddr, g.Join, g.Profile = "127.0.0.1:0", []string{member.LocalAddr()}, gossip.ProfileLocal
+	cfg.Gossip, cfg.Coordinators = &g, nil
+	eng := &fakeEngine{}
+	a, stop := startAgent(t, cfg, eng, nil)
+	select {
+	case <-a.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not find the coordinator through gossip")
+	}
+	if _, ok := find(member.Members(), "n1"); !ok {
+		t.Error("the coordinator's gossip member does not see the agent")
+	}
+	stop()
+	c, _ := agent.OpenCache(cfg.DataDir, nil)
+	if got, err := c.LoadCoordinators(); err != nil || len(got) != 1 || got[0] != co.srv.GRPCAddr() {
+		t.Fatalf("remembered coordinators = %v, %v", got, err)
+	}
+}
+
+func find(ms []gossip.Member, name string) (gossip.Member, bool) {
+	for _, m := range ms {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return gossip.Member{}, false
 }

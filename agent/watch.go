@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,7 +26,9 @@ type connHolder struct {
 }
 
 // candidates returns coordinator gRPC addresses: gossip's alive
-// coordinators, then the static ones, shuffled (so thousands of agents
+// coordinators and the static ones (or, when there are none, the
+// coordinators gossip last saw, else those remembered from the last
+// session), shuffled (so thousands of agents
 // spread over the coordinators), with avoid moved to the end.
 func (a *Agent) candidates(avoid string) []string {
 	var out []string
@@ -40,6 +43,23 @@ func (a *Agent) candidates(avoid string) []string {
 		if n, err := client.NormalizeAddr(s); err == nil && !slices.Contains(out, n) {
 			out = append(out, n)
 		}
+	}
+	if len(out) == 0 && a.gossip != nil {
+		// No coordinator alive in gossip: try those gossip last saw (dead
+		// or left). A restarted coordinator answers gRPC before the pools
+		// have merged again, so the agent reports as soon as it is back.
+		for _, m := range a.gossip.Members() {
+			if m.Meta.GetKind() != hivev1.MemberKind_MEMBER_KIND_COORDINATOR {
+				continue
+			}
+			if n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr()); err == nil && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	if len(out) == 0 {
+		// A restart before gossip found anyone: the last session's list.
+		out = append(out, a.remembered...)
 	}
 	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	if i := slices.Index(out, avoid); i >= 0 && len(out) > 1 {
@@ -97,6 +117,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		}
 		h := &connHolder{conn: conn}
 		a.conn.Store(h)
+		a.rememberCoordinators()
 		select {
 		case a.reportWake <- struct{}{}:
 		default:
@@ -111,11 +132,15 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.statsMu.Lock()
 		a.stats.Reconnects++
 		a.statsMu.Unlock()
-		if got || time.Since(began) > 30*time.Second {
-			backoff = a.cfg.ReconnectMin
-		}
 		avoid = conn.Addr
 		wait := backoffJitter(backoff)
+		if got || time.Since(began) > 30*time.Second {
+			// A healthy stream ended (the coordinator stopped or was cut
+			// off): reconnect after a random delay in [0, spread), so
+			// its agents do not all arrive elsewhere at the same moment.
+			backoff = a.cfg.ReconnectMin
+			wait = rand.N(a.cfg.ReconnectSpread + 1)
+		}
 		a.log.Warn("watch stream lost, switching coordinator", "coordinator", conn.Addr, "retry_in", wait.Round(time.Millisecond), "err", err)
 		a.sleep(ctx, wait, nil)
 		backoff = min(backoff*2, a.cfg.ReconnectMax)
@@ -288,4 +313,29 @@ func (a *Agent) flush(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// rememberCoordinators saves the coordinators gossip knows (alive ones),
+// when the list changed, so that a restarted agent can reach them before
+// gossip has joined. Called from the watch goroutine.
+func (a *Agent) rememberCoordinators() {
+	if a.gossip == nil {
+		return
+	}
+	var addrs []string
+	for _, m := range a.gossip.Coordinators() {
+		if n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr()); err == nil {
+			addrs = append(addrs, n)
+		}
+	}
+	slices.Sort(addrs)
+	key := strings.Join(addrs, ",")
+	if len(addrs) == 0 || key == a.saved {
+		return
+	}
+	if err := a.cache.SaveCoordinators(addrs); err != nil {
+		a.log.Warn("cannot remember the coordinators", "err", err)
+		return
+	}
+	a.saved = key
 }

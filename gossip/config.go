@@ -81,8 +81,8 @@ func DefaultConfig() Config {
 		BindAddr:       ":" + strconv.Itoa(DefaultPort),
 		Profile:        ProfileLAN,
 		JoinBackoffMin: 500 * time.Millisecond,
-		JoinBackoffMax: 30 * time.Second,
-		RejoinInterval: 30 * time.Second,
+		JoinBackoffMax: 15 * time.Second,
+		RejoinInterval: 15 * time.Second,
 		DeadRetention:  time.Hour,
 		LeaveTimeout:   3 * time.Second,
 	}

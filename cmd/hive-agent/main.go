@@ -77,6 +77,7 @@ func run(args []string) error {
 		noGossip     = fs.Bool("no-gossip", false, "do not join gossip; use --coordinator addresses only")
 		retryMin     = fs.Duration("retry-min", def.RetryMin, "first retry delay of a failed run")
 		reconnectMax = fs.Duration("reconnect-max", def.ReconnectMax, "longest delay between coordinator reconnects")
+		spread       = fs.Duration("reconnect-spread", def.ReconnectSpread, "after losing a healthy stream, reconnect after a random delay up to this")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -119,6 +120,7 @@ func run(args []string) error {
 	cfg.MaxQueuedReports = *maxQueued
 	cfg.RetryMin = *retryMin
 	cfg.ReconnectMax = *reconnectMax
+	cfg.ReconnectSpread = *spread
 	cfg.Logger = log
 	lbl := map[string]string{}
 	if *labelsFile != "" {

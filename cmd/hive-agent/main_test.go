@@ -81,3 +81,25 @@ func TestParseLabels(t *testing.T) {
 		t.Fatalf("err = %v, want f:2", err)
 	}
 }
+
+// FuzzParseLabels: any input either parses into non-empty trimmed keys or
+// fails with a file:line error; it never panics.
+func FuzzParseLabels(f *testing.F) {
+	f.Add([]byte("tier=web\n# c\nzone = eu\n"))
+	f.Add([]byte("=x\n"))
+	f.Add([]byte("a=b=c\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got := map[string]string{}
+		if err := parseLabels("f", data, got); err != nil {
+			if !strings.HasPrefix(err.Error(), "f:") && !strings.Contains(err.Error(), "token too long") {
+				t.Fatalf("error without position: %v", err)
+			}
+			return
+		}
+		for k := range got {
+			if k == "" || k != strings.TrimSpace(k) {
+				t.Fatalf("bad key %q", k)
+			}
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/hivefleet/hive/converge"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
 // ConfDir is where resource files go, below Env.Root.
@@ -76,9 +77,16 @@ func New(cfg Config, log *slog.Logger) (*Provider, error) {
 // Kind implements converge.Provider.
 func (p *Provider) Kind() string { return converge.KindDrbd }
 
+// Requires implements converge.Linker: drbd-utils, when the state installs
+// it, comes first.
+func (p *Provider) Requires(r *hivev1.Resource, all []*hivev1.Resource) []string {
+	return []string{"package:drbd-utils"}
+}
+
 type planData struct {
 	cfg      *Spec
 	remove   string // name of a resource to take down (Prune)
+	node     string // node name the file to remove was rendered for
 	path     string // host path of the .res file
 	text     string // rendered file
 	old      []byte // previous file, nil when absent
@@ -277,6 +285,9 @@ func (p *Provider) planOne(ctx context.Context, env *converge.Env, c *Spec, ch *
 	}
 	if len(diff) == 0 {
 		ch.Summary = "up to date"
+		if st, err := p.Status(ctx, env, c.Name); err == nil {
+			ch.Summary += ": " + compactStatus(st)
+		}
 		return nil
 	}
 	ch.Needed = true
@@ -443,15 +454,19 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 			Needed:  true,
 			Summary: "down and remove " + n,
 			Diff:    fmt.Sprintf("drbdadm down %s\nremove %s/%s.res\n", n, ConfDir, n),
-			Data:    &planData{remove: n, path: path},
+			Data:    &planData{remove: n, path: path, node: files[n].node},
 		})
 	}
 	return out, nil
 }
 
 func (p *Provider) applyRemove(ctx context.Context, env *converge.Env, d *planData) error {
-	// The resource file names this node's "on" section by the node name.
-	self := env.Facts.GetName()
+	// The resource file names this node's "on" section by the node name
+	// it was rendered for (the engine's prune Env carries no facts).
+	self := d.node
+	if self == "" {
+		self = env.Facts.GetName()
+	}
 	if _, err := p.drbdadm(ctx, env, self, "-c", d.path, "down", d.remove); err != nil {
 		// Not running (or no kernel module, so it cannot be running):
 		// fine; anything else keeps the file so the next run retries.
@@ -467,14 +482,24 @@ func (p *Provider) applyRemove(ctx context.Context, env *converge.Env, d *planDa
 	return nil
 }
 
-// Status returns `drbdsetup status NAME` output, or an error when the
+// Status returns `drbdsetup status NAME` output (Plan puts it, folded,
+// into the summary of an up-to-date resource), or an error when the
 // resource is not running or the kernel module is missing.
 func (p *Provider) Status(ctx context.Context, env *converge.Env, name string) (string, error) {
-	out, err := env.Runner.Run(ctx, converge.Cmd{Name: "drbdsetup", Args: []string{"status", name, "--verbose"}})
+	out, err := env.Runner.Run(ctx, converge.Cmd{Name: "drbdsetup", Args: []string{"status", name}})
 	if err != nil {
 		return "", fmt.Errorf("drbd status %s: %w", name, err)
 	}
 	return string(out.Stdout), nil
+}
+
+// compactStatus folds drbdsetup status output into one line.
+func compactStatus(s string) string {
+	f := strings.Fields(s)
+	if len(f) > 24 {
+		f = append(f[:24], "…")
+	}
+	return strings.Join(f, " ")
 }
 
 // drbdadm runs drbdadm as node self (__DRBD_NODE__, so the "on" sections

@@ -222,12 +222,14 @@ func TestProviderTimeline(t *testing.T) {
 		t.Errorf("clash in batch: %v / %v", chs[0].Err, chs[1].Err)
 	}
 
-	// Removal: down through drbdadm, file gone.
-	rm, err := p.Prune(context.Background(), l.env, nil)
+	// Removal: down through drbdadm, file gone. The engine's prune
+	// environment carries no node facts: the node name comes from the file.
+	pruneEnv := &converge.Env{Root: l.root, Runner: l, Logger: l.env.Logger}
+	rm, err := p.Prune(context.Background(), pruneEnv, nil)
 	if err != nil || len(rm) != 1 || rm[0].Key != "drbd:r0" {
 		t.Fatalf("remove plan: %v %v", rm, err)
 	}
-	if err := p.Apply(context.Background(), l.env, rm); err != nil || rm[0].Err != nil {
+	if err := p.Apply(context.Background(), pruneEnv, rm); err != nil || rm[0].Err != nil {
 		t.Fatalf("remove: %v %v", err, rm[0].Err)
 	}
 	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {

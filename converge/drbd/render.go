@@ -202,10 +202,10 @@ const Header = "# Managed by hive; changes are overwritten."
 
 // Render spells the resource as a drbd.conf resource section, for
 // /etc/drbd.d/<name>.res. The "hive:" comment line records port and minor
-// for the clash check.
+// for the clash check and the node name for Prune.
 func (c *Spec) Render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n# hive: resource=%s port=%d minor=%d\n", Header, c.Name, c.Port, c.Minor)
+	fmt.Fprintf(&b, "%s\n# hive: resource=%s port=%d minor=%d node=%s\n", Header, c.Name, c.Port, c.Minor, c.Self)
 	fmt.Fprintf(&b, "resource %q {\n", c.Name)
 	fmt.Fprintf(&b, "    device minor %d;\n", c.Minor)
 	fmt.Fprintf(&b, "    disk %q;\n", c.Disk)
@@ -250,13 +250,14 @@ func addr(a netip.Addr, port uint16) string {
 }
 
 // hiveLine parses the "# hive:" line of a rendered file.
-var hiveLine = regexp.MustCompile(`(?m)^# hive: resource=(\S+) port=(\d+) minor=(\d+)$`)
+var hiveLine = regexp.MustCompile(`(?m)^# hive: resource=(\S+) port=(\d+) minor=(\d+)(?: node=(\S+))?$`)
 
 // fileInfo is what the clash check needs from a rendered file.
 type fileInfo struct {
 	name  string
 	port  uint16
 	minor uint32
+	node  string // the node the file was rendered for ("on" section)
 }
 
 func parseHiveFile(text string) (fileInfo, bool) {
@@ -272,5 +273,5 @@ func parseHiveFile(text string) (fileInfo, bool) {
 	if err1 != nil || err2 != nil {
 		return fileInfo{}, false
 	}
-	return fileInfo{name: m[1], port: uint16(port), minor: uint32(minor)}, true
+	return fileInfo{name: m[1], port: uint16(port), minor: uint32(minor), node: m[4]}, true
 }

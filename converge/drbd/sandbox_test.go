@@ -36,3 +36,18 @@ func TestSandboxNeverRunsTools(t *testing.T) {
 		t.Errorf("not member in sandbox: %v", chs[0].Err)
 	}
 }
+
+func TestLinkerOrdersAfterDrbdUtils(t *testing.T) {
+	p, _ := New(DefaultConfig(), nil)
+	rs := []*hivev1.Resource{
+		{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: cases[0].d}},
+		{Key: "package:drbd-utils", Kind: &hivev1.Resource_Package{Package: &hivev1.Package{Name: "drbd-utils"}}},
+	}
+	g, err := converge.BuildGraph(rs, map[string]converge.Linker{converge.KindDrbd: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Waves) != 2 || g.Waves[0][0] != "package:drbd-utils" || g.Waves[1][0] != "drbd:r0" {
+		t.Errorf("waves %v", g.Waves)
+	}
+}

@@ -41,6 +41,8 @@
 // The engine calls Plan and Apply from one goroutine at a time. A Window's
 // timer runs the rollback on its own goroutine; the Window methods and the
 // Provider accessors (Window, LastWindow, ClearHold) are safe from any
-// goroutine. Only Plan, Apply, Prune and Window.Rollback run iptables and block;
-// Confirm never blocks.
+// goroutine. Only Plan, Apply, Prune and Window.Rollback run iptables and
+// block; changes (Apply, rollbacks) are serialised by one provider mutex,
+// so a rollback never interleaves with an apply. Confirm never runs
+// iptables (it waits only for a rollback in progress).
 package firewall

@@ -82,7 +82,7 @@ func baseRules() *hivev1.Firewall {
 			{Protocol: "icmpv6", Action: accept},
 			{Protocol: "udp", Ports: []string{"53"}, Action: reject},
 			{Chain: "output", Protocol: "tcp", Destinations: []string{"192.0.2.0/24"}, Action: drop, Comment: "no test-net"},
-			{Chain: "forward", InInterface: "veth+", Action: logAct},
+			{Chain: "forward", InInterface: "veth+", Action: logAct, Comment: `odd: it's "q" \\ back`},
 		},
 		Policies: map[string]hivev1.FirewallAction{"forward": drop},
 	}
@@ -250,6 +250,18 @@ func TestNetnsBadInputLeavesStateAlone(t *testing.T) {
 	if p.Window() != nil {
 		t.Error("bad input opened a window")
 	}
+	// Once the interface exists, the same rules go through.
+	n.ip("link", "add", "eth7", "type", "veth", "peer", "name", "eth7p")
+	withEth7 := baseRules()
+	withEth7.Rules = append(withEth7.Rules, &hivev1.FirewallRule{InInterface: "eth7", Action: accept})
+	if ch := runOnce(t, p, n, withEth7); ch.Err != nil || !ch.Needed || !strings.Contains(ch.Diff, "-i eth7 -j ACCEPT") {
+		t.Fatalf("after adding eth7: %v\n%s", ch.Err, ch.Diff)
+	}
+	_ = p.Window().Confirm()
+	if ch := runOnce(t, p, n, baseRules()); ch.Err != nil {
+		t.Fatal(ch.Err)
+	}
+	_ = p.Window().Confirm()
 
 	// IPv6 restore failing after IPv4 was applied: IPv4 is restored, the
 	// change fails, nothing is half-applied. The fault is injected around
@@ -393,7 +405,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 	node, coord := twoHosts(t)
 	listen(t, coord, "10.77.0.2:7400")
 	probe := func(ctx context.Context) error {
-		timeout := 300 * time.Millisecond
+		timeout := time.Second
 		if d, ok := ctx.Deadline(); ok {
 			timeout = min(time.Until(d), timeout)
 		}
@@ -403,9 +415,12 @@ func TestNetnsConfirmWindow(t *testing.T) {
 		t.Fatalf("coordinator unreachable before the change: %v", err)
 	}
 	p := newProvider(t, func(c *Config) { c.HoldBack = 0 })
+	// Windows that must end confirmed get 3 s, so a loaded machine does
+	// not turn a slow probe into a rollback; the one that must roll back
+	// gets 1 s.
 	good := &hivev1.Firewall{
 		Rules:          []*hivev1.FirewallRule{{Protocol: "tcp", Ports: []string{"22"}, Action: accept}},
-		ConfirmSeconds: 1,
+		ConfirmSeconds: 3,
 	}
 
 	// A change that keeps the coordinator reachable is confirmed and stays.
@@ -416,7 +431,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 	if st := w.ConfirmWith(context.Background(), 100*time.Millisecond, probe); st != WindowConfirmed {
 		t.Fatalf("good rules: window %s", st)
 	}
-	time.Sleep(1200 * time.Millisecond) // past the deadline: nothing happens
+	time.Sleep(3200 * time.Millisecond) // past the deadline: nothing happens
 	if ch := runOnce(t, p, node, good); ch.Needed || ch.Err != nil {
 		t.Fatalf("confirmed rules were changed: %v %s", ch.Err, ch.Diff)
 	}
@@ -462,7 +477,7 @@ func TestNetnsConfirmWindow(t *testing.T) {
 		t.Error("held-back rules were applied")
 	}
 	// Other rules go through.
-	if ch := runOnce(t, p, node, &hivev1.Firewall{ConfirmSeconds: 1}); ch.Err != nil || !ch.Needed {
+	if ch := runOnce(t, p, node, &hivev1.Firewall{ConfirmSeconds: 3}); ch.Err != nil || !ch.Needed {
 		t.Fatalf("new rules after rollback: %v", ch.Err)
 	}
 	if st := p.Window().ConfirmWith(context.Background(), 100*time.Millisecond, probe); st != WindowConfirmed {
@@ -567,5 +582,56 @@ func TestNetnsWindowSurvivesRestart(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file kept after rollback: %v", err)
+	}
+}
+
+// TestNetnsEngine runs the provider through the real converge engine:
+// changed, then ok, then pruned when the node state no longer has a
+// firewall.
+func TestNetnsEngine(t *testing.T) {
+	n := newNetns(t)
+	p := newProvider(t, nil)
+	reg, err := converge.NewRegistry(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := converge.New(converge.Config{Root: "/", Runner: n.runner(), Logger: testLogger(t), Family: converge.FamilyDebian}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &hivev1.NodeState{Node: "n1", Generation: 1, Resources: []*hivev1.Resource{fwResource(baseRules())}}
+	outcome := func(rep *converge.Report) string {
+		var s []string
+		for _, r := range rep.Results {
+			s = append(s, r.GetKey()+"="+strings.TrimPrefix(r.GetOutcome().String(), "OUTCOME_"))
+		}
+		return strings.Join(s, " ")
+	}
+	for i, want := range []string{"firewall:filter=CHANGED", "firewall:filter=OK"} {
+		rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := outcome(rep); got != want {
+			t.Errorf("run %d: %s, want %s", i+1, got, want)
+		}
+		if w := p.Window(); w != nil {
+			_ = w.Confirm()
+		}
+	}
+	st.Resources = nil
+	rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcome(rep); got != "firewall:filter=CHANGED" {
+		t.Errorf("prune run: %s", got)
+	}
+	if s := n.save(IPv4); strings.Contains(s, "HIVE-") {
+		t.Errorf("hive chains left after prune:\n%s", s)
+	}
+	rep, _ = eng.Run(context.Background(), st, converge.RunOptions{})
+	if got := outcome(rep); got != "" {
+		t.Errorf("second prune run: %s", got)
 	}
 }

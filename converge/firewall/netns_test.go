@@ -30,6 +30,19 @@ type netns struct {
 	name string
 }
 
+// newNetnsB is newNetns for benchmarks.
+func newNetnsB(b *testing.B) *netns {
+	b.Helper()
+	testenv.RequireNetns(b)
+	testenv.RequireTool(b, "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")
+	name := fmt.Sprintf("hfw-%s-%d", runID, nsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Fatalf("ip netns add: %v %s", err, out)
+	}
+	b.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	return &netns{name: name}
+}
+
 // newNetns creates a namespace "hfw-<run>-<n>" with lo up, deleted in
 // t.Cleanup. It requires root, ip and the iptables tools.
 func newNetns(t *testing.T) *netns {

@@ -85,6 +85,8 @@ type Provider struct {
 	cfg Config
 	log *slog.Logger
 
+	// ops serialises every change of the tables: Apply and rollbacks.
+	ops    sync.Mutex
 	mu     sync.Mutex
 	window *Window // open window, or nil
 	last   *Window // last window, open or ended
@@ -113,6 +115,12 @@ func New(cfg Config, log *slog.Logger) (*Provider, error) {
 
 // Kind implements converge.Provider.
 func (p *Provider) Kind() string { return converge.KindFirewall }
+
+// Requires implements converge.Linker: the iptables package, when the
+// state installs it, comes first.
+func (p *Provider) Requires(r *hivev1.Resource, all []*hivev1.Resource) []string {
+	return []string{"package:iptables"}
+}
 
 // Window returns the confirm window of the last change while it is open,
 // else nil.
@@ -271,6 +279,8 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 }
 
 func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) error {
+	p.ops.Lock()
+	defer p.ops.Unlock()
 	var applied []Family
 	for _, f := range Families {
 		pl := d.plans[f]
@@ -337,6 +347,7 @@ func (p *Provider) open(env *converge.Env, d *planData) {
 		runner:   env.Runner,
 		log:      p.log,
 		onEnd:    p.ended,
+		ops:      &p.ops,
 		done:     make(chan struct{}),
 	}
 	if err := p.saveWindow(w); err != nil {
@@ -411,6 +422,7 @@ func (p *Provider) recover(env *converge.Env) error {
 		runner:   env.Runner,
 		log:      p.log,
 		onEnd:    p.ended,
+		ops:      &p.ops,
 		done:     make(chan struct{}),
 	}
 	w.timer = time.AfterFunc(p.cfg.ConfirmWindow, w.expire)
@@ -509,7 +521,7 @@ func restore(ctx context.Context, r converge.Runner, f Family, input []byte) err
 }
 
 // checkInterfaces fails when a rule names an interface (not a wildcard)
-// that `ip -o link show` does not list.
+// that `ip -j link show` does not list.
 func checkInterfaces(ctx context.Context, r converge.Runner, fw *hivev1.Firewall) error {
 	var names []string
 	for _, rule := range fw.GetRules() {
@@ -522,11 +534,14 @@ func checkInterfaces(ctx context.Context, r converge.Runner, fw *hivev1.Firewall
 	if len(names) == 0 {
 		return nil
 	}
-	out, err := r.Run(ctx, converge.Cmd{Name: "ip", Args: []string{"-o", "link", "show"}})
+	out, err := r.Run(ctx, converge.Cmd{Name: "ip", Args: []string{"-j", "link", "show"}})
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
-	have := linkNames(out.Stdout)
+	have, err := linkNames(out.Stdout)
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
 	var missing []string
 	for _, n := range names {
 		if !have[n] {
@@ -540,22 +555,19 @@ func checkInterfaces(ctx context.Context, r converge.Runner, fw *hivev1.Firewall
 	return nil
 }
 
-// linkNames parses `ip -o link show`: "2: eth0@if7: <...> ...".
-func linkNames(out []byte) map[string]bool {
-	have := map[string]bool{}
-	for _, line := range strings.Split(string(out), "\n") {
-		_, rest, ok := strings.Cut(line, ": ")
-		if !ok {
-			continue
-		}
-		name, _, ok := strings.Cut(rest, ":")
-		if !ok {
-			continue
-		}
-		name, _, _ = strings.Cut(name, "@")
-		have[strings.TrimSpace(name)] = true
+// linkNames parses `ip -j link show`.
+func linkNames(out []byte) (map[string]bool, error) {
+	var links []struct {
+		Name string `json:"ifname"`
 	}
-	return have
+	if err := json.Unmarshal(out, &links); err != nil {
+		return nil, fmt.Errorf("parse ip -j link show: %w", err)
+	}
+	have := map[string]bool{}
+	for _, l := range links {
+		have[l.Name] = true
+	}
+	return have, nil
 }
 
 func dedup(s []string) []string {

@@ -183,3 +183,34 @@ func TestQuoteMatchesIptablesSave(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRender feeds arbitrary field values to Render: it must either fail
+// with ErrInvalid or produce rules that contain no newline (which would
+// inject lines into the iptables-restore input).
+func FuzzRender(f *testing.F) {
+	f.Add("tcp", "22", "10.0.0.0/8", "eth0", "ssh", "established")
+	f.Add("udp", "1:2", "fd00::/8", "veth+", `a "b"`, "new")
+	f.Add("icmp", "", "1.2.3.4", "", "", "")
+	f.Fuzz(func(t *testing.T, proto, port, src, iface, comment, state string) {
+		r := &hivev1.FirewallRule{Protocol: proto, Sources: []string{src}, InInterface: iface, Comment: comment, States: []string{state}, Action: accept}
+		if port != "" {
+			r.Ports = []string{port}
+		}
+		out, err := Render(&hivev1.Firewall{Rules: []*hivev1.FirewallRule{r}})
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error without ErrInvalid: %v", err)
+			}
+			return
+		}
+		for _, rs := range out {
+			for _, rules := range rs.Chains {
+				for _, l := range rules {
+					if strings.ContainsAny(l, "\n\r\x00") {
+						t.Fatalf("rule with a line break: %q", l)
+					}
+				}
+			}
+		}
+	})
+}

@@ -49,8 +49,9 @@ var ErrWindowClosed = errors.New("firewall confirm window already closed")
 // rollback as a failed result and holds the rolled-back rules back (see
 // Config.HoldBack).
 //
-// All methods are safe for concurrent use and never block on iptables
-// except Rollback, which runs the restore.
+// All methods are safe for concurrent use. Only Rollback (and the
+// deadline's own rollback) runs iptables; Confirm may wait for a rollback
+// in progress and then reports ErrWindowClosed.
 type Window struct {
 	deadline time.Time
 	hash     string              // desired rules that were applied
@@ -58,6 +59,7 @@ type Window struct {
 	runner   converge.Runner
 	log      *slog.Logger
 	onEnd    func(*Window)
+	ops      *sync.Mutex // the provider's: serialises iptables changes
 
 	mu    sync.Mutex
 	state WindowState
@@ -101,6 +103,10 @@ func (w *Window) Confirm() error {
 // by itself; the agent may call it early, e.g. when it knows the
 // coordinators are unreachable through the new rules.
 func (w *Window) Rollback(ctx context.Context) error {
+	// Never interleave with an Apply of the provider (lock order: ops,
+	// then the window).
+	w.ops.Lock()
+	defer w.ops.Unlock()
 	w.mu.Lock()
 	if w.state != WindowOpen {
 		st := w.state

@@ -130,6 +130,12 @@ func (p *Provider) Close() error { return p.cli.Close() }
 // Kind implements converge.Provider.
 func (p *Provider) Kind() string { return converge.KindSwarm }
 
+// Requires implements converge.Linker: the Docker package and service, when
+// the state declares them, come first.
+func (p *Provider) Requires(r *hivev1.Resource, all []*hivev1.Resource) []string {
+	return []string{"package:docker.io", "package:docker-ce", "service:docker.service"}
+}
+
 // Published returns the values this node publishes for others: the join
 // tokens, while it is a swarm manager. The agent copies them into
 // Report.published_secrets. Safe from any goroutine.
@@ -229,7 +235,8 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 	}
 	d := &planData{s: s, advertise: s.GetAdvertiseAddr()}
 	if d.advertise == "" && len(env.Facts.GetAddresses()) > 0 {
-		d.advertise = env.Facts.GetAddresses()[0]
+		// Facts may carry "10.0.0.5/24": docker wants the address.
+		d.advertise, _, _ = strings.Cut(env.Facts.GetAddresses()[0], "/")
 	}
 	if d.advertise == "" {
 		return nil, fmt.Errorf("%w: no advertise address (set advertise_addr or give the node an address)", ErrInvalid)
@@ -262,6 +269,12 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 		return nil, fmt.Errorf("docker info: %w", err)
 	}
 	sw := info.Info.Swarm
+	for _, a := range s.GetManagerAddrs() {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			a = net.JoinHostPort(a, fmt.Sprint(p.cfg.ListenPort))
+		}
+		d.managers = append(d.managers, a)
+	}
 	join := func(reason string) error {
 		if s.GetInitializer() {
 			d.steps = append(d.steps, step{kind: "init", text: fmt.Sprintf("%sinit swarm advertising %s", reason, d.advertise)})
@@ -315,14 +328,8 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 
 // joinInputs checks that a joining node has managers and a token.
 func (p *Provider) joinInputs(env *converge.Env, s *hivev1.Swarm, d *planData) error {
-	if len(s.GetManagerAddrs()) == 0 {
+	if len(d.managers) == 0 {
 		return fmt.Errorf("%w: no manager address rendered yet (the swarm has not been initialised)", ErrNoManager)
-	}
-	for _, a := range s.GetManagerAddrs() {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			a = net.JoinHostPort(a, fmt.Sprint(p.cfg.ListenPort))
-		}
-		d.managers = append(d.managers, a)
 	}
 	name := s.GetJoinTokenSecret()
 	tok := strings.TrimSpace(string(env.Secrets[name]))
@@ -536,6 +543,11 @@ func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st st
 		p.forget()
 		_ = removeMarker(env)
 	case "init":
+		// The initializer can change (a new lower-named node with init):
+		// never start a second swarm next to one whose manager answers.
+		if len(d.managers) > 0 && p.reachable(ctx, d.managers) == nil {
+			return fmt.Errorf("%w: a swarm manager already answers at %s; refusing to initialise a second swarm (drop init from this node or let it join)", ErrState, strings.Join(d.managers, ","))
+		}
 		res, err := p.cli.SwarmInit(ctx, client.SwarmInitOptions{
 			ListenAddr:    fmt.Sprintf("0.0.0.0:%d", p.cfg.ListenPort),
 			AdvertiseAddr: d.advertise,
@@ -702,8 +714,10 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 	}
 	sw := info.Info.Swarm
 	if sw.LocalNodeState == dswarm.LocalNodeStateInactive || sw.NodeID != id {
-		// Left already, or a swarm hive did not create: only forget.
-		return nil, removeMarker(env)
+		// Left already, or a swarm hive did not create: nothing to do
+		// (Prune must not modify the host; a stale marker names a node
+		// that no longer exists and is overwritten by the next join).
+		return nil, nil
 	}
 	st := step{kind: "leave", force: sw.ControlAvailable, text: "leave the swarm (no swarm role any more)"}
 	d := &planData{s: &hivev1.Swarm{}, steps: []step{st}}

@@ -19,7 +19,7 @@ func TestSandboxNeverContactsEngine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &converge.Env{Root: t.TempDir(), Facts: &hivev1.NodeFacts{Name: "m1", Addresses: []string{"10.0.0.1"}}}
+	env := &converge.Env{Root: t.TempDir(), Facts: &hivev1.NodeFacts{Name: "m1", Addresses: []string{"10.0.0.1/24"}}}
 	s := &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Initializer: true, Networks: []*hivev1.SwarmNetwork{{Name: "n1"}}}
 	chs, err := p.Plan(context.Background(), env, &converge.Batch{Items: []converge.Item{{Key: "swarm:node", Resource: swarmRes(s)}}})
 	if err != nil || chs[0].Err != nil || !chs[0].Needed {

@@ -111,8 +111,9 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 // TestSwarmTimeline forms a swarm of one manager and two workers through
 // the provider, against real engines: init with networks and tokens, a
 // worker joining while the manager is down (precise failure, success on
-// retry), labels applied by the initializer, a removed node leaving and
-// being removed from the node list, a no-op rerun.
+// retry), a join stuck pending cancelled and redone, labels applied by the
+// initializer, a removed node leaving and being removed from the node list,
+// a worker promoted to manager, no-op reruns.
 func TestSwarmTimeline(t *testing.T) {
 	l := newLab(t, "m1", "w1", "w2")
 	m1, w1, w2 := newMember(t, l.nodes[0]), newMember(t, l.nodes[1]), newMember(t, l.nodes[2])
@@ -213,8 +214,20 @@ func TestSwarmTimeline(t *testing.T) {
 	if st := w1.state(t); st.LocalNodeState != dswarm.LocalNodeStateActive || st.ControlAvailable {
 		t.Fatalf("w1 state %+v", st)
 	}
-	if ch = w2.converge(t, worker(nil)); ch.Err != nil {
-		t.Fatalf("w2 join: %v", ch.Err)
+	// w2's engine is stuck in a join through a manager that does not
+	// exist (started by hand, left retrying in the background): the
+	// provider cancels it and joins properly.
+	jctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, _ = w2.cli.SwarmJoin(jctx, client.SwarmJoinOptions{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: w2.n.addr,
+		RemoteAddrs: []string{"10.79.0.99:2377"}, JoinToken: string(pub[PublishedWorkerToken])})
+	cancel()
+	eventually(t, "w2 pending", 10*time.Second, func() bool { return w2.state(t).LocalNodeState == dswarm.LocalNodeStatePending })
+	ch = w2.converge(t, worker(nil))
+	if ch.Err != nil || !strings.Contains(ch.Diff, "cancel the pending join") {
+		t.Fatalf("w2 join from pending: %v %s", ch.Err, ch.Diff)
+	}
+	if st := w2.state(t); st.LocalNodeState != dswarm.LocalNodeStateActive {
+		t.Fatalf("w2 state %s", st.LocalNodeState)
 	}
 	if ch = w1.converge(t, worker(nil)); ch.Err != nil || ch.Needed {
 		t.Errorf("w1 rerun: needed=%v err=%v %s", ch.Needed, ch.Err, ch.Diff)
@@ -247,6 +260,15 @@ func TestSwarmTimeline(t *testing.T) {
 	}
 	if rm, err := w2.p.Prune(context.Background(), w2.env, nil); err != nil || len(rm) != 0 {
 		t.Errorf("second prune: %v %v", rm, err)
+	}
+	// Were w2 to become the initializer while m1 runs the swarm, it must
+	// not start a second swarm.
+	rogue := &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Init: true, Initializer: true, ManagerAddrs: []string{m1.n.addr + ":2377"}}
+	if ch = w2.converge(t, rogue); !errors.Is(ch.Err, ErrState) || !strings.Contains(ch.Err.Error(), "refusing to initialise a second swarm") {
+		t.Errorf("second initializer: %v", ch.Err)
+	}
+	if st := w2.state(t); st.LocalNodeState != dswarm.LocalNodeStateInactive {
+		t.Errorf("w2 after refused init: %s", st.LocalNodeState)
 	}
 	manager.Members = members[:2]
 	eventually(t, "w2 down on the manager", 30*time.Second, func() bool {

@@ -358,7 +358,7 @@ func TestCloudInitExample(t *testing.T) {
 		if !strings.HasPrefix(f.Path, "/etc/hive/") {
 			t.Errorf("write_files %s: outside /etc/hive", f.Path)
 		}
-		if (strings.HasSuffix(f.Path, ".key") || strings.Contains(f.Path, "token")) && f.Permissions != "0600" {
+		if (strings.HasSuffix(f.Path, ".key") || strings.HasSuffix(f.Path, "-key.pem") || strings.Contains(f.Path, "token")) && f.Permissions != "0600" {
 			t.Errorf("write_files %s: permissions %q, want 0600", f.Path, f.Permissions)
 		}
 		files[f.Path] = f.Content

@@ -37,7 +37,7 @@ if systemctl is-active --quiet hive-agent.service; then
 fi
 
 # Nothing instance-specific or secret in the image.
-rm -rf /var/lib/hive/agent/* /etc/hive/tls/* /etc/hive/bootstrap-token
+rm -rf /var/lib/hive/agent/* /etc/hive/tls/* /etc/hive/bootstrap-token /etc/hive/gossip.key /etc/hive/labels
 cloud-init clean --logs --seed
 rm -f /etc/ssh/ssh_host_*
 truncate -s 0 /etc/machine-id

@@ -23,9 +23,25 @@ var builds struct {
 // "hivectl"; each from ./cmd/NAME) once per test process and returns their
 // paths by name. A command that fails to build fails t with the compiler's
 // message. Set NETLAB_RACE=1 to build them with the race detector (slower,
-// several times the memory per process).
+// several times the memory per process). With NETLAB_BIN_DIR set, nothing is
+// built: the binaries are taken from that directory (to test an installed or
+// released build).
 func Build(t testing.TB, names ...string) map[string]string {
 	t.Helper()
+	if dir := os.Getenv("NETLAB_BIN_DIR"); dir != "" {
+		paths := map[string]string{}
+		for _, n := range names {
+			p, err := filepath.Abs(filepath.Join(dir, n))
+			if err == nil {
+				_, err = os.Stat(p)
+			}
+			if err != nil {
+				t.Fatalf("netlab: NETLAB_BIN_DIR: %v", err)
+			}
+			paths[n] = p
+		}
+		return paths
+	}
 	builds.Lock()
 	defer builds.Unlock()
 	if builds.dir == "" {
@@ -47,7 +63,9 @@ func Build(t testing.TB, names ...string) map[string]string {
 		}
 	}
 	if len(todo) > 0 {
-		args := []string{"build", "-o", builds.dir + "/"}
+		// The same settings as `make build`, so that after it only the link
+		// step is left to do.
+		args := []string{"build", "-trimpath", "-o", builds.dir + "/"}
 		if os.Getenv("NETLAB_RACE") == "1" {
 			args = append(args, "-race")
 		}
@@ -57,6 +75,9 @@ func Build(t testing.TB, names ...string) map[string]string {
 		var out bytes.Buffer
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
+		if os.Getenv("NETLAB_RACE") != "1" { // -race needs cgo
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
 		if err != nil {

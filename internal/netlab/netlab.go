@@ -1,13 +1,20 @@
 // Package netlab runs real processes on separate network "hosts" for
 // multi-host tests: one Linux network namespace per host, each with its own
-// veth and IPv4 address, all plugged into one bridge that lives in a
-// "switch" namespace of its own, so the machine's own interfaces, routes and
-// firewall are never touched.
+// veth and IPv4 address, all connected to one "switch" namespace of the
+// lab's own, so the machine's own interfaces, routes and firewall are never
+// touched.
+//
+// The switch routes (each host is a /32 behind its own veth, with the
+// switch's address 10.231.N.1 as its gateway) rather than bridges: on a
+// bridge every host keeps an ARP entry for every host it talks to, and the
+// kernel's neighbour table is shared by all namespaces (gc_thresh3, 1024 by
+// default): 50 gossiping hosts (~2,600 entries) overflowed it, for every
+// program on the machine. Routed, the whole lab needs two entries per host.
 //
 // A Lab belongs to one test (New registers its teardown with t.Cleanup):
 //
-//	lab := netlab.New(t)          // switch namespace + bridge
-//	h1 := lab.AddHost("c1")       // namespace, veth, 10.231.X.10/24
+//	lab := netlab.New(t)          // switch namespace
+//	h1 := lab.AddHost("c1")       // namespace, veth, 10.231.N.10
 //	p := h1.Start("coord", bin, "--grpc-addr", h1.Addr+":7400")
 //	h1.Cut(); h1.Heal()           // link down / up on the switch side
 //	p.Kill()                      // kill -9
@@ -19,8 +26,7 @@
 // 10.231.<n>.0/24 exists only inside the lab's namespaces and is never routed
 // to the machine. Teardown (t.Cleanup, also after a failure or a panic)
 // kills every process, dumps each process's log with t.Log when the test
-// failed, and deletes the namespaces; deleting the switch namespace deletes
-// the bridge and the veths. Namespaces left behind by a test binary that was
+// failed, and deletes the namespaces (which deletes the veths). Namespaces left behind by a test binary that was
 // killed outright are swept by the next New (their run's pid is gone).
 //
 // Processes are started with "ip netns exec", which enters the namespace and
@@ -67,7 +73,7 @@ var ErrNetemUnavailable = errors.New("netem queueing discipline not available in
 // maxHosts is how many host addresses fit the /24 (from .10 to .254).
 const maxHosts = 245
 
-// Lab is one test's network: a switch namespace with a bridge, and hosts.
+// Lab is one test's network: a switch namespace routing between hosts.
 type Lab struct {
 	t      testing.TB
 	id     string // run ID: "<pid>x<hex>"
@@ -81,7 +87,7 @@ type Lab struct {
 	closed bool
 }
 
-// New creates a lab for t: the switch namespace and its bridge. It requires
+// New creates a lab for t: the switch namespace. It requires
 // root and the ip tool (skipping locally, failing under CI=true), and
 // registers the teardown with t.Cleanup.
 func New(t testing.TB) *Lab {
@@ -108,8 +114,11 @@ func New(t testing.TB) *Lab {
 	}
 	for _, args := range [][]string{
 		{"-n", l.sw, "link", "set", "lo", "up"},
-		{"-n", l.sw, "link", "add", "br0", "type", "bridge"},
-		{"-n", l.sw, "link", "set", "br0", "up"},
+		{"netns", "exec", l.sw, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		// A cut host's /32 route disappears with its link: the blackhole
+		// then drops its packets silently, as a pulled cable would,
+		// instead of answering "no route to host".
+		{"-n", l.sw, "route", "add", "blackhole", l.subnet + ".0/24"},
 	} {
 		if err := ipc(args...); err != nil {
 			t.Fatalf("netlab: %v", err)
@@ -140,7 +149,8 @@ func (l *Lab) Host(name string) *Host {
 }
 
 // AddHost creates a host: a namespace with loopback up and an eth0 holding
-// the next free address of the lab's /24, connected by a veth to the bridge.
+// the next free address of the lab's /24, connected by a veth to the
+// switch, which is its gateway to every other host (and only to them).
 // name must be short (letters, digits, '-'), unique in the lab.
 func (l *Lab) AddHost(name string) *Host {
 	l.t.Helper()
@@ -188,17 +198,57 @@ func (l *Lab) addHost(name string) (*Host, error) {
 	}
 	for _, args := range [][]string{
 		{"-n", l.sw, "link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
-		{"-n", l.sw, "link", "set", h.port, "master", "br0"},
+		{"-n", l.sw, "addr", "add", l.gateway() + "/32", "dev", h.port},
 		{"-n", l.sw, "link", "set", h.port, "up"},
+		{"-n", l.sw, "route", "replace", h.Addr + "/32", "dev", h.port},
 		{"-n", h.NS, "link", "set", "lo", "up"},
-		{"-n", h.NS, "addr", "add", h.Addr + "/24", "dev", "eth0"},
+		{"-n", h.NS, "addr", "add", h.Addr + "/32", "dev", "eth0"},
 		{"-n", h.NS, "link", "set", "eth0", "up"},
+		{"-n", h.NS, "route", "add", l.subnet + ".0/24", "via", l.gateway(), "dev", "eth0", "onlink"},
 	} {
 		if err := ipc(args...); err != nil {
 			return nil, err
 		}
 	}
+	if err := h.waitLink(true); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// gateway is the switch's address on every host's link.
+func (l *Lab) gateway() string { return l.subnet + ".1" }
+
+// waitLink waits until the host's link is up at both ends (up), or down at
+// both (!up). The kernel
+// applies carrier changes asynchronously (and rate-limits them when many
+// links change at once), so without this wait the first packets of a new
+// or healed host can be lost, a first ARP request among them: a second's
+// delay, or a failed connect.
+func (h *Host) waitLink(up bool) error {
+	deadline := time.Now().Add(10 * time.Second)
+	var sw, host []byte
+	for {
+		var err error
+		sw, err = exec.Command("ip", "-n", h.lab.sw, "-o", "link", "show", "dev", h.port).Output()
+		if err != nil {
+			return fmt.Errorf("ip link show %s: %w", h.port, err)
+		}
+		host, err = exec.Command("ip", "-n", h.NS, "-o", "link", "show", "dev", "eth0").Output()
+		if err != nil {
+			return fmt.Errorf("ip link show eth0 in %s: %w", h.NS, err)
+		}
+		if up && bytes.Contains(sw, []byte(" state UP ")) && bytes.Contains(host, []byte(" state UP ")) {
+			return nil
+		}
+		if !up && !bytes.Contains(host, []byte(" state UP ")) && !bytes.Contains(sw, []byte(" state UP ")) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("link of %s not %s after 10s:\nswitch side: %s\nhost side: %s", h.Name, map[bool]string{true: "up", false: "down"}[up], sw, host)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // close is the teardown: stop processes, dump logs if the test failed,
@@ -299,13 +349,13 @@ func ipc(args ...string) error {
 	return nil
 }
 
-// Host is one network namespace with one address on the lab's bridge.
+// Host is one network namespace with one address in the lab.
 type Host struct {
 	// Name is the host's name in the lab.
 	Name string
 	// NS is the namespace name (carries the lab's run ID).
 	NS string
-	// Addr is the host's IPv4 address on the bridge.
+	// Addr is the host's IPv4 address.
 	Addr string
 
 	lab  *Lab
@@ -381,10 +431,13 @@ func (h *Host) StartEnv(name string, env []string, argv ...string) *Proc {
 
 // Cut takes the host's link down on the switch side, like pulling its
 // cable: the host keeps its address and routes, and no packet passes in
-// either direction until Heal.
+// either direction (silently: no ICMP error either) until Heal.
 func (h *Host) Cut() {
 	h.lab.t.Helper()
 	if err := ipc("-n", h.lab.sw, "link", "set", h.port, "down"); err != nil {
+		h.lab.t.Fatalf("netlab: cut %s: %v", h.Name, err)
+	}
+	if err := h.waitLink(false); err != nil {
 		h.lab.t.Fatalf("netlab: cut %s: %v", h.Name, err)
 	}
 }
@@ -392,7 +445,16 @@ func (h *Host) Cut() {
 // Heal brings the host's link back up.
 func (h *Host) Heal() {
 	h.lab.t.Helper()
-	if err := ipc("-n", h.lab.sw, "link", "set", h.port, "up"); err != nil {
+	// Taking the link down removed the host's route: put it back.
+	for _, args := range [][]string{
+		{"-n", h.lab.sw, "link", "set", h.port, "up"},
+		{"-n", h.lab.sw, "route", "replace", h.Addr + "/32", "dev", h.port},
+	} {
+		if err := ipc(args...); err != nil {
+			h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
+		}
+	}
+	if err := h.waitLink(true); err != nil {
 		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -363,4 +364,54 @@ func run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// FuzzPackageVersion: whatever the input, PackageVersion either fails or
+// returns parts made only of the characters both deb and rpm versions
+// allow, with a numeric X.Y.Z version.
+func FuzzPackageVersion(f *testing.F) {
+	for _, s := range []string{"v1.2.3", "v1.2.3-rc.1", "v1.2.3-4-gabcdef0-dirty", "974c809", "dev", "", "v1.2", "v1.2.3-"} {
+		f.Add(s)
+	}
+	okVersion := regexp.MustCompile(`^\d+\.\d+\.\d+$`)
+	okPart := regexp.MustCompile(`^[0-9A-Za-z.]*$`)
+	f.Fuzz(func(t *testing.T, in string) {
+		v, pre, meta, err := PackageVersion(in)
+		if err != nil {
+			return
+		}
+		if !okVersion.MatchString(v) || !okPart.MatchString(pre) || !okPart.MatchString(meta) {
+			t.Fatalf("PackageVersion(%q) = %q %q %q", in, v, pre, meta)
+		}
+	})
+}
+
+// TestArchNames builds arm64 packages and reads the architecture back with
+// dpkg-deb and rpm: each format's own name for it.
+func TestArchNames(t *testing.T) {
+	testenv.RequireTool(t, "dpkg-deb", "rpm")
+	for _, tc := range []struct{ goarch, deb, rpm string }{{"amd64", "amd64", "x86_64"}, {"arm64", "arm64", "aarch64"}} {
+		cfg := DefaultConfig()
+		cfg.Arch = tc.goarch
+		cfg.BinDir = fakeBins(t)
+		cfg.DeployDir = filepath.Join(repoRoot(t), "deploy")
+		cfg.OutDir = t.TempDir()
+		cfg.Packages = []string{"hivectl"}
+		arts, err := Build(context.Background(), cfg, nil)
+		if err != nil || len(arts) != 2 {
+			t.Fatalf("Build %s: %v %v", tc.goarch, arts, err)
+		}
+		for _, a := range arts {
+			var got, want string
+			switch a.Format {
+			case "deb":
+				got, want = strings.TrimSpace(run(t, "dpkg-deb", "-f", a.Path, "Architecture")), tc.deb
+			case "rpm":
+				got, want = strings.TrimSpace(run(t, "rpm", "-qp", "--qf", "%{ARCH}", a.Path)), tc.rpm
+			}
+			if got != want || !strings.Contains(filepath.Base(a.Path), want) {
+				t.Errorf("%s %s: architecture %q in %s, want %q", tc.goarch, a.Format, got, filepath.Base(a.Path), want)
+			}
+		}
+	}
 }

@@ -5,6 +5,8 @@ package netlabtests
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -29,15 +31,17 @@ const (
 // host where hivectl runs. Everything uses mutual TLS with certificates made
 // by `hivectl tls`.
 type cluster struct {
-	t        testing.TB
-	lab      *netlab.Lab
-	bin      map[string]string
-	dir      string // data dirs, roots, site files
-	pki      string // ca.pem, NAME.pem, NAME-key.pem
-	admin    *netlab.Host
-	coords   []*node
-	agents   []*node
-	interval string // agents' drift-check interval
+	t   testing.TB
+	lab *netlab.Lab
+	bin map[string]string
+	dir string // data dirs, roots, site files
+	pki string // ca.pem, NAME.pem, NAME-key.pem
+	// gossipKey is the file of the gossip encryption key.
+	gossipKey string
+	admin     *netlab.Host
+	coords    []*node
+	agents    []*node
+	interval  string // agents' drift-check interval
 }
 
 // node is one coordinator or agent process on its own host.
@@ -77,6 +81,15 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	}
 	c.pki = filepath.Join(c.dir, "pki")
 	if err := os.MkdirAll(c.pki, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// One gossip encryption key for every member (32 random bytes, base64).
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	c.gossipKey = filepath.Join(c.pki, "gossip.key")
+	if err := os.WriteFile(c.gossipKey, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c.admin = lab.AddHost("admin")
@@ -133,6 +146,7 @@ func (c *cluster) startCoordinator(n *node) {
 		"--gossip-addr", n.host.Addr + ":" + gossipPort,
 		"--http-addr", n.host.Addr + ":" + httpPort,
 		"--bootstrap-expect", fmt.Sprint(len(c.coords)),
+		"--gossip-key-file", c.gossipKey,
 	}
 	for _, o := range c.coords {
 		if o != n {
@@ -169,6 +183,7 @@ func (c *cluster) agentArgs(n *node, certName string, via *node) []string {
 		"--gossip-addr", n.host.Addr + ":" + gossipPort,
 		"--join", via.host.Addr + ":" + gossipPort,
 		"--interval", c.interval,
+		"--gossip-key-file", c.gossipKey,
 	}
 	for _, l := range n.labels {
 		args = append(args, "--label", l)
@@ -224,6 +239,7 @@ func (c *cluster) waitLeader(timeout time.Duration) {
 	c.t.Helper()
 	var last string
 	ok := poll(timeout, func() bool {
+		c.mustRun(c.coords...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		ms, err := c.members(ctx)
@@ -333,10 +349,14 @@ func (c *cluster) pushE(site string, wait bool) (uint64, error) {
 }
 
 // pushGeneration reads {"generation": N, "sha256": "..."} from push -o json
-// output (the last JSON object, after any progress lines).
+// output (the last JSON object starting a line, after any progress lines).
 func pushGeneration(out []byte) (uint64, error) {
-	i := bytes.LastIndex(out, []byte("{\""))
-	if i < 0 {
+	i := bytes.LastIndex(out, []byte("\n{"))
+	if i >= 0 {
+		i++
+	} else if bytes.HasPrefix(out, []byte("{")) {
+		i = 0
+	} else {
 		return 0, fmt.Errorf("no JSON in push output: %q", out)
 	}
 	var r struct {
@@ -356,6 +376,7 @@ func (c *cluster) waitConverged(gen uint64, timeout time.Duration, agents ...*no
 	var last *siteStatus
 	var lastErr error
 	ok := poll(timeout, func() bool {
+		c.mustRun(agents...)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s, err := c.status(ctx)
@@ -376,6 +397,17 @@ func (c *cluster) waitConverged(gen uint64, timeout time.Duration, agents ...*no
 		c.t.Fatalf("agents %v not converged on generation %d after %v: last status %s (error %v)", names(agents), gen, timeout, dump(last), lastErr)
 	}
 	return last
+}
+
+// mustRun fails the test at once if one of the processes has exited (its
+// log is dumped by the teardown), rather than waiting for a timeout.
+func (c *cluster) mustRun(ns ...*node) {
+	c.t.Helper()
+	for _, n := range ns {
+		if !n.proc.Running() {
+			c.t.Fatalf("%s on %s exited unexpectedly: %v (its log follows below)", n.proc.Name, n.host, n.proc.Err())
+		}
+	}
 }
 
 func names(ns []*node) []string {
