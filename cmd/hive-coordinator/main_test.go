@@ -154,14 +154,14 @@ func TestPackagedConfig(t *testing.T) {
 		fs.String(f, "", "")
 	}
 	fs.StringArray("join", nil, "")
-	fs.Int("bootstrap-expect", 0, "")
+	expect := fs.Int("bootstrap-expect", 0, "")
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "coordinator.yaml"), map[string]bool{}); err != nil {
 		t.Fatal(err)
 	}
-	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
-		t.Fatalf("name %q data %q tls-ca %q", *name, *dataDir, fs.Lookup("tls-ca").Value)
+	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 3 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
+		t.Fatalf("name %q data %q expect %d tls-ca %q", *name, *dataDir, *expect, fs.Lookup("tls-ca").Value)
 	}
 }
