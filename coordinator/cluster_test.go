@@ -630,10 +630,14 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	l := leader(t, nodes)
 	f := followers(nodes, l)
 	l.stop(t)
-	deadline := time.Now().Add(2 * time.Second)
+	if !l.handedOver.Load() {
+		t.Fatal("the leader stopped without handing leadership over")
+	}
+	// The transfer returns once the target won its election.
+	deadline := time.Now().Add(5 * time.Second)
 	for !f[0].IsLeader() && !f[1].IsLeader() {
 		if time.Now().After(deadline) {
-			t.Fatal("no leader right after the old leader's clean stop")
+			t.Fatal("no leader after the old leader's clean stop")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

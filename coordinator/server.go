@@ -92,6 +92,7 @@ type Server struct {
 	notifyCh chan bool
 	// noTransfer skips the leadership hand-over on stop (crash simulation).
 	noTransfer atomic.Bool
+	handedOver atomic.Bool // leadership was handed over on stop
 	// ctx is cancelled when the server stops; long-lived handlers
 	// (watches) end with it.
 	ctx    context.Context
@@ -440,10 +441,19 @@ func (s *Server) transferLeadership() {
 	if f.Error() != nil || len(f.Configuration().Servers) < 2 {
 		return
 	}
-	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = s.raft.LeadershipTransfer().Error()
+		if err == nil || s.raft.State() != raft.Leader {
+			err = nil // handed over (or another server took over meanwhile)
+			break
+		}
+	}
+	if err != nil {
 		s.log.Warn("leadership transfer before stopping", "err", err)
 		return
 	}
+	s.handedOver.Store(true)
 	s.log.Info("handed raft leadership over before stopping")
 }
 
