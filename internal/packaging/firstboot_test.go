@@ -253,7 +253,6 @@ func TestFirstBootWithFiles(t *testing.T) {
 	fb.startAgentAndWait(t, cfg, root)
 }
 
-
 // redeem runs `hivectl tls cert request` on the node's host, as an
 // operator would by hand: no client certificate, only the CA and a token.
 func (fb *firstBoot) redeem(t *testing.T, token, node string) (string, error) {
