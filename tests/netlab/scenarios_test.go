@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hivefleet/hive/agent"
 )
 
 // A new agent that knows one join address (a coordinator's gossip address)
@@ -133,10 +135,11 @@ func TestPartitionedAgentConvergesToNewest(t *testing.T) {
 	c.waitFiles(cut, "3", 2, 5*time.Second)
 }
 
-// kill -9 of an agent in the middle of a run, 20 times: every time it comes
-// back, its cache is intact (restarted with its link cut, it converges from
-// the cache alone to one whole generation), and the final state is
-// converged on the last push.
+// kill -9 of an agent in the middle of a run, 20 times: every time its
+// cache verifies and decodes (read with the agent's own cache code) and it
+// comes back (restarted with its link cut, it converges from the cache
+// alone to one whole generation); no cache file is ever found corrupt, and
+// the final state is converged on the last push.
 func TestAgentKill9DuringRun(t *testing.T) {
 	const files = 200 // a run that takes a while, to be killed in
 	c := newCluster(t, clusterConfig{coordinators: 1, agents: 1})
@@ -161,6 +164,22 @@ func TestAgentKill9DuringRun(t *testing.T) {
 		a.proc.Kill()
 		if a.hasVersion(v, files) {
 			complete++ // the run had already finished: counted, not a failure
+		}
+		// The cache as the killed agent left it: it verifies (checksum) and
+		// decodes, and holds a state that was pushed.
+		cache, err := agent.OpenCache(a.data, nil)
+		if err != nil {
+			t.Fatalf("kill %d: open cache: %v", i, err)
+		}
+		st, err := cache.LoadState()
+		if err != nil || st == nil {
+			t.Fatalf("kill %d: cached state: %v (state %v)", i, err, st)
+		}
+		if _, err := cache.LoadApplied(); err != nil {
+			t.Fatalf("kill %d: cached applied record: %v", i, err)
+		}
+		if st.GetGeneration() < g {
+			t.Fatalf("kill %d: cached generation %d is older than the converged %d", i, st.GetGeneration(), g)
 		}
 
 		// Offline restart: the cache alone must bring one whole generation
@@ -193,6 +212,13 @@ func TestAgentKill9DuringRun(t *testing.T) {
 	last := c.push(siteFiles("final", files), true)
 	c.waitConverged(last, 60*time.Second, a)
 	c.waitFiles(a, "final", files, 5*time.Second)
+	// The agent never found a corrupt cache file (it would have moved it
+	// aside as NAME.corrupt).
+	corrupt, _ := filepath.Glob(filepath.Join(a.data, "*.corrupt"))
+	more, _ := filepath.Glob(filepath.Join(a.data, agent.ReportsDir, "*.corrupt"))
+	if len(corrupt)+len(more) > 0 {
+		t.Fatalf("corrupt cache files: %v %v", corrupt, more)
+	}
 }
 
 // A coordinator's host drops off the network (link cut: no RST, no EOF,
