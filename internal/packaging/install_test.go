@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/hivefleet/hive/internal/debroot"
+	"github.com/hivefleet/hive/internal/netlab"
 	"github.com/hivefleet/hive/internal/testenv"
 )
 
@@ -77,9 +78,7 @@ func TestMain(m *testing.M) {
 	if systemdRoot.dir != "" {
 		os.RemoveAll(filepath.Dir(systemdRoot.dir))
 	}
-	if builtBinaries.dir != "" {
-		os.RemoveAll(builtBinaries.dir)
-	}
+	netlab.CleanupBuilds()
 	os.Exit(code)
 }
 

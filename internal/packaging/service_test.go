@@ -3,7 +3,6 @@ package packaging
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -14,44 +13,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hivefleet/hive/internal/netlab"
 	"github.com/hivefleet/hive/internal/testenv"
 )
 
-// builtBinaries builds the service binaries once per test binary.
-var builtBinaries struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
 // binaries returns a directory holding hive-agent, hive-coordinator,
-// hive-repo and hivectl built from this tree (CGO_ENABLED=0, as make
-// build does).
+// hive-repo and hivectl built from this tree, once per test binary
+// (shared with the netlab tests through netlab.Build).
 func binaries(t *testing.T) string {
 	t.Helper()
-	goTool := testenv.RequireTool(t, "go")
-	builtBinaries.once.Do(func() {
-		dir, err := os.MkdirTemp("", "hive-packaging-bin-")
-		if err != nil {
-			builtBinaries.err = err
-			return
-		}
-		builtBinaries.dir = dir
-		args := []string{"build", "-o", dir + "/"}
-		for _, s := range Packages {
-			args = append(args, "./cmd/"+s.Binary)
-		}
-		cmd := exec.Command(goTool, args...)
-		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			builtBinaries.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if builtBinaries.err != nil {
-		t.Fatal(builtBinaries.err)
+	testenv.RequireTool(t, "go")
+	var names []string
+	for _, s := range Packages {
+		names = append(names, s.Binary)
 	}
-	return builtBinaries.dir
+	return filepath.Dir(netlab.Build(t, names...)["hivectl"])
 }
 
 // unitDirectives reads the [Service] section of a packaged unit file.

@@ -94,9 +94,13 @@ func TestPackagesUnderSystemd(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "nsenter", "unshare")
 	testenv.SkipShort(t)
+	t0 := time.Now()
+	step := func(what string) { t.Logf("%-28s %v", what, time.Since(t0).Round(time.Millisecond)) }
 	bin := binaries(t)
 	arts := buildPackages(t, bin, "v1.0.0")
+	step("binaries and packages")
 	root := debroot.CopyWith(t, "systemd", "dbus")
+	step("root copied")
 	// systemd sets up the units' mount namespaces (ProtectSystem,
 	// PrivateTmp, ...) only when its root is a mount point: bind the root
 	// onto itself (undone before the directory is removed).
@@ -109,6 +113,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		}
 	})
 	b := booted{servicetest.BootSystemd(t, root)}
+	step("systemd booted")
 
 	debs := stagePackages(t, root, arts, "deb", "/var/tmp/pkgs")
 	// dpkg runs in systemd's namespaces, as on a real machine: the
@@ -119,6 +124,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("dpkg -i: %v\n%s", err, out)
 	}
+	step("packages installed")
 	for _, u := range services {
 		p := b.show(t, u, "UnitFileState", "ActiveState")
 		if p["UnitFileState"] != "enabled" || p["ActiveState"] != "inactive" {
@@ -187,6 +193,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		t.Errorf("hive-coordinator after stop: %v, want inactive with result success", p)
 	}
 
+	step("coordinator checked")
 	// hive-repo, configured as the packaged repo.yaml's comments say: a
 	// signing key and an upload token readable by group hive.
 	key := filepath.Join(root, "etc/hive/repo-signing.asc")
@@ -220,6 +227,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 	}
 	b.mustSystemctl(t, "stop", "hive-repo.service")
 
+	step("repo checked")
 	// hive-agent: the packaged agent.yaml has no join address, so the unit
 	// is skipped by its ExecCondition — not failed, not restarting.
 	b.mustSystemctl(t, "start", "hive-agent.service")
@@ -251,6 +259,7 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	b.mustSystemctl(t, "stop", "hive-agent.service")
+	step("agent checked")
 }
 
 func userID(t *testing.T, root, name string) int {
