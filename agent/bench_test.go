@@ -29,6 +29,7 @@ func BenchmarkAgentIdle(b *testing.B) {
 		window, _ = time.ParseDuration(s)
 	}
 	bin := netlab.Build(b, "hive-agent")["hive-agent"]
+	b.Cleanup(netlab.CleanupBuilds)
 	co := startCoordinator(b, b.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
 	addr := co.srv.GRPCAddr()
 

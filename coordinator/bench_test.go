@@ -306,7 +306,8 @@ func BenchmarkLeaderLoss(b *testing.B) {
 		}
 		b.StartTimer()
 		killed := time.Now()
-		l.cancel() // stop the leader without waiting for its shutdown
+		l.noTransfer.Store(true) // a crash: no leadership hand-over
+		l.cancel()               // stop the leader without waiting for its shutdown
 		for {
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			_, err := admin.Push(pctx, &hivev1.PushRequest{Site: testSite(fmt.Sprint("after-", time.Now().UnixNano())), Force: true})

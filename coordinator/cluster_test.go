@@ -191,7 +191,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	}
 	waitFor(t, 20*time.Second, "some pushes", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 5 })
 	killedAt := time.Now()
-	l.stop(t)
+	l.crash(t)
 	var newLeader *node
 	waitFor(t, 20*time.Second, "a new leader and a push after the kill", func() bool {
 		newLeader = nil
@@ -619,5 +619,26 @@ func TestWatchWithoutQuorum(t *testing.T) {
 	defer scancel()
 	if _, err := tc.dial(t, survivor.GRPCAddr(), pki.KindAdmin, "alice").Push(sctx, &hivev1.PushRequest{Site: testSite("2")}); err == nil {
 		t.Fatal("push acknowledged without a quorum")
+	}
+}
+
+// TestGracefulStopHandsOver: a leader stopped cleanly (SIGTERM) hands
+// leadership to another server before it goes, so there is no election
+// timeout: another server leads as soon as the stop returns.
+func TestGracefulStopHandsOver(t *testing.T) {
+	nodes, _ := newCluster(t, 3, clusterOpts{})
+	l := leader(t, nodes)
+	f := followers(nodes, l)
+	l.stop(t)
+	if !l.handedOver.Load() {
+		t.Fatal("the leader stopped without handing leadership over")
+	}
+	// The transfer returns once the target won its election.
+	deadline := time.Now().Add(5 * time.Second)
+	for !f[0].IsLeader() && !f[1].IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader after the old leader's clean stop")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -62,6 +62,14 @@ func (n *node) stop(t testing.TB) {
 	}
 }
 
+// crash stops n like a crash as far as raft is concerned: no leadership
+// hand-over (the connections close as the process would close them).
+func (n *node) crash(t testing.TB) {
+	t.Helper()
+	n.noTransfer.Store(true)
+	n.stop(t)
+}
+
 func startNode(t testing.TB, cfg Config) *node {
 	t.Helper()
 	s, err := New(cfg)

@@ -37,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -89,6 +90,9 @@ type Server struct {
 	fwdConns  map[string]*grpc.ClientConn
 
 	notifyCh chan bool
+	// noTransfer skips the leadership hand-over on stop (crash simulation).
+	noTransfer atomic.Bool
+	handedOver atomic.Bool // leadership was handed over on stop
 	// ctx is cancelled when the server stops; long-lived handlers
 	// (watches) end with it.
 	ctx    context.Context
@@ -412,13 +416,45 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	// Leave gossip first, so agents move to other coordinators.
+	// Hand leadership over first, so a planned stop costs no election
+	// timeout; then leave gossip, so agents move to other coordinators.
+	if s.noTransfer.Load() {
+		s.layer.setBlocked(true) // crash simulation: raft peers lose us at once
+	}
+	s.transferLeadership()
 	gcancel()
 	<-gdone
 	s.shutdown(bcancel, &bwg)
 	wg.Wait()
 	s.log.Info("coordinator stopped")
 	return runErr
+}
+
+// transferLeadership hands leadership to another voter when this server
+// leads a cluster of more than one (skipped by hardStop in tests that
+// simulate a crash).
+func (s *Server) transferLeadership() {
+	if s.noTransfer.Load() || s.raft.State() != raft.Leader {
+		return
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil || len(f.Configuration().Servers) < 2 {
+		return
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = s.raft.LeadershipTransfer().Error()
+		if err == nil || s.raft.State() != raft.Leader {
+			err = nil // handed over (or another server took over meanwhile)
+			break
+		}
+	}
+	if err != nil {
+		s.log.Warn("leadership transfer before stopping", "err", err)
+		return
+	}
+	s.handedOver.Store(true)
+	s.log.Info("handed raft leadership over before stopping")
 }
 
 func (s *Server) shutdown(bcancel context.CancelFunc, bwg *sync.WaitGroup) {

@@ -339,11 +339,11 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 		err = fmt.Errorf("demo: push exited %d, status exited %d (logs in %s)", pushCode, statusCode, filepath.Join(dir, "logs"))
 	}
 	fmt.Fprintln(stdout)
-	for _, n := range agents {
-		say("%s's files: find %s -type f", n.name, n.root)
-	}
 	if o.exitAfterStatus {
 		return err
+	}
+	for _, n := range agents {
+		say("%s's files: find %s -type f", n.name, n.root)
 	}
 	say("try it: export HIVE_ADDR=%s HIVE_CACERT=%s HIVE_CERT=%s HIVE_KEY=%s", strings.Join(addrs, ","), ccfg.CA, ccfg.Cert, ccfg.Key)
 	say("        then: %s status, members, history; edit a file under a root and watch it come back", os.Args[0])

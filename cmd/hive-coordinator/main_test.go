@@ -161,7 +161,7 @@ func TestPackagedConfig(t *testing.T) {
 	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "coordinator.yaml"), map[string]bool{}); err != nil {
 		t.Fatal(err)
 	}
-	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 0 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
+	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 3 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
 		t.Fatalf("name %q data %q expect %d tls-ca %q", *name, *dataDir, *expect, fs.Lookup("tls-ca").Value)
 	}
 }

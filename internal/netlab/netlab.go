@@ -88,10 +88,11 @@ type Lab struct {
 }
 
 // New creates a lab for t: the switch namespace. It requires
-// root and the ip tool (skipping locally, failing under CI=true), and
-// registers the teardown with t.Cleanup.
+// root and the ip tool (skipping locally, failing under CI=true), skips
+// under -short, and registers the teardown with t.Cleanup.
 func New(t testing.TB) *Lab {
 	t.Helper()
+	testenv.SkipShort(t)
 	testenv.RequireNetns(t)
 	sweepStale(t)
 
@@ -114,7 +115,8 @@ func New(t testing.TB) *Lab {
 	}
 	for _, args := range [][]string{
 		{"-n", l.sw, "link", "set", "lo", "up"},
-		{"netns", "exec", l.sw, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		// /proc/sys/net shows the namespace of the process reading it.
+		{"netns", "exec", l.sw, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
 		// A cut host's /32 route disappears with its link: the blackhole
 		// then drops its packets silently, as a pulled cable would,
 		// instead of answering "no route to host".

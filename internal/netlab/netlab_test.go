@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/internal/netlab"
+	"github.com/hivefleet/hive/internal/testenv"
 )
 
 // The test binary doubles as the programs run inside the namespaces: with
@@ -221,6 +222,8 @@ func TestNetem(t *testing.T) {
 // Two labs at once (as two parallel test runs would make) get different
 // names and do not see each other; teardown removes every namespace.
 func TestIsolationAndTeardown(t *testing.T) {
+	testenv.SkipShort(t) // the checks after the subtest need it to have run
+	testenv.RequireNetns(t)
 	var names []string
 	t.Run("labs", func(t *testing.T) {
 		a, b := netlab.New(t), netlab.New(t)
@@ -270,6 +273,8 @@ func (f failingTB) Logf(format string, args ...any) {
 
 // When a test fails, the teardown dumps each process's log.
 func TestLogsDumpedOnFailure(t *testing.T) {
+	testenv.SkipShort(t) // the checks after the subtest need it to have run
+	testenv.RequireNetns(t)
 	var logs []string
 	t.Run("failing", func(t *testing.T) {
 		lab := netlab.New(failingTB{T: t, logs: &logs})

@@ -1,5 +1,3 @@
-//go:build netlab_scenarios
-
 package netlabtests
 
 import (
@@ -38,7 +36,7 @@ func envInt(name string, def int) int {
 //
 // Run: make bench, or alone (root):
 //
-//	go test -tags netlab_scenarios -run '^$' -bench PushToAllConverged -benchtime 10x ./tests/netlab/
+//	go test -run '^$' -bench PushToAllConverged -benchtime 10x ./tests/netlab/
 func BenchmarkPushToAllConverged(b *testing.B) {
 	nAgents := envInt("NETLAB_BENCH_AGENTS", 50)
 	c := newCluster(b, clusterConfig{coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute})

@@ -1,5 +1,3 @@
-//go:build netlab_scenarios
-
 package netlabtests
 
 import (

@@ -1487,10 +1487,12 @@ func (x *Drbd) GetPeers() []*DrbdPeer {
 
 // DrbdPeer is one replica of a DRBD resource.
 type DrbdPeer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	NodeId        uint32                 `protobuf:"varint,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// IP address of the node (its first address); the port is Drbd.port.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Index of the node among the peers sorted by name.
+	NodeId        uint32 `protobuf:"varint,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1560,7 +1562,9 @@ type Swarm struct {
 	// lowest name among them initialises.
 	Init bool `protobuf:"varint,5,opt,name=init,proto3" json:"init,omitempty"`
 	// Rendered by the coordinator: whether this node initialises the swarm,
-	// the managers' addresses to join, and the secret holding the join token.
+	// the managers' addresses to join ("host:2377", every manager but this
+	// node), and the secret holding the join token
+	// ("<initializer>/swarm-worker-token" or "…/swarm-manager-token").
 	Initializer     bool     `protobuf:"varint,10,opt,name=initializer,proto3" json:"initializer,omitempty"`
 	ManagerAddrs    []string `protobuf:"bytes,11,rep,name=manager_addrs,json=managerAddrs,proto3" json:"manager_addrs,omitempty"`
 	JoinTokenSecret string   `protobuf:"bytes,12,opt,name=join_token_secret,json=joinTokenSecret,proto3" json:"join_token_secret,omitempty"`

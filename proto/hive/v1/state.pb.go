@@ -648,7 +648,9 @@ type NodeFacts struct {
 	Labels    map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Addresses []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	Roles     []string               `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
-	// Nodes holding each role, by role name.
+	// Nodes holding each role, by role name: only the roles whose name the
+	// node's file templates mention (for .Peers.ROLE), so that a state does
+	// not grow and change with every member of an unrelated large role.
 	Peers         map[string]*PeerList `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
