@@ -393,6 +393,9 @@ func (s *Server) applyReports(ctx context.Context, reports []*hivev1.Report) err
 	return err
 }
 
+// GetStatus lists every node's status, or one node's with req.node. The
+// per-resource results of the last run are included only for one node: a
+// fleet-wide answer (what `hivectl push --wait` polls) stays small.
 func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hivev1.GetStatusResponse, error) {
 	s := a.s
 	st := s.fsm.Store()
@@ -419,6 +422,9 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	gs := s.gossipStates()
 	for _, n := range names {
 		ns := nodeStatus(n, reports[n.GetName()], cur)
+		if req.GetNode() == "" {
+			ns.Results = nil
+		}
 		ns.Gossip = gs[n.GetName()]
 		// A site that cannot be rendered for the node (conflicting roles,
 		// a missing requirement) is an error the operator must see here:
