@@ -67,10 +67,25 @@ type rejection struct{ reason, msg string }
 func (r *rejection) Error() string { return r.msg }
 
 // commit applies c and turns a rejected result into a *rejection error.
+// Except for report batches (nobody reads them back through the same
+// server at once, and the batcher should not wait), it answers only once
+// this server's own FSM has applied the entry (read-your-writes: a push
+// through a follower lists the matched nodes, and a status or history read
+// right after on the same server shows the new generation).
 func (s *Server) commit(ctx context.Context, c *hivev1.Command) (*hivev1.CommandResult, error) {
-	res, _, err := s.apply(ctx, c)
+	res, idx, err := s.apply(ctx, c)
 	if err != nil {
 		return nil, err
+	}
+	if _, report := c.GetBody().(*hivev1.Command_ReportBatch); !report && idx > 0 {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		err := s.fsm.WaitApplied(wctx, idx)
+		cancel()
+		if err != nil {
+			// Committed, but this server lags: answer anyway (the write
+			// happened); reads here may not show it yet.
+			s.log.Warn("answering before this server applied the committed entry", "index", idx, "applied", s.fsm.Applied(), "err", err)
+		}
 	}
 	if res.GetError() != "" {
 		return res, &rejection{reason: res.GetReason(), msg: res.GetError()}
