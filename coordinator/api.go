@@ -67,10 +67,25 @@ type rejection struct{ reason, msg string }
 func (r *rejection) Error() string { return r.msg }
 
 // commit applies c and turns a rejected result into a *rejection error.
+// Except for report batches (nobody reads them back through the same
+// server at once, and the batcher should not wait), it answers only once
+// this server's own FSM has applied the entry (read-your-writes: a push
+// through a follower lists the matched nodes, and a status or history read
+// right after on the same server shows the new generation).
 func (s *Server) commit(ctx context.Context, c *hivev1.Command) (*hivev1.CommandResult, error) {
-	res, _, err := s.apply(ctx, c)
+	res, idx, err := s.apply(ctx, c)
 	if err != nil {
 		return nil, err
+	}
+	if _, report := c.GetBody().(*hivev1.Command_ReportBatch); !report && idx > 0 {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		err := s.fsm.WaitApplied(wctx, idx)
+		cancel()
+		if err != nil {
+			// Committed, but this server lags: answer anyway (the write
+			// happened); reads here may not show it yet.
+			s.log.Warn("answering before this server applied the committed entry", "index", idx, "applied", s.fsm.Applied(), "err", err)
+		}
 	}
 	if res.GetError() != "" {
 		return res, &rejection{reason: res.GetReason(), msg: res.GetError()}
@@ -393,6 +408,9 @@ func (s *Server) applyReports(ctx context.Context, reports []*hivev1.Report) err
 	return err
 }
 
+// GetStatus lists every node's status, or one node's with req.node. The
+// per-resource results of the last run are included only for one node: a
+// fleet-wide answer (what `hivectl push --wait` polls) stays small.
 func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hivev1.GetStatusResponse, error) {
 	s := a.s
 	st := s.fsm.Store()
@@ -419,6 +437,9 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	gs := s.gossipStates()
 	for _, n := range names {
 		ns := nodeStatus(n, reports[n.GetName()], cur)
+		if req.GetNode() == "" {
+			ns.Results = nil
+		}
 		ns.Gossip = gs[n.GetName()]
 		// A site that cannot be rendered for the node (conflicting roles,
 		// a missing requirement) is an error the operator must see here:

@@ -83,6 +83,17 @@ type Config struct {
 	// MaxPushBytes bounds the encoded size of a push.
 	MaxPushBytes int
 
+	// gRPC keepalive. KeepaliveMinTime is the shortest ping interval a
+	// client may use (pings also allowed without an open stream; a client
+	// pinging faster is sent GOAWAY ENHANCE_YOUR_CALM "too_many_pings"), so
+	// agents can find a silently dead coordinator at the HTTP/2 level.
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings the client, and KeepaliveTimeout how long it waits for the
+	// answer before closing the connection.
+	KeepaliveMinTime time.Duration
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+
 	// Logger receives structured logs (component attributes are added).
 	Logger *slog.Logger
 }
@@ -111,6 +122,9 @@ func DefaultConfig() Config {
 		ReportBatchMax:     1000,
 		MembershipDebounce: 100 * time.Millisecond,
 		MaxPushBytes:       DefaultMaxPushBytes,
+		KeepaliveMinTime:   10 * time.Second,
+		KeepaliveTime:      30 * time.Second,
+		KeepaliveTimeout:   10 * time.Second,
 	}
 }
 
@@ -170,6 +184,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPushBytes <= 0 {
 		errs = append(errs, errors.New("max push bytes must be positive"))
+	}
+	if c.KeepaliveMinTime <= 0 || c.KeepaliveTime < time.Second || c.KeepaliveTimeout <= 0 {
+		errs = append(errs, errors.New("keepalive min time and timeout must be positive and keepalive time at least 1s"))
 	}
 	if c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0 {
 		errs = append(errs, errors.New("snapshot threshold and interval must be positive"))

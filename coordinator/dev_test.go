@@ -149,6 +149,17 @@ func TestDevServer(t *testing.T) {
 	if lb := sr.GetNodes()[0]; lb.GetPhase() != hivev1.Phase_PHASE_PENDING {
 		t.Fatalf("lb status = %v, want pending", lb)
 	}
+	// Per-resource results only in a one-node answer.
+	if r := web.GetResults(); len(r) != 0 {
+		t.Fatalf("all-nodes status carries results: %v", r)
+	}
+	one, err := c.GetStatus(ctx, &hivev1.GetStatusRequest{Node: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := one.GetNodes()[0].GetResults(); len(one.GetNodes()) != 1 || len(r) != 2 || r[1].GetMessage() != "permission denied" {
+		t.Fatalf("web-1 status results = %v", r)
+	}
 
 	// History, diff, rollback.
 	h, err := c.ListGenerations(ctx, &hivev1.ListGenerationsRequest{})

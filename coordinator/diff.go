@@ -17,7 +17,9 @@ import (
 // role itself (key "", its description) and each resource by key; then the
 // selectors (role "", key "selectors") and the referenced secret names
 // (role "", key "secrets"). Each change carries a unified diff of the
-// canonical text form (indented protojson) of what changed.
+// canonical text form (indented protojson) of what changed. Source
+// positions (Resource.source, file:line:col) are not compared: as in
+// site.Canonical, moving a resource within the file is no change.
 func DiffSites(from, to *hivev1.Site) []*hivev1.ResourceChange {
 	var out []*hivev1.ResourceChange
 	fr, tr := rolesByName(from), rolesByName(to)
@@ -101,9 +103,15 @@ func rolesByName(s *hivev1.Site) map[string]*hivev1.Role {
 	return out
 }
 
+// resourcesByKey indexes r's resources by key, each a copy with its source
+// position cleared.
 func resourcesByKey(r *hivev1.Role) map[string]*hivev1.Resource {
 	out := map[string]*hivev1.Resource{}
 	for _, res := range r.GetResources() {
+		if res.GetSource() != "" {
+			res = proto.Clone(res).(*hivev1.Resource)
+			res.Source = ""
+		}
 		out[render.Key(res)] = res
 	}
 	return out

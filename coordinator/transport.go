@@ -83,6 +83,24 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// Read and Write fail while the layer is blocked, so that no raft traffic
+// passes even on a connection set up while the block was being switched on.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if c.s.blocked.Load() {
+		c.Close()
+		return 0, errBlocked
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *trackedConn) Write(b []byte) (int, error) {
+	if c.s.blocked.Load() {
+		c.Close()
+		return 0, errBlocked
+	}
+	return c.Conn.Write(b)
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.s.mu.Lock()

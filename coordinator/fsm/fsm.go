@@ -21,12 +21,20 @@
 //
 // After every applied command, OnApply (if set) is called on the FSM
 // goroutine with what changed; it must not block.
+//
+// Applied and WaitApplied give read-your-writes on a follower: a server
+// that forwarded a write to the leader and got back its raft index waits
+// (any goroutine, bounded by its ctx) until its own FSM has applied that
+// index before reading its store. The applied index advances after the
+// command's effect is in the store, so a reader that saw it sees the write.
 package fsm
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +73,54 @@ type FSM struct {
 	// ChangeAll) on the FSM goroutine. It must not block. Set it before
 	// raft starts.
 	OnApply func(Change)
+
+	appliedMu sync.Mutex
+	applied   uint64
+	appliedCh chan struct{} // closed when applied advances; nil: no waiter
+}
+
+// Applied returns the raft index of the last command whose effect is in
+// the store (0 before any).
+func (f *FSM) Applied() uint64 {
+	f.appliedMu.Lock()
+	defer f.appliedMu.Unlock()
+	return f.applied
+}
+
+// WaitApplied blocks until Applied() >= index or ctx ends (ctx.Err()).
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.appliedMu.Lock()
+		if f.applied >= index {
+			f.appliedMu.Unlock()
+			return nil
+		}
+		if f.appliedCh == nil {
+			f.appliedCh = make(chan struct{})
+		}
+		ch := f.appliedCh
+		f.appliedMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// setApplied records index as applied and wakes the waiters. It never
+// blocks.
+func (f *FSM) setApplied(index uint64) {
+	f.appliedMu.Lock()
+	if index > f.applied {
+		f.applied = index
+	}
+	ch := f.appliedCh
+	f.appliedCh = nil
+	f.appliedMu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
 }
 
 // New returns an FSM over an empty store.
@@ -211,9 +267,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 	s.SetIndex(l.Index)
 	if c == nil {
 		f.log.Warn("skipping ignorable command this server does not know", "index", l.Index)
+		f.setApplied(l.Index)
 		return &hivev1.CommandResult{Reason: "ignored", Error: "command not known by this server"}
 	}
 	res, ch := handlers[bodyName(c)](s, c.GetTime().AsTime(), c)
+	f.setApplied(l.Index)
 	if f.OnApply != nil {
 		f.OnApply(ch)
 	}
@@ -234,6 +292,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore fsm: %w", err)
 	}
 	f.store.Store(s)
+	f.setApplied(s.Index())
 	f.restores.Add(1)
 	f.log.Info("restored state from snapshot", "index", s.Index(), "generation", s.CurrentNumber())
 	if f.OnApply != nil {

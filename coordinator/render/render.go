@@ -7,8 +7,13 @@
 // *ConflictError), orders them by dependencies, and resolves cross-node
 // facts from the registry:
 //   - drbd: peers are the nodes holding peer_role (default: the declaring
-//     role), sorted by name, node_id their index, address their first
-//     address (an IP; the port is Drbd.port). The node itself is among them.
+//     role) in registration order (NodeRecord.ordinal, assigned when the
+//     registry first records a node; ties, only among nodes recorded before
+//     ordinals existed, by name), node_id their index, address their first
+//     address (an IP; the port is Drbd.port). The node itself is among
+//     them. A node added later thus never renumbers the existing peers
+//     (DRBD needs stable node ids); a node leaving the role shifts those
+//     registered after it.
 //   - swarm: the initializer is the lowest-named node whose swarm resource
 //     has init set; manager_addrs are "<address>:2377" of the other manager
 //     nodes (address: the node's advertise_addr when it is an IP, else its
@@ -215,6 +220,21 @@ func (r *Renderer) currentView(src Source) *view {
 	return v
 }
 
+// byRegistration returns a copy of peers in registration order (the
+// nodes' ordinals; equal ordinals, only 0 for nodes recorded before
+// ordinals existed, by name).
+func (v *view) byRegistration(peers []*hivev1.Peer) []*hivev1.Peer {
+	out := append([]*hivev1.Peer(nil), peers...)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := v.byName[out[i].GetName()].GetOrdinal(), v.byName[out[j].GetName()].GetOrdinal()
+		if a != b {
+			return a < b
+		}
+		return out[i].GetName() < out[j].GetName()
+	})
+	return out
+}
+
 // mergedBase returns (creating) the merged but unresolved base of a role set.
 func (v *view) mergedBase(roles []string) *base {
 	k := rolesKey(roles)
@@ -260,7 +280,7 @@ func (v *view) resolve(b *base) {
 				role = res.GetRole()
 			}
 			d.Peers = nil
-			for id, p := range v.peers[role] {
+			for id, p := range v.byRegistration(v.peers[role]) {
 				d.Peers = append(d.Peers, &hivev1.DrbdPeer{Name: p.GetName(), Address: p.GetAddress(), NodeId: uint32(id)})
 			}
 			nr := proto.Clone(res).(*hivev1.Resource)

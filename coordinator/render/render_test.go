@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -143,7 +144,8 @@ func TestSelectAndMerge(t *testing.T) {
 		t.Fatalf("db rules = %v", rules)
 	}
 	peers := find(db, "drbd:r0").GetDrbd().GetPeers()
-	if len(peers) != 2 || peers[0].GetName() != "db-a" || peers[0].GetNodeId() != 0 || peers[1].GetAddress() != "10.0.0.12" || peers[1].GetNodeId() != 1 {
+	// Registration order: db-b was recorded first.
+	if len(peers) != 2 || peers[0].GetName() != "db-b" || peers[0].GetNodeId() != 0 || peers[1].GetAddress() != "10.0.0.11" || peers[1].GetNodeId() != 1 {
 		t.Fatalf("drbd peers = %v", peers)
 	}
 	if len(db.GetFacts().GetPeers()) != 0 {
@@ -310,4 +312,62 @@ func BenchmarkRenderPush(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(nodes)), "µs/node")
+}
+
+// TestDrbdNodeIDsStable: DRBD node ids follow registration order, so a
+// node added later (even with a lower name) never renumbers the existing
+// peers; a node's ordinal survives a change of its facts and a snapshot.
+func TestDrbdNodeIDsStable(t *testing.T) {
+	kr, err := keyring.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := state.New()
+	st.Push(t0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "s", Site: site()}})
+	db := map[string]string{"tier": "db"}
+	ids := func(st *state.Store, node string) map[string]uint32 {
+		t.Helper()
+		n := st.Node(node)
+		out, err := New(kr).Render(st, Facts{Name: node, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]uint32{}
+		for _, p := range find(out.State, "drbd:r0").GetDrbd().GetPeers() {
+			m[p.GetName()] = p.GetNodeId()
+		}
+		return m
+	}
+	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-2", Labels: db, Addresses: []string{"10.0.0.2"}})
+	if got := ids(st, "db-2"); len(got) != 1 || got["db-2"] != 0 {
+		t.Fatalf("one node: ids = %v", got)
+	}
+	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-0", Labels: db, Addresses: []string{"10.0.0.0"}})
+	for _, node := range []string{"db-2", "db-0"} {
+		if got := ids(st, node); len(got) != 2 || got["db-2"] != 0 || got["db-0"] != 1 {
+			t.Fatalf("after adding db-0, %s sees ids %v; want db-2 0, db-0 1", node, got)
+		}
+	}
+	// New facts keep the ordinal; a third node comes last.
+	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-2", Labels: db, Addresses: []string{"10.0.0.22"}})
+	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-1", Labels: db, Addresses: []string{"10.0.0.1"}})
+	if got := ids(st, "db-1"); got["db-2"] != 0 || got["db-0"] != 1 || got["db-1"] != 2 {
+		t.Fatalf("after db-2's new address and db-1: ids = %v", got)
+	}
+	// Through a snapshot, and a node registered after the restore.
+	snap, index := st.Capture()
+	var buf bytes.Buffer
+	if err := state.WriteSnapshot(&buf, snap, index); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := state.ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-00", Labels: db, Addresses: []string{"10.0.0.100"}})
+	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-00", Labels: db, Addresses: []string{"10.0.0.100"}})
+	a, b := ids(st, "db-00"), ids(st2, "db-00")
+	if a["db-2"] != 0 || a["db-0"] != 1 || a["db-1"] != 2 || a["db-00"] != 3 || len(b) != 4 || b["db-2"] != a["db-2"] || b["db-0"] != a["db-0"] || b["db-1"] != a["db-1"] || b["db-00"] != a["db-00"] {
+		t.Fatalf("after a snapshot: ids %v (restored) vs %v (original)", b, a)
+	}
 }

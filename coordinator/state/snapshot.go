@@ -34,7 +34,7 @@ var ErrSnapshotFormat = errors.New("invalid state snapshot")
 func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := &hivev1.StateSnapshot{Version: SnapshotVersion}
+	snap := &hivev1.StateSnapshot{Version: SnapshotVersion, NextNodeOrdinal: s.nextOrdinal}
 	snap.Generations = append([]*hivev1.Generation(nil), s.gens...)
 	for _, n := range s.nodes {
 		snap.Nodes = append(snap.Nodes, n)
@@ -118,7 +118,9 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 			return nil, fmt.Errorf("%w: node without a name", ErrSnapshotFormat)
 		}
 		s.nodes[n.GetName()] = n
+		s.nextOrdinal = max(s.nextOrdinal, n.GetOrdinal()+1)
 	}
+	s.nextOrdinal = max(s.nextOrdinal, snap.GetNextNodeOrdinal())
 	for _, r := range snap.GetReports() {
 		if r.GetNode() == "" {
 			return nil, fmt.Errorf("%w: report without a node", ErrSnapshotFormat)

@@ -59,6 +59,9 @@ type Store struct {
 	index uint64
 	// registryVersion increases whenever the node registry changes.
 	registryVersion uint64
+	// nextOrdinal is the ordinal the next newly recorded node gets
+	// (NodeRecord.ordinal; 1 for the first).
+	nextOrdinal uint64
 	// secretsVersion increases whenever any secret changes.
 	secretsVersion uint64
 }
@@ -71,6 +74,7 @@ func New() *Store {
 		secrets:      map[string]*hivev1.StoredSecret{},
 		tokens:       map[string]*hivev1.StoredBootstrapToken{},
 		coordinators: map[string]*hivev1.CoordinatorRecord{},
+		nextOrdinal:  1,
 	}
 }
 
@@ -185,8 +189,17 @@ func (s *Store) UpsertNode(t time.Time, c *hivev1.NodeUpsertCommand) *hivev1.Com
 		AgentVersion: c.GetAgentVersion(),
 		Updated:      timestamppb.New(t),
 	}
-	if old, ok := s.nodes[c.GetName()]; ok && SameNodeFacts(old, n) {
+	old, ok := s.nodes[c.GetName()]
+	if ok && SameNodeFacts(old, n) {
 		return &hivev1.CommandResult{Unchanged: true}
+	}
+	// The ordinal records registration order, once (deterministic: it
+	// depends only on the order of commands).
+	if ok {
+		n.Ordinal = old.GetOrdinal()
+	} else {
+		n.Ordinal = s.nextOrdinal
+		s.nextOrdinal++
 	}
 	s.nodes[n.Name] = n
 	s.registryVersion++

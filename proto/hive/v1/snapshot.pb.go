@@ -37,6 +37,8 @@ type StateSnapshot struct {
 	Secrets         []*StoredSecret         `protobuf:"bytes,5,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	BootstrapTokens []*StoredBootstrapToken `protobuf:"bytes,6,rep,name=bootstrap_tokens,json=bootstrapTokens,proto3" json:"bootstrap_tokens,omitempty"`
 	Coordinators    []*CoordinatorRecord    `protobuf:"bytes,7,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
+	// Ordinal the next newly registered node gets (NodeRecord.ordinal).
+	NextNodeOrdinal uint64 `protobuf:"varint,8,opt,name=next_node_ordinal,json=nextNodeOrdinal,proto3" json:"next_node_ordinal,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -120,6 +122,13 @@ func (x *StateSnapshot) GetCoordinators() []*CoordinatorRecord {
 	return nil
 }
 
+func (x *StateSnapshot) GetNextNodeOrdinal() uint64 {
+	if x != nil {
+		return x.NextNodeOrdinal
+	}
+	return 0
+}
+
 // NodeRecord is a node of the registry: the facts its agent last sent.
 type NodeRecord struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -128,7 +137,12 @@ type NodeRecord struct {
 	Addresses    []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	AgentVersion string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Time of the command that last changed the record.
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated,proto3" json:"updated,omitempty"`
+	Updated *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated,proto3" json:"updated,omitempty"`
+	// Registration order: assigned (1, 2, ...) when the registry first
+	// records the node and never changed; 0 for nodes recorded before
+	// ordinals existed. DRBD node ids follow it, so that a new node never
+	// renumbers the existing peers of a resource.
+	Ordinal       uint64 `protobuf:"varint,6,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,6 +210,13 @@ func (x *NodeRecord) GetUpdated() *timestamppb.Timestamp {
 		return x.Updated
 	}
 	return nil
+}
+
+func (x *NodeRecord) GetOrdinal() uint64 {
+	if x != nil {
+		return x.Ordinal
+	}
+	return 0
 }
 
 // StoredSecret is a secret as kept in the replicated state: sealed.
@@ -452,7 +473,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xf1\x02\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\x9d\x03\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -460,14 +481,16 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\areports\x18\x04 \x03(\v2\x0f.hive.v1.ReportR\areports\x12/\n" +
 	"\asecrets\x18\x05 \x03(\v2\x15.hive.v1.StoredSecretR\asecrets\x12H\n" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
-	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\"\x8d\x02\n" +
+	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
+	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\"\xa7\x02\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1f.hive.v1.NodeRecord.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x124\n" +
-	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x1a9\n" +
+	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x18\n" +
+	"\aordinal\x18\x06 \x01(\x04R\aordinal\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
