@@ -719,18 +719,58 @@ func (s *Server) leaderClient() (hivev1.CoordinatorServiceClient, error) {
 	return hivev1.NewCoordinatorServiceClient(conn), nil
 }
 
+// addVoter adds id at addr as a raft voter through the leader (locally or
+// by AddPeer on the leader). A leadership change before or while the
+// configuration change commits is retried (adding a voter already present
+// at the same address is harmless) until ctx or the apply timeout ends.
+func (s *Server) addVoter(ctx context.Context, id, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	backoff := 20 * time.Millisecond
+	for {
+		var err error
+		if s.raft.State() == raft.Leader {
+			timeout := s.cfg.ApplyTimeout
+			if d, ok := ctx.Deadline(); ok {
+				timeout = time.Until(d)
+			}
+			err = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error()
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) &&
+				!errors.Is(err, raft.ErrLeadershipTransferInProgress) && !errors.Is(err, raft.ErrEnqueueTimeout) {
+				return err
+			}
+		} else {
+			var c hivev1.CoordinatorServiceClient
+			if c, err = s.leaderClient(); err == nil && c != nil {
+				if _, err = c.AddPeer(ctx, &hivev1.AddPeerRequest{Id: id, Address: addr}); err == nil {
+					return nil
+				}
+				if status.Code(err) != codes.Unavailable {
+					return err
+				}
+			}
+		}
+		s.log.Info("adding raft voter: retrying after a leadership change", "peer", id, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("add voter %s: %w (last error: %v)", id, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
 func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.AddPeerResponse, error) {
 	if req.GetId() == "" || req.GetAddress() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id and address are required")
 	}
-	c, err := a.s.leaderClient()
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if c != nil {
-		return c.AddPeer(ctx, req)
-	}
-	if err := a.s.raft.AddVoter(raft.ServerID(req.GetId()), raft.ServerAddress(req.GetAddress()), 0, a.s.cfg.ApplyTimeout).Error(); err != nil {
+	if err := a.s.addVoter(ctx, req.GetId(), req.GetAddress()); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
 		return nil, status.Errorf(codes.Unavailable, "add peer %s: %v", req.GetId(), err)
 	}
 	a.s.log.Info("added raft peer", "peer", req.GetId(), "address", req.GetAddress(), "by", author(ctx))

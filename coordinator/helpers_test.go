@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/hivefleet/hive/coordinator/keyring"
 	"github.com/hivefleet/hive/pki"
 	"github.com/hivefleet/hive/pki/pkitest"
@@ -180,6 +179,51 @@ type clusterOpts struct {
 // keyring, raft on disk in temp dirs.
 func newCluster(t testing.TB, n int, o clusterOpts) ([]*node, *tlsCluster) {
 	t.Helper()
+	cfgs, tc := clusterConfigs(t, n, o)
+	return startCluster(t, cfgs), tc
+}
+
+// startCluster starts servers of cfgs as one cluster.
+func startCluster(t testing.TB, cfgs []Config) []*node {
+	t.Helper()
+	// The first server bootstraps alone; the others join it as voters,
+	// as an operator adds servers (AddPeer). A leadership change on a
+	// loaded machine is retried (addVoter).
+	var nodes []*node
+	cfgs[0].BootstrapExpect = 1
+	nodes = append(nodes, startNode(t, cfgs[0]))
+	waitReady(t, nodes[0])
+	for _, cfg := range cfgs[1:] {
+		n := startNode(t, cfg)
+		addVoter(t, nodes, n)
+		nodes = append(nodes, n)
+	}
+	waitReady(t, nodes...)
+	return nodes
+}
+
+// addVoter adds n as a voter through the current leader of nodes,
+// retrying after leadership changes.
+func addVoter(t testing.TB, nodes []*node, n *node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		err := leader(t, nodes).addVoter(ctx, n.cfg.Name, n.RaftAddr())
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("add voter %s: %v", n.cfg.Name, err)
+		}
+		t.Logf("add voter %s: %v; retrying", n.cfg.Name, err)
+	}
+}
+
+// clusterConfigs returns the configurations of n TLS servers c1..cn (not
+// started) sharing one keyring.
+func clusterConfigs(t testing.TB, n int, o clusterOpts) ([]Config, *tlsCluster) {
+	t.Helper()
 	tc := newTLS(t)
 	kr, err := keyring.New()
 	if err != nil {
@@ -213,22 +257,7 @@ func newCluster(t testing.TB, n int, o clusterOpts) ([]*node, *tlsCluster) {
 		}
 		cfgs = append(cfgs, cfg)
 	}
-	// The first server bootstraps alone; the others join it as voters,
-	// as an operator adds servers (AddPeer).
-	var nodes []*node
-	cfgs[0].BootstrapExpect = 1
-	nodes = append(nodes, startNode(t, cfgs[0]))
-	waitReady(t, nodes[0])
-	l := leader(t, nodes)
-	for _, cfg := range cfgs[1:] {
-		n := startNode(t, cfg)
-		if err := l.raft.AddVoter(raft.ServerID(cfg.Name), raft.ServerAddress(n.RaftAddr()), 0, 10*time.Second).Error(); err != nil {
-			t.Fatalf("add voter %s: %v", cfg.Name, err)
-		}
-		nodes = append(nodes, n)
-	}
-	waitReady(t, nodes...)
-	return nodes, tc
+	return cfgs, tc
 }
 
 // leader waits for a leader among nodes and returns it.

@@ -184,7 +184,7 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 			if old, ok := known[m.Name]; ok && old == addr {
 				continue
 			}
-			if err := s.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(addr), 0, s.cfg.ApplyTimeout).Error(); err != nil {
+			if err := s.addVoter(ctx, m.Name, addr); err != nil {
 				s.log.Warn("add coordinator found through gossip", "peer", m.Name, "err", err)
 				continue
 			}
