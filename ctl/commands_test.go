@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
 	"github.com/hivefleet/hive/pki/pkitest"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -333,12 +334,69 @@ func TestStatusAndMembersCommands(t *testing.T) {
 	}
 }
 
+// TestGossipKeyCreate: tls gossip-key create writes gossip.key (mode 0600)
+// that gossip.ParseKey accepts, refuses to replace it without --force and
+// leaves it untouched then, and replaces it with --force.
+func TestGossipKeyCreate(t *testing.T) {
+	clearEnv(t)
+	dir := filepath.Join(t.TempDir(), "new", "etc-hive")
+	r := run(t, "", "tls", "gossip-key", "create", "--dir", dir)
+	path := filepath.Join(dir, "gossip.key")
+	if r.code != 0 || !strings.Contains(r.stdout, path) || !strings.Contains(r.stdout, "--gossip-key-file") {
+		t.Fatalf("create: %+v", r)
+	}
+	first := mustRead(t, path)
+	k, err := gossip.ParseKey(first)
+	if err != nil || len(k) != 32 {
+		t.Fatalf("ParseKey(%q) = %d bytes, %v", first, len(k), err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("gossip.key mode: %v %v", fi.Mode().Perm(), err)
+	}
+	r = run(t, "", "tls", "gossip-key", "create", "--dir", dir)
+	if r.code != 1 || !strings.Contains(r.stderr, "already exists") || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("second create not refused clearly: %+v", r)
+	}
+	if got := mustRead(t, path); string(got) != string(first) {
+		t.Fatal("refused create changed gossip.key")
+	}
+	r = run(t, "", "tls", "gossip-key", "create", "--dir", dir, "--force")
+	if r.code != 0 {
+		t.Fatalf("create --force: %+v", r)
+	}
+	second := mustRead(t, path)
+	if string(second) == string(first) {
+		t.Fatal("--force kept the old key")
+	}
+	if _, err := gossip.ParseKey(second); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced gossip.key mode: %v %v", fi.Mode().Perm(), err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("left files behind: %v", ents)
+	}
+	// The current directory by default; a file in the way of --dir fails.
+	t.Chdir(t.TempDir())
+	if r := run(t, "", "tls", "gossip-key", "create"); r.code != 0 {
+		t.Fatalf("create in .: %+v", r)
+	}
+	if _, err := gossip.ParseKey(mustRead(t, "gossip.key")); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "", "tls", "gossip-key", "create", "--dir", "gossip.key"); r.code == 0 {
+		t.Fatalf("--dir naming a file: %+v", r)
+	}
+}
+
 func TestHelpTexts(t *testing.T) {
 	clearEnv(t)
 	for _, args := range [][]string{
 		{"status", "--help"}, {"push", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
 		{"members", "--help"}, {"history", "--help"}, {"diff", "--help"}, {"rollback", "--help"}, {"pull", "--help"},
 		{"tls", "token", "create", "--help"}, {"tls", "cert", "request", "--help"}, {"tls", "cert", "show", "--help"}, {"tls", "ca", "create", "--help"}, {"peers", "remove", "--help"},
+		{"tls", "gossip-key", "create", "--help"},
 	} {
 		r := run(t, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") {

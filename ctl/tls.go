@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
 )
 
@@ -29,18 +30,113 @@ Each certificate names one identity, hive://KIND/NAME (CN "KIND:NAME"):
 
 Files are written to the current directory or --dir: ca.pem, ca-key.pem,
 NAME.pem and NAME-key.pem (keys with mode 0600). Keep ca-key.pem offline;
-only ca.pem is copied to the servers. See docs/tls.md.`,
+only ca.pem is copied to the servers. See docs/tls.md.
+
+gossip-key create writes gossip.key, the shared key that encrypts gossip
+between all coordinators and agents (required outside --dev).`,
 		Example: `  hivectl tls ca create
   hivectl tls cert create --coordinator c1 --ip 10.0.0.11 --dns c1.example.net
   hivectl tls cert create --agent web-01
-  hivectl tls cert create --admin alice`,
+  hivectl tls cert create --admin alice
+  hivectl tls gossip-key create`,
 	}
 	ca := &cobra.Command{Use: "ca", Short: "Manage the certificate authority"}
 	ca.AddCommand(newTLSCACreateCommand())
 	cert := &cobra.Command{Use: "cert", Short: "Issue certificates"}
 	cert.AddCommand(newTLSCertCreateCommand(), newTLSCertShowCommand(), newTLSCertRequestCommand(cf))
-	cmd.AddCommand(ca, cert, newTLSTokenCommand(cf))
+	gk := &cobra.Command{Use: "gossip-key", Short: "Make the gossip encryption key"}
+	gk.AddCommand(newTLSGossipKeyCreateCommand())
+	cmd.AddCommand(ca, cert, newTLSTokenCommand(cf), gk)
 	return cmd
+}
+
+// GossipKeyFile is the name of the file "tls gossip-key create" writes.
+const GossipKeyFile = "gossip.key"
+
+func newTLSGossipKeyCreateCommand() *cobra.Command {
+	var (
+		dir   string
+		force bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create the site's gossip encryption key: gossip.key",
+		Long: `create makes a new random 32-byte (AES-256) gossip key and writes it, base64
+encoded, to gossip.key (mode 0600) in the current directory or --dir.
+
+Every coordinator and agent of a site must have the same key: copy the file
+to each server (the packaged configs expect /etc/hive/gossip.key) and pass
+it with --gossip-key-file (gossip-key-file: in the config file). Outside
+--dev, hive-coordinator and hive-agent refuse to start without one.
+An existing gossip.key is replaced only with --force: members holding the
+old key can no longer gossip with those holding the new one.`,
+		Example: `  hivectl tls gossip-key create
+  hivectl tls gossip-key create --dir /etc/hive
+  hive-agent --gossip-key-file /etc/hive/gossip.key --join 10.0.0.11:7402`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := ensureDir(dir); err != nil {
+				return err
+			}
+			path := filepath.Join(dir, GossipKeyFile)
+			if !force {
+				if _, err := os.Lstat(path); err == nil {
+					return fmt.Errorf("%s already exists: members with the old key could no longer gossip with those given a new one; use --force to replace it", path)
+				}
+			}
+			key, err := gossip.NewKey()
+			if err != nil {
+				return err
+			}
+			if err := writeSecretFile(path, []byte(key+"\n"), force); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (gossip key: copy it to every coordinator and agent, pass --gossip-key-file %s)\n", path, path)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".", "directory to write gossip.key to")
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing gossip.key")
+	return cmd
+}
+
+// writeSecretFile writes data to path with mode 0600: through a temporary
+// file renamed over path, so a reader never sees a partial key; without
+// replace it fails if path exists.
+func writeSecretFile(path string, data []byte, replace bool) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if replace {
+		err = os.Rename(tmp.Name(), path)
+	} else {
+		// Link fails if path appeared meanwhile: never overwrite.
+		err = os.Link(tmp.Name(), path)
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s already exists: use --force to replace it", path)
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func newTLSCACreateCommand() *cobra.Command {

@@ -36,6 +36,14 @@ import (
 	"github.com/hivefleet/hive/version"
 )
 
+// errNoGossipKey is returned, before anything starts, when gossip would run
+// unencrypted outside --dev.
+var errNoGossipKey = errors.New(`no gossip key: outside --dev gossip is encrypted with a key shared by every coordinator and agent.
+  Make one once:      hivectl tls gossip-key create --dir /etc/hive   (writes /etc/hive/gossip.key, mode 0600)
+  copy that file to every server, and pass it:
+                      --gossip-key-file /etc/hive/gossip.key   (or "gossip-key-file: /etc/hive/gossip.key" in ` + DefaultConfigFile + `)
+  (--dev runs without a key, --no-gossip without gossip)`)
+
 // DefaultConfigFile is read when --config is not given and it exists.
 const DefaultConfigFile = "/etc/hive/agent.yaml"
 
@@ -162,7 +170,7 @@ func run(args []string) error {
 			}
 			g.Key = k
 		case !*dev:
-			log.Warn("gossip is not encrypted: give --gossip-key-file (the same key on every member)")
+			return errNoGossipKey
 		}
 		cfg.Gossip = &g
 	}

@@ -59,6 +59,14 @@ func main() {
 	}
 }
 
+// errNoGossipKey is returned, before anything starts, when gossip would run
+// unencrypted outside --dev.
+var errNoGossipKey = errors.New(`no gossip key: outside --dev gossip is encrypted with a key shared by every coordinator and agent.
+  Make one once:      hivectl tls gossip-key create --dir /etc/hive   (writes /etc/hive/gossip.key, mode 0600)
+  copy that file to every server, and pass it:
+                      --gossip-key-file /etc/hive/gossip.key   (or "gossip-key-file: /etc/hive/gossip.key" in the --config file)
+  (--dev runs without a key)`)
+
 // run starts a coordinator from command-line arguments and serves until
 // ctx ends. ready, when not nil, receives the server once it is ready.
 func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coordinator.Server) error {
@@ -109,6 +117,10 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: lv}))
 
+	if *gossipKey == "" && !*dev {
+		return errNoGossipKey
+	}
+
 	cfg := def
 	if *dev {
 		cfg = coordinator.DevConfig()
@@ -158,8 +170,6 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		if cfg.GossipKey, err = gossip.ParseKey(data); err != nil {
 			return fmt.Errorf("--gossip-key-file %s: %w", *gossipKey, err)
 		}
-	} else if !*dev {
-		log.Warn("gossip is not encrypted: give --gossip-key-file (the same key on every member)")
 	}
 
 	start := time.Now()

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,8 +14,114 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/coordinator"
+	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/pki"
+	"github.com/hivefleet/hive/pki/pkitest"
 	"github.com/spf13/pflag"
 )
+
+// TestMain runs the real main (its exit code included) when the test binary
+// is re-executed with HIVE_COORDINATOR_MAIN=1: see runMain.
+func TestMain(m *testing.M) {
+	if os.Getenv("HIVE_COORDINATOR_MAIN") == "1" {
+		os.Args = append([]string{"hive-coordinator"}, strings.Fields(os.Getenv("HIVE_COORDINATOR_ARGS"))...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runMain runs hive-coordinator's main in a child process with args and
+// returns its exit code and stderr.
+func runMain(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "HIVE_COORDINATOR_MAIN=1", "HIVE_COORDINATOR_ARGS="+strings.Join(args, " "), "NOTIFY_SOCKET=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stderr.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stderr.String()
+	}
+	t.Fatalf("run hive-coordinator: %v\n%s", err, stderr.String())
+	return 0, ""
+}
+
+// gossipKeyFile writes a fresh gossip key the way hivectl tls gossip-key
+// create does and returns its path.
+func gossipKeyFile(t testing.TB) string {
+	t.Helper()
+	k, err := gossip.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(p, []byte(k+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestGossipKeyRequiredOutsideDev: without --gossip-key-file (and without
+// --dev) the coordinator exits 1 before creating anything, saying how to make
+// and pass a key; with one (and certificates) it starts and becomes ready.
+func TestGossipKeyRequiredOutsideDev(t *testing.T) {
+	p := pkitest.New(t)
+	f := p.Issue(pki.KindCoordinator, "c1")
+	dataDir := filepath.Join(t.TempDir(), "data")
+	base := []string{"--name", "c1", "--data-dir", dataDir, "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0",
+		"--gossip-addr", "127.0.0.1:0", "--http-addr", "", "--bootstrap-expect", "1", "--gossip-profile", "local",
+		"--tls-ca", f.CA, "--tls-cert", f.Cert, "--tls-key", f.Key}
+
+	code, stderr := runMain(t, base...)
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"hive-coordinator: no gossip key", "hivectl tls gossip-key create --dir /etc/hive", "--gossip-key-file /etc/hive/gossip.key", "--dev"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("refused start touched the data directory: %v", err)
+	}
+
+	// A malformed key is refused with the file named.
+	bad := filepath.Join(t.TempDir(), "gossip.key")
+	os.WriteFile(bad, []byte("not base64!\n"), 0o600)
+	code, stderr = runMain(t, append(base, "--gossip-key-file", bad)...)
+	if code != 1 || !strings.Contains(stderr, "--gossip-key-file "+bad) {
+		t.Fatalf("bad key: exit %d\n%s", code, stderr)
+	}
+
+	// With a key it starts, becomes ready and stops cleanly.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan *coordinator.Server, 1)
+	errc := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { errc <- run(ctx, append(base, "--gossip-key-file", gossipKeyFile(t)), &logs, ready) }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		t.Fatalf("run with a key ended: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("not ready with a key\n%s", logs.String())
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if strings.Contains(logs.String(), "not encrypted") {
+		t.Errorf("warned about encryption with a key:\n%s", logs.String())
+	}
+}
 
 func startDev(t testing.TB, extra ...string) (*coordinator.Server, func()) {
 	t.Helper()
@@ -64,7 +172,7 @@ func BenchmarkDevStartup(b *testing.B) {
 }
 
 func TestNoCertificatesOutsideDev(t *testing.T) {
-	err := run(context.Background(), []string{"--name", "c1", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--http-addr", ""}, os.Stderr, nil)
+	err := run(context.Background(), []string{"--name", "c1", "--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--http-addr", "", "--gossip-key-file", gossipKeyFile(t)}, os.Stderr, nil)
 	if err == nil || !strings.Contains(err.Error(), "hivectl tls ca create") || !strings.Contains(err.Error(), "--tls-cert") {
 		t.Fatalf("err = %v", err)
 	}
