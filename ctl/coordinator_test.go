@@ -230,6 +230,7 @@ func TestRealCoordinatorTLS(t *testing.T) {
 		{"tls", "cert", "create", "--coordinator", "c1"},
 		{"tls", "cert", "create", "--admin", "alice"},
 		{"tls", "cert", "create", "--agent", "web-1"},
+		{"tls", "gossip-key", "create"},
 	} {
 		if r := run(t, "", append(args, "--dir", dir)...); r.code != 0 {
 			t.Fatalf("%v: %+v", args, r)
@@ -237,7 +238,8 @@ func TestRealCoordinatorTLS(t *testing.T) {
 	}
 	p := func(f string) string { return filepath.Join(dir, f) }
 	addr := startCoordinator(t, "--name", "c1", "--bootstrap-expect", "1",
-		"--tls-ca", p("ca.pem"), "--tls-cert", p("c1.pem"), "--tls-key", p("c1-key.pem"), "--tls-ca-key", p("ca-key.pem"))
+		"--tls-ca", p("ca.pem"), "--tls-cert", p("c1.pem"), "--tls-key", p("c1-key.pem"), "--tls-ca-key", p("ca-key.pem"),
+		"--gossip-key-file", p("gossip.key"))
 	t.Setenv(envAddr, addr)
 	t.Setenv(envCACert, p("ca.pem"))
 	file := siteFile(t)

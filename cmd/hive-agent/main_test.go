@@ -172,7 +172,7 @@ func TestGossipKeyRequiredOutsideDev(t *testing.T) {
 func flags() (*pflag.FlagSet, map[string]*string, *[]string, *[]string) {
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	s := map[string]*string{}
-	for _, n := range []string{"name", "data-dir", "tls-ca", "tls-cert", "tls-key", "interval", "root", "bootstrap-token-file"} {
+	for _, n := range []string{"name", "data-dir", "tls-ca", "tls-cert", "tls-key", "interval", "root", "bootstrap-token-file", "gossip-key-file"} {
 		s[n] = fs.String(n, "", "")
 	}
 	join := fs.StringArray("join", nil, "")
@@ -214,8 +214,9 @@ func TestPackagedConfigFile(t *testing.T) {
 	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "agent.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	if *s["name"] != "" || *s["data-dir"] != "/var/lib/hive/agent" || !strings.HasPrefix(*s["tls-cert"], "/etc/hive/tls/") {
-		t.Fatalf("name %q data-dir %q tls-cert %q", *s["name"], *s["data-dir"], *s["tls-cert"])
+	if *s["name"] != "" || *s["data-dir"] != "/var/lib/hive/agent" || !strings.HasPrefix(*s["tls-cert"], "/etc/hive/tls/") ||
+		*s["gossip-key-file"] != "/etc/hive/gossip.key" {
+		t.Fatalf("name %q data-dir %q tls-cert %q gossip-key-file %q", *s["name"], *s["data-dir"], *s["tls-cert"], *s["gossip-key-file"])
 	}
 }
 

@@ -258,7 +258,7 @@ func TestPackagedConfig(t *testing.T) {
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	name := fs.String("name", "host", "")
 	dataDir := fs.String("data-dir", "", "")
-	for _, f := range []string{"grpc-addr", "raft-addr", "gossip-addr", "http-addr", "tls-ca", "tls-cert", "tls-key"} {
+	for _, f := range []string{"grpc-addr", "raft-addr", "gossip-addr", "http-addr", "tls-ca", "tls-cert", "tls-key", "gossip-key-file"} {
 		fs.String(f, "", "")
 	}
 	fs.StringArray("join", nil, "")
@@ -269,7 +269,8 @@ func TestPackagedConfig(t *testing.T) {
 	if err := applyConfigFile(fs, filepath.Join("..", "..", "deploy", "config", "coordinator.yaml"), map[string]bool{}); err != nil {
 		t.Fatal(err)
 	}
-	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 3 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" {
+	if *name != "host" || *dataDir != "/var/lib/hive/coordinator" || *expect != 3 || fs.Lookup("tls-ca").Value.String() == "" || fs.Lookup("grpc-addr").Value.String() != ":7400" ||
+		fs.Lookup("gossip-key-file").Value.String() != "/etc/hive/gossip.key" {
 		t.Fatalf("name %q data %q expect %d tls-ca %q", *name, *dataDir, *expect, fs.Lookup("tls-ca").Value)
 	}
 }

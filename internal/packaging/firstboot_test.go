@@ -99,7 +99,7 @@ func startFirstBoot(t *testing.T) *firstBoot {
 		"tls-cert: /etc/hive/tls/coordinator.pem":    "tls-cert: " + filepath.Join(fb.pki, "c1.pem"),
 		"tls-key: /etc/hive/tls/coordinator-key.pem": "tls-key: " + filepath.Join(fb.pki, "c1-key.pem"),
 		"# tls-ca-key: /etc/hive/tls/ca-key.pem":     "tls-ca-key: " + filepath.Join(fb.pki, "ca-key.pem"),
-		"# gossip-key-file: /etc/hive/gossip.key":    "gossip-key-file: " + gossipKey,
+		"gossip-key-file: /etc/hive/gossip.key":      "gossip-key-file: " + gossipKey,
 	})
 	d := unitDirectives(t, "hive-coordinator.service")
 	argv := strings.Fields(d["ExecStart"][0])

@@ -255,8 +255,9 @@ func rewriteConfig(t *testing.T, name string, repl map[string]string) string {
 	return p
 }
 
-// pkiFiles makes a site CA and a coordinator certificate with the real
-// hivectl, as docs/quickstart.md does, and returns the directory.
+// pkiFiles makes a site CA, coordinator certificates and the gossip key
+// (gossip.key) with the real hivectl, as docs/quickstart.md does, and
+// returns the directory.
 func pkiFiles(t *testing.T, bin string, coordinators ...string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -268,6 +269,7 @@ func pkiFiles(t *testing.T, bin string, coordinators ...string) string {
 	for _, c := range coordinators {
 		run(t, hivectl, "tls", "cert", "create", "--coordinator", c, "--ip", "127.0.0.1", "--dir", dir)
 	}
+	run(t, hivectl, "tls", "gossip-key", "create", "--dir", dir)
 	return dir
 }
 
@@ -291,6 +293,7 @@ func TestCoordinatorUnitRunsPackagedConfig(t *testing.T) {
 		"tls-ca: /etc/hive/tls/ca.pem":               "tls-ca: " + filepath.Join(pki, "ca.pem"),
 		"tls-cert: /etc/hive/tls/coordinator.pem":    "tls-cert: " + filepath.Join(pki, "c1.pem"),
 		"tls-key: /etc/hive/tls/coordinator-key.pem": "tls-key: " + filepath.Join(pki, "c1-key.pem"),
+		"gossip-key-file: /etc/hive/gossip.key":      "gossip-key-file: " + filepath.Join(pki, "gossip.key"),
 	})
 	startUnit(t, "hive-coordinator.service", bin, cfg, func() {
 		// Served from the packaged data directory layout: raft on disk.

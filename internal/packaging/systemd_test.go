@@ -147,7 +147,8 @@ func TestPackagesUnderSystemd(t *testing.T) {
 	}
 
 	// hive-coordinator, configured: one server on loopback ports the
-	// kernel picks, TLS made with hivectl, readable by group hive.
+	// kernel picks, TLS and the gossip key made with hivectl, readable by
+	// group hive (the packaged configs name /etc/hive/gossip.key).
 	pki := pkiFiles(t, bin, "c1")
 	tls := filepath.Join(root, "etc/hive/tls")
 	hiveGID := groupID(t, root, "hive")
@@ -156,6 +157,10 @@ func TestPackagesUnderSystemd(t *testing.T) {
 		if err := os.Chown(filepath.Join(tls, dst), 0, hiveGID); err != nil {
 			t.Fatal(err)
 		}
+	}
+	copyTo(t, filepath.Join(pki, "gossip.key"), filepath.Join(root, "etc/hive/gossip.key"), 0o640)
+	if err := os.Chown(filepath.Join(root, "etc/hive/gossip.key"), 0, hiveGID); err != nil {
+		t.Fatal(err)
 	}
 	conf := filepath.Join(root, "etc/hive/coordinator.yaml")
 	b2, err := os.ReadFile(conf)
