@@ -78,8 +78,9 @@ test-short: ## quick unit tests (no real tools, no root)
 	$(GO) test -short -count=1 ./...
 
 .PHONY: test-netlab
-test-netlab: ## multi-host tests on network namespaces (needs root and iproute2): harness and scenarios
+test-netlab: ## multi-host tests on network namespaces (needs root and iproute2): harness, scenarios, providers through agents
 	$(GO) test -race -count=1 -timeout 20m -v $(GOTEST_FLAGS) ./internal/netlab/ ./tests/netlab/...
+	$(GO) test -race -count=1 -timeout 20m -v $(GOTEST_FLAGS) -run 'ThroughAgent' ./converge/firewall/ ./converge/swarm/
 
 .PHONY: lint
 lint: vet buf-lint tools ## vet, buf lint, buf breaking against main, staticcheck

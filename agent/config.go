@@ -50,6 +50,9 @@ type Config struct {
 	Root string
 	// DryRun plans and reports, changing nothing.
 	DryRun bool
+	// DockerHost is the Docker Engine API endpoint the swarm provider
+	// talks to; empty means the local engine's default socket.
+	DockerHost string
 
 	// RetryMin and RetryMax bound the backoff of failed runs.
 	RetryMin, RetryMax time.Duration

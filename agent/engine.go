@@ -62,6 +62,9 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		return Deps{}, err
 	}
 	sc := swarm.DefaultConfig()
+	if cfg.DockerHost != "" {
+		sc.Host = cfg.DockerHost
+	}
 	sc.Sandbox = sandbox
 	sp, err := swarm.New(sc, log)
 	if err != nil {

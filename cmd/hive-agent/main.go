@@ -69,6 +69,7 @@ func run(args []string) error {
 		interval     = fs.Duration("interval", def.Interval, "drift-check period (jittered)")
 		root         = fs.String("root", "", "converge under this sandbox root: files written below it, everything else only planned")
 		dryRun       = fs.Bool("dry-run", false, "plan and report, change nothing")
+		dockerHost   = fs.String("docker-host", "", "Docker Engine API endpoint for swarm resources (default unix:///var/run/docker.sock)")
 		dev          = fs.Bool("dev", false, "plaintext gRPC and no gossip key, to pair with hive-coordinator --dev")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
@@ -116,6 +117,7 @@ func run(args []string) error {
 	cfg.Interval = *interval
 	cfg.Root = *root
 	cfg.DryRun = *dryRun
+	cfg.DockerHost = *dockerHost
 	cfg.Addresses = *addresses
 	cfg.MaxQueuedReports = *maxQueued
 	cfg.RetryMin = *retryMin

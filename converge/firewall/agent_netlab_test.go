@@ -19,7 +19,7 @@ import (
 // set that cuts the agent off its coordinator is rolled back by the agent
 // on its own and reported failed; a good one stays.
 //
-// Run with: go test -tags netlab_scenarios -run ThroughAgent ./converge/firewall/
+// Run alone with: go test -run ThroughAgent ./converge/firewall/
 func TestConfirmWindowThroughAgent(t *testing.T) {
 	testenv.RequireNetns(t)
 	testenv.RequireTool(t, "iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore")

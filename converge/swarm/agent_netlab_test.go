@@ -28,7 +28,7 @@ import (
 // /run/docker.sock and a tmpfs on /var/lib: the machine's docker socket and
 // /var/lib/hive are never used.
 //
-// Run with: go test -tags netlab_scenarios -run ThroughAgent ./converge/swarm/
+// Run alone with: go test -run ThroughAgent ./converge/swarm/
 func TestSwarmThroughAgentAndCoordinator(t *testing.T) {
 	testenv.RequireNetns(t)
 	testenv.RequireTool(t, "dockerd", "containerd", "nsenter", "mount")

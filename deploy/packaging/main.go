@@ -32,6 +32,7 @@ func main() {
 	flag.StringVar(&cfg.OutDir, "out", cfg.OutDir, "output directory")
 	flag.StringVar(&formats, "formats", formats, "comma-separated package formats (deb,rpm)")
 	flag.StringVar(&pkgs, "packages", pkgs, "comma-separated package names (default: all)")
+	flag.StringVar(&cfg.Compression, "compression", cfg.Compression, "payload compression: gzip, xz, zstd, or none (deb only)")
 	flag.Parse()
 	cfg.Formats = split(formats)
 	cfg.Packages = split(pkgs)

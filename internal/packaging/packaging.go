@@ -57,19 +57,23 @@ type Config struct {
 	Packages []string
 	// MTime is stamped on every file, for reproducible packages.
 	MTime time.Time
+	// Compression of the payload: gzip (the default), xz or zstd; none
+	// (deb only) makes packages fast to build in tests.
+	Compression string
 }
 
 // DefaultConfig returns a Config for the repository's usual layout,
 // relative to its root: bin/ → dist/, version "dev", amd64.
 func DefaultConfig() Config {
 	return Config{
-		Version:   "dev",
-		Arch:      "amd64",
-		BinDir:    "bin",
-		DeployDir: "deploy",
-		OutDir:    "dist",
-		Formats:   slices.Clone(Formats),
-		MTime:     time.Unix(0, 0).UTC(),
+		Version:     "dev",
+		Arch:        "amd64",
+		BinDir:      "bin",
+		DeployDir:   "deploy",
+		OutDir:      "dist",
+		Formats:     slices.Clone(Formats),
+		MTime:       time.Unix(0, 0).UTC(),
+		Compression: "gzip",
 	}
 }
 
@@ -92,6 +96,15 @@ func (c Config) Validate() error {
 		if !slices.Contains(Formats, f) {
 			errs = append(errs, fmt.Errorf("format %q: want one of %v", f, Formats))
 		}
+	}
+	switch c.Compression {
+	case "", "gzip", "xz", "zstd":
+	case "none":
+		if slices.Contains(c.Formats, "rpm") {
+			errs = append(errs, errors.New("compression none is for deb only"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("compression %q: want gzip, xz, zstd or none", c.Compression))
 	}
 	for _, p := range c.Packages {
 		if _, ok := Lookup(p); !ok {
@@ -429,6 +442,10 @@ func (s Spec) nfpmConfig(cfg Config, scratch string) (*nfpm.Config, error) {
 		}
 	}
 
+	compression := cfg.Compression
+	if compression == "" {
+		compression = "gzip"
+	}
 	c := &nfpm.Config{Info: nfpm.Info{
 		Name:          s.Name,
 		Arch:          cfg.Arch,
@@ -450,10 +467,10 @@ func (s Spec) nfpmConfig(cfg Config, scratch string) (*nfpm.Config, error) {
 			RPM: nfpm.RPM{
 				Summary:     s.Description,
 				Group:       "System Environment/Daemons",
-				Compression: "gzip",
+				Compression: compression,
 				BuildHost:   "hive-packaging",
 			},
-			Deb: nfpm.Deb{Compression: "gzip"},
+			Deb: nfpm.Deb{Compression: compression},
 		},
 	}}
 	return c, nil

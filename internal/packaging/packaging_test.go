@@ -137,6 +137,8 @@ func TestConfigValidate(t *testing.T) {
 		"noformat": func(c *Config) { c.Formats = nil },
 		"package":  func(c *Config) { c.Packages = []string{"hive-web"} },
 		"bindir":   func(c *Config) { c.BinDir = "" },
+		"rpmnone":  func(c *Config) { c.Compression = "none" },
+		"bzip2":    func(c *Config) { c.Compression = "bzip2" },
 	} {
 		c := DefaultConfig()
 		mut(&c)
