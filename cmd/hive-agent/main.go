@@ -38,11 +38,11 @@ import (
 
 // errNoGossipKey is returned, before anything starts, when gossip would run
 // unencrypted outside --dev.
-var errNoGossipKey = errors.New(`no gossip key: outside --dev gossip is encrypted with a key shared by every coordinator and agent.
-  Make one once:      hivectl tls gossip-key create --dir /etc/hive   (writes /etc/hive/gossip.key, mode 0600)
-  copy that file to every server, and pass it:
+var errNoGossipKey = errors.New(`no gossip key: outside --dev, gossip is encrypted with one key shared by every coordinator and agent.
+  make it once:       hivectl tls gossip-key create --dir /etc/hive   (writes /etc/hive/gossip.key, mode 0600)
+  copy it to every server and pass it:
                       --gossip-key-file /etc/hive/gossip.key   (or "gossip-key-file: /etc/hive/gossip.key" in ` + DefaultConfigFile + `)
-  (--dev runs without a key, --no-gossip without gossip)`)
+  (--dev runs without a key; --no-gossip runs without gossip)`)
 
 // DefaultConfigFile is read when --config is not given and it exists.
 const DefaultConfigFile = "/etc/hive/agent.yaml"

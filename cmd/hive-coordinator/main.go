@@ -61,11 +61,11 @@ func main() {
 
 // errNoGossipKey is returned, before anything starts, when gossip would run
 // unencrypted outside --dev.
-var errNoGossipKey = errors.New(`no gossip key: outside --dev gossip is encrypted with a key shared by every coordinator and agent.
-  Make one once:      hivectl tls gossip-key create --dir /etc/hive   (writes /etc/hive/gossip.key, mode 0600)
-  copy that file to every server, and pass it:
+var errNoGossipKey = errors.New(`no gossip key: outside --dev, gossip is encrypted with one key shared by every coordinator and agent.
+  make it once:       hivectl tls gossip-key create --dir /etc/hive   (writes /etc/hive/gossip.key, mode 0600)
+  copy it to every server and pass it:
                       --gossip-key-file /etc/hive/gossip.key   (or "gossip-key-file: /etc/hive/gossip.key" in the --config file)
-  (--dev runs without a key)`)
+  (only --dev runs without a key)`)
 
 // run starts a coordinator from command-line arguments and serves until
 // ctx ends. ready, when not nil, receives the server once it is ready.
