@@ -330,13 +330,12 @@ func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 	if err := s.saveMeta(m); err != nil {
 		return nil, fmt.Errorf("save header cache: %w", err)
 	}
-	v.done = true
-	if err := pend.Commit(); err != nil {
-		return nil, err
-	}
 	rec := &record{Filename: name, Kind: v.kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
 	b, _ := json.Marshal(rec)
-	if err := store.WriteFile(filepath.Join(r.dir, "pkgs", name+".json"), b, s.store.TempDir()); err != nil {
+	// The blob and its record are fsync'ed together; the record is renamed
+	// into place after the blob.
+	v.done = true
+	if err := pend.Commit(store.File{Path: filepath.Join(r.dir, "pkgs", name+".json"), Data: b}); err != nil {
 		return nil, err
 	}
 	r.pkgs[name] = rec
@@ -537,7 +536,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 		return nil, 0, err
 	}
 	tBuild := time.Now()
-	// 1. Hash-named (and by-hash) files first, fsync'ed. Garbage collection
+	// 1. Hash-named (and by-hash) files first. Garbage collection
 	// waits until this generation is retained, so it never removes a blob
 	// that was found already present here.
 	s.gcMu.RLock()
@@ -554,9 +553,10 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	for _, f := range ares.Files {
 		blobs = append(blobs, f.Data)
 	}
-	sums, err := s.store.PutAll(blobs)
-	if err != nil {
-		return nil, 0, err
+	sums := make([]string, len(blobs))
+	for i, b := range blobs {
+		sum := sha256.Sum256(b)
+		sums[i] = hex.EncodeToString(sum[:])
 	}
 	for i, f := range yres.Files {
 		g.Files["yum/"+f.Name] = sums[i]
@@ -569,7 +569,6 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			g.Files[dists+bh] = sum
 		}
 	}
-	tBlobs := time.Now()
 	// 2. Root files, signed.
 	sig, err := cfg.Signer.DetachArmored(yres.RepoMD)
 	if err != nil {
@@ -588,18 +587,21 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	g.Root[dists+"Release"] = release
 	g.Root[dists+"Release.gpg"] = gpg
 	g.Root[dists+"InRelease"] = inrel
-
-	tSign := time.Now()
-	// 3. The generation file, then the switch: one rename of the symlink.
 	b, err := json.Marshal(g)
 	if err != nil {
 		return nil, 0, err
 	}
+	tSign := time.Now()
+	// 3. The new blobs and the generation file, fsync'ed together (one
+	// round of concurrent fsyncs), the generation file renamed last; then
+	// the switch: one rename of the symlink. The generation file is not
+	// read before the switch names it (newer leftovers are ignored on start).
 	gname := strconv.FormatInt(n, 10) + ".json"
 	gpath := filepath.Join(r.dir, "gens", gname)
-	if err := store.WriteFile(gpath, b, s.store.TempDir()); err != nil {
+	if err := s.store.PutSums(blobs, sums, store.File{Path: gpath, Data: b}); err != nil {
 		return nil, 0, err
 	}
+	tBlobs := time.Now()
 	tmpLink := filepath.Join(r.dir, ".current-"+gname)
 	os.Remove(tmpLink)
 	if err := os.Symlink("gens/"+gname, tmpLink); err != nil {
@@ -612,7 +614,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 		return nil, 0, fmt.Errorf("switch: %w", err)
 	}
 	r.cur.Store(g)
-	s.log.Debug("publish phases", "repo", r.name, "build", tBuild.Sub(tStart), "blobs", tBlobs.Sub(tBuild), "sign", tSign.Sub(tBlobs), "switch", time.Since(tSign))
+	s.log.Debug("publish phases", "repo", r.name, "build", tBuild.Sub(tStart), "sign", tSign.Sub(tBuild), "write", tBlobs.Sub(tSign), "switch", time.Since(tBlobs))
 	r.yumCache, r.aptCache = yumKeep, aptKeep
 	r.lastApt, r.lastAptKey = ares, aptKey.String()
 
