@@ -41,6 +41,7 @@ type Entry struct {
 	once                      sync.Once
 	done                      atomic.Bool
 	primary, filelists, other []byte
+	key                       [32]byte // SHA-256 of Pkg.SHA256, Href, FileTime: names the entry in run keys
 }
 
 // File is one generated metadata file.
@@ -205,22 +206,21 @@ func (c *Chunks) build(typ, head, tail string, es []*Entry, get func(*Entry) []b
 	oh := sha256.New()
 	oh.Write([]byte(head))
 	osize := int64(len(head))
-	kh := sha256.New()
-	var num [20]byte
+	// A run's key: its type and the SHA-256 of its entries' keys.
+	kb := make([]byte, 0, runMax*32)
 	start := 0
 	for i, e := range es {
-		kh.Write([]byte(e.Pkg.SHA256))
-		kh.Write([]byte(e.Href))
-		kh.Write(strconv.AppendInt(num[:0], e.FileTime, 10))
+		kb = append(kb, e.key[:]...)
 		f := get(e)
 		oh.Write(f)
 		osize += int64(len(f))
 		if i+1 < len(es) && i+1-start < runMax && fnv32(e.Href)%runAvg != 0 {
 			continue
 		}
-		runs = append(runs, run{start, i + 1, typ + string(kh.Sum(nil))})
+		k := sha256.Sum256(kb)
+		runs = append(runs, run{start, i + 1, typ + string(k[:])})
 		start = i + 1
-		kh.Reset()
+		kb = kb[:0]
 	}
 	oh.Write([]byte(tail))
 	osize += int64(len(tail))
@@ -371,6 +371,7 @@ func (e *Entry) render() {
 		e.primary = e.renderPrimary()
 		e.filelists = e.renderFilelists()
 		e.other = e.renderOther()
+		e.key = sha256.Sum256(strconv.AppendInt([]byte(e.Pkg.SHA256+"\x00"+e.Href+"\x00"), e.FileTime, 10))
 		e.done.Store(true)
 	})
 }
