@@ -38,6 +38,18 @@ type record struct {
 	Size     int64     `json:"size"`
 	Uploaded time.Time `json:"uploaded"`
 	meta     *catalog.Meta
+	key      string // SHA256 + "|" + Filename: the index entry caches' key
+	served   string // served path of the package file ("yum/packages/...", "apt/pool/...")
+}
+
+// prepare fills rec's derived fields (once, before rec is shared).
+func (s *Server) prepare(rec *record) {
+	rec.key = rec.SHA256 + "|" + rec.Filename
+	if rec.Kind == catalog.KindDeb {
+		rec.served = "apt/pool/" + s.cfg.Component + "/" + rec.Filename
+	} else {
+		rec.served = "yum/packages/" + rec.Filename
+	}
 }
 
 // Generation is one published state of a repository.
@@ -47,6 +59,53 @@ type Generation struct {
 	Key   string            `json:"key"`   // fingerprint of the signing key
 	Files map[string]string `json:"files"` // served path ("yum/...", "apt/...") → blob sha256
 	Root  map[string][]byte `json:"root"`  // root files, switched together
+}
+
+// encode is json.Marshal(g) without the reflection and key sorting for
+// Files (thousands of entries, one per package file): the generation file
+// is written on every publish and only read back by json.Unmarshal.
+func (g *Generation) encode() ([]byte, error) {
+	head, err := json.Marshal(struct {
+		N    int64             `json:"n"`
+		Date time.Time         `json:"date"`
+		Key  string            `json:"key"`
+		Root map[string][]byte `json:"root"`
+	}{g.N, g.Date, g.Key, g.Root})
+	if err != nil {
+		return nil, err
+	}
+	size := len(head) + 16
+	for p, sum := range g.Files {
+		size += len(p) + len(sum) + 6
+	}
+	b := make([]byte, 0, size)
+	b = append(b, head[:len(head)-1]...)
+	b = append(b, `,"files":{`...)
+	first := true
+	for p, sum := range g.Files {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, p)
+		b = append(b, ':')
+		b = appendJSONString(b, sum)
+	}
+	return append(b, "}}"...), nil
+}
+
+// appendJSONString appends s as a JSON string: verbatim when it holds only
+// characters that need no escaping, else as encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Repo is one named repository.
@@ -110,6 +169,7 @@ func (s *Server) openRepo(name string) (*Repo, error) {
 		if rec.meta, err = s.loadMeta(rec.Kind, rec.SHA256); err != nil {
 			return nil, fmt.Errorf("open repo %s: %s: %w", name, e.Name(), err)
 		}
+		s.prepare(rec)
 		r.pkgs[rec.Filename] = rec
 	}
 	// Generations: retained ones, and the current one by the symlink.
@@ -331,6 +391,7 @@ func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 		return nil, fmt.Errorf("save header cache: %w", err)
 	}
 	rec := &record{Filename: name, Kind: v.kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
+	s.prepare(rec)
 	b, _ := json.Marshal(rec)
 	// The blob and its record are fsync'ed together; the record is renamed
 	// into place after the blob.
@@ -470,13 +531,14 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			date = prev.Date
 		}
 	}
-	g := &Generation{N: n, Date: date, Key: cfg.Signer.Fingerprint(), Files: map[string]string{}, Root: map[string][]byte{}}
+	g := &Generation{N: n, Date: date, Key: cfg.Signer.Fingerprint(), Files: make(map[string]string, len(recs)+32), Root: map[string][]byte{}}
 
 	var yum []*yumindex.Entry
 	var apt []*aptindex.Entry
-	yumKeep, aptKeep := map[string]*yumindex.Entry{}, map[string]*aptindex.Entry{}
+	yumKeep, aptKeep := make(map[string]*yumindex.Entry, len(r.yumCache)+8), make(map[string]*aptindex.Entry, len(r.aptCache)+8)
 	for _, p := range recs {
-		key := p.SHA256 + "|" + p.Filename
+		key := p.key
+		g.Files[p.served] = p.SHA256
 		switch p.Kind {
 		case catalog.KindRPM:
 			e := r.yumCache[key]
@@ -485,7 +547,6 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			}
 			yumKeep[key] = e
 			yum = append(yum, e)
-			g.Files["yum/packages/"+p.Filename] = p.SHA256
 		case catalog.KindDeb:
 			e := r.aptCache[key]
 			if e == nil {
@@ -493,7 +554,6 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			}
 			aptKeep[key] = e
 			apt = append(apt, e)
-			g.Files["apt/pool/"+cfg.Component+"/"+p.Filename] = p.SHA256
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -503,7 +563,8 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	var aptKey strings.Builder
 	for _, p := range recs {
 		if p.Kind == catalog.KindDeb {
-			aptKey.WriteString(p.SHA256 + "|" + p.Filename + "\n")
+			aptKey.WriteString(p.key)
+			aptKey.WriteByte('\n')
 		}
 	}
 	var (
@@ -587,7 +648,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	g.Root[dists+"Release"] = release
 	g.Root[dists+"Release.gpg"] = gpg
 	g.Root[dists+"InRelease"] = inrel
-	b, err := json.Marshal(g)
+	b, err := g.encode()
 	if err != nil {
 		return nil, 0, err
 	}
