@@ -127,26 +127,39 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 	return &Result{Files: files, RepoMD: RepoMD(files, opt.Revision)}, nil
 }
 
-// whole compresses the file as one gzip member, as createrepo_c does.
+// whole compresses the file as one gzip member, as createrepo_c does,
+// hashing the uncompressed stream on the way (never held in memory whole).
 func whole(head, tail string, es []*Entry, get func(*Entry) []byte, level int) ([]byte, [32]byte, int64, error) {
 	size := len(head) + len(tail)
 	for _, e := range es {
 		size += len(get(e))
 	}
-	open := make([]byte, 0, size)
-	open = append(open, head...)
-	for _, e := range es {
-		open = append(open, get(e)...)
-	}
-	open = append(open, tail...)
-	z, err := gz(open, level, size/4)
-	return z, sha256.Sum256(open), int64(len(open)), err
+	oh := sha256.New()
+	z, err := gzWith(level, size/4, func(zw *gzip.Writer) {
+		w := func(b []byte) {
+			oh.Write(b)
+			zw.Write(b)
+		}
+		w([]byte(head))
+		for _, e := range es {
+			w(get(e))
+		}
+		w([]byte(tail))
+	})
+	var sum [32]byte
+	oh.Sum(sum[:0])
+	return z, sum, int64(size), err
 }
 
 // gzPool keeps writers of the default level: a new one allocates large tables.
 var gzPool sync.Pool
 
 func gz(data []byte, level, hint int) ([]byte, error) {
+	return gzWith(level, hint, func(zw *gzip.Writer) { zw.Write(data) })
+}
+
+// gzWith returns one gzip member of what write writes to its writer.
+func gzWith(level, hint int, write func(*gzip.Writer)) ([]byte, error) {
 	var z bytes.Buffer
 	z.Grow(hint)
 	var zw *gzip.Writer
@@ -167,7 +180,7 @@ func gz(data []byte, level, hint int) ([]byte, error) {
 			defer gzPool.Put(zw)
 		}
 	}
-	zw.Write(data)
+	write(zw)
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
