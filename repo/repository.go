@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -402,7 +403,9 @@ func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 	r.pkgs[name] = rec
 	r.changes++
 	r.signal()
-	go s.updateCount(r)
+	if !res.Replaced { // a replaced file has the same name, so the same kind
+		s.pkgCount.WithLabelValues(r.name, v.kind).Inc()
+	}
 	return res, nil
 }
 
@@ -413,7 +416,8 @@ func (r *Repo) Remove(name string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.pkgs[name]; !ok {
+	old, ok := r.pkgs[name]
+	if !ok {
 		return fmt.Errorf("%w: %s in %s", ErrNotFound, name, r.name)
 	}
 	if err := os.Remove(filepath.Join(r.dir, "pkgs", name+".json")); err != nil {
@@ -422,7 +426,7 @@ func (r *Repo) Remove(name string) error {
 	delete(r.pkgs, name)
 	r.changes++
 	r.signal()
-	go r.s.updateCount(r)
+	r.s.pkgCount.WithLabelValues(r.name, old.Kind).Dec()
 	return nil
 }
 
@@ -559,7 +563,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].Filename < recs[j].Filename })
+	slices.SortFunc(recs, func(a, b *record) int { return strings.Compare(a.Filename, b.Filename) })
 	var aptKey strings.Builder
 	for _, p := range recs {
 		if p.Kind == catalog.KindDeb {

@@ -18,8 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -74,7 +75,7 @@ type Result struct {
 // Build renders the metadata for entries (in any order; output is sorted by href).
 func Build(entries []*Entry, opt Options) (*Result, error) {
 	es := append([]*Entry(nil), entries...)
-	sort.Slice(es, func(i, j int) bool { return es[i].Href < es[j].Href })
+	slices.SortFunc(es, func(a, b *Entry) int { return strings.Compare(a.Href, b.Href) })
 	renderAll(es)
 	if opt.GzipLevel == 0 {
 		opt.GzipLevel = gzip.DefaultCompression
