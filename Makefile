@@ -125,4 +125,4 @@ deps: ## as root on Debian: apt-get install the tools the tests use (.ci/apt-pac
 
 .PHONY: clean
 clean: ## remove build output
-	rm -rf bin .tools
+	rm -rf bin dist .tools

@@ -78,7 +78,7 @@ func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandR
 			}
 			lastErr = err
 		} else if addr, id := s.raft.LeaderWithID(); addr != "" {
-			res, idx, err := s.forward(ctx, string(id), c)
+			res, idx, err := s.forwardWhileLeader(ctx, string(id), c)
 			if err == nil {
 				return res, idx, nil
 			}
@@ -99,6 +99,66 @@ func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandR
 			backoff *= 2
 		}
 	}
+}
+
+// leaderPoll is how often a forward in flight checks whether raft still
+// names the leader it was sent to.
+const leaderPoll = 100 * time.Millisecond
+
+// forwardWhileLeader forwards c to the leader with id, abandoning the call
+// as soon as raft elects someone else: a leader whose host was cut off
+// silently would otherwise hold the call until the client's deadline,
+// although a new leader answers a second later. An abandoned call may
+// still have been appended by the old leader, so it is retried only for
+// commands that are idempotent (see retryable); for the others the caller
+// learns that the outcome is uncertain.
+func (s *Server) forwardWhileLeader(ctx context.Context, leaderID string, c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
+	attempt, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changed := make(chan struct{})
+	go func() {
+		t := time.NewTicker(leaderPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-attempt.Done():
+				return
+			case <-t.C:
+				if _, id := s.raft.LeaderWithID(); string(id) != leaderID {
+					close(changed)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	res, idx, err := s.forward(attempt, leaderID, c)
+	if err == nil {
+		return res, idx, nil
+	}
+	select {
+	case <-changed:
+		if !retryable(c) {
+			return nil, 0, ErrUncertain
+		}
+		s.log.Info("leader changed during a forwarded write: retrying with the new leader", "old_leader", leaderID)
+		return nil, 0, fmt.Errorf("%w: leader %s replaced while forwarding", ErrNotLeader, leaderID)
+	default:
+		return nil, 0, err
+	}
+}
+
+// retryable reports whether applying c twice has the same effect as once,
+// so a forward abandoned on a leader change may be sent again: a push of
+// the same content is a no-op the second time, reports carry sequence
+// numbers, and the upserts and secret writes set values.
+func retryable(c *hivev1.Command) bool {
+	switch c.GetBody().(type) {
+	case *hivev1.Command_Push, *hivev1.Command_ReportBatch, *hivev1.Command_NodeUpsert,
+		*hivev1.Command_SecretSet, *hivev1.Command_CoordinatorUpsert:
+		return true
+	}
+	return false
 }
 
 // forward sends c to the leader with id.

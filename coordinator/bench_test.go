@@ -16,6 +16,8 @@ import (
 
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -329,4 +331,49 @@ func BenchmarkLeaderLoss(b *testing.B) {
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s-to-next-push")
 	b.ReportMetric(worst.Seconds(), "worst-s")
+}
+
+// BenchmarkStatusAll measures the all-nodes status answer `hivectl push
+// --wait` polls, on a --dev server holding N nodes (HIVE_BENCH_NODES,
+// default 2000) that each reported 20 resource results. resp-bytes is the
+// answer's encoded size; with-results-bytes what it would be if it carried
+// every node's results (as one-node answers do).
+func BenchmarkStatusAll(b *testing.B) {
+	n := envInt("HIVE_BENCH_NODES", 2000)
+	srv := startDev(b)
+	ctx := context.Background()
+	var results []*hivev1.ResourceResult
+	for i := range 20 {
+		results = append(results, &hivev1.ResourceResult{Key: fmt.Sprintf("file:/etc/app/conf.d/%02d.conf", i), Outcome: hivev1.Outcome_OUTCOME_OK, Duration: durationpb.New(3 * time.Millisecond)})
+	}
+	var reports []*hivev1.Report
+	for i := range n {
+		name := fmt.Sprintf("node-%05d", i)
+		if err := srv.registerNode(ctx, name, map[string]string{"tier": "web"}, []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		reports = append(reports, &hivev1.Report{Node: name, Generation: 1, Phase: hivev1.Phase_PHASE_CONVERGED, Seq: 1, Finished: timestamppb.Now(), Results: results})
+	}
+	if _, err := srv.commit(ctx, &hivev1.Command{Body: &hivev1.Command_ReportBatch{ReportBatch: &hivev1.ReportBatchCommand{Reports: reports}}}); err != nil {
+		b.Fatal(err)
+	}
+	c := dialPlain(b, srv.GRPCAddr())
+	var resp *hivev1.GetStatusResponse
+	b.ResetTimer()
+	for range b.N {
+		var err error
+		if resp, err = c.GetStatus(ctx, &hivev1.GetStatusRequest{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if len(resp.GetNodes()) != n {
+		b.Fatalf("status lists %d nodes, want %d", len(resp.GetNodes()), n)
+	}
+	full := proto.Clone(resp).(*hivev1.GetStatusResponse)
+	for _, ns := range full.GetNodes() {
+		ns.Results = results
+	}
+	b.ReportMetric(float64(proto.Size(resp)), "resp-bytes")
+	b.ReportMetric(float64(proto.Size(full)), "with-results-bytes")
 }

@@ -157,7 +157,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	nodes, tc := newCluster(t, 3, clusterOpts{})
 	l := leader(t, nodes)
 	f := followers(nodes, l)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 
 	var mu sync.Mutex
@@ -189,11 +189,11 @@ func TestClusterLeaderKill(t *testing.T) {
 			}
 		}(i, c)
 	}
-	waitFor(t, 20*time.Second, "some pushes", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 5 })
+	waitFor(t, 45*time.Second, "some pushes", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 5 })
 	killedAt := time.Now()
 	l.crash(t)
 	var newLeader *node
-	waitFor(t, 20*time.Second, "a new leader and a push after the kill", func() bool {
+	waitFor(t, 45*time.Second, "a new leader and a push after the kill", func() bool {
 		newLeader = nil
 		for _, n := range f {
 			if n.IsLeader() {

@@ -10,8 +10,16 @@
 // are proposed to raft and acknowledged only once committed; on a follower
 // they are forwarded to the leader's ClusterService.Apply, whose gRPC
 // address followers read from the replicated coordinator records (every
-// new leader records its own address first thing). Reads (history, render,
-// watch, status) are answered from the local FSM.
+// new leader records its own address first thing). A write is answered
+// only once the answering server's own FSM has applied it (report batches
+// excepted), so a read through the same server right after sees it. Reads
+// (history, render, watch, status) are answered from the local FSM.
+//
+// gRPC keepalive: clients may ping every Config.KeepaliveMinTime (10s),
+// also without an open stream; the server pings a connection idle for
+// KeepaliveTime (30s) and closes it after KeepaliveTimeout (10s) unanswered.
+// Raft voters are added through the leader (addVoter), retried across
+// leadership changes.
 //
 // Goroutines: Run starts the gRPC and HTTP servers, the leader loop
 // (records the leader's address, updates metrics), the report batcher

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -230,4 +231,46 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("result %T", r)
 		}
 	})
+}
+
+// TestWaitApplied: a waiter for index N returns once the command at N is
+// in the store (not before), a cancelled wait returns ctx's error, and a
+// restore advances the applied index to the snapshot's.
+func TestWaitApplied(t *testing.T) {
+	f := New(nil)
+	entries := encodeAll(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := f.WaitApplied(ctx, 2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait before any apply = %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.WaitApplied(context.Background(), 2) }()
+	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: entries[0]})
+	select {
+	case err := <-done:
+		t.Fatalf("wait for 2 returned %v after applying 1", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: entries[1]})
+	if err := <-done; err != nil || f.Applied() != 2 || f.Store().Index() != 2 {
+		t.Fatalf("wait = %v, applied %d, store index %d", err, f.Applied(), f.Store().Index())
+	}
+
+	src := New(nil)
+	applyAll(t, src, entries)
+	snap, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WaitApplied(context.Background(), uint64(len(entries))); err != nil || f.Applied() != uint64(len(entries)) {
+		t.Fatalf("after restore: applied %d, %v", f.Applied(), err)
+	}
 }

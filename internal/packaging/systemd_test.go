@@ -297,3 +297,75 @@ func groupID(t *testing.T, root, name string) int {
 	t.Fatalf("no group %s in %s", name, root)
 	return 0
 }
+
+// TestImageProvision runs deploy/image/provision.sh, the script Packer runs
+// on the build instance, in a Debian root with systemd and cloud-init
+// running as on that instance, with the real hive-agent package: it must
+// succeed, leave the agent enabled and stopped, and leave nothing
+// instance-specific behind (machine ID, SSH host keys, agent state,
+// certificates, cloud-init's record of the boot).
+func TestImageProvision(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "nsenter", "unshare")
+	testenv.SkipShort(t)
+	bin := binaries(t)
+	cfg := DefaultConfig()
+	cfg.Version, cfg.BinDir, cfg.Formats, cfg.Compression = "v1.0.0", bin, []string{"deb"}, "none"
+	cfg.Packages = []string{"hive-agent"}
+	cfg.DeployDir = filepath.Join(repoRoot(t), "deploy")
+	cfg.OutDir = t.TempDir()
+	built, err := Build(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := debroot.CopyWith(t, "systemd", "dbus", "cloud-init")
+	if out, err := exec.Command("mount", "--bind", root, root).CombinedOutput(); err != nil {
+		t.Fatalf("bind mount the root: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", root).Run() }) //nolint:errcheck
+	if err := copyFile("/etc/resolv.conf", filepath.Join(root, "etc/resolv.conf")); err != nil {
+		t.Fatal(err)
+	}
+	// What a previous boot of the build instance leaves: a machine ID, SSH
+	// host keys, and (had an agent ever run) state and certificates.
+	writeFile(t, filepath.Join(root, "etc/machine-id"), "0123456789abcdef0123456789abcdef\n")
+	if err := os.MkdirAll(filepath.Join(root, "etc/ssh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(root, "etc/ssh/ssh_host_ed25519_key"), "key")
+	b := booted{servicetest.BootSystemd(t, root)}
+
+	pkg := "/var/tmp/" + filepath.Base(built[0].Path)
+	copyTo(t, built[0].Path, filepath.Join(root, pkg), 0o644)
+	copyTo(t, filepath.Join(repoRoot(t), "deploy/image/provision.sh"), filepath.Join(root, "var/tmp/provision.sh"), 0o755)
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(b.PID), "-m", "-p", "-u", "-i", "-r", "-w",
+		"/usr/bin/env", "HIVE_AGENT_PACKAGE="+pkg, "HIVE_OS_FAMILY=debian", "/var/tmp/provision.sh")
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("provision.sh: %v\n%s", err, out)
+	}
+
+	p := b.show(t, "hive-agent.service", "UnitFileState", "ActiveState")
+	if p["UnitFileState"] != "enabled" || p["ActiveState"] != "inactive" {
+		t.Errorf("hive-agent after provisioning: %v, want enabled and inactive", p)
+	}
+	if st, err := os.Stat(filepath.Join(root, "etc/machine-id")); err != nil {
+		t.Error(err)
+	} else if st.Size() != 0 {
+		t.Errorf("/etc/machine-id not emptied (%d bytes): every instance of the image would share it", st.Size())
+	}
+	for _, p := range []string{"etc/ssh/ssh_host_ed25519_key", pkg} {
+		if exists(root, "/"+p) {
+			t.Errorf("%s left in the image", p)
+		}
+	}
+	for _, d := range []string{"var/lib/hive/agent", "etc/hive/tls"} {
+		if ents, err := os.ReadDir(filepath.Join(root, d)); err != nil || len(ents) != 0 {
+			t.Errorf("%s in the image: %v %v", d, ents, err)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "var/lib/cloud/instances")); len(ents) != 0 {
+		t.Errorf("cloud-init's instance records left in the image: %v", ents)
+	}
+}

@@ -2,26 +2,16 @@ package netlabtests
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 )
-
-// knownBug runs a reproducer of a bug not fixed yet only when
-// NETLAB_KNOWN_BUGS=1; otherwise the test is skipped, saying so (see
-// docs/testing.md, "Bugs found").
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("NETLAB_KNOWN_BUGS") != "1" {
-		t.Skipf("known bug, reproducer runs with NETLAB_KNOWN_BUGS=1: %s", what)
-	}
-}
 
 // The raft leader's host drops off the network (no RST: packets vanish).
 // A push sent right after to a follower must be committed by the new
 // leader; it must not wait on the lost one until hivectl gives up.
 func TestPushRightAfterLeaderHostCutOff(t *testing.T) {
-	knownBug(t, "a follower keeps forwarding a push to a leader whose host is cut off until the client's deadline")
+	// Fixed: a forward in flight is abandoned when raft elects another
+	// leader (coordinator.forwardWhileLeader); this test guards it.
 	c := newCluster(t, clusterConfig{coordinators: 3})
 	c.push(siteFiles("1", 1), false)
 	leader := c.leader()
