@@ -611,17 +611,15 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			s.gcMu.RUnlock()
 		}
 	}()
+	// The indexers hashed their files already (the names and Release carry
+	// the SHA-256): no second pass over them.
 	var blobs [][]byte
+	var sums []string
 	for _, f := range yres.Files {
-		blobs = append(blobs, f.Data)
+		blobs, sums = append(blobs, f.Data), append(sums, f.SHA256)
 	}
 	for _, f := range ares.Files {
-		blobs = append(blobs, f.Data)
-	}
-	sums := make([]string, len(blobs))
-	for i, b := range blobs {
-		sum := sha256.Sum256(b)
-		sums[i] = hex.EncodeToString(sum[:])
+		blobs, sums = append(blobs, f.Data), append(sums, f.SHA256)
 	}
 	for i, f := range yres.Files {
 		g.Files["yum/"+f.Name] = sums[i]
