@@ -596,6 +596,13 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			release = ares.Release
 		}
 	}
+	// Release is signed while the YUM metadata is still being built.
+	var gpg, inrel []byte
+	if aerr == nil {
+		if gpg, aerr = cfg.Signer.DetachArmored(release); aerr == nil {
+			inrel, aerr = cfg.Signer.ClearSign(release)
+		}
+	}
 	wg.Wait()
 	if err := errors.Join(yerr, aerr); err != nil {
 		return nil, 0, err
@@ -634,14 +641,6 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	}
 	// 2. Root files, signed.
 	sig, err := cfg.Signer.DetachArmored(yres.RepoMD)
-	if err != nil {
-		return nil, 0, err
-	}
-	gpg, err := cfg.Signer.DetachArmored(release)
-	if err != nil {
-		return nil, 0, err
-	}
-	inrel, err := cfg.Signer.ClearSign(release)
 	if err != nil {
 		return nil, 0, err
 	}
