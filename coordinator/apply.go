@@ -30,12 +30,16 @@ var (
 )
 
 // applyLocal proposes c on this server, which must be the leader, stamping
-// the time, and waits for the commit.
+// the time (and a node upsert's proposed ordinal), and waits for the
+// commit.
 func (s *Server) applyLocal(c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
 	if s.raft.State() != raft.Leader {
 		return nil, 0, ErrNotLeader
 	}
 	c.Time = timestamppb.Now()
+	if u := c.GetNodeUpsert(); u != nil {
+		u.Ordinal = s.fsm.Store().NextOrdinal()
+	}
 	b, err := fsm.Encode(c)
 	if err != nil {
 		return nil, 0, err

@@ -82,9 +82,15 @@ func newFixture(t *testing.T) *fixture {
 		{"mgr-2", "10.0.2.2", nil},
 		{"mgr-1", "10.0.2.1", nil},
 	} {
-		f.st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: n.name, Labels: n.labels, Addresses: []string{n.addr}})
+		upsert(f.st, &hivev1.NodeUpsertCommand{Name: n.name, Labels: n.labels, Addresses: []string{n.addr}})
 	}
 	return f
+}
+
+// upsert applies c as the leader proposes it (with the next ordinal).
+func upsert(st *state.Store, c *hivev1.NodeUpsertCommand) {
+	c.Ordinal = st.NextOrdinal()
+	st.UpsertNode(t0, c)
 }
 
 func (f *fixture) setSecret(t *testing.T, name, value string) {
@@ -225,7 +231,7 @@ func TestCacheAndHash(t *testing.T) {
 	}
 	// Registry change of a web node changes db's firewall sources.
 	before := f.render(t, "db-a").GetHash()
-	f.st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "web-3", Addresses: []string{"10.0.1.3"}})
+	upsert(f.st, &hivev1.NodeUpsertCommand{Name: "web-3", Addresses: []string{"10.0.1.3"}})
 	after := f.render(t, "db-a")
 	if after.GetHash() == before || !strings.Contains(strings.Join(find(after, "firewall:filter").GetFirewall().GetRules()[0].GetSources(), ","), "10.0.1.3") {
 		t.Fatal("registry change not rendered")
@@ -296,7 +302,7 @@ func BenchmarkRenderPush(b *testing.B) {
 		if i < 2 {
 			tier = "db"
 		}
-		st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: fmt.Sprintf("%s-%04d", tier, i), Labels: map[string]string{"tier": tier}, Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i/65536, (i/256)%256, i%256)}})
+		upsert(st, &hivev1.NodeUpsertCommand{Name: fmt.Sprintf("%s-%04d", tier, i), Labels: map[string]string{"tier": tier}, Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i/65536, (i/256)%256, i%256)}})
 	}
 	nodes, _ := st.Nodes()
 	r := New(nil)
@@ -338,19 +344,19 @@ func TestDrbdNodeIDsStable(t *testing.T) {
 		}
 		return m
 	}
-	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-2", Labels: db, Addresses: []string{"10.0.0.2"}})
+	upsert(st, &hivev1.NodeUpsertCommand{Name: "db-2", Labels: db, Addresses: []string{"10.0.0.2"}})
 	if got := ids(st, "db-2"); len(got) != 1 || got["db-2"] != 0 {
 		t.Fatalf("one node: ids = %v", got)
 	}
-	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-0", Labels: db, Addresses: []string{"10.0.0.0"}})
+	upsert(st, &hivev1.NodeUpsertCommand{Name: "db-0", Labels: db, Addresses: []string{"10.0.0.0"}})
 	for _, node := range []string{"db-2", "db-0"} {
 		if got := ids(st, node); len(got) != 2 || got["db-2"] != 0 || got["db-0"] != 1 {
 			t.Fatalf("after adding db-0, %s sees ids %v; want db-2 0, db-0 1", node, got)
 		}
 	}
 	// New facts keep the ordinal; a third node comes last.
-	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-2", Labels: db, Addresses: []string{"10.0.0.22"}})
-	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-1", Labels: db, Addresses: []string{"10.0.0.1"}})
+	upsert(st, &hivev1.NodeUpsertCommand{Name: "db-2", Labels: db, Addresses: []string{"10.0.0.22"}})
+	upsert(st, &hivev1.NodeUpsertCommand{Name: "db-1", Labels: db, Addresses: []string{"10.0.0.1"}})
 	if got := ids(st, "db-1"); got["db-2"] != 0 || got["db-0"] != 1 || got["db-1"] != 2 {
 		t.Fatalf("after db-2's new address and db-1: ids = %v", got)
 	}
@@ -364,8 +370,8 @@ func TestDrbdNodeIDsStable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st2.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-00", Labels: db, Addresses: []string{"10.0.0.100"}})
-	st.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "db-00", Labels: db, Addresses: []string{"10.0.0.100"}})
+	upsert(st2, &hivev1.NodeUpsertCommand{Name: "db-00", Labels: db, Addresses: []string{"10.0.0.100"}})
+	upsert(st, &hivev1.NodeUpsertCommand{Name: "db-00", Labels: db, Addresses: []string{"10.0.0.100"}})
 	a, b := ids(st, "db-00"), ids(st2, "db-00")
 	if a["db-2"] != 0 || a["db-0"] != 1 || a["db-1"] != 2 || a["db-00"] != 3 || len(b) != 4 || b["db-2"] != a["db-2"] || b["db-0"] != a["db-0"] || b["db-1"] != a["db-1"] || b["db-00"] != a["db-00"] {
 		t.Fatalf("after a snapshot: ids %v (restored) vs %v (original)", b, a)

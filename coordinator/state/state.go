@@ -193,17 +193,28 @@ func (s *Store) UpsertNode(t time.Time, c *hivev1.NodeUpsertCommand) *hivev1.Com
 	if ok && SameNodeFacts(old, n) {
 		return &hivev1.CommandResult{Unchanged: true}
 	}
-	// The ordinal records registration order, once (deterministic: it
-	// depends only on the order of commands).
-	if ok {
+	// The ordinal records registration order, once. It depends only on
+	// the command and the store: a command without one (written before
+	// ordinals existed) gives 0, as a snapshot of that time holds; the
+	// leader's proposal raises a replica whose counter lags.
+	switch {
+	case ok:
 		n.Ordinal = old.GetOrdinal()
-	} else {
-		n.Ordinal = s.nextOrdinal
-		s.nextOrdinal++
+	case c.GetOrdinal() > 0:
+		n.Ordinal = max(c.GetOrdinal(), s.nextOrdinal)
+		s.nextOrdinal = n.Ordinal + 1
 	}
 	s.nodes[n.Name] = n
 	s.registryVersion++
 	return &hivev1.CommandResult{}
+}
+
+// NextOrdinal returns the registration ordinal the next new node would get
+// (what the leader proposes in NodeUpsertCommand.ordinal).
+func (s *Store) NextOrdinal() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.nextOrdinal
 }
 
 // SameNodeFacts reports whether two records carry the same labels,

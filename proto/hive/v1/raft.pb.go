@@ -406,11 +406,18 @@ func (x *RollbackCommand) GetForce() bool {
 
 // NodeUpsertCommand records a node's identity facts.
 type NodeUpsertCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Addresses     []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	AgentVersion  string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels       map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Addresses    []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	AgentVersion string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Registration ordinal proposed by the leader for a node the registry
+	// does not know yet (its next ordinal when it proposed). Apply gives a
+	// new node max(ordinal, the store's next ordinal), so ordinals stay
+	// unique; 0 (entries written before ordinals existed) records the node
+	// with ordinal 0, which replays identically whether a replica starts
+	// from an old snapshot or from the log.
+	Ordinal       uint64 `protobuf:"varint,5,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +478,13 @@ func (x *NodeUpsertCommand) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *NodeUpsertCommand) GetOrdinal() uint64 {
+	if x != nil {
+		return x.Ordinal
+	}
+	return 0
 }
 
 // ReportBatchCommand carries many agents' reports in one log entry.
@@ -993,12 +1007,13 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x06author\x18\x02 \x01(\tR\x06author\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12'\n" +
 	"\x0fbase_generation\x18\x04 \x01(\x04R\x0ebaseGeneration\x12\x14\n" +
-	"\x05force\x18\x05 \x01(\bR\x05force\"\xe5\x01\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\"\xff\x01\n" +
 	"\x11NodeUpsertCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\x06labels\x18\x02 \x03(\v2&.hive.v1.NodeUpsertCommand.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12#\n" +
-	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x1a9\n" +
+	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12\x18\n" +
+	"\aordinal\x18\x05 \x01(\x04R\aordinal\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
