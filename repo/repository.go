@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +39,18 @@ type record struct {
 	Size     int64     `json:"size"`
 	Uploaded time.Time `json:"uploaded"`
 	meta     *catalog.Meta
+	key      string // SHA256 + "|" + Filename: the index entry caches' key
+	served   string // served path of the package file ("yum/packages/...", "apt/pool/...")
+}
+
+// prepare fills rec's derived fields (once, before rec is shared).
+func (s *Server) prepare(rec *record) {
+	rec.key = rec.SHA256 + "|" + rec.Filename
+	if rec.Kind == catalog.KindDeb {
+		rec.served = "apt/pool/" + s.cfg.Component + "/" + rec.Filename
+	} else {
+		rec.served = "yum/packages/" + rec.Filename
+	}
 }
 
 // Generation is one published state of a repository.
@@ -47,6 +60,53 @@ type Generation struct {
 	Key   string            `json:"key"`   // fingerprint of the signing key
 	Files map[string]string `json:"files"` // served path ("yum/...", "apt/...") → blob sha256
 	Root  map[string][]byte `json:"root"`  // root files, switched together
+}
+
+// encode is json.Marshal(g) without the reflection and key sorting for
+// Files (thousands of entries, one per package file): the generation file
+// is written on every publish and only read back by json.Unmarshal.
+func (g *Generation) encode() ([]byte, error) {
+	head, err := json.Marshal(struct {
+		N    int64             `json:"n"`
+		Date time.Time         `json:"date"`
+		Key  string            `json:"key"`
+		Root map[string][]byte `json:"root"`
+	}{g.N, g.Date, g.Key, g.Root})
+	if err != nil {
+		return nil, err
+	}
+	size := len(head) + 16
+	for p, sum := range g.Files {
+		size += len(p) + len(sum) + 6
+	}
+	b := make([]byte, 0, size)
+	b = append(b, head[:len(head)-1]...)
+	b = append(b, `,"files":{`...)
+	first := true
+	for p, sum := range g.Files {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, p)
+		b = append(b, ':')
+		b = appendJSONString(b, sum)
+	}
+	return append(b, "}}"...), nil
+}
+
+// appendJSONString appends s as a JSON string: verbatim when it holds only
+// characters that need no escaping, else as encoding/json writes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Repo is one named repository.
@@ -110,6 +170,7 @@ func (s *Server) openRepo(name string) (*Repo, error) {
 		if rec.meta, err = s.loadMeta(rec.Kind, rec.SHA256); err != nil {
 			return nil, fmt.Errorf("open repo %s: %s: %w", name, e.Name(), err)
 		}
+		s.prepare(rec)
 		r.pkgs[rec.Filename] = rec
 	}
 	// Generations: retained ones, and the current one by the symlink.
@@ -330,19 +391,21 @@ func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 	if err := s.saveMeta(m); err != nil {
 		return nil, fmt.Errorf("save header cache: %w", err)
 	}
-	v.done = true
-	if err := pend.Commit(); err != nil {
-		return nil, err
-	}
 	rec := &record{Filename: name, Kind: v.kind, SHA256: pend.Sum, Size: pend.Size, Uploaded: time.Now().UTC(), meta: m}
+	s.prepare(rec)
 	b, _ := json.Marshal(rec)
-	if err := store.WriteFile(filepath.Join(r.dir, "pkgs", name+".json"), b, s.store.TempDir()); err != nil {
+	// The blob and its record are fsync'ed together; the record is renamed
+	// into place after the blob.
+	v.done = true
+	if err := pend.Commit(store.File{Path: filepath.Join(r.dir, "pkgs", name+".json"), Data: b}); err != nil {
 		return nil, err
 	}
 	r.pkgs[name] = rec
 	r.changes++
 	r.signal()
-	go s.updateCount(r)
+	if !res.Replaced { // a replaced file has the same name, so the same kind
+		s.pkgCount.WithLabelValues(r.name, v.kind).Inc()
+	}
 	return res, nil
 }
 
@@ -353,7 +416,8 @@ func (r *Repo) Remove(name string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.pkgs[name]; !ok {
+	old, ok := r.pkgs[name]
+	if !ok {
 		return fmt.Errorf("%w: %s in %s", ErrNotFound, name, r.name)
 	}
 	if err := os.Remove(filepath.Join(r.dir, "pkgs", name+".json")); err != nil {
@@ -362,7 +426,7 @@ func (r *Repo) Remove(name string) error {
 	delete(r.pkgs, name)
 	r.changes++
 	r.signal()
-	go r.s.updateCount(r)
+	r.s.pkgCount.WithLabelValues(r.name, old.Kind).Dec()
 	return nil
 }
 
@@ -471,13 +535,14 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			date = prev.Date
 		}
 	}
-	g := &Generation{N: n, Date: date, Key: cfg.Signer.Fingerprint(), Files: map[string]string{}, Root: map[string][]byte{}}
+	g := &Generation{N: n, Date: date, Key: cfg.Signer.Fingerprint(), Files: make(map[string]string, len(recs)+32), Root: map[string][]byte{}}
 
 	var yum []*yumindex.Entry
 	var apt []*aptindex.Entry
-	yumKeep, aptKeep := map[string]*yumindex.Entry{}, map[string]*aptindex.Entry{}
+	yumKeep, aptKeep := make(map[string]*yumindex.Entry, len(r.yumCache)+8), make(map[string]*aptindex.Entry, len(r.aptCache)+8)
 	for _, p := range recs {
-		key := p.SHA256 + "|" + p.Filename
+		key := p.key
+		g.Files[p.served] = p.SHA256
 		switch p.Kind {
 		case catalog.KindRPM:
 			e := r.yumCache[key]
@@ -486,7 +551,6 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			}
 			yumKeep[key] = e
 			yum = append(yum, e)
-			g.Files["yum/packages/"+p.Filename] = p.SHA256
 		case catalog.KindDeb:
 			e := r.aptCache[key]
 			if e == nil {
@@ -494,17 +558,17 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			}
 			aptKeep[key] = e
 			apt = append(apt, e)
-			g.Files["apt/pool/"+cfg.Component+"/"+p.Filename] = p.SHA256
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].Filename < recs[j].Filename })
+	slices.SortFunc(recs, func(a, b *record) int { return strings.Compare(a.Filename, b.Filename) })
 	var aptKey strings.Builder
 	for _, p := range recs {
 		if p.Kind == catalog.KindDeb {
-			aptKey.WriteString(p.SHA256 + "|" + p.Filename + "\n")
+			aptKey.WriteString(p.key)
+			aptKey.WriteByte('\n')
 		}
 	}
 	var (
@@ -532,12 +596,19 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			release = ares.Release
 		}
 	}
+	// Release is signed while the YUM metadata is still being built.
+	var gpg, inrel []byte
+	if aerr == nil {
+		if gpg, aerr = cfg.Signer.DetachArmored(release); aerr == nil {
+			inrel, aerr = cfg.Signer.ClearSign(release)
+		}
+	}
 	wg.Wait()
 	if err := errors.Join(yerr, aerr); err != nil {
 		return nil, 0, err
 	}
 	tBuild := time.Now()
-	// 1. Hash-named (and by-hash) files first, fsync'ed. Garbage collection
+	// 1. Hash-named (and by-hash) files first. Garbage collection
 	// waits until this generation is retained, so it never removes a blob
 	// that was found already present here.
 	s.gcMu.RLock()
@@ -547,16 +618,15 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			s.gcMu.RUnlock()
 		}
 	}()
+	// The indexers hashed their files already (the names and Release carry
+	// the SHA-256): no second pass over them.
 	var blobs [][]byte
+	var sums []string
 	for _, f := range yres.Files {
-		blobs = append(blobs, f.Data)
+		blobs, sums = append(blobs, f.Data), append(sums, f.SHA256)
 	}
 	for _, f := range ares.Files {
-		blobs = append(blobs, f.Data)
-	}
-	sums, err := s.store.PutAll(blobs)
-	if err != nil {
-		return nil, 0, err
+		blobs, sums = append(blobs, f.Data), append(sums, f.SHA256)
 	}
 	for i, f := range yres.Files {
 		g.Files["yum/"+f.Name] = sums[i]
@@ -569,17 +639,8 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 			g.Files[dists+bh] = sum
 		}
 	}
-	tBlobs := time.Now()
 	// 2. Root files, signed.
 	sig, err := cfg.Signer.DetachArmored(yres.RepoMD)
-	if err != nil {
-		return nil, 0, err
-	}
-	gpg, err := cfg.Signer.DetachArmored(release)
-	if err != nil {
-		return nil, 0, err
-	}
-	inrel, err := cfg.Signer.ClearSign(release)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -588,18 +649,21 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 	g.Root[dists+"Release"] = release
 	g.Root[dists+"Release.gpg"] = gpg
 	g.Root[dists+"InRelease"] = inrel
-
-	tSign := time.Now()
-	// 3. The generation file, then the switch: one rename of the symlink.
-	b, err := json.Marshal(g)
+	b, err := g.encode()
 	if err != nil {
 		return nil, 0, err
 	}
+	tSign := time.Now()
+	// 3. The new blobs and the generation file, fsync'ed together (one
+	// round of concurrent fsyncs), the generation file renamed last; then
+	// the switch: one rename of the symlink. The generation file is not
+	// read before the switch names it (newer leftovers are ignored on start).
 	gname := strconv.FormatInt(n, 10) + ".json"
 	gpath := filepath.Join(r.dir, "gens", gname)
-	if err := store.WriteFile(gpath, b, s.store.TempDir()); err != nil {
+	if err := s.store.PutSums(blobs, sums, store.File{Path: gpath, Data: b}); err != nil {
 		return nil, 0, err
 	}
+	tBlobs := time.Now()
 	tmpLink := filepath.Join(r.dir, ".current-"+gname)
 	os.Remove(tmpLink)
 	if err := os.Symlink("gens/"+gname, tmpLink); err != nil {
@@ -612,7 +676,7 @@ func (r *Repo) publish(ctx context.Context) (*Generation, int64, error) {
 		return nil, 0, fmt.Errorf("switch: %w", err)
 	}
 	r.cur.Store(g)
-	s.log.Debug("publish phases", "repo", r.name, "build", tBuild.Sub(tStart), "blobs", tBlobs.Sub(tBuild), "sign", tSign.Sub(tBlobs), "switch", time.Since(tSign))
+	s.log.Debug("publish phases", "repo", r.name, "build", tBuild.Sub(tStart), "sign", tSign.Sub(tBuild), "write", tBlobs.Sub(tSign), "switch", time.Since(tBlobs))
 	r.yumCache, r.aptCache = yumKeep, aptKeep
 	r.lastApt, r.lastAptKey = ares, aptKey.String()
 

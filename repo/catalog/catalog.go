@@ -185,6 +185,9 @@ func (c *Cache) Prune(keep map[string]bool) {
 	}
 }
 
+// readBufs holds file buffers of ParseFile (*[]byte).
+var readBufs sync.Pool
+
 // ParseFile returns the metadata of the file at path, from the cache when
 // the file's path, size and mtime match a previous parse.
 func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
@@ -192,36 +195,55 @@ func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	fi, err := os.Stat(path)
+	c.mu.Lock()
+	h, ok := c.Hints[path]
+	c.mu.Unlock()
+	var fi os.FileInfo
+	if ok {
+		// A previous run saw this path: a stat decides whether to read it.
+		if fi, err = os.Stat(path); err != nil {
+			return nil, nil, err
+		}
+		var m *Meta
+		if h.Size == fi.Size() && h.MTime == fi.ModTime().UnixNano() {
+			c.mu.Lock()
+			m = c.BySum[h.Sum]
+			c.mu.Unlock()
+		}
+		if m != nil {
+			return m, fi, nil
+		}
+	}
+	// Not cached: one open, its fstat, one read of the whole file.
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	c.mu.Lock()
-	h, ok := c.Hints[path]
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, nil, err
+	}
 	var m *Meta
-	if ok && h.Size == fi.Size() && h.MTime == fi.ModTime().UnixNano() {
-		m = c.BySum[h.Sum]
-	}
-	c.mu.Unlock()
-	if m != nil {
-		return m, fi, nil
-	}
 	if kind == KindRPM && fi.Size() < 64<<20 {
 		// Small packages: one read, parsed from memory.
-		var b []byte
-		if b, err = os.ReadFile(path); err == nil {
+		// The buffer is reused: the parser copies what it keeps.
+		bp, _ := readBufs.Get().(*[]byte)
+		if bp == nil || int64(cap(*bp)) < fi.Size() {
+			b := make([]byte, fi.Size())
+			bp = &b
+		}
+		b := (*bp)[:fi.Size()]
+		if _, err = io.ReadFull(f, b); err == nil {
 			var p *rpmmeta.Package
 			if p, err = rpmmeta.ParseBytes(b); err == nil {
 				m = &Meta{Kind: kind, RPM: p}
 			}
 		}
-	} else {
-		var f *os.File
-		if f, err = os.Open(path); err != nil {
-			return nil, nil, err
+		if cap(b) <= 1<<20 {
+			readBufs.Put(bp)
 		}
+	} else {
 		m, err = Parse(kind, f)
-		f.Close()
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)

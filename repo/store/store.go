@@ -96,7 +96,8 @@ type Pending struct {
 }
 
 // Put streams r into a pending blob, refusing more than max bytes (max <= 0:
-// no limit). The caller must Commit or Discard it.
+// no limit). The caller must Commit or Discard it. The data is made durable
+// by Commit.
 func (s *Store) Put(r io.Reader, max int64) (*Pending, error) {
 	f, err := os.CreateTemp(s.tmp, "put-*")
 	if err != nil {
@@ -111,9 +112,8 @@ func (s *Store) Put(r io.Reader, max int64) (*Pending, error) {
 	if err == nil && max > 0 && n > max {
 		err = ErrTooLarge
 	}
-	if err == nil {
-		err = f.Sync()
-	}
+	// No fsync yet: a blob refused by verification never needs one; Commit
+	// syncs it together with the files that will refer to it.
 	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
@@ -146,11 +146,28 @@ func (s *Store) PutBytes(b []byte) (string, error) {
 	return h, nil
 }
 
-// PutAll stores several blobs and returns their sums. Their data is
-// written first and fsync'ed concurrently (one journal commit can cover
-// them all), then each is renamed into place.
-func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
+// File is a file written atomically beside blobs (see PutAll and Commit).
+type File struct {
+	Path string
+	Data []byte
+}
+
+// PutAll stores several blobs and returns their sums, then writes the files
+// also. All data is written first and fsync'ed concurrently (one journal
+// commit can cover them all), then each blob is renamed into place, and the
+// files last: a file written here may refer to the blobs.
+func (s *Store) PutAll(blobs [][]byte, also ...File) ([]string, error) {
 	sums := make([]string, len(blobs))
+	for i, b := range blobs {
+		sum := sha256.Sum256(b)
+		sums[i] = hex.EncodeToString(sum[:])
+	}
+	return sums, s.PutSums(blobs, sums, also...)
+}
+
+// PutSums is PutAll for blobs whose sums the caller already computed
+// (sums[i] must be the SHA-256 hex of blobs[i]).
+func (s *Store) PutSums(blobs [][]byte, sums []string, also ...File) error {
 	type pend struct {
 		f   *os.File
 		dst string
@@ -162,21 +179,28 @@ func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
 			os.Remove(p.f.Name())
 		}
 	}
+	write := func(b []byte, dst string) error {
+		f, err := os.CreateTemp(s.tmp, "put-*")
+		if err != nil {
+			return err
+		}
+		ps = append(ps, pend{f, dst})
+		_, err = f.Write(b)
+		return err
+	}
 	for i, b := range blobs {
-		sum := sha256.Sum256(b)
-		sums[i] = hex.EncodeToString(sum[:])
 		if s.Has(sums[i]) {
 			continue
 		}
-		f, err := os.CreateTemp(s.tmp, "put-*")
-		if err != nil {
+		if err := write(b, s.Path(sums[i])); err != nil {
 			cleanup()
-			return nil, fmt.Errorf("store put: %w", err)
+			return fmt.Errorf("store put: %w", err)
 		}
-		ps = append(ps, pend{f, s.Path(sums[i])})
-		if _, err := f.Write(b); err != nil {
+	}
+	for _, f := range also {
+		if err := write(f.Data, f.Path); err != nil {
 			cleanup()
-			return nil, fmt.Errorf("store put: %w", err)
+			return fmt.Errorf("write %s: %w", f.Path, err)
 		}
 	}
 	errs := make([]error, len(ps))
@@ -188,7 +212,7 @@ func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		cleanup()
-		return nil, fmt.Errorf("store put: %w", err)
+		return fmt.Errorf("store put: %w", err)
 	}
 	for i, p := range ps {
 		err := p.f.Close()
@@ -202,32 +226,86 @@ func (s *Store) PutAll(blobs [][]byte) ([]string, error) {
 			err = os.Rename(p.f.Name(), p.dst)
 		}
 		if err != nil {
-			for _, q := range ps[i:] {
+			for _, q := range ps[i+1:] {
 				q.f.Close()
 				os.Remove(q.f.Name())
 			}
-			return nil, fmt.Errorf("store put: %w", err)
+			os.Remove(p.f.Name())
+			return fmt.Errorf("store put: %w", err)
 		}
 	}
-	return sums, nil
+	return nil
 }
 
 // File is the pending blob's temporary file, positioned at its start, for
 // verifying the content before Commit.
 func (p *Pending) File() *os.File { return p.f }
 
-// Commit makes the blob visible under its sum.
-func (p *Pending) Commit() error {
+// Commit makes the blob durable and visible under its sum, then writes the
+// files also (which may refer to it) atomically. The blob and the files are
+// fsync'ed concurrently, before any of them is renamed into place.
+func (p *Pending) Commit(also ...File) error {
 	name := p.f.Name()
-	p.f.Close()
 	dst := p.s.Path(p.Sum)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	type tmp struct {
+		f   *os.File
+		dst string
+	}
+	var ts []tmp
+	cleanup := func() {
+		for _, t := range ts {
+			t.f.Close()
+			os.Remove(t.f.Name())
+		}
+	}
+	for _, a := range also {
+		f, err := os.CreateTemp(p.s.tmp, "."+strings.ReplaceAll(filepath.Base(a.Path), "*", "")+".tmp-*")
+		if err == nil {
+			ts = append(ts, tmp{f, a.Path})
+			_, err = f.Write(a.Data)
+		}
+		if err != nil {
+			cleanup()
+			p.Discard()
+			return fmt.Errorf("write %s: %w", a.Path, err)
+		}
+	}
+	errs := make([]error, len(ts)+1)
+	var wg sync.WaitGroup
+	for i, t := range ts {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i+1] = t.f.Sync() }()
+	}
+	errs[0] = p.f.Sync()
+	wg.Wait()
+	p.f.Close()
+	err := errors.Join(errs...)
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(dst), 0o755)
+	}
+	if err == nil {
+		err = os.Rename(name, dst)
+	}
+	if err != nil {
+		cleanup()
 		os.Remove(name)
 		return fmt.Errorf("store commit: %w", err)
 	}
-	if err := os.Rename(name, dst); err != nil {
-		os.Remove(name)
-		return fmt.Errorf("store commit: %w", err)
+	for i, t := range ts {
+		err := t.f.Close()
+		if err == nil {
+			err = os.Chmod(t.f.Name(), 0o644)
+		}
+		if err == nil {
+			err = os.Rename(t.f.Name(), t.dst)
+		}
+		if err != nil {
+			for _, u := range ts[i:] {
+				u.f.Close()
+				os.Remove(u.f.Name())
+			}
+			return fmt.Errorf("write %s: %w", t.dst, err)
+		}
 	}
 	return nil
 }

@@ -54,3 +54,47 @@ func TestPutCommitDiscard(t *testing.T) {
 		t.Errorf("bad sum: %v", err)
 	}
 }
+
+// TestCommitAndPutAllWithFiles: files written with a commit or a PutAll
+// land at their paths with their content, next to the blobs, and no
+// temporary file stays behind.
+func TestCommitAndPutAllWithFiles(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Put(strings.NewReader("blob"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := dir + "/record.json"
+	if err := p.Commit(store.File{Path: rec, Data: []byte(`{"a":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(rec); string(b) != `{"a":1}` || !s.Has(p.Sum) {
+		t.Errorf("commit: record %q, blob present %v", b, s.Has(p.Sum))
+	}
+	gen := dir + "/gen.json"
+	sums, err := s.PutAll([][]byte{[]byte("one"), []byte("two")}, store.File{Path: gen, Data: []byte("g")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sum := range sums {
+		if !s.Has(sum) {
+			t.Errorf("blob %s missing", sum)
+		}
+	}
+	if b, _ := os.ReadFile(gen); string(b) != "g" {
+		t.Errorf("generation file %q", b)
+	}
+	// A file that cannot be renamed into place (a non-empty directory is
+	// there) fails the call, leaving no temporary file behind.
+	if _, err := s.PutAll([][]byte{[]byte("three")}, store.File{Path: dir, Data: nil}); err == nil {
+		t.Errorf("write over a directory succeeded")
+	}
+	ents, _ := os.ReadDir(s.TempDir())
+	if len(ents) != 0 {
+		t.Errorf("%d temporary files left", len(ents))
+	}
+}

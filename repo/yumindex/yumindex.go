@@ -18,8 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -41,6 +42,7 @@ type Entry struct {
 	once                      sync.Once
 	done                      atomic.Bool
 	primary, filelists, other []byte
+	key                       [32]byte // SHA-256 of Pkg.SHA256, Href, FileTime: names the entry in run keys
 }
 
 // File is one generated metadata file.
@@ -73,7 +75,7 @@ type Result struct {
 // Build renders the metadata for entries (in any order; output is sorted by href).
 func Build(entries []*Entry, opt Options) (*Result, error) {
 	es := append([]*Entry(nil), entries...)
-	sort.Slice(es, func(i, j int) bool { return es[i].Href < es[j].Href })
+	slices.SortFunc(es, func(a, b *Entry) int { return strings.Compare(a.Href, b.Href) })
 	renderAll(es)
 	if opt.GzipLevel == 0 {
 		opt.GzipLevel = gzip.DefaultCompression
@@ -126,26 +128,39 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 	return &Result{Files: files, RepoMD: RepoMD(files, opt.Revision)}, nil
 }
 
-// whole compresses the file as one gzip member, as createrepo_c does.
+// whole compresses the file as one gzip member, as createrepo_c does,
+// hashing the uncompressed stream on the way (never held in memory whole).
 func whole(head, tail string, es []*Entry, get func(*Entry) []byte, level int) ([]byte, [32]byte, int64, error) {
 	size := len(head) + len(tail)
 	for _, e := range es {
 		size += len(get(e))
 	}
-	open := make([]byte, 0, size)
-	open = append(open, head...)
-	for _, e := range es {
-		open = append(open, get(e)...)
-	}
-	open = append(open, tail...)
-	z, err := gz(open, level, size/4)
-	return z, sha256.Sum256(open), int64(len(open)), err
+	oh := sha256.New()
+	z, err := gzWith(level, size/4, func(zw *gzip.Writer) {
+		w := func(b []byte) {
+			oh.Write(b)
+			zw.Write(b)
+		}
+		w([]byte(head))
+		for _, e := range es {
+			w(get(e))
+		}
+		w([]byte(tail))
+	})
+	var sum [32]byte
+	oh.Sum(sum[:0])
+	return z, sum, int64(size), err
 }
 
 // gzPool keeps writers of the default level: a new one allocates large tables.
 var gzPool sync.Pool
 
 func gz(data []byte, level, hint int) ([]byte, error) {
+	return gzWith(level, hint, func(zw *gzip.Writer) { zw.Write(data) })
+}
+
+// gzWith returns one gzip member of what write writes to its writer.
+func gzWith(level, hint int, write func(*gzip.Writer)) ([]byte, error) {
 	var z bytes.Buffer
 	z.Grow(hint)
 	var zw *gzip.Writer
@@ -166,7 +181,7 @@ func gz(data []byte, level, hint int) ([]byte, error) {
 			defer gzPool.Put(zw)
 		}
 	}
-	zw.Write(data)
+	write(zw)
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
@@ -205,22 +220,21 @@ func (c *Chunks) build(typ, head, tail string, es []*Entry, get func(*Entry) []b
 	oh := sha256.New()
 	oh.Write([]byte(head))
 	osize := int64(len(head))
-	kh := sha256.New()
-	var num [20]byte
+	// A run's key: its type and the SHA-256 of its entries' keys.
+	kb := make([]byte, 0, runMax*32)
 	start := 0
 	for i, e := range es {
-		kh.Write([]byte(e.Pkg.SHA256))
-		kh.Write([]byte(e.Href))
-		kh.Write(strconv.AppendInt(num[:0], e.FileTime, 10))
+		kb = append(kb, e.key[:]...)
 		f := get(e)
 		oh.Write(f)
 		osize += int64(len(f))
 		if i+1 < len(es) && i+1-start < runMax && fnv32(e.Href)%runAvg != 0 {
 			continue
 		}
-		runs = append(runs, run{start, i + 1, typ + string(kh.Sum(nil))})
+		k := sha256.Sum256(kb)
+		runs = append(runs, run{start, i + 1, typ + string(k[:])})
 		start = i + 1
-		kh.Reset()
+		kb = kb[:0]
 	}
 	oh.Write([]byte(tail))
 	osize += int64(len(tail))
@@ -371,6 +385,7 @@ func (e *Entry) render() {
 		e.primary = e.renderPrimary()
 		e.filelists = e.renderFilelists()
 		e.other = e.renderOther()
+		e.key = sha256.Sum256(strconv.AppendInt([]byte(e.Pkg.SHA256+"\x00"+e.Href+"\x00"), e.FileTime, 10))
 		e.done.Store(true)
 	})
 }
