@@ -175,6 +175,11 @@ func summary(g *hivev1.Generation) *hivev1.GenerationSummary {
 }
 
 func (a *api) ListGenerations(ctx context.Context, req *hivev1.ListGenerationsRequest) (*hivev1.ListGenerationsResponse, error) {
+	if req.GetConsistent() {
+		if err := a.s.readIndex(ctx); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "consistent read: %v", err)
+		}
+	}
 	st := a.s.fsm.Store()
 	resp := &hivev1.ListGenerationsResponse{Current: st.CurrentNumber()}
 	for _, g := range st.Generations(int(req.GetLimit())) {

@@ -47,6 +47,7 @@ var methodAccess = map[string]access{
 	coordSvc + "RequestCertificate":   accessOpen,
 	clusterSvc + "Apply":              accessCoordinator,
 	clusterSvc + "GetKeys":            accessCoordinator,
+	clusterSvc + "ReadIndex":          accessCoordinator,
 }
 
 type identityKey struct{}

@@ -75,9 +75,11 @@ func parseGeneration(s string) (uint64, error) {
 	return n, nil
 }
 
-// currentGeneration asks for the current generation number (0: none yet).
+// currentGeneration asks for the current generation number (0: none yet),
+// read consistently: a follower that lags answers only once it has caught
+// up with the leader, so the base of a push is never an old generation.
 func currentGeneration(ctx context.Context, c *client.Conn) (uint64, error) {
-	resp, err := c.ListGenerations(ctx, &hivev1.ListGenerationsRequest{Limit: 1})
+	resp, err := c.ListGenerations(ctx, &hivev1.ListGenerationsRequest{Limit: 1, Consistent: true})
 	if err != nil {
 		return 0, rpcError("read current generation", err, false)
 	}

@@ -356,7 +356,13 @@ func (x *RollbackResponse) GetSha256() string {
 type ListGenerationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many, newest first (0: all).
-	Limit         uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Answer only once this server has applied everything the leader had
+	// committed when the call arrived (a linearizable read). hivectl sets it
+	// when it reads the base generation of a push or rollback, so a lagging
+	// follower cannot make an operator's own last push look like someone
+	// else's.
+	Consistent    bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,6 +402,13 @@ func (x *ListGenerationsRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ListGenerationsRequest) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
 }
 
 type ListGenerationsResponse struct {
@@ -2321,6 +2334,86 @@ func (x *GetKeysResponse) GetKeys() []*KeyringKey {
 	return nil
 }
 
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{44}
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -2350,9 +2443,12 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\tR\x06sha256\".\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"N\n" +
 	"\x16ListGenerationsRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\rR\x05limit\"q\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"q\n" +
 	"\x17ListGenerationsResponse\x12<\n" +
 	"\vgenerations\x18\x01 \x03(\v2\x1a.hive.v1.GenerationSummaryR\vgenerations\x12\x18\n" +
 	"\acurrent\x18\x02 \x01(\x04R\acurrent\".\n" +
@@ -2467,7 +2563,10 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\":\n" +
 	"\x0fGetKeysResponse\x12'\n" +
-	"\x04keys\x18\x01 \x03(\v2\x13.hive.v1.KeyringKeyR\x04keys*s\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.hive.v1.KeyringKeyR\x04keys\"\x12\n" +
+	"\x10ReadIndexRequest\")\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -2494,8 +2593,9 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemovePeer\x12\x1a.hive.v1.RemovePeerRequest\x1a\x1b.hive.v1.RemovePeerResponse\x12c\n" +
 	"\x14CreateBootstrapToken\x12$.hive.v1.CreateBootstrapTokenRequest\x1a%.hive.v1.CreateBootstrapTokenResponse\x12]\n" +
-	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2\x86\x01\n" +
-	"\x0eClusterService\x126\n" +
+	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2\xca\x01\n" +
+	"\x0eClusterService\x12B\n" +
+	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
 	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
@@ -2512,7 +2612,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -2559,36 +2659,38 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*GetKeysRequest)(nil),               // 42: hive.v1.GetKeysRequest
 	(*KeyringKey)(nil),                   // 43: hive.v1.KeyringKey
 	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
-	nil,                                  // 45: hive.v1.WatchNodeStateRequest.LabelsEntry
-	(*Site)(nil),                         // 46: hive.v1.Site
-	(*GenerationSummary)(nil),            // 47: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 48: hive.v1.Generation
-	(*NodeState)(nil),                    // 49: hive.v1.NodeState
-	(*Report)(nil),                       // 50: hive.v1.Report
-	(*NodeStatus)(nil),                   // 51: hive.v1.NodeStatus
-	(*Member)(nil),                       // 52: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 53: google.protobuf.Timestamp
-	(*Command)(nil),                      // 54: hive.v1.Command
-	(*CommandResult)(nil),                // 55: hive.v1.CommandResult
+	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
+	nil,                                  // 47: hive.v1.WatchNodeStateRequest.LabelsEntry
+	(*Site)(nil),                         // 48: hive.v1.Site
+	(*GenerationSummary)(nil),            // 49: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 50: hive.v1.Generation
+	(*NodeState)(nil),                    // 51: hive.v1.NodeState
+	(*Report)(nil),                       // 52: hive.v1.Report
+	(*NodeStatus)(nil),                   // 53: hive.v1.NodeStatus
+	(*Member)(nil),                       // 54: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 55: google.protobuf.Timestamp
+	(*Command)(nil),                      // 56: hive.v1.Command
+	(*CommandResult)(nil),                // 57: hive.v1.CommandResult
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	46, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	47, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	48, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	48, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	49, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	50, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	49, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	45, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	49, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	50, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	51, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	52, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	53, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	51, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	47, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	51, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	52, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	53, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	54, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	55, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	53, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	54, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	55, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	55, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	56, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	57, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 17: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
 	1,  // 18: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
 	3,  // 19: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
@@ -2608,30 +2710,32 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	34, // 33: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
 	36, // 34: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
 	38, // 35: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	40, // 36: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 37: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	2,  // 38: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 39: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 40: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 41: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 42: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 43: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 44: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 45: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 46: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 47: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 48: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 49: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 50: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 51: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 52: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 53: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 54: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 55: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	41, // 56: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 57: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	38, // [38:58] is the sub-list for method output_type
-	18, // [18:38] is the sub-list for method input_type
+	45, // 36: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 37: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 38: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	2,  // 39: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 40: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 41: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 42: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 43: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 44: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 45: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 46: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 47: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 48: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 49: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 50: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 51: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 52: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 53: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 54: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 55: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 56: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	46, // 57: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 58: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 59: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	39, // [39:60] is the sub-list for method output_type
+	18, // [18:39] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
 	18, // [18:18] is the sub-list for extension extendee
 	0,  // [0:18] is the sub-list for field type_name
@@ -2651,7 +2755,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

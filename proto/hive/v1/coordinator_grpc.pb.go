@@ -827,8 +827,9 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_Apply_FullMethodName   = "/hive.v1.ClusterService/Apply"
-	ClusterService_GetKeys_FullMethodName = "/hive.v1.ClusterService/GetKeys"
+	ClusterService_ReadIndex_FullMethodName = "/hive.v1.ClusterService/ReadIndex"
+	ClusterService_Apply_FullMethodName     = "/hive.v1.ClusterService/Apply"
+	ClusterService_GetKeys_FullMethodName   = "/hive.v1.ClusterService/GetKeys"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -838,6 +839,10 @@ const (
 // ClusterService is internal to the coordinators: followers forward writes
 // to the leader through it. Only coordinator certificates may call it.
 type ClusterServiceClient interface {
+	// ReadIndex confirms leadership and returns an index that covers every
+	// entry committed before the call; a follower waits until it has
+	// applied it before answering a consistent read.
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 	// Apply proposes a command to raft on the leader and waits for commit.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
 	// GetKeys returns secret-sealing keys of this server's keyring by id, so
@@ -852,6 +857,16 @@ type clusterServiceClient struct {
 
 func NewClusterServiceClient(cc grpc.ClientConnInterface) ClusterServiceClient {
 	return &clusterServiceClient{cc}
+}
+
+func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error) {
@@ -881,6 +896,10 @@ func (c *clusterServiceClient) GetKeys(ctx context.Context, in *GetKeysRequest, 
 // ClusterService is internal to the coordinators: followers forward writes
 // to the leader through it. Only coordinator certificates may call it.
 type ClusterServiceServer interface {
+	// ReadIndex confirms leadership and returns an index that covers every
+	// entry committed before the call; a follower waits until it has
+	// applied it before answering a consistent read.
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	// Apply proposes a command to raft on the leader and waits for commit.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
 	// GetKeys returns secret-sealing keys of this server's keyring by id, so
@@ -897,6 +916,9 @@ type ClusterServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedClusterServiceServer struct{}
 
+func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
 }
@@ -922,6 +944,24 @@ func RegisterClusterServiceServer(s grpc.ServiceRegistrar, srv ClusterServiceSer
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&ClusterService_ServiceDesc, srv)
+}
+
+func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -967,6 +1007,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "hive.v1.ClusterService",
 	HandlerType: (*ClusterServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ReadIndex",
+			Handler:    _ClusterService_ReadIndex_Handler,
+		},
 		{
 			MethodName: "Apply",
 			Handler:    _ClusterService_Apply_Handler,
