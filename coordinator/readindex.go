@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
@@ -34,34 +36,65 @@ func (c *cluster) ReadIndex(ctx context.Context, _ *hivev1.ReadIndexRequest) (*h
 func (s *Server) readIndex(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
+	backoff := 10 * time.Millisecond
+	for {
+		idx, err := s.readIndexOnce(ctx)
+		if err == nil {
+			if err := s.fsm.WaitApplied(ctx, idx); err != nil {
+				return fmt.Errorf("wait for index %d: %w", idx, err)
+			}
+			return nil
+		}
+		// No leader yet, a leader that has not recorded its address, or one
+		// that just lost leadership: retry like a write does.
+		if !errors.Is(err, ErrNoLeader) && status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.Unavailable {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%v)", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// readIndexOnce asks the current leader for a read index.
+func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 	var idx uint64
 	if s.raft.State() == raft.Leader {
 		resp, err := (&cluster{s: s}).ReadIndex(ctx, &hivev1.ReadIndexRequest{})
 		if err != nil {
-			return err
+			return 0, err
 		}
 		idx = resp.GetIndex()
 	} else {
 		_, id := s.raft.LeaderWithID()
 		if id == "" {
-			return fmt.Errorf("%w: consistent read", ErrNoLeader)
+			return 0, fmt.Errorf("%w: consistent read", ErrNoLeader)
 		}
 		rec := s.fsm.Store().Coordinator(string(id))
 		if rec == nil || rec.GetGrpcAddr() == "" {
-			return fmt.Errorf("%w: leader %s has not recorded its address yet", ErrNoLeader, id)
+			return 0, fmt.Errorf("%w: leader %s has not recorded its address yet", ErrNoLeader, id)
 		}
 		conn, err := s.forwardConn(rec.GetGrpcAddr())
 		if err != nil {
-			return err
+			return 0, err
 		}
-		resp, err := hivev1.NewClusterServiceClient(conn).ReadIndex(ctx, &hivev1.ReadIndexRequest{})
+		// Bounded per attempt, so a leader whose host vanished does not
+		// hold the read until the deadline.
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := hivev1.NewClusterServiceClient(conn).ReadIndex(actx, &hivev1.ReadIndexRequest{})
+		acancel()
 		if err != nil {
-			return fmt.Errorf("read index from leader %s: %w", id, err)
+			if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
+				return 0, fmt.Errorf("%w: leader %s did not answer", ErrNoLeader, id)
+			}
+			return 0, fmt.Errorf("read index from leader %s: %w", id, err)
 		}
 		idx = resp.GetIndex()
 	}
-	if err := s.fsm.WaitApplied(ctx, idx); err != nil {
-		return fmt.Errorf("wait for index %d: %w", idx, err)
-	}
-	return nil
+	return idx, nil
 }
