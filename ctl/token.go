@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/pki"
@@ -126,6 +128,11 @@ client certificate.`,
 				defer cancel()
 				resp, err := c.RequestCertificate(cctx, &hivev1.RequestCertificateRequest{Token: token, Node: node, Csr: csr})
 				if err != nil {
+					// The call needs no certificate, so a refusal is about
+					// the token, not about permissions.
+					if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied {
+						return &cliError{msg: "request certificate: refused: " + st.Message() + " (the bootstrap token is wrong, used, expired or for another node: ask an admin for a new one with hivectl tls token create)", err: err}
+					}
 					return rpcError("request certificate", err, false)
 				}
 				certs, err := pki.ParseCerts(resp.GetCertificate())
