@@ -12,7 +12,6 @@ import (
 
 	"github.com/hivefleet/hive/client"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
-	"github.com/hivefleet/hive/site"
 )
 
 // waitPoll is how often push --wait asks for status.
@@ -56,20 +55,8 @@ failed, and exits 1 if any failed (or on --timeout).`,
 				return fmt.Errorf("--timeout %v: must be positive", timeout)
 			}
 			name := args[0]
-			data, err := os.ReadFile(name)
+			s, data, err := readSite(cmd, name, ": nothing pushed")
 			if err != nil {
-				return fmt.Errorf("read site file: %w", err)
-			}
-			s, err := site.Parse(name, data)
-			if err != nil {
-				var list site.ErrorList
-				if errors.As(err, &list) {
-					for _, e := range list {
-						fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
-					}
-					fmt.Fprintf(cmd.ErrOrStderr(), "%d error(s): nothing pushed\n", len(list))
-					return &exitError{code: 1}
-				}
 				return err
 			}
 			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/site"
 )
 
@@ -25,20 +26,8 @@ per line as FILE:LINE:COL: FIELD.PATH: REASON, and exits 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			data, err := os.ReadFile(name)
+			s, _, err := readSite(cmd, name, "")
 			if err != nil {
-				return fmt.Errorf("read site file: %w", err)
-			}
-			s, err := site.Parse(name, data)
-			if err != nil {
-				var list site.ErrorList
-				if errors.As(err, &list) {
-					for _, e := range list {
-						fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
-					}
-					fmt.Fprintf(cmd.ErrOrStderr(), "%d error(s)\n", len(list))
-					return &exitError{code: 1}
-				}
 				return err
 			}
 			if verbose {
@@ -54,4 +43,26 @@ per line as FILE:LINE:COL: FIELD.PATH: REASON, and exits 1.`,
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print a summary of a valid file")
 	return cmd
+}
+
+// readSite reads and parses a site file. Parse errors are printed one per
+// line on stderr, followed by a count and suffix, and turn into exit code 1.
+func readSite(cmd *cobra.Command, name, suffix string) (*hivev1.Site, []byte, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read site file: %w", err)
+	}
+	s, err := site.Parse(name, data)
+	if err != nil {
+		var list site.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				fmt.Fprintln(cmd.ErrOrStderr(), e.Error())
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d error(s)%s\n", len(list), suffix)
+			return nil, nil, &exitError{code: 1}
+		}
+		return nil, nil, err
+	}
+	return s, data, nil
 }
