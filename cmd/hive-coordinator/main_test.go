@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,7 +106,7 @@ func TestGossipKeyRequiredOutsideDev(t *testing.T) {
 	defer cancel()
 	ready := make(chan *coordinator.Server, 1)
 	errc := make(chan error, 1)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	go func() { errc <- run(ctx, append(base, "--gossip-key-file", gossipKeyFile(t)), &logs, ready) }()
 	select {
 	case <-ready:
@@ -128,7 +129,7 @@ func startDev(t testing.TB, extra ...string) (*coordinator.Server, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *coordinator.Server, 1)
 	errc := make(chan error, 1)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	args := append([]string{"--dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--gossip-profile", "local", "--log-level", "warn"}, extra...)
 	go func() { errc <- run(ctx, args, &logs, ready) }()
 	select {
@@ -273,4 +274,24 @@ func TestPackagedConfig(t *testing.T) {
 		fs.Lookup("gossip-key-file").Value.String() != "/etc/hive/gossip.key" {
 		t.Fatalf("name %q data %q expect %d tls-ca %q", *name, *dataDir, *expect, fs.Lookup("tls-ca").Value)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent loggers
+// (raft, memberlist and slog write from their own goroutines, some of them
+// still finishing after run returns).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
