@@ -54,10 +54,10 @@ func templateFuncs(secret func(string) (string, error), roles []string) template
 	return template.FuncMap{
 		"secret":  secret,
 		"hasRole": func(r string) bool { return contains(roles, r) },
-		"join":   strings.Join,
-		"upper":  strings.ToUpper,
-		"lower":  strings.ToLower,
-		"quote":  func(s string) string { return fmt.Sprintf("%q", s) },
+		"join":    strings.Join,
+		"upper":   strings.ToUpper,
+		"lower":   strings.ToLower,
+		"quote":   func(s string) string { return fmt.Sprintf("%q", s) },
 	}
 }
 
