@@ -61,6 +61,11 @@ check-tidy: ## fail if go.mod/go.sum are not tidy
 	if ! diff -q go.mod /tmp/hive-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/hive-go.sum.bak >/dev/null; then \
 	  cp /tmp/hive-go.mod.bak go.mod; cp /tmp/hive-go.sum.bak go.sum; echo "go.mod/go.sum not tidy: run 'go mod tidy'"; exit 1; fi
 
+.PHONY: check-fmt
+check-fmt: ## fail if gofmt would change a file (generated code excepted)
+	@files=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$files" ]; then echo "gofmt would change: $$files (run 'make fix')"; exit 1; fi
+
 .PHONY: vet
 vet:
 	$(GO) vet ./...
@@ -70,7 +75,7 @@ buf-lint: tools
 	$(BUF) lint
 
 .PHONY: test
-test: vet buf-lint check-generated check-tidy build ## vet, buf lint, generated-code and go.mod tidiness checks, go test -race ./...
+test: check-fmt vet buf-lint check-generated check-tidy build ## vet, buf lint, generated-code and go.mod tidiness checks, go test -race ./...
 	$(GO) test -race -count=1 -timeout 60m $(GOTEST_FLAGS) ./...
 
 .PHONY: test-short
@@ -89,7 +94,7 @@ lint: vet buf-lint tools ## vet, buf lint, buf breaking against main, staticchec
 	  $(BUF) breaking --against '.git#branch=main'; else echo "buf breaking: no main to compare with yet"; fi
 
 .PHONY: verify
-verify: lint check-generated check-tidy ## every check, rewriting nothing
+verify: check-fmt lint check-generated check-tidy ## every check, rewriting nothing
 
 .PHONY: fix
 fix: generate ## the only target that rewrites: gofmt, go mod tidy, generate
