@@ -130,6 +130,7 @@ type Repo struct {
 	gens       atomic.Pointer[[]*Generation] // retained, oldest first, current last
 	kick       chan struct{}
 	lastFailed atomic.Bool
+	pins       pins // which generation each client got a signed document from
 }
 
 // UploadResult is the upload API's answer.
@@ -743,6 +744,22 @@ func (r *Repo) serve(w http.ResponseWriter, req *http.Request, kind, p string) {
 		return
 	}
 	key := kind + "/" + p
+	if isSignedDoc(key) {
+		if _, ok := g.Root[key]; ok {
+			r.pins.record(req.RemoteAddr, key, g.N, time.Now())
+		}
+	} else if doc, ok := signedDoc(key); ok {
+		// Serve the signature of the generation whose document this
+		// client got, if a publish came in between and it is retained.
+		if n, ok := r.pins.lookup(req.RemoteAddr, doc, time.Now()); ok && n != g.N && r.gens.Load() != nil {
+			for _, old := range *r.gens.Load() {
+				if old.N == n && old.Root[key] != nil {
+					g = old
+					break
+				}
+			}
+		}
+	}
 	if b, ok := g.Root[key]; ok {
 		// No Last-Modified: publishes within one second share their Date,
 		// so a time validator could answer 304 for changed content. The
