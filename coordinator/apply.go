@@ -167,11 +167,7 @@ func retryable(c *hivev1.Command) bool {
 
 // forward sends c to the leader with id.
 func (s *Server) forward(ctx context.Context, leaderID string, c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
-	rec := s.fsm.Store().Coordinator(leaderID)
-	if rec == nil || rec.GetGrpcAddr() == "" {
-		return nil, 0, fmt.Errorf("%w: leader %s has not recorded its address yet", ErrNoLeader, leaderID)
-	}
-	conn, err := s.forwardConn(rec.GetGrpcAddr())
+	conn, err := s.leaderConn(leaderID)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -189,6 +185,16 @@ func (s *Server) forward(ctx context.Context, leaderID string, c *hivev1.Command
 		return nil, 0, fmt.Errorf("forward to leader %s: %w", leaderID, err)
 	}
 	return resp.GetResult(), resp.GetIndex(), nil
+}
+
+// leaderConn returns the connection to the coordinator with id, from the
+// gRPC address it recorded in the replicated state.
+func (s *Server) leaderConn(id string) (*grpc.ClientConn, error) {
+	rec := s.fsm.Store().Coordinator(id)
+	if rec == nil || rec.GetGrpcAddr() == "" {
+		return nil, fmt.Errorf("%w: leader %s has not recorded its address yet", ErrNoLeader, id)
+	}
+	return s.forwardConn(rec.GetGrpcAddr())
 }
 
 func (s *Server) forwardConn(addr string) (*grpc.ClientConn, error) {

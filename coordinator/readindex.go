@@ -75,11 +75,7 @@ func (s *Server) readIndexOnce(ctx context.Context) (uint64, error) {
 		if id == "" {
 			return 0, fmt.Errorf("%w: consistent read", ErrNoLeader)
 		}
-		rec := s.fsm.Store().Coordinator(string(id))
-		if rec == nil || rec.GetGrpcAddr() == "" {
-			return 0, fmt.Errorf("%w: leader %s has not recorded its address yet", ErrNoLeader, id)
-		}
-		conn, err := s.forwardConn(rec.GetGrpcAddr())
+		conn, err := s.leaderConn(string(id))
 		if err != nil {
 			return 0, err
 		}
