@@ -52,6 +52,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newRollbackCommand(cf),
 		newSecretCommand(cf),
 		newPeersCommand(cf),
+		newNodeCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root
