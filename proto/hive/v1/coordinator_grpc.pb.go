@@ -37,6 +37,9 @@ const (
 	CoordinatorService_RemovePeer_FullMethodName           = "/hive.v1.CoordinatorService/RemovePeer"
 	CoordinatorService_CreateBootstrapToken_FullMethodName = "/hive.v1.CoordinatorService/CreateBootstrapToken"
 	CoordinatorService_RequestCertificate_FullMethodName   = "/hive.v1.CoordinatorService/RequestCertificate"
+	CoordinatorService_RevokeNode_FullMethodName           = "/hive.v1.CoordinatorService/RevokeNode"
+	CoordinatorService_RemoveNode_FullMethodName           = "/hive.v1.CoordinatorService/RemoveNode"
+	CoordinatorService_RenewCertificate_FullMethodName     = "/hive.v1.CoordinatorService/RenewCertificate"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -89,6 +92,20 @@ type CoordinatorServiceClient interface {
 	// RequestCertificate redeems a bootstrap token for a node certificate.
 	// It is the only call allowed without a client certificate.
 	RequestCertificate(ctx context.Context, in *RequestCertificateRequest, opts ...grpc.CallOption) (*RequestCertificateResponse, error)
+	// RevokeNode puts a node's certificates on the deny list kept in raft:
+	// every certificate of agent:<node> issued before now, or only the
+	// listed serials. Calls with a denied certificate are refused by every
+	// coordinator and its open connections are closed. Admins only.
+	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
+	// RemoveNode forgets a node (registry entry, last report, the secrets it
+	// published) and revokes every certificate issued to it so far. Admins
+	// only.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// RenewCertificate signs a new certificate for the calling agent, with
+	// the identity and the other names and extensions of the certificate it
+	// calls with, for the key of the CSR. Agents only, as themselves; a
+	// revoked or expired certificate cannot renew.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -288,6 +305,36 @@ func (c *coordinatorServiceClient) RequestCertificate(ctx context.Context, in *R
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeNodeResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RevokeNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -338,6 +385,20 @@ type CoordinatorServiceServer interface {
 	// RequestCertificate redeems a bootstrap token for a node certificate.
 	// It is the only call allowed without a client certificate.
 	RequestCertificate(context.Context, *RequestCertificateRequest) (*RequestCertificateResponse, error)
+	// RevokeNode puts a node's certificates on the deny list kept in raft:
+	// every certificate of agent:<node> issued before now, or only the
+	// listed serials. Calls with a denied certificate are refused by every
+	// coordinator and its open connections are closed. Admins only.
+	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
+	// RemoveNode forgets a node (registry entry, last report, the secrets it
+	// published) and revokes every certificate issued to it so far. Admins
+	// only.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// RenewCertificate signs a new certificate for the calling agent, with
+	// the identity and the other names and extensions of the certificate it
+	// calls with, for the key of the CSR. Agents only, as themselves; a
+	// revoked or expired certificate cannot renew.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -401,6 +462,15 @@ func (UnimplementedCoordinatorServiceServer) CreateBootstrapToken(context.Contex
 }
 func (UnimplementedCoordinatorServiceServer) RequestCertificate(context.Context, *RequestCertificateRequest) (*RequestCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestCertificate not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeNode not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -740,6 +810,60 @@ func _CoordinatorService_RequestCertificate_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_RevokeNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RevokeNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RevokeNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RevokeNode(ctx, req.(*RevokeNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -814,6 +938,18 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RequestCertificate",
 			Handler:    _CoordinatorService_RequestCertificate_Handler,
+		},
+		{
+			MethodName: "RevokeNode",
+			Handler:    _CoordinatorService_RevokeNode_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _CoordinatorService_RemoveNode_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _CoordinatorService_RenewCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

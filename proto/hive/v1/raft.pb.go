@@ -46,6 +46,8 @@ type Command struct {
 	//	*Command_BootstrapTokenCreate
 	//	*Command_BootstrapTokenRedeem
 	//	*Command_CoordinatorUpsert
+	//	*Command_NodeRevoke
+	//	*Command_NodeRemove
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -199,6 +201,24 @@ func (x *Command) GetCoordinatorUpsert() *CoordinatorUpsertCommand {
 	return nil
 }
 
+func (x *Command) GetNodeRevoke() *NodeRevokeCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_NodeRevoke); ok {
+			return x.NodeRevoke
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetNodeRemove() *NodeRemoveCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_NodeRemove); ok {
+			return x.NodeRemove
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -243,6 +263,14 @@ type Command_CoordinatorUpsert struct {
 	CoordinatorUpsert *CoordinatorUpsertCommand `protobuf:"bytes,19,opt,name=coordinator_upsert,json=coordinatorUpsert,proto3,oneof"`
 }
 
+type Command_NodeRevoke struct {
+	NodeRevoke *NodeRevokeCommand `protobuf:"bytes,25,opt,name=node_revoke,json=nodeRevoke,proto3,oneof"`
+}
+
+type Command_NodeRemove struct {
+	NodeRemove *NodeRemoveCommand `protobuf:"bytes,26,opt,name=node_remove,json=nodeRemove,proto3,oneof"`
+}
+
 func (*Command_Push) isCommand_Body() {}
 
 func (*Command_Rollback) isCommand_Body() {}
@@ -262,6 +290,10 @@ func (*Command_BootstrapTokenCreate) isCommand_Body() {}
 func (*Command_BootstrapTokenRedeem) isCommand_Body() {}
 
 func (*Command_CoordinatorUpsert) isCommand_Body() {}
+
+func (*Command_NodeRevoke) isCommand_Body() {}
+
+func (*Command_NodeRemove) isCommand_Body() {}
 
 // PushCommand proposes a new generation.
 type PushCommand struct {
@@ -972,11 +1004,155 @@ func (x *CommandResult) GetUnchanged() bool {
 	return false
 }
 
+// NodeRevokeCommand denies certificates of agent:<node>. With cutoff,
+// every certificate whose NotBefore is not after the command's time is
+// denied (the node's cut-off moves forward, never back); serials are
+// denied whatever their dates. Serials are lowercase hex without leading
+// zeros.
+type NodeRevokeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Cutoff        bool                   `protobuf:"varint,2,opt,name=cutoff,proto3" json:"cutoff,omitempty"`
+	Serials       []string               `protobuf:"bytes,3,rep,name=serials,proto3" json:"serials,omitempty"`
+	Author        string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRevokeCommand) Reset() {
+	*x = NodeRevokeCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRevokeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRevokeCommand) ProtoMessage() {}
+
+func (x *NodeRevokeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRevokeCommand.ProtoReflect.Descriptor instead.
+func (*NodeRevokeCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NodeRevokeCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeRevokeCommand) GetCutoff() bool {
+	if x != nil {
+		return x.Cutoff
+	}
+	return false
+}
+
+func (x *NodeRevokeCommand) GetSerials() []string {
+	if x != nil {
+		return x.Serials
+	}
+	return nil
+}
+
+func (x *NodeRevokeCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *NodeRevokeCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// NodeRemoveCommand forgets a node: its registry record, its last report
+// and the secrets it published ("<node>/..."), and revokes it with a
+// cut-off at the command's time.
+type NodeRemoveCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Author        string                 `protobuf:"bytes,2,opt,name=author,proto3" json:"author,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRemoveCommand) Reset() {
+	*x = NodeRemoveCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRemoveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRemoveCommand) ProtoMessage() {}
+
+func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
+func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *NodeRemoveCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeRemoveCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *NodeRemoveCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xae\x06\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xac\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -994,7 +1170,11 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"peerRemove\x12\\\n" +
 	"\x16bootstrap_token_create\x18\x11 \x01(\v2$.hive.v1.BootstrapTokenCreateCommandH\x00R\x14bootstrapTokenCreate\x12\\\n" +
 	"\x16bootstrap_token_redeem\x18\x12 \x01(\v2$.hive.v1.BootstrapTokenRedeemCommandH\x00R\x14bootstrapTokenRedeem\x12R\n" +
-	"\x12coordinator_upsert\x18\x13 \x01(\v2!.hive.v1.CoordinatorUpsertCommandH\x00R\x11coordinatorUpsertB\x06\n" +
+	"\x12coordinator_upsert\x18\x13 \x01(\v2!.hive.v1.CoordinatorUpsertCommandH\x00R\x11coordinatorUpsert\x12=\n" +
+	"\vnode_revoke\x18\x19 \x01(\v2\x1a.hive.v1.NodeRevokeCommandH\x00R\n" +
+	"nodeRevoke\x12=\n" +
+	"\vnode_remove\x18\x1a \x01(\v2\x1a.hive.v1.NodeRemoveCommandH\x00R\n" +
+	"nodeRemoveB\x06\n" +
 	"\x04body\"\x81\x01\n" +
 	"\vPushCommand\x123\n" +
 	"\n" +
@@ -1048,7 +1228,17 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x1c\n" +
-	"\tunchanged\x18\x04 \x01(\bR\tunchangedB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\tunchanged\x18\x04 \x01(\bR\tunchanged\"\x89\x01\n" +
+	"\x11NodeRevokeCommand\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06cutoff\x18\x02 \x01(\bR\x06cutoff\x12\x18\n" +
+	"\aserials\x18\x03 \x03(\tR\aserials\x12\x16\n" +
+	"\x06author\x18\x04 \x01(\tR\x06author\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"W\n" +
+	"\x11NodeRemoveCommand\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06author\x18\x02 \x01(\tR\x06author\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reasonB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_raft_proto_rawDescOnce sync.Once
@@ -1062,7 +1252,7 @@ func file_hive_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hive_v1_raft_proto_rawDescData
 }
 
-var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_hive_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: hive.v1.Command
 	(*PushCommand)(nil),                 // 1: hive.v1.PushCommand
@@ -1076,13 +1266,15 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	(*BootstrapTokenRedeemCommand)(nil), // 9: hive.v1.BootstrapTokenRedeemCommand
 	(*CoordinatorUpsertCommand)(nil),    // 10: hive.v1.CoordinatorUpsertCommand
 	(*CommandResult)(nil),               // 11: hive.v1.CommandResult
-	nil,                                 // 12: hive.v1.NodeUpsertCommand.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 13: google.protobuf.Timestamp
-	(*Generation)(nil),                  // 14: hive.v1.Generation
-	(*Report)(nil),                      // 15: hive.v1.Report
+	(*NodeRevokeCommand)(nil),           // 12: hive.v1.NodeRevokeCommand
+	(*NodeRemoveCommand)(nil),           // 13: hive.v1.NodeRemoveCommand
+	nil,                                 // 14: hive.v1.NodeUpsertCommand.LabelsEntry
+	(*timestamppb.Timestamp)(nil),       // 15: google.protobuf.Timestamp
+	(*Generation)(nil),                  // 16: hive.v1.Generation
+	(*Report)(nil),                      // 17: hive.v1.Report
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
-	13, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
+	15, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: hive.v1.Command.push:type_name -> hive.v1.PushCommand
 	2,  // 2: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
 	3,  // 3: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
@@ -1093,15 +1285,17 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	8,  // 8: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
 	9,  // 9: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
 	10, // 10: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
-	14, // 11: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	12, // 12: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	15, // 13: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	13, // 14: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	12, // 11: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
+	13, // 12: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
+	16, // 13: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	14, // 14: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	17, // 15: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	15, // 16: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -1121,6 +1315,8 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_BootstrapTokenCreate)(nil),
 		(*Command_BootstrapTokenRedeem)(nil),
 		(*Command_CoordinatorUpsert)(nil),
+		(*Command_NodeRevoke)(nil),
+		(*Command_NodeRemove)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1128,7 +1324,7 @@ func file_hive_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_raft_proto_rawDesc), len(file_hive_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

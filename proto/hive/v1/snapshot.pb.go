@@ -39,8 +39,10 @@ type StateSnapshot struct {
 	Coordinators    []*CoordinatorRecord    `protobuf:"bytes,7,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
 	// Ordinal the next newly registered node gets (NodeRecord.ordinal).
 	NextNodeOrdinal uint64 `protobuf:"varint,8,opt,name=next_node_ordinal,json=nextNodeOrdinal,proto3" json:"next_node_ordinal,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The certificate deny list, one entry per revoked node.
+	Revocations   []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
@@ -127,6 +129,13 @@ func (x *StateSnapshot) GetNextNodeOrdinal() uint64 {
 		return x.NextNodeOrdinal
 	}
 	return 0
+}
+
+func (x *StateSnapshot) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
 }
 
 // NodeRecord is a node of the registry: the facts its agent last sent.
@@ -473,7 +482,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\x9d\x03\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xd4\x03\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -482,7 +491,8 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\asecrets\x18\x05 \x03(\v2\x15.hive.v1.StoredSecretR\asecrets\x12H\n" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
-	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\"\xa7\x02\n" +
+	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
+	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\"\xa7\x02\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -537,7 +547,8 @@ var file_hive_v1_snapshot_proto_goTypes = []any{
 	nil,                           // 5: hive.v1.NodeRecord.LabelsEntry
 	(*Generation)(nil),            // 6: hive.v1.Generation
 	(*Report)(nil),                // 7: hive.v1.Report
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*Revocation)(nil),            // 8: hive.v1.Revocation
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	6,  // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
@@ -546,16 +557,17 @@ var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	2,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
 	3,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
 	4,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
-	5,  // 6: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	8,  // 7: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	8,  // 8: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	8,  // 9: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	8,  // 10: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
+	5,  // 7: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	9,  // 8: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	9,  // 9: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	9,  // 10: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	9,  // 11: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }

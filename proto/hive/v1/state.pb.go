@@ -1483,6 +1483,104 @@ func (x *NodeStatus) GetAddresses() []string {
 	return nil
 }
 
+// Revocation is the deny list entry of one agent identity.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Certificates of the node whose NotBefore is not after this time are
+	// denied (unset: no cut-off, only serials).
+	Cutoff *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=cutoff,proto3" json:"cutoff,omitempty"`
+	// Denied serial numbers (lowercase hex, no leading zeros), sorted.
+	Serials []string `protobuf:"bytes,3,rep,name=serials,proto3" json:"serials,omitempty"`
+	// Who revoked last, when, and why.
+	Author  string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	Updated *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated,proto3" json:"updated,omitempty"`
+	Reason  string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The node was removed (NodeRemoveCommand) and has not registered since.
+	Removed       bool `protobuf:"varint,7,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_hive_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Revocation) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Revocation) GetCutoff() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Cutoff
+	}
+	return nil
+}
+
+func (x *Revocation) GetSerials() []string {
+	if x != nil {
+		return x.Serials
+	}
+	return nil
+}
+
+func (x *Revocation) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *Revocation) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *Revocation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Revocation) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
 var File_hive_v1_state_proto protoreflect.FileDescriptor
 
 const file_hive_v1_state_proto_rawDesc = "" +
@@ -1628,7 +1726,16 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\taddresses\x18\x0e \x03(\tR\taddresses\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x85\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x01\n" +
+	"\n" +
+	"Revocation\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x122\n" +
+	"\x06cutoff\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06cutoff\x12\x18\n" +
+	"\aserials\x18\x03 \x03(\tR\aserials\x12\x16\n" +
+	"\x06author\x18\x04 \x01(\tR\x06author\x124\n" +
+	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x18\n" +
+	"\aremoved\x18\a \x01(\bR\aremoved*\x85\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1674,7 +1781,7 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Phase)(0),                    // 1: hive.v1.Phase
@@ -1693,56 +1800,59 @@ var file_hive_v1_state_proto_goTypes = []any{
 	(*Member)(nil),                // 14: hive.v1.Member
 	(*ResourceCounts)(nil),        // 15: hive.v1.ResourceCounts
 	(*NodeStatus)(nil),            // 16: hive.v1.NodeStatus
-	nil,                           // 17: hive.v1.Peer.LabelsEntry
-	nil,                           // 18: hive.v1.NodeFacts.LabelsEntry
-	nil,                           // 19: hive.v1.NodeFacts.PeersEntry
-	nil,                           // 20: hive.v1.NodeState.SecretsEntry
-	nil,                           // 21: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 22: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 23: hive.v1.Member.LabelsEntry
-	nil,                           // 24: hive.v1.NodeStatus.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*Site)(nil),                  // 26: hive.v1.Site
-	(*Resource)(nil),              // 27: hive.v1.Resource
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*Revocation)(nil),            // 17: hive.v1.Revocation
+	nil,                           // 18: hive.v1.Peer.LabelsEntry
+	nil,                           // 19: hive.v1.NodeFacts.LabelsEntry
+	nil,                           // 20: hive.v1.NodeFacts.PeersEntry
+	nil,                           // 21: hive.v1.NodeState.SecretsEntry
+	nil,                           // 22: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 23: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 24: hive.v1.Member.LabelsEntry
+	nil,                           // 25: hive.v1.NodeStatus.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*Site)(nil),                  // 27: hive.v1.Site
+	(*Resource)(nil),              // 28: hive.v1.Resource
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	25, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	26, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	25, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
-	17, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
+	26, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	27, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	26, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	18, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
 	7,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
-	18, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
-	19, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
+	19, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
+	20, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
 	9,  // 7: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	27, // 8: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	20, // 9: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	28, // 8: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	21, // 9: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
 	0,  // 10: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	28, // 11: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	29, // 11: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
 	1,  // 12: hive.v1.Report.phase:type_name -> hive.v1.Phase
 	11, // 13: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	28, // 14: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	25, // 15: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	25, // 16: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	21, // 17: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	29, // 14: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	26, // 15: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	26, // 16: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	22, // 17: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
 	3,  // 18: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	22, // 19: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	23, // 19: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
 	3,  // 20: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
 	2,  // 21: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	23, // 22: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	24, // 22: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
 	4,  // 23: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	24, // 24: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	25, // 24: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
 	2,  // 25: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
 	1,  // 26: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	25, // 27: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	26, // 27: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
 	15, // 28: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
 	11, // 29: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	8,  // 30: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	26, // 30: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	26, // 31: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	8,  // 32: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -1757,7 +1867,7 @@ func file_hive_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
