@@ -59,6 +59,8 @@ const (
 	ChangeSecrets
 	ChangeCoordinators
 	ChangeTokens
+	// ChangeRevocations: the certificate deny list changed.
+	ChangeRevocations
 	// ChangeAll is signalled after a Restore.
 	ChangeAll Change = 1<<iota - 1
 )
@@ -205,6 +207,14 @@ var handlers = map[string]handler{
 	"bootstrap_token_redeem": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.RedeemToken(t, c.GetBootstrapTokenRedeem())
 		return r, changedIf(r, ChangeTokens)
+	},
+	"node_revoke": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
+		r := s.Revoke(t, c.GetNodeRevoke())
+		return r, changedIf(r, ChangeRevocations)
+	},
+	"node_remove": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
+		r := s.RemoveNode(t, c.GetNodeRemove())
+		return r, changedIf(r, ChangeRevocations|ChangeRegistry|ChangeStatus|ChangeSecrets)
 	},
 }
 

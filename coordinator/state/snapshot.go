@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 
+	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -58,6 +59,7 @@ func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 		return snap.BootstrapTokens[i].TokenSha256 < snap.BootstrapTokens[j].TokenSha256
 	})
 	sort.Slice(snap.Coordinators, func(i, j int) bool { return snap.Coordinators[i].Name < snap.Coordinators[j].Name })
+	snap.Revocations = s.revocationsLocked()
 	return snap, s.index
 }
 
@@ -144,6 +146,12 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 			return nil, fmt.Errorf("%w: coordinator without a name", ErrSnapshotFormat)
 		}
 		s.coordinators[v.GetName()] = v
+	}
+	for _, v := range snap.GetRevocations() {
+		if err := pki.ValidateName(v.GetNode()); err != nil {
+			return nil, fmt.Errorf("%w: revocation: %v", ErrSnapshotFormat, err)
+		}
+		s.revocations[v.GetNode()] = v
 	}
 	// Versions restart from a value different from any a watcher may have
 	// seen before, so everything is re-rendered once.

@@ -54,6 +54,7 @@ type Store struct {
 	secrets      map[string]*hivev1.StoredSecret
 	tokens       map[string]*hivev1.StoredBootstrapToken
 	coordinators map[string]*hivev1.CoordinatorRecord
+	revocations  map[string]*hivev1.Revocation // the deny list, by node (revoke.go)
 
 	// index is the raft index of the last applied command.
 	index uint64
@@ -74,6 +75,7 @@ func New() *Store {
 		secrets:      map[string]*hivev1.StoredSecret{},
 		tokens:       map[string]*hivev1.StoredBootstrapToken{},
 		coordinators: map[string]*hivev1.CoordinatorRecord{},
+		revocations:  map[string]*hivev1.Revocation{},
 		nextOrdinal:  1,
 	}
 }
@@ -246,7 +248,7 @@ func (s *Store) ApplyReports(c *hivev1.ReportBatchCommand) *hivev1.CommandResult
 	defer s.mu.Unlock()
 	stored := 0
 	for _, r := range c.GetReports() {
-		if r.GetNode() == "" {
+		if r.GetNode() == "" || s.removedLocked(r.GetNode()) {
 			continue
 		}
 		if old, ok := s.reports[r.GetNode()]; ok {
