@@ -22,7 +22,7 @@ func TestRevokeRemoveApplyAndRestore(t *testing.T) {
 		{Time: t0, Body: &hivev1.Command_NodeUpsert{NodeUpsert: &hivev1.NodeUpsertCommand{Name: "web-1", Ordinal: 1}}},
 		{Time: t0, Body: &hivev1.Command_NodeRevoke{NodeRevoke: &hivev1.NodeRevokeCommand{Node: "web-2", Serials: []string{"ab"}}}},
 		{Time: t0, Body: &hivev1.Command_NodeRevoke{NodeRevoke: &hivev1.NodeRevokeCommand{Node: "web-2", Serials: []string{"ab"}}}}, // unchanged
-		{Time: t0, Body: &hivev1.Command_NodeRevoke{NodeRevoke: &hivev1.NodeRevokeCommand{Node: "web-3"}}},                           // invalid
+		{Time: t0, Body: &hivev1.Command_NodeRevoke{NodeRevoke: &hivev1.NodeRevokeCommand{Node: "web-3"}}},                          // invalid
 		{Time: t0, Body: &hivev1.Command_NodeRemove{NodeRemove: &hivev1.NodeRemoveCommand{Node: "web-1", Author: "ops"}}},
 		{Time: t0, Body: &hivev1.Command_NodeRemove{NodeRemove: &hivev1.NodeRemoveCommand{Node: "ghost"}}}, // not found
 	}
