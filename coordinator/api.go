@@ -320,6 +320,9 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	last := req.GetKnownHash()
 	for {
 		wake := s.hub.wait()
+		if err := s.checkCert(ctx, callerFrom(ctx)); err != nil {
+			return err // revoked (or expired) while watching
+		}
 		st := s.fsm.Store()
 		out, err := s.renderer.Render(st, f)
 		if err != nil {
@@ -845,6 +848,9 @@ func (a *api) RequestCertificate(ctx context.Context, req *hivev1.RequestCertifi
 	// certificate out only once the token is redeemed.
 	cert, err := pki.SignAgentCSR(s.ca.Cert, s.ca.Key, req.GetCsr(), req.GetNode())
 	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sign certificate: %v", err)
+	}
+	if cert, err = s.mintLifetime(cert, req.GetNode()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sign certificate: %v", err)
 	}
 	sum := sha256.Sum256([]byte(req.GetToken()))

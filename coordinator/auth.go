@@ -45,6 +45,9 @@ var methodAccess = map[string]access{
 	coordSvc + "WatchNodeState":       accessNode,
 	coordSvc + "Report":               accessNode,
 	coordSvc + "RequestCertificate":   accessOpen,
+	coordSvc + "RevokeNode":           accessAdmin,
+	coordSvc + "RemoveNode":           accessAdmin,
+	coordSvc + "RenewCertificate":     accessNode, // agents only, checked in the handler
 	clusterSvc + "Apply":              accessCoordinator,
 	clusterSvc + "GetKeys":            accessCoordinator,
 	clusterSvc + "ReadIndex":          accessCoordinator,
@@ -97,6 +100,9 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	}
 	if !allowed {
 		return nil, status.Errorf(codes.PermissionDenied, "%s may not call %s", id, method[strings.LastIndex(method, "/")+1:])
+	}
+	if err := s.checkCert(ctx, id); err != nil {
+		return nil, err
 	}
 	return context.WithValue(ctx, identityKey{}, id), nil
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/hivefleet/hive/pki"
 )
 
 // Default addresses (ports 7400–7403 are hive's; 7946, memberlist's
@@ -19,6 +21,10 @@ const (
 	DefaultMaxPushBytes = 4 << 20
 	// MaxSecretBytes is the largest secret value accepted.
 	MaxSecretBytes = 64 << 10
+	// MinAgentCertLifetime and MaxAgentCertLifetime bound
+	// Config.AgentCertLifetime (the minimum is for tests).
+	MinAgentCertLifetime = 10 * time.Second
+	MaxAgentCertLifetime = 365 * 24 * time.Hour
 )
 
 // Config configures a Server. Only cmd/hive-coordinator reads flags, the
@@ -61,6 +67,9 @@ type Config struct {
 	// TLSCAKey, when set, lets this server sign agent certificates for
 	// redeemed bootstrap tokens (RequestCertificate).
 	TLSCAKey string
+	// AgentCertLifetime is the lifetime of the agent certificates this
+	// server signs (bootstrap and renewal; agents renew at two thirds).
+	AgentCertLifetime time.Duration
 
 	// KeyringFile holds the secret-sealing keys (default
 	// DataDir/keyring.json; created when missing).
@@ -122,6 +131,7 @@ func DefaultConfig() Config {
 		ReportBatchMax:     1000,
 		MembershipDebounce: 100 * time.Millisecond,
 		MaxPushBytes:       DefaultMaxPushBytes,
+		AgentCertLifetime:  pki.DefaultAgentCertLifetime,
 		KeepaliveMinTime:   10 * time.Second,
 		KeepaliveTime:      30 * time.Second,
 		KeepaliveTimeout:   10 * time.Second,
@@ -187,6 +197,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepaliveMinTime <= 0 || c.KeepaliveTime < time.Second || c.KeepaliveTimeout <= 0 {
 		errs = append(errs, errors.New("keepalive min time and timeout must be positive and keepalive time at least 1s"))
+	}
+	if c.AgentCertLifetime < MinAgentCertLifetime || c.AgentCertLifetime > MaxAgentCertLifetime {
+		errs = append(errs, fmt.Errorf("agent certificate lifetime %v: must be between %v and %v", c.AgentCertLifetime, MinAgentCertLifetime, MaxAgentCertLifetime))
 	}
 	if c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0 {
 		errs = append(errs, errors.New("snapshot threshold and interval must be positive"))

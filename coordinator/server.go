@@ -37,6 +37,7 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,6 +85,7 @@ type Server struct {
 	batcher     *batcher
 	metrics     *metrics
 	ca          *pki.CA
+	conns       *connTracker // client connections by certificate (revoke.go)
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
 
@@ -200,7 +202,8 @@ func New(cfg Config) (s *Server, err error) {
 	s.renderer = render.New(syncOpener{s})
 	s.hub = newHub(cfg.MembershipDebounce)
 	s.fsm = fsm.New(root)
-	s.fsm.OnApply = s.hub.onApply
+	s.conns = newConnTracker(func(id pki.Identity, leaf *x509.Certificate) error { return s.certError(id, leaf, time.Now()) }, revokeGrace, log)
+	s.fsm.OnApply = s.onApply
 	s.metrics = newMetrics(s)
 
 	s.layer = newStreamLayer(raftLn, raftAdvAddr, raftServerTLS, s.clientTLS)
@@ -325,7 +328,7 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),
 	}
 	if tlsCfg != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		opts = append(opts, grpc.Creds(trackingCreds{TransportCredentials: credentials.NewTLS(tlsCfg), t: s.conns}))
 	}
 	g := grpc.NewServer(opts...)
 	hivev1.RegisterCoordinatorServiceServer(g, &api{s: s})
@@ -411,6 +414,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer bwg.Done(); s.leaderLoop(bctx) }()
 	go func() { defer bwg.Done(); s.readyLoop(bctx) }()
 	go func() { defer bwg.Done(); s.reconcileLoop(bctx) }()
+	bwg.Add(1)
+	go func() { defer bwg.Done(); s.conns.run(bctx) }()
 	gctx, gcancel := context.WithCancel(context.Background())
 	gdone := make(chan struct{})
 	if s.gossip != nil {

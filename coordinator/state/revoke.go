@@ -172,7 +172,7 @@ func (s *Store) revocationsLocked() []*hivev1.Revocation {
 
 // Denied reports whether the certificate of agent:node with notBefore and
 // serial (SerialText form) is on the deny list, and why: "revoked at
-// <cut-off>" or "serial <s> revoked at <time>".
+// <cut-off> (...)" or "revoked at <time> (serial <s> on the deny list)".
 func (s *Store) Denied(node string, notBefore time.Time, serial string) (string, bool) {
 	s.mu.RLock()
 	r := s.revocations[node]
@@ -186,10 +186,10 @@ func DeniedBy(r *hivev1.Revocation, notBefore time.Time, serial string) (string,
 		return "", false
 	}
 	if c := r.GetCutoff(); c != nil && !notBefore.After(c.AsTime()) {
-		return "revoked at " + c.AsTime().UTC().Format(time.RFC3339), true
+		return "revoked at " + c.AsTime().UTC().Format(time.RFC3339) + " (with every certificate of the node issued until then)", true
 	}
 	if _, found := slices.BinarySearch(r.GetSerials(), serial); found {
-		return fmt.Sprintf("serial %s revoked at %s", serial, r.GetUpdated().AsTime().UTC().Format(time.RFC3339)), true
+		return fmt.Sprintf("revoked at %s (serial %s on the deny list)", r.GetUpdated().AsTime().UTC().Format(time.RFC3339), serial), true
 	}
 	return "", false
 }
