@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		tlsCert     = fs.String("tls-cert", "", "this coordinator's certificate (PEM)")
 		tlsKey      = fs.String("tls-key", "", "this coordinator's key (PEM)")
 		tlsCAKey    = fs.String("tls-ca-key", "", "CA key, to sign agent certificates for bootstrap tokens (optional)")
+		certLife    = fs.Duration("agent-cert-lifetime", def.AgentCertLifetime, "lifetime of the agent certificates this coordinator signs (bootstrap and renewal; agents renew at 2/3 of it)")
 		keyringFile = fs.String("keyring", "", "secret keyring file (default DATA-DIR/keyring.json)")
 		gossipKey   = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key (the same on every member)")
 		gossipProf  = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
@@ -145,6 +146,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		cfg.BootstrapExpect = *expect
 	}
 	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey, cfg.TLSCAKey = *tlsCA, *tlsCert, *tlsKey, *tlsCAKey
+	cfg.AgentCertLifetime = *certLife
 	cfg.KeyringFile = *keyringFile
 	cfg.Logger = log
 	if *dev && cfg.DataDir == "" {
