@@ -78,6 +78,7 @@ type Agent struct {
 	remembered []string      // coordinators known in the last session (read-only after New)
 	saved      string        // last saved coordinator list, watch goroutine only
 	reportWake chan struct{} // reporter wake-up (cap 1)
+	reconnect  chan struct{} // the certificate was renewed: reconnect the watch (cap 1)
 	seq        atomic.Uint64
 
 	runStarted atomic.Int64 // unix nanos of the run in progress, 0 when idle
@@ -120,6 +121,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		start:      time.Now(),
 		wake:       make(chan struct{}, 1),
 		reportWake: make(chan struct{}, 1),
+		reconnect:  make(chan struct{}, 1),
 		readyCh:    make(chan struct{}),
 	}
 	c, err := OpenCache(cfg.DataDir, a.log)
@@ -220,6 +222,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if cached {
 		a.Trigger(TriggerStartup)
 	}
+	certReady := make(chan struct{}) // closed once the certificate exists
+	if !a.cfg.Dev {
+		if did, err := recoverPair(a.cfg.TLSCert, a.cfg.TLSKey); err != nil {
+			a.log.Error("cannot recover an interrupted certificate renewal", "err", err)
+		} else if did != "" {
+			a.log.Warn(did, "cert", a.cfg.TLSCert)
+		}
+		goRun(func(ctx context.Context) { a.renewLoop(ctx, certReady) })
+	}
 	if a.needsBootstrap() {
 		goRun(func(ctx context.Context) {
 			if err := a.bootstrap(ctx); err != nil {
@@ -228,9 +239,11 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 				return
 			}
+			close(certReady)
 			a.watchLoop(ctx)
 		})
 	} else {
+		close(certReady)
 		goRun(a.watchLoop)
 	}
 	goRun(a.reportLoop)

@@ -102,6 +102,10 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			backoff = min(backoff*2, a.cfg.ReconnectMax)
 			continue
 		}
+		select {
+		case <-a.reconnect: // a renewal before this dial: it uses the new certificate
+		default:
+		}
 		conn, err := client.Dial(ctx, a.clientConfig(addrs))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -172,8 +176,9 @@ func (a *Agent) sleep(ctx context.Context, d time.Duration, events <-chan gossip
 // watch runs one stream until it fails, ctx ends, or gossip reports the
 // coordinator gone. It reports whether a state was received.
 func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan gossip.Event) (bool, error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	cancel := func() { cancelCause(errCoordinatorLeft) }
 	known := ""
 	if st := a.current(); st != nil {
 		known = st.GetHash()
@@ -189,6 +194,15 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan goss
 		return false, err
 	}
 	a.log.Info("watching desired state", "coordinator", conn.Addr, "known_hash", short(known))
+	renewed := make(chan struct{})
+	defer close(renewed)
+	go func() {
+		select {
+		case <-renewed:
+		case <-a.reconnect:
+			cancelCause(errRenewed)
+		}
+	}()
 	if events != nil {
 		done := make(chan struct{})
 		defer close(done)
@@ -215,7 +229,9 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan goss
 		resp, err := stream.Recv()
 		if err != nil {
 			if status.Code(err) == codes.Canceled && ctx.Err() == nil {
-				err = errors.New("coordinator left the gossip pool")
+				if c := context.Cause(sctx); c != nil {
+					err = c
+				}
 			}
 			return got, err
 		}
@@ -225,6 +241,10 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan goss
 		}
 	}
 }
+
+// errCoordinatorLeft ends a watch stream whose coordinator gossip reports
+// gone.
+var errCoordinatorLeft = errors.New("coordinator left the gossip pool")
 
 func coordinatorAt(m gossip.Member, addr string) bool {
 	n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr())
