@@ -40,6 +40,8 @@ type cluster struct {
 	coords    []*node
 	agents    []*node
 	interval  string // agents' drift-check interval
+	// coordArgs are extra hive-coordinator arguments.
+	coordArgs []string
 }
 
 // node is one coordinator or agent process on its own host.
@@ -59,6 +61,9 @@ type clusterConfig struct {
 	labels func(i int) []string
 	// interval is the agents' drift-check interval (default 1s).
 	interval time.Duration
+	// coordinatorArgs are extra hive-coordinator arguments (PKI is
+	// replaced by the directory of ca.pem and ca-key.pem).
+	coordinatorArgs []string
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -78,6 +83,9 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		c.interval = cfg.interval.String()
 	}
 	c.pki = filepath.Join(c.dir, "pki")
+	for _, a := range cfg.coordinatorArgs {
+		c.coordArgs = append(c.coordArgs, strings.ReplaceAll(a, "PKI", c.pki))
+	}
 	if err := os.MkdirAll(c.pki, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +160,7 @@ func (c *cluster) startCoordinator(n *node) {
 		}
 	}
 	args = append(args, c.tlsFlags(n.name)...)
+	args = append(args, c.coordArgs...)
 	n.proc = n.host.Start("hive-coordinator", args...)
 }
 

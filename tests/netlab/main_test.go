@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hivefleet/hive/internal/netlab"
+	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) {
 	}
 }
 
-// call makes one RPC (NETLAB_CALL=watch|report) to NETLAB_ADDR as node
+// call makes one RPC (NETLAB_CALL=watch|report|renew) to NETLAB_ADDR as node
 // NETLAB_NODE with the certificate NETLAB_CERT/NETLAB_KEY, and prints
 // "OK ..." or "ERR <grpc code>: message".
 func call() int {
@@ -84,6 +85,15 @@ func call() int {
 		if err == nil {
 			fmt.Println("OK")
 			return 0
+		}
+		fmt.Printf("ERR %s: %s\n", status.Code(err), status.Convert(err).Message())
+	case "renew":
+		csr, _, err := pki.CreateAgentCSR(node)
+		if err == nil {
+			if _, err = client.RenewCertificate(ctx, &hivev1.RenewCertificateRequest{Csr: csr}); err == nil {
+				fmt.Println("OK")
+				return 0
+			}
 		}
 		fmt.Printf("ERR %s: %s\n", status.Code(err), status.Convert(err).Message())
 	default:
