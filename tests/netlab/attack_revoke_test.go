@@ -116,7 +116,8 @@ func TestRevokedNodeIsCutOff(t *testing.T) {
 // An agent enrolled with a bootstrap token on coordinators that mint
 // 30-second certificates renews its certificate over mutual TLS at about
 // two thirds of its lifetime, again and again, and keeps converging past
-// the original certificate's expiry without ever being refused.
+// the original certificate's expiry and the first renewed one's, without
+// ever being refused.
 func TestAgentRenewsShortLivedCertificate(t *testing.T) {
 	const lifetime = 30 * time.Second
 	c := newCluster(t, clusterConfig{coordinators: 1, coordinatorArgs: []string{
@@ -171,9 +172,16 @@ func TestAgentRenewsShortLivedCertificate(t *testing.T) {
 	if now.SerialNumber.Cmp(first.SerialNumber) == 0 || !now.NotAfter.After(time.Now()) {
 		t.Fatalf("certificate not renewed: serial %s, NotAfter %v", now.SerialNumber.Text(16), now.NotAfter)
 	}
+	// And past the renewed certificate's expiry: a renewed certificate
+	// renews in turn.
+	time.Sleep(time.Until(now.NotAfter.Add(3 * time.Second)))
+	c.mustRun(r1)
+	g3 := c.push(siteFiles("3", 1), false)
+	c.waitConverged(g3, 20*time.Second, r1)
+	c.waitFiles(r1, "3", 1, 5*time.Second)
 	renewals := logTimes(r1.proc.Log(), regexp.MustCompile(`msg="renewed the agent certificate"`))
-	if len(renewals) == 0 {
-		t.Fatalf("no renewal in r1's log:\n%s", r1.proc.Log())
+	if len(renewals) < 2 {
+		t.Fatalf("%d renewal(s) in r1's log, want at least 2:\n%s", len(renewals), r1.proc.Log())
 	}
 	at := renewals[0].Sub(first.NotBefore)
 	t.Logf("FIGURE renewal: %d renewal(s) by %v; the first at %v into a %v certificate (%.0f%% of its lifetime; due at 2/3)",
