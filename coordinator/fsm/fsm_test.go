@@ -40,6 +40,8 @@ func sampleLog() []*hivev1.Command {
 		{Time: t0, Body: &hivev1.Command_BootstrapTokenRedeem{BootstrapTokenRedeem: &hivev1.BootstrapTokenRedeemCommand{TokenSha256: "t", Node: "web-2"}}},
 		{Time: t0, Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{Name: "c2"}}},
 		{Time: t0, Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: "c2"}}},
+		{Time: t0, Body: &hivev1.Command_NodeRevoke{NodeRevoke: &hivev1.NodeRevokeCommand{Node: "web-8", Cutoff: true, Serials: []string{"ab"}, Author: "alice"}}},
+		{Time: t0, Body: &hivev1.Command_NodeRemove{NodeRemove: &hivev1.NodeRemoveCommand{Node: "web-8", Author: "alice"}}},
 	}
 }
 
@@ -94,7 +96,7 @@ func TestApplyEveryCommand(t *testing.T) {
 	f.OnApply = func(c Change) { changes |= c }
 	res := applyAll(t, f, encodeAll(t))
 	checkReplayed(t, f, res)
-	want := ChangeGeneration | ChangeRegistry | ChangeStatus | ChangeSecrets | ChangeCoordinators | ChangeTokens
+	want := ChangeGeneration | ChangeRegistry | ChangeStatus | ChangeSecrets | ChangeCoordinators | ChangeTokens | ChangeRevocations
 	if changes != want {
 		t.Fatalf("changes = %b, want %b", changes, want)
 	}
