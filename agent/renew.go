@@ -82,6 +82,11 @@ func (a *Agent) renewLoop(ctx context.Context, ready <-chan struct{}) {
 		// the certificate's lifetime apart (and at most 5 minutes).
 		wait := backoffJitter(min(backoff, max(time.Second, leaf.NotAfter.Sub(leaf.NotBefore)/10)))
 		switch status.Code(err) {
+		case codes.FailedPrecondition:
+			// No coordinator holds the CA key: ask again hourly, not
+			// every few minutes for months.
+			wait = backoffJitter(min(time.Hour, max(time.Second, time.Until(leaf.NotAfter)/4)))
+			a.log.Warn("no coordinator can renew the agent certificate (none runs with --tls-ca-key); renew it by hand before it expires", "not_after", leaf.NotAfter.UTC(), "retry_in", wait.Round(time.Second), "err", err)
 		case codes.PermissionDenied, codes.Unauthenticated:
 			a.log.Error("the coordinators refuse to renew this node's certificate (revoked, removed or expired?): enrol the node again with a new bootstrap token", "not_after", leaf.NotAfter.UTC(), "retry_in", wait.Round(time.Millisecond), "err", err)
 		default:
