@@ -246,8 +246,12 @@ type certConn struct {
 
 func (c *certConn) Close() error {
 	c.once.Do(func() {
-		c.expiry.Stop()
+		// Under the lock: track sets expiry under it, and the timer may
+		// fire (and call Close) before track returns.
 		c.t.mu.Lock()
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 		delete(c.t.conns, c)
 		c.t.mu.Unlock()
 	})

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -24,6 +25,7 @@ import (
 	"github.com/hivefleet/hive/pki/pkitest"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -421,3 +423,25 @@ type fakeConn struct {
 func (f *fakeConn) Close() error         { f.closed.Store(true); return nil }
 func (f *fakeConn) isClosed() bool       { return f.closed.Load() }
 func (f *fakeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// TestConnTrackerClosesAtExpiry: a connection is closed when its client
+// certificate expires, also when it has expired by the time it is
+// tracked; connections without a hive identity are not tracked.
+func TestConnTrackerClosesAtExpiry(t *testing.T) {
+	tr := newConnTracker(func(pki.Identity, *x509.Certificate) error { return nil }, time.Millisecond, testLogger(t))
+	id := pki.Identity{Kind: pki.KindAgent, Name: "web-1"}
+	leaf := func(d time.Duration) credentials.TLSInfo {
+		c := &x509.Certificate{Subject: pkix.Name{CommonName: id.String()}, URIs: []*url.URL{id.URI()}, NotAfter: time.Now().Add(d)}
+		return credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}}}
+	}
+	soon, gone, plain := &fakeConn{}, &fakeConn{}, &fakeConn{}
+	tr.track(soon, leaf(100*time.Millisecond))
+	tr.track(gone, leaf(-time.Second))
+	if got := tr.track(plain, credentials.TLSInfo{}); got != net.Conn(plain) {
+		t.Fatal("a connection without a client certificate was wrapped")
+	}
+	waitFor(t, 5*time.Second, "expired connections closed", func() bool { return soon.isClosed() && gone.isClosed() })
+	if tr.count(id) != 0 || plain.isClosed() {
+		t.Fatalf("tracked %d, plain closed %v", tr.count(id), plain.isClosed())
+	}
+}
