@@ -1709,9 +1709,13 @@ func (x *ListPeersResponse) GetPeers() []*RaftPeer {
 }
 
 type AddPeerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Raft address (host:port).
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// gRPC address (host:port) where the leader checks the new server's
+	// certificate; "" uses the address it advertises in gossip.
+	GrpcAddress   string `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1756,6 +1760,13 @@ func (x *AddPeerRequest) GetId() string {
 func (x *AddPeerRequest) GetAddress() string {
 	if x != nil {
 		return x.Address
+	}
+	return ""
+}
+
+func (x *AddPeerRequest) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
 	}
 	return ""
 }
@@ -2414,6 +2425,123 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type RaftStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftStatsRequest) Reset() {
+	*x = RaftStatsRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftStatsRequest) ProtoMessage() {}
+
+func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftStatsRequest.ProtoReflect.Descriptor instead.
+func (*RaftStatsRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{46}
+}
+
+type RaftStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This server's raft id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Index of the last entry in its log.
+	LastIndex uint64 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// Index of the last entry its FSM applied.
+	AppliedIndex uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Its current term.
+	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// Its raft state (leader, follower, candidate).
+	State         RaftRole `protobuf:"varint,5,opt,name=state,proto3,enum=hive.v1.RaftRole" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftStatsResponse) Reset() {
+	*x = RaftStatsResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftStatsResponse) ProtoMessage() {}
+
+func (x *RaftStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftStatsResponse.ProtoReflect.Descriptor instead.
+func (*RaftStatsResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RaftStatsResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RaftStatsResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetState() RaftRole {
+	if x != nil {
+		return x.State
+	}
+	return RaftRole_RAFT_ROLE_UNSPECIFIED
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -2529,10 +2657,11 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\"<\n" +
 	"\x11ListPeersResponse\x12'\n" +
-	"\x05peers\x18\x01 \x03(\v2\x11.hive.v1.RaftPeerR\x05peers\":\n" +
+	"\x05peers\x18\x01 \x03(\v2\x11.hive.v1.RaftPeerR\x05peers\"]\n" +
 	"\x0eAddPeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x11\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"\x11\n" +
 	"\x0fAddPeerResponse\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
@@ -2566,7 +2695,15 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x13.hive.v1.KeyringKeyR\x04keys\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index*s\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x12\n" +
+	"\x10RaftStatsRequest\"\xa4\x01\n" +
+	"\x11RaftStatsResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12'\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x11.hive.v1.RaftRoleR\x05state*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -2593,11 +2730,12 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemovePeer\x12\x1a.hive.v1.RemovePeerRequest\x1a\x1b.hive.v1.RemovePeerResponse\x12c\n" +
 	"\x14CreateBootstrapToken\x12$.hive.v1.CreateBootstrapTokenRequest\x1a%.hive.v1.CreateBootstrapTokenResponse\x12]\n" +
-	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2\xca\x01\n" +
+	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
-	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponse\x12B\n" +
+	"\tRaftStats\x12\x19.hive.v1.RaftStatsRequest\x1a\x1a.hive.v1.RaftStatsResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_coordinator_proto_rawDescOnce sync.Once
@@ -2612,7 +2750,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -2661,84 +2799,90 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
 	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
-	nil,                                  // 47: hive.v1.WatchNodeStateRequest.LabelsEntry
-	(*Site)(nil),                         // 48: hive.v1.Site
-	(*GenerationSummary)(nil),            // 49: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 50: hive.v1.Generation
-	(*NodeState)(nil),                    // 51: hive.v1.NodeState
-	(*Report)(nil),                       // 52: hive.v1.Report
-	(*NodeStatus)(nil),                   // 53: hive.v1.NodeStatus
-	(*Member)(nil),                       // 54: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 55: google.protobuf.Timestamp
-	(*Command)(nil),                      // 56: hive.v1.Command
-	(*CommandResult)(nil),                // 57: hive.v1.CommandResult
+	(*RaftStatsRequest)(nil),             // 47: hive.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),            // 48: hive.v1.RaftStatsResponse
+	nil,                                  // 49: hive.v1.WatchNodeStateRequest.LabelsEntry
+	(*Site)(nil),                         // 50: hive.v1.Site
+	(*GenerationSummary)(nil),            // 51: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 52: hive.v1.Generation
+	(*NodeState)(nil),                    // 53: hive.v1.NodeState
+	(*Report)(nil),                       // 54: hive.v1.Report
+	(*NodeStatus)(nil),                   // 55: hive.v1.NodeStatus
+	(*Member)(nil),                       // 56: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 57: google.protobuf.Timestamp
+	(*Command)(nil),                      // 58: hive.v1.Command
+	(*CommandResult)(nil),                // 59: hive.v1.CommandResult
+	(RaftRole)(0),                        // 60: hive.v1.RaftRole
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	48, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	49, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	50, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	50, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	51, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	52, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	51, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	47, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	51, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	52, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	53, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	54, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	55, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	53, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	49, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	53, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	54, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	55, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	56, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	57, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	55, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	56, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	57, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	57, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	58, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	59, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 17: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	1,  // 18: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 19: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 20: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 21: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 22: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 23: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 24: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 25: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 26: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 27: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 28: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 29: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 30: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 31: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 32: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 33: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 34: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 35: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	45, // 36: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 37: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 38: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	2,  // 39: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 40: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 41: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 42: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 43: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 44: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 45: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 46: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 47: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 48: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 49: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 50: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 51: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 52: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 53: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 54: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 55: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 56: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	46, // 57: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 58: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 59: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	39, // [39:60] is the sub-list for method output_type
-	18, // [18:39] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	60, // 18: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	1,  // 19: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 20: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 21: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 22: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 23: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 24: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 25: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 26: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 27: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 28: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 29: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 30: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 31: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 32: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 33: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 34: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 35: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 36: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	45, // 37: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 38: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 39: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	47, // 40: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 41: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 42: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 43: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 44: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 45: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 46: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 47: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 48: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 49: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 50: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 51: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 52: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 53: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 54: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 55: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 56: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 57: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 58: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	46, // 59: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 60: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 61: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	48, // 62: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	41, // [41:63] is the sub-list for method output_type
+	19, // [19:41] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -2755,7 +2899,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
