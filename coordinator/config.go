@@ -135,12 +135,12 @@ func DefaultConfig() Config {
 		PromoteStabilization: 10 * time.Second,
 		PromoteMaxLag:        250,
 		NonvoterTimeout:      5 * time.Minute,
-		ReportBatchMax:     1000,
-		MembershipDebounce: 100 * time.Millisecond,
-		MaxPushBytes:       DefaultMaxPushBytes,
-		KeepaliveMinTime:   10 * time.Second,
-		KeepaliveTime:      30 * time.Second,
-		KeepaliveTimeout:   10 * time.Second,
+		ReportBatchMax:       1000,
+		MembershipDebounce:   100 * time.Millisecond,
+		MaxPushBytes:         DefaultMaxPushBytes,
+		KeepaliveMinTime:     10 * time.Second,
+		KeepaliveTime:        30 * time.Second,
+		KeepaliveTimeout:     10 * time.Second,
 	}
 }
 
