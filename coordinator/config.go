@@ -130,17 +130,18 @@ func DefaultConfig() Config {
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
 		ApplyTimeout:       10 * time.Second,
+		ReportBatchMax:     1000,
+		MembershipDebounce: 100 * time.Millisecond,
+		MaxPushBytes:       DefaultMaxPushBytes,
+		KeepaliveMinTime:   10 * time.Second,
+		KeepaliveTime:      30 * time.Second,
+		KeepaliveTimeout:   10 * time.Second,
+
 		// Consul autopilot's defaults: 10 s stable, 250 entries behind.
 		ReconcileInterval:    3 * time.Second,
 		PromoteStabilization: 10 * time.Second,
 		PromoteMaxLag:        250,
 		NonvoterTimeout:      5 * time.Minute,
-		ReportBatchMax:       1000,
-		MembershipDebounce:   100 * time.Millisecond,
-		MaxPushBytes:         DefaultMaxPushBytes,
-		KeepaliveMinTime:     10 * time.Second,
-		KeepaliveTime:        30 * time.Second,
-		KeepaliveTimeout:     10 * time.Second,
 	}
 }
 
