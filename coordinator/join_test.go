@@ -409,3 +409,45 @@ func TestCheckPeerCert(t *testing.T) {
 		}
 	}
 }
+
+// TestNonvoterThatStopsProvingIsRemoved: a non-voter that cannot be probed
+// for NonvoterTimeout (here: it stopped) is removed by the leader; a voter
+// that stops is never removed.
+func TestNonvoterThatStopsProvingIsRemoved(t *testing.T) {
+	cfgs, tc := clusterConfigs(t, 4, clusterOpts{})
+	for i := range cfgs {
+		cfgs[i].PromoteStabilization = time.Hour // c4 stays a non-voter
+		cfgs[i].ReconcileInterval, cfgs[i].NonvoterTimeout = 100*time.Millisecond, time.Second
+	}
+	nodes := startCluster(t, cfgs[:3]) // voters added directly (addVoter)
+	l := leader(t, nodes)
+	c4 := startNode(t, cfgs[3])
+	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
+	if _, err := admin.AddPeer(context.Background(), &hivev1.AddPeerRequest{Id: "c4", Address: c4.RaftAddr(), GrpcAddress: c4.GRPCAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	c4.crash(t)
+	waitFor(t, 20*time.Second, "the leader to remove the stopped non-voter c4", func() bool {
+		_, ok := raftServers(t, nodes)["c4"]
+		return !ok
+	})
+	followers(nodes, l)[0].crash(t)
+	r := l.reconcileRounds.Load()
+	waitFor(t, 20*time.Second, "20 reconcile rounds", func() bool { return l.reconcileRounds.Load() >= r+20 })
+	if got := raftServers(t, nodes); len(got) != 3 {
+		t.Fatalf("configuration after a voter stopped = %v; want the three voters kept", got)
+	}
+}
+
+// TestDevRefusesMembershipChanges: --dev without TLS cannot prove anyone,
+// so AddPeer is refused and gossip never changes the raft configuration.
+func TestDevRefusesMembershipChanges(t *testing.T) {
+	n := startDev(t)
+	_, err := dialPlain(t, n.GRPCAddr()).AddPeer(context.Background(), &hivev1.AddPeerRequest{Id: "c2", Address: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "need TLS") {
+		t.Fatalf("AddPeer in --dev = %v; want FailedPrecondition (needs TLS)", err)
+	}
+	if f := n.raft.GetConfiguration(); f.Error() != nil || len(f.Configuration().Servers) != 1 {
+		t.Fatalf("dev raft configuration = %v", f.Configuration())
+	}
+}
