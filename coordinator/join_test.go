@@ -451,3 +451,40 @@ func TestDevRefusesMembershipChanges(t *testing.T) {
 		t.Fatalf("dev raft configuration = %v", f.Configuration())
 	}
 }
+
+// TestFakeCannotTakeOverADepartedVoter: once voter c3 has left gossip, a
+// process holding only the gossip key that gossips as c3 with its own raft
+// address does not move c3's raft address to itself (before, the leader
+// "updated the address of a known server that moved").
+func TestFakeCannotTakeOverADepartedVoter(t *testing.T) {
+	nodes, tc, _ := gossipCluster(t, 3)
+	var c3 *node
+	for _, n := range nodes {
+		if n.cfg.Name == "c3" {
+			c3 = n
+		}
+	}
+	addr := c3.RaftAddr()
+	live := []*node{nodes[0], nodes[1]}
+	c3.stop(t)
+	waitFor(t, 20*time.Second, "c3 to leave gossip", func() bool {
+		for _, m := range leader(t, live).aliveCoordinators() {
+			if m.Name == "c3" {
+				return false
+			}
+		}
+		return true
+	})
+	fakeMember(t, "c3", nodes[0].GossipAddr(), "", 0)
+	waitSeen(t, live, "c3")
+	f := leader(t, live).raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == "c3" && string(s.Address) != addr {
+			t.Fatalf("c3's raft address moved to the fake's %s (was %s)", s.Address, addr)
+		}
+	}
+	checkTakesPushes(t, live, tc)
+}
