@@ -8,9 +8,11 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc"
@@ -141,8 +143,25 @@ type nonvoter struct {
 // membership is the state of reconcileLoop on the leader.
 type membership struct {
 	nonvoters map[string]*nonvoter
-	refused   map[string]time.Time // last refusal logged at Warn per gossip member
+	refusals  map[string]*refusal // gossip members that did not prove themselves
 }
+
+// refusal remembers a gossip member that failed its probe, so that it is
+// probed again only after a backoff (doubling from ReconcileInterval to
+// refusedBackoffMax) unless it advertises other addresses: members that
+// claim a lot cannot keep the leader probing.
+type refusal struct {
+	addrs   string // "grpc raft" it advertised
+	next    time.Time
+	backoff time.Duration
+	logged  time.Time // last Warn
+}
+
+// refusedBackoffMax bounds the probe backoff of an unproven member.
+const refusedBackoffMax = time.Minute
+
+// maxParallelProbes bounds concurrent probes of new gossip members.
+const maxParallelProbes = 8
 
 // refusedLogEvery rate-limits the warning about one unproven member.
 const refusedLogEvery = time.Minute
@@ -156,6 +175,28 @@ func (s *Server) logRefused(refused map[string]time.Time, now time.Time, msg, me
 		return
 	}
 	refused[member] = now
+	s.log.Warn(msg, args...)
+}
+
+// refuse records a failed probe of gossip member m: it is probed again
+// after a doubling backoff, and warned about at most once per
+// refusedLogEvery.
+func (s *Server) refuse(ms *membership, now time.Time, m gossip.Member, err error) {
+	addrs := m.Meta.GetGrpcAddr() + " " + m.Meta.GetRaftAddr()
+	r := ms.refusals[m.Name]
+	if r == nil || r.addrs != addrs {
+		r = &refusal{addrs: addrs}
+		ms.refusals[m.Name] = r
+	}
+	r.backoff = min(max(2*r.backoff, s.cfg.ReconcileInterval), refusedBackoffMax)
+	r.next = now.Add(r.backoff)
+	args := []any{"member", m.Name, "raft", m.Meta.GetRaftAddr(), "grpc", m.Meta.GetGrpcAddr(), "retry_in", r.backoff, "err", err}
+	const msg = "gossip member claims to be a coordinator but did not prove it; not added to raft"
+	if !r.logged.IsZero() && now.Sub(r.logged) < refusedLogEvery {
+		s.log.Debug(msg, args...)
+		return
+	}
+	r.logged = now
 	s.log.Warn(msg, args...)
 }
 
@@ -178,17 +219,38 @@ func (s *Server) reconcile(ctx context.Context, ms *membership, now time.Time) {
 	for _, srv := range f.Configuration().Servers {
 		servers[string(srv.ID)] = srv
 	}
+	var todo []gossip.Member
 	for _, m := range s.aliveCoordinators() {
 		addr := m.Meta.GetRaftAddr()
+		if old, known := servers[m.Name]; known && string(old.Address) == addr {
+			delete(ms.refusals, m.Name)
+			continue
+		}
+		if r := ms.refusals[m.Name]; r != nil && r.addrs == m.Meta.GetGrpcAddr()+" "+addr && now.Before(r.next) {
+			continue
+		}
+		todo = append(todo, m)
+	}
+	errs := make([]error, len(todo))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallelProbes)
+	for i, m := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			_, errs[i] = s.probe(ctx, m.Name, m.Meta.GetGrpcAddr(), m.Meta.GetRaftAddr())
+		}()
+	}
+	wg.Wait()
+	for i, m := range todo {
+		addr := m.Meta.GetRaftAddr()
+		if err := errs[i]; err != nil {
+			s.refuse(ms, now, m, err)
+			continue
+		}
+		delete(ms.refusals, m.Name)
 		old, known := servers[m.Name]
-		if known && string(old.Address) == addr {
-			continue
-		}
-		if _, err := s.probe(ctx, m.Name, m.Meta.GetGrpcAddr(), addr); err != nil {
-			s.logRefused(ms.refused, now, "gossip member claims to be a coordinator but did not prove it; not added to raft", m.Name, "raft", addr, "grpc", m.Meta.GetGrpcAddr(), "err", err)
-			continue
-		}
-		delete(ms.refused, m.Name)
 		var err error
 		if known && old.Suffrage == raft.Voter {
 			err = s.addVoter(ctx, m.Name, addr) // its address moved

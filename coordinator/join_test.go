@@ -488,3 +488,25 @@ func TestFakeCannotTakeOverADepartedVoter(t *testing.T) {
 	}
 	checkTakesPushes(t, live, tc)
 }
+
+// TestRefuseBacksOff: an unproven gossip member is probed again after a
+// doubling backoff capped at a minute; new addresses start afresh.
+func TestRefuseBacksOff(t *testing.T) {
+	s := &Server{cfg: Config{ReconcileInterval: time.Second}, log: testLogger(t)}
+	ms := &membership{refusals: map[string]*refusal{}}
+	m := gossip.Member{Name: "x", Meta: &hivev1.MemberMeta{GrpcAddr: "10.0.0.9:7400", RaftAddr: "10.0.0.9:7401"}}
+	now := time.Unix(1000, 0)
+	var got []time.Duration
+	for i := 0; i < 8; i++ {
+		s.refuse(ms, now, m, ErrUnproven)
+		got = append(got, ms.refusals["x"].next.Sub(now))
+	}
+	if fmt.Sprint(got) != "[1s 2s 4s 8s 16s 32s 1m0s 1m0s]" {
+		t.Fatalf("backoffs = %v", got)
+	}
+	m.Meta.RaftAddr = "10.0.0.9:7411"
+	s.refuse(ms, now, m, ErrUnproven)
+	if d := ms.refusals["x"].next.Sub(now); d != time.Second {
+		t.Fatalf("backoff after new addresses = %v; want 1s", d)
+	}
+}

@@ -176,7 +176,7 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 	defer cancel()
 	t := time.NewTicker(s.cfg.ReconcileInterval)
 	defer t.Stop()
-	ms := &membership{nonvoters: map[string]*nonvoter{}, refused: map[string]time.Time{}}
+	ms := &membership{nonvoters: map[string]*nonvoter{}, refusals: map[string]*refusal{}}
 	for {
 		select {
 		case <-ctx.Done():
