@@ -510,3 +510,27 @@ func TestRefuseBacksOff(t *testing.T) {
 		t.Fatalf("backoff after new addresses = %v; want 1s", d)
 	}
 }
+
+// TestRaftStatsCoordinatorsOnly: RaftStats answers coordinator
+// certificates only.
+func TestRaftStatsCoordinatorsOnly(t *testing.T) {
+	nodes, tc := newCluster(t, 1, clusterOpts{})
+	addr := nodes[0].GRPCAddr()
+	for _, tt := range []struct {
+		kind pki.Kind
+		want codes.Code
+	}{{pki.KindCoordinator, codes.OK}, {pki.KindAdmin, codes.PermissionDenied}, {pki.KindAgent, codes.PermissionDenied}} {
+		f := tc.issue(tt.kind, "x-"+string(tt.kind))
+		cfg, err := pki.ClientTLSConfig(f.CA, f.Cert, f.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hivev1.NewClusterServiceClient(dialConn(t, addr, cfg)).RaftStats(context.Background(), &hivev1.RaftStatsRequest{})
+		if status.Code(err) != tt.want {
+			t.Fatalf("RaftStats as %s = %v; want %v", tt.kind, err, tt.want)
+		}
+		if err == nil && (resp.GetId() != "c1" || resp.GetTerm() == 0 || resp.GetLastIndex() == 0 || resp.GetState() != hivev1.RaftRole_RAFT_ROLE_LEADER) {
+			t.Fatalf("RaftStats = %v", resp)
+		}
+	}
+}
