@@ -307,6 +307,11 @@ func (s *Server) checkNonvoters(ctx context.Context, ms *membership, now time.Ti
 			}
 			delete(ms.nonvoters, id)
 			s.log.Warn("removed a raft non-voter that could not prove its coordinator certificate", "peer", id, "for", s.cfg.NonvoterTimeout, "err", err)
+			if s.fsm.Store().Coordinator(id) != nil {
+				if _, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: id}}}); err != nil {
+					s.log.Warn("forget the removed non-voter's coordinator record", "peer", id, "err", err)
+				}
+			}
 			continue
 		}
 		nv.lastProven = now

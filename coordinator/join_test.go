@@ -426,10 +426,11 @@ func TestNonvoterThatStopsProvingIsRemoved(t *testing.T) {
 	if _, err := admin.AddPeer(context.Background(), &hivev1.AddPeerRequest{Id: "c4", Address: c4.RaftAddr(), GrpcAddress: c4.GRPCAddr()}); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 20*time.Second, "c4 to record its addresses", func() bool { return l.fsm.Store().Coordinator("c4") != nil })
 	c4.crash(t)
-	waitFor(t, 20*time.Second, "the leader to remove the stopped non-voter c4", func() bool {
+	waitFor(t, 20*time.Second, "the leader to remove the stopped non-voter c4 and its record", func() bool {
 		_, ok := raftServers(t, nodes)["c4"]
-		return !ok
+		return !ok && l.fsm.Store().Coordinator("c4") == nil
 	})
 	followers(nodes, l)[0].crash(t)
 	r := l.reconcileRounds.Load()
