@@ -727,8 +727,10 @@ func (s *Server) leaderClient() (hivev1.CoordinatorServiceClient, error) {
 	return hivev1.NewCoordinatorServiceClient(conn), nil
 }
 
-// addVoter adds id at addr as a raft voter through the leader (locally or
-// by AddPeer on the leader). A leadership change before or while the
+// addVoter adds id at addr as a raft voter (or promotes the non-voter id)
+// through the leader (locally or by AddPeer on the leader, which adds a
+// non-voter after proving it: the leader's reconcileLoop promotes it).
+// Production calls it on the leader only, for a server already proven. A leadership change before or while the
 // configuration change commits is retried (adding a voter already present
 // at the same address is harmless) until ctx or the apply timeout ends.
 func (s *Server) addVoter(ctx context.Context, id, addr string) error {
@@ -771,20 +773,39 @@ func (s *Server) addVoter(ctx context.Context, id, addr string) error {
 	}
 }
 
+// AddPeer adds a coordinator as a raft non-voter through the leader, once
+// it proved its certificate there (proveAndAdd); the leader's
+// reconcileLoop promotes it once caught up. Neither an admin nor a
+// coordinator can add a voter directly.
 func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.AddPeerResponse, error) {
 	if req.GetId() == "" || req.GetAddress() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id and address are required")
 	}
-	if err := a.s.addVoter(ctx, req.GetId(), req.GetAddress()); err != nil {
+	if a.s.clientTLS == nil {
+		return nil, status.Error(codes.FailedPrecondition, errNoTLS.Error())
+	}
+	c, err := a.s.leaderClient()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if c != nil {
+		return c.AddPeer(ctx, req)
+	}
+	if err := a.s.proveAndAdd(ctx, req.GetId(), req.GetAddress(), req.GetGrpcAddress()); err != nil {
+		if errors.Is(err, ErrUnproven) {
+			return nil, status.Errorf(codes.FailedPrecondition, "add peer %s: %v", req.GetId(), err)
+		}
 		if _, ok := status.FromError(err); ok {
 			return nil, err
 		}
 		return nil, status.Errorf(codes.Unavailable, "add peer %s: %v", req.GetId(), err)
 	}
-	a.s.log.Info("added raft peer", "peer", req.GetId(), "address", req.GetAddress(), "by", author(ctx))
+	a.s.log.Info("added raft peer as a non-voter after it proved its certificate", "peer", req.GetId(), "address", req.GetAddress(), "by", author(ctx))
 	return &hivev1.AddPeerResponse{}, nil
 }
 
+// RemovePeer removes a server from raft through the leader. An id that is
+// not in the configuration is NotFound (naming the known peers).
 func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*hivev1.RemovePeerResponse, error) {
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id is required")
@@ -796,7 +817,18 @@ func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*h
 	if c != nil {
 		return c.RemovePeer(ctx, req)
 	}
-	if err := a.s.raft.RemoveServer(raft.ServerID(req.GetId()), 0, a.s.cfg.ApplyTimeout).Error(); err != nil {
+	f := a.s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, toStatus(err)
+	}
+	found := false
+	for _, srv := range f.Configuration().Servers {
+		found = found || srv.ID == raft.ServerID(req.GetId())
+	}
+	if !found {
+		return nil, status.Errorf(codes.NotFound, "no raft peer named %q (peers: %s)", req.GetId(), raftPeerIDs(f.Configuration()))
+	}
+	if err := a.s.raft.RemoveServer(raft.ServerID(req.GetId()), f.Index(), a.s.cfg.ApplyTimeout).Error(); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "remove peer %s: %v", req.GetId(), err)
 	}
 	if a.s.fsm.Store().Coordinator(req.GetId()) != nil {

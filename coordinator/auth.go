@@ -51,6 +51,7 @@ var methodAccess = map[string]access{
 	clusterSvc + "Apply":              accessCoordinator,
 	clusterSvc + "GetKeys":            accessCoordinator,
 	clusterSvc + "ReadIndex":          accessCoordinator,
+	clusterSvc + "RaftStats":          accessCoordinator,
 }
 
 type identityKey struct{}

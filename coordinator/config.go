@@ -85,6 +85,17 @@ type Config struct {
 	// ApplyTimeout bounds one raft apply (and a forwarded write).
 	ApplyTimeout time.Duration
 
+	// Raft membership (join.go). ReconcileInterval is how often the leader
+	// checks gossip and its non-voters (also on every gossip event). A
+	// non-voter is promoted to voter once it has stayed within
+	// PromoteMaxLag entries of the leader's last index, in the same term,
+	// for PromoteStabilization; one that cannot prove its coordinator
+	// certificate for NonvoterTimeout is removed.
+	ReconcileInterval    time.Duration
+	PromoteStabilization time.Duration
+	PromoteMaxLag        uint64
+	NonvoterTimeout      time.Duration
+
 	// ReportBatchMax is the most reports in one raft entry.
 	ReportBatchMax int
 	// MembershipDebounce coalesces watch wake-ups after registry changes.
@@ -135,6 +146,12 @@ func DefaultConfig() Config {
 		KeepaliveMinTime:   10 * time.Second,
 		KeepaliveTime:      30 * time.Second,
 		KeepaliveTimeout:   10 * time.Second,
+
+		// Consul autopilot's defaults: 10 s stable, 250 entries behind.
+		ReconcileInterval:    3 * time.Second,
+		PromoteStabilization: 10 * time.Second,
+		PromoteMaxLag:        250,
+		NonvoterTimeout:      5 * time.Minute,
 	}
 }
 
@@ -188,6 +205,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ApplyTimeout <= 0 {
 		errs = append(errs, errors.New("apply timeout must be positive"))
+	}
+	if c.ReconcileInterval <= 0 || c.PromoteStabilization < 0 || c.NonvoterTimeout <= 0 {
+		errs = append(errs, errors.New("reconcile interval and non-voter timeout must be positive, promote stabilization not negative"))
 	}
 	if c.ReportBatchMax <= 0 {
 		errs = append(errs, errors.New("report batch max must be positive"))

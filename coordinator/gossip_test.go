@@ -36,6 +36,7 @@ func TestGossipBootstrapAndJoin(t *testing.T) {
 		cfg.KeyringFile = krFile
 		cfg.BootstrapExpect = expect
 		cfg.Join = join
+		cfg.ReconcileInterval, cfg.PromoteStabilization = 200*time.Millisecond, time.Second
 		cfg.Logger = testLogger(t).With("node", name)
 		return cfg
 	}

@@ -255,6 +255,7 @@ func clusterConfigs(t testing.TB, n int, o clusterOpts) ([]Config, *tlsCluster) 
 		if o.trailingLogs > 0 {
 			cfg.TrailingLogs = o.trailingLogs
 		}
+		cfg.ReconcileInterval, cfg.PromoteStabilization = 200*time.Millisecond, time.Second
 		cfgs = append(cfgs, cfg)
 	}
 	return cfgs, tc

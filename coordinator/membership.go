@@ -67,13 +67,19 @@ func (s *Server) aliveCoordinators() []gossip.Member {
 }
 
 // bootstrapLoop waits until BootstrapExpect coordinators expecting the same
-// number found each other through gossip, then bootstraps raft with the
+// number found each other through gossip and proved their coordinator
+// certificates (probe: a gossip member's claims alone count for nothing), then bootstraps raft with the
 // lowest-named of them, unless one of them already belongs to a cluster
 // with a leader (then this server waits to be added by that leader). Every
 // server of the first set computes the same configuration, as raft
 // requires.
 func (s *Server) bootstrapLoop(ctx context.Context) {
 	n := s.cfg.BootstrapExpect
+	if s.clientTLS == nil {
+		s.log.Warn("bootstrap through gossip needs TLS (candidates prove coordinator certificates); not bootstrapping")
+		return
+	}
+	refused := map[string]time.Time{}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -87,9 +93,16 @@ func (s *Server) bootstrapLoop(ctx context.Context) {
 		}
 		var cands []gossip.Member
 		for _, m := range s.aliveCoordinators() {
-			if int(m.Meta.GetBootstrapExpect()) == n {
-				cands = append(cands, m)
+			if int(m.Meta.GetBootstrapExpect()) != n {
+				continue
 			}
+			if m.Name != s.cfg.Name {
+				if _, err := s.probe(ctx, m.Name, m.Meta.GetGrpcAddr(), m.Meta.GetRaftAddr()); err != nil {
+					s.logRefused(refused, time.Now(), "bootstrap candidate did not prove its coordinator certificate; left out", m.Name, "err", err)
+					continue
+				}
+			}
+			cands = append(cands, m)
 		}
 		if len(cands) < n {
 			continue
@@ -146,18 +159,24 @@ func (s *Server) existingCluster(ctx context.Context, cands []gossip.Member) boo
 }
 
 // reconcileLoop, on the leader, adds alive coordinators that gossip knows
-// but raft does not as voters (a new server only needs --join), and
-// updates the address of a known one that moved. Removing servers stays an
-// operator's decision (RemovePeer), so a partition never shrinks the
-// cluster.
+// but raft does not, once they proved their certificate, as non-voters (a
+// new server only needs --join), promotes them once caught up, and updates
+// the address of a known one that moved (see join.go). Removing voters
+// stays an operator's decision (RemovePeer), so a partition never shrinks
+// the cluster. Without TLS (--dev) it does nothing: nothing can be proven.
 func (s *Server) reconcileLoop(ctx context.Context) {
 	if s.gossip == nil {
 		return
 	}
+	if s.clientTLS == nil {
+		s.log.Info("raft membership through gossip is disabled without TLS (--dev): no coordinator certificate can be proven")
+		return
+	}
 	events, cancel := s.gossip.Subscribe(64)
 	defer cancel()
-	t := time.NewTicker(3 * time.Second)
+	t := time.NewTicker(s.cfg.ReconcileInterval)
 	defer t.Stop()
+	ms := &membership{nonvoters: map[string]*nonvoter{}, refusals: map[string]*refusal{}}
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,27 +188,11 @@ func (s *Server) reconcileLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if s.raft.State() != raft.Leader {
+			ms.nonvoters = map[string]*nonvoter{}
 			continue
 		}
-		f := s.raft.GetConfiguration()
-		if f.Error() != nil {
-			continue
-		}
-		known := map[string]string{}
-		for _, srv := range f.Configuration().Servers {
-			known[string(srv.ID)] = string(srv.Address)
-		}
-		for _, m := range s.aliveCoordinators() {
-			addr := m.Meta.GetRaftAddr()
-			if old, ok := known[m.Name]; ok && old == addr {
-				continue
-			}
-			if err := s.addVoter(ctx, m.Name, addr); err != nil {
-				s.log.Warn("add coordinator found through gossip", "peer", m.Name, "err", err)
-				continue
-			}
-			s.log.Info("added coordinator found through gossip as a raft voter", "peer", m.Name, "raft", addr)
-		}
+		s.reconcile(ctx, ms, time.Now())
+		s.reconcileRounds.Add(1)
 	}
 }
 

@@ -18,8 +18,10 @@
 // gRPC keepalive: clients may ping every Config.KeepaliveMinTime (10s),
 // also without an open stream; the server pings a connection idle for
 // KeepaliveTime (30s) and closes it after KeepaliveTimeout (10s) unanswered.
-// Raft voters are added through the leader (addVoter), retried across
-// leadership changes.
+// Raft servers are added by the leader only after they proved a matching
+// coordinator certificate over mutual TLS, as non-voters, and promoted to
+// voters once caught up (join.go); addVoter retries across leadership
+// changes.
 //
 // Goroutines: Run starts the gRPC and HTTP servers, the leader loop
 // (records the leader's address, updates metrics), the report batcher
@@ -88,6 +90,9 @@ type Server struct {
 	conns       *connTracker // client connections by certificate (revoke.go)
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
+	// reconcileRounds counts reconcileLoop's rounds as leader (tests wait
+	// for rounds instead of sleeping).
+	reconcileRounds atomic.Uint64
 
 	grpcLn   net.Listener
 	httpLn   net.Listener

@@ -475,11 +475,11 @@ func TestPeersCommands(t *testing.T) {
 	if r := run(t, "", append([]string{"peers", "remove", "c1"}, conn...)...); r.code != 1 || !strings.Contains(r.stderr, "only voter") {
 		t.Fatalf("remove the only voter: %+v", r)
 	}
-	if r := run(t, "", append([]string{"peers", "add", "c2", "10.0.0.12:7401"}, conn...)...); r.code != 0 {
-		t.Fatalf("add: %+v", r)
+	if r := run(t, "", append([]string{"peers", "add", "c2", "10.0.0.12:7401", "--grpc-addr", "10.0.0.12:7400"}, conn...)...); r.code != 0 || !strings.Contains(r.stdout, "as a non-voter") || f.lastAddPeer.GetGrpcAddress() != "10.0.0.12:7400" {
+		t.Fatalf("add: %+v (request %v)", r, f.lastAddPeer)
 	}
 	r := run(t, "", append([]string{"peers", "list"}, conn...)...)
-	if r.code != 0 || !strings.Contains(r.stdout, "c1    10.0.0.11:7401  voter     leader") || !strings.Contains(r.stdout, "c2    10.0.0.12:7401  voter     follower") {
+	if r.code != 0 || !strings.Contains(r.stdout, "c1    10.0.0.11:7401  voter     leader") || !strings.Contains(r.stdout, "c2    10.0.0.12:7401  nonvoter  follower") {
 		t.Fatalf("list: %+v", r)
 	}
 	if r := run(t, "", append([]string{"peers", "remove", "c9"}, conn...)...); r.code != 1 || !strings.Contains(r.stderr, `no raft peer named "c9" (peers: c1,c2)`) {

@@ -45,6 +45,7 @@ type fakeCoordinator struct {
 	requireAdmin bool
 	callers      []string
 	peers        []*hivev1.RaftPeer
+	lastAddPeer  *hivev1.AddPeerRequest
 	// ca signs bootstrap requests; tokens maps token to node ("" any).
 	ca     *pki.CA
 	tokens map[string]string
@@ -297,7 +298,8 @@ func (f *fakeCoordinator) AddPeer(ctx context.Context, req *hivev1.AddPeerReques
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.peers = append(f.peers, &hivev1.RaftPeer{Id: req.GetId(), Address: req.GetAddress(), Voter: true})
+	f.lastAddPeer = req
+	f.peers = append(f.peers, &hivev1.RaftPeer{Id: req.GetId(), Address: req.GetAddress()})
 	return &hivev1.AddPeerResponse{}, nil
 }
 

@@ -29,6 +29,8 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	case "call":
 		os.Exit(call())
+	case "gossipfake":
+		os.Exit(gossipFake())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown NETLAB_HELPER")
 		os.Exit(2)

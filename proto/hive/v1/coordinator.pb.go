@@ -1709,9 +1709,13 @@ func (x *ListPeersResponse) GetPeers() []*RaftPeer {
 }
 
 type AddPeerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Raft address (host:port).
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// gRPC address (host:port) where the leader checks the new server's
+	// certificate; "" uses the address it advertises in gossip.
+	GrpcAddress   string `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1756,6 +1760,13 @@ func (x *AddPeerRequest) GetId() string {
 func (x *AddPeerRequest) GetAddress() string {
 	if x != nil {
 		return x.Address
+	}
+	return ""
+}
+
+func (x *AddPeerRequest) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
 	}
 	return ""
 }
@@ -2734,6 +2745,123 @@ func (x *RenewCertificateResponse) GetCa() []byte {
 	return nil
 }
 
+type RaftStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftStatsRequest) Reset() {
+	*x = RaftStatsRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftStatsRequest) ProtoMessage() {}
+
+func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftStatsRequest.ProtoReflect.Descriptor instead.
+func (*RaftStatsRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{52}
+}
+
+type RaftStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This server's raft id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Index of the last entry in its log.
+	LastIndex uint64 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// Index of the last entry its FSM applied.
+	AppliedIndex uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Its current term.
+	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	// Its raft state (leader, follower, candidate).
+	State         RaftRole `protobuf:"varint,5,opt,name=state,proto3,enum=hive.v1.RaftRole" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftStatsResponse) Reset() {
+	*x = RaftStatsResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftStatsResponse) ProtoMessage() {}
+
+func (x *RaftStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftStatsResponse.ProtoReflect.Descriptor instead.
+func (*RaftStatsResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *RaftStatsResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RaftStatsResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *RaftStatsResponse) GetState() RaftRole {
+	if x != nil {
+		return x.State
+	}
+	return RaftRole_RAFT_ROLE_UNSPECIFIED
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -2849,10 +2977,11 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\"<\n" +
 	"\x11ListPeersResponse\x12'\n" +
-	"\x05peers\x18\x01 \x03(\v2\x11.hive.v1.RaftPeerR\x05peers\":\n" +
+	"\x05peers\x18\x01 \x03(\v2\x11.hive.v1.RaftPeerR\x05peers\"]\n" +
 	"\x0eAddPeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x11\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
+	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\"\x11\n" +
 	"\x0fAddPeerResponse\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
@@ -2908,7 +3037,15 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"L\n" +
 	"\x18RenewCertificateResponse\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
-	"\x02ca\x18\x02 \x01(\fR\x02ca*s\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\"\x12\n" +
+	"\x10RaftStatsRequest\"\xa4\x01\n" +
+	"\x11RaftStatsResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12'\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x11.hive.v1.RaftRoleR\x05state*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -2939,11 +3076,12 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"RevokeNode\x12\x1a.hive.v1.RevokeNodeRequest\x1a\x1b.hive.v1.RevokeNodeResponse\x12E\n" +
 	"\n" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
-	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse2\xca\x01\n" +
+	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
-	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponse\x12B\n" +
+	"\tRaftStats\x12\x19.hive.v1.RaftStatsRequest\x1a\x1a.hive.v1.RaftStatsResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_coordinator_proto_rawDescOnce sync.Once
@@ -2958,7 +3096,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -3013,93 +3151,99 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*RemoveNodeResponse)(nil),           // 50: hive.v1.RemoveNodeResponse
 	(*RenewCertificateRequest)(nil),      // 51: hive.v1.RenewCertificateRequest
 	(*RenewCertificateResponse)(nil),     // 52: hive.v1.RenewCertificateResponse
-	nil,                                  // 53: hive.v1.WatchNodeStateRequest.LabelsEntry
-	(*Site)(nil),                         // 54: hive.v1.Site
-	(*GenerationSummary)(nil),            // 55: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 56: hive.v1.Generation
-	(*NodeState)(nil),                    // 57: hive.v1.NodeState
-	(*Report)(nil),                       // 58: hive.v1.Report
-	(*NodeStatus)(nil),                   // 59: hive.v1.NodeStatus
-	(*Member)(nil),                       // 60: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 61: google.protobuf.Timestamp
-	(*Command)(nil),                      // 62: hive.v1.Command
-	(*CommandResult)(nil),                // 63: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 64: hive.v1.Revocation
+	(*RaftStatsRequest)(nil),             // 53: hive.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
+	nil,                                  // 55: hive.v1.WatchNodeStateRequest.LabelsEntry
+	(*Site)(nil),                         // 56: hive.v1.Site
+	(*GenerationSummary)(nil),            // 57: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 58: hive.v1.Generation
+	(*NodeState)(nil),                    // 59: hive.v1.NodeState
+	(*Report)(nil),                       // 60: hive.v1.Report
+	(*NodeStatus)(nil),                   // 61: hive.v1.NodeStatus
+	(*Member)(nil),                       // 62: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 63: google.protobuf.Timestamp
+	(*Command)(nil),                      // 64: hive.v1.Command
+	(*CommandResult)(nil),                // 65: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 66: hive.v1.Revocation
+	(RaftRole)(0),                        // 67: hive.v1.RaftRole
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	54, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	55, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	56, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	56, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	57, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	58, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	57, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	53, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	57, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	58, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	59, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	60, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	61, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	59, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	55, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	59, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	60, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	61, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	62, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	63, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	61, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	62, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	63, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	63, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	64, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	65, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 17: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	64, // 18: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	64, // 19: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	1,  // 20: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 21: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 22: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 23: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 24: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 25: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 26: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 27: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 28: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 29: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 30: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 31: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 32: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 33: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 34: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 35: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 36: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 37: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 38: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 39: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 40: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	45, // 41: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 42: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 43: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	2,  // 44: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 45: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 46: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 47: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 48: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 49: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 50: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 51: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 52: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 53: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 54: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 55: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 56: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 57: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 58: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 59: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 60: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 61: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 62: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 63: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 64: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	46, // 65: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 66: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 67: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	44, // [44:68] is the sub-list for method output_type
-	20, // [20:44] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	66, // 18: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	66, // 19: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	67, // 20: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	1,  // 21: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 22: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 23: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 24: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 25: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 26: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 27: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 28: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 29: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 30: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 31: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 32: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 33: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 34: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 35: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 36: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 37: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 38: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 39: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 40: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 41: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	45, // 42: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 43: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 44: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 45: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 46: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 47: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 48: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 49: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 50: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 51: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 52: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 53: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 54: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 55: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 56: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 57: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 58: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 59: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 60: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 61: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 62: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 63: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 64: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 65: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 66: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	46, // 67: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 68: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 69: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 70: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	46, // [46:71] is the sub-list for method output_type
+	21, // [21:46] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3116,7 +3260,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

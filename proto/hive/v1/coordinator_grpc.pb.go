@@ -82,9 +82,13 @@ type CoordinatorServiceClient interface {
 	DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error)
 	// ListPeers returns the raft configuration.
 	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
-	// AddPeer adds a coordinator as a raft voter.
+	// AddPeer adds a coordinator to raft as a non-voter, once it has proved
+	// its coordinator certificate (name equal to id, raft address covered by
+	// its IP/DNS names) over mutual TLS at its gRPC address; the leader
+	// promotes it to voter once it has caught up.
 	AddPeer(ctx context.Context, in *AddPeerRequest, opts ...grpc.CallOption) (*AddPeerResponse, error)
-	// RemovePeer removes a coordinator from raft.
+	// RemovePeer removes a coordinator from raft. An id that is not in the
+	// raft configuration is NotFound.
 	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 	// CreateBootstrapToken issues a single-use, expiring token with which a
 	// new agent can obtain its certificate once.
@@ -375,9 +379,13 @@ type CoordinatorServiceServer interface {
 	DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error)
 	// ListPeers returns the raft configuration.
 	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
-	// AddPeer adds a coordinator as a raft voter.
+	// AddPeer adds a coordinator to raft as a non-voter, once it has proved
+	// its coordinator certificate (name equal to id, raft address covered by
+	// its IP/DNS names) over mutual TLS at its gRPC address; the leader
+	// promotes it to voter once it has caught up.
 	AddPeer(context.Context, *AddPeerRequest) (*AddPeerResponse, error)
-	// RemovePeer removes a coordinator from raft.
+	// RemovePeer removes a coordinator from raft. An id that is not in the
+	// raft configuration is NotFound.
 	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	// CreateBootstrapToken issues a single-use, expiring token with which a
 	// new agent can obtain its certificate once.
@@ -966,6 +974,7 @@ const (
 	ClusterService_ReadIndex_FullMethodName = "/hive.v1.ClusterService/ReadIndex"
 	ClusterService_Apply_FullMethodName     = "/hive.v1.ClusterService/Apply"
 	ClusterService_GetKeys_FullMethodName   = "/hive.v1.ClusterService/GetKeys"
+	ClusterService_RaftStats_FullMethodName = "/hive.v1.ClusterService/RaftStats"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -985,6 +994,10 @@ type ClusterServiceClient interface {
 	// that every coordinator can open every secret without the keys ever
 	// entering the raft log.
 	GetKeys(ctx context.Context, in *GetKeysRequest, opts ...grpc.CallOption) (*GetKeysResponse, error)
+	// RaftStats returns this server's raft progress. The leader calls it on
+	// every server it may promote (and on the voters) over mutual TLS, which
+	// also proves the server's coordinator certificate.
+	RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -1025,6 +1038,16 @@ func (c *clusterServiceClient) GetKeys(ctx context.Context, in *GetKeysRequest, 
 	return out, nil
 }
 
+func (c *clusterServiceClient) RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftStatsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RaftStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -1042,6 +1065,10 @@ type ClusterServiceServer interface {
 	// that every coordinator can open every secret without the keys ever
 	// entering the raft log.
 	GetKeys(context.Context, *GetKeysRequest) (*GetKeysResponse, error)
+	// RaftStats returns this server's raft progress. The leader calls it on
+	// every server it may promote (and on the voters) over mutual TLS, which
+	// also proves the server's coordinator certificate.
+	RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -1060,6 +1087,9 @@ func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (
 }
 func (UnimplementedClusterServiceServer) GetKeys(context.Context, *GetKeysRequest) (*GetKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKeys not implemented")
+}
+func (UnimplementedClusterServiceServer) RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RaftStats not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -1136,6 +1166,24 @@ func _ClusterService_GetKeys_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_RaftStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RaftStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RaftStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RaftStats(ctx, req.(*RaftStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1154,6 +1202,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetKeys",
 			Handler:    _ClusterService_GetKeys_Handler,
+		},
+		{
+			MethodName: "RaftStats",
+			Handler:    _ClusterService_RaftStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
