@@ -27,6 +27,9 @@ const (
 	AppliedFile      = "applied.json"
 	CoordinatorsFile = "coordinators.json"
 	ReportsDir       = "reports"
+	// SecretFilesLedger lists the paths the file provider rendered
+	// secrets into (their diffs are never reported).
+	SecretFilesLedger = "secret-files.json"
 )
 
 // cacheMagic starts every cache file; the hex sha256 of the payload follows
