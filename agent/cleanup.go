@@ -7,6 +7,7 @@ import (
 
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/drbd"
+	"github.com/hivefleet/hive/converge/pkgrepo"
 	"github.com/hivefleet/hive/converge/swarm"
 	"github.com/hivefleet/hive/internal/atomicfile"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -21,7 +22,8 @@ import (
 //     directory), every file of that pattern, and those of older versions
 //     (".<name>.tmp-<n>", "<name>.tmp" for the firewall window);
 //   - next to the files hive manages, as listed by the cached state (file
-//     resources, drbd resource files, the swarm marker), only the
+//     resources, repo definitions and keys, drbd resource files, the swarm
+//     marker), only the
 //     temporary files of writes to exactly those targets, plus the
 //     pattern of older versions for the same targets.
 
@@ -90,6 +92,13 @@ func (a *Agent) removeStaleTemps(st *hivev1.NodeState) {
 			}
 		case *hivev1.Resource_Drbd:
 			add(drbd.ConfDir + "/" + k.Drbd.GetName() + ".res")
+		case *hivev1.Resource_Repo:
+			src, key := pkgrepo.AptPaths(k.Repo.GetName())
+			repo, rkey := pkgrepo.YumPaths(k.Repo.GetName())
+			add(src)
+			add(key)
+			add(repo)
+			add(rkey)
 		}
 	}
 	for dir, bases := range targets {

@@ -18,6 +18,7 @@ func TestStartRemovesCrashLeftovers(t *testing.T) {
 	st := &hivev1.NodeState{Node: "n1", Generation: 3, Hash: "h", Resources: []*hivev1.Resource{
 		{Key: "file:/etc/app/app.conf", Kind: &hivev1.Resource_File{File: &hivev1.File{Path: "/etc/app/app.conf", Content: "x"}}},
 		{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: &hivev1.Drbd{Name: "r0"}}},
+		{Key: "repo:local", Kind: &hivev1.Resource_Repo{Repo: &hivev1.Repo{Name: "local"}}},
 	}}
 	c, err := agent.OpenCache(data, nil)
 	if err != nil {
@@ -37,6 +38,8 @@ func TestStartRemovesCrashLeftovers(t *testing.T) {
 		root + "/etc/app/.app.conf.hive-4242", // older file provider
 		root + "/etc/drbd.d/.r0.res.hive-tmp-1",
 		root + "/etc/drbd.d/.hive-99.tmp", // older drbd provider
+		root + "/etc/yum.repos.d/.hive-local.repo.hive-tmp-8",
+		root + "/etc/apt/keyrings/.hive-local.asc.hive-8", // older file provider
 		root + "/var/lib/hive/swarm-node.json.tmp",
 		root + "/var/lib/hive/.swarm-node.json.hive-tmp-3",
 	}
@@ -50,6 +53,7 @@ func TestStartRemovesCrashLeftovers(t *testing.T) {
 		root + "/etc/app/app.conf.bak",
 		root + "/etc/other/.app.conf.hive-tmp-42", // not a directory hive writes in
 		root + "/etc/drbd.d/site.res",
+		root + "/etc/yum.repos.d/.fedora.repo.hive-tmp-8",
 	}
 	for _, p := range append(append([]string(nil), stale...), keep...) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
