@@ -133,6 +133,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		a.log.Warn("ignoring the cached state", "err", err)
 	}
+	a.removeStaleTemps(st)
 	if st != nil {
 		a.state = st
 		a.log.Info("loaded cached state", "generation", st.GetGeneration(), "hash", short(st.GetHash()), "resources", len(st.GetResources()))

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -27,6 +28,9 @@ const (
 	AppliedFile      = "applied.json"
 	CoordinatorsFile = "coordinators.json"
 	ReportsDir       = "reports"
+	// SecretFilesLedger lists the paths the file provider rendered
+	// secrets into (their diffs are never reported).
+	SecretFilesLedger = "secret-files.json"
 )
 
 // cacheMagic starts every cache file; the hex sha256 of the payload follows
@@ -70,11 +74,14 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Temporary files of writes cut short by a crash are never read: drop
-	// them.
+	// them (those of older versions too).
 	for _, d := range []string{dir, filepath.Join(dir, ReportsDir)} {
-		tmps, _ := filepath.Glob(filepath.Join(d, ".*.tmp-*"))
-		for _, t := range tmps {
-			os.Remove(t)
+		removed, err := atomicfile.RemoveStale(d, isDataTemp)
+		for _, p := range removed {
+			log.Info("removed a temporary file left by a crash", "file", p)
+		}
+		if err != nil {
+			log.Warn("cannot remove stale temporary files", "err", err)
 		}
 	}
 	return &Cache{dir: dir, log: log}, nil
@@ -206,43 +213,11 @@ func unseal(raw []byte) ([]byte, error) {
 	return payload, nil
 }
 
-// writeAtomic replaces path with data: temporary file in the same
-// directory, fsync, rename over path, fsync of the directory.
+// writeAtomic replaces path with data (internal/atomicfile: temporary
+// file in the same directory, fsync, rename over path, fsync of the
+// directory).
 func writeAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // Report queue: one file per report, named by its zero-padded sequence

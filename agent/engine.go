@@ -70,7 +70,9 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	if err != nil {
 		return Deps{}, err
 	}
-	reg, err := providers.Default(providers.DefaultConfig(), fw, dp, sp)
+	pc := providers.DefaultConfig()
+	pc.File.Ledger = filepath.Join(cfg.DataDir, SecretFilesLedger)
+	reg, err := providers.Default(pc, fw, dp, sp)
 	if err != nil {
 		sp.Close()
 		return Deps{}, err

@@ -110,10 +110,12 @@ type Change struct {
 	Needed bool
 	// Summary is a short human description of what is (or would be) done,
 	// e.g. "install nginx=1.24.0-1", "write 120 bytes, mode 0644". It
-	// never contains secret values.
+	// never contains secret values, current or past.
 	Summary string
-	// Diff is a unified diff for files or a list of changed attributes;
-	// secrets are masked.
+	// Diff is a unified diff for files or a list of changed attributes.
+	// It never contains secret values, current or past: a provider leaves
+	// out what may hold one (the engine's masking of the current values is
+	// only a last line of defence; it cannot know a rotated-out value).
 	Diff string
 	// Err is set when the resource failed (in Plan or Apply).
 	Err error
@@ -177,9 +179,12 @@ func (e *Env) Path(p string) (string, error) {
 	return SecureJoin(root, p)
 }
 
-// Mask replaces every secret value in s by "<secret:name>", for plans and
-// logs. Values shorter than 4 bytes are not masked (too likely to match
-// ordinary text); multi-line values are masked line by line.
+// Mask replaces every current secret value in s by "<secret:name>", for
+// plans and logs. Values shorter than 4 bytes are not masked (too likely to
+// match ordinary text); multi-line values are masked line by line. It
+// cannot mask a value the node no longer has (before a rotation) nor a
+// transformed one (upper, quote): providers must not produce text that
+// may hold a secret in the first place.
 func (e *Env) Mask(s string) string {
 	return MaskSecrets(s, e.Secrets)
 }

@@ -113,7 +113,7 @@ func (cf *connFlags) dial(ctx context.Context) (*client.Conn, error) {
 		return nil, dialError(err, cfg.Insecure)
 	}
 	if !conn.Serving && cf.warn != nil {
-		fmt.Fprintf(cf.warn, "hivectl: warning: coordinator %s is not serving yet (starting, or its cluster has no leader yet): answers may be incomplete and writes will fail\n", conn.Addr)
+		fmt.Fprintf(cf.warn, "hivectl: warning: coordinator %s is not serving yet (starting, or its cluster has no leader yet): answers may be incomplete and writes will fail\n", esc(conn.Addr))
 	}
 	return conn, nil
 }

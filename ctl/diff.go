@@ -126,14 +126,14 @@ func writeDiff(w io.Writer, d diffJSON) error {
 			what = "site"
 		}
 		if c.Key != "" {
-			what += ": " + c.Key
+			what += ": " + esc(c.Key)
 		} else if c.Role != "" && c.Kind == "modified" {
 			what += " (role settings or selectors)"
 		}
 		fmt.Fprintf(w, "%s %s\n", sign, what)
 		if c.Diff != "" {
 			for _, line := range strings.Split(strings.TrimRight(c.Diff, "\n"), "\n") {
-				fmt.Fprintf(w, "    %s\n", line)
+				fmt.Fprintf(w, "    %s\n", escLines(line))
 			}
 		}
 	}

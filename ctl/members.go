@@ -82,7 +82,7 @@ func writeMembersTable(w io.Writer, ms []memberJSON) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "NAME\tKIND\tADDRESS\tGOSSIP\tRAFT\tVERSION\tLABELS")
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Kind, orDash(m.Address), m.Gossip,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(m.Name), m.Kind, orDash(m.Address), m.Gossip,
 			orDash(m.Raft), orDash(m.Version), labelString(m.Labels))
 	}
 	return tw.Flush()

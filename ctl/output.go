@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -120,7 +121,7 @@ func labelString(l map[string]string) string {
 	}
 	parts := make([]string, 0, len(l))
 	for _, k := range slices.Sorted(maps.Keys(l)) {
-		parts = append(parts, k+"="+l[k])
+		parts = append(parts, esc(k)+"="+esc(l[k]))
 	}
 	return strings.Join(parts, ",")
 }
@@ -130,30 +131,30 @@ func listString(s []string) string {
 	if len(s) == 0 {
 		return "-"
 	}
-	return strings.Join(s, ",")
+	return strings.Join(escAll(s), ",")
 }
 
-// oneLine returns the first line of s, marked with "…" when cut, for
-// table cells.
+// oneLine returns the first line of s, marked with "…" when cut, escaped
+// (see esc), for table cells.
 func oneLine(s string) string {
 	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
-		return strings.ReplaceAll(s[:i], "\t", " ") + " …"
+		return esc(strings.ReplaceAll(s[:i], "\t", " ")) + " …"
 	}
-	return strings.ReplaceAll(s, "\t", " ")
+	return esc(strings.ReplaceAll(s, "\t", " "))
 }
 
-// orDash returns s or "-" when empty.
+// orDash returns s escaped (see esc), or "-" when empty.
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return esc(s)
 }
 
 // shortHash abbreviates a hex hash to 12 characters.
 func shortHash(h string) string {
 	if len(h) > 12 {
-		return h[:12]
+		return esc(h[:12])
 	}
 	return orDash(h)
 }
@@ -171,4 +172,155 @@ func nonNilSlice(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// Text that came from a node or a server (resource keys and messages,
+// labels, addresses, versions, errors, authors, history messages) may hold
+// control characters meant to rewrite the operator's terminal: clear it
+// with "\x1b[2J", go back with "\r", forge a status line with "\n", flip
+// text with a bidi override. hivectl neutralises them twice:
+//
+//   - every table cell and one-line field goes through esc, which escapes
+//     every control character, newline and tab included, so a field stays
+//     on its line and in its column;
+//   - the command's stdout and stderr are termWriters, which escape every
+//     control character but newline and tab in whatever is written, so a
+//     field a printer forgot cannot reach the terminal raw either.
+//
+// Escapes are \n, \r, \t, \u00XX and \uXXXX (valid inside JSON strings,
+// so -o json stays valid JSON through a termWriter) and \xNN for a byte
+// that is not UTF-8. The few writes that must reach the terminal raw (the
+// progress line's "\r\033[K", pull's site text when redirected) use
+// rawWriter and escape their fields themselves.
+
+// unsafeRune reports whether r must not reach a terminal raw: C0 controls,
+// DEL, C1 controls, the bidi embeddings, overrides and isolates and the
+// marks and separators that reorder or break lines.
+func unsafeRune(r rune) bool {
+	switch {
+	case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	case r == 0x200e, r == 0x200f, r == 0x061c, r == 0x2028, r == 0x2029:
+		return true
+	}
+	return false
+}
+
+// escape writes s with every unsafe rune escaped to b; keepLines keeps
+// newlines and tabs.
+func escape(b *strings.Builder, s string, keepLines bool) {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(b, `\x%02x`, s[i])
+		case keepLines && (r == '\n' || r == '\t'), !unsafeRune(r):
+			b.WriteString(s[i : i+n])
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		default:
+			fmt.Fprintf(b, `\u%04x`, r)
+		}
+		i += n
+	}
+}
+
+// needsEscape reports whether s holds anything escape would change.
+func needsEscape(s string, keepLines bool) bool {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && n == 1) || (unsafeRune(r) && !(keepLines && (r == '\n' || r == '\t'))) {
+			return true
+		}
+		i += n
+	}
+	return false
+}
+
+// esc returns s safe to print as one field of one line: every control
+// character escaped, newline and tab included.
+func esc(s string) string {
+	if !needsEscape(s, false) {
+		return s
+	}
+	var b strings.Builder
+	escape(&b, s, false)
+	return b.String()
+}
+
+// escLines is esc for multi-line text printed as a block: newlines and
+// tabs are kept, everything else escaped.
+func escLines(s string) string {
+	if !needsEscape(s, true) {
+		return s
+	}
+	var b strings.Builder
+	escape(&b, s, true)
+	return b.String()
+}
+
+// escAll applies esc to each element.
+func escAll(s []string) []string {
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = esc(x)
+	}
+	return out
+}
+
+// termWriter escapes unsafe runes, except newline and tab, in everything
+// written through it. A rune split across writes is held back until it is
+// complete.
+type termWriter struct {
+	w       io.Writer
+	pending []byte
+}
+
+// newTermWriter wraps w; a termWriter is returned as is.
+func newTermWriter(w io.Writer) io.Writer {
+	if _, ok := w.(*termWriter); ok || w == nil {
+		return w
+	}
+	return &termWriter{w: w}
+}
+
+func (t *termWriter) Write(p []byte) (int, error) {
+	buf := append(t.pending, p...)
+	t.pending = nil
+	// Hold back an incomplete rune at the end (at most 3 bytes).
+	for k := 1; k <= 3 && k <= len(buf); k++ {
+		tail := buf[len(buf)-k:]
+		if utf8.RuneStart(tail[0]) {
+			if !utf8.FullRune(tail) {
+				t.pending = append([]byte(nil), tail...)
+				buf = buf[:len(buf)-k]
+			}
+			break
+		}
+	}
+	s := string(buf)
+	if needsEscape(s, true) {
+		var b strings.Builder
+		escape(&b, s, true)
+		s = b.String()
+	}
+	if _, err := io.WriteString(t.w, s); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// rawWriter returns the writer under a termWriter, for the few writes
+// that must reach the terminal unescaped (see above); w itself otherwise.
+func rawWriter(w io.Writer) io.Writer {
+	if t, ok := w.(*termWriter); ok {
+		return t.w
+	}
+	return w
 }

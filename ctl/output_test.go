@@ -2,9 +2,11 @@ package ctl
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +193,55 @@ func TestAgo(t *testing.T) {
 	}
 	if got := ago(nil, goldenNow); got != "never" {
 		t.Errorf("ago(nil) = %q", got)
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for _, c := range []struct{ in, one, lines string }{
+		{"plain é ü 日本", "plain é ü 日本", "plain é ü 日本"},
+		{"a\x1b[2Jb", `a\u001b[2Jb`, `a\u001b[2Jb`},
+		{"a\rb\nc\td", `a\rb\nc\td`, "a\\rb\nc\td"},
+		{"\u202eabc\u2066\u2069\u200f", `\u202eabc\u2066\u2069\u200f`, `\u202eabc\u2066\u2069\u200f`},
+		{"\u009b2J\x7f\x00", `\u009b2J\u007f\u0000`, `\u009b2J\u007f\u0000`},
+		{"bad\xffutf8", `bad\xffutf8`, `bad\xffutf8`},
+	} {
+		if got := esc(c.in); got != c.one {
+			t.Errorf("esc(%q) = %q, want %q", c.in, got, c.one)
+		}
+		if got := escLines(c.in); got != c.lines {
+			t.Errorf("escLines(%q) = %q, want %q", c.in, got, c.lines)
+		}
+	}
+}
+
+// TestTermWriterKeepsJSON: through a termWriter, JSON with raw DEL, C1 and
+// bidi runes (which encoding/json leaves as they are) stays valid and
+// decodes to the same text; a rune split across writes survives.
+func TestTermWriterKeepsJSON(t *testing.T) {
+	in := map[string]string{"m": "a\x7fb\u0085c\u202ed\x1b[2J\r\n日本"}
+	var buf bytes.Buffer
+	w := newTermWriter(&buf)
+	if err := writeJSON(w, in); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"\x7f", "\u0085", "\u202e", "\x1b", "\r"} {
+		if strings.Contains(buf.String(), c) {
+			t.Errorf("raw %q in %q", c, buf.String())
+		}
+	}
+	var out map[string]string
+	if err := json.Unmarshal(buf.Bytes(), &out); err != nil || out["m"] != in["m"] {
+		t.Fatalf("json through termWriter: %v %q", err, buf.String())
+	}
+	buf.Reset()
+	s := "x日y\u202ez"
+	for i := 0; i < len(s); i++ {
+		w.Write([]byte{s[i]})
+	}
+	if buf.String() != `x日y\u202ez` {
+		t.Errorf("split runes: %q", buf.String())
+	}
+	if rawWriter(w) != &buf || rawWriter(&buf) != &buf {
+		t.Error("rawWriter")
 	}
 }

@@ -165,7 +165,7 @@ func writePeersTable(w io.Writer, ps []peerJSON) error {
 		if p.Leader {
 			state = "leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, orDash(strings.TrimSpace(p.Address)), suffrage, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", esc(p.ID), orDash(strings.TrimSpace(p.Address)), suffrage, state)
 	}
 	return tw.Flush()
 }

@@ -44,7 +44,13 @@ pushed first.`,
 					return fmt.Errorf("pull: generation %d carries no source text", g.GetNumber())
 				}
 				if out == "" {
-					_, err = cmd.OutOrStdout().Write(src)
+					// The site text as pushed, byte for byte, into a pipe
+					// or file; escaped (see output.go) on a terminal.
+					w := cmd.OutOrStdout()
+					if !isTerminal(w) {
+						w = rawWriter(w)
+					}
+					_, err = w.Write(src)
 					return err
 				}
 				if err := os.WriteFile(out, src, 0o644); err != nil {

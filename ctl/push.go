@@ -120,10 +120,10 @@ failed, and exits 1 if any failed (or on --timeout).`,
 					for _, n := range res.failed {
 						errs := n.GetErrors()
 						if len(errs) == 0 {
-							errs = []string{"(no error reported; see hivectl status " + n.GetName() + ")"}
+							errs = []string{"(no error reported; see hivectl status " + esc(n.GetName()) + ")"}
 						}
 						for _, e := range errs {
-							fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", n.GetName(), e)
+							fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", esc(n.GetName()), esc(e))
 						}
 					}
 					return &exitError{code: 1}

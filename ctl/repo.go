@@ -187,7 +187,7 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	case res.Replaced:
 		what = "replaced"
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) sha256:%s\n", what, filepath.Base(file), res.Package, res.SHA256)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) sha256:%s\n", what, filepath.Base(file), esc(res.Package), esc(res.SHA256))
 	return nil
 }
 
@@ -217,7 +217,7 @@ func (p *progress) draw() {
 	frac := float64(p.done) / float64(max(p.total, 1))
 	fill := int(frac * width)
 	rate := float64(p.done) / max(time.Since(p.start).Seconds(), 1e-3) / (1 << 20)
-	fmt.Fprintf(p.w, "\r%-32.32s [%s%s] %3.0f%% %7.1f MiB/s", p.name, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100, rate)
+	fmt.Fprintf(rawWriter(p.w), "\r%-32.32s [%s%s] %3.0f%% %7.1f MiB/s", esc(p.name), strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100, rate)
 }
 
 func (p *progress) finish() {
@@ -259,7 +259,7 @@ func repoListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "REPO\tPACKAGES\tGENERATION\tPUBLISHED")
 			for _, r := range out {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", r.Name, r.Packages, r.Generation, fmtTime(r.Published))
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", esc(r.Name), r.Packages, r.Generation, fmtTime(r.Published))
 			}
 			return tw.Flush()
 		},
@@ -291,13 +291,13 @@ func repoShowCmd() *cobra.Command {
 			if err := c.do(req, &r); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "repo %s: %d packages, generation %d published %s\n", r.Name, r.Packages, r.Generation, fmtTime(r.Published))
+			fmt.Fprintf(cmd.OutOrStdout(), "repo %s: %d packages, generation %d published %s\n", esc(r.Name), r.Packages, r.Generation, fmtTime(r.Published))
 			fmt.Fprintf(cmd.OutOrStdout(), "yum: %s/yum/%s/  apt: %s/apt/%s stable main  key: %s/keys/%s.asc\n",
-				strings.TrimRight(f.server, "/"), r.Name, strings.TrimRight(f.server, "/"), r.Name, strings.TrimRight(f.server, "/"), r.Name)
+				strings.TrimRight(f.server, "/"), esc(r.Name), strings.TrimRight(f.server, "/"), esc(r.Name), strings.TrimRight(f.server, "/"), esc(r.Name))
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "FILE\tKIND\tPACKAGE\tSIZE\tSHA256")
 			for _, p := range r.Files {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.16s…\n", p.Filename, p.Kind, p.Package, p.Size, p.SHA256)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.16s…\n", esc(p.Filename), esc(p.Kind), esc(p.Package), p.Size, esc(p.SHA256))
 			}
 			return tw.Flush()
 		},

@@ -37,8 +37,9 @@ coordinators as a new generation, and shows how the fleet converges.`,
 	}
 	root.AddCommand(newRepoCommand())
 	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	// Everything printed goes through a termWriter (see output.go).
+	root.SetOut(newTermWriter(stdout))
+	root.SetErr(newTermWriter(stderr))
 	cf := addConnectionFlags(root)
 	root.AddCommand(
 		newValidateCommand(),
@@ -70,6 +71,6 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	fmt.Fprintf(stderr, "hivectl: %v\n", err)
+	fmt.Fprintf(newTermWriter(stderr), "hivectl: %v\n", err)
 	return 1
 }

@@ -33,7 +33,7 @@ func rpcError(op string, err error, write bool) error {
 	if !ok {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	msg := st.Message()
+	msg := esc(st.Message())
 	var out string
 	switch st.Code() {
 	case codes.Unauthenticated:

@@ -188,7 +188,7 @@ func writeSecretsTable(w io.Writer, s secretsJSON) error {
 			case x.Referenced:
 				use = "referenced"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Name, clock(x.Updated), orDash(x.Author), use)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", esc(x.Name), clock(x.Updated), orDash(x.Author), use)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -197,7 +197,7 @@ func writeSecretsTable(w io.Writer, s secretsJSON) error {
 	if len(s.Missing) > 0 {
 		fmt.Fprintf(w, "\nreferenced by the current generation but not set (nodes that need them cannot converge):\n")
 		for _, m := range s.Missing {
-			fmt.Fprintf(w, "  %s   (hivectl secret set %s)\n", m, m)
+			fmt.Fprintf(w, "  %s   (hivectl secret set %s)\n", esc(m), esc(m))
 		}
 	}
 	return nil

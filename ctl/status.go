@@ -193,7 +193,7 @@ func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
 		fmt.Fprintf(w, "generation %d: %d nodes, %s", s.Generation, len(s.Nodes), phaseSummary(s.Nodes))
 	}
 	if s.Server != "" {
-		fmt.Fprintf(w, " (answered by %s at raft index %d)", s.Server, s.RaftIndex)
+		fmt.Fprintf(w, " (answered by %s at raft index %d)", esc(s.Server), s.RaftIndex)
 	}
 	fmt.Fprintln(w)
 	if len(s.Nodes) == 0 {
@@ -206,7 +206,7 @@ func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
 		if n.DryRun {
 			phase += " (dry run)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", n.Name, n.Gossip, phase, n.AppliedGeneration,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", esc(n.Name), n.Gossip, phase, n.AppliedGeneration,
 			listString(n.Roles), resourcesString(n.Resources), ago(n.LastReport, now))
 	}
 	if err := tw.Flush(); err != nil {
@@ -219,7 +219,7 @@ func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
 				fmt.Fprintln(w, "\nerrors:")
 				first = false
 			}
-			fmt.Fprintf(w, "  %s: %s\n", n.Name, e)
+			fmt.Fprintf(w, "  %s: %s\n", esc(n.Name), esc(e))
 		}
 	}
 	return nil
@@ -232,7 +232,7 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 		}
 		tw := newTable(w)
 		row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
-		row("node", n.Name)
+		row("node", esc(n.Name))
 		row("gossip", n.Gossip)
 		phase := n.Phase
 		if n.DryRun {
@@ -256,7 +256,7 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 		if len(n.Errors) > 0 {
 			fmt.Fprintln(w, "errors:")
 			for _, e := range n.Errors {
-				fmt.Fprintf(w, "  %s\n", e)
+				fmt.Fprintf(w, "  %s\n", esc(e))
 			}
 		}
 		if len(n.Results) > 0 {
@@ -268,7 +268,7 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 				if r.Drift {
 					out += " (drift)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, out, fmtMS(r.DurationMS), orDash(oneLine(r.Message)))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", esc(r.Key), out, fmtMS(r.DurationMS), orDash(oneLine(r.Message)))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

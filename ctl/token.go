@@ -72,7 +72,7 @@ certificate, and a coordinator started with --tls-ca-key to redeem it.`,
 					}{resp.GetToken(), node, exp})
 				}
 				out := cmd.OutOrStdout()
-				fmt.Fprintln(out, resp.GetToken())
+				fmt.Fprintln(out, esc(resp.GetToken()))
 				who := "any node name"
 				if node != "" {
 					who = "node " + node

@@ -83,10 +83,10 @@ func (r waitResult) line(gen uint64) string {
 func (r waitResult) pendingDetail() string {
 	var names []string
 	for _, n := range slices.Concat(r.applying, r.pending) {
-		names = append(names, n.GetName()+" ("+phaseName(n.GetPhase())+", "+gossipName(n.GetGossip())+")")
+		names = append(names, esc(n.GetName())+" ("+phaseName(n.GetPhase())+", "+gossipName(n.GetGossip())+")")
 	}
 	for _, m := range r.missing {
-		names = append(names, m+" (never reported)")
+		names = append(names, esc(m)+" (never reported)")
 	}
 	s := fmt.Sprintf("%d node(s) not done", len(names))
 	if len(names) > 10 {
@@ -156,7 +156,8 @@ func (w *waiter) run(ctx context.Context) (waitResult, error) {
 			line := last.line(w.gen)
 			if line != lastLine {
 				if w.tty {
-					fmt.Fprintf(w.out, "\r\033[K%s", line)
+					// The redraw is ours; the line holds only numbers.
+					fmt.Fprintf(rawWriter(w.out), "\r\033[K%s", esc(line))
 				} else {
 					fmt.Fprintln(w.out, line)
 				}
@@ -202,7 +203,7 @@ func pollDelay(base, took time.Duration) time.Duration {
 // isTerminal reports whether w is a character device (a terminal), where
 // the progress line is rewritten in place.
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := rawWriter(w).(*os.File)
 	if !ok {
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -176,35 +177,9 @@ func writePair(certPath string, certPEM []byte, keyPath string, keyPEM []byte, f
 	return writeFileAtomic(certPath, certPEM, 0o644)
 }
 
-// writeFileAtomic writes data to a temporary file in path's directory with
-// mode perm, syncs it and renames it over path.
+// writeFileAtomic replaces path with data, mode perm (internal/atomicfile).
 func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -552,33 +553,7 @@ func writeTemp(text string) (string, error) {
 	return f.Name(), nil
 }
 
-// writeFile writes atomically: temp file in the same directory, fsync,
-// rename.
+// writeFile writes atomically (internal/atomicfile).
 func writeFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, ".hive-*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, atomicfile.Options{Perm: 0o644, MkdirPerm: 0o755})
 }

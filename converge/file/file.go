@@ -9,13 +9,20 @@
 //     with converge.SecureJoin (symlinks followed as in a chroot; ".." and
 //     escaping links rejected); a symlink at the final component is
 //     replaced, never followed.
-//   - Files are replaced atomically: a temporary file in the same
-//     directory is written, chmod'ed, chown'ed, fsync'ed and renamed over
-//     the target, then the directory is fsync'ed. A failed write removes
-//     its temporary file, so nothing stale is left.
-//   - Secret values never appear in a Change's summary or diff: both sides
-//     of the diff are masked with Env.Mask, and a change only in secret
-//     values is reported as such.
+//   - Files are replaced atomically with internal/atomicfile (temporary
+//     file ".<name>.hive-tmp-<n>" in the same directory, chown, chmod,
+//     fsync, rename, directory fsync). A failed write removes its
+//     temporary file; one left by a crash is removed by the agent at start.
+//   - No secret value, current or past, appears in a Change's summary or
+//     diff. A file is "secret-rendering" when it is a template that lists
+//     secrets or mentions "secret" at all. Such a file gets no line diff,
+//     no hashes and no sizes: only that its content changes. Its host path
+//     is recorded in a ledger (Config.Ledger) before it is written, and a
+//     path in the ledger gets no line diff either, whatever its resource
+//     now says, because its old content may hold a value the node no
+//     longer knows (the one before a rotation). A path leaves the ledger
+//     when hive has replaced its content by secret-free content or removed
+//     it. Other diffs are masked with Env.Mask as a second line.
 //   - Owner and group names are resolved in <root>/etc/passwd and
 //     <root>/etc/group, not the host's.
 //
@@ -41,15 +48,30 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/site"
 )
 
-// Provider manages file resources. The zero value is ready to use.
-type Provider struct{}
+// Config configures a Provider.
+type Config struct {
+	// Ledger is the file recording the paths hive rendered secrets into
+	// (see the package comment), in a directory only the agent reads
+	// (mode 0600). Empty: kept in memory, for the provider's lifetime.
+	Ledger string
+}
 
-// New returns a file provider.
+// Provider manages file resources. The zero value is ready to use (with
+// an in-memory ledger).
+type Provider struct {
+	ledger ledger
+}
+
+// New returns a file provider with an in-memory ledger.
 func New() *Provider { return &Provider{} }
+
+// NewWithConfig returns a file provider configured by cfg.
+func NewWithConfig(cfg Config) *Provider { return &Provider{ledger: ledger{file: cfg.Ledger}} }
 
 // Kind implements converge.Provider.
 func (*Provider) Kind() string { return converge.KindFile }
@@ -103,6 +125,7 @@ type op struct {
 	chmod      bool
 	chown      bool
 	removeTree bool
+	secret     bool // content renders secrets
 }
 
 // Plan implements converge.Provider.
@@ -198,6 +221,14 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 		}
 		return nil
 	}
+	o.secret = rendersSecrets(f)
+	if o.secret {
+		// Before anything is written: a crash must not leave a rendered
+		// secret outside the ledger.
+		if err := p.ledger.set(target, true); err != nil {
+			return err
+		}
+	}
 	content := []byte(f.GetContent())
 	if f.GetTemplate() {
 		r, err := site.RenderTemplate(f.GetContent(), env.Facts, env.Secrets)
@@ -217,6 +248,11 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 		if exists {
 			what = "replace " + typeName(fi) + " with file"
 		}
+		if o.secret {
+			c.Summary = fmt.Sprintf("%s, mode %#o%s (renders secrets: content not shown)", what, o.mode, ownerSuffix(o))
+			c.Diff = hiddenRenders
+			return nil
+		}
 		c.Summary = fmt.Sprintf("%s, %d bytes, mode %#o%s", what, len(content), o.mode, ownerSuffix(o))
 		c.Diff = diff(env, f, nil, content, !exists)
 		return nil
@@ -226,16 +262,35 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 		return fmt.Errorf("read: %w", err)
 	}
 	checkAttrs(fi)
+	tainted, err := p.ledger.has(target)
+	if err != nil {
+		return err
+	}
 	if !bytes.Equal(cur, content) {
 		o.act = actWrite
 		o.chmod, o.chown = true, true
 		c.Needed = true
-		c.Summary = fmt.Sprintf("update content, %d → %d bytes", len(cur), len(content))
+		switch {
+		case o.secret:
+			c.Summary = "update content (renders secrets: content not shown)"
+			c.Diff = hiddenRenders
+		case tainted:
+			c.Summary = fmt.Sprintf("update content, → %d bytes (previous content rendered secrets: not shown)", len(content))
+			c.Diff = hiddenPrevious
+		default:
+			c.Summary = fmt.Sprintf("update content, %d → %d bytes", len(cur), len(content))
+			c.Diff = diff(env, f, cur, content, false)
+		}
 		if len(attrs) > 0 {
 			c.Summary += ", " + strings.Join(attrs, ", ")
 		}
-		c.Diff = diff(env, f, cur, content, false)
 		return nil
+	}
+	if tainted && !o.secret {
+		// The file already holds the secret-free content.
+		if err := p.ledger.set(target, false); err != nil {
+			return err
+		}
 	}
 	if len(attrs) > 0 {
 		o.act = actAttrs
@@ -258,6 +313,13 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 		}
 		if err := apply(o); err != nil {
 			c.Err = err
+			continue
+		}
+		// Replaced by secret-free content, or gone: nothing to hide.
+		if (o.act == actWrite && !o.secret) || o.act == actRemove {
+			if err := p.ledger.set(o.target, false); err != nil {
+				c.Err = err
+			}
 		}
 	}
 	return nil
@@ -299,24 +361,7 @@ func apply(o *op) error {
 	return fmt.Errorf("file: unknown action %d", o.act)
 }
 
-func writeAtomic(o *op) (err error) {
-	dir := filepath.Dir(o.target)
-	if err := os.MkdirAll(dir, DefaultDirMode); err != nil {
-		return fmt.Errorf("create parents: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(o.target)+".hive-")
-	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(o.content); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
+func writeAtomic(o *op) error {
 	// Fields not managed keep the replaced file's owner.
 	uid, gid := o.uid, o.gid
 	if fi, serr := os.Lstat(o.target); serr == nil && fi.Mode().IsRegular() {
@@ -328,24 +373,18 @@ func writeAtomic(o *op) (err error) {
 			gid = int(st.Gid)
 		}
 	}
-	if uid >= 0 || gid >= 0 {
-		if err = tmp.Chown(uid, gid); err != nil {
-			return fmt.Errorf("chown: %w", err)
-		}
-	}
-	if err = tmp.Chmod(toFileMode(o.mode)); err != nil {
-		return fmt.Errorf("chmod: %w", err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("fsync: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("close: %w", err)
-	}
-	if err = os.Rename(tmp.Name(), o.target); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	return syncDir(dir)
+	return atomicfile.Write(o.target, o.content, atomicfile.Options{
+		Perm:      toFileMode(o.mode),
+		MkdirPerm: DefaultDirMode,
+		Prepare: func(f *os.File) error {
+			if uid >= 0 || gid >= 0 {
+				if err := f.Chown(uid, gid); err != nil {
+					return fmt.Errorf("chown: %w", err)
+				}
+			}
+			return nil
+		},
+	})
 }
 
 func setAttrs(p string, o *op, chmod, chown bool) error {
@@ -362,17 +401,7 @@ func setAttrs(p string, o *op, chmod, chown bool) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir for fsync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir: %w", err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // hostPath resolves the parent of p inside the root and joins the last
 // element, so a symlink at p itself is replaced, not followed.
@@ -443,26 +472,23 @@ func ownerSuffix(o *op) string {
 	return ", owner " + ownerString(o)
 }
 
-// minMasked is the shortest secret value masking can hide reliably in a
-// diff; a file rendering a shorter one gets no line diff at all.
-const minMasked = 8
+// Diffs of files whose content may hold secrets.
+const (
+	hiddenRenders  = "(content renders secrets: not shown)\n"
+	hiddenPrevious = "(previous content rendered secrets: not shown)\n"
+)
 
-// diff returns a unified diff of old and new content with secrets masked.
+// rendersSecrets reports whether f's content may carry a secret value: a
+// template that lists secrets or calls (or merely mentions) "secret".
+func rendersSecrets(f *hivev1.File) bool {
+	return f.GetTemplate() && (len(f.GetSecrets()) > 0 || strings.Contains(f.GetContent(), "secret"))
+}
+
+// diff returns a unified diff of old and new content, masked. It is only
+// called for content hive can vouch holds no secret (see the package
+// comment); masking is a second line of defence.
 func diff(env *converge.Env, f *hivev1.File, old, new []byte, created bool) string {
 	name := f.GetPath()
-	if f.GetTemplate() {
-		refs := f.GetSecrets()
-		if len(refs) == 0 && strings.Contains(f.GetContent(), "secret") {
-			for n := range env.Secrets { // not derived: assume any
-				refs = append(refs, n)
-			}
-		}
-		for _, n := range refs {
-			if v, ok := env.Secrets[n]; ok && len(v) < minMasked {
-				return fmt.Sprintf("(content renders secret %q, too short to mask: diff hidden)\n", n)
-			}
-		}
-	}
 	if isBinary(old) || isBinary(new) || len(old) > maxDiff || len(new) > maxDiff {
 		return fmt.Sprintf("binary or large content: %d bytes sha256:%x → %d bytes sha256:%x\n",
 			len(old), sha256.Sum256(old), len(new), sha256.Sum256(new))

@@ -10,13 +10,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -373,14 +373,7 @@ func (p *Provider) saveWindow(w *Window) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p.cfg.StateFile), 0o700); err != nil {
-		return err
-	}
-	tmp := p.cfg.StateFile + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p.cfg.StateFile)
+	return atomicfile.Write(p.cfg.StateFile, data, atomicfile.Options{Perm: 0o600, MkdirPerm: 0o700})
 }
 
 func (p *Provider) dropWindow() {

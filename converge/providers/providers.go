@@ -18,6 +18,7 @@ import (
 
 // Config configures the default providers.
 type Config struct {
+	File    file.Config
 	Package pkg.Config
 	Repo    pkgrepo.Config
 	Service service.Config
@@ -47,7 +48,7 @@ func Default(cfg Config, extra ...converge.Provider) (*converge.Registry, error)
 		return nil, err
 	}
 	return converge.NewRegistry(append([]converge.Provider{
-		pkgrepo.New(cfg.Repo), pp, file.New(), service.New(cfg.Service),
+		pkgrepo.New(cfg.Repo), pp, file.NewWithConfig(cfg.File), service.New(cfg.Service),
 	}, extra...)...)
 }
 

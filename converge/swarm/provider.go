@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -652,15 +652,8 @@ func writeMarker(env *converge.Env, nodeID string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("write swarm marker: %w", err)
-	}
 	data, _ := json.Marshal(marker{NodeID: nodeID})
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return fmt.Errorf("write swarm marker: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o644, MkdirPerm: 0o755}); err != nil {
 		return fmt.Errorf("write swarm marker: %w", err)
 	}
 	return nil
