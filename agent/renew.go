@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hivefleet/hive/client"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
@@ -224,14 +225,8 @@ func recoverPair(certPath, keyPath string) (string, error) {
 	}
 }
 
-func syncDir(path string) error {
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+// syncDir makes the renames of path's directory durable.
+func syncDir(path string) error { return atomicfile.SyncDir(filepath.Dir(path)) }
 
 func loadLeaf(path string) (*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
