@@ -82,6 +82,7 @@ type Server struct {
 	renderer    *render.Renderer
 	hub         *hub
 	batcher     *batcher
+	reportLimit *rateLimiter // reports per agent identity
 	metrics     *metrics
 	ca          *pki.CA
 	gossip      *gossip.Gossip
@@ -270,7 +271,9 @@ func New(cfg Config) (s *Server, err error) {
 		closers = append(closers, s.gossip.Close)
 	}
 
-	s.batcher = newBatcher(cfg.ReportBatchMax, s.applyReports)
+	s.batcher = newBatcher(cfg.ReportBatchMax, ReportEntryMaxBytes, ReportQueueMaxPerBatch*cfg.ReportBatchMax, ReportQueueMaxBytes, s.applyReports)
+	s.batcher.onFull = func() { s.metrics.refused.WithLabelValues("queue").Inc() }
+	s.reportLimit = newRateLimiter(ReportRate, ReportBurst, time.Now)
 	s.grpcSrv = s.newGRPCServer(serverTLS)
 	return s, nil
 }
@@ -310,9 +313,12 @@ func firstIP() (net.IP, error) {
 
 func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.unaryAuth),
-		grpc.ChainStreamInterceptor(s.streamAuth),
-		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + 1<<20),
+		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unarySize),
+		grpc.ChainStreamInterceptor(s.streamAuth, s.streamSize),
+		// The largest message read: a push and some headroom. Agents'
+		// and unauthenticated calls are capped far lower per method
+		// (methodMaxBytes, limits.go).
+		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + recvHeadroom),
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.ForceServerCodecV2(newCodec()),
 		// Thousands of mostly idle watch connections: small per-connection
