@@ -46,6 +46,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/limits"
 	"github.com/hivefleet/hive/gossip"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
@@ -386,6 +387,12 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		if p := a.deps.Published(); len(p) > 0 {
 			r.PublishedSecrets = p
 		}
+	}
+	// An honest agent is never refused for size: cut long messages and
+	// diffs (marked), and summarise results beyond the coordinator's
+	// limits (package limits).
+	if limits.FitReport(r) {
+		a.log.Warn("report trimmed to the coordinator's limits", "results", len(r.Results), "limit_results", limits.MaxResults, "limit_bytes", limits.MaxReportBytes)
 	}
 	a.statsMu.Lock()
 	a.stats.Runs++
