@@ -46,8 +46,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivefleet/hive/converge"
-	"github.com/hivefleet/hive/limits"
 	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/limits"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
 )
