@@ -13,8 +13,11 @@ import (
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Limits on what callers send, besides the report's own (package limits).
@@ -70,6 +73,68 @@ var methodMaxBytes = map[string]int{
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": MaxAgentRequestBytes,
 }
 
+// typeMaxBytes is methodMaxBytes by request type, for the codec, which
+// sees the message but not the method. Each type is the request of one
+// capped method (or of several with the same cap).
+var typeMaxBytes = map[protoreflect.FullName]int{
+	fullName(&hivev1.ReportRequest{}):                 MaxReportRequestBytes,
+	fullName(&hivev1.GetNodeStateRequest{}):           MaxAgentRequestBytes,
+	fullName(&hivev1.WatchNodeStateRequest{}):         MaxAgentRequestBytes,
+	fullName(&hivev1.RequestCertificateRequest{}):     MaxAgentRequestBytes,
+	"grpc.health.v1.HealthCheckRequest":               MaxAgentRequestBytes,
+	"grpc.health.v1.HealthListRequest":                MaxAgentRequestBytes,
+	"grpc.reflection.v1.ServerReflectionRequest":      MaxAgentRequestBytes,
+	"grpc.reflection.v1alpha.ServerReflectionRequest": MaxAgentRequestBytes,
+}
+
+func fullName(m proto.Message) protoreflect.FullName { return m.ProtoReflect().Descriptor().FullName() }
+
+// oversizeField is the unknown field in which the codec records the wire
+// size of a capped request it did not decode.
+const oversizeField = protowire.MaxValidNumber
+
+// Unmarshal decodes a request, except one of a capped type whose wire
+// size is over its cap: that one is left empty but for oversizeField
+// holding the size, so the size interceptor refuses it by its wire size
+// with InvalidArgument (an error here would reach the caller as Internal)
+// and the large message is never decoded into memory.
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(proto.Message); ok {
+		if limit, ok := typeMaxBytes[fullName(m)]; ok && data.Len() > limit {
+			var b []byte
+			b = protowire.AppendTag(b, oversizeField, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(data.Len()))
+			m.ProtoReflect().SetUnknown(b)
+			return nil
+		}
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// wireSize returns the size the codec recorded for an undecoded request,
+// or proto.Size of a decoded one.
+func wireSize(m proto.Message) int {
+	u := m.ProtoReflect().GetUnknown()
+	for len(u) > 0 {
+		num, typ, n := protowire.ConsumeTag(u)
+		if n < 0 {
+			break
+		}
+		u = u[n:]
+		if num == oversizeField && typ == protowire.VarintType {
+			if v, n := protowire.ConsumeVarint(u); n > 0 {
+				return int(v)
+			}
+		}
+		n = protowire.ConsumeFieldValue(num, typ, u)
+		if n < 0 {
+			break
+		}
+		u = u[n:]
+	}
+	return proto.Size(m)
+}
+
 // checkRequestSize refuses a request message over its method's cap.
 func checkRequestSize(method string, m any) error {
 	limit, ok := methodMaxBytes[method]
@@ -80,7 +145,7 @@ func checkRequestSize(method string, m any) error {
 	if !ok {
 		return nil
 	}
-	if size := proto.Size(pm); size > limit {
+	if size := wireSize(pm); size > limit {
 		name := method[strings.LastIndex(method, "/")+1:]
 		return status.Errorf(codes.InvalidArgument, "%s request is %d bytes; the limit for %s is %d bytes", name, size, name, limit)
 	}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -341,5 +343,27 @@ func TestBatcherQueueBound(t *testing.T) {
 func TestPublishedSecretLimit(t *testing.T) {
 	if limits.MaxPublishedSecretBytes != MaxSecretBytes {
 		t.Fatalf("limits.MaxPublishedSecretBytes %d != MaxSecretBytes %d", limits.MaxPublishedSecretBytes, MaxSecretBytes)
+	}
+}
+
+// TestRequestCapTables: the codec's caps by request type agree with the
+// interceptor's caps by method, for every capped method.
+func TestRequestCapTables(t *testing.T) {
+	for method, limit := range methodMaxBytes {
+		i := strings.LastIndex(method, "/")
+		svc, name := protoreflect.FullName(method[1:i]), protoreflect.Name(method[i+1:])
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(svc)
+		if err != nil {
+			t.Errorf("%s: %v", method, err)
+			continue
+		}
+		m := d.(protoreflect.ServiceDescriptor).Methods().ByName(name)
+		if m == nil {
+			t.Errorf("%s: no such method", method)
+			continue
+		}
+		if got := typeMaxBytes[m.Input().FullName()]; got != limit {
+			t.Errorf("%s: request type %s capped at %d by the codec, %d by the interceptor", method, m.Input().FullName(), got, limit)
+		}
 	}
 }
