@@ -253,8 +253,8 @@ func TestAttackReportBounds(t *testing.T) {
 	for i, n := range c.coords {
 		hwm := peakRSS(t, n.proc)
 		t.Logf("%s peak RSS (VmHWM): %d MiB before, %d MiB after the attack", n.name, hwmBefore[i]>>10, hwm>>10)
-		if hwm > 256<<10 {
-			t.Errorf("%s peak RSS %d MiB, want under 256 MiB", n.name, hwm>>10)
+		if hwm > 128<<10 {
+			t.Errorf("%s peak RSS %d MiB, want under 128 MiB", n.name, hwm>>10)
 		}
 	}
 
