@@ -141,20 +141,8 @@ func CheckReport(r *hivev1.Report, now time.Time) error {
 		return tooBig("report.results", n, MaxResults, "entries")
 	}
 	for i, x := range r.GetResults() {
-		f := fmt.Sprintf("report.results[%d]", i)
-		if err := checkKey(f+".key", x.GetKey()); err != nil {
-			return err
-		}
-		if err := checkEnum(f+".outcome", x.GetOutcome()); err != nil {
-			return err
-		}
-		if n := len(x.GetMessage()); n > MaxMessageBytes {
-			return tooBig(f+".message", n, MaxMessageBytes, "bytes")
-		}
-		if n := len(x.GetDiff()); n > MaxDiffBytes {
-			return tooBig(f+".diff", n, MaxDiffBytes, "bytes")
-		}
-		if err := checkDuration(f+".duration", x.GetDuration()); err != nil {
+		if err := checkResult(x); err != nil {
+			err.Field = fmt.Sprintf("report.results[%d].%s", i, err.Field)
 			return err
 		}
 	}
@@ -174,17 +162,36 @@ func CheckReport(r *hivev1.Report, now time.Time) error {
 	return nil
 }
 
+// checkResult checks one result; the error's Field is relative ("key").
+// (The field's full name is only formatted for an error: the check runs
+// for every report.)
+func checkResult(x *hivev1.ResourceResult) *Error {
+	if err := checkKey("key", x.GetKey()); err != nil {
+		return err
+	}
+	if err := checkEnum("outcome", x.GetOutcome()); err != nil {
+		return err
+	}
+	if n := len(x.GetMessage()); n > MaxMessageBytes {
+		return tooBig("message", n, MaxMessageBytes, "bytes")
+	}
+	if n := len(x.GetDiff()); n > MaxDiffBytes {
+		return tooBig("diff", n, MaxDiffBytes, "bytes")
+	}
+	return checkDuration("duration", x.GetDuration())
+}
+
 func checkEnum(field string, e interface {
 	Descriptor() protoreflect.EnumDescriptor
 	Number() protoreflect.EnumNumber
-}) error {
+}) *Error {
 	if e.Descriptor().Values().ByNumber(e.Number()) == nil {
 		return bad(field, "%d is not a known value", e.Number())
 	}
 	return nil
 }
 
-func checkDuration(field string, d *durationpb.Duration) error {
+func checkDuration(field string, d *durationpb.Duration) *Error {
 	if d == nil {
 		return nil
 	}
@@ -198,7 +205,7 @@ func checkDuration(field string, d *durationpb.Duration) error {
 }
 
 // checkKey: 1 to MaxKeyBytes bytes, no control characters.
-func checkKey(field, k string) error {
+func checkKey(field, k string) *Error {
 	if k == "" {
 		return bad(field, "is required")
 	}
@@ -212,7 +219,7 @@ func checkKey(field, k string) error {
 	return nil
 }
 
-func checkWord(field, v string, limit int, ok func(rune) bool, allowed string) error {
+func checkWord(field, v string, limit int, ok func(rune) bool, allowed string) *Error {
 	if len(v) > limit {
 		return tooBig(field, len(v), limit, "bytes")
 	}

@@ -144,3 +144,21 @@ func TestFitReport(t *testing.T) {
 		t.Logf("%d results, %d bytes; summary: %s", len(r.Results), proto.Size(r), last.Message)
 	})
 }
+
+// BenchmarkCheckReport: the cost the coordinator adds to each report (the
+// five-result report of coordinator's BenchmarkReports).
+func BenchmarkCheckReport(b *testing.B) {
+	r := &hivev1.Report{Node: "node-00001", Generation: 1, Phase: hivev1.Phase_PHASE_CONVERGED, Seq: 1, Finished: timestamppb.New(now),
+		Results: []*hivev1.ResourceResult{
+			{Key: "package:nginx", Outcome: hivev1.Outcome_OUTCOME_OK},
+			{Key: "file:/etc/nginx/nginx.conf", Outcome: hivev1.Outcome_OUTCOME_OK},
+			{Key: "service:nginx", Outcome: hivev1.Outcome_OUTCOME_OK},
+			{Key: "firewall:filter", Outcome: hivev1.Outcome_OUTCOME_OK},
+			{Key: "package:chrony", Outcome: hivev1.Outcome_OUTCOME_CHANGED},
+		}}
+	for b.Loop() {
+		if err := CheckReport(r, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
