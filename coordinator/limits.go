@@ -112,7 +112,9 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // wireSize returns the size the codec recorded for an undecoded request,
-// or proto.Size of a decoded one.
+// or proto.Size of a decoded one. (A client that sends oversizeField
+// itself gains nothing: a request it is in was decoded, so it was within
+// its cap on the wire.)
 func wireSize(m proto.Message) int {
 	u := m.ProtoReflect().GetUnknown()
 	for len(u) > 0 {

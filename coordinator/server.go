@@ -32,6 +32,12 @@
 // Authorisation (outside --dev) uses the caller's certificate identity
 // (package pki): agents may only watch, render and report as themselves;
 // admins may do everything else; ClusterService is for coordinators only.
+//
+// What callers send is bounded before it reaches the batcher or raft
+// (limits.go, package limits): agents' and unauthenticated requests are
+// capped by wire size, a report must fit its bounds and its node's rate
+// (a token bucket per agent certificate), and the batcher holds a bounded
+// number of reports and bytes and cuts raft entries at a byte budget.
 package coordinator
 
 import (
