@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -152,6 +153,21 @@ func checkRequestSize(method string, m any) error {
 		return status.Errorf(codes.InvalidArgument, "%s request is %d bytes; the limit for %s is %d bytes", name, size, name, limit)
 	}
 	return nil
+}
+
+// tapAuth runs when a call's headers arrive, before its request message
+// is read: a call the caller may not make (unknown method, no
+// certificate, wrong kind) is refused there, so a client without a
+// certificate never has the coordinator read a message for a method it
+// cannot call (up to MaxRecvMsgSize). The interceptors authorise again
+// and attach the identity. It runs on the connection's reader goroutine:
+// it must not block, and does not (a map lookup and the verified chain).
+func (s *Server) tapAuth(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if _, err := s.authorize(ctx, info.FullMethodName); err != nil {
+		s.metrics.denied.Inc()
+		return ctx, err
+	}
+	return ctx, nil
 }
 
 // unarySize is the unary interceptor of methodMaxBytes; it runs after

@@ -12,6 +12,7 @@ import (
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -183,6 +184,23 @@ func TestAgentRequestCaps(t *testing.T) {
 	wantCode(t, "RequestCertificate without a certificate", err, codes.InvalidArgument, fmt.Sprintf("the limit for RequestCertificate is %d bytes", MaxAgentRequestBytes))
 	_, err = anon.Report(ctx, &hivev1.ReportRequest{Report: &hivev1.Report{Node: "web-9"}})
 	wantCode(t, "Report without a certificate", err, codes.Unauthenticated)
+	hc := healthpb.NewHealthClient(dialConn(t, nodes[0].GRPCAddr(), cfg))
+	_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{Service: strings.Repeat("s", 2*MaxAgentRequestBytes)})
+	wantCode(t, "health check without a certificate", err, codes.InvalidArgument, fmt.Sprintf("the limit for Check is %d bytes", MaxAgentRequestBytes))
+
+	// Calls the caller may not make are refused when their headers
+	// arrive, before the message is read: a 6 MiB push (over gRPC's 5 MiB
+	// read limit, which would answer ResourceExhausted after reading)
+	// gets Unauthenticated without a certificate and PermissionDenied
+	// with an agent's.
+	huge := &hivev1.PushRequest{Message: strings.Repeat("p", 6<<20)}
+	_, err = anon.Push(ctx, huge)
+	wantCode(t, "6 MiB push without a certificate", err, codes.Unauthenticated)
+	_, err = agent.Push(ctx, huge)
+	wantCode(t, "6 MiB push with an agent certificate", err, codes.PermissionDenied)
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "ops")
+	_, err = admin.Push(ctx, huge)
+	wantCode(t, "6 MiB push by an admin", err, codes.ResourceExhausted, "received message larger than max")
 }
 
 // TestReportRate: one agent certificate flooding small reports is refused

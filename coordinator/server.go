@@ -319,6 +319,7 @@ func firstIP() (net.IP, error) {
 
 func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
+		grpc.InTapHandle(s.tapAuth),
 		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unarySize),
 		grpc.ChainStreamInterceptor(s.streamAuth, s.streamSize),
 		// The largest message read: a push and some headroom. Agents'
