@@ -42,7 +42,7 @@ const (
 	// ReportBurst how many it may hold: enough for a run's "applying" and
 	// final reports and for flushing a full on-disk queue (100 reports by
 	// default) after a reconnect. A report costs one token plus one per
-	// started ReportCostBytes beyond the first. Admins are not limited.
+	// whole ReportCostBytes of its encoding. Admins are not limited.
 	ReportRate      = 1.0
 	ReportBurst     = 120
 	ReportCostBytes = 64 << 10
