@@ -47,6 +47,7 @@ import (
 
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/limits"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
 )
@@ -400,6 +401,12 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		if p := a.deps.Published(); len(p) > 0 {
 			r.PublishedSecrets = p
 		}
+	}
+	// An honest agent is never refused for size: cut long messages and
+	// diffs (marked), and summarise results beyond the coordinator's
+	// limits (package limits).
+	if limits.FitReport(r) {
+		a.log.Warn("report trimmed to the coordinator's limits", "results", len(r.Results), "limit_results", limits.MaxResults, "limit_bytes", limits.MaxReportBytes)
 	}
 	a.statsMu.Lock()
 	a.stats.Runs++

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/limits"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
 )
@@ -311,6 +312,7 @@ func (a *Agent) flush(ctx context.Context) bool {
 			a.cache.Dequeue(seq)
 			continue
 		}
+		limits.FitReport(r) // a report queued by an older agent may be over the limits
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err = h.conn.Report(sctx, &hivev1.ReportRequest{Report: r})
 		cancel()
@@ -325,6 +327,11 @@ func (a *Agent) flush(ctx context.Context) bool {
 			// Sending it again would fail again.
 			a.log.Error("coordinator refused a report; dropping it", "seq", seq, "err", err)
 			a.cache.Dequeue(seq)
+		case codes.ResourceExhausted:
+			// Over this node's report rate, or the coordinator's queue is
+			// full: keep the report queued and back off.
+			a.log.Info("coordinator asked to slow down; keeping reports queued", "seq", seq, "queued", len(seqs), "err", err)
+			return false
 		default:
 			a.log.Info("report not delivered, will retry", "seq", seq, "err", err)
 			return false

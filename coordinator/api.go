@@ -357,6 +357,9 @@ func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.Re
 	if err := checkNode(ctx, r.GetNode()); err != nil {
 		return nil, err
 	}
+	if err := s.admitReport(ctx, r); err != nil {
+		return nil, err
+	}
 	if len(r.GetPublishedSecrets()) > 0 {
 		if err := s.publishSecrets(ctx, r.GetNode(), r.GetPublishedSecrets()); err != nil {
 			return nil, toStatus(err)

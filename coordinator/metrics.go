@@ -23,6 +23,7 @@ type metrics struct {
 	forwarded     prometheus.Counter
 	denied        prometheus.Counter
 	leaderChanges prometheus.Counter
+	refused       *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -42,7 +43,10 @@ func newMetrics(s *Server) *metrics {
 	m.forwarded = prometheus.NewCounter(prometheus.CounterOpts{Name: "hive_coordinator_forwarded_total", Help: "Writes forwarded to the leader."})
 	m.denied = prometheus.NewCounter(prometheus.CounterOpts{Name: "hive_coordinator_denied_total", Help: "Calls refused by authorisation."})
 	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "hive_coordinator_leadership_changes_total", Help: "Times this server gained or lost raft leadership."})
-	for _, c := range []prometheus.Collector{m.applyLatency, m.pushes, m.watchers, m.watchSends, m.reports, m.reportBatches, m.forwarded, m.denied, m.leaderChanges} {
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hive_coordinator_refused_total", Help: "Calls refused by a limit (size: request over its method's cap; shape: report outside its bounds; rate: node over its report rate; queue: report queue full).",
+	}, []string{"limit"})
+	for _, c := range []prometheus.Collector{m.applyLatency, m.pushes, m.watchers, m.watchSends, m.reports, m.reportBatches, m.forwarded, m.denied, m.leaderChanges, m.refused} {
 		f(c)
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -61,6 +65,13 @@ func newMetrics(s *Server) *metrics {
 		}
 		return 3
 	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hive_coordinator_raft_term", Help: "Current raft term (it grows with every election)."},
+		func() float64 {
+			if s.raft == nil {
+				return 0
+			}
+			return float64(s.raft.CurrentTerm())
+		}))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hive_coordinator_raft_applied_index", Help: "Last raft index applied to the FSM."},
 		func() float64 { return float64(s.fsm.Store().Index()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hive_coordinator_generation", Help: "Current generation."},

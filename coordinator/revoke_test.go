@@ -84,13 +84,6 @@ func dialFiles(t *testing.T, addr string, f pkitest.Files) hivev1.CoordinatorSer
 	return dialTLS(t, addr, cfg)
 }
 
-func wantCode(t *testing.T, what string, err error, code codes.Code, text string) {
-	t.Helper()
-	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), text) {
-		t.Fatalf("%s: err = %v, want %v containing %q", what, err, code, text)
-	}
-}
-
 // TestRevokeNodeClosesStreamAndDeniesEverywhere revokes an agent through
 // a follower while it watches another follower: its stream ends with
 // PermissionDenied within a second, its connections are closed on every

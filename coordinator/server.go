@@ -34,6 +34,12 @@
 // Authorisation (outside --dev) uses the caller's certificate identity
 // (package pki): agents may only watch, render and report as themselves;
 // admins may do everything else; ClusterService is for coordinators only.
+//
+// What callers send is bounded before it reaches the batcher or raft
+// (limits.go, package limits): agents' and unauthenticated requests are
+// capped by wire size, a report must fit its bounds and its node's rate
+// (a token bucket per agent certificate), and the batcher holds a bounded
+// number of reports and bytes and cuts raft entries at a byte budget.
 package coordinator
 
 import (
@@ -85,6 +91,7 @@ type Server struct {
 	renderer    *render.Renderer
 	hub         *hub
 	batcher     *batcher
+	reportLimit *rateLimiter // reports per agent identity
 	metrics     *metrics
 	ca          *pki.CA
 	conns       *connTracker // client connections by certificate (revoke.go)
@@ -278,7 +285,9 @@ func New(cfg Config) (s *Server, err error) {
 		closers = append(closers, s.gossip.Close)
 	}
 
-	s.batcher = newBatcher(cfg.ReportBatchMax, s.applyReports)
+	s.batcher = newBatcher(cfg.ReportBatchMax, ReportEntryMaxBytes, ReportQueueMaxPerBatch*cfg.ReportBatchMax, ReportQueueMaxBytes, s.applyReports)
+	s.batcher.onFull = func() { s.metrics.refused.WithLabelValues("queue").Inc() }
+	s.reportLimit = newRateLimiter(ReportRate, ReportBurst, time.Now)
 	s.grpcSrv = s.newGRPCServer(serverTLS)
 	return s, nil
 }
@@ -318,9 +327,13 @@ func firstIP() (net.IP, error) {
 
 func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.unaryAuth),
-		grpc.ChainStreamInterceptor(s.streamAuth),
-		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + 1<<20),
+		grpc.InTapHandle(s.tapAuth),
+		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unarySize),
+		grpc.ChainStreamInterceptor(s.streamAuth, s.streamSize),
+		// The largest message read: a push and some headroom. Agents'
+		// and unauthenticated calls are capped far lower per method
+		// (methodMaxBytes, limits.go).
+		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + recvHeadroom),
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.ForceServerCodecV2(newCodec()),
 		// Thousands of mostly idle watch connections: small per-connection
