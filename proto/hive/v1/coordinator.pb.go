@@ -1878,10 +1878,17 @@ func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
 
 type CreateBootstrapTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Node the token is for ("" for any name).
+	// Node the token is for. Exactly one of node and node_pattern is set.
 	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// Lifetime in seconds (default 3600).
-	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Lifetime in seconds (default 3600, at most 604800: 7 days).
+	TtlSeconds uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Labels the certificate minted from the token carries (trusted labels).
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A path.Match pattern of node names, e.g. "web-*", instead of node.
+	NodePattern string `protobuf:"bytes,4,opt,name=node_pattern,json=nodePattern,proto3" json:"node_pattern,omitempty"`
+	// Allow minting a certificate for a node already registered, or for a
+	// name a coordinator or the calling admin has.
+	Replace       bool `protobuf:"varint,5,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1928,6 +1935,27 @@ func (x *CreateBootstrapTokenRequest) GetTtlSeconds() uint32 {
 		return x.TtlSeconds
 	}
 	return 0
+}
+
+func (x *CreateBootstrapTokenRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateBootstrapTokenRequest) GetNodePattern() string {
+	if x != nil {
+		return x.NodePattern
+	}
+	return ""
+}
+
+func (x *CreateBootstrapTokenRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 type CreateBootstrapTokenResponse struct {
@@ -2536,11 +2564,17 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x0fAddPeerResponse\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12RemovePeerResponse\"R\n" +
+	"\x12RemovePeerResponse\"\x94\x02\n" +
 	"\x1bCreateBootstrapTokenRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds\"j\n" +
+	"ttlSeconds\x12H\n" +
+	"\x06labels\x18\x03 \x03(\v20.hive.v1.CreateBootstrapTokenRequest.LabelsEntryR\x06labels\x12!\n" +
+	"\fnode_pattern\x18\x04 \x01(\tR\vnodePattern\x12\x18\n" +
+	"\areplace\x18\x05 \x01(\bR\areplace\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
 	"\x1cCreateBootstrapTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x124\n" +
 	"\aexpires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"W\n" +
@@ -2612,7 +2646,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -2662,83 +2696,85 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
 	nil,                                  // 47: hive.v1.WatchNodeStateRequest.LabelsEntry
-	(*Site)(nil),                         // 48: hive.v1.Site
-	(*GenerationSummary)(nil),            // 49: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 50: hive.v1.Generation
-	(*NodeState)(nil),                    // 51: hive.v1.NodeState
-	(*Report)(nil),                       // 52: hive.v1.Report
-	(*NodeStatus)(nil),                   // 53: hive.v1.NodeStatus
-	(*Member)(nil),                       // 54: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 55: google.protobuf.Timestamp
-	(*Command)(nil),                      // 56: hive.v1.Command
-	(*CommandResult)(nil),                // 57: hive.v1.CommandResult
+	nil,                                  // 48: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	(*Site)(nil),                         // 49: hive.v1.Site
+	(*GenerationSummary)(nil),            // 50: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 51: hive.v1.Generation
+	(*NodeState)(nil),                    // 52: hive.v1.NodeState
+	(*Report)(nil),                       // 53: hive.v1.Report
+	(*NodeStatus)(nil),                   // 54: hive.v1.NodeStatus
+	(*Member)(nil),                       // 55: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 56: google.protobuf.Timestamp
+	(*Command)(nil),                      // 57: hive.v1.Command
+	(*CommandResult)(nil),                // 58: hive.v1.CommandResult
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	48, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	49, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	50, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	49, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	50, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	51, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	51, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	52, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
 	47, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	51, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	52, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	53, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	54, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	55, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	52, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	53, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	54, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	55, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	56, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	55, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	56, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	57, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 17: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	1,  // 18: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 19: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 20: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 21: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 22: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 23: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 24: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 25: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 26: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 27: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 28: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 29: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 30: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 31: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 32: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 33: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 34: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 35: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	45, // 36: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 37: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 38: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	2,  // 39: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 40: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 41: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 42: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 43: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 44: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 45: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 46: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 47: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 48: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 49: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 50: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 51: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 52: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 53: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 54: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 55: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 56: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	46, // 57: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 58: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 59: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	39, // [39:60] is the sub-list for method output_type
-	18, // [18:39] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	48, // 14: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	56, // 15: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	57, // 16: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	58, // 17: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	43, // 18: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	1,  // 19: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 20: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 21: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 22: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 23: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 24: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 25: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 26: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 27: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 28: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 29: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 30: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 31: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 32: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 33: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 34: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 35: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 36: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	45, // 37: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 38: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 39: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	2,  // 40: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 41: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 42: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 43: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 44: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 45: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 46: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 47: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 48: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 49: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 50: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 51: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 52: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 53: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 54: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 55: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 56: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 57: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	46, // 58: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 59: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 60: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	40, // [40:61] is the sub-list for method output_type
+	19, // [19:40] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -2755,7 +2791,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
