@@ -503,7 +503,7 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		Node:       f.Name,
 		Generation: v.gen.GetNumber(),
 		Facts: &hivev1.NodeFacts{
-			Name:      f.Name,
+			Name:           f.Name,
 			Labels:         f.Labels,
 			ReportedLabels: f.Reported,
 			Addresses:      f.Addresses,
