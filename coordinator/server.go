@@ -84,6 +84,7 @@ type Server struct {
 	batcher     *batcher
 	metrics     *metrics
 	ca          *pki.CA
+	certLimit   ipLimiter // RequestCertificate, per source address
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
 

@@ -2442,6 +2442,129 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type LabelNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Labels to set (key=value).
+	Set map[string]string `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Keys whose operator label is removed.
+	Remove        []string `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeRequest) Reset() {
+	*x = LabelNodeRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeRequest) ProtoMessage() {}
+
+func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
+func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *LabelNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *LabelNodeRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *LabelNodeRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type LabelNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's trusted labels now, where each comes from, and its roles.
+	Labels        map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LabelSources  map[string]string `protobuf:"bytes,2,rep,name=label_sources,json=labelSources,proto3" json:"label_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Roles         []string          `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeResponse) Reset() {
+	*x = LabelNodeResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeResponse) ProtoMessage() {}
+
+func (x *LabelNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeResponse.ProtoReflect.Descriptor instead.
+func (*LabelNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *LabelNodeResponse) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *LabelNodeResponse) GetLabelSources() map[string]string {
+	if x != nil {
+		return x.LabelSources
+	}
+	return nil
+}
+
+func (x *LabelNodeResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -2600,14 +2723,30 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x13.hive.v1.KeyringKeyR\x04keys\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index*s\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xac\x01\n" +
+	"\x10LabelNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
+	"\x03set\x18\x02 \x03(\v2\".hive.v1.LabelNodeRequest.SetEntryR\x03set\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x02\n" +
+	"\x11LabelNodeResponse\x12>\n" +
+	"\x06labels\x18\x01 \x03(\v2&.hive.v1.LabelNodeResponse.LabelsEntryR\x06labels\x12Q\n" +
+	"\rlabel_sources\x18\x02 \x03(\v2,.hive.v1.LabelNodeResponse.LabelSourcesEntryR\flabelSources\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11LabelSourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\xd9\n" +
-	"\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\x9d\v\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -2627,7 +2766,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemovePeer\x12\x1a.hive.v1.RemovePeerRequest\x1a\x1b.hive.v1.RemovePeerResponse\x12c\n" +
 	"\x14CreateBootstrapToken\x12$.hive.v1.CreateBootstrapTokenRequest\x1a%.hive.v1.CreateBootstrapTokenResponse\x12]\n" +
-	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse2\xca\x01\n" +
+	"\x12RequestCertificate\x12\".hive.v1.RequestCertificateRequest\x1a#.hive.v1.RequestCertificateResponse\x12B\n" +
+	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse2\xca\x01\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -2646,7 +2786,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -2695,86 +2835,96 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
 	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
-	nil,                                  // 47: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 48: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	(*Site)(nil),                         // 49: hive.v1.Site
-	(*GenerationSummary)(nil),            // 50: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 51: hive.v1.Generation
-	(*NodeState)(nil),                    // 52: hive.v1.NodeState
-	(*Report)(nil),                       // 53: hive.v1.Report
-	(*NodeStatus)(nil),                   // 54: hive.v1.NodeStatus
-	(*Member)(nil),                       // 55: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 56: google.protobuf.Timestamp
-	(*Command)(nil),                      // 57: hive.v1.Command
-	(*CommandResult)(nil),                // 58: hive.v1.CommandResult
+	(*LabelNodeRequest)(nil),             // 47: hive.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),            // 48: hive.v1.LabelNodeResponse
+	nil,                                  // 49: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 50: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 51: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 52: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 53: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 54: hive.v1.Site
+	(*GenerationSummary)(nil),            // 55: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 56: hive.v1.Generation
+	(*NodeState)(nil),                    // 57: hive.v1.NodeState
+	(*Report)(nil),                       // 58: hive.v1.Report
+	(*NodeStatus)(nil),                   // 59: hive.v1.NodeStatus
+	(*Member)(nil),                       // 60: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 61: google.protobuf.Timestamp
+	(*Command)(nil),                      // 62: hive.v1.Command
+	(*CommandResult)(nil),                // 63: hive.v1.CommandResult
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	49, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	50, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	51, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	54, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	55, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	56, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	52, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	47, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	52, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	53, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	54, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	55, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	56, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	57, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	49, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	57, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	58, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	59, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	60, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	61, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	48, // 14: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	56, // 15: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	57, // 16: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	58, // 17: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	50, // 14: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	61, // 15: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	62, // 16: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	63, // 17: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 18: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	1,  // 19: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 20: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 21: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 22: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 23: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 24: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 25: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 26: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 27: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 28: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 29: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 30: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 31: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 32: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 33: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 34: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 35: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 36: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	45, // 37: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 38: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 39: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	2,  // 40: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 41: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 42: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 43: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 44: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 45: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 46: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 47: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 48: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 49: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 50: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 51: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 52: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 53: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 54: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 55: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 56: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 57: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	46, // 58: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 59: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 60: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	40, // [40:61] is the sub-list for method output_type
-	19, // [19:40] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	51, // 19: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	52, // 20: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	53, // 21: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	1,  // 22: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 23: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 24: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 25: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 26: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 27: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 28: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 29: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 30: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 31: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 32: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 33: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 34: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 35: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 36: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 37: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 38: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 39: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 40: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	45, // 41: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 42: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 43: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	2,  // 44: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 45: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 46: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 47: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 48: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 49: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 50: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 51: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 52: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 53: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 54: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 55: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 56: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 57: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 58: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 59: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 60: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 61: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 62: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	46, // 63: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 64: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 65: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	44, // [44:66] is the sub-list for method output_type
+	22, // [22:44] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -2791,7 +2941,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -37,6 +37,7 @@ const (
 	CoordinatorService_RemovePeer_FullMethodName           = "/hive.v1.CoordinatorService/RemovePeer"
 	CoordinatorService_CreateBootstrapToken_FullMethodName = "/hive.v1.CoordinatorService/CreateBootstrapToken"
 	CoordinatorService_RequestCertificate_FullMethodName   = "/hive.v1.CoordinatorService/RequestCertificate"
+	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -89,6 +90,9 @@ type CoordinatorServiceClient interface {
 	// RequestCertificate redeems a bootstrap token for a node certificate.
 	// It is the only call allowed without a client certificate.
 	RequestCertificate(ctx context.Context, in *RequestCertificateRequest, opts ...grpc.CallOption) (*RequestCertificateResponse, error)
+	// LabelNode sets and removes a registered node's operator labels, which
+	// override its certificate's labels key by key.
+	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -288,6 +292,16 @@ func (c *coordinatorServiceClient) RequestCertificate(ctx context.Context, in *R
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LabelNodeResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_LabelNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -338,6 +352,9 @@ type CoordinatorServiceServer interface {
 	// RequestCertificate redeems a bootstrap token for a node certificate.
 	// It is the only call allowed without a client certificate.
 	RequestCertificate(context.Context, *RequestCertificateRequest) (*RequestCertificateResponse, error)
+	// LabelNode sets and removes a registered node's operator labels, which
+	// override its certificate's labels key by key.
+	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -401,6 +418,9 @@ func (UnimplementedCoordinatorServiceServer) CreateBootstrapToken(context.Contex
 }
 func (UnimplementedCoordinatorServiceServer) RequestCertificate(context.Context, *RequestCertificateRequest) (*RequestCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestCertificate not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -740,6 +760,24 @@ func _CoordinatorService_RequestCertificate_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_LabelNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LabelNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).LabelNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_LabelNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).LabelNode(ctx, req.(*LabelNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -814,6 +852,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RequestCertificate",
 			Handler:    _CoordinatorService_RequestCertificate_Handler,
+		},
+		{
+			MethodName: "LabelNode",
+			Handler:    _CoordinatorService_LabelNode_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
