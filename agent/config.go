@@ -19,7 +19,10 @@ type Config struct {
 	Name string
 	// DataDir holds the offline cache and the report queue.
 	DataDir string
-	// Labels select the node's roles; sent with every watch.
+	// Labels the node reports about itself, sent with every watch: facts
+	// (validated by the coordinator, shown, usable in templates), never
+	// matched by selectors outside --dev; its trusted labels are bound in
+	// its certificate.
 	Labels map[string]string
 	// Addresses are sent to the coordinators as the node's addresses (for
 	// peers' facts). Empty: the gossip advertise address.
