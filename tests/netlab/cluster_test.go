@@ -40,6 +40,7 @@ type cluster struct {
 	coords    []*node
 	agents    []*node
 	interval  string // agents' drift-check interval
+	signer    bool   // coordinators sign bootstrap requests (--tls-ca-key)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -59,6 +60,8 @@ type clusterConfig struct {
 	labels func(i int) []string
 	// interval is the agents' drift-check interval (default 1s).
 	interval time.Duration
+	// signer starts the coordinators with --tls-ca-key (bootstrap tokens).
+	signer bool
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -73,6 +76,7 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		bin:      netlab.Build(t, "hive-coordinator", "hive-agent", "hivectl"),
 		dir:      t.TempDir(),
 		interval: "1s",
+		signer:   cfg.signer,
 	}
 	if cfg.interval > 0 {
 		c.interval = cfg.interval.String()
@@ -152,6 +156,9 @@ func (c *cluster) startCoordinator(n *node) {
 		}
 	}
 	args = append(args, c.tlsFlags(n.name)...)
+	if c.signer {
+		args = append(args, "--tls-ca-key", filepath.Join(c.pki, "ca-key.pem"))
+	}
 	n.proc = n.host.Start("hive-coordinator", args...)
 }
 
@@ -165,7 +172,13 @@ func (c *cluster) addAgent(name string, labels []string, via *node) *node {
 	if err := os.MkdirAll(n.root, 0o755); err != nil {
 		c.t.Fatal(err)
 	}
-	c.tls("cert", "create", "--agent", name)
+	// The labels are bound in the certificate (trusted: they select the
+	// agent's roles); the agent also reports them (facts).
+	certArgs := []string{"cert", "create", "--agent", name}
+	for _, l := range labels {
+		certArgs = append(certArgs, "--label", l)
+	}
+	c.tls(certArgs...)
 	n.proc = n.host.Start("hive-agent", c.agentArgs(n, name, via)...)
 	c.agents = append(c.agents, n)
 	return n

@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	case "call":
 		os.Exit(call())
+	case "trust":
+		os.Exit(trustCall())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown NETLAB_HELPER")
 		os.Exit(2)
