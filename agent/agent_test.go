@@ -466,8 +466,10 @@ func TestConfigValidate(t *testing.T) {
 	cfg.Name = "bad name!"
 	cfg.DataDir = "relative"
 	cfg.Root = "also-relative"
+	cfg.Labels = map[string]string{"tier": "a\nb"}
+	cfg.Addresses = []string{"0.0.0.0/0"}
 	err := cfg.Validate()
-	for _, want := range []string{"name", "data dir", "root", "mutual TLS"} {
+	for _, want := range []string{"name", "data dir", "root", "mutual TLS", `labels: invalid label: value of tier, "a\nb"`, `address "0.0.0.0/0"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want mention of %q", err, want)
 		}

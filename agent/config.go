@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -141,9 +142,14 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedReports < 1 {
 		errs = append(errs, errors.New("max queued reports must be at least 1"))
 	}
-	for k := range c.Labels {
-		if k == "" {
-			errs = append(errs, errors.New("label with an empty key"))
+	// The coordinators refuse a watch with a bad label or address; say so
+	// at start instead of retrying forever.
+	if err := pki.ValidateLabels(c.Labels); err != nil {
+		errs = append(errs, fmt.Errorf("labels: %w", err))
+	}
+	for _, a := range c.Addresses {
+		if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
+			errs = append(errs, fmt.Errorf("address %q: want one unicast IP address (no prefix length, no zone, not 0.0.0.0 or ::)", a))
 		}
 	}
 	return errors.Join(errs...)
