@@ -519,8 +519,8 @@ func TestLabelsTooLargeForGossip(t *testing.T) {
 	g.BindAddr = "127.0.0.1:0"
 	cfg.Gossip = &g
 	cfg.Labels = map[string]string{}
-	for i := range 60 {
-		cfg.Labels[fmt.Sprintf("label-%02d", i)] = strings.Repeat("v", 20)
+	for i := range 30 {
+		cfg.Labels[fmt.Sprintf("label-%02d", i)] = strings.Repeat("v", 40)
 	}
 	a, err := agent.New(cfg, agent.Deps{Engine: &fakeEngine{}})
 	if err != nil {
