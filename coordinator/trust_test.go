@@ -327,3 +327,40 @@ func TestIPLimiter(t *testing.T) {
 		t.Fatal("refilled token refused")
 	}
 }
+
+// TestRequestCertificateOnFollower: a follower checks tokens read-only as
+// well (catching up with a read-index round when it does not know the
+// token yet): a token created through the leader is redeemed at once
+// through a follower, and an unknown token through a follower writes
+// nothing.
+func TestRequestCertificateOnFollower(t *testing.T) {
+	cfgs, tc := clusterConfigs(t, 3, clusterOpts{})
+	for i := range cfgs {
+		cfgs[i].TLSCAKey = filepath.Join(tc.pki.Dir, pki.CAKeyFile)
+	}
+	nodes := startCluster(t, cfgs)
+	l := leader(t, nodes)
+	f := followers(nodes, l)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
+	anon := noCertClient(t, tc, f.GRPCAddr())
+	csr, _, err := pki.CreateAgentCSR("new-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "followers caught up", func() bool { return f.fsm.Store().Index() == l.fsm.Store().Index() })
+	index := l.fsm.Store().Index()
+	_, err = anon.RequestCertificate(ctx, &hivev1.RequestCertificateRequest{Token: "unknown", Node: "new-1", Csr: csr})
+	wantCode(t, "unknown token via a follower", err, codes.NotFound)
+	if got := l.fsm.Store().Index(); got != index {
+		t.Fatalf("unknown token via a follower wrote to raft: %d -> %d", index, got)
+	}
+	tok, err := admin.CreateBootstrapToken(ctx, &hivev1.CreateBootstrapTokenRequest{Node: "new-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anon.RequestCertificate(ctx, &hivev1.RequestCertificateRequest{Token: tok.GetToken(), Node: "new-1", Csr: csr}); err != nil {
+		t.Fatalf("fresh token via a follower: %v", err)
+	}
+}
