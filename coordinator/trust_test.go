@@ -364,3 +364,21 @@ func TestRequestCertificateOnFollower(t *testing.T) {
 		t.Fatalf("fresh token via a follower: %v", err)
 	}
 }
+
+// FuzzCheckAddresses: an accepted address is one canonical unicast IP,
+// never a prefix, never with a character that could break a rendered file.
+func FuzzCheckAddresses(f *testing.F) {
+	for _, s := range []string{"10.0.0.1", "0.0.0.0/0", "::1", "fe80::1%eth0", "10.0.0.1\nx", "224.0.0.1", "::ffff:10.0.0.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := checkAddresses([]string{s})
+		if err != nil {
+			return
+		}
+		ip, perr := netip.ParseAddr(out[0])
+		if perr != nil || ip.String() != out[0] || ip.IsUnspecified() || ip.IsMulticast() || ip.Zone() != "" || strings.ContainsAny(out[0], "/\n\r ") {
+			t.Fatalf("accepted %q as %q", s, out[0])
+		}
+	})
+}

@@ -108,3 +108,33 @@ func TestLabelsFromCertMalformed(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLabelsFromCert: any label extension either is refused or yields
+// labels that validate (so nothing unchecked reaches a selector).
+func FuzzLabelsFromCert(f *testing.F) {
+	ca, err := NewCA(CAOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	iss, err := ca.Issue(CertRequest{Identity: Identity{KindAgent, "n1"}, Labels: map[string]string{"tier": "web"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, e := range iss.Cert.Extensions {
+		if e.Id.Equal(OIDLabels) {
+			f.Add(e.Value)
+		}
+	}
+	f.Add([]byte{0x30, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := *iss.Cert
+		c.Extensions = []pkix.Extension{{Id: OIDLabels, Value: data}}
+		labels, err := LabelsFromCert(&c)
+		if err != nil {
+			return
+		}
+		if err := ValidateLabels(labels); err != nil {
+			t.Fatalf("accepted labels %q do not validate: %v", labels, err)
+		}
+	})
+}
