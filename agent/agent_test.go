@@ -466,8 +466,10 @@ func TestConfigValidate(t *testing.T) {
 	cfg.Name = "bad name!"
 	cfg.DataDir = "relative"
 	cfg.Root = "also-relative"
+	cfg.Labels = map[string]string{"tier": "a\nb"}
+	cfg.Addresses = []string{"0.0.0.0/0"}
 	err := cfg.Validate()
-	for _, want := range []string{"name", "data dir", "root", "mutual TLS"} {
+	for _, want := range []string{"name", "data dir", "root", "mutual TLS", `labels: invalid label: value of tier, "a\nb"`, `address "0.0.0.0/0"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want mention of %q", err, want)
 		}
@@ -517,8 +519,8 @@ func TestLabelsTooLargeForGossip(t *testing.T) {
 	g.BindAddr = "127.0.0.1:0"
 	cfg.Gossip = &g
 	cfg.Labels = map[string]string{}
-	for i := range 60 {
-		cfg.Labels[fmt.Sprintf("label-%02d", i)] = strings.Repeat("v", 20)
+	for i := range 30 {
+		cfg.Labels[fmt.Sprintf("label-%02d", i)] = strings.Repeat("v", 40)
 	}
 	a, err := agent.New(cfg, agent.Deps{Engine: &fakeEngine{}})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -19,7 +20,10 @@ type Config struct {
 	Name string
 	// DataDir holds the offline cache and the report queue.
 	DataDir string
-	// Labels select the node's roles; sent with every watch.
+	// Labels the node reports about itself, sent with every watch: facts
+	// (validated by the coordinator, shown, usable in templates), never
+	// matched by selectors outside --dev; its trusted labels are bound in
+	// its certificate.
 	Labels map[string]string
 	// Addresses are sent to the coordinators as the node's addresses (for
 	// peers' facts). Empty: the gossip advertise address.
@@ -138,9 +142,14 @@ func (c *Config) Validate() error {
 	if c.MaxQueuedReports < 1 {
 		errs = append(errs, errors.New("max queued reports must be at least 1"))
 	}
-	for k := range c.Labels {
-		if k == "" {
-			errs = append(errs, errors.New("label with an empty key"))
+	// The coordinators refuse a watch with a bad label or address; say so
+	// at start instead of retrying forever.
+	if err := pki.ValidateLabels(c.Labels); err != nil {
+		errs = append(errs, fmt.Errorf("labels: %w", err))
+	}
+	for _, a := range c.Addresses {
+		if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
+			errs = append(errs, fmt.Errorf("address %q: want one unicast IP address (no prefix length, no zone, not 0.0.0.0 or ::)", a))
 		}
 	}
 	return errors.Join(errs...)

@@ -2,9 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -13,12 +10,10 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/coordinator/state"
-	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // api implements CoordinatorService.
@@ -53,7 +48,7 @@ func toStatus(err error) error {
 			code = codes.NotFound
 		case state.ReasonInvalid:
 			code = codes.InvalidArgument
-		case state.ReasonTokenUsed, state.ReasonTokenExpired, state.ReasonTokenNode:
+		case state.ReasonTokenUsed, state.ReasonTokenExpired, state.ReasonTokenNode, state.ReasonTokenReplace:
 			code = codes.PermissionDenied
 		}
 		return status.Error(code, re.msg)
@@ -136,7 +131,7 @@ func (s *Server) matchedNodes() []string {
 	nodes, _ := st.Nodes()
 	var out []string
 	for _, n := range nodes {
-		if g != nil && len(render.SelectRoles(g.GetSite(), n.GetName(), n.GetLabels())) > 0 {
+		if g != nil && len(render.SelectRoles(g.GetSite(), n.GetName(), render.FactsOf(n).Labels)) > 0 {
 			out = append(out, n.GetName())
 		}
 	}
@@ -237,7 +232,7 @@ func (a *api) GetNodeState(ctx context.Context, req *hivev1.GetNodeStateRequest)
 	st := a.s.fsm.Store()
 	f := render.Facts{Name: req.GetNode()}
 	if n := st.Node(req.GetNode()); n != nil {
-		f.Labels, f.Addresses = n.GetLabels(), n.GetAddresses()
+		f = render.FactsOf(n)
 	}
 	out, err := a.s.renderer.Render(st, f)
 	if err != nil {
@@ -254,15 +249,35 @@ func withIndex(ns *hivev1.NodeState, index uint64) *hivev1.NodeState {
 	}
 }
 
+// registration is what a watch records about its node: the validated
+// facts and the identity of its connection (nil: keep the record's).
+type registration struct {
+	name     string
+	labels   map[string]string // reported
+	addrs    []string          // checked, canonical
+	version  string
+	identity *hivev1.NodeIdentity
+}
+
+// record returns the node record the registration would leave, given the
+// stored one (nil for a new node).
+func (r *registration) record(old *hivev1.NodeRecord) *hivev1.NodeRecord {
+	rec := &hivev1.NodeRecord{Name: r.name, Labels: r.labels, Addresses: r.addrs, AgentVersion: r.version,
+		Identity: r.identity, OperatorLabels: old.GetOperatorLabels()}
+	if rec.Identity == nil {
+		rec.Identity = old.GetIdentity()
+	}
+	return rec
+}
+
 // registerNode records a node's facts through raft when they differ from
 // the registry.
-func (s *Server) registerNode(ctx context.Context, name string, labels map[string]string, addrs []string, ver string) error {
-	rec := &hivev1.NodeRecord{Name: name, Labels: labels, Addresses: addrs, AgentVersion: ver}
-	if old := s.fsm.Store().Node(name); old != nil && state.SameNodeFacts(old, rec) {
+func (s *Server) registerNode(ctx context.Context, r *registration) error {
+	if old := s.fsm.Store().Node(r.name); old != nil && state.SameNodeFacts(old, r.record(old)) {
 		return nil
 	}
 	_, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_NodeUpsert{NodeUpsert: &hivev1.NodeUpsertCommand{
-		Name: name, Labels: labels, Addresses: addrs, AgentVersion: ver,
+		Name: r.name, Labels: r.labels, Addresses: r.addrs, AgentVersion: r.version, Identity: r.identity,
 	}}})
 	return err
 }
@@ -272,7 +287,7 @@ const registerTimeout = 3 * time.Second
 
 // registerLater retries a node's registration until it succeeds or ctx
 // (the watch stream) ends.
-func (s *Server) registerLater(ctx context.Context, node string, req *hivev1.WatchNodeStateRequest) {
+func (s *Server) registerLater(ctx context.Context, r *registration) {
 	backoff := 500 * time.Millisecond
 	for {
 		select {
@@ -280,7 +295,7 @@ func (s *Server) registerLater(ctx context.Context, node string, req *hivev1.Wat
 			return
 		case <-time.After(backoff):
 		}
-		if err := s.registerNode(ctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion()); err == nil {
+		if err := s.registerNode(ctx, r); err == nil {
 			return
 		}
 		backoff = min(2*backoff, 10*time.Second)
@@ -297,14 +312,26 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	if err := checkNode(ctx, node); err != nil {
 		return err
 	}
-	if err := pki.ValidateName(node); err != nil {
-		return status.Errorf(codes.InvalidArgument, "node name: %v", err)
+	// Everything the agent says is checked before anything reaches raft;
+	// its labels are facts, the labels that select roles come from its
+	// certificate (or an operator).
+	addrs, err := checkWatchRequest(req)
+	if err != nil {
+		return err
 	}
+	identity, leaf, err := s.watchIdentity(ctx, req)
+	if err != nil {
+		return err
+	}
+	if err := checkAgentAddresses(ctx, leaf, addrs); err != nil {
+		return err
+	}
+	reg := &registration{name: node, labels: req.GetLabels(), addrs: addrs, version: req.GetAgentVersion(), identity: identity}
 	// Record the node's facts through raft. Without a leader (no quorum)
 	// the watch is still served from this server's state, a read, and the
 	// registration is retried in the background while the stream lasts.
 	rctx, rcancel := context.WithTimeout(ctx, registerTimeout)
-	err := s.registerNode(rctx, node, req.GetLabels(), req.GetAddresses(), req.GetAgentVersion())
+	err = s.registerNode(rctx, reg)
 	rcancel()
 	if err != nil {
 		var re *rejection
@@ -312,11 +339,10 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 			return toStatus(fmt.Errorf("register node %s: %w", node, err))
 		}
 		s.log.Warn("watch served before the node could be registered; retrying in the background", "node", node, "err", err)
-		go s.registerLater(ctx, node, req)
+		go s.registerLater(ctx, reg)
 	}
 	s.metrics.watchers.Inc()
 	defer s.metrics.watchers.Dec()
-	f := render.Facts{Name: node, Labels: req.GetLabels(), Addresses: req.GetAddresses()}
 	last := req.GetKnownHash()
 	for {
 		wake := s.hub.wait()
@@ -324,6 +350,9 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 			return err // revoked (or expired) while watching
 		}
 		st := s.fsm.Store()
+		// The facts this watch registers, with the trusted labels as the
+		// store has them now (an operator may change them at any time).
+		f := render.FactsOf(reg.record(st.Node(node)))
 		out, err := s.renderer.Render(st, f)
 		if err != nil {
 			return status.Error(codes.FailedPrecondition, err.Error())
@@ -456,7 +485,7 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		// a missing requirement) is an error the operator must see here:
 		// the node's watch fails with it and the node never converges.
 		if cur != nil && st.Node(n.GetName()) != nil {
-			if _, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()}); err != nil {
+			if _, err := s.renderer.Render(st, render.FactsOf(n)); err != nil {
 				ns.Errors = append(ns.Errors, err.Error())
 			}
 		}
@@ -467,13 +496,15 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 }
 
 func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation) *hivev1.NodeStatus {
+	trusted, sources := state.TrustedLabels(n)
 	ns := &hivev1.NodeStatus{
-		Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses(),
-		DesiredGeneration: cur.GetNumber(), AgentVersion: n.GetAgentVersion(),
+		Name: n.GetName(), Labels: trusted, LabelSources: sources, ReportedLabels: n.GetLabels(),
+		Addresses: n.GetAddresses(), DesiredGeneration: cur.GetNumber(), AgentVersion: n.GetAgentVersion(),
 		Phase: hivev1.Phase_PHASE_PENDING, Resources: &hivev1.ResourceCounts{},
+		CertificateSerial: n.GetIdentity().GetSerial(), CertificateNotAfter: n.GetIdentity().GetNotAfter(),
 	}
 	if cur != nil {
-		ns.Roles = render.SelectRoles(cur.GetSite(), n.GetName(), n.GetLabels())
+		ns.Roles = render.SelectRoles(cur.GetSite(), n.GetName(), trusted)
 	}
 	if r == nil {
 		return ns
@@ -569,7 +600,7 @@ func (s *Server) members() []*hivev1.Member {
 		if seen[n.GetName()] {
 			continue
 		}
-		m := &hivev1.Member{Name: n.GetName(), Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: n.GetLabels(), Version: n.GetAgentVersion()}
+		m := &hivev1.Member{Name: n.GetName(), Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: render.FactsOf(n).Labels, Version: n.GetAgentVersion()}
 		if len(n.GetAddresses()) > 0 {
 			m.Address = n.GetAddresses()[0]
 		}
@@ -621,7 +652,7 @@ func (s *Server) secretUsers(name string) []string {
 	nodes, _ := st.Nodes()
 	var out []string
 	for _, n := range nodes {
-		r, err := s.renderer.Render(st, render.Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+		r, err := s.renderer.Render(st, render.FactsOf(n))
 		if err != nil {
 			continue
 		}
@@ -841,59 +872,4 @@ func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*h
 	}
 	a.s.log.Info("removed raft peer", "peer", req.GetId(), "by", author(ctx))
 	return &hivev1.RemovePeerResponse{}, nil
-}
-
-// DefaultTokenTTL is a bootstrap token's default lifetime.
-const DefaultTokenTTL = time.Hour
-
-func (a *api) CreateBootstrapToken(ctx context.Context, req *hivev1.CreateBootstrapTokenRequest) (*hivev1.CreateBootstrapTokenResponse, error) {
-	if req.GetNode() != "" {
-		if err := pki.ValidateName(req.GetNode()); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
-		}
-	}
-	ttl := DefaultTokenTTL
-	if req.GetTtlSeconds() > 0 {
-		ttl = time.Duration(req.GetTtlSeconds()) * time.Second
-	}
-	raw := make([]byte, 24)
-	if _, err := rand.Read(raw); err != nil {
-		return nil, toStatus(err)
-	}
-	token := hex.EncodeToString(raw)
-	sum := sha256.Sum256([]byte(token))
-	expires := timestamppb.New(time.Now().Add(ttl))
-	if _, err := a.s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_BootstrapTokenCreate{BootstrapTokenCreate: &hivev1.BootstrapTokenCreateCommand{
-		TokenSha256: hex.EncodeToString(sum[:]), Node: req.GetNode(), Expires: expires, Author: author(ctx),
-	}}}); err != nil {
-		return nil, toStatus(err)
-	}
-	return &hivev1.CreateBootstrapTokenResponse{Token: token, Expires: expires}, nil
-}
-
-func (a *api) RequestCertificate(ctx context.Context, req *hivev1.RequestCertificateRequest) (*hivev1.RequestCertificateResponse, error) {
-	s := a.s
-	if s.ca == nil {
-		return nil, status.Error(codes.FailedPrecondition, "this coordinator cannot sign certificates: start it with --tls-ca-key, or create the agent's certificate with `hivectl tls cert create --agent NAME`")
-	}
-	if err := pki.ValidateName(req.GetNode()); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "node: %v", err)
-	}
-	// Sign first (a bad request must not burn the token), hand the
-	// certificate out only once the token is redeemed.
-	cert, err := pki.SignAgentCSR(s.ca.Cert, s.ca.Key, req.GetCsr(), req.GetNode())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "sign certificate: %v", err)
-	}
-	if cert, err = s.mintLifetime(cert, req.GetNode()); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "sign certificate: %v", err)
-	}
-	sum := sha256.Sum256([]byte(req.GetToken()))
-	if _, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_BootstrapTokenRedeem{BootstrapTokenRedeem: &hivev1.BootstrapTokenRedeemCommand{
-		TokenSha256: hex.EncodeToString(sum[:]), Node: req.GetNode(),
-	}}}); err != nil {
-		return nil, toStatus(err)
-	}
-	s.log.Info("issued an agent certificate for a bootstrap token", "node", req.GetNode())
-	return &hivev1.RequestCertificateResponse{Certificate: cert, Ca: s.ca.CertPEM()}, nil
 }

@@ -32,6 +32,7 @@ var methodAccess = map[string]access{
 	coordSvc + "SetSecret":            accessAdmin,
 	coordSvc + "DeleteSecret":         accessAdmin,
 	coordSvc + "CreateBootstrapToken": accessAdmin,
+	coordSvc + "LabelNode":            accessAdmin,
 	coordSvc + "AddPeer":              accessAdminOrPeer,
 	coordSvc + "RemovePeer":           accessAdminOrPeer,
 	coordSvc + "ListGenerations":      accessAdminOrPeer,

@@ -349,7 +349,8 @@ func BenchmarkStatusAll(b *testing.B) {
 	var reports []*hivev1.Report
 	for i := range n {
 		name := fmt.Sprintf("node-%05d", i)
-		if err := srv.registerNode(ctx, name, map[string]string{"tier": "web"}, []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}, "bench"); err != nil {
+		if err := srv.registerNode(ctx, &registration{name: name, labels: map[string]string{"tier": "web"}, addrs: []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}, version: "bench",
+			identity: &hivev1.NodeIdentity{Source: "certificate", Labels: map[string]string{"tier": "web"}}}); err != nil {
 			b.Fatal(err)
 		}
 		reports = append(reports, &hivev1.Report{Node: name, Generation: 1, Phase: hivev1.Phase_PHASE_CONVERGED, Seq: 1, Finished: timestamppb.Now(), Results: results})

@@ -97,6 +97,7 @@ func TestClusterForwardWatchStatus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
+	tc.issueAgent("web-1", map[string]string{"tier": "web"}, "10.1.0.1")
 	agent := tc.dial(t, f[1].GRPCAddr(), pki.KindAgent, "web-1")
 	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-1", Labels: map[string]string{"tier": "web"}, Addresses: []string{"10.1.0.1"}})
 	if err != nil {
@@ -555,6 +556,7 @@ func TestKeySharing(t *testing.T) {
 		// Fine either way; the point is that the others did not start with it.
 		t.Log("keys already shared")
 	}
+	tc.issueAgent("web-1", map[string]string{"tier": "web"})
 	agent := tc.dial(t, nodes[2].GRPCAddr(), pki.KindAgent, "web-1")
 	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-1", Labels: map[string]string{"tier": "web"}})
 	if err != nil {
@@ -605,6 +607,7 @@ func TestWatchWithoutQuorum(t *testing.T) {
 		}
 		n.stop(t)
 	}
+	tc.issueAgent("web-9", map[string]string{"tier": "web"})
 	agent := tc.dial(t, survivor.GRPCAddr(), pki.KindAgent, "web-9")
 	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-9", Labels: map[string]string{"tier": "web"}})
 	if err != nil {

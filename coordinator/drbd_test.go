@@ -36,13 +36,13 @@ func TestDrbdNodeIDsThroughServer(t *testing.T) {
 		}
 		return m
 	}
-	if err := n.registerNode(ctx, "db-2", nil, []string{"10.0.0.2"}, "t"); err != nil {
+	if err := n.registerNode(ctx, &registration{name: "db-2", addrs: []string{"10.0.0.2"}, version: "t"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids("db-2"); len(got) != 1 || got["db-2"] != 0 {
 		t.Fatalf("db-2 alone: %v", got)
 	}
-	if err := n.registerNode(ctx, "db-0", nil, []string{"10.0.0.1"}, "t"); err != nil {
+	if err := n.registerNode(ctx, &registration{name: "db-0", addrs: []string{"10.0.0.1"}, version: "t"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids("db-0"); len(got) != 2 || got["db-2"] != 0 || got["db-0"] != 1 {

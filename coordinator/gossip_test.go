@@ -82,6 +82,7 @@ func TestGossipBootstrapAndJoin(t *testing.T) {
 	gdone := make(chan struct{})
 	go func() { defer close(gdone); _ = ag.Run(gctx) }()
 	defer func() { gcancel(); <-gdone }()
+	tc.issueAgent("web-1", map[string]string{"tier": "web"}, "10.0.0.1")
 	agent := tc.dial(t, fourth.GRPCAddr(), pki.KindAgent, "web-1")
 	w, err := agent.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: "web-1", Labels: map[string]string{"tier": "web"}, Addresses: []string{"10.0.0.1"}})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -135,6 +136,18 @@ func newTLS(t testing.TB) *tlsCluster {
 func (c *tlsCluster) issue(kind pki.Kind, name string) pkitest.Files {
 	f := c.pki.Issue(kind, name)
 	c.files[string(kind)+":"+name] = f
+	return f
+}
+
+// issueAgent makes an agent certificate with bound labels and IP SANs
+// (the addresses the agent may report besides its connection's).
+func (c *tlsCluster) issueAgent(name string, labels map[string]string, ips ...string) pkitest.Files {
+	var nips []net.IP
+	for _, ip := range ips {
+		nips = append(nips, net.ParseIP(ip))
+	}
+	f := c.pki.IssueRequest(pki.CertRequest{Identity: pki.Identity{Kind: pki.KindAgent, Name: name}, Labels: labels, IPs: nips})
+	c.files[string(pki.KindAgent)+":"+name] = f
 	return f
 }
 

@@ -23,6 +23,7 @@ func TestFollowerReadYourWrites(t *testing.T) {
 	defer cancel()
 
 	// Register web-1 (through the leader) and wait until the follower knows it.
+	tc.issueAgent("web-1", map[string]string{"tier": "web"}, "10.1.0.1")
 	agent := tc.dial(t, l.GRPCAddr(), pki.KindAgent, "web-1")
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()

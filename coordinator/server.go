@@ -95,6 +95,7 @@ type Server struct {
 	metrics     *metrics
 	ca          *pki.CA
 	conns       *connTracker // client connections by certificate (revoke.go)
+	certLimit   ipLimiter    // RequestCertificate, per source address
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
 	// reconcileRounds counts reconcileLoop's rounds as leader (tests wait
@@ -446,6 +447,9 @@ func (s *Server) Run(ctx context.Context) error {
 		close(gdone)
 	}
 	s.log.Info("coordinator started", "grpc", s.grpcAddr, "raft", s.RaftAddr(), "gossip", s.GossipAddr(), "http", s.HTTPAddr(), "dev", s.cfg.Dev, "version", version.Version)
+	if s.cfg.Dev {
+		s.log.Warn("--dev: every caller is trusted, and the labels agents report select their roles and secrets (no certificates bind them); for a loopback trial only")
+	}
 
 	var runErr error
 	select {

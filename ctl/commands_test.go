@@ -79,7 +79,11 @@ func TestTLSCommands(t *testing.T) {
 		want string
 	}{
 		{[]string{"--agent", "web-1"}, "already exists"},
-		{[]string{"--agent", "web-9", "--ip", "10.0.0.1"}, "coordinator certificates only"},
+		{[]string{"--admin", "bob", "--ip", "10.0.0.1"}, "--ip to coordinator and agent ones"},
+		{[]string{"--agent", "web-9", "--dns", "web-9.example"}, "--dns applies to coordinator certificates only"},
+		{[]string{"--admin", "bob", "--label", "tier=web"}, "agent certificates only"},
+		{[]string{"--agent", "web-9", "--label", "tier=a\nb"}, `\n`},
+		{[]string{"--agent", "web-9", "--label", "tier"}, "key=value"},
 		{[]string{"--agent", "a", "--admin", "b"}, "exactly one"},
 		{[]string{}, "exactly one"},
 		{[]string{"--admin", "../x"}, "invalid identity name"},

@@ -268,7 +268,10 @@ func TestRealCoordinatorTLS(t *testing.T) {
 
 	// Bootstrap: an admin makes a token, the node redeems it with only the
 	// CA certificate, and the new certificate authenticates as agent:web-9.
-	r = run(t, "", append([]string{"tls", "token", "create", "--node", "web-9", "-o", "json"}, admin...)...)
+	if r := run(t, "", append([]string{"tls", "token", "create"}, admin...)...); r.code != 1 || !strings.Contains(r.stderr, "--node NAME or --node-pattern") {
+		t.Fatalf("token without a node: %+v", r)
+	}
+	r = run(t, "", append([]string{"tls", "token", "create", "--node", "web-9", "--label", "tier=web", "-o", "json"}, admin...)...)
 	var tok struct {
 		Token string `json:"token"`
 	}
@@ -278,6 +281,12 @@ func TestRealCoordinatorTLS(t *testing.T) {
 	nodeDir := t.TempDir()
 	if r := run(t, "", "tls", "cert", "request", "--token", tok.Token, "--node", "web-9", "--dir", nodeDir); r.code != 0 {
 		t.Fatalf("cert request: %+v", r)
+	}
+	if r := run(t, "", "tls", "cert", "show", filepath.Join(nodeDir, "web-9.pem")); r.code != 0 || !strings.Contains(r.stdout, "tier=web (trusted)") {
+		t.Fatalf("bootstrapped certificate labels: %+v", r)
+	}
+	if r := run(t, "", append([]string{"node", "label", "web-9", "tier=db"}, admin...)...); r.code != 1 || !strings.Contains(r.stderr, "not registered") {
+		t.Fatalf("label an unregistered node: %+v", r)
 	}
 	r = run(t, "", "status", "--cert", filepath.Join(nodeDir, "web-9.pem"), "--key", filepath.Join(nodeDir, "web-9-key.pem"))
 	if r.code != 1 || !strings.Contains(r.stderr, "permission denied") || !strings.Contains(r.stderr, "agent:web-9") {

@@ -138,8 +138,8 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 	if _, _, err := pki.WriteCA(pkiDir, ca, true); err != nil {
 		return err
 	}
-	issue := func(kind pki.Kind, name string, ips ...net.IP) error {
-		iss, err := ca.Issue(pki.CertRequest{Identity: pki.Identity{Kind: kind, Name: name}, IPs: ips})
+	issue := func(kind pki.Kind, name string, labels map[string]string, ips ...net.IP) error {
+		iss, err := ca.Issue(pki.CertRequest{Identity: pki.Identity{Kind: kind, Name: name}, IPs: ips, Labels: labels})
 		if err != nil {
 			return err
 		}
@@ -173,9 +173,15 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 	for _, n := range nodes {
 		var err error
 		if n.kind == "coordinator" {
-			err = issue(pki.KindCoordinator, n.name, net.ParseIP(n.ip))
+			err = issue(pki.KindCoordinator, n.name, nil, net.ParseIP(n.ip))
 		} else {
-			err = issue(pki.KindAgent, n.name)
+			// The agent's labels are bound in its certificate (trusted:
+			// they select its roles), and its loopback alias is an IP SAN:
+			// it reports that address but connects from 127.0.0.1.
+			var labels map[string]string
+			if labels, err = pki.ParseLabelArgs(n.labels); err == nil {
+				err = issue(pki.KindAgent, n.name, labels, net.ParseIP(n.ip))
+			}
 		}
 		if err != nil {
 			return err
@@ -187,7 +193,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) (err 
 			return err
 		}
 	}
-	if err := issue(pki.KindAdmin, "demo"); err != nil {
+	if err := issue(pki.KindAdmin, "demo", nil); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {

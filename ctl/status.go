@@ -73,6 +73,7 @@ type statusJSON struct {
 type nodeJSON struct {
 	Name              string            `json:"name"`
 	Labels            map[string]string `json:"labels"`
+	ReportedLabels    map[string]string `json:"reported_labels,omitempty"`
 	Roles             []string          `json:"roles"`
 	Addresses         []string          `json:"addresses"`
 	Gossip            string            `json:"gossip"`
@@ -115,6 +116,7 @@ func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
 		nj := nodeJSON{
 			Name:              n.GetName(),
 			Labels:            nonNilMap(n.GetLabels()),
+			ReportedLabels:    n.GetReportedLabels(),
 			Roles:             nonNilSlice(n.GetRoles()),
 			Addresses:         nonNilSlice(n.GetAddresses()),
 			Gossip:            gossipName(n.GetGossip()),
@@ -242,6 +244,9 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 		row("generation", fmt.Sprintf("applied %d, desired %d, current %d", n.AppliedGeneration, n.DesiredGeneration, s.Generation))
 		row("roles", listString(n.Roles))
 		row("labels", labelString(n.Labels))
+		if len(n.ReportedLabels) > 0 {
+			row("reported", labelString(n.ReportedLabels)+" (facts the agent reports; never matched)")
+		}
 		row("addresses", listString(n.Addresses))
 		row("agent", orDash(n.AgentVersion))
 		lr := ago(n.LastReport, now)

@@ -195,7 +195,7 @@ func newTLSCertCreateCommand() *cobra.Command {
 	var (
 		coordinator, agent, admin string
 		ips                       []net.IP
-		dns                       []string
+		dns, labelArgs            []string
 		dir, caDir                string
 		days                      int
 		force                     bool
@@ -209,11 +209,19 @@ func newTLSCertCreateCommand() *cobra.Command {
 A coordinator certificate is valid for serving and for dialling its peers,
 and carries the addresses given with --ip and --dns plus 127.0.0.1, ::1 and
 localhost. Agent and admin certificates are client certificates only.
+
+An agent certificate binds the node's trusted labels (--label key=value,
+repeatable): the labels site selectors match, which the agent cannot change
+(what it reports with its own --label is a fact, never matched). --ip on an
+agent certificate lists addresses the node may report besides the one it
+connects to the coordinators from. Operators can override certificate
+labels later with 'hivectl node label'.
 Existing files are replaced only with --force (rotation: issue with --force,
 then the coordinators and agents pick the new files up at the next
 connection, without a restart).`,
 		Example: `  hivectl tls cert create --coordinator c1 --ip 10.0.0.11 --dns c1.example.net
-  hivectl tls cert create --agent web-01 --dir /tmp/web-01
+  hivectl tls cert create --agent web-01 --label tier=web --dir /tmp/web-01
+  hivectl tls cert create --agent db-01 --label tier=db --ip 10.0.1.21
   hivectl tls cert create --admin alice --days 90
   hivectl tls cert create --coordinator c1 --ip 10.0.0.11 --force   # rotate`,
 		Args: cobra.NoArgs,
@@ -235,8 +243,15 @@ connection, without a restart).`,
 			if err := id.Validate(); err != nil {
 				return err
 			}
-			if id.Kind != pki.KindCoordinator && (len(ips) > 0 || len(dns) > 0) {
-				return fmt.Errorf("--ip and --dns apply to coordinator certificates only (%s certificates are client certificates)", id.Kind)
+			if id.Kind == pki.KindAdmin && len(ips) > 0 || id.Kind != pki.KindCoordinator && len(dns) > 0 {
+				return fmt.Errorf("--dns applies to coordinator certificates only, --ip to coordinator and agent ones (%s certificates are client certificates)", id.Kind)
+			}
+			labels, err := pki.ParseLabelArgs(labelArgs)
+			if err != nil {
+				return fmt.Errorf("--label: %w", err)
+			}
+			if len(labels) > 0 && id.Kind != pki.KindAgent {
+				return fmt.Errorf("--label applies to agent certificates only, not %s", id.Kind)
 			}
 			if days <= 0 {
 				return fmt.Errorf("--days %d: must be positive", days)
@@ -262,7 +277,7 @@ connection, without a restart).`,
 					}
 				}
 			}
-			iss, err := ca.Issue(pki.CertRequest{Identity: id, IPs: ips, DNS: dns, Validity: time.Duration(days) * 24 * time.Hour})
+			iss, err := ca.Issue(pki.CertRequest{Identity: id, IPs: ips, DNS: dns, Labels: labels, Validity: time.Duration(days) * 24 * time.Hour})
 			if err != nil {
 				return err
 			}
@@ -280,6 +295,12 @@ connection, without a restart).`,
 				names = append(names, iss.Cert.DNSNames...)
 				fmt.Fprintf(out, "  valid for addresses: %s\n", listString(names))
 			}
+			if id.Kind == pki.KindAgent {
+				fmt.Fprintf(out, "  trusted labels: %s\n", pki.FormatLabels(labels))
+				if len(iss.Cert.IPAddresses) > 0 {
+					fmt.Fprintf(out, "  may also report addresses: %v\n", iss.Cert.IPAddresses)
+				}
+			}
 			fmt.Fprintf(out, "wrote %s (private key)\n", keyPath)
 			return nil
 		},
@@ -288,7 +309,8 @@ connection, without a restart).`,
 	f.StringVar(&coordinator, "coordinator", "", "issue a coordinator certificate for NAME")
 	f.StringVar(&agent, "agent", "", "issue an agent certificate for node NAME")
 	f.StringVar(&admin, "admin", "", "issue an admin (operator) certificate for NAME")
-	f.IPSliceVar(&ips, "ip", nil, "coordinator: an IP address the certificate is valid for (repeatable)")
+	f.IPSliceVar(&ips, "ip", nil, "coordinator: an IP address the certificate is valid for; agent: an address the node may report besides the one it connects from (repeatable)")
+	f.StringArrayVar(&labelArgs, "label", nil, "agent: a trusted label key=value bound in the certificate, matched by site selectors (repeatable)")
 	f.StringSliceVar(&dns, "dns", nil, "coordinator: a DNS name the certificate is valid for (repeatable)")
 	f.StringVar(&dir, "dir", ".", "directory to write the files to (and to read the CA from)")
 	f.StringVar(&caDir, "ca-dir", "", "directory holding ca.pem and ca-key.pem (default: --dir)")
@@ -361,6 +383,11 @@ func writeCertInfo(w io.Writer, file string, c *x509.Certificate, now time.Time)
 	names = append(names, c.DNSNames...)
 	if len(names) > 0 {
 		row("addresses", strings.Join(names, ","))
+	}
+	if labels, err := pki.LabelsFromCert(c); err != nil {
+		row("labels", "INVALID: "+err.Error())
+	} else if len(labels) > 0 {
+		row("labels", pki.FormatLabels(labels)+" (trusted)")
 	}
 	row("issuer", c.Issuer.CommonName)
 	row("serial", c.SerialNumber.Text(16))

@@ -28,62 +28,93 @@ func newTLSTokenCommand(cf *connFlags) *cobra.Command {
 
 func newTLSTokenCreateCommand(cf *connFlags) *cobra.Command {
 	var (
-		node   string
-		ttl    time.Duration
-		output string
+		node, pattern string
+		labelArgs     []string
+		replace       bool
+		ttl           time.Duration
+		output        string
 	)
 	cmd := &cobra.Command{
-		Use:   "create [--node NAME] [--ttl D]",
-		Short: "Create a single-use, expiring bootstrap token",
+		Use:   "create --node NAME | --node-pattern PATTERN [--label k=v]... [--replace] [--ttl D]",
+		Short: "Create a single-use, expiring bootstrap token bound to a node name",
 		Long: `create asks the coordinators for a bootstrap token. A new node redeems it
 once, with a certificate signing request made on the node, for an agent
 certificate (hive-agent does this at first start; 'hivectl tls cert request'
-does it by hand). With --node the token is good for that node name only.
-The token is printed once and stored only as a hash. Needs an admin
-certificate, and a coordinator started with --tls-ca-key to redeem it.`,
-		Example: `  hivectl tls token create --node web-07 --ttl 30m
-  TOKEN=$(hivectl tls token create --node web-07 -o json | jq -r .token)`,
+does it by hand).
+
+A token is bound to one node name (--node) or to a pattern of names
+(--node-pattern 'web-*', path.Match syntax, with a fixed part); one of them
+is required. The certificate minted from it carries the --label labels:
+the node's trusted labels, which site selectors match.
+
+A token cannot mint a certificate for a node that is already registered, a
+coordinator's name or your own admin name, unless created with --replace
+(a reinstalled node keeping its name). Tokens live at most 168h (7 days);
+the default is 1h. The token is printed once and stored only as a hash.
+Needs an admin certificate, and a coordinator started with --tls-ca-key to
+redeem it.`,
+		Example: `  hivectl tls token create --node web-07 --label tier=web --ttl 30m
+  hivectl tls token create --node-pattern 'web-*' --label tier=web
+  hivectl tls token create --node web-07 --label tier=web --replace   # reinstall
+  TOKEN=$(hivectl tls token create --node web-07 --label tier=web -o json | jq -r .token)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			if ttl < time.Second || ttl > 365*24*time.Hour {
-				return fmt.Errorf("--ttl %v: must be between 1s and 8760h", ttl)
+			if ttl < time.Second || ttl > 7*24*time.Hour {
+				return fmt.Errorf("--ttl %v: must be between 1s and 168h (7 days)", ttl)
 			}
-			if node != "" {
+			switch {
+			case node == "" && pattern == "":
+				return errors.New("give --node NAME or --node-pattern PATTERN: a token is bound to the node name it may mint")
+			case node != "" && pattern != "":
+				return errors.New("give --node or --node-pattern, not both")
+			case node != "":
 				if err := pki.ValidateName(node); err != nil {
-					return err
+					return fmt.Errorf("--node: %w", err)
 				}
+			}
+			labels, err := pki.ParseLabelArgs(labelArgs)
+			if err != nil {
+				return fmt.Errorf("--label: %w", err)
 			}
 			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
 				cctx, cancel := callCtx(ctx)
 				defer cancel()
-				resp, err := c.CreateBootstrapToken(cctx, &hivev1.CreateBootstrapTokenRequest{Node: node, TtlSeconds: uint32(ttl / time.Second)})
+				resp, err := c.CreateBootstrapToken(cctx, &hivev1.CreateBootstrapTokenRequest{
+					Node: node, NodePattern: pattern, Labels: labels, Replace: replace, TtlSeconds: uint32(ttl / time.Second),
+				})
 				if err != nil {
 					return rpcError("create bootstrap token", err, true)
 				}
 				exp := timeOrNil(resp.GetExpires())
 				if output == outJSON {
 					return writeJSON(cmd.OutOrStdout(), struct {
-						Token   string     `json:"token"`
-						Node    string     `json:"node,omitempty"`
-						Expires *time.Time `json:"expires"`
-					}{resp.GetToken(), node, exp})
+						Token       string            `json:"token"`
+						Node        string            `json:"node,omitempty"`
+						NodePattern string            `json:"node_pattern,omitempty"`
+						Labels      map[string]string `json:"labels,omitempty"`
+						Replace     bool              `json:"replace,omitempty"`
+						Expires     *time.Time        `json:"expires"`
+					}{resp.GetToken(), node, pattern, labels, replace, exp})
 				}
 				out := cmd.OutOrStdout()
 				fmt.Fprintln(out, esc(resp.GetToken()))
-				who := "any node name"
-				if node != "" {
-					who = "node " + node
+				who := "node " + node
+				if pattern != "" {
+					who = "a node matching " + pattern
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "single use, for %s, expires %s\n", who, clock(exp))
+				fmt.Fprintf(cmd.ErrOrStderr(), "single use, for %s, labels %s, expires %s\n", who, pki.FormatLabels(labels), clock(exp))
 				return nil
 			})
 		},
 	}
-	cmd.Flags().StringVar(&node, "node", "", "the node name the token is for (default: any)")
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
+	cmd.Flags().StringVar(&node, "node", "", "the node name the token may mint a certificate for")
+	cmd.Flags().StringVar(&pattern, "node-pattern", "", "instead of --node: a pattern of node names, e.g. 'web-*'")
+	cmd.Flags().StringArrayVar(&labelArgs, "label", nil, "a trusted label key=value the minted certificate carries (repeatable)")
+	cmd.Flags().BoolVar(&replace, "replace", false, "allow minting a certificate for a registered node (a reinstall), a coordinator's or your admin name")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid (at most 168h)")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -130,7 +161,7 @@ client certificate.`,
 				if err != nil {
 					// The call needs no certificate, so a refusal is about
 					// the token, not about permissions.
-					if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied {
+					if st, ok := status.FromError(err); ok && (st.Code() == codes.PermissionDenied || st.Code() == codes.NotFound) {
 						return &cliError{msg: "request certificate: refused: " + st.Message() + " (the bootstrap token is wrong, used, expired or for another node: ask an admin for a new one with hivectl tls token create)", err: err}
 					}
 					return rpcError("request certificate", err, false)

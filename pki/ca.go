@@ -114,6 +114,9 @@ type CertRequest struct {
 	NotBefore time.Time
 	// PublicKey to certify; nil generates a new P-256 key pair.
 	PublicKey crypto.PublicKey
+	// Labels bound to an agent (the OIDLabels extension): trusted labels
+	// that site selectors match. Agents only.
+	Labels map[string]string
 }
 
 // Issued is a certificate issued by a CA, with its key when the CA made it.
@@ -126,8 +129,10 @@ type Issued struct {
 }
 
 // Issue signs a certificate for req.Identity. Coordinators get serverAuth
-// and clientAuth with IP/DNS SANs; agents and admins get clientAuth only
-// and no IP/DNS SANs (asking for them is an error).
+// and clientAuth with IP/DNS SANs; agents and admins get clientAuth only.
+// An agent certificate may carry IP SANs (the addresses the node may
+// report besides the one it connects from) and labels; DNS SANs on agents
+// and IPs or labels on admins are an error.
 func (ca *CA) Issue(req CertRequest) (*Issued, error) {
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
 		return nil, errors.New("issue certificate: no ca")
@@ -169,11 +174,32 @@ func (ca *CA) Issue(req CertRequest) (*Issued, error) {
 		}
 		tmpl.IPAddresses = dedupIPs(ips)
 		tmpl.DNSNames = dedupStrings(dns)
+	case KindAgent:
+		if len(req.DNS) > 0 {
+			return nil, fmt.Errorf("issue certificate: --dns applies to coordinator certificates only, not %s", id.Kind)
+		}
+		for _, ip := range req.IPs {
+			if ip.To16() == nil || ip.IsUnspecified() || ip.IsMulticast() {
+				return nil, fmt.Errorf("issue certificate: agent address %v is not a unicast IP address", ip)
+			}
+		}
+		tmpl.IPAddresses = dedupIPs(req.IPs)
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	default:
 		if len(req.IPs) > 0 || len(req.DNS) > 0 {
-			return nil, fmt.Errorf("issue certificate: --ip/--dns apply to coordinator certificates only, not %s", id.Kind)
+			return nil, fmt.Errorf("issue certificate: --ip/--dns apply to coordinator and agent certificates only, not %s", id.Kind)
 		}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	if len(req.Labels) > 0 {
+		if id.Kind != KindAgent {
+			return nil, fmt.Errorf("issue certificate: --label applies to agent certificates only, not %s", id.Kind)
+		}
+		ext, err := labelsExtension(req.Labels)
+		if err != nil {
+			return nil, fmt.Errorf("issue certificate: %w", err)
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, ext)
 	}
 	for _, d := range tmpl.DNSNames {
 		if err := validDNSName(d); err != nil {
@@ -262,6 +288,13 @@ func CreateAgentCSR(node string) (csrPEM, keyPEM []byte, err error) {
 // CSR that names a different identity is refused with ErrBadCSR (so a
 // token for one node cannot be redeemed for another name).
 func SignAgentCSR(caCert *x509.Certificate, caKey crypto.Signer, csrPEM []byte, node string) ([]byte, error) {
+	return SignAgentCSRLabels(caCert, caKey, csrPEM, node, nil)
+}
+
+// SignAgentCSRLabels is SignAgentCSR binding labels into the certificate
+// (the labels of the bootstrap token it is redeemed with). Extensions the
+// CSR asks for are ignored: labels come only from the caller.
+func SignAgentCSRLabels(caCert *x509.Certificate, caKey crypto.Signer, csrPEM []byte, node string, labels map[string]string) ([]byte, error) {
 	id := Identity{Kind: KindAgent, Name: node}
 	if err := id.Validate(); err != nil {
 		return nil, fmt.Errorf("sign agent csr: %w", err)
@@ -300,7 +333,7 @@ func SignAgentCSR(caCert *x509.Certificate, caKey crypto.Signer, csrPEM []byte, 
 		return nil, fmt.Errorf("%w: key type %T not accepted (want ECDSA P-256)", ErrBadCSR, csr.PublicKey)
 	}
 	ca := &CA{Cert: caCert, Key: caKey}
-	iss, err := ca.Issue(CertRequest{Identity: id, Validity: DefaultAgentCSRValidity, PublicKey: csr.PublicKey})
+	iss, err := ca.Issue(CertRequest{Identity: id, Validity: DefaultAgentCSRValidity, PublicKey: csr.PublicKey, Labels: labels})
 	if err != nil {
 		return nil, err
 	}

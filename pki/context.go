@@ -3,6 +3,7 @@ package pki
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 
 	"google.golang.org/grpc/credentials"
@@ -33,4 +34,22 @@ func IdentityFromConnState(cs tls.ConnectionState) (Identity, error) {
 		return Identity{}, ErrNoCertificate
 	}
 	return IdentityFromCert(cs.VerifiedChains[0][0])
+}
+
+// LeafFromContext returns the gRPC caller's verified client certificate,
+// with the same errors as IdentityFromContext.
+func LeafFromContext(ctx context.Context) (*x509.Certificate, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p == nil {
+		return nil, ErrNoPeer
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return nil, fmt.Errorf("%w (peer %v)", ErrNotTLS, p.Addr)
+	}
+	cs := info.State
+	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return nil, ErrNoCertificate
+	}
+	return cs.VerifiedChains[0][0], nil
 }

@@ -81,8 +81,14 @@ func TestIssueKinds(t *testing.T) {
 		}
 	}
 
-	if _, err := ca.Issue(CertRequest{Identity: Identity{KindAgent, "a"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}}); err == nil {
-		t.Error("agent certificate with --ip accepted")
+	if _, err := ca.Issue(CertRequest{Identity: Identity{KindAgent, "a"}, DNS: []string{"a.example"}}); err == nil {
+		t.Error("agent certificate with --dns accepted")
+	}
+	if _, err := ca.Issue(CertRequest{Identity: Identity{KindAdmin, "a"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}}); err == nil {
+		t.Error("admin certificate with --ip accepted")
+	}
+	if _, err := ca.Issue(CertRequest{Identity: Identity{KindAgent, "a"}, IPs: []net.IP{net.IPv4zero}}); err == nil {
+		t.Error("agent certificate for 0.0.0.0 accepted")
 	}
 	for _, bad := range []string{"", "a b", "-x.example", "x..y", "x_y.example", strings.Repeat("a", 64) + ".example"} {
 		if _, err := ca.Issue(CertRequest{Identity: Identity{KindCoordinator, "c"}, DNS: []string{bad}}); err == nil {

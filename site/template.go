@@ -11,17 +11,23 @@ import (
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
-// TemplateData is what a file template sees as its dot.
+// TemplateData is what a file template sees as its dot. Name, Labels,
+// Roles and Peers are trusted (labels bound in certificates or set by an
+// operator); Reported holds what the agent said about itself, unchecked
+// beyond its character set; Addresses were checked by the coordinator
+// against the node's connection or certificate.
 type TemplateData struct {
 	Name      string
 	Labels    map[string]string
+	Reported  map[string]string
 	Addresses []string
 	Roles     []string
 	// Peers lists the nodes holding each role, by role name.
 	Peers map[string][]TemplatePeer
 }
 
-// TemplatePeer is one node in TemplateData.Peers.
+// TemplatePeer is one node in TemplateData.Peers: its trusted labels and
+// its first checked address.
 type TemplatePeer struct {
 	Name    string
 	Address string
@@ -33,6 +39,7 @@ func NewTemplateData(f *hivev1.NodeFacts) TemplateData {
 	td := TemplateData{
 		Name:      f.GetName(),
 		Labels:    f.GetLabels(),
+		Reported:  f.GetReportedLabels(),
 		Addresses: f.GetAddresses(),
 		Roles:     f.GetRoles(),
 		Peers:     map[string][]TemplatePeer{},

@@ -66,7 +66,7 @@ func run(args []string) error {
 		advertise    = fs.String("advertise-addr", "", "IP or IP:port other members reach this node's gossip at")
 		join         = fs.StringArray("join", nil, "gossip address of a coordinator or agent to join (repeatable, retried with backoff)")
 		coords       = fs.StringArray("coordinator", nil, "coordinator gRPC address to use besides those found through gossip (repeatable)")
-		labels       = fs.StringArray("label", nil, "node label key=value (repeatable)")
+		labels       = fs.StringArray("label", nil, "a label key=value this node reports about itself: a fact (templates: .Reported), never matched by selectors, which match the labels bound in its certificate (repeatable)")
 		labelsFile   = fs.String("labels-file", "", "file of KEY=VALUE lines with more labels (# comments)")
 		tlsCA        = fs.String("tls-ca", "", "CA certificate (PEM)")
 		tlsCert      = fs.String("tls-cert", "", "this agent's certificate (PEM)")

@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		keyringFile = fs.String("keyring", "", "secret keyring file (default DATA-DIR/keyring.json)")
 		gossipKey   = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key (the same on every member)")
 		gossipProf  = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
-		dev         = fs.Bool("dev", false, "one server, plaintext allowed, everything allowed, ready at once")
+		dev         = fs.Bool("dev", false, "one server, plaintext allowed, everything allowed, agents' own labels trusted (no certificates), ready at once: loopback trials only")
 		logLevel    = fs.String("log-level", "info", "debug, info, warn or error")
 		showVersion = fs.Bool("version", false, "print the version and exit")
 	)

@@ -200,6 +200,10 @@ var handlers = map[string]handler{
 		r := s.UpsertCoordinator(t, c.GetCoordinatorUpsert())
 		return r, changedIf(r, ChangeCoordinators)
 	},
+	"node_label": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
+		r := s.LabelNode(t, c.GetNodeLabel())
+		return r, changedIf(r, ChangeRegistry)
+	},
 	"bootstrap_token_create": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.CreateToken(c.GetBootstrapTokenCreate())
 		return r, changedIf(r, ChangeTokens)

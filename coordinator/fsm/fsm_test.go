@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hivefleet/hive/coordinator/state"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -42,6 +43,10 @@ func sampleLog() []*hivev1.Command {
 		{Time: t0, Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: "c2"}}},
 		{Time: t0, Body: &hivev1.Command_NodeRevoke{NodeRevoke: &hivev1.NodeRevokeCommand{Node: "web-8", Cutoff: true, Serials: []string{"ab"}, Author: "alice"}}},
 		{Time: t0, Body: &hivev1.Command_NodeRemove{NodeRemove: &hivev1.NodeRemoveCommand{Node: "web-8", Author: "alice"}}},
+		// Not in log-v1.bin: identities and operator labels.
+		{Time: t0, Body: &hivev1.Command_NodeUpsert{NodeUpsert: &hivev1.NodeUpsertCommand{Name: "web-1", Labels: map[string]string{"tier": "web"}, Addresses: []string{"10.1.0.1"},
+			Identity: &hivev1.NodeIdentity{Source: "certificate", Labels: map[string]string{"tier": "web"}, Serial: "0a"}}}},
+		{Time: t0, Body: &hivev1.Command_NodeLabel{NodeLabel: &hivev1.NodeLabelCommand{Name: "web-1", Set: map[string]string{"zone": "a"}, Author: "alice"}}},
 	}
 }
 
@@ -96,6 +101,9 @@ func TestApplyEveryCommand(t *testing.T) {
 	f.OnApply = func(c Change) { changes |= c }
 	res := applyAll(t, f, encodeAll(t))
 	checkReplayed(t, f, res)
+	if l, src := state.TrustedLabels(f.Store().Node("web-1")); l["tier"] != "web" || l["zone"] != "a" || src["zone"] != "operator" {
+		t.Fatalf("trusted labels = %v %v", l, src)
+	}
 	want := ChangeGeneration | ChangeRegistry | ChangeStatus | ChangeSecrets | ChangeCoordinators | ChangeTokens | ChangeRevocations
 	if changes != want {
 		t.Fatalf("changes = %b, want %b", changes, want)
@@ -137,6 +145,11 @@ func TestReplayV1Log(t *testing.T) {
 	}
 	f := New(nil)
 	checkReplayed(t, f, applyAll(t, f, entries))
+	// Labels of old entries were the agent's own: they replay as facts.
+	n := f.Store().Node("web-1")
+	if l, _ := state.TrustedLabels(n); len(l) != 0 || n.GetLabels()["tier"] != "web" {
+		t.Fatalf("old node record: trusted %v, reported %v", l, n.GetLabels())
+	}
 }
 
 func TestUnknownCommandHalts(t *testing.T) {

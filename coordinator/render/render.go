@@ -1,8 +1,9 @@
 // Package render turns the current generation plus the node registry into
 // one node's desired state (hivev1.NodeState).
 //
-// For a node (name, labels, addresses) it selects the roles whose selectors
-// match, merges their resources (identical declarations collapse, firewall
+// For a node (name, trusted labels, addresses) it selects the roles whose
+// selectors match the node's trusted labels (state.TrustedLabels: bound in
+// its certificate or set by an operator; never what the agent reports), merges their resources (identical declarations collapse, firewall
 // rules and swarm settings merge, anything else that differs is a
 // *ConflictError), orders them by dependencies, and resolves cross-node
 // facts from the registry:
@@ -54,6 +55,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hivefleet/hive/coordinator/state"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -75,11 +77,22 @@ type Opener interface {
 	Open(name string, sealed []byte, keyID string) ([]byte, error)
 }
 
-// Facts are what a node says about itself.
+// Facts are what the renderer knows of a node.
 type Facts struct {
-	Name      string
-	Labels    map[string]string
+	Name string
+	// Labels are the trusted labels, the only ones selectors match.
+	Labels map[string]string
+	// Reported are the labels the agent reported: passed to templates
+	// (.Reported), never matched.
+	Reported map[string]string
+	// Addresses, validated by the coordinator before they were stored.
 	Addresses []string
+}
+
+// FactsOf returns the facts of a registry record.
+func FactsOf(n *hivev1.NodeRecord) Facts {
+	trusted, _ := state.TrustedLabels(n)
+	return Facts{Name: n.GetName(), Labels: trusted, Reported: n.GetLabels(), Addresses: n.GetAddresses()}
 }
 
 // Renderer renders and caches node states.
@@ -144,6 +157,7 @@ type view struct {
 	swarmAddr   map[string]string     // address each swarm node advertises
 	swarmNodes  []*hivev1.SwarmMember // every swarm node, by name
 	addr        map[string]string     // first address by node
+	trusted     map[string]map[string]string
 }
 
 // base is the merged content of one role set within a view.
@@ -169,7 +183,7 @@ func (r *Renderer) currentView(src Source) *view {
 	v := &view{
 		src: src, gen: gen, registry: regVersion, nodes: nodes,
 		nodeRoles: map[string][]string{}, peers: map[string][]*hivev1.Peer{}, byName: map[string]*hivev1.NodeRecord{},
-		bases: map[string]*base{}, addr: map[string]string{},
+		bases: map[string]*base{}, addr: map[string]string{}, trusted: map[string]map[string]string{},
 	}
 	site := gen.GetSite()
 	for _, n := range nodes {
@@ -180,10 +194,12 @@ func (r *Renderer) currentView(src Source) *view {
 		if site == nil {
 			continue
 		}
-		roles := SelectRoles(site, n.GetName(), n.GetLabels())
+		trusted, _ := state.TrustedLabels(n)
+		v.trusted[n.GetName()] = trusted
+		roles := SelectRoles(site, n.GetName(), trusted)
 		v.nodeRoles[n.GetName()] = roles
 		for _, role := range roles {
-			v.peers[role] = append(v.peers[role], &hivev1.Peer{Name: n.GetName(), Address: v.addr[n.GetName()], Labels: n.GetLabels()})
+			v.peers[role] = append(v.peers[role], &hivev1.Peer{Name: n.GetName(), Address: v.addr[n.GetName()], Labels: trusted})
 		}
 	}
 	// Swarm facts need every node's merged swarm resource.
@@ -394,12 +410,15 @@ func (r *Renderer) Forget(name string) {
 }
 
 func sameFacts(v *view, f Facts) bool {
-	n, ok := v.byName[f.Name]
-	if !ok || len(n.GetLabels()) != len(f.Labels) {
+	if _, ok := v.byName[f.Name]; !ok {
+		return false
+	}
+	trusted := v.trusted[f.Name]
+	if len(trusted) != len(f.Labels) {
 		return false
 	}
 	for k, val := range f.Labels {
-		if w, ok := n.GetLabels()[k]; !ok || w != val {
+		if w, ok := trusted[k]; !ok || w != val {
 			return false
 		}
 	}
@@ -416,6 +435,15 @@ func factsKey(f Facts) string {
 	sb.WriteString(f.Name)
 	for _, k := range keys {
 		fmt.Fprintf(&sb, "\x00%s=%s", k, f.Labels[k])
+	}
+	sb.WriteString("\x01")
+	keys = keys[:0]
+	for k := range f.Reported {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "\x00%s=%s", k, f.Reported[k])
 	}
 	sb.WriteString("\x01")
 	sb.WriteString(strings.Join(f.Addresses, ","))
@@ -475,11 +503,12 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		Node:       f.Name,
 		Generation: v.gen.GetNumber(),
 		Facts: &hivev1.NodeFacts{
-			Name:      f.Name,
-			Labels:    f.Labels,
-			Addresses: f.Addresses,
-			Roles:     b.roles,
-			Peers:     map[string]*hivev1.PeerList{},
+			Name:           f.Name,
+			Labels:         f.Labels,
+			ReportedLabels: f.Reported,
+			Addresses:      f.Addresses,
+			Roles:          b.roles,
+			Peers:          map[string]*hivev1.PeerList{},
 		},
 		Secrets: secrets,
 	}

@@ -88,8 +88,13 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // upsert applies c as the leader proposes it (with the next ordinal).
+// upsert registers a node whose labels are bound in its certificate (the
+// tests' labels are trusted ones).
 func upsert(st *state.Store, c *hivev1.NodeUpsertCommand) {
 	c.Ordinal = st.NextOrdinal()
+	if c.Identity == nil && len(c.Labels) > 0 {
+		c.Identity = &hivev1.NodeIdentity{Source: state.SourceCertificate, Labels: c.Labels}
+	}
 	st.UpsertNode(t0, c)
 }
 
@@ -104,7 +109,7 @@ func (f *fixture) setSecret(t *testing.T, name, value string) {
 func (f *fixture) render(t *testing.T, name string) *hivev1.NodeState {
 	t.Helper()
 	n := f.st.Node(name)
-	out, err := f.r.Render(f.st, Facts{Name: name, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+	out, err := f.r.Render(f.st, FactsOf(n))
 	if err != nil {
 		t.Fatalf("render %s: %v", name, err)
 	}
@@ -312,7 +317,7 @@ func BenchmarkRenderPush(b *testing.B) {
 		s.Name = fmt.Sprint(i)
 		st.Push(t0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: fmt.Sprint("g", i), Site: s}, Force: true})
 		for _, n := range nodes {
-			if _, err := r.Render(st, Facts{Name: n.GetName(), Labels: n.GetLabels(), Addresses: n.GetAddresses()}); err != nil {
+			if _, err := r.Render(st, FactsOf(n)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -334,7 +339,7 @@ func TestDrbdNodeIDsStable(t *testing.T) {
 	ids := func(st *state.Store, node string) map[string]uint32 {
 		t.Helper()
 		n := st.Node(node)
-		out, err := New(kr).Render(st, Facts{Name: node, Labels: n.GetLabels(), Addresses: n.GetAddresses()})
+		out, err := New(kr).Render(st, FactsOf(n))
 		if err != nil {
 			t.Fatal(err)
 		}

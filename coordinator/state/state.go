@@ -23,6 +23,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -42,6 +43,10 @@ const (
 	ReasonTokenUsed    = "token_used"
 	ReasonTokenExpired = "token_expired"
 	ReasonTokenNode    = "token_node"
+	// ReasonTokenReplace: the token would mint a certificate for a node
+	// already registered or a coordinator's name, and was not created
+	// with replace.
+	ReasonTokenReplace = "token_replace"
 )
 
 // Store is the replicated state. The zero value is not usable; call New.
@@ -184,14 +189,19 @@ func (s *Store) UpsertNode(t time.Time, c *hivev1.NodeUpsertCommand) *hivev1.Com
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := &hivev1.NodeRecord{
-		Name:         c.GetName(),
-		Labels:       c.GetLabels(),
-		Addresses:    c.GetAddresses(),
-		AgentVersion: c.GetAgentVersion(),
-		Updated:      timestamppb.New(t),
-	}
 	old, ok := s.nodes[c.GetName()]
+	n := &hivev1.NodeRecord{
+		Name:           c.GetName(),
+		Labels:         c.GetLabels(),
+		Addresses:      c.GetAddresses(),
+		AgentVersion:   c.GetAgentVersion(),
+		Updated:        timestamppb.New(t),
+		Identity:       c.GetIdentity(),
+		OperatorLabels: old.GetOperatorLabels(),
+	}
+	if n.Identity == nil {
+		n.Identity = old.GetIdentity() // an admin's watch, or an old entry
+	}
 	if ok && SameNodeFacts(old, n) {
 		return &hivev1.CommandResult{Unchanged: true}
 	}
@@ -219,10 +229,13 @@ func (s *Store) NextOrdinal() uint64 {
 	return s.nextOrdinal
 }
 
-// SameNodeFacts reports whether two records carry the same labels,
-// addresses and agent version.
+// SameNodeFacts reports whether two records carry the same reported
+// labels, addresses, agent version, identity and operator labels.
 func SameNodeFacts(a, b *hivev1.NodeRecord) bool {
 	if a.GetAgentVersion() != b.GetAgentVersion() || len(a.GetLabels()) != len(b.GetLabels()) || len(a.GetAddresses()) != len(b.GetAddresses()) {
+		return false
+	}
+	if !proto.Equal(a.GetIdentity(), b.GetIdentity()) || !sameMap(a.GetOperatorLabels(), b.GetOperatorLabels()) {
 		return false
 	}
 	for k, v := range a.GetLabels() {
@@ -237,6 +250,92 @@ func SameNodeFacts(a, b *hivev1.NodeRecord) bool {
 	}
 	return true
 }
+
+func sameMap(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Label sources (TrustedLabels).
+const (
+	SourceCertificate = "certificate"
+	SourceOperator    = "operator"
+	SourceDev         = "dev"
+)
+
+// TrustedLabels returns the labels selectors match for a node record: its
+// identity's labels (bound in its certificate, or its own in --dev),
+// overridden key by key by operator labels; and where each came from.
+// Reported labels (NodeRecord.labels) are never among them.
+func TrustedLabels(n *hivev1.NodeRecord) (labels, sources map[string]string) {
+	id, op := n.GetIdentity(), n.GetOperatorLabels()
+	if len(id.GetLabels()) == 0 && len(op) == 0 {
+		return nil, nil
+	}
+	labels, sources = map[string]string{}, map[string]string{}
+	src := id.GetSource()
+	if src == "" {
+		src = SourceCertificate
+	}
+	for k, v := range id.GetLabels() {
+		labels[k], sources[k] = v, src
+	}
+	for k, v := range op {
+		labels[k], sources[k] = v, SourceOperator
+	}
+	return labels, sources
+}
+
+// LabelNode sets and removes operator labels of a registered node. An
+// unknown node is ReasonNotFound; setting and removing the same key, or
+// ending with more than maxOperatorLabels, is ReasonInvalid. (Keys and
+// values are validated by the server before proposing.)
+func (s *Store) LabelNode(t time.Time, c *hivev1.NodeLabelCommand) *hivev1.CommandResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.nodes[c.GetName()]
+	if !ok {
+		return reject(ReasonNotFound, "node %q is not registered (it has never watched)", c.GetName())
+	}
+	labels := map[string]string{}
+	for k, v := range old.GetOperatorLabels() {
+		labels[k] = v
+	}
+	for _, k := range c.GetRemove() {
+		if _, both := c.GetSet()[k]; both {
+			return reject(ReasonInvalid, "label %q is both set and removed", k)
+		}
+		delete(labels, k)
+	}
+	for k, v := range c.GetSet() {
+		labels[k] = v
+	}
+	if len(labels) > maxOperatorLabels {
+		return reject(ReasonInvalid, "node %s would have %d operator labels; the limit is %d", c.GetName(), len(labels), maxOperatorLabels)
+	}
+	if sameMap(labels, old.GetOperatorLabels()) {
+		return &hivev1.CommandResult{Unchanged: true}
+	}
+	n := proto.Clone(old).(*hivev1.NodeRecord)
+	n.OperatorLabels = labels
+	if len(labels) == 0 {
+		n.OperatorLabels = nil
+	}
+	n.Updated = timestamppb.New(t)
+	s.nodes[n.Name] = n
+	s.registryVersion++
+	return &hivev1.CommandResult{}
+}
+
+// maxOperatorLabels bounds a node's operator labels (pki.MaxLabels).
+const maxOperatorLabels = 32
 
 // ApplyReports stores each report as its node's last report, unless the
 // stored one is newer: a report is skipped when its seq is not above the
@@ -359,25 +458,65 @@ func (s *Store) CreateToken(c *hivev1.BootstrapTokenCreateCommand) *hivev1.Comma
 	defer s.mu.Unlock()
 	s.tokens[c.GetTokenSha256()] = &hivev1.StoredBootstrapToken{
 		TokenSha256: c.GetTokenSha256(), Node: c.GetNode(), Expires: c.GetExpires(), Author: c.GetAuthor(),
+		Labels: c.GetLabels(), NodePattern: c.GetNodePattern(), Replace: c.GetReplace(),
 	}
 	return &hivev1.CommandResult{}
 }
 
-// RedeemToken marks a token used, if it exists, is unused, unexpired at t
-// and allows the node.
+// CheckToken decides, without changing anything, whether the token with
+// hash sha may mint a certificate for node at time t: it exists, is
+// unused and unexpired, names node (or a pattern matching it), and node
+// is neither registered nor a coordinator unless the token allows
+// replacing. It returns the token, or the rejection RedeemToken would
+// return. The coordinator calls it before signing anything; RedeemToken
+// decides again, identically, in Apply.
+func (s *Store) CheckToken(t time.Time, sha, node string) (*hivev1.StoredBootstrapToken, *hivev1.CommandResult) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.checkTokenLocked(t, sha, node)
+}
+
+func (s *Store) checkTokenLocked(t time.Time, sha, node string) (*hivev1.StoredBootstrapToken, *hivev1.CommandResult) {
+	tok, ok := s.tokens[sha]
+	switch {
+	case !ok:
+		return nil, reject(ReasonNotFound, "unknown bootstrap token")
+	case tok.GetUsed():
+		return nil, reject(ReasonTokenUsed, "bootstrap token was already used")
+	case !t.Before(tok.GetExpires().AsTime()):
+		return nil, reject(ReasonTokenExpired, "bootstrap token expired at %s", tok.GetExpires().AsTime().UTC().Format(time.RFC3339))
+	case tok.GetNode() == "" && tok.GetNodePattern() == "":
+		return nil, reject(ReasonTokenNode, "bootstrap token is bound to no node name (made before tokens were bound); create one with --node")
+	case tok.GetNode() != "" && tok.GetNode() != node:
+		return nil, reject(ReasonTokenNode, "bootstrap token is for node %q, not %q", tok.GetNode(), node)
+	case tok.GetNodePattern() != "" && !MatchNodePattern(tok.GetNodePattern(), node):
+		return nil, reject(ReasonTokenNode, "bootstrap token is for nodes matching %q, not %q", tok.GetNodePattern(), node)
+	}
+	if !tok.GetReplace() {
+		if _, ok := s.nodes[node]; ok {
+			return nil, reject(ReasonTokenReplace, "node %q is already registered; a token for an existing node must be created with --replace", node)
+		}
+		if _, ok := s.coordinators[node]; ok {
+			return nil, reject(ReasonTokenReplace, "%q is a coordinator's name; a token for it must be created with --replace", node)
+		}
+	}
+	return tok, nil
+}
+
+// MatchNodePattern reports whether node matches a token's path.Match
+// pattern (a malformed pattern matches nothing).
+func MatchNodePattern(pattern, node string) bool {
+	ok, err := path.Match(pattern, node)
+	return err == nil && ok
+}
+
+// RedeemToken marks a token used, if CheckToken allows it at t.
 func (s *Store) RedeemToken(t time.Time, c *hivev1.BootstrapTokenRedeemCommand) *hivev1.CommandResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tok, ok := s.tokens[c.GetTokenSha256()]
-	switch {
-	case !ok:
-		return reject(ReasonNotFound, "unknown bootstrap token")
-	case tok.GetUsed():
-		return reject(ReasonTokenUsed, "bootstrap token was already used")
-	case !t.Before(tok.GetExpires().AsTime()):
-		return reject(ReasonTokenExpired, "bootstrap token expired at %s", tok.GetExpires().AsTime().UTC().Format(time.RFC3339))
-	case tok.GetNode() != "" && tok.GetNode() != c.GetNode():
-		return reject(ReasonTokenNode, "bootstrap token is for node %q, not %q", tok.GetNode(), c.GetNode())
+	tok, res := s.checkTokenLocked(t, c.GetTokenSha256(), c.GetNode())
+	if res != nil {
+		return res
 	}
 	nt := proto.Clone(tok).(*hivev1.StoredBootstrapToken)
 	nt.Used = true

@@ -143,7 +143,8 @@ func filled() *Store {
 	push(s, "b", 1, false)
 	s.Rollback(t0, &hivev1.RollbackCommand{Target: 1})
 	s.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "n1", Labels: map[string]string{"x": "y"}, Addresses: []string{"10.0.0.1"}})
-	s.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "n2"})
+	s.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "n2", Identity: &hivev1.NodeIdentity{Source: SourceCertificate, Labels: map[string]string{"tier": "web"}, Serial: "0a", NotAfter: timestamppb.New(t0)}})
+	s.LabelNode(t0, &hivev1.NodeLabelCommand{Name: "n2", Set: map[string]string{"zone": "b"}})
 	s.ApplyReports(&hivev1.ReportBatchCommand{Reports: []*hivev1.Report{{Node: "n1", Seq: 1, Generation: 3}}})
 	s.SetSecret(t0, &hivev1.SecretSetCommand{Name: "k", Sealed: []byte{1, 2, 3}, KeyId: "id", Author: "a"})
 	s.CreateToken(&hivev1.BootstrapTokenCreateCommand{TokenSha256: "h", Expires: timestamppb.New(t0)})
@@ -166,6 +167,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	snap2, idx2 := r.Capture()
 	if idx2 != 42 || !proto.Equal(snap, snap2) {
 		t.Fatalf("round trip differs:\n%v\n%v", snap, snap2)
+	}
+	if l, src := TrustedLabels(r.Node("n2")); l["tier"] != "web" || src["zone"] != SourceOperator {
+		t.Fatalf("trusted labels after restore: %v %v", l, src)
 	}
 	// Deterministic bytes.
 	var buf2 bytes.Buffer

@@ -16,7 +16,8 @@ import (
 	"github.com/hivefleet/hive/internal/netlab"
 )
 
-// firstBootSite gives nodes labelled role=web a file; the agent runs under
+// firstBootSite gives nodes labelled role=web (a trusted label: bound in
+// the node's certificate by cert create or the token) a file; the agent runs under
 // a sandbox root, so "converged" means the file was really written there.
 const firstBootSite = `site: firstboot
 selectors:
@@ -242,7 +243,7 @@ func (fb *firstBoot) startAgentAndWait(t *testing.T, cfg, root string) {
 // reported.
 func TestFirstBootWithFiles(t *testing.T) {
 	fb := startFirstBoot(t)
-	run(t, fb.bins["hivectl"], "tls", "cert", "create", "--agent", "web-7", "--dir", fb.pki)
+	run(t, fb.bins["hivectl"], "tls", "cert", "create", "--agent", "web-7", "--label", "role=web", "--dir", fb.pki)
 	root := t.TempDir()
 	cfg := fb.agentConfig(t, root, func(c map[string]any) {
 		delete(c, "bootstrap-token-file") // way B: files
@@ -302,7 +303,7 @@ func TestBootstrapTokenRules(t *testing.T) {
 		t.Fatalf("web-8's token after a refused attempt for web-7: %v\n%s", err, out)
 	}
 
-	short := token("--ttl", "1s")
+	short := token("--node", "web-9", "--ttl", "1s")
 	time.Sleep(2 * time.Second)
 	refused("an expired token", short, "web-9", "expired")
 }
@@ -314,7 +315,7 @@ func TestBootstrapTokenRules(t *testing.T) {
 // its certificate and converges; the token is then worthless.
 func TestFirstBootWithToken(t *testing.T) {
 	fb := startFirstBoot(t)
-	out := fb.hivectl(t, "tls", "token", "create", "--node", "web-7", "--ttl", "10m")
+	out := fb.hivectl(t, "tls", "token", "create", "--node", "web-7", "--label", "role=web", "--ttl", "10m")
 	token := strings.TrimSpace(strings.Split(out, "\n")[0])
 	root := t.TempDir()
 	cfg := fb.agentConfig(t, root, nil)

@@ -46,7 +46,14 @@ type Files struct {
 // default loopback SANs plus ips.
 func (d *Dir) Issue(kind pki.Kind, name string, ips ...net.IP) Files {
 	d.t.Helper()
-	iss, err := d.CA.Issue(pki.CertRequest{Identity: pki.Identity{Kind: kind, Name: name}, IPs: ips})
+	return d.IssueRequest(pki.CertRequest{Identity: pki.Identity{Kind: kind, Name: name}, IPs: ips})
+}
+
+// IssueRequest is Issue for a full request (e.g. an agent with labels).
+func (d *Dir) IssueRequest(req pki.CertRequest) Files {
+	d.t.Helper()
+	name := req.Identity.Name
+	iss, err := d.CA.Issue(req)
 	if err != nil {
 		d.t.Fatal(err)
 	}

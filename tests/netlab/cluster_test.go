@@ -42,6 +42,7 @@ type cluster struct {
 	interval  string // agents' drift-check interval
 	// coordArgs are extra hive-coordinator arguments.
 	coordArgs []string
+	signer    bool // coordinators sign bootstrap requests (--tls-ca-key)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -64,6 +65,8 @@ type clusterConfig struct {
 	// coordinatorArgs are extra hive-coordinator arguments (PKI is
 	// replaced by the directory of ca.pem and ca-key.pem).
 	coordinatorArgs []string
+	// signer starts the coordinators with --tls-ca-key (bootstrap tokens).
+	signer bool
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -78,6 +81,7 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		bin:      netlab.Build(t, "hive-coordinator", "hive-agent", "hivectl"),
 		dir:      t.TempDir(),
 		interval: "1s",
+		signer:   cfg.signer,
 	}
 	if cfg.interval > 0 {
 		c.interval = cfg.interval.String()
@@ -161,6 +165,9 @@ func (c *cluster) startCoordinator(n *node) {
 	}
 	args = append(args, c.tlsFlags(n.name)...)
 	args = append(args, c.coordArgs...)
+	if c.signer {
+		args = append(args, "--tls-ca-key", filepath.Join(c.pki, "ca-key.pem"))
+	}
 	n.proc = n.host.Start("hive-coordinator", args...)
 }
 
@@ -174,7 +181,13 @@ func (c *cluster) addAgent(name string, labels []string, via *node) *node {
 	if err := os.MkdirAll(n.root, 0o755); err != nil {
 		c.t.Fatal(err)
 	}
-	c.tls("cert", "create", "--agent", name)
+	// The labels are bound in the certificate (trusted: they select the
+	// agent's roles); the agent also reports them (facts).
+	certArgs := []string{"cert", "create", "--agent", name}
+	for _, l := range labels {
+		certArgs = append(certArgs, "--label", l)
+	}
+	c.tls(certArgs...)
 	n.proc = n.host.Start("hive-agent", c.agentArgs(n, name, via)...)
 	c.agents = append(c.agents, n)
 	return n

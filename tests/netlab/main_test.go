@@ -31,6 +31,8 @@ func TestMain(m *testing.M) {
 		os.Exit(call())
 	case "gossipfake":
 		os.Exit(gossipFake())
+	case "trust":
+		os.Exit(trustCall())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown NETLAB_HELPER")
 		os.Exit(2)

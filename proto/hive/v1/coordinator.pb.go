@@ -1889,10 +1889,17 @@ func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
 
 type CreateBootstrapTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Node the token is for ("" for any name).
+	// Node the token is for. Exactly one of node and node_pattern is set.
 	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// Lifetime in seconds (default 3600).
-	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Lifetime in seconds (default 3600, at most 604800: 7 days).
+	TtlSeconds uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Labels the certificate minted from the token carries (trusted labels).
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A path.Match pattern of node names, e.g. "web-*", instead of node.
+	NodePattern string `protobuf:"bytes,4,opt,name=node_pattern,json=nodePattern,proto3" json:"node_pattern,omitempty"`
+	// Allow minting a certificate for a node already registered, or for a
+	// name a coordinator or the calling admin has.
+	Replace       bool `protobuf:"varint,5,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1939,6 +1946,27 @@ func (x *CreateBootstrapTokenRequest) GetTtlSeconds() uint32 {
 		return x.TtlSeconds
 	}
 	return 0
+}
+
+func (x *CreateBootstrapTokenRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateBootstrapTokenRequest) GetNodePattern() string {
+	if x != nil {
+		return x.NodePattern
+	}
+	return ""
+}
+
+func (x *CreateBootstrapTokenRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 type CreateBootstrapTokenResponse struct {
@@ -2862,6 +2890,129 @@ func (x *RaftStatsResponse) GetState() RaftRole {
 	return RaftRole_RAFT_ROLE_UNSPECIFIED
 }
 
+type LabelNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Labels to set (key=value).
+	Set map[string]string `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Keys whose operator label is removed.
+	Remove        []string `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeRequest) Reset() {
+	*x = LabelNodeRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeRequest) ProtoMessage() {}
+
+func (x *LabelNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeRequest.ProtoReflect.Descriptor instead.
+func (*LabelNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *LabelNodeRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *LabelNodeRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *LabelNodeRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type LabelNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's trusted labels now, where each comes from, and its roles.
+	Labels        map[string]string `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LabelSources  map[string]string `protobuf:"bytes,2,rep,name=label_sources,json=labelSources,proto3" json:"label_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Roles         []string          `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelNodeResponse) Reset() {
+	*x = LabelNodeResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelNodeResponse) ProtoMessage() {}
+
+func (x *LabelNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelNodeResponse.ProtoReflect.Descriptor instead.
+func (*LabelNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *LabelNodeResponse) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *LabelNodeResponse) GetLabelSources() map[string]string {
+	if x != nil {
+		return x.LabelSources
+	}
+	return nil
+}
+
+func (x *LabelNodeResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -2985,11 +3136,17 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x0fAddPeerResponse\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12RemovePeerResponse\"R\n" +
+	"\x12RemovePeerResponse\"\x94\x02\n" +
 	"\x1bCreateBootstrapTokenRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds\"j\n" +
+	"ttlSeconds\x12H\n" +
+	"\x06labels\x18\x03 \x03(\v20.hive.v1.CreateBootstrapTokenRequest.LabelsEntryR\x06labels\x12!\n" +
+	"\fnode_pattern\x18\x04 \x01(\tR\vnodePattern\x12\x18\n" +
+	"\areplace\x18\x05 \x01(\bR\areplace\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
 	"\x1cCreateBootstrapTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x124\n" +
 	"\aexpires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"W\n" +
@@ -3045,13 +3202,30 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12'\n" +
-	"\x05state\x18\x05 \x01(\x0e2\x11.hive.v1.RaftRoleR\x05state*s\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x11.hive.v1.RaftRoleR\x05state\"\xac\x01\n" +
+	"\x10LabelNodeRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
+	"\x03set\x18\x02 \x03(\v2\".hive.v1.LabelNodeRequest.SetEntryR\x03set\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb8\x02\n" +
+	"\x11LabelNodeResponse\x12>\n" +
+	"\x06labels\x18\x01 \x03(\v2&.hive.v1.LabelNodeResponse.LabelsEntryR\x06labels\x12Q\n" +
+	"\rlabel_sources\x18\x02 \x03(\v2,.hive.v1.LabelNodeResponse.LabelSourcesEntryR\flabelSources\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11LabelSourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\xc0\f\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\x84\r\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3076,7 +3250,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"RevokeNode\x12\x1a.hive.v1.RevokeNodeRequest\x1a\x1b.hive.v1.RevokeNodeResponse\x12E\n" +
 	"\n" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
-	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse2\x8e\x02\n" +
+	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
+	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3096,7 +3271,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -3153,97 +3328,109 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*RenewCertificateResponse)(nil),     // 52: hive.v1.RenewCertificateResponse
 	(*RaftStatsRequest)(nil),             // 53: hive.v1.RaftStatsRequest
 	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
-	nil,                                  // 55: hive.v1.WatchNodeStateRequest.LabelsEntry
-	(*Site)(nil),                         // 56: hive.v1.Site
-	(*GenerationSummary)(nil),            // 57: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 58: hive.v1.Generation
-	(*NodeState)(nil),                    // 59: hive.v1.NodeState
-	(*Report)(nil),                       // 60: hive.v1.Report
-	(*NodeStatus)(nil),                   // 61: hive.v1.NodeStatus
-	(*Member)(nil),                       // 62: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 63: google.protobuf.Timestamp
-	(*Command)(nil),                      // 64: hive.v1.Command
-	(*CommandResult)(nil),                // 65: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 66: hive.v1.Revocation
-	(RaftRole)(0),                        // 67: hive.v1.RaftRole
+	(*LabelNodeRequest)(nil),             // 55: hive.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),            // 56: hive.v1.LabelNodeResponse
+	nil,                                  // 57: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 58: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 59: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 60: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 61: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 62: hive.v1.Site
+	(*GenerationSummary)(nil),            // 63: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 64: hive.v1.Generation
+	(*NodeState)(nil),                    // 65: hive.v1.NodeState
+	(*Report)(nil),                       // 66: hive.v1.Report
+	(*NodeStatus)(nil),                   // 67: hive.v1.NodeStatus
+	(*Member)(nil),                       // 68: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 69: google.protobuf.Timestamp
+	(*Command)(nil),                      // 70: hive.v1.Command
+	(*CommandResult)(nil),                // 71: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 72: hive.v1.Revocation
+	(RaftRole)(0),                        // 73: hive.v1.RaftRole
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	56, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	57, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	58, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	62, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	63, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	64, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	59, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	55, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	59, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	60, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	61, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	62, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	63, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	65, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	57, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	65, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	66, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	67, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	68, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	69, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	63, // 14: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	64, // 15: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	65, // 16: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 17: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	66, // 18: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	66, // 19: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	67, // 20: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	1,  // 21: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 22: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 23: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 24: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 25: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 26: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 27: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 28: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 29: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 30: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 31: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 32: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 33: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 34: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 35: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 36: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 37: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 38: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 39: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 40: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 41: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	45, // 42: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 43: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 44: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 45: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 46: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 47: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 48: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 49: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 50: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 51: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 52: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 53: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 54: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 55: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 56: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 57: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 58: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 59: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 60: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 61: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 62: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 63: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 64: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 65: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 66: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	46, // 67: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 68: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 69: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 70: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	46, // [46:71] is the sub-list for method output_type
-	21, // [21:46] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	58, // 14: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	69, // 15: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	70, // 16: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	71, // 17: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	43, // 18: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	72, // 19: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	72, // 20: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	73, // 21: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	59, // 22: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	60, // 23: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	61, // 24: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	1,  // 25: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 26: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 27: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 28: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 29: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 30: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 31: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 32: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 33: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 34: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 35: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 36: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 37: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 38: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 39: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 40: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 41: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 42: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 43: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 44: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 45: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 46: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	45, // 47: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 48: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 49: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 50: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 51: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 52: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 53: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 54: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 55: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 56: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 57: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 58: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 59: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 60: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 61: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 62: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 63: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 64: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 65: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 66: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 67: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 68: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 69: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 70: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 71: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 72: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	46, // 73: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 74: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 75: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 76: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	51, // [51:77] is the sub-list for method output_type
+	25, // [25:51] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3260,7 +3447,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   55,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -40,6 +40,7 @@ const (
 	CoordinatorService_RevokeNode_FullMethodName           = "/hive.v1.CoordinatorService/RevokeNode"
 	CoordinatorService_RemoveNode_FullMethodName           = "/hive.v1.CoordinatorService/RemoveNode"
 	CoordinatorService_RenewCertificate_FullMethodName     = "/hive.v1.CoordinatorService/RenewCertificate"
+	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -110,6 +111,9 @@ type CoordinatorServiceClient interface {
 	// calls with, for the key of the CSR. Agents only, as themselves; a
 	// revoked or expired certificate cannot renew.
 	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
+	// LabelNode sets and removes a registered node's operator labels, which
+	// override its certificate's labels key by key.
+	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -339,6 +343,16 @@ func (c *coordinatorServiceClient) RenewCertificate(ctx context.Context, in *Ren
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LabelNodeResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_LabelNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -407,6 +421,9 @@ type CoordinatorServiceServer interface {
 	// calls with, for the key of the CSR. Agents only, as themselves; a
 	// revoked or expired certificate cannot renew.
 	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
+	// LabelNode sets and removes a registered node's operator labels, which
+	// override its certificate's labels key by key.
+	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -479,6 +496,9 @@ func (UnimplementedCoordinatorServiceServer) RemoveNode(context.Context, *Remove
 }
 func (UnimplementedCoordinatorServiceServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -872,6 +892,24 @@ func _CoordinatorService_RenewCertificate_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_LabelNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LabelNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).LabelNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_LabelNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).LabelNode(ctx, req.(*LabelNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -958,6 +996,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewCertificate",
 			Handler:    _CoordinatorService_RenewCertificate_Handler,
+		},
+		{
+			MethodName: "LabelNode",
+			Handler:    _CoordinatorService_LabelNode_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

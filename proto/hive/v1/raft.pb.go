@@ -46,6 +46,7 @@ type Command struct {
 	//	*Command_BootstrapTokenCreate
 	//	*Command_BootstrapTokenRedeem
 	//	*Command_CoordinatorUpsert
+	//	*Command_NodeLabel
 	//	*Command_NodeRevoke
 	//	*Command_NodeRemove
 	Body          isCommand_Body `protobuf_oneof:"body"`
@@ -201,6 +202,15 @@ func (x *Command) GetCoordinatorUpsert() *CoordinatorUpsertCommand {
 	return nil
 }
 
+func (x *Command) GetNodeLabel() *NodeLabelCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_NodeLabel); ok {
+			return x.NodeLabel
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetNodeRevoke() *NodeRevokeCommand {
 	if x != nil {
 		if x, ok := x.Body.(*Command_NodeRevoke); ok {
@@ -263,6 +273,10 @@ type Command_CoordinatorUpsert struct {
 	CoordinatorUpsert *CoordinatorUpsertCommand `protobuf:"bytes,19,opt,name=coordinator_upsert,json=coordinatorUpsert,proto3,oneof"`
 }
 
+type Command_NodeLabel struct {
+	NodeLabel *NodeLabelCommand `protobuf:"bytes,20,opt,name=node_label,json=nodeLabel,proto3,oneof"`
+}
+
 type Command_NodeRevoke struct {
 	NodeRevoke *NodeRevokeCommand `protobuf:"bytes,25,opt,name=node_revoke,json=nodeRevoke,proto3,oneof"`
 }
@@ -290,6 +304,8 @@ func (*Command_BootstrapTokenCreate) isCommand_Body() {}
 func (*Command_BootstrapTokenRedeem) isCommand_Body() {}
 
 func (*Command_CoordinatorUpsert) isCommand_Body() {}
+
+func (*Command_NodeLabel) isCommand_Body() {}
 
 func (*Command_NodeRevoke) isCommand_Body() {}
 
@@ -436,20 +452,29 @@ func (x *RollbackCommand) GetForce() bool {
 	return false
 }
 
-// NodeUpsertCommand records a node's identity facts.
+// NodeUpsertCommand records what a node's watch brought: the facts its
+// agent reported (labels, addresses, version; validated at the door, never
+// used to select roles) and, from the verified client certificate of the
+// watch, the node's identity with its certificate-bound labels.
 type NodeUpsertCommand struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Labels       map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Addresses    []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	AgentVersion string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Labels the agent reported about itself: facts, shown and usable in
+	// templates, never matched by selectors.
+	Labels       map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Addresses    []string          `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	AgentVersion string            `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Registration ordinal proposed by the leader for a node the registry
 	// does not know yet (its next ordinal when it proposed). Apply gives a
 	// new node max(ordinal, the store's next ordinal), so ordinals stay
 	// unique; 0 (entries written before ordinals existed) records the node
 	// with ordinal 0, which replays identically whether a replica starts
 	// from an old snapshot or from the log.
-	Ordinal       uint64 `protobuf:"varint,5,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	Ordinal uint64 `protobuf:"varint,5,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	// The certificate the watch was made with and its bound labels; unset
+	// (an admin watching as the node, entries from before identities) leaves
+	// the record's identity as it is.
+	Identity      *NodeIdentity `protobuf:"bytes,6,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,6 +542,13 @@ func (x *NodeUpsertCommand) GetOrdinal() uint64 {
 		return x.Ordinal
 	}
 	return 0
+}
+
+func (x *NodeUpsertCommand) GetIdentity() *NodeIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
 }
 
 // ReportBatchCommand carries many agents' reports in one log entry.
@@ -739,10 +771,19 @@ type BootstrapTokenCreateCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// sha256 of the token; the token itself is never stored.
 	TokenSha256 string `protobuf:"bytes,1,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
-	// Node name the token may request a certificate for ("" for any).
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Expires       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
-	Author        string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	// Node name the token may request a certificate for. Entries written
+	// before tokens were bound may have "" and node_pattern unset: such a
+	// token is refused at redemption.
+	Node    string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Expires *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	Author  string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	// Labels the certificate minted from the token carries.
+	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A path.Match pattern of node names (instead of node), e.g. "web-*".
+	NodePattern string `protobuf:"bytes,6,opt,name=node_pattern,json=nodePattern,proto3" json:"node_pattern,omitempty"`
+	// The token may mint a certificate for a node already registered (a
+	// reinstall); without it such a redemption is refused.
+	Replace       bool `protobuf:"varint,7,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +844,27 @@ func (x *BootstrapTokenCreateCommand) GetAuthor() string {
 		return x.Author
 	}
 	return ""
+}
+
+func (x *BootstrapTokenCreateCommand) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *BootstrapTokenCreateCommand) GetNodePattern() string {
+	if x != nil {
+		return x.NodePattern
+	}
+	return ""
+}
+
+func (x *BootstrapTokenCreateCommand) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 // BootstrapTokenRedeemCommand marks a token used.
@@ -1148,11 +1210,83 @@ func (x *NodeRemoveCommand) GetReason() string {
 	return ""
 }
 
+// NodeLabelCommand sets and removes operator labels of a registered node.
+// Operator labels override the node's certificate labels key by key.
+type NodeLabelCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Set   map[string]string      `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Keys whose operator label is removed (a certificate label of the same
+	// key applies again).
+	Remove        []string `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	Author        string   `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeLabelCommand) Reset() {
+	*x = NodeLabelCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeLabelCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeLabelCommand) ProtoMessage() {}
+
+func (x *NodeLabelCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeLabelCommand.ProtoReflect.Descriptor instead.
+func (*NodeLabelCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeLabelCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeLabelCommand) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *NodeLabelCommand) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *NodeLabelCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
 var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xac\a\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xe8\a\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -1170,7 +1304,9 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"peerRemove\x12\\\n" +
 	"\x16bootstrap_token_create\x18\x11 \x01(\v2$.hive.v1.BootstrapTokenCreateCommandH\x00R\x14bootstrapTokenCreate\x12\\\n" +
 	"\x16bootstrap_token_redeem\x18\x12 \x01(\v2$.hive.v1.BootstrapTokenRedeemCommandH\x00R\x14bootstrapTokenRedeem\x12R\n" +
-	"\x12coordinator_upsert\x18\x13 \x01(\v2!.hive.v1.CoordinatorUpsertCommandH\x00R\x11coordinatorUpsert\x12=\n" +
+	"\x12coordinator_upsert\x18\x13 \x01(\v2!.hive.v1.CoordinatorUpsertCommandH\x00R\x11coordinatorUpsert\x12:\n" +
+	"\n" +
+	"node_label\x18\x14 \x01(\v2\x19.hive.v1.NodeLabelCommandH\x00R\tnodeLabel\x12=\n" +
 	"\vnode_revoke\x18\x19 \x01(\v2\x1a.hive.v1.NodeRevokeCommandH\x00R\n" +
 	"nodeRevoke\x12=\n" +
 	"\vnode_remove\x18\x1a \x01(\v2\x1a.hive.v1.NodeRemoveCommandH\x00R\n" +
@@ -1187,13 +1323,14 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x06author\x18\x02 \x01(\tR\x06author\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12'\n" +
 	"\x0fbase_generation\x18\x04 \x01(\x04R\x0ebaseGeneration\x12\x14\n" +
-	"\x05force\x18\x05 \x01(\bR\x05force\"\xff\x01\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\"\xb2\x02\n" +
 	"\x11NodeUpsertCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\x06labels\x18\x02 \x03(\v2&.hive.v1.NodeUpsertCommand.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12\x18\n" +
-	"\aordinal\x18\x05 \x01(\x04R\aordinal\x1a9\n" +
+	"\aordinal\x18\x05 \x01(\x04R\aordinal\x121\n" +
+	"\bidentity\x18\x06 \x01(\v2\x15.hive.v1.NodeIdentityR\bidentity\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
@@ -1208,12 +1345,18 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06author\x18\x02 \x01(\tR\x06author\"'\n" +
 	"\x11PeerRemoveCommand\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xa2\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe4\x02\n" +
 	"\x1bBootstrapTokenCreateCommand\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x124\n" +
 	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
-	"\x06author\x18\x04 \x01(\tR\x06author\"T\n" +
+	"\x06author\x18\x04 \x01(\tR\x06author\x12H\n" +
+	"\x06labels\x18\x05 \x03(\v20.hive.v1.BootstrapTokenCreateCommand.LabelsEntryR\x06labels\x12!\n" +
+	"\fnode_pattern\x18\x06 \x01(\tR\vnodePattern\x12\x18\n" +
+	"\areplace\x18\a \x01(\bR\areplace\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"T\n" +
 	"\x1bBootstrapTokenRedeemCommand\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\"\x82\x01\n" +
@@ -1238,7 +1381,15 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x11NodeRemoveCommand\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06author\x18\x02 \x01(\tR\x06author\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reasonB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc4\x01\n" +
+	"\x10NodeLabelCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x03set\x18\x02 \x03(\v2\".hive.v1.NodeLabelCommand.SetEntryR\x03set\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x12\x16\n" +
+	"\x06author\x18\x04 \x01(\tR\x06author\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_raft_proto_rawDescOnce sync.Once
@@ -1252,7 +1403,7 @@ func file_hive_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hive_v1_raft_proto_rawDescData
 }
 
-var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_hive_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: hive.v1.Command
 	(*PushCommand)(nil),                 // 1: hive.v1.PushCommand
@@ -1268,13 +1419,17 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	(*CommandResult)(nil),               // 11: hive.v1.CommandResult
 	(*NodeRevokeCommand)(nil),           // 12: hive.v1.NodeRevokeCommand
 	(*NodeRemoveCommand)(nil),           // 13: hive.v1.NodeRemoveCommand
-	nil,                                 // 14: hive.v1.NodeUpsertCommand.LabelsEntry
-	(*timestamppb.Timestamp)(nil),       // 15: google.protobuf.Timestamp
-	(*Generation)(nil),                  // 16: hive.v1.Generation
-	(*Report)(nil),                      // 17: hive.v1.Report
+	(*NodeLabelCommand)(nil),            // 14: hive.v1.NodeLabelCommand
+	nil,                                 // 15: hive.v1.NodeUpsertCommand.LabelsEntry
+	nil,                                 // 16: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	nil,                                 // 17: hive.v1.NodeLabelCommand.SetEntry
+	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
+	(*Generation)(nil),                  // 19: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 20: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 21: hive.v1.Report
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
-	15, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
+	18, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: hive.v1.Command.push:type_name -> hive.v1.PushCommand
 	2,  // 2: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
 	3,  // 3: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
@@ -1285,17 +1440,21 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	8,  // 8: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
 	9,  // 9: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
 	10, // 10: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
-	12, // 11: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
-	13, // 12: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
-	16, // 13: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	14, // 14: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	17, // 15: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	15, // 16: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	14, // 11: hive.v1.Command.node_label:type_name -> hive.v1.NodeLabelCommand
+	12, // 12: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
+	13, // 13: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
+	19, // 14: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	15, // 15: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	20, // 16: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	21, // 17: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	18, // 18: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	16, // 19: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	17, // 20: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -1303,6 +1462,7 @@ func file_hive_v1_raft_proto_init() {
 	if File_hive_v1_raft_proto != nil {
 		return
 	}
+	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	file_hive_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Push)(nil),
@@ -1315,6 +1475,7 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_BootstrapTokenCreate)(nil),
 		(*Command_BootstrapTokenRedeem)(nil),
 		(*Command_CoordinatorUpsert)(nil),
+		(*Command_NodeLabel)(nil),
 		(*Command_NodeRevoke)(nil),
 		(*Command_NodeRemove)(nil),
 	}
@@ -1324,7 +1485,7 @@ func file_hive_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_raft_proto_rawDesc), len(file_hive_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -138,22 +138,32 @@ func (x *StateSnapshot) GetRevocations() []*Revocation {
 	return nil
 }
 
-// NodeRecord is a node of the registry: the facts its agent last sent.
+// NodeRecord is a node of the registry: the facts its agent last sent,
+// and the trusted labels that selectors match (state.TrustedLabels: the
+// identity's labels overridden by the operator's).
 type NodeRecord struct {
-	state        protoimpl.MessageState `protogen:"open.v1"`
-	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Labels       map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Addresses    []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	AgentVersion string                 `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Labels the agent reported about itself: facts, never matched by
+	// selectors. (Before identities existed these were the only labels; a
+	// replayed old record thus has facts and no trusted labels.)
+	Labels       map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Addresses    []string          `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	AgentVersion string            `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Time of the command that last changed the record.
 	Updated *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated,proto3" json:"updated,omitempty"`
 	// Registration order: assigned (1, 2, ...) when the registry first
 	// records the node and never changed; 0 for nodes recorded before
 	// ordinals existed. DRBD node ids follow it, so that a new node never
 	// renumbers the existing peers of a resource.
-	Ordinal       uint64 `protobuf:"varint,6,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ordinal uint64 `protobuf:"varint,6,opt,name=ordinal,proto3" json:"ordinal,omitempty"`
+	// The certificate the node last watched with, and its bound labels.
+	Identity *NodeIdentity `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Labels set by an operator (hivectl node label); they override the
+	// identity's labels key by key.
+	OperatorLabels map[string]string `protobuf:"bytes,8,rep,name=operator_labels,json=operatorLabels,proto3" json:"operator_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeRecord) Reset() {
@@ -226,6 +236,20 @@ func (x *NodeRecord) GetOrdinal() uint64 {
 		return x.Ordinal
 	}
 	return 0
+}
+
+func (x *NodeRecord) GetIdentity() *NodeIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *NodeRecord) GetOperatorLabels() map[string]string {
+	if x != nil {
+		return x.OperatorLabels
+	}
+	return nil
 }
 
 // StoredSecret is a secret as kept in the replicated state: sealed.
@@ -318,13 +342,19 @@ func (x *StoredSecret) GetVersion() uint64 {
 
 // StoredBootstrapToken is a bootstrap token (only its sha256).
 type StoredBootstrapToken struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TokenSha256   string                 `protobuf:"bytes,1,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Expires       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
-	Author        string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
-	Used          bool                   `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
-	UsedBy        string                 `protobuf:"bytes,6,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TokenSha256 string                 `protobuf:"bytes,1,opt,name=token_sha256,json=tokenSha256,proto3" json:"token_sha256,omitempty"`
+	Node        string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Expires     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	Author      string                 `protobuf:"bytes,4,opt,name=author,proto3" json:"author,omitempty"`
+	Used        bool                   `protobuf:"varint,5,opt,name=used,proto3" json:"used,omitempty"`
+	UsedBy      string                 `protobuf:"bytes,6,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	// Labels the minted certificate carries.
+	Labels map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// path.Match pattern of node names the token may mint (instead of node).
+	NodePattern string `protobuf:"bytes,11,opt,name=node_pattern,json=nodePattern,proto3" json:"node_pattern,omitempty"`
+	// May mint a certificate for a node already registered.
+	Replace       bool `protobuf:"varint,12,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -399,6 +429,27 @@ func (x *StoredBootstrapToken) GetUsedBy() string {
 		return x.UsedBy
 	}
 	return ""
+}
+
+func (x *StoredBootstrapToken) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *StoredBootstrapToken) GetNodePattern() string {
+	if x != nil {
+		return x.NodePattern
+	}
+	return ""
+}
+
+func (x *StoredBootstrapToken) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 // CoordinatorRecord is a coordinator's addresses.
@@ -478,6 +529,80 @@ func (x *CoordinatorRecord) GetUpdated() *timestamppb.Timestamp {
 	return nil
 }
 
+// NodeIdentity is what a node's verified client certificate says about it,
+// recorded when it watches.
+type NodeIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where labels come from: "certificate", or "dev" (a --dev coordinator
+	// has no certificates and trusts the labels agents report).
+	Source string `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	// Labels bound at enrolment (the certificate's label extension).
+	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The certificate's serial number (hex) and expiry; empty in --dev.
+	Serial        string                 `protobuf:"bytes,3,opt,name=serial,proto3" json:"serial,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeIdentity) Reset() {
+	*x = NodeIdentity{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeIdentity) ProtoMessage() {}
+
+func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
+func (*NodeIdentity) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeIdentity) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *NodeIdentity) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *NodeIdentity) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *NodeIdentity) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
 var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
@@ -492,7 +617,7 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
-	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\"\xa7\x02\n" +
+	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\"\xef\x03\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -500,8 +625,13 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x124\n" +
 	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x18\n" +
-	"\aordinal\x18\x06 \x01(\x04R\aordinal\x1a9\n" +
+	"\aordinal\x18\x06 \x01(\x04R\aordinal\x121\n" +
+	"\bidentity\x18\a \x01(\v2\x15.hive.v1.NodeIdentityR\bidentity\x12P\n" +
+	"\x0foperator_labels\x18\b \x03(\v2'.hive.v1.NodeRecord.OperatorLabelsEntryR\x0eoperatorLabels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13OperatorLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
 	"\fStoredSecret\x12\x12\n" +
@@ -510,20 +640,35 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x16\n" +
 	"\x06author\x18\x04 \x01(\tR\x06author\x124\n" +
 	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\x04R\aversion\"\xc8\x01\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion\"\x83\x03\n" +
 	"\x14StoredBootstrapToken\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x124\n" +
 	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
 	"\x06author\x18\x04 \x01(\tR\x06author\x12\x12\n" +
 	"\x04used\x18\x05 \x01(\bR\x04used\x12\x17\n" +
-	"\aused_by\x18\x06 \x01(\tR\x06usedBy\"\xb1\x01\n" +
+	"\aused_by\x18\x06 \x01(\tR\x06usedBy\x12A\n" +
+	"\x06labels\x18\n" +
+	" \x03(\v2).hive.v1.StoredBootstrapToken.LabelsEntryR\x06labels\x12!\n" +
+	"\fnode_pattern\x18\v \x01(\tR\vnodePattern\x12\x18\n" +
+	"\areplace\x18\f \x01(\bR\areplace\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb1\x01\n" +
 	"\x11CoordinatorRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x124\n" +
-	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdatedB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\aupdated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\xed\x01\n" +
+	"\fNodeIdentity\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x129\n" +
+	"\x06labels\x18\x02 \x03(\v2!.hive.v1.NodeIdentity.LabelsEntryR\x06labels\x12\x16\n" +
+	"\x06serial\x18\x03 \x01(\tR\x06serial\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_snapshot_proto_rawDescOnce sync.Once
@@ -537,37 +682,46 @@ func file_hive_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_hive_v1_snapshot_proto_rawDescData
 }
 
-var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*StateSnapshot)(nil),         // 0: hive.v1.StateSnapshot
 	(*NodeRecord)(nil),            // 1: hive.v1.NodeRecord
 	(*StoredSecret)(nil),          // 2: hive.v1.StoredSecret
 	(*StoredBootstrapToken)(nil),  // 3: hive.v1.StoredBootstrapToken
 	(*CoordinatorRecord)(nil),     // 4: hive.v1.CoordinatorRecord
-	nil,                           // 5: hive.v1.NodeRecord.LabelsEntry
-	(*Generation)(nil),            // 6: hive.v1.Generation
-	(*Report)(nil),                // 7: hive.v1.Report
-	(*Revocation)(nil),            // 8: hive.v1.Revocation
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*NodeIdentity)(nil),          // 5: hive.v1.NodeIdentity
+	nil,                           // 6: hive.v1.NodeRecord.LabelsEntry
+	nil,                           // 7: hive.v1.NodeRecord.OperatorLabelsEntry
+	nil,                           // 8: hive.v1.StoredBootstrapToken.LabelsEntry
+	nil,                           // 9: hive.v1.NodeIdentity.LabelsEntry
+	(*Generation)(nil),            // 10: hive.v1.Generation
+	(*Report)(nil),                // 11: hive.v1.Report
+	(*Revocation)(nil),            // 12: hive.v1.Revocation
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
-	6,  // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
+	10, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
 	1,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
-	7,  // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
+	11, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
 	2,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
 	3,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
 	4,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
-	8,  // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
-	5,  // 7: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	9,  // 8: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	9,  // 9: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	9,  // 10: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	9,  // 11: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
+	6,  // 7: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	13, // 8: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	5,  // 9: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	7,  // 10: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	13, // 11: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	13, // 12: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	8,  // 13: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	13, // 14: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	9,  // 15: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	13, // 16: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -582,7 +736,7 @@ func file_hive_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_snapshot_proto_rawDesc), len(file_hive_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

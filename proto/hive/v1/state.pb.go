@@ -643,17 +643,22 @@ func (x *PeerList) GetPeers() []*Peer {
 // NodeFacts are the facts a node's state is rendered with; file templates
 // see them as .Name, .Labels, .Addresses, .Roles and .Peers.
 type NodeFacts struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Labels    map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Addresses []string               `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	Roles     []string               `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Trusted labels: bound in the node's certificate or set by an operator
+	// (what selectors matched).
+	Labels    map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Addresses []string          `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Roles     []string          `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
 	// Nodes holding each role, by role name: only the roles whose name the
 	// node's file templates mention (for .Peers.ROLE), so that a state does
 	// not grow and change with every member of an unrelated large role.
-	Peers         map[string]*PeerList `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Peers map[string]*PeerList `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Labels the agent reported about itself: facts, not checked by anyone
+	// (templates: .Reported).
+	ReportedLabels map[string]string `protobuf:"bytes,6,rep,name=reported_labels,json=reportedLabels,proto3" json:"reported_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodeFacts) Reset() {
@@ -717,6 +722,13 @@ func (x *NodeFacts) GetRoles() []string {
 func (x *NodeFacts) GetPeers() map[string]*PeerList {
 	if x != nil {
 		return x.Peers
+	}
+	return nil
+}
+
+func (x *NodeFacts) GetReportedLabels() map[string]string {
+	if x != nil {
+		return x.ReportedLabels
 	}
 	return nil
 }
@@ -1349,10 +1361,18 @@ type NodeStatus struct {
 	AgentVersion      string `protobuf:"bytes,11,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	DryRun            bool   `protobuf:"varint,12,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// Last per-resource results.
-	Results       []*ResourceResult `protobuf:"bytes,13,rep,name=results,proto3" json:"results,omitempty"`
-	Addresses     []string          `protobuf:"bytes,14,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Results   []*ResourceResult `protobuf:"bytes,13,rep,name=results,proto3" json:"results,omitempty"`
+	Addresses []string          `protobuf:"bytes,14,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// labels (2) are the trusted labels; label_sources says where each came
+	// from: "certificate", "operator" or "dev".
+	LabelSources map[string]string `protobuf:"bytes,20,rep,name=label_sources,json=labelSources,proto3" json:"label_sources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Labels the agent reported about itself (facts).
+	ReportedLabels map[string]string `protobuf:"bytes,21,rep,name=reported_labels,json=reportedLabels,proto3" json:"reported_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The node's certificate as of its last watch (serial hex, expiry).
+	CertificateSerial   string                 `protobuf:"bytes,22,opt,name=certificate_serial,json=certificateSerial,proto3" json:"certificate_serial,omitempty"`
+	CertificateNotAfter *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=certificate_not_after,json=certificateNotAfter,proto3" json:"certificate_not_after,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1479,6 +1499,34 @@ func (x *NodeStatus) GetResults() []*ResourceResult {
 func (x *NodeStatus) GetAddresses() []string {
 	if x != nil {
 		return x.Addresses
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetLabelSources() map[string]string {
+	if x != nil {
+		return x.LabelSources
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetReportedLabels() map[string]string {
+	if x != nil {
+		return x.ReportedLabels
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetCertificateSerial() string {
+	if x != nil {
+		return x.CertificateSerial
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetCertificateNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateNotAfter
 	}
 	return nil
 }
@@ -1619,20 +1667,24 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
 	"\bPeerList\x12#\n" +
-	"\x05peers\x18\x01 \x03(\v2\r.hive.v1.PeerR\x05peers\"\xc8\x02\n" +
+	"\x05peers\x18\x01 \x03(\v2\r.hive.v1.PeerR\x05peers\"\xdc\x03\n" +
 	"\tNodeFacts\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.hive.v1.NodeFacts.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12\x14\n" +
 	"\x05roles\x18\x04 \x03(\tR\x05roles\x123\n" +
-	"\x05peers\x18\x05 \x03(\v2\x1d.hive.v1.NodeFacts.PeersEntryR\x05peers\x1a9\n" +
+	"\x05peers\x18\x05 \x03(\v2\x1d.hive.v1.NodeFacts.PeersEntryR\x05peers\x12O\n" +
+	"\x0freported_labels\x18\x06 \x03(\v2&.hive.v1.NodeFacts.ReportedLabelsEntryR\x0ereportedLabels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aK\n" +
 	"\n" +
 	"PeersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12'\n" +
-	"\x05value\x18\x02 \x01(\v2\x11.hive.v1.PeerListR\x05value:\x028\x01\"\xc4\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x11.hive.v1.PeerListR\x05value:\x028\x01\x1aA\n" +
+	"\x13ReportedLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
 	"\tNodeState\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -1705,7 +1757,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\achanged\x18\x02 \x01(\rR\achanged\x12\x16\n" +
 	"\x06failed\x18\x03 \x01(\rR\x06failed\x12\x18\n" +
 	"\askipped\x18\x04 \x01(\rR\askipped\x12\x18\n" +
-	"\aplanned\x18\x05 \x01(\rR\aplanned\"\xf7\x04\n" +
+	"\aplanned\x18\x05 \x01(\rR\aplanned\"\x98\b\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -1723,8 +1775,18 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\ragent_version\x18\v \x01(\tR\fagentVersion\x12\x17\n" +
 	"\adry_run\x18\f \x01(\bR\x06dryRun\x121\n" +
 	"\aresults\x18\r \x03(\v2\x17.hive.v1.ResourceResultR\aresults\x12\x1c\n" +
-	"\taddresses\x18\x0e \x03(\tR\taddresses\x1a9\n" +
+	"\taddresses\x18\x0e \x03(\tR\taddresses\x12J\n" +
+	"\rlabel_sources\x18\x14 \x03(\v2%.hive.v1.NodeStatus.LabelSourcesEntryR\flabelSources\x12P\n" +
+	"\x0freported_labels\x18\x15 \x03(\v2'.hive.v1.NodeStatus.ReportedLabelsEntryR\x0ereportedLabels\x12-\n" +
+	"\x12certificate_serial\x18\x16 \x01(\tR\x11certificateSerial\x12N\n" +
+	"\x15certificate_not_after\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
+	"\x11LabelSourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13ReportedLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xee\x01\n" +
 	"\n" +
@@ -1781,7 +1843,7 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Phase)(0),                    // 1: hive.v1.Phase
@@ -1804,55 +1866,62 @@ var file_hive_v1_state_proto_goTypes = []any{
 	nil,                           // 18: hive.v1.Peer.LabelsEntry
 	nil,                           // 19: hive.v1.NodeFacts.LabelsEntry
 	nil,                           // 20: hive.v1.NodeFacts.PeersEntry
-	nil,                           // 21: hive.v1.NodeState.SecretsEntry
-	nil,                           // 22: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 23: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 24: hive.v1.Member.LabelsEntry
-	nil,                           // 25: hive.v1.NodeStatus.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*Site)(nil),                  // 27: hive.v1.Site
-	(*Resource)(nil),              // 28: hive.v1.Resource
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	nil,                           // 21: hive.v1.NodeFacts.ReportedLabelsEntry
+	nil,                           // 22: hive.v1.NodeState.SecretsEntry
+	nil,                           // 23: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 24: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 25: hive.v1.Member.LabelsEntry
+	nil,                           // 26: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 27: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 28: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*Site)(nil),                  // 30: hive.v1.Site
+	(*Resource)(nil),              // 31: hive.v1.Resource
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	26, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	27, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	26, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	29, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	30, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	29, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
 	18, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
 	7,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
 	19, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
 	20, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
-	9,  // 7: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	28, // 8: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	21, // 9: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
-	0,  // 10: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	29, // 11: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
-	1,  // 12: hive.v1.Report.phase:type_name -> hive.v1.Phase
-	11, // 13: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	29, // 14: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	26, // 15: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	26, // 16: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	22, // 17: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	3,  // 18: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	23, // 19: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	3,  // 20: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	2,  // 21: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	24, // 22: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	4,  // 23: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	25, // 24: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	2,  // 25: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	1,  // 26: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	26, // 27: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	15, // 28: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	11, // 29: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	26, // 30: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	26, // 31: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	8,  // 32: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	21, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
+	9,  // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
+	31, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	22, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	0,  // 11: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
+	32, // 12: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	1,  // 13: hive.v1.Report.phase:type_name -> hive.v1.Phase
+	11, // 14: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
+	32, // 15: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	29, // 16: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	29, // 17: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	23, // 18: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	3,  // 19: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	24, // 20: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	3,  // 21: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	2,  // 22: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	25, // 23: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	4,  // 24: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	26, // 25: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	2,  // 26: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	1,  // 27: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	29, // 28: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	15, // 29: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	11, // 30: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	27, // 31: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	28, // 32: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	29, // 33: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	29, // 34: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	29, // 35: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	8,  // 36: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -1867,7 +1936,7 @@ func file_hive_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
