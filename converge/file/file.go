@@ -2,7 +2,9 @@
 // files (literal content or a Go text/template rendered with the node's
 // facts and the `secret "name"` function), directories and absent paths,
 // with mode, owner and group. Templates are rendered with
-// site.RenderTemplate, the same language the site parser checks.
+// site.RenderTemplate, the same language the site parser checks, bounded
+// in time, output and iterations (site.TemplateLimits) and abandoned when
+// the run's context ends.
 //
 // Invariants:
 //   - Every path is confined to Env.Root: the parent directory is resolved
@@ -46,7 +48,12 @@ import (
 )
 
 // Provider manages file resources. The zero value is ready to use.
-type Provider struct{}
+type Provider struct {
+	// TemplateLimits bound each template rendering; zero fields take
+	// site.DefaultTemplateLimits. A rendering also stops when the run's
+	// context ends.
+	TemplateLimits site.TemplateLimits
+}
 
 // New returns a file provider.
 func New() *Provider { return &Provider{} }
@@ -114,7 +121,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 			return nil, err
 		}
 		c := &converge.Change{}
-		if err := p.plan(env, ids, it.Resource.GetFile(), c); err != nil {
+		if err := p.plan(ctx, env, ids, it.Resource.GetFile(), c); err != nil {
 			c.Err = err
 		}
 		out = append(out, c)
@@ -122,7 +129,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	return out, nil
 }
 
-func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *converge.Change) error {
+func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, f *hivev1.File, c *converge.Change) error {
 	target, err := hostPath(env, f.GetPath())
 	if err != nil {
 		return err
@@ -200,7 +207,7 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 	}
 	content := []byte(f.GetContent())
 	if f.GetTemplate() {
-		r, err := site.RenderTemplate(f.GetContent(), env.Facts, env.Secrets)
+		r, err := site.RenderTemplate(ctx, f.GetContent(), env.Facts, env.Secrets, p.TemplateLimits)
 		if err != nil {
 			return err
 		}
