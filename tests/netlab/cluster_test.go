@@ -40,6 +40,8 @@ type cluster struct {
 	coords    []*node
 	agents    []*node
 	interval  string // agents' drift-check interval
+	// agentFlags are extra hive-agent flags (clusterConfig.agentFlags).
+	agentFlags []string
 }
 
 // node is one coordinator or agent process on its own host.
@@ -59,6 +61,8 @@ type clusterConfig struct {
 	labels func(i int) []string
 	// interval is the agents' drift-check interval (default 1s).
 	interval time.Duration
+	// agentFlags are appended to every agent's command line.
+	agentFlags []string
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -73,6 +77,8 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		bin:      netlab.Build(t, "hive-coordinator", "hive-agent", "hivectl"),
 		dir:      t.TempDir(),
 		interval: "1s",
+
+		agentFlags: cfg.agentFlags,
 	}
 	if cfg.interval > 0 {
 		c.interval = cfg.interval.String()
@@ -186,6 +192,7 @@ func (c *cluster) agentArgs(n *node, certName string, via *node) []string {
 	for _, l := range n.labels {
 		args = append(args, "--label", l)
 	}
+	args = append(args, c.agentFlags...)
 	return append(args, c.tlsFlags(certName)...)
 }
 
