@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -28,7 +30,7 @@ func Parse(name string, data []byte) (*hivev1.Site, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, ErrorList{{File: name, Line: 1, Col: 1, Msg: "file is empty"}}
 		}
-		return nil, ErrorList{yamlError(name, err)}
+		return nil, ErrorList{yamlError(name, data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -53,8 +55,15 @@ func Parse(name string, data []byte) (*hivev1.Site, error) {
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
-// yamlError turns a yaml.v3 syntax error into a positioned Error.
-func yamlError(name string, err error) *Error {
+// yamlError turns a yaml.v3 syntax error into a positioned Error. yaml.v3
+// reports a parser error at the start of the enclosing block (its
+// "context"), not where the problem is; other YAML tools (PyYAML,
+// yamllint) point at the problem itself. The problem is the shortest
+// prefix of the file that fails with the very same error, found by a
+// binary search over lines, then over the columns of the line found: the
+// parser reads a prefix exactly as it reads the start of the whole file,
+// so from the problem on every prefix fails the same way.
+func yamlError(name string, data []byte, err error) *Error {
 	msg := err.Error()
 	e := &Error{File: name, Line: 1, Col: 1, Msg: "YAML syntax: " + msg}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
@@ -63,7 +72,43 @@ func yamlError(name string, err error) *Error {
 		}
 		e.Msg = "YAML syntax: " + m[2]
 	}
+	if line, col, ok := yamlProblem(data, msg); ok {
+		e.Line, e.Col = line, col
+	}
 	return e
+}
+
+// yamlProblem locates the problem of the syntax error msg in data.
+func yamlProblem(data []byte, msg string) (line, col int, ok bool) {
+	same := func(prefix []byte) bool {
+		err := yaml.NewDecoder(bytes.NewReader(prefix)).Decode(&yaml.Node{})
+		return err != nil && err.Error() == msg
+	}
+	// Line ends: ends[i] is the offset just after line i+1.
+	var ends []int
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	i := sort.Search(len(ends), func(i int) bool { return same(data[:ends[i]]) })
+	if i == len(ends) {
+		return 0, 0, false
+	}
+	start := 0
+	if i > 0 {
+		start = ends[i-1]
+	}
+	n := ends[i] - start
+	c := sort.Search(n, func(c int) bool { return same(data[:start+c+1]) })
+	if c == n {
+		c = n - 1
+	}
+	// Columns count characters, as in every other position Parse reports.
+	return i + 1, utf8.RuneCount(data[start:start+c]) + 1, true
 }
 
 func (d *decoder) site(doc *yaml.Node) *hivev1.Site {
