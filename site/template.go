@@ -264,15 +264,17 @@ func valueSize(a any) int {
 }
 
 // printfBound is an upper bound of fmt.Sprintf(format, args...)'s length:
-// each verb prints at most its width plus its precision plus the largest
-// argument (explicit indexes can print one argument many times); fmt caps
-// widths and precisions at 1e6.
+// each verb prints at most its width plus its precision plus four times
+// the largest argument (% x and %q expand a byte up to 3 and 4 characters;
+// explicit indexes can print one argument many times); fmt caps widths and
+// precisions at 1e6; unused arguments are printed once more in
+// %!(EXTRA ...).
 func printfBound(format string, args []any) int {
 	maxArg := 0
 	for _, a := range args {
 		maxArg = max(maxArg, valueSize(a))
 	}
-	n := len(format) + 64*len(args) // %!(EXTRA ...) and error verbs
+	n := len(format) + argsSize(args) + 64*len(args)
 	for i := 0; i < len(format); i++ {
 		if format[i] != '%' {
 			continue
@@ -296,7 +298,7 @@ func printfBound(format string, args []any) int {
 			break
 		}
 		width += num
-		n += width + maxArg + 64
+		n += width + 4*maxArg + 64
 	}
 	return n
 }

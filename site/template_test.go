@@ -3,6 +3,7 @@ package site
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,25 @@ func TestTemplateTickReserved(t *testing.T) {
 	_, err := templateSecrets(`{{ ` + tickFunc + ` }}`)
 	if err == nil {
 		t.Fatal("a template calling the hidden function was accepted")
+	}
+}
+
+// TestPrintfBoundHolds: the bound a printf reserves is never below what it
+// prints, for the verbs that expand their argument most.
+func TestPrintfBoundHolds(t *testing.T) {
+	s := "\xff\x00é😀" + strings.Repeat("a", 100)
+	for _, c := range []struct {
+		format string
+		args   []any
+	}{
+		{"%x", []any{s}}, {"% x", []any{s}}, {"% X", []any{s}}, {"%q", []any{s}}, {"%+q", []any{s}},
+		{"%#v", []any{s}}, {"%[1]q%[1]q%[1]q", []any{s}}, {"", []any{s, s, s}}, {"%s", []any{[]byte(s)}},
+		{"%v", []any{map[string]string{"k": s}}}, {"%*d", []any{1000, 1}}, {"%.*f", []any{500, 1.0}},
+		{"%d", []any{s}}, {"%!", nil}, {"%", nil},
+	} {
+		got := len(fmt.Sprintf(c.format, c.args...))
+		if b := printfBound(c.format, c.args); b < got {
+			t.Errorf("printfBound(%q) = %d, printed %d", c.format, b, got)
+		}
 	}
 }
