@@ -466,6 +466,14 @@ func templateSecrets(content string) ([]string, error) {
 			walk(n.List)
 			walk(n.ElseList)
 		case *parse.RangeNode:
+			// A literal count over the iteration limit can only fail on
+			// every agent: refuse it here.
+			if p := n.Pipe; p != nil && len(p.Cmds) == 1 && len(p.Cmds[0].Args) == 1 {
+				if num, ok := p.Cmds[0].Args[0].(*parse.NumberNode); ok && num.IsInt && num.Int64 > DefaultTemplateMaxIterations {
+					walkErr = fmt.Errorf("range %s: more than the limit of %d range iterations a template may run", num.Text, DefaultTemplateMaxIterations)
+					return
+				}
+			}
 			walk(n.Pipe)
 			walk(n.List)
 			walk(n.ElseList)

@@ -111,3 +111,12 @@ func TestPrintfBoundHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateRefusesLiteralRunawayRange: the runaway template of issue 11
+// finding 7 is refused by validate already, at its file.
+func TestValidateRefusesLiteralRunawayRange(t *testing.T) {
+	_, err := Parse("s.yaml", []byte("roles:\n  a:\n    files:\n      - path: /x\n        template: true\n        content: \"{{ range 1000000000000000 }}{{ end }}\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "s.yaml:6:9: roles.a.files[0].content: template: range 1000000000000000: more than the limit of 1000000") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// runaway is the template of issue 11 finding 7: before templates were
-// bounded it kept hive-agent at 100% CPU for good, deaf to newer
-// generations and to SIGTERM.
-const runaway = `{{ range 1000000000000000 }}{{ end }}`
+// runaway is a template like that of issue 11 finding 7, which kept
+// hive-agent at 100% CPU for good, deaf to newer generations and to
+// SIGTERM. Validate now refuses a literal range over the iteration limit
+// (range 1000000000000000), so this one nests two that are within it.
+const runaway = `{{ range 1000000 }}{{ range 1000000 }}{{ end }}{{ end }}`
 
 // siteRunaway is siteFiles with n more files whose template never ends.
 func siteRunaway(v string, files, runaways int) string {
