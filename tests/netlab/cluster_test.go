@@ -29,6 +29,9 @@ const (
 // host where hivectl runs. Everything uses mutual TLS with certificates made
 // by `hivectl tls`.
 type cluster struct {
+	// agentFlags are extra hive-agent flags (clusterConfig.agentFlags).
+	agentFlags []string
+
 	t   testing.TB
 	lab *netlab.Lab
 	bin map[string]string
@@ -40,8 +43,6 @@ type cluster struct {
 	coords    []*node
 	agents    []*node
 	interval  string // agents' drift-check interval
-	// agentFlags are extra hive-agent flags (clusterConfig.agentFlags).
-	agentFlags []string
 }
 
 // node is one coordinator or agent process on its own host.
@@ -55,14 +56,15 @@ type node struct {
 }
 
 type clusterConfig struct {
+	// agentFlags are appended to every agent's command line.
+	agentFlags []string
+
 	coordinators int
 	agents       int
 	// labels of agent i (default tier=web).
 	labels func(i int) []string
 	// interval is the agents' drift-check interval (default 1s).
 	interval time.Duration
-	// agentFlags are appended to every agent's command line.
-	agentFlags []string
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
