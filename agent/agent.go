@@ -94,10 +94,9 @@ type Agent struct {
 
 // runCtl lets deliver supersede the run in progress.
 type runCtl struct {
-	gen        uint64
-	cancel     context.CancelCauseFunc
-	supersede  *time.Timer // set once a newer generation arrived
-	superseded uint64      // that generation
+	gen       uint64
+	cancel    context.CancelCauseFunc
+	supersede *time.Timer // set once a newer generation arrived
 }
 
 // Stats are counters for tests and status.
@@ -285,8 +284,11 @@ func (a *Agent) deliver(st *hivev1.NodeState) {
 		return
 	}
 	a.state = st
-	a.supersedeLocked(st.GetGeneration())
+	superseding := a.supersedeLocked(st.GetGeneration())
 	a.mu.Unlock()
+	if superseding {
+		a.log.Info("a newer generation arrived during a run: the run gets the stop grace to finish, then is cancelled", "generation", st.GetGeneration(), "grace", a.cfg.StopGrace)
+	}
 	if err := a.cache.SaveState(st); err != nil {
 		a.log.Error("cannot write the offline cache", "err", err)
 	}
@@ -297,14 +299,15 @@ func (a *Agent) deliver(st *hivev1.NodeState) {
 // supersedeLocked gives the run in progress, if it converges an older
 // generation, StopGrace to finish before its context is cancelled: a run
 // stuck on one resource must not keep the node from a newer generation.
-func (a *Agent) supersedeLocked(gen uint64) {
+// It reports whether it started that grace.
+func (a *Agent) supersedeLocked(gen uint64) bool {
 	r := a.running
 	if r == nil || gen <= r.gen || r.supersede != nil {
-		return
+		return false
 	}
-	r.superseded = gen
 	cause := fmt.Errorf("superseded by generation %d", gen)
 	r.supersede = time.AfterFunc(a.cfg.StopGrace, func() { r.cancel(cause) })
+	return true
 }
 
 // runLoop is the only caller of Engine.Run.
