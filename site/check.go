@@ -381,6 +381,9 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 			c.at(res, "type", "required")
 		}
 		c.atErr(res, "name", CheckRepoName(r.GetName()))
+		if r.GetUrl() == "" {
+			c.at(res, "url", "required")
+		}
 		c.atErr(res, "url", CheckRepoWord("URL", r.GetUrl()))
 		c.atErr(res, "suite", CheckRepoWord("suite", r.GetSuite()))
 		for _, w := range r.GetComponents() {
@@ -414,6 +417,9 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 		}
 	case *hivev1.Resource_Service:
 		want = "service:" + UnitName(k.Service.GetName())
+		if !unitRE.MatchString(k.Service.GetName()) {
+			c.at(res, "name", "%q is not a valid systemd unit name", k.Service.GetName())
+		}
 	case *hivev1.Resource_Firewall:
 		want = "firewall:filter"
 		for i, r := range k.Firewall.GetRules() {
@@ -433,6 +439,9 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 			c.at(res, "port", "port %d out of range 1-65535", dr.GetPort())
 		}
 		c.atErr(res, "name", CheckDrbdName(dr.GetName()))
+		if dr.GetPeerRole() == "" {
+			c.at(res, "peers", "required")
+		}
 		c.atErr(res, "disk", CheckDrbdDevice("disk", dr.GetDisk()))
 		if m := dr.GetMetaDisk(); m != "" && m != "internal" {
 			c.atErr(res, "meta_disk", CheckDrbdDevice("meta_disk", m))
@@ -448,6 +457,16 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 		want = "swarm:node"
 		if k.Swarm.GetRole() == hivev1.SwarmRole_SWARM_ROLE_UNSPECIFIED {
 			c.at(res, "role", "required")
+		}
+		for i, n := range k.Swarm.GetNetworks() {
+			if n.GetName() == "" {
+				c.at(res, fmt.Sprintf("networks[%d].name", i), "required")
+			}
+			if sub := n.GetSubnet(); sub != "" {
+				if norm, err := normalizeCIDR(sub); err != nil || norm != sub {
+					c.at(res, fmt.Sprintf("networks[%d].subnet", i), "bad subnet %q", sub)
+				}
+			}
 		}
 	default:
 		c.at(res, "", "resource %q has no kind", res.GetKey())

@@ -11,6 +11,7 @@ import (
 	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/converge/pkg"
 	"github.com/hivefleet/hive/converge/pkgrepo"
+	"github.com/hivefleet/hive/converge/service"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/site"
 )
@@ -143,5 +144,48 @@ func TestValidateRefusesWhatAgentsRefuse(t *testing.T) {
 				t.Errorf("site.Check (push) accepts what the agent refuses: %v", c.res)
 			}
 		})
+	}
+}
+
+// TestCheckRefusesWhatAgentsRefuse: a site pushed through the API without
+// source text (so never parsed) is refused by the coordinator's Check for
+// what a provider would refuse on every agent.
+func TestCheckRefusesWhatAgentsRefuse(t *testing.T) {
+	svc := func(name string) *hivev1.Resource {
+		return &hivev1.Resource{Key: "service:" + site.UnitName(name), Kind: &hivev1.Resource_Service{Service: &hivev1.Service{Name: name}}}
+	}
+	for _, c := range []struct {
+		name string
+		res  *hivev1.Resource
+		want string
+	}{
+		{"service name with a space", svc("ng inx"), "not a valid systemd unit name"},
+		{"service name with /", svc("a/b"), "not a valid systemd unit name"},
+		{"repo without url", &hivev1.Resource{Key: "repo:acme", Kind: &hivev1.Resource_Repo{Repo: &hivev1.Repo{Name: "acme", Type: hivev1.RepoType_REPO_TYPE_YUM}}}, "url: required"},
+		{"drbd without peers", &hivev1.Resource{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: &hivev1.Drbd{Name: "r0", Disk: "/dev/vdb", Port: 7789}}}, "peers: required"},
+		{"swarm network without name", &hivev1.Resource{Key: "swarm:node", Kind: &hivev1.Resource_Swarm{Swarm: &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Networks: []*hivev1.SwarmNetwork{{}}}}}, "networks[0].name: required"},
+		{"swarm subnet", &hivev1.Resource{Key: "swarm:node", Kind: &hivev1.Resource_Swarm{Swarm: &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Networks: []*hivev1.SwarmNetwork{{Name: "n", Subnet: "10.0.0.0/33"}}}}}, "bad subnet"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &hivev1.Site{Name: "api", Selectors: []*hivev1.Selector{{Roles: []string{"db"}}},
+				Roles: []*hivev1.Role{{Name: "db", Resources: []*hivev1.Resource{c.res}}}}
+			if err := site.Check(s); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Check = %v, want %q", err, c.want)
+			}
+		})
+	}
+	// The agents do refuse them (the premise), where a provider can say so
+	// without a host.
+	p := service.New(service.Config{})
+	for _, n := range []string{"ng inx", "a/b"} {
+		if p.Validate(svc(n)) == nil {
+			t.Errorf("premise: the service provider accepts %q", n)
+		}
+	}
+	if repo := pkgrepo.New(pkgrepo.Config{}); repo.Validate(&hivev1.Resource{Kind: &hivev1.Resource_Repo{Repo: &hivev1.Repo{Name: "acme"}}}) == nil {
+		t.Error("premise: the repo provider accepts an empty url")
+	}
+	if _, err := drbd.Check(&hivev1.Drbd{Name: "r0", Disk: "/dev/vdb", Port: 7789}, "db-1"); err == nil {
+		t.Error("premise: drbd accepts a resource without peers")
 	}
 }
