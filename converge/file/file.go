@@ -2,9 +2,7 @@
 // files (literal content or a Go text/template rendered with the node's
 // facts and the `secret "name"` function), directories and absent paths,
 // with mode, owner and group. Templates are rendered with
-// site.RenderTemplate, the same language the site parser checks, bounded
-// in time, output and iterations (site.TemplateLimits) and abandoned when
-// the run's context ends.
+// site.RenderTemplate, the same language the site parser checks.
 //
 // Invariants:
 //   - Every path is confined to Env.Root: the parent directory is resolved
@@ -48,12 +46,7 @@ import (
 )
 
 // Provider manages file resources. The zero value is ready to use.
-type Provider struct {
-	// TemplateLimits bound each template rendering; zero fields take
-	// site.DefaultTemplateLimits. A rendering also stops when the run's
-	// context ends.
-	TemplateLimits site.TemplateLimits
-}
+type Provider struct{}
 
 // New returns a file provider.
 func New() *Provider { return &Provider{} }
@@ -207,7 +200,9 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, f 
 	}
 	content := []byte(f.GetContent())
 	if f.GetTemplate() {
-		r, err := site.RenderTemplate(ctx, f.GetContent(), env.Facts, env.Secrets, p.TemplateLimits)
+		// Bounded by site.DefaultTemplateLimits, and abandoned when the
+		// run's context ends.
+		r, err := site.RenderTemplate(ctx, f.GetContent(), env.Facts, env.Secrets, site.TemplateLimits{})
 		if err != nil {
 			return err
 		}
