@@ -24,9 +24,10 @@
 // Invariants: the cache holds the last state received (atomically
 // written, checksummed; a corrupt file is moved aside and ignored); a
 // state older (lower generation) than the one held is refused; a report's
-// seq grows across restarts. On cancellation a run in progress gets
-// Config.StopGrace to finish before its context is cancelled, which aborts
-// it between (or inside, for providers honouring ctx) resources.
+// seq grows across restarts. On cancellation, or when a newer generation
+// arrives, a run in progress gets Config.StopGrace to finish before its
+// context is cancelled, which aborts it between (or inside, for providers
+// honouring ctx, and template rendering) resources.
 package agent
 
 import (
@@ -51,6 +52,9 @@ import (
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/version"
 )
+
+// errStopping is the cause of a run cancelled because the agent stops.
+var errStopping = errors.New("agent stopping")
 
 // Run triggers (Report.trigger).
 const (
@@ -83,10 +87,18 @@ type Agent struct {
 	seq        atomic.Uint64
 
 	runStarted atomic.Int64 // unix nanos of the run in progress, 0 when idle
+	running    *runCtl      // the run in progress, guarded by mu; nil when idle
 	ready      atomic.Bool
 	readyCh    chan struct{}
 	stats      Stats
 	statsMu    sync.Mutex
+}
+
+// runCtl lets deliver supersede the run in progress.
+type runCtl struct {
+	gen       uint64
+	cancel    context.CancelCauseFunc
+	supersede *time.Timer // set once a newer generation arrived
 }
 
 // Stats are counters for tests and status.
@@ -287,12 +299,30 @@ func (a *Agent) deliver(st *hivev1.NodeState) {
 		return
 	}
 	a.state = st
+	superseding := a.supersedeLocked(st.GetGeneration())
 	a.mu.Unlock()
+	if superseding {
+		a.log.Info("a newer generation arrived during a run: the run gets the stop grace to finish, then is cancelled", "generation", st.GetGeneration(), "grace", a.cfg.StopGrace)
+	}
 	if err := a.cache.SaveState(st); err != nil {
 		a.log.Error("cannot write the offline cache", "err", err)
 	}
 	a.log.Info("new desired state", "generation", st.GetGeneration(), "hash", short(st.GetHash()), "resources", len(st.GetResources()))
 	a.Trigger(TriggerState)
+}
+
+// supersedeLocked gives the run in progress, if it converges an older
+// generation, StopGrace to finish before its context is cancelled: a run
+// stuck on one resource must not keep the node from a newer generation.
+// It reports whether it started that grace.
+func (a *Agent) supersedeLocked(gen uint64) bool {
+	r := a.running
+	if r == nil || gen <= r.gen || r.supersede != nil {
+		return false
+	}
+	cause := fmt.Errorf("superseded by generation %d", gen)
+	r.supersede = time.AfterFunc(a.cfg.StopGrace, func() { r.cancel(cause) })
+	return true
 }
 
 // runLoop is the only caller of Engine.Run.
@@ -358,19 +388,44 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	defer a.runStarted.Store(0)
 
 	// The run outlives ctx by StopGrace, so a stop lets it finish the
-	// resource at hand (or all of it) instead of tearing it mid-way.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.RunTimeout)
+	// resource at hand (or all of it) instead of tearing it mid-way; a
+	// newer generation gets the same treatment (supersedeLocked). Every
+	// provider, and template rendering, honours the cancellation.
+	bctx, cancelCause := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelCause(nil)
+	rctx, cancel := context.WithTimeout(bctx, a.cfg.RunTimeout)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(a.cfg.StopGrace, cancel)
+		t := time.AfterFunc(a.cfg.StopGrace, func() { cancelCause(errStopping) })
 		context.AfterFunc(rctx, func() { t.Stop() })
 	})
 	defer stop()
+	rc := &runCtl{gen: st.GetGeneration(), cancel: cancelCause}
+	a.mu.Lock()
+	a.running = rc
+	if cur := a.state; cur != nil && cur.GetGeneration() > rc.gen {
+		a.supersedeLocked(cur.GetGeneration())
+	}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.running = nil
+		if rc.supersede != nil {
+			rc.supersede.Stop()
+		}
+		a.mu.Unlock()
+	}()
 
 	if reason == TriggerState || reason == TriggerStartup {
 		a.sendApplying(ctx, st, started, reason)
 	}
 	rep, err := a.deps.Engine.Run(rctx, st, converge.RunOptions{DryRun: a.cfg.DryRun})
+	if err != nil && rctx.Err() != nil {
+		// Say why the run was cut short, not only that it was.
+		if cause := context.Cause(rctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w: %w", err, cause)
+		}
+	}
 	finished := time.Now()
 	r := &hivev1.Report{
 		Node:         a.cfg.Name,

@@ -98,6 +98,11 @@ func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushRe
 		s.metrics.pushes.WithLabelValues("rejected").Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "site rejected: %v", err)
 	}
+	// What pull will show must be what agents get.
+	if err := checkSource(req.GetSourceName(), req.GetSource(), req.GetSite()); err != nil {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "push rejected: %v", err)
+	}
 	sum, err := siteHash(req.GetSite())
 	if err != nil {
 		return nil, toStatus(err)

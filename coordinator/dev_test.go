@@ -58,7 +58,7 @@ func TestDevServer(t *testing.T) {
 		t.Fatalf("bad secret name: %v", err)
 	}
 
-	p1, err := c.Push(ctx, &hivev1.PushRequest{Site: testSite("1.0"), Message: "first", SourceName: "site.yaml", Source: []byte("x")})
+	p1, err := c.Push(ctx, &hivev1.PushRequest{Site: testSite("1.0"), Message: "first", SourceName: "site.yaml"})
 	if err != nil {
 		t.Fatal(err)
 	}

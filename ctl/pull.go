@@ -19,7 +19,8 @@ func newPullCommand(cf *connFlags) *cobra.Command {
 		Long: `pull prints the site file text as it was pushed for the current generation
 (or generation N), to stdout or to --out FILE. Use it to start a change from
 what the coordinators hold, or after a push was refused because someone else
-pushed first.`,
+pushed first. The text always parses to the generation's site: the
+coordinators refuse a push whose text does not.`,
 		Example: `  hivectl pull > site.yaml
   hivectl pull 5 --out site-gen5.yaml`,
 		Args: cobra.MaximumNArgs(1),

@@ -20,7 +20,13 @@ func newValidateCommand() *cobra.Command {
 
 It prints nothing and exits 0 when the file is valid (with -v, a summary of
 roles, selectors and resources). Otherwise it prints every error found, one
-per line as FILE:LINE:COL: FIELD.PATH: REASON, and exits 1.`,
+per line as FILE:LINE:COL: FIELD.PATH: REASON, and exits 1.
+
+It refuses every value an agent would refuse (the providers share these
+checks with it). Warnings, for what is valid but probably a mistake (a
+firewall whose input policy is drop with no rule accepting SSH, 22/tcp),
+are printed on stderr as FILE:LINE:COL: FIELD.PATH: warning: REASON and do
+not change the exit code; push prints them too and pushes.`,
 		Example: `  hivectl validate deploy/examples/site.yaml
   hivectl validate -v site.yaml`,
 		Args: cobra.ExactArgs(1),
@@ -63,6 +69,11 @@ func readSite(cmd *cobra.Command, name, suffix string) (*hivev1.Site, []byte, er
 			return nil, nil, &exitError{code: 1}
 		}
 		return nil, nil, err
+	}
+	// Warnings (valid, but probably a mistake) are printed and do not
+	// stop validate or push.
+	for _, w := range site.Warnings(s) {
+		fmt.Fprintln(cmd.ErrOrStderr(), w.Error())
 	}
 	return s, data, nil
 }

@@ -108,7 +108,12 @@ func (c *checker) check(s *hivev1.Site) {
 		roleNames = append(roleNames, r.GetName())
 	}
 	secrets := map[string]bool{}
-	for _, name := range s.GetSecrets() {
+	for i, name := range s.GetSecrets() {
+		if c.api {
+			if err := CheckSecretName(name); err != nil {
+				c.d.errorAt(fmt.Sprintf("secrets[%d]", i), "%v", err)
+			}
+		}
 		secrets[name] = true
 	}
 	unknownRole := func(pathStr, name string, res *hivev1.Resource, sub string) {
@@ -370,15 +375,30 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 	var want string
 	switch k := res.GetKind().(type) {
 	case *hivev1.Resource_Repo:
-		want = "repo:" + k.Repo.GetName()
-		if k.Repo.GetType() == hivev1.RepoType_REPO_TYPE_UNSPECIFIED {
+		r := k.Repo
+		want = "repo:" + r.GetName()
+		if r.GetType() == hivev1.RepoType_REPO_TYPE_UNSPECIFIED {
 			c.at(res, "type", "required")
+		}
+		c.atErr(res, "name", CheckRepoName(r.GetName()))
+		if r.GetUrl() == "" {
+			c.at(res, "url", "required")
+		}
+		c.atErr(res, "url", CheckRepoWord("URL", r.GetUrl()))
+		c.atErr(res, "suite", CheckRepoWord("suite", r.GetSuite()))
+		for _, w := range r.GetComponents() {
+			c.atErr(res, "components", CheckRepoWord("component", w))
+		}
+		for _, w := range r.GetArchitectures() {
+			c.atErr(res, "architectures", CheckRepoWord("architecture", w))
+		}
+		if r.GetSigningKey() != "" {
+			c.atErr(res, "key", CheckSigningKey([]byte(r.GetSigningKey())))
 		}
 	case *hivev1.Resource_Package:
 		want = "package:" + k.Package.GetName()
-		if !pkgNameRE.MatchString(k.Package.GetName()) {
-			c.at(res, "name", "package name %q is not valid", k.Package.GetName())
-		}
+		c.atErr(res, "name", CheckPackageName(k.Package.GetName()))
+		c.atErr(res, "version", CheckPackageVersion(k.Package.GetVersion()))
 	case *hivev1.Resource_File:
 		want = "file:" + k.File.GetPath()
 		if msg := checkPath(k.File.GetPath()); msg != "" {
@@ -397,9 +417,15 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 		}
 	case *hivev1.Resource_Service:
 		want = "service:" + UnitName(k.Service.GetName())
+		if !unitRE.MatchString(k.Service.GetName()) {
+			c.at(res, "name", "%q is not a valid systemd unit name", k.Service.GetName())
+		}
 	case *hivev1.Resource_Firewall:
 		want = "firewall:filter"
 		for i, r := range k.Firewall.GetRules() {
+			c.atErr(res, fmt.Sprintf("rules[%d].in_interface", i), CheckInterface(r.GetInInterface()))
+			c.atErr(res, fmt.Sprintf("rules[%d].out_interface", i), CheckInterface(r.GetOutInterface()))
+			c.atErr(res, fmt.Sprintf("rules[%d].comment", i), CheckComment(r.GetComment()))
 			for _, cidr := range append(append([]string{}, r.GetSources()...), r.GetDestinations()...) {
 				if norm, err := normalizeCIDR(cidr); err != nil || norm != cidr {
 					c.at(res, fmt.Sprintf("rules[%d]", i), "bad address %q", cidr)
@@ -407,14 +433,40 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 			}
 		}
 	case *hivev1.Resource_Drbd:
-		want = "drbd:" + k.Drbd.GetName()
-		if k.Drbd.GetPort() == 0 || k.Drbd.GetPort() > 65535 {
-			c.at(res, "port", "port %d out of range 1-65535", k.Drbd.GetPort())
+		dr := k.Drbd
+		want = "drbd:" + dr.GetName()
+		if dr.GetPort() == 0 || dr.GetPort() > 65535 {
+			c.at(res, "port", "port %d out of range 1-65535", dr.GetPort())
+		}
+		c.atErr(res, "name", CheckDrbdName(dr.GetName()))
+		if dr.GetPeerRole() == "" {
+			c.at(res, "peers", "required")
+		}
+		c.atErr(res, "disk", CheckDrbdDevice("disk", dr.GetDisk()))
+		if m := dr.GetMetaDisk(); m != "" && m != "internal" {
+			c.atErr(res, "meta_disk", CheckDrbdDevice("meta_disk", m))
+		}
+		for _, key := range sortedKeys(dr.GetOptions()) {
+			if err := CheckDrbdOptionKey(key); err != nil {
+				c.atErr(res, "options."+key, err)
+			} else {
+				c.atErr(res, "options."+key, CheckDrbdOptionValue(key, dr.GetOptions()[key]))
+			}
 		}
 	case *hivev1.Resource_Swarm:
 		want = "swarm:node"
 		if k.Swarm.GetRole() == hivev1.SwarmRole_SWARM_ROLE_UNSPECIFIED {
 			c.at(res, "role", "required")
+		}
+		for i, n := range k.Swarm.GetNetworks() {
+			if n.GetName() == "" {
+				c.at(res, fmt.Sprintf("networks[%d].name", i), "required")
+			}
+			if sub := n.GetSubnet(); sub != "" {
+				if norm, err := normalizeCIDR(sub); err != nil || norm != sub {
+					c.at(res, fmt.Sprintf("networks[%d].subnet", i), "bad subnet %q", sub)
+				}
+			}
 		}
 	default:
 		c.at(res, "", "resource %q has no kind", res.GetKey())
@@ -422,6 +474,13 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 	}
 	if res.GetKey() != want {
 		c.at(res, "key", "key %q does not match the resource (want %q)", res.GetKey(), want)
+	}
+}
+
+// atErr reports err, if any, about a resource.
+func (c *checker) atErr(res *hivev1.Resource, sub string, err error) {
+	if err != nil {
+		c.at(res, sub, "%v", err)
 	}
 }
 

@@ -55,6 +55,13 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.add(e)
 }
 
+// check reports err, if any, as an error about n at path.
+func (d *decoder) check(n *yaml.Node, path string, err error) {
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+	}
+}
+
 // errorAt reports an error at the recorded position of path.
 func (d *decoder) errorAt(path, format string, args ...any) {
 	p := d.pos[path]

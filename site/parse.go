@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -28,7 +30,7 @@ func Parse(name string, data []byte) (*hivev1.Site, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, ErrorList{{File: name, Line: 1, Col: 1, Msg: "file is empty"}}
 		}
-		return nil, ErrorList{yamlError(name, err)}
+		return nil, ErrorList{yamlError(name, data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -53,8 +55,15 @@ func Parse(name string, data []byte) (*hivev1.Site, error) {
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
-// yamlError turns a yaml.v3 syntax error into a positioned Error.
-func yamlError(name string, err error) *Error {
+// yamlError turns a yaml.v3 syntax error into a positioned Error. yaml.v3
+// reports a parser error at the start of the enclosing block (its
+// "context"), not where the problem is; other YAML tools (PyYAML,
+// yamllint) point at the problem itself. The problem is the shortest
+// prefix of the file that fails with the very same error, found by a
+// binary search over lines, then over the columns of the line found: the
+// parser reads a prefix exactly as it reads the start of the whole file,
+// so from the problem on every prefix fails the same way.
+func yamlError(name string, data []byte, err error) *Error {
 	msg := err.Error()
 	e := &Error{File: name, Line: 1, Col: 1, Msg: "YAML syntax: " + msg}
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
@@ -63,7 +72,51 @@ func yamlError(name string, err error) *Error {
 		}
 		e.Msg = "YAML syntax: " + m[2]
 	}
+	if line, col, ok := yamlProblem(data, msg); ok {
+		e.Line, e.Col = line, col
+	}
 	return e
+}
+
+// maxProblemSearch bounds the files whose syntax error yamlProblem
+// locates: the search parses about 20 prefixes (a 4 MiB file takes
+// seconds). Larger files get yaml.v3's position.
+const maxProblemSearch = 1 << 20
+
+// yamlProblem locates the problem of the syntax error msg in data.
+func yamlProblem(data []byte, msg string) (line, col int, ok bool) {
+	if len(data) > maxProblemSearch {
+		return 0, 0, false
+	}
+	same := func(prefix []byte) bool {
+		err := yaml.NewDecoder(bytes.NewReader(prefix)).Decode(&yaml.Node{})
+		return err != nil && err.Error() == msg
+	}
+	// Line ends: ends[i] is the offset just after line i+1.
+	var ends []int
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	i := sort.Search(len(ends), func(i int) bool { return same(data[:ends[i]]) })
+	if i == len(ends) {
+		return 0, 0, false
+	}
+	start := 0
+	if i > 0 {
+		start = ends[i-1]
+	}
+	n := ends[i] - start
+	c := sort.Search(n, func(c int) bool { return same(data[:start+c+1]) })
+	if c == n {
+		c = n - 1
+	}
+	// Columns count characters, as in every other position Parse reports.
+	return i + 1, utf8.RuneCount(data[start:start+c]) + 1, true
 }
 
 func (d *decoder) site(doc *yaml.Node) *hivev1.Site {
@@ -83,11 +136,11 @@ func (d *decoder) site(doc *yaml.Node) *hivev1.Site {
 		field{"secrets", func(v *yaml.Node, p string) {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
 				name := d.str(item, ip)
-				if name == "" {
+				if d.errPaths[ip] {
 					return
 				}
-				if !validName(name) {
-					d.errorf(item, ip, "secret name %q: use letters, digits, '.', '_', '-' and '/' only", name)
+				if err := CheckSecretName(name); err != nil {
+					d.errorf(item, ip, "%v", err)
 					return
 				}
 				s.Secrets = append(s.Secrets, name)
@@ -200,17 +253,30 @@ func (d *decoder) repo(n *yaml.Node, path string) *hivev1.Resource {
 		field{"name", func(v *yaml.Node, p string) { r.Name = d.str(v, p) }},
 		field{"type", func(v *yaml.Node, p string) { typ = d.oneOf(v, p, "yum", "apt") }},
 		field{"url", func(v *yaml.Node, p string) { r.Url = d.url(v, p) }},
-		field{"suite", func(v *yaml.Node, p string) { r.Suite = d.str(v, p) }},
-		field{"components", func(v *yaml.Node, p string) { r.Components = d.strList(v, p) }},
+		field{"suite", func(v *yaml.Node, p string) {
+			r.Suite = d.str(v, p)
+			d.check(v, p, CheckRepoWord("suite", r.Suite))
+		}},
+		field{"components", func(v *yaml.Node, p string) {
+			r.Components = d.strList(v, p)
+			for _, c := range r.Components {
+				d.check(v, p, CheckRepoWord("component", c))
+			}
+		}},
 		field{"key", func(v *yaml.Node, p string) {
 			r.SigningKey = d.str(v, p)
-			if r.SigningKey != "" && !strings.Contains(r.SigningKey, "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-				d.errorf(v, p, "not an ASCII-armored OpenPGP public key (no BEGIN PGP PUBLIC KEY BLOCK line)")
+			if r.SigningKey != "" {
+				d.check(v, p, CheckSigningKey([]byte(r.SigningKey)))
 			}
 		}},
 		field{"key_url", func(v *yaml.Node, p string) { r.SigningKeyUrl = d.url(v, p) }},
 		field{"gpgcheck", func(v *yaml.Node, p string) { r.Gpgcheck = d.boolean(v, p) }},
-		field{"architectures", func(v *yaml.Node, p string) { r.Architectures = d.strList(v, p) }},
+		field{"architectures", func(v *yaml.Node, p string) {
+			r.Architectures = d.strList(v, p)
+			for _, a := range r.Architectures {
+				d.check(v, p, CheckRepoWord("architecture", a))
+			}
+		}},
 	)...) {
 		return nil
 	}
@@ -232,8 +298,8 @@ func (d *decoder) repo(n *yaml.Node, path string) *hivev1.Resource {
 			r.Components = []string{"main"}
 		}
 	}
-	if r.Name != "" && !validName(r.Name) {
-		d.errorf(n, path+".name", "repo name %q: use letters, digits, '.', '_' and '-' only", r.Name)
+	if r.Name != "" {
+		d.check(n, path+".name", CheckRepoName(r.Name))
 	}
 	if r.Gpgcheck && r.SigningKey == "" && r.SigningKeyUrl == "" && r.Url != "" {
 		d.errorf(n, path, "a signing key is required: give key or key_url, or set gpgcheck: false")
@@ -251,6 +317,7 @@ func (d *decoder) url(n *yaml.Node, path string) string {
 	}
 	for _, scheme := range []string{"http://", "https://", "file://"} {
 		if strings.HasPrefix(s, scheme) && len(s) > len(scheme) {
+			d.check(n, path, CheckRepoWord("URL", s))
 			return s
 		}
 	}
@@ -275,9 +342,6 @@ func (d *decoder) required(n *yaml.Node, path, key, val string) {
 	d.errorf(n, full, "required")
 }
 
-// pkgNameRE accepts Debian and RPM package names.
-var pkgNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_:-]*$`)
-
 func (d *decoder) pkg(n *yaml.Node, path string) *hivev1.Resource {
 	var c common
 	p := &hivev1.Package{State: hivev1.PackageState_PACKAGE_STATE_PRESENT}
@@ -292,17 +356,15 @@ func (d *decoder) pkg(n *yaml.Node, path string) *hivev1.Resource {
 		}},
 		field{"version", func(v *yaml.Node, fp string) {
 			p.Version = d.str(v, fp)
-			if p.Version != "" && !versionRE.MatchString(p.Version) {
-				d.errorf(v, fp, "version %q: expected [epoch:]version[-release] made of letters, digits and .+~_-", p.Version)
-			}
+			d.check(v, fp, CheckPackageVersion(p.Version))
 		}},
 		field{"repo", func(v *yaml.Node, fp string) { p.Repo = d.str(v, fp) }},
 	)...) {
 		return nil
 	}
 	d.required(n, path, "name", p.Name)
-	if p.Name != "" && !pkgNameRE.MatchString(p.Name) {
-		d.errorf(n, path+".name", "package name %q is not valid", p.Name)
+	if p.Name != "" {
+		d.check(n, path+".name", CheckPackageName(p.Name))
 	}
 	if p.State == hivev1.PackageState_PACKAGE_STATE_ABSENT && p.Version != "" {
 		d.errorf(n, path+".version", "a version makes no sense for an absent package")
@@ -312,8 +374,6 @@ func (d *decoder) pkg(n *yaml.Node, path string) *hivev1.Resource {
 	res.Kind = &hivev1.Resource_Package{Package: p}
 	return res
 }
-
-var versionRE = regexp.MustCompile(`^([0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~_-]*$`)
 
 func (d *decoder) fileRes(n *yaml.Node, path string) *hivev1.Resource {
 	var c common
@@ -540,8 +600,6 @@ func (d *decoder) firewall(n *yaml.Node, path string) *hivev1.Resource {
 	return res
 }
 
-var ifaceRE = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,15}\+?$`)
-
 func (d *decoder) rule(n *yaml.Node, path string) *hivev1.FirewallRule {
 	r := &hivev1.FirewallRule{}
 	var action, family string
@@ -570,7 +628,9 @@ func (d *decoder) rule(n *yaml.Node, path string) *hivev1.FirewallRule {
 		field{"action", func(v *yaml.Node, p string) { action = d.oneOf(v, p, "accept", "drop", "reject", "log") }},
 		field{"comment", func(v *yaml.Node, p string) {
 			r.Comment = d.str(v, p)
-			if len(r.Comment) > 200 || strings.ContainsAny(r.Comment, "\"\n\r") {
+			if err := CheckComment(r.Comment); err != nil {
+				d.check(v, p, err)
+			} else if len(r.Comment) > 200 || strings.Contains(r.Comment, "\"") {
 				d.errorf(v, p, "comment must be at most 200 characters with no quotes or newlines")
 			}
 		}},
@@ -651,9 +711,7 @@ func (d *decoder) port(n *yaml.Node, path string) string {
 
 func (d *decoder) iface(n *yaml.Node, path string) string {
 	s := d.str(n, path)
-	if s != "" && !ifaceRE.MatchString(s) {
-		d.errorf(n, path, "%q is not a valid interface name (at most 15 characters, '+' as a trailing wildcard)", s)
-	}
+	d.check(n, path, CheckInterface(s))
 	return s
 }
 
@@ -664,13 +722,16 @@ func (d *decoder) drbd(n *yaml.Node, path string) *hivev1.Resource {
 	if !d.mapping(n, path, append(d.commonFields(&c),
 		field{"name", func(v *yaml.Node, p string) { r.Name = d.str(v, p) }},
 		field{"minor", func(v *yaml.Node, p string) { r.Minor = d.uint32In(v, p, 0, 1048575); minorSet = true }},
-		field{"disk", func(v *yaml.Node, p string) { r.Disk = d.devicePath(v, p) }},
+		field{"disk", func(v *yaml.Node, p string) {
+			r.Disk = d.str(v, p)
+			if r.Disk != "" {
+				d.check(v, p, CheckDrbdDevice("disk", r.Disk))
+			}
+		}},
 		field{"meta_disk", func(v *yaml.Node, p string) {
 			r.MetaDisk = d.str(v, p)
 			if r.MetaDisk != "internal" && r.MetaDisk != "" {
-				if msg := checkPath(r.MetaDisk); msg != "" {
-					d.errorf(v, p, "meta_disk: \"internal\" or a device path: %s", msg)
-				}
+				d.check(v, p, CheckDrbdDevice("meta_disk (\"internal\" or a device path)", r.MetaDisk))
 			}
 		}},
 		field{"port", func(v *yaml.Node, p string) { r.Port = d.uint32In(v, p, 1, 65535); portSet = true }},
@@ -678,10 +739,17 @@ func (d *decoder) drbd(n *yaml.Node, path string) *hivev1.Resource {
 		field{"peers", func(v *yaml.Node, p string) { r.PeerRole = d.str(v, p) }},
 		field{"options", func(v *yaml.Node, p string) {
 			r.Options = d.strMap(v, p)
-			for k := range r.Options {
-				sec, opt, ok := strings.Cut(k, "/")
-				if !ok || sec == "" || opt == "" || strings.ContainsAny(k, " ;{}\"") {
-					d.errorf(v, p, "option %q: expected \"section/option\", e.g. \"net/verify-alg\"", k)
+			// Each error at its key or value.
+			v = resolve(v)
+			if v.Kind != yaml.MappingNode {
+				return
+			}
+			for i := 0; i+1 < len(v.Content); i += 2 {
+				k, val := resolve(v.Content[i]), resolve(v.Content[i+1])
+				if err := CheckDrbdOptionKey(k.Value); err != nil {
+					d.errorf(k, p+"."+k.Value, "%v", err)
+				} else if val.Kind == yaml.ScalarNode {
+					d.check(val, p+"."+k.Value, CheckDrbdOptionValue(k.Value, val.Value))
 				}
 			}
 		}},
@@ -697,24 +765,13 @@ func (d *decoder) drbd(n *yaml.Node, path string) *hivev1.Resource {
 	if !portSet {
 		d.errorf(n, path+".port", "required")
 	}
-	if r.Name != "" && !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(r.Name) {
-		d.errorf(n, path+".name", "DRBD resource name %q: letters, digits, '_' and '-' only", r.Name)
+	if r.Name != "" {
+		d.check(n, path+".name", CheckDrbdName(r.Name))
 	}
 	res := d.resource(n, path, &c)
 	res.Key = "drbd:" + r.Name
 	res.Kind = &hivev1.Resource_Drbd{Drbd: r}
 	return res
-}
-
-func (d *decoder) devicePath(n *yaml.Node, path string) string {
-	s := d.str(n, path)
-	if s == "" {
-		return ""
-	}
-	if msg := checkPath(s); msg != "" {
-		d.errorf(n, path, "%s", msg)
-	}
-	return s
 }
 
 func (d *decoder) swarm(n *yaml.Node, path string) *hivev1.Resource {

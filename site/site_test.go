@@ -1,6 +1,7 @@
 package site
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -280,15 +281,15 @@ func TestRenderTemplate(t *testing.T) {
 		Peers: map[string]*hivev1.PeerList{"db": {Peers: []*hivev1.Peer{
 			{Name: "db-1", Address: "10.0.0.1"}, {Name: "db-2", Address: "10.0.0.2"}}}},
 	}
-	out, err := RenderTemplate(`{{ .Name }} {{ .Labels.tier }} {{ join .Roles "," }} {{ range .Peers.db }}{{ .Address }} {{ end }}{{ if hasRole "db" }}{{ secret "pw" }}{{ end }}`,
-		facts, map[string][]byte{"pw": []byte("s3cret")})
+	out, err := RenderTemplate(context.Background(), `{{ .Name }} {{ .Labels.tier }} {{ join .Roles "," }} {{ range .Peers.db }}{{ .Address }} {{ end }}{{ if hasRole "db" }}{{ secret "pw" }}{{ end }}`,
+		facts, map[string][]byte{"pw": []byte("s3cret")}, TemplateLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := "db-1 db base,db 10.0.0.1 10.0.0.2 s3cret"; out != want {
 		t.Errorf("got %q, want %q", out, want)
 	}
-	_, err = RenderTemplate(`{{ secret "other" }}`, facts, map[string][]byte{"pw": []byte("s3cret")})
+	_, err = RenderTemplate(context.Background(), `{{ secret "other" }}`, facts, map[string][]byte{"pw": []byte("s3cret")}, TemplateLimits{})
 	if err == nil || !strings.Contains(err.Error(), `"other"`) || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("missing secret error = %v", err)
 	}

@@ -85,6 +85,7 @@ func run(args []string) error {
 		maxQueued    = fs.Int("max-queued-reports", def.MaxQueuedReports, "reports kept on disk while no coordinator is reachable")
 		noGossip     = fs.Bool("no-gossip", false, "do not join gossip; use --coordinator addresses only")
 		retryMin     = fs.Duration("retry-min", def.RetryMin, "first retry delay of a failed run")
+		stopGrace    = fs.Duration("stop-grace", def.StopGrace, "on SIGTERM, or when a newer generation arrives, how long a run in progress may go on before it is cancelled")
 		reconnectMax = fs.Duration("reconnect-max", def.ReconnectMax, "longest delay between coordinator reconnects")
 		spread       = fs.Duration("reconnect-spread", def.ReconnectSpread, "after losing a healthy stream, reconnect after a random delay up to this")
 	)
@@ -129,6 +130,7 @@ func run(args []string) error {
 	cfg.Addresses = *addresses
 	cfg.MaxQueuedReports = *maxQueued
 	cfg.RetryMin = *retryMin
+	cfg.StopGrace = *stopGrace
 	cfg.ReconnectMax = *reconnectMax
 	cfg.ReconnectSpread = *spread
 	cfg.Logger = log

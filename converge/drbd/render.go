@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // Errors of rendering; each is wrapped with the details.
@@ -27,14 +27,6 @@ var (
 
 // MaxMinor is the highest DRBD device minor.
 const MaxMinor = 1<<20 - 1
-
-var (
-	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-	optKeyRE = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
-	optValRE = regexp.MustCompile(`^[A-Za-z0-9_./:,+@=% -]+$`)
-	// Sections that take options, by the prefix of an options key.
-	sections = map[string]bool{"net": true, "disk": true, "options": true, "handlers": true, "startup": true}
-)
 
 // Peer is a peer as rendered, with its node id settled.
 type Peer struct {
@@ -61,8 +53,8 @@ type Spec struct {
 // "internal", protocol C, node ids by sorted name when none is set.
 func Check(d *hivev1.Drbd, self string) (*Spec, error) {
 	c := &Spec{Name: d.GetName(), Minor: d.GetMinor(), Disk: d.GetDisk(), MetaDisk: d.GetMetaDisk(), Protocol: strings.ToUpper(d.GetProtocol()), Self: self}
-	if !nameRE.MatchString(c.Name) {
-		return nil, fmt.Errorf("%w: name %q: want letters, digits, '_', '.', '-' (at most 63)", ErrInvalid, c.Name)
+	if err := site.CheckDrbdName(c.Name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if c.Minor > MaxMinor {
 		return nil, fmt.Errorf("%w: minor %d above %d", ErrInvalid, c.Minor, MaxMinor)
@@ -100,11 +92,8 @@ func Check(d *hivev1.Drbd, self string) (*Spec, error) {
 }
 
 func checkDevice(field, p string) error {
-	if p == "" || !path.IsAbs(p) || path.Clean(p) != p {
-		return fmt.Errorf("%w: %s %q: want an absolute, clean path", ErrInvalid, field, p)
-	}
-	if strings.ContainsAny(p, "\"; {}\t\n\\") {
-		return fmt.Errorf("%w: %s %q contains a character drbd.conf cannot hold", ErrInvalid, field, p)
+	if err := site.CheckDrbdDevice(field, p); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -117,16 +106,13 @@ func checkOptions(in map[string]string) (map[string][][2]string, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		sec, name, ok := strings.Cut(k, "/")
-		if !ok || !sections[sec] || !optKeyRE.MatchString(name) {
-			return nil, fmt.Errorf("%w: option %q: want section/name with section net, disk, options, handlers or startup", ErrInvalid, k)
+		if err := site.CheckDrbdOptionKey(k); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-		if sec == "net" && name == "protocol" {
-			return nil, fmt.Errorf("%w: option %q: use the protocol field", ErrInvalid, k)
-		}
+		sec, name, _ := strings.Cut(k, "/")
 		v := in[k]
-		if !optValRE.MatchString(v) {
-			return nil, fmt.Errorf("%w: option %q value %q: only letters, digits, spaces and _./:,+@=%%- are allowed", ErrInvalid, k, v)
+		if err := site.CheckDrbdOptionValue(k, v); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		out[sec] = append(out[sec], [2]string{name, v})
 	}
@@ -156,7 +142,7 @@ func (c *Spec) settlePeers(d *hivev1.Drbd) error {
 	seenName, seenID := map[string]bool{}, map[uint32]string{}
 	self := false
 	for i, p := range sorted {
-		if !nameRE.MatchString(p.GetName()) {
+		if site.CheckDrbdName(p.GetName()) != nil {
 			return fmt.Errorf("%w: peer name %q", ErrInvalid, p.GetName())
 		}
 		if seenName[p.GetName()] {

@@ -137,7 +137,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 			return nil, err
 		}
 		c := &converge.Change{}
-		if err := p.plan(env, ids, it.Resource.GetFile(), c); err != nil {
+		if err := p.plan(ctx, env, ids, it.Resource.GetFile(), c); err != nil {
 			c.Err = err
 		}
 		out = append(out, c)
@@ -145,7 +145,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	return out, nil
 }
 
-func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *converge.Change) error {
+func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, f *hivev1.File, c *converge.Change) error {
 	target, err := hostPath(env, f.GetPath())
 	if err != nil {
 		return err
@@ -231,7 +231,9 @@ func (p *Provider) plan(env *converge.Env, ids *idCache, f *hivev1.File, c *conv
 	}
 	content := []byte(f.GetContent())
 	if f.GetTemplate() {
-		r, err := site.RenderTemplate(f.GetContent(), env.Facts, env.Secrets)
+		// Bounded by site.DefaultTemplateLimits, and abandoned when the
+		// run's context ends.
+		r, err := site.RenderTemplate(ctx, f.GetContent(), env.Facts, env.Secrets, site.TemplateLimits{})
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // Family is an IP family: IPv4 (iptables) or IPv6 (ip6tables).
@@ -492,33 +493,11 @@ func parseStates(in []string) ([]string, error) {
 
 // checkInterface checks the syntax of an interface name ("eth0", or a
 // prefix wildcard "veth+"); whether it exists is checked at apply time.
-func checkInterface(name string) error {
-	if name == "" {
-		return nil
-	}
-	base := strings.TrimSuffix(name, "+")
-	if base == "" || len(name) > 15 {
-		return fmt.Errorf("interface name %q must be 1 to 15 characters", name)
-	}
-	for _, c := range base {
-		if c <= ' ' || c == '/' || c == ':' || c == '+' || c == '!' || c == '"' || c == '\'' || c > '~' {
-			return fmt.Errorf("interface name %q contains %q", name, c)
-		}
-	}
-	return nil
-}
+// (site.CheckInterface: the rule hivectl validate applies too).
+func checkInterface(name string) error { return site.CheckInterface(name) }
 
-func checkComment(c string) error {
-	if len(c) > 255 {
-		return errors.New("comment longer than 255 bytes")
-	}
-	for _, r := range c {
-		if r < ' ' || r == 0x7f {
-			return fmt.Errorf("comment contains control character %U", r)
-		}
-	}
-	return nil
-}
+// checkComment is site.CheckComment, the rule hivectl validate applies.
+func checkComment(c string) error { return site.CheckComment(c) }
 
 func parsePrefixes(field string, in []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix

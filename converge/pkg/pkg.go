@@ -37,6 +37,7 @@ import (
 
 	"github.com/hivefleet/hive/converge"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // Errors carried by failed changes.
@@ -112,11 +113,12 @@ func (*Provider) Validate(r *hivev1.Resource) error {
 	if p == nil {
 		return fmt.Errorf("%w: not a package resource", converge.ErrInvalid)
 	}
-	if !validName(p.GetName()) {
-		return fmt.Errorf("%w: package name %q", converge.ErrInvalid, p.GetName())
+	// The rules hivectl validate applies, so that it refuses first.
+	if err := site.CheckPackageName(p.GetName()); err != nil {
+		return fmt.Errorf("%w: %w", converge.ErrInvalid, err)
 	}
-	if strings.ContainsAny(p.GetVersion(), " \t\n=<>*?") {
-		return fmt.Errorf("%w: version %q", converge.ErrInvalid, p.GetVersion())
+	if err := site.CheckPackageVersion(p.GetVersion()); err != nil {
+		return fmt.Errorf("%w: %w", converge.ErrInvalid, err)
 	}
 	if p.GetState() == hivev1.PackageState_PACKAGE_STATE_ABSENT && p.GetVersion() != "" {
 		return fmt.Errorf("%w: an absent package cannot pin a version", converge.ErrInvalid)

@@ -33,6 +33,7 @@ import (
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/file"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // ErrBadKey is returned for a signing key that is not an armored OpenPGP
@@ -75,15 +76,19 @@ func (*Provider) Validate(r *hivev1.Resource) error {
 	if rp == nil {
 		return fmt.Errorf("%w: not a repo resource", converge.ErrInvalid)
 	}
-	if !nameRE.MatchString(rp.GetName()) {
-		return fmt.Errorf("%w: repo name %q", converge.ErrInvalid, rp.GetName())
+	// The rules hivectl validate applies, so that it refuses first.
+	if err := site.CheckRepoName(rp.GetName()); err != nil {
+		return fmt.Errorf("%w: %w", converge.ErrInvalid, err)
 	}
-	if rp.GetUrl() == "" || strings.ContainsAny(rp.GetUrl(), " \n\t") {
-		return fmt.Errorf("%w: repo url %q", converge.ErrInvalid, rp.GetUrl())
+	if rp.GetUrl() == "" {
+		return fmt.Errorf("%w: repo url is empty", converge.ErrInvalid)
+	}
+	if err := site.CheckRepoWord("URL", rp.GetUrl()); err != nil {
+		return fmt.Errorf("%w: %w", converge.ErrInvalid, err)
 	}
 	for _, s := range append([]string{rp.GetSuite()}, append(rp.GetComponents(), rp.GetArchitectures()...)...) {
-		if strings.ContainsAny(s, " \n\t") {
-			return fmt.Errorf("%w: %q contains white space", converge.ErrInvalid, s)
+		if err := site.CheckRepoWord("suite, component or architecture", s); err != nil {
+			return fmt.Errorf("%w: %w", converge.ErrInvalid, err)
 		}
 	}
 	if rp.GetSigningKey() != "" {

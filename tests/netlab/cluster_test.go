@@ -29,6 +29,9 @@ const (
 // host where hivectl runs. Everything uses mutual TLS with certificates made
 // by `hivectl tls`.
 type cluster struct {
+	// agentFlags are extra hive-agent flags (clusterConfig.agentFlags).
+	agentFlags []string
+
 	t   testing.TB
 	lab *netlab.Lab
 	bin map[string]string
@@ -56,6 +59,9 @@ type node struct {
 }
 
 type clusterConfig struct {
+	// agentFlags are appended to every agent's command line.
+	agentFlags []string
+
 	coordinators int
 	agents       int
 	// labels of agent i (default tier=web).
@@ -76,12 +82,13 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	t.Helper()
 	lab := netlab.New(t) // skips (or fails under CI) without root and ip
 	c := &cluster{
-		t:        t,
-		lab:      lab,
-		bin:      netlab.Build(t, "hive-coordinator", "hive-agent", "hivectl"),
-		dir:      t.TempDir(),
-		interval: "1s",
-		signer:   cfg.signer,
+		t:          t,
+		lab:        lab,
+		bin:        netlab.Build(t, "hive-coordinator", "hive-agent", "hivectl"),
+		dir:        t.TempDir(),
+		interval:   "1s",
+		signer:     cfg.signer,
+		agentFlags: cfg.agentFlags,
 	}
 	if cfg.interval > 0 {
 		c.interval = cfg.interval.String()
@@ -208,6 +215,7 @@ func (c *cluster) agentArgs(n *node, certName string, via *node) []string {
 	for _, l := range n.labels {
 		args = append(args, "--label", l)
 	}
+	args = append(args, c.agentFlags...)
 	return append(args, c.tlsFlags(certName)...)
 }
 
