@@ -1,6 +1,7 @@
 // Package layout holds repository-wide tests of the code's shape: every
 // package has exactly one doc comment, and the agent, the coordinator and
-// the CLI do not import each other.
+// the CLI do not import each other; and docs/security.md names only tests
+// that exist.
 package layout
 
 import (
