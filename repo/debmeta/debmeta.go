@@ -419,3 +419,51 @@ func ParseControl(b []byte) ([]Field, error) {
 	}
 	return out, nil
 }
+
+// CanonicalVersion returns a form of a Debian version that is equal for two
+// versions exactly when dpkg compares them equal: the epoch defaults to 0
+// and loses leading zeros, every digit run loses its leading zeros, and a
+// revision of only zeros is the same as none ("1.0" = "0:1.00-0").
+func CanonicalVersion(v string) string {
+	epoch, rest := "0", v
+	if i := strings.IndexByte(v, ':'); i >= 0 {
+		epoch, rest = v[:i], v[i+1:]
+		if epoch = strings.TrimLeft(epoch, "0"); epoch == "" {
+			epoch = "0"
+		}
+	}
+	upstream, revision := rest, ""
+	if i := strings.LastIndexByte(rest, '-'); i >= 0 {
+		upstream, revision = rest[:i], rest[i+1:]
+	}
+	return epoch + ":" + canonPart(upstream) + "-" + canonPart(revision)
+}
+
+// canonPart rewrites the alternating non-digit and digit runs of a version
+// part as dpkg's verrevcmp sees them: non-digit runs compare character by
+// character, digit runs as numbers, a missing digit run as 0.
+func canonPart(s string) string {
+	var b strings.Builder
+	for first := true; s != ""; first = false {
+		i := strings.IndexFunc(s, func(r rune) bool { return r >= '0' && r <= '9' })
+		if i < 0 {
+			i = len(s)
+		}
+		nd := s[:i]
+		s = s[i:]
+		j := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+		if j < 0 {
+			j = len(s)
+		}
+		d := strings.TrimLeft(s[:j], "0")
+		s = s[j:]
+		if first && nd == "" && d == "" && s == "" {
+			break // "0", "00": the same as nothing
+		}
+		b.WriteString(nd)
+		b.WriteByte('#') // not a version character: keeps runs apart
+		b.WriteString(d)
+		b.WriteByte('#')
+	}
+	return b.String()
+}
