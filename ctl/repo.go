@@ -168,6 +168,7 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	}
 	req.ContentLength = fi.Size()
 	var res struct {
+		Filename  string `json:"filename"`
 		SHA256    string `json:"sha256"`
 		Package   string `json:"package"`
 		Unchanged bool   `json:"unchanged"`
@@ -187,7 +188,13 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	case res.Replaced:
 		what = "replaced"
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) sha256:%s\n", what, filepath.Base(file), res.Package, res.SHA256)
+	stored := ""
+	if res.Filename != "" && res.Filename != filepath.Base(file) {
+		// The same bytes were already there under another name: the
+		// repository keeps one file per package version.
+		stored = ", stored as " + res.Filename
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s%s) sha256:%s\n", what, filepath.Base(file), res.Package, stored, res.SHA256)
 	return nil
 }
 

@@ -41,6 +41,11 @@ const (
 // ErrUnknownKind is returned for a file name that is neither .rpm nor .deb.
 var ErrUnknownKind = errors.New("package file name must end in .rpm or .deb")
 
+// ErrDuplicate is returned by the pipeline indexers when two files of the
+// directory are one package version (Identity and Clash): the index would
+// offer clients two candidates.
+var ErrDuplicate = errors.New("two files of one package version")
+
 // Checks names the verification a parse of this version performs (every
 // .deb member read to its end, the RPM payload digest). Cached metadata from
 // an older parser has a lower value and is not trusted to vouch for a file:
@@ -367,7 +372,31 @@ func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, 
 	if err := errors.Join(errs...); err != nil {
 		return nil, 0, err
 	}
+	if err := unique(out); err != nil {
+		return nil, 0, err
+	}
 	return out, c.Len() - before, nil
+}
+
+// unique refuses two files of one package version, naming both.
+func unique(fs []found) error {
+	seen := make(map[string][]found, len(fs))
+	var errs []error
+	for _, f := range fs {
+		id := f.meta.Identity()
+		for _, o := range seen[id] {
+			if Clash(o.meta, f.meta) {
+				same := "different content"
+				if o.meta.SHA256() == f.meta.SHA256() {
+					same = "identical copies"
+				}
+				errs = append(errs, fmt.Errorf("%w: %s and %s are both %s (%s): keep one", ErrDuplicate, o.rel, f.rel, f.meta.Describe(), same))
+				break
+			}
+		}
+		seen[id] = append(seen[id], f)
+	}
+	return errors.Join(errs...)
 }
 
 // IndexYum writes dir/repodata for the .rpm files under dir. Hash-named files
