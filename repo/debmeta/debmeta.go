@@ -10,8 +10,9 @@
 // corrupt or truncated member fails a checksum or the tar reader. The
 // member order is dpkg's: debian-binary, control, data, with only
 // underscore-prefixed members between them and nothing after data. MD5,
-// SHA-1 and SHA-256 of the whole file are computed on the same pass. Input that is not an intact binary package is refused with an error
-// wrapping ErrInvalid. Parse is safe for concurrent use and never panics on
+// SHA-1 and SHA-256 of the whole file are computed on the same pass. Input
+// that is not an intact binary package is refused with an error wrapping
+// ErrInvalid. Parse is safe for concurrent use and never panics on
 // hostile input (FuzzParse keeps it so).
 package debmeta
 
@@ -19,7 +20,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"compress/bzip2"
-	"compress/gzip"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"

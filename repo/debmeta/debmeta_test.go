@@ -268,3 +268,26 @@ func TestParseMemberOrder(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkParse: one pass over a .deb with a 512 KiB data file (hashes,
+// control, and the data member decompressed and read to its end).
+func BenchmarkParse(b *testing.B) {
+	body := make([]byte, 512<<10)
+	for i := range body {
+		body[i] = "abcdefghijklmnopqrstuvwxyz0123456789 \n"[(i*7919+i/977)%38]
+	}
+	for _, c := range []string{"gz", "xz", "zst"} {
+		b.Run(c, func(b *testing.B) {
+			pkg, err := repotest.BuildDeb(repotest.Deb{Name: "big", Version: "1", Compression: c, Files: map[string]string{"./usr/share/big.txt": string(body)}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(pkg)))
+			for b.Loop() {
+				if _, err := debmeta.Parse(bytes.NewReader(pkg)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
