@@ -1,7 +1,9 @@
 // Package catalog turns package files into parsed metadata, once per content
 // hash, and runs the pipeline-mode indexers (hive-repo index --yum/--apt)
 // that write repository metadata in place, like createrepo_c and
-// apt-ftparchive.
+// apt-ftparchive. Meta.Identity and Clash define "one package version", of
+// which a repository holds one file: the server refuses a second one on
+// upload, the indexers refuse a directory holding two (ErrDuplicate).
 //
 // A Cache maps SHA-256 → parsed metadata (and path+size+mtime → SHA-256 as a
 // hint that spares hashing unchanged files); it is safe for concurrent use
