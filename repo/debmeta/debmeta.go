@@ -9,10 +9,10 @@
 // end and its tar archive read to the last byte of the last file, so a
 // corrupt or truncated member fails a checksum or the tar reader. The
 // member order is dpkg's: debian-binary, control, data, with only
-// underscore-prefixed members between them and nothing after data. MD5,
-// SHA-1 and SHA-256 of the whole file are computed on the same pass. Input
-// that is not an intact binary package is refused with an error wrapping
-// ErrInvalid. Parse is safe for concurrent use and never panics on
+// underscore-prefixed members (signatures, for one) between or after them.
+// MD5, SHA-1 and SHA-256 of the whole file are computed on the same pass.
+// Input that is not an intact binary package is refused with an error
+// wrapping ErrInvalid. Parse is safe for concurrent use and never panics on
 // hostile input (FuzzParse keeps it so).
 package debmeta
 
@@ -120,8 +120,11 @@ func Parse(r io.Reader) (pkg *Package, err error) {
 				return nil, fmt.Errorf("%w: unsupported format version %q", ErrInvalid, strings.TrimSpace(string(b)))
 			}
 			sawBinary = true
+		case strings.HasPrefix(name, "_"):
+			// Reserved for additions to the format (dpkg-sig's _gpgbuilder,
+			// debsigs' _gpgorigin, appended after data); dpkg ignores them.
 		case sawData:
-			// dpkg stops reading at the data member: nothing may hide behind it.
+			// dpkg stops reading at the data member: nothing else may hide behind it.
 			return nil, fmt.Errorf("%w: member %q after the data member", ErrInvalid, name)
 		case strings.HasPrefix(name, "control.tar"):
 			if control != nil {
@@ -138,8 +141,6 @@ func Parse(r io.Reader) (pkg *Package, err error) {
 				return nil, err
 			}
 			sawData = true
-		case strings.HasPrefix(name, "_"):
-			// Reserved for additions to the format; dpkg ignores them.
 		default:
 			return nil, fmt.Errorf("%w: unexpected member %q", ErrInvalid, name)
 		}

@@ -214,7 +214,8 @@ func TestParseRejectsCorruptDpkgDeb(t *testing.T) {
 }
 
 // TestParseMemberOrder: dpkg's member order is enforced; reserved
-// underscore members are ignored; .lzma and .bz2 data members are read.
+// underscore members (dpkg-sig's signature after data, for one) are
+// ignored; an .lzma data member is read.
 func TestParseMemberOrder(t *testing.T) {
 	b := build(t, "gz")
 	ms := arMembers(t, b)
@@ -241,6 +242,7 @@ func TestParseMemberOrder(t *testing.T) {
 		{"reserved member", ar("debian-binary", bin, "_extra", "x", "control.tar.gz", ctl, "data.tar.gz", data), ""},
 		{"data before control", ar("debian-binary", bin, "data.tar.gz", data, "control.tar.gz", ctl), "before the control member"},
 		{"member after data", ar("debian-binary", bin, "control.tar.gz", ctl, "data.tar.gz", data, "evil", "x"), "after the data member"},
+		{"signature after data", ar("debian-binary", bin, "control.tar.gz", ctl, "data.tar.gz", data, "_gpgbuilder", "-----BEGIN PGP SIGNED MESSAGE-----\n"), ""},
 		{"two control members", ar("debian-binary", bin, "control.tar.gz", ctl, "control.tar.gz", ctl, "data.tar.gz", data), "second control member"},
 		{"unknown member", ar("debian-binary", bin, "notes", "x", "control.tar.gz", ctl, "data.tar.gz", data), "unexpected member"},
 		{"data not a tar", ar("debian-binary", bin, "control.tar.gz", ctl, "data.tar", "not a tar archive at all"), "data.tar"},
