@@ -188,13 +188,12 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	case res.Replaced:
 		what = "replaced"
 	}
-	stored := ""
 	if res.Filename != "" && res.Filename != filepath.Base(file) {
 		// The same bytes were already there under another name: the
 		// repository keeps one file per package version.
-		stored = ", stored as " + res.Filename
+		res.Package += ", stored as " + res.Filename
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s%s) sha256:%s\n", what, filepath.Base(file), res.Package, stored, res.SHA256)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) sha256:%s\n", what, filepath.Base(file), res.Package, res.SHA256)
 	return nil
 }
 
