@@ -181,17 +181,17 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	if err != nil {
 		return err
 	}
+	if res.Filename != "" && res.Filename != filepath.Base(file) {
+		// The same bytes were already there under another name: the
+		// repository keeps one file per package version.
+		res.Package += ", stored as " + res.Filename
+	}
 	what := "uploaded"
 	switch {
 	case res.Unchanged:
 		what = "unchanged"
 	case res.Replaced:
 		what = "replaced"
-	}
-	if res.Filename != "" && res.Filename != filepath.Base(file) {
-		// The same bytes were already there under another name: the
-		// repository keeps one file per package version.
-		res.Package += ", stored as " + res.Filename
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) sha256:%s\n", what, filepath.Base(file), res.Package, res.SHA256)
 	return nil
