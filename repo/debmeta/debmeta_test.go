@@ -293,3 +293,38 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+// TestParseBzip2Data: a data member compressed by the real bzip2 is read to
+// its end; a flipped byte in it is refused naming it.
+func TestParseBzip2Data(t *testing.T) {
+	bz := testenv.RequireTool(t, "bzip2")
+	b := build(t, "none")
+	ms := arMembers(t, b)
+	body := func(name string) []byte { m := ms[name]; return b[m[0] : m[0]+m[1]] }
+	cmd := exec.Command(bz, "-c")
+	cmd.Stdin = bytes.NewReader(body("data.tar"))
+	data, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	out.WriteString("!<arch>\n")
+	for _, m := range [][2]string{{"debian-binary", string(body("debian-binary"))}, {"control.tar", string(body("control.tar"))}, {"data.tar.bz2", string(data)}} {
+		fmt.Fprintf(&out, "%-16s%-12d%-6d%-6d%-8s%-10d`\n", m[0], 1700000000, 0, 0, "100644", len(m[1]))
+		out.WriteString(m[1])
+		if len(m[1])%2 == 1 {
+			out.WriteByte('\n')
+		}
+	}
+	deb := out.Bytes()
+	if _, err := debmeta.Parse(bytes.NewReader(deb)); err != nil {
+		t.Fatalf("bzip2 data member: %v", err)
+	}
+	_, off, size := dataMember(t, deb)
+	deb[off+size/2] ^= 0xff
+	if _, err := debmeta.Parse(bytes.NewReader(deb)); !errors.Is(err, debmeta.ErrInvalid) || !strings.Contains(err.Error(), "data.tar.bz2") {
+		t.Errorf("flipped bzip2 data member: err = %v, want ErrInvalid naming data.tar.bz2", err)
+	} else {
+		t.Logf("flipped: %v", err)
+	}
+}
