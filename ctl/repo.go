@@ -168,6 +168,7 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	}
 	req.ContentLength = fi.Size()
 	var res struct {
+		Filename  string `json:"filename"`
 		SHA256    string `json:"sha256"`
 		Package   string `json:"package"`
 		Unchanged bool   `json:"unchanged"`
@@ -179,6 +180,11 @@ func uploadOne(cmd *cobra.Command, c *repoClient, repoName, file string, replace
 	}
 	if err != nil {
 		return err
+	}
+	if res.Filename != "" && res.Filename != filepath.Base(file) {
+		// The same bytes were already there under another name: the
+		// repository keeps one file per package version.
+		res.Package += ", stored as " + res.Filename
 	}
 	what := "uploaded"
 	switch {

@@ -87,6 +87,20 @@ func TestRepoCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "replaced small_1_all.deb") {
 		t.Errorf("replace: %d %s", code, out)
 	}
+	// One package version, one file: the same version under another name
+	// is refused naming the file that holds it; identical bytes under
+	// another name change nothing and say where they are.
+	rebuilt, _ := repotest.BuildDeb(repotest.Deb{Name: "small", Version: "2", Compression: "xz"})
+	os.WriteFile(filepath.Join(dir, "small_2_all.deb"), rebuilt, 0o644)
+	code, _, errs = run(t, "repo", "upload", "--server", url, "--repo", "site", "--token-file", tok, filepath.Join(dir, "small_2_all.deb"))
+	if code == 0 || !strings.Contains(errs, "HTTP 409") || !strings.Contains(errs, "already in site as small_1_all.deb") {
+		t.Errorf("same version, other name: %d %s", code, errs)
+	}
+	os.WriteFile(filepath.Join(dir, "small-copy.deb"), other, 0o644)
+	code, out, errs = run(t, "repo", "upload", "--server", url, "--repo", "site", "--token-file", tok, filepath.Join(dir, "small-copy.deb"))
+	if code != 0 || !strings.Contains(out, "unchanged small-copy.deb (small 2 all, stored as small_1_all.deb)") {
+		t.Errorf("identical copy: %d %s %s", code, out, errs)
+	}
 	// Missing token.
 	code, _, errs = run(t, "repo", "upload", "--server", url, "--repo", "site", filepath.Join(dir, "small_1_all.deb"))
 	if code == 0 || !strings.Contains(errs, "401") {

@@ -205,6 +205,72 @@ func BenchmarkYumAddOne(b *testing.B) {
 	report(b, hive, peer, "createrepo_c_update", i)
 }
 
+// BenchmarkAptAddOne: on a server holding 2,000 debs, one upload of a deb
+// with a 512 KiB data file until its metadata is published (PUT, which
+// verifies every member, + POST reindex) vs apt-ftparchive with its --db
+// cache warm (reads only the new file) + gzip -9 + xz + release, after
+// adding the same file to a directory of 2,000.
+func BenchmarkAptAddOne(b *testing.B) {
+	testenv.RequireTool(b, "apt-ftparchive", "gzip", "xz")
+	const n = 2000
+	src, err := repotest.CorpusDeb(filepath.Join(corpusDir(b), fmt.Sprintf("deb-%d", n)), n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	peerDir := filepath.Join(b.TempDir(), "pool")
+	os.MkdirAll(peerDir, 0o755)
+	db := filepath.Join(b.TempDir(), "cache.db")
+	peerRun := "apt-ftparchive --db " + db + " packages . > Packages && gzip -9 -kf Packages && xz -kf Packages && apt-ftparchive release . > ../Release.tmp && mv ../Release.tmp Release"
+	shell(b, src, "cp -a *.deb "+peerDir)
+	shell(b, peerDir, peerRun)
+	e := start(b, func(c *repo.Config) { c.Debounce, c.MaxDelay = time.Hour, time.Hour })
+	files, _ := filepath.Glob(filepath.Join(src, "*.deb"))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			data, _ := os.ReadFile(f)
+			e.upload("bench", filepath.Base(f), data)
+		}()
+	}
+	wg.Wait()
+	e.reindex("bench")
+
+	body := make([]byte, 512<<10)
+	for i := range body {
+		body[i] = "abcdefghijklmnopqrstuvwxyz0123456789 \n"[(i*7919+i/977)%38]
+	}
+	var hive, peer cost
+	var up time.Duration
+	i := 0
+	for b.Loop() {
+		pkg, err := repotest.BuildDeb(repotest.Deb{Name: fmt.Sprintf("added-%d", i), Version: "1.0-1", Arch: "amd64", Compression: "xz",
+			Files: map[string]string{fmt.Sprintf("./usr/share/added/%d.txt", i): string(body)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		name := fmt.Sprintf("added-%d_1.0-1_amd64.deb", i)
+		os.WriteFile(filepath.Join(peerDir, name), pkg, 0o644)
+		peer.add(shell(b, peerDir, peerRun))
+
+		start, cpu0 := time.Now(), selfCPU()
+		e.upload("bench", name, pkg)
+		mid := time.Now()
+		e.reindex("bench")
+		hive.wall += time.Since(start)
+		hive.cpu += selfCPU() - cpu0
+		up += mid.Sub(start)
+		i++
+	}
+	b.ReportMetric(up.Seconds()/float64(i), "hive-upload-s/op")
+	b.ReportMetric((hive.wall-up).Seconds()/float64(i), "hive-publish-s/op")
+	report(b, hive, peer, "apt-ftparchive_db", i)
+}
+
 // BenchmarkAptFullIndex: hive-repo index --apt (Packages, .gz, .xz, Release,
 // InRelease, Release.gpg) vs apt-ftparchive packages + release + gzip + xz.
 func BenchmarkAptFullIndex(b *testing.B) {

@@ -39,6 +39,7 @@ type record struct {
 	Size     int64     `json:"size"`
 	Uploaded time.Time `json:"uploaded"`
 	meta     *catalog.Meta
+	id       string // meta.Identity()
 	key      string // SHA256 + "|" + Filename: the index entry caches' key
 	served   string // served path of the package file ("yum/packages/...", "apt/pool/...")
 }
@@ -46,6 +47,7 @@ type record struct {
 // prepare fills rec's derived fields (once, before rec is shared).
 func (s *Server) prepare(rec *record) {
 	rec.key = rec.SHA256 + "|" + rec.Filename
+	rec.id = rec.meta.Identity()
 	if rec.Kind == catalog.KindDeb {
 		rec.served = "apt/pool/" + s.cfg.Component + "/" + rec.Filename
 	} else {
@@ -115,8 +117,9 @@ type Repo struct {
 	name string
 	dir  string
 
-	mu      sync.Mutex // guards pkgs, changes
+	mu      sync.Mutex // guards pkgs, ids, changes
 	pkgs    map[string]*record
+	ids     map[string][]*record // by meta.Identity(): one package version, normally one file
 	changes int64
 
 	pubMu      sync.Mutex // serializes Publish; guards yumCache, aptCache, published
@@ -145,7 +148,7 @@ type UploadResult struct {
 }
 
 func (s *Server) openRepo(name string) (*Repo, error) {
-	r := &Repo{s: s, name: name, dir: filepath.Join(s.cfg.DataDir, "repos", name), pkgs: map[string]*record{},
+	r := &Repo{s: s, name: name, dir: filepath.Join(s.cfg.DataDir, "repos", name), pkgs: map[string]*record{}, ids: map[string][]*record{},
 		yumCache: map[string]*yumindex.Entry{}, aptCache: map[string]*aptindex.Entry{}, chunks: yumindex.NewChunks(), kick: make(chan struct{}, 1)}
 	for _, d := range []string{"pkgs", "gens"} {
 		if err := os.MkdirAll(filepath.Join(r.dir, d), 0o755); err != nil {
@@ -173,6 +176,21 @@ func (s *Server) openRepo(name string) (*Repo, error) {
 		}
 		s.prepare(rec)
 		r.pkgs[rec.Filename] = rec
+	}
+	// Index in name order, so that which of two clashing files (stored
+	// before clashes were refused) is named first does not depend on
+	// directory order.
+	names := make([]string, 0, len(r.pkgs))
+	for n := range r.pkgs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		rec := r.pkgs[n]
+		if h := r.holderLocked(rec.meta, rec.id, n); h != nil {
+			s.log.Warn("two files hold one package version; clients see both: remove one", "repo", name, "file", n, "other", h.Filename, "package", rec.meta.Describe())
+		}
+		r.ids[rec.id] = append(r.ids[rec.id], rec)
 	}
 	// Generations: retained ones, and the current one by the symlink.
 	var gens []*Generation
@@ -281,13 +299,16 @@ func (s *Server) cachedMeta(kind, sum string) *catalog.Meta {
 	if json.Unmarshal(b, m) != nil || m.Kind != kind || (m.RPM == nil && m.Deb == nil) || m.SHA256() != sum {
 		return nil
 	}
+	if m.Checks != catalog.Checks {
+		return nil // read by an older parser that checked less: parse again
+	}
 	return m
 }
 
 func (s *Server) saveMeta(m *catalog.Meta) error {
 	p := s.metaPath(m.SHA256())
-	if _, err := os.Stat(p); err == nil {
-		return nil
+	if s.cachedMeta(m.Kind, m.SHA256()) != nil {
+		return nil // a current entry exists; one written by an older parser is replaced
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -371,7 +392,32 @@ func (r *Repo) Upload(name string, body io.Reader, replace bool) (*UploadResult,
 	return r.add(v, replace)
 }
 
-// add records a verified upload in the repository.
+// holderLocked returns a file of r other than except that holds the same
+// package as m (identity id, a clashing architecture), or nil. r.mu is held.
+func (r *Repo) holderLocked(m *catalog.Meta, id, except string) *record {
+	for _, rec := range r.ids[id] {
+		if rec.Filename != except && catalog.Clash(rec.meta, m) {
+			return rec
+		}
+	}
+	return nil
+}
+
+// unindexLocked drops rec from r.ids. r.mu is held.
+func (r *Repo) unindexLocked(rec *record) {
+	recs := slices.DeleteFunc(r.ids[rec.id], func(o *record) bool { return o == rec })
+	if len(recs) == 0 {
+		delete(r.ids, rec.id)
+	} else {
+		r.ids[rec.id] = recs
+	}
+}
+
+// add records a verified upload in the repository. One package version
+// (catalog.Meta.Identity and a clashing architecture) is held by one file:
+// the same bytes again, under any file name, change nothing; other bytes
+// for a version another file holds are a conflict, as are other bytes
+// under an existing file name unless replace is asked.
 func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 	s, name, pend, m := r.s, v.name, v.pend, v.meta
 	res := &UploadResult{Repo: r.name, Filename: name, SHA256: pend.Sum, Size: pend.Size, Package: m.Describe()}
@@ -379,15 +425,27 @@ func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 	defer s.gcMu.RUnlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old, ok := r.pkgs[name]; ok {
+	old, exists := r.pkgs[name]
+	if exists {
 		if old.SHA256 == pend.Sum {
 			res.Unchanged = true
 			return res, nil
 		}
 		if !replace {
-			return nil, fmt.Errorf("%w: %s has sha256 %s, upload has %s", ErrConflict, name, old.SHA256, pend.Sum)
+			return nil, fmt.Errorf("%w: %s in %s holds %s with sha256 %s; the upload is %s with sha256 %s (replace to change it)",
+				ErrConflict, name, r.name, old.meta.Describe(), old.SHA256, m.Describe(), pend.Sum)
 		}
 		res.Replaced = true
+	}
+	id := m.Identity()
+	if h := r.holderLocked(m, id, name); h != nil {
+		if h.SHA256 == pend.Sum && !exists {
+			// The same bytes under another name: already there.
+			res.Filename, res.Unchanged = h.Filename, true
+			return res, nil
+		}
+		return nil, fmt.Errorf("%w: %s %s is already in %s as %s (sha256 %s); the upload %s has sha256 %s: one file per package version (remove %s first)",
+			ErrConflict, h.meta.Kind, m.Describe(), r.name, h.Filename, h.SHA256, name, pend.Sum, h.Filename)
 	}
 	if err := s.saveMeta(m); err != nil {
 		return nil, fmt.Errorf("save header cache: %w", err)
@@ -401,7 +459,11 @@ func (r *Repo) add(v *verified, replace bool) (*UploadResult, error) {
 	if err := pend.Commit(store.File{Path: filepath.Join(r.dir, "pkgs", name+".json"), Data: b}); err != nil {
 		return nil, err
 	}
+	if exists {
+		r.unindexLocked(old)
+	}
 	r.pkgs[name] = rec
+	r.ids[rec.id] = append(r.ids[rec.id], rec)
 	r.changes++
 	r.signal()
 	if !res.Replaced { // a replaced file has the same name, so the same kind
@@ -425,6 +487,7 @@ func (r *Repo) Remove(name string) error {
 		return err
 	}
 	delete(r.pkgs, name)
+	r.unindexLocked(old)
 	r.changes++
 	r.signal()
 	r.s.pkgCount.WithLabelValues(r.name, old.Kind).Dec()

@@ -37,8 +37,12 @@ var (
 var (
 	// ErrBadName is returned for an invalid repository or file name (path traversal included).
 	ErrBadName = errors.New("bad repository or file name")
-	// ErrConflict is returned when a file of the same name but different content exists and replace was not asked.
-	ErrConflict = errors.New("a different package with this file name exists (use replace)")
+	// ErrConflict is returned for an upload whose content differs from a
+	// file of the same name (and replace was not asked), or from the file
+	// that holds the same package version (name, version, architecture;
+	// for RPMs name, epoch, version, release, architecture) under another
+	// name: one package version is one file.
+	ErrConflict = errors.New("conflict")
 	// ErrNotFound is returned for an unknown repository or package.
 	ErrNotFound = errors.New("not found")
 )

@@ -1,7 +1,9 @@
 // Package catalog turns package files into parsed metadata, once per content
 // hash, and runs the pipeline-mode indexers (hive-repo index --yum/--apt)
 // that write repository metadata in place, like createrepo_c and
-// apt-ftparchive.
+// apt-ftparchive. Meta.Identity and Clash define "one package version", of
+// which a repository holds one file: the server refuses a second one on
+// upload, the indexers refuse a directory holding two (ErrDuplicate).
 //
 // A Cache maps SHA-256 → parsed metadata (and path+size+mtime → SHA-256 as a
 // hint that spares hashing unchanged files); it is safe for concurrent use
@@ -41,11 +43,23 @@ const (
 // ErrUnknownKind is returned for a file name that is neither .rpm nor .deb.
 var ErrUnknownKind = errors.New("package file name must end in .rpm or .deb")
 
+// ErrDuplicate is returned by the pipeline indexers when two files of the
+// directory are one package version (Identity and Clash): the index would
+// offer clients two candidates.
+var ErrDuplicate = errors.New("two files of one package version")
+
+// Checks names the verification a parse of this version performs (every
+// .deb member read to its end, the RPM payload digest). Cached metadata from
+// an older parser has a lower value and is not trusted to vouch for a file:
+// the file is parsed again.
+const Checks = 2
+
 // Meta is the parsed metadata of one package file.
 type Meta struct {
-	Kind string
-	RPM  *rpmmeta.Package
-	Deb  *debmeta.Package
+	Kind   string
+	RPM    *rpmmeta.Package
+	Deb    *debmeta.Package
+	Checks int `json:",omitempty"` // the Checks of the parser that read it
 }
 
 // SHA256 returns the package file's hash.
@@ -72,6 +86,37 @@ func (m *Meta) Describe() string {
 	return m.Deb.Name + " " + m.Deb.Version + " " + m.Deb.Architecture
 }
 
+// Identity returns the key under which a repository holds one file per
+// package: kind, name and version, the version in the form the package
+// manager compares (debmeta.CanonicalVersion; for RPMs epoch, version and
+// release, rpmmeta.CanonicalVersion), so that "1.0" and "1.00" are one
+// version as apt and dnf see them. The architecture is compared by Clash.
+func (m *Meta) Identity() string {
+	if m.RPM != nil {
+		epoch := strings.TrimLeft(m.RPM.Epoch, "0")
+		return KindRPM + "\x00" + m.RPM.Name + "\x00" + epoch + ":" + rpmmeta.CanonicalVersion(m.RPM.Version) + "-" + rpmmeta.CanonicalVersion(m.RPM.Release)
+	}
+	return KindDeb + "\x00" + m.Deb.Name + "\x00" + debmeta.CanonicalVersion(m.Deb.Version)
+}
+
+// Arch returns the package's architecture.
+func (m *Meta) Arch() string {
+	if m.RPM != nil {
+		return m.RPM.Arch
+	}
+	return m.Deb.Architecture
+}
+
+// Clash reports whether a and b, of one Identity, are the same package to
+// a client: the same architecture, or for debs either of architecture
+// "all", which APT lists in every architecture's index.
+func Clash(a, b *Meta) bool {
+	if a.Arch() == b.Arch() {
+		return true
+	}
+	return a.Kind == KindDeb && (a.Arch() == "all" || b.Arch() == "all")
+}
+
 // KindOf returns the kind for a file name.
 func KindOf(name string) (string, error) {
 	switch {
@@ -91,13 +136,13 @@ func Parse(kind string, r io.Reader) (*Meta, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Meta{Kind: kind, RPM: p}, nil
+		return &Meta{Kind: kind, RPM: p, Checks: Checks}, nil
 	case KindDeb:
 		p, err := debmeta.Parse(r)
 		if err != nil {
 			return nil, err
 		}
-		return &Meta{Kind: kind, Deb: p}, nil
+		return &Meta{Kind: kind, Deb: p, Checks: Checks}, nil
 	}
 	return nil, ErrUnknownKind
 }
@@ -210,7 +255,7 @@ func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
 			m = c.BySum[h.Sum]
 			c.mu.Unlock()
 		}
-		if m != nil {
+		if m != nil && m.Checks == Checks {
 			return m, fi, nil
 		}
 	}
@@ -236,7 +281,7 @@ func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
 		if _, err = io.ReadFull(f, b); err == nil {
 			var p *rpmmeta.Package
 			if p, err = rpmmeta.ParseBytes(b); err == nil {
-				m = &Meta{Kind: kind, RPM: p}
+				m = &Meta{Kind: kind, RPM: p, Checks: Checks}
 			}
 		}
 		if cap(b) <= 1<<20 {
@@ -329,7 +374,31 @@ func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, 
 	if err := errors.Join(errs...); err != nil {
 		return nil, 0, err
 	}
+	if err := unique(out); err != nil {
+		return nil, 0, err
+	}
 	return out, c.Len() - before, nil
+}
+
+// unique refuses two files of one package version, naming both.
+func unique(fs []found) error {
+	seen := make(map[string][]found, len(fs))
+	var errs []error
+	for _, f := range fs {
+		id := f.meta.Identity()
+		for _, o := range seen[id] {
+			if Clash(o.meta, f.meta) {
+				same := "different content"
+				if o.meta.SHA256() == f.meta.SHA256() {
+					same = "identical copies"
+				}
+				errs = append(errs, fmt.Errorf("%w: %s and %s are both %s (%s): keep one", ErrDuplicate, o.rel, f.rel, f.meta.Describe(), same))
+				break
+			}
+		}
+		seen[id] = append(seen[id], f)
+	}
+	return errors.Join(errs...)
 }
 
 // IndexYum writes dir/repodata for the .rpm files under dir. Hash-named files

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -221,4 +222,80 @@ func TestIndexAptFlat(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Package: pkg2") {
 		t.Fatalf("apt-cache show: %v\n%s", err, out)
 	}
+}
+
+// TestIndexRefusesDuplicatesAndCorrupt: pipeline mode holds the same rules
+// as uploads. Two files of one package version (other bytes, or identical
+// copies) fail the run naming both files; a .deb with a corrupt data member
+// fails it naming the file and member; a cache entry written by an older,
+// laxer parser does not vouch for a file. Nothing is written on failure.
+// Before: all three runs succeeded and listed every file.
+func TestIndexRefusesDuplicatesAndCorrupt(t *testing.T) {
+	ctx := context.Background()
+	deb := func(t *testing.T, comp string) []byte {
+		b, err := repotest.BuildDeb(repotest.Deb{Name: "tool", Version: "1.0", Compression: comp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Run("apt duplicate", func(t *testing.T) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "tool_1.0_all.deb"), deb(t, "gz"), 0o644)
+		os.WriteFile(filepath.Join(dir, "tool_1.00_all.deb"), deb(t, "xz"), 0o644)
+		_, err := catalog.IndexApt(ctx, dir, catalog.Options{})
+		if !errors.Is(err, catalog.ErrDuplicate) || !strings.Contains(err.Error(), "tool_1.00_all.deb and tool_1.0_all.deb") {
+			t.Errorf("err = %v, want ErrDuplicate naming both files", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "Packages")); err == nil {
+			t.Errorf("Packages written despite the error")
+		}
+	})
+	t.Run("yum identical copies", func(t *testing.T) {
+		dir := t.TempDir()
+		b, _ := repotest.BuildRPM(repotest.RPM{Name: "good", Version: "1.0"})
+		os.WriteFile(filepath.Join(dir, "good-1.0-1.noarch.rpm"), b, 0o644)
+		os.MkdirAll(filepath.Join(dir, "copy"), 0o755)
+		os.WriteFile(filepath.Join(dir, "copy/good-1.0-1.noarch.rpm"), b, 0o644)
+		_, err := catalog.IndexYum(ctx, dir, catalog.Options{})
+		if !errors.Is(err, catalog.ErrDuplicate) || !strings.Contains(err.Error(), "identical copies") {
+			t.Errorf("err = %v, want ErrDuplicate (identical copies)", err)
+		}
+	})
+	t.Run("apt corrupt data and stale cache", func(t *testing.T) {
+		dir := t.TempDir()
+		b := deb(t, "gz")
+		i := bytes.Index(b, []byte("data.tar.gz"))
+		var size int
+		fmt.Sscan(string(b[i+48:i+58]), &size)
+		b[i+60+size/2] ^= 0xff
+		path := filepath.Join(dir, "tool_1.0_all.deb")
+		os.WriteFile(path, b, 0o644)
+		_, err := catalog.IndexApt(ctx, dir, catalog.Options{})
+		if err == nil || !strings.Contains(err.Error(), "tool_1.0_all.deb") || !strings.Contains(err.Error(), "data.tar.gz") {
+			t.Errorf("err = %v, want an error naming the file and data.tar.gz", err)
+		}
+		// A cache from a parser that did not read the data member, with a
+		// matching path/size/mtime hint.
+		c := catalog.NewCache()
+		good, err := catalog.Parse(catalog.KindDeb, bytes.NewReader(deb(t, "gz")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		good.Checks = 0
+		c.Put(good)
+		fi, _ := os.Stat(path)
+		cacheFile := filepath.Join(t.TempDir(), "cache")
+		c.Hints[path] = struct {
+			Size, MTime int64
+			Sum         string
+		}{fi.Size(), fi.ModTime().UnixNano(), good.SHA256()}
+		if err := c.Save(cacheFile); err != nil {
+			t.Fatal(err)
+		}
+		c, _ = catalog.LoadCache(cacheFile)
+		if _, err := catalog.IndexApt(ctx, dir, catalog.Options{Cache: c}); err == nil {
+			t.Errorf("a stale cache entry vouched for a corrupt file")
+		}
+	})
 }

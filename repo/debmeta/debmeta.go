@@ -1,11 +1,17 @@
 // Package debmeta reads the control data of a .deb file that an APT
 // repository index needs.
 //
-// Parse reads the whole package once: the ar archive is walked member by
-// member, the control member (control.tar, .gz, .xz or .zst) is decompressed
-// and its ./control file parsed; the data member must be present with a known
-// compression. MD5, SHA-1 and SHA-256 of the whole file are computed on the
-// way. Input that is not an intact binary package is refused with an error
+// Parse reads the whole package once and verifies every member: the ar
+// archive is walked member by member (each exactly as long as its header
+// says), debian-binary must come first, the control member (control.tar,
+// .gz, .xz or .zst) is decompressed to its end and its ./control file
+// parsed, and the data member (also .bz2 or .lzma) is decompressed to its
+// end and its tar archive read to the last byte of the last file, so a
+// corrupt or truncated member fails a checksum or the tar reader. The
+// member order is dpkg's: debian-binary, control, data, with only
+// underscore-prefixed members (signatures, for one) between or after them.
+// MD5, SHA-1 and SHA-256 of the whole file are computed on the same pass.
+// Input that is not an intact binary package is refused with an error
 // wrapping ErrInvalid. Parse is safe for concurrent use and never panics on
 // hostile input (FuzzParse keeps it so).
 package debmeta
@@ -13,7 +19,7 @@ package debmeta
 import (
 	"archive/tar"
 	"bufio"
-	"compress/gzip"
+	"compress/bzip2"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -26,8 +32,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"github.com/ulikunitz/xz/lzma"
 )
 
 // ErrInvalid is wrapped by every error Parse returns for input that is not a
@@ -101,7 +109,7 @@ func Parse(r io.Reader) (pkg *Package, err error) {
 		if err != nil {
 			return nil, err
 		}
-		body := io.LimitReader(br, size)
+		body := &member{r: br, name: name, size: size, left: size}
 		switch {
 		case i == 0:
 			if name != "debian-binary" {
@@ -112,18 +120,32 @@ func Parse(r io.Reader) (pkg *Package, err error) {
 				return nil, fmt.Errorf("%w: unsupported format version %q", ErrInvalid, strings.TrimSpace(string(b)))
 			}
 			sawBinary = true
+		case strings.HasPrefix(name, "_"):
+			// Reserved for additions to the format (dpkg-sig's _gpgbuilder,
+			// debsigs' _gpgorigin, appended after data); dpkg ignores them.
+		case sawData:
+			// dpkg stops reading at the data member: nothing else may hide behind it.
+			return nil, fmt.Errorf("%w: member %q after the data member", ErrInvalid, name)
 		case strings.HasPrefix(name, "control.tar"):
+			if control != nil {
+				return nil, fmt.Errorf("%w: second control member %q", ErrInvalid, name)
+			}
 			if control, err = readControl(name, body); err != nil {
 				return nil, err
 			}
 		case strings.HasPrefix(name, "data.tar"):
-			if !knownCompression(name) {
-				return nil, fmt.Errorf("%w: unsupported data member %q", ErrInvalid, name)
+			if control == nil {
+				return nil, fmt.Errorf("%w: data member %q before the control member", ErrInvalid, name)
+			}
+			if err := checkData(name, body); err != nil {
+				return nil, err
 			}
 			sawData = true
+		default:
+			return nil, fmt.Errorf("%w: unexpected member %q", ErrInvalid, name)
 		}
 		if _, err := io.Copy(io.Discard, body); err != nil {
-			return nil, fmt.Errorf("read member %s: %w", name, err)
+			return nil, memberErr(body, err)
 		}
 		if size%2 == 1 {
 			if _, err := br.Discard(1); err != nil && size > 0 {
@@ -192,43 +214,151 @@ func nextMember(br *bufio.Reader) (string, int64, error) {
 	return name, size, nil
 }
 
-func knownCompression(name string) bool {
-	for _, s := range []string{".tar", ".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2", ".tar.lzma"} {
-		if strings.HasSuffix(name, s) {
-			return true
-		}
-	}
-	return false
+// member reads one ar member's body: exactly size bytes, or an
+// io.ErrUnexpectedEOF if the archive ends before them.
+type member struct {
+	r          io.Reader
+	name       string
+	size, left int64
+	short      bool // the archive ended inside this member
 }
 
-func decompressor(name string, r io.Reader) (io.Reader, error) {
+func (m *member) Read(b []byte) (int, error) {
+	if m.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > m.left {
+		b = b[:m.left]
+	}
+	n, err := m.r.Read(b)
+	m.left -= int64(n)
+	if err == io.EOF && m.left > 0 {
+		m.short = true
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// memberErr describes err met while reading m: a truncated archive is named
+// as such, whatever the decompressor made of the missing bytes.
+func memberErr(m *member, err error) error {
+	if m.short {
+		return fmt.Errorf("%w: member %s truncated: %d of %d bytes", ErrInvalid, m.name, m.size-m.left, m.size)
+	}
+	if errors.Is(err, ErrInvalid) {
+		return err
+	}
+	return fmt.Errorf("%w: member %s: %v", ErrInvalid, m.name, err)
+}
+
+// MaxData bounds the decompressed size of a data member: a package that
+// unpacks to more is refused rather than decompressed for ever.
+const MaxData = 64 << 30
+
+// maxZstdWindow is the largest zstd window accepted, libzstd's default
+// decoder limit (ZSTD_WINDOWLOG_LIMIT_DEFAULT), which dpkg uses.
+const maxZstdWindow = 1 << 27
+
+// decompressor returns a reader of the decompressed member; the caller
+// closes it if it is an io.Closer. Control members may be .tar, .gz, .xz
+// or .zst (as dpkg accepts); data members also .bz2 and .lzma.
+func decompressor(name string, r io.Reader, data bool) (io.Reader, error) {
+	var (
+		dr  io.Reader
+		err error
+	)
 	switch {
 	case strings.HasSuffix(name, ".tar"):
 		return r, nil
-	case strings.HasSuffix(name, ".gz"):
-		return gzip.NewReader(r)
-	case strings.HasSuffix(name, ".xz"):
-		return xz.NewReader(r)
-	case strings.HasSuffix(name, ".zst"):
-		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
-		if err != nil {
-			return nil, err
+	case strings.HasSuffix(name, ".tar.gz"):
+		dr, err = gzip.NewReader(r)
+	case strings.HasSuffix(name, ".tar.xz"):
+		dr, err = xz.NewReader(r)
+	case strings.HasSuffix(name, ".tar.zst"):
+		d, zerr := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		if zerr != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, zerr)
 		}
 		return d.IOReadCloser(), nil
+	case data && strings.HasSuffix(name, ".tar.bz2"):
+		return bzip2.NewReader(r), nil
+	case data && strings.HasSuffix(name, ".tar.lzma"):
+		dr, err = lzma.NewReader(r)
+	default:
+		return nil, fmt.Errorf("%w: unsupported member compression %q", ErrInvalid, name)
 	}
-	return nil, fmt.Errorf("%w: unsupported member compression %q", ErrInvalid, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	return dr, nil
 }
 
-func readControl(name string, body io.Reader) ([]byte, error) {
-	dr, err := decompressor(name, body)
+// checkData decompresses the data member to its end and reads its tar
+// archive entry by entry, every byte of every file, then the rest of the
+// decompressed stream: a corrupt or truncated member fails a checksum, the
+// decompressor or the tar reader, and is refused naming the member and,
+// where known, the entry.
+func checkData(name string, body *member) error {
+	dr, err := decompressor(name, body, true)
 	if err != nil {
-		if errors.Is(err, ErrInvalid) {
-			return nil, err
+		if body.short {
+			return memberErr(body, err)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+		return err
 	}
 	if c, ok := dr.(io.Closer); ok {
 		defer c.Close()
+	}
+	lr := &io.LimitedReader{R: dr, N: MaxData + 1}
+	tr := tar.NewReader(lr)
+	fail := func(what string, err error) error {
+		if body.short {
+			return memberErr(body, err)
+		}
+		if lr.N <= 0 {
+			return fmt.Errorf("%w: %s unpacks to more than %d bytes", ErrInvalid, name, int64(MaxData))
+		}
+		return fmt.Errorf("%w: %s: %s%v", ErrInvalid, name, what, err)
+	}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fail("tar: ", err)
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			return fail(h.Name+": ", err)
+		}
+	}
+	// After the end-of-archive blocks: padding, then the compressor's
+	// trailer and checksum.
+	if _, err := io.Copy(io.Discard, lr); err != nil {
+		return fail("after the tar archive: ", err)
+	}
+	if lr.N <= 0 {
+		return fail("", nil)
+	}
+	return nil
+}
+
+func readControl(name string, body *member) ([]byte, error) {
+	dr, err := decompressor(name, body, false)
+	if err != nil {
+		if body.short {
+			return nil, memberErr(body, err)
+		}
+		return nil, err
+	}
+	if c, ok := dr.(io.Closer); ok {
+		defer c.Close()
+	}
+	fail := func(err error) error {
+		if body.short {
+			return memberErr(body, err)
+		}
+		return fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	tr := tar.NewReader(io.LimitReader(dr, maxControl))
 	for {
@@ -237,12 +367,12 @@ func readControl(name string, body io.Reader) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %s has no control file", ErrInvalid, name)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+			return nil, fail(err)
 		}
 		if strings.TrimPrefix(h.Name, "./") == "control" && h.Typeflag == tar.TypeReg {
 			b, err := io.ReadAll(io.LimitReader(tr, maxFields+1))
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+				return nil, fail(err)
 			}
 			if len(b) > maxFields {
 				return nil, fmt.Errorf("%w: control file too large", ErrInvalid)
@@ -252,11 +382,11 @@ func readControl(name string, body io.Reader) ([]byte, error) {
 				if _, err := tr.Next(); err == io.EOF {
 					break
 				} else if err != nil {
-					return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+					return nil, fail(err)
 				}
 			}
 			if _, err := io.Copy(io.Discard, io.LimitReader(dr, maxControl)); err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+				return nil, fail(err)
 			}
 			return b, nil
 		}
@@ -290,4 +420,52 @@ func ParseControl(b []byte) ([]Field, error) {
 		return nil, fmt.Errorf("%w: empty control file", ErrInvalid)
 	}
 	return out, nil
+}
+
+// CanonicalVersion returns a form of a Debian version that is equal for two
+// versions exactly when dpkg compares them equal: the epoch defaults to 0
+// and loses leading zeros, every digit run loses its leading zeros, and a
+// revision of only zeros is the same as none ("1.0" = "0:1.00-0").
+func CanonicalVersion(v string) string {
+	epoch, rest := "0", v
+	if i := strings.IndexByte(v, ':'); i >= 0 {
+		epoch, rest = v[:i], v[i+1:]
+		if epoch = strings.TrimLeft(epoch, "0"); epoch == "" {
+			epoch = "0"
+		}
+	}
+	upstream, revision := rest, ""
+	if i := strings.LastIndexByte(rest, '-'); i >= 0 {
+		upstream, revision = rest[:i], rest[i+1:]
+	}
+	return epoch + ":" + canonPart(upstream) + "-" + canonPart(revision)
+}
+
+// canonPart rewrites the alternating non-digit and digit runs of a version
+// part as dpkg's verrevcmp sees them: non-digit runs compare character by
+// character, digit runs as numbers, a missing digit run as 0.
+func canonPart(s string) string {
+	var b strings.Builder
+	for first := true; s != ""; first = false {
+		i := strings.IndexFunc(s, func(r rune) bool { return r >= '0' && r <= '9' })
+		if i < 0 {
+			i = len(s)
+		}
+		nd := s[:i]
+		s = s[i:]
+		j := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+		if j < 0 {
+			j = len(s)
+		}
+		d := strings.TrimLeft(s[:j], "0")
+		s = s[j:]
+		if first && nd == "" && d == "" && s == "" {
+			break // "0", "00": the same as nothing
+		}
+		b.WriteString(nd)
+		b.WriteByte('#') // not a version character: keeps runs apart
+		b.WriteString(d)
+		b.WriteByte('#')
+	}
+	return b.String()
 }

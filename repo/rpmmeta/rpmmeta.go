@@ -471,3 +471,41 @@ func checkName(n string) error {
 func IsPrimaryFile(p string) bool {
 	return strings.HasPrefix(p, "/etc/") || strings.Contains(p, "bin/") || p == "/usr/lib/sendmail"
 }
+
+// CanonicalVersion returns a form of an RPM version or release that is
+// equal for two strings exactly when rpmvercmp compares them equal:
+// separators (anything but letters, digits, '~' and '^') are dropped,
+// digit runs lose their leading zeros, and the runs are kept apart
+// ("1.0" = "1_00" = "1.0.", "1a" = "1.a").
+func CanonicalVersion(v string) string {
+	var b strings.Builder
+	isDigit := func(c byte) bool { return c >= '0' && c <= '9' }
+	isAlpha := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+	for i := 0; i < len(v); {
+		c := v[i]
+		switch {
+		case c == '~' || c == '^':
+			b.WriteByte(c)
+			i++
+		case isDigit(c):
+			j := i
+			for j < len(v) && isDigit(v[j]) {
+				j++
+			}
+			b.WriteByte('#')
+			b.WriteString(strings.TrimLeft(v[i:j], "0"))
+			i = j
+		case isAlpha(c):
+			j := i
+			for j < len(v) && isAlpha(v[j]) {
+				j++
+			}
+			b.WriteByte('=')
+			b.WriteString(v[i:j])
+			i = j
+		default:
+			i++
+		}
+	}
+	return b.String()
+}
