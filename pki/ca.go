@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -299,38 +298,9 @@ func SignAgentCSRLabels(caCert *x509.Certificate, caKey crypto.Signer, csrPEM []
 	if err := id.Validate(); err != nil {
 		return nil, fmt.Errorf("sign agent csr: %w", err)
 	}
-	block, rest := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, fmt.Errorf("%w: no PEM \"CERTIFICATE REQUEST\" block", ErrBadCSR)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, fmt.Errorf("%w: trailing data after the PEM block", ErrBadCSR)
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	csr, err := ParseAgentCSR(csrPEM, id)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
-	}
-	if cn := csr.Subject.CommonName; cn != "" && cn != id.String() {
-		return nil, fmt.Errorf("%w: asks for %q, token is for %q", ErrBadCSR, cn, id.String())
-	}
-	for _, u := range csr.URIs {
-		if u.String() != id.URI().String() {
-			return nil, fmt.Errorf("%w: asks for URI %q, token is for %q", ErrBadCSR, u.String(), id.URI())
-		}
-	}
-	if len(csr.IPAddresses) > 0 || len(csr.DNSNames) > 0 || len(csr.EmailAddresses) > 0 {
-		return nil, fmt.Errorf("%w: agent certificates carry no IP, DNS or email names", ErrBadCSR)
-	}
-	switch k := csr.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return nil, fmt.Errorf("%w: ecdsa curve %s not accepted", ErrBadCSR, k.Curve.Params().Name)
-		}
-	default:
-		return nil, fmt.Errorf("%w: key type %T not accepted (want ECDSA P-256)", ErrBadCSR, csr.PublicKey)
+		return nil, err
 	}
 	ca := &CA{Cert: caCert, Key: caKey}
 	iss, err := ca.Issue(CertRequest{Identity: id, Validity: DefaultAgentCSRValidity, PublicKey: csr.PublicKey, Labels: labels})

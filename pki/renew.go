@@ -123,7 +123,7 @@ func (ca *CA) ReissueAgent(old *x509.Certificate, pub crypto.PublicKey, opts Rei
 }
 
 // ParseAgentCSR parses and checks a PEM CSR an agent sends for id (to
-// renew its certificate): one PEM block, a valid signature, an ECDSA
+// redeem a bootstrap token or to renew its certificate): one PEM block, a valid signature, an ECDSA
 // P-256 or P-384 key, and no name but id's (common name and URI may be
 // left out). Errors wrap ErrBadCSR.
 func ParseAgentCSR(csrPEM []byte, id Identity) (*x509.CertificateRequest, error) {
@@ -142,11 +142,11 @@ func ParseAgentCSR(csrPEM []byte, id Identity) (*x509.CertificateRequest, error)
 		return nil, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
 	}
 	if cn := csr.Subject.CommonName; cn != "" && cn != id.String() {
-		return nil, fmt.Errorf("%w: asks for %q, the caller is %q", ErrBadCSR, cn, id.String())
+		return nil, fmt.Errorf("%w: asks for %q, the certificate can only be for %q", ErrBadCSR, cn, id.String())
 	}
 	for _, u := range csr.URIs {
 		if u.String() != id.URI().String() {
-			return nil, fmt.Errorf("%w: asks for URI %q, the caller is %q", ErrBadCSR, u.String(), id.URI())
+			return nil, fmt.Errorf("%w: asks for URI %q, the certificate can only be for %q", ErrBadCSR, u.String(), id.URI())
 		}
 	}
 	if len(csr.IPAddresses) > 0 || len(csr.DNSNames) > 0 || len(csr.EmailAddresses) > 0 {
