@@ -235,6 +235,9 @@ func (s *Server) admitReport(ctx context.Context, r *hivev1.Report) error {
 type rateLimiter struct {
 	rate, burst float64
 	now         func() time.Time
+	// maxKeys, when not 0, bounds the buckets: a new key finding the
+	// table full (after forgetting refilled buckets) is refused.
+	maxKeys int
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -258,8 +261,11 @@ func (l *rateLimiter) take(key string, cost float64) (bool, time.Duration) {
 	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
 	if !ok {
-		if len(l.buckets) >= l.sweepAt {
+		if len(l.buckets) >= l.sweepAt || l.maxKeys > 0 && len(l.buckets) >= l.maxKeys {
 			l.sweepLocked(now)
+		}
+		if l.maxKeys > 0 && len(l.buckets) >= l.maxKeys {
+			return false, time.Second
 		}
 		b = &bucket{tokens: l.burst, last: now}
 		l.buckets[key] = b

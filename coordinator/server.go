@@ -95,7 +95,7 @@ type Server struct {
 	metrics     *metrics
 	ca          *pki.CA
 	conns       *connTracker // client connections by certificate (revoke.go)
-	certLimit   ipLimiter    // RequestCertificate, per source address
+	certLimit   *rateLimiter // RequestCertificate, per source address
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
 	// reconcileRounds counts reconcileLoop's rounds as leader (tests wait
@@ -289,6 +289,8 @@ func New(cfg Config) (s *Server, err error) {
 	s.batcher = newBatcher(cfg.ReportBatchMax, ReportEntryMaxBytes, ReportQueueMaxPerBatch*cfg.ReportBatchMax, ReportQueueMaxBytes, s.applyReports)
 	s.batcher.onFull = func() { s.metrics.refused.WithLabelValues("queue").Inc() }
 	s.reportLimit = newRateLimiter(ReportRate, ReportBurst, time.Now)
+	s.certLimit = newRateLimiter(CertRequestRate, CertRequestBurst, time.Now)
+	s.certLimit.maxKeys = maxLimiterSources
 	s.grpcSrv = s.newGRPCServer(serverTLS)
 	return s, nil
 }

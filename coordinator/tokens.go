@@ -97,7 +97,7 @@ func (s *Server) reservedName(ctx context.Context, node string) error {
 // expired or wrong token costs one map lookup and writes nothing.
 func (a *api) RequestCertificate(ctx context.Context, req *hivev1.RequestCertificateRequest) (*hivev1.RequestCertificateResponse, error) {
 	s := a.s
-	if ok, wait := s.certLimit.allow(sourceAddr(ctx), time.Now(), CertRequestRate, CertRequestBurst); !ok {
+	if ok, wait := s.certLimit.take(sourceAddr(ctx).String(), 1); !ok {
 		s.metrics.denied.Inc()
 		return nil, status.Errorf(codes.ResourceExhausted, "too many certificate requests from %v (limit %d per second, burst %d); retry in %v", sourceAddr(ctx), CertRequestRate, CertRequestBurst, wait.Round(time.Millisecond))
 	}

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"path"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hivefleet/hive/coordinator/state"
@@ -218,49 +217,6 @@ const (
 	// again) are dropped, and if none is, the call is refused.
 	maxLimiterSources = 4096
 )
-
-// ipLimiter is a token bucket per source address. The zero value is ready;
-// safe for concurrent use; never blocks but on its mutex.
-type ipLimiter struct {
-	mu      sync.Mutex
-	buckets map[netip.Addr]*ipBucket
-}
-
-type ipBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// allow takes a token for src at now, or reports when one will be there.
-func (l *ipLimiter) allow(src netip.Addr, now time.Time, rate float64, burst int) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buckets == nil {
-		l.buckets = map[netip.Addr]*ipBucket{}
-	}
-	b, ok := l.buckets[src]
-	if !ok {
-		if len(l.buckets) >= maxLimiterSources {
-			for a, o := range l.buckets {
-				if o.tokens+now.Sub(o.last).Seconds()*rate >= float64(burst) {
-					delete(l.buckets, a)
-				}
-			}
-			if len(l.buckets) >= maxLimiterSources {
-				return false, time.Second
-			}
-		}
-		b = &ipBucket{tokens: float64(burst), last: now}
-		l.buckets[src] = b
-	}
-	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false, time.Duration((1 - b.tokens) / rate * float64(time.Second))
-	}
-	b.tokens--
-	return true, 0
-}
 
 // sourceAddr is the IP a call comes from (the zero Addr when unknown: all
 // such callers share one bucket).

@@ -297,22 +297,31 @@ func TestRequestCertificateRateLimit(t *testing.T) {
 }
 
 func TestIPLimiter(t *testing.T) {
-	var l ipLimiter
 	now := time.Unix(0, 0)
-	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	l := newRateLimiter(CertRequestRate, CertRequestBurst, func() time.Time { return now })
+	l.maxKeys = 2
+	a, b, c := "10.0.0.1", "10.0.0.2", "10.0.0.3"
 	for i := range 10 {
-		if ok, _ := l.allow(a, now, 5, 10); !ok {
+		if ok, _ := l.take(a, 1); !ok {
 			t.Fatalf("call %d of the burst refused", i)
 		}
 	}
-	if ok, wait := l.allow(a, now, 5, 10); ok || wait != 200*time.Millisecond {
+	if ok, wait := l.take(a, 1); ok || wait != 200*time.Millisecond {
 		t.Fatalf("11th call: %v %v", ok, wait)
 	}
-	if ok, _ := l.allow(b, now, 5, 10); !ok {
+	if ok, _ := l.take(b, 1); !ok {
 		t.Fatal("another source limited")
 	}
-	if ok, _ := l.allow(a, now.Add(200*time.Millisecond), 5, 10); !ok {
+	if ok, _ := l.take(c, 1); ok {
+		t.Fatal("a third source admitted into a table of two busy buckets")
+	}
+	now = now.Add(200 * time.Millisecond)
+	if ok, _ := l.take(a, 1); !ok {
 		t.Fatal("refilled token refused")
+	}
+	now = now.Add(time.Hour)
+	if ok, _ := l.take(c, 1); !ok {
+		t.Fatal("a new source refused once the others' buckets refilled")
 	}
 }
 
