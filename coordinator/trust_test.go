@@ -346,7 +346,16 @@ func TestRequestCertificateOnFollower(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "followers caught up", func() bool { return f.fsm.Store().Index() == l.fsm.Store().Index() })
+	// The cluster writes entries of its own right after it starts
+	// (coordinator records, promotions): wait until it is quiet, so that a
+	// moving index can only be the call's.
+	last, since := l.fsm.Store().Index(), time.Now()
+	waitFor(t, 20*time.Second, "the cluster quiet for a second, followers caught up", func() bool {
+		if i := l.fsm.Store().Index(); i != last {
+			last, since = i, time.Now()
+		}
+		return time.Since(since) > time.Second && f.fsm.Store().Index() == last
+	})
 	index := l.fsm.Store().Index()
 	_, err = anon.RequestCertificate(ctx, &hivev1.RequestCertificateRequest{Token: "unknown", Node: "new-1", Csr: csr})
 	wantCode(t, "unknown token via a follower", err, codes.NotFound)
