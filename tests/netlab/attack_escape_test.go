@@ -38,7 +38,7 @@ var hostileMessages = []string{
 func TestHostileReportEscaped(t *testing.T) {
 	c := newCluster(t, clusterConfig{coordinators: 1, agents: 0})
 	g := c.push(siteFiles("1", len(hostileMessages)), false)
-	c.tls("cert", "create", "--agent", "a9")
+	c.tls("cert", "create", "--agent", "a9", "--label", "tier=web")
 	rogue := c.lab.AddHost("rogue")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

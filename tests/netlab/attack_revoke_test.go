@@ -125,7 +125,7 @@ func TestAgentRenewsShortLivedCertificate(t *testing.T) {
 	co := c.coords[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := c.ctl(ctx, "tls", "token", "create", "--node", "r1", "-o", "json")
+	out, err := c.ctl(ctx, "tls", "token", "create", "--node", "r1", "--label", "tier=web", "-o", "json")
 	if err != nil {
 		t.Fatalf("token create: %v\n%s", err, out)
 	}
