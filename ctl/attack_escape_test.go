@@ -3,7 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -35,25 +35,7 @@ var hostile = []string{
 // raw, keep exactly one line per node and per resource, and -o json must
 // stay valid JSON carrying the text unchanged.
 func TestRealCoordinatorHostileReport(t *testing.T) {
-	clearEnv(t)
-	dir := t.TempDir()
-	for _, args := range [][]string{
-		{"tls", "ca", "create"},
-		{"tls", "cert", "create", "--coordinator", "c1"},
-		{"tls", "cert", "create", "--admin", "alice"},
-		{"tls", "cert", "create", "--agent", "web-1"},
-		{"tls", "gossip-key", "create"},
-	} {
-		if r := run(t, "", append(args, "--dir", dir)...); r.code != 0 {
-			t.Fatalf("%v: %+v", args, r)
-		}
-	}
-	p := func(f string) string { return filepath.Join(dir, f) }
-	addr := startCoordinator(t, "--name", "c1", "--bootstrap-expect", "1",
-		"--tls-ca", p("ca.pem"), "--tls-cert", p("c1.pem"), "--tls-key", p("c1-key.pem"), "--tls-ca-key", p("ca-key.pem"),
-		"--gossip-key-file", p("gossip.key"))
-	t.Setenv(envAddr, addr)
-	t.Setenv(envCACert, p("ca.pem"))
+	p := startTLSCoordinator(t)
 	t.Setenv(envCert, p("alice.pem"))
 	t.Setenv(envKey, p("alice-key.pem"))
 	if r := run(t, "pw-0123456789", "secret", "set", "db-password"); r.code != 0 {
@@ -66,7 +48,7 @@ func TestRealCoordinatorHostileReport(t *testing.T) {
 	// The agent, with its own certificate.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := client.Dial(ctx, client.Config{Addrs: []string{addr}, CA: p("ca.pem"), Cert: p("web-1.pem"), Key: p("web-1-key.pem")})
+	conn, err := client.Dial(ctx, client.Config{Addrs: []string{os.Getenv(envAddr)}, CA: p("ca.pem"), Cert: p("web-1.pem"), Key: p("web-1-key.pem")})
 	if err != nil {
 		t.Fatal(err)
 	}

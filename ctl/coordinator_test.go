@@ -222,16 +222,22 @@ func TestRealCoordinatorDev(t *testing.T) {
 	}
 }
 
-func TestRealCoordinatorTLS(t *testing.T) {
+// startTLSCoordinator makes a PKI in a temporary directory (CA,
+// coordinator c1, admin alice, agent web-1, the gossip key, then the extra
+// hivectl commands given), starts a real coordinator c1 that signs with
+// the CA key, and points hivectl's environment at it and the CA. It
+// returns the path of a file of the PKI directory.
+func startTLSCoordinator(t *testing.T, extra ...[]string) func(file string) string {
+	t.Helper()
 	clearEnv(t)
 	dir := t.TempDir()
-	for _, args := range [][]string{
+	for _, args := range append([][]string{
 		{"tls", "ca", "create"},
 		{"tls", "cert", "create", "--coordinator", "c1"},
 		{"tls", "cert", "create", "--admin", "alice"},
 		{"tls", "cert", "create", "--agent", "web-1"},
 		{"tls", "gossip-key", "create"},
-	} {
+	}, extra...) {
 		if r := run(t, "", append(args, "--dir", dir)...); r.code != 0 {
 			t.Fatalf("%v: %+v", args, r)
 		}
@@ -242,6 +248,11 @@ func TestRealCoordinatorTLS(t *testing.T) {
 		"--gossip-key-file", p("gossip.key"))
 	t.Setenv(envAddr, addr)
 	t.Setenv(envCACert, p("ca.pem"))
+	return p
+}
+
+func TestRealCoordinatorTLS(t *testing.T) {
+	p := startTLSCoordinator(t)
 	file := siteFile(t)
 
 	admin := []string{"--cert", p("alice.pem"), "--key", p("alice-key.pem")}

@@ -3,7 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,32 +21,13 @@ import (
 // is revoked, a bad name or serial is rejected before anything changes,
 // and a removed node leaves status.
 func TestRealCoordinatorNodeRevokeRemove(t *testing.T) {
-	clearEnv(t)
-	dir := t.TempDir()
-	for _, args := range [][]string{
-		{"tls", "ca", "create"},
-		{"tls", "cert", "create", "--coordinator", "c1"},
-		{"tls", "cert", "create", "--admin", "alice"},
-		{"tls", "cert", "create", "--agent", "web-1"},
-		{"tls", "cert", "create", "--agent", "web-2"},
-		{"tls", "gossip-key", "create"},
-	} {
-		if r := run(t, "", append(args, "--dir", dir)...); r.code != 0 {
-			t.Fatalf("%v: %+v", args, r)
-		}
-	}
-	p := func(f string) string { return filepath.Join(dir, f) }
-	addr := startCoordinator(t, "--name", "c1", "--bootstrap-expect", "1",
-		"--tls-ca", p("ca.pem"), "--tls-cert", p("c1.pem"), "--tls-key", p("c1-key.pem"),
-		"--gossip-key-file", p("gossip.key"))
-	t.Setenv(envAddr, addr)
-	t.Setenv(envCACert, p("ca.pem"))
+	p := startTLSCoordinator(t, []string{"tls", "cert", "create", "--agent", "web-2"})
 	admin := []string{"--cert", p("alice.pem"), "--key", p("alice-key.pem")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	agent := func(name string) *client.Conn {
-		c, err := client.Dial(ctx, client.Config{Addrs: []string{addr}, CA: p("ca.pem"), Cert: p(name + ".pem"), Key: p(name + "-key.pem")})
+		c, err := client.Dial(ctx, client.Config{Addrs: []string{os.Getenv(envAddr)}, CA: p("ca.pem"), Cert: p(name + ".pem"), Key: p(name + "-key.pem")})
 		if err != nil {
 			t.Fatal(err)
 		}
