@@ -303,12 +303,16 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 		return err
 	}
 	if w := p.Window(); w != nil && !p.now().Before(w.deadline) {
-		_ = p.rollbackLocked(ctx, w) // the timer is waiting for ops
+		// Overdue: its timer is waiting for ops. A cancelled run must not
+		// cut the rollback short.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		_ = p.rollbackLocked(rctx, w)
+		cancel()
 	}
 	if h := p.heldLocked(d.hash); h != nil {
 		return heldErr(h)
 	}
-	plans, snapshot, err := observeAll(ctx, env.Runner, d.desired)
+	plans, before, err := observeAll(ctx, env.Runner, d.desired)
 	if err != nil {
 		return err
 	}
@@ -319,6 +323,7 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 		// keeps its snapshot: a rollback returns to the last confirmed
 		// rules. (The same rules applied again, e.g. after drift inside
 		// the window, keep the window and its deadline.)
+		snapshot := before
 		if prev != nil {
 			snapshot = prev.snapshot
 		}
@@ -335,7 +340,7 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 			}
 		}
 		if err := restore(ctx, env.Runner, f, plans[f].Restore); err != nil {
-			return p.undoLocked(env, w, prev, snapshot, applied, err)
+			return p.undoLocked(env, w, prev, before, applied, err)
 		}
 		applied = append(applied, f)
 	}
@@ -344,10 +349,10 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 	for _, f := range applied {
 		filter, err := observe(ctx, env.Runner, f)
 		if err != nil {
-			return p.undoLocked(env, w, prev, snapshot, applied, err)
+			return p.undoLocked(env, w, prev, before, applied, err)
 		}
 		if pl := Diff(f, filter, d.desired[f]); !pl.Empty() {
-			return p.undoLocked(env, w, prev, snapshot, applied, fmt.Errorf("%w: %s", ErrNotStored, strings.Join(pl.Changes, "; ")))
+			return p.undoLocked(env, w, prev, before, applied, fmt.Errorf("%w: %s", ErrNotStored, strings.Join(pl.Changes, "; ")))
 		}
 	}
 	if len(applied) == 0 || w == prev {

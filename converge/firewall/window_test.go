@@ -125,3 +125,32 @@ func testEnv(t *testing.T, n *netns) *converge.Env {
 func batchOf(fw *hivev1.Firewall) *converge.Batch {
 	return &converge.Batch{Items: []converge.Item{{Key: "firewall:filter", Resource: fwResource(fw)}}}
 }
+
+// TestNetnsApplyRollsBackOverdueWindow: a run that applies after the
+// deadline, before the window's timer got the lock, rolls the window back
+// itself and holds its rules back; it never extends the window.
+func TestNetnsApplyRollsBackOverdueWindow(t *testing.T) {
+	n := newNetns(t)
+	p := newProvider(t, nil)
+	good := &hivev1.Firewall{Rules: []*hivev1.FirewallRule{{Protocol: "tcp", Ports: []string{"22"}, Action: accept}}}
+	runOnce(t, p, n, good)
+	_ = p.Window().Confirm()
+	confirmed := n.save(IPv4) + n.save(IPv6)
+	bad := &hivev1.Firewall{Rules: []*hivev1.FirewallRule{{Protocol: "tcp", Ports: []string{"23"}, Action: accept}}, ConfirmSeconds: 30}
+	runOnce(t, p, n, bad)
+	w := p.Window()
+	n.exec("", "iptables", "-D", "HIVE-INPUT", "1")
+	p.now = func() time.Time { return time.Now().Add(time.Minute) } // past the deadline; the timer has not fired
+	if ch := runOnce(t, p, n, bad); !errors.Is(ch.Err, ErrHeldBack) {
+		t.Fatalf("apply past the deadline: %v, want ErrHeldBack", ch.Err)
+	}
+	if st, _, _ := w.State(); st != WindowRolledBack {
+		t.Errorf("overdue window %s", st)
+	}
+	if now := n.save(IPv4) + n.save(IPv6); now != confirmed {
+		t.Errorf("not rolled back:\n%s", now)
+	}
+	if p.Window() != nil {
+		t.Error("a window is open")
+	}
+}
