@@ -124,6 +124,7 @@ var (
 	fwConfirmRe  = regexp.MustCompile(`time=(\S+) level=INFO msg="firewall change confirmed".*? rules=(\w+)()`)
 	fwEndedRe    = regexp.MustCompile(`time=(\S+) level=INFO msg="firewall confirm window ended".*? state="?([a-z ]+)"?()`)
 	fwReopenRe   = regexp.MustCompile(`time=(\S+) level=WARN msg="unconfirmed firewall change found from before a restart: confirm window reopened".*? rules=(\w+) deadline=(\S+)`)
+	fwHeldRe     = regexp.MustCompile(`time=(\S+) level=WARN msg="resource failed" component=converge key=firewall:filter err="firewall rules held back after rollback: rules (\w+)()`)
 	agentStartRe = regexp.MustCompile(`time=(\S+) level=INFO msg="hive-agent starting"()()`)
 )
 
@@ -171,7 +172,7 @@ func waitEvent(t testing.TB, a *node, re *regexp.Regexp, n int, timeout time.Dur
 // rollback, within the window plus lockoutSlack; once the good rules are
 // back they never leave again (both families, polled every 100 ms); they
 // equal the good rules exactly; status reports the rollback for that
-// generation; at most one prober per window (one "confirm window ended"
+// generation, and "held back" is never reported before the rollback; at most one prober per window (one "confirm window ended"
 // line per window); the next good rule set applies, is confirmed and
 // stays past its deadline.
 func TestFirewallLockoutRollsBack(t *testing.T) {
@@ -281,6 +282,13 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		// The log's times have millisecond precision.
 		if rb.at.After(ch.deadline.Add(lockoutSlack)) || rb.at.Before(ch.deadline.Add(-time.Millisecond)) {
 			t.Errorf("cycle %d: rolled back %v after the deadline, want within %v after it", i, rb.at.Sub(ch.deadline), lockoutSlack)
+		}
+		// "Held back" is reported only once the rules were rolled back.
+		for _, ev := range agentEvents(t, a, fwHeldRe) {
+			if ev.at.After(ch.at) && ev.at.Before(rb.at) {
+				t.Errorf("cycle %d: held back reported at %s while the rules were in place (applied %s, rolled back %s)", i,
+					ev.at.Format(time.StampMilli), ch.at.Format(time.StampMilli), rb.at.Format(time.StampMilli))
+			}
 		}
 		if n := len(agentEvents(t, a, fwChangedRe)); n != nChanged+1 {
 			t.Errorf("cycle %d: %d firewall changes, want 1 (the bad rules applied again?)", i, n-nChanged)
