@@ -215,6 +215,7 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		return save
 	}
 
+	var lates []time.Duration // rollback minus deadline, per cycle
 	// lockout pushes bad rule set i over the good tables before and
 	// returns how long after the apply the agent rolled it back.
 	lockout := func(i int, before string, kill bool) time.Duration {
@@ -321,6 +322,7 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		if len(ended) > 1 || (len(ended) == 0 && !kill) || (len(ended) == 1 && ended[0].rules != "rolled back") {
 			t.Errorf("cycle %d: confirm window ended lines %+v, want one, rolled back (one prober per window)", i, ended)
 		}
+		lates = append(lates, rb.at.Sub(ch.deadline))
 		return took
 	}
 
@@ -330,7 +332,7 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		kill := i > 5
 		took := lockout(i, before, kill)
 		times = append(times, took)
-		t.Logf("cycle %d (kill %v): rolled back %v after the apply", i, kill, took.Round(time.Millisecond))
+		t.Logf("cycle %d (kill %v): rolled back %v after the apply, %v after the deadline", i, kill, took.Round(time.Millisecond), lates[len(lates)-1].Round(time.Millisecond))
 		before = good(i)
 	}
 	if n := len(agentEvents(t, a, fwReopenRe)); n != 3 {
@@ -339,6 +341,8 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 	slices.Sort(times)
 	t.Logf("rollback after the apply over %d cycles (confirm %v): min %v, median %v, max %v", len(times), lockoutConfirm,
 		times[0].Round(time.Millisecond), times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+	slices.Sort(lates)
+	t.Logf("rollback after the deadline: min %v, median %v, max %v", lates[0].Round(time.Millisecond), lates[len(lates)/2].Round(time.Millisecond), lates[len(lates)-1].Round(time.Millisecond))
 	if os.Getenv("NETLAB_KEEP_LOG") != "" {
 		t.Log(a.proc.Log())
 	}
