@@ -47,6 +47,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/limits"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -63,6 +64,9 @@ const (
 	TriggerInterval = "interval"
 	TriggerSignal   = "signal"
 	TriggerRetry    = "retry"
+	// TriggerRollback: the firewall rolled back an unconfirmed change;
+	// the run reports it at once.
+	TriggerRollback = "firewall-rollback"
 )
 
 // Agent is one hive-agent.
@@ -88,6 +92,7 @@ type Agent struct {
 
 	runStarted atomic.Int64 // unix nanos of the run in progress, 0 when idle
 	running    *runCtl      // the run in progress, guarded by mu; nil when idle
+	probing    Window       // the firewall window a confirmWindow goroutine probes, guarded by mu
 	ready      atomic.Bool
 	readyCh    chan struct{}
 	stats      Stats
@@ -512,7 +517,7 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	a.log.Log(ctx, lvl, "run finished", attrs...)
 
 	if a.deps.OpenWindow != nil {
-		if w := a.deps.OpenWindow(); w != nil {
+		if w := a.deps.OpenWindow(); w != nil && a.startProbing(w) {
 			go a.confirmWindow(ctx, w)
 		}
 	}
@@ -550,9 +555,34 @@ func (a *Agent) sendApplying(ctx context.Context, st *hivev1.NodeState, started 
 // confirmWindow confirms a firewall change once a coordinator answers
 // through the new rules; if none does before the deadline, the firewall
 // provider rolls the change back by itself.
+// One goroutine per window: runs during an open window find it probed
+// already (startProbing) and start none.
 func (a *Agent) confirmWindow(ctx context.Context, w Window) {
 	st := w.ConfirmWith(ctx, time.Second, a.probe)
+	a.mu.Lock()
+	if a.probing == w {
+		a.probing = nil
+	}
+	a.mu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
 	a.log.Info("firewall confirm window ended", "state", st.String())
+	if st == firewall.WindowRolledBack || st == firewall.WindowRollbackFailed {
+		a.Trigger(TriggerRollback)
+	}
+}
+
+// startProbing reports whether w still needs a prober, and marks it
+// probed.
+func (a *Agent) startProbing(w Window) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.probing == w {
+		return false
+	}
+	a.probing = w
+	return true
 }
 
 // watchdog pings systemd while the run loop is idle or its run is within

@@ -27,22 +27,31 @@
 // Every applied change opens a Window (Provider.Window) holding the rules as
 // they were before. The agent calls Window.Confirm once it has reached a
 // coordinator after the change (Window.ConfirmWith runs a probe until it
-// succeeds). If the deadline (resource confirm_seconds, default 30 s)
-// passes first, the window's own goroutine restores the previous rules and
-// the window ends WindowRolledBack; from then on Plan fails the resource
-// with ErrHeldBack (the rollback shows up in the node's report) and does
-// not apply those rules again until they change, Config.HoldBack passes or
-// ClearHold is called. A change made while a window is open supersedes it
-// and inherits its snapshot, so a rollback always returns to the last
-// confirmed rules.
+// succeeds; a window has one prober at a time). If the deadline (resource
+// confirm_seconds, default 30 s) passes first, the window's own goroutine
+// restores the previous rules and the window ends WindowRolledBack; from
+// then on Plan fails the resource with ErrHeldBack (the rollback shows up
+// in the node's report) and Apply refuses those rules until they change,
+// Config.HoldBack passes or ClearHold is called. A different change made
+// while a window is open supersedes it and inherits its snapshot, so a
+// rollback always returns to the last confirmed rules; the same rules
+// applied again inside their window (drift) keep the window and its
+// deadline. With Config.StateFile the window and the hold are on disk
+// (written before the tables change); a restarted agent keeps the
+// window's deadline and the hold.
 //
 // # Concurrency
 //
 // The engine calls Plan and Apply from one goroutine at a time. A Window's
 // timer runs the rollback on its own goroutine; the Window methods and the
 // Provider accessors (Window, LastWindow, ClearHold) are safe from any
-// goroutine. Only Plan, Apply, Prune and Window.Rollback run iptables and
-// block; changes (Apply, rollbacks) are serialised by one provider mutex,
-// so a rollback never interleaves with an apply. Confirm never runs
-// iptables (it waits only for a rollback in progress).
+// goroutine. One provider lock (ops) is held for every decision about the
+// tables: Plan's observation of both families and the hold, Apply (which
+// rolls back an overdue window, checks the hold and plans again under it
+// before changing anything), rollbacks, Confirm and ClearHold. Under it the
+// tables, the open window, its saved "before" state, the hold and the
+// state file change together: no run can apply from a plan made before a
+// rollback, or open a window whose snapshot mixes the tables before and
+// after one. Only Plan, Apply, Prune and Window.Rollback run iptables and
+// block; Confirm never runs iptables (it waits for a change in progress).
 package firewall

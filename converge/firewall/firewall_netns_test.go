@@ -556,7 +556,9 @@ func TestNetnsWindowSurvivesRestart(t *testing.T) {
 	runOnce(t, first, n, bad)
 	// The agent "crashes": its timer never fires.
 	first.Window().timer.Stop()
+	first.mu.Lock()
 	first.window = nil
+	first.mu.Unlock()
 	if _, err := os.Stat(state); err != nil {
 		t.Fatalf("no state file inside the window: %v", err)
 	}
@@ -580,8 +582,26 @@ func TestNetnsWindowSurvivesRestart(t *testing.T) {
 	if now := n.save(IPv4) + n.save(IPv6); now != confirmed {
 		t.Errorf("not rolled back to the confirmed rules:\n%s", now)
 	}
+	// The hold is on disk with the window gone: an agent restarted after
+	// the rollback does not apply the rolled-back rules again.
+	third := newProvider(t, func(c *Config) { c.StateFile = state; c.ConfirmWindow = time.Second })
+	if ch := runOnce(t, third, n, bad); !errors.Is(ch.Err, ErrHeldBack) {
+		t.Fatalf("after a restart past the rollback: err = %v", ch.Err)
+	}
+	if third.Window() != nil {
+		t.Error("a window reopened after the rollback")
+	}
+	if now := n.save(IPv4) + n.save(IPv6); now != confirmed {
+		t.Errorf("held-back rules applied after a restart:\n%s", now)
+	}
+	// Other rules clear the hold, and confirming them leaves no state.
+	runOnce(t, third, n, good)
+	if ch := runOnce(t, third, n, &hivev1.Firewall{}); ch.Err != nil || !ch.Needed {
+		t.Fatalf("new rules after the restart: %v", ch.Err)
+	}
+	_ = third.Window().Confirm()
 	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("state file kept after rollback: %v", err)
+		t.Errorf("state file kept after the hold ended and the window was confirmed: %v", err)
 	}
 }
 

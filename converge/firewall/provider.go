@@ -7,16 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hivefleet/hive/converge"
-	"github.com/hivefleet/hive/internal/atomicfile"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -81,19 +78,27 @@ var (
 // Provider converges the "firewall" resource kind. It is long-lived: the
 // agent creates one and keeps it, because it owns the confirm window of
 // the last change (see Window).
+//
+// Locking: ops is held for every decision about the tables and the change
+// that follows from it: Plan's observation, Apply (which plans again under
+// it), rollbacks, Confirm, ClearHold and the recovery of the state file.
+// Whoever holds ops sees the open window, the hold, the state file and the
+// tables agree. mu guards the fields below for the accessors; it is taken
+// inside ops, only for memory (never around iptables or the disk), and the
+// window, the hold and the window's state change in one mu section.
 type Provider struct {
 	cfg Config
 	log *slog.Logger
+	now func() time.Time
 
-	// ops serialises every change of the tables: Apply and rollbacks.
-	ops    sync.Mutex
+	ops sync.Mutex
+	// recovered is set once the state file was looked at (ops held).
+	recovered bool
+
 	mu     sync.Mutex
 	window *Window // open window, or nil
 	last   *Window // last window, open or ended
 	hold   *hold
-	now    func() time.Time
-	// recovered is set once the state file was looked at.
-	recovered bool
 }
 
 type hold struct {
@@ -137,19 +142,18 @@ func (p *Provider) LastWindow() *Window {
 	return p.last
 }
 
-// ClearHold lets rolled-back rules be applied again at the next run.
+// ClearHold lets rolled-back rules be applied again at the next run. It
+// waits for a table change in progress.
 func (p *Provider) ClearHold() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.hold = nil
+	p.ops.Lock()
+	defer p.ops.Unlock()
+	p.commitLocked(p.Window(), nil, nil)
 }
 
 type planData struct {
-	hash     string
-	confirm  time.Duration
-	plans    map[Family]*Plan
-	snapshot map[Family]*Ruleset
-	desired  map[Family]*Ruleset
+	hash    string
+	confirm time.Duration
+	desired map[Family]*Ruleset
 }
 
 // Plan implements converge.Provider.
@@ -178,9 +182,6 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 }
 
 func (p *Provider) planOne(ctx context.Context, env *converge.Env, fw *hivev1.Firewall, ch *converge.Change) error {
-	if err := p.recover(env); err != nil {
-		return err
-	}
 	desired, err := Render(fw)
 	if err != nil {
 		return err
@@ -201,50 +202,68 @@ func (p *Provider) planOne(ctx context.Context, env *converge.Env, fw *hivev1.Fi
 			return err
 		}
 	}
-	hash := hashRulesets(desired)
-	p.mu.Lock()
-	h := p.hold
-	if h != nil && (h.hash != hash || (!h.until.IsZero() && p.now().After(h.until))) {
-		p.hold, h = nil, nil
-	}
-	p.mu.Unlock()
 	confirm := p.cfg.ConfirmWindow
 	if s := fw.GetConfirmSeconds(); s > 0 {
 		confirm = time.Duration(s) * time.Second
 	}
-	return p.plan(ctx, env, ch, desired, hash, confirm, h)
+	return p.plan(ctx, env, ch, &planData{hash: hashRulesets(desired), confirm: confirm, desired: desired})
 }
 
-func (p *Provider) plan(ctx context.Context, env *converge.Env, ch *converge.Change, desired map[Family]*Ruleset, hash string, confirm time.Duration, h *hold) error {
-	d := &planData{hash: hash, confirm: confirm, plans: map[Family]*Plan{}, snapshot: map[Family]*Ruleset{}, desired: desired}
-	var changes []string
-	for _, f := range Families {
-		filter, err := observe(ctx, env.Runner, f)
-		if err != nil {
-			return err
-		}
-		pl := Diff(f, filter, desired[f])
-		d.plans[f] = pl
-		d.snapshot[f] = snapshotOf(filter)
-		changes = append(changes, pl.Changes...)
+// plan observes both families and the hold under ops: what it reports is
+// one consistent moment (never the hold from before a rollback with the
+// tables from after it). Apply plans again under the same lock.
+func (p *Provider) plan(ctx context.Context, env *converge.Env, ch *converge.Change, d *planData) error {
+	p.ops.Lock()
+	if err := p.recoverLocked(env); err != nil {
+		p.ops.Unlock()
+		return err
+	}
+	h := p.heldLocked(d.hash)
+	plans, _, err := observeAll(ctx, env.Runner, d.desired)
+	p.ops.Unlock()
+	if err != nil {
+		return err
 	}
 	ch.Data = d
+	var changes []string
+	for _, f := range Families {
+		changes = append(changes, plans[f].Changes...)
+	}
 	if len(changes) == 0 {
 		ch.Summary = "rules as desired"
 		return nil
 	}
 	if h != nil {
-		until := "change the rules to retry"
-		if !h.until.IsZero() {
-			until = "retried after " + h.until.UTC().Format(time.RFC3339)
-		}
-		return fmt.Errorf("%w: rules %s were rolled back at %s because no coordinator confirmed them within the window; %s",
-			ErrHeldBack, short(h.hash), h.at.UTC().Format(time.RFC3339), until)
+		return heldErr(h)
 	}
 	ch.Needed = true
 	ch.Diff = strings.Join(changes, "\n") + "\n"
-	ch.Summary = summarize(d.plans)
+	ch.Summary = summarize(plans)
 	return nil
+}
+
+func heldErr(h *hold) error {
+	until := "change the rules to retry"
+	if !h.until.IsZero() {
+		until = "retried after " + h.until.UTC().Format(time.RFC3339)
+	}
+	return fmt.Errorf("%w: rules %s were rolled back at %s because no coordinator confirmed them within the window; %s",
+		ErrHeldBack, short(h.hash), h.at.UTC().Format(time.RFC3339), until)
+}
+
+// observeAll reads both families and plans each toward desired; snapshot
+// is what restores them to how they are now.
+func observeAll(ctx context.Context, r converge.Runner, desired map[Family]*Ruleset) (map[Family]*Plan, map[Family]*Ruleset, error) {
+	plans, snap := map[Family]*Plan{}, map[Family]*Ruleset{}
+	for _, f := range Families {
+		filter, err := observe(ctx, r, f)
+		if err != nil {
+			return nil, nil, err
+		}
+		plans[f] = Diff(f, filter, desired[f])
+		snap[f] = Current(filter)
+	}
+	return plans, snap, nil
 }
 
 func summarize(plans map[Family]*Plan) string {
@@ -255,12 +274,6 @@ func summarize(plans map[Family]*Plan) string {
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-// snapshotOf is the Ruleset that restores a table to how it is now: its
-// hive chains (absent ones stay absent) and all three policies.
-func snapshotOf(filter *Table) *Ruleset {
-	return Current(filter)
 }
 
 // Apply implements converge.Provider.
@@ -278,17 +291,56 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 	return nil
 }
 
+// apply makes one change under ops: an overdue window is rolled back
+// first, the hold is checked and the tables are read again, so the plan
+// carried out and the "before" state the new window keeps are those of
+// this moment, whatever happened since Plan. The window is persisted
+// before the tables change: a crash in between still rolls back.
 func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) error {
 	p.ops.Lock()
 	defer p.ops.Unlock()
+	if err := p.recoverLocked(env); err != nil {
+		return err
+	}
+	if w := p.Window(); w != nil && !p.now().Before(w.deadline) {
+		// Overdue: its timer is waiting for ops. A cancelled run must not
+		// cut the rollback short.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		_ = p.rollbackLocked(rctx, w)
+		cancel()
+	}
+	if h := p.heldLocked(d.hash); h != nil {
+		return heldErr(h)
+	}
+	plans, before, err := observeAll(ctx, env.Runner, d.desired)
+	if err != nil {
+		return err
+	}
+	prev := p.Window()
+	w := prev
+	if prev == nil || prev.hash != d.hash {
+		// A new change. One made while a window is open supersedes it and
+		// keeps its snapshot: a rollback returns to the last confirmed
+		// rules. (The same rules applied again, e.g. after drift inside
+		// the window, keep the window and its deadline.)
+		snapshot := before
+		if prev != nil {
+			snapshot = prev.snapshot
+		}
+		w = &Window{p: p, deadline: p.now().Add(d.confirm), hash: d.hash, snapshot: snapshot, runner: env.Runner, done: make(chan struct{})}
+	}
 	var applied []Family
 	for _, f := range Families {
-		pl := d.plans[f]
-		if pl.Empty() {
+		if plans[f].Empty() {
 			continue
 		}
-		if err := restore(ctx, env.Runner, f, pl.Restore); err != nil {
-			return p.undo(env, d, applied, err)
+		if len(applied) == 0 && w != prev {
+			if err := p.persistLocked(w, p.holdNow()); err != nil {
+				return fmt.Errorf("firewall confirm window not persisted, rules left unchanged: %w", err)
+			}
+		}
+		if err := restore(ctx, env.Runner, f, plans[f].Restore); err != nil {
+			return p.undoLocked(env, w, prev, before, applied, err)
 		}
 		applied = append(applied, f)
 	}
@@ -297,28 +349,42 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 	for _, f := range applied {
 		filter, err := observe(ctx, env.Runner, f)
 		if err != nil {
-			return p.undo(env, d, applied, err)
+			return p.undoLocked(env, w, prev, before, applied, err)
 		}
 		if pl := Diff(f, filter, d.desired[f]); !pl.Empty() {
-			return p.undo(env, d, applied, fmt.Errorf("%w: %s", ErrNotStored, strings.Join(pl.Changes, "; ")))
+			return p.undoLocked(env, w, prev, before, applied, fmt.Errorf("%w: %s", ErrNotStored, strings.Join(pl.Changes, "; ")))
 		}
 	}
-	if len(applied) == 0 {
+	if len(applied) == 0 || w == prev {
 		return nil
 	}
-	p.open(env, d)
+	p.mu.Lock()
+	if prev != nil {
+		p.endLocked(prev, WindowSuperseded, nil)
+	}
+	p.window, p.last = w, w
+	w.timer = time.AfterFunc(time.Until(w.deadline), w.expire)
+	p.mu.Unlock()
+	p.log.Info("firewall changed; waiting for confirmation", "rules", short(d.hash), "deadline", w.deadline.UTC().Format(time.RFC3339Nano))
 	return nil
 }
 
-// undo restores the families already changed after a failure; the result
-// is the original error, with the undo error if that failed too.
-func (p *Provider) undo(env *converge.Env, d *planData, applied []Family, cause error) error {
+// undoLocked restores the families already changed after a failure (to
+// the tables as they were at the start of this apply) and the state file
+// to the window that was open before (prev, or none); the result is the
+// original error, with the undo error if that failed too.
+func (p *Provider) undoLocked(env *converge.Env, w, prev *Window, before map[Family]*Ruleset, applied []Family, cause error) error {
+	if w != prev {
+		if err := p.persistLocked(prev, p.holdNow()); err != nil {
+			p.log.Error("firewall window state not restored after a failed change", "err", err)
+		}
+	}
 	if len(applied) == 0 {
 		return cause
 	}
 	snap := map[Family]*Ruleset{}
 	for _, f := range applied {
-		snap[f] = d.snapshot[f]
+		snap[f] = before[f]
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -326,119 +392,6 @@ func (p *Provider) undo(env *converge.Env, d *planData, applied []Family, cause 
 		return fmt.Errorf("%w; restoring the previous rules failed too: %v", cause, err)
 	}
 	return fmt.Errorf("%w (previous rules restored)", cause)
-}
-
-// open starts the confirm window of a change just applied.
-func (p *Provider) open(env *converge.Env, d *planData) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	snap := d.snapshot
-	if p.window != nil {
-		// The previous change was never confirmed: rolling back must go
-		// to the rules before it.
-		if old := p.window.supersede(); old != nil {
-			snap = old
-		}
-	}
-	w := &Window{
-		deadline: p.now().Add(d.confirm),
-		hash:     d.hash,
-		snapshot: snap,
-		runner:   env.Runner,
-		log:      p.log,
-		onEnd:    p.ended,
-		ops:      &p.ops,
-		done:     make(chan struct{}),
-	}
-	if err := p.saveWindow(w); err != nil {
-		p.log.Error("firewall confirm window not persisted: a restart inside it would not roll back", "err", err)
-	}
-	w.timer = time.AfterFunc(d.confirm, w.expire)
-	p.window, p.last = w, w
-	p.log.Info("firewall changed; waiting for confirmation", "rules", short(d.hash), "deadline", w.deadline.UTC().Format(time.RFC3339))
-}
-
-// savedWindow is the state file's content.
-type savedWindow struct {
-	Hash     string              `json:"hash"`
-	Deadline time.Time           `json:"deadline"`
-	Snapshot map[Family]*Ruleset `json:"snapshot"`
-}
-
-func (p *Provider) saveWindow(w *Window) error {
-	if p.cfg.StateFile == "" {
-		return nil
-	}
-	data, err := json.Marshal(savedWindow{Hash: w.hash, Deadline: w.deadline, Snapshot: w.snapshot})
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(p.cfg.StateFile, data, atomicfile.Options{Perm: 0o600, MkdirPerm: 0o700})
-}
-
-func (p *Provider) dropWindow() {
-	if p.cfg.StateFile == "" {
-		return
-	}
-	if err := os.Remove(p.cfg.StateFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		p.log.Error("remove firewall window state", "err", err)
-	}
-}
-
-// recover reopens, once per provider, a window left open by a previous
-// agent process (see Config.StateFile).
-func (p *Provider) recover(env *converge.Env) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.recovered || p.cfg.StateFile == "" {
-		return nil
-	}
-	p.recovered = true
-	data, err := os.ReadFile(p.cfg.StateFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read firewall window state: %w", err)
-	}
-	var sw savedWindow
-	if err := json.Unmarshal(data, &sw); err != nil || sw.Snapshot == nil {
-		return fmt.Errorf("firewall window state %s is corrupt (%v): remove it after checking the rules", p.cfg.StateFile, err)
-	}
-	if p.window != nil {
-		return nil
-	}
-	w := &Window{
-		deadline: p.now().Add(p.cfg.ConfirmWindow),
-		hash:     sw.Hash,
-		snapshot: sw.Snapshot,
-		runner:   env.Runner,
-		log:      p.log,
-		onEnd:    p.ended,
-		ops:      &p.ops,
-		done:     make(chan struct{}),
-	}
-	w.timer = time.AfterFunc(p.cfg.ConfirmWindow, w.expire)
-	p.window, p.last = w, w
-	p.log.Warn("unconfirmed firewall change found from before a restart: confirm window reopened", "rules", short(sw.Hash), "deadline", w.deadline.UTC().Format(time.RFC3339))
-	return nil
-}
-
-func (p *Provider) ended(w *Window) {
-	st, at, _ := w.State()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.window == w {
-		p.window = nil
-		p.dropWindow()
-	}
-	if st == WindowRolledBack {
-		h := &hold{hash: w.hash, at: at}
-		if p.cfg.HoldBack > 0 {
-			h.until = at.Add(p.cfg.HoldBack)
-		}
-		p.hold = h
-	}
 }
 
 // Prune plans taking the hive chains and their jumps out of both families
@@ -456,7 +409,7 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 	for _, f := range Families {
 		desired[f] = &Ruleset{Chains: map[string][]string{}, Policies: map[string]string{"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}}
 	}
-	err := p.plan(ctx, env, ch, desired, hashRulesets(desired), p.cfg.ConfirmWindow, nil)
+	err := p.plan(ctx, env, ch, &planData{hash: hashRulesets(desired), confirm: p.cfg.ConfirmWindow, desired: desired})
 	if err != nil {
 		return nil, err
 	}

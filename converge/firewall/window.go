@@ -4,8 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hivefleet/hive/converge"
@@ -49,24 +48,28 @@ var ErrWindowClosed = errors.New("firewall confirm window already closed")
 // rollback as a failed result and holds the rolled-back rules back (see
 // Config.HoldBack).
 //
+// A window's state belongs to its provider: every transition (open,
+// confirm, rollback, supersede) happens under the provider's ops lock,
+// together with the provider's open window, its hold and the state file,
+// so no caller ever sees one changed without the others.
+//
 // All methods are safe for concurrent use. Only Rollback (and the
-// deadline's own rollback) runs iptables; Confirm may wait for a rollback
-// in progress and then reports ErrWindowClosed.
+// deadline's own rollback) runs iptables; Confirm waits for a table change
+// in progress (an apply or a rollback) and then decides.
 type Window struct {
+	p        *Provider
 	deadline time.Time
 	hash     string              // desired rules that were applied
 	snapshot map[Family]*Ruleset // rules before the change
 	runner   converge.Runner
-	log      *slog.Logger
-	onEnd    func(*Window)
-	ops      *sync.Mutex // the provider's: serialises iptables changes
+	done     chan struct{}
+	probing  atomic.Bool // a ConfirmWith is probing
 
-	mu    sync.Mutex
+	// Guarded by p.mu; changed only with p.ops held too.
 	state WindowState
 	err   error
 	ended time.Time
 	timer *time.Timer
-	done  chan struct{}
 }
 
 // Deadline is when the window rolls back unless confirmed.
@@ -78,24 +81,23 @@ func (w *Window) Done() <-chan struct{} { return w.done }
 // State returns the current state, when the window ended (zero while
 // open) and the rollback error (for WindowRollbackFailed).
 func (w *Window) State() (WindowState, time.Time, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
 	return w.state, w.ended, w.err
 }
 
 // Confirm keeps the new rules. It returns ErrWindowClosed (wrapped, with
-// the state) when the window already ended.
+// the state) when the window already ended. It waits for a table change
+// in progress, so it never confirms a window that a rollback is undoing.
 func (w *Window) Confirm() error {
-	w.mu.Lock()
-	if w.state != WindowOpen {
-		st := w.state
-		w.mu.Unlock()
+	p := w.p
+	p.ops.Lock()
+	defer p.ops.Unlock()
+	if st, _, _ := w.State(); st != WindowOpen {
 		return fmt.Errorf("%w: %s", ErrWindowClosed, st)
 	}
-	w.end(WindowConfirmed, nil)
-	w.mu.Unlock()
-	w.log.Info("firewall change confirmed", "rules", short(w.hash))
-	w.onEnd(w)
+	p.commitLocked(nil, p.holdNow(), func() { p.endLocked(w, WindowConfirmed, nil) })
+	p.log.Info("firewall change confirmed", "rules", short(w.hash))
 	return nil
 }
 
@@ -103,38 +105,29 @@ func (w *Window) Confirm() error {
 // by itself; the agent may call it early, e.g. when it knows the
 // coordinators are unreachable through the new rules.
 func (w *Window) Rollback(ctx context.Context) error {
-	// Never interleave with an Apply of the provider (lock order: ops,
-	// then the window).
-	w.ops.Lock()
-	defer w.ops.Unlock()
-	w.mu.Lock()
-	if w.state != WindowOpen {
-		st := w.state
-		w.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrWindowClosed, st)
-	}
-	// Hold the lock through the restore so that Confirm cannot interleave.
-	err := restoreSnapshot(ctx, w.runner, w.snapshot)
-	if err != nil {
-		w.end(WindowRollbackFailed, err)
-	} else {
-		w.end(WindowRolledBack, nil)
-	}
-	w.mu.Unlock()
-	if err != nil {
-		w.log.Error("firewall rollback failed: the unconfirmed rules may still be in place", "rules", short(w.hash), "err", err)
-	} else {
-		w.log.Warn("firewall change not confirmed in time: previous rules restored", "rules", short(w.hash))
-	}
-	w.onEnd(w)
-	return err
+	w.p.ops.Lock()
+	defer w.p.ops.Unlock()
+	return w.p.rollbackLocked(ctx, w)
 }
 
 // ConfirmWith calls probe every interval until it succeeds, then confirms;
 // it returns when the window ends or ctx is done. This is the usual way for
 // the agent to tie the window to coordinator reachability: probe dials a
 // coordinator (or sends the report) and returns nil on success.
+//
+// A window has at most one prober: a ConfirmWith called while another
+// one runs on the same window does not probe; it waits for the window to
+// end (or ctx) like the first.
 func (w *Window) ConfirmWith(ctx context.Context, interval time.Duration, probe func(context.Context) error) WindowState {
+	if !w.probing.CompareAndSwap(false, true) {
+		select {
+		case <-ctx.Done():
+		case <-w.done:
+		}
+		st, _, _ := w.State()
+		return st
+	}
+	defer w.probing.Store(false)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -156,27 +149,6 @@ func (w *Window) ConfirmWith(ctx context.Context, interval time.Duration, probe 
 		case <-t.C:
 		}
 	}
-}
-
-// end must be called with mu held.
-func (w *Window) end(s WindowState, err error) {
-	w.state, w.err, w.ended = s, err, time.Now()
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-	close(w.done)
-}
-
-// supersede ends an open window without touching the rules; returns the
-// snapshot it held, or nil when it was no longer open.
-func (w *Window) supersede() map[Family]*Ruleset {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state != WindowOpen {
-		return nil
-	}
-	w.end(WindowSuperseded, nil)
-	return w.snapshot
 }
 
 func (w *Window) expire() {
