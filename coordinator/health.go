@@ -14,9 +14,11 @@ import (
 const (
 	// DefaultHealthMaxLag: a follower more than this many raft entries
 	// behind the leader's applied index is not healthy. Replication keeps
-	// a live follower within a few entries; a restarted one starts from
-	// its last snapshot and its log and can be thousands behind.
-	DefaultHealthMaxLag = 64
+	// a live follower within a few entries (16 is 160 ms at 100 entries a
+	// second); a restarted one starts from its last snapshot and its log
+	// and can be thousands behind. Every push is at least one entry, so a
+	// healthy server is at most 16 generations behind.
+	DefaultHealthMaxLag = 16
 	// DefaultHealthMaxContact: a follower that has not heard from the
 	// leader for this long is not healthy (the election timeout, 1 s by
 	// default, normally ends such a silence first).
@@ -45,27 +47,33 @@ func (h healthReport) String() string {
 }
 
 // httpHealth decides whether this server should be sent reads: it knows a
-// leader, a follower heard from it within HealthMaxContact, and its FSM
-// has applied the leader's applied index (asked with ClusterService.
-// RaftStats, bounded by healthProbeTimeout) up to HealthMaxLag entries.
-// The leader compares its FSM with its own commit index. A follower that
+// leader, a follower heard from it within HealthMaxContact, and its state
+// is at most HealthMaxLag entries behind the leader's. A follower compares
+// the raft index of the last command its state applied with the leader's
+// (ClusterService.RaftStats state_index, bounded by healthProbeTimeout):
+// state indexes, because barriers (one per consistent read), no-ops and
+// configuration entries never reach the state, so raft's applied index
+// runs ahead of it on every server alike, and raft's applied index counts
+// entries handed to the state machine, not yet applied. The leader
+// compares its raft applied index with its commit index. A follower that
 // cannot reach the leader or does not know its address (its state does not
-// yet hold the leader's record: it is behind) is not healthy. It blocks
-// for at most healthProbeTimeout; safe from any goroutine.
+// yet hold the leader's record: it is behind) is not healthy. It blocks for
+// at most healthProbeTimeout; safe from any goroutine.
 func (s *Server) httpHealth(ctx context.Context) healthReport {
 	_, id := s.raft.LeaderWithID()
-	st := s.fsm.Store()
-	h := healthReport{state: s.raft.State().String(), leader: string(id), generation: st.CurrentNumber()}
+	h := healthReport{state: s.raft.State().String(), leader: string(id), generation: s.fsm.Store().CurrentNumber()}
 	fail := func(format string, args ...any) healthReport {
 		h.reason = fmt.Sprintf(format, args...)
-		h.applied = s.fsm.Applied()
+		if h.applied == 0 {
+			h.applied = s.fsm.Applied()
+		}
 		return h
 	}
 	if id == "" {
 		return fail("no raft leader")
 	}
 	if s.raft.State() == raft.Leader {
-		h.leaderIndex = s.raft.CommitIndex()
+		h.leaderIndex, h.applied = s.raft.CommitIndex(), s.raft.AppliedIndex()
 	} else {
 		last := s.raft.LastContact()
 		if last.IsZero() {
@@ -85,10 +93,14 @@ func (s *Server) httpHealth(ctx context.Context) healthReport {
 		if err != nil {
 			return fail("cannot ask leader %s for its index: %v", id, err)
 		}
-		h.leaderIndex = resp.GetAppliedIndex()
+		// Read after the leader answered, so the local index is the
+		// fresher one.
+		h.leaderIndex, h.applied = resp.GetStateIndex(), s.fsm.Applied()
+		if h.leaderIndex == 0 {
+			// A leader of an older version: raft's indexes.
+			h.leaderIndex, h.applied = resp.GetAppliedIndex(), s.raft.AppliedIndex()
+		}
 	}
-	// Read after the leader answered, so the local index is the fresher one.
-	h.applied = s.fsm.Applied()
 	h.generation = s.fsm.Store().CurrentNumber()
 	if h.leaderIndex > h.applied && h.leaderIndex-h.applied > s.cfg.HealthMaxLag {
 		return fail("behind: applied index %d is %d entries behind the leader's %d (bound %d)", h.applied, h.leaderIndex-h.applied, h.leaderIndex, s.cfg.HealthMaxLag)
