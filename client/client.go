@@ -8,6 +8,10 @@
 // flags (hivectl: --addr, --ca, --cert, --key and HIVE_ADDR, HIVE_CACERT,
 // HIVE_CERT, HIVE_KEY) onto Config. Dial blocks until an address answered or
 // ctx ends; the returned Conn is safe for concurrent use by many goroutines.
+// With Config.Failover (hivectl), a unary call that fails in transport moves
+// on to the next address when RetryOf says it is safe to send twice
+// (failover.go); without it (the agent, which reconnects its watch itself)
+// every call goes to the coordinator Dial picked.
 package client
 
 import (
