@@ -8,6 +8,10 @@
 // flags (hivectl: --addr, --ca, --cert, --key and HIVE_ADDR, HIVE_CACERT,
 // HIVE_CERT, HIVE_KEY) onto Config. Dial blocks until an address answered or
 // ctx ends; the returned Conn is safe for concurrent use by many goroutines.
+// With Config.Failover (hivectl), a unary call that fails in transport moves
+// on to the next address when RetryOf says it is safe to send twice
+// (failover.go); without it (the agent, which reconnects its watch itself)
+// every call goes to the coordinator Dial picked.
 package client
 
 import (
@@ -65,6 +69,14 @@ type Config struct {
 	KeepaliveTimeout time.Duration
 	// DialOptions are appended to the client's own.
 	DialOptions []grpc.DialOption
+	// Failover makes the Conn move on to the next address that answers
+	// when a unary call fails with UNAVAILABLE and RetryOf says the call
+	// may be sent again (failover.go). Off: every call goes to the
+	// coordinator Dial picked.
+	Failover bool
+	// OnFailover, with Failover, is told of each move (from, to and the
+	// failure), for a warning line. It must not block.
+	OnFailover func(from, to string, err error)
 }
 
 // DefaultConfig returns a Config for a coordinator on the local host.
@@ -157,14 +169,26 @@ type Conn struct {
 	// reads may answer from an empty or old state and writes will fail.
 	Serving bool
 	cc      *grpc.ClientConn
+	fo      *failover // nil without Config.Failover
 }
 
 // ClientConn returns the underlying gRPC connection (for other services
-// such as health).
-func (c *Conn) ClientConn() *grpc.ClientConn { return c.cc }
+// such as health); with Config.Failover, the current one.
+func (c *Conn) ClientConn() *grpc.ClientConn {
+	if c.fo != nil {
+		cc, _ := c.fo.current()
+		return cc
+	}
+	return c.cc
+}
 
 // Close closes the connection.
-func (c *Conn) Close() error { return c.cc.Close() }
+func (c *Conn) Close() error {
+	if c.fo != nil {
+		return c.fo.close()
+	}
+	return c.cc.Close()
+}
 
 // AttemptError is one address that did not answer.
 type AttemptError struct {
@@ -242,11 +266,27 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	opts = append(opts, cfg.DialOptions...)
 
-	dErr := &DialError{}
-	var fallback *Conn // first NOT_SERVING answer
+	var addrs []string
 	for _, raw := range cfg.Addrs {
 		addr, _ := NormalizeAddr(raw) // validated above
-		conn, err := try(ctx, addr, cfg.AttemptTimeout, opts)
+		addrs = append(addrs, addr)
+	}
+	conn, err := dialFirst(ctx, addrs, cfg.AttemptTimeout, opts)
+	if err != nil || !cfg.Failover {
+		return conn, err
+	}
+	conn.fo = &failover{addrs: addrs, timeout: cfg.AttemptTimeout, opts: opts, cc: conn.cc, addr: conn.Addr, onSwitch: cfg.OnFailover}
+	conn.CoordinatorServiceClient = hivev1.NewCoordinatorServiceClient(conn.fo)
+	return conn, nil
+}
+
+// dialFirst connects to the first of addrs that answers SERVING, else the
+// first that answered NOT_SERVING, else returns a *DialError.
+func dialFirst(ctx context.Context, addrs []string, timeout time.Duration, opts []grpc.DialOption) (*Conn, error) {
+	dErr := &DialError{}
+	var fallback *Conn // first NOT_SERVING answer
+	for _, addr := range addrs {
+		conn, err := try(ctx, addr, timeout, opts)
 		if err == nil {
 			if conn.Serving {
 				if fallback != nil {

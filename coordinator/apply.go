@@ -27,6 +27,10 @@ var (
 	// ErrUncertain: leadership was lost while the command was in flight;
 	// it may or may not have been committed.
 	ErrUncertain = errors.New("leadership lost while committing: the command may or may not have been applied")
+	// errMaybeApplied marks an ErrNotLeader or ErrNoLeader after a forward
+	// was abandoned on a leader change: the old leader may have appended
+	// the command (only retryable commands are forwarded again).
+	errMaybeApplied = errors.New("an earlier attempt may have been applied")
 )
 
 // applyLocal proposes c on this server, which must be the leader, stamping
@@ -74,6 +78,7 @@ func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandR
 	defer cancel()
 	backoff := 10 * time.Millisecond
 	var lastErr error = ErrNoLeader
+	maybe := false // an abandoned forward may have been appended
 	for {
 		if s.raft.State() == raft.Leader {
 			res, idx, err := s.applyLocal(c)
@@ -89,12 +94,16 @@ func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandR
 			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
 				return nil, 0, err
 			}
+			maybe = maybe || errors.Is(err, errMaybeApplied)
 			lastErr = err
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(lastErr, ErrNotLeader) {
 				lastErr = ErrNoLeader
+			}
+			if maybe && !errors.Is(lastErr, errMaybeApplied) {
+				return nil, 0, fmt.Errorf("%w: %v (%w)", lastErr, ctx.Err(), errMaybeApplied)
 			}
 			return nil, 0, fmt.Errorf("%w: %v", lastErr, ctx.Err())
 		case <-time.After(backoff):
@@ -146,7 +155,7 @@ func (s *Server) forwardWhileLeader(ctx context.Context, leaderID string, c *hiv
 			return nil, 0, ErrUncertain
 		}
 		s.log.Info("leader changed during a forwarded write: retrying with the new leader", "old_leader", leaderID)
-		return nil, 0, fmt.Errorf("%w: leader %s replaced while forwarding", ErrNotLeader, leaderID)
+		return nil, 0, fmt.Errorf("%w: leader %s replaced while forwarding (%w)", ErrNotLeader, leaderID, errMaybeApplied)
 	default:
 		return nil, 0, err
 	}

@@ -98,6 +98,12 @@ type Config struct {
 
 	// ReportBatchMax is the most reports in one raft entry.
 	ReportBatchMax int
+	// /healthz bounds (health.go): a server answers 503 when it knows no
+	// leader, when a follower has not heard from the leader for
+	// HealthMaxContact, or when its applied index is more than
+	// HealthMaxLag entries behind the leader's.
+	HealthMaxLag     uint64
+	HealthMaxContact time.Duration
 	// MembershipDebounce coalesces watch wake-ups after registry changes.
 	MembershipDebounce time.Duration
 	// MaxPushBytes bounds the encoded size of a push.
@@ -140,6 +146,8 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		ApplyTimeout:       10 * time.Second,
 		ReportBatchMax:     1000,
+		HealthMaxLag:       DefaultHealthMaxLag,
+		HealthMaxContact:   DefaultHealthMaxContact,
 		MembershipDebounce: 100 * time.Millisecond,
 		MaxPushBytes:       DefaultMaxPushBytes,
 		AgentCertLifetime:  pki.DefaultAgentCertLifetime,
@@ -208,6 +216,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReconcileInterval <= 0 || c.PromoteStabilization < 0 || c.NonvoterTimeout <= 0 {
 		errs = append(errs, errors.New("reconcile interval and non-voter timeout must be positive, promote stabilization not negative"))
+	}
+	if c.HealthMaxLag == 0 || c.HealthMaxContact <= 0 {
+		errs = append(errs, errors.New("health max lag and max contact must be positive"))
 	}
 	if c.ReportBatchMax <= 0 {
 		errs = append(errs, errors.New("report batch max must be positive"))

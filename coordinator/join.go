@@ -411,6 +411,6 @@ func (c *cluster) RaftStats(ctx context.Context, req *hivev1.RaftStatsRequest) (
 	r := c.s.raft
 	return &hivev1.RaftStatsResponse{
 		Id: c.s.cfg.Name, LastIndex: r.LastIndex(), AppliedIndex: r.AppliedIndex(),
-		Term: r.CurrentTerm(), State: raftRole(r.State()),
+		Term: r.CurrentTerm(), State: raftRole(r.State()), StateIndex: c.s.fsm.Applied(),
 	}, nil
 }

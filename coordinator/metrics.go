@@ -89,14 +89,11 @@ func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		addr, id := s.raft.LeaderWithID()
-		st := s.raft.State().String()
-		if addr == "" {
+		h := s.httpHealth(r.Context())
+		if !h.ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "no raft leader (state %s)\n", st)
-			return
 		}
-		fmt.Fprintf(w, "ok state=%s leader=%s index=%d generation=%d\n", st, id, s.fsm.Store().Index(), s.fsm.Store().CurrentNumber())
+		fmt.Fprintln(w, h.String())
 	})
 	return mux
 }

@@ -108,6 +108,13 @@ func (cf *connFlags) dial(ctx context.Context) (*client.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Failover = true
+	if cf.warn != nil {
+		warn := cf.warn
+		cfg.OnFailover = func(from, to string, err error) {
+			fmt.Fprintf(warn, "hivectl: coordinator %s failed (%s): moved on to %s\n", esc(from), esc(err.Error()), esc(to))
+		}
+	}
 	conn, err := client.Dial(ctx, cfg)
 	if err != nil {
 		return nil, dialError(err, cfg.Insecure)

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hivefleet/hive/client"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -68,12 +71,12 @@ failed, and exits 1 if any failed (or on --timeout).`,
 						return err
 					}
 				}
-				resp, err := c.Push(cctx, &hivev1.PushRequest{
+				resp, err := pushOnce(cctx, cmd, c, &hivev1.PushRequest{
 					Site: s, Message: message, BaseGeneration: b, Force: force,
 					SourceName: name, Source: data,
 				})
 				if err != nil {
-					return staleOrRPCError(cctx, c, "push", b, err)
+					return err
 				}
 				out := cmd.OutOrStdout()
 				if output == outJSON {
@@ -139,4 +142,78 @@ failed, and exits 1 if any failed (or on --timeout).`,
 	cmd.Flags().Uint64Var(&base, "base", 0, "generation the change is based on (default: the current one)")
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// pushOnce sends req and makes sense of the answer when the connection
+// moved on to another coordinator during the call (client.RetryOf: a push
+// without force is sent again; a forced one is not). The push is applied
+// at most once:
+//
+//   - sent again and answered unchanged with generation base+1: the first
+//     delivery was applied; that generation is reported as pushed.
+//   - sent again and refused as stale: the first delivery may have been
+//     applied before someone else pushed; if generation base+1 holds this
+//     site, it is reported as pushed, else the stale error stands.
+//   - not sent again (forced, connection lost mid-call): if a generation
+//     after the base holds this site (read consistently from the next
+//     coordinator), it is reported as pushed; else the error says the
+//     outcome is unknown.
+func pushOnce(ctx context.Context, cmd *cobra.Command, c *client.Conn, req *hivev1.PushRequest) (*hivev1.PushResponse, error) {
+	before, _, _ := c.Switches()
+	resp, err := c.Push(ctx, req)
+	after, addr, _ := c.Switches()
+	if after == before {
+		if err != nil {
+			return nil, staleOrRPCError(ctx, c, "push", req.GetBaseGeneration(), err)
+		}
+		return resp, nil
+	}
+	b := req.GetBaseGeneration()
+	note := func(g uint64) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "hivectl: the push was applied before the connection was lost (confirmed by %s: generation %d holds it)\n", esc(addr), g)
+	}
+	switch {
+	case err == nil && resp.GetUnchanged() && !req.GetForce() && resp.GetGeneration() == b+1:
+		note(resp.GetGeneration())
+		resp.Unchanged = false
+		return resp, nil
+	case err == nil:
+		return resp, nil
+	}
+	code := status.Code(err)
+	if code != codes.Aborted && code != codes.Unavailable {
+		return nil, staleOrRPCError(ctx, c, "push", b, err)
+	}
+	g, ferr := pushedAfter(ctx, c, b, req.GetSite())
+	switch {
+	case ferr == nil && g != nil:
+		note(g.GetNumber())
+		return &hivev1.PushResponse{Generation: g.GetNumber(), Sha256: g.GetSha256()}, nil
+	case code == codes.Aborted:
+		return nil, staleOrRPCError(ctx, c, "push", b, err)
+	case ferr == nil:
+		return nil, &cliError{msg: fmt.Sprintf("%v\n(%s has no generation after %d with this site: the push was not applied, unless it is still in flight; check 'hivectl history' before pushing again)",
+			rpcError("push", err, true), esc(addr), b), err: err}
+	}
+	return nil, &cliError{msg: fmt.Sprintf("%v\n(could not check whether it was applied: %v; check 'hivectl history' before pushing again)", rpcError("push", err, true), ferr), err: err}
+}
+
+// pushedAfter returns the first generation after base whose site equals s
+// (at most the 20 after base), or nil. It reads consistently, so every
+// generation committed before the call is seen.
+func pushedAfter(ctx context.Context, c *client.Conn, base uint64, s *hivev1.Site) (*hivev1.Generation, error) {
+	list, err := c.ListGenerations(ctx, &hivev1.ListGenerationsRequest{Limit: 1, Consistent: true})
+	if err != nil {
+		return nil, err
+	}
+	for n := base + 1; n <= list.GetCurrent() && n <= base+20; n++ {
+		g, err := c.GetGeneration(ctx, &hivev1.GetGenerationRequest{Number: n})
+		if err != nil {
+			return nil, err
+		}
+		if proto.Equal(g.GetGeneration().GetSite(), s) {
+			return g.GetGeneration(), nil
+		}
+	}
+	return nil, nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivefleet/hive/client"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -45,7 +47,16 @@ someone pushed in the meantime, unless --force. Needs an admin certificate.`,
 						return err
 					}
 				}
+				before, _, _ := c.Switches()
 				resp, err := c.Rollback(cctx, &hivev1.RollbackRequest{Target: target, Message: message, BaseGeneration: b, Force: force})
+				if after, addr, _ := c.Switches(); err != nil && after != before && status.Code(err) == codes.Aborted {
+					// Sent again after the connection was lost (client.RetryOf):
+					// the first delivery may be generation b+1.
+					if g, gerr := c.GetGeneration(cctx, &hivev1.GetGenerationRequest{Number: b + 1}); gerr == nil && g.GetGeneration().GetRollbackOf() == target {
+						fmt.Fprintf(cmd.ErrOrStderr(), "hivectl: the rollback was applied before the connection was lost (confirmed by %s: generation %d holds it)\n", esc(addr), b+1)
+						resp, err = &hivev1.RollbackResponse{Generation: b + 1, Sha256: g.GetGeneration().GetSha256()}, nil
+					}
+				}
 				if err != nil {
 					return staleOrRPCError(cctx, c, fmt.Sprintf("rollback to %d", target), b, err)
 				}

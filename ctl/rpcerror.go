@@ -52,7 +52,7 @@ func rpcError(op string, err error, write bool) error {
 	case codes.ResourceExhausted:
 		out = fmt.Sprintf("%s: too large or too many requests: %s", op, msg)
 	case codes.Unavailable:
-		out = fmt.Sprintf("%s: coordinator unavailable: %s (retry; with several --addr the next one is tried)", op, msg)
+		out = fmt.Sprintf("%s: coordinator unavailable: %s (with several --addr, hivectl moves on to the next for calls that are safe to send again)", op, msg)
 	case codes.DeadlineExceeded:
 		out = fmt.Sprintf("%s: no answer in time: %s", op, msg)
 	case codes.Canceled:

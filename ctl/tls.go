@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	"github.com/hivefleet/hive/pki"
 )
 
@@ -104,39 +106,13 @@ old key can no longer gossip with those holding the new one.`,
 // file renamed over path, so a reader never sees a partial key; without
 // replace it fails if path exists.
 func writeSecretFile(path string, data []byte, replace bool) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	// NoClobber links instead of renaming: it fails if path appeared
+	// meanwhile, never overwrites.
+	err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o600, NoClobber: !replace})
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists: use --force to replace it", path)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if replace {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		// Link fails if path appeared meanwhile: never overwrite.
-		err = os.Link(tmp.Name(), path)
-	}
-	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s already exists: use --force to replace it", path)
-		}
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
 func newTLSCACreateCommand() *cobra.Command {

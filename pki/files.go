@@ -171,15 +171,15 @@ func writePair(certPath string, certPEM []byte, keyPath string, keyPEM []byte, f
 		}
 	}
 	// Key first: a certificate on disk always has its key beside it.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
-		return err
+	// Without force, never replace a file that appeared since the check.
+	err := atomicfile.Write(keyPath, keyPEM, atomicfile.Options{Perm: 0o600, NoClobber: !force})
+	if err == nil {
+		err = atomicfile.Write(certPath, certPEM, atomicfile.Options{Perm: 0o644, NoClobber: !force})
 	}
-	return writeFileAtomic(certPath, certPEM, 0o644)
-}
-
-// writeFileAtomic replaces path with data, mode perm (internal/atomicfile).
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	return atomicfile.WriteFile(path, data, perm)
+	if !force && errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w: %v (use --force to replace it)", ErrExists, err)
+	}
+	return err
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

@@ -28,6 +28,8 @@ import (
 	_ "github.com/goreleaser/nfpm/v2/deb" // registers the deb packager
 	"github.com/goreleaser/nfpm/v2/files"
 	_ "github.com/goreleaser/nfpm/v2/rpm" // registers the rpm packager
+
+	"github.com/hivefleet/hive/internal/atomicfile"
 )
 
 // Formats are the package formats Build can write.
@@ -196,23 +198,15 @@ func write(c *nfpm.Config, format string, cfg Config) (Artifact, error) {
 	// place: give each its own copy.
 	nameInfo := *info
 	path := filepath.Join(cfg.OutDir, pkger.ConventionalFileName(&nameInfo))
-	tmp, err := os.CreateTemp(cfg.OutDir, ".tmp-"+c.Name+"-")
+	tmp, err := atomicfile.Create(path, atomicfile.Options{Perm: 0o644})
 	if err != nil {
 		return Artifact{}, err
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Discard()
 	if err := pkger.Package(info, tmp); err != nil {
-		tmp.Close()
 		return Artifact{}, err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return Artifact{}, err
-	}
-	if err := tmp.Close(); err != nil {
-		return Artifact{}, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return Artifact{}, err
 	}
 	return Artifact{Package: c.Name, Format: format, Arch: cfg.Arch, Path: path}, nil

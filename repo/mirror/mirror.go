@@ -52,6 +52,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/hivefleet/hive/internal/atomicfile"
 )
 
 // Upstream is one mirrored repository.
@@ -485,11 +487,13 @@ func (c *Cache) store(resp *http.Response, key, p string, h hash.Hash, want stri
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".hive-tmp-*")
+	// The temporary file's name holds ".hive-tmp" (atomicfile.TempPrefix),
+	// which the cache skips and removes at start.
+	tmp, err := atomicfile.Create(dst, atomicfile.Options{Perm: 0o644})
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Discard()
 	var wr io.Writer = tmp
 	if h != nil {
 		wr = io.MultiWriter(tmp, h)
@@ -498,9 +502,6 @@ func (c *Cache) store(resp *http.Response, key, p string, h hash.Hash, want stri
 	c.bytes.Add(float64(n))
 	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
 		err = fmt.Errorf("short read from upstream: %d of %d bytes", n, resp.ContentLength)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
 	}
 	if err != nil {
 		return err
@@ -515,7 +516,7 @@ func (c *Cache) store(resp *http.Response, key, p string, h hash.Hash, want stri
 	base := path.Base(p)
 	isRelease := base == "InRelease" || base == "Release"
 	if isRelease || n < 256<<20 {
-		if b, err := os.ReadFile(tmp.Name()); err == nil {
+		if b, err := os.ReadFile(tmp.File().Name()); err == nil {
 			if isRelease {
 				e.ValidUntil = validUntil(b)
 			}
@@ -527,7 +528,7 @@ func (c *Cache) store(resp *http.Response, key, p string, h hash.Hash, want stri
 			return err
 		}
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -545,11 +546,7 @@ func (c *Cache) store(resp *http.Response, key, p string, h hash.Hash, want stri
 
 func (c *Cache) writeMeta(key string, e *entry) error {
 	b, _ := json.Marshal(e)
-	tmp := c.file(key) + ".hive-meta.hive-tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, c.file(key)+".hive-meta")
+	return atomicfile.WriteFile(c.file(key)+".hive-meta", b, 0o644)
 }
 
 // evict removes least-recently-used files until the cache fits.

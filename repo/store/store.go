@@ -1,6 +1,7 @@
 // Package store keeps blobs content-addressed by SHA-256 under one directory
-// (blobs/<2 hex>/<64 hex>) and writes files atomically (temporary file in the
-// same file system, fsync, rename).
+// (blobs/<2 hex>/<64 hex>) and writes files atomically with internal/atomicfile
+// (temporary file in the store's tmp directory, fsync, rename, directory
+// fsync).
 //
 // A blob is immutable once committed: readers may open it at any time without
 // locks. Writers stream into a Pending blob that is hashed on the way and
@@ -17,8 +18,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
+
+	"github.com/hivefleet/hive/internal/atomicfile"
 )
 
 // ErrTooLarge is returned by Put when the stream exceeds the size limit.
@@ -90,16 +92,23 @@ func (s *Store) Open(sum string) (*os.File, error) {
 // Pending is a blob written but not yet committed.
 type Pending struct {
 	s    *Store
-	f    *os.File
+	p    *atomicfile.Pending
 	Sum  string
 	Size int64
+}
+
+// blobOptions are the atomic-write options of blobs and the files written
+// with them: temporary files in the store's tmp directory, 0644.
+func (s *Store) blobOptions() atomicfile.Options {
+	return atomicfile.Options{Perm: 0o644, TempDir: s.tmp, MkdirPerm: 0o755}
 }
 
 // Put streams r into a pending blob, refusing more than max bytes (max <= 0:
 // no limit). The caller must Commit or Discard it. The data is made durable
 // by Commit.
 func (s *Store) Put(r io.Reader, max int64) (*Pending, error) {
-	f, err := os.CreateTemp(s.tmp, "put-*")
+	// The name is known once the content is: committed with CommitAs.
+	p, err := atomicfile.Create(filepath.Join(s.tmp, "put"), s.blobOptions())
 	if err != nil {
 		return nil, fmt.Errorf("store put: %w", err)
 	}
@@ -108,26 +117,24 @@ func (s *Store) Put(r io.Reader, max int64) (*Pending, error) {
 	if max > 0 {
 		src = io.LimitReader(r, max+1)
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), src)
+	n, err := io.Copy(io.MultiWriter(p, h), src)
 	if err == nil && max > 0 && n > max {
 		err = ErrTooLarge
 	}
 	// No fsync yet: a blob refused by verification never needs one; Commit
 	// syncs it together with the files that will refer to it.
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
+		p.Discard()
 		if errors.Is(err, ErrTooLarge) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("store put: %w", err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		os.Remove(f.Name())
+	if _, err := p.File().Seek(0, io.SeekStart); err != nil {
+		p.Discard()
 		return nil, fmt.Errorf("store put: %w", err)
 	}
-	return &Pending{s: s, f: f, Sum: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+	return &Pending{s: s, p: p, Sum: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
 }
 
 // PutBytes stores b and returns its sum.
@@ -168,24 +175,19 @@ func (s *Store) PutAll(blobs [][]byte, also ...File) ([]string, error) {
 // PutSums is PutAll for blobs whose sums the caller already computed
 // (sums[i] must be the SHA-256 hex of blobs[i]).
 func (s *Store) PutSums(blobs [][]byte, sums []string, also ...File) error {
-	type pend struct {
-		f   *os.File
-		dst string
-	}
-	var ps []pend
-	cleanup := func() {
+	var ps []*atomicfile.Pending
+	defer func() {
 		for _, p := range ps {
-			p.f.Close()
-			os.Remove(p.f.Name())
+			p.Discard() // no-op once committed
 		}
-	}
+	}()
 	write := func(b []byte, dst string) error {
-		f, err := os.CreateTemp(s.tmp, "put-*")
+		p, err := atomicfile.Create(dst, s.blobOptions())
 		if err != nil {
 			return err
 		}
-		ps = append(ps, pend{f, dst})
-		_, err = f.Write(b)
+		ps = append(ps, p)
+		_, err = p.Write(b)
 		return err
 	}
 	for i, b := range blobs {
@@ -193,128 +195,78 @@ func (s *Store) PutSums(blobs [][]byte, sums []string, also ...File) error {
 			continue
 		}
 		if err := write(b, s.Path(sums[i])); err != nil {
-			cleanup()
 			return fmt.Errorf("store put: %w", err)
 		}
 	}
 	for _, f := range also {
 		if err := write(f.Data, f.Path); err != nil {
-			cleanup()
 			return fmt.Errorf("write %s: %w", f.Path, err)
 		}
 	}
-	errs := make([]error, len(ps))
-	var wg sync.WaitGroup
-	for i, p := range ps {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = p.f.Sync() }()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		cleanup()
+	if err := syncAll(ps); err != nil {
 		return fmt.Errorf("store put: %w", err)
 	}
-	for i, p := range ps {
-		err := p.f.Close()
-		if err == nil {
-			err = os.Chmod(p.f.Name(), 0o644)
-		}
-		if err == nil {
-			err = os.MkdirAll(filepath.Dir(p.dst), 0o755)
-		}
-		if err == nil {
-			err = os.Rename(p.f.Name(), p.dst)
-		}
-		if err != nil {
-			for _, q := range ps[i+1:] {
-				q.f.Close()
-				os.Remove(q.f.Name())
-			}
-			os.Remove(p.f.Name())
+	for _, p := range ps {
+		if err := p.Commit(); err != nil {
 			return fmt.Errorf("store put: %w", err)
 		}
 	}
 	return nil
 }
 
+// syncAll fsyncs the pending files concurrently (one journal commit can
+// cover them all).
+func syncAll(ps []*atomicfile.Pending) error {
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = p.Sync() }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // File is the pending blob's temporary file, positioned at its start, for
 // verifying the content before Commit.
-func (p *Pending) File() *os.File { return p.f }
+func (p *Pending) File() *os.File { return p.p.File() }
 
 // Commit makes the blob durable and visible under its sum, then writes the
 // files also (which may refer to it) atomically. The blob and the files are
 // fsync'ed concurrently, before any of them is renamed into place.
 func (p *Pending) Commit(also ...File) error {
-	name := p.f.Name()
-	dst := p.s.Path(p.Sum)
-	type tmp struct {
-		f   *os.File
-		dst string
-	}
-	var ts []tmp
-	cleanup := func() {
-		for _, t := range ts {
-			t.f.Close()
-			os.Remove(t.f.Name())
+	ps := []*atomicfile.Pending{p.p}
+	defer func() {
+		for _, q := range ps {
+			q.Discard() // no-op once committed
 		}
-	}
+	}()
 	for _, a := range also {
-		f, err := os.CreateTemp(p.s.tmp, "."+strings.ReplaceAll(filepath.Base(a.Path), "*", "")+".tmp-*")
+		q, err := atomicfile.Create(a.Path, p.s.blobOptions())
 		if err == nil {
-			ts = append(ts, tmp{f, a.Path})
-			_, err = f.Write(a.Data)
+			ps = append(ps, q)
+			_, err = q.Write(a.Data)
 		}
 		if err != nil {
-			cleanup()
-			p.Discard()
 			return fmt.Errorf("write %s: %w", a.Path, err)
 		}
 	}
-	errs := make([]error, len(ts)+1)
-	var wg sync.WaitGroup
-	for i, t := range ts {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i+1] = t.f.Sync() }()
-	}
-	errs[0] = p.f.Sync()
-	wg.Wait()
-	p.f.Close()
-	err := errors.Join(errs...)
-	if err == nil {
-		err = os.MkdirAll(filepath.Dir(dst), 0o755)
-	}
-	if err == nil {
-		err = os.Rename(name, dst)
-	}
-	if err != nil {
-		cleanup()
-		os.Remove(name)
+	if err := syncAll(ps); err != nil {
 		return fmt.Errorf("store commit: %w", err)
 	}
-	for i, t := range ts {
-		err := t.f.Close()
-		if err == nil {
-			err = os.Chmod(t.f.Name(), 0o644)
-		}
-		if err == nil {
-			err = os.Rename(t.f.Name(), t.dst)
-		}
-		if err != nil {
-			for _, u := range ts[i:] {
-				u.f.Close()
-				os.Remove(u.f.Name())
-			}
-			return fmt.Errorf("write %s: %w", t.dst, err)
+	if err := p.p.CommitAs(p.s.Path(p.Sum)); err != nil {
+		return fmt.Errorf("store commit: %w", err)
+	}
+	for i, q := range ps[1:] {
+		if err := q.Commit(); err != nil {
+			return fmt.Errorf("write %s: %w", also[i].Path, err)
 		}
 	}
 	return nil
 }
 
 // Discard drops the pending blob.
-func (p *Pending) Discard() {
-	p.f.Close()
-	os.Remove(p.f.Name())
-}
+func (p *Pending) Discard() { p.p.Discard() }
 
 // Remove deletes a blob (garbage collection); a missing blob is not an error.
 func (s *Store) Remove(sum string) error {
@@ -362,28 +314,7 @@ func WriteFileNoSync(path string, data []byte, tmpDir string) error {
 }
 
 func writeFile(path string, data []byte, tmpDir string, sync bool) error {
-	if tmpDir == "" {
-		tmpDir = filepath.Dir(path)
-	}
-	f, err := os.CreateTemp(tmpDir, "."+strings.ReplaceAll(filepath.Base(path), "*", "")+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil && sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(path, data, atomicfile.Options{Perm: 0o644, TempDir: tmpDir, NoSync: !sync}); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

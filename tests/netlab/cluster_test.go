@@ -221,15 +221,11 @@ func (c *cluster) agentArgs(n *node, certName string, via *node) []string {
 
 // ctl runs hivectl on the admin host against every coordinator.
 func (c *cluster) ctl(ctx context.Context, args ...string) ([]byte, error) {
-	argv := append([]string{c.bin["hivectl"]}, args...)
+	var addrs []string
 	for _, n := range c.coords {
-		argv = append(argv, "--addr", n.host.Addr+":"+grpcPort)
+		addrs = append(addrs, n.host.Addr+":"+grpcPort)
 	}
-	argv = append(argv,
-		"--ca", filepath.Join(c.pki, "ca.pem"),
-		"--cert", filepath.Join(c.pki, "admin.pem"),
-		"--key", filepath.Join(c.pki, "admin-key.pem"))
-	return c.admin.Run(ctx, argv...)
+	return c.ctlVia(ctx, addrs, args...)
 }
 
 // member is one entry of `hivectl members -o json`.

@@ -2820,7 +2820,12 @@ type RaftStatsResponse struct {
 	// Its current term.
 	Term uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	// Its raft state (leader, follower, candidate).
-	State         RaftRole `protobuf:"varint,5,opt,name=state,proto3,enum=hive.v1.RaftRole" json:"state,omitempty"`
+	State RaftRole `protobuf:"varint,5,opt,name=state,proto3,enum=hive.v1.RaftRole" json:"state,omitempty"`
+	// Raft index of the last command its state applied. It stays behind
+	// applied_index by the entries that are no commands (barriers of
+	// consistent reads, no-ops, configuration changes); two servers whose
+	// states are equal have the same state_index.
+	StateIndex    uint64 `protobuf:"varint,6,opt,name=state_index,json=stateIndex,proto3" json:"state_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2888,6 +2893,13 @@ func (x *RaftStatsResponse) GetState() RaftRole {
 		return x.State
 	}
 	return RaftRole_RAFT_ROLE_UNSPECIFIED
+}
+
+func (x *RaftStatsResponse) GetStateIndex() uint64 {
+	if x != nil {
+		return x.StateIndex
+	}
+	return 0
 }
 
 type LabelNodeRequest struct {
@@ -3195,14 +3207,16 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18RenewCertificateResponse\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
 	"\x02ca\x18\x02 \x01(\fR\x02ca\"\x12\n" +
-	"\x10RaftStatsRequest\"\xa4\x01\n" +
+	"\x10RaftStatsRequest\"\xc5\x01\n" +
 	"\x11RaftStatsResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x12\n" +
 	"\x04term\x18\x04 \x01(\x04R\x04term\x12'\n" +
-	"\x05state\x18\x05 \x01(\x0e2\x11.hive.v1.RaftRoleR\x05state\"\xac\x01\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x11.hive.v1.RaftRoleR\x05state\x12\x1f\n" +
+	"\vstate_index\x18\x06 \x01(\x04R\n" +
+	"stateIndex\"\xac\x01\n" +
 	"\x10LabelNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x124\n" +
 	"\x03set\x18\x02 \x03(\v2\".hive.v1.LabelNodeRequest.SetEntryR\x03set\x12\x16\n" +
