@@ -167,7 +167,7 @@ func waitEvent(t testing.TB, a *node, re *regexp.Regexp, n int, timeout time.Dur
 // TestFirewallLockoutRollsBack runs lock-out cycles against a real agent
 // with SIGHUPs every 50 ms from 2 s before to 2 s after each deadline (so
 // converge runs overlap the rollback), five of them with the agent left
-// alone and three with the agent killed (-9) 300 ms before the deadline
+// alone and five with the agent killed (-9) 300 ms before the deadline
 // and restarted. Each cycle checks: one apply of the bad rules and one
 // rollback, within the window plus lockoutSlack; once the good rules are
 // back they never leave again (both families, polled every 100 ms); they
@@ -328,15 +328,16 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 
 	before := good(0)
 	var times []time.Duration
-	for i := 1; i <= 8; i++ {
-		kill := i > 5
+	const cycles, killFrom = 10, 6 // cycles 1-5 plain, 6-10 with kill -9
+	for i := 1; i <= cycles; i++ {
+		kill := i >= killFrom
 		took := lockout(i, before, kill)
 		times = append(times, took)
 		t.Logf("cycle %d (kill %v): rolled back %v after the apply, %v after the deadline", i, kill, took.Round(time.Millisecond), lates[len(lates)-1].Round(time.Millisecond))
 		before = good(i)
 	}
-	if n := len(agentEvents(t, a, fwReopenRe)); n != 3 {
-		t.Errorf("%d windows reopened after a restart, want 3", n)
+	if n, want := len(agentEvents(t, a, fwReopenRe)), cycles-killFrom+1; n != want {
+		t.Errorf("%d windows reopened after a restart, want %d", n, want)
 	}
 	slices.Sort(times)
 	t.Logf("rollback after the apply over %d cycles (confirm %v): min %v, median %v, max %v", len(times), lockoutConfirm,
