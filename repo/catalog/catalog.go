@@ -271,14 +271,11 @@ func (c *Cache) parseFile(path string) (m *Meta, fi os.FileInfo, read bool, err 
 		m = nil
 	}
 	// Not cached: one open, its fstat, one read of the whole file.
-	f, err := os.Open(path)
+	f, fi, err := openRaw(path)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return nil, nil, false, err
-	}
 	if kind == KindRPM && fi.Size() < 64<<20 {
 		// Small packages: one read, parsed from memory.
 		// The buffer is reused: the parser copies what it keeps.

@@ -146,7 +146,16 @@ func (h *rawHeader) getStrings(tag int) ([]string, error) {
 	if e.typ != typeString && e.typ != typeStringArray && e.typ != typeI18NString {
 		return nil, fmt.Errorf("unsupported datatype for string: %d, tag: %d", e.typ, tag)
 	}
-	return strings.Split(string(e.contents), "\x00")[:e.count], nil
+	// What strings.Split(string(contents), "\x00")[:count] gives (the
+	// contents are count NUL-terminated strings, readRaw made sure), with
+	// one string conversion and one slice.
+	s := string(e.contents)
+	out := make([]string, e.count)
+	for i := range out {
+		j := strings.IndexByte(s, 0)
+		out[i], s = s[:j], s[j+1:]
+	}
+	return out, nil
 }
 
 func (h *rawHeader) getBytes(tag int) ([]byte, error) {
