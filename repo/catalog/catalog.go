@@ -112,10 +112,12 @@ func (m *Meta) Arch() string {
 // a client: the same architecture, or for debs either of architecture
 // "all", which APT lists in every architecture's index.
 func Clash(a, b *Meta) bool {
-	if a.Arch() == b.Arch() {
-		return true
-	}
-	return a.Kind == KindDeb && (a.Arch() == "all" || b.Arch() == "all")
+	return clashArch(a.Kind, a.Arch(), b.Arch())
+}
+
+// clashArch is Clash for two packages of one kind and Identity.
+func clashArch(kind, a, b string) bool {
+	return a == b || kind == KindDeb && (a == "all" || b == "all")
 }
 
 // KindOf returns the kind for a file name.
@@ -412,8 +414,11 @@ func unique(fs []found) error {
 }
 
 // versions records the package versions of the files seen so far, for
-// ErrDuplicate, keeping of each only what Identity, Clash and Describe read.
-type versions map[string][]found
+// ErrDuplicate: by Identity, each file's path, architecture and hash (not
+// its metadata, so that a streamed index does not keep it).
+type versions map[string][]seenFile
+
+type seenFile struct{ rel, arch, sum string }
 
 // add records the file rel and returns ErrDuplicate if an earlier file is
 // the same package version.
@@ -423,30 +428,16 @@ func (v *versions) add(rel string, m *Meta) error {
 	}
 	id := m.Identity()
 	for _, o := range (*v)[id] {
-		if Clash(o.meta, m) {
+		if clashArch(m.Kind, o.arch, m.Arch()) {
 			same := "different content"
-			if o.meta.SHA256() == m.SHA256() {
+			if o.sum == m.SHA256() {
 				same = "identical copies"
 			}
 			return fmt.Errorf("%w: %s and %s are both %s (%s): keep one", ErrDuplicate, o.rel, rel, m.Describe(), same)
 		}
 	}
-	(*v)[id] = append((*v)[id], found{rel: rel, meta: m.brief()})
+	(*v)[id] = append((*v)[id], seenFile{rel: rel, arch: m.Arch(), sum: m.SHA256()})
 	return nil
-}
-
-// brief returns the package's identity, architecture and hash without the
-// rest of its metadata.
-func (m *Meta) brief() *Meta {
-	b := &Meta{Kind: m.Kind, Checks: m.Checks}
-	if m.RPM != nil {
-		p := m.RPM
-		b.RPM = &rpmmeta.Package{Name: p.Name, Epoch: p.Epoch, Version: p.Version, Release: p.Release, Arch: p.Arch, SHA256: p.SHA256, Size: p.Size}
-	} else {
-		p := m.Deb
-		b.Deb = &debmeta.Package{Name: p.Name, Version: p.Version, Architecture: p.Architecture, SHA256: p.SHA256, Size: p.Size}
-	}
-	return b
 }
 
 // parsed is one file's outcome in parseOrdered.
@@ -463,7 +454,9 @@ type parsed struct {
 // one use waits for, so memory holds a bounded number of packages whatever
 // the directory's size. It returns ctx's error if ctx ends first.
 func parseOrdered(ctx context.Context, paths []string, c *Cache, window int, use func(i int, p parsed)) error {
-	out := make([]chan parsed, len(paths))
+	// File i's outcome goes to slot i%window: at most window files are
+	// out, so a slot is free again when its next file is handed out.
+	out := make([]chan parsed, window)
 	for i := range out {
 		out[i] = make(chan parsed, 1)
 	}
@@ -476,7 +469,7 @@ func parseOrdered(ctx context.Context, paths []string, c *Cache, window int, use
 			defer wg.Done()
 			for i := range idx {
 				m, fi, read, err := c.parseFile(paths[i])
-				out[i] <- parsed{meta: m, fi: fi, read: read, err: err}
+				out[i%window] <- parsed{meta: m, fi: fi, read: read, err: err}
 			}
 		}()
 	}
@@ -500,7 +493,7 @@ func parseOrdered(ctx context.Context, paths []string, c *Cache, window int, use
 	defer wg.Wait()
 	for i := range paths {
 		select {
-		case p := <-out[i]:
+		case p := <-out[i%window]:
 			<-tokens
 			use(i, p)
 		case <-ctx.Done():
