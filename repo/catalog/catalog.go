@@ -8,7 +8,9 @@
 // A Cache maps SHA-256 → parsed metadata (and path+size+mtime → SHA-256 as a
 // hint that spares hashing unchanged files); it is safe for concurrent use
 // and can be saved to a file between runs. The indexers parse new files on
-// GOMAXPROCS goroutines and block on disk I/O; ctx cancels them.
+// 2×GOMAXPROCS goroutines and block on disk I/O; ctx cancels them. IndexYum
+// streams: each package is written into the metadata and dropped in path
+// order, so its memory does not grow with the directory.
 package catalog
 
 import (
