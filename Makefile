@@ -114,7 +114,7 @@ bench: ## benchmarks with figures printed
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: bench-repo
-bench-repo: ## hive-repo vs createrepo_c and apt-ftparchive (2,000 and 10,000 packages, corpus cached), ratios printed
+bench-repo: ## hive-repo vs createrepo_c and apt-ftparchive as fresh processes (2,000 and 10,000 packages, corpus cached): wall, CPU, peak RSS and ratios
 	HIVE_BENCH_10K=$${HIVE_BENCH_10K-1} $(GO) test -run '^$$' -bench . -benchtime $${BENCHTIME:-5x} -timeout 60m ./repo/
 
 .PHONY: demo

@@ -38,23 +38,29 @@ func corpusDir(b *testing.B) string {
 }
 
 var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
+	binOnce          sync.Once
+	binPath, peakrss string
+	binErr           error
 )
 
-// hiveRepoBin builds cmd/hive-repo once per run.
-func hiveRepoBin(b *testing.B) string {
+// hiveRepoBin builds cmd/hive-repo once per run, as `make build` does
+// (static, trimmed, stripped): the binary a user runs. It also builds
+// repotest/peakrss, through which every timed command runs.
+func hiveRepoBin(b testing.TB) string {
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "hive-repo-bench-bin")
 		if err != nil {
 			binErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "hive-repo")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/hivefleet/hive/cmd/hive-repo").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("build hive-repo: %v\n%s", err, out)
+		binPath, peakrss = filepath.Join(dir, "hive-repo"), filepath.Join(dir, "peakrss")
+		for out, pkg := range map[string]string{binPath: "cmd/hive-repo", peakrss: "repo/repotest/peakrss"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "github.com/hivefleet/hive/"+pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if o, err := cmd.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("build %s: %v\n%s", pkg, err, o)
+				return
+			}
 		}
 	})
 	if binErr != nil {
@@ -63,32 +69,59 @@ func hiveRepoBin(b *testing.B) string {
 	return binPath
 }
 
-// cost is the wall time and the CPU time (user+system, all threads) of a run.
-type cost struct{ wall, cpu time.Duration }
+// cost is the wall time, the CPU time (user+system, all threads, of the
+// process and the children it waited for) and the peak RSS of runs: times
+// summed, RSS the largest.
+type cost struct {
+	wall, cpu time.Duration
+	rss       int64 // bytes
+}
 
-func (c *cost) add(o cost) { c.wall += o.wall; c.cpu += o.cpu }
+func (c *cost) add(o cost) {
+	c.wall += o.wall
+	c.cpu += o.cpu
+	c.rss = max(c.rss, o.rss)
+}
+
+func (c cost) String() string {
+	return fmt.Sprintf("wall %.3f s, CPU %.3f s, peak RSS %.1f MB", c.wall.Seconds(), c.cpu.Seconds(), float64(c.rss)/1e6)
+}
+
+// run runs name with args as a fresh process through peakrss (see there
+// why) and returns its cost.
+func run(b *testing.B, dir, name string, args ...string) cost {
+	b.Helper()
+	hiveRepoBin(b)
+	f, err := os.CreateTemp("", "peakrss")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := exec.Command(peakrss, append([]string{f.Name(), name}, args...)...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	line, err := os.ReadFile(f.Name())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wall, user, sys, rss int64
+	if _, err := fmt.Sscan(string(line), &wall, &user, &sys, &rss); err != nil {
+		b.Fatalf("peakrss output %q: %v", line, err)
+	}
+	return cost{wall: time.Duration(wall), cpu: time.Duration(user + sys), rss: rss << 10}
+}
 
 func timed(b *testing.B, name string, args ...string) cost {
 	b.Helper()
-	start := time.Now()
-	cmd := exec.Command(name, args...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return cost{time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	return run(b, "", name, args...)
 }
 
 func shell(b *testing.B, dir, script string) cost {
 	b.Helper()
-	start := time.Now()
-	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		b.Fatalf("%s: %v\n%s", script, err, out)
-	}
-	return cost{time.Since(start), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	return run(b, dir, "bash", "-euo", "pipefail", "-c", script)
 }
 
 // selfCPU is this process's user+system CPU time so far (all threads).
@@ -102,7 +135,8 @@ func selfCPU() time.Duration {
 
 // report prints wall seconds per run of both sides and their ratio, and the
 // same for CPU seconds (robust when the machine is shared: a peer with more
-// threads than cores gets a larger share of a loaded machine).
+// threads than cores gets a larger share of a loaded machine), and for
+// process runs the peak RSS of each side and their ratio.
 func report(b *testing.B, hive, peer cost, peerName string, n int) {
 	f := func(d time.Duration) float64 { return d.Seconds() / float64(n) }
 	b.ReportMetric(f(hive.wall), "hive-s/op")
@@ -113,34 +147,78 @@ func report(b *testing.B, hive, peer cost, peerName string, n int) {
 		b.ReportMetric(f(peer.cpu), peerName+"-cpu-s/op")
 		b.ReportMetric(f(hive.cpu)/f(peer.cpu), "cpu-ratio")
 	}
+	if hive.rss > 0 && peer.rss > 0 {
+		b.ReportMetric(float64(hive.rss)/1e6, "hive-rss-MB")
+		b.ReportMetric(float64(peer.rss)/1e6, peerName+"-rss-MB")
+		b.ReportMetric(float64(hive.rss)/float64(peer.rss), "rss-ratio")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
+// loadavg is the first line of /proc/loadavg, printed beside figures.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
+
+// compareRuns times hive and peer (functions running one fresh process
+// each and returning its cost) alternately, once each untimed first so
+// the page cache holds the corpus and both programs, and logs every run.
+func compareRuns(b *testing.B, peerName string, hive, peer func() cost) {
+	peer()
+	hive()
+	var h, p cost
+	runs := 0
+	for b.Loop() {
+		pc := peer()
+		hc := hive()
+		b.Logf("run %d: hive-repo %v | %s %v | ratio wall %.2f, CPU %.2f, RSS %.2f | load %s", runs+1, hc, peerName, pc,
+			hc.wall.Seconds()/pc.wall.Seconds(), hc.cpu.Seconds()/pc.cpu.Seconds(), float64(hc.rss)/float64(pc.rss), loadavg())
+		h.add(hc)
+		p.add(pc)
+		runs++
+	}
+	report(b, h, p, peerName, runs)
+}
+
 // BenchmarkYumFullIndex: hive-repo index --yum vs createrepo_c --no-database
-// (both gzip) on a fresh directory of N RPMs.
+// (both gzip) on a fresh directory of N RPMs, each a fresh process, as a
+// user runs them: wall, CPU and peak RSS of each run and their ratios.
+// Corpora: rpmpack (three files and one require each) and rpmbuild (one
+// file each, built by the real rpmbuild: rpmlib() requires, file digests, a
+// changelog; skipped without rpmbuild).
 func BenchmarkYumFullIndex(b *testing.B) {
 	cr := testenv.RequireTool(b, "createrepo_c")
-	sizes := []int{2000}
-	if os.Getenv("HIVE_BENCH_10K") != "" {
-		sizes = append(sizes, 10000)
+	type corpus struct {
+		name  string
+		n     int
+		build func(string, int) (string, error)
 	}
-	for _, n := range sizes {
-		b.Run(fmt.Sprintf("rpms=%d", n), func(b *testing.B) {
-			dir, err := repotest.CorpusRPM(filepath.Join(corpusDir(b), fmt.Sprintf("rpm-%d", n)), n)
+	corpora := []corpus{{"rpmpack", 2000, repotest.CorpusRPM}, {"rpmbuild", 2000, repotest.CorpusRPMBuild}}
+	if os.Getenv("HIVE_BENCH_10K") != "" {
+		corpora = append(corpora, corpus{"rpmpack", 10000, repotest.CorpusRPM})
+	}
+	for _, c := range corpora {
+		b.Run(fmt.Sprintf("%s/rpms=%d", c.name, c.n), func(b *testing.B) {
+			if c.name == "rpmbuild" {
+				if _, err := exec.LookPath("rpmbuild"); err != nil {
+					b.Skip("rpmbuild not installed")
+				}
+			}
+			sub := fmt.Sprintf("rpm-%d", c.n)
+			if c.name != "rpmpack" {
+				sub = fmt.Sprintf("%s-%d", c.name, c.n)
+			}
+			dir, err := c.build(filepath.Join(corpusDir(b), sub), c.n)
 			if err != nil {
 				b.Fatal(err)
 			}
 			bin := hiveRepoBin(b)
-			var hive, peer cost
-			runs := 0
-			for b.Loop() {
-				os.RemoveAll(filepath.Join(dir, "repodata"))
-				peer.add(timed(b, cr, "--no-database", "--quiet", dir))
-				os.RemoveAll(filepath.Join(dir, "repodata"))
-				hive.add(timed(b, bin, "index", "--yum", dir))
-				runs++
-			}
-			report(b, hive, peer, "createrepo_c", runs)
+			rd := filepath.Join(dir, "repodata")
+			compareRuns(b, "createrepo_c",
+				func() cost { os.RemoveAll(rd); return timed(b, bin, "index", "--yum", dir) },
+				func() cost { os.RemoveAll(rd); return timed(b, cr, "--no-database", "--quiet", dir) })
+			os.RemoveAll(rd)
 		})
 	}
 }
@@ -284,17 +362,13 @@ func BenchmarkAptFullIndex(b *testing.B) {
 	key := filepath.Join(b.TempDir(), "key.asc")
 	timed(b, bin, "keygen", "--out", key)
 	clean := "rm -f Packages Packages.gz Packages.xz Release InRelease Release.gpg"
-	var hive, peer cost
-	runs := 0
-	for b.Loop() {
-		shell(b, dir, clean)
-		peer.add(shell(b, dir, "apt-ftparchive packages . > Packages && gzip -9 -k Packages && xz -k Packages && apt-ftparchive release . > ../Release.tmp && mv ../Release.tmp Release"))
-		shell(b, dir, clean)
-		hive.add(timed(b, bin, "index", "--apt", dir, "--signing-key", key))
-		runs++
-	}
+	compareRuns(b, "apt-ftparchive",
+		func() cost { shell(b, dir, clean); return timed(b, bin, "index", "--apt", dir, "--signing-key", key) },
+		func() cost {
+			shell(b, dir, clean)
+			return shell(b, dir, "apt-ftparchive packages . > Packages && gzip -9 -k Packages && xz -k Packages && apt-ftparchive release . > ../Release.tmp && mv ../Release.tmp Release")
+		})
 	shell(b, dir, clean)
-	report(b, hive, peer, "apt-ftparchive", runs)
 }
 
 // BenchmarkMirrorHit: throughput of a large cached file served by the

@@ -8,7 +8,9 @@
 // A Cache maps SHA-256 → parsed metadata (and path+size+mtime → SHA-256 as a
 // hint that spares hashing unchanged files); it is safe for concurrent use
 // and can be saved to a file between runs. The indexers parse new files on
-// GOMAXPROCS goroutines and block on disk I/O; ctx cancels them.
+// 2×GOMAXPROCS goroutines and block on disk I/O; ctx cancels them. IndexYum
+// streams: each package is written into the metadata and dropped in path
+// order, so its memory does not grow with the directory.
 package catalog
 
 import (
@@ -22,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -111,10 +114,12 @@ func (m *Meta) Arch() string {
 // a client: the same architecture, or for debs either of architecture
 // "all", which APT lists in every architecture's index.
 func Clash(a, b *Meta) bool {
-	if a.Arch() == b.Arch() {
-		return true
-	}
-	return a.Kind == KindDeb && (a.Arch() == "all" || b.Arch() == "all")
+	return clashArch(a.Kind, a.Arch(), b.Arch())
+}
+
+// clashArch is Clash for two packages of one kind and Identity.
+func clashArch(kind, a, b string) bool {
+	return a == b || kind == KindDeb && (a == "all" || b == "all")
 }
 
 // KindOf returns the kind for a file name.
@@ -236,39 +241,45 @@ var readBufs sync.Pool
 // ParseFile returns the metadata of the file at path, from the cache when
 // the file's path, size and mtime match a previous parse.
 func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
+	m, fi, _, err := c.parseFile(path)
+	return m, fi, err
+}
+
+// parseFile is ParseFile, also reporting whether the file was read (not
+// served by the cache). A nil cache reads every file and keeps nothing.
+func (c *Cache) parseFile(path string) (m *Meta, fi os.FileInfo, read bool, err error) {
 	kind, err := KindOf(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	c.mu.Lock()
-	h, ok := c.Hints[path]
-	c.mu.Unlock()
-	var fi os.FileInfo
+	var h hint
+	ok := false
+	if c != nil {
+		c.mu.Lock()
+		h, ok = c.Hints[path]
+		c.mu.Unlock()
+	}
 	if ok {
 		// A previous run saw this path: a stat decides whether to read it.
 		if fi, err = os.Stat(path); err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
-		var m *Meta
 		if h.Size == fi.Size() && h.MTime == fi.ModTime().UnixNano() {
 			c.mu.Lock()
 			m = c.BySum[h.Sum]
 			c.mu.Unlock()
 		}
 		if m != nil && m.Checks == Checks {
-			return m, fi, nil
+			return m, fi, false, nil
 		}
+		m = nil
 	}
 	// Not cached: one open, its fstat, one read of the whole file.
-	f, err := os.Open(path)
+	f, fi, err := openRaw(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return nil, nil, err
-	}
-	var m *Meta
 	if kind == KindRPM && fi.Size() < 64<<20 {
 		// Small packages: one read, parsed from memory.
 		// The buffer is reused: the parser copies what it keeps.
@@ -291,13 +302,15 @@ func (c *Cache) ParseFile(path string) (*Meta, os.FileInfo, error) {
 		m, err = Parse(kind, f)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, true, fmt.Errorf("%s: %w", path, err)
 	}
-	c.mu.Lock()
-	c.BySum[m.SHA256()] = m
-	c.Hints[path] = hint{Size: fi.Size(), MTime: fi.ModTime().UnixNano(), Sum: m.SHA256()}
-	c.mu.Unlock()
-	return m, fi, nil
+	if c != nil {
+		c.mu.Lock()
+		c.BySum[m.SHA256()] = m
+		c.Hints[path] = hint{Size: fi.Size(), MTime: fi.ModTime().UnixNano(), Sum: m.SHA256()}
+		c.mu.Unlock()
+	}
+	return m, fi, true, nil
 }
 
 // writeFile replaces a file atomically for readers. Pipeline runs are
@@ -326,8 +339,9 @@ type found struct {
 	fi   os.FileInfo
 }
 
-// scan parses every file under dir with the given suffix (skipping skipDir).
-func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, int, error) {
+// walk returns the regular files under dir with the given suffix, skipping
+// skipDir and hidden directories, in WalkDir's order.
+func walk(dir, suffix, skipDir string) ([]string, error) {
 	var paths []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -342,7 +356,16 @@ func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, 
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("scan %s: %w", dir, err)
+		return nil, fmt.Errorf("scan %s: %w", dir, err)
+	}
+	return paths, nil
+}
+
+// scan parses every file under dir with the given suffix (skipping skipDir).
+func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, int, error) {
+	paths, err := walk(dir, suffix, skipDir)
+	if err != nil {
+		return nil, 0, err
 	}
 	before := c.Len()
 	out := make([]found, len(paths))
@@ -382,47 +405,181 @@ func scan(ctx context.Context, dir, suffix, skipDir string, c *Cache) ([]found, 
 
 // unique refuses two files of one package version, naming both.
 func unique(fs []found) error {
-	seen := make(map[string][]found, len(fs))
+	var v versions
 	var errs []error
 	for _, f := range fs {
-		id := f.meta.Identity()
-		for _, o := range seen[id] {
-			if Clash(o.meta, f.meta) {
-				same := "different content"
-				if o.meta.SHA256() == f.meta.SHA256() {
-					same = "identical copies"
-				}
-				errs = append(errs, fmt.Errorf("%w: %s and %s are both %s (%s): keep one", ErrDuplicate, o.rel, f.rel, f.meta.Describe(), same))
-				break
-			}
+		if err := v.add(f.rel, f.meta); err != nil {
+			errs = append(errs, err)
 		}
-		seen[id] = append(seen[id], f)
 	}
 	return errors.Join(errs...)
+}
+
+// versions records the package versions of the files seen so far, for
+// ErrDuplicate: by Identity, each file's path, architecture and hash (not
+// its metadata, so that a streamed index does not keep it).
+type versions map[string][]seenFile
+
+type seenFile struct{ rel, arch, sum string }
+
+// add records the file rel and returns ErrDuplicate if an earlier file is
+// the same package version.
+func (v *versions) add(rel string, m *Meta) error {
+	if *v == nil {
+		*v = versions{}
+	}
+	id := m.Identity()
+	for _, o := range (*v)[id] {
+		if clashArch(m.Kind, o.arch, m.Arch()) {
+			same := "different content"
+			if o.sum == m.SHA256() {
+				same = "identical copies"
+			}
+			return fmt.Errorf("%w: %s and %s are both %s (%s): keep one", ErrDuplicate, o.rel, rel, m.Describe(), same)
+		}
+	}
+	(*v)[id] = append((*v)[id], seenFile{rel: rel, arch: m.Arch(), sum: m.SHA256()})
+	return nil
+}
+
+// parsed is one file's outcome in parseOrdered.
+type parsed struct {
+	meta *Meta
+	fi   os.FileInfo
+	read bool
+	err  error
+}
+
+// parseOrdered parses paths on 2×GOMAXPROCS goroutines (twice: file reads
+// overlap parsing) and calls use with each outcome in the order of paths,
+// from the calling goroutine. At most window files are parsed ahead of the
+// one use waits for, so memory holds a bounded number of packages whatever
+// the directory's size. It returns ctx's error if ctx ends first.
+func parseOrdered(ctx context.Context, paths []string, c *Cache, window int, use func(i int, p parsed)) error {
+	// File i's outcome goes to slot i%window: at most window files are
+	// out, so a slot is free again when its next file is handed out.
+	out := make([]chan parsed, window)
+	for i := range out {
+		out[i] = make(chan parsed, 1)
+	}
+	idx := make(chan int)
+	tokens := make(chan struct{}, window)
+	var wg sync.WaitGroup
+	for range 2 * runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range idx {
+				m, fi, read, err := c.parseFile(paths[i])
+				out[i%window] <- parsed{meta: m, fi: fi, read: read, err: err}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(idx)
+		for i := range paths {
+			select {
+			case tokens <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case idx <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	for i := range paths {
+		select {
+		case p := <-out[i%window]:
+			<-tokens
+			use(i, p)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // IndexYum writes dir/repodata for the .rpm files under dir. Hash-named files
 // are written first, then repomd.xml.asc (if signing), then repomd.xml by
 // rename; files of the previous generation stay, older ones are removed.
+//
+// Files are parsed in parallel and consumed in href order by a
+// yumindex.Stream: each package is rendered, compressed and dropped, so the
+// memory used does not grow with the number of packages (beyond what
+// opt.Cache keeps, when given). Every file is parsed even after an error,
+// so that the error names every bad file; nothing is written on error.
 func IndexYum(ctx context.Context, dir string, opt Options) (Stats, error) {
-	if opt.Cache == nil {
-		opt.Cache = NewCache()
-	}
 	if opt.Now.IsZero() {
 		opt.Now = time.Now()
 	}
-	fs, parsed, err := scan(ctx, dir, ".rpm", "repodata", opt.Cache)
+	paths, err := walk(dir, ".rpm", "repodata")
 	if err != nil {
 		return Stats{}, err
 	}
-	entries := make([]*yumindex.Entry, len(fs))
-	for i, f := range fs {
-		entries[i] = &yumindex.Entry{Pkg: f.meta.RPM, Href: f.rel, FileTime: f.fi.ModTime().Unix()}
+	rels := make([]string, len(paths))
+	for i, p := range paths {
+		rel, _ := filepath.Rel(dir, p)
+		rels[i] = filepath.ToSlash(rel)
 	}
-	res, err := yumindex.Build(entries, yumindex.Options{Revision: opt.Now.Unix(), Timestamp: opt.Now.Unix()})
+	// yumindex orders packages by href.
+	order := make([]int, len(paths))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(rels[a], rels[b]) })
+	sorted := make([]string, len(paths))
+	for i, j := range order {
+		sorted[i] = paths[j]
+	}
+	stream, err := yumindex.NewStream(len(paths), yumindex.Options{Revision: opt.Now.Unix(), Timestamp: opt.Now.Unix()})
 	if err != nil {
 		return Stats{}, err
 	}
+	var (
+		st              Stats
+		parseErrs, dups []error
+		seen            versions
+		streamErr       error
+	)
+	err = parseOrdered(ctx, sorted, opt.Cache, 64, func(i int, p parsed) {
+		if p.read {
+			st.Parsed++
+		}
+		if p.err != nil {
+			parseErrs = append(parseErrs, p.err)
+			return
+		}
+		rel := rels[order[i]]
+		if err := seen.add(rel, p.meta); err != nil {
+			dups = append(dups, err)
+		}
+		if len(parseErrs) == 0 && len(dups) == 0 && streamErr == nil {
+			streamErr = stream.Add(&yumindex.Entry{Pkg: p.meta.RPM, Href: rel, FileTime: p.fi.ModTime().Unix()})
+		}
+	})
+	if err != nil {
+		return Stats{}, err
+	}
+	if err := errors.Join(parseErrs...); err != nil {
+		return Stats{}, err
+	}
+	if err := errors.Join(dups...); err != nil {
+		return Stats{}, err
+	}
+	if streamErr != nil {
+		return Stats{}, streamErr
+	}
+	res, err := stream.Close()
+	if err != nil {
+		return Stats{}, err
+	}
+	st.Packages = len(paths)
 	rd := filepath.Join(dir, "repodata")
 	if err := os.MkdirAll(rd, 0o755); err != nil {
 		return Stats{}, err
@@ -460,7 +617,7 @@ func IndexYum(ctx context.Context, dir string, opt Options) (Stats, error) {
 			}
 		}
 	}
-	return Stats{Packages: len(fs), Parsed: parsed}, nil
+	return st, nil
 }
 
 // hrefs extracts location hrefs from a repomd.xml.

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -352,10 +351,12 @@ func indexCmd(stdout io.Writer) *cobra.Command {
 			if (yum == "") == (apt == "") {
 				return errors.New("give exactly one of --yum DIR and --apt DIR")
 			}
-			// A short-lived batch job: collect garbage only when the heap
-			// nears a soft limit, not every few megabytes.
-			debug.SetGCPercent(-1)
-			debug.SetMemoryLimit(1 << 30)
+			// The garbage collector keeps its default pace: the YUM
+			// indexer streams (each package parsed in place, rendered,
+			// compressed and dropped), so the live heap stays a few MB
+			// and a collection costs little. Switching it off (as
+			// before) let every allocation stay resident: 72 MB peak RSS
+			// for 2,000 packages against createrepo_c's 20 MB.
 			opt := catalog.Options{}
 			if keyFile != "" {
 				s, err := loadKey(keyFile)

@@ -10,8 +10,12 @@ import (
 	"compress/gzip"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/rpmpack"
@@ -240,6 +244,123 @@ func corpus(dir string, n int, kind string, gen func(int) (string, []byte, error
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			return "", err
 		}
+	}
+	return dir, os.WriteFile(stamp, nil, 0o644)
+}
+
+// RPMBuildSpec describes packages made by the real rpmbuild: one spec whose
+// subpackages are the named packages (version 1.0, release 1, noarch), each
+// owning one small file, as a distribution's small packages are built
+// (rpmlib() requires, file digests, payload digest, a changelog entry).
+type RPMBuildSpec struct {
+	Names     []string
+	Changelog bool
+}
+
+// RPMBuild runs rpmbuild in workDir and returns the packages' bytes in the
+// order of s.Names. It needs rpmbuild on PATH.
+func RPMBuild(workDir string, s RPMBuildSpec) ([][]byte, error) {
+	paths, err := rpmBuildFiles(workDir, s)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(paths))
+	for i, p := range paths {
+		if out[i], err = os.ReadFile(p); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func rpmBuildFiles(workDir string, s RPMBuildSpec) ([]string, error) {
+	if len(s.Names) == 0 {
+		return nil, fmt.Errorf("rpmbuild: no package names")
+	}
+	var spec strings.Builder
+	fmt.Fprintf(&spec, "Name: %s-base\nVersion: 1.0\nRelease: 1\nSummary: base\nLicense: MIT\nBuildArch: noarch\n%%description\nbase\n%%prep\n%%build\n%%install\nmkdir -p %%{buildroot}/usr/share/hive-test\n", s.Names[0])
+	for _, n := range s.Names {
+		fmt.Fprintf(&spec, "printf '%s\\n' > %%{buildroot}/usr/share/hive-test/%s.txt\n", n, n)
+	}
+	for _, n := range s.Names {
+		fmt.Fprintf(&spec, "%%package -n %s\nSummary: test package %s\n%%description -n %s\nA package built by hive's tests with rpmbuild.\n%%files -n %s\n/usr/share/hive-test/%s.txt\n", n, n, n, n, n)
+	}
+	if s.Changelog {
+		spec.WriteString("%changelog\n* Thu Nov 16 2023 hive tests <tests@hive.invalid> - 1.0-1\n- First build.\n")
+	}
+	top, err := filepath.Abs(filepath.Join(workDir, "rpmbuild"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(top, 0o755); err != nil {
+		return nil, err
+	}
+	specFile := filepath.Join(top, "pkgs.spec")
+	if err := os.WriteFile(specFile, []byte(spec.String()), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("rpmbuild", "-bb", "--quiet", "--define", "_topdir "+top, "--define", "_build_id_links none", specFile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("rpmbuild: %v\n%s", err, out)
+	}
+	paths := make([]string, len(s.Names))
+	for i, n := range s.Names {
+		paths[i] = filepath.Join(top, "RPMS", "noarch", n+"-1.0-1.noarch.rpm")
+		if _, err := os.Stat(paths[i]); err != nil {
+			return nil, fmt.Errorf("rpmbuild: %w", err)
+		}
+	}
+	return paths, nil
+}
+
+// CorpusRPMBuild writes n small RPMs made by rpmbuild into dir (once, like
+// CorpusRPM), building 200 per spec, GOMAXPROCS specs at a time.
+func CorpusRPMBuild(dir string, n int) (string, error) {
+	stamp := filepath.Join(dir, ".complete-rpmbuild-"+strconv.Itoa(n))
+	if _, err := os.Stat(stamp); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	work, err := os.MkdirTemp("", "hive-rpmbuild")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	const batch = 200
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for start := 0; start < n; start += batch {
+		names := make([]string, 0, batch)
+		for i := start; i < n && i < start+batch; i++ {
+			names = append(names, fmt.Sprintf("small-pkg-%05d", i))
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			paths, err := rpmBuildFiles(filepath.Join(work, strconv.Itoa(start)), RPMBuildSpec{Names: names, Changelog: true})
+			for _, p := range paths {
+				if err == nil {
+					err = os.Rename(p, filepath.Join(dir, filepath.Base(p)))
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return "", errs[0]
 	}
 	return dir, os.WriteFile(stamp, nil, 0o644)
 }

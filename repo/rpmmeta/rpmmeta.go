@@ -136,7 +136,9 @@ const (
 	modeMask  = 0o170000
 )
 
-// ParseBytes is Parse for a package already in memory.
+// ParseBytes is Parse for a package already in memory: the same checks and
+// the same result, with the headers read in place (see inplace.go) rather
+// than copied by go-rpmutils.
 func ParseBytes(b []byte) (pkg *Package, err error) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -146,7 +148,7 @@ func ParseBytes(b []byte) (pkg *Package, err error) {
 	if err := checkHeaders(b); err != nil {
 		return nil, err
 	}
-	hdr, _, err := rpmutils.Verify(bytes.NewReader(b), nil)
+	hdr, err := readInplace(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -289,7 +291,7 @@ func checkHeaders(b []byte) error {
 	return nil
 }
 
-func fromHeader(h *rpmutils.RpmHeader) (*Package, error) {
+func fromHeader(h header) (*Package, error) {
 	p := &Package{}
 	var err error
 	str := func(tag int) string {
@@ -409,7 +411,7 @@ func fromHeader(h *rpmutils.RpmHeader) (*Package, error) {
 	return p, nil
 }
 
-func files(h *rpmutils.RpmHeader) ([]File, error) {
+func files(h header) ([]File, error) {
 	bases, _ := h.GetStrings(rpmutils.BASENAMES)
 	if len(bases) == 0 {
 		old, _ := h.GetStrings(rpmutils.OLDFILENAMES)

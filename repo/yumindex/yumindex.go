@@ -17,6 +17,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"hash"
 	"runtime"
 	"slices"
 	"strconv"
@@ -80,15 +81,7 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 	if opt.GzipLevel == 0 {
 		opt.GzipLevel = gzip.DefaultCompression
 	}
-	n := strconv.Itoa(len(es))
-	parts := []struct {
-		typ, head, tail string
-		get             func(*Entry) []byte
-	}{
-		{"primary", `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="` + n + `">` + "\n", "</metadata>\n", func(e *Entry) []byte { return e.primary }},
-		{"filelists", `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<filelists xmlns="http://linux.duke.edu/metadata/filelists" packages="` + n + `">` + "\n", "</filelists>\n", func(e *Entry) []byte { return e.filelists }},
-		{"other", `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<otherdata xmlns="http://linux.duke.edu/metadata/other" packages="` + n + `">` + "\n", "</otherdata>\n", func(e *Entry) []byte { return e.other }},
-	}
+	parts := fileParts(len(es))
 	files := make([]File, len(parts))
 	errs := make([]error, len(parts))
 	var wg sync.WaitGroup
@@ -108,12 +101,7 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 				errs[i] = fmt.Errorf("compress %s: %w", p.typ, errs[i])
 				return
 			}
-			sum := sha256.Sum256(z)
-			h := hex.EncodeToString(sum[:])
-			files[i] = File{
-				Name: "repodata/" + h + "-" + p.typ + ".xml.gz", Data: z, SHA256: h,
-				OpenSHA: hex.EncodeToString(osum[:]), OpenSize: osize, Type: p.typ, Timestamp: opt.Timestamp,
-			}
+			files[i] = newFile(p.typ, z, osum, osize, opt.Timestamp)
 		}()
 	}
 	wg.Wait()
@@ -126,6 +114,128 @@ func Build(entries []*Entry, opt Options) (*Result, error) {
 		opt.Chunks.sweep()
 	}
 	return &Result{Files: files, RepoMD: RepoMD(files, opt.Revision)}, nil
+}
+
+// part is one of the three files: its type, its text before and after the
+// packages, and which of an entry's fragments it holds.
+type part struct {
+	typ, head, tail string
+	get             func(*Entry) []byte
+}
+
+// fileParts returns the three files of a repository of n packages.
+func fileParts(n int) [3]part {
+	c := strconv.Itoa(n)
+	return [3]part{
+		{"primary", `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="` + c + `">` + "\n", "</metadata>\n", func(e *Entry) []byte { return e.primary }},
+		{"filelists", `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<filelists xmlns="http://linux.duke.edu/metadata/filelists" packages="` + c + `">` + "\n", "</filelists>\n", func(e *Entry) []byte { return e.filelists }},
+		{"other", `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<otherdata xmlns="http://linux.duke.edu/metadata/other" packages="` + c + `">` + "\n", "</otherdata>\n", func(e *Entry) []byte { return e.other }},
+	}
+}
+
+func newFile(typ string, z []byte, osum [32]byte, osize, timestamp int64) File {
+	sum := sha256.Sum256(z)
+	h := hex.EncodeToString(sum[:])
+	return File{
+		Name: "repodata/" + h + "-" + typ + ".xml.gz", Data: z, SHA256: h,
+		OpenSHA: hex.EncodeToString(osum[:]), OpenSize: osize, Type: typ, Timestamp: timestamp,
+	}
+}
+
+// Stream builds the same metadata as Build from entries given one at a time
+// in href order, rendering each into reused buffers and compressing it at
+// once, so that it holds no entry and no uncompressed file: only the three
+// compressed files grow. It is what the pipeline indexer (hive-repo index
+// --yum) uses, whose packages are parsed, written and dropped one by one.
+// A Stream is used by one goroutine.
+type Stream struct {
+	n, added int
+	opt      Options
+	parts    [3]part
+	out      [3]streamFile
+	b        buf
+	last     string
+	err      error
+}
+
+type streamFile struct {
+	z    bytes.Buffer
+	zw   *gzip.Writer
+	oh   hash.Hash
+	size int64
+}
+
+func (f *streamFile) write(b []byte) {
+	f.oh.Write(b)
+	f.zw.Write(b)
+	f.size += int64(len(b))
+}
+
+// NewStream starts the metadata of a repository of n packages.
+func NewStream(n int, opt Options) (*Stream, error) {
+	if opt.GzipLevel == 0 {
+		opt.GzipLevel = gzip.DefaultCompression
+	}
+	s := &Stream{n: n, opt: opt, parts: fileParts(n)}
+	for i := range s.out {
+		f := &s.out[i]
+		zw, err := gzip.NewWriterLevel(&f.z, opt.GzipLevel)
+		if err != nil {
+			return nil, err
+		}
+		f.zw, f.oh = zw, sha256.New()
+		f.write([]byte(s.parts[i].head))
+	}
+	return s, nil
+}
+
+// Add renders e into the three files. Entries must come in strictly
+// increasing href order (the order Build sorts them in), at most n of them.
+func (s *Stream) Add(e *Entry) error {
+	if s.err != nil {
+		return s.err
+	}
+	switch {
+	case s.added == s.n:
+		s.err = fmt.Errorf("yumindex stream: more than the %d packages announced", s.n)
+	case s.added > 0 && e.Href <= s.last:
+		s.err = fmt.Errorf("yumindex stream: %s after %s: entries must come in href order", e.Href, s.last)
+	}
+	if s.err != nil {
+		return s.err
+	}
+	s.last = e.Href
+	s.added++
+	for i, render := range [3]func(*buf){e.primaryTo, e.filelistsTo, e.otherTo} {
+		s.b.Reset()
+		render(&s.b)
+		s.out[i].write(s.b.Bytes())
+	}
+	return nil
+}
+
+// Close finishes the three files and returns the metadata. It fails when
+// fewer entries than announced were added.
+func (s *Stream) Close() (*Result, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.added != s.n {
+		return nil, fmt.Errorf("yumindex stream: %d packages announced, %d added", s.n, s.added)
+	}
+	files := make([]File, len(s.out))
+	for i := range s.out {
+		f := &s.out[i]
+		f.write([]byte(s.parts[i].tail))
+		if err := f.zw.Close(); err != nil {
+			return nil, fmt.Errorf("compress %s: %w", s.parts[i].typ, err)
+		}
+		var osum [32]byte
+		f.oh.Sum(osum[:0])
+		files[i] = newFile(s.parts[i].typ, f.z.Bytes(), osum, f.size, s.opt.Timestamp)
+	}
+	s.err = errors.New("yumindex stream: closed")
+	return &Result{Files: files, RepoMD: RepoMD(files, s.opt.Revision)}, nil
 }
 
 // whole compresses the file as one gzip member, as createrepo_c does,
@@ -465,6 +575,12 @@ func (e *Entry) renderPrimary() []byte {
 	p := e.Pkg
 	var b buf
 	b.Grow(1024 + 128*(len(p.Provides)+len(p.Requires)) + 64*len(p.Files))
+	e.primaryTo(&b)
+	return b.Bytes()
+}
+
+func (e *Entry) primaryTo(b *buf) {
+	p := e.Pkg
 	b.s("<package type=\"rpm\">\n")
 	b.elem("  ", "name", p.Name)
 	b.elem("  ", "arch", p.Arch)
@@ -534,7 +650,6 @@ func (e *Entry) renderPrimary() []byte {
 		}
 	}
 	b.s("  </format>\n</package>\n")
-	return b.Bytes()
 }
 
 func (b *buf) file(indent string, f rpmmeta.File) {
@@ -558,16 +673,25 @@ func (b *buf) pkgOpen(e *Entry) {
 func (e *Entry) renderFilelists() []byte {
 	var b buf
 	b.Grow(256 + 64*len(e.Pkg.Files))
+	e.filelistsTo(&b)
+	return b.Bytes()
+}
+
+func (e *Entry) filelistsTo(b *buf) {
 	b.pkgOpen(e)
 	for _, f := range e.Pkg.Files {
 		b.file("  ", f)
 	}
 	b.s("</package>\n")
-	return b.Bytes()
 }
 
 func (e *Entry) renderOther() []byte {
 	var b buf
+	e.otherTo(&b)
+	return b.Bytes()
+}
+
+func (e *Entry) otherTo(b *buf) {
 	b.pkgOpen(e)
 	cl := e.Pkg.Changelogs
 	if len(cl) > ChangelogLimit {
@@ -584,5 +708,4 @@ func (e *Entry) renderOther() []byte {
 		b.s("</changelog>\n")
 	}
 	b.s("</package>\n")
-	return b.Bytes()
 }
