@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hivefleet/hive/coordinator/raftnode"
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/coordinator/state"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -36,12 +36,12 @@ func toStatus(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, ErrUncertain), errors.Is(err, errMaybeApplied):
-		return withReason(status.New(codes.Unavailable, err.Error()), hivev1.ReasonOutcomeUnknown)
-	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader):
-		// Never appended (apply gives up on these only before appending,
-		// or after a leader change for commands that are retryable).
-		return withReason(status.New(codes.Unavailable, err.Error()), hivev1.ReasonNotApplied)
+	case raftnode.Outcome(err) != hivev1.OutcomeNone:
+		// The apply outcome's one mapping: NOT_APPLIED only when the
+		// write was certainly not appended, OUTCOME_UNKNOWN when it may
+		// have been.
+		st, _ := raftnode.Status(err)
+		return st.Err()
 	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, errStopping):
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -61,14 +61,6 @@ func toStatus(err error) error {
 		return status.Error(code, re.msg)
 	}
 	return status.Error(codes.Internal, err.Error())
-}
-
-// withReason attaches hive's ErrorInfo reason to st (hivev1.Reason*).
-func withReason(st *status.Status, reason string) error {
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: hivev1.ErrorDomain, Reason: reason}); err == nil {
-		st = d
-	}
-	return st.Err()
 }
 
 // rejection is a business rejection decided by the FSM.

@@ -61,6 +61,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/hivefleet/hive/coordinator/fsm"
 	"github.com/hivefleet/hive/coordinator/keyring"
+	"github.com/hivefleet/hive/coordinator/raftnode"
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
@@ -82,6 +83,7 @@ type Server struct {
 
 	fsm         *fsm.FSM
 	raft        *raft.Raft
+	node        *raftnode.Node // apply, forward, consistent reads, leader changes, health
 	layer       *streamLayer
 	transport   *raft.NetworkTransport
 	boltStore   *raftboltdb.BoltStore
@@ -261,6 +263,8 @@ func New(cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	closers = append(closers, func() { _ = s.raft.Shutdown().Error() })
+	s.node = s.newNode()
+	closers = append(closers, s.node.Close)
 	if !existing {
 		var servers []raft.Server
 		switch {
@@ -516,6 +520,7 @@ func (s *Server) shutdown(bcancel context.CancelFunc, bwg *sync.WaitGroup) {
 	}
 	bcancel()
 	bwg.Wait()
+	s.node.Close()
 	if err := s.raft.Shutdown().Error(); err != nil {
 		s.log.Warn("raft shutdown", "err", err)
 	}
@@ -529,23 +534,15 @@ func (s *Server) shutdown(bcancel context.CancelFunc, bwg *sync.WaitGroup) {
 	s.fwdMu.Unlock()
 }
 
-// readyLoop marks the server ready (health SERVING) once a leader is known.
+// readyLoop marks the server ready (health SERVING) once a leader is known
+// (woken by the raft node's leader-change notifier).
 func (s *Server) readyLoop(ctx context.Context) {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if addr, _ := s.raft.LeaderWithID(); addr != "" {
-			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-			s.health.SetServingStatus(hivev1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-			close(s.ready)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	if err := s.node.WaitLeader(ctx); err != nil {
+		return
 	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(hivev1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	close(s.ready)
 }
 
 // leaderLoop records this server's addresses when it becomes leader.
@@ -605,7 +602,10 @@ func (s *Server) recordLoop(ctx context.Context) {
 
 func (s *Server) registerSelf(ctx context.Context) {
 	for attempt := 0; attempt < 50 && s.raft.State() == raft.Leader; attempt++ {
-		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err == nil {
+		// The term's read barrier (raftnode): the state holds every
+		// earlier entry, and the first consistent read of the term needs
+		// no barrier of its own.
+		if _, err := s.node.ReadIndex(ctx); err == nil {
 			if s.recordCurrent() {
 				return
 			}
