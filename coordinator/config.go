@@ -138,8 +138,14 @@ func DefaultConfig() Config {
 		GossipAddr:         DefaultGossipAddr,
 		HTTPAddr:           DefaultHTTPAddr,
 		BootstrapExpect:    0,
-		HeartbeatTimeout:   time.Second,
-		ElectionTimeout:    time.Second,
+		// A follower calls an election after 0.5–1.5 s without the leader
+		// (raft draws each check in [HeartbeatTimeout, 2×)), so a dead
+		// leader is replaced in about a second; the leader heartbeats every
+		// 50 ms (a tenth), ten chances before a follower gives up even on
+		// a loaded machine. The lease (a leader without a quorum's answer
+		// for that long steps down) equals the heartbeat timeout.
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
