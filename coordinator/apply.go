@@ -2,10 +2,18 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -41,10 +49,12 @@ func (s *Server) newNode() *raftnode.Node {
 				u.Ordinal = s.fsm.Store().NextOrdinal()
 			}
 		},
-		Retryable: retryable,
-		OnApplied: func(d time.Duration) { s.metrics.applyLatency.Observe(d.Seconds()) },
-		OnForward: func() { s.metrics.forwarded.Inc() },
-		Logger:    s.log,
+		Retryable:     retryable,
+		OnApplied:     func(d time.Duration) { s.metrics.applyLatency.Observe(d.Seconds()) },
+		OnForward:     func() { s.metrics.forwarded.Inc() },
+		LeaderRefuses: leaderRefuses,
+		Campaign:      s.campaign,
+		Logger:        s.log,
 	})
 }
 
@@ -122,23 +132,36 @@ func (s *Server) leaderConn(id string) (*grpc.ClientConn, error) {
 	return s.forwardConn(rec.GetGrpcAddr())
 }
 
+// forwardConn returns the cached connection to the coordinator at addr. A
+// connection that failed (the coordinator was down: gRPC waits up to a
+// second or more before dialling again) is told to dial again at once, so
+// a coordinator that restarted and was just elected is reached without
+// that wait.
 func (s *Server) forwardConn(addr string) (*grpc.ClientConn, error) {
 	s.fwdMu.Lock()
 	defer s.fwdMu.Unlock()
 	if c, ok := s.fwdConns[addr]; ok {
+		if c.GetState() == connectivity.TransientFailure {
+			c.ResetConnectBackoff()
+		}
 		return c, nil
 	}
 	creds := insecure.NewCredentials()
 	if s.clientTLS != nil {
 		creds = credentials.NewTLS(s.clientTLS)
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: forwardBackoff, MinConnectTimeout: 2 * time.Second}))
 	if err != nil {
 		return nil, fmt.Errorf("dial leader %s: %w", addr, err)
 	}
 	s.fwdConns[addr] = c
 	return c, nil
 }
+
+// forwardBackoff paces the redials of a coordinator that is down: from
+// 50 ms up to a second (gRPC's default starts at 1 s and grows to 2 min).
+var forwardBackoff = backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
 
 // cluster implements ClusterService.
 type cluster struct {
@@ -157,6 +180,11 @@ func (c *cluster) Apply(ctx context.Context, req *hivev1.ApplyRequest) (*hivev1.
 	if err != nil {
 		return nil, applyStatus(err)
 	}
+	if _, report := req.GetCommand().GetBody().(*hivev1.Command_ReportBatch); !report {
+		// The follower answers once its own state applied the entry:
+		// tell it the commit now rather than at raft's commit timeout.
+		c.s.node.NotifyCommit(idx)
+	}
 	return &hivev1.ApplyResponse{Result: res, Index: idx}, nil
 }
 
@@ -171,4 +199,33 @@ func applyStatus(err error) error {
 		return st.Err()
 	}
 	return status.Error(codes.Unavailable, err.Error())
+}
+
+// leaderRefuses reports whether the raft address addr refuses or drops
+// connections: nothing listens there, or a process that is dying accepted
+// the connection in the kernel and it is reset or closed. A raft server
+// says nothing on a new connection (it waits for the TLS hello and an RPC):
+// a connection that stays open and silent for probeSilence is a live one.
+func leaderRefuses(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(probeSilence))
+	_, err = c.Read(make([]byte, 1))
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// probeSilence is how long leaderRefuses waits on an accepted connection.
+const probeSilence = 200 * time.Millisecond
+
+// campaign makes this server a candidate at once: raft's TimeoutNow,
+// which a leader sends in a leadership transfer, sent to itself.
+func (s *Server) campaign() error {
+	id, addr := raft.ServerID(s.cfg.Name), s.transport.LocalAddr()
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: s.transport.EncodePeer(id, addr),
+	}}
+	return s.transport.TimeoutNow(id, addr, req, &raft.TimeoutNowResponse{})
 }

@@ -133,11 +133,11 @@ type Peer struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		GRPCAddr:           DefaultGRPCAddr,
-		RaftAddr:           DefaultRaftAddr,
-		GossipAddr:         DefaultGossipAddr,
-		HTTPAddr:           DefaultHTTPAddr,
-		BootstrapExpect:    0,
+		GRPCAddr:        DefaultGRPCAddr,
+		RaftAddr:        DefaultRaftAddr,
+		GossipAddr:      DefaultGossipAddr,
+		HTTPAddr:        DefaultHTTPAddr,
+		BootstrapExpect: 0,
 		// A follower calls an election after 0.5–1.5 s without the leader
 		// (raft draws each check in [HeartbeatTimeout, 2×)), so a dead
 		// leader is replaced in about a second; the leader heartbeats every

@@ -16,6 +16,9 @@ func (c *cluster) ReadIndex(ctx context.Context, _ *hivev1.ReadIndexRequest) (*h
 	if err != nil {
 		return nil, applyStatus(err)
 	}
+	// The follower waits until its state applied idx: tell it the commit
+	// now rather than at raft's commit timeout.
+	c.s.node.NotifyCommit(idx)
 	return &hivev1.ReadIndexResponse{Index: idx}, nil
 }
 

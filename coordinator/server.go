@@ -264,6 +264,8 @@ func New(cfg Config) (s *Server, err error) {
 	}
 	closers = append(closers, func() { _ = s.raft.Shutdown().Error() })
 	s.node = s.newNode()
+	leaderGone := s.node.LeaderGone
+	s.layer.onPeerClosed.Store(&leaderGone)
 	closers = append(closers, s.node.Close)
 	if !existing {
 		var servers []raft.Server

@@ -82,7 +82,12 @@ type Config struct {
 	// OnForward each forward (metrics); both optional.
 	OnApplied func(time.Duration)
 	OnForward func()
-	Logger    *slog.Logger
+	// LeaderRefuses reports whether the leader's raft address refuses
+	// connections now (its process is gone), and Campaign makes this
+	// server start an election at once; both optional (LeaderGone).
+	LeaderRefuses func(addr string) bool
+	Campaign      func() error
+	Logger        *slog.Logger
 }
 
 // Node is the raft-node layer of one coordinator.
@@ -108,6 +113,15 @@ type Node struct {
 	stopped      chan struct{}
 	rounds       atomic.Uint64 // leader read rounds run (tests)
 	barriers     atomic.Uint64 // barriers those rounds committed (tests)
+
+	// Commit notices (NotifyCommit).
+	noticeMu                     sync.Mutex
+	noticeRunning, noticePending bool
+	noticed                      atomic.Uint64 // commit index sent with the last notice
+	notices                      atomic.Uint64
+
+	probing   atomic.Bool   // a LeaderGone probe runs
+	campaigns atomic.Uint64 // elections started by LeaderGone
 }
 
 // New returns the node over r. Start must be called once before use.
@@ -343,4 +357,52 @@ func (n *Node) whileLeader(ctx context.Context, changed <-chan struct{}, id stri
 		}
 	}()
 	return attempt, replaced, cancel
+}
+
+// NotifyCommit makes the leader tell its followers its commit index now:
+// raft sends it with the next entry, or after CommitTimeout (50 ms) when
+// no entry follows, so a follower that forwarded a write and answers only
+// once its own state applied it would wait that long. It appends one
+// barrier (no state change; appended at once, replicated with the current
+// commit index, not waited for); calls while one is in flight are served
+// by one more barrier after it. It does nothing on a follower or when the
+// followers were already sent index (the commit index of the last notice).
+func (n *Node) NotifyCommit(index uint64) {
+	if n.raft.State() != raft.Leader || index <= n.noticed.Load() {
+		return
+	}
+	n.noticeMu.Lock()
+	if n.noticeRunning {
+		n.noticePending = true
+		n.noticeMu.Unlock()
+		return
+	}
+	n.noticeRunning = true
+	n.noticeMu.Unlock()
+	go func() {
+		for {
+			n.noticed.Store(n.raft.CommitIndex())
+			n.notices.Add(1)
+			// Only the append matters; its commit is not waited for
+			// beyond the apply timeout.
+			_ = n.raft.Barrier(n.cfg.ApplyTimeout).Error()
+			n.noticeMu.Lock()
+			if !n.noticePending || n.raft.State() != raft.Leader {
+				n.noticePending, n.noticeRunning = false, false
+				n.noticeMu.Unlock()
+				return
+			}
+			n.noticePending = false
+			n.noticeMu.Unlock()
+		}
+	}()
+}
+
+// Stats are counters for tests: leader read rounds run, barriers those
+// rounds committed, commit notices sent.
+type Stats struct{ ReadRounds, ReadBarriers, CommitNotices, Campaigns uint64 }
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	return Stats{ReadRounds: n.rounds.Load(), ReadBarriers: n.barriers.Load(), CommitNotices: n.notices.Load(), Campaigns: n.campaigns.Load()}
 }

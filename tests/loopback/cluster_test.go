@@ -79,7 +79,7 @@ func newLBCluster(t testing.TB, n int) *lbCluster {
 	for _, co := range c.coords {
 		co.args = []string{"--name", co.name, "--data-dir", co.data,
 			"--grpc-addr", co.grpc, "--raft-addr", co.raft, "--gossip-addr", co.gossip, "--http-addr", co.httpAd,
-			"--bootstrap-expect", fmt.Sprint(n), "--gossip-key-file", keyFile, "--log-level", "warn",
+			"--bootstrap-expect", fmt.Sprint(n), "--gossip-key-file", keyFile, "--log-level", logLevel(),
 			"--tls-ca", filepath.Join(c.pki, "ca.pem"),
 			"--tls-cert", filepath.Join(c.pki, co.name+".pem"),
 			"--tls-key", filepath.Join(c.pki, co.name+"-key.pem")}
@@ -225,11 +225,12 @@ func siteYAML(v string) string {
 
 // pushSite pushes the site of v as hivectl does: a consistent read of the
 // current generation (the base), then the push based on it.
-func pushSite(ctx context.Context, conn *client.Conn, s *hivev1.Site) (uint64, error) {
+func pushSite(ctx context.Context, conn *client.Conn, s *hivev1.Site, based *time.Time) (uint64, error) {
 	list, err := conn.ListGenerations(ctx, &hivev1.ListGenerationsRequest{Limit: 1, Consistent: true})
 	if err != nil {
 		return 0, err
 	}
+	*based = time.Now()
 	resp, err := conn.Push(ctx, &hivev1.PushRequest{Site: s, BaseGeneration: list.GetCurrent()})
 	if err != nil {
 		return 0, err
@@ -254,14 +255,6 @@ func loadavg() string {
 	}
 	f := strings.Fields(string(b))
 	return strings.Join(f[:3], " ")
-}
-
-// childUsage is the CPU time and peak RSS of the reaped child processes
-// (coordinators and hivectl runs) so far.
-func childUsage() (time.Duration, int64) {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Maxrss << 10
 }
 
 // procCPU is the CPU time of a running process (utime+stime).
@@ -298,4 +291,11 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	netlab.CleanupBuilds()
 	os.Exit(code)
+}
+
+func logLevel() string {
+	if os.Getenv("HIVE_BENCH_DEBUG") != "" {
+		return "debug"
+	}
+	return "warn"
 }

@@ -1,0 +1,93 @@
+package raftnode
+
+import (
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// LeaderGone is told that a raft connection from a peer closed (the
+// transport calls it; it never blocks). When this server follows a leader
+// whose raft port now refuses connections (Config.LeaderRefuses: the
+// leader's process is gone, its host answered for it), waiting for the
+// heartbeat timeout only delays the election: the surviving voter with the
+// lowest id starts one at once (Config.Campaign, raft's TimeoutNow to
+// itself, as in a leadership transfer: its vote requests are granted by
+// followers that still believe in the dead leader, the log checks apply as
+// always). The other survivors wait for it; if its election fails (its log
+// is behind another's), the heartbeat timeout elects a leader as usual. A
+// leader whose host vanished without a word (no refusal) is replaced by
+// the heartbeat timeout alone. Timing only: raft's safety is untouched.
+func (n *Node) LeaderGone() {
+	if n.cfg.LeaderRefuses == nil || n.cfg.Campaign == nil || n.raft.State() != raft.Follower {
+		return
+	}
+	if !n.probing.CompareAndSwap(false, true) {
+		n.log.Debug("a raft peer closed its connection: a probe runs already")
+		return
+	}
+	go func() {
+		defer n.probing.Store(false)
+		addr, id := n.raft.LeaderWithID()
+		if id == "" || string(id) == n.cfg.LocalID {
+			return
+		}
+		refused := n.cfg.LeaderRefuses(string(addr))
+		n.log.Debug("a raft peer closed its connection: probed the leader", "leader", id, "refused", refused)
+		if !refused {
+			return
+		}
+		f := n.raft.GetConfiguration()
+		if f.Error() != nil {
+			return
+		}
+		var voters []string
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter && s.ID != id {
+				voters = append(voters, string(s.ID))
+			}
+		}
+		slices.Sort(voters)
+		rank := slices.Index(voters, n.cfg.LocalID)
+		if rank < 0 {
+			return
+		}
+		if rank > 0 {
+			// Give the survivors before this one their turn: wait until
+			// a leader is elected or rank turns have passed.
+			n.log.Info("raft leader's port refuses connections; waiting for an election", "leader", id, "turn", rank)
+			timer := time.NewTimer(time.Duration(rank) * campaignTurn)
+			defer timer.Stop()
+			for {
+				ch := n.Changed()
+				if l := n.Leader(); l != "" && l != string(id) {
+					return
+				}
+				select {
+				case <-n.stop:
+					return
+				case <-ch:
+					continue
+				case <-timer.C:
+				}
+				break
+			}
+		}
+		// Still following that leader, or nobody (no leader elected
+		// meanwhile)?
+		if now := n.Leader(); (now != "" && now != string(id)) || n.raft.State() != raft.Follower {
+			return
+		}
+		n.log.Warn("raft leader's port refuses connections: starting an election now", "leader", id)
+		n.campaigns.Add(1)
+		if err := n.cfg.Campaign(); err != nil {
+			n.log.Warn("start an election", "err", err)
+		}
+	}()
+}
+
+// campaignTurn is how long a survivor waits for the one before it to be
+// elected (an election on loopback or a LAN takes a few milliseconds: one
+// vote round and a log write).
+const campaignTurn = 150 * time.Millisecond
