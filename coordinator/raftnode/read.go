@@ -26,9 +26,10 @@ type readLoop struct {
 }
 
 type readRound struct {
-	done chan struct{}
-	idx  uint64
-	err  error
+	done    chan struct{}
+	idx     uint64
+	err     error
+	readers int
 }
 
 // wait joins the next round and returns its index.
@@ -38,6 +39,7 @@ func (l *readLoop) wait(ctx context.Context) (uint64, error) {
 		l.next = &readRound{done: make(chan struct{})}
 	}
 	r := l.next
+	r.readers++
 	if !l.running {
 		l.running = true
 		go l.run()
