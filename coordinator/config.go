@@ -130,22 +130,22 @@ type Peer struct {
 	Address string
 }
 
-// DefaultConfig returns the production defaults.
+// DefaultConfig returns the production defaults. The raft timeouts are
+// raft's (and Consul's) own, kept for loaded hosts: a follower calls an
+// election after 1–3 s without the leader, which is how a leader whose host
+// vanished silently is replaced; a leader whose process died is replaced
+// at once (raftnode.Node.LeaderGone: its raft port refuses connections).
+// 500 ms timeouts were tried: elections and lease step-downs under load
+// (make test at load average 800).
 func DefaultConfig() Config {
 	return Config{
-		GRPCAddr:        DefaultGRPCAddr,
-		RaftAddr:        DefaultRaftAddr,
-		GossipAddr:      DefaultGossipAddr,
-		HTTPAddr:        DefaultHTTPAddr,
-		BootstrapExpect: 0,
-		// A follower calls an election after 0.5–1.5 s without the leader
-		// (raft draws each check in [HeartbeatTimeout, 2×)), so a dead
-		// leader is replaced in about a second; the leader heartbeats every
-		// 50 ms (a tenth), ten chances before a follower gives up even on
-		// a loaded machine. The lease (a leader without a quorum's answer
-		// for that long steps down) equals the heartbeat timeout.
-		HeartbeatTimeout:   500 * time.Millisecond,
-		ElectionTimeout:    500 * time.Millisecond,
+		GRPCAddr:           DefaultGRPCAddr,
+		RaftAddr:           DefaultRaftAddr,
+		GossipAddr:         DefaultGossipAddr,
+		HTTPAddr:           DefaultHTTPAddr,
+		BootstrapExpect:    0,
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,

@@ -29,6 +29,7 @@ func (n *Node) LeaderGone() {
 	}
 	go func() {
 		defer n.probing.Store(false)
+		term := n.raft.CurrentTerm()
 		addr, id := n.raft.LeaderWithID()
 		if id == "" || string(id) == n.cfg.LocalID {
 			return
@@ -55,23 +56,15 @@ func (n *Node) LeaderGone() {
 		}
 		if rank > 0 {
 			// Give the survivors before this one their turn: wait until
-			// a leader is elected or rank turns have passed.
+			// a leader is elected or rank turns have passed; if an
+			// election started meanwhile (the term moved), give it two
+			// more turns before disturbing it.
 			n.log.Info("raft leader's port refuses connections; waiting for an election", "leader", id, "turn", rank)
-			timer := time.NewTimer(time.Duration(rank) * campaignTurn)
-			defer timer.Stop()
-			for {
-				ch := n.Changed()
-				if l := n.Leader(); l != "" && l != string(id) {
-					return
-				}
-				select {
-				case <-n.stop:
-					return
-				case <-ch:
-					continue
-				case <-timer.C:
-				}
-				break
+			if n.waitLeaderFor(time.Duration(rank)*campaignTurn, string(id)) {
+				return
+			}
+			if n.raft.CurrentTerm() != term && n.waitLeaderFor(2*campaignTurn, string(id)) {
+				return
 			}
 		}
 		// Still following that leader, or nobody (no leader elected
@@ -89,5 +82,26 @@ func (n *Node) LeaderGone() {
 
 // campaignTurn is how long a survivor waits for the one before it to be
 // elected (an election on loopback or a LAN takes a few milliseconds: one
-// vote round and a log write).
-const campaignTurn = 150 * time.Millisecond
+// vote round and a write of the vote; a loaded host's fsync can take a
+// hundred).
+const campaignTurn = 300 * time.Millisecond
+
+// waitLeaderFor waits up to d for a leader other than dead; it reports
+// whether one was elected (or the node is stopping).
+func (n *Node) waitLeaderFor(d time.Duration, dead string) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		ch := n.Changed()
+		if l := n.Leader(); l != "" && l != dead {
+			return true
+		}
+		select {
+		case <-n.stop:
+			return true
+		case <-ch:
+		case <-timer.C:
+			return false
+		}
+	}
+}
