@@ -330,7 +330,7 @@ func (n *Node) forwardWhileLeader(ctx context.Context, changed <-chan struct{}, 
 		return nil, 0, err
 	}
 	if ctx.Err() != nil {
-		return nil, 0, fmt.Errorf("forward to leader %s: %w (%w)", id, ctx.Err(), ErrMaybeApplied)
+		return nil, 0, fmt.Errorf("forward to leader %s: %v (%w)", id, ctx.Err(), ErrMaybeApplied)
 	}
 	return nil, 0, FromStatus(id, err)
 }

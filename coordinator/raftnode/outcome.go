@@ -80,7 +80,7 @@ func FromStatus(leaderID string, err error) error {
 	case codes.Canceled:
 		return fmt.Errorf("forward to leader %s: %w", leaderID, context.Canceled)
 	case codes.DeadlineExceeded:
-		return fmt.Errorf("forward to leader %s: %w (%w)", leaderID, context.DeadlineExceeded, ErrMaybeApplied)
+		return fmt.Errorf("forward to leader %s: %v (%w)", leaderID, context.DeadlineExceeded, ErrMaybeApplied)
 	case codes.Unavailable:
 		return fmt.Errorf("forward to leader %s: %s (%w)", leaderID, st.Message(), ErrMaybeApplied)
 	}
