@@ -784,6 +784,7 @@ func (s *Server) addVoter(ctx context.Context, id, addr string) error {
 	defer cancel()
 	backoff := 20 * time.Millisecond
 	for {
+		changed := s.node.Changed()
 		var err error
 		if s.raft.State() == raft.Leader {
 			timeout := s.cfg.ApplyTimeout
@@ -810,11 +811,15 @@ func (s *Server) addVoter(ctx context.Context, id, addr string) error {
 			}
 		}
 		s.log.Info("adding raft voter: retrying after a leadership change", "peer", id, "err", err)
+		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("add voter %s: %w (last error: %v)", id, ctx.Err(), err)
-		case <-time.After(backoff):
+		case <-changed: // a new leader: at once
+		case <-t.C:
 		}
+		t.Stop()
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
