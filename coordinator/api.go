@@ -126,6 +126,15 @@ func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushRe
 		s.metrics.pushes.WithLabelValues("rejected").Inc()
 		return nil, toStatus(err)
 	}
+	if res.GetUnchanged() && !req.GetForce() && res.GetGeneration() == req.GetBaseGeneration()+1 {
+		// Unchanged, yet the generation after the base holds this very
+		// push (content, author, message): the raft node sent it again
+		// after an attempt whose outcome was unknown (a leader lost), and
+		// the first attempt was applied. It was pushed.
+		if g := s.fsm.Store().Generation(res.GetGeneration()); g.GetSha256() == sum && g.GetAuthor() == author(ctx) && g.GetMessage() == req.GetMessage() {
+			res = &hivev1.CommandResult{Generation: res.GetGeneration()}
+		}
+	}
 	if res.GetUnchanged() {
 		s.metrics.pushes.WithLabelValues("unchanged").Inc()
 	} else {
