@@ -6,11 +6,13 @@
 // bootstrap tokens; and the gRPC CoordinatorService and ClusterService in
 // front of it.
 //
-// Any server takes any call. Writes go through apply: on the leader they
-// are proposed to raft and acknowledged only once committed; on a follower
-// they are forwarded to the leader's ClusterService.Apply, whose gRPC
-// address followers read from the replicated coordinator records (every
-// new leader records its own address first thing). A write is answered
+// Any server takes any call. Writes go through the raft-node layer
+// (package raftnode: apply or forward, typed outcomes, consistent reads,
+// the leader-change notifier, health): on the leader they are proposed to
+// raft and acknowledged only once committed; on a follower they are
+// forwarded to the leader's ClusterService.Apply, whose gRPC address
+// followers read from the replicated coordinator records (every new leader
+// records its own address first thing). A write is answered
 // only once the answering server's own FSM has applied it (report batches
 // excepted), so a read through the same server right after sees it. Reads
 // (history, render, watch, status) are answered from the local FSM.
