@@ -10,17 +10,22 @@ import (
 // LeaderGone is told that a raft connection from a peer closed (the
 // transport calls it; it never blocks). When this server follows a leader
 // whose raft port now refuses connections (Config.LeaderRefuses: the
-// leader's process is gone, its host answered for it) and from which no
-// heartbeat arrives for a while (heartbeatGrace), waiting for the heartbeat timeout
-// (1–3 s) only delays the election: the surviving voter with the lowest id
-// starts one at once (Config.Campaign, raft's TimeoutNow to itself, as in
+// leader's process is gone, its host answered for it), waiting for the
+// heartbeat timeout (1–3 s) only delays the election: the surviving voter
+// with the lowest id starts one at once (Config.Campaign, raft's TimeoutNow to itself, as in
 // a leadership transfer: its vote requests are granted by followers that
 // still believe in the dead leader; the log checks apply as always). The
 // next survivor starts one a campaignTurn later if no leader was elected
 // and no election started by then (else two turns later: the first one's
 // log may have been behind its own), and so on. A leader whose host
 // vanished without a word (no refusal) is replaced by the heartbeat
-// timeout alone. Timing only: raft's safety is untouched.
+// timeout alone. Timing only: raft's safety is untouched. (Not waited
+// for: a heartbeat after the refusal. A follower whose own connections to
+// a live leader's raft port are rejected by a firewall would start an
+// election whenever a connection from the leader closes; such a follower
+// cannot take part in elections anyway. Waiting 250 ms for heartbeats was
+// tried: stale appends processed late under load passed for heartbeats
+// and sent kills back to the 1–3 s timeout.)
 func (n *Node) LeaderGone() {
 	if n.cfg.LeaderRefuses == nil || n.cfg.Campaign == nil || n.raft.State() != raft.Follower {
 		return
@@ -39,16 +44,6 @@ func (n *Node) LeaderGone() {
 		refused := n.cfg.LeaderRefuses(string(addr))
 		n.log.Debug("a raft peer closed its connection: probed the leader", "leader", id, "refused", refused)
 		if !refused {
-			return
-		}
-		// A leader that still heartbeats is alive, whatever its port
-		// says to this server (a firewall rejecting only this direction).
-		contact := n.raft.LastContact()
-		if n.waitLeaderFor(n.heartbeatGrace(), string(id)) {
-			return
-		}
-		if n.raft.LastContact().After(contact) {
-			n.log.Info("raft leader's port refuses connections but it still heartbeats: no election", "leader", id)
 			return
 		}
 		f := n.raft.GetConfiguration()
@@ -90,14 +85,6 @@ func (n *Node) LeaderGone() {
 			n.log.Warn("start an election", "err", err)
 		}
 	}()
-}
-
-// heartbeatGrace is how long a follower listens for a heartbeat before it
-// believes a leader whose port refused it dead: raft's leader sends one
-// every tenth to fifth of the heartbeat timeout (100–200 ms by default), so
-// a fifth of it and 50 ms (250 ms by default).
-func (n *Node) heartbeatGrace() time.Duration {
-	return n.raft.ReloadableConfig().HeartbeatTimeout/5 + 50*time.Millisecond
 }
 
 // campaignTurn is how long a survivor waits for the one before it to be
