@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -80,16 +79,7 @@ func RetryOf(method string, req any) Retry {
 // NotApplied reports whether err is a coordinator's answer that the write
 // was not applied (UNAVAILABLE with hivev1.ReasonNotApplied).
 func NotApplied(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return false
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == hivev1.ErrorDomain && ei.GetReason() == hivev1.ReasonNotApplied {
-			return true
-		}
-	}
-	return false
+	return hivev1.OutcomeOf(err) == hivev1.OutcomeNotApplied
 }
 
 // UncertainError is returned instead of a transport failure of a call
@@ -112,9 +102,15 @@ func (e *UncertainError) GRPCStatus() *status.Status {
 
 func shortMethod(m string) string { return m[strings.LastIndex(m, "/")+1:] }
 
-// failoverBackoff is the pause before the n-th new attempt (n from 1).
+// failoverBackoff is the pause before the n-th new attempt (n from 1):
+// none before the first, which goes to another coordinator (a follower
+// holds a write until a new leader is elected, so the client need not
+// wait for the election itself), then 50 ms doubling up to 800 ms.
 func failoverBackoff(n int) time.Duration {
-	d := 50 * time.Millisecond << min(n-1, 4)
+	if n <= 1 {
+		return 0
+	}
+	d := 50 * time.Millisecond << min(n-2, 4)
 	return min(d, 800*time.Millisecond)
 }
 
@@ -162,10 +158,14 @@ func (f *failover) Invoke(ctx context.Context, method string, args, reply any, o
 		if n >= len(f.addrs) {
 			return fmt.Errorf("no coordinator completed the call (tried %s); the last said: %w", strings.Join(tried, ", "), cleanErr(err))
 		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(failoverBackoff(n + 1)):
+		if d := failoverBackoff(n + 1); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
 		}
 		if serr := f.moveOn(ctx, cc, addr, err); serr != nil {
 			return fmt.Errorf("%w (then no other coordinator answered: %v)", cleanErr(err), serr)

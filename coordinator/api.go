@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/hivefleet/hive/coordinator/raftnode"
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/coordinator/state"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -36,12 +36,12 @@ func toStatus(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, ErrUncertain), errors.Is(err, errMaybeApplied):
-		return withReason(status.New(codes.Unavailable, err.Error()), hivev1.ReasonOutcomeUnknown)
-	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader):
-		// Never appended (apply gives up on these only before appending,
-		// or after a leader change for commands that are retryable).
-		return withReason(status.New(codes.Unavailable, err.Error()), hivev1.ReasonNotApplied)
+	case raftnode.Outcome(err) != hivev1.OutcomeNone:
+		// The apply outcome's one mapping: NOT_APPLIED only when the
+		// write was certainly not appended, OUTCOME_UNKNOWN when it may
+		// have been.
+		st, _ := raftnode.Status(err)
+		return st.Err()
 	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, errStopping):
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -61,14 +61,6 @@ func toStatus(err error) error {
 		return status.Error(code, re.msg)
 	}
 	return status.Error(codes.Internal, err.Error())
-}
-
-// withReason attaches hive's ErrorInfo reason to st (hivev1.Reason*).
-func withReason(st *status.Status, reason string) error {
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: hivev1.ErrorDomain, Reason: reason}); err == nil {
-		st = d
-	}
-	return st.Err()
 }
 
 // rejection is a business rejection decided by the FSM.
@@ -133,6 +125,15 @@ func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushRe
 	if err != nil {
 		s.metrics.pushes.WithLabelValues("rejected").Inc()
 		return nil, toStatus(err)
+	}
+	if res.GetUnchanged() && !req.GetForce() && res.GetGeneration() == req.GetBaseGeneration()+1 {
+		// Unchanged, yet the generation after the base holds this very
+		// push (content, author, message): the raft node sent it again
+		// after an attempt whose outcome was unknown (a leader lost), and
+		// the first attempt was applied. It was pushed.
+		if g := s.fsm.Store().Generation(res.GetGeneration()); g.GetSha256() == sum && g.GetAuthor() == author(ctx) && g.GetMessage() == req.GetMessage() {
+			res = &hivev1.CommandResult{Generation: res.GetGeneration()}
+		}
 	}
 	if res.GetUnchanged() {
 		s.metrics.pushes.WithLabelValues("unchanged").Inc()
@@ -792,6 +793,7 @@ func (s *Server) addVoter(ctx context.Context, id, addr string) error {
 	defer cancel()
 	backoff := 20 * time.Millisecond
 	for {
+		changed := s.node.Changed()
 		var err error
 		if s.raft.State() == raft.Leader {
 			timeout := s.cfg.ApplyTimeout
@@ -818,11 +820,15 @@ func (s *Server) addVoter(ctx context.Context, id, addr string) error {
 			}
 		}
 		s.log.Info("adding raft voter: retrying after a leadership change", "peer", id, "err", err)
+		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("add voter %s: %w (last error: %v)", id, ctx.Err(), err)
-		case <-time.After(backoff):
+		case <-changed: // a new leader: at once
+		case <-t.C:
 		}
+		t.Stop()
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }

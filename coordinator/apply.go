@@ -4,167 +4,78 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
-	"github.com/hivefleet/hive/coordinator/fsm"
-	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hivefleet/hive/coordinator/raftnode"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
-// Sentinel errors of apply.
+// The apply outcomes (package raftnode): ErrNotLeader and ErrNoLeader say
+// the command was not appended (safe to retry anywhere), ErrUncertain and
+// errMaybeApplied that it may have been.
 var (
-	// ErrNotLeader: this server is not the leader (the command was not
-	// appended; it is safe to retry elsewhere).
-	ErrNotLeader = errors.New("not the raft leader")
-	// ErrNoLeader: no leader is known within the apply timeout.
-	ErrNoLeader = errors.New("no raft leader known")
-	// ErrUncertain: leadership was lost while the command was in flight;
-	// it may or may not have been committed.
-	ErrUncertain = errors.New("leadership lost while committing: the command may or may not have been applied")
-	// errMaybeApplied marks an ErrNotLeader or ErrNoLeader after a forward
-	// was abandoned on a leader change: the old leader may have appended
-	// the command (only retryable commands are forwarded again).
-	errMaybeApplied = errors.New("an earlier attempt may have been applied")
+	ErrNotLeader    = raftnode.ErrNotLeader
+	ErrNoLeader     = raftnode.ErrNoLeader
+	ErrUncertain    = raftnode.ErrUncertain
+	errMaybeApplied = raftnode.ErrMaybeApplied
 )
 
-// applyLocal proposes c on this server, which must be the leader, stamping
-// the time (and a node upsert's proposed ordinal), and waits for the
-// commit.
+// newNode returns the raft-node layer over s.raft (server.go calls it once
+// raft runs).
+func (s *Server) newNode() *raftnode.Node {
+	return raftnode.New(s.raft, s.fsm, forwarder{s}, raftnode.Config{
+		LocalID:          s.cfg.Name,
+		ApplyTimeout:     s.cfg.ApplyTimeout,
+		HealthMaxLag:     s.cfg.HealthMaxLag,
+		HealthMaxContact: s.cfg.HealthMaxContact,
+		Prepare: func(c *hivev1.Command) {
+			// Stamp the time (and a node upsert's proposed ordinal).
+			c.Time = timestamppb.Now()
+			if u := c.GetNodeUpsert(); u != nil {
+				u.Ordinal = s.fsm.Store().NextOrdinal()
+			}
+		},
+		Retryable:     retryable,
+		OnApplied:     func(d time.Duration) { s.metrics.applyLatency.Observe(d.Seconds()) },
+		OnForward:     func() { s.metrics.forwarded.Inc() },
+		LeaderRefuses: leaderRefuses,
+		Campaign:      s.campaign,
+		Logger:        s.log,
+	})
+}
+
+// applyLocal proposes c on this server, which must be the leader, and
+// waits for the commit.
 func (s *Server) applyLocal(c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
-	if s.raft.State() != raft.Leader {
-		return nil, 0, ErrNotLeader
-	}
-	c.Time = timestamppb.Now()
-	if u := c.GetNodeUpsert(); u != nil {
-		u.Ordinal = s.fsm.Store().NextOrdinal()
-	}
-	b, err := fsm.Encode(c)
-	if err != nil {
-		return nil, 0, err
-	}
-	start := time.Now()
-	f := s.raft.Apply(b, s.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader):
-			return nil, 0, ErrNotLeader
-		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			return nil, 0, ErrUncertain
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, 0, fmt.Errorf("raft apply: %w", err)
-		}
-		return nil, 0, fmt.Errorf("raft apply: %w", err)
-	}
-	s.metrics.applyLatency.Observe(time.Since(start).Seconds())
-	res, _ := f.Response().(*hivev1.CommandResult)
-	if res == nil {
-		res = &hivev1.CommandResult{}
-	}
-	return res, f.Index(), nil
+	return s.node.ApplyLocal(c)
 }
 
-// apply commits c through the leader: locally when this server leads,
-// otherwise forwarded to the leader's ClusterService. It retries while no
-// leader is known or the leader changed before appending, until ctx or the
-// apply timeout ends.
+// apply commits c through the leader (raftnode.Node.Apply): locally when
+// this server leads, otherwise forwarded to the leader's ClusterService.
 func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
-	defer cancel()
-	backoff := 10 * time.Millisecond
-	var lastErr error = ErrNoLeader
-	maybe := false // an abandoned forward may have been appended
-	for {
-		if s.raft.State() == raft.Leader {
-			res, idx, err := s.applyLocal(c)
-			if !errors.Is(err, ErrNotLeader) {
-				return res, idx, err
-			}
-			lastErr = err
-		} else if addr, id := s.raft.LeaderWithID(); addr != "" {
-			res, idx, err := s.forwardWhileLeader(ctx, string(id), c)
-			if err == nil {
-				return res, idx, nil
-			}
-			if !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
-				return nil, 0, err
-			}
-			maybe = maybe || errors.Is(err, errMaybeApplied)
-			lastErr = err
-		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(lastErr, ErrNotLeader) {
-				lastErr = ErrNoLeader
-			}
-			if maybe && !errors.Is(lastErr, errMaybeApplied) {
-				return nil, 0, fmt.Errorf("%w: %v (%w)", lastErr, ctx.Err(), errMaybeApplied)
-			}
-			return nil, 0, fmt.Errorf("%w: %v", lastErr, ctx.Err())
-		case <-time.After(backoff):
-		}
-		if backoff < 200*time.Millisecond {
-			backoff *= 2
-		}
-	}
-}
-
-// leaderPoll is how often a forward in flight checks whether raft still
-// names the leader it was sent to.
-const leaderPoll = 100 * time.Millisecond
-
-// forwardWhileLeader forwards c to the leader with id, abandoning the call
-// as soon as raft elects someone else: a leader whose host was cut off
-// silently would otherwise hold the call until the client's deadline,
-// although a new leader answers a second later. An abandoned call may
-// still have been appended by the old leader, so it is retried only for
-// commands that are idempotent (see retryable); for the others the caller
-// learns that the outcome is uncertain.
-func (s *Server) forwardWhileLeader(ctx context.Context, leaderID string, c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
-	attempt, cancel := context.WithCancel(ctx)
-	defer cancel()
-	changed := make(chan struct{})
-	go func() {
-		t := time.NewTicker(leaderPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-attempt.Done():
-				return
-			case <-t.C:
-				if _, id := s.raft.LeaderWithID(); string(id) != leaderID {
-					close(changed)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	res, idx, err := s.forward(attempt, leaderID, c)
-	if err == nil {
-		return res, idx, nil
-	}
-	select {
-	case <-changed:
-		if !retryable(c) {
-			return nil, 0, ErrUncertain
-		}
-		s.log.Info("leader changed during a forwarded write: retrying with the new leader", "old_leader", leaderID)
-		return nil, 0, fmt.Errorf("%w: leader %s replaced while forwarding (%w)", ErrNotLeader, leaderID, errMaybeApplied)
-	default:
-		return nil, 0, err
-	}
+	return s.node.Apply(ctx, c)
 }
 
 // retryable reports whether applying c twice has the same effect as once,
-// so a forward abandoned on a leader change may be sent again: a push of
-// the same content is a no-op the second time, reports carry sequence
-// numbers, and the upserts and secret writes set values.
+// so a forward whose outcome is unknown (abandoned on a leader change, cut
+// off) may be sent again: a push of the same content is a no-op the second
+// time (and a push's base generation refuses a second different one),
+// reports carry sequence numbers, and the upserts and secret writes set
+// values.
 func retryable(c *hivev1.Command) bool {
 	switch c.GetBody().(type) {
 	case *hivev1.Command_Push, *hivev1.Command_ReportBatch, *hivev1.Command_NodeUpsert,
@@ -174,26 +85,41 @@ func retryable(c *hivev1.Command) bool {
 	return false
 }
 
-// forward sends c to the leader with id.
-func (s *Server) forward(ctx context.Context, leaderID string, c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
-	conn, err := s.leaderConn(leaderID)
+// forwarder reaches the leader's ClusterService for the raft node.
+type forwarder struct{ s *Server }
+
+func (f forwarder) Apply(ctx context.Context, leaderID string, c *hivev1.Command) (*hivev1.ApplyResponse, error) {
+	conn, err := f.s.leaderConn(leaderID)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	s.metrics.forwarded.Inc()
-	resp, err := hivev1.NewClusterServiceClient(conn).Apply(ctx, &hivev1.ApplyRequest{Command: c})
+	return hivev1.NewClusterServiceClient(conn).Apply(ctx, &hivev1.ApplyRequest{Command: c})
+}
+
+func (f forwarder) ReadIndex(ctx context.Context, leaderID string) (uint64, error) {
+	conn, err := f.s.leaderConn(leaderID)
 	if err != nil {
-		st := status.Convert(err)
-		switch st.Code() {
-		case codes.FailedPrecondition, codes.Unavailable:
-			if st.Code() == codes.Unavailable && st.Message() == ErrUncertain.Error() {
-				return nil, 0, ErrUncertain
-			}
-			return nil, 0, fmt.Errorf("%w: forward to %s: %s", ErrNotLeader, leaderID, st.Message())
-		}
-		return nil, 0, fmt.Errorf("forward to leader %s: %w", leaderID, err)
+		return 0, err
 	}
-	return resp.GetResult(), resp.GetIndex(), nil
+	resp, err := hivev1.NewClusterServiceClient(conn).ReadIndex(ctx, &hivev1.ReadIndexRequest{})
+	return resp.GetIndex(), err
+}
+
+func (f forwarder) StateIndex(ctx context.Context, leaderID string) (uint64, bool, error) {
+	conn, err := f.s.leaderConn(leaderID)
+	if err != nil {
+		// Mostly: this server's state predates the leader's record.
+		return 0, false, err
+	}
+	resp, err := hivev1.NewClusterServiceClient(conn).RaftStats(ctx, &hivev1.RaftStatsRequest{})
+	if err != nil {
+		return 0, false, err
+	}
+	if resp.GetStateIndex() == 0 {
+		// A leader of an older version: raft's indexes.
+		return resp.GetAppliedIndex(), true, nil
+	}
+	return resp.GetStateIndex(), false, nil
 }
 
 // leaderConn returns the connection to the coordinator with id, from the
@@ -206,17 +132,26 @@ func (s *Server) leaderConn(id string) (*grpc.ClientConn, error) {
 	return s.forwardConn(rec.GetGrpcAddr())
 }
 
+// forwardConn returns the cached connection to the coordinator at addr. A
+// connection that failed (the coordinator was down: gRPC waits up to a
+// second or more before dialling again) is told to dial again at once, so
+// a coordinator that restarted and was just elected is reached without
+// that wait.
 func (s *Server) forwardConn(addr string) (*grpc.ClientConn, error) {
 	s.fwdMu.Lock()
 	defer s.fwdMu.Unlock()
 	if c, ok := s.fwdConns[addr]; ok {
+		if c.GetState() == connectivity.TransientFailure {
+			c.ResetConnectBackoff()
+		}
 		return c, nil
 	}
 	creds := insecure.NewCredentials()
 	if s.clientTLS != nil {
 		creds = credentials.NewTLS(s.clientTLS)
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: forwardBackoff, MinConnectTimeout: 2 * time.Second}))
 	if err != nil {
 		return nil, fmt.Errorf("dial leader %s: %w", addr, err)
 	}
@@ -224,26 +159,73 @@ func (s *Server) forwardConn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// forwardBackoff paces the redials of a coordinator that is down: from
+// 50 ms up to a second (gRPC's default starts at 1 s and grows to 2 min).
+var forwardBackoff = backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}
+
 // cluster implements ClusterService.
 type cluster struct {
 	hivev1.UnimplementedClusterServiceServer
 	s *Server
 }
 
-// Apply proposes a forwarded command. It answers FailedPrecondition when
-// this server is not the leader (the command was not appended).
+// Apply proposes a forwarded command on the leader. Its failures are
+// answered as raftnode.Status maps them (UNAVAILABLE with the outcome's
+// ErrorInfo), read back by the follower with raftnode.FromStatus.
 func (c *cluster) Apply(ctx context.Context, req *hivev1.ApplyRequest) (*hivev1.ApplyResponse, error) {
 	if req.GetCommand() == nil {
 		return nil, status.Error(codes.InvalidArgument, "apply without a command")
 	}
-	res, idx, err := c.s.applyLocal(req.GetCommand())
-	switch {
-	case errors.Is(err, ErrNotLeader):
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrUncertain):
-		return nil, status.Error(codes.Unavailable, err.Error())
-	case err != nil:
-		return nil, status.Error(codes.Unavailable, err.Error())
+	res, idx, err := c.s.node.ApplyLocal(req.GetCommand())
+	if err != nil {
+		return nil, applyStatus(err)
+	}
+	if _, report := req.GetCommand().GetBody().(*hivev1.Command_ReportBatch); !report {
+		// The follower answers once its own state applied the entry:
+		// tell it the commit now rather than at raft's commit timeout.
+		c.s.node.NotifyCommit(idx)
 	}
 	return &hivev1.ApplyResponse{Result: res, Index: idx}, nil
+}
+
+// applyStatus is the ClusterService answer for an apply or read error.
+func applyStatus(err error) error {
+	if raftnode.Outcome(err) == hivev1.OutcomeUnknown {
+		// The sentinel's own text: followers of earlier versions
+		// recognised an uncertain outcome by it.
+		return hivev1.OutcomeStatus(hivev1.OutcomeUnknown, ErrUncertain.Error()).Err()
+	}
+	if st, ok := raftnode.Status(err); ok {
+		return st.Err()
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// leaderRefuses reports whether the raft address addr refuses or drops
+// connections: nothing listens there, or a process that is dying accepted
+// the connection in the kernel and it is reset or closed. A raft server
+// says nothing on a new connection (it waits for the TLS hello and an RPC):
+// a connection that stays open and silent for probeSilence is a live one.
+func leaderRefuses(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 250*time.Millisecond)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(probeSilence))
+	_, err = c.Read(make([]byte, 1))
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// probeSilence is how long leaderRefuses waits on an accepted connection.
+const probeSilence = 200 * time.Millisecond
+
+// campaign makes this server a candidate at once: raft's TimeoutNow,
+// which a leader sends in a leadership transfer, sent to itself.
+func (s *Server) campaign() error {
+	id, addr := raft.ServerID(s.cfg.Name), s.transport.LocalAddr()
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(id), Addr: s.transport.EncodePeer(id, addr),
+	}}
+	return s.transport.TimeoutNow(id, addr, req, &raft.TimeoutNowResponse{})
 }

@@ -130,7 +130,13 @@ type Peer struct {
 	Address string
 }
 
-// DefaultConfig returns the production defaults.
+// DefaultConfig returns the production defaults. The raft timeouts are
+// raft's (and Consul's) own, kept for loaded hosts: a follower calls an
+// election after 1–3 s without the leader, which is how a leader whose host
+// vanished silently is replaced; a leader whose process died is replaced
+// at once (raftnode.Node.LeaderGone: its raft port refuses connections).
+// 500 ms timeouts were tried: elections and lease step-downs under load
+// (make test at load average 800).
 func DefaultConfig() Config {
 	return Config{
 		GRPCAddr:           DefaultGRPCAddr,

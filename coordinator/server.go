@@ -6,11 +6,13 @@
 // bootstrap tokens; and the gRPC CoordinatorService and ClusterService in
 // front of it.
 //
-// Any server takes any call. Writes go through apply: on the leader they
-// are proposed to raft and acknowledged only once committed; on a follower
-// they are forwarded to the leader's ClusterService.Apply, whose gRPC
-// address followers read from the replicated coordinator records (every
-// new leader records its own address first thing). A write is answered
+// Any server takes any call. Writes go through the raft-node layer
+// (package raftnode: apply or forward, typed outcomes, consistent reads,
+// the leader-change notifier, health): on the leader they are proposed to
+// raft and acknowledged only once committed; on a follower they are
+// forwarded to the leader's ClusterService.Apply, whose gRPC address
+// followers read from the replicated coordinator records (every new leader
+// records its own address first thing). A write is answered
 // only once the answering server's own FSM has applied it (report batches
 // excepted), so a read through the same server right after sees it. Reads
 // (history, render, watch, status) are answered from the local FSM.
@@ -61,6 +63,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/hivefleet/hive/coordinator/fsm"
 	"github.com/hivefleet/hive/coordinator/keyring"
+	"github.com/hivefleet/hive/coordinator/raftnode"
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/pki"
@@ -82,6 +85,7 @@ type Server struct {
 
 	fsm         *fsm.FSM
 	raft        *raft.Raft
+	node        *raftnode.Node // apply, forward, consistent reads, leader changes, health
 	layer       *streamLayer
 	transport   *raft.NetworkTransport
 	boltStore   *raftboltdb.BoltStore
@@ -261,6 +265,10 @@ func New(cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	closers = append(closers, func() { _ = s.raft.Shutdown().Error() })
+	s.node = s.newNode()
+	leaderGone := s.node.LeaderGone
+	s.layer.onPeerClosed.Store(&leaderGone)
+	closers = append(closers, s.node.Close)
 	if !existing {
 		var servers []raft.Server
 		switch {
@@ -516,6 +524,7 @@ func (s *Server) shutdown(bcancel context.CancelFunc, bwg *sync.WaitGroup) {
 	}
 	bcancel()
 	bwg.Wait()
+	s.node.Close()
 	if err := s.raft.Shutdown().Error(); err != nil {
 		s.log.Warn("raft shutdown", "err", err)
 	}
@@ -529,23 +538,15 @@ func (s *Server) shutdown(bcancel context.CancelFunc, bwg *sync.WaitGroup) {
 	s.fwdMu.Unlock()
 }
 
-// readyLoop marks the server ready (health SERVING) once a leader is known.
+// readyLoop marks the server ready (health SERVING) once a leader is known
+// (woken by the raft node's leader-change notifier).
 func (s *Server) readyLoop(ctx context.Context) {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if addr, _ := s.raft.LeaderWithID(); addr != "" {
-			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-			s.health.SetServingStatus(hivev1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-			close(s.ready)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	if err := s.node.WaitLeader(ctx); err != nil {
+		return
 	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(hivev1.CoordinatorService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	close(s.ready)
 }
 
 // leaderLoop records this server's addresses when it becomes leader.
@@ -605,7 +606,10 @@ func (s *Server) recordLoop(ctx context.Context) {
 
 func (s *Server) registerSelf(ctx context.Context) {
 	for attempt := 0; attempt < 50 && s.raft.State() == raft.Leader; attempt++ {
-		if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err == nil {
+		// The term's read barrier (raftnode): the state holds every
+		// earlier entry, and the first consistent read of the term needs
+		// no barrier of its own.
+		if _, err := s.node.ReadIndex(ctx); err == nil {
 			if s.recordCurrent() {
 				return
 			}

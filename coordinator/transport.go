@@ -28,6 +28,10 @@ type streamLayer struct {
 	blocked atomic.Bool
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
+	// onPeerClosed, when set, is called (it must not block) when a
+	// connection a peer opened to us ends from its side: the leader's
+	// replication and heartbeat connections end when its process dies.
+	onPeerClosed atomic.Pointer[func()]
 }
 
 func newStreamLayer(ln net.Listener, advertise net.Addr, serverTLS, clientTLS *tls.Config) *streamLayer {
@@ -70,17 +74,19 @@ func requireCoordinatorClient(cfg *tls.Config) *tls.Config {
 	return c
 }
 
-func (s *streamLayer) track(c net.Conn) net.Conn {
+func (s *streamLayer) track(c net.Conn, accepted bool) net.Conn {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	return &trackedConn{Conn: c, s: s}
+	return &trackedConn{Conn: c, s: s, accepted: accepted}
 }
 
 type trackedConn struct {
 	net.Conn
-	s    *streamLayer
-	once sync.Once
+	s        *streamLayer
+	once     sync.Once
+	accepted bool // opened by the peer
+	closed   atomic.Bool
 }
 
 // Read and Write fail while the layer is blocked, so that no raft traffic
@@ -90,7 +96,13 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 		c.Close()
 		return 0, errBlocked
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if err != nil && c.accepted && !c.closed.Load() && !c.s.blocked.Load() {
+		if f := c.s.onPeerClosed.Load(); f != nil {
+			(*f)()
+		}
+	}
+	return n, err
 }
 
 func (c *trackedConn) Write(b []byte) (int, error) {
@@ -102,6 +114,7 @@ func (c *trackedConn) Write(b []byte) (int, error) {
 }
 
 func (c *trackedConn) Close() error {
+	c.closed.Store(true)
 	c.once.Do(func() {
 		c.s.mu.Lock()
 		delete(c.s.conns, c.Conn)
@@ -121,7 +134,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return s.track(c), nil
+		return s.track(c, true), nil
 	}
 }
 
@@ -150,7 +163,7 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		}
 		c = tc
 	}
-	return s.track(c), nil
+	return s.track(c, false), nil
 }
 
 // setBlocked switches the fault-injection block on or off.

@@ -305,9 +305,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("restore fsm: %w", err)
 	}
+	// Counted before the store is swapped in: whoever sees the restored
+	// state also sees the count.
+	f.restores.Add(1)
 	f.store.Store(s)
 	f.setApplied(s.Index())
-	f.restores.Add(1)
 	f.log.Info("restored state from snapshot", "index", s.Index(), "generation", s.CurrentNumber())
 	if f.OnApply != nil {
 		f.OnApply(ChangeAll)
