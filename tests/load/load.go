@@ -177,8 +177,8 @@ type Result struct {
 	Coordinators []Usage
 	// CoordinatorsBefore is their usage before the agents connected.
 	CoordinatorsBefore []Usage
-	Wall         time.Duration
-	LoadAvg      string
+	Wall               time.Duration
+	LoadAvg            string
 }
 
 // Errors is the number of errors of every kind (zero for a clean run).
