@@ -226,6 +226,27 @@ func BenchmarkPushToWatch(b *testing.B) {
 	b.ReportMetric(float64(percentile(ackLat, 0.50).Microseconds())/1000, "push-ack-p50-ms")
 	u.report(b)
 	runtime.GC()
+	writeHeapProfile(b)
+}
+
+// writeHeapProfile writes the in-use heap to HIVE_BENCH_MEMPROFILE, if
+// set, with every watcher still connected (go tool pprof -sample_index
+// inuse_space; the coordinators' share is under coordinator.*, grpc's
+// server transport and raft).
+func writeHeapProfile(b *testing.B) {
+	path := os.Getenv("HIVE_BENCH_MEMPROFILE")
+	if path == "" {
+		return
+	}
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkReports measures status reports absorbed by a 3-server

@@ -73,10 +73,14 @@ type Config struct {
 	// Results per report (resource results, as a converged run sends).
 	Results int
 
-	// CoordinatorPIDs and MetricsAddrs (host:port of /metrics) name
-	// coordinators whose RSS and CPU are reported.
-	CoordinatorPIDs []int
-	MetricsAddrs    []string
+	// Coordinators whose RSS and CPU are reported: by process id, by
+	// /metrics address (host:port), or both.
+	Coordinators []Target
+	// Hold keeps every agent connected this long after the figures were
+	// taken (to inspect or profile the coordinators); Held, when set, is
+	// called with the result before.
+	Hold time.Duration
+	Held func(*Result)
 
 	// Log receives progress lines (nil: none).
 	Log io.Writer
@@ -142,7 +146,10 @@ type Usage struct {
 	CPU     time.Duration // user+system over the measured span
 	RSS     int64         // bytes, at the end
 	PeakRSS int64         // bytes (VmHWM; 0 when only /metrics was read)
-	Err     error
+	// From /metrics only: Go heap in use, goroutine stacks, goroutines.
+	Heap, Stacks int64
+	Goroutines   int
+	Err          error
 }
 
 // Result is what a run measured.
@@ -357,6 +364,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.CoordinatorsBefore = coord0
 	res.LoadAvg = loadAvg()
+	if cfg.Hold > 0 {
+		if cfg.Held != nil {
+			cfg.Held(res)
+		}
+		fmt.Fprintf(cfg.Log, "holding %d agents connected for %v\n", cfg.Agents, cfg.Hold)
+		select {
+		case <-time.After(cfg.Hold):
+		case <-ctx.Done():
+		}
+	}
 	return res, nil
 }
 
@@ -755,8 +772,12 @@ func (r *Result) Print(w io.Writer) {
 		if i < len(r.CoordinatorsBefore) {
 			before = r.CoordinatorsBefore[i].RSS
 		}
-		fmt.Fprintf(w, "%-18s RSS %s%s (%s before the agents), CPU %.1f s during the run\n",
-			c.Name+":", mb(c.RSS), peak, mb(before), c.CPU.Seconds())
+		gostats := ""
+		if c.Goroutines > 0 {
+			gostats = fmt.Sprintf("; Go heap in use %s, stacks %s, %d goroutines", mb(c.Heap), mb(c.Stacks), c.Goroutines)
+		}
+		fmt.Fprintf(w, "%-18s RSS %s%s (%s before the agents), CPU %.1f s during the run%s\n",
+			c.Name+":", mb(c.RSS), peak, mb(before), c.CPU.Seconds(), gostats)
 		sum += c.RSS
 		sumBefore += before
 		ok++

@@ -29,7 +29,13 @@ func TestLoadSmall(t *testing.T) {
 		Addrs: c.Addrs, CA: c.CA, Agents: 50, LB: 5, Prefix: "t",
 		Pushes: 3, PushTimeout: 30 * time.Second,
 		ReportsPerAgent: 10, ReportDuration: 30 * time.Second, Results: 5,
-		CoordinatorPIDs: c.PIDs(), MetricsAddrs: c.HTTP[:1], Log: &log,
+		Log: &log,
+	}
+	for i, p := range c.PIDs() {
+		cfg.Coordinators = append(cfg.Coordinators, Target{PID: p})
+		if i == 0 {
+			cfg.Coordinators = append(cfg.Coordinators, Target{Metrics: c.HTTP[i]})
+		}
 	}
 	res, err := Run(ctx, cfg)
 	if err != nil {

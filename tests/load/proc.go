@@ -57,25 +57,45 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
-// coordUsage reads the coordinators' memory and CPU time, by PID and
-// through /metrics (process_resident_memory_bytes,
-// process_cpu_seconds_total).
+// Target is a coordinator to measure: its process id (RSS, peak RSS, CPU
+// from /proc), its /metrics address (RSS, CPU, Go heap, stacks,
+// goroutines), or both.
+type Target struct {
+	PID     int
+	Metrics string
+}
+
+func (t Target) name() string {
+	switch {
+	case t.PID != 0 && t.Metrics != "":
+		return fmt.Sprintf("pid %d", t.PID)
+	case t.PID != 0:
+		return fmt.Sprintf("pid %d", t.PID)
+	default:
+		return t.Metrics
+	}
+}
+
+// coordUsage reads the coordinators' memory and CPU time.
 func coordUsage(ctx context.Context, cfg Config) []Usage {
 	var out []Usage
-	for _, pid := range cfg.CoordinatorPIDs {
-		u := Usage{Name: fmt.Sprintf("pid %d", pid)}
-		u.CPU, u.Err = procCPU(pid)
-		u.RSS, u.PeakRSS = procMem(strconv.Itoa(pid))
-		out = append(out, u)
-	}
-	for _, addr := range cfg.MetricsAddrs {
-		u := Usage{Name: addr}
-		m, err := scrape(ctx, addr)
-		if err != nil {
-			u.Err = err
-		} else {
-			u.RSS = int64(m["process_resident_memory_bytes"])
-			u.CPU = time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
+	for _, t := range cfg.Coordinators {
+		u := Usage{Name: t.name()}
+		if t.Metrics != "" {
+			m, err := scrape(ctx, t.Metrics)
+			if err != nil {
+				u.Err = err
+			} else {
+				u.RSS = int64(m["process_resident_memory_bytes"])
+				u.CPU = time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
+				u.Heap = int64(m["go_memstats_heap_inuse_bytes"])
+				u.Stacks = int64(m["go_memstats_stack_inuse_bytes"])
+				u.Goroutines = int(m["go_goroutines"])
+			}
+		}
+		if t.PID != 0 {
+			u.CPU, u.Err = procCPU(t.PID)
+			u.RSS, u.PeakRSS = procMem(strconv.Itoa(t.PID))
 		}
 		out = append(out, u)
 	}

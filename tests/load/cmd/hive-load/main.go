@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -89,6 +90,7 @@ Flags:
 		results       = fs.Int("results", 5, "resource results per report")
 		pids          = fs.IntSlice("pid", nil, "coordinator process id whose RSS and CPU to report (repeatable)")
 		metrics       = fs.StringArray("metrics", nil, "coordinator /metrics address (host:port) whose RSS and CPU to report (repeatable)")
+		hold          = fs.Duration("hold", 0, "keep every agent connected this long after the figures are printed (to inspect or profile the coordinators)")
 		quiet         = fs.Bool("quiet", false, "print only the figures, not the progress")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -107,7 +109,13 @@ Flags:
 		Agents: *agents, LB: *lb, Prefix: *prefix, ConnectParallel: *parallel,
 		Pushes: *pushes, PushInterval: *pushInterval, PushTimeout: *pushTimeout, Observe: *obs,
 		ReportsPerAgent: *perAgent, ReportDuration: *reportTimeout, Results: *results,
-		CoordinatorPIDs: *pids, MetricsAddrs: *metrics, Log: os.Stderr,
+		Hold: *hold, Log: os.Stderr,
+	}
+	for _, p := range *pids {
+		cfg.Coordinators = append(cfg.Coordinators, load.Target{PID: p})
+	}
+	for _, m := range *metrics {
+		cfg.Coordinators = append(cfg.Coordinators, load.Target{Metrics: m})
 	}
 	if *quiet {
 		cfg.Log = nil
@@ -136,7 +144,12 @@ Flags:
 		}
 		defer c.Stop()
 		cfg.Addrs, cfg.CA = c.Addrs, c.CA
-		cfg.CoordinatorPIDs = append(cfg.CoordinatorPIDs, c.PIDs()...)
+		for i, p := range c.PIDs() {
+			cfg.Coordinators = append(cfg.Coordinators, load.Target{PID: p, Metrics: c.HTTP[i]})
+		}
+		if *hold > 0 {
+			fmt.Fprintf(os.Stderr, "coordinators: gRPC %s, /metrics %s\n", strings.Join(c.Addrs, " "), strings.Join(c.HTTP, " "))
+		}
 	} else {
 		if len(*addrs) == 0 {
 			return errors.New("no coordinator: give --coordinator ADDR (repeatable) or --start 3")
@@ -160,11 +173,14 @@ Flags:
 		}
 		cfg.Admin = &c
 	}
+	cfg.Held = func(r *load.Result) { r.Print(os.Stdout) }
 	res, err := load.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	res.Print(os.Stdout)
+	if cfg.Hold == 0 {
+		res.Print(os.Stdout)
+	}
 	if res.Errors() > 0 {
 		os.Exit(2)
 	}
