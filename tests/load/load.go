@@ -448,7 +448,7 @@ func tlsConfig(pool *x509.CertPool, cert tls.Certificate) *tls.Config {
 func dial(addr string, cfg *tls.Config) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithReadBufferSize(4<<10), grpc.WithWriteBufferSize(4<<10),
+		grpc.WithReadBufferSize(0), grpc.WithWriteBufferSize(4<<10),
 		grpc.WithSharedWriteBuffer(true),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
 		// As hive-agent: a ping every 25 s.
