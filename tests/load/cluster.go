@@ -29,8 +29,10 @@ type ClusterOptions struct {
 	N int
 	// Log receives the coordinators' output (nil: Dir/NAME.log only).
 	Log io.Writer
-	// Args are extra hive-coordinator arguments for every server.
+	// Args are extra hive-coordinator arguments for every server, Env
+	// extra environment variables (KEY=VALUE, e.g. GOGC=50).
 	Args []string
+	Env  []string
 }
 
 // Cluster is N real hive-coordinator processes on 127.0.0.1 with mutual
@@ -154,6 +156,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 			return nil, err
 		}
 		cmd := exec.Command(opts.Bin, args...)
+		cmd.Env = append(os.Environ(), opts.Env...)
 		var out io.Writer = logf
 		if opts.Log != nil {
 			out = io.MultiWriter(logf, opts.Log)

@@ -175,6 +175,9 @@ type Result struct {
 	ReportSpan    time.Duration
 	ReportsPerSec float64
 	ReportLatency Percentiles
+	// CPU time during the report phase: hive-load's, and the measured
+	// coordinators' together (per committed report, the cost of a report).
+	ReportClientCPU, ReportCoordCPU time.Duration
 
 	// StreamsLost are watch streams that ended before the run did.
 	StreamsLost int64
@@ -348,7 +351,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	// Reports, with every stream open.
 	if cfg.ReportsPerAgent > 0 {
+		c0, u0 := selfCPU(), coordUsage(ctx, cfg)
 		reports(ctx, cfg, res, agents)
+		res.ReportClientCPU = selfCPU() - c0
+		for i, u := range coordUsage(ctx, cfg) {
+			if u.Err == nil && u0[i].Err == nil {
+				res.ReportCoordCPU += u.CPU - u0[i].CPU
+			}
+		}
 	}
 
 	done.Store(true)
@@ -732,6 +742,11 @@ func (r *Result) Print(w io.Writer) {
 	if r.Reports > 0 || len(r.ReportErrs) > 0 {
 		fmt.Fprintf(w, "reports:           %d committed in %v: %.0f reports/s with %d streams open; latency %s\n",
 			r.Reports, r.ReportSpan.Round(time.Millisecond), r.ReportsPerSec, r.Agents, r.ReportLatency)
+		if r.Reports > 0 {
+			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Reports) }
+			fmt.Fprintf(w, "report CPU:        coordinators %.1f s (%.0f µs per report, %.2f cores), hive-load %.1f s (%.0f µs per report)\n",
+				r.ReportCoordCPU.Seconds(), per(r.ReportCoordCPU), r.ReportCoordCPU.Seconds()/r.ReportSpan.Seconds(), r.ReportClientCPU.Seconds(), per(r.ReportClientCPU))
+		}
 	}
 	var errs []string
 	if r.PushErrs > 0 {

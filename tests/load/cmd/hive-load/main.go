@@ -76,6 +76,8 @@ Flags:
 		adminKey      = fs.String("admin-key", "", "the admin certificate's key")
 		start         = fs.Int("start", 0, "start this many hive-coordinator processes on 127.0.0.1 (TLS, raft, gossip) in a temporary directory first, instead of --coordinator")
 		bin           = fs.String("coordinator-bin", "", "hive-coordinator binary for --start (default: hive-coordinator beside hive-load, then $PATH)")
+		coordEnv      = fs.StringArray("coordinator-env", nil, "with --start: KEY=VALUE in the coordinators' environment (repeatable; e.g. GOGC=50)")
+		coordArgs     = fs.StringArray("coordinator-arg", nil, "with --start: an extra hive-coordinator argument (repeatable)")
 		keep          = fs.Bool("keep", false, "with --start: keep the directory (PKI, data, logs) and print its path")
 		agents        = fs.Int("agents", 1000, "simulated agents, each with its own certificate and connection")
 		lb            = fs.Int("lb", 10, "agents labelled tier=lb (their addresses go into every web node's firewall rule)")
@@ -138,7 +140,7 @@ Flags:
 			defer os.RemoveAll(dir)
 		}
 		fmt.Fprintf(os.Stderr, "starting %d coordinators (%s) in %s\n", *start, path, dir)
-		c, err := load.StartCluster(ctx, load.ClusterOptions{Bin: path, Dir: dir, N: *start})
+		c, err := load.StartCluster(ctx, load.ClusterOptions{Bin: path, Dir: dir, N: *start, Env: *coordEnv, Args: *coordArgs})
 		if err != nil {
 			return err
 		}
