@@ -172,6 +172,7 @@ type Result struct {
 	// Reports.
 	Reports       int64
 	ReportErrs    map[string]int64 // by gRPC code
+	ReportErrMsg  map[string]string // the first message of each code
 	ReportSpan    time.Duration
 	ReportsPerSec float64
 	ReportLatency Percentiles
@@ -251,7 +252,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	res := &Result{Agents: cfg.Agents, ReportErrs: map[string]int64{}}
+	res := &Result{Agents: cfg.Agents, ReportErrs: map[string]int64{}, ReportErrMsg: map[string]string{}}
 	start := time.Now()
 	cpu0 := selfCPU()
 	coord0 := coordUsage(ctx, cfg)
@@ -703,8 +704,12 @@ func reports(ctx context.Context, cfg Config, res *Result, agents []*agent) {
 					if rctx.Err() != nil {
 						return // the phase's time is up: not an error
 					}
+					code := status.Code(err).String()
 					mu.Lock()
-					res.ReportErrs[status.Code(err).String()]++
+					res.ReportErrs[code]++
+					if _, ok := res.ReportErrMsg[code]; !ok {
+						res.ReportErrMsg[code] = status.Convert(err).Message()
+					}
 					mu.Unlock()
 					continue
 				}
@@ -764,7 +769,7 @@ func (r *Result) Print(w io.Writer) {
 	}
 	sort.Strings(codes)
 	for _, c := range codes {
-		errs = append(errs, fmt.Sprintf("%d reports refused (%s)", r.ReportErrs[c], c))
+		errs = append(errs, fmt.Sprintf("%d reports refused (%s; the first: %q)", r.ReportErrs[c], c, r.ReportErrMsg[c]))
 	}
 	if len(errs) == 0 {
 		errs = []string{"none"}
