@@ -159,6 +159,11 @@ type Result struct {
 	Connect time.Duration // until every agent had its first state
 	// ConnectRetries counts watch attempts that failed and were retried.
 	ConnectRetries int64
+	// ConnectFailed counts agents that never got their first state
+	// (after 30 attempts); they take no further part. ConnectErr is the
+	// first one's error.
+	ConnectFailed int
+	ConnectErr    string
 
 	// Push: per push, acknowledgement and push → every watcher has it.
 	PushAck   Percentiles
@@ -171,7 +176,7 @@ type Result struct {
 
 	// Reports.
 	Reports       int64
-	ReportErrs    map[string]int64 // by gRPC code
+	ReportErrs    map[string]int64  // by gRPC code
 	ReportErrMsg  map[string]string // the first message of each code
 	ReportSpan    time.Duration
 	ReportsPerSec float64
@@ -194,7 +199,7 @@ type Result struct {
 
 // Errors is the number of errors of every kind (zero for a clean run).
 func (r *Result) Errors() int64 {
-	n := int64(r.Missing+r.PushErrs) + r.StreamsLost
+	n := int64(r.Missing+r.PushErrs+r.ConnectFailed) + r.StreamsLost
 	for _, c := range r.ReportErrs {
 		n += c
 	}
@@ -265,6 +270,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Issue = time.Since(start)
+	all := agents
 	admin := cfg.Admin
 	if admin == nil {
 		iss, err := cfg.CA.Issue(pki.CertRequest{Identity: pki.Identity{Kind: pki.KindAdmin, Name: "hive-load"}})
@@ -287,7 +293,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		done.Store(true)
 		stop()
 		wg.Wait()
-		for _, a := range agents {
+		for _, a := range all {
 			if a.conn != nil {
 				a.conn.Close()
 			}
@@ -298,8 +304,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	t0 := time.Now()
 	sem := make(chan struct{}, cfg.ConnectParallel)
 	var ready sync.WaitGroup
-	var connErr error
-	var connErrOnce sync.Once
+	failed := make([]bool, len(agents))
+	var connMu sync.Mutex
 	for _, a := range agents {
 		select {
 		case sem <- struct{}{}:
@@ -314,7 +320,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			<-sem
 			ready.Done()
 			if err != nil {
-				connErrOnce.Do(func() { connErr = fmt.Errorf("agent %s: %w", a.name, err) })
+				connMu.Lock()
+				failed[a.i] = true
+				res.ConnectFailed++
+				if res.ConnectErr == "" {
+					res.ConnectErr = fmt.Sprintf("%s: %v", a.name, err)
+				}
+				connMu.Unlock()
 				return
 			}
 			for {
@@ -335,8 +347,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}(a)
 	}
 	ready.Wait()
-	if connErr != nil {
-		return nil, connErr
+	if res.ConnectFailed == len(agents) {
+		return nil, fmt.Errorf("no agent could watch: %s", res.ConnectErr)
+	}
+	if res.ConnectFailed > 0 {
+		fmt.Fprintf(cfg.Log, "%d agents could not watch (the first: %s); going on without them\n", res.ConnectFailed, res.ConnectErr)
+		live := agents[:0:0]
+		for _, a := range agents {
+			if !failed[a.i] {
+				live = append(live, a)
+			}
+		}
+		agents = live
 	}
 	res.Connect = time.Since(t0)
 	fmt.Fprintf(cfg.Log, "%d agents watching after %v (%d retries)\n", cfg.Agents, res.Connect.Round(time.Millisecond), res.ConnectRetries)
@@ -754,6 +776,9 @@ func (r *Result) Print(w io.Writer) {
 		}
 	}
 	var errs []string
+	if r.ConnectFailed > 0 {
+		errs = append(errs, fmt.Sprintf("%d agents never watched (first: %s)", r.ConnectFailed, r.ConnectErr))
+	}
 	if r.PushErrs > 0 {
 		errs = append(errs, fmt.Sprintf("%d failed pushes", r.PushErrs))
 	}
