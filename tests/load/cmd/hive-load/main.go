@@ -70,7 +70,7 @@ Flags:
 	}
 	var (
 		addrs         = fs.StringArray("coordinator", nil, "gRPC address of a coordinator (repeatable); agent i connects to the (i mod n)th, pushes go to the last")
-		caFile        = fs.String("ca", "", "site CA certificate (PEM), e.g. the ca.pem of `hivectl tls ca create`")
+		caFile        = fs.String("ca", "", "site CA certificate (PEM), e.g. the ca.pem that hivectl tls ca create wrote")
 		caKey         = fs.String("ca-key", "", "the CA's key (PEM): hive-load signs the agents' certificates with it, offline")
 		adminCert     = fs.String("admin-cert", "", "admin certificate to push with (default: an admin certificate \"hive-load\" signed with --ca-key)")
 		adminKey      = fs.String("admin-key", "", "the admin certificate's key")
@@ -90,8 +90,8 @@ Flags:
 		perAgent      = fs.Int("reports-per-agent", 20, "reports each agent sends after the pushes, one in flight per agent (0: none)")
 		reportTimeout = fs.Duration("report-duration", time.Minute, "the report phase stops after this long at the latest")
 		results       = fs.Int("results", 5, "resource results per report")
-		pids          = fs.IntSlice("pid", nil, "coordinator process id whose RSS and CPU to report (repeatable)")
-		metrics       = fs.StringArray("metrics", nil, "coordinator /metrics address (host:port) whose RSS and CPU to report (repeatable)")
+		pids          = fs.IntSlice("pid", nil, "process id of a coordinator on this machine whose RSS, peak RSS and CPU to report (repeatable)")
+		metrics       = fs.StringArray("metrics", nil, "/metrics address (host:port) of another coordinator whose RSS, CPU, Go heap, stacks and goroutines to report (repeatable; --pid and --metrics each name different coordinators)")
 		hold          = fs.Duration("hold", 0, "keep every agent connected this long after the figures are printed (to inspect or profile the coordinators)")
 		quiet         = fs.Bool("quiet", false, "print only the figures, not the progress")
 	)
