@@ -346,12 +346,6 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		// from a shared pool only while writing (the default).
 		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(8 << 10),
-		// Fixed flow-control windows instead of gRPC's dynamic ones: the
-		// dynamic window's bandwidth probes cost a PING and its ack on
-		// every connection for each message received (every agent's
-		// report), and a LAN needs no larger window than this.
-		grpc.StaticStreamWindowSize(1 << 20),
-		grpc.StaticConnWindowSize(1 << 20),
 		// Clients (agents ping every 25s) may ping every KeepaliveMinTime,
 		// even with no stream open; the server pings idle clients itself.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.KeepaliveMinTime, PermitWithoutStream: true}),
