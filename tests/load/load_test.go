@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/internal/netlab"
+	"github.com/hivefleet/hive/internal/testenv"
 )
 
 // TestLoadSmall runs hive-load's engine for a few seconds against three
@@ -16,6 +17,7 @@ import (
 // connection, three pushes and ten reports each. The figures must be sane
 // and there must be no error, so that the tool does not rot.
 func TestLoadSmall(t *testing.T) {
+	testenv.SkipShort(t)
 	bin := netlab.Build(t, "hive-coordinator")["hive-coordinator"]
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
