@@ -171,16 +171,7 @@ func BenchmarkPushToWatch(b *testing.B) {
 		}
 	}
 	var lat, ackLat []time.Duration
-	if path := os.Getenv("HIVE_BENCH_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
+	defer cpuProfile(b)()
 	u := startUsage()
 	b.ResetTimer()
 	for op := 0; op < b.N; op++ {
@@ -226,12 +217,51 @@ func BenchmarkPushToWatch(b *testing.B) {
 	b.ReportMetric(float64(percentile(ackLat, 0.50).Microseconds())/1000, "push-ack-p50-ms")
 	u.report(b)
 	runtime.GC()
+	writeHeapProfile(b)
+}
+
+// cpuProfile starts a CPU profile into HIVE_BENCH_CPUPROFILE, if set, and
+// returns the function that stops it.
+func cpuProfile(b *testing.B) func() {
+	path := os.Getenv("HIVE_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// writeHeapProfile writes the in-use heap to HIVE_BENCH_MEMPROFILE, if
+// set, with every watcher still connected (go tool pprof -sample_index
+// inuse_space; the coordinators' share is under coordinator.*, grpc's
+// server transport and raft).
+func writeHeapProfile(b *testing.B) {
+	path := os.Getenv("HIVE_BENCH_MEMPROFILE")
+	if path == "" {
+		return
+	}
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkReports measures status reports absorbed by a 3-server
 // cluster: R concurrent reporters (HIVE_BENCH_REPORTERS, default 2000)
 // over 30 TLS connections send to all three servers; each op is one
-// committed report.
+// committed report. (hive-load, tests/load, measures the same with every
+// simulated agent on its own connection and certificate.)
 func BenchmarkReports(b *testing.B) {
 	r := envInt("HIVE_BENCH_REPORTERS", 2000)
 	nodes, tc := quietCluster(b, 3)
@@ -249,6 +279,7 @@ func BenchmarkReports(b *testing.B) {
 	}
 	var next sync.Mutex
 	count := 0
+	defer cpuProfile(b)()
 	u := startUsage()
 	b.ResetTimer()
 	start := time.Now()

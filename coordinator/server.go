@@ -347,9 +347,12 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.MaxRecvMsgSize(s.cfg.MaxPushBytes + recvHeadroom),
 		grpc.MaxSendMsgSize(64 << 20),
 		grpc.ForceServerCodecV2(newCodec()),
-		// Thousands of mostly idle watch connections: small per-connection
-		// buffers (the write buffer is shared between writes by default).
-		grpc.ReadBufferSize(8 << 10),
+		// Thousands of mostly idle watch connections: no read buffer of
+		// gRPC's own (with TLS the framer reads from the TLS connection,
+		// which holds a whole record already: a second buffer per
+		// connection only copies it), and a small write buffer, taken
+		// from a shared pool only while writing (the default).
+		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(8 << 10),
 		// Clients (agents ping every 25s) may ping every KeepaliveMinTime,
 		// even with no stream open; the server pings idle clients itself.
