@@ -90,6 +90,7 @@ type Server struct {
 	keyringPath string
 	renderer    *render.Renderer
 	hub         *hub
+	statusw     *statusWatch // blocking status reads, in-memory phases (statuswait.go)
 	batcher     *batcher
 	reportLimit *rateLimiter // reports per agent identity
 	metrics     *metrics
@@ -214,6 +215,7 @@ func New(cfg Config) (s *Server, err error) {
 
 	s.renderer = render.New(syncOpener{s})
 	s.hub = newHub(cfg.MembershipDebounce)
+	s.statusw = newStatusWatch()
 	s.fsm = fsm.New(root)
 	s.conns = newConnTracker(func(id pki.Identity, leaf *x509.Certificate) error { return s.certError(id, leaf, time.Now()) }, revokeGrace, log)
 	s.fsm.OnApply = s.onApply
