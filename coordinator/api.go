@@ -456,7 +456,6 @@ func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.Re
 	if err := s.batcher.submit(ctx, r); err != nil {
 		return nil, toStatus(err)
 	}
-	s.statusw.settled(r)
 	return &hivev1.ReportResponse{Accepted: true}, nil
 }
 

@@ -102,16 +102,6 @@ func (w *statusWatch) setApplying(r *hivev1.Report) {
 	w.broadcastLocked()
 }
 
-// settled forgets the applying report of r's node that r (a final report
-// committed through raft) supersedes. The raft apply woke the waiters.
-func (w *statusWatch) settled(r *hivev1.Report) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if old, ok := w.applying[r.GetNode()]; ok && old.GetSeq() <= r.GetSeq() {
-		delete(w.applying, r.GetNode())
-	}
-}
-
 // statusView is what a status answer needs from the watch, taken at once:
 // the channel closed at the next change, the version, and the applying
 // reports kept here.
@@ -144,8 +134,11 @@ func (w *statusWatch) history() (<-chan struct{}, uint64) {
 	return w.ch, w.histIdx
 }
 
-// forget drops the applying reports that stored (the committed reports)
-// supersede: the node's final report went through another coordinator.
+// forget drops the applying reports that stored (the committed reports,
+// as this server has applied them) supersede. Status reads call it, so the
+// map holds at most one report per node that reported to this server, and
+// a final report shows here only once this server applied it (until then
+// the node stays applying, never pending).
 func (w *statusWatch) forget(stored map[string]*hivev1.Report) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
