@@ -272,8 +272,11 @@ func TestBlockingStatus(t *testing.T) {
 	})
 
 	t.Run("version ahead of the server is caught up to", func(t *testing.T) {
+		// A version of a raft index this server has not applied: it
+		// waits for it (then, its version being no newer than the one
+		// asked for, for the next change or max_wait).
 		ahead := (f.fsm.Applied() + 1) << localBits
-		sc := blockingStatus(ctx, adminF, ahead, 60*time.Second)
+		sc := blockingStatus(ctx, adminF, ahead, 3*time.Second)
 		time.Sleep(100 * time.Millisecond)
 		if sc.returned() {
 			t.Fatalf("answered before applying the index asked for: %v", sc.resp)
