@@ -120,8 +120,15 @@ type benchAcks struct {
 // return against the last agent's report: "after-ack" from the moment
 // that report's Report call was answered (committed), "after-send" from
 // the moment it was sent. Percentiles are over the ops.
+//
+// HIVE_BENCH_POLL=1 makes hivectl poll every 500 ms instead, as it did
+// before blocking status (and does against a coordinator without it).
 func BenchmarkPushWaitReturn(b *testing.B) {
 	n := benchEnvInt("HIVE_BENCH_AGENTS", 100)
+	if os.Getenv("HIVE_BENCH_POLL") != "" {
+		pollOnly = true
+		defer func() { pollOnly = false }()
+	}
 	srvs, pk := benchCluster(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

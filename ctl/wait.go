@@ -219,7 +219,7 @@ func (f *statusFollower) next(ctx context.Context) (*hivev1.GetStatusResponse, e
 			}
 		}
 		req := &hivev1.GetStatusRequest{Node: f.node}
-		blocking := f.calls > 0 && !f.polling
+		blocking := f.calls > 0 && !f.polling && !pollOnly
 		if blocking {
 			req.MinIndex, req.MaxWait = f.index, durationpb.New(blockWait)
 		}
@@ -236,7 +236,7 @@ func (f *statusFollower) next(ctx context.Context) (*hivev1.GetStatusResponse, e
 			if !blocking {
 				f.cost = f.took
 			}
-			f.polling = resp.GetStatusIndex() == 0
+			f.polling = resp.GetStatusIndex() == 0 || pollOnly
 			f.index = max(f.index, resp.GetStatusIndex())
 			return resp, nil
 		case ctx.Err() != nil:
@@ -253,6 +253,10 @@ func (f *statusFollower) next(ctx context.Context) (*hivev1.GetStatusResponse, e
 		}
 	}
 }
+
+// pollOnly makes every statusFollower poll as against a coordinator that
+// cannot block (benchmarks compare the two).
+var pollOnly = false
 
 // pollDelay is the pause before the next status poll of a coordinator that
 // does not block: the base interval, or four times what the last answer
