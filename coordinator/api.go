@@ -538,9 +538,6 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	cur := st.Current()
 	nodes, _ := st.Nodes()
 	reports := st.Reports()
-	if len(view.applying) > 0 {
-		s.statusw.forget(reports)
-	}
 	names := map[string]*hivev1.NodeRecord{}
 	for _, n := range nodes {
 		names[n.GetName()] = n
@@ -549,6 +546,9 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		if _, ok := names[n]; !ok {
 			names[n] = &hivev1.NodeRecord{Name: n}
 		}
+	}
+	if len(view.applying) > 0 {
+		s.statusw.forget(reports, names)
 	}
 	if req.GetNode() != "" {
 		n, ok := names[req.GetNode()]

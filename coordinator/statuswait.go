@@ -135,15 +135,18 @@ func (w *statusWatch) history() (<-chan struct{}, uint64) {
 }
 
 // forget drops the applying reports that stored (the committed reports,
-// as this server has applied them) supersede. Status reads call it, so the
-// map holds at most one report per node that reported to this server, and
-// a final report shows here only once this server applied it (until then
-// the node stays applying, never pending).
-func (w *statusWatch) forget(stored map[string]*hivev1.Report) {
+// as this server has applied them) supersede, and those of nodes no longer
+// known (removed). Status reads call it, so the map holds at most one
+// report per node that reported to this server, and a final report shows
+// here only once this server applied it (until then the node stays
+// applying, never pending).
+func (w *statusWatch) forget(stored map[string]*hivev1.Report, known map[string]*hivev1.NodeRecord) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for n, a := range w.applying {
-		if r, ok := stored[n]; ok && r.GetSeq() >= a.GetSeq() {
+		r, reported := stored[n]
+		_, registered := known[n]
+		if (reported && r.GetSeq() >= a.GetSeq()) || (!reported && !registered) {
 			delete(w.applying, n)
 		}
 	}

@@ -363,9 +363,11 @@ func TestStatusWatchVersions(t *testing.T) {
 	if got := overlay(&hivev1.Report{Seq: 3}, v2.applying["a"]); got.GetPhase() != hivev1.Phase_PHASE_APPLYING {
 		t.Fatal("a newer applying report did not show over an older committed one")
 	}
-	w.forget(map[string]*hivev1.Report{"a": {Seq: 6}})
-	if len(w.view().applying) != 0 {
-		t.Fatal("a superseded applying report was kept")
+	w.setApplying(&hivev1.Report{Node: "gone", Seq: 1, Phase: hivev1.Phase_PHASE_APPLYING})
+	w.setApplying(&hivev1.Report{Node: "b", Seq: 1, Phase: hivev1.Phase_PHASE_APPLYING})
+	w.forget(map[string]*hivev1.Report{"a": {Seq: 6}}, map[string]*hivev1.NodeRecord{"a": {}, "b": {}})
+	if v := w.view(); len(v.applying) != 1 || v.applying["b"] == nil {
+		t.Fatalf("after forget: %v; want only b's (a's superseded, gone's node unknown)", v.applying)
 	}
 	w.local = 1<<localBits + 5
 	if v := w.view(); v.version != 9<<localBits|(1<<localBits-1) {
