@@ -1,7 +1,9 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -104,8 +106,8 @@ func watchStatus(ctx context.Context, cmd *cobra.Command, cf *connFlags, c *clie
 	out := cmd.OutOrStdout()
 	line := newLiveLine(out)
 	defer line.end()
-	shown := uint64(0)
-	for first := true; ; first = false {
+	var shown []byte
+	for {
 		resp, err := f.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -119,12 +121,16 @@ func watchStatus(ctx context.Context, cmd *cobra.Command, cf *connFlags, c *clie
 		if output == outJSON {
 			// One document per change (a wait that ended without one
 			// prints nothing).
-			if first || resp.GetStatusIndex() != shown || resp.GetStatusIndex() == 0 {
-				if err := writeJSON(out, statusToJSON(resp, node != "")); err != nil {
+			doc, err := json.MarshalIndent(statusToJSON(resp, node != ""), "", "  ")
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(doc, shown) {
+				if _, err := out.Write(append(doc, '\n')); err != nil {
 					return err
 				}
+				shown = doc
 			}
-			shown = resp.GetStatusIndex()
 			continue
 		}
 		c := phaseCounts(resp)
