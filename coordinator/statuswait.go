@@ -198,14 +198,16 @@ func (b *blockUntil) stop() { b.timer.Stop() }
 
 // catchUp waits until this server has applied raft index index (the raft
 // part of a version another server may have given), at most until b's
-// deadline; a lagging server then answers with what it has. Only the
-// caller's ctx ending is an error.
+// deadline or until the server stops; a lagging server then answers with
+// what it has. Only the caller's ctx ending is an error.
 func (s *Server) catchUp(ctx context.Context, index uint64, b *blockUntil) error {
 	if index <= s.fsm.Applied() {
 		return nil
 	}
 	wctx, cancel := context.WithDeadline(ctx, b.deadline)
 	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel) // the server stopping ends the wait
+	defer stop()
 	if err := s.fsm.WaitApplied(wctx, index); err != nil && ctx.Err() != nil {
 		return toStatus(ctx.Err())
 	}

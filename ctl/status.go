@@ -110,7 +110,7 @@ func watchStatus(ctx context.Context, cmd *cobra.Command, cf *connFlags, c *clie
 	for {
 		resp, err := f.next(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctxOver(ctx) {
 				return nil // interrupted or --timeout: the watch is over
 			}
 			return err

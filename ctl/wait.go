@@ -239,8 +239,11 @@ func (f *statusFollower) next(ctx context.Context) (*hivev1.GetStatusResponse, e
 			f.polling = resp.GetStatusIndex() == 0 || pollOnly
 			f.index = max(f.index, resp.GetStatusIndex())
 			return resp, nil
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
+		case ctxOver(ctx):
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, context.DeadlineExceeded
 		case status.Code(err) == codes.Unavailable:
 			// The coordinator went away: find another one, and go on
 			// after a pause (so that failures do not spin).
@@ -252,6 +255,16 @@ func (f *statusFollower) next(ctx context.Context) (*hivev1.GetStatusResponse, e
 			return nil, rpcError("status", err, false)
 		}
 	}
+}
+
+// ctxOver reports whether ctx ended or its deadline passed (a call may
+// fail with DeadlineExceeded a moment before ctx.Err() says so).
+func ctxOver(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // pollOnly makes every statusFollower poll as against a coordinator that
