@@ -190,14 +190,45 @@ func summary(g *hivev1.Generation) *hivev1.GenerationSummary {
 	}
 }
 
+// ListGenerations lists the history. With max_wait it blocks until a
+// generation newer than min_index (a history_index) is applied here, or
+// the wait ends (see statuswait.go).
 func (a *api) ListGenerations(ctx context.Context, req *hivev1.ListGenerationsRequest) (*hivev1.ListGenerationsResponse, error) {
+	s := a.s
+	wait, err := blockingWait(ctx, req.GetMaxWait())
+	if err != nil {
+		return nil, err
+	}
 	if req.GetConsistent() {
-		if err := a.s.readIndex(ctx); err != nil {
+		if err := s.readIndex(ctx); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "consistent read: %v", err)
 		}
 	}
-	st := a.s.fsm.Store()
-	resp := &hivev1.ListGenerationsResponse{Current: st.CurrentNumber()}
+	_, version := s.statusw.history()
+	if wait > 0 {
+		b := newBlockUntil(wait)
+		defer b.stop()
+		if err := s.catchUp(ctx, req.GetMinIndex(), b); err != nil {
+			return nil, err
+		}
+		// Every status change wakes the waiters: wait on until the
+		// history moved.
+		for {
+			var ch <-chan struct{}
+			if ch, version = s.statusw.history(); version > req.GetMinIndex() {
+				break
+			}
+			changed, err := s.waitChange(ctx, ch, b)
+			if err != nil {
+				return nil, err
+			}
+			if !changed {
+				break
+			}
+		}
+	}
+	st := s.fsm.Store()
+	resp := &hivev1.ListGenerationsResponse{Current: st.CurrentNumber(), HistoryIndex: version}
 	for _, g := range st.Generations(int(req.GetLimit())) {
 		resp.Generations = append(resp.Generations, summary(g))
 	}
@@ -417,6 +448,12 @@ func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.Re
 		r = proto.Clone(r).(*hivev1.Report)
 		r.PublishedSecrets = nil
 	}
+	if r.GetPhase() == hivev1.Phase_PHASE_APPLYING {
+		// A run started: kept in memory here (status and blocking status
+		// show it), never written through raft. The final report is.
+		s.statusw.setApplying(r)
+		return &hivev1.ReportResponse{Accepted: true}, nil
+	}
 	if err := s.batcher.submit(ctx, r); err != nil {
 		return nil, toStatus(err)
 	}
@@ -472,8 +509,32 @@ func (s *Server) applyReports(ctx context.Context, reports []*hivev1.Report) err
 // GetStatus lists every node's status, or one node's with req.node. The
 // per-resource results of the last run are included only for one node: a
 // fleet-wide answer (what `hivectl push --wait` polls) stays small.
+//
+// With max_wait it blocks: it answers at once if the status here is newer
+// than min_index (a status_index), else at the next change or when the
+// wait ends (see statuswait.go). A node's "applying" phase is the one its
+// agent reported to this server, kept in memory; elsewhere the node shows
+// as pending until its final report is committed.
 func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hivev1.GetStatusResponse, error) {
 	s := a.s
+	wait, err := blockingWait(ctx, req.GetMaxWait())
+	if err != nil {
+		return nil, err
+	}
+	view := s.statusw.view()
+	if wait > 0 {
+		b := newBlockUntil(wait)
+		defer b.stop()
+		if err := s.catchUp(ctx, req.GetMinIndex()>>localBits, b); err != nil {
+			return nil, err
+		}
+		if view = s.statusw.view(); view.version <= req.GetMinIndex() {
+			if _, err := s.waitChange(ctx, view.ch, b); err != nil {
+				return nil, err
+			}
+			view = s.statusw.view()
+		}
+	}
 	st := s.fsm.Store()
 	cur := st.Current()
 	nodes, _ := st.Nodes()
@@ -487,6 +548,9 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 			names[n] = &hivev1.NodeRecord{Name: n}
 		}
 	}
+	if len(view.applying) > 0 {
+		s.statusw.forget(reports, names)
+	}
 	if req.GetNode() != "" {
 		n, ok := names[req.GetNode()]
 		if !ok {
@@ -494,10 +558,10 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		}
 		names = map[string]*hivev1.NodeRecord{req.GetNode(): n}
 	}
-	resp := &hivev1.GetStatusResponse{Generation: cur.GetNumber(), RaftIndex: st.Index(), Server: s.cfg.Name}
+	resp := &hivev1.GetStatusResponse{Generation: cur.GetNumber(), RaftIndex: st.Index(), Server: s.cfg.Name, StatusIndex: view.version}
 	gs := s.gossipStates()
 	for _, n := range names {
-		ns := nodeStatus(n, reports[n.GetName()], cur)
+		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), cur)
 		if req.GetNode() == "" {
 			ns.Results = nil
 		}

@@ -44,6 +44,7 @@ const maxRevokeReason = 1024
 // list changed, close the connections it now denies. It never blocks.
 func (s *Server) onApply(c fsm.Change) {
 	s.hub.onApply(c)
+	s.statusw.onApply(c, s.fsm.Store().Index())
 	if c&fsm.ChangeRevocations != 0 {
 		s.conns.kick()
 	}

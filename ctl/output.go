@@ -324,3 +324,93 @@ func rawWriter(w io.Writer) io.Writer {
 	}
 	return w
 }
+
+// fleetCounts are the nodes a generation applies to, by progress.
+type fleetCounts struct{ converged, applying, failed, pending int }
+
+func (c fleetCounts) total() int { return c.converged + c.applying + c.failed + c.pending }
+
+// String is the plain progress text: "9/12 converged, 2 applying, 0
+// failed, 1 pending".
+func (c fleetCounts) String() string {
+	return fmt.Sprintf("%d/%d converged, %d applying, %d failed, %d pending", c.converged, c.total(), c.applying, c.failed, c.pending)
+}
+
+// Bar cells: converged, applying, failed, pending.
+const barCells = "=>x."
+
+// bar draws the counts as width cells ('=' converged, '>' applying, 'x'
+// failed, '.' pending) in brackets. Cells are shared in proportion; a
+// category with any node gets at least one cell (taken from the largest),
+// so one failed node among thousands still shows.
+func (c fleetCounts) bar(width int) string {
+	n := []int{c.converged, c.applying, c.failed, c.pending}
+	total := c.total()
+	cells := make([]int, len(n))
+	if total > 0 && width >= len(n) {
+		sum := 0
+		for i, v := range n {
+			cells[i] = v * width / total
+			if v > 0 && cells[i] == 0 {
+				cells[i] = 1
+			}
+			sum += cells[i]
+		}
+		// Give or take the difference on the largest category.
+		big := 0
+		for i := range cells {
+			if cells[i] > cells[big] {
+				big = i
+			}
+		}
+		cells[big] += width - sum
+	} else {
+		cells[3] = width
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, k := range cells {
+		b.WriteString(strings.Repeat(string(barCells[i]), k))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// progressBarWidth is the bar's width in cells on a terminal.
+const progressBarWidth = 30
+
+// liveLine shows a live progress line: on a terminal a bar and the line,
+// redrawn in place; otherwise the line alone, once per change (plain lines
+// for logs and pipes).
+type liveLine struct {
+	w     io.Writer
+	tty   bool
+	last  string
+	drawn bool // a line is on the terminal without its newline
+}
+
+func newLiveLine(w io.Writer) *liveLine { return &liveLine{w: w, tty: isTerminal(w)} }
+
+// show displays line with the bar of c, if it changed since the last call.
+func (p *liveLine) show(line string, c fleetCounts) {
+	if line == p.last {
+		return
+	}
+	p.last = line
+	if !p.tty {
+		fmt.Fprintln(p.w, line)
+		return
+	}
+	// The redraw is ours: the bar and the line hold only numbers, and
+	// the line is escaped all the same.
+	fmt.Fprintf(rawWriter(p.w), "\r\033[K%s %s", c.bar(progressBarWidth), esc(line))
+	p.drawn = true
+}
+
+// end finishes a line left open on a terminal.
+func (p *liveLine) end() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+		p.drawn = false
+	}
+}

@@ -17,7 +17,8 @@ import (
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
-// waitPoll is how often push --wait asks for status.
+// waitPoll is how often push --wait and status --watch ask a coordinator
+// that cannot block (an older version) for status.
 const waitPoll = 500 * time.Millisecond
 
 func newPushCommand(cf *connFlags) *cobra.Command {
@@ -42,9 +43,13 @@ pushed in between, it is refused, so that two operators never silently
 overwrite each other; look at 'hivectl diff', merge, and push again, or use
 --force. Pushing needs an admin certificate.
 
-With --wait, push shows a live line of converged/applying/failed/pending
-counts until every node the generation applies to has converged on it or
-failed, and exits 1 if any failed (or on --timeout).`,
+With --wait, push shows the live progress of the nodes the generation
+applies to (converged/applying/failed/pending: a bar redrawn in place on a
+terminal, one line per change otherwise) until every one of them has
+converged on it or failed, and exits 1 if any failed (or on --timeout). It
+follows status with blocking calls: it returns as soon as the last node's
+report is committed, without polling. With -o json, stdout gets only the
+push's JSON result and the progress goes to stderr.`,
 		Example: `  hivectl push site.yaml -m "web: nginx 1.27"
   hivectl push site.yaml --wait --timeout 10m
   hivectl push site.yaml -o json            # {"generation": 8, "sha256": "..."}
@@ -94,19 +99,15 @@ failed, and exits 1 if any failed (or on --timeout).`,
 				if output == outJSON {
 					progress = cmd.ErrOrStderr()
 				}
-				w := &waiter{
-					cf: cf, conn: c, orig: c, gen: resp.GetGeneration(), nodes: resp.GetNodes(),
-					out: progress, tty: isTerminal(progress), poll: waitPoll,
-				}
+				f := newStatusFollower(cf, c, "")
+				defer f.close()
+				w := &waiter{f: f, gen: resp.GetGeneration(), nodes: resp.GetNodes(), out: newLiveLine(progress)}
 				// Ctrl-C ends the wait, not the push (already committed).
 				sctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 				defer stop()
 				wctx, wcancel := context.WithTimeout(sctx, timeout)
 				defer wcancel()
 				res, err := w.run(wctx)
-				if w.conn != c {
-					defer w.conn.Close()
-				}
 				if err != nil {
 					switch {
 					case errors.Is(err, context.DeadlineExceeded) && sctx.Err() == nil:

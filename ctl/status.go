@@ -1,9 +1,13 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +18,11 @@ import (
 )
 
 func newStatusCommand(cf *connFlags) *cobra.Command {
-	var output string
+	var (
+		output  string
+		watch   bool
+		timeout time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "status [NODE]",
 		Short: "Show how every node (or one node) stands with the desired state",
@@ -23,10 +31,20 @@ generation it last applied, its phase (converged, applying, failed, pending
 or unknown), its roles, its resource counts and errors.
 
 With NODE, it shows that node in detail, with the result of each resource of
-its last run. Every coordinator gives the same answer: statuses are stored
-through Raft.`,
+its last run. Final reports (converged, failed) are stored through Raft and
+every coordinator shows them. The "applying" phase (a run started) is kept
+only by the coordinator the agent reported it to: another coordinator shows
+that node as pending until its final report is committed.
+
+With --watch, status follows the fleet (or NODE) live: the counts of the
+nodes converged on the current generation, applying, failed and pending, a
+bar redrawn in place on a terminal and one line per change otherwise (with
+-o json, one JSON document per change). It waits on the coordinator for
+each change (blocking status), without polling, until interrupted or
+--timeout.`,
 		Example: `  hivectl status
   hivectl status web-01
+  hivectl status --watch
   hivectl status -o json | jq '.nodes[] | select(.phase == "failed") | .name'`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -36,6 +54,14 @@ through Raft.`,
 			node := ""
 			if len(args) == 1 {
 				node = args[0]
+			}
+			if timeout < 0 || (timeout > 0 && !watch) {
+				return fmt.Errorf("--timeout %v: only with --watch, and not negative", timeout)
+			}
+			if watch {
+				return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
+					return watchStatus(ctx, cmd, cf, c, node, output, timeout)
+				})
 			}
 			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
 				cctx, cancel := callCtx(ctx)
@@ -58,8 +84,77 @@ through Raft.`,
 			})
 		},
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the status live until interrupted (or --timeout)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --watch, stop after this long (exit 0; default: until interrupted)")
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// watchStatus follows status (of node, or of every node) with blocking
+// calls and shows each change until ctx ends, Ctrl-C or timeout (when
+// not 0): the phase counts on a live line, or each answer as JSON.
+func watchStatus(ctx context.Context, cmd *cobra.Command, cf *connFlags, c *client.Conn, node, output string, timeout time.Duration) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	f := newStatusFollower(cf, c, node)
+	defer f.close()
+	out := cmd.OutOrStdout()
+	line := newLiveLine(out)
+	defer line.end()
+	var shown []byte
+	for {
+		resp, err := f.next(ctx)
+		if err != nil {
+			if ctxOver(ctx) {
+				return nil // interrupted or --timeout: the watch is over
+			}
+			return err
+		}
+		if node != "" && len(resp.GetNodes()) == 0 {
+			return fmt.Errorf("status: no node named %q is known", node)
+		}
+		if output == outJSON {
+			// One document per change (a wait that ended without one
+			// prints nothing).
+			doc, err := json.MarshalIndent(statusToJSON(resp, node != ""), "", "  ")
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(doc, shown) {
+				if _, err := out.Write(append(doc, '\n')); err != nil {
+					return err
+				}
+				shown = doc
+			}
+			continue
+		}
+		c := phaseCounts(resp)
+		line.show(fmt.Sprintf("generation %d: %s", resp.GetGeneration(), c), c)
+	}
+}
+
+// phaseCounts counts the nodes of a status answer by phase: unknown counts
+// as pending.
+func phaseCounts(resp *hivev1.GetStatusResponse) fleetCounts {
+	var c fleetCounts
+	for _, n := range resp.GetNodes() {
+		switch n.GetPhase() {
+		case hivev1.Phase_PHASE_CONVERGED:
+			c.converged++
+		case hivev1.Phase_PHASE_APPLYING:
+			c.applying++
+		case hivev1.Phase_PHASE_FAILED:
+			c.failed++
+		default:
+			c.pending++
+		}
+	}
+	return c
 }
 
 // statusJSON is the -o json form of hivectl status.

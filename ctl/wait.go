@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hivefleet/hive/client"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -51,14 +52,10 @@ func staleOrRPCError(ctx context.Context, c *client.Conn, op string, base uint64
 
 // waiter follows status until every node of a generation is done.
 type waiter struct {
-	cf    *connFlags
-	conn  *client.Conn // current connection
-	orig  *client.Conn // the caller's; closed by the caller
+	f     *statusFollower
 	gen   uint64
 	nodes []string // nodes the generation applies to; empty: take from status
-	out   io.Writer
-	tty   bool
-	poll  time.Duration
+	out   *liveLine
 }
 
 // waitResult is the last classification of the matched nodes.
@@ -74,9 +71,12 @@ func (r waitResult) total() int {
 
 func (r waitResult) done() bool { return len(r.applying)+len(r.pending)+len(r.missing) == 0 }
 
+func (r waitResult) counts() fleetCounts {
+	return fleetCounts{converged: len(r.converged), applying: len(r.applying), failed: len(r.failed), pending: len(r.pending) + len(r.missing)}
+}
+
 func (r waitResult) line(gen uint64) string {
-	return fmt.Sprintf("generation %d: %d/%d converged, %d applying, %d failed, %d pending",
-		gen, len(r.converged), r.total(), len(r.applying), len(r.failed), len(r.pending)+len(r.missing))
+	return fmt.Sprintf("generation %d: %s", gen, r.counts())
 }
 
 // pendingDetail names the nodes that are not done (at most 10).
@@ -135,67 +135,151 @@ func classify(resp *hivev1.GetStatusResponse, gen uint64, matched []string) wait
 	return r
 }
 
-// run polls status until every matched node is done or ctx ends. On a
-// lost coordinator it dials again (possibly another one) and goes on.
+// run follows status until every matched node is done or ctx ends,
+// showing the progress on each change.
 func (w *waiter) run(ctx context.Context) (waitResult, error) {
 	var last waitResult
-	lastLine := ""
+	defer w.out.end()
 	for {
-		cctx, cancel := callCtx(ctx)
-		start := time.Now()
-		resp, err := w.conn.GetStatus(cctx, &hivev1.GetStatusRequest{})
-		took := time.Since(start)
-		cancel()
-		switch {
-		case err == nil:
-			last = classify(resp, w.gen, w.nodes)
-			if last.total() == 0 {
-				fmt.Fprintf(w.out, "generation %d applies to no node: nothing to wait for\n", w.gen)
-				return last, nil
-			}
-			line := last.line(w.gen)
-			if line != lastLine {
-				if w.tty {
-					// The redraw is ours; the line holds only numbers.
-					fmt.Fprintf(rawWriter(w.out), "\r\033[K%s", esc(line))
-				} else {
-					fmt.Fprintln(w.out, line)
-				}
-				lastLine = line
-			}
-			if last.done() {
-				if w.tty {
-					fmt.Fprintln(w.out)
-				}
-				return last, nil
-			}
-		case ctx.Err() != nil:
-		case status.Code(err) == codes.Unavailable:
-			// The coordinator went away: find another one.
-			if c, derr := w.cf.dial(ctx); derr == nil {
-				if w.conn != w.orig {
-					w.conn.Close()
-				}
-				w.conn = c
-			}
-		default:
-			return last, rpcError("status", err, false)
+		resp, err := w.f.next(ctx)
+		if err != nil {
+			return last, err
 		}
-		select {
-		case <-ctx.Done():
-			if w.tty && lastLine != "" {
-				fmt.Fprintln(w.out)
-			}
-			return last, ctx.Err()
-		case <-time.After(pollDelay(w.poll, took)):
+		last = classify(resp, w.gen, w.nodes)
+		if last.total() == 0 {
+			w.out.end()
+			fmt.Fprintf(w.out.w, "generation %d applies to no node: nothing to wait for\n", w.gen)
+			return last, nil
+		}
+		w.out.show(last.line(w.gen), last.counts())
+		if last.done() {
+			return last, nil
 		}
 	}
 }
 
-// pollDelay is the pause before the next status poll: the base interval,
-// or four times what the last answer took when that is longer, so that a
-// large fleet's status (one answer lists every node) costs a coordinator at
-// most a fifth of its time, capped at 10s.
+// blockWait is the max_wait of each blocking status call: well inside the
+// call's timeout (rpcTimeout).
+const blockWait = 20 * time.Second
+
+// statusFollower reads status with blocking calls: the first answer at
+// once, then each next one as soon as the status changed on the
+// coordinator (a report committed, a phase an agent reported, a push), or
+// after blockWait without a change. Between calls it pauses a quarter of
+// what the quickest answer so far took (at most 250 ms), so a large fleet
+// whose status changes all the time costs the coordinator at most about
+// four fifths of one core per follower, and only while it changes (a
+// longer pause delays the last change as much: see docs/performance.md). A coordinator that does not block (no
+// status_index in its answers: an older version) is polled every
+// waitPoll, or four times what an answer took. On a lost coordinator it
+// dials again (possibly another one) and goes on from the same status
+// index, which the next coordinator catches up to first.
+type statusFollower struct {
+	cf   *connFlags
+	conn *client.Conn // current connection
+	orig *client.Conn // the caller's; closed by the caller
+	node string       // "": every node
+
+	index   uint64        // status_index of the last answer
+	cost    time.Duration // how long the quickest answer took
+	took    time.Duration // how long the last call took
+	last    time.Time     // when the last call returned
+	calls   int
+	polling bool // the coordinator does not block
+	failed  bool // the last call failed
+}
+
+func newStatusFollower(cf *connFlags, c *client.Conn, node string) *statusFollower {
+	return &statusFollower{cf: cf, conn: c, orig: c, node: node}
+}
+
+// close closes a connection the follower dialled itself.
+func (f *statusFollower) close() {
+	if f.conn != f.orig {
+		f.conn.Close()
+	}
+}
+
+// next returns the next status answer (see statusFollower).
+func (f *statusFollower) next(ctx context.Context) (*hivev1.GetStatusResponse, error) {
+	for {
+		if f.calls > 0 {
+			pause := min(f.cost/4, 250*time.Millisecond)
+			switch {
+			case f.failed:
+				pause = waitPoll
+			case f.polling:
+				pause = pollDelay(waitPoll, f.took)
+			}
+			if d := time.Until(f.last.Add(pause)); d > 0 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(d):
+				}
+			}
+		}
+		req := &hivev1.GetStatusRequest{Node: f.node}
+		blocking := f.calls > 0 && !f.polling && !pollOnly
+		if blocking {
+			req.MinIndex, req.MaxWait = f.index, durationpb.New(blockWait)
+		}
+		cctx, cancel := callCtx(ctx)
+		start := time.Now()
+		resp, err := f.conn.GetStatus(cctx, req)
+		cancel()
+		f.last = time.Now()
+		f.took = f.last.Sub(start)
+		f.calls++
+		f.failed = err != nil
+		switch {
+		case err == nil:
+			// The quickest answer bounds what one costs the coordinator
+			// (a blocking call's time includes its wait; the first answer
+			// right after a push competes with the push's fan-out).
+			if f.cost == 0 || f.took < f.cost {
+				f.cost = f.took
+			}
+			f.polling = resp.GetStatusIndex() == 0 || pollOnly
+			f.index = max(f.index, resp.GetStatusIndex())
+			return resp, nil
+		case ctxOver(ctx):
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, context.DeadlineExceeded
+		case status.Code(err) == codes.Unavailable:
+			// The coordinator went away: find another one, and go on
+			// after a pause (so that failures do not spin).
+			if c, derr := f.cf.dial(ctx); derr == nil {
+				f.close()
+				f.conn = c
+			}
+		default:
+			return nil, rpcError("status", err, false)
+		}
+	}
+}
+
+// ctxOver reports whether ctx ended or its deadline passed (a call may
+// fail with DeadlineExceeded a moment before ctx.Err() says so).
+func ctxOver(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// pollOnly makes every statusFollower poll as against a coordinator that
+// cannot block (benchmarks compare the two).
+var pollOnly = false
+
+// pollDelay is the pause before the next status poll of a coordinator that
+// does not block: the base interval, or four times what the last answer
+// took when that is longer, so that a large fleet's status (one answer
+// lists every node) costs a coordinator at most a fifth of its time,
+// capped at 10s.
 func pollDelay(base, took time.Duration) time.Duration {
 	return min(max(base, 4*took), 10*time.Second)
 }

@@ -9,6 +9,7 @@ package hivev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -362,7 +363,17 @@ type ListGenerationsRequest struct {
 	// when it reads the base generation of a push or rollback, so a lagging
 	// follower cannot make an operator's own last push look like someone
 	// else's.
-	Consistent    bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	Consistent bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	// Blocking read: with max_wait set, answer once the history is newer than
+	// min_index (the history_index of an earlier answer), or when max_wait
+	// ends, whichever comes first; the history is newer when a generation was
+	// appended (push or rollback) at a raft index above min_index. A server
+	// that has not applied min_index yet first waits until it has (an
+	// answer never goes back in time, whichever server gives it).
+	MinIndex uint64 `protobuf:"varint,20,opt,name=min_index,json=minIndex,proto3" json:"min_index,omitempty"`
+	// How long to wait at most (capped at 5 minutes). Unset or zero: answer
+	// at once, as without min_index.
+	MaxWait       *durationpb.Duration `protobuf:"bytes,21,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,10 +422,27 @@ func (x *ListGenerationsRequest) GetConsistent() bool {
 	return false
 }
 
+func (x *ListGenerationsRequest) GetMinIndex() uint64 {
+	if x != nil {
+		return x.MinIndex
+	}
+	return 0
+}
+
+func (x *ListGenerationsRequest) GetMaxWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxWait
+	}
+	return nil
+}
+
 type ListGenerationsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Generations   []*GenerationSummary   `protobuf:"bytes,1,rep,name=generations,proto3" json:"generations,omitempty"`
-	Current       uint64                 `protobuf:"varint,2,opt,name=current,proto3" json:"current,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Generations []*GenerationSummary   `protobuf:"bytes,1,rep,name=generations,proto3" json:"generations,omitempty"`
+	Current     uint64                 `protobuf:"varint,2,opt,name=current,proto3" json:"current,omitempty"`
+	// Raft index of the last generation change this answer includes: pass it
+	// as min_index to wait for the next one.
+	HistoryIndex  uint64 `protobuf:"varint,20,opt,name=history_index,json=historyIndex,proto3" json:"history_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +487,13 @@ func (x *ListGenerationsResponse) GetGenerations() []*GenerationSummary {
 func (x *ListGenerationsResponse) GetCurrent() uint64 {
 	if x != nil {
 		return x.Current
+	}
+	return 0
+}
+
+func (x *ListGenerationsResponse) GetHistoryIndex() uint64 {
+	if x != nil {
+		return x.HistoryIndex
 	}
 	return 0
 }
@@ -1022,7 +1057,18 @@ func (x *ReportResponse) GetAccepted() bool {
 type GetStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: all nodes.
-	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Blocking read: with max_wait set, answer at once if this server's
+	// status is newer than min_index (the status_index of an earlier
+	// answer), else as soon as the status changes (a report batch, a push, a
+	// registry change, an agent starting a run) or when max_wait ends. A
+	// server that has not applied the raft index in min_index yet first waits
+	// until it has, so an answer never goes back in time, whichever server
+	// gives it.
+	MinIndex uint64 `protobuf:"varint,20,opt,name=min_index,json=minIndex,proto3" json:"min_index,omitempty"`
+	// How long to wait at most (capped at 5 minutes). Unset or zero: answer
+	// at once.
+	MaxWait       *durationpb.Duration `protobuf:"bytes,21,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1064,6 +1110,20 @@ func (x *GetStatusRequest) GetNode() string {
 	return ""
 }
 
+func (x *GetStatusRequest) GetMinIndex() uint64 {
+	if x != nil {
+		return x.MinIndex
+	}
+	return 0
+}
+
+func (x *GetStatusRequest) GetMaxWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxWait
+	}
+	return nil
+}
+
 type GetStatusResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -1071,7 +1131,14 @@ type GetStatusResponse struct {
 	// Raft index the answer was read at.
 	RaftIndex uint64 `protobuf:"varint,3,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
 	// Server that answered.
-	Server        string `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	Server string `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	// Version of the status this answer shows, to pass as min_index next
+	// time. It orders first by the raft index of the last status change
+	// applied (the high 44 bits), then by the changes this server keeps in
+	// memory only, the "applying" phases its agents report (the low 20 bits).
+	// The in-memory part is this server's own: another server shows a node
+	// in progress as pending until its final report is committed.
+	StatusIndex   uint64 `protobuf:"varint,20,opt,name=status_index,json=statusIndex,proto3" json:"status_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1132,6 +1199,13 @@ func (x *GetStatusResponse) GetServer() string {
 		return x.Server
 	}
 	return ""
+}
+
+func (x *GetStatusResponse) GetStatusIndex() uint64 {
+	if x != nil {
+		return x.StatusIndex
+	}
+	return 0
 }
 
 type ListMembersRequest struct {
@@ -3029,7 +3103,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3054,15 +3128,18 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x16\n" +
-	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"N\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\xa1\x01\n" +
 	"\x16ListGenerationsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x1e\n" +
 	"\n" +
 	"consistent\x18\x02 \x01(\bR\n" +
-	"consistent\"q\n" +
+	"consistent\x12\x1b\n" +
+	"\tmin_index\x18\x14 \x01(\x04R\bminIndex\x124\n" +
+	"\bmax_wait\x18\x15 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\x96\x01\n" +
 	"\x17ListGenerationsResponse\x12<\n" +
 	"\vgenerations\x18\x01 \x03(\v2\x1a.hive.v1.GenerationSummaryR\vgenerations\x12\x18\n" +
-	"\acurrent\x18\x02 \x01(\x04R\acurrent\".\n" +
+	"\acurrent\x18\x02 \x01(\x04R\acurrent\x12#\n" +
+	"\rhistory_index\x18\x14 \x01(\x04R\fhistoryIndex\".\n" +
 	"\x14GetGenerationRequest\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x04R\x06number\"L\n" +
 	"\x15GetGenerationResponse\x123\n" +
@@ -3098,9 +3175,11 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\rReportRequest\x12'\n" +
 	"\x06report\x18\x01 \x01(\v2\x0f.hive.v1.ReportR\x06report\",\n" +
 	"\x0eReportResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted\"&\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"y\n" +
 	"\x10GetStatusRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"\x95\x01\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1b\n" +
+	"\tmin_index\x18\x14 \x01(\x04R\bminIndex\x124\n" +
+	"\bmax_wait\x18\x15 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xb8\x01\n" +
 	"\x11GetStatusResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3108,7 +3187,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05nodes\x18\x02 \x03(\v2\x13.hive.v1.NodeStatusR\x05nodes\x12\x1d\n" +
 	"\n" +
 	"raft_index\x18\x03 \x01(\x04R\traftIndex\x12\x16\n" +
-	"\x06server\x18\x04 \x01(\tR\x06server\"\x14\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x12!\n" +
+	"\fstatus_index\x18\x14 \x01(\x04R\vstatusIndex\"\x14\n" +
 	"\x12ListMembersRequest\"@\n" +
 	"\x13ListMembersResponse\x12)\n" +
 	"\amembers\x18\x01 \x03(\v2\x0f.hive.v1.MemberR\amembers\"<\n" +
@@ -3350,101 +3430,104 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	nil,                                  // 60: hive.v1.LabelNodeResponse.LabelsEntry
 	nil,                                  // 61: hive.v1.LabelNodeResponse.LabelSourcesEntry
 	(*Site)(nil),                         // 62: hive.v1.Site
-	(*GenerationSummary)(nil),            // 63: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 64: hive.v1.Generation
-	(*NodeState)(nil),                    // 65: hive.v1.NodeState
-	(*Report)(nil),                       // 66: hive.v1.Report
-	(*NodeStatus)(nil),                   // 67: hive.v1.NodeStatus
-	(*Member)(nil),                       // 68: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 69: google.protobuf.Timestamp
-	(*Command)(nil),                      // 70: hive.v1.Command
-	(*CommandResult)(nil),                // 71: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 72: hive.v1.Revocation
-	(RaftRole)(0),                        // 73: hive.v1.RaftRole
+	(*durationpb.Duration)(nil),          // 63: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 64: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 65: hive.v1.Generation
+	(*NodeState)(nil),                    // 66: hive.v1.NodeState
+	(*Report)(nil),                       // 67: hive.v1.Report
+	(*NodeStatus)(nil),                   // 68: hive.v1.NodeStatus
+	(*Member)(nil),                       // 69: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 70: google.protobuf.Timestamp
+	(*Command)(nil),                      // 71: hive.v1.Command
+	(*CommandResult)(nil),                // 72: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 73: hive.v1.Revocation
+	(RaftRole)(0),                        // 74: hive.v1.RaftRole
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	62, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	63, // 1: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	64, // 2: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
-	0,  // 3: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
-	10, // 4: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	65, // 5: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	57, // 6: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	65, // 7: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	66, // 8: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	67, // 9: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	68, // 10: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	69, // 11: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	25, // 12: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	30, // 13: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	58, // 14: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	69, // 15: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	70, // 16: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	71, // 17: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 18: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	72, // 19: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	72, // 20: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	73, // 21: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	59, // 22: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	60, // 23: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	61, // 24: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	1,  // 25: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 26: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 27: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 28: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 29: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 30: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 31: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 32: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 33: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 34: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 35: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 36: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 37: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 38: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 39: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 40: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 41: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 42: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 43: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 44: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 45: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 46: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	45, // 47: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 48: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 49: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 50: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 51: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 52: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 53: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 54: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 55: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 56: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 57: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 58: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 59: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 60: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 61: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 62: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 63: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 64: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 65: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 66: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 67: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 68: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 69: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 70: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 71: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 72: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	46, // 73: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 74: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 75: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 76: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	51, // [51:77] is the sub-list for method output_type
-	25, // [25:51] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	63, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	64, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	65, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
+	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
+	66, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	57, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	66, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	67, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	63, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	68, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	69, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	70, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	25, // 14: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	30, // 15: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	58, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	70, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	71, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	72, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	43, // 20: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	73, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	73, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	74, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	59, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	60, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	61, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	1,  // 27: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 28: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 29: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 30: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 31: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 32: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 33: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 34: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 35: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 36: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 37: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 38: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 39: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 40: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 41: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 42: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 43: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 44: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 45: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 46: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 47: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 48: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	45, // 49: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 50: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 51: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 52: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 53: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 54: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 55: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 56: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 57: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 58: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 59: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 60: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 61: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 62: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 63: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 64: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 65: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 66: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 67: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 68: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 69: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 70: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 71: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 72: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 73: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 74: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	46, // 75: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 76: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 77: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 78: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	53, // [53:79] is the sub-list for method output_type
+	27, // [27:53] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
