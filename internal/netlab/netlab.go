@@ -5,11 +5,16 @@
 // touched.
 //
 // The switch routes (each host is a /32 behind its own veth, with the
-// switch's address 10.231.N.1 as its gateway) rather than bridges: on a
+// switch's address 10.N.0.1 as its gateway) rather than bridges: on a
 // bridge every host keeps an ARP entry for every host it talks to, and the
 // kernel's neighbour table is shared by all namespaces (gc_thresh3, 1024 by
 // default): 50 gossiping hosts (~2,600 entries) overflowed it, for every
-// program on the machine. Routed, the whole lab needs two entries per host.
+// program on the machine. Routed, the whole lab needs two entries per host,
+// and those are static: both ends of every veth get fixed MAC addresses and
+// permanent neighbour entries for each other, which the kernel does not
+// count against gc_thresh (since 4.19) and which need no ARP at all, so a
+// lab of thousands of hosts neither overflows the table nor sends an ARP
+// request.
 //
 // A Lab belongs to one test (New registers its teardown with t.Cleanup):
 //
@@ -22,9 +27,9 @@
 //
 // Invariants: every name a Lab creates in the kernel (namespaces) carries the
 // run ID "<pid>x<random>", so parallel runs never clash; interface names are
-// only unique inside their namespaces and need no ID. The private subnet
-// 10.231.<n>.0/24 exists only inside the lab's namespaces and is never routed
-// to the machine. Teardown (t.Cleanup, also after a failure or a panic)
+// only unique inside their namespaces and need no ID. The private network
+// 10.<n>.0.0/16 (n random in 200..249) exists only inside the lab's
+// namespaces and is never routed to the machine; it holds MaxHosts hosts. Teardown (t.Cleanup, also after a failure or a panic)
 // kills every process, dumps each process's log with t.Log when the test
 // failed, and deletes the namespaces (which deletes the veths). Namespaces left behind by a test binary that was
 // killed outright are swept by the next New (their run's pid is gone).
@@ -70,15 +75,16 @@ const Prefix = "netlab-"
 // queueing discipline (module sch_netem not available).
 var ErrNetemUnavailable = errors.New("netem queueing discipline not available in this kernel")
 
-// maxHosts is how many host addresses fit the /24 (from .10 to .254).
-const maxHosts = 245
+// MaxHosts is how many hosts one lab holds (addresses 10.N.X.10 to
+// 10.N.X.209 for X from 0 up).
+const MaxHosts = 4000
 
 // Lab is one test's network: a switch namespace routing between hosts.
 type Lab struct {
 	t      testing.TB
 	id     string // run ID: "<pid>x<hex>"
 	sw     string // switch namespace
-	subnet string // "10.231.N"
+	subnet string // "10.N": the lab's /16
 	dir    string // logs
 
 	mu     sync.Mutex
@@ -105,7 +111,7 @@ func New(t testing.TB) *Lab {
 		t:      t,
 		id:     id,
 		sw:     Prefix + id + "-sw",
-		subnet: fmt.Sprintf("10.231.%d", 1+int(b[2])%254),
+		subnet: fmt.Sprintf("10.%d", 200+int(b[2])%50),
 		dir:    t.TempDir(),
 		byName: map[string]*Host{},
 	}
@@ -120,13 +126,13 @@ func New(t testing.TB) *Lab {
 		// A cut host's /32 route disappears with its link: the blackhole
 		// then drops its packets silently, as a pulled cable would,
 		// instead of answering "no route to host".
-		{"-n", l.sw, "route", "add", "blackhole", l.subnet + ".0/24"},
+		{"-n", l.sw, "route", "add", "blackhole", l.subnet + ".0.0/16"},
 	} {
 		if err := ipc(args...); err != nil {
 			t.Fatalf("netlab: %v", err)
 		}
 	}
-	t.Logf("netlab: run %s, switch namespace %s, subnet %s.0/24", l.id, l.sw, l.subnet)
+	t.Logf("netlab: run %s, switch namespace %s, network %s.0.0/16", l.id, l.sw, l.subnet)
 	return l
 }
 
@@ -151,7 +157,7 @@ func (l *Lab) Host(name string) *Host {
 }
 
 // AddHost creates a host: a namespace with loopback up and an eth0 holding
-// the next free address of the lab's /24, connected by a veth to the
+// the next free address of the lab's /16, connected by a veth to the
 // switch, which is its gateway to every other host (and only to them).
 // name must be short (letters, digits, '-'), unique in the lab.
 func (l *Lab) AddHost(name string) *Host {
@@ -177,16 +183,18 @@ func (l *Lab) addHost(name string) (*Host, error) {
 		return nil, fmt.Errorf("host %s exists", name)
 	}
 	n := len(l.hosts)
-	if n >= maxHosts {
+	if n >= MaxHosts {
 		l.mu.Unlock()
-		return nil, fmt.Errorf("lab full (%d hosts)", maxHosts)
+		return nil, fmt.Errorf("lab full (%d hosts)", MaxHosts)
 	}
 	h := &Host{
-		Name: name,
-		NS:   Prefix + l.id + "-" + name,
-		Addr: fmt.Sprintf("%s.%d", l.subnet, 10+n),
-		lab:  l,
-		port: fmt.Sprintf("p%d", n),
+		Name:    name,
+		NS:      Prefix + l.id + "-" + name,
+		Addr:    fmt.Sprintf("%s.%d.%d", l.subnet, n/200, 10+n%200),
+		lab:     l,
+		port:    fmt.Sprintf("p%d", n),
+		mac:     fmt.Sprintf("02:00:00:%02x:%02x:%02x", n>>16&0xff, n>>8&0xff, n&0xff),
+		portMAC: fmt.Sprintf("02:01:00:%02x:%02x:%02x", n>>16&0xff, n>>8&0xff, n&0xff),
 	}
 	l.hosts = append(l.hosts, h)
 	l.byName[name] = h
@@ -194,23 +202,28 @@ func (l *Lab) addHost(name string) (*Host, error) {
 
 	// The switch-side end is created in the switch namespace and the host
 	// end directly in the host's namespace: nothing appears in the machine's
-	// own namespace, not even for a moment.
+	// own namespace, not even for a moment. One ip process per namespace
+	// (-batch): a lab of a thousand hosts starts in seconds.
 	if err := ipc("netns", "add", h.NS); err != nil {
 		return nil, err
 	}
-	for _, args := range [][]string{
-		{"-n", l.sw, "link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
-		{"-n", l.sw, "addr", "add", l.gateway() + "/32", "dev", h.port},
-		{"-n", l.sw, "link", "set", h.port, "up"},
-		{"-n", l.sw, "route", "replace", h.Addr + "/32", "dev", h.port},
-		{"-n", h.NS, "link", "set", "lo", "up"},
-		{"-n", h.NS, "addr", "add", h.Addr + "/32", "dev", "eth0"},
-		{"-n", h.NS, "link", "set", "eth0", "up"},
-		{"-n", h.NS, "route", "add", l.subnet + ".0/24", "via", l.gateway(), "dev", "eth0", "onlink"},
-	} {
-		if err := ipc(args...); err != nil {
-			return nil, err
-		}
+	if err := ipBatch(l.sw,
+		"link add "+h.port+" address "+h.portMAC+" type veth peer name eth0 address "+h.mac+" netns "+h.NS,
+		"addr add "+l.gateway()+"/32 dev "+h.port,
+		"link set "+h.port+" up",
+		"route replace "+h.Addr+"/32 dev "+h.port,
+		"neigh replace "+h.Addr+" lladdr "+h.mac+" dev "+h.port+" nud permanent",
+	); err != nil {
+		return nil, err
+	}
+	if err := ipBatch(h.NS,
+		"link set lo up",
+		"addr add "+h.Addr+"/32 dev eth0",
+		"link set eth0 up",
+		"route add "+l.subnet+".0.0/16 via "+l.gateway()+" dev eth0 onlink",
+		"neigh replace "+l.gateway()+" lladdr "+h.portMAC+" dev eth0 nud permanent",
+	); err != nil {
+		return nil, err
 	}
 	if err := h.waitLink(true); err != nil {
 		return nil, err
@@ -219,7 +232,7 @@ func (l *Lab) addHost(name string) (*Host, error) {
 }
 
 // gateway is the switch's address on every host's link.
-func (l *Lab) gateway() string { return l.subnet + ".1" }
+func (l *Lab) gateway() string { return l.subnet + ".0.1" }
 
 // waitLink waits until the host's link is up at both ends (up), or down at
 // both (!up). The kernel
@@ -340,6 +353,19 @@ func killNamespaceProcs(name string) {
 	}
 }
 
+// ipBatch runs ip commands (one per line, without the leading "ip") in
+// namespace ns with one ip process.
+func ipBatch(ns string, cmds ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip -n %s -batch (%s): %w: %s", ns, strings.Join(cmds, "; "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
 // ipc runs the ip tool with args.
 func ipc(args ...string) error {
 	var stderr bytes.Buffer
@@ -360,8 +386,10 @@ type Host struct {
 	// Addr is the host's IPv4 address.
 	Addr string
 
-	lab  *Lab
-	port string // the veth's name on the switch side
+	lab     *Lab
+	port    string // the veth's name on the switch side
+	mac     string // eth0's MAC address
+	portMAC string // the switch side's MAC address
 
 	mu    sync.Mutex
 	procs []*Proc
@@ -447,14 +475,14 @@ func (h *Host) Cut() {
 // Heal brings the host's link back up.
 func (h *Host) Heal() {
 	h.lab.t.Helper()
-	// Taking the link down removed the host's route: put it back.
-	for _, args := range [][]string{
-		{"-n", h.lab.sw, "link", "set", h.port, "up"},
-		{"-n", h.lab.sw, "route", "replace", h.Addr + "/32", "dev", h.port},
-	} {
-		if err := ipc(args...); err != nil {
-			h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
-		}
+	// Taking the link down removed the host's route and the switch's
+	// (permanent) neighbour entry: put them back.
+	if err := ipBatch(h.lab.sw,
+		"link set "+h.port+" up",
+		"route replace "+h.Addr+"/32 dev "+h.port,
+		"neigh replace "+h.Addr+" lladdr "+h.mac+" dev "+h.port+" nud permanent",
+	); err != nil {
+		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
 	}
 	if err := h.waitLink(true); err != nil {
 		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
