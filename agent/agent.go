@@ -86,6 +86,7 @@ type Agent struct {
 	conn       atomic.Pointer[connHolder]
 	remembered []string      // coordinators known in the last session (read-only after New)
 	saved      string        // last saved coordinator list, watch goroutine only
+	poolSize   int           // pool size last saved, poolLoop only
 	reportWake chan struct{} // reporter wake-up (cap 1)
 	reconnect  chan struct{} // the certificate was renewed: reconnect the watch (cap 1)
 	seq        atomic.Uint64
@@ -173,6 +174,18 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 
 	if cfg.Gossip != nil {
 		gc := *cfg.Gossip
+		if gc.PoolSize == 0 {
+			// Size gossip for the fleet this agent saw last: after a power
+			// cut, a thousand agents start at once with the right timing.
+			n, err := c.LoadPoolSize()
+			if err != nil {
+				a.log.Warn("ignoring the remembered gossip pool size", "err", err)
+			}
+			gc.PoolSize, a.poolSize = n, n
+		}
+		if gc.JoinSpread == 0 && gc.Profile != gossip.ProfileLocal {
+			gc.JoinSpread = JoinSpread(gc.PoolSize)
+		}
 		gc.Name = cfg.Name
 		gc.Logger = cfg.Logger
 		gc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: cfg.Labels, Version: version.Version}
@@ -267,11 +280,50 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	goRun(a.reportLoop)
 	goRun(a.watchdog)
+	if a.gossip != nil {
+		goRun(a.poolLoop)
+	}
 	a.runLoop(ctx)
 	notify(a.log, daemon.SdNotifyStopping)
 	wg.Wait()
 	a.log.Info("agent stopped")
 	return nil
+}
+
+// JoinSpread is the agent's default gossip join spread for a pool of n
+// members: 10ms per member, at least 1s, at most 30s. A thousand agents
+// starting together then join over 10s, about a hundred joins a second.
+func JoinSpread(n int) time.Duration {
+	return min(max(time.Duration(n)*10*time.Millisecond, time.Second), 30*time.Second)
+}
+
+// poolLoop remembers the gossip pool's size (alive members) every few
+// minutes when it changed by more than a tenth, for the next start's
+// gossip sizing (gossip.Config.PoolSize).
+func (a *Agent) poolLoop(ctx context.Context) {
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := 0
+		for _, m := range a.gossip.Members() {
+			if m.State == gossip.StateAlive {
+				n++
+			}
+		}
+		if d := n - a.poolSize; n > 1 && (d*10 > a.poolSize || -d*10 > a.poolSize) {
+			if err := a.cache.SavePoolSize(n); err != nil {
+				a.log.Warn("cannot remember the gossip pool size", "err", err)
+			} else {
+				a.poolSize = n
+			}
+		}
+		t.Reset(jitter(5*time.Minute, 20))
+	}
 }
 
 func (a *Agent) current() *hivev1.NodeState {
