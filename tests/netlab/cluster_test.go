@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,7 @@ type cluster struct {
 	// coordArgs are extra hive-coordinator arguments.
 	coordArgs []string
 	signer    bool // coordinators sign bootstrap requests (--tls-ca-key)
+	nice      int  // agents' niceness (clusterConfig.nice)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -73,6 +75,11 @@ type clusterConfig struct {
 	coordinatorArgs []string
 	// signer starts the coordinators with --tls-ca-key (bootstrap tokens).
 	signer bool
+	// nice runs the agents at this niceness: many agents on one machine
+	// stand for a fleet of servers, each with its own CPU, and must not
+	// starve the coordinators' raft heartbeats, as they cannot in a real
+	// fleet.
+	nice int
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -125,14 +132,66 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	}
 	c.waitLeader(60 * time.Second)
 
-	for i := 1; i <= cfg.agents; i++ {
-		labels := []string{"tier=web"}
-		if cfg.labels != nil {
-			labels = cfg.labels(i)
-		}
-		c.addAgent(fmt.Sprintf("a%d", i), labels, c.coords[(i-1)%len(c.coords)])
-	}
+	c.nice = cfg.nice
+	c.addAgents(cfg.agents, cfg.labels)
 	return c
+}
+
+// addAgents adds agents a1..aN (labels(i), default tier=web; agent i joins
+// coordinator (i-1) mod len), building hosts and certificates several at
+// a time.
+func (c *cluster) addAgents(n int, labels func(i int) []string) {
+	c.t.Helper()
+	if n == 0 {
+		return
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("a%d", i+1)
+	}
+	hosts := c.lab.AddHosts(names...)
+	nodes := make([]*node, n)
+	args := make([][]string, n)
+	for i := range nodes {
+		l := []string{"tier=web"}
+		if labels != nil {
+			l = labels(i + 1)
+		}
+		nodes[i] = &node{name: names[i], host: hosts[i], labels: l}
+		args[i] = []string{"cert", "create", "--agent", names[i]}
+		for _, kv := range l {
+			args[i] = append(args[i], "--label", kv)
+		}
+	}
+	c.tlsMany(args)
+	for i, n := range nodes {
+		c.startAgent(n, c.coords[i%len(c.coords)])
+	}
+}
+
+// tlsMany runs several `hivectl tls` commands, a few at a time.
+func (c *cluster) tlsMany(argss [][]string) {
+	c.t.Helper()
+	errs := make([]error, len(argss))
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, args := range argss {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			args = append(append([]string{"tls"}, args...), "--dir", c.pki)
+			if out, err := exec.Command(c.bin["hivectl"], args...).CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("hivectl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
 }
 
 // tls runs `hivectl tls ARGS --dir PKI` (no network needed).
@@ -183,11 +242,6 @@ func (c *cluster) startCoordinator(n *node) {
 func (c *cluster) addAgent(name string, labels []string, via *node) *node {
 	c.t.Helper()
 	n := &node{name: name, host: c.lab.AddHost(name), labels: labels}
-	n.data = filepath.Join(c.dir, name, "data")
-	n.root = filepath.Join(c.dir, name, "root")
-	if err := os.MkdirAll(n.root, 0o755); err != nil {
-		c.t.Fatal(err)
-	}
 	// The labels are bound in the certificate (trusted: they select the
 	// agent's roles); the agent also reports them (facts).
 	certArgs := []string{"cert", "create", "--agent", name}
@@ -195,9 +249,25 @@ func (c *cluster) addAgent(name string, labels []string, via *node) *node {
 		certArgs = append(certArgs, "--label", l)
 	}
 	c.tls(certArgs...)
-	n.proc = n.host.Start("hive-agent", c.agentArgs(n, name, via)...)
-	c.agents = append(c.agents, n)
+	c.startAgent(n, via)
 	return n
+}
+
+// startAgent starts the agent of n (its host and certificate exist),
+// joining coordinator via's gossip.
+func (c *cluster) startAgent(n *node, via *node) {
+	c.t.Helper()
+	n.data = filepath.Join(c.dir, n.name, "data")
+	n.root = filepath.Join(c.dir, n.name, "root")
+	if err := os.MkdirAll(n.root, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	args := c.agentArgs(n, n.name, via)
+	if c.nice > 0 {
+		args = append([]string{"nice", "-n", fmt.Sprint(c.nice)}, args...)
+	}
+	n.proc = n.host.Start("hive-agent", args...)
+	c.agents = append(c.agents, n)
 }
 
 // agentArgs are hive-agent's arguments for n, with the certificate of
