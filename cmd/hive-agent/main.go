@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +49,17 @@ var errNoGossipKey = errors.New(`no gossip key: outside --dev, gossip is encrypt
 const DefaultConfigFile = "/etc/hive/agent.yaml"
 
 func main() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		// An agent is a background daemon on every server, idle nearly
+		// all the time, and its work (converging files, packages,
+		// services) waits on the disk and on other programs, not on CPU.
+		// One P keeps the idle cost down: each further P adds scheduler
+		// wake-ups and spinning on every timer and packet (measured on
+		// the netns harness: 0.082% → 0.064% of a core per idle agent,
+		// 2 → 1; docs/performance.md). GOMAXPROCS in the environment
+		// wins.
+		runtime.GOMAXPROCS(1)
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hive-agent:", err)
 		os.Exit(1)

@@ -49,7 +49,10 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 	}
 	nAgents := envInt("NETLAB_BENCH_AGENTS", 50)
 	setup := time.Now()
-	c := newCluster(b, clusterConfig{coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute, nice: envInt("NETLAB_BENCH_NICE", 10)})
+	c := newCluster(b, clusterConfig{
+		coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute,
+		nice: envInt("NETLAB_BENCH_NICE", 10), agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
+	})
 	b.Logf("%d agents started in %v (load %s)", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg())
 	g := c.push(siteFiles("warm", 1), true)
 	c.waitConverged(g, 300*time.Second, c.agents...)
