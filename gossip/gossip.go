@@ -355,7 +355,13 @@ func (g *Gossip) rejoinMissing(ctx context.Context, backoff map[string]*rejoinSt
 		}
 		st := backoff[j]
 		if st == nil {
-			st = &rejoinState{next: now, delay: g.cfg.RejoinInterval}
+			// A seed just found missing (restarted, or cut off) is
+			// joined after a random delay that grows with the pool: one
+			// join merges the pool again, and a restarted seed usually
+			// comes back by itself (it rejoins its own seeds), so a
+			// thousand members need not all push their state to it
+			// within the same seconds.
+			st = &rejoinState{next: now.Add(rand.N(g.rejoinSpread() + 1)), delay: g.cfg.RejoinInterval}
 			backoff[j] = st
 		}
 		if !now.Before(st.next) {
@@ -376,6 +382,13 @@ func (g *Gossip) rejoinMissing(ctx context.Context, backoff map[string]*rejoinSt
 	st.delay = min(st.delay*2, max(g.rejoinMax(), g.cfg.RejoinInterval))
 	st.next = now.Add(jitter(st.delay))
 	g.log.Debug("rejoin failed", "addr", addr, "retry_in", st.delay, "err", err)
+}
+
+// rejoinSpread is the window over which the members of the pool rejoin a
+// seed found missing: 50ms per member, at least nothing, at most 2
+// minutes.
+func (g *Gossip) rejoinSpread() time.Duration {
+	return min(time.Duration(g.cfg.PoolSize)*50*time.Millisecond, 2*time.Minute)
 }
 
 func (g *Gossip) rejoinMax() time.Duration {
