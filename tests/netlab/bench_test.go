@@ -51,7 +51,7 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 	setup := time.Now()
 	c := newCluster(b, clusterConfig{
 		coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute,
-		nice: envInt("NETLAB_BENCH_NICE", 10), agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
+		idleAgents: os.Getenv("NETLAB_BENCH_IDLE_AGENTS") != "0", agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
 	})
 	b.Logf("%d agents started in %v (load %s)", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg())
 	g := c.push(siteFiles("warm", 1), true)
@@ -351,6 +351,15 @@ func (c *cluster) measureRestartAll(b *testing.B) {
 		b.Fatalf("after restarting all %d agents, not all converged on generation %d within 180s (load %s)", len(c.agents), gen, loadAvg())
 	}
 	e := elections() - e0
+	var cpu, hwm []float64
+	for _, a := range c.agents {
+		if u, err := readUsage(a.proc.Pid()); err == nil {
+			cpu = append(cpu, float64(u.cpu)/float64(time.Millisecond))
+			hwm = append(hwm, float64(u.hwm)/1024)
+		}
+	}
+	b.ReportMetric(mean(cpu), "restart-cpu-ms-per-agent")
+	b.Logf("CPU per agent from its start to now (converged, idle): mean %.0f ms, p99 %.0f ms; peak RSS mean %.1f MB, max %.1f MB", mean(cpu), pct(cpu, 99), mean(hwm), pct(hwm, 100))
 	b.ReportMetric(last.Seconds(), "restart-all-converged-s")
 	b.ReportMetric(float64(e), "restart-elections")
 	b.Logf("all %d agents killed and restarted at once (processes started within %v): every agent converged on the new generation %.1f s after the first start; raft elections meanwhile: %d (load %s)",

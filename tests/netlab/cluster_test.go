@@ -45,9 +45,9 @@ type cluster struct {
 	agents    []*node
 	interval  string // agents' drift-check interval
 	// coordArgs are extra hive-coordinator arguments.
-	coordArgs []string
-	signer    bool // coordinators sign bootstrap requests (--tls-ca-key)
-	nice      int  // agents' niceness (clusterConfig.nice)
+	coordArgs  []string
+	signer     bool // coordinators sign bootstrap requests (--tls-ca-key)
+	idleAgents bool // agents run under SCHED_IDLE (clusterConfig.idleAgents)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -75,11 +75,13 @@ type clusterConfig struct {
 	coordinatorArgs []string
 	// signer starts the coordinators with --tls-ca-key (bootstrap tokens).
 	signer bool
-	// nice runs the agents at this niceness: many agents on one machine
-	// stand for a fleet of servers, each with its own CPU, and must not
-	// starve the coordinators' raft heartbeats, as they cannot in a real
-	// fleet.
-	nice int
+	// idleAgents runs the agents under SCHED_IDLE (chrt --idle 0): many
+	// agents on one machine stand for a fleet of servers, each with its
+	// own CPU, and must not starve the coordinators' raft heartbeats and
+	// gRPC, as they cannot in a real fleet (nice 10 was not enough: 500
+	// agents starting at once still outweighed three coordinators 18 to
+	// 1). The agents get whatever CPU the coordinators leave.
+	idleAgents bool
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -132,7 +134,7 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	}
 	c.waitLeader(60 * time.Second)
 
-	c.nice = cfg.nice
+	c.idleAgents = cfg.idleAgents
 	c.addAgents(cfg.agents, cfg.labels)
 	return c
 }
@@ -263,8 +265,8 @@ func (c *cluster) startAgent(n *node, via *node) {
 		c.t.Fatal(err)
 	}
 	args := c.agentArgs(n, n.name, via)
-	if c.nice > 0 {
-		args = append([]string{"nice", "-n", fmt.Sprint(c.nice)}, args...)
+	if c.idleAgents {
+		args = append([]string{"chrt", "--idle", "0"}, args...)
 	}
 	n.proc = n.host.Start("hive-agent", args...)
 	c.agents = append(c.agents, n)
