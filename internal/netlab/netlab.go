@@ -87,10 +87,11 @@ type Lab struct {
 	subnet string // "10.N": the lab's /16
 	dir    string // logs
 
-	mu     sync.Mutex
-	hosts  []*Host
-	byName map[string]*Host
-	closed bool
+	mu      sync.Mutex
+	hosts   []*Host
+	byName  map[string]*Host
+	closed  bool
+	cgroups []string // CPUGroup directories, removed by close
 }
 
 // New creates a lab for t: the switch namespace. It requires
@@ -198,6 +199,60 @@ func (l *Lab) AddHosts(names ...string) []*Host {
 		}
 	}
 	return hosts
+}
+
+// CPUGroup is a CPU cgroup for some of the lab's processes
+// (Lab.CPUGroup, Host.StartIn).
+type CPUGroup struct {
+	dir string
+}
+
+// CPUGroup creates a CPU cgroup with the CPU weight of shares/1024
+// ordinary processes when the machine is busy (cgroup v1 cpu.shares, or v2
+// cpu.weight) and no limit when it is not; Host.StartIn starts processes
+// in it (each life is moved in right after it starts). Hundreds of agents
+// on one machine stand for a fleet of servers, each with its own CPU: in
+// one group they cannot starve the coordinators they talk to, as they
+// could not in a real fleet, nor the other programs on the machine. The
+// group is removed at teardown. Without a usable cpu controller it returns
+// nil and logs why (StartIn then starts processes as Start does).
+func (l *Lab) CPUGroup(name string, shares int) *CPUGroup {
+	l.t.Helper()
+	cg := "netlab-" + l.id + "-" + name
+	var dir, weightFile, weight string
+	switch {
+	case fileExists("/sys/fs/cgroup/cgroup.controllers"): // v2
+		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.subtree_control"); err != nil || !strings.Contains(string(b), "cpu") {
+			_ = os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte("+cpu"), 0o644)
+		}
+		dir, weightFile, weight = "/sys/fs/cgroup/"+cg, "cpu.weight", strconv.Itoa(max(1, min(10000, shares*100/1024)))
+	case fileExists("/sys/fs/cgroup/cpu/cpu.shares"): // v1
+		dir, weightFile, weight = "/sys/fs/cgroup/cpu/"+cg, "cpu.shares", strconv.Itoa(max(2, shares))
+	default:
+		l.t.Logf("netlab: no cpu cgroup controller: %s not confined", name)
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		l.t.Logf("netlab: cpu group %s: %v: not confined", name, err)
+		return nil
+	}
+	l.mu.Lock()
+	l.cgroups = append(l.cgroups, dir)
+	l.mu.Unlock()
+	if err := os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0o644); err != nil {
+		l.t.Logf("netlab: cpu group %s: %v", name, err)
+	}
+	return &CPUGroup{dir: dir}
+}
+
+// add moves pid into the group.
+func (g *CPUGroup) add(pid int) error {
+	return os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // SwitchRun runs argv inside the switch namespace (which forwards every
@@ -358,6 +413,22 @@ func (l *Lab) close() {
 	if err := ipc("netns", "del", l.sw); err != nil && !strings.Contains(err.Error(), "No such file") {
 		l.t.Errorf("netlab teardown: %v", err)
 	}
+	l.mu.Lock()
+	groups := l.cgroups
+	l.mu.Unlock()
+	for _, dir := range groups {
+		// Empty once its processes are gone (the kernel may take a moment).
+		var err error
+		for range 50 {
+			if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil && !os.IsNotExist(err) {
+			l.t.Errorf("netlab teardown: cpu group: %v", err)
+		}
+	}
 }
 
 // tail returns the last max bytes of s, starting at a line.
@@ -498,15 +569,28 @@ func (h *Host) Start(name string, argv ...string) *Proc {
 	return h.StartEnv(name, nil, argv...)
 }
 
+// StartIn is Start with the process in CPU group g (nil: none), every
+// life of it.
+func (h *Host) StartIn(g *CPUGroup, name string, argv ...string) *Proc {
+	h.lab.t.Helper()
+	return h.start(g, name, nil, argv)
+}
+
 // StartEnv is Start with extra environment entries ("K=V").
 func (h *Host) StartEnv(name string, env []string, argv ...string) *Proc {
 	h.lab.t.Helper()
+	return h.start(nil, name, env, argv)
+}
+
+func (h *Host) start(g *CPUGroup, name string, env, argv []string) *Proc {
+	h.lab.t.Helper()
 	p := &Proc{
-		Name: name,
-		host: h,
-		argv: append([]string(nil), argv...),
-		env:  append([]string(nil), env...),
-		path: filepath.Join(h.lab.dir, h.Name+"-"+name+".log"),
+		group: g,
+		Name:  name,
+		host:  h,
+		argv:  append([]string(nil), argv...),
+		env:   append([]string(nil), env...),
+		path:  filepath.Join(h.lab.dir, h.Name+"-"+name+".log"),
 	}
 	h.mu.Lock()
 	for _, q := range h.procs {
@@ -607,10 +691,11 @@ type Proc struct {
 	// Name is the process's name on its host.
 	Name string
 
-	host *Host
-	argv []string
-	env  []string
-	path string
+	host  *Host
+	argv  []string
+	env   []string
+	path  string
+	group *CPUGroup
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -651,6 +736,11 @@ func (p *Proc) start() error {
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s on %s: %w", p.Name, p.host.Name, err)
+	}
+	if p.group != nil {
+		if err := p.group.add(cmd.Process.Pid); err != nil {
+			fmt.Fprintf(f, "---- netlab: cpu group: %v\n", err)
+		}
 	}
 	done := make(chan struct{})
 	p.cmd, p.done, p.err = cmd, done, nil

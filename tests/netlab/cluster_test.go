@@ -45,9 +45,9 @@ type cluster struct {
 	agents    []*node
 	interval  string // agents' drift-check interval
 	// coordArgs are extra hive-coordinator arguments.
-	coordArgs  []string
-	signer     bool // coordinators sign bootstrap requests (--tls-ca-key)
-	idleAgents bool // agents run under SCHED_IDLE (clusterConfig.idleAgents)
+	coordArgs []string
+	signer    bool             // coordinators sign bootstrap requests (--tls-ca-key)
+	agentsCPU *netlab.CPUGroup // the agents' cpu group (nil: none)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -75,13 +75,15 @@ type clusterConfig struct {
 	coordinatorArgs []string
 	// signer starts the coordinators with --tls-ca-key (bootstrap tokens).
 	signer bool
-	// idleAgents runs the agents under SCHED_IDLE (chrt --idle 0): many
-	// agents on one machine stand for a fleet of servers, each with its
-	// own CPU, and must not starve the coordinators' raft heartbeats and
-	// gRPC, as they cannot in a real fleet (nice 10 was not enough: 500
-	// agents starting at once still outweighed three coordinators 18 to
-	// 1). The agents get whatever CPU the coordinators leave.
-	idleAgents bool
+	// agentsCPU, when positive, runs all agents in one CPU cgroup
+	// weighing as much as agentsCPU ordinary processes when the machine is
+	// busy (netlab.Lab.CPUGroup): hundreds of agents on one machine stand
+	// for a fleet of servers, each with its own CPU, and must not starve
+	// the coordinators' raft heartbeats and gRPC, as they cannot in a real
+	// fleet (nice 10 was not enough: 500 agents starting at once outweighed
+	// three coordinators 18 to 1; SCHED_IDLE starved the agents whenever
+	// anything else on the shared machine ran).
+	agentsCPU int
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -134,7 +136,9 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	}
 	c.waitLeader(60 * time.Second)
 
-	c.idleAgents = cfg.idleAgents
+	if cfg.agentsCPU > 0 {
+		c.agentsCPU = lab.CPUGroup("agents", cfg.agentsCPU*1024)
+	}
 	c.addAgents(cfg.agents, cfg.labels)
 	return c
 }
@@ -265,10 +269,7 @@ func (c *cluster) startAgent(n *node, via *node) {
 		c.t.Fatal(err)
 	}
 	args := c.agentArgs(n, n.name, via)
-	if c.idleAgents {
-		args = append([]string{"chrt", "--idle", "0"}, args...)
-	}
-	n.proc = n.host.Start("hive-agent", args...)
+	n.proc = n.host.StartIn(c.agentsCPU, "hive-agent", args...)
 	c.agents = append(c.agents, n)
 }
 

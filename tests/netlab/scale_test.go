@@ -20,7 +20,7 @@ import (
 func TestGossipFlapKeepsStreams(t *testing.T) {
 	nAgents := envInt("NETLAB_SCALE_AGENTS", 100)
 	start := time.Now()
-	c := newCluster(t, clusterConfig{coordinators: 3, agents: nAgents, interval: 5 * time.Minute, idleAgents: true})
+	c := newCluster(t, clusterConfig{coordinators: 3, agents: nAgents, interval: 5 * time.Minute, agentsCPU: 2})
 	g1 := c.push(siteFiles("v1", 1), false)
 	c.waitConverged(g1, 3*time.Minute, c.agents...)
 	t.Logf("%d agents converged %v after start (load %s)", nAgents, time.Since(start).Round(time.Millisecond), loadAvg())
