@@ -284,8 +284,9 @@ func (c *Config) memberlistConfig() (*memberlist.Config, error) {
 //	more      5s              2s             500ms            3
 //
 // A dead member is declared after about ProbeInterval + SuspicionMult ×
-// log10(n) × ProbeInterval: ~9 s at 64 members (1 s probes), ~36 s at
-// 1,000 (4 s). The push/pull interval (30 s) is scaled by memberlist itself
+// log10(n) × ProbeInterval (at the earliest: memberlist lengthens it when
+// few members confirm the suspicion): ~8 s at 64 members (1 s probes),
+// ~40 s at 1,000 (4 s). The push/pull interval (30 s) is scaled by memberlist itself
 // (×6 at 1,000 members); gossip fan-out (3 members) and retransmits
 // (4 × log10(n+1)) are memberlist's. SizeFor leaves mc unchanged for
 // n ≤ 64.

@@ -87,7 +87,7 @@ func run(args []string) error {
 		gossipKey    = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key")
 		gossipProf   = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
 		gossipPool   = fs.Int("gossip-pool-size", 0, "members the gossip pool is sized for (lan timing: probe and gossip intervals grow past 64); 0: the size this agent saw last, remembered in --data-dir")
-		joinSpread   = fs.Duration("gossip-join-spread", 0, "longest random delay before joining gossip, so a fleet starting at once does not join at once; 0: 10ms per member of the pool size, 1s to 30s")
+		joinSpread   = fs.Duration("gossip-join-spread", 0, "longest random delay before joining gossip, so a fleet starting at once does not join at once; 0: 30ms per member of the pool size, 1s to 60s")
 		interval     = fs.Duration("interval", def.Interval, "drift-check period (jittered)")
 		root         = fs.String("root", "", "converge under this sandbox root: files written below it, everything else only planned")
 		dryRun       = fs.Bool("dry-run", false, "plan and report, change nothing")

@@ -51,7 +51,8 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 	setup := time.Now()
 	c := newCluster(b, clusterConfig{
 		coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute,
-		agentsCPU: envInt("NETLAB_BENCH_AGENTS_CPU", 2), agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
+		agentsCPU: envInt("NETLAB_BENCH_AGENTS_CPU", 2), startRate: envInt("NETLAB_BENCH_START_RATE", 25),
+		agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
 	})
 	b.Logf("%d agents started in %v (load %s)", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg())
 	g := c.push(siteFiles("warm", 1), true)

@@ -48,6 +48,7 @@ type cluster struct {
 	coordArgs []string
 	signer    bool             // coordinators sign bootstrap requests (--tls-ca-key)
 	agentsCPU *netlab.CPUGroup // the agents' cpu group (nil: none)
+	startRate int              // agents started per second (0: all at once)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -84,6 +85,9 @@ type clusterConfig struct {
 	// three coordinators 18 to 1; SCHED_IDLE starved the agents whenever
 	// anything else on the shared machine ran).
 	agentsCPU int
+	// startRate starts the agents at this many per second (0: all at
+	// once), as a fleet is rolled out.
+	startRate int
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -136,6 +140,7 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	}
 	c.waitLeader(60 * time.Second)
 
+	c.startRate = cfg.startRate
 	if cfg.agentsCPU > 0 {
 		c.agentsCPU = lab.CPUGroup("agents", cfg.agentsCPU*1024)
 	}
@@ -171,6 +176,9 @@ func (c *cluster) addAgents(n int, labels func(i int) []string) {
 	}
 	c.tlsMany(args)
 	for i, n := range nodes {
+		if c.startRate > 0 && i > 0 {
+			time.Sleep(time.Second / time.Duration(c.startRate))
+		}
 		c.startAgent(n, c.coords[i%len(c.coords)])
 	}
 }
