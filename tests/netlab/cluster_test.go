@@ -11,11 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hivefleet/hive/internal/netlab"
+	"github.com/hivefleet/hive/pki"
 )
 
 // In namespaces every host has its own address: the default ports are used.
@@ -162,19 +162,14 @@ func (c *cluster) addAgents(n int, labels func(i int) []string) {
 	}
 	hosts := c.lab.AddHosts(names...)
 	nodes := make([]*node, n)
-	args := make([][]string, n)
 	for i := range nodes {
 		l := []string{"tier=web"}
 		if labels != nil {
 			l = labels(i + 1)
 		}
 		nodes[i] = &node{name: names[i], host: hosts[i], labels: l}
-		args[i] = []string{"cert", "create", "--agent", names[i]}
-		for _, kv := range l {
-			args[i] = append(args[i], "--label", kv)
-		}
 	}
-	c.tlsMany(args)
+	c.agentCerts(nodes)
 	for i, n := range nodes {
 		if c.startRate > 0 && i > 0 {
 			time.Sleep(time.Second / time.Duration(c.startRate))
@@ -183,26 +178,26 @@ func (c *cluster) addAgents(n int, labels func(i int) []string) {
 	}
 }
 
-// tlsMany runs several `hivectl tls` commands, a few at a time.
-func (c *cluster) tlsMany(argss [][]string) {
+// agentCerts issues agent certificates in the test process (what
+// `hivectl tls cert create --agent NAME --label ...` does, with the same
+// package): hundreds of hivectl processes would take minutes of CPU on a
+// busy machine.
+func (c *cluster) agentCerts(nodes []*node) {
 	c.t.Helper()
-	errs := make([]error, len(argss))
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	for i, args := range argss {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			args = append(append([]string{"tls"}, args...), "--dir", c.pki)
-			if out, err := exec.Command(c.bin["hivectl"], args...).CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("hivectl %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-		}()
+	ca, err := pki.LoadCAFromDir(c.pki)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	wg.Wait()
-	for _, err := range errs {
+	for _, n := range nodes {
+		labels, err := pki.ParseLabelArgs(n.labels)
 		if err != nil {
+			c.t.Fatal(err)
+		}
+		iss, err := ca.Issue(pki.CertRequest{Identity: pki.Identity{Kind: pki.KindAgent, Name: n.name}, Labels: labels})
+		if err != nil {
+			c.t.Fatalf("issue %s: %v", n.name, err)
+		}
+		if _, _, err := pki.WriteCert(c.pki, n.name, iss, false); err != nil {
 			c.t.Fatal(err)
 		}
 	}
