@@ -241,6 +241,15 @@ func (c *Config) memberlistConfig() (*memberlist.Config, error) {
 	// makes healthy members suspect. Serf keeps at least 4096 of its
 	// own messages queued, or twice the members.
 	mc.HandoffQueueDepth = max(mc.HandoffQueueDepth, 4096, 2*c.PoolSize)
+	// memberlist compresses every packet, each ping and ack included, with
+	// a new LZW writer holding a 64 KiB table: on an idle member most of
+	// the garbage, and so most of the collector's work, came from
+	// compressing packets of a few hundred bytes. Outside WAN timing the
+	// bytes are cheaper than the CPU; members with and without
+	// compression understand each other (a compressed message says so).
+	if c.Profile != ProfileWAN {
+		mc.EnableCompression = false
+	}
 	mc.Name = c.Name
 	host, port, err := splitHostPort(c.BindAddr)
 	if err != nil {
