@@ -52,6 +52,7 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 	c := newCluster(b, clusterConfig{
 		coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute,
 		agentsCPU: envInt("NETLAB_BENCH_AGENTS_CPU", 2), startRate: envInt("NETLAB_BENCH_START_RATE", 25),
+		coordsCPU:  envInt("NETLAB_BENCH_COORDINATORS_CPU", 8),
 		agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
 	})
 	b.Logf("%d agents started in %v (load %s)", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg())

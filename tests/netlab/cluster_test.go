@@ -49,6 +49,7 @@ type cluster struct {
 	signer    bool             // coordinators sign bootstrap requests (--tls-ca-key)
 	agentsCPU *netlab.CPUGroup // the agents' cpu group (nil: none)
 	startRate int              // agents started per second (0: all at once)
+	coordsCPU *netlab.CPUGroup // the coordinators' cpu group (nil: none)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -88,6 +89,11 @@ type clusterConfig struct {
 	// startRate starts the agents at this many per second (0: all at
 	// once), as a fleet is rolled out.
 	startRate int
+	// coordsCPU, when positive, runs the coordinators in one CPU cgroup
+	// weighing as much as coordsCPU ordinary processes: in a real fleet
+	// they have servers of their own, not a share of a machine also
+	// running hundreds of agents and other people's builds.
+	coordsCPU int
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -135,12 +141,15 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		n.data = filepath.Join(c.dir, n.name, "data")
 		c.tls("cert", "create", "--coordinator", n.name, "--ip", n.host.Addr)
 	}
+	c.startRate = cfg.startRate
+	if cfg.coordsCPU > 0 {
+		c.coordsCPU = lab.CPUGroup("coordinators", cfg.coordsCPU*1024)
+	}
 	for _, n := range c.coords {
 		c.startCoordinator(n)
 	}
 	c.waitLeader(60 * time.Second)
 
-	c.startRate = cfg.startRate
 	if cfg.agentsCPU > 0 {
 		c.agentsCPU = lab.CPUGroup("agents", cfg.agentsCPU*1024)
 	}
@@ -243,7 +252,7 @@ func (c *cluster) startCoordinator(n *node) {
 	if c.signer {
 		args = append(args, "--tls-ca-key", filepath.Join(c.pki, "ca-key.pem"))
 	}
-	n.proc = n.host.Start("hive-coordinator", args...)
+	n.proc = n.host.StartIn(c.coordsCPU, "hive-coordinator", args...)
 }
 
 // addAgent creates a host and starts an agent on it that knows one join
