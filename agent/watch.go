@@ -92,6 +92,17 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		defer cancel()
 		events = ch
 	}
+	if d := RestartSpread(a.fleetSize); d > 0 && a.current() != nil {
+		// A restart of a whole fleet (power back after a cut): the
+		// cached state is enforced already; spread the reconnections.
+		wait := rand.N(d)
+		a.log.Info("restarted with a cached state: spreading the first connection", "delay", wait.Round(time.Millisecond), "fleet", a.fleetSize)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 	backoff := a.cfg.ReconnectMin
 	avoid := ""
 	for ctx.Err() == nil {
