@@ -19,7 +19,7 @@
 // A Lab belongs to one test (New registers its teardown with t.Cleanup):
 //
 //	lab := netlab.New(t)          // switch namespace
-//	h1 := lab.AddHost("c1")       // namespace, veth, 10.231.N.10
+//	h1 := lab.AddHost("c1")       // namespace, veth, 10.N.0.10
 //	p := h1.Start("coord", bin, "--grpc-addr", h1.Addr+":7400")
 //	h1.Cut(); h1.Heal()           // link down / up on the switch side
 //	p.Kill()                      // kill -9
