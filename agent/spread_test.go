@@ -31,3 +31,26 @@ func TestSpreads(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolSizeRemembered: the pool size survives a reopen of the cache
+// (what the next start sizes gossip with); none saved reads as 0.
+func TestPoolSizeRemembered(t *testing.T) {
+	dir := t.TempDir()
+	c, err := agent.OpenCache(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.LoadPoolSize(); n != 0 || err != nil {
+		t.Fatalf("empty cache: %d, %v", n, err)
+	}
+	if err := c.SavePoolSize(503); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := agent.OpenCache(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c2.LoadPoolSize(); n != 503 || err != nil {
+		t.Fatalf("reopened: %d, %v; want 503", n, err)
+	}
+}
