@@ -86,6 +86,8 @@ type Agent struct {
 	conn       atomic.Pointer[connHolder]
 	remembered []string      // coordinators known in the last session (read-only after New)
 	saved      string        // last saved coordinator list, watch goroutine only
+	poolSize   int           // pool size last saved, poolLoop only
+	fleetSize  int           // gossip pool size this agent sized for (read-only after New)
 	reportWake chan struct{} // reporter wake-up (cap 1)
 	reconnect  chan struct{} // the certificate was renewed: reconnect the watch (cap 1)
 	seq        atomic.Uint64
@@ -173,6 +175,19 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 
 	if cfg.Gossip != nil {
 		gc := *cfg.Gossip
+		if gc.PoolSize == 0 {
+			// Size gossip for the fleet this agent saw last: after a power
+			// cut, a thousand agents start at once with the right timing.
+			n, err := c.LoadPoolSize()
+			if err != nil {
+				a.log.Warn("ignoring the remembered gossip pool size", "err", err)
+			}
+			gc.PoolSize, a.poolSize = n, n
+		}
+		a.fleetSize = gc.PoolSize
+		if gc.JoinSpread == 0 && gc.Profile != gossip.ProfileLocal {
+			gc.JoinSpread = JoinSpread(gc.PoolSize)
+		}
 		gc.Name = cfg.Name
 		gc.Logger = cfg.Logger
 		gc.Meta = &hivev1.MemberMeta{Kind: hivev1.MemberKind_MEMBER_KIND_AGENT, Labels: cfg.Labels, Version: version.Version}
@@ -267,11 +282,66 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	goRun(a.reportLoop)
 	goRun(a.watchdog)
+	if a.gossip != nil {
+		goRun(a.poolLoop)
+	}
 	a.runLoop(ctx)
 	notify(a.log, daemon.SdNotifyStopping)
 	wg.Wait()
 	a.log.Info("agent stopped")
 	return nil
+}
+
+// JoinSpread is the agent's default gossip join spread for a pool of n
+// members: 30ms per member, at least 1s, at most 60s. A thousand agents
+// starting together then join over 30s, about 33 joins a second (each a
+// full state exchange with a seed; memberlist refuses more than 128 at
+// once, and 500 agents joining within 5s overran three coordinators on
+// the shared 2-core test machine).
+func JoinSpread(n int) time.Duration {
+	return min(max(time.Duration(n)*30*time.Millisecond, time.Second), time.Minute)
+}
+
+// RestartSpread is the longest random delay before a restarted agent (one
+// with a cached state, which it enforces meanwhile) first dials a
+// coordinator, in a fleet of n members: 20ms per member past 64, at most
+// 20s. After a power cut, 500 agents then reconnect over 10s rather than
+// within the same second; a first start (no cached state) and a small fleet
+// dial at once.
+func RestartSpread(n int) time.Duration {
+	if n <= 64 {
+		return 0
+	}
+	return min(time.Duration(n)*20*time.Millisecond, 20*time.Second)
+}
+
+// poolLoop remembers the gossip pool's size (alive members) every few
+// minutes when it changed by more than a tenth, for the next start's
+// gossip sizing (gossip.Config.PoolSize).
+func (a *Agent) poolLoop(ctx context.Context) {
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := 0
+		for _, m := range a.gossip.Members() {
+			if m.State == gossip.StateAlive {
+				n++
+			}
+		}
+		if d := n - a.poolSize; n > 1 && (d*10 > a.poolSize || -d*10 > a.poolSize) {
+			if err := a.cache.SavePoolSize(n); err != nil {
+				a.log.Warn("cannot remember the gossip pool size", "err", err)
+			} else {
+				a.poolSize = n
+			}
+		}
+		t.Reset(jitter(5*time.Minute, 20))
+	}
 }
 
 func (a *Agent) current() *hivev1.NodeState {

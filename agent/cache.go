@@ -27,7 +27,9 @@ const (
 	StateFile        = "state.pb"
 	AppliedFile      = "applied.json"
 	CoordinatorsFile = "coordinators.json"
-	ReportsDir       = "reports"
+	// PoolFile remembers the size of the gossip pool last seen.
+	PoolFile   = "pool.json"
+	ReportsDir = "reports"
 	// SecretFilesLedger lists the paths the file provider rendered
 	// secrets into (their diffs are never reported).
 	SecretFilesLedger = "secret-files.json"
@@ -153,6 +155,33 @@ func (c *Cache) LoadCoordinators() ([]string, error) {
 		return nil, c.corrupt(CoordinatorsFile, err)
 	}
 	return addrs, nil
+}
+
+// SavePoolSize remembers how many members the gossip pool had, so that a
+// restarted agent sizes gossip for its fleet from the start.
+func (c *Cache) SavePoolSize(n int) error {
+	b, err := json.Marshal(struct {
+		Members int `json:"members"`
+	}{n})
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(c.dir, PoolFile), seal(b), 0o600)
+}
+
+// LoadPoolSize returns the remembered pool size (0 when none).
+func (c *Cache) LoadPoolSize() (int, error) {
+	b, err := c.read(PoolFile)
+	if err != nil || b == nil {
+		return 0, err
+	}
+	var v struct {
+		Members int `json:"members"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil || v.Members < 0 {
+		return 0, c.corrupt(PoolFile, fmt.Errorf("members: %v (%d)", err, v.Members))
+	}
+	return v.Members, nil
 }
 
 // read returns the verified payload of name, nil if it does not exist.

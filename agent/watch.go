@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -93,6 +92,17 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		defer cancel()
 		events = ch
 	}
+	if d := RestartSpread(a.fleetSize); d > 0 && a.current() != nil {
+		// A restart of a whole fleet (power back after a cut): the
+		// cached state is enforced already; spread the reconnections.
+		wait := rand.N(d)
+		a.log.Info("restarted with a cached state: spreading the first connection", "delay", wait.Round(time.Millisecond), "fleet", a.fleetSize)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 	backoff := a.cfg.ReconnectMin
 	avoid := ""
 	for ctx.Err() == nil {
@@ -126,7 +136,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		default:
 		}
 		began := time.Now()
-		got, err := a.watch(ctx, conn, events)
+		got, err := a.watch(ctx, conn)
 		a.conn.CompareAndSwap(h, nil)
 		conn.Close()
 		if ctx.Err() != nil {
@@ -145,8 +155,25 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			wait = rand.N(a.cfg.ReconnectSpread + 1)
 		}
 		a.log.Warn("watch stream lost, switching coordinator", "coordinator", conn.Addr, "retry_in", wait.Round(time.Millisecond), "err", err)
+		// Membership events that arrived while the stream was up are
+		// stale: a join seen then must not cut the next backoff short.
+		drain(events)
 		a.sleep(ctx, wait, nil)
 		backoff = min(backoff*2, a.cfg.ReconnectMax)
+	}
+}
+
+// drain empties a buffered event channel without blocking.
+func drain(events <-chan gossip.Event) {
+	for {
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
 	}
 }
 
@@ -174,12 +201,21 @@ func (a *Agent) sleep(ctx context.Context, d time.Duration, events <-chan gossip
 	}
 }
 
-// watch runs one stream until it fails, ctx ends, or gossip reports the
-// coordinator gone. It reports whether a state was received.
-func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan gossip.Event) (bool, error) {
+// watch runs one stream until it fails (the coordinator ends it, or the
+// connection's own HTTP/2 keepalive finds the path dead), ctx ends, or a
+// certificate renewal asks for a new connection. It reports whether a
+// state was received.
+//
+// Gossip's opinion of the coordinator is deliberately not consulted: in a
+// large or loaded pool memberlist can call a coordinator dead (UDP probes
+// lost in a full queue) while its gRPC stream delivers, and tearing down
+// working streams on such a hint only added a reconnect storm to the load.
+// A stream is judged by its own keepalives (clientConfig: a ping after 25s
+// of silence, dead 10s later); gossip only helps choose a coordinator when
+// connecting (candidates).
+func (a *Agent) watch(ctx context.Context, conn *client.Conn) (bool, error) {
 	sctx, cancelCause := context.WithCancelCause(ctx)
 	defer cancelCause(nil)
-	cancel := func() { cancelCause(errCoordinatorLeft) }
 	known := ""
 	if st := a.current(); st != nil {
 		known = st.GetHash()
@@ -204,27 +240,6 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan goss
 			cancelCause(errRenewed)
 		}
 	}()
-	if events != nil {
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			for {
-				select {
-				case <-done:
-					return
-				case ev, ok := <-events:
-					if !ok {
-						return
-					}
-					if ev.Type == gossip.EventLeave && coordinatorAt(ev.Member, conn.Addr) {
-						a.log.Warn("gossip reports the watched coordinator gone", "coordinator", ev.Member.Name, "state", ev.Member.State.String())
-						cancel()
-						return
-					}
-				}
-			}
-		}()
-	}
 	got := false
 	for {
 		resp, err := stream.Recv()
@@ -241,15 +256,6 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn, events <-chan goss
 			a.deliver(st)
 		}
 	}
-}
-
-// errCoordinatorLeft ends a watch stream whose coordinator gossip reports
-// gone.
-var errCoordinatorLeft = errors.New("coordinator left the gossip pool")
-
-func coordinatorAt(m gossip.Member, addr string) bool {
-	n, err := client.NormalizeAddr(m.Meta.GetGrpcAddr())
-	return err == nil && n == addr
 }
 
 // probe checks that a coordinator answers now (firewall confirm).

@@ -63,12 +63,30 @@ type Config struct {
 	Logger *slog.Logger
 	// Profile selects memberlist timing (default ProfileLAN).
 	Profile Profile
+	// PoolSize is the number of members the pool is expected to hold
+	// (the fleet: agents and coordinators). With ProfileLAN it sizes
+	// memberlist's timing and queues for that many members (see
+	// SizeFor); 0 or anything up to 64 keeps memberlist's LAN defaults.
+	// memberlist's own scaling (suspicion timeout, retransmits and
+	// push/pull interval grow with log N of the members it knows) applies
+	// on top.
+	PoolSize int
 
 	// JoinBackoffMin and JoinBackoffMax bound the retry delay of joins.
 	JoinBackoffMin, JoinBackoffMax time.Duration
+	// JoinSpread is the longest random delay before the first join: when
+	// a whole fleet starts at once (after a power cut), its joins arrive
+	// spread over this window instead of at the same moment. Zero: join
+	// at once.
+	JoinSpread time.Duration
 	// RejoinInterval is how often join addresses that are not alive members
-	// are joined again (jittered). Zero disables rejoining.
+	// are joined again (jittered). Zero disables rejoining. An address
+	// that stays missing is retried with exponential backoff up to
+	// RejoinMax, so that a fleet does not hammer a seed that is down.
 	RejoinInterval time.Duration
+	// RejoinMax bounds the rejoin backoff of one address (default
+	// RejoinInterval × 8).
+	RejoinMax time.Duration
 	// DeadRetention is how long dead and left members stay in Members().
 	DeadRetention time.Duration
 	// LeaveTimeout bounds the leave broadcast on shutdown.
@@ -83,6 +101,7 @@ func DefaultConfig() Config {
 		JoinBackoffMin: 500 * time.Millisecond,
 		JoinBackoffMax: 15 * time.Second,
 		RejoinInterval: 15 * time.Second,
+		RejoinMax:      2 * time.Minute,
 		DeadRetention:  time.Hour,
 		LeaveTimeout:   3 * time.Second,
 	}
@@ -122,8 +141,11 @@ func (c *Config) Validate() error {
 	if c.JoinBackoffMin <= 0 || c.JoinBackoffMax < c.JoinBackoffMin {
 		return fmt.Errorf("gossip: join backoff %v..%v is invalid", c.JoinBackoffMin, c.JoinBackoffMax)
 	}
-	if c.RejoinInterval < 0 || c.DeadRetention < 0 || c.LeaveTimeout < 0 {
+	if c.RejoinInterval < 0 || c.RejoinMax < 0 || c.DeadRetention < 0 || c.LeaveTimeout < 0 || c.JoinSpread < 0 {
 		return errors.New("gossip: negative interval")
+	}
+	if c.PoolSize < 0 {
+		return fmt.Errorf("gossip: pool size %d is negative", c.PoolSize)
 	}
 	return nil
 }
@@ -210,6 +232,23 @@ func (c *Config) memberlistConfig() (*memberlist.Config, error) {
 		mc.GossipToTheDeadTime = 5 * time.Second
 	default:
 		mc = memberlist.DefaultLANConfig()
+		SizeFor(mc, c.PoolSize)
+	}
+	// The queue of received messages waiting for memberlist's handler:
+	// a join storm or a burst of state changes from thousands of members
+	// arrives faster than a busy member handles it, and memberlist drops
+	// what does not fit ("handler queue full"), which loses acks and
+	// makes healthy members suspect. Serf keeps at least 4096 of its
+	// own messages queued, or twice the members.
+	mc.HandoffQueueDepth = max(mc.HandoffQueueDepth, 4096, 2*c.PoolSize)
+	// memberlist compresses every packet, each ping and ack included, with
+	// a new LZW writer holding a 64 KiB table: on an idle member most of
+	// the garbage, and so most of the collector's work, came from
+	// compressing packets of a few hundred bytes. Outside WAN timing the
+	// bytes are cheaper than the CPU; members with and without
+	// compression understand each other (a compressed message says so).
+	if c.Profile != ProfileWAN {
+		mc.EnableCompression = false
 	}
 	mc.Name = c.Name
 	host, port, err := splitHostPort(c.BindAddr)
@@ -235,6 +274,49 @@ func (c *Config) memberlistConfig() (*memberlist.Config, error) {
 		mc.SecretKey = append([]byte(nil), c.Key...)
 	}
 	return mc, nil
+}
+
+// SizeFor adjusts memberlist LAN timing for a pool of n members. Every
+// member probes one other per ProbeInterval and gossips every
+// GossipInterval, so a pool of n costs n probes per interval over the
+// network (and, on one machine running many members, n times one
+// member's CPU). hive does not need second-scale failure detection from
+// gossip (watch streams have their own keepalives; gossip states are
+// shown, not acted on), so large pools trade detection time for load,
+// as memberlist's WAN profile does:
+//
+//	members   probe interval  probe timeout  gossip interval  suspicion mult
+//	≤ 64      1s              500ms          200ms            4  (LAN defaults)
+//	≤ 256     2s              1s             300ms            4
+//	≤ 512     3s              1s             400ms            4
+//	≤ 1024    4s              1.5s           500ms            3
+//	more      5s              2s             500ms            3
+//
+// A dead member is declared after about ProbeInterval + SuspicionMult ×
+// log10(n) × ProbeInterval (at the earliest: memberlist lengthens it when
+// few members confirm the suspicion): ~8 s at 64 members (1 s probes),
+// ~40 s at 1,000 (4 s). The push/pull interval (30 s) is scaled by memberlist itself
+// (×6 at 1,000 members); gossip fan-out (3 members) and retransmits
+// (4 × log10(n+1)) are memberlist's. SizeFor leaves mc unchanged for
+// n ≤ 64.
+func SizeFor(mc *memberlist.Config, n int) {
+	switch {
+	case n <= 64:
+		return
+	case n <= 256:
+		mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 2*time.Second, time.Second, 300*time.Millisecond
+	case n <= 512:
+		mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 3*time.Second, time.Second, 400*time.Millisecond
+	case n <= 1024:
+		mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 4*time.Second, 1500*time.Millisecond, 500*time.Millisecond
+		mc.SuspicionMult = 3
+	default:
+		mc.ProbeInterval, mc.ProbeTimeout, mc.GossipInterval = 5*time.Second, 2*time.Second, 500*time.Millisecond
+		mc.SuspicionMult = 3
+	}
+	// Dead members are gossiped about for as long as a push/pull round
+	// takes to reach everyone.
+	mc.GossipToTheDeadTime = max(mc.GossipToTheDeadTime, 10*mc.ProbeInterval)
 }
 
 // NewKey returns a new random 32-byte gossip key in the text form ParseKey

@@ -1,7 +1,11 @@
 package gossip
 
 import (
+	"context"
+	"log/slog"
 	"time"
+
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -28,6 +32,18 @@ func (b *intentBroadcast) Finished()       {}
 func (b *intentBroadcast) Invalidates(o memberlist.Broadcast) bool {
 	nb, ok := o.(memberlist.NamedBroadcast)
 	return ok && nb.Name() == b.Name()
+}
+
+// memberLevel is the log level of another member's join and leave: info
+// for coordinators, and on coordinators; on an agent, other agents come
+// and go at debug (an agent in a pool of thousands would otherwise log a
+// line per member at every start).
+func (g *Gossip) memberLevel(other *hivev1.MemberMeta) slog.Level {
+	coord := hivev1.MemberKind_MEMBER_KIND_COORDINATOR
+	if other.GetKind() == coord || g.cfg.Meta.GetKind() == coord || g.cfg.Meta.GetKind() == hivev1.MemberKind_MEMBER_KIND_UNSPECIFIED {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 // delegate implements memberlist.Delegate and memberlist.EventDelegate.
@@ -101,7 +117,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	g.emitLocked(Event{Type: EventJoin, Member: *m})
 	g.mu.Unlock()
 	if !m.Self {
-		g.log.Info("member joined", "member", n.Name, "addr", m.Addr, "kind", meta.GetKind().String())
+		g.log.Log(context.Background(), g.memberLevel(meta), "member joined", "member", n.Name, "addr", m.Addr, "kind", meta.GetKind().String())
 	}
 }
 
@@ -123,7 +139,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	ev := Event{Type: EventLeave, Member: *m}
 	g.emitLocked(ev)
 	g.mu.Unlock()
-	g.log.Info("member gone", "member", n.Name, "state", ev.Member.State.String())
+	g.log.Log(context.Background(), g.memberLevel(m.Meta), "member gone", "member", n.Name, "state", ev.Member.State.String())
 }
 
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {

@@ -242,18 +242,17 @@ func (g *Gossip) Run(ctx context.Context) error {
 			return g.leave()
 		}
 	}
-	var tick <-chan time.Time
 	if g.cfg.RejoinInterval > 0 {
 		t := time.NewTimer(jitter(g.cfg.RejoinInterval))
 		defer t.Stop()
-		tick = t.C
+		backoff := map[string]*rejoinState{}
 		for {
 			select {
 			case <-ctx.Done():
 				return g.leave()
-			case <-tick:
+			case <-t.C:
 				g.prune()
-				g.rejoinMissing(ctx)
+				g.rejoinMissing(ctx, backoff, time.Now())
 				t.Reset(jitter(g.cfg.RejoinInterval))
 			}
 		}
@@ -262,15 +261,34 @@ func (g *Gossip) Run(ctx context.Context) error {
 	return g.leave()
 }
 
-// joinLoop retries joining until a join reaches another member.
+// joinLoop retries joining until a join reaches another member. It
+// waits a random part of JoinSpread first, then tries the join addresses
+// one at a time in random order, stopping at the first that answers: one
+// push/pull with one member brings the whole membership, and a fleet
+// joining through every seed at once would send each seed a full state
+// exchange per member.
 func (g *Gossip) joinLoop(ctx context.Context) error {
+	if g.cfg.JoinSpread > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(rand.N(g.cfg.JoinSpread)):
+		}
+	}
 	delay := g.cfg.JoinBackoffMin
 	for attempt := 1; ; attempt++ {
-		n, err := g.ml.Join(g.cfg.Join)
-		if n > 0 && g.aliveOthers() > 0 {
-			g.log.Info("joined gossip pool", "via", g.cfg.Join, "members", g.ml.NumMembers(), "attempts", attempt)
-			close(g.joined)
-			return nil
+		var err error
+		for _, addr := range shuffled(g.cfg.Join) {
+			var n int
+			n, err = g.ml.Join([]string{addr})
+			if n > 0 && g.aliveOthers() > 0 {
+				g.log.Info("joined gossip pool", "via", addr, "members", g.ml.NumMembers(), "attempts", attempt)
+				close(g.joined)
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 		}
 		wait := backoffJitter(delay)
 		lvl := slog.LevelDebug
@@ -287,10 +305,29 @@ func (g *Gossip) joinLoop(ctx context.Context) error {
 	}
 }
 
-// rejoinMissing joins again every configured address that is not an alive
-// member: after a partition or a restart of the whole pool, memberlist alone
-// would keep the halves apart once the dead are no longer gossiped to.
-func (g *Gossip) rejoinMissing(ctx context.Context) {
+// shuffled returns a shuffled copy of addrs.
+func shuffled(addrs []string) []string {
+	out := slices.Clone(addrs)
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// rejoinState is the backoff of one join address that is not an alive
+// member: it is joined again at next, and the delay after a failure
+// doubles up to RejoinMax.
+type rejoinState struct {
+	next  time.Time
+	delay time.Duration
+}
+
+// rejoinMissing joins again the configured addresses that are not alive
+// members: after a partition or a restart of the whole pool, memberlist
+// alone would keep the halves apart once the dead are no longer gossiped
+// to. One join per round (the first due, in random order) is enough to
+// merge two halves; an address that stays missing is retried with
+// exponential backoff (RejoinInterval doubling up to RejoinMax), so that a
+// fleet does not push its whole state to a seed that is down every round.
+func (g *Gossip) rejoinMissing(ctx context.Context, backoff map[string]*rejoinState, now time.Time) {
 	alive := make(map[string]bool)
 	self := g.LocalAddr()
 	for _, m := range g.Members() {
@@ -298,7 +335,7 @@ func (g *Gossip) rejoinMissing(ctx context.Context) {
 			alive[m.Addr] = true
 		}
 	}
-	var missing []string
+	var due []string
 	for _, j := range g.cfg.Join {
 		addrs, err := resolve(ctx, j)
 		if err != nil {
@@ -312,19 +349,53 @@ func (g *Gossip) rejoinMissing(ctx context.Context) {
 				break
 			}
 		}
-		if !found {
-			missing = append(missing, j)
+		if found {
+			delete(backoff, j)
+			continue
+		}
+		st := backoff[j]
+		if st == nil {
+			// A seed just found missing (restarted, or cut off) is
+			// joined after a random delay that grows with the pool: one
+			// join merges the pool again, and a restarted seed usually
+			// comes back by itself (it rejoins its own seeds), so a
+			// thousand members need not all push their state to it
+			// within the same seconds.
+			st = &rejoinState{next: now.Add(rand.N(g.rejoinSpread() + 1)), delay: g.cfg.RejoinInterval}
+			backoff[j] = st
+		}
+		if !now.Before(st.next) {
+			due = append(due, j)
 		}
 	}
-	if len(missing) == 0 {
+	if len(due) == 0 {
 		return
 	}
-	n, err := g.ml.Join(missing)
+	addr := due[rand.N(len(due))]
+	n, err := g.ml.Join([]string{addr})
+	st := backoff[addr]
 	if n > 0 {
-		g.log.Info("rejoined gossip addresses", "addrs", missing, "reached", n)
-	} else {
-		g.log.Debug("rejoin failed", "addrs", missing, "err", err)
+		g.log.Info("rejoined gossip address", "addr", addr)
+		delete(backoff, addr)
+		return
 	}
+	st.delay = min(st.delay*2, max(g.rejoinMax(), g.cfg.RejoinInterval))
+	st.next = now.Add(jitter(st.delay))
+	g.log.Debug("rejoin failed", "addr", addr, "retry_in", st.delay, "err", err)
+}
+
+// rejoinSpread is the window over which the members of the pool rejoin a
+// seed found missing: 50ms per member, at least nothing, at most 2
+// minutes.
+func (g *Gossip) rejoinSpread() time.Duration {
+	return min(time.Duration(g.cfg.PoolSize)*50*time.Millisecond, 2*time.Minute)
+}
+
+func (g *Gossip) rejoinMax() time.Duration {
+	if g.cfg.RejoinMax > 0 {
+		return g.cfg.RejoinMax
+	}
+	return 8 * g.cfg.RejoinInterval
 }
 
 func resolve(ctx context.Context, hostport string) ([]string, error) {

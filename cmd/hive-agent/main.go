@@ -24,6 +24,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +50,26 @@ var errNoGossipKey = errors.New(`no gossip key: outside --dev, gossip is encrypt
 const DefaultConfigFile = "/etc/hive/agent.yaml"
 
 func main() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		// An agent is a background daemon on every server, idle nearly
+		// all the time, and its work (converging files, packages,
+		// services) waits on the disk and on other programs, not on CPU.
+		// One P keeps the idle cost down: each further P adds scheduler
+		// wake-ups and spinning on every timer and packet (measured on
+		// the netns harness: 0.082% → 0.064% of a core per idle agent,
+		// 2 → 1; docs/performance.md). GOMAXPROCS in the environment
+		// wins.
+		runtime.GOMAXPROCS(1)
+	}
+	if os.Getenv("GOGC") == "" {
+		// The live heap is a few MB, so the default GOGC=100 collects
+		// after every few MB allocated: while a pool of hundreds of
+		// members forms (membership messages decoded by the thousand),
+		// perf showed a third of the agents' CPU in the collector.
+		// 200 halves the collections for a few MB more. GOGC in the
+		// environment wins.
+		debug.SetGCPercent(200)
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hive-agent:", err)
 		os.Exit(1)
@@ -74,6 +96,8 @@ func run(args []string) error {
 		bootstrapTok = fs.String("bootstrap-token-file", "", "single-use token to obtain this agent's certificate when --tls-cert/--tls-key do not exist yet")
 		gossipKey    = fs.String("gossip-key-file", "", "file with the base64 gossip encryption key")
 		gossipProf   = fs.String("gossip-profile", string(gossip.ProfileLAN), "gossip timing: lan, wan or local (tests)")
+		gossipPool   = fs.Int("gossip-pool-size", 0, "members the gossip pool is sized for (lan timing: probe and gossip intervals grow past 64); 0: the size this agent saw last, remembered in --data-dir")
+		joinSpread   = fs.Duration("gossip-join-spread", 0, "longest random delay before joining gossip, so a fleet starting at once does not join at once; 0: 30ms per member of the pool size, 1s to 60s")
 		interval     = fs.Duration("interval", def.Interval, "drift-check period (jittered)")
 		root         = fs.String("root", "", "converge under this sandbox root: files written below it, everything else only planned")
 		dryRun       = fs.Bool("dry-run", false, "plan and report, change nothing")
@@ -160,6 +184,14 @@ func run(args []string) error {
 		g.AdvertiseAddr = *advertise
 		g.Join = *join
 		g.Profile = gossip.Profile(*gossipProf)
+		if *gossipPool < 0 {
+			return fmt.Errorf("--gossip-pool-size %d: must not be negative", *gossipPool)
+		}
+		if *joinSpread < 0 {
+			return fmt.Errorf("--gossip-join-spread %v: must not be negative", *joinSpread)
+		}
+		g.PoolSize = *gossipPool
+		g.JoinSpread = *joinSpread
 		switch {
 		case *gossipKey != "":
 			data, err := os.ReadFile(*gossipKey)

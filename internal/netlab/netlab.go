@@ -5,16 +5,21 @@
 // touched.
 //
 // The switch routes (each host is a /32 behind its own veth, with the
-// switch's address 10.231.N.1 as its gateway) rather than bridges: on a
+// switch's address 10.N.0.1 as its gateway) rather than bridges: on a
 // bridge every host keeps an ARP entry for every host it talks to, and the
 // kernel's neighbour table is shared by all namespaces (gc_thresh3, 1024 by
 // default): 50 gossiping hosts (~2,600 entries) overflowed it, for every
-// program on the machine. Routed, the whole lab needs two entries per host.
+// program on the machine. Routed, the whole lab needs two entries per host,
+// and those are static: both ends of every veth get fixed MAC addresses and
+// permanent neighbour entries for each other, which the kernel does not
+// count against gc_thresh (since 4.19) and which need no ARP at all, so a
+// lab of thousands of hosts neither overflows the table nor sends an ARP
+// request.
 //
 // A Lab belongs to one test (New registers its teardown with t.Cleanup):
 //
 //	lab := netlab.New(t)          // switch namespace
-//	h1 := lab.AddHost("c1")       // namespace, veth, 10.231.N.10
+//	h1 := lab.AddHost("c1")       // namespace, veth, 10.N.0.10
 //	p := h1.Start("coord", bin, "--grpc-addr", h1.Addr+":7400")
 //	h1.Cut(); h1.Heal()           // link down / up on the switch side
 //	p.Kill()                      // kill -9
@@ -22,9 +27,9 @@
 //
 // Invariants: every name a Lab creates in the kernel (namespaces) carries the
 // run ID "<pid>x<random>", so parallel runs never clash; interface names are
-// only unique inside their namespaces and need no ID. The private subnet
-// 10.231.<n>.0/24 exists only inside the lab's namespaces and is never routed
-// to the machine. Teardown (t.Cleanup, also after a failure or a panic)
+// only unique inside their namespaces and need no ID. The private network
+// 10.<n>.0.0/16 (n random in 200..249) exists only inside the lab's
+// namespaces and is never routed to the machine; it holds MaxHosts hosts. Teardown (t.Cleanup, also after a failure or a panic)
 // kills every process, dumps each process's log with t.Log when the test
 // failed, and deletes the namespaces (which deletes the veths). Namespaces left behind by a test binary that was
 // killed outright are swept by the next New (their run's pid is gone).
@@ -70,21 +75,23 @@ const Prefix = "netlab-"
 // queueing discipline (module sch_netem not available).
 var ErrNetemUnavailable = errors.New("netem queueing discipline not available in this kernel")
 
-// maxHosts is how many host addresses fit the /24 (from .10 to .254).
-const maxHosts = 245
+// MaxHosts is how many hosts one lab holds (addresses 10.N.X.10 to
+// 10.N.X.209 for X from 0 up).
+const MaxHosts = 4000
 
 // Lab is one test's network: a switch namespace routing between hosts.
 type Lab struct {
 	t      testing.TB
 	id     string // run ID: "<pid>x<hex>"
 	sw     string // switch namespace
-	subnet string // "10.231.N"
+	subnet string // "10.N": the lab's /16
 	dir    string // logs
 
-	mu     sync.Mutex
-	hosts  []*Host
-	byName map[string]*Host
-	closed bool
+	mu      sync.Mutex
+	hosts   []*Host
+	byName  map[string]*Host
+	closed  bool
+	cgroups []string // CPUGroup directories, removed by close
 }
 
 // New creates a lab for t: the switch namespace. It requires
@@ -105,7 +112,7 @@ func New(t testing.TB) *Lab {
 		t:      t,
 		id:     id,
 		sw:     Prefix + id + "-sw",
-		subnet: fmt.Sprintf("10.231.%d", 1+int(b[2])%254),
+		subnet: fmt.Sprintf("10.%d", 200+int(b[2])%50),
 		dir:    t.TempDir(),
 		byName: map[string]*Host{},
 	}
@@ -120,13 +127,13 @@ func New(t testing.TB) *Lab {
 		// A cut host's /32 route disappears with its link: the blackhole
 		// then drops its packets silently, as a pulled cable would,
 		// instead of answering "no route to host".
-		{"-n", l.sw, "route", "add", "blackhole", l.subnet + ".0/24"},
+		{"-n", l.sw, "route", "add", "blackhole", l.subnet + ".0.0/16"},
 	} {
 		if err := ipc(args...); err != nil {
 			t.Fatalf("netlab: %v", err)
 		}
 	}
-	t.Logf("netlab: run %s, switch namespace %s, subnet %s.0/24", l.id, l.sw, l.subnet)
+	t.Logf("netlab: run %s, switch namespace %s, network %s.0.0/16", l.id, l.sw, l.subnet)
 	return l
 }
 
@@ -151,7 +158,7 @@ func (l *Lab) Host(name string) *Host {
 }
 
 // AddHost creates a host: a namespace with loopback up and an eth0 holding
-// the next free address of the lab's /24, connected by a veth to the
+// the next free address of the lab's /16, connected by a veth to the
 // switch, which is its gateway to every other host (and only to them).
 // name must be short (letters, digits, '-'), unique in the lab.
 func (l *Lab) AddHost(name string) *Host {
@@ -161,6 +168,104 @@ func (l *Lab) AddHost(name string) *Host {
 		l.t.Fatalf("netlab: add host %s: %v", name, err)
 	}
 	return h
+}
+
+// AddHosts creates hosts like AddHost, several at a time (the ip tool's
+// work is mostly waiting on the kernel), and returns them in the order of
+// names. A lab of hundreds of hosts is built in seconds.
+func (l *Lab) AddHosts(names ...string) []*Host {
+	l.t.Helper()
+	hosts := make([]*Host, len(names))
+	errs := make([]error, len(names))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(8, len(names)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				hosts[i], errs[i] = l.addHost(names[i])
+			}
+		}()
+	}
+	for i := range names {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			l.t.Fatalf("netlab: add host %s: %v", names[i], err)
+		}
+	}
+	return hosts
+}
+
+// CPUGroup is a CPU cgroup for some of the lab's processes
+// (Lab.CPUGroup, Host.StartIn).
+type CPUGroup struct {
+	dir string
+}
+
+// CPUGroup creates a CPU cgroup with the CPU weight of shares/1024
+// ordinary processes when the machine is busy (cgroup v1 cpu.shares, or v2
+// cpu.weight) and no limit when it is not; Host.StartIn starts processes
+// in it (each life is moved in right after it starts). Hundreds of agents
+// on one machine stand for a fleet of servers, each with its own CPU: in
+// one group they cannot starve the coordinators they talk to, as they
+// could not in a real fleet, nor the other programs on the machine. The
+// group is removed at teardown. Without a usable cpu controller it returns
+// nil and logs why (StartIn then starts processes as Start does).
+func (l *Lab) CPUGroup(name string, shares int) *CPUGroup {
+	l.t.Helper()
+	cg := "netlab-" + l.id + "-" + name
+	var dir, weightFile, weight string
+	switch {
+	case fileExists("/sys/fs/cgroup/cgroup.controllers"): // v2
+		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.subtree_control"); err != nil || !strings.Contains(string(b), "cpu") {
+			_ = os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte("+cpu"), 0o644)
+		}
+		dir, weightFile, weight = "/sys/fs/cgroup/"+cg, "cpu.weight", strconv.Itoa(max(1, min(10000, shares*100/1024)))
+	case fileExists("/sys/fs/cgroup/cpu/cpu.shares"): // v1
+		dir, weightFile, weight = "/sys/fs/cgroup/cpu/"+cg, "cpu.shares", strconv.Itoa(max(2, shares))
+	default:
+		l.t.Logf("netlab: no cpu cgroup controller: %s not confined", name)
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		l.t.Logf("netlab: cpu group %s: %v: not confined", name, err)
+		return nil
+	}
+	l.mu.Lock()
+	l.cgroups = append(l.cgroups, dir)
+	l.mu.Unlock()
+	if err := os.WriteFile(filepath.Join(dir, weightFile), []byte(weight), 0o644); err != nil {
+		l.t.Logf("netlab: cpu group %s: %v", name, err)
+	}
+	return &CPUGroup{dir: dir}
+}
+
+// add moves pid into the group.
+func (g *CPUGroup) add(pid int) error {
+	return os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// SwitchRun runs argv inside the switch namespace (which forwards every
+// packet between hosts: iptables counters there see the whole lab's
+// traffic) and returns its standard output.
+func (l *Lab) SwitchRun(ctx context.Context, argv ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.sw}, argv...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("%s on the switch: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
 }
 
 func (l *Lab) addHost(name string) (*Host, error) {
@@ -177,16 +282,18 @@ func (l *Lab) addHost(name string) (*Host, error) {
 		return nil, fmt.Errorf("host %s exists", name)
 	}
 	n := len(l.hosts)
-	if n >= maxHosts {
+	if n >= MaxHosts {
 		l.mu.Unlock()
-		return nil, fmt.Errorf("lab full (%d hosts)", maxHosts)
+		return nil, fmt.Errorf("lab full (%d hosts)", MaxHosts)
 	}
 	h := &Host{
-		Name: name,
-		NS:   Prefix + l.id + "-" + name,
-		Addr: fmt.Sprintf("%s.%d", l.subnet, 10+n),
-		lab:  l,
-		port: fmt.Sprintf("p%d", n),
+		Name:    name,
+		NS:      Prefix + l.id + "-" + name,
+		Addr:    fmt.Sprintf("%s.%d.%d", l.subnet, n/200, 10+n%200),
+		lab:     l,
+		port:    fmt.Sprintf("p%d", n),
+		mac:     fmt.Sprintf("02:00:00:%02x:%02x:%02x", n>>16&0xff, n>>8&0xff, n&0xff),
+		portMAC: fmt.Sprintf("02:01:00:%02x:%02x:%02x", n>>16&0xff, n>>8&0xff, n&0xff),
 	}
 	l.hosts = append(l.hosts, h)
 	l.byName[name] = h
@@ -194,23 +301,28 @@ func (l *Lab) addHost(name string) (*Host, error) {
 
 	// The switch-side end is created in the switch namespace and the host
 	// end directly in the host's namespace: nothing appears in the machine's
-	// own namespace, not even for a moment.
+	// own namespace, not even for a moment. One ip process per namespace
+	// (-batch): a lab of a thousand hosts starts in seconds.
 	if err := ipc("netns", "add", h.NS); err != nil {
 		return nil, err
 	}
-	for _, args := range [][]string{
-		{"-n", l.sw, "link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
-		{"-n", l.sw, "addr", "add", l.gateway() + "/32", "dev", h.port},
-		{"-n", l.sw, "link", "set", h.port, "up"},
-		{"-n", l.sw, "route", "replace", h.Addr + "/32", "dev", h.port},
-		{"-n", h.NS, "link", "set", "lo", "up"},
-		{"-n", h.NS, "addr", "add", h.Addr + "/32", "dev", "eth0"},
-		{"-n", h.NS, "link", "set", "eth0", "up"},
-		{"-n", h.NS, "route", "add", l.subnet + ".0/24", "via", l.gateway(), "dev", "eth0", "onlink"},
-	} {
-		if err := ipc(args...); err != nil {
-			return nil, err
-		}
+	if err := ipBatch(l.sw,
+		"link add "+h.port+" address "+h.portMAC+" type veth peer name eth0 address "+h.mac+" netns "+h.NS,
+		"addr add "+l.gateway()+"/32 dev "+h.port,
+		"link set "+h.port+" up",
+		"route replace "+h.Addr+"/32 dev "+h.port,
+		"neigh replace "+h.Addr+" lladdr "+h.mac+" dev "+h.port+" nud permanent",
+	); err != nil {
+		return nil, err
+	}
+	if err := ipBatch(h.NS,
+		"link set lo up",
+		"addr add "+h.Addr+"/32 dev eth0",
+		"link set eth0 up",
+		"route add "+l.subnet+".0.0/16 via "+l.gateway()+" dev eth0 onlink",
+		"neigh replace "+l.gateway()+" lladdr "+h.portMAC+" dev eth0 nud permanent",
+	); err != nil {
+		return nil, err
 	}
 	if err := h.waitLink(true); err != nil {
 		return nil, err
@@ -219,7 +331,7 @@ func (l *Lab) addHost(name string) (*Host, error) {
 }
 
 // gateway is the switch's address on every host's link.
-func (l *Lab) gateway() string { return l.subnet + ".1" }
+func (l *Lab) gateway() string { return l.subnet + ".0.1" }
 
 // waitLink waits until the host's link is up at both ends (up), or down at
 // both (!up). The kernel
@@ -261,6 +373,13 @@ func (l *Lab) close() {
 	hosts := append([]*Host(nil), l.hosts...)
 	l.mu.Unlock()
 
+	// Signal every process first, then wait: a lab of hundreds of
+	// processes stops in one go.
+	for _, h := range hosts {
+		for _, p := range h.Procs() {
+			p.signalKill()
+		}
+	}
 	for _, h := range hosts {
 		for _, p := range h.Procs() {
 			p.kill()
@@ -273,13 +392,42 @@ func (l *Lab) close() {
 			}
 		}
 	}
-	for _, h := range hosts {
-		if err := ipc("netns", "del", h.NS); err != nil && !strings.Contains(err.Error(), "No such file") {
-			l.t.Errorf("netlab teardown: %v", err)
-		}
+	var wg sync.WaitGroup
+	next := make(chan *Host)
+	for range min(8, len(hosts)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for h := range next {
+				if err := ipc("netns", "del", h.NS); err != nil && !strings.Contains(err.Error(), "No such file") {
+					l.t.Errorf("netlab teardown: %v", err)
+				}
+			}
+		}()
 	}
+	for _, h := range hosts {
+		next <- h
+	}
+	close(next)
+	wg.Wait()
 	if err := ipc("netns", "del", l.sw); err != nil && !strings.Contains(err.Error(), "No such file") {
 		l.t.Errorf("netlab teardown: %v", err)
+	}
+	l.mu.Lock()
+	groups := l.cgroups
+	l.mu.Unlock()
+	for _, dir := range groups {
+		// Empty once its processes are gone (the kernel may take a moment).
+		var err error
+		for range 50 {
+			if err = os.Remove(dir); err == nil || os.IsNotExist(err) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil && !os.IsNotExist(err) {
+			l.t.Errorf("netlab teardown: cpu group: %v", err)
+		}
 	}
 }
 
@@ -340,6 +488,19 @@ func killNamespaceProcs(name string) {
 	}
 }
 
+// ipBatch runs ip commands (one per line, without the leading "ip") in
+// namespace ns with one ip process.
+func ipBatch(ns string, cmds ...string) error {
+	var stderr bytes.Buffer
+	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip -n %s -batch (%s): %w: %s", ns, strings.Join(cmds, "; "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
 // ipc runs the ip tool with args.
 func ipc(args ...string) error {
 	var stderr bytes.Buffer
@@ -360,8 +521,10 @@ type Host struct {
 	// Addr is the host's IPv4 address.
 	Addr string
 
-	lab  *Lab
-	port string // the veth's name on the switch side
+	lab     *Lab
+	port    string // the veth's name on the switch side
+	mac     string // eth0's MAC address
+	portMAC string // the switch side's MAC address
 
 	mu    sync.Mutex
 	procs []*Proc
@@ -406,15 +569,28 @@ func (h *Host) Start(name string, argv ...string) *Proc {
 	return h.StartEnv(name, nil, argv...)
 }
 
+// StartIn is Start with the process in CPU group g (nil: none), every
+// life of it.
+func (h *Host) StartIn(g *CPUGroup, name string, argv ...string) *Proc {
+	h.lab.t.Helper()
+	return h.start(g, name, nil, argv)
+}
+
 // StartEnv is Start with extra environment entries ("K=V").
 func (h *Host) StartEnv(name string, env []string, argv ...string) *Proc {
 	h.lab.t.Helper()
+	return h.start(nil, name, env, argv)
+}
+
+func (h *Host) start(g *CPUGroup, name string, env, argv []string) *Proc {
+	h.lab.t.Helper()
 	p := &Proc{
-		Name: name,
-		host: h,
-		argv: append([]string(nil), argv...),
-		env:  append([]string(nil), env...),
-		path: filepath.Join(h.lab.dir, h.Name+"-"+name+".log"),
+		group: g,
+		Name:  name,
+		host:  h,
+		argv:  append([]string(nil), argv...),
+		env:   append([]string(nil), env...),
+		path:  filepath.Join(h.lab.dir, h.Name+"-"+name+".log"),
 	}
 	h.mu.Lock()
 	for _, q := range h.procs {
@@ -447,14 +623,14 @@ func (h *Host) Cut() {
 // Heal brings the host's link back up.
 func (h *Host) Heal() {
 	h.lab.t.Helper()
-	// Taking the link down removed the host's route: put it back.
-	for _, args := range [][]string{
-		{"-n", h.lab.sw, "link", "set", h.port, "up"},
-		{"-n", h.lab.sw, "route", "replace", h.Addr + "/32", "dev", h.port},
-	} {
-		if err := ipc(args...); err != nil {
-			h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
-		}
+	// Taking the link down removed the host's route and the switch's
+	// (permanent) neighbour entry: put them back.
+	if err := ipBatch(h.lab.sw,
+		"link set "+h.port+" up",
+		"route replace "+h.Addr+"/32 dev "+h.port,
+		"neigh replace "+h.Addr+" lladdr "+h.mac+" dev "+h.port+" nud permanent",
+	); err != nil {
+		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
 	}
 	if err := h.waitLink(true); err != nil {
 		h.lab.t.Fatalf("netlab: heal %s: %v", h.Name, err)
@@ -515,10 +691,11 @@ type Proc struct {
 	// Name is the process's name on its host.
 	Name string
 
-	host *Host
-	argv []string
-	env  []string
-	path string
+	host  *Host
+	argv  []string
+	env   []string
+	path  string
+	group *CPUGroup
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -559,6 +736,11 @@ func (p *Proc) start() error {
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s on %s: %w", p.Name, p.host.Name, err)
+	}
+	if p.group != nil {
+		if err := p.group.add(cmd.Process.Pid); err != nil {
+			fmt.Fprintf(f, "---- netlab: cpu group: %v\n", err)
+		}
 	}
 	done := make(chan struct{})
 	p.cmd, p.done, p.err = cmd, done, nil
@@ -636,6 +818,21 @@ func (p *Proc) exitString() string {
 func (p *Proc) Kill() {
 	p.host.lab.t.Helper()
 	p.kill()
+}
+
+// signalKill sends SIGKILL without waiting.
+func (p *Proc) signalKill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+	default:
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 }
 
 func (p *Proc) kill() {

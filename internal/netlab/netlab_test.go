@@ -129,7 +129,7 @@ func TestTwoHosts(t *testing.T) {
 	lab := netlab.New(t)
 	h1 := lab.AddHost("h1")
 	h2 := lab.AddHost("h2")
-	if h1.Addr == h2.Addr || !strings.HasPrefix(h1.Addr, "10.231.") {
+	if h1.Addr == h2.Addr || !strings.HasPrefix(h1.Addr, "10.2") {
 		t.Fatalf("addresses: %s %s", h1.Addr, h2.Addr)
 	}
 	if !strings.Contains(h1.NS, lab.ID()) || !strings.Contains(h2.NS, lab.ID()) {

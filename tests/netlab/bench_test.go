@@ -2,11 +2,14 @@ package netlabtests
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -38,10 +41,24 @@ func envInt(name string, def int) int {
 //
 //	go test -run '^$' -bench PushToAllConverged -benchtime 10x ./tests/netlab/
 func BenchmarkPushToAllConverged(b *testing.B) {
+	if b.N == 1 && benchCount() > 1 {
+		// The testing package runs every benchmark once with N=1 before
+		// the requested -benchtime Nx: skip that run, which would build
+		// and tear down a whole fleet for nothing.
+		return
+	}
 	nAgents := envInt("NETLAB_BENCH_AGENTS", 50)
-	c := newCluster(b, clusterConfig{coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute})
+	setup := time.Now()
+	c := newCluster(b, clusterConfig{
+		coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute,
+		agentsCPU: envInt("NETLAB_BENCH_AGENTS_CPU", 2), startRate: envInt("NETLAB_BENCH_START_RATE", 25),
+		coordsCPU:  envInt("NETLAB_BENCH_COORDINATORS_CPU", 8),
+		agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
+	})
+	b.Logf("%d agents started in %v (load %s)", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg())
 	g := c.push(siteFiles("warm", 1), true)
-	c.waitConverged(g, 120*time.Second, c.agents...)
+	c.waitConverged(g, 300*time.Second, c.agents...)
+	b.Logf("all converged on the first push %v after setup began (load %s)", time.Since(setup).Round(time.Millisecond), loadAvg())
 
 	var file, conv, all, wait []float64
 	b.ResetTimer()
@@ -106,8 +123,275 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 	b.ReportMetric(pct(all, 50), "all-p50-ms")
 	b.ReportMetric(pct(all, 99), "all-p99-ms")
 	b.ReportMetric(pct(wait, 50), "wait-p50-ms")
-	b.Logf("%d agents, %d coordinators, %d pushes: file on agent p50 %.0f ms p99 %.0f ms; run finished p50 %.0f ms p99 %.0f ms; all converged p50 %.0f ms p99 %.0f ms; push --wait returned p50 %.0f ms p99 %.0f ms",
-		nAgents, len(c.coords), len(all), pct(file, 50), pct(file, 99), pct(conv, 50), pct(conv, 99), pct(all, 50), pct(all, 99), pct(wait, 50), pct(wait, 99))
+	b.Logf("%d agents, %d coordinators, %d pushes: file on agent p50 %.0f ms p99 %.0f ms; run finished p50 %.0f ms p99 %.0f ms; all converged p50 %.0f ms p99 %.0f ms; push --wait returned p50 %.0f ms p99 %.0f ms (load %s)",
+		nAgents, len(c.coords), len(all), pct(file, 50), pct(file, 99), pct(conv, 50), pct(conv, 99), pct(all, 50), pct(all, 99), pct(wait, 50), pct(wait, 99), loadAvg())
+	lost := c.countAgentLog("watch stream lost")
+	b.ReportMetric(float64(lost), "streams-lost")
+	b.Logf("watch streams lost during the run: %d (over %d agents)", lost, nAgents)
+
+	if d := envDuration("NETLAB_BENCH_IDLE", 20*time.Second); d > 0 {
+		c.measureIdle(b, d)
+	}
+	if os.Getenv("NETLAB_BENCH_RESTART") != "0" {
+		c.measureRestartAll(b)
+	}
+}
+
+// benchCount is N of -test.benchtime Nx (0 when it is a duration).
+func benchCount() int {
+	f := flag.Lookup("test.benchtime")
+	if f == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(f.Value.String(), "x"))
+	if err != nil || !strings.HasSuffix(f.Value.String(), "x") {
+		return 0
+	}
+	return n
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+// loadAvg is the machine's load average (1, 5, 15 minutes).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// countAgentLog counts the agents' log lines holding s, over all lives.
+func (c *cluster) countAgentLog(s string) int {
+	n := 0
+	for _, a := range c.agents {
+		n += strings.Count(a.proc.Log(), s)
+	}
+	return n
+}
+
+// procUsage is a process's CPU time so far and memory now.
+type procUsage struct {
+	cpu            time.Duration // user + system
+	rss, pss, anon int64         // kB
+	hwm            int64         // peak RSS, kB
+}
+
+func readUsage(pid int) (procUsage, error) {
+	var u procUsage
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return u, err
+	}
+	// Fields after the command name (which may hold spaces) start at ')'.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	u.cpu = time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
+	kb := func(file, key string) int64 {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
+		if err != nil {
+			return 0
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, key); ok {
+				v, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+				return v
+			}
+		}
+		return 0
+	}
+	u.rss, u.pss, u.anon = kb("smaps_rollup", "Rss:"), kb("smaps_rollup", "Pss:"), kb("smaps_rollup", "Anonymous:")
+	u.hwm = kb("status", "VmHWM:")
+	return u, nil
+}
+
+// gossipCounters installs (once) counting rules for gossip traffic in the
+// switch namespace's FORWARD chain, through which every packet between two
+// hosts passes exactly once, and returns packets and bytes so far: UDP
+// (probes, acks, gossip) and TCP (push/pull, joins) to or from the gossip
+// port.
+func (c *cluster) gossipCounters(tb testing.TB) (pkts, bytes int64) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rules := [][]string{
+		{"-p", "udp", "--dport", gossipPort},
+		{"-p", "tcp", "--dport", gossipPort},
+		{"-p", "tcp", "--sport", gossipPort},
+	}
+	out, err := c.lab.SwitchRun(ctx, "iptables", "-w", "-L", "FORWARD", "-v", "-x", "-n")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !strings.Contains(string(out), "dpt:"+gossipPort) {
+		for _, r := range rules {
+			if _, err := c.lab.SwitchRun(ctx, append([]string{"iptables", "-w", "-A", "FORWARD"}, r...)...); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !strings.Contains(line, "pt:"+gossipPort) {
+			continue
+		}
+		p, _ := strconv.ParseInt(f[0], 10, 64)
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		pkts += p
+		bytes += n
+	}
+	return pkts, bytes
+}
+
+// measureIdle reports, over an idle window d (no push, agents converged,
+// drift checks every 5 minutes): each agent's CPU (mean and p99, % of one
+// core), its memory (RSS, PSS: the binary's text is shared by every
+// agent, so PSS is what one more agent costs), the coordinators' CPU, and
+// gossip traffic per member (packets and bytes per second, both
+// directions counted once per packet, divided by the members).
+func (c *cluster) measureIdle(b *testing.B, d time.Duration) {
+	b.Helper()
+	c.gossipCounters(b) // install the rules
+	time.Sleep(2 * time.Second)
+	read := func(ns []*node) []procUsage {
+		out := make([]procUsage, len(ns))
+		for i, n := range ns {
+			u, err := readUsage(n.proc.Pid())
+			if err != nil {
+				b.Fatalf("%s: %v", n.name, err)
+			}
+			out[i] = u
+		}
+		return out
+	}
+	p0, by0 := c.gossipCounters(b)
+	a0, c0, t0 := read(c.agents), read(c.coords), time.Now()
+	time.Sleep(d)
+	p1, by1 := c.gossipCounters(b)
+	a1, c1, t1 := read(c.agents), read(c.coords), time.Now()
+	win := t1.Sub(t0).Seconds()
+	var cpu, rss, pss, anon []float64
+	for i := range a1 {
+		cpu = append(cpu, (a1[i].cpu-a0[i].cpu).Seconds()/win*100)
+		rss = append(rss, float64(a1[i].rss)/1024)
+		pss = append(pss, float64(a1[i].pss)/1024)
+		anon = append(anon, float64(a1[i].anon)/1024)
+	}
+	var ccpu []float64
+	for i := range c1 {
+		ccpu = append(ccpu, (c1[i].cpu-c0[i].cpu).Seconds()/win*100)
+	}
+	members := float64(len(c.agents) + len(c.coords))
+	pps, bps := float64(p1-p0)/win/members, float64(by1-by0)/win/members
+	b.ReportMetric(mean(cpu), "idle-cpu-%-per-agent")
+	b.ReportMetric(pct(cpu, 99), "idle-cpu-%-p99")
+	b.ReportMetric(mean(rss), "agent-rss-MB")
+	b.ReportMetric(mean(pss), "agent-pss-MB")
+	b.ReportMetric(pps, "gossip-pkt/s-per-member")
+	b.ReportMetric(bps, "gossip-B/s-per-member")
+	b.Logf("idle %v at %d members (load %s): agent CPU mean %.3f%% p99 %.3f%% of a core (all agents: %.2f cores); agent RSS mean %.1f MB, PSS %.1f MB, anonymous %.1f MB (all agents PSS: %.0f MB); coordinators CPU %s; gossip per member %.2f packets/s, %.0f bytes/s",
+		d, int(members), loadAvg(), mean(cpu), pct(cpu, 99), sum(cpu)/100, mean(rss), mean(pss), mean(anon), sum(pss), fmtPcts(ccpu), pps, bps)
+}
+
+// measureRestartAll kills every agent (-9, a power cut), pushes a new
+// generation while they are down, starts them all again at once and
+// reports how long until every agent reported it converged on it, and
+// how many raft elections the coordinators held meanwhile (goal: none).
+func (c *cluster) measureRestartAll(b *testing.B) {
+	b.Helper()
+	elections := func() int {
+		n := 0
+		for _, co := range c.coords {
+			n += strings.Count(co.proc.Log(), "became raft leader")
+		}
+		return n
+	}
+	e0 := elections()
+	for _, a := range c.agents {
+		a.proc.Signal(syscall.SIGKILL)
+	}
+	for _, a := range c.agents {
+		<-a.proc.Done()
+	}
+	gen := c.push(siteFiles("restart", 1), false)
+	start := time.Now()
+	for _, a := range c.agents {
+		a.proc.Restart()
+	}
+	started := time.Since(start)
+	var s *siteStatus
+	var last time.Duration
+	ok := poll(180*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		if s, err = c.status(ctx); err != nil {
+			return false
+		}
+		last = 0
+		for _, a := range c.agents {
+			n := s.node(a.name)
+			if n == nil || n.AppliedGeneration != gen || n.Phase != "converged" || n.LastReport == nil || n.LastReport.Before(start) {
+				return false
+			}
+			last = max(last, n.LastReport.Sub(start))
+		}
+		return true
+	})
+	if !ok {
+		b.Fatalf("after restarting all %d agents, not all converged on generation %d within 180s (load %s)", len(c.agents), gen, loadAvg())
+	}
+	e := elections() - e0
+	var cpu, hwm []float64
+	for _, a := range c.agents {
+		if u, err := readUsage(a.proc.Pid()); err == nil {
+			cpu = append(cpu, float64(u.cpu)/float64(time.Millisecond))
+			hwm = append(hwm, float64(u.hwm)/1024)
+		}
+	}
+	b.ReportMetric(mean(cpu), "restart-cpu-ms-per-agent")
+	b.Logf("CPU per agent from its start to now (converged, idle): mean %.0f ms, p99 %.0f ms; peak RSS mean %.1f MB, max %.1f MB", mean(cpu), pct(cpu, 99), mean(hwm), pct(hwm, 100))
+	b.ReportMetric(last.Seconds(), "restart-all-converged-s")
+	b.ReportMetric(float64(e), "restart-elections")
+	b.Logf("all %d agents killed and restarted at once (processes started within %v): every agent converged on the new generation %.1f s after the first start; raft elections meanwhile: %d (load %s)",
+		len(c.agents), started.Round(time.Millisecond), last.Seconds(), e, loadAvg())
+	if e > 0 {
+		b.Errorf("the coordinators held %d raft election(s) while %d agents restarted", e, len(c.agents))
+	}
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return sum(xs) / float64(len(xs))
+}
+
+func sum(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t
+}
+
+func fmtPcts(xs []float64) string {
+	var s []string
+	for _, x := range xs {
+		s = append(s, fmt.Sprintf("%.1f%%", x))
+	}
+	return strings.Join(s, ", ")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/internal/netlab"
+	"github.com/hivefleet/hive/pki"
 )
 
 // In namespaces every host has its own address: the default ports are used.
@@ -45,7 +46,10 @@ type cluster struct {
 	interval  string // agents' drift-check interval
 	// coordArgs are extra hive-coordinator arguments.
 	coordArgs []string
-	signer    bool // coordinators sign bootstrap requests (--tls-ca-key)
+	signer    bool             // coordinators sign bootstrap requests (--tls-ca-key)
+	agentsCPU *netlab.CPUGroup // the agents' cpu group (nil: none)
+	startRate int              // agents started per second (0: all at once)
+	coordsCPU *netlab.CPUGroup // the coordinators' cpu group (nil: none)
 }
 
 // node is one coordinator or agent process on its own host.
@@ -73,6 +77,23 @@ type clusterConfig struct {
 	coordinatorArgs []string
 	// signer starts the coordinators with --tls-ca-key (bootstrap tokens).
 	signer bool
+	// agentsCPU, when positive, runs all agents in one CPU cgroup
+	// weighing as much as agentsCPU ordinary processes when the machine is
+	// busy (netlab.Lab.CPUGroup): hundreds of agents on one machine stand
+	// for a fleet of servers, each with its own CPU, and must not starve
+	// the coordinators' raft heartbeats and gRPC, as they cannot in a real
+	// fleet (nice 10 was not enough: 500 agents starting at once outweighed
+	// three coordinators 18 to 1; SCHED_IDLE starved the agents whenever
+	// anything else on the shared machine ran).
+	agentsCPU int
+	// startRate starts the agents at this many per second (0: all at
+	// once), as a fleet is rolled out.
+	startRate int
+	// coordsCPU, when positive, runs the coordinators in one CPU cgroup
+	// weighing as much as coordsCPU ordinary processes: in a real fleet
+	// they have servers of their own, not a share of a machine also
+	// running hundreds of agents and other people's builds.
+	coordsCPU int
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -120,19 +141,75 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		n.data = filepath.Join(c.dir, n.name, "data")
 		c.tls("cert", "create", "--coordinator", n.name, "--ip", n.host.Addr)
 	}
+	c.startRate = cfg.startRate
+	if cfg.coordsCPU > 0 {
+		c.coordsCPU = lab.CPUGroup("coordinators", cfg.coordsCPU*1024)
+	}
 	for _, n := range c.coords {
 		c.startCoordinator(n)
 	}
 	c.waitLeader(60 * time.Second)
 
-	for i := 1; i <= cfg.agents; i++ {
-		labels := []string{"tier=web"}
-		if cfg.labels != nil {
-			labels = cfg.labels(i)
-		}
-		c.addAgent(fmt.Sprintf("a%d", i), labels, c.coords[(i-1)%len(c.coords)])
+	if cfg.agentsCPU > 0 {
+		c.agentsCPU = lab.CPUGroup("agents", cfg.agentsCPU*1024)
 	}
+	c.addAgents(cfg.agents, cfg.labels)
 	return c
+}
+
+// addAgents adds agents a1..aN (labels(i), default tier=web; agent i joins
+// coordinator (i-1) mod len), building hosts and certificates several at
+// a time.
+func (c *cluster) addAgents(n int, labels func(i int) []string) {
+	c.t.Helper()
+	if n == 0 {
+		return
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("a%d", i+1)
+	}
+	hosts := c.lab.AddHosts(names...)
+	nodes := make([]*node, n)
+	for i := range nodes {
+		l := []string{"tier=web"}
+		if labels != nil {
+			l = labels(i + 1)
+		}
+		nodes[i] = &node{name: names[i], host: hosts[i], labels: l}
+	}
+	c.agentCerts(nodes)
+	for i, n := range nodes {
+		if c.startRate > 0 && i > 0 {
+			time.Sleep(time.Second / time.Duration(c.startRate))
+		}
+		c.startAgent(n, c.coords[i%len(c.coords)])
+	}
+}
+
+// agentCerts issues agent certificates in the test process (what
+// `hivectl tls cert create --agent NAME --label ...` does, with the same
+// package): hundreds of hivectl processes would take minutes of CPU on a
+// busy machine.
+func (c *cluster) agentCerts(nodes []*node) {
+	c.t.Helper()
+	ca, err := pki.LoadCAFromDir(c.pki)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, n := range nodes {
+		labels, err := pki.ParseLabelArgs(n.labels)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		iss, err := ca.Issue(pki.CertRequest{Identity: pki.Identity{Kind: pki.KindAgent, Name: n.name}, Labels: labels})
+		if err != nil {
+			c.t.Fatalf("issue %s: %v", n.name, err)
+		}
+		if _, _, err := pki.WriteCert(c.pki, n.name, iss, false); err != nil {
+			c.t.Fatal(err)
+		}
+	}
 }
 
 // tls runs `hivectl tls ARGS --dir PKI` (no network needed).
@@ -175,7 +252,7 @@ func (c *cluster) startCoordinator(n *node) {
 	if c.signer {
 		args = append(args, "--tls-ca-key", filepath.Join(c.pki, "ca-key.pem"))
 	}
-	n.proc = n.host.Start("hive-coordinator", args...)
+	n.proc = n.host.StartIn(c.coordsCPU, "hive-coordinator", args...)
 }
 
 // addAgent creates a host and starts an agent on it that knows one join
@@ -183,11 +260,6 @@ func (c *cluster) startCoordinator(n *node) {
 func (c *cluster) addAgent(name string, labels []string, via *node) *node {
 	c.t.Helper()
 	n := &node{name: name, host: c.lab.AddHost(name), labels: labels}
-	n.data = filepath.Join(c.dir, name, "data")
-	n.root = filepath.Join(c.dir, name, "root")
-	if err := os.MkdirAll(n.root, 0o755); err != nil {
-		c.t.Fatal(err)
-	}
 	// The labels are bound in the certificate (trusted: they select the
 	// agent's roles); the agent also reports them (facts).
 	certArgs := []string{"cert", "create", "--agent", name}
@@ -195,9 +267,22 @@ func (c *cluster) addAgent(name string, labels []string, via *node) *node {
 		certArgs = append(certArgs, "--label", l)
 	}
 	c.tls(certArgs...)
-	n.proc = n.host.Start("hive-agent", c.agentArgs(n, name, via)...)
-	c.agents = append(c.agents, n)
+	c.startAgent(n, via)
 	return n
+}
+
+// startAgent starts the agent of n (its host and certificate exist),
+// joining coordinator via's gossip.
+func (c *cluster) startAgent(n *node, via *node) {
+	c.t.Helper()
+	n.data = filepath.Join(c.dir, n.name, "data")
+	n.root = filepath.Join(c.dir, n.name, "root")
+	if err := os.MkdirAll(n.root, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	args := c.agentArgs(n, n.name, via)
+	n.proc = n.host.StartIn(c.agentsCPU, "hive-agent", args...)
+	c.agents = append(c.agents, n)
 }
 
 // agentArgs are hive-agent's arguments for n, with the certificate of
