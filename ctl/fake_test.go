@@ -156,17 +156,22 @@ func (f *fakeCoordinator) GetStatus(_ context.Context, req *hivev1.GetStatusRequ
 	}
 	i := min(f.statusCall, len(f.statuses)-1)
 	f.statusCall++
-	resp := proto.Clone(f.statuses[i]).(*hivev1.GetStatusResponse)
-	if req.GetNode() != "" {
+	return onlyNode(proto.Clone(f.statuses[i]).(*hivev1.GetStatusResponse), req.GetNode()), nil
+}
+
+// onlyNode keeps only node's status in resp when node is set, as a
+// coordinator answers a one-node GetStatus.
+func onlyNode(resp *hivev1.GetStatusResponse, node string) *hivev1.GetStatusResponse {
+	if node != "" {
 		var keep []*hivev1.NodeStatus
 		for _, n := range resp.GetNodes() {
-			if n.GetName() == req.GetNode() {
+			if n.GetName() == node {
 				keep = append(keep, n)
 			}
 		}
 		resp.Nodes = keep
 	}
-	return resp, nil
+	return resp
 }
 
 func (f *fakeCoordinator) ListMembers(context.Context, *hivev1.ListMembersRequest) (*hivev1.ListMembersResponse, error) {

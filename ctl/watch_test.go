@@ -47,16 +47,7 @@ func (b *blockingFake) GetStatus(ctx context.Context, req *hivev1.GetStatusReque
 	}
 	resp := proto.Clone(script[i]).(*hivev1.GetStatusResponse)
 	resp.StatusIndex = uint64(i + 1)
-	if req.GetNode() != "" {
-		var keep []*hivev1.NodeStatus
-		for _, n := range resp.GetNodes() {
-			if n.GetName() == req.GetNode() {
-				keep = append(keep, n)
-			}
-		}
-		resp.Nodes = keep
-	}
-	return resp, nil
+	return onlyNode(resp, req.GetNode()), nil
 }
 
 func (b *blockingFake) requests() []*hivev1.GetStatusRequest {

@@ -836,18 +836,13 @@ func (p *Proc) signalKill() {
 }
 
 func (p *Proc) kill() {
+	p.signalKill()
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
 	if cmd == nil {
 		return
 	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	_ = cmd.Process.Kill()
 	<-done
 }
