@@ -22,27 +22,9 @@ func TestBootstrapToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a coordinator")
 	}
-	p := pkitest.New(t)
-	cf := p.Issue(pki.KindCoordinator, "c1")
-	admin := p.Issue(pki.KindAdmin, "ops")
-	cfg := coordinator.DefaultConfig()
-	cfg.Name, cfg.DataDir, cfg.BootstrapExpect = "c1", t.TempDir(), 1
-	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = cf.CA, cf.Cert, cf.Key
-	cfg.TLSCAKey = filepath.Join(p.Dir, pki.CAKeyFile)
-	cfg.Logger = testLogger(t).With("side", "coordinator")
-	srv, err := coordinator.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, admin, srv := startTLSCoordinator(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go srv.Run(ctx)
-	select {
-	case <-srv.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("coordinator not ready")
-	}
 	conn, err := client.Dial(ctx, client.Config{Addrs: []string{srv.GRPCAddr()}, CA: admin.CA, Cert: admin.Cert, Key: admin.Key})
 	if err != nil {
 		t.Fatal(err)
@@ -99,4 +81,37 @@ func TestBootstrapToken(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(acfg2.DataDir, "tls", "agent.pem")); err == nil {
 		t.Fatal("a used token produced a second certificate")
 	}
+}
+
+// startTLSCoordinator starts a one-server coordinator "c1" with mutual TLS
+// and the site CA's key (it mints agent certificates), after tune adjusts
+// its configuration; it returns the PKI, an admin certificate and the
+// ready server, stopped when the test ends.
+func startTLSCoordinator(t *testing.T, tune func(*coordinator.Config)) (*pkitest.Dir, pkitest.Files, *coordinator.Server) {
+	t.Helper()
+	p := pkitest.New(t)
+	cf := p.Issue(pki.KindCoordinator, "c1")
+	admin := p.Issue(pki.KindAdmin, "ops")
+	cfg := coordinator.DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.BootstrapExpect = "c1", t.TempDir(), 1
+	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
+	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = cf.CA, cf.Cert, cf.Key
+	cfg.TLSCAKey = filepath.Join(p.Dir, pki.CAKeyFile)
+	if tune != nil {
+		tune(&cfg)
+	}
+	cfg.Logger = testLogger(t).With("side", "coordinator")
+	srv, err := coordinator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go srv.Run(ctx)
+	select {
+	case <-srv.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("coordinator not ready")
+	}
+	return p, admin, srv
 }

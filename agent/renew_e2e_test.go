@@ -10,7 +10,6 @@ import (
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/coordinator"
 	"github.com/hivefleet/hive/pki"
-	"github.com/hivefleet/hive/pki/pkitest"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -23,28 +22,9 @@ func TestRenewOverMutualTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a coordinator")
 	}
-	p := pkitest.New(t)
-	cf := p.Issue(pki.KindCoordinator, "c1")
-	admin := p.Issue(pki.KindAdmin, "ops")
-	cfg := coordinator.DefaultConfig()
-	cfg.Name, cfg.DataDir, cfg.BootstrapExpect = "c1", t.TempDir(), 1
-	cfg.GRPCAddr, cfg.RaftAddr, cfg.HTTPAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "", "127.0.0.1:0"
-	cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = cf.CA, cf.Cert, cf.Key
-	cfg.TLSCAKey = filepath.Join(p.Dir, pki.CAKeyFile)
-	cfg.AgentCertLifetime = coordinator.MinAgentCertLifetime
-	cfg.Logger = testLogger(t).With("side", "coordinator")
-	srv, err := coordinator.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, admin, srv := startTLSCoordinator(t, func(c *coordinator.Config) { c.AgentCertLifetime = coordinator.MinAgentCertLifetime })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go srv.Run(ctx)
-	select {
-	case <-srv.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("coordinator not ready")
-	}
 
 	// A 12 s certificate 9 s into its life: due for renewal at once.
 	iss, err := p.CA.Issue(pki.CertRequest{Identity: pki.Identity{Kind: pki.KindAgent, Name: "r1"}, Validity: 12 * time.Second, NotBefore: time.Now().Add(-9 * time.Second)})

@@ -240,20 +240,7 @@ func BenchmarkYumAddOne(b *testing.B) {
 	// hive: a server holding the same packages.
 	e := start(b, func(c *repo.Config) { c.Debounce, c.MaxDelay = time.Hour, time.Hour })
 	files, _ := filepath.Glob(filepath.Join(src, "*.rpm"))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for _, f := range files {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			data, _ := os.ReadFile(f)
-			e.upload("bench", filepath.Base(f), data)
-		}()
-	}
-	wg.Wait()
-	e.reindex("bench")
+	uploadAll(e, files)
 
 	var hive, peer cost
 	var up time.Duration
@@ -303,20 +290,7 @@ func BenchmarkAptAddOne(b *testing.B) {
 	shell(b, peerDir, peerRun)
 	e := start(b, func(c *repo.Config) { c.Debounce, c.MaxDelay = time.Hour, time.Hour })
 	files, _ := filepath.Glob(filepath.Join(src, "*.deb"))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for _, f := range files {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			data, _ := os.ReadFile(f)
-			e.upload("bench", filepath.Base(f), data)
-		}()
-	}
-	wg.Wait()
-	e.reindex("bench")
+	uploadAll(e, files)
 
 	body := make([]byte, 512<<10)
 	for i := range body {
@@ -410,4 +384,23 @@ func BenchmarkMirrorHit(b *testing.B) {
 	if !strings.Contains(string(e.get("/metrics")), `hive_repo_mirror_requests_total{mirror="big",result="hit"}`) {
 		b.Fatal("requests were not cache hits")
 	}
+}
+
+// uploadAll uploads files to the "bench" repository, GOMAXPROCS at a
+// time, and publishes it.
+func uploadAll(e *env, files []string) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			data, _ := os.ReadFile(f)
+			e.upload("bench", filepath.Base(f), data)
+		}()
+	}
+	wg.Wait()
+	e.reindex("bench")
 }
