@@ -144,6 +144,59 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_hive_v1_state_proto_rawDescGZIP(), []int{1}
 }
 
+// Health summarises a node's health checks.
+type Health int32
+
+const (
+	// No checks, or none has run yet.
+	Health_HEALTH_UNSPECIFIED Health = 0
+	// Every check passes (a check counts as failing only after its
+	// configured number of consecutive failures).
+	Health_HEALTH_PASSING Health = 1
+	Health_HEALTH_FAILING Health = 2
+)
+
+// Enum value maps for Health.
+var (
+	Health_name = map[int32]string{
+		0: "HEALTH_UNSPECIFIED",
+		1: "HEALTH_PASSING",
+		2: "HEALTH_FAILING",
+	}
+	Health_value = map[string]int32{
+		"HEALTH_UNSPECIFIED": 0,
+		"HEALTH_PASSING":     1,
+		"HEALTH_FAILING":     2,
+	}
+)
+
+func (x Health) Enum() *Health {
+	p := new(Health)
+	*p = x
+	return p
+}
+
+func (x Health) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Health) Descriptor() protoreflect.EnumDescriptor {
+	return file_hive_v1_state_proto_enumTypes[2].Descriptor()
+}
+
+func (Health) Type() protoreflect.EnumType {
+	return &file_hive_v1_state_proto_enumTypes[2]
+}
+
+func (x Health) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Health.Descriptor instead.
+func (Health) EnumDescriptor() ([]byte, []int) {
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
 // GossipState is a member's liveness as seen by gossip.
 type GossipState int32
 
@@ -184,11 +237,11 @@ func (x GossipState) String() string {
 }
 
 func (GossipState) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[2].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[3].Descriptor()
 }
 
 func (GossipState) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[2]
+	return &file_hive_v1_state_proto_enumTypes[3]
 }
 
 func (x GossipState) Number() protoreflect.EnumNumber {
@@ -197,7 +250,7 @@ func (x GossipState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GossipState.Descriptor instead.
 func (GossipState) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
 // MemberKind tells agents from coordinators in the gossip pool.
@@ -234,11 +287,11 @@ func (x MemberKind) String() string {
 }
 
 func (MemberKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[3].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[4].Descriptor()
 }
 
 func (MemberKind) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[3]
+	return &file_hive_v1_state_proto_enumTypes[4]
 }
 
 func (x MemberKind) Number() protoreflect.EnumNumber {
@@ -247,7 +300,7 @@ func (x MemberKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberKind.Descriptor instead.
 func (MemberKind) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 // RaftRole is a coordinator's raft state.
@@ -290,11 +343,11 @@ func (x RaftRole) String() string {
 }
 
 func (RaftRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[4].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[5].Descriptor()
 }
 
 func (RaftRole) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[4]
+	return &file_hive_v1_state_proto_enumTypes[5]
 }
 
 func (x RaftRole) Number() protoreflect.EnumNumber {
@@ -303,7 +356,7 @@ func (x RaftRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RaftRole.Descriptor instead.
 func (RaftRole) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 // Generation is one accepted version of the site. Generations are immutable
@@ -943,7 +996,12 @@ type Report struct {
 	// The run was triggered by drift detection, not a new state.
 	DriftCheck bool `protobuf:"varint,13,opt,name=drift_check,json=driftCheck,proto3" json:"drift_check,omitempty"`
 	// Why the run happened: "state", "interval", "signal", "startup".
-	Trigger       string `protobuf:"bytes,14,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	Trigger string `protobuf:"bytes,14,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// Health checks of the node's roles (and the built-in DRBD and swarm
+	// checks), as of the end of this run or the latest check round.
+	Checks []*CheckResult `protobuf:"bytes,30,rep,name=checks,proto3" json:"checks,omitempty"`
+	// Summary of checks: UNSPECIFIED when the node has no checks.
+	Health        Health `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1076,6 +1134,112 @@ func (x *Report) GetTrigger() string {
 	return ""
 }
 
+func (x *Report) GetChecks() []*CheckResult {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *Report) GetHealth() Health {
+	if x != nil {
+		return x.Health
+	}
+	return Health_HEALTH_UNSPECIFIED
+}
+
+// CheckResult is the latest result of one health check on one node.
+type CheckResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "ROLE/NAME" for site checks, "builtin/drbd:R" or "builtin/swarm" for
+	// built-in ones.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "http", "tcp", "command", "drbd", "swarm".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Counts as passing (fewer consecutive failures than the check allows).
+	Passing bool `protobuf:"varint,3,opt,name=passing,proto3" json:"passing,omitempty"`
+	// Short reason for the last failure; never contains secret values.
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// Consecutive failures so far.
+	Failures uint32 `protobuf:"varint,5,opt,name=failures,proto3" json:"failures,omitempty"`
+	// When the check last ran.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckResult) Reset() {
+	*x = CheckResult{}
+	mi := &file_hive_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckResult) ProtoMessage() {}
+
+func (x *CheckResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
+func (*CheckResult) Descriptor() ([]byte, []int) {
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CheckResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CheckResult) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CheckResult) GetPassing() bool {
+	if x != nil {
+		return x.Passing
+	}
+	return false
+}
+
+func (x *CheckResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CheckResult) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *CheckResult) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // MemberMeta is the metadata a member advertises through gossip
 // (memberlist NodeMeta, limited to 512 bytes).
 type MemberMeta struct {
@@ -1094,7 +1258,7 @@ type MemberMeta struct {
 
 func (x *MemberMeta) Reset() {
 	*x = MemberMeta{}
-	mi := &file_hive_v1_state_proto_msgTypes[8]
+	mi := &file_hive_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1270,7 @@ func (x *MemberMeta) String() string {
 func (*MemberMeta) ProtoMessage() {}
 
 func (x *MemberMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[8]
+	mi := &file_hive_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1283,7 @@ func (x *MemberMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberMeta.ProtoReflect.Descriptor instead.
 func (*MemberMeta) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MemberMeta) GetKind() MemberKind {
@@ -1183,7 +1347,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_hive_v1_state_proto_msgTypes[9]
+	mi := &file_hive_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1359,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[9]
+	mi := &file_hive_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1372,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Member) GetName() string {
@@ -1281,7 +1445,7 @@ type ResourceCounts struct {
 
 func (x *ResourceCounts) Reset() {
 	*x = ResourceCounts{}
-	mi := &file_hive_v1_state_proto_msgTypes[10]
+	mi := &file_hive_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1457,7 @@ func (x *ResourceCounts) String() string {
 func (*ResourceCounts) ProtoMessage() {}
 
 func (x *ResourceCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[10]
+	mi := &file_hive_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1470,7 @@ func (x *ResourceCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceCounts.ProtoReflect.Descriptor instead.
 func (*ResourceCounts) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResourceCounts) GetTotal() uint32 {
@@ -1371,13 +1535,19 @@ type NodeStatus struct {
 	// The node's certificate as of its last watch (serial hex, expiry).
 	CertificateSerial   string                 `protobuf:"bytes,22,opt,name=certificate_serial,json=certificateSerial,proto3" json:"certificate_serial,omitempty"`
 	CertificateNotAfter *timestamppb.Timestamp `protobuf:"bytes,23,opt,name=certificate_not_after,json=certificateNotAfter,proto3" json:"certificate_not_after,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Latest health check results and their summary (see Report).
+	Checks []*CheckResult `protobuf:"bytes,30,rep,name=checks,proto3" json:"checks,omitempty"`
+	Health Health         `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	// When health last changed to its current value (rollout gates measure
+	// min_healthy_time from it).
+	HealthSince   *timestamppb.Timestamp `protobuf:"bytes,32,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_hive_v1_state_proto_msgTypes[11]
+	mi := &file_hive_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1559,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[11]
+	mi := &file_hive_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1572,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeStatus) GetName() string {
@@ -1531,6 +1701,27 @@ func (x *NodeStatus) GetCertificateNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *NodeStatus) GetChecks() []*CheckResult {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetHealth() Health {
+	if x != nil {
+		return x.Health
+	}
+	return Health_HEALTH_UNSPECIFIED
+}
+
+func (x *NodeStatus) GetHealthSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthSince
+	}
+	return nil
+}
+
 // Revocation is the deny list entry of one agent identity.
 type Revocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1552,7 +1743,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_hive_v1_state_proto_msgTypes[12]
+	mi := &file_hive_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1755,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[12]
+	mi := &file_hive_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1768,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Revocation) GetNode() string {
@@ -1705,7 +1896,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05drift\x18\x05 \x01(\bR\x05drift\x12\x12\n" +
-	"\x04diff\x18\x06 \x01(\tR\x04diff\"\xf9\x04\n" +
+	"\x04diff\x18\x06 \x01(\tR\x04diff\"\xd0\x05\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -1725,10 +1916,19 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x11published_secrets\x18\f \x03(\v2%.hive.v1.Report.PublishedSecretsEntryR\x10publishedSecrets\x12\x1f\n" +
 	"\vdrift_check\x18\r \x01(\bR\n" +
 	"driftCheck\x12\x18\n" +
-	"\atrigger\x18\x0e \x01(\tR\atrigger\x1aC\n" +
+	"\atrigger\x18\x0e \x01(\tR\atrigger\x12,\n" +
+	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
+	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x1aC\n" +
 	"\x15PublishedSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa8\x02\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb5\x01\n" +
+	"\vCheckResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\apassing\x18\x03 \x01(\bR\apassing\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x1a\n" +
+	"\bfailures\x18\x05 \x01(\rR\bfailures\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xa8\x02\n" +
 	"\n" +
 	"MemberMeta\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.hive.v1.MemberKindR\x04kind\x127\n" +
@@ -1757,7 +1957,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\achanged\x18\x02 \x01(\rR\achanged\x12\x16\n" +
 	"\x06failed\x18\x03 \x01(\rR\x06failed\x12\x18\n" +
 	"\askipped\x18\x04 \x01(\rR\askipped\x12\x18\n" +
-	"\aplanned\x18\x05 \x01(\rR\aplanned\"\x98\b\n" +
+	"\aplanned\x18\x05 \x01(\rR\aplanned\"\xae\t\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -1779,7 +1979,10 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\rlabel_sources\x18\x14 \x03(\v2%.hive.v1.NodeStatus.LabelSourcesEntryR\flabelSources\x12P\n" +
 	"\x0freported_labels\x18\x15 \x03(\v2'.hive.v1.NodeStatus.ReportedLabelsEntryR\x0ereportedLabels\x12-\n" +
 	"\x12certificate_serial\x18\x16 \x01(\tR\x11certificateSerial\x12N\n" +
-	"\x15certificate_not_after\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x1a9\n" +
+	"\x15certificate_not_after\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12,\n" +
+	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
+	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
+	"\fhealth_since\x18  \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
@@ -1811,7 +2014,11 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\rPHASE_PENDING\x10\x01\x12\x12\n" +
 	"\x0ePHASE_APPLYING\x10\x02\x12\x13\n" +
 	"\x0fPHASE_CONVERGED\x10\x03\x12\x10\n" +
-	"\fPHASE_FAILED\x10\x04*\x8b\x01\n" +
+	"\fPHASE_FAILED\x10\x04*H\n" +
+	"\x06Health\x12\x16\n" +
+	"\x12HEALTH_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eHEALTH_PASSING\x10\x01\x12\x12\n" +
+	"\x0eHEALTH_FAILING\x10\x02*\x8b\x01\n" +
 	"\vGossipState\x12\x1c\n" +
 	"\x18GOSSIP_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12GOSSIP_STATE_ALIVE\x10\x01\x12\x18\n" +
@@ -1842,86 +2049,94 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 	return file_hive_v1_state_proto_rawDescData
 }
 
-var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Phase)(0),                    // 1: hive.v1.Phase
-	(GossipState)(0),              // 2: hive.v1.GossipState
-	(MemberKind)(0),               // 3: hive.v1.MemberKind
-	(RaftRole)(0),                 // 4: hive.v1.RaftRole
-	(*Generation)(nil),            // 5: hive.v1.Generation
-	(*GenerationSummary)(nil),     // 6: hive.v1.GenerationSummary
-	(*Peer)(nil),                  // 7: hive.v1.Peer
-	(*PeerList)(nil),              // 8: hive.v1.PeerList
-	(*NodeFacts)(nil),             // 9: hive.v1.NodeFacts
-	(*NodeState)(nil),             // 10: hive.v1.NodeState
-	(*ResourceResult)(nil),        // 11: hive.v1.ResourceResult
-	(*Report)(nil),                // 12: hive.v1.Report
-	(*MemberMeta)(nil),            // 13: hive.v1.MemberMeta
-	(*Member)(nil),                // 14: hive.v1.Member
-	(*ResourceCounts)(nil),        // 15: hive.v1.ResourceCounts
-	(*NodeStatus)(nil),            // 16: hive.v1.NodeStatus
-	(*Revocation)(nil),            // 17: hive.v1.Revocation
-	nil,                           // 18: hive.v1.Peer.LabelsEntry
-	nil,                           // 19: hive.v1.NodeFacts.LabelsEntry
-	nil,                           // 20: hive.v1.NodeFacts.PeersEntry
-	nil,                           // 21: hive.v1.NodeFacts.ReportedLabelsEntry
-	nil,                           // 22: hive.v1.NodeState.SecretsEntry
-	nil,                           // 23: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 24: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 25: hive.v1.Member.LabelsEntry
-	nil,                           // 26: hive.v1.NodeStatus.LabelsEntry
-	nil,                           // 27: hive.v1.NodeStatus.LabelSourcesEntry
-	nil,                           // 28: hive.v1.NodeStatus.ReportedLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
-	(*Site)(nil),                  // 30: hive.v1.Site
-	(*Resource)(nil),              // 31: hive.v1.Resource
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(Health)(0),                   // 2: hive.v1.Health
+	(GossipState)(0),              // 3: hive.v1.GossipState
+	(MemberKind)(0),               // 4: hive.v1.MemberKind
+	(RaftRole)(0),                 // 5: hive.v1.RaftRole
+	(*Generation)(nil),            // 6: hive.v1.Generation
+	(*GenerationSummary)(nil),     // 7: hive.v1.GenerationSummary
+	(*Peer)(nil),                  // 8: hive.v1.Peer
+	(*PeerList)(nil),              // 9: hive.v1.PeerList
+	(*NodeFacts)(nil),             // 10: hive.v1.NodeFacts
+	(*NodeState)(nil),             // 11: hive.v1.NodeState
+	(*ResourceResult)(nil),        // 12: hive.v1.ResourceResult
+	(*Report)(nil),                // 13: hive.v1.Report
+	(*CheckResult)(nil),           // 14: hive.v1.CheckResult
+	(*MemberMeta)(nil),            // 15: hive.v1.MemberMeta
+	(*Member)(nil),                // 16: hive.v1.Member
+	(*ResourceCounts)(nil),        // 17: hive.v1.ResourceCounts
+	(*NodeStatus)(nil),            // 18: hive.v1.NodeStatus
+	(*Revocation)(nil),            // 19: hive.v1.Revocation
+	nil,                           // 20: hive.v1.Peer.LabelsEntry
+	nil,                           // 21: hive.v1.NodeFacts.LabelsEntry
+	nil,                           // 22: hive.v1.NodeFacts.PeersEntry
+	nil,                           // 23: hive.v1.NodeFacts.ReportedLabelsEntry
+	nil,                           // 24: hive.v1.NodeState.SecretsEntry
+	nil,                           // 25: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 26: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 27: hive.v1.Member.LabelsEntry
+	nil,                           // 28: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 29: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 30: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*Site)(nil),                  // 32: hive.v1.Site
+	(*Resource)(nil),              // 33: hive.v1.Resource
+	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	29, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	30, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	29, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
-	18, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
-	7,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
-	19, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
-	20, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
-	21, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
-	9,  // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	31, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	22, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	31, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	32, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	31, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	20, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
+	8,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
+	21, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
+	22, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
+	23, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
+	10, // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
+	33, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	24, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
 	0,  // 11: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	32, // 12: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	34, // 12: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
 	1,  // 13: hive.v1.Report.phase:type_name -> hive.v1.Phase
-	11, // 14: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	32, // 15: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	29, // 16: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	29, // 17: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	23, // 18: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	3,  // 19: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	24, // 20: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	3,  // 21: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	2,  // 22: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	25, // 23: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	4,  // 24: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	26, // 25: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	2,  // 26: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	1,  // 27: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	29, // 28: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	15, // 29: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	11, // 30: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	27, // 31: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
-	28, // 32: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
-	29, // 33: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
-	29, // 34: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	29, // 35: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	8,  // 36: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	12, // 14: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
+	34, // 15: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	31, // 16: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	31, // 17: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	25, // 18: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	14, // 19: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
+	2,  // 20: hive.v1.Report.health:type_name -> hive.v1.Health
+	31, // 21: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	4,  // 22: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	26, // 23: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	4,  // 24: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	3,  // 25: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	27, // 26: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	5,  // 27: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	28, // 28: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	3,  // 29: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	1,  // 30: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	31, // 31: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	17, // 32: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	12, // 33: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	29, // 34: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	30, // 35: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	31, // 36: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	14, // 37: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
+	2,  // 38: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
+	31, // 39: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	31, // 40: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	31, // 41: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	9,  // 42: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -1935,8 +2150,8 @@ func file_hive_v1_state_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   24,
+			NumEnums:      6,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
