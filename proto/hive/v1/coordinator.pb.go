@@ -86,8 +86,10 @@ type PushRequest struct {
 	// Push even if base_generation is stale.
 	Force bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	// Original file name and text, kept with the generation.
-	SourceName    string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
-	Source        []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	SourceName string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Source     []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// Push flags overriding the site's top-level rollout policy.
+	Rollout       *RolloutOverride `protobuf:"bytes,15,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -160,6 +162,13 @@ func (x *PushRequest) GetSourceName() string {
 func (x *PushRequest) GetSource() []byte {
 	if x != nil {
 		return x.Source
+	}
+	return nil
+}
+
+func (x *PushRequest) GetRollout() *RolloutOverride {
+	if x != nil {
+		return x.Rollout
 	}
 	return nil
 }
@@ -3099,11 +3108,541 @@ func (x *LabelNodeResponse) GetRoles() []string {
 	return nil
 }
 
+type GetRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutRequest) Reset() {
+	*x = GetRolloutRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutRequest) ProtoMessage() {}
+
+func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{56}
+}
+
+type GetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *RolloutStatus         `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutResponse) Reset() {
+	*x = GetRolloutResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutResponse) ProtoMessage() {}
+
+func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *GetRolloutResponse) GetStatus() *RolloutStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+type WatchRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutRequest) Reset() {
+	*x = WatchRolloutRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutRequest) ProtoMessage() {}
+
+func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
+func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{58}
+}
+
+type WatchRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *RolloutStatus         `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutResponse) Reset() {
+	*x = WatchRolloutResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutResponse) ProtoMessage() {}
+
+func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
+func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *WatchRolloutResponse) GetStatus() *RolloutStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// The rollout control requests name the rollout by its generation (0: the
+// latest), so a command meant for one rollout never hits a newer one.
+type PauseRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRolloutRequest) Reset() {
+	*x = PauseRolloutRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRolloutRequest) ProtoMessage() {}
+
+func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *PauseRolloutRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PauseRolloutRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PauseRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRolloutResponse) Reset() {
+	*x = PauseRolloutResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRolloutResponse) ProtoMessage() {}
+
+func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
+func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *PauseRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type ResumeRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRolloutRequest) Reset() {
+	*x = ResumeRolloutRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRolloutRequest) ProtoMessage() {}
+
+func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ResumeRolloutRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type ResumeRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRolloutResponse) Reset() {
+	*x = ResumeRolloutResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRolloutResponse) ProtoMessage() {}
+
+func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
+func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ResumeRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type PromoteRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRolloutRequest) Reset() {
+	*x = PromoteRolloutRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRolloutRequest) ProtoMessage() {}
+
+func (x *PromoteRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *PromoteRolloutRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type PromoteRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRolloutResponse) Reset() {
+	*x = PromoteRolloutResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRolloutResponse) ProtoMessage() {}
+
+func (x *PromoteRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRolloutResponse.ProtoReflect.Descriptor instead.
+func (*PromoteRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *PromoteRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type AbortRolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutRequest) Reset() {
+	*x = AbortRolloutRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutRequest) ProtoMessage() {}
+
+func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
+func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *AbortRolloutRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *AbortRolloutRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type AbortRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutResponse) Reset() {
+	*x = AbortRolloutResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutResponse) ProtoMessage() {}
+
+func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
+func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *AbortRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xf6\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3111,7 +3650,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05force\x18\x04 \x01(\bR\x05force\x12\x1f\n" +
 	"\vsource_name\x18\x05 \x01(\tR\n" +
 	"sourceName\x12\x16\n" +
-	"\x06source\x18\x06 \x01(\fR\x06source\"z\n" +
+	"\x06source\x18\x06 \x01(\fR\x06source\x122\n" +
+	"\arollout\x18\x0f \x01(\v2\x18.hive.v1.RolloutOverrideR\arollout\"z\n" +
 	"\fPushResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3313,13 +3853,45 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
 	"\x11LabelSourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*s\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
+	"\x11GetRolloutRequest\"D\n" +
+	"\x12GetRolloutResponse\x12.\n" +
+	"\x06status\x18\x01 \x01(\v2\x16.hive.v1.RolloutStatusR\x06status\"\x15\n" +
+	"\x13WatchRolloutRequest\"F\n" +
+	"\x14WatchRolloutResponse\x12.\n" +
+	"\x06status\x18\x01 \x01(\v2\x16.hive.v1.RolloutStatusR\x06status\"M\n" +
+	"\x13PauseRolloutRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
+	"\x14PauseRolloutResponse\x12*\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"6\n" +
+	"\x14ResumeRolloutRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\"C\n" +
+	"\x15ResumeRolloutResponse\x12*\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"7\n" +
+	"\x15PromoteRolloutRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\"D\n" +
+	"\x16PromoteRolloutResponse\x12*\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"M\n" +
+	"\x13AbortRolloutRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
+	"\x14AbortRolloutResponse\x12*\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\x84\r\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\xd7\x10\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3345,7 +3917,14 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
-	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse2\x8e\x02\n" +
+	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12E\n" +
+	"\n" +
+	"GetRollout\x12\x1a.hive.v1.GetRolloutRequest\x1a\x1b.hive.v1.GetRolloutResponse\x12M\n" +
+	"\fWatchRollout\x12\x1c.hive.v1.WatchRolloutRequest\x1a\x1d.hive.v1.WatchRolloutResponse0\x01\x12K\n" +
+	"\fPauseRollout\x12\x1c.hive.v1.PauseRolloutRequest\x1a\x1d.hive.v1.PauseRolloutResponse\x12N\n" +
+	"\rResumeRollout\x12\x1d.hive.v1.ResumeRolloutRequest\x1a\x1e.hive.v1.ResumeRolloutResponse\x12Q\n" +
+	"\x0ePromoteRollout\x12\x1e.hive.v1.PromoteRolloutRequest\x1a\x1f.hive.v1.PromoteRolloutResponse\x12K\n" +
+	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3365,7 +3944,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -3424,110 +4003,144 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
 	(*LabelNodeRequest)(nil),             // 55: hive.v1.LabelNodeRequest
 	(*LabelNodeResponse)(nil),            // 56: hive.v1.LabelNodeResponse
-	nil,                                  // 57: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 58: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 59: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 60: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 61: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 62: hive.v1.Site
-	(*durationpb.Duration)(nil),          // 63: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 64: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 65: hive.v1.Generation
-	(*NodeState)(nil),                    // 66: hive.v1.NodeState
-	(*Report)(nil),                       // 67: hive.v1.Report
-	(*NodeStatus)(nil),                   // 68: hive.v1.NodeStatus
-	(*Member)(nil),                       // 69: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 70: google.protobuf.Timestamp
-	(*Command)(nil),                      // 71: hive.v1.Command
-	(*CommandResult)(nil),                // 72: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 73: hive.v1.Revocation
-	(RaftRole)(0),                        // 74: hive.v1.RaftRole
+	(*GetRolloutRequest)(nil),            // 57: hive.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),           // 58: hive.v1.GetRolloutResponse
+	(*WatchRolloutRequest)(nil),          // 59: hive.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),         // 60: hive.v1.WatchRolloutResponse
+	(*PauseRolloutRequest)(nil),          // 61: hive.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),         // 62: hive.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),         // 63: hive.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),        // 64: hive.v1.ResumeRolloutResponse
+	(*PromoteRolloutRequest)(nil),        // 65: hive.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),       // 66: hive.v1.PromoteRolloutResponse
+	(*AbortRolloutRequest)(nil),          // 67: hive.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),         // 68: hive.v1.AbortRolloutResponse
+	nil,                                  // 69: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 70: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 71: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 72: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 73: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 74: hive.v1.Site
+	(*RolloutOverride)(nil),              // 75: hive.v1.RolloutOverride
+	(*durationpb.Duration)(nil),          // 76: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 77: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 78: hive.v1.Generation
+	(*NodeState)(nil),                    // 79: hive.v1.NodeState
+	(*Report)(nil),                       // 80: hive.v1.Report
+	(*NodeStatus)(nil),                   // 81: hive.v1.NodeStatus
+	(*Member)(nil),                       // 82: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 83: google.protobuf.Timestamp
+	(*Command)(nil),                      // 84: hive.v1.Command
+	(*CommandResult)(nil),                // 85: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 86: hive.v1.Revocation
+	(RaftRole)(0),                        // 87: hive.v1.RaftRole
+	(*RolloutStatus)(nil),                // 88: hive.v1.RolloutStatus
+	(*Rollout)(nil),                      // 89: hive.v1.Rollout
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	62, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	63, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	64, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	65, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
-	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
-	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	66, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	57, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	66, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	67, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	63, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	68, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	69, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	70, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	25, // 14: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	30, // 15: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	58, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	70, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	71, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	72, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 20: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	73, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	73, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	74, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	59, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	60, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	61, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	1,  // 27: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 28: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 29: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 30: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 31: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 32: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 33: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 34: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 35: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 36: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 37: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 38: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 39: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 40: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 41: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 42: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 43: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 44: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 45: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 46: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 47: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 48: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	45, // 49: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 50: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 51: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 52: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 53: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 54: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 55: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 56: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 57: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 58: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 59: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 60: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 61: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 62: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 63: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 64: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 65: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 66: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 67: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 68: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 69: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 70: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 71: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 72: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 73: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 74: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	46, // 75: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 76: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 77: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 78: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	53, // [53:79] is the sub-list for method output_type
-	27, // [27:53] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	74, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	75, // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
+	76, // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	77, // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	78, // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	0,  // 5: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
+	10, // 6: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
+	79, // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	69, // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	79, // 9: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	80, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	76, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	81, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	82, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	83, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	25, // 15: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	30, // 16: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	70, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	83, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	84, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	85, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	43, // 21: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	86, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	86, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	87, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	71, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	72, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	73, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	88, // 28: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	88, // 29: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	89, // 30: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	89, // 31: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	89, // 32: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	89, // 33: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	1,  // 34: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 35: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 36: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 37: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 38: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 39: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 40: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 41: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 42: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 43: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 44: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 45: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 46: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 47: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 48: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 49: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 50: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 51: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 52: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 53: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 54: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 55: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	57, // 56: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
+	59, // 57: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
+	61, // 58: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
+	63, // 59: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
+	65, // 60: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
+	67, // 61: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
+	45, // 62: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 63: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 64: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 65: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 66: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 67: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 68: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 69: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 70: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 71: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 72: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 73: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 74: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 75: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 76: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 77: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 78: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 79: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 80: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 81: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 82: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 83: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 84: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 85: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 86: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 87: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	58, // 88: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	60, // 89: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	62, // 90: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	64, // 91: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	66, // 92: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	68, // 93: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	46, // 94: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 95: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 96: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 97: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	66, // [66:98] is the sub-list for method output_type
+	34, // [34:66] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3536,6 +4149,7 @@ func file_hive_v1_coordinator_proto_init() {
 		return
 	}
 	file_hive_v1_raft_proto_init()
+	file_hive_v1_rollout_proto_init()
 	file_hive_v1_site_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
@@ -3544,7 +4158,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   61,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -49,6 +49,12 @@ type Command struct {
 	//	*Command_NodeLabel
 	//	*Command_NodeRevoke
 	//	*Command_NodeRemove
+	//	*Command_RolloutPush
+	//	*Command_RolloutWave
+	//	*Command_RolloutPause
+	//	*Command_RolloutResume
+	//	*Command_RolloutRollback
+	//	*Command_RolloutComplete
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -229,6 +235,60 @@ func (x *Command) GetNodeRemove() *NodeRemoveCommand {
 	return nil
 }
 
+func (x *Command) GetRolloutPush() *RolloutPushCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutPush); ok {
+			return x.RolloutPush
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRolloutWave() *RolloutWaveCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutWave); ok {
+			return x.RolloutWave
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRolloutPause() *RolloutPauseCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutPause); ok {
+			return x.RolloutPause
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRolloutResume() *RolloutResumeCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutResume); ok {
+			return x.RolloutResume
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRolloutRollback() *RolloutRollbackCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutRollback); ok {
+			return x.RolloutRollback
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRolloutComplete() *RolloutCompleteCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutComplete); ok {
+			return x.RolloutComplete
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -285,6 +345,30 @@ type Command_NodeRemove struct {
 	NodeRemove *NodeRemoveCommand `protobuf:"bytes,26,opt,name=node_remove,json=nodeRemove,proto3,oneof"`
 }
 
+type Command_RolloutPush struct {
+	RolloutPush *RolloutPushCommand `protobuf:"bytes,40,opt,name=rollout_push,json=rolloutPush,proto3,oneof"`
+}
+
+type Command_RolloutWave struct {
+	RolloutWave *RolloutWaveCommand `protobuf:"bytes,41,opt,name=rollout_wave,json=rolloutWave,proto3,oneof"`
+}
+
+type Command_RolloutPause struct {
+	RolloutPause *RolloutPauseCommand `protobuf:"bytes,42,opt,name=rollout_pause,json=rolloutPause,proto3,oneof"`
+}
+
+type Command_RolloutResume struct {
+	RolloutResume *RolloutResumeCommand `protobuf:"bytes,43,opt,name=rollout_resume,json=rolloutResume,proto3,oneof"`
+}
+
+type Command_RolloutRollback struct {
+	RolloutRollback *RolloutRollbackCommand `protobuf:"bytes,44,opt,name=rollout_rollback,json=rolloutRollback,proto3,oneof"`
+}
+
+type Command_RolloutComplete struct {
+	RolloutComplete *RolloutCompleteCommand `protobuf:"bytes,45,opt,name=rollout_complete,json=rolloutComplete,proto3,oneof"`
+}
+
 func (*Command_Push) isCommand_Body() {}
 
 func (*Command_Rollback) isCommand_Body() {}
@@ -310,6 +394,18 @@ func (*Command_NodeLabel) isCommand_Body() {}
 func (*Command_NodeRevoke) isCommand_Body() {}
 
 func (*Command_NodeRemove) isCommand_Body() {}
+
+func (*Command_RolloutPush) isCommand_Body() {}
+
+func (*Command_RolloutWave) isCommand_Body() {}
+
+func (*Command_RolloutPause) isCommand_Body() {}
+
+func (*Command_RolloutResume) isCommand_Body() {}
+
+func (*Command_RolloutRollback) isCommand_Body() {}
+
+func (*Command_RolloutComplete) isCommand_Body() {}
 
 // PushCommand proposes a new generation.
 type PushCommand struct {
@@ -1282,11 +1378,378 @@ func (x *NodeLabelCommand) GetAuthor() string {
 	return ""
 }
 
+// RolloutPushCommand appends a generation (as PushCommand) and starts its
+// rollout in the same log entry, so no node sees the generation before the
+// plan decides it may. The leader plans the waves; Apply records each
+// planned node's current target as its from_generation.
+type RolloutPushCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Push          *PushCommand           `protobuf:"bytes,1,opt,name=push,proto3" json:"push,omitempty"`
+	Policy        *RolloutPolicy         `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	Waves         []*RolloutWave         `protobuf:"bytes,3,rep,name=waves,proto3" json:"waves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutPushCommand) Reset() {
+	*x = RolloutPushCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutPushCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutPushCommand) ProtoMessage() {}
+
+func (x *RolloutPushCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutPushCommand.ProtoReflect.Descriptor instead.
+func (*RolloutPushCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RolloutPushCommand) GetPush() *PushCommand {
+	if x != nil {
+		return x.Push
+	}
+	return nil
+}
+
+func (x *RolloutPushCommand) GetPolicy() *RolloutPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *RolloutPushCommand) GetWaves() []*RolloutWave {
+	if x != nil {
+		return x.Waves
+	}
+	return nil
+}
+
+// RolloutWaveCommand opens wave `wave` of the rollout of `generation` (the
+// leader's gate, or an operator's promote). Waves open in order; opening
+// an open wave changes nothing.
+type RolloutWaveCommand struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Wave       uint32                 `protobuf:"varint,2,opt,name=wave,proto3" json:"wave,omitempty"`
+	Author     string                 `protobuf:"bytes,3,opt,name=author,proto3" json:"author,omitempty"`
+	// An operator promoted it (opens it even when paused, and resumes).
+	Promote       bool `protobuf:"varint,4,opt,name=promote,proto3" json:"promote,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutWaveCommand) Reset() {
+	*x = RolloutWaveCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutWaveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutWaveCommand) ProtoMessage() {}
+
+func (x *RolloutWaveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutWaveCommand.ProtoReflect.Descriptor instead.
+func (*RolloutWaveCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RolloutWaveCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RolloutWaveCommand) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *RolloutWaveCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *RolloutWaveCommand) GetPromote() bool {
+	if x != nil {
+		return x.Promote
+	}
+	return false
+}
+
+// RolloutPauseCommand pauses a running rollout.
+type RolloutPauseCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Author        string                 `protobuf:"bytes,3,opt,name=author,proto3" json:"author,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutPauseCommand) Reset() {
+	*x = RolloutPauseCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutPauseCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutPauseCommand) ProtoMessage() {}
+
+func (x *RolloutPauseCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutPauseCommand.ProtoReflect.Descriptor instead.
+func (*RolloutPauseCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RolloutPauseCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RolloutPauseCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutPauseCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+// RolloutResumeCommand resumes a paused rollout.
+type RolloutResumeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Author        string                 `protobuf:"bytes,2,opt,name=author,proto3" json:"author,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutResumeCommand) Reset() {
+	*x = RolloutResumeCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutResumeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutResumeCommand) ProtoMessage() {}
+
+func (x *RolloutResumeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutResumeCommand.ProtoReflect.Descriptor instead.
+func (*RolloutResumeCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RolloutResumeCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RolloutResumeCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+// RolloutRollbackCommand gives every node of the opened waves its
+// from_generation back: on a failure with on_failure rollback (state
+// ROLLED_BACK) or an operator's abort (ABORTED).
+type RolloutRollbackCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Author        string                 `protobuf:"bytes,3,opt,name=author,proto3" json:"author,omitempty"`
+	Abort         bool                   `protobuf:"varint,4,opt,name=abort,proto3" json:"abort,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutRollbackCommand) Reset() {
+	*x = RolloutRollbackCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutRollbackCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutRollbackCommand) ProtoMessage() {}
+
+func (x *RolloutRollbackCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutRollbackCommand.ProtoReflect.Descriptor instead.
+func (*RolloutRollbackCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RolloutRollbackCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RolloutRollbackCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutRollbackCommand) GetAuthor() string {
+	if x != nil {
+		return x.Author
+	}
+	return ""
+}
+
+func (x *RolloutRollbackCommand) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
+}
+
+// RolloutCompleteCommand marks a rollout whose waves are all open and
+// healthy complete: every node targets the current generation.
+type RolloutCompleteCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutCompleteCommand) Reset() {
+	*x = RolloutCompleteCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutCompleteCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutCompleteCommand) ProtoMessage() {}
+
+func (x *RolloutCompleteCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutCompleteCommand.ProtoReflect.Descriptor instead.
+func (*RolloutCompleteCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RolloutCompleteCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xe8\a\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x95\v\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -1310,7 +1773,13 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\vnode_revoke\x18\x19 \x01(\v2\x1a.hive.v1.NodeRevokeCommandH\x00R\n" +
 	"nodeRevoke\x12=\n" +
 	"\vnode_remove\x18\x1a \x01(\v2\x1a.hive.v1.NodeRemoveCommandH\x00R\n" +
-	"nodeRemoveB\x06\n" +
+	"nodeRemove\x12@\n" +
+	"\frollout_push\x18( \x01(\v2\x1b.hive.v1.RolloutPushCommandH\x00R\vrolloutPush\x12@\n" +
+	"\frollout_wave\x18) \x01(\v2\x1b.hive.v1.RolloutWaveCommandH\x00R\vrolloutWave\x12C\n" +
+	"\rrollout_pause\x18* \x01(\v2\x1c.hive.v1.RolloutPauseCommandH\x00R\frolloutPause\x12F\n" +
+	"\x0erollout_resume\x18+ \x01(\v2\x1d.hive.v1.RolloutResumeCommandH\x00R\rrolloutResume\x12L\n" +
+	"\x10rollout_rollback\x18, \x01(\v2\x1f.hive.v1.RolloutRollbackCommandH\x00R\x0frolloutRollback\x12L\n" +
+	"\x10rollout_complete\x18- \x01(\v2\x1f.hive.v1.RolloutCompleteCommandH\x00R\x0frolloutCompleteB\x06\n" +
 	"\x04body\"\x81\x01\n" +
 	"\vPushCommand\x123\n" +
 	"\n" +
@@ -1389,7 +1858,40 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x06author\x18\x04 \x01(\tR\x06author\x1a6\n" +
 	"\bSetEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
+	"\x12RolloutPushCommand\x12(\n" +
+	"\x04push\x18\x01 \x01(\v2\x14.hive.v1.PushCommandR\x04push\x12.\n" +
+	"\x06policy\x18\x02 \x01(\v2\x16.hive.v1.RolloutPolicyR\x06policy\x12*\n" +
+	"\x05waves\x18\x03 \x03(\v2\x14.hive.v1.RolloutWaveR\x05waves\"z\n" +
+	"\x12RolloutWaveCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04wave\x18\x02 \x01(\rR\x04wave\x12\x16\n" +
+	"\x06author\x18\x03 \x01(\tR\x06author\x12\x18\n" +
+	"\apromote\x18\x04 \x01(\bR\apromote\"e\n" +
+	"\x13RolloutPauseCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06author\x18\x03 \x01(\tR\x06author\"N\n" +
+	"\x14RolloutResumeCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06author\x18\x02 \x01(\tR\x06author\"~\n" +
+	"\x16RolloutRollbackCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06author\x18\x03 \x01(\tR\x06author\x12\x14\n" +
+	"\x05abort\x18\x04 \x01(\bR\x05abort\"8\n" +
+	"\x16RolloutCompleteCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generationB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_raft_proto_rawDescOnce sync.Once
@@ -1403,7 +1905,7 @@ func file_hive_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hive_v1_raft_proto_rawDescData
 }
 
-var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_hive_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: hive.v1.Command
 	(*PushCommand)(nil),                 // 1: hive.v1.PushCommand
@@ -1420,16 +1922,24 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	(*NodeRevokeCommand)(nil),           // 12: hive.v1.NodeRevokeCommand
 	(*NodeRemoveCommand)(nil),           // 13: hive.v1.NodeRemoveCommand
 	(*NodeLabelCommand)(nil),            // 14: hive.v1.NodeLabelCommand
-	nil,                                 // 15: hive.v1.NodeUpsertCommand.LabelsEntry
-	nil,                                 // 16: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	nil,                                 // 17: hive.v1.NodeLabelCommand.SetEntry
-	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
-	(*Generation)(nil),                  // 19: hive.v1.Generation
-	(*NodeIdentity)(nil),                // 20: hive.v1.NodeIdentity
-	(*Report)(nil),                      // 21: hive.v1.Report
+	(*RolloutPushCommand)(nil),          // 15: hive.v1.RolloutPushCommand
+	(*RolloutWaveCommand)(nil),          // 16: hive.v1.RolloutWaveCommand
+	(*RolloutPauseCommand)(nil),         // 17: hive.v1.RolloutPauseCommand
+	(*RolloutResumeCommand)(nil),        // 18: hive.v1.RolloutResumeCommand
+	(*RolloutRollbackCommand)(nil),      // 19: hive.v1.RolloutRollbackCommand
+	(*RolloutCompleteCommand)(nil),      // 20: hive.v1.RolloutCompleteCommand
+	nil,                                 // 21: hive.v1.NodeUpsertCommand.LabelsEntry
+	nil,                                 // 22: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	nil,                                 // 23: hive.v1.NodeLabelCommand.SetEntry
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(*Generation)(nil),                  // 25: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 26: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 27: hive.v1.Report
+	(*RolloutPolicy)(nil),               // 28: hive.v1.RolloutPolicy
+	(*RolloutWave)(nil),                 // 29: hive.v1.RolloutWave
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
-	18, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
+	24, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: hive.v1.Command.push:type_name -> hive.v1.PushCommand
 	2,  // 2: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
 	3,  // 3: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
@@ -1443,18 +1953,27 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	14, // 11: hive.v1.Command.node_label:type_name -> hive.v1.NodeLabelCommand
 	12, // 12: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
 	13, // 13: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
-	19, // 14: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	15, // 15: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	20, // 16: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
-	21, // 17: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	18, // 18: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	16, // 19: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	17, // 20: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	15, // 14: hive.v1.Command.rollout_push:type_name -> hive.v1.RolloutPushCommand
+	16, // 15: hive.v1.Command.rollout_wave:type_name -> hive.v1.RolloutWaveCommand
+	17, // 16: hive.v1.Command.rollout_pause:type_name -> hive.v1.RolloutPauseCommand
+	18, // 17: hive.v1.Command.rollout_resume:type_name -> hive.v1.RolloutResumeCommand
+	19, // 18: hive.v1.Command.rollout_rollback:type_name -> hive.v1.RolloutRollbackCommand
+	20, // 19: hive.v1.Command.rollout_complete:type_name -> hive.v1.RolloutCompleteCommand
+	25, // 20: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	21, // 21: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	26, // 22: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	27, // 23: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	24, // 24: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	22, // 25: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	23, // 26: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	1,  // 27: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
+	28, // 28: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
+	29, // 29: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -1462,6 +1981,8 @@ func file_hive_v1_raft_proto_init() {
 	if File_hive_v1_raft_proto != nil {
 		return
 	}
+	file_hive_v1_rollout_proto_init()
+	file_hive_v1_site_proto_init()
 	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	file_hive_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
@@ -1478,6 +1999,12 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_NodeLabel)(nil),
 		(*Command_NodeRevoke)(nil),
 		(*Command_NodeRemove)(nil),
+		(*Command_RolloutPush)(nil),
+		(*Command_RolloutWave)(nil),
+		(*Command_RolloutPause)(nil),
+		(*Command_RolloutResume)(nil),
+		(*Command_RolloutRollback)(nil),
+		(*Command_RolloutComplete)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1485,7 +2012,7 @@ func file_hive_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_raft_proto_rawDesc), len(file_hive_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -9,6 +9,7 @@ package hivev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -383,6 +384,59 @@ func (SwarmRole) EnumDescriptor() ([]byte, []int) {
 	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
 }
 
+// RolloutOnFailure is what a rollout does when a node of an open wave
+// fails (phase failed, health failing, or not healthy by the deadline).
+type RolloutOnFailure int32
+
+const (
+	RolloutOnFailure_ROLLOUT_ON_FAILURE_UNSPECIFIED RolloutOnFailure = 0
+	// Stop opening waves; nodes keep the targets they have.
+	RolloutOnFailure_ROLLOUT_ON_FAILURE_PAUSE RolloutOnFailure = 1
+	// Stop, and give every node of the opened waves its previous target back.
+	RolloutOnFailure_ROLLOUT_ON_FAILURE_ROLLBACK RolloutOnFailure = 2
+)
+
+// Enum value maps for RolloutOnFailure.
+var (
+	RolloutOnFailure_name = map[int32]string{
+		0: "ROLLOUT_ON_FAILURE_UNSPECIFIED",
+		1: "ROLLOUT_ON_FAILURE_PAUSE",
+		2: "ROLLOUT_ON_FAILURE_ROLLBACK",
+	}
+	RolloutOnFailure_value = map[string]int32{
+		"ROLLOUT_ON_FAILURE_UNSPECIFIED": 0,
+		"ROLLOUT_ON_FAILURE_PAUSE":       1,
+		"ROLLOUT_ON_FAILURE_ROLLBACK":    2,
+	}
+)
+
+func (x RolloutOnFailure) Enum() *RolloutOnFailure {
+	p := new(RolloutOnFailure)
+	*p = x
+	return p
+}
+
+func (x RolloutOnFailure) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RolloutOnFailure) Descriptor() protoreflect.EnumDescriptor {
+	return file_hive_v1_site_proto_enumTypes[7].Descriptor()
+}
+
+func (RolloutOnFailure) Type() protoreflect.EnumType {
+	return &file_hive_v1_site_proto_enumTypes[7]
+}
+
+func (x RolloutOnFailure) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RolloutOnFailure.Descriptor instead.
+func (RolloutOnFailure) EnumDescriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
+}
+
 // Site is the desired state of a whole site as operators write it: roles, the
 // selectors that give nodes their roles, and the resources each role needs.
 // The site-file parser (package site) builds it from YAML with every default
@@ -399,7 +453,10 @@ type Site struct {
 	Selectors []*Selector `protobuf:"bytes,3,rep,name=selectors,proto3" json:"selectors,omitempty"`
 	// Names of the secrets referenced anywhere in the site, sorted. Values
 	// are never part of a site; they are set with `hivectl secret set`.
-	Secrets       []string `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	Secrets []string `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// How a push of this site reaches the nodes (docs/rollouts.md). Unset:
+	// every node at once.
+	Rollout       *RolloutPolicy `protobuf:"bytes,10,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +515,13 @@ func (x *Site) GetSelectors() []*Selector {
 func (x *Site) GetSecrets() []string {
 	if x != nil {
 		return x.Secrets
+	}
+	return nil
+}
+
+func (x *Site) GetRollout() *RolloutPolicy {
+	if x != nil {
+		return x.Rollout
 	}
 	return nil
 }
@@ -531,7 +595,10 @@ type Role struct {
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Resources of the role, in canonical key order.
-	Resources     []*Resource `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	Resources []*Resource `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Rollout limits for the nodes of this role (canary, max_parallel,
+	// min_healthy_time, healthy_deadline, on_failure); see RolloutPolicy.
+	Rollout       *RolloutPolicy `protobuf:"bytes,15,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +650,13 @@ func (x *Role) GetDescription() string {
 func (x *Role) GetResources() []*Resource {
 	if x != nil {
 		return x.Resources
+	}
+	return nil
+}
+
+func (x *Role) GetRollout() *RolloutPolicy {
+	if x != nil {
+		return x.Rollout
 	}
 	return nil
 }
@@ -1812,27 +1886,133 @@ func (x *SwarmNetwork) GetEncrypted() bool {
 	return false
 }
 
+// RolloutPolicy is the rollout section of a site file (top level) or of a
+// role. Unset fields take the defaults of docs/rollouts.md; a policy
+// without canary and max_parallel delivers to every node at once.
+type RolloutPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Canary wave: a count of nodes (the first by name) ...
+	CanaryCount uint32 `protobuf:"varint,1,opt,name=canary_count,json=canaryCount,proto3" json:"canary_count,omitempty"`
+	// ... or these node names.
+	CanaryNodes []string `protobuf:"bytes,2,rep,name=canary_nodes,json=canaryNodes,proto3" json:"canary_nodes,omitempty"`
+	// Nodes per wave: a count, or a percent of the rollout's nodes (at most
+	// one of them set; both 0: no limit).
+	MaxParallel        uint32 `protobuf:"varint,3,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	MaxParallelPercent uint32 `protobuf:"varint,4,opt,name=max_parallel_percent,json=maxParallelPercent,proto3" json:"max_parallel_percent,omitempty"`
+	// How long every node of a wave must stay converged and healthy before
+	// the next wave opens.
+	MinHealthyTime *durationpb.Duration `protobuf:"bytes,5,opt,name=min_healthy_time,json=minHealthyTime,proto3" json:"min_healthy_time,omitempty"`
+	// A node of an open wave not healthy this long after the wave opened
+	// counts as failed.
+	HealthyDeadline *durationpb.Duration `protobuf:"bytes,6,opt,name=healthy_deadline,json=healthyDeadline,proto3" json:"healthy_deadline,omitempty"`
+	OnFailure       RolloutOnFailure     `protobuf:"varint,7,opt,name=on_failure,json=onFailure,proto3,enum=hive.v1.RolloutOnFailure" json:"on_failure,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RolloutPolicy) Reset() {
+	*x = RolloutPolicy{}
+	mi := &file_hive_v1_site_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutPolicy) ProtoMessage() {}
+
+func (x *RolloutPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutPolicy.ProtoReflect.Descriptor instead.
+func (*RolloutPolicy) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RolloutPolicy) GetCanaryCount() uint32 {
+	if x != nil {
+		return x.CanaryCount
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetCanaryNodes() []string {
+	if x != nil {
+		return x.CanaryNodes
+	}
+	return nil
+}
+
+func (x *RolloutPolicy) GetMaxParallel() uint32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetMaxParallelPercent() uint32 {
+	if x != nil {
+		return x.MaxParallelPercent
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetMinHealthyTime() *durationpb.Duration {
+	if x != nil {
+		return x.MinHealthyTime
+	}
+	return nil
+}
+
+func (x *RolloutPolicy) GetHealthyDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.HealthyDeadline
+	}
+	return nil
+}
+
+func (x *RolloutPolicy) GetOnFailure() RolloutOnFailure {
+	if x != nil {
+		return x.OnFailure
+	}
+	return RolloutOnFailure_ROLLOUT_ON_FAILURE_UNSPECIFIED
+}
+
 var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\"\x8a\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbc\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
 	"\tselectors\x18\x03 \x03(\v2\x11.hive.v1.SelectorR\tselectors\x12\x18\n" +
-	"\asecrets\x18\x04 \x03(\tR\asecrets\"\xbd\x01\n" +
+	"\asecrets\x18\x04 \x03(\tR\asecrets\x120\n" +
+	"\arollout\x18\n" +
+	" \x01(\v2\x16.hive.v1.RolloutPolicyR\arollout\"\xbd\x01\n" +
 	"\bSelector\x12E\n" +
 	"\fmatch_labels\x18\x01 \x03(\v2\".hive.v1.Selector.MatchLabelsEntryR\vmatchLabels\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12\x14\n" +
 	"\x05roles\x18\x03 \x03(\tR\x05roles\x1a>\n" +
 	"\x10MatchLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x01\n" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xa8\x03\n" +
+	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\x120\n" +
+	"\arollout\x18\x0f \x01(\v2\x16.hive.v1.RolloutPolicyR\arollout\"\xa8\x03\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -1948,7 +2128,16 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
 	"attachable\x18\x03 \x01(\bR\n" +
 	"attachable\x12\x1c\n" +
-	"\tencrypted\x18\x04 \x01(\bR\tencrypted*K\n" +
+	"\tencrypted\x18\x04 \x01(\bR\tencrypted\"\xef\x02\n" +
+	"\rRolloutPolicy\x12!\n" +
+	"\fcanary_count\x18\x01 \x01(\rR\vcanaryCount\x12!\n" +
+	"\fcanary_nodes\x18\x02 \x03(\tR\vcanaryNodes\x12!\n" +
+	"\fmax_parallel\x18\x03 \x01(\rR\vmaxParallel\x120\n" +
+	"\x14max_parallel_percent\x18\x04 \x01(\rR\x12maxParallelPercent\x12C\n" +
+	"\x10min_healthy_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0eminHealthyTime\x12D\n" +
+	"\x10healthy_deadline\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fhealthyDeadline\x128\n" +
+	"\n" +
+	"on_failure\x18\a \x01(\x0e2\x19.hive.v1.RolloutOnFailureR\tonFailure*K\n" +
 	"\bRepoType\x12\x19\n" +
 	"\x15REPO_TYPE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rREPO_TYPE_YUM\x10\x01\x12\x11\n" +
@@ -1980,7 +2169,11 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\tSwarmRole\x12\x1a\n" +
 	"\x16SWARM_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SWARM_ROLE_MANAGER\x10\x01\x12\x15\n" +
-	"\x11SWARM_ROLE_WORKER\x10\x02B0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\x11SWARM_ROLE_WORKER\x10\x02*u\n" +
+	"\x10RolloutOnFailure\x12\"\n" +
+	"\x1eROLLOUT_ON_FAILURE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18ROLLOUT_ON_FAILURE_PAUSE\x10\x01\x12\x1f\n" +
+	"\x1bROLLOUT_ON_FAILURE_ROLLBACK\x10\x02B0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_site_proto_rawDescOnce sync.Once
@@ -1994,71 +2187,79 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 	return file_hive_v1_site_proto_rawDescData
 }
 
-var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hive_v1_site_proto_goTypes = []any{
-	(RepoType)(0),        // 0: hive.v1.RepoType
-	(PackageState)(0),    // 1: hive.v1.PackageState
-	(FileState)(0),       // 2: hive.v1.FileState
-	(ServiceState)(0),    // 3: hive.v1.ServiceState
-	(IPFamily)(0),        // 4: hive.v1.IPFamily
-	(FirewallAction)(0),  // 5: hive.v1.FirewallAction
-	(SwarmRole)(0),       // 6: hive.v1.SwarmRole
-	(*Site)(nil),         // 7: hive.v1.Site
-	(*Selector)(nil),     // 8: hive.v1.Selector
-	(*Role)(nil),         // 9: hive.v1.Role
-	(*Resource)(nil),     // 10: hive.v1.Resource
-	(*Repo)(nil),         // 11: hive.v1.Repo
-	(*Package)(nil),      // 12: hive.v1.Package
-	(*File)(nil),         // 13: hive.v1.File
-	(*Service)(nil),      // 14: hive.v1.Service
-	(*Firewall)(nil),     // 15: hive.v1.Firewall
-	(*FirewallRule)(nil), // 16: hive.v1.FirewallRule
-	(*Drbd)(nil),         // 17: hive.v1.Drbd
-	(*DrbdPeer)(nil),     // 18: hive.v1.DrbdPeer
-	(*Swarm)(nil),        // 19: hive.v1.Swarm
-	(*SwarmMember)(nil),  // 20: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil), // 21: hive.v1.SwarmNetwork
-	nil,                  // 22: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 23: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 24: hive.v1.Drbd.OptionsEntry
-	nil,                  // 25: hive.v1.Swarm.LabelsEntry
-	nil,                  // 26: hive.v1.SwarmMember.LabelsEntry
+	(RepoType)(0),               // 0: hive.v1.RepoType
+	(PackageState)(0),           // 1: hive.v1.PackageState
+	(FileState)(0),              // 2: hive.v1.FileState
+	(ServiceState)(0),           // 3: hive.v1.ServiceState
+	(IPFamily)(0),               // 4: hive.v1.IPFamily
+	(FirewallAction)(0),         // 5: hive.v1.FirewallAction
+	(SwarmRole)(0),              // 6: hive.v1.SwarmRole
+	(RolloutOnFailure)(0),       // 7: hive.v1.RolloutOnFailure
+	(*Site)(nil),                // 8: hive.v1.Site
+	(*Selector)(nil),            // 9: hive.v1.Selector
+	(*Role)(nil),                // 10: hive.v1.Role
+	(*Resource)(nil),            // 11: hive.v1.Resource
+	(*Repo)(nil),                // 12: hive.v1.Repo
+	(*Package)(nil),             // 13: hive.v1.Package
+	(*File)(nil),                // 14: hive.v1.File
+	(*Service)(nil),             // 15: hive.v1.Service
+	(*Firewall)(nil),            // 16: hive.v1.Firewall
+	(*FirewallRule)(nil),        // 17: hive.v1.FirewallRule
+	(*Drbd)(nil),                // 18: hive.v1.Drbd
+	(*DrbdPeer)(nil),            // 19: hive.v1.DrbdPeer
+	(*Swarm)(nil),               // 20: hive.v1.Swarm
+	(*SwarmMember)(nil),         // 21: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil),        // 22: hive.v1.SwarmNetwork
+	(*RolloutPolicy)(nil),       // 23: hive.v1.RolloutPolicy
+	nil,                         // 24: hive.v1.Selector.MatchLabelsEntry
+	nil,                         // 25: hive.v1.Firewall.PoliciesEntry
+	nil,                         // 26: hive.v1.Drbd.OptionsEntry
+	nil,                         // 27: hive.v1.Swarm.LabelsEntry
+	nil,                         // 28: hive.v1.SwarmMember.LabelsEntry
+	(*durationpb.Duration)(nil), // 29: google.protobuf.Duration
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
-	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
-	8,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	22, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
-	10, // 3: hive.v1.Role.resources:type_name -> hive.v1.Resource
-	11, // 4: hive.v1.Resource.repo:type_name -> hive.v1.Repo
-	12, // 5: hive.v1.Resource.package:type_name -> hive.v1.Package
-	13, // 6: hive.v1.Resource.file:type_name -> hive.v1.File
-	14, // 7: hive.v1.Resource.service:type_name -> hive.v1.Service
-	15, // 8: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
-	17, // 9: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
-	19, // 10: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 11: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 12: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 13: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 14: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	16, // 15: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	23, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 17: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 18: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	24, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	18, // 20: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 21: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	25, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	21, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	20, // 24: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 25: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	26, // 26: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 27: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	10, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
+	9,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
+	23, // 2: hive.v1.Site.rollout:type_name -> hive.v1.RolloutPolicy
+	24, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	11, // 4: hive.v1.Role.resources:type_name -> hive.v1.Resource
+	23, // 5: hive.v1.Role.rollout:type_name -> hive.v1.RolloutPolicy
+	12, // 6: hive.v1.Resource.repo:type_name -> hive.v1.Repo
+	13, // 7: hive.v1.Resource.package:type_name -> hive.v1.Package
+	14, // 8: hive.v1.Resource.file:type_name -> hive.v1.File
+	15, // 9: hive.v1.Resource.service:type_name -> hive.v1.Service
+	16, // 10: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
+	18, // 11: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
+	20, // 12: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
+	0,  // 13: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 14: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 15: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 16: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	17, // 17: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	25, // 18: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 19: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 20: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	26, // 21: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	19, // 22: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 23: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	27, // 24: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	22, // 25: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	21, // 26: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 27: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	28, // 28: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	29, // 29: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
+	29, // 30: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
+	7,  // 31: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
+	5,  // 32: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2081,8 +2282,8 @@ func file_hive_v1_site_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   20,
+			NumEnums:      8,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
