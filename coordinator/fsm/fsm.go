@@ -61,6 +61,9 @@ const (
 	ChangeTokens
 	// ChangeRevocations: the certificate deny list changed.
 	ChangeRevocations
+	// ChangeRollout: the rollout changed, and with it nodes' target
+	// generations (rollout.go).
+	ChangeRollout
 	// ChangeAll is signalled after a Restore.
 	ChangeAll Change = 1<<iota - 1
 )

@@ -60,6 +60,7 @@ func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 	})
 	sort.Slice(snap.Coordinators, func(i, j int) bool { return snap.Coordinators[i].Name < snap.Coordinators[j].Name })
 	snap.Revocations = s.revocationsLocked()
+	snap.Rollout = s.ro.r
 	return snap, s.index
 }
 
@@ -114,6 +115,9 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 			return nil, fmt.Errorf("%w: generation %d has no site", ErrSnapshotFormat, g.GetNumber())
 		}
 		s.gens = append(s.gens, g)
+	}
+	if err := s.restoreRollout(snap.GetRollout()); err != nil {
+		return nil, err
 	}
 	for _, n := range snap.GetNodes() {
 		if n.GetName() == "" {

@@ -60,6 +60,7 @@ type Store struct {
 	tokens       map[string]*hivev1.StoredBootstrapToken
 	coordinators map[string]*hivev1.CoordinatorRecord
 	revocations  map[string]*hivev1.Revocation // the deny list, by node (revoke.go)
+	ro           rolloutState                  // the latest rollout and its node index (rollout.go)
 
 	// index is the raft index of the last applied command.
 	index uint64
@@ -128,6 +129,12 @@ func (s *Store) Push(t time.Time, c *hivev1.PushCommand) *hivev1.CommandResult {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.pushLocked(t, c)
+}
+
+// pushLocked is Push with mu held and the command's generation checked.
+func (s *Store) pushLocked(t time.Time, c *hivev1.PushCommand) *hivev1.CommandResult {
+	g := c.GetGeneration()
 	cur := s.current()
 	if cur != nil && cur.GetSha256() == g.GetSha256() {
 		return &hivev1.CommandResult{Generation: cur.GetNumber(), Unchanged: true}

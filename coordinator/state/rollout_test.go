@@ -1,0 +1,146 @@
+package state
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+var rt0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func rolloutPush(sha string, base uint64, waves ...[]string) *hivev1.RolloutPushCommand {
+	c := &hivev1.RolloutPushCommand{Push: &hivev1.PushCommand{
+		Generation:     &hivev1.Generation{Sha256: sha, Site: &hivev1.Site{Name: sha}},
+		BaseGeneration: base,
+	}}
+	for _, w := range waves {
+		c.Waves = append(c.Waves, &hivev1.RolloutWave{Nodes: w})
+	}
+	return c
+}
+
+func wantTargets(t *testing.T, s *Store, want map[string]uint64) {
+	t.Helper()
+	for n, g := range want {
+		if got := s.TargetNumber(n); got != g {
+			t.Errorf("target of %s = %d, want %d", n, got, g)
+		}
+	}
+}
+
+func TestRolloutTargets(t *testing.T) {
+	s := New()
+	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g1", Site: &hivev1.Site{}}})
+	wantTargets(t, s, map[string]uint64{"a": 1, "b": 1})
+
+	if r := s.StartRollout(rt0, rolloutPush("g2", 1, []string{"a"}, []string{"b", "c"})); r.GetError() != "" || r.GetGeneration() != 2 {
+		t.Fatalf("start: %v", r)
+	}
+	// Canary a has the new generation; b, c and the unplanned d keep 1.
+	wantTargets(t, s, map[string]uint64{"a": 2, "b": 1, "c": 1, "d": 1})
+	if r := s.OpenWave(rt0, &hivev1.RolloutWaveCommand{Generation: 2, Wave: 2}); r.GetReason() != ReasonInvalid {
+		t.Fatalf("open wave past the end: %v", r)
+	}
+	if r := s.OpenWave(rt0, &hivev1.RolloutWaveCommand{Generation: 1, Wave: 1}); r.GetReason() != ReasonNotFound {
+		t.Fatalf("open wave of another rollout: %v", r)
+	}
+	if r := s.PauseRollout(rt0, &hivev1.RolloutPauseCommand{Generation: 2, Reason: "a failed"}); r.GetError() != "" {
+		t.Fatalf("pause: %v", r)
+	}
+	if r := s.OpenWave(rt0, &hivev1.RolloutWaveCommand{Generation: 2, Wave: 1}); r.GetReason() != ReasonRolloutState {
+		t.Fatalf("gate opening a paused rollout's wave: %v", r)
+	}
+	if r := s.ResumeRollout(rt0, &hivev1.RolloutResumeCommand{Generation: 2}); r.GetError() != "" {
+		t.Fatalf("resume: %v", r)
+	}
+	if r := s.CompleteRollout(rt0, &hivev1.RolloutCompleteCommand{Generation: 2}); r.GetReason() != ReasonRolloutState {
+		t.Fatalf("complete with a wave closed: %v", r)
+	}
+	if r := s.OpenWave(rt0.Add(time.Minute), &hivev1.RolloutWaveCommand{Generation: 2, Wave: 1}); r.GetError() != "" || r.GetUnchanged() {
+		t.Fatalf("open wave 2: %v", r)
+	}
+	if r := s.OpenWave(rt0, &hivev1.RolloutWaveCommand{Generation: 2, Wave: 1}); !r.GetUnchanged() {
+		t.Fatalf("open an open wave again: %v", r)
+	}
+	wantTargets(t, s, map[string]uint64{"a": 2, "b": 2, "c": 2, "d": 1})
+	if r := s.CompleteRollout(rt0, &hivev1.RolloutCompleteCommand{Generation: 2}); r.GetError() != "" {
+		t.Fatalf("complete: %v", r)
+	}
+	wantTargets(t, s, map[string]uint64{"a": 2, "b": 2, "c": 2, "d": 2})
+
+	// Next rollout rolls back: touched and untouched nodes target 2 again.
+	s.StartRollout(rt0, rolloutPush("g3", 2, []string{"b"}, []string{"a", "c"}))
+	wantTargets(t, s, map[string]uint64{"a": 2, "b": 3, "c": 2})
+	if r := s.RollbackRollout(rt0, &hivev1.RolloutRollbackCommand{Generation: 3, Reason: "b: health failing"}); r.GetError() != "" {
+		t.Fatalf("rollback: %v", r)
+	}
+	wantTargets(t, s, map[string]uint64{"a": 2, "b": 2, "c": 2, "new": 2})
+	if s.Rollout().GetState() != hivev1.RolloutState_ROLLOUT_STATE_ROLLED_BACK || s.Rollout().GetReason() != "b: health failing" {
+		t.Fatalf("rollout = %v", s.Rollout())
+	}
+	if r := s.ResumeRollout(rt0, &hivev1.RolloutResumeCommand{Generation: 3}); r.GetReason() != ReasonRolloutState {
+		t.Fatalf("resume a rolled back rollout: %v", r)
+	}
+
+	// A plain push supersedes it: everyone at once, commands for it refused.
+	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g4", Site: &hivev1.Site{}}, BaseGeneration: 3})
+	wantTargets(t, s, map[string]uint64{"a": 4, "b": 4})
+	if r := s.PauseRollout(rt0, &hivev1.RolloutPauseCommand{Generation: 3}); r.GetReason() != ReasonStaleBase {
+		t.Fatalf("pause a superseded rollout: %v", r)
+	}
+}
+
+func TestRolloutPushRejected(t *testing.T) {
+	s := New()
+	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g1", Site: &hivev1.Site{}}})
+	// Stale base: neither the generation nor the rollout is recorded.
+	if r := s.StartRollout(rt0, rolloutPush("g2", 0, []string{"a"})); r.GetReason() != ReasonStaleBase {
+		t.Fatalf("stale: %v", r)
+	}
+	// Unchanged content: no rollout.
+	if r := s.StartRollout(rt0, rolloutPush("g1", 1, []string{"a"})); !r.GetUnchanged() {
+		t.Fatalf("unchanged: %v", r)
+	}
+	for _, c := range []*hivev1.RolloutPushCommand{
+		rolloutPush("g2", 1),
+		rolloutPush("g2", 1, []string{"a"}, []string{"a"}),
+		rolloutPush("g2", 1, []string{}),
+	} {
+		if r := s.StartRollout(rt0, c); r.GetReason() != ReasonInvalid {
+			t.Errorf("%v: %v", c.GetWaves(), r)
+		}
+	}
+	if s.Rollout() != nil || s.CurrentNumber() != 1 {
+		t.Fatalf("rejected rollout pushes changed the store: %v, %d", s.Rollout(), s.CurrentNumber())
+	}
+}
+
+func TestRolloutSnapshot(t *testing.T) {
+	s := New()
+	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g1", Site: &hivev1.Site{}}})
+	s.StartRollout(rt0, rolloutPush("g2", 1, []string{"a"}, []string{"b"}, []string{"c"}))
+	s.OpenWave(rt0, &hivev1.RolloutWaveCommand{Generation: 2, Wave: 1})
+	s.PauseRollout(rt0, &hivev1.RolloutPauseCommand{Generation: 2, Reason: "why"})
+	snap, idx := s.Capture()
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, snap, idx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ReadSnapshot(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantTargets(t, r, map[string]uint64{"a": 2, "b": 2, "c": 1, "d": 1})
+	if r.Rollout().GetState() != hivev1.RolloutState_ROLLOUT_STATE_PAUSED || r.Rollout().GetOpened() != 2 {
+		t.Fatalf("restored rollout = %v", r.Rollout())
+	}
+	// A rollout of a generation the snapshot lacks is refused.
+	snap.Rollout.Generation = 9
+	buf.Reset()
+	WriteSnapshot(&buf, snap, idx)
+	if _, err := ReadSnapshot(&buf); err == nil {
+		t.Fatal("snapshot with a dangling rollout accepted")
+	}
+}
