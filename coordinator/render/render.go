@@ -35,6 +35,10 @@
 //     and its swarm join token, decrypted; a secret without a value is left
 //     out (the agent reports the resource as failed).
 //
+// Targets: each node is rendered at its target generation when the source
+// tells it (Targeter: a rollout's waves, coordinator/state), else at the
+// current one; the renderer keeps one view per generation in use.
+//
 // Caching: the registry-wide view (roles of every node, peers per role,
 // swarm facts) is built once per (store, generation, registry version);
 // merged resources once per distinct role set within a view; and the final
@@ -100,7 +104,7 @@ type Renderer struct {
 	opener Opener
 
 	mu      sync.Mutex
-	view    *view
+	views   map[uint64]*view // by generation number (target.go)
 	nodes   map[string]*entry
 	secrets map[string]openedSecret
 
@@ -133,7 +137,7 @@ type Rendered struct {
 
 // New returns a renderer that opens secrets with opener.
 func New(opener Opener) *Renderer {
-	return &Renderer{opener: opener, nodes: map[string]*entry{}, secrets: map[string]openedSecret{}}
+	return &Renderer{opener: opener, views: map[uint64]*view{}, nodes: map[string]*entry{}, secrets: map[string]openedSecret{}}
 }
 
 // Stats returns the cache hits and misses so far.
@@ -174,9 +178,10 @@ type base struct {
 
 func rolesKey(roles []string) string { return strings.Join(roles, "\x00") }
 
-func (r *Renderer) currentView(src Source) *view {
-	gen := src.Current()
-	if v := r.view; v != nil && v.src == src && v.gen == gen && v.registry == src.RegistryVersion() {
+// viewFor returns the view of generation gen (nil: none) over src,
+// building it if needed.
+func (r *Renderer) viewFor(src Source, gen *hivev1.Generation) *view {
+	if v := r.views[gen.GetNumber()]; v != nil && v.src == src && v.gen == gen && v.registry == src.RegistryVersion() {
 		return v
 	}
 	nodes, regVersion := src.Nodes()
@@ -231,8 +236,7 @@ func (r *Renderer) currentView(src Source) *view {
 	for _, b := range v.bases {
 		v.resolve(b)
 	}
-	r.view = v
-	r.nodes = map[string]*entry{}
+	r.keepViewLocked(v)
 	return v
 }
 
@@ -368,8 +372,19 @@ func (v *view) nodeAddresses(name string) []string {
 // site for this node (conflicts, missing requirements, unreadable secret
 // keys); the returned state must not be modified.
 func (r *Renderer) Render(src Source, f Facts) (*Rendered, error) {
+	return r.renderAt(src, targetOf(src, f.Name), f)
+}
+
+// RenderAt renders the node with facts f at generation gen (nil: none)
+// instead of its target, with the same caches (the rollout planner reads
+// the DRBD peers and swarm roles of the generation it plans).
+func (r *Renderer) RenderAt(src Source, gen *hivev1.Generation, f Facts) (*Rendered, error) {
+	return r.renderAt(src, gen, f)
+}
+
+func (r *Renderer) renderAt(src Source, gen *hivev1.Generation, f Facts) (*Rendered, error) {
 	r.mu.Lock()
-	v := r.currentView(src)
+	v := r.viewFor(src, gen)
 	roles := v.nodeRoles[f.Name]
 	if _, known := v.nodeRoles[f.Name]; !known || !sameFacts(v, f) {
 		if v.gen != nil {
@@ -395,7 +410,7 @@ func (r *Renderer) Render(src Source, f Facts) (*Rendered, error) {
 	r.misses.Add(1)
 	out, err := r.build(v, b, f, secrets)
 	r.mu.Lock()
-	if r.view == v {
+	if r.views[v.gen.GetNumber()] == v {
 		r.nodes[f.Name] = &entry{view: v, key: key, out: out, err: err}
 	}
 	r.mu.Unlock()
