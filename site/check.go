@@ -93,6 +93,7 @@ func normalizeRef(ref string) string {
 var kinds = []string{"repo", "package", "file", "service", "firewall", "drbd", "swarm"}
 
 func (c *checker) check(s *hivev1.Site) {
+	c.checkRollouts(s)
 	roles := map[string]*hivev1.Role{}
 	var roleNames []string
 	for _, r := range s.GetRoles() {

@@ -154,6 +154,7 @@ func (d *decoder) site(doc *yaml.Node) *hivev1.Site {
 				}
 			})
 		}},
+		field{"rollout", func(v *yaml.Node, p string) { s.Rollout = d.rollout(v, p) }},
 		field{"roles", func(v *yaml.Node, p string) {
 			rolesSeen = true
 			d.entries(v, p, func(name string, k, rv *yaml.Node, rp string) {
@@ -241,6 +242,7 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.drbd(item, ip), item, ip) })
 		}},
 		field{"swarm", func(v *yaml.Node, p string) { add(d.swarm(v, p), v, p) }},
+		field{"rollout", func(v *yaml.Node, p string) { r.Rollout = d.rollout(v, p) }},
 	)
 	return r
 }
