@@ -114,14 +114,19 @@ func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	res, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_Push{Push: &hivev1.PushCommand{
+	cmd, err := s.pushCommand(req, &hivev1.PushCommand{
 		Generation: &hivev1.Generation{
 			Sha256: sum, Author: author(ctx), Message: req.GetMessage(), Site: req.GetSite(),
 			SourceName: req.GetSourceName(), Source: req.GetSource(),
 		},
 		BaseGeneration: req.GetBaseGeneration(),
 		Force:          req.GetForce(),
-	}}})
+	})
+	if err != nil {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, err
+	}
+	res, err := s.commit(ctx, cmd)
 	if err != nil {
 		s.metrics.pushes.WithLabelValues("rejected").Inc()
 		return nil, toStatus(err)
@@ -561,7 +566,9 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	resp := &hivev1.GetStatusResponse{Generation: cur.GetNumber(), RaftIndex: st.Index(), Server: s.cfg.Name, StatusIndex: view.version}
 	gs := s.gossipStates()
 	for _, n := range names {
-		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), cur)
+		// Desired is the node's target: a rollout holds nodes outside
+		// its open waves on the generation they had.
+		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), st.TargetGeneration(n.GetName()))
 		if req.GetNode() == "" {
 			ns.Results = nil
 		}

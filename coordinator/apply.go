@@ -79,7 +79,11 @@ func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandR
 func retryable(c *hivev1.Command) bool {
 	switch c.GetBody().(type) {
 	case *hivev1.Command_Push, *hivev1.Command_ReportBatch, *hivev1.Command_NodeUpsert,
-		*hivev1.Command_SecretSet, *hivev1.Command_CoordinatorUpsert:
+		*hivev1.Command_SecretSet, *hivev1.Command_CoordinatorUpsert,
+		// Rollout commands: a second delivery finds the state already
+		// changed and is unchanged (rollout.go).
+		*hivev1.Command_RolloutPush, *hivev1.Command_RolloutWave, *hivev1.Command_RolloutPause,
+		*hivev1.Command_RolloutResume, *hivev1.Command_RolloutRollback, *hivev1.Command_RolloutComplete:
 		return true
 	}
 	return false

@@ -44,7 +44,7 @@ func (h *hub) broadcast() {
 
 func (h *hub) onApply(c fsm.Change) {
 	switch {
-	case c&(fsm.ChangeGeneration|fsm.ChangeSecrets|fsm.ChangeRevocations) != 0:
+	case c&(fsm.ChangeGeneration|fsm.ChangeSecrets|fsm.ChangeRevocations|fsm.ChangeRollout) != 0:
 		h.broadcast()
 	case c&fsm.ChangeRegistry != 0:
 		h.mu.Lock()

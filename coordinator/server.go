@@ -106,6 +106,8 @@ type Server struct {
 	// reconcileRounds counts reconcileLoop's rounds as leader (tests wait
 	// for rounds instead of sleeping).
 	reconcileRounds atomic.Uint64
+	// rollouts is the leader's rollout gate (rollout.go).
+	rollouts rolloutGate
 
 	grpcLn   net.Listener
 	httpLn   net.Listener
@@ -575,6 +577,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			}
 			s.log.Info("became raft leader", "index", s.raft.LastIndex())
 			go s.registerSelf(ctx)
+			go s.runRollouts(ctx)
 		}
 	}
 }

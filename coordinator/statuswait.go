@@ -60,7 +60,7 @@ func newStatusWatch() *statusWatch {
 // statusChanges are the FSM changes a status answer shows: generations
 // (desired generation, roles), the registry (nodes, labels), reports, and
 // restores.
-const statusChanges = fsm.ChangeGeneration | fsm.ChangeRegistry | fsm.ChangeStatus
+const statusChanges = fsm.ChangeGeneration | fsm.ChangeRegistry | fsm.ChangeStatus | fsm.ChangeRollout
 
 // onApply records an applied command at raft index index and wakes the
 // waiters if status or history may show it. It runs on raft's FSM goroutine

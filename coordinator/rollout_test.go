@@ -1,0 +1,252 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// rolloutFleet is a dev server with n web nodes watching it and reporting
+// as their agents would.
+type rolloutFleet struct {
+	t     *testing.T
+	n     *node
+	c     hivev1.CoordinatorServiceClient
+	ctx   context.Context
+	seq   uint64
+	nodes []string
+}
+
+func newRolloutFleet(t *testing.T, n int) *rolloutFleet {
+	srv := startDev(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	f := &rolloutFleet{t: t, n: srv, c: dialPlain(t, srv.GRPCAddr()), ctx: ctx}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("web-%d", i)
+		w, err := f.c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: name, Labels: map[string]string{"tier": "web"}, Addresses: []string{fmt.Sprintf("10.0.0.%d", i)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		f.nodes = append(f.nodes, name)
+	}
+	waitFor(t, 10*time.Second, "nodes registered", func() bool {
+		nodes, _ := srv.fsm.Store().Nodes()
+		return len(nodes) == n
+	})
+	return f
+}
+
+func rolloutSite(version string) *hivev1.Site {
+	return &hivev1.Site{Name: "r", Roles: []*hivev1.Role{{Name: "web", Resources: []*hivev1.Resource{
+		{Key: "package:nginx", Kind: &hivev1.Resource_Package{Package: &hivev1.Package{Name: "nginx", State: hivev1.PackageState_PACKAGE_STATE_PRESENT, Version: version}}},
+	}}}, Selectors: []*hivev1.Selector{{MatchLabels: map[string]string{"tier": "web"}, Roles: []string{"web"}}}}
+}
+
+func (f *rolloutFleet) push(s *hivev1.Site, o *hivev1.RolloutOverride) uint64 {
+	f.t.Helper()
+	cur := f.n.fsm.Store().CurrentNumber()
+	resp, err := f.c.Push(f.ctx, &hivev1.PushRequest{Site: s, BaseGeneration: cur, Rollout: o})
+	if err != nil {
+		f.t.Fatalf("push: %v", err)
+	}
+	return resp.GetGeneration()
+}
+
+func (f *rolloutFleet) report(node string, gen uint64, phase hivev1.Phase, health hivev1.Health) {
+	f.t.Helper()
+	f.seq++
+	r := &hivev1.Report{Node: node, Generation: gen, Phase: phase, Health: health, Seq: f.seq, Started: timestamppb.Now(), Finished: timestamppb.Now(), Trigger: "state"}
+	if health == hivev1.Health_HEALTH_FAILING {
+		r.Checks = []*hivev1.CheckResult{{Name: "web/http", Kind: "http", Message: "status 500, want 200", Failures: 3}}
+	}
+	if _, err := f.c.Report(f.ctx, &hivev1.ReportRequest{Report: r}); err != nil {
+		f.t.Fatalf("report %s: %v", node, err)
+	}
+}
+
+// converge reports every node converged (healthy) on its current target.
+func (f *rolloutFleet) converge(nodes ...string) {
+	for _, n := range nodes {
+		f.report(n, f.n.fsm.Store().TargetNumber(n), hivev1.Phase_PHASE_CONVERGED, hivev1.Health_HEALTH_PASSING)
+	}
+}
+
+func (f *rolloutFleet) rollout() *hivev1.RolloutStatus {
+	f.t.Helper()
+	r, err := f.c.GetRollout(f.ctx, &hivev1.GetRolloutRequest{})
+	if err != nil {
+		f.t.Fatalf("get rollout: %v", err)
+	}
+	return r.GetStatus()
+}
+
+func (f *rolloutFleet) waitState(what string, cond func(r *hivev1.Rollout) bool) {
+	f.t.Helper()
+	waitFor(f.t, 15*time.Second, what, func() bool { return cond(f.n.fsm.Store().Rollout()) })
+}
+
+func (f *rolloutFleet) targets() string {
+	var parts []string
+	for _, n := range f.nodes {
+		parts = append(parts, fmt.Sprintf("%s=%d", n, f.n.fsm.Store().TargetNumber(n)))
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestRolloutWaves pushes through a dev server (real raft) with a canary
+// and waves of 2: each wave opens only once the previous one reported
+// converged and healthy for min_healthy_time, the watch of a node outside
+// the open waves keeps its generation, status shows targets as desired
+// generations, and the rollout completes.
+func TestRolloutWaves(t *testing.T) {
+	f := newRolloutFleet(t, 5)
+	g1 := f.push(rolloutSite("1"), nil)
+	f.converge(f.nodes...)
+	if _, err := f.c.GetRollout(f.ctx, &hivev1.GetRolloutRequest{}); code(err) != codes.NotFound {
+		t.Fatalf("rollout after a plain push: %v", err)
+	}
+
+	// web-5 watches: it must not see generation 2 before its wave.
+	w, err := f.c.WatchNodeState(f.ctx, &hivev1.WatchNodeStateRequest{Node: "web-5", Labels: map[string]string{"tier": "web"}, Addresses: []string{"10.0.0.5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := w.Recv(); err != nil || first.GetState().GetGeneration() != g1 {
+		t.Fatalf("web-5 first state: %v %v", first.GetState().GetGeneration(), err)
+	}
+
+	hold := 300 * time.Millisecond
+	g2 := f.push(rolloutSite("2"), &hivev1.RolloutOverride{CanaryCount: ptr(uint32(1)), MaxParallel: ptr(uint32(2)), MinHealthyTime: durationpb.New(hold)})
+	rs := f.rollout()
+	var waves []string
+	for _, wv := range rs.GetRollout().GetWaves() {
+		waves = append(waves, strings.Join(wv.GetNodes(), ","))
+	}
+	if got := strings.Join(waves, " | "); got != "web-1 | web-2,web-3 | web-4,web-5" {
+		t.Fatalf("waves %s", got)
+	}
+	if got := f.targets(); got != "web-1=2 web-2=1 web-3=1 web-4=1 web-5=1" {
+		t.Fatalf("targets after push: %s", got)
+	}
+	st, err := f.c.GetStatus(f.ctx, &hivev1.GetStatusRequest{Node: "web-2"})
+	if err != nil || st.GetNodes()[0].GetDesiredGeneration() != g1 || st.GetNodes()[0].GetPhase() != hivev1.Phase_PHASE_CONVERGED {
+		t.Fatalf("status of web-2 outside the open wave: %v %v", st.GetNodes(), err)
+	}
+
+	// The canary converges; the next wave opens after min_healthy_time.
+	time.Sleep(hold) // longer than the gate: nothing opens without reports
+	if f.n.fsm.Store().Rollout().GetOpened() != 1 {
+		t.Fatal("wave 2 opened before the canary reported")
+	}
+	healthyAt := time.Now()
+	f.converge("web-1")
+	f.waitState("wave 2 open", func(r *hivev1.Rollout) bool { return r.GetOpened() == 2 })
+	if took := time.Since(healthyAt); took < hold {
+		t.Fatalf("wave 2 opened %v after the canary was healthy; min_healthy_time is %v", took, hold)
+	}
+	f.converge("web-2", "web-3")
+	f.waitState("wave 3 open", func(r *hivev1.Rollout) bool { return r.GetOpened() == 3 })
+	// web-5's watch gets generation 2 only now.
+	for {
+		m, err := w.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.GetState().GetGeneration() == g2 {
+			break
+		}
+	}
+	f.converge("web-4", "web-5")
+	f.waitState("completed", func(r *hivev1.Rollout) bool {
+		return r.GetState() == hivev1.RolloutState_ROLLOUT_STATE_COMPLETED
+	})
+	if got := f.targets(); got != "web-1=2 web-2=2 web-3=2 web-4=2 web-5=2" {
+		t.Fatalf("targets after completion: %s", got)
+	}
+}
+
+// TestRolloutFailure: a canary whose health fails pauses the rollout
+// (on_failure pause) or rolls it back (rollback) within seconds, and the
+// other nodes never get the generation.
+func TestRolloutFailure(t *testing.T) {
+	f := newRolloutFleet(t, 3)
+	f.push(rolloutSite("1"), nil)
+	f.converge(f.nodes...)
+
+	g2 := f.push(rolloutSite("2"), &hivev1.RolloutOverride{CanaryCount: ptr(uint32(1))})
+	failedAt := time.Now()
+	f.report("web-1", g2, hivev1.Phase_PHASE_CONVERGED, hivev1.Health_HEALTH_FAILING)
+	f.waitState("paused", func(r *hivev1.Rollout) bool { return r.GetState() == hivev1.RolloutState_ROLLOUT_STATE_PAUSED })
+	t.Logf("paused %v after the failing report", time.Since(failedAt))
+	if r := f.rollout().GetRollout(); !strings.Contains(r.GetReason(), "web-1: health failing") || !strings.Contains(r.GetReason(), "status 500") {
+		t.Fatalf("reason %q", r.GetReason())
+	}
+	if got := f.targets(); got != "web-1=2 web-2=1 web-3=1" {
+		t.Fatalf("targets when paused: %s", got)
+	}
+	// Promote opens the next wave anyway (and resumes).
+	if _, err := f.c.PromoteRollout(f.ctx, &hivev1.PromoteRolloutRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.targets(); got != "web-1=2 web-2=2 web-3=2" {
+		t.Fatalf("targets after promote: %s", got)
+	}
+	// The canary still fails: paused again; abort puts everyone back.
+	f.waitState("paused again", func(r *hivev1.Rollout) bool { return r.GetState() == hivev1.RolloutState_ROLLOUT_STATE_PAUSED })
+	if _, err := f.c.ResumeRollout(f.ctx, &hivev1.ResumeRolloutRequest{Generation: 99}); code(err) != codes.NotFound {
+		t.Fatalf("resume of another generation's rollout: %v", err)
+	}
+	if _, err := f.c.AbortRollout(f.ctx, &hivev1.AbortRolloutRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.targets(); got != "web-1=1 web-2=1 web-3=1" {
+		t.Fatalf("targets after abort: %s", got)
+	}
+	if _, err := f.c.PromoteRollout(f.ctx, &hivev1.PromoteRolloutRequest{}); code(err) != codes.FailedPrecondition {
+		t.Fatalf("promote an aborted rollout: %v", err)
+	}
+
+	// on_failure: rollback, from the site file's policy.
+	s := rolloutSite("3")
+	s.Rollout = &hivev1.RolloutPolicy{CanaryNodes: []string{"web-2"}, OnFailure: hivev1.RolloutOnFailure_ROLLOUT_ON_FAILURE_ROLLBACK}
+	g3 := f.push(s, nil)
+	if got := f.targets(); got != fmt.Sprintf("web-1=1 web-2=%d web-3=1", g3) {
+		t.Fatalf("targets of the rollback rollout: %s", got)
+	}
+	failedAt = time.Now()
+	f.report("web-2", g3, hivev1.Phase_PHASE_FAILED, hivev1.Health_HEALTH_UNSPECIFIED)
+	f.waitState("rolled back", func(r *hivev1.Rollout) bool { return r.GetState() == hivev1.RolloutState_ROLLOUT_STATE_ROLLED_BACK })
+	if took := time.Since(failedAt); took > 3*time.Second {
+		t.Fatalf("rolled back %v after the failure", took)
+	}
+	if got := f.targets(); got != "web-1=1 web-2=1 web-3=1" {
+		t.Fatalf("targets after rollback: %s", got)
+	}
+
+	// Bad input changes nothing.
+	cur := f.n.fsm.Store().CurrentNumber()
+	for _, o := range []*hivev1.RolloutOverride{
+		{CanaryNodes: []string{"nope"}},
+		{MaxParallelPercent: ptr(uint32(101))},
+	} {
+		if _, err := f.c.Push(f.ctx, &hivev1.PushRequest{Site: rolloutSite("4"), BaseGeneration: cur, Rollout: o}); code(err) != codes.InvalidArgument {
+			t.Fatalf("push with %v: %v", o, err)
+		}
+	}
+	if f.n.fsm.Store().CurrentNumber() != cur {
+		t.Fatal("a refused push appended a generation")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
