@@ -400,7 +400,7 @@ func TestHelpTexts(t *testing.T) {
 		{"status", "--help"}, {"push", "--help"}, {"tls", "cert", "create", "--help"}, {"secret", "set", "--help"},
 		{"members", "--help"}, {"history", "--help"}, {"diff", "--help"}, {"rollback", "--help"}, {"pull", "--help"},
 		{"tls", "token", "create", "--help"}, {"tls", "cert", "request", "--help"}, {"tls", "cert", "show", "--help"}, {"tls", "ca", "create", "--help"}, {"peers", "remove", "--help"},
-		{"tls", "gossip-key", "create", "--help"},
+		{"tls", "gossip-key", "create", "--help"}, {"rollout", "status", "--help"},
 	} {
 		r := run(t, "", args...)
 		if r.code != 0 || !strings.Contains(r.stdout, "Examples:") || !strings.Contains(r.stdout, "--addr") {

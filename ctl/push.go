@@ -29,6 +29,7 @@ func newPushCommand(cf *connFlags) *cobra.Command {
 		timeout time.Duration
 		force   bool
 		base    uint64
+		ro      rolloutFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "push FILE",
@@ -49,10 +50,17 @@ terminal, one line per change otherwise) until every one of them has
 converged on it or failed, and exits 1 if any failed (or on --timeout). It
 follows status with blocking calls: it returns as soon as the last node's
 report is committed, without polling. With -o json, stdout gets only the
-push's JSON result and the progress goes to stderr.`,
+push's JSON result and the progress goes to stderr.
+
+A push whose rollout policy asks for waves (the site file's rollout:
+sections, or --canary / --max-parallel here; docs/rollouts.md) reaches the
+nodes wave by wave; the other flags override the file's min_healthy_time,
+healthy_deadline and on_failure. With --wait it then follows the rollout
+until it completes, or exits 1 when it pauses, rolls back or is aborted.`,
 		Example: `  hivectl push site.yaml -m "web: nginx 1.27"
   hivectl push site.yaml --wait --timeout 10m
   hivectl push site.yaml -o json            # {"generation": 8, "sha256": "..."}
+  hivectl push site.yaml --canary 1 --max-parallel 25% --min-healthy-time 1m --wait
   HIVE_ADDR=c1:7400,c2:7400 hivectl push site.yaml`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,6 +69,10 @@ push's JSON result and the progress goes to stderr.`,
 			}
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout %v: must be positive", timeout)
+			}
+			override, err := ro.override(cmd)
+			if err != nil {
+				return err
 			}
 			name := args[0]
 			s, data, err := readSite(cmd, name, ": nothing pushed")
@@ -78,7 +90,7 @@ push's JSON result and the progress goes to stderr.`,
 				}
 				resp, err := pushOnce(cctx, cmd, c, &hivev1.PushRequest{
 					Site: s, Message: message, BaseGeneration: b, Force: force,
-					SourceName: name, Source: data,
+					SourceName: name, Source: data, Rollout: override,
 				})
 				if err != nil {
 					return err
@@ -99,14 +111,27 @@ push's JSON result and the progress goes to stderr.`,
 				if output == outJSON {
 					progress = cmd.ErrOrStderr()
 				}
-				f := newStatusFollower(cf, c, "")
-				defer f.close()
-				w := &waiter{f: f, gen: resp.GetGeneration(), nodes: resp.GetNodes(), out: newLiveLine(progress)}
 				// Ctrl-C ends the wait, not the push (already committed).
 				sctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 				defer stop()
 				wctx, wcancel := context.WithTimeout(sctx, timeout)
 				defer wcancel()
+				if resp.GetUnchanged() {
+					// Nothing new to deliver: wait on status as before.
+				} else if found, err := waitRollout(wctx, cmd, c, resp.GetGeneration(), progress); found {
+					switch {
+					case err != nil && errors.Is(err, context.DeadlineExceeded) && sctx.Err() == nil:
+						fmt.Fprintf(cmd.ErrOrStderr(), "timed out after %v: the rollout of generation %d goes on; follow it with 'hivectl rollout status --watch'\n", timeout, resp.GetGeneration())
+						return &exitError{code: 1}
+					case err != nil && sctx.Err() != nil && ctx.Err() == nil:
+						fmt.Fprintf(cmd.ErrOrStderr(), "interrupted: generation %d is pushed and rolling out; follow it with 'hivectl rollout status --watch'\n", resp.GetGeneration())
+						return &exitError{code: 130}
+					}
+					return err
+				}
+				f := newStatusFollower(cf, c, "")
+				defer f.close()
+				w := &waiter{f: f, gen: resp.GetGeneration(), nodes: resp.GetNodes(), out: newLiveLine(progress)}
 				res, err := w.run(wctx)
 				if err != nil {
 					switch {
@@ -141,6 +166,7 @@ push's JSON result and the progress goes to stderr.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait, give up (exit 1) after this long")
 	cmd.Flags().BoolVar(&force, "force", false, "push even if the current generation changed since the base")
 	cmd.Flags().Uint64Var(&base, "base", 0, "generation the change is based on (default: the current one)")
+	ro.add(cmd)
 	addOutputFlag(cmd, &output)
 	return cmd
 }
