@@ -163,11 +163,15 @@ func (s *Server) runRollouts(ctx context.Context) {
 		g.running = false
 		g.mu.Unlock()
 	}()
-	t := time.NewTicker(rolloutTick)
+	t := time.NewTimer(rolloutTick)
 	defer t.Stop()
 	for s.raft.State() == raft.Leader {
 		ch := s.statusw.view().ch
-		s.rolloutStep(ctx, time.Now())
+		wait := s.rolloutStep(ctx, time.Now())
+		if wait <= 0 || wait > rolloutTick {
+			wait = rolloutTick
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
@@ -209,8 +213,10 @@ func nodeHealth(r *hivev1.Report, target uint64) (healthy bool, failed string) {
 	return false, ""
 }
 
-// rolloutStep is one look of the leader's gate at the rollout.
-func (s *Server) rolloutStep(ctx context.Context, now time.Time) {
+// rolloutStep is one look of the leader's gate at the rollout. It returns
+// when to look again at the latest (0: at the next tick or change): the
+// moment the open wave will have been healthy for min_healthy_time.
+func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Duration) {
 	st := s.fsm.Store()
 	r := st.Rollout()
 	g := &s.rollouts
@@ -218,7 +224,7 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) {
 	if r == nil || r.GetGeneration() != st.CurrentNumber() || r.GetState() != hivev1.RolloutState_ROLLOUT_STATE_RUNNING {
 		g.waveHealthy = time.Time{}
 		g.mu.Unlock()
-		return
+		return 0
 	}
 	if g.generation != r.GetGeneration() {
 		g.generation, g.since, g.waveHealthy = r.GetGeneration(), map[string]time.Time{}, time.Time{}
@@ -275,7 +281,8 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) {
 			}
 		}
 		g.waveHealthy = from
-		if now.Sub(from) >= wave.GetMinHealthyTime().AsDuration() {
+		next = wave.GetMinHealthyTime().AsDuration() - now.Sub(from)
+		if next <= 0 {
 			if open+1 < len(r.GetWaves()) {
 				cmd = &hivev1.Command{Body: &hivev1.Command_RolloutWave{RolloutWave: &hivev1.RolloutWaveCommand{
 					Generation: r.GetGeneration(), Wave: uint32(open + 1), Author: "rollout gate"}}}
@@ -288,13 +295,13 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) {
 	}
 	g.mu.Unlock()
 	if cmd == nil {
-		return
+		return next
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 	defer cancel()
 	if _, err := s.commit(actx, cmd); err != nil {
 		s.log.Warn("rollout gate", "generation", r.GetGeneration(), "err", err)
-		return
+		return 0
 	}
 	switch b := cmd.GetBody().(type) {
 	case *hivev1.Command_RolloutWave:
@@ -306,6 +313,7 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) {
 	case *hivev1.Command_RolloutRollback:
 		s.log.Warn("rollout rolled back", "generation", r.GetGeneration(), "reason", b.RolloutRollback.GetReason())
 	}
+	return 0
 }
 
 func progressOf(r *hivev1.Report, target uint64) string {

@@ -250,3 +250,45 @@ func TestRolloutFailure(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestRolloutGateDelay measures what a wave gate adds beyond
+// min_healthy_time: from the moment the last node of a wave reports
+// converged (the Report call) to the raft timestamp of the next wave's
+// opening, minus min_healthy_time, over 20 one-node waves (dev server,
+// real raft, loopback gRPC). docs/performance.md quotes it.
+func TestRolloutGateDelay(t *testing.T) {
+	const waves = 21
+	f := newRolloutFleet(t, waves)
+	f.push(rolloutSite("1"), nil)
+	f.converge(f.nodes...)
+	hold := 100 * time.Millisecond
+	g2 := f.push(rolloutSite("2"), &hivev1.RolloutOverride{MaxParallel: ptr(uint32(1)), MinHealthyTime: durationpb.New(hold)})
+	var delays []time.Duration
+	for w := 0; w < waves; w++ {
+		r := f.n.fsm.Store().Rollout()
+		node := r.GetWaves()[w].GetNodes()[0]
+		reported := time.Now()
+		f.report(node, g2, hivev1.Phase_PHASE_CONVERGED, hivev1.Health_HEALTH_PASSING)
+		if w == waves-1 {
+			break
+		}
+		f.waitState(fmt.Sprintf("wave %d open", w+2), func(r *hivev1.Rollout) bool { return r.GetOpened() > uint32(w+1) })
+		opened := f.n.fsm.Store().Rollout().GetWaves()[w+1].GetOpened().AsTime()
+		delays = append(delays, opened.Sub(reported)-hold)
+	}
+	f.waitState("completed", func(r *hivev1.Rollout) bool { return r.GetState() == hivev1.RolloutState_ROLLOUT_STATE_COMPLETED })
+	sortDurations(delays)
+	t.Logf("gate delay beyond min_healthy_time over %d waves: min %v, median %v, p90 %v, max %v",
+		len(delays), delays[0], delays[len(delays)/2], delays[len(delays)*9/10], delays[len(delays)-1])
+	if delays[0] < 0 {
+		t.Fatalf("a wave opened before min_healthy_time: %v", delays)
+	}
+}
+
+func sortDurations(d []time.Duration) {
+	for i := 1; i < len(d); i++ {
+		for j := i; j > 0 && d[j] < d[j-1]; j-- {
+			d[j], d[j-1] = d[j-1], d[j]
+		}
+	}
+}
