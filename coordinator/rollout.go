@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 	"github.com/hivefleet/hive/coordinator/render"
@@ -251,7 +252,7 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 			}
 		}
 		if failed != "" {
-			reason := n.GetName() + ": " + failed
+			reason := truncateReason(n.GetName() + ": " + failed)
 			if r.GetWaves()[n.GetWave()].GetOnFailure() == hivev1.RolloutOnFailure_ROLLOUT_ON_FAILURE_ROLLBACK || wave.GetOnFailure() == hivev1.RolloutOnFailure_ROLLOUT_ON_FAILURE_ROLLBACK {
 				cmd = &hivev1.Command{Body: &hivev1.Command_RolloutRollback{RolloutRollback: &hivev1.RolloutRollbackCommand{
 					Generation: r.GetGeneration(), Reason: reason, Author: "rollout gate"}}}
@@ -427,6 +428,9 @@ func (a *api) PauseRollout(ctx context.Context, req *hivev1.PauseRolloutRequest)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRolloutReason(req.GetReason()); err != nil {
+		return nil, err
+	}
 	reason := req.GetReason()
 	if reason == "" {
 		reason = "paused by " + author(ctx)
@@ -480,6 +484,9 @@ func (a *api) AbortRollout(ctx context.Context, req *hivev1.AbortRolloutRequest)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRolloutReason(req.GetReason()); err != nil {
+		return nil, err
+	}
 	reason := req.GetReason()
 	if reason == "" {
 		reason = "aborted by " + author(ctx)
@@ -490,4 +497,27 @@ func (a *api) AbortRollout(ctx context.Context, req *hivev1.AbortRolloutRequest)
 		return nil, err
 	}
 	return &hivev1.AbortRolloutResponse{Rollout: r}, nil
+}
+
+// MaxRolloutReason bounds the reason kept with a rollout (an operator's,
+// or the gate's with its node's failing checks).
+const MaxRolloutReason = 1024
+
+func checkRolloutReason(r string) error {
+	if len(r) > MaxRolloutReason || !utf8.ValidString(r) {
+		return status.Errorf(codes.InvalidArgument, "reason: at most %d bytes of UTF-8 (got %d bytes)", MaxRolloutReason, len(r))
+	}
+	return nil
+}
+
+// truncateReason cuts r to MaxRolloutReason bytes on a rune boundary.
+func truncateReason(r string) string {
+	if len(r) <= MaxRolloutReason {
+		return r
+	}
+	cut := MaxRolloutReason - len("…")
+	for cut > 0 && !utf8.RuneStart(r[cut]) {
+		cut--
+	}
+	return r[:cut] + "…"
 }

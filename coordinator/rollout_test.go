@@ -292,3 +292,16 @@ func sortDurations(d []time.Duration) {
 		}
 	}
 }
+
+func TestRolloutReasonBounds(t *testing.T) {
+	if err := checkRolloutReason(strings.Repeat("x", MaxRolloutReason+1)); code(err) != codes.InvalidArgument {
+		t.Fatalf("long reason: %v", err)
+	}
+	if err := checkRolloutReason("\xff"); code(err) != codes.InvalidArgument {
+		t.Fatalf("invalid UTF-8: %v", err)
+	}
+	r := truncateReason(strings.Repeat("é", MaxRolloutReason))
+	if len(r) > MaxRolloutReason || !strings.HasSuffix(r, "…") || checkRolloutReason(r) != nil {
+		t.Fatalf("truncated reason: %d bytes", len(r))
+	}
+}
