@@ -612,7 +612,10 @@ func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation) 
 		ns.LastReport = r.GetStarted()
 	}
 	switch {
-	case r.GetGeneration() < cur.GetNumber() && r.GetPhase() != hivev1.Phase_PHASE_APPLYING:
+	case r.GetGeneration() != cur.GetNumber() && r.GetPhase() != hivev1.Phase_PHASE_APPLYING:
+		// Behind its desired (target) generation, or ahead of it: a
+		// rollout rolled back or aborted gives it an older target back.
+		// Pending until it reports the target.
 		ns.Phase = hivev1.Phase_PHASE_PENDING
 	default:
 		ns.Phase = r.GetPhase()

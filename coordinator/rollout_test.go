@@ -213,6 +213,12 @@ func TestRolloutFailure(t *testing.T) {
 	if got := f.targets(); got != "web-1=1 web-2=1 web-3=1" {
 		t.Fatalf("targets after abort: %s", got)
 	}
+	// web-1 reported generation 2; its target is 1 again: pending, not
+	// converged, until it reports 1.
+	st, err := f.c.GetStatus(f.ctx, &hivev1.GetStatusRequest{Node: "web-1"})
+	if err != nil || st.GetNodes()[0].GetDesiredGeneration() != 1 || st.GetNodes()[0].GetPhase() != hivev1.Phase_PHASE_PENDING {
+		t.Fatalf("status of the aborted canary: %v %v", st.GetNodes(), err)
+	}
 	if _, err := f.c.PromoteRollout(f.ctx, &hivev1.PromoteRolloutRequest{}); code(err) != codes.FailedPrecondition {
 		t.Fatalf("promote an aborted rollout: %v", err)
 	}
