@@ -311,3 +311,52 @@ func TestRolloutReasonBounds(t *testing.T) {
 		t.Fatalf("truncated reason: %d bytes", len(r))
 	}
 }
+
+// TestRolloutPlanFromRenderedState: the planner learns DRBD peers and
+// swarm managers from the nodes' rendered states: with room for every node
+// in one wave, the two peers of each DRBD resource and the three managers
+// still go to different waves.
+func TestRolloutPlanFromRenderedState(t *testing.T) {
+	srv := startDev(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := dialPlain(t, srv.GRPCAddr())
+	var names []string
+	for _, n := range []string{"db-1", "db-2", "mgr-1", "mgr-2", "mgr-3", "web-1"} {
+		w, err := c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: n, Labels: map[string]string{"tier": strings.Split(n, "-")[0]}, Addresses: []string{fmt.Sprintf("10.0.1.%d", len(names)+1)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	waitFor(t, 10*time.Second, "nodes registered", func() bool {
+		nodes, _ := srv.fsm.Store().Nodes()
+		return len(nodes) == len(names)
+	})
+	s := &hivev1.Site{Name: "q", Roles: []*hivev1.Role{
+		{Name: "db", Resources: []*hivev1.Resource{
+			{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: &hivev1.Drbd{Name: "r0", Minor: 0, Disk: "/dev/vdb", Port: 7789, PeerRole: "db"}}},
+		}},
+		{Name: "mgr", Resources: []*hivev1.Resource{
+			{Key: "swarm:node", Kind: &hivev1.Resource_Swarm{Swarm: &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Init: true}}},
+		}},
+		{Name: "web", Resources: rolloutSite("1").GetRoles()[0].GetResources()},
+	}, Selectors: []*hivev1.Selector{
+		{MatchLabels: map[string]string{"tier": "db"}, Roles: []string{"db"}},
+		{MatchLabels: map[string]string{"tier": "mgr"}, Roles: []string{"mgr"}},
+		{MatchLabels: map[string]string{"tier": "web"}, Roles: []string{"web"}},
+	}}
+	if _, err := c.Push(ctx, &hivev1.PushRequest{Site: s, Rollout: &hivev1.RolloutOverride{MaxParallel: ptr(uint32(10))}}); err != nil {
+		t.Fatal(err)
+	}
+	var waves []string
+	for _, w := range srv.fsm.Store().Rollout().GetWaves() {
+		waves = append(waves, strings.Join(w.GetNodes(), ","))
+	}
+	if got := strings.Join(waves, " | "); got != "db-1,mgr-1,web-1 | db-2,mgr-2 | mgr-3" {
+		t.Fatalf("waves %s", got)
+	}
+}
