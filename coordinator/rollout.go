@@ -143,6 +143,10 @@ type rolloutGate struct {
 	generation  uint64
 	since       map[string]time.Time
 	waveHealthy time.Time // zero: the open wave is not healthy yet
+	// expect caches expectsHealth for the rollout's generation at one
+	// registry version (rollout_health.go).
+	expect         map[string]bool
+	expectRegistry uint64
 }
 
 // runRollouts is started whenever this server becomes leader; it drives
@@ -183,8 +187,9 @@ func (s *Server) runRollouts(ctx context.Context) {
 }
 
 // nodeHealth judges one touched node of a rollout: healthy (converged on
-// target, health passing or no checks), failed (with why), or neither yet.
-func nodeHealth(r *hivev1.Report, target uint64) (healthy bool, failed string) {
+// target, health passing, or unspecified when the node has no checks:
+// expectHealth false), failed (with why), or neither yet.
+func nodeHealth(r *hivev1.Report, target uint64, expectHealth bool) (healthy bool, failed string) {
 	if r.GetGeneration() != target {
 		return false, ""
 	}
@@ -209,7 +214,8 @@ func nodeHealth(r *hivev1.Report, target uint64) (healthy bool, failed string) {
 		}
 		return false, fmt.Sprintf("health failing on generation %d (%s)", target, strings.Join(bad, "; "))
 	case r.GetPhase() == hivev1.Phase_PHASE_CONVERGED:
-		return true, ""
+		// A node with checks reports unspecified health until they ran.
+		return !expectHealth || r.GetHealth() == hivev1.Health_HEALTH_PASSING, ""
 	}
 	return false, ""
 }
@@ -229,6 +235,7 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 	}
 	if g.generation != r.GetGeneration() {
 		g.generation, g.since, g.waveHealthy = r.GetGeneration(), map[string]time.Time{}, time.Time{}
+		g.expect = nil
 	}
 	open := int(r.GetOpened()) - 1
 	wave := r.GetWaves()[open]
@@ -241,7 +248,7 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 		if n.GetWave() > uint32(open) {
 			continue
 		}
-		healthy, failed := nodeHealth(st.Report(n.GetName()), r.GetGeneration())
+		healthy, failed := nodeHealth(st.Report(n.GetName()), r.GetGeneration(), g.expectsHealth(st, r.GetGeneration(), n.GetName()))
 		if failed == "" && !healthy {
 			dl := r.GetWaves()[n.GetWave()].GetHealthyDeadline().AsDuration()
 			if dl <= 0 {
@@ -351,7 +358,7 @@ func (s *Server) rolloutStatus() *hivev1.RolloutStatus {
 		if rep == nil || rep.GetGeneration() != target {
 			ns.Phase = hivev1.Phase_PHASE_PENDING
 		}
-		healthy, failed := nodeHealth(rep, target)
+		healthy, failed := nodeHealth(rep, target, expectsHealth(st, target, n.GetName()))
 		ns.Healthy = healthy
 		ns.Message = failed
 		out.Nodes = append(out.Nodes, ns)

@@ -207,18 +207,23 @@ func TestRolloutFailure(t *testing.T) {
 	if _, err := f.c.ResumeRollout(f.ctx, &hivev1.ResumeRolloutRequest{Generation: 99}); code(err) != codes.NotFound {
 		t.Fatalf("resume of another generation's rollout: %v", err)
 	}
-	if _, err := f.c.AbortRollout(f.ctx, &hivev1.AbortRolloutRequest{}); err != nil {
+	ab, err := f.c.AbortRollout(f.ctx, &hivev1.AbortRolloutRequest{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.targets(); got != "web-1=1 web-2=1 web-3=1" {
+	// Generation 3 holds generation 1's content; everyone targets it.
+	if ab.GetRollout().GetRevertGeneration() != 3 || f.n.fsm.Store().Current().GetRollbackOf() != 1 {
+		t.Fatalf("abort: %v", ab.GetRollout())
+	}
+	if got := f.targets(); got != "web-1=3 web-2=3 web-3=3" {
 		t.Fatalf("targets after abort: %s", got)
 	}
-	// web-1 reported generation 2; its target is 1 again: pending, not
-	// converged, until it reports 1.
+	// web-1 reported generation 2: pending until it reports 3.
 	st, err := f.c.GetStatus(f.ctx, &hivev1.GetStatusRequest{Node: "web-1"})
-	if err != nil || st.GetNodes()[0].GetDesiredGeneration() != 1 || st.GetNodes()[0].GetPhase() != hivev1.Phase_PHASE_PENDING {
+	if err != nil || st.GetNodes()[0].GetDesiredGeneration() != 3 || st.GetNodes()[0].GetPhase() != hivev1.Phase_PHASE_PENDING {
 		t.Fatalf("status of the aborted canary: %v %v", st.GetNodes(), err)
 	}
+	f.converge(f.nodes...)
 	if _, err := f.c.PromoteRollout(f.ctx, &hivev1.PromoteRolloutRequest{}); code(err) != codes.FailedPrecondition {
 		t.Fatalf("promote an aborted rollout: %v", err)
 	}
@@ -227,7 +232,7 @@ func TestRolloutFailure(t *testing.T) {
 	s := rolloutSite("3")
 	s.Rollout = &hivev1.RolloutPolicy{CanaryNodes: []string{"web-2"}, OnFailure: hivev1.RolloutOnFailure_ROLLOUT_ON_FAILURE_ROLLBACK}
 	g3 := f.push(s, nil)
-	if got := f.targets(); got != fmt.Sprintf("web-1=1 web-2=%d web-3=1", g3) {
+	if got := f.targets(); got != fmt.Sprintf("web-1=3 web-2=%d web-3=3", g3) {
 		t.Fatalf("targets of the rollback rollout: %s", got)
 	}
 	failedAt = time.Now()
@@ -236,8 +241,11 @@ func TestRolloutFailure(t *testing.T) {
 	if took := time.Since(failedAt); took > 3*time.Second {
 		t.Fatalf("rolled back %v after the failure", took)
 	}
-	if got := f.targets(); got != "web-1=1 web-2=1 web-3=1" {
+	if got := f.targets(); got != fmt.Sprintf("web-1=%d web-2=%d web-3=%d", g3+1, g3+1, g3+1) {
 		t.Fatalf("targets after rollback: %s", got)
+	}
+	if g := f.n.fsm.Store().Current(); g.GetRollbackOf() != 3 || !strings.Contains(g.GetMessage(), "web-2: failed to converge") {
+		t.Fatalf("revert generation: %v", g)
 	}
 
 	// Bad input changes nothing.

@@ -151,7 +151,7 @@ func rolloutStateName(s hivev1.RolloutState) string {
 	return strings.ReplaceAll(enumName(s.String(), "ROLLOUT_STATE_"), "_", " ")
 }
 
-func healthName(h hivev1.Health) string {
+func rolloutHealthName(h hivev1.Health) string {
 	if h == hivev1.Health_HEALTH_UNSPECIFIED {
 		return "-"
 	}
@@ -201,6 +201,9 @@ func rolloutHeadline(r *hivev1.Rollout) string {
 	if r.GetReason() != "" {
 		s += " (" + esc(oneLine(r.GetReason())) + ")"
 	}
+	if r.GetRevertGeneration() > 0 {
+		s += fmt.Sprintf("; generation %d restores generation %d's content on every node", r.GetRevertGeneration(), r.GetBaseGeneration())
+	}
 	return s
 }
 
@@ -228,7 +231,7 @@ func writeRollout(w io.Writer, rs *hivev1.RolloutStatus) {
 			healthy = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", label, esc(n.GetName()), n.GetTargetGeneration(), n.GetAppliedGeneration(),
-			phaseName(n.GetPhase()), healthName(n.GetHealth()), healthy, esc(orDash(oneLine(n.GetMessage()))))
+			phaseName(n.GetPhase()), rolloutHealthName(n.GetHealth()), healthy, esc(orDash(oneLine(n.GetMessage()))))
 	}
 	tw.Flush()
 	for i, wv := range r.GetWaves() {
@@ -251,6 +254,7 @@ type rolloutJSON struct {
 	Waves          []rolloutWaveJSON `json:"waves"`
 	Nodes          []rolloutNodeJSON `json:"nodes"`
 	Counts         map[string]int    `json:"counts"`
+	Revert         uint64            `json:"revert_generation,omitempty"`
 }
 
 type rolloutWaveJSON struct {
@@ -282,6 +286,7 @@ func rolloutToJSON(rs *hivev1.RolloutStatus) rolloutJSON {
 		Reason: r.GetReason(), Opened: r.GetOpened(), Policy: policyString(r.GetPolicy()), Author: r.GetAuthor(),
 		ChangedBy: r.GetChangedBy(), Started: timeOrNil(r.GetStarted()), Waves: []rolloutWaveJSON{}, Nodes: []rolloutNodeJSON{},
 		Counts: map[string]int{"healthy": c.converged, "in_progress": c.applying, "failed": c.failed, "waiting": c.pending},
+		Revert: r.GetRevertGeneration(),
 	}
 	for _, w := range r.GetWaves() {
 		out.Waves = append(out.Waves, rolloutWaveJSON{
@@ -293,7 +298,7 @@ func rolloutToJSON(rs *hivev1.RolloutStatus) rolloutJSON {
 	for _, n := range rs.GetNodes() {
 		out.Nodes = append(out.Nodes, rolloutNodeJSON{
 			Name: n.GetName(), Wave: n.GetWave() + 1, TargetGeneration: n.GetTargetGeneration(), FromGeneration: n.GetFromGeneration(),
-			AppliedGeneration: n.GetAppliedGeneration(), Phase: phaseName(n.GetPhase()), Health: healthName(n.GetHealth()),
+			AppliedGeneration: n.GetAppliedGeneration(), Phase: phaseName(n.GetPhase()), Health: rolloutHealthName(n.GetHealth()),
 			Healthy: n.GetHealthy(), Message: n.GetMessage(),
 		})
 	}

@@ -96,11 +96,12 @@ func TestRealCoordinatorRollout(t *testing.T) {
 		t.Fatalf("resume of an old rollout: %+v", r)
 	}
 	r = run(t, "", append([]string{"rollout", "abort", "--reason", "tmux breaks web"}, conn...)...)
-	if r.code != 0 || !strings.Contains(r.stdout, "rollout of generation 4: aborted") || !strings.Contains(r.stdout, "tmux breaks web") {
+	if r.code != 0 || !strings.Contains(r.stdout, "rollout of generation 4: aborted") || !strings.Contains(r.stdout, "tmux breaks web") ||
+		!strings.Contains(r.stdout, "generation 5 restores generation 3's content") {
 		t.Fatalf("rollout abort: %+v", r)
 	}
 	r = run(t, "", append([]string{"rollout", "status", "-o", "json"}, conn...)...)
-	if err := json.Unmarshal([]byte(r.stdout), &rj); err != nil || rj.Nodes[0].Name != "web-1" || rj.Nodes[0].TargetGeneration != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &rj); err != nil || rj.Nodes[0].Name != "web-1" || rj.Nodes[0].TargetGeneration != 5 || rj.Revert != 5 {
 		t.Fatalf("after abort: %+v", r)
 	}
 }

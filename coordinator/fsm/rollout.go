@@ -29,7 +29,7 @@ func init() {
 	}
 	handlers["rollout_rollback"] = func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.RollbackRollout(t, c.GetRolloutRollback())
-		return r, changedIf(r, ChangeRollout)
+		return r, changedIf(r, ChangeRollout|ChangeGeneration)
 	}
 	handlers["rollout_complete"] = func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.CompleteRollout(t, c.GetRolloutComplete())

@@ -21,8 +21,13 @@ import (
 //   - running or paused: the rollout's generation for the nodes of opened
 //     waves, from_generation for the others, base_generation for nodes
 //     the plan does not name (they registered later);
-//   - rolled back or aborted: from_generation for every planned node,
-//     base_generation for the others.
+//   - rolled back or aborted: the rollback appended a generation with the
+//     base generation's content (revert_generation), current now, so the
+//     rollout no longer governs: everyone targets it. Agents never take a
+//     generation lower than the one they hold, so going back is going
+//     forward to the old content, as `hivectl rollback` does. Only when
+//     nothing was current before the rollout (base 0) do the planned nodes
+//     target their from_generation (0: nothing) instead.
 //
 // Every transition is a command decided here identically on every
 // replica; a command naming another rollout than the latest, or one that
@@ -283,10 +288,12 @@ func (s *Store) ResumeRollout(t time.Time, c *hivev1.RolloutResumeCommand) *hive
 	return &hivev1.CommandResult{Generation: r.GetGeneration()}
 }
 
-// RollbackRollout gives every planned node its from_generation back: the
+// RollbackRollout puts the content from before the rollout back: the
 // failure policy's rollback (ROLLED_BACK) or an operator's abort
-// (ABORTED). A running, paused or completed rollout may be aborted; a
-// failure rolls back only a running or paused one.
+// (ABORTED). It appends a generation with the base generation's content
+// (the rollout's revert_generation; the result's generation), which every
+// node targets from then on. A running, paused or completed rollout may be
+// aborted; a failure rolls back only a running or paused one.
 func (s *Store) RollbackRollout(t time.Time, c *hivev1.RolloutRollbackCommand) *hivev1.CommandResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,8 +317,28 @@ func (s *Store) RollbackRollout(t time.Time, c *hivev1.RolloutRollbackCommand) *
 	r.Reason = c.GetReason()
 	r.ChangedBy = c.GetAuthor()
 	r.Updated = timestamppb.New(t)
+	if base := r.GetBaseGeneration(); base > 0 {
+		verb := "rolled back"
+		if c.GetAbort() {
+			verb = "aborted"
+		}
+		r.RevertGeneration = s.appendRevertLocked(t, s.gens[base-1], c.GetAuthor(),
+			fmt.Sprintf("rollout of generation %d %s: %s", r.GetGeneration(), verb, c.GetReason()))
+	}
 	s.ro.set(r)
-	return &hivev1.CommandResult{Generation: r.GetGeneration()}
+	return &hivev1.CommandResult{Generation: max(r.GetRevertGeneration(), r.GetGeneration())}
+}
+
+// appendRevertLocked appends a generation with target's content (as
+// Rollback does) and returns its number. Callers hold mu.
+func (s *Store) appendRevertLocked(t time.Time, target *hivev1.Generation, author, msg string) uint64 {
+	ng := &hivev1.Generation{
+		Number: s.currentNumber() + 1, Parent: s.currentNumber(), Sha256: target.GetSha256(),
+		Author: author, Message: msg, Time: timestamppb.New(t), Site: target.GetSite(),
+		RollbackOf: target.GetNumber(), SourceName: target.GetSourceName(), Source: target.GetSource(),
+	}
+	s.gens = append(s.gens, ng)
+	return ng.Number
 }
 
 // CompleteRollout marks a running rollout whose waves are all open

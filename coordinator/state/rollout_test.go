@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,25 +71,47 @@ func TestRolloutTargets(t *testing.T) {
 	}
 	wantTargets(t, s, map[string]uint64{"a": 2, "b": 2, "c": 2, "d": 2})
 
-	// Next rollout rolls back: touched and untouched nodes target 2 again.
+	// Next rollout rolls back: generation 4 gets generation 2's content and
+	// everyone targets it (agents never go to a lower generation).
 	s.StartRollout(rt0, rolloutPush("g3", 2, []string{"b"}, []string{"a", "c"}))
 	wantTargets(t, s, map[string]uint64{"a": 2, "b": 3, "c": 2})
-	if r := s.RollbackRollout(rt0, &hivev1.RolloutRollbackCommand{Generation: 3, Reason: "b: health failing"}); r.GetError() != "" {
+	if r := s.RollbackRollout(rt0, &hivev1.RolloutRollbackCommand{Generation: 3, Reason: "b: health failing"}); r.GetError() != "" || r.GetGeneration() != 4 {
 		t.Fatalf("rollback: %v", r)
 	}
-	wantTargets(t, s, map[string]uint64{"a": 2, "b": 2, "c": 2, "new": 2})
-	if s.Rollout().GetState() != hivev1.RolloutState_ROLLOUT_STATE_ROLLED_BACK || s.Rollout().GetReason() != "b: health failing" {
-		t.Fatalf("rollout = %v", s.Rollout())
+	wantTargets(t, s, map[string]uint64{"a": 4, "b": 4, "c": 4, "new": 4})
+	if g := s.Current(); g.GetSha256() != "g2" || g.GetRollbackOf() != 2 || !strings.Contains(g.GetMessage(), "rollout of generation 3 rolled back: b: health failing") {
+		t.Fatalf("revert generation = %v", g)
 	}
-	if r := s.ResumeRollout(rt0, &hivev1.RolloutResumeCommand{Generation: 3}); r.GetReason() != ReasonRolloutState {
+	if r := s.Rollout(); r.GetState() != hivev1.RolloutState_ROLLOUT_STATE_ROLLED_BACK || r.GetReason() != "b: health failing" || r.GetRevertGeneration() != 4 {
+		t.Fatalf("rollout = %v", r)
+	}
+	if r := s.ResumeRollout(rt0, &hivev1.RolloutResumeCommand{Generation: 3}); r.GetReason() != ReasonStaleBase {
 		t.Fatalf("resume a rolled back rollout: %v", r)
 	}
 
-	// A plain push supersedes it: everyone at once, commands for it refused.
-	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g4", Site: &hivev1.Site{}}, BaseGeneration: 3})
-	wantTargets(t, s, map[string]uint64{"a": 4, "b": 4})
-	if r := s.PauseRollout(rt0, &hivev1.RolloutPauseCommand{Generation: 3}); r.GetReason() != ReasonStaleBase {
+	// A plain push supersedes a rollout: everyone at once, commands for it
+	// refused.
+	s.StartRollout(rt0, rolloutPush("g5", 4, []string{"a"}, []string{"b"}))
+	wantTargets(t, s, map[string]uint64{"a": 5, "b": 4})
+	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g6", Site: &hivev1.Site{}}, BaseGeneration: 5})
+	wantTargets(t, s, map[string]uint64{"a": 6, "b": 6})
+	if r := s.PauseRollout(rt0, &hivev1.RolloutPauseCommand{Generation: 5}); r.GetReason() != ReasonStaleBase {
 		t.Fatalf("pause a superseded rollout: %v", r)
+	}
+}
+
+// TestRolloutRollbackWithoutBase: a rollout of the first generation ever
+// has nothing to go back to: rolled back, its nodes target nothing (0).
+func TestRolloutRollbackWithoutBase(t *testing.T) {
+	s := New()
+	s.StartRollout(rt0, rolloutPush("g1", 0, []string{"a"}, []string{"b"}))
+	wantTargets(t, s, map[string]uint64{"a": 1, "b": 0})
+	if r := s.RollbackRollout(rt0, &hivev1.RolloutRollbackCommand{Generation: 1, Abort: true}); r.GetError() != "" {
+		t.Fatalf("abort: %v", r)
+	}
+	wantTargets(t, s, map[string]uint64{"a": 0, "b": 0})
+	if s.CurrentNumber() != 1 || s.Rollout().GetState() != hivev1.RolloutState_ROLLOUT_STATE_ABORTED {
+		t.Fatalf("current %d, rollout %v", s.CurrentNumber(), s.Rollout())
 	}
 }
 

@@ -1628,9 +1628,11 @@ func (x *RolloutResumeCommand) GetAuthor() string {
 	return ""
 }
 
-// RolloutRollbackCommand gives every node of the opened waves its
-// from_generation back: on a failure with on_failure rollback (state
-// ROLLED_BACK) or an operator's abort (ABORTED).
+// RolloutRollbackCommand stops a rollout and puts the previous content
+// back: on a failure with on_failure rollback (state ROLLED_BACK) or an
+// operator's abort (ABORTED). Apply appends a generation with the content
+// of the rollout's base generation (Rollout.revert_generation), which
+// every node then targets.
 type RolloutRollbackCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`

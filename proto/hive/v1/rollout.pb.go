@@ -265,10 +265,17 @@ type Rollout struct {
 	// Why it is paused, rolled back or aborted ("web-1: health failing: ...").
 	Reason string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Who pushed it, and who last paused/resumed/promoted/aborted it.
-	Author        string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
-	ChangedBy     string `protobuf:"bytes,12,opt,name=changed_by,json=changedBy,proto3" json:"changed_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Author    string `protobuf:"bytes,11,opt,name=author,proto3" json:"author,omitempty"`
+	ChangedBy string `protobuf:"bytes,12,opt,name=changed_by,json=changedBy,proto3" json:"changed_by,omitempty"`
+	// Rolled back or aborted: the generation appended with
+	// base_generation's content, which every node then targets (agents
+	// never take a lower generation than the one they hold, so going back
+	// is going forward to the old content, as hivectl rollback does). 0:
+	// none (nothing was current before the rollout; the planned nodes
+	// target their from_generation).
+	RevertGeneration uint64 `protobuf:"varint,13,opt,name=revert_generation,json=revertGeneration,proto3" json:"revert_generation,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Rollout) Reset() {
@@ -383,6 +390,13 @@ func (x *Rollout) GetChangedBy() string {
 		return x.ChangedBy
 	}
 	return ""
+}
+
+func (x *Rollout) GetRevertGeneration() uint64 {
+	if x != nil {
+		return x.RevertGeneration
+	}
+	return 0
 }
 
 // RolloutOverride holds push flags that override the site's top-level
@@ -687,7 +701,7 @@ const file_hive_v1_rollout_proto_rawDesc = "" +
 	"\vRolloutNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04wave\x18\x02 \x01(\rR\x04wave\x12'\n" +
-	"\x0ffrom_generation\x18\x03 \x01(\x04R\x0efromGeneration\"\xda\x03\n" +
+	"\x0ffrom_generation\x18\x03 \x01(\x04R\x0efromGeneration\"\x87\x04\n" +
 	"\aRollout\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -704,7 +718,8 @@ const file_hive_v1_rollout_proto_rawDesc = "" +
 	" \x01(\tR\x06reason\x12\x16\n" +
 	"\x06author\x18\v \x01(\tR\x06author\x12\x1d\n" +
 	"\n" +
-	"changed_by\x18\f \x01(\tR\tchangedBy\"\xbb\x03\n" +
+	"changed_by\x18\f \x01(\tR\tchangedBy\x12+\n" +
+	"\x11revert_generation\x18\r \x01(\x04R\x10revertGeneration\"\xbb\x03\n" +
 	"\x0fRolloutOverride\x12&\n" +
 	"\fcanary_count\x18\x01 \x01(\rH\x00R\vcanaryCount\x88\x01\x01\x12!\n" +
 	"\fcanary_nodes\x18\x02 \x03(\tR\vcanaryNodes\x12&\n" +
