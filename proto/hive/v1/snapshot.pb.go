@@ -40,7 +40,9 @@ type StateSnapshot struct {
 	// Ordinal the next newly registered node gets (NodeRecord.ordinal).
 	NextNodeOrdinal uint64 `protobuf:"varint,8,opt,name=next_node_ordinal,json=nextNodeOrdinal,proto3" json:"next_node_ordinal,omitempty"`
 	// The certificate deny list, one entry per revoked node.
-	Revocations   []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	Revocations []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	// Recent drift repairs, per node (bounded, see state.MaxDriftRepairs).
+	DriftRepairs  []*DriftRepair `protobuf:"bytes,30,rep,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +140,94 @@ func (x *StateSnapshot) GetRevocations() []*Revocation {
 	return nil
 }
 
+func (x *StateSnapshot) GetDriftRepairs() []*DriftRepair {
+	if x != nil {
+		return x.DriftRepairs
+	}
+	return nil
+}
+
+// DriftRepair is one resource an agent put back after the machine drifted
+// while its desired state had not changed.
+type DriftRepair struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Generation the node was on.
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// When the run that repaired it finished (the agent's clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The resource's result message (short, never secret).
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftRepair) Reset() {
+	*x = DriftRepair{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftRepair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftRepair) ProtoMessage() {}
+
+func (x *DriftRepair) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftRepair.ProtoReflect.Descriptor instead.
+func (*DriftRepair) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DriftRepair) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DriftRepair) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *DriftRepair) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *DriftRepair) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DriftRepair) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // NodeRecord is a node of the registry: the facts its agent last sent,
 // and the trusted labels that selectors match (state.TrustedLabels: the
 // identity's labels overridden by the operator's).
@@ -168,7 +258,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +270,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +283,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NodeRecord) GetName() string {
@@ -270,7 +360,7 @@ type StoredSecret struct {
 
 func (x *StoredSecret) Reset() {
 	*x = StoredSecret{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +372,7 @@ func (x *StoredSecret) String() string {
 func (*StoredSecret) ProtoMessage() {}
 
 func (x *StoredSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +385,7 @@ func (x *StoredSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredSecret.ProtoReflect.Descriptor instead.
 func (*StoredSecret) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StoredSecret) GetName() string {
@@ -361,7 +451,7 @@ type StoredBootstrapToken struct {
 
 func (x *StoredBootstrapToken) Reset() {
 	*x = StoredBootstrapToken{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +463,7 @@ func (x *StoredBootstrapToken) String() string {
 func (*StoredBootstrapToken) ProtoMessage() {}
 
 func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +476,7 @@ func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredBootstrapToken.ProtoReflect.Descriptor instead.
 func (*StoredBootstrapToken) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StoredBootstrapToken) GetTokenSha256() string {
@@ -466,7 +556,7 @@ type CoordinatorRecord struct {
 
 func (x *CoordinatorRecord) Reset() {
 	*x = CoordinatorRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +568,7 @@ func (x *CoordinatorRecord) String() string {
 func (*CoordinatorRecord) ProtoMessage() {}
 
 func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +581,7 @@ func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorRecord.ProtoReflect.Descriptor instead.
 func (*CoordinatorRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CoordinatorRecord) GetName() string {
@@ -547,7 +637,7 @@ type NodeIdentity struct {
 
 func (x *NodeIdentity) Reset() {
 	*x = NodeIdentity{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +649,7 @@ func (x *NodeIdentity) String() string {
 func (*NodeIdentity) ProtoMessage() {}
 
 func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +662,7 @@ func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
 func (*NodeIdentity) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeIdentity) GetSource() string {
@@ -607,7 +697,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xd4\x03\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\x8f\x04\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -617,7 +707,16 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
-	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\"\xef\x03\n" +
+	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x129\n" +
+	"\rdrift_repairs\x18\x1e \x03(\v2\x14.hive.v1.DriftRepairR\fdriftRepairs\"\x9d\x01\n" +
+	"\vDriftRepair\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xef\x03\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -682,46 +781,49 @@ func file_hive_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_hive_v1_snapshot_proto_rawDescData
 }
 
-var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*StateSnapshot)(nil),         // 0: hive.v1.StateSnapshot
-	(*NodeRecord)(nil),            // 1: hive.v1.NodeRecord
-	(*StoredSecret)(nil),          // 2: hive.v1.StoredSecret
-	(*StoredBootstrapToken)(nil),  // 3: hive.v1.StoredBootstrapToken
-	(*CoordinatorRecord)(nil),     // 4: hive.v1.CoordinatorRecord
-	(*NodeIdentity)(nil),          // 5: hive.v1.NodeIdentity
-	nil,                           // 6: hive.v1.NodeRecord.LabelsEntry
-	nil,                           // 7: hive.v1.NodeRecord.OperatorLabelsEntry
-	nil,                           // 8: hive.v1.StoredBootstrapToken.LabelsEntry
-	nil,                           // 9: hive.v1.NodeIdentity.LabelsEntry
-	(*Generation)(nil),            // 10: hive.v1.Generation
-	(*Report)(nil),                // 11: hive.v1.Report
-	(*Revocation)(nil),            // 12: hive.v1.Revocation
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*DriftRepair)(nil),           // 1: hive.v1.DriftRepair
+	(*NodeRecord)(nil),            // 2: hive.v1.NodeRecord
+	(*StoredSecret)(nil),          // 3: hive.v1.StoredSecret
+	(*StoredBootstrapToken)(nil),  // 4: hive.v1.StoredBootstrapToken
+	(*CoordinatorRecord)(nil),     // 5: hive.v1.CoordinatorRecord
+	(*NodeIdentity)(nil),          // 6: hive.v1.NodeIdentity
+	nil,                           // 7: hive.v1.NodeRecord.LabelsEntry
+	nil,                           // 8: hive.v1.NodeRecord.OperatorLabelsEntry
+	nil,                           // 9: hive.v1.StoredBootstrapToken.LabelsEntry
+	nil,                           // 10: hive.v1.NodeIdentity.LabelsEntry
+	(*Generation)(nil),            // 11: hive.v1.Generation
+	(*Report)(nil),                // 12: hive.v1.Report
+	(*Revocation)(nil),            // 13: hive.v1.Revocation
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
-	10, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
-	1,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
-	11, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
-	2,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
-	3,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
-	4,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
-	12, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
-	6,  // 7: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	13, // 8: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	5,  // 9: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	7,  // 10: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	13, // 11: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	13, // 12: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	8,  // 13: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	13, // 14: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	9,  // 15: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	13, // 16: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	11, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
+	2,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
+	12, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
+	3,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
+	4,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
+	5,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
+	13, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
+	1,  // 7: hive.v1.StateSnapshot.drift_repairs:type_name -> hive.v1.DriftRepair
+	14, // 8: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	7,  // 9: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	14, // 10: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	6,  // 11: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	8,  // 12: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	14, // 13: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	14, // 14: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	9,  // 15: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	14, // 16: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	10, // 17: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	14, // 18: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -736,7 +838,7 @@ func file_hive_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_snapshot_proto_rawDesc), len(file_hive_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
