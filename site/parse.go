@@ -241,6 +241,7 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.drbd(item, ip), item, ip) })
 		}},
 		field{"swarm", func(v *yaml.Node, p string) { add(d.swarm(v, p), v, p) }},
+		field{"checks", func(v *yaml.Node, p string) { r.Checks = d.healthChecks(v, p) }},
 	)
 	return r
 }
