@@ -76,7 +76,9 @@ func FromSpec(hc *hivev1.HealthCheck) Check {
 		c.Probe = Command(k.Command.GetArgv())
 	default:
 		c.Kind = "command"
-		c.Probe = func(context.Context) error { return errors.New("check of an unknown kind (agent older than the coordinator?)") }
+		c.Probe = func(context.Context) error {
+			return errors.New("check of an unknown kind (agent older than the coordinator?)")
+		}
 	}
 	return c
 }
