@@ -41,8 +41,8 @@ type StateSnapshot struct {
 	NextNodeOrdinal uint64 `protobuf:"varint,8,opt,name=next_node_ordinal,json=nextNodeOrdinal,proto3" json:"next_node_ordinal,omitempty"`
 	// The certificate deny list, one entry per revoked node.
 	Revocations []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
-	// Recent drift repairs, per node (bounded, see state.MaxDriftRepairs).
-	DriftRepairs  []*DriftRepair `protobuf:"bytes,30,rep,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
+	// Health bookkeeping and recent drift repairs, one per node.
+	CheckRecords  []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,7 +140,79 @@ func (x *StateSnapshot) GetRevocations() []*Revocation {
 	return nil
 }
 
-func (x *StateSnapshot) GetDriftRepairs() []*DriftRepair {
+func (x *StateSnapshot) GetCheckRecords() []*CheckNodeRecord {
+	if x != nil {
+		return x.CheckRecords
+	}
+	return nil
+}
+
+// CheckNodeRecord is what the coordinators keep about a node's health
+// beyond its last report: since when its health has been what it is, and
+// its latest drift repairs (at most state.MaxDriftRepairs, oldest first).
+type CheckNodeRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Node   string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Health Health                 `protobuf:"varint,2,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	// Time of the command that changed health to its current value.
+	HealthSince   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	DriftRepairs  []*DriftRepair         `protobuf:"bytes,4,rep,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckNodeRecord) Reset() {
+	*x = CheckNodeRecord{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckNodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckNodeRecord) ProtoMessage() {}
+
+func (x *CheckNodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckNodeRecord.ProtoReflect.Descriptor instead.
+func (*CheckNodeRecord) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckNodeRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CheckNodeRecord) GetHealth() Health {
+	if x != nil {
+		return x.Health
+	}
+	return Health_HEALTH_UNSPECIFIED
+}
+
+func (x *CheckNodeRecord) GetHealthSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthSince
+	}
+	return nil
+}
+
+func (x *CheckNodeRecord) GetDriftRepairs() []*DriftRepair {
 	if x != nil {
 		return x.DriftRepairs
 	}
@@ -165,7 +237,7 @@ type DriftRepair struct {
 
 func (x *DriftRepair) Reset() {
 	*x = DriftRepair{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +249,7 @@ func (x *DriftRepair) String() string {
 func (*DriftRepair) ProtoMessage() {}
 
 func (x *DriftRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +262,7 @@ func (x *DriftRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftRepair.ProtoReflect.Descriptor instead.
 func (*DriftRepair) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DriftRepair) GetNode() string {
@@ -258,7 +330,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +342,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +355,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeRecord) GetName() string {
@@ -360,7 +432,7 @@ type StoredSecret struct {
 
 func (x *StoredSecret) Reset() {
 	*x = StoredSecret{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +444,7 @@ func (x *StoredSecret) String() string {
 func (*StoredSecret) ProtoMessage() {}
 
 func (x *StoredSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +457,7 @@ func (x *StoredSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredSecret.ProtoReflect.Descriptor instead.
 func (*StoredSecret) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StoredSecret) GetName() string {
@@ -451,7 +523,7 @@ type StoredBootstrapToken struct {
 
 func (x *StoredBootstrapToken) Reset() {
 	*x = StoredBootstrapToken{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +535,7 @@ func (x *StoredBootstrapToken) String() string {
 func (*StoredBootstrapToken) ProtoMessage() {}
 
 func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +548,7 @@ func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredBootstrapToken.ProtoReflect.Descriptor instead.
 func (*StoredBootstrapToken) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StoredBootstrapToken) GetTokenSha256() string {
@@ -556,7 +628,7 @@ type CoordinatorRecord struct {
 
 func (x *CoordinatorRecord) Reset() {
 	*x = CoordinatorRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +640,7 @@ func (x *CoordinatorRecord) String() string {
 func (*CoordinatorRecord) ProtoMessage() {}
 
 func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +653,7 @@ func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorRecord.ProtoReflect.Descriptor instead.
 func (*CoordinatorRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CoordinatorRecord) GetName() string {
@@ -637,7 +709,7 @@ type NodeIdentity struct {
 
 func (x *NodeIdentity) Reset() {
 	*x = NodeIdentity{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +721,7 @@ func (x *NodeIdentity) String() string {
 func (*NodeIdentity) ProtoMessage() {}
 
 func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +734,7 @@ func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
 func (*NodeIdentity) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{6}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeIdentity) GetSource() string {
@@ -697,7 +769,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\x8f\x04\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\x93\x04\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -707,8 +779,13 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
-	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x129\n" +
-	"\rdrift_repairs\x18\x1e \x03(\v2\x14.hive.v1.DriftRepairR\fdriftRepairs\"\x9d\x01\n" +
+	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12=\n" +
+	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\"\xc8\x01\n" +
+	"\x0fCheckNodeRecord\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
+	"\x06health\x18\x02 \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
+	"\fhealth_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x129\n" +
+	"\rdrift_repairs\x18\x04 \x03(\v2\x14.hive.v1.DriftRepairR\fdriftRepairs\"\x9d\x01\n" +
 	"\vDriftRepair\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1e\n" +
@@ -781,49 +858,54 @@ func file_hive_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_hive_v1_snapshot_proto_rawDescData
 }
 
-var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*StateSnapshot)(nil),         // 0: hive.v1.StateSnapshot
-	(*DriftRepair)(nil),           // 1: hive.v1.DriftRepair
-	(*NodeRecord)(nil),            // 2: hive.v1.NodeRecord
-	(*StoredSecret)(nil),          // 3: hive.v1.StoredSecret
-	(*StoredBootstrapToken)(nil),  // 4: hive.v1.StoredBootstrapToken
-	(*CoordinatorRecord)(nil),     // 5: hive.v1.CoordinatorRecord
-	(*NodeIdentity)(nil),          // 6: hive.v1.NodeIdentity
-	nil,                           // 7: hive.v1.NodeRecord.LabelsEntry
-	nil,                           // 8: hive.v1.NodeRecord.OperatorLabelsEntry
-	nil,                           // 9: hive.v1.StoredBootstrapToken.LabelsEntry
-	nil,                           // 10: hive.v1.NodeIdentity.LabelsEntry
-	(*Generation)(nil),            // 11: hive.v1.Generation
-	(*Report)(nil),                // 12: hive.v1.Report
-	(*Revocation)(nil),            // 13: hive.v1.Revocation
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*CheckNodeRecord)(nil),       // 1: hive.v1.CheckNodeRecord
+	(*DriftRepair)(nil),           // 2: hive.v1.DriftRepair
+	(*NodeRecord)(nil),            // 3: hive.v1.NodeRecord
+	(*StoredSecret)(nil),          // 4: hive.v1.StoredSecret
+	(*StoredBootstrapToken)(nil),  // 5: hive.v1.StoredBootstrapToken
+	(*CoordinatorRecord)(nil),     // 6: hive.v1.CoordinatorRecord
+	(*NodeIdentity)(nil),          // 7: hive.v1.NodeIdentity
+	nil,                           // 8: hive.v1.NodeRecord.LabelsEntry
+	nil,                           // 9: hive.v1.NodeRecord.OperatorLabelsEntry
+	nil,                           // 10: hive.v1.StoredBootstrapToken.LabelsEntry
+	nil,                           // 11: hive.v1.NodeIdentity.LabelsEntry
+	(*Generation)(nil),            // 12: hive.v1.Generation
+	(*Report)(nil),                // 13: hive.v1.Report
+	(*Revocation)(nil),            // 14: hive.v1.Revocation
+	(Health)(0),                   // 15: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
-	11, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
-	2,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
-	12, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
-	3,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
-	4,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
-	5,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
-	13, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
-	1,  // 7: hive.v1.StateSnapshot.drift_repairs:type_name -> hive.v1.DriftRepair
-	14, // 8: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
-	7,  // 9: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	14, // 10: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	6,  // 11: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	8,  // 12: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	14, // 13: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	14, // 14: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	9,  // 15: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	14, // 16: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	10, // 17: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	14, // 18: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
+	3,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
+	13, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
+	4,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
+	5,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
+	6,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
+	14, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
+	1,  // 7: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
+	15, // 8: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	16, // 9: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 10: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	16, // 11: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 12: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	16, // 13: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 14: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 15: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	16, // 16: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	16, // 17: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 18: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	16, // 19: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 20: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	16, // 21: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -838,7 +920,7 @@ func file_hive_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_snapshot_proto_rawDesc), len(file_hive_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
