@@ -3156,8 +3156,10 @@ func (x *ListDriftRepairsRequest) GetSince() *timestamppb.Timestamp {
 type ListDriftRepairsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Newest first.
-	Repairs       []*DriftRepair `protobuf:"bytes,1,rep,name=repairs,proto3" json:"repairs,omitempty"`
-	RaftIndex     uint64         `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	Repairs   []*DriftRepair `protobuf:"bytes,1,rep,name=repairs,proto3" json:"repairs,omitempty"`
+	RaftIndex uint64         `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// More repairs matched than one answer holds (the oldest were left out).
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3204,6 +3206,13 @@ func (x *ListDriftRepairsResponse) GetRaftIndex() uint64 {
 		return x.RaftIndex
 	}
 	return 0
+}
+
+func (x *ListDriftRepairsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
 }
 
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
@@ -3423,11 +3432,12 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
 	"\x17ListDriftRepairsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
-	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"i\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
 	"\x18ListDriftRepairsResponse\x12.\n" +
 	"\arepairs\x18\x01 \x03(\v2\x14.hive.v1.DriftRepairR\arepairs\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\x02 \x01(\x04R\traftIndex*s\n" +
+	"raft_index\x18\x02 \x01(\x04R\traftIndex\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +

@@ -116,7 +116,8 @@ type CoordinatorServiceClient interface {
 	// override its certificate's labels key by key.
 	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
 	// ListDriftRepairs lists the drift repairs the coordinators recorded
-	// (the last few per node), newest first. Admin only.
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
 	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
 }
 
@@ -439,7 +440,8 @@ type CoordinatorServiceServer interface {
 	// override its certificate's labels key by key.
 	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
 	// ListDriftRepairs lists the drift repairs the coordinators recorded
-	// (the last few per node), newest first. Admin only.
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
 	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
