@@ -50,7 +50,7 @@ func sampleStatus() *hivev1.GetStatusResponse {
 				Gossip: hivev1.GossipState_GOSSIP_STATE_ALIVE, AppliedGeneration: 7, DesiredGeneration: 7,
 				Phase: hivev1.Phase_PHASE_CONVERGED, LastReport: ts(5 * time.Minute),
 				Resources: &hivev1.ResourceCounts{Total: 9},
-				Health: hivev1.Health_HEALTH_PASSING, HealthSince: ts(2 * time.Hour),
+				Health:    hivev1.Health_HEALTH_PASSING, HealthSince: ts(2 * time.Hour),
 				Checks: []*hivev1.CheckResult{{Name: "web/home", Kind: "http", Passing: true, Time: ts(time.Second)}},
 			},
 			{
