@@ -569,6 +569,7 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		// Desired is the node's target: a rollout holds nodes outside
 		// its open waves on the generation they had.
 		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), st.TargetGeneration(n.GetName()))
+		fillHealth(ns, reports[n.GetName()], st.CheckRecord(n.GetName()))
 		if req.GetNode() == "" {
 			ns.Results = nil
 		}

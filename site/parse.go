@@ -237,6 +237,7 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 		}})
 	}
 	fields = append(fields, field{"rollout", func(v *yaml.Node, p string) { r.Rollout = d.rollout(v, p) }})
+	fields = append(fields, field{"checks", func(v *yaml.Node, p string) { r.Checks = d.healthChecks(v, p) }})
 	d.mapping(n, path, fields...)
 	return r
 }

@@ -3638,11 +3638,127 @@ func (x *AbortRolloutResponse) GetRollout() *Rollout {
 	return nil
 }
 
+type ListDriftRepairsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this node (empty: all).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Only repairs at or after this time (unset: all kept).
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsRequest) Reset() {
+	*x = ListDriftRepairsRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsRequest) ProtoMessage() {}
+
+func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListDriftRepairsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListDriftRepairsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListDriftRepairsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Repairs   []*DriftRepair `protobuf:"bytes,1,rep,name=repairs,proto3" json:"repairs,omitempty"`
+	RaftIndex uint64         `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// More repairs matched than one answer holds (the oldest were left out).
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsResponse) Reset() {
+	*x = ListDriftRepairsResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsResponse) ProtoMessage() {}
+
+func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
+	if x != nil {
+		return x.Repairs
+	}
+	return nil
+}
+
+func (x *ListDriftRepairsResponse) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *ListDriftRepairsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xf6\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xf6\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3885,13 +4001,21 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"generation\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
 	"\x14AbortRolloutResponse\x12*\n" +
-	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout*s\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"_\n" +
+	"\x17ListDriftRepairsRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
+	"\x18ListDriftRepairsResponse\x12.\n" +
+	"\arepairs\x18\x01 \x03(\v2\x14.hive.v1.DriftRepairR\arepairs\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x02 \x01(\x04R\traftIndex\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\xd7\x10\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\xb0\x11\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3924,7 +4048,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\fPauseRollout\x12\x1c.hive.v1.PauseRolloutRequest\x1a\x1d.hive.v1.PauseRolloutResponse\x12N\n" +
 	"\rResumeRollout\x12\x1d.hive.v1.ResumeRolloutRequest\x1a\x1e.hive.v1.ResumeRolloutResponse\x12Q\n" +
 	"\x0ePromoteRollout\x12\x1e.hive.v1.PromoteRolloutRequest\x1a\x1f.hive.v1.PromoteRolloutResponse\x12K\n" +
-	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse2\x8e\x02\n" +
+	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse\x12W\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3944,7 +4069,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -4015,132 +4140,139 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*PromoteRolloutResponse)(nil),       // 66: hive.v1.PromoteRolloutResponse
 	(*AbortRolloutRequest)(nil),          // 67: hive.v1.AbortRolloutRequest
 	(*AbortRolloutResponse)(nil),         // 68: hive.v1.AbortRolloutResponse
-	nil,                                  // 69: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 70: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 71: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 72: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 73: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 74: hive.v1.Site
-	(*RolloutOverride)(nil),              // 75: hive.v1.RolloutOverride
-	(*durationpb.Duration)(nil),          // 76: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 77: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 78: hive.v1.Generation
-	(*NodeState)(nil),                    // 79: hive.v1.NodeState
-	(*Report)(nil),                       // 80: hive.v1.Report
-	(*NodeStatus)(nil),                   // 81: hive.v1.NodeStatus
-	(*Member)(nil),                       // 82: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 83: google.protobuf.Timestamp
-	(*Command)(nil),                      // 84: hive.v1.Command
-	(*CommandResult)(nil),                // 85: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 86: hive.v1.Revocation
-	(RaftRole)(0),                        // 87: hive.v1.RaftRole
-	(*RolloutStatus)(nil),                // 88: hive.v1.RolloutStatus
-	(*Rollout)(nil),                      // 89: hive.v1.Rollout
+	(*ListDriftRepairsRequest)(nil),      // 69: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),     // 70: hive.v1.ListDriftRepairsResponse
+	nil,                                  // 71: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 72: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 73: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 74: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 75: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 76: hive.v1.Site
+	(*RolloutOverride)(nil),              // 77: hive.v1.RolloutOverride
+	(*durationpb.Duration)(nil),          // 78: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 79: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 80: hive.v1.Generation
+	(*NodeState)(nil),                    // 81: hive.v1.NodeState
+	(*Report)(nil),                       // 82: hive.v1.Report
+	(*NodeStatus)(nil),                   // 83: hive.v1.NodeStatus
+	(*Member)(nil),                       // 84: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 85: google.protobuf.Timestamp
+	(*Command)(nil),                      // 86: hive.v1.Command
+	(*CommandResult)(nil),                // 87: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 88: hive.v1.Revocation
+	(RaftRole)(0),                        // 89: hive.v1.RaftRole
+	(*RolloutStatus)(nil),                // 90: hive.v1.RolloutStatus
+	(*Rollout)(nil),                      // 91: hive.v1.Rollout
+	(*DriftRepair)(nil),                  // 92: hive.v1.DriftRepair
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	74, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	75, // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
-	76, // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	77, // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	78, // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	76, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	77, // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
+	78, // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	79, // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	80, // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 5: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 6: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	79, // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	69, // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	79, // 9: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	80, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	76, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	81, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	82, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	83, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	81, // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	71, // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	81, // 9: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	82, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	78, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	83, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	84, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	85, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 15: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 16: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	70, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	83, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	84, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	85, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	72, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	85, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	86, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	87, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 21: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	86, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	86, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	87, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	71, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	72, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	73, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	88, // 28: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	88, // 29: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	89, // 30: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	89, // 31: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	89, // 32: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	89, // 33: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	1,  // 34: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 35: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 36: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 37: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 38: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 39: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 40: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 41: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 42: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 43: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 44: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 45: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 46: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 47: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 48: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 49: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 50: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 51: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 52: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 53: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 54: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 55: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	57, // 56: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
-	59, // 57: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
-	61, // 58: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
-	63, // 59: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
-	65, // 60: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
-	67, // 61: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
-	45, // 62: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 63: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 64: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 65: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 66: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 67: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 68: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 69: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 70: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 71: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 72: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 73: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 74: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 75: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 76: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 77: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 78: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 79: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 80: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 81: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 82: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 83: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 84: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 85: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 86: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 87: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	58, // 88: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
-	60, // 89: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
-	62, // 90: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
-	64, // 91: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
-	66, // 92: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
-	68, // 93: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
-	46, // 94: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 95: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 96: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 97: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	66, // [66:98] is the sub-list for method output_type
-	34, // [34:66] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	88, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	88, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	89, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	73, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	74, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	75, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	90, // 28: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	90, // 29: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	91, // 30: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	91, // 31: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	91, // 32: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	91, // 33: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	85, // 34: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	92, // 35: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	1,  // 36: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 37: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 38: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 39: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 40: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 41: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 42: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 43: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 44: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 45: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 46: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 47: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 48: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 49: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 50: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 51: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 52: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 53: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 54: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 55: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 56: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 57: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	57, // 58: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
+	59, // 59: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
+	61, // 60: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
+	63, // 61: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
+	65, // 62: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
+	67, // 63: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
+	69, // 64: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	45, // 65: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 66: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 67: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 68: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 69: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 70: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 71: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 72: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 73: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 74: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 75: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 76: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 77: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 78: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 79: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 80: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 81: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 82: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 83: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 84: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 85: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 86: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 87: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 88: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 89: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 90: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	58, // 91: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	60, // 92: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	62, // 93: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	64, // 94: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	66, // 95: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	68, // 96: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	70, // 97: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	46, // 98: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 99: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 100: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 101: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	69, // [69:102] is the sub-list for method output_type
+	36, // [36:69] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -4151,6 +4283,7 @@ func file_hive_v1_coordinator_proto_init() {
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_site_proto_init()
+	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4158,7 +4291,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   73,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

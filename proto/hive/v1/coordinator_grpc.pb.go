@@ -47,6 +47,7 @@ const (
 	CoordinatorService_ResumeRollout_FullMethodName        = "/hive.v1.CoordinatorService/ResumeRollout"
 	CoordinatorService_PromoteRollout_FullMethodName       = "/hive.v1.CoordinatorService/PromoteRollout"
 	CoordinatorService_AbortRollout_FullMethodName         = "/hive.v1.CoordinatorService/AbortRollout"
+	CoordinatorService_ListDriftRepairs_FullMethodName     = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -135,6 +136,10 @@ type CoordinatorServiceClient interface {
 	// AbortRollout stops the rollout and gives every touched node its
 	// previous generation back.
 	AbortRollout(ctx context.Context, in *AbortRolloutRequest, opts ...grpc.CallOption) (*AbortRolloutResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -443,6 +448,16 @@ func (c *coordinatorServiceClient) AbortRollout(ctx context.Context, in *AbortRo
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDriftRepairsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListDriftRepairs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -529,6 +544,10 @@ type CoordinatorServiceServer interface {
 	// AbortRollout stops the rollout and gives every touched node its
 	// previous generation back.
 	AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -622,6 +641,9 @@ func (UnimplementedCoordinatorServiceServer) PromoteRollout(context.Context, *Pr
 }
 func (UnimplementedCoordinatorServiceServer) AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortRollout not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -1134,6 +1156,24 @@ func _CoordinatorService_AbortRollout_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDriftRepairsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListDriftRepairs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, req.(*ListDriftRepairsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1244,6 +1284,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortRollout",
 			Handler:    _CoordinatorService_AbortRollout_Handler,
+		},
+		{
+			MethodName: "ListDriftRepairs",
+			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
