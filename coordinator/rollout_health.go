@@ -3,13 +3,14 @@ package coordinator
 import (
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/coordinator/state"
-	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
 // expectsHealth reports whether node, rendered at generation gen, has
-// health checks: its roles' checks, or the built-in DRBD and swarm checks
-// of a node holding such resources. Such a node counts as healthy only
-// with health passing: unspecified means its checks have not run yet.
+// site health checks (the checks: of its roles). Such a node counts as
+// healthy only with health passing: unspecified means its checks have not
+// run yet. The built-in DRBD and swarm checks are not expected (an agent
+// in a --root sandbox never runs them, and they need three failures 10 s
+// apart): they count when reported, a failing one fails the node.
 func expectsHealth(st *state.Store, gen uint64, node string) bool {
 	g, n := st.Generation(gen), st.Node(node)
 	if g == nil || n == nil {
@@ -21,17 +22,8 @@ func expectsHealth(st *state.Store, gen uint64, node string) bool {
 		roles[r] = true
 	}
 	for _, r := range g.GetSite().GetRoles() {
-		if !roles[r.GetName()] {
-			continue
-		}
-		if len(r.GetChecks()) > 0 {
+		if roles[r.GetName()] && len(r.GetChecks()) > 0 {
 			return true
-		}
-		for _, res := range r.GetResources() {
-			switch res.GetKind().(type) {
-			case *hivev1.Resource_Drbd, *hivev1.Resource_Swarm:
-				return true
-			}
 		}
 	}
 	return false

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hivefleet/hive/coordinator/state"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -366,5 +367,34 @@ func TestRolloutPlanFromRenderedState(t *testing.T) {
 	}
 	if got := strings.Join(waves, " | "); got != "db-1,mgr-1,web-1 | db-2,mgr-2 | mgr-3" {
 		t.Fatalf("waves %s", got)
+	}
+}
+
+// TestRolloutExpectsHealth: a node whose roles have checks counts as
+// healthy only with health passing; one without, when converged.
+func TestRolloutExpectsHealth(t *testing.T) {
+	st := state.New()
+	s := rolloutSite("1")
+	s.Roles = append(s.Roles, &hivev1.Role{Name: "api", Checks: []*hivev1.HealthCheck{
+		{Name: "home", Kind: &hivev1.HealthCheck_Http{Http: &hivev1.CheckHTTP{Url: "http://127.0.0.1:8080/"}}},
+	}})
+	s.Selectors = append(s.Selectors, &hivev1.Selector{Names: []string{"api-*"}, Roles: []string{"api"}})
+	st.Push(time.Now(), &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "x", Site: s}})
+	for _, n := range []string{"api-1", "web-1"} {
+		st.UpsertNode(time.Now(), &hivev1.NodeUpsertCommand{Name: n, Identity: &hivev1.NodeIdentity{Source: state.SourceDev, Labels: map[string]string{"tier": "web"}}})
+	}
+	if !expectsHealth(st, 1, "api-1") || expectsHealth(st, 1, "web-1") || expectsHealth(st, 2, "api-1") {
+		t.Fatal("expectsHealth")
+	}
+	conv := &hivev1.Report{Generation: 1, Phase: hivev1.Phase_PHASE_CONVERGED}
+	if ok, _ := nodeHealth(conv, 1, true); ok {
+		t.Fatal("converged with checks not run yet counted healthy")
+	}
+	if ok, _ := nodeHealth(conv, 1, false); !ok {
+		t.Fatal("converged without checks not healthy")
+	}
+	conv.Health = hivev1.Health_HEALTH_PASSING
+	if ok, _ := nodeHealth(conv, 1, true); !ok {
+		t.Fatal("passing not healthy")
 	}
 }
