@@ -136,7 +136,7 @@ func hide(r rune, multiline bool) bool {
 
 var funcs = template.FuncMap{
 	"v":     func(s string) string { return visible(s, false) },
-	"block": func(s string) string { return visible(s, true) },
+	"lines": func(s string) string { return visible(s, true) },
 	"phase": phaseName,
 	"health": func(h hivev1.Health) string {
 		return strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_"))
