@@ -34,7 +34,15 @@ func (s *Server) dashboard() http.Handler {
 // events pages (issue 17): their files add a constructor here from an
 // init function, e.g.
 //
-//	func init() { dashboardPages = append(dashboardPages, func(s *Server) ui.Page { return ui.Page{Title: "Rollouts", Path: "rollouts", Handler: ...} }) }
+//	func init() {
+//		dashboardPages = append(dashboardPages, func(s *Server) ui.Page {
+//			return ui.Page{Title: "Rollouts", Path: "rollouts", Content: s.rolloutsHTML}
+//		})
+//	}
 //
+// Content returns the page's body, rendered with html/template (agents'
+// text is hostile: see ui.visible for control characters); the dashboard
+// wraps it in its layout and navigation. Live updates for such a page:
+// TODO as well (today /ui/live serves fleet, node and generations).
 // Until then /ui/rollouts and /ui/events say the page is not built yet.
 var dashboardPages []func(*Server) ui.Page

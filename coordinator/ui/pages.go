@@ -27,7 +27,7 @@ type pages struct {
 	sets map[string]*template.Template
 }
 
-var pageNames = []string{"fleet", "node", "generations", "generation", "login", "pending"}
+var pageNames = []string{"fleet", "node", "generations", "generation", "login", "pending", "extra"}
 
 func newPages() *pages {
 	p := &pages{sets: map[string]*template.Template{}}

@@ -29,6 +29,7 @@ import (
 	"context"
 	"crypto/x509"
 	"embed"
+	"html/template"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -56,11 +57,15 @@ type Backend interface {
 }
 
 // Page is an extra page another feature adds (rollouts, events): its
-// navigation title, its path under /ui/ (for example "rollouts") and its
-// handler, which runs behind the dashboard's authentication.
+// navigation title, its path under /ui/ (for example "rollouts"), and
+// either Content, the page's body (HTML the feature rendered and escaped
+// itself, with html/template), shown inside the dashboard's layout, or
+// Handler, which answers the whole request itself. Both run behind the
+// dashboard's authentication.
 type Page struct {
 	Title   string
 	Path    string
+	Content func(r *http.Request) (template.HTML, error)
 	Handler http.Handler
 }
 
@@ -144,7 +149,12 @@ func (h *Handler) routes() {
 	extra := map[string]bool{}
 	for _, p := range h.cfg.Extra {
 		extra[p.Path] = true
-		m.Handle("/ui/"+p.Path, h.auth(p.Handler.ServeHTTP))
+		switch {
+		case p.Content != nil:
+			m.Handle("GET /ui/"+p.Path, h.auth(h.extraPage(p)))
+		case p.Handler != nil:
+			m.Handle("/ui/"+p.Path, h.auth(p.Handler.ServeHTTP))
+		}
 	}
 	// TODO(rollouts, events): these pages arrive with their features
 	// (issue 17 items 3 and the rollout engine); until then they say so.
@@ -295,6 +305,18 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/ui/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
+}
+
+// extraPage shows p's content inside the layout.
+func (h *Handler) extraPage(p Page) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := p.Content(r)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		h.pages.render(w, http.StatusOK, "extra", h.base(r, p.Title, body))
+	}
 }
 
 // pending is the placeholder of a page another feature has not mounted yet.

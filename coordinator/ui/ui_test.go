@@ -1,6 +1,9 @@
 package ui
 
 import (
+	"html/template"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -42,5 +45,33 @@ func TestTemplatesParse(t *testing.T) {
 	}
 	if b, _ := assets.ReadFile("assets/layout.html"); strings.Contains(string(b), "<script>") {
 		t.Error("layout has an inline script: the CSP forbids it")
+	}
+}
+
+// TestExtraPages: a feature's page (the rollouts/events hook) is shown in
+// the layout and navigation, behind the same authentication; a page not
+// mounted yet is a placeholder.
+func TestExtraPages(t *testing.T) {
+	h := New(Config{Dev: true, Extra: []Page{{Title: "Rollouts", Path: "rollouts",
+		Content: func(r *http.Request) (template.HTML, error) { return "<p id=rollout>42%</p>", nil }}}})
+	get := func(path, remote string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
+		req.RemoteAddr = remote
+		req.Header.Set("Accept", "text/html")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	if w := get("/ui/rollouts", "127.0.0.1:5000"); w.Code != 200 || !strings.Contains(w.Body.String(), "<p id=rollout>42%</p>") || !strings.Contains(w.Body.String(), `href="/ui/rollouts">Rollouts`) {
+		t.Errorf("rollouts: %d %s", w.Code, w.Body)
+	}
+	if w := get("/ui/events", "[::1]:5000"); w.Code != 200 || !strings.Contains(w.Body.String(), "not part of this build yet") {
+		t.Errorf("events placeholder: %d %s", w.Code, w.Body)
+	}
+	if w := get("/ui/rollouts", "10.0.0.1:5000"); w.Code != 401 {
+		t.Errorf("rollouts from a non-loopback address without a token: %d", w.Code)
+	}
+	if w := get("/ui/nowhere", "127.0.0.1:5000"); w.Code != 404 {
+		t.Errorf("unknown page: %d", w.Code)
 	}
 }

@@ -31,8 +31,14 @@
   var index = el.getAttribute("data-index") || "0";
   function say(t) { if (state) state.textContent = t; }
   function sleep(ms) { return new Promise(function (res) { setTimeout(res, ms); }); }
+  // At most two polls a second: in a busy fleet reports land all the time,
+  // and a page need not redraw more often than that.
+  var minGap = 500, last = 0;
   async function loop() {
     for (;;) {
+      var gap = last + minGap - Date.now();
+      if (gap > 0) await sleep(gap);
+      last = Date.now();
       try {
         var sep = url.indexOf("?") < 0 ? "?" : "&";
         var r = await fetch(url + sep + "index=" + encodeURIComponent(index), { credentials: "same-origin", cache: "no-store" });
