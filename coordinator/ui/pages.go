@@ -100,10 +100,9 @@ func (h *Handler) base(r *http.Request, title string, data any) *base {
 // escapes the result for its context.
 func visible(s string, multiline bool) string {
 	clean := true
-	for i, r := range s {
+	for _, r := range s {
 		if r == utf8.RuneError || hide(r, multiline) {
 			clean = false
-			_ = i
 			break
 		}
 	}
@@ -142,7 +141,9 @@ var funcs = template.FuncMap{
 		return strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_"))
 	},
 	"outcome": func(o hivev1.Outcome) string { return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")) },
-	"change":  func(c hivev1.ChangeKind) string { return strings.ToLower(strings.TrimPrefix(c.String(), "CHANGE_KIND_")) },
+	"change": func(c hivev1.ChangeKind) string {
+		return strings.ToLower(strings.TrimPrefix(c.String(), "CHANGE_KIND_"))
+	},
 	"gossip": func(g hivev1.GossipState) string {
 		if g == hivev1.GossipState_GOSSIP_STATE_UNSPECIFIED {
 			return "-"

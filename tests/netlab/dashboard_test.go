@@ -402,7 +402,6 @@ func TestDashboardBrowserHelper(t *testing.T) {
 	fmt.Println("DASH DONE")
 }
 
-
 func exceptionText(d *runtime.ExceptionDetails) string {
 	if d == nil {
 		return "exception"
