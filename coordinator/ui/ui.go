@@ -204,7 +204,7 @@ func (h *Handler) authenticate(r *http.Request) (pki.Identity, int, error) {
 	if a := r.Header.Get("Authorization"); a != "" {
 		t, ok := strings.CutPrefix(a, "Bearer ")
 		if !ok {
-			return pki.Identity{}, http.StatusUnauthorized, errors.New("Authorization: want \"Bearer TOKEN\"")
+			return pki.Identity{}, http.StatusUnauthorized, errors.New("the Authorization header must be \"Bearer TOKEN\"")
 		}
 		tok = strings.TrimSpace(t)
 	} else if c, err := r.Cookie(CookieName); err == nil {
