@@ -204,6 +204,15 @@ func TestDashboard(t *testing.T) {
 		if c := r.Cookies()[0]; !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/ui/" || c.Value != adminTok {
 			t.Errorf("cookie %+v", c)
 		}
+		// A browser's same-origin form post over plain HTTP carries Origin
+		// and no Sec-Fetch-Site (Referrer-Policy same-origin: with
+		// no-referrer, Chromium sent "Origin: null" and was refused).
+		same, _ := http.NewRequest("POST", base+"/ui/login", strings.NewReader("token="+url.QueryEscape(adminTok)))
+		same.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		same.Header.Set("Origin", base)
+		if resp, err := noRedirect.Do(same); err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Referrer-Policy") != "same-origin" {
+			t.Errorf("same-origin sign in: %v %v", resp, err)
+		}
 		// A cross-site form post is refused (Sec-Fetch-Site).
 		req, _ := http.NewRequest("POST", base+"/ui/login", strings.NewReader("token="+adminTok))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
