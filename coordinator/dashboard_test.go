@@ -235,7 +235,7 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 		node := dashGet(t, base, "/ui/node?name=web-1", adminTok, false).body
-		for _, want := range []string{"&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;", `ok\u001b[2J`, `ok\u202edeggol`, "drift", "failed", `\u001b[31m`} {
+		for _, want := range []string{"&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;", `ok\u001b[2J`, `ok\u202edeggol`, "resources differed from the desired state", "failed", `\u001b[31m`} {
 			if !strings.Contains(node, want) {
 				t.Errorf("node page lacks %q", want)
 			}
