@@ -54,6 +54,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newSecretCommand(cf),
 		newPeersCommand(cf),
 		newNodeCommand(cf),
+		newDriftCommand(cf),
 		newDashboardCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
