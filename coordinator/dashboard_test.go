@@ -118,7 +118,10 @@ func TestDashboard(t *testing.T) {
 		phase := hivev1.Phase_PHASE_CONVERGED
 		for i, r := range st.GetState().GetResources() {
 			res := &hivev1.ResourceResult{Key: r.GetKey(), Outcome: hivev1.Outcome_OUTCOME_OK}
-			if name == "web-1" {
+			if name == "web-1" && i == 0 {
+				// A drift repair, with a hostile message.
+				res.Outcome, res.Cause, res.Message = hivev1.Outcome_OUTCOME_CHANGED, hivev1.Cause_CAUSE_DRIFT, hostileDashboard[0]+" repaired"
+			} else if name == "web-1" {
 				res.Outcome, phase = hivev1.Outcome_OUTCOME_FAILED, hivev1.Phase_PHASE_FAILED
 				res.Message = strings.Join(hostileDashboard[i%len(hostileDashboard):], " | ")
 				res.Drift = true
@@ -235,7 +238,7 @@ func TestDashboard(t *testing.T) {
 			}
 		}
 		node := dashGet(t, base, "/ui/node?name=web-1", adminTok, false).body
-		for _, want := range []string{"&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;", `ok\u001b[2J`, `ok\u202edeggol`, "resources differed from the desired state", "failed", `\u001b[31m`} {
+		for _, want := range []string{"&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;", `ok\u001b[2J`, `ok\u202edeggol`, "1 resources had drifted", `<span class="cause drift">drift</span>`, `<tr class="repair">`, "&lt;/script&gt; repaired", "failed", `\u001b[31m`} {
 			if !strings.Contains(node, want) {
 				t.Errorf("node page lacks %q", want)
 			}

@@ -141,6 +141,12 @@ var funcs = template.FuncMap{
 		return strings.ToLower(strings.TrimPrefix(h.String(), "HEALTH_"))
 	},
 	"outcome": func(o hivev1.Outcome) string { return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_")) },
+	"cause": func(c hivev1.Cause) string {
+		if c == hivev1.Cause_CAUSE_UNSPECIFIED {
+			return ""
+		}
+		return strings.ToLower(strings.TrimPrefix(c.String(), "CAUSE_"))
+	},
 	"change": func(c hivev1.ChangeKind) string {
 		return strings.ToLower(strings.TrimPrefix(c.String(), "CHANGE_KIND_"))
 	},
@@ -314,18 +320,40 @@ func (h *Handler) fleet(w http.ResponseWriter, r *http.Request) {
 type nodeData struct {
 	Node       *hivev1.NodeStatus
 	Generation uint64
-	Drifted    int
+	// Drifted counts the last run's resources put back from drift,
+	// Changed those changed because the desired state changed.
+	Drifted, Changed int
+	// Repairs are the node's recent drift repairs (newest first), or
+	// RepairsError why they could not be read.
+	Repairs      []*hivev1.DriftRepair
+	RepairsError string
 }
+
+// maxRepairsShown bounds the drift repairs the node page lists.
+const maxRepairsShown = 50
 
 func (h *Handler) nodeData(r *http.Request, resp *hivev1.GetStatusResponse) *nodeData {
 	d := &nodeData{Generation: resp.GetGeneration()}
-	if len(resp.GetNodes()) == 1 {
-		d.Node = resp.GetNodes()[0]
-		for _, res := range d.Node.GetResults() {
-			if res.GetDrift() {
-				d.Drifted++
-			}
+	if len(resp.GetNodes()) != 1 {
+		return d
+	}
+	d.Node = resp.GetNodes()[0]
+	for _, res := range d.Node.GetResults() {
+		switch res.GetCause() {
+		case hivev1.Cause_CAUSE_DRIFT:
+			d.Drifted++
+		case hivev1.Cause_CAUSE_CHANGE:
+			d.Changed++
 		}
+	}
+	rep, err := h.cfg.Backend.ListDriftRepairs(r.Context(), &hivev1.ListDriftRepairsRequest{Node: d.Node.GetName()})
+	if err != nil {
+		d.RepairsError = status.Convert(err).Message()
+		return d
+	}
+	d.Repairs = rep.GetRepairs()
+	if len(d.Repairs) > maxRepairsShown {
+		d.Repairs = d.Repairs[:maxRepairsShown]
 	}
 	return d
 }

@@ -54,6 +54,7 @@ type Backend interface {
 	ListGenerations(context.Context, *hivev1.ListGenerationsRequest) (*hivev1.ListGenerationsResponse, error)
 	GetGeneration(context.Context, *hivev1.GetGenerationRequest) (*hivev1.GetGenerationResponse, error)
 	DiffGenerations(context.Context, *hivev1.DiffGenerationsRequest) (*hivev1.DiffGenerationsResponse, error)
+	ListDriftRepairs(context.Context, *hivev1.ListDriftRepairsRequest) (*hivev1.ListDriftRepairsResponse, error)
 }
 
 // Page is an extra page another feature adds (rollouts, events): its
