@@ -612,6 +612,12 @@ type Resource struct {
 	//	*Resource_Firewall
 	//	*Resource_Drbd
 	//	*Resource_Swarm
+	//	*Resource_User
+	//	*Resource_Group
+	//	*Resource_Hosts
+	//	*Resource_Hostname
+	//	*Resource_Timezone
+	//	*Resource_Locale
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -752,6 +758,60 @@ func (x *Resource) GetSwarm() *Swarm {
 	return nil
 }
 
+func (x *Resource) GetUser() *User {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_User); ok {
+			return x.User
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetGroup() *Group {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Group); ok {
+			return x.Group
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetHosts() *Hosts {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Hosts); ok {
+			return x.Hosts
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetHostname() *Hostname {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Hostname); ok {
+			return x.Hostname
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetTimezone() *Timezone {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Timezone); ok {
+			return x.Timezone
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetLocale() *Locale {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Locale); ok {
+			return x.Locale
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -784,6 +844,31 @@ type Resource_Swarm struct {
 	Swarm *Swarm `protobuf:"bytes,16,opt,name=swarm,proto3,oneof"`
 }
 
+type Resource_User struct {
+	// Host baseline kinds (site_baseline.proto).
+	User *User `protobuf:"bytes,20,opt,name=user,proto3,oneof"`
+}
+
+type Resource_Group struct {
+	Group *Group `protobuf:"bytes,21,opt,name=group,proto3,oneof"`
+}
+
+type Resource_Hosts struct {
+	Hosts *Hosts `protobuf:"bytes,22,opt,name=hosts,proto3,oneof"`
+}
+
+type Resource_Hostname struct {
+	Hostname *Hostname `protobuf:"bytes,23,opt,name=hostname,proto3,oneof"`
+}
+
+type Resource_Timezone struct {
+	Timezone *Timezone `protobuf:"bytes,24,opt,name=timezone,proto3,oneof"`
+}
+
+type Resource_Locale struct {
+	Locale *Locale `protobuf:"bytes,25,opt,name=locale,proto3,oneof"`
+}
+
 func (*Resource_Repo) isResource_Kind() {}
 
 func (*Resource_Package) isResource_Kind() {}
@@ -797,6 +882,18 @@ func (*Resource_Firewall) isResource_Kind() {}
 func (*Resource_Drbd) isResource_Kind() {}
 
 func (*Resource_Swarm) isResource_Kind() {}
+
+func (*Resource_User) isResource_Kind() {}
+
+func (*Resource_Group) isResource_Kind() {}
+
+func (*Resource_Hosts) isResource_Kind() {}
+
+func (*Resource_Hostname) isResource_Kind() {}
+
+func (*Resource_Timezone) isResource_Kind() {}
+
+func (*Resource_Locale) isResource_Kind() {}
 
 // Repo is a package repository definition: a deb822 .sources file with its
 // Signed-By key under /etc/apt/keyrings, or a yum/dnf .repo file with gpgkey.
@@ -1816,7 +1913,7 @@ var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\"\x8a\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1bhive/v1/site_baseline.proto\"\x8a\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
@@ -1832,7 +1929,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xa8\x03\n" +
+	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xaa\x05\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -1846,7 +1943,13 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\aservice\x18\r \x01(\v2\x10.hive.v1.ServiceH\x00R\aservice\x12/\n" +
 	"\bfirewall\x18\x0e \x01(\v2\x11.hive.v1.FirewallH\x00R\bfirewall\x12#\n" +
 	"\x04drbd\x18\x0f \x01(\v2\r.hive.v1.DrbdH\x00R\x04drbd\x12&\n" +
-	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarmB\x06\n" +
+	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarm\x12#\n" +
+	"\x04user\x18\x14 \x01(\v2\r.hive.v1.UserH\x00R\x04user\x12&\n" +
+	"\x05group\x18\x15 \x01(\v2\x0e.hive.v1.GroupH\x00R\x05group\x12&\n" +
+	"\x05hosts\x18\x16 \x01(\v2\x0e.hive.v1.HostsH\x00R\x05hosts\x12/\n" +
+	"\bhostname\x18\x17 \x01(\v2\x11.hive.v1.HostnameH\x00R\bhostname\x12/\n" +
+	"\btimezone\x18\x18 \x01(\v2\x11.hive.v1.TimezoneH\x00R\btimezone\x12)\n" +
+	"\x06locale\x18\x19 \x01(\v2\x0f.hive.v1.LocaleH\x00R\x06localeB\x06\n" +
 	"\x04kind\"\x94\x02\n" +
 	"\x04Repo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -2024,6 +2127,12 @@ var file_hive_v1_site_proto_goTypes = []any{
 	nil,                  // 24: hive.v1.Drbd.OptionsEntry
 	nil,                  // 25: hive.v1.Swarm.LabelsEntry
 	nil,                  // 26: hive.v1.SwarmMember.LabelsEntry
+	(*User)(nil),         // 27: hive.v1.User
+	(*Group)(nil),        // 28: hive.v1.Group
+	(*Hosts)(nil),        // 29: hive.v1.Hosts
+	(*Hostname)(nil),     // 30: hive.v1.Hostname
+	(*Timezone)(nil),     // 31: hive.v1.Timezone
+	(*Locale)(nil),       // 32: hive.v1.Locale
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
@@ -2037,28 +2146,34 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	15, // 8: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
 	17, // 9: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
 	19, // 10: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 11: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 12: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 13: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 14: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	16, // 15: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	23, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 17: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 18: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	24, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	18, // 20: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 21: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	25, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	21, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	20, // 24: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 25: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	26, // 26: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 27: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	27, // 11: hive.v1.Resource.user:type_name -> hive.v1.User
+	28, // 12: hive.v1.Resource.group:type_name -> hive.v1.Group
+	29, // 13: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
+	30, // 14: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
+	31, // 15: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
+	32, // 16: hive.v1.Resource.locale:type_name -> hive.v1.Locale
+	0,  // 17: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 18: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 19: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 20: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	16, // 21: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	23, // 22: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 23: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 24: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	24, // 25: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	18, // 26: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 27: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	25, // 28: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	21, // 29: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	20, // 30: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 31: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	26, // 32: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 33: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2066,6 +2181,7 @@ func file_hive_v1_site_proto_init() {
 	if File_hive_v1_site_proto != nil {
 		return
 	}
+	file_hive_v1_site_baseline_proto_init()
 	file_hive_v1_site_proto_msgTypes[3].OneofWrappers = []any{
 		(*Resource_Repo)(nil),
 		(*Resource_Package)(nil),
@@ -2074,6 +2190,12 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Firewall)(nil),
 		(*Resource_Drbd)(nil),
 		(*Resource_Swarm)(nil),
+		(*Resource_User)(nil),
+		(*Resource_Group)(nil),
+		(*Resource_Hosts)(nil),
+		(*Resource_Hostname)(nil),
+		(*Resource_Timezone)(nil),
+		(*Resource_Locale)(nil),
 	}
 	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
