@@ -68,13 +68,19 @@ type base struct {
 }
 
 // Hostname returns the hostname provider.
-func Hostname() converge.Provider { return &hostnameP{base{kind: KindHostname, files: file.New(), want: wantHostname}} }
+func Hostname() converge.Provider {
+	return &hostnameP{base{kind: KindHostname, files: file.New(), want: wantHostname}}
+}
 
 // Timezone returns the timezone provider.
-func Timezone() converge.Provider { return &timezoneP{base{kind: KindTimezone, files: file.New(), want: wantTimezone}} }
+func Timezone() converge.Provider {
+	return &timezoneP{base{kind: KindTimezone, files: file.New(), want: wantTimezone}}
+}
 
 // Locale returns the locale provider.
-func Locale() converge.Provider { return &localeP{base{kind: KindLocale, files: file.New(), want: wantLocale}} }
+func Locale() converge.Provider {
+	return &localeP{base{kind: KindLocale, files: file.New(), want: wantLocale}}
+}
 
 type hostnameP struct{ base }
 type timezoneP struct{ base }

@@ -46,11 +46,11 @@ func (p *UserProvider) Prune(ctx context.Context, env *converge.Env, present []c
 		inState[it.Resource.GetUser().GetName()] = true
 		keep[sudoPath("user", it.Resource.GetUser().GetName())] = true
 	}
-	d, err := loadDB(env)
+	created, err := userLedger.load(env)
 	if err != nil {
 		return nil, err
 	}
-	created, err := userLedger.load(env)
+	d, err := pruneDB(env, created)
 	if err != nil {
 		return nil, err
 	}
@@ -92,11 +92,11 @@ func (p *GroupProvider) Prune(ctx context.Context, env *converge.Env, present []
 		inState[it.Resource.GetGroup().GetName()] = true
 		keep[sudoPath("group", it.Resource.GetGroup().GetName())] = true
 	}
-	d, err := loadDB(env)
+	created, err := groupLedger.load(env)
 	if err != nil {
 		return nil, err
 	}
-	created, err := groupLedger.load(env)
+	d, err := pruneDB(env, created)
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +125,15 @@ func (p *GroupProvider) Prune(ctx context.Context, env *converge.Env, present []
 		sums[n] = append(sums[n], "remove "+pl.sudo.path)
 	}
 	return changes(KindGroup, plans, sums), nil
+}
+
+// pruneDB loads the account database when hive created accounts (a root
+// without /etc/passwd, such as a fresh sandbox, has nothing to prune).
+func pruneDB(env *converge.Env, created map[string]bool) (*db, error) {
+	if len(created) == 0 {
+		return &db{users: map[string]account{}, groups: map[string]group{}, gids: map[uint32]string{}}, nil
+	}
+	return loadDB(env)
 }
 
 func changes[P any](kind string, plans map[string]P, sums map[string][]string) []*converge.Change {
