@@ -57,8 +57,10 @@ type Kind struct {
 var All = []*Kind{
 	{Name: "repo", Section: "repos", ID: func(m proto.Message) string { return m.(*hivev1.Repo).GetName() }, InRoot: true},
 	{Name: "package", Section: "packages", ID: func(m proto.Message) string { return m.(*hivev1.Package).GetName() }},
-	{Name: "group", Section: "groups", ID: func(m proto.Message) string { return m.(*hivev1.Group).GetName() }, InRoot: true},
-	{Name: "user", Section: "users", ID: func(m proto.Message) string { return m.(*hivev1.User).GetName() }, InRoot: true},
+	// Accounts are only planned under the agent's --root sandbox (which
+	// runs without root): shadow-utils need root to chroot.
+	{Name: "group", Section: "groups", ID: func(m proto.Message) string { return m.(*hivev1.Group).GetName() }},
+	{Name: "user", Section: "users", ID: func(m proto.Message) string { return m.(*hivev1.User).GetName() }},
 	{Name: "hostname", Section: "hostname", Single: true, FixedID: "node", InRoot: true},
 	{Name: "timezone", Section: "timezone", Single: true, FixedID: "system", InRoot: true},
 	{Name: "locale", Section: "locale", Single: true, FixedID: "system", InRoot: true},
