@@ -4,9 +4,11 @@
 // Accounts are observed by reading the root's /etc/passwd, /etc/group and
 // /etc/shadow, and changed with shadow-utils run on the host with
 // --root ROOT (useradd, usermod, userdel, groupadd, groupmod, groupdel,
-// chpasswd --encrypted, its input on stdin), so a --root sandbox or a
-// debootstrap root is converged with the host's tools and the root's
-// configuration (/etc/login.defs, /etc/default/useradd, /etc/skel).
+// chpasswd --encrypted, its input on stdin), so a root other than "/" (a
+// debootstrap root in the tests) is converged with the host's tools and
+// the root's configuration (/etc/login.defs, /etc/default/useradd,
+// /etc/skel). That needs root privileges, so the agent's --root sandbox
+// only plans these kinds.
 //
 // Invariants:
 //   - what a resource does not give is left as it is (uid, primary group,
