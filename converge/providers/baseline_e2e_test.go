@@ -80,8 +80,8 @@ func TestBaselineDebianRoot(t *testing.T) {
 		t.Errorf("/etc/hostname = %q", b)
 	}
 
-	// Drift: shell and hosts block edited by hand.
-	chroot("usermod", "-s", "/bin/sh", "ops")
+	// Drift: shell, password and hosts block edited by hand.
+	chroot("usermod", "-s", "/bin/sh", "-p", "$6$other$x", "ops")
 	b, _ := os.ReadFile(filepath.Join(root, "etc/hosts"))
 	must(t, os.WriteFile(filepath.Join(root, "etc/hosts"), []byte(strings.Replace(string(b), "10.0.0.10", "10.6.6.6", 1)), 0o644))
 	rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
@@ -90,6 +90,17 @@ func TestBaselineDebianRoot(t *testing.T) {
 	}
 	if got := results(rep); got != "group:admins=OK hostname:node=OK hosts:block=CHANGED locale:system=OK timezone:system=OK user:ops=CHANGED" {
 		t.Fatalf("drift run: %s", got)
+	}
+	for _, r := range rep.GetResults() {
+		if strings.Contains(r.GetDiff()+r.GetMessage(), "$6$") {
+			t.Errorf("a password hash in the result of %s: %q %q", r.GetKey(), r.GetMessage(), r.GetDiff())
+		}
+		if r.GetKey() == "user:ops" && !strings.Contains(r.GetDiff(), "set password (from secret ops-pw)") {
+			t.Errorf("user:ops diff %q", r.GetDiff())
+		}
+	}
+	if got := chroot("getent", "shadow", "ops"); !strings.HasPrefix(got, "ops:"+hash+":") {
+		t.Errorf("password not put back: %q", got)
 	}
 
 	// Removal: the user and the hosts block leave the state.
