@@ -187,6 +187,7 @@ func (c *checker) check(s *hivev1.Site) {
 		c.conflicts(key, defs[key], roleOf, s.GetSelectors())
 	}
 
+	info := &siteInfo{roles: roles, roleNames: roleNames, secrets: secrets, secretNames: s.GetSecrets()}
 	// References, per resource.
 	drbdPorts := map[uint32]*hivev1.Resource{}
 	drbdMinors := map[uint32]*hivev1.Resource{}
@@ -199,6 +200,9 @@ func (c *checker) check(s *hivev1.Site) {
 			}
 			for i, ref := range res.GetNotify() {
 				c.ref(res, fmt.Sprintf("notify[%d]", i), ref, defs, true)
+			}
+			if k := kinds.Of(res); k != nil && siteKinds[k.Name].refs != nil {
+				siteKinds[k.Name].refs(c, res, info)
 			}
 			switch k := res.GetKind().(type) {
 			case *hivev1.Resource_File:

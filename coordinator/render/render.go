@@ -338,6 +338,12 @@ func (v *view) resolve(b *base) {
 			nr := proto.Clone(res).(*hivev1.Resource)
 			nr.Kind = &hivev1.Resource_Firewall{Firewall: f}
 			b.resources[i] = nr
+		case *hivev1.Resource_Hosts:
+			b.resources[i] = v.resolveHosts(res)
+		case *hivev1.Resource_User:
+			if s := k.User.GetPasswordSecret(); s != "" {
+				secrets[s] = true
+			}
 		case *hivev1.Resource_File:
 			for _, s := range k.File.GetSecrets() {
 				secrets[s] = true

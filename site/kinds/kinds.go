@@ -57,6 +57,14 @@ type Kind struct {
 var All = []*Kind{
 	{Name: "repo", Section: "repos", ID: func(m proto.Message) string { return m.(*hivev1.Repo).GetName() }, InRoot: true},
 	{Name: "package", Section: "packages", ID: func(m proto.Message) string { return m.(*hivev1.Package).GetName() }},
+	// Accounts are only planned under the agent's --root sandbox (which
+	// runs without root): shadow-utils need root to chroot.
+	{Name: "group", Section: "groups", ID: func(m proto.Message) string { return m.(*hivev1.Group).GetName() }},
+	{Name: "user", Section: "users", ID: func(m proto.Message) string { return m.(*hivev1.User).GetName() }},
+	{Name: "hostname", Section: "hostname", Single: true, FixedID: "node", InRoot: true},
+	{Name: "timezone", Section: "timezone", Single: true, FixedID: "system", InRoot: true},
+	{Name: "locale", Section: "locale", Single: true, FixedID: "system", InRoot: true},
+	{Name: "hosts", Section: "hosts", Single: true, FixedID: "block", Merge: mergeHosts, Additive: true, InRoot: true},
 	{Name: "file", Section: "files", ID: func(m proto.Message) string { return m.(*hivev1.File).GetPath() }, InRoot: true},
 	{Name: "service", Section: "services", ID: func(m proto.Message) string { return UnitName(m.(*hivev1.Service).GetName()) }, Notifiable: true},
 	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true},
