@@ -612,6 +612,10 @@ type Resource struct {
 	//	*Resource_Firewall
 	//	*Resource_Drbd
 	//	*Resource_Swarm
+	//	*Resource_Sysctl
+	//	*Resource_KernelModule
+	//	*Resource_Mount
+	//	*Resource_Command
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -752,6 +756,42 @@ func (x *Resource) GetSwarm() *Swarm {
 	return nil
 }
 
+func (x *Resource) GetSysctl() *Sysctl {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Sysctl); ok {
+			return x.Sysctl
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetKernelModule() *KernelModule {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_KernelModule); ok {
+			return x.KernelModule
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetMount() *Mount {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Mount); ok {
+			return x.Mount
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetCommand() *GuardedCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -784,6 +824,23 @@ type Resource_Swarm struct {
 	Swarm *Swarm `protobuf:"bytes,16,opt,name=swarm,proto3,oneof"`
 }
 
+type Resource_Sysctl struct {
+	// Host-baseline kinds, see hostkinds.proto.
+	Sysctl *Sysctl `protobuf:"bytes,30,opt,name=sysctl,proto3,oneof"`
+}
+
+type Resource_KernelModule struct {
+	KernelModule *KernelModule `protobuf:"bytes,31,opt,name=kernel_module,json=kernelModule,proto3,oneof"`
+}
+
+type Resource_Mount struct {
+	Mount *Mount `protobuf:"bytes,32,opt,name=mount,proto3,oneof"`
+}
+
+type Resource_Command struct {
+	Command *GuardedCommand `protobuf:"bytes,33,opt,name=command,proto3,oneof"`
+}
+
 func (*Resource_Repo) isResource_Kind() {}
 
 func (*Resource_Package) isResource_Kind() {}
@@ -797,6 +854,14 @@ func (*Resource_Firewall) isResource_Kind() {}
 func (*Resource_Drbd) isResource_Kind() {}
 
 func (*Resource_Swarm) isResource_Kind() {}
+
+func (*Resource_Sysctl) isResource_Kind() {}
+
+func (*Resource_KernelModule) isResource_Kind() {}
+
+func (*Resource_Mount) isResource_Kind() {}
+
+func (*Resource_Command) isResource_Kind() {}
 
 // Repo is a package repository definition: a deb822 .sources file with its
 // Signed-By key under /etc/apt/keyrings, or a yum/dnf .repo file with gpgkey.
@@ -922,7 +987,10 @@ type Package struct {
 	// empty for any version.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Repository (by name) the package must come from, optional.
-	Repo          string `protobuf:"bytes,4,opt,name=repo,proto3" json:"repo,omitempty"`
+	Repo string `protobuf:"bytes,4,opt,name=repo,proto3" json:"repo,omitempty"`
+	// Hold the package at its installed version (apt-mark hold, dnf
+	// versionlock), so upgrades leave it alone.
+	Hold          bool `protobuf:"varint,5,opt,name=hold,proto3" json:"hold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -983,6 +1051,13 @@ func (x *Package) GetRepo() string {
 		return x.Repo
 	}
 	return ""
+}
+
+func (x *Package) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
 }
 
 // File is a file or directory. Content is literal unless template is true,
@@ -1816,7 +1891,7 @@ var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\"\x8a\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x17hive/v1/hostkinds.proto\"\x8a\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
@@ -1832,7 +1907,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xa8\x03\n" +
+	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xee\x04\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -1846,7 +1921,11 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\aservice\x18\r \x01(\v2\x10.hive.v1.ServiceH\x00R\aservice\x12/\n" +
 	"\bfirewall\x18\x0e \x01(\v2\x11.hive.v1.FirewallH\x00R\bfirewall\x12#\n" +
 	"\x04drbd\x18\x0f \x01(\v2\r.hive.v1.DrbdH\x00R\x04drbd\x12&\n" +
-	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarmB\x06\n" +
+	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarm\x12)\n" +
+	"\x06sysctl\x18\x1e \x01(\v2\x0f.hive.v1.SysctlH\x00R\x06sysctl\x12<\n" +
+	"\rkernel_module\x18\x1f \x01(\v2\x15.hive.v1.KernelModuleH\x00R\fkernelModule\x12&\n" +
+	"\x05mount\x18  \x01(\v2\x0e.hive.v1.MountH\x00R\x05mount\x123\n" +
+	"\acommand\x18! \x01(\v2\x17.hive.v1.GuardedCommandH\x00R\acommandB\x06\n" +
 	"\x04kind\"\x94\x02\n" +
 	"\x04Repo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -1860,12 +1939,13 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"signingKey\x12&\n" +
 	"\x0fsigning_key_url\x18\a \x01(\tR\rsigningKeyUrl\x12\x1a\n" +
 	"\bgpgcheck\x18\b \x01(\bR\bgpgcheck\x12$\n" +
-	"\rarchitectures\x18\t \x03(\tR\rarchitectures\"x\n" +
+	"\rarchitectures\x18\t \x03(\tR\rarchitectures\"\x8c\x01\n" +
 	"\aPackage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.hive.v1.PackageStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x12\n" +
-	"\x04repo\x18\x04 \x01(\tR\x04repo\"\xd4\x01\n" +
+	"\x04repo\x18\x04 \x01(\tR\x04repo\x12\x12\n" +
+	"\x04hold\x18\x05 \x01(\bR\x04hold\"\xd4\x01\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.hive.v1.FileStateR\x05state\x12\x18\n" +
@@ -1997,33 +2077,37 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_hive_v1_site_proto_goTypes = []any{
-	(RepoType)(0),        // 0: hive.v1.RepoType
-	(PackageState)(0),    // 1: hive.v1.PackageState
-	(FileState)(0),       // 2: hive.v1.FileState
-	(ServiceState)(0),    // 3: hive.v1.ServiceState
-	(IPFamily)(0),        // 4: hive.v1.IPFamily
-	(FirewallAction)(0),  // 5: hive.v1.FirewallAction
-	(SwarmRole)(0),       // 6: hive.v1.SwarmRole
-	(*Site)(nil),         // 7: hive.v1.Site
-	(*Selector)(nil),     // 8: hive.v1.Selector
-	(*Role)(nil),         // 9: hive.v1.Role
-	(*Resource)(nil),     // 10: hive.v1.Resource
-	(*Repo)(nil),         // 11: hive.v1.Repo
-	(*Package)(nil),      // 12: hive.v1.Package
-	(*File)(nil),         // 13: hive.v1.File
-	(*Service)(nil),      // 14: hive.v1.Service
-	(*Firewall)(nil),     // 15: hive.v1.Firewall
-	(*FirewallRule)(nil), // 16: hive.v1.FirewallRule
-	(*Drbd)(nil),         // 17: hive.v1.Drbd
-	(*DrbdPeer)(nil),     // 18: hive.v1.DrbdPeer
-	(*Swarm)(nil),        // 19: hive.v1.Swarm
-	(*SwarmMember)(nil),  // 20: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil), // 21: hive.v1.SwarmNetwork
-	nil,                  // 22: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 23: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 24: hive.v1.Drbd.OptionsEntry
-	nil,                  // 25: hive.v1.Swarm.LabelsEntry
-	nil,                  // 26: hive.v1.SwarmMember.LabelsEntry
+	(RepoType)(0),          // 0: hive.v1.RepoType
+	(PackageState)(0),      // 1: hive.v1.PackageState
+	(FileState)(0),         // 2: hive.v1.FileState
+	(ServiceState)(0),      // 3: hive.v1.ServiceState
+	(IPFamily)(0),          // 4: hive.v1.IPFamily
+	(FirewallAction)(0),    // 5: hive.v1.FirewallAction
+	(SwarmRole)(0),         // 6: hive.v1.SwarmRole
+	(*Site)(nil),           // 7: hive.v1.Site
+	(*Selector)(nil),       // 8: hive.v1.Selector
+	(*Role)(nil),           // 9: hive.v1.Role
+	(*Resource)(nil),       // 10: hive.v1.Resource
+	(*Repo)(nil),           // 11: hive.v1.Repo
+	(*Package)(nil),        // 12: hive.v1.Package
+	(*File)(nil),           // 13: hive.v1.File
+	(*Service)(nil),        // 14: hive.v1.Service
+	(*Firewall)(nil),       // 15: hive.v1.Firewall
+	(*FirewallRule)(nil),   // 16: hive.v1.FirewallRule
+	(*Drbd)(nil),           // 17: hive.v1.Drbd
+	(*DrbdPeer)(nil),       // 18: hive.v1.DrbdPeer
+	(*Swarm)(nil),          // 19: hive.v1.Swarm
+	(*SwarmMember)(nil),    // 20: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil),   // 21: hive.v1.SwarmNetwork
+	nil,                    // 22: hive.v1.Selector.MatchLabelsEntry
+	nil,                    // 23: hive.v1.Firewall.PoliciesEntry
+	nil,                    // 24: hive.v1.Drbd.OptionsEntry
+	nil,                    // 25: hive.v1.Swarm.LabelsEntry
+	nil,                    // 26: hive.v1.SwarmMember.LabelsEntry
+	(*Sysctl)(nil),         // 27: hive.v1.Sysctl
+	(*KernelModule)(nil),   // 28: hive.v1.KernelModule
+	(*Mount)(nil),          // 29: hive.v1.Mount
+	(*GuardedCommand)(nil), // 30: hive.v1.GuardedCommand
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
@@ -2037,28 +2121,32 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	15, // 8: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
 	17, // 9: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
 	19, // 10: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 11: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 12: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 13: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 14: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	16, // 15: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	23, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 17: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 18: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	24, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	18, // 20: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 21: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	25, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	21, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	20, // 24: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 25: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	26, // 26: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 27: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	27, // 11: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
+	28, // 12: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
+	29, // 13: hive.v1.Resource.mount:type_name -> hive.v1.Mount
+	30, // 14: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
+	0,  // 15: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 16: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 17: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 18: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	16, // 19: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	23, // 20: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 21: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 22: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	24, // 23: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	18, // 24: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 25: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	25, // 26: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	21, // 27: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	20, // 28: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 29: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	26, // 30: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 31: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2066,6 +2154,7 @@ func file_hive_v1_site_proto_init() {
 	if File_hive_v1_site_proto != nil {
 		return
 	}
+	file_hive_v1_hostkinds_proto_init()
 	file_hive_v1_site_proto_msgTypes[3].OneofWrappers = []any{
 		(*Resource_Repo)(nil),
 		(*Resource_Package)(nil),
@@ -2074,6 +2163,10 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Firewall)(nil),
 		(*Resource_Drbd)(nil),
 		(*Resource_Swarm)(nil),
+		(*Resource_Sysctl)(nil),
+		(*Resource_KernelModule)(nil),
+		(*Resource_Mount)(nil),
+		(*Resource_Command)(nil),
 	}
 	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
