@@ -90,7 +90,7 @@ func normalizeRef(ref string) string {
 }
 
 // kinds are the resource kinds, for reference checks.
-var kinds = []string{"repo", "package", "file", "service", "firewall", "drbd", "swarm"}
+var kinds = append([]string{"repo", "package", "file", "service", "firewall", "drbd", "swarm"}, HostKinds...)
 
 func (c *checker) check(s *hivev1.Site) {
 	roles := map[string]*hivev1.Role{}
@@ -199,6 +199,7 @@ func (c *checker) check(s *hivev1.Site) {
 			for i, ref := range res.GetNotify() {
 				c.ref(res, fmt.Sprintf("notify[%d]", i), ref, defs, true)
 			}
+			c.hostKindRefs(res, secrets, s.GetSecrets())
 			switch k := res.GetKind().(type) {
 			case *hivev1.Resource_File:
 				for _, sn := range k.File.GetSecrets() {
@@ -268,8 +269,8 @@ func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*
 		c.at(res, sub, "a resource cannot refer to itself")
 		return
 	}
-	if notify && kind != "service" {
-		c.at(res, sub, "only services can be notified, not %s", ref)
+	if notify && !notifiable(kind) {
+		c.at(res, sub, "only services and commands can be notified, not %s", ref)
 		return
 	}
 	if defs[norm] == nil {
@@ -372,6 +373,9 @@ func (c *checker) cycles(defs map[string][]*hivev1.Resource) {
 // apiFormat re-runs the field checks Parse does while decoding, for a Site
 // that arrived over the API.
 func (c *checker) apiFormat(res *hivev1.Resource) {
+	if c.apiHostKind(res) {
+		return
+	}
 	var want string
 	switch k := res.GetKind().(type) {
 	case *hivev1.Resource_Repo:

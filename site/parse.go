@@ -222,7 +222,7 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 	if isNull(n) {
 		return r
 	}
-	d.mapping(n, path,
+	d.mapping(n, path, append([]field{
 		field{"description", func(v *yaml.Node, p string) { r.Description = d.str(v, p) }},
 		field{"repos", func(v *yaml.Node, p string) {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.repo(item, ip), item, ip) })
@@ -241,7 +241,7 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.drbd(item, ip), item, ip) })
 		}},
 		field{"swarm", func(v *yaml.Node, p string) { add(d.swarm(v, p), v, p) }},
-	)
+	}, d.hostKindFields(add)...)...)
 	return r
 }
 

@@ -120,7 +120,7 @@ func payload(r *hivev1.Resource) proto.Message {
 	case *hivev1.Resource_Swarm:
 		return k.Swarm
 	}
-	return nil
+	return kindPayload(r)
 }
 
 // ConflictError is returned when two roles of a node declare one resource
