@@ -195,6 +195,9 @@ func CheckCommand(c *hivev1.GuardedCommand) []FieldProblem {
 	case len(c.GetArgv()) > 0 && !strings.HasPrefix(c.GetArgv()[0], "/"):
 		add("argv[0]", "program %q must be an absolute path (the agent's PATH is not the operator's)", c.GetArgv()[0])
 	}
+	if c.GetCreates() == "" && c.GetUnless() == "" && c.GetOnlyif() == "" && !c.GetOnNotify() {
+		add("creates", "a command needs a guard (creates, unless or onlyif) or on_notify: true, or it would run on every convergence")
+	}
 	for i, a := range c.GetArgv() {
 		if strings.ContainsRune(a, 0) {
 			add(fmt.Sprintf("argv[%d]", i), "contains a NUL byte")
