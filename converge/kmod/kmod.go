@@ -49,7 +49,9 @@ var ErrLoad = errors.New("modprobe failed")
 // Config configures the provider.
 type Config struct {
 	// SysModule is the host path of /sys/module, where loaded modules
-	// appear; empty means /sys/module under the managed root.
+	// appear; empty means /sys/module when the managed root is the
+	// host's, and no loading otherwise (a root that is not the running
+	// system only gets the boot files).
 	SysModule string
 }
 
@@ -98,6 +100,9 @@ func optionsContent(m *hivev1.KernelModule) string {
 // loaded reports whether the module is in /sys/module (loaded or built
 // in); the kernel shows '-' in names as '_'.
 func (p *Provider) loaded(env *converge.Env, name string) (bool, error) {
+	if p.cfg.SysModule == "" && !env.HostRoot() {
+		return true, nil // not the running kernel's root: boot files only
+	}
 	rel := "/" + strings.ReplaceAll(name, "-", "_")
 	var dir string
 	var err error

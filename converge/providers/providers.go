@@ -1,5 +1,6 @@
 // Package providers builds the default provider set of the converge
-// engine: repo (pkgrepo), package (pkg), file and service, plus any extra
+// engine: repo (pkgrepo), package (pkg), file, service and the host
+// baseline (sysctl, kernel_module, mount, command), plus any extra
 // providers the caller passes (the agent adds firewall, drbd and swarm).
 //
 // It is called once at start-up by whoever builds a converge.Engine (the
@@ -10,10 +11,14 @@ import (
 	"fmt"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/command"
 	"github.com/hivefleet/hive/converge/file"
+	"github.com/hivefleet/hive/converge/kmod"
+	"github.com/hivefleet/hive/converge/mount"
 	"github.com/hivefleet/hive/converge/pkg"
 	"github.com/hivefleet/hive/converge/pkgrepo"
 	"github.com/hivefleet/hive/converge/service"
+	"github.com/hivefleet/hive/converge/sysctl"
 )
 
 // Config configures the default providers.
@@ -49,15 +54,18 @@ func Default(cfg Config, extra ...converge.Provider) (*converge.Registry, error)
 	}
 	return converge.NewRegistry(append([]converge.Provider{
 		pkgrepo.New(cfg.Repo), pp, file.NewWithConfig(cfg.File), service.New(cfg.Service),
+		sysctl.New(sysctl.Config{}), kmod.New(kmod.Config{}), mount.New(mount.Config{}), command.New(),
 	}, extra...)...)
 }
 
 // SandboxPlanOnly is the converge.Config.PlanOnly set for a --root
 // sandbox: files and repo definitions are written into the root, packages
-// and services (and the cluster kinds) are only planned.
+// and services (and the cluster and host-baseline kinds, which act on the
+// running kernel) are only planned.
 func SandboxPlanOnly() map[string]bool {
 	return map[string]bool{
 		converge.KindPackage: true, converge.KindService: true,
 		converge.KindFirewall: true, converge.KindDrbd: true, converge.KindSwarm: true,
+		sysctl.Kind: true, kmod.Kind: true, mount.Kind: true, command.Kind: true,
 	}
 }

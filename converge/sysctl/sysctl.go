@@ -50,8 +50,9 @@ var (
 
 // Config configures the provider.
 type Config struct {
-	// ProcSys is the host path of /proc/sys; empty means /proc/sys under
-	// the managed root (env.Path).
+	// ProcSys is the host path of /proc/sys; empty means /proc/sys when
+	// the managed root is the host's, and no live values otherwise (a
+	// root that is not the running system only gets the persisted file).
 	ProcSys string
 }
 
@@ -86,6 +87,7 @@ func (p *Provider) Validate(r *hivev1.Resource) error {
 type plan struct {
 	key, value string
 	live       string // observed live value
+	observed   bool   // false when the root is not the running system's
 	setLive    bool
 	persist    bool
 }
@@ -201,12 +203,14 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 		out[i] = ch
 		s := it.Resource.GetSysctl()
 		key, want := s.GetKey(), Normalize(s.GetValue())
-		live, err := p.readLive(env, key)
-		if err != nil {
-			ch.Err = err
-			continue
+		live, observed := want, p.cfg.ProcSys != "" || env.HostRoot()
+		if observed {
+			if live, err = p.readLive(env, key); err != nil {
+				ch.Err = err
+				continue
+			}
 		}
-		pl := &plan{key: key, value: want, live: live, setLive: live != want, persist: c.values[key] != want}
+		pl := &plan{key: key, value: want, live: live, setLive: live != want, persist: c.values[key] != want, observed: observed}
 		ch.Data, ch.Needed = pl, pl.setLive || pl.persist
 		var what []string
 		if pl.setLive {
@@ -215,6 +219,9 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 		}
 		if pl.persist {
 			what = append(what, "persist in "+ConfFile)
+		}
+		if !observed && ch.Needed {
+			what = append(what, "live value not set: the root is not the running system's")
 		}
 		ch.Summary = strings.Join(what, ", ")
 	}
@@ -249,7 +256,7 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 				continue
 			}
 		}
-		if _, managed := c.values[pl.key]; !managed {
+		if _, managed := c.values[pl.key]; !managed && pl.observed {
 			if _, ok := c.before[pl.key]; !ok {
 				c.before[pl.key] = pl.live
 			}
@@ -357,7 +364,7 @@ func (p *Provider) applyPrune(ctx context.Context, env *converge.Env, changes []
 			ch.Err = errors.New("sysctl: prune change without its data")
 			continue
 		}
-		if pr.hasBefore {
+		if pr.hasBefore && (p.cfg.ProcSys != "" || env.HostRoot()) {
 			live, err := p.readLive(env, pr.key)
 			switch {
 			case errors.Is(err, ErrNoKey):

@@ -209,3 +209,18 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRootNotRunningSystem: in a root that is not the host's, only the
+// persisted file is written (the running kernel is someone else's).
+func TestRootNotRunningSystem(t *testing.T) {
+	root := t.TempDir()
+	p := New(Config{})
+	env := &converge.Env{Root: root}
+	rs := []*hivev1.Resource{res("net.ipv4.ip_forward", "1")}
+	convergetest.Converge(t, p, env, rs, nil, 1)
+	b, err := os.ReadFile(filepath.Join(root, ConfFile))
+	if err != nil || !strings.Contains(string(b), "\nnet.ipv4.ip_forward = 1\n") || strings.Contains(string(b), "# before: net") {
+		t.Fatalf("%s: %v\n%s", ConfFile, err, b)
+	}
+	convergetest.Converge(t, p, env, rs, nil, 0)
+}
