@@ -1,10 +1,8 @@
 package site
 
 // Host-baseline kinds (issue 15): sysctl, kernel_module, mount and command.
-// Their YAML decoding, the rules the agents' providers share, and the
-// checks of a Site that arrived over the API, kept here so that the shared
-// parser and checker carry one hook each. When the registry of resource
-// kinds lands, these become its entries.
+// Their YAML decoders and API checks (the siteKinds entries of
+// site/kinds.go), and the rules the agents' providers share.
 
 import (
 	"fmt"
@@ -18,9 +16,6 @@ import (
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
-
-// HostKinds are the host-baseline resource kinds, for reference checks.
-var HostKinds = []string{"sysctl", "kernel_module", "mount", "command"}
 
 // FieldProblem is one bad field of a resource: Field is the field's name
 // in the site file ("key", "options[1]").
@@ -247,21 +242,6 @@ func CommandSecretEnv(name string) string {
 	return "HIVE_SECRET_" + string(b)
 }
 
-// hostKindFields returns the role fields of the host-baseline kinds.
-func (d *decoder) hostKindFields(add func(res *hivev1.Resource, item *yaml.Node, p string)) []field {
-	each := func(dec func(n *yaml.Node, path string) *hivev1.Resource) func(v *yaml.Node, p string) {
-		return func(v *yaml.Node, p string) {
-			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(dec(item, ip), item, ip) })
-		}
-	}
-	return []field{
-		{"sysctls", each(d.sysctl)},
-		{"kernel_modules", each(d.kernelModule)},
-		{"mounts", each(d.mount)},
-		{"commands", each(d.command)},
-	}
-}
-
 // problems reports a kind's field problems at path.field, unless that
 // field already has an error (a wrong type, say).
 func (d *decoder) problems(n *yaml.Node, path string, ps []FieldProblem) {
@@ -300,7 +280,6 @@ func (d *decoder) sysctl(n *yaml.Node, path string) *hivev1.Resource {
 	}
 	d.problems(n, path, CheckSysctl(s))
 	res := d.resource(n, path, &c)
-	res.Key = "sysctl:" + s.Key
 	res.Kind = &hivev1.Resource_Sysctl{Sysctl: s}
 	return res
 }
@@ -318,7 +297,6 @@ func (d *decoder) kernelModule(n *yaml.Node, path string) *hivev1.Resource {
 	}
 	d.problems(n, path, CheckKernelModule(m))
 	res := d.resource(n, path, &c)
-	res.Key = "kernel_module:" + m.Name
 	res.Kind = &hivev1.Resource_KernelModule{KernelModule: m}
 	return res
 }
@@ -340,7 +318,6 @@ func (d *decoder) mount(n *yaml.Node, path string) *hivev1.Resource {
 	}
 	d.problems(n, path, CheckMount(m))
 	res := d.resource(n, path, &c)
-	res.Key = "mount:" + m.Path
 	res.Kind = &hivev1.Resource_Mount{Mount: m}
 	return res
 }
@@ -385,41 +362,26 @@ func (d *decoder) command(n *yaml.Node, path string) *hivev1.Resource {
 	sort.Strings(cmd.Secrets)
 	d.problems(n, path, CheckCommand(cmd))
 	res := d.resource(n, path, &c)
-	res.Key = "command:" + cmd.Name
 	res.Kind = &hivev1.Resource_Command{Command: cmd}
 	return res
 }
 
-// hostKindKey returns the key a host-baseline resource must have, and
-// false for other kinds.
-func hostKindKey(res *hivev1.Resource) (string, []FieldProblem, bool) {
-	switch k := res.GetKind().(type) {
-	case *hivev1.Resource_Sysctl:
-		return "sysctl:" + k.Sysctl.GetKey(), CheckSysctl(k.Sysctl), true
-	case *hivev1.Resource_KernelModule:
-		return "kernel_module:" + k.KernelModule.GetName(), CheckKernelModule(k.KernelModule), true
-	case *hivev1.Resource_Mount:
-		return "mount:" + k.Mount.GetPath(), CheckMount(k.Mount), true
-	case *hivev1.Resource_Command:
-		return "command:" + k.Command.GetName(), CheckCommand(k.Command), true
-	}
-	return "", nil, false
+// sysctlFormat, kernelModuleFormat, mountFormat and commandFormat
+// re-run, for a resource that arrived over the API, the checks their
+// decoders run.
+func (c *checker) sysctlFormat(res *hivev1.Resource) { c.problems(res, CheckSysctl(res.GetSysctl())) }
+func (c *checker) kernelModuleFormat(res *hivev1.Resource) {
+	c.problems(res, CheckKernelModule(res.GetKernelModule()))
+}
+func (c *checker) mountFormat(res *hivev1.Resource) { c.problems(res, CheckMount(res.GetMount())) }
+func (c *checker) commandFormat(res *hivev1.Resource) {
+	c.problems(res, CheckCommand(res.GetCommand()))
 }
 
-// apiHostKind is apiFormat for the host-baseline kinds; it reports
-// whether res is one.
-func (c *checker) apiHostKind(res *hivev1.Resource) bool {
-	want, ps, ok := hostKindKey(res)
-	if !ok {
-		return false
-	}
+func (c *checker) problems(res *hivev1.Resource, ps []FieldProblem) {
 	for _, p := range ps {
 		c.atErr(res, p.Field, p.Err)
 	}
-	if res.GetKey() != want {
-		c.at(res, "key", "key %q does not match the resource (want %q)", res.GetKey(), want)
-	}
-	return true
 }
 
 // hostKindRefs checks what host-baseline resources refer to in the site:
@@ -439,7 +401,3 @@ func (c *checker) hostKindRefs(res *hivev1.Resource, secrets map[string]bool, de
 		}
 	}
 }
-
-// notifiable reports whether a kind can be notified: services restart or
-// reload, commands run.
-func notifiable(kind string) bool { return kind == "service" || kind == "command" }
