@@ -10,6 +10,7 @@
 // half-applied (the live value is read back after every write). Other
 // files in /etc/sysctl.d are never touched.
 //
+// Sysctls converge after the node's kernel_module resources (Linker).
 // The engine calls Plan, Apply and Prune from one goroutine per run;
 // nothing blocks but file I/O. /proc/sys/net is the network namespace's
 // of the calling thread: the tests run the provider on a thread that
@@ -66,7 +67,21 @@ var (
 	_ converge.Provider  = (*Provider)(nil)
 	_ converge.Validator = (*Provider)(nil)
 	_ converge.Pruner    = (*Provider)(nil)
+	_ converge.Linker    = (*Provider)(nil)
 )
+
+// Requires implements converge.Linker: sysctls converge after the node's
+// kernel modules, which bring keys of their own (net.bridge.* comes with
+// br_netfilter).
+func (p *Provider) Requires(r *hivev1.Resource, all []*hivev1.Resource) []string {
+	var out []string
+	for _, o := range all {
+		if o.GetKernelModule() != nil {
+			out = append(out, o.GetKey())
+		}
+	}
+	return out
+}
 
 // Kind implements converge.Provider.
 func (p *Provider) Kind() string { return Kind }

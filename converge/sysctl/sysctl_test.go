@@ -224,3 +224,15 @@ func TestRootNotRunningSystem(t *testing.T) {
 	}
 	convergetest.Converge(t, p, env, rs, nil, 0)
 }
+
+func TestRequiresModules(t *testing.T) {
+	mod := &hivev1.Resource{Key: "kernel_module:br_netfilter", Kind: &hivev1.Resource_KernelModule{KernelModule: &hivev1.KernelModule{Name: "br_netfilter"}}}
+	s := res("net.bridge.bridge-nf-call-iptables", "1")
+	g, err := converge.BuildGraph([]*hivev1.Resource{s, mod}, map[string]converge.Linker{Kind: New(Config{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Requires[s.GetKey()]; len(got) != 1 || got[0] != mod.GetKey() {
+		t.Fatalf("requires %v", got)
+	}
+}
