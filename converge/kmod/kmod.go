@@ -186,7 +186,8 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 			what = append(what, strings.TrimSpace("modprobe "+m.GetName()+" "+strings.Join(m.GetOptions(), " ")))
 		}
 		what = append(what, pl.fileOps...)
-		if !pl.load && pl.files[OptionsFile(m.GetName())] != "" || !pl.load && contains(pl.fileOps, "remove "+OptionsFile(m.GetName())) {
+		live := p.cfg.SysModule != "" || env.HostRoot()
+		if live && !pl.load && (pl.files[OptionsFile(m.GetName())] != "" || contains(pl.fileOps, "remove "+OptionsFile(m.GetName()))) {
 			what = append(what, "new options take effect at the module's next load (it is loaded)")
 		}
 		ch.Needed = pl.load || len(pl.files) > 0
