@@ -11,6 +11,7 @@ import (
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/convergetest"
 	"github.com/hivefleet/hive/converge/pkg"
+	"github.com/hivefleet/hive/internal/testenv"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -97,9 +98,9 @@ func TestAptHold(t *testing.T) {
 	}
 }
 
-// TestDnfHoldCommands checks the RHEL side with recorded commands (the
-// tests' dnf runs with --noplugins, so the versionlock plugin is not
-// driven for real here): dnf versionlock add, observed from the lock list.
+// TestDnfHoldCommands checks the RHEL side with recorded commands: dnf
+// versionlock add, observed from the lock list; a package locked already
+// stays the operator's (TestDnfHold drives the real plugin).
 func TestDnfHoldCommands(t *testing.T) {
 	root := t.TempDir()
 	list := filepath.Join(root, pkg.VersionlockList)
@@ -154,5 +155,66 @@ func TestDnfHoldCommands(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(root, pkg.HoldLedger)); !strings.HasSuffix(string(b), "\nhive-a\n") {
 		t.Fatalf("ledger:\n%s", b)
+	}
+}
+
+// TestDnfHold holds a package with the real dnf versionlock plugin
+// (Debian's dnf-plugins-core) in an RPM root whose dnf configuration
+// keeps the plugin's configuration and lock list inside the root: hold,
+// no-op, a pinned upgrade of the held package (released and held again at
+// the new version), release by hold: false.
+func TestDnfHold(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/dnf-plugins/versionlock.py"); err != nil {
+		testenv.Missing(t, "the dnf versionlock plugin (apt-get install dnf-plugins-core)")
+	}
+	hostList, _ := os.ReadFile(pkg.VersionlockList)
+	t.Cleanup(func() {
+		if b, _ := os.ReadFile(pkg.VersionlockList); string(b) != string(hostList) {
+			t.Errorf("the host's %s changed", pkg.VersionlockList)
+		}
+	})
+	root, args, _ := rpmRoot(t)
+	plugins := filepath.Join(root, "etc", "dnf", "plugins")
+	must(t, os.MkdirAll(plugins, 0o755))
+	list := filepath.Join(root, pkg.VersionlockList)
+	must(t, os.WriteFile(filepath.Join(plugins, "versionlock.conf"), []byte("[main]\nenabled=1\nlocklist="+list+"\n"), 0o644))
+	must(t, os.WriteFile(list, nil, 0o644))
+	conf := filepath.Join(root, "etc", "dnf", "dnf.conf")
+	b, err := os.ReadFile(conf)
+	must(t, err)
+	must(t, os.WriteFile(conf, append(b, []byte("pluginconfpath="+plugins+"\n")...), 0o644))
+	var dargs []string
+	for _, a := range args {
+		if a != "--noplugins" {
+			dargs = append(dargs, a)
+		}
+	}
+	dargs = append(dargs, "--disableplugin=*", "--enableplugin=versionlock")
+	env := &converge.Env{Root: root, Runner: converge.ExecRunner{}, Family: converge.FamilyRHEL}
+	p := newProvider(t, pkg.Config{DnfArgs: dargs})
+	locked := func() string {
+		b, _ := os.ReadFile(list)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+
+	convergetest.Converge(t, p, env, []*hivev1.Resource{held(pkgRes("hive-a", "1.0", false))}, map[string]bool{"repo:x": true}, 1)
+	if got := locked(); got != "hive-a-0:1.0-1.*" {
+		t.Fatalf("lock list %q", got)
+	}
+	convergetest.Converge(t, p, env, []*hivev1.Resource{held(pkgRes("hive-a", "1.0", false))}, nil, 0)
+	convergetest.Converge(t, p, env, []*hivev1.Resource{held(pkgRes("hive-a", "1:1.1", false))}, nil, 1)
+	if v, got := rpmVersion(t, root, "hive-a"), locked(); v != "1:1.1-1" || got != "hive-a-1:1.1-1.*" {
+		t.Fatalf("after the pinned upgrade: %s, lock list %q", v, got)
+	}
+	convergetest.Converge(t, p, env, []*hivev1.Resource{pkgRes("hive-a", "1:1.1", false)}, nil, 1)
+	if got := locked(); got != "" {
+		t.Fatalf("lock list after hold: false: %q", got)
 	}
 }
