@@ -2,6 +2,7 @@ package providers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,9 +10,14 @@ import (
 	"testing"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/command"
+	"github.com/hivefleet/hive/converge/kmod"
+	"github.com/hivefleet/hive/converge/mount"
 	"github.com/hivefleet/hive/converge/providers"
+	"github.com/hivefleet/hive/converge/sysctl"
 	"github.com/hivefleet/hive/internal/testenv"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site"
 )
 
 // TestHostBaselineFromSiteFile converges a site file's host-baseline
@@ -24,7 +30,7 @@ func TestHostBaselineFromSiteFile(t *testing.T) {
 	testenv.RequireTool(t, "timeout", "sh")
 	root := t.TempDir()
 	log := filepath.Join(root, "reindex.log")
-	site := func(content string) string {
+	siteYAML := func(content string) string {
 		return fmt.Sprintf(`site: t
 secrets: [token]
 selectors:
@@ -53,7 +59,7 @@ roles:
 	eng := engine(t, root, providers.DefaultConfig(), nil)
 	run := func(content string, dry bool, want string) map[string]*hivev1.ResourceResult {
 		t.Helper()
-		rep, err := eng.Run(context.Background(), nodeState(t, site(content), secrets), converge.RunOptions{DryRun: dry})
+		rep, err := eng.Run(context.Background(), nodeState(t, siteYAML(content), secrets), converge.RunOptions{DryRun: dry})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,5 +94,68 @@ roles:
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// TestHostKindsParity: what the host-baseline providers refuse on every
+// agent, hivectl validate refuses at the value's position and the
+// coordinator's Check refuses when pushed over the API.
+func TestHostKindsParity(t *testing.T) {
+	validate := func(p converge.Validator) func(*hivev1.Resource) error { return p.Validate }
+	sc := func(k, v string) *hivev1.Resource {
+		return &hivev1.Resource{Key: "sysctl:" + k, Kind: &hivev1.Resource_Sysctl{Sysctl: &hivev1.Sysctl{Key: k, Value: v}}}
+	}
+	km := func(n string, o ...string) *hivev1.Resource {
+		return &hivev1.Resource{Key: "kernel_module:" + n, Kind: &hivev1.Resource_KernelModule{KernelModule: &hivev1.KernelModule{Name: n, Options: o}}}
+	}
+	mt := func(m *hivev1.Mount) *hivev1.Resource {
+		return &hivev1.Resource{Key: "mount:" + m.Path, Kind: &hivev1.Resource_Mount{Mount: m}}
+	}
+	cm := func(c *hivev1.GuardedCommand) *hivev1.Resource {
+		c.TimeoutSeconds = 300
+		return &hivev1.Resource{Key: "command:" + c.Name, Kind: &hivev1.Resource_Command{Command: c}}
+	}
+	for _, c := range []struct {
+		name, yaml, at string
+		res            *hivev1.Resource
+		refuse         func(*hivev1.Resource) error
+	}{
+		{"sysctl key not dotted", "    sysctls: [{key: ip_forward, value: \"1\"}]\n", "key: ip_forward", sc("ip_forward", "1"), validate(sysctl.New(sysctl.Config{}))},
+		{"sysctl value two lines", "    sysctls: [{key: a.b, value: \"1\\n2\"}]\n", "value:", sc("a.b", "1\n2"), validate(sysctl.New(sysctl.Config{}))},
+		{"module option space", "    kernel_modules: [{name: dummy, options: [\"a b\"]}]\n", `"a b"`, km("dummy", "a b"), validate(kmod.New(kmod.Config{}))},
+		{"module name space", "    kernel_modules: [\"du mmy\"]\n", `"du mmy"`, km("du mmy"), validate(kmod.New(kmod.Config{}))},
+		{"mount option comma", "    mounts: [{path: /srv, device: /dev/vdb, fstype: ext4, options: [\"rw,noatime\"]}]\n", `"rw,noatime"`,
+			mt(&hivev1.Mount{Path: "/srv", Device: "/dev/vdb", Fstype: "ext4", Options: []string{"rw,noatime"}}), validate(mount.New(mount.Config{}))},
+		{"mount mkfs on a UUID", "    mounts: [{path: /srv, device: UUID=abc, fstype: ext4, mkfs: true}]\n", "mkfs:",
+			mt(&hivev1.Mount{Path: "/srv", Device: "UUID=abc", Fstype: "ext4", Mkfs: true}), validate(mount.New(mount.Config{}))},
+		{"command relative program", "    commands: [{name: x, argv: [true], creates: /x}]\n", "true]",
+			cm(&hivev1.GuardedCommand{Name: "x", Argv: []string{"true"}, Creates: "/x"}), validate(command.New())},
+		{"command shell and argv", "    commands: [{name: x, argv: [/bin/true], shell: \"true\", creates: /x}]\n", "shell:",
+			cm(&hivev1.GuardedCommand{Name: "x", Argv: []string{"/bin/true"}, Shell: "true", Creates: "/x"}), validate(command.New())},
+		{"command env name", "    commands: [{name: x, shell: \"true\", creates: /x, environment: {A-B: c}}]\n", "environment:",
+			cm(&hivev1.GuardedCommand{Name: "x", Shell: "true", Creates: "/x", Environment: []string{"A-B=c"}}), validate(command.New())},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.refuse(c.res); err == nil {
+				t.Fatalf("premise: the provider accepts %v", c.res)
+			}
+			text := "site: parity\nselectors:\n  - roles: [db]\nroles:\n  db:\n" + c.yaml
+			_, err := site.Parse("site.yaml", []byte(text))
+			var list site.ErrorList
+			if !errors.As(err, &list) {
+				t.Fatalf("validate accepts what the agent refuses:\n%s", text)
+			}
+			off := strings.Index(text, c.at)
+			line := strings.Count(text[:off], "\n") + 1
+			col := off - strings.LastIndex(text[:off], "\n")
+			if list[0].Line != line || list[0].Col != col {
+				t.Errorf("reported at %d:%d, want %d:%d (%q): %v", list[0].Line, list[0].Col, line, col, c.at, list)
+			}
+			s := &hivev1.Site{Name: "parity", Selectors: []*hivev1.Selector{{Roles: []string{"db"}}},
+				Roles: []*hivev1.Role{{Name: "db", Resources: []*hivev1.Resource{c.res}}}}
+			if err := site.Check(s); err == nil {
+				t.Errorf("site.Check (push) accepts what the agent refuses: %v", c.res)
+			}
+		})
 	}
 }
