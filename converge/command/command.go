@@ -11,8 +11,10 @@
 //
 // Apply runs the command under timeout(1), which kills the command's whole
 // process group when the timeout expires (and KILLs it 5 s later), so a
-// shell's children cannot outlive it. Its output (stdout then stderr) is
-// bounded to the last MaxOutput bytes and goes to the result's diff with
+// shell's children cannot outlive it. Its output (stdout and stderr,
+// interleaved, through a scratch file so that it never fills the agent's
+// memory) is bounded to the last MaxOutput bytes and goes to the result's
+// diff with
 // the node's secret values masked; a non-zero exit or a timeout fails the
 // resource with a message that says which. Secrets the command names are
 // in its environment as HIVE_SECRET_<NAME>, never on its command line.
@@ -133,10 +135,26 @@ func run(ctx context.Context, env *converge.Env, c *hivev1.GuardedCommand, argv 
 	// A backstop past timeout(1)'s own deadline and KILL.
 	cctx, cancel := context.WithTimeout(ctx, t+KillAfter+10*time.Second)
 	defer cancel()
-	args := append([]string{"--kill-after=" + strconv.Itoa(int(KillAfter/time.Second)), strconv.Itoa(int(t / time.Second))}, argv...)
+	// The output goes to a scratch file, not through memory: a command
+	// that prints gigabytes costs disk for a moment, never the agent's
+	// memory; its last MaxOutput bytes are kept.
+	f, err := os.CreateTemp("", "hive-command-*.out")
+	if err != nil {
+		return -1, "", fmt.Errorf("output file: %w", err)
+	}
+	outPath := f.Name()
+	f.Close()
+	defer os.Remove(outPath)
+	args := append([]string{"--kill-after=" + strconv.Itoa(int(KillAfter/time.Second)), strconv.Itoa(int(t / time.Second)),
+		"/bin/sh", "-c", `exec "$@" >"$HIVE_COMMAND_OUTPUT" 2>&1`, "sh"}, argv...)
 	start := time.Now()
-	out, err := env.Runner.Run(cctx, converge.Cmd{Name: "timeout", Args: args, Env: vars, Dir: dir})
-	output := bound(env.Mask(mask(string(out.Stdout)+string(out.Stderr), env, c)))
+	out, err := env.Runner.Run(cctx, converge.Cmd{Name: "timeout", Args: args, Env: append(vars, "HIVE_COMMAND_OUTPUT="+outPath), Dir: dir})
+	raw, cut := tailFile(outPath, MaxOutput)
+	raw = append(append(out.Stdout, out.Stderr...), raw...) // the wrapper's own messages, if any
+	output := env.Mask(mask(string(raw), env, c))
+	if cut > 0 {
+		output = fmt.Sprintf("[… %d bytes cut]\n%s", cut, output)
+	}
 	if ctx.Err() != nil {
 		return -1, output, ctx.Err()
 	}
@@ -165,13 +183,24 @@ func mask(s string, env *converge.Env, c *hivev1.GuardedCommand) string {
 	return s
 }
 
-// bound keeps the last MaxOutput bytes of s.
-func bound(s string) string {
-	if len(s) <= MaxOutput {
-		return s
+// tailFile returns the last max bytes of a file and how many came before.
+func tailFile(path string, max int64) ([]byte, int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0
 	}
-	cut := len(s) - MaxOutput
-	return fmt.Sprintf("[… %d bytes cut]\n%s", cut, s[cut:])
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0
+	}
+	cut := fi.Size() - max
+	if cut < 0 {
+		cut = 0
+	}
+	b := make([]byte, fi.Size()-cut)
+	n, _ := f.ReadAt(b, cut)
+	return b[:n], cut
 }
 
 func argv(c *hivev1.GuardedCommand) []string {

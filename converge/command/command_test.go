@@ -132,12 +132,14 @@ func TestTimeoutOutputSecrets(t *testing.T) {
 	}
 }
 
-func TestBound(t *testing.T) {
-	if got := bound("short"); got != "short" {
-		t.Errorf("bound(short) = %q", got)
+func TestTailFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "out")
+	os.WriteFile(p, []byte("short"), 0o600)
+	if b, cut := tailFile(p, MaxOutput); string(b) != "short" || cut != 0 {
+		t.Errorf("tailFile(short) = %q, %d", b, cut)
 	}
-	long := strings.Repeat("a", MaxOutput) + "END"
-	if got := bound(long); !strings.HasPrefix(got, "[… 3 bytes cut]\n") || !strings.HasSuffix(got, "END") {
-		t.Errorf("bound(long) = %q…", got[:40])
+	os.WriteFile(p, []byte(strings.Repeat("a", MaxOutput)+"END"), 0o600)
+	if b, cut := tailFile(p, MaxOutput); len(b) != MaxOutput || cut != 3 || !strings.HasSuffix(string(b), "END") {
+		t.Errorf("tailFile(long) = %d bytes, cut %d", len(b), cut)
 	}
 }
