@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +159,45 @@ func TestHostKindsParity(t *testing.T) {
 				t.Errorf("site.Check (push) accepts what the agent refuses: %v", c.res)
 			}
 		})
+	}
+}
+
+// BenchmarkNoopHostBaseline is a no-op run of a host baseline in a root
+// that is not the host's: 20 sysctls, 5 kernel modules, 5 commands
+// guarded by creates and one by unless (a shell per run).
+func BenchmarkNoopHostBaseline(b *testing.B) {
+	root := b.TempDir()
+	var y strings.Builder
+	y.WriteString("site: bench\nselectors:\n  - roles: [base]\nroles:\n  base:\n    sysctls:\n")
+	for i := 0; i < 20; i++ {
+		fmt.Fprintf(&y, "      - {key: net.ipv4.conf.eth%d.rp_filter, value: 1}\n", i)
+	}
+	y.WriteString("    kernel_modules: [m0, m1, m2, m3, m4]\n    commands:\n")
+	for i := 0; i < 5; i++ {
+		fmt.Fprintf(&y, "      - {name: c%d, shell: \"touch %s/c%d\", creates: /c%d}\n", i, root, i, i)
+	}
+	y.WriteString("      - {name: u, shell: \"true\", unless: \"true\"}\n")
+	s, err := site.Parse("bench.yaml", []byte(y.String()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := &hivev1.NodeState{Node: "n", Generation: 1, Resources: s.GetRoles()[0].GetResources()}
+	reg, err := providers.Default(providers.DefaultConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := converge.New(converge.Config{Root: root, Runner: converge.ExecRunner{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if rep, err := eng.Run(context.Background(), st, converge.RunOptions{}); err != nil || rep.Failed() {
+		b.Fatalf("first run: %v %v", err, rep.GetResults())
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rep, err := eng.Run(context.Background(), st, converge.RunOptions{})
+		if err != nil || rep.Count(hivev1.Outcome_OUTCOME_OK) != len(st.GetResources()) {
+			b.Fatalf("no-op run: %v %v", err, rep.GetResults())
+		}
 	}
 }
