@@ -41,6 +41,7 @@ const (
 	CoordinatorService_RemoveNode_FullMethodName           = "/hive.v1.CoordinatorService/RemoveNode"
 	CoordinatorService_RenewCertificate_FullMethodName     = "/hive.v1.CoordinatorService/RenewCertificate"
 	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
+	CoordinatorService_ListDriftRepairs_FullMethodName     = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -114,6 +115,10 @@ type CoordinatorServiceClient interface {
 	// LabelNode sets and removes a registered node's operator labels, which
 	// override its certificate's labels key by key.
 	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -353,6 +358,16 @@ func (c *coordinatorServiceClient) LabelNode(ctx context.Context, in *LabelNodeR
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDriftRepairsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListDriftRepairs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -424,6 +439,10 @@ type CoordinatorServiceServer interface {
 	// LabelNode sets and removes a registered node's operator labels, which
 	// override its certificate's labels key by key.
 	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -499,6 +518,9 @@ func (UnimplementedCoordinatorServiceServer) RenewCertificate(context.Context, *
 }
 func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -910,6 +932,24 @@ func _CoordinatorService_LabelNode_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDriftRepairsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListDriftRepairs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, req.(*ListDriftRepairsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1000,6 +1040,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LabelNode",
 			Handler:    _CoordinatorService_LabelNode_Handler,
+		},
+		{
+			MethodName: "ListDriftRepairs",
+			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
