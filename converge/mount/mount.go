@@ -338,6 +338,11 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, m *hivev1.Mount,
 	if !isMounted {
 		pl.mount = true
 		if site.MountDeviceIsPath(m.GetDevice()) && m.GetFstype() != "tmpfs" {
+			if _, err := os.Stat(m.GetDevice()); errors.Is(err, fs.ErrNotExist) {
+				return nil, "", "", fmt.Errorf("device %s does not exist", m.GetDevice())
+			} else if err != nil {
+				return nil, "", "", fmt.Errorf("device %s: %w", m.GetDevice(), err)
+			}
 			fsType, err := probe(ctx, env, m.GetDevice())
 			if err != nil {
 				return nil, "", "", err

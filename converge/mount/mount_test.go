@@ -152,8 +152,9 @@ func TestLoopDevices(t *testing.T) {
 
 	// Refusals: each fails alone, with why, and changes nothing.
 	fp = convergetest.Tree(t, root)
-	rep := run(false, "mount:/srv/bad=FAILED mount:/srv/data=OK mount:/srv/other=FAILED mount:/srv/wrongfs=FAILED mount:/srv/xfs=OK",
+	rep := run(false, "mount:/srv/bad=FAILED mount:/srv/nodev=FAILED mount:/srv/data=OK mount:/srv/other=FAILED mount:/srv/wrongfs=FAILED mount:/srv/xfs=OK",
 		res("/srv/bad", devJunk, "ext4", true),
+		res("/srv/nodev", "/dev/hive-no-such-disk", "ext4", true),
 		desired[0],
 		res("/srv/other", "/dev/sdz9", "ext4", false),
 		res("/srv/wrongfs", devXfs, "ext4", true),
@@ -166,6 +167,7 @@ func TestLoopDevices(t *testing.T) {
 		"mount:/srv/bad":     "device is not blank: " + devJunk + " has no filesystem signature but its first MiB is not zero: refusing mkfs over data",
 		"mount:/srv/other":   "conflict: /etc/fstab line 2 already mounts /srv/other and was not written by hive",
 		"mount:/srv/wrongfs": "device is not blank: " + devXfs + " holds xfs, not ext4",
+		"mount:/srv/nodev":   "device /dev/hive-no-such-disk does not exist",
 	} {
 		if !strings.Contains(msgs[k], sub) {
 			t.Errorf("%s: message %q lacks %q", k, msgs[k], sub)
