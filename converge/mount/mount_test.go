@@ -73,12 +73,13 @@ func TestLoopDevices(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "losetup", "blkid", "mkfs.ext4", "mkfs.xfs", "mount", "umount")
 	root := t.TempDir()
+	devExt, devXfs, devJunk := loop(t, 64), loop(t, 320), loop(t, 64)
+	// Registered after the loop devices, so it runs before they detach.
 	t.Cleanup(func() {
 		for _, p := range []string{"/srv/data", "/srv/xfs", "/srv/bad"} {
 			_ = exec.Command("umount", "-l", filepath.Join(root, p)).Run()
 		}
 	})
-	devExt, devXfs, devJunk := loop(t, 64), loop(t, 320), loop(t, 64)
 	junk := make([]byte, 4096)
 	rand.Read(junk)
 	if f, err := os.OpenFile(devJunk, os.O_WRONLY, 0); err != nil {
