@@ -204,6 +204,7 @@ func (c *checker) check(s *hivev1.Site) {
 			if k := kinds.Of(res); k != nil && siteKinds[k.Name].refs != nil {
 				siteKinds[k.Name].refs(c, res, info)
 			}
+			c.hostKindRefs(res, secrets, s.GetSecrets())
 			switch k := res.GetKind().(type) {
 			case *hivev1.Resource_File:
 				for _, sn := range k.File.GetSecrets() {
@@ -274,7 +275,7 @@ func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*
 		return
 	}
 	if notify && !kinds.Lookup(kind).Notifiable {
-		c.at(res, sub, "only services can be notified, not %s", ref)
+		c.at(res, sub, "only services and commands can be notified, not %s", ref)
 		return
 	}
 	if defs[norm] == nil {

@@ -68,6 +68,11 @@ var siteKinds = map[string]siteKind{
 	"hostname": {(*decoder).hostname, (*checker).hostnameFormat, nil},
 	"timezone": {(*decoder).timezone, (*checker).timezoneFormat, nil},
 	"locale":   {(*decoder).locale, (*checker).localeFormat, nil},
+	// Host baseline (hostkinds.go).
+	"kernel_module": {(*decoder).kernelModule, (*checker).kernelModuleFormat, nil},
+	"sysctl":        {(*decoder).sysctl, (*checker).sysctlFormat, nil},
+	"mount":         {(*decoder).mount, (*checker).mountFormat, nil},
+	"command":       {(*decoder).command, (*checker).commandFormat, nil},
 }
 
 func init() {

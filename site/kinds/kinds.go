@@ -36,7 +36,8 @@ type Kind struct {
 	// when the key is fixed: Name + ":" + FixedID.
 	ID      func(m proto.Message) string
 	FixedID string
-	// Notifiable is set for the kinds that notify may name (services).
+	// Notifiable is set for the kinds that notify may name (services,
+	// which restart or reload, and commands, which run).
 	Notifiable bool
 	// Merge combines the definition from of a second role into into (a
 	// clone the renderer owns) when one node gets both; an error says why
@@ -70,6 +71,12 @@ var All = []*Kind{
 	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true},
 	{Name: "drbd", Section: "drbd", ID: func(m proto.Message) string { return m.(*hivev1.Drbd).GetName() }},
 	{Name: "swarm", Section: "swarm", Single: true, FixedID: "node", Merge: mergeSwarm},
+	// Host baseline: modules before the sysctls they bring, mounts before
+	// commands; all act on the running kernel, so none is InRoot.
+	{Name: "kernel_module", Section: "kernel_modules", ID: func(m proto.Message) string { return m.(*hivev1.KernelModule).GetName() }},
+	{Name: "sysctl", Section: "sysctls", ID: func(m proto.Message) string { return m.(*hivev1.Sysctl).GetKey() }},
+	{Name: "mount", Section: "mounts", ID: func(m proto.Message) string { return m.(*hivev1.Mount).GetPath() }},
+	{Name: "command", Section: "commands", ID: func(m proto.Message) string { return m.(*hivev1.GuardedCommand).GetName() }, Notifiable: true},
 }
 
 var (
