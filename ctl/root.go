@@ -56,6 +56,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newNodeCommand(cf),
 		newRolloutCommand(cf),
 		newDriftCommand(cf),
+		newDashboardCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root
