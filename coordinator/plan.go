@@ -609,14 +609,25 @@ func (a *api) pushPlan(ctx context.Context, req *hivev1.PushRequest) (*hivev1.Pu
 	if p == nil {
 		return nil, status.Errorf(codes.NotFound, "plan %q is not known to coordinator %s: plans are kept for %v (the last %d); run hivectl plan again", req.GetPlanId(), s.cfg.Name, planTTL, maxPlans)
 	}
+	stale := func() error {
+		st := s.fsm.Store()
+		return status.Errorf(codes.Aborted, "plan %s was made on generation %d, but generation %d is current: %s; run hivectl plan again",
+			p.id, p.base, st.CurrentNumber(), movedSince(st.Generations(0), p.base))
+	}
+	// Refused even when the content is already current (which the raft
+	// log would take as unchanged): the plan was made on another base.
+	if err := s.readIndex(ctx); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "push --plan: consistent read: %v", err)
+	}
+	if s.fsm.Store().CurrentNumber() != p.base {
+		return nil, stale()
+	}
 	resp, err := a.Push(ctx, &hivev1.PushRequest{
 		Site: p.gen.GetSite(), Message: req.GetMessage(), BaseGeneration: p.base,
 		SourceName: p.gen.GetSourceName(), Source: p.gen.GetSource(),
 	})
 	if status.Code(err) == codes.Aborted {
-		st := s.fsm.Store()
-		return nil, status.Errorf(codes.Aborted, "plan %s was made on generation %d, but generation %d is current: %s; run hivectl plan again",
-			p.id, p.base, st.CurrentNumber(), movedSince(st.Generations(0), p.base))
+		return nil, stale()
 	}
 	return resp, err
 }
