@@ -2,6 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +28,7 @@ type planAgent struct {
 	got  chan *hivev1.PlanDryRun
 }
 
-func startPlanAgent(ctx context.Context, t *testing.T, tc *tlsCluster, addr, name string, answer bool) *planAgent {
+func startPlanAgent(ctx context.Context, t testing.TB, tc *tlsCluster, addr, name string, answer bool) *planAgent {
 	t.Helper()
 	tc.issueAgent(name, map[string]string{"tier": "lb"})
 	a := &planAgent{name: name, c: tc.dial(t, addr, pki.KindAgent, name), got: make(chan *hivev1.PlanDryRun, 8)}
@@ -55,7 +59,7 @@ func startPlanAgent(ctx context.Context, t *testing.T, tc *tlsCluster, addr, nam
 			for _, res := range pl.GetState().GetResources() {
 				r.Results = append(r.Results, &hivev1.ResourceResult{Key: res.GetKey(), Outcome: hivev1.Outcome_OUTCOME_PLANNED, Message: "would install"})
 			}
-			if _, err := a.c.ReportPlan(ctx, &hivev1.ReportPlanRequest{PlanId: pl.GetId(), Report: r}); err != nil {
+			if _, err := a.c.ReportPlan(ctx, &hivev1.ReportPlanRequest{PlanId: pl.GetId(), Report: r}); err != nil && ctx.Err() == nil {
 				t.Errorf("%s: ReportPlan: %v", name, err)
 			}
 		}
@@ -229,4 +233,55 @@ func TestPlanBookBounds(t *testing.T) {
 	if got := b.watchingOf(map[string]bool{"n": true}); len(got) != 0 {
 		t.Fatalf("watching after end %v", got)
 	}
+}
+
+// BenchmarkPlanRoundTrip: a plan over HIVE_BENCH_PLAN_AGENTS (default 100)
+// connected agents spread over a 3-server TLS cluster (in-process fake
+// agents over real watch streams, answering at once: the figure is the
+// coordinators' part of a plan — render, delivery to the followers, the
+// dry-run requests on the streams, the answers through ReportPlan and
+// PlanCollect). One op is one Plan call through a follower.
+//
+//	go test -run '^$' -bench PlanRoundTrip -benchtime 20x ./coordinator/
+func BenchmarkPlanRoundTrip(b *testing.B) {
+	n := 100
+	if v, err := strconv.Atoi(os.Getenv("HIVE_BENCH_PLAN_AGENTS")); err == nil && v > 0 {
+		n = v
+	}
+	nodes, tc := newCluster(b, 3, clusterOpts{})
+	l := leader(b, nodes)
+	f := followers(nodes, l)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admin := tc.dial(b, f[0].GRPCAddr(), pki.KindAdmin, "alice")
+	if _, err := admin.Push(ctx, &hivev1.PushRequest{Site: testSite("1.0")}); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		a := startPlanAgent(ctx, b, tc, nodes[i%len(nodes)].GRPCAddr(), fmt.Sprintf("lb-%d", i), true)
+		go func() {
+			for range a.got {
+			}
+		}()
+	}
+	var took []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		resp, err := admin.Plan(ctx, &hivev1.PlanRequest{Site: testSite(fmt.Sprint(i + 2)), Timeout: durationpb.New(30 * time.Second)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		for _, pn := range resp.GetNodes() {
+			if pn.GetState() != hivev1.PlanNodeState_PLAN_NODE_STATE_ANSWERED {
+				b.Fatalf("%s: %v", pn.GetName(), pn.GetState())
+			}
+		}
+	}
+	b.StopTimer()
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[(len(took)*99)/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(n), "agents")
 }
