@@ -467,7 +467,9 @@ func (s *Server) deliverPlan(ctx context.Context, p *plan) map[string]string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dctx, cancel := context.WithTimeout(ctx, planDeliverTimeout)
+			// Bounded by the plan's deadline too: the caller gets its
+			// answer within the timeout even if a coordinator hangs.
+			dctx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(planDeliverTimeout), p.deadline))
 			defer cancel()
 			conn, err := s.forwardConn(rec.GetGrpcAddr())
 			if err != nil {
@@ -490,6 +492,13 @@ func (s *Server) deliverPlan(ctx context.Context, p *plan) map[string]string {
 	}
 	wg.Wait()
 	return where
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // PlanDeliver keeps a plan another coordinator runs and sends its dry runs
