@@ -348,6 +348,10 @@ func (a *api) Plan(ctx context.Context, req *hivev1.PlanRequest) (*hivev1.PlanRe
 		return nil, status.Errorf(codes.Unavailable, "plan: consistent read: %v", err)
 	}
 	st := s.fsm.Store()
+	if b := req.GetBaseGeneration(); b != 0 && b != st.CurrentNumber() {
+		return nil, status.Errorf(codes.Aborted, "plan is based on generation %d, but generation %d is current: %s",
+			b, st.CurrentNumber(), movedSince(st.Generations(0), b))
+	}
 	sum, err := siteHash(req.GetSite())
 	if err != nil {
 		return nil, toStatus(err)

@@ -206,6 +206,11 @@ func TestPlanCluster(t *testing.T) {
 	if _, err := admin.Push(ctx, &hivev1.PushRequest{PlanId: "pnothere"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("push of an unknown plan: %v", err)
 	}
+	// A plan of content based on an older generation (a pulled file).
+	_, err = admin.Plan(ctx, &hivev1.PlanRequest{Site: testSite("3.0"), BaseGeneration: 1, Timeout: durationpb.New(time.Second)})
+	if status.Code(err) != codes.Aborted || !strings.Contains(err.Error(), "plan is based on generation 1, but generation 2 is current: generation 2 pushed by bob at ") {
+		t.Fatalf("plan on a stale base: %v", err)
+	}
 }
 
 // TestPlanBookBounds: the book keeps the newest maxPlans plans, forgets

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hivefleet/hive/client"
@@ -66,9 +68,18 @@ anyway).`,
 						return staleFileError(cctx, c, "plan", name, from, cur, nil)
 					}
 				}
+				req := &hivev1.PlanRequest{Site: s, SourceName: name, Source: data, Timeout: durationpb.New(timeout)}
+				if from != nil && !force {
+					req.BaseGeneration = from.Generation // checked again by the coordinator
+				}
 				start := time.Now()
-				resp, err := c.Plan(cctx, &hivev1.PlanRequest{Site: s, SourceName: name, Source: data, Timeout: durationpb.New(timeout)})
+				resp, err := c.Plan(cctx, req)
 				if err != nil {
+					if from != nil && status.Code(err) == codes.Aborted {
+						if cur, cerr := currentGeneration(cctx, c); cerr == nil && cur != from.Generation {
+							return staleFileError(cctx, c, "plan", name, from, cur, err)
+						}
+					}
 					return rpcError("plan", err, false)
 				}
 				p := planToJSON(resp, time.Since(start))

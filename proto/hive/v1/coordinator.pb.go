@@ -3255,9 +3255,12 @@ type PlanRequest struct {
 	SourceName string `protobuf:"bytes,2,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
 	Source     []byte `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	// How long to wait for the agents' answers (default 10s, at most 5m).
-	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Not 0: the generation the content is based on (a pulled file's); the
+	// plan is refused (ABORTED) unless it is the current generation.
+	BaseGeneration uint64 `protobuf:"varint,5,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PlanRequest) Reset() {
@@ -3316,6 +3319,13 @@ func (x *PlanRequest) GetTimeout() *durationpb.Duration {
 		return x.Timeout
 	}
 	return nil
+}
+
+func (x *PlanRequest) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
 }
 
 // PlanNode is one node's part of a plan.
@@ -4116,13 +4126,14 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"PlanDryRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x05state\x18\x02 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x126\n" +
-	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\x9e\x01\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xc7\x01\n" +
 	"\vPlanRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x1f\n" +
 	"\vsource_name\x18\x02 \x01(\tR\n" +
 	"sourceName\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\fR\x06source\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x8f\x02\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12'\n" +
+	"\x0fbase_generation\x18\x05 \x01(\x04R\x0ebaseGeneration\"\x8f\x02\n" +
 	"\bPlanNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x16.hive.v1.PlanNodeStateR\x05state\x121\n" +
