@@ -3903,11 +3903,127 @@ func (x *PlanCollectResponse) GetAccepted() bool {
 	return false
 }
 
+type ListDriftRepairsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this node (empty: all).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Only repairs at or after this time (unset: all kept).
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsRequest) Reset() {
+	*x = ListDriftRepairsRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsRequest) ProtoMessage() {}
+
+func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ListDriftRepairsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListDriftRepairsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListDriftRepairsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Repairs   []*DriftRepair `protobuf:"bytes,1,rep,name=repairs,proto3" json:"repairs,omitempty"`
+	RaftIndex uint64         `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// More repairs matched than one answer holds (the oldest were left out).
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsResponse) Reset() {
+	*x = ListDriftRepairsResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsResponse) ProtoMessage() {}
+
+func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
+	if x != nil {
+		return x.Repairs
+	}
+	return nil
+}
+
+func (x *ListDriftRepairsResponse) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *ListDriftRepairsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xdb\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xdb\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -4177,7 +4293,15 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x06report\x18\x02 \x01(\v2\x0f.hive.v1.ReportR\x06report\x12 \n" +
 	"\vcoordinator\x18\x03 \x01(\tR\vcoordinator\"1\n" +
 	"\x13PlanCollectResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted*s\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"_\n" +
+	"\x17ListDriftRepairsRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
+	"\x18ListDriftRepairsResponse\x12.\n" +
+	"\arepairs\x18\x01 \x03(\v2\x14.hive.v1.DriftRepairR\arepairs\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x02 \x01(\x04R\traftIndex\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -4189,7 +4313,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
 	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
 	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
-	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\x80\x0e\n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xd9\x0e\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -4218,7 +4342,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x123\n" +
 	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
 	"\n" +
-	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse2\xa2\x03\n" +
+	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\xa2\x03\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -4240,7 +4365,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(PlanNodeState)(0),                   // 1: hive.v1.PlanNodeState
@@ -4310,134 +4435,141 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*PlanDeliverResponse)(nil),          // 65: hive.v1.PlanDeliverResponse
 	(*PlanCollectRequest)(nil),           // 66: hive.v1.PlanCollectRequest
 	(*PlanCollectResponse)(nil),          // 67: hive.v1.PlanCollectResponse
-	nil,                                  // 68: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 69: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 70: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 71: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 72: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 73: hive.v1.Site
-	(*durationpb.Duration)(nil),          // 74: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 75: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 76: hive.v1.Generation
-	(*NodeState)(nil),                    // 77: hive.v1.NodeState
-	(*Report)(nil),                       // 78: hive.v1.Report
-	(*NodeStatus)(nil),                   // 79: hive.v1.NodeStatus
-	(*Member)(nil),                       // 80: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 81: google.protobuf.Timestamp
-	(*Command)(nil),                      // 82: hive.v1.Command
-	(*CommandResult)(nil),                // 83: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 84: hive.v1.Revocation
-	(RaftRole)(0),                        // 85: hive.v1.RaftRole
-	(*ResourceResult)(nil),               // 86: hive.v1.ResourceResult
+	(*ListDriftRepairsRequest)(nil),      // 68: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),     // 69: hive.v1.ListDriftRepairsResponse
+	nil,                                  // 70: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 71: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 72: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 73: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 74: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 75: hive.v1.Site
+	(*durationpb.Duration)(nil),          // 76: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 77: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 78: hive.v1.Generation
+	(*NodeState)(nil),                    // 79: hive.v1.NodeState
+	(*Report)(nil),                       // 80: hive.v1.Report
+	(*NodeStatus)(nil),                   // 81: hive.v1.NodeStatus
+	(*Member)(nil),                       // 82: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 83: google.protobuf.Timestamp
+	(*Command)(nil),                      // 84: hive.v1.Command
+	(*CommandResult)(nil),                // 85: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 86: hive.v1.Revocation
+	(RaftRole)(0),                        // 87: hive.v1.RaftRole
+	(*ResourceResult)(nil),               // 88: hive.v1.ResourceResult
+	(*DriftRepair)(nil),                  // 89: hive.v1.DriftRepair
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	73, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	74, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	75, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	76, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	75, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	76, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	77, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	78, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	11, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	77, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	68, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	77, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	79, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	70, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	79, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
 	58, // 9: hive.v1.WatchNodeStateResponse.plan:type_name -> hive.v1.PlanDryRun
-	78, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	74, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	79, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	80, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	81, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	80, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	76, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	81, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	82, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	83, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	26, // 15: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	31, // 16: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	69, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	81, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	82, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	83, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	71, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	83, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	84, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	85, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	44, // 21: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	84, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	84, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	85, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	70, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	71, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	72, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	77, // 28: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
-	81, // 29: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
-	73, // 30: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
-	74, // 31: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
+	86, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	86, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	87, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	72, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	73, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	74, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	79, // 28: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
+	83, // 29: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
+	75, // 30: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
+	76, // 31: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
 	1,  // 32: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
-	86, // 33: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
-	74, // 34: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
+	88, // 33: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
+	76, // 34: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
 	60, // 35: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
-	81, // 36: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
-	78, // 37: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
-	73, // 38: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
-	81, // 39: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
-	81, // 40: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
-	78, // 41: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
-	2,  // 42: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	4,  // 43: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	6,  // 44: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	8,  // 45: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	10, // 46: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	13, // 47: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	15, // 48: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	17, // 49: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	19, // 50: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	21, // 51: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	23, // 52: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	25, // 53: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	28, // 54: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	30, // 55: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	33, // 56: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	35, // 57: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	37, // 58: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	39, // 59: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	48, // 60: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	50, // 61: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	52, // 62: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	56, // 63: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	59, // 64: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
-	62, // 65: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
-	46, // 66: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	41, // 67: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	43, // 68: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	54, // 69: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	64, // 70: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
-	66, // 71: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
-	3,  // 72: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	5,  // 73: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	7,  // 74: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	9,  // 75: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	12, // 76: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	14, // 77: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	16, // 78: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	18, // 79: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	20, // 80: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	22, // 81: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	24, // 82: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	27, // 83: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	29, // 84: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	32, // 85: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	34, // 86: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	36, // 87: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	38, // 88: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	40, // 89: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	49, // 90: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	51, // 91: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	53, // 92: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	57, // 93: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	61, // 94: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
-	63, // 95: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
-	47, // 96: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	42, // 97: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	45, // 98: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	55, // 99: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	65, // 100: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
-	67, // 101: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
-	72, // [72:102] is the sub-list for method output_type
-	42, // [42:72] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	83, // 36: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
+	80, // 37: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
+	75, // 38: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
+	83, // 39: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
+	83, // 40: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
+	80, // 41: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
+	83, // 42: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	89, // 43: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	2,  // 44: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	4,  // 45: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	6,  // 46: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	8,  // 47: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	10, // 48: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	13, // 49: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	15, // 50: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	17, // 51: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	19, // 52: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	21, // 53: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	23, // 54: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	25, // 55: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	28, // 56: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	30, // 57: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	33, // 58: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	35, // 59: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	37, // 60: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	39, // 61: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	48, // 62: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	50, // 63: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	52, // 64: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	56, // 65: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	59, // 66: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	62, // 67: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	68, // 68: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	46, // 69: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41, // 70: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43, // 71: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54, // 72: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	64, // 73: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	66, // 74: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,  // 75: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,  // 76: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,  // 77: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,  // 78: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12, // 79: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14, // 80: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16, // 81: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18, // 82: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20, // 83: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22, // 84: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24, // 85: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27, // 86: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29, // 87: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32, // 88: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34, // 89: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36, // 90: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38, // 91: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40, // 92: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49, // 93: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51, // 94: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53, // 95: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57, // 96: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	61, // 97: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	63, // 98: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	69, // 99: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	47, // 100: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42, // 101: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45, // 102: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55, // 103: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	65, // 104: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	67, // 105: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	75, // [75:106] is the sub-list for method output_type
+	44, // [44:75] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -4447,6 +4579,7 @@ func file_hive_v1_coordinator_proto_init() {
 	}
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_site_proto_init()
+	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4454,7 +4587,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   71,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

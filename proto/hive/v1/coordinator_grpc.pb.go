@@ -43,6 +43,7 @@ const (
 	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
 	CoordinatorService_Plan_FullMethodName                 = "/hive.v1.CoordinatorService/Plan"
 	CoordinatorService_ReportPlan_FullMethodName           = "/hive.v1.CoordinatorService/ReportPlan"
+	CoordinatorService_ListDriftRepairs_FullMethodName     = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -125,6 +126,10 @@ type CoordinatorServiceClient interface {
 	// ReportPlan is an agent's answer to a plan dry run its watch stream
 	// delivered. Agents only, as themselves; bounded like Report.
 	ReportPlan(ctx context.Context, in *ReportPlanRequest, opts ...grpc.CallOption) (*ReportPlanResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -384,6 +389,16 @@ func (c *coordinatorServiceClient) ReportPlan(ctx context.Context, in *ReportPla
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDriftRepairsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListDriftRepairs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -464,6 +479,10 @@ type CoordinatorServiceServer interface {
 	// ReportPlan is an agent's answer to a plan dry run its watch stream
 	// delivered. Agents only, as themselves; bounded like Report.
 	ReportPlan(context.Context, *ReportPlanRequest) (*ReportPlanResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -545,6 +564,9 @@ func (UnimplementedCoordinatorServiceServer) Plan(context.Context, *PlanRequest)
 }
 func (UnimplementedCoordinatorServiceServer) ReportPlan(context.Context, *ReportPlanRequest) (*ReportPlanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportPlan not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -992,6 +1014,24 @@ func _CoordinatorService_ReportPlan_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDriftRepairsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListDriftRepairs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, req.(*ListDriftRepairsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1090,6 +1130,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportPlan",
 			Handler:    _CoordinatorService_ReportPlan_Handler,
+		},
+		{
+			MethodName: "ListDriftRepairs",
+			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
