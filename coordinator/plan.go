@@ -348,22 +348,24 @@ func (a *api) Plan(ctx context.Context, req *hivev1.PlanRequest) (*hivev1.PlanRe
 		return nil, status.Errorf(codes.Unavailable, "plan: consistent read: %v", err)
 	}
 	st := s.fsm.Store()
-	if b := req.GetBaseGeneration(); b != 0 && b != st.CurrentNumber() {
+	index := st.Index()
+	cur := st.Current() // read once: a push may land meanwhile
+	base := cur.GetNumber()
+	if b := req.GetBaseGeneration(); b != 0 && b != base {
 		return nil, status.Errorf(codes.Aborted, "plan is based on generation %d, but generation %d is current: %s",
-			b, st.CurrentNumber(), movedSince(st.Generations(0), b))
+			b, base, movedSince(st.Generations(0), b))
 	}
 	sum, err := siteHash(req.GetSite())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	cur := st.Current()
 	p := &plan{
-		id: newPlanID(), origin: s.cfg.Name, base: st.CurrentNumber(),
+		id: newPlanID(), origin: s.cfg.Name, base: base,
 		gen: &hivev1.Generation{
-			Number: st.CurrentNumber() + 1, Parent: st.CurrentNumber(), Sha256: sum, Author: author(ctx),
+			Number: base + 1, Parent: base, Sha256: sum, Author: author(ctx),
 			Site: req.GetSite(), SourceName: req.GetSourceName(), Source: req.GetSource(),
 		},
-		nodes: map[string]bool{}, deadline: deadline, expires: started.Add(planTTL), index: st.Index(),
+		nodes: map[string]bool{}, deadline: deadline, expires: started.Add(planTTL), index: index,
 		renderer: render.New(syncOpener{s}), answers: map[string]*planAnswer{}, changed: make(chan struct{}),
 		delivered: started,
 	}
