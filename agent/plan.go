@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -122,6 +123,47 @@ func (a *Agent) planDryRun(ctx context.Context, pl *hivev1.PlanDryRun) (*hivev1.
 			Message: converge.MaskSecrets(err.Error(), st.GetSecrets()), Duration: durationpb.New(finished.Sub(started)),
 		})
 	}
+	markPlanCauses(r.Results, st, a.current())
 	limits.FitReport(r)
 	return r, nil
+}
+
+// sameResource compares two resources but for where they were declared
+// (an edit elsewhere in the site file moves them).
+func sameResource(a, b *hivev1.Resource) bool {
+	if a.GetSource() == b.GetSource() {
+		return proto.Equal(a, b)
+	}
+	a, b = proto.Clone(a).(*hivev1.Resource), proto.Clone(b).(*hivev1.Resource)
+	a.Source, b.Source = "", ""
+	return proto.Equal(a, b)
+}
+
+// markPlanCauses tells each planned change's cause: drift when the
+// resource, the node's facts and its secrets are the same in the planned
+// state as in the state the agent holds (the machine drifted: the next
+// push repairs it, as the next drift check would), change otherwise.
+func markPlanCauses(results []*hivev1.ResourceResult, planned, current *hivev1.NodeState) {
+	same := current != nil && proto.Equal(planned.GetFacts(), current.GetFacts()) &&
+		proto.Equal(&hivev1.NodeState{Secrets: planned.GetSecrets()}, &hivev1.NodeState{Secrets: current.GetSecrets()})
+	have := map[string]*hivev1.Resource{}
+	for _, r := range current.GetResources() {
+		have[r.GetKey()] = r
+	}
+	want := map[string]*hivev1.Resource{}
+	for _, r := range planned.GetResources() {
+		want[r.GetKey()] = r
+	}
+	for _, x := range results {
+		if x.GetOutcome() != hivev1.Outcome_OUTCOME_PLANNED {
+			continue
+		}
+		p, c := want[x.GetKey()], have[x.GetKey()]
+		switch {
+		case same && p != nil && c != nil && sameResource(p, c):
+			x.Cause = hivev1.Cause_CAUSE_DRIFT
+		case p != nil || c != nil:
+			x.Cause = hivev1.Cause_CAUSE_CHANGE
+		}
+	}
 }

@@ -67,3 +67,34 @@ func TestPlanDryRun(t *testing.T) {
 		t.Fatalf("the agent changed: state %v, stats %+v, seq %d", a.current(), a.Stats(), a.seq.Load())
 	}
 }
+
+// TestMarkPlanCauses: a planned change of a resource the site does not
+// change is drift; one the site changes, adds or removes is a change.
+func TestMarkPlanCauses(t *testing.T) {
+	file := func(path, content, source string) *hivev1.Resource {
+		return &hivev1.Resource{Key: "file:" + path, Source: source, Kind: &hivev1.Resource_File{File: &hivev1.File{Path: path, Content: content}}}
+	}
+	cur := &hivev1.NodeState{Node: "n1", Generation: 1, Resources: []*hivev1.Resource{file("/a", "a", "s.yaml:3:7"), file("/b", "b", "s.yaml:5:7"), file("/gone", "g", "s.yaml:9:7")}}
+	planned := &hivev1.NodeState{Node: "n1", Generation: 2, Resources: []*hivev1.Resource{file("/a", "a", "s.yaml:4:7"), file("/b", "b2", "s.yaml:6:7"), file("/new", "n", "s.yaml:8:7")}}
+	res := []*hivev1.ResourceResult{
+		{Key: "file:/a", Outcome: hivev1.Outcome_OUTCOME_PLANNED},
+		{Key: "file:/b", Outcome: hivev1.Outcome_OUTCOME_PLANNED},
+		{Key: "file:/new", Outcome: hivev1.Outcome_OUTCOME_PLANNED},
+		{Key: "file:/gone", Outcome: hivev1.Outcome_OUTCOME_PLANNED},
+		{Key: "file:/ok", Outcome: hivev1.Outcome_OUTCOME_OK},
+	}
+	markPlanCauses(res, planned, cur)
+	want := []hivev1.Cause{hivev1.Cause_CAUSE_DRIFT, hivev1.Cause_CAUSE_CHANGE, hivev1.Cause_CAUSE_CHANGE, hivev1.Cause_CAUSE_CHANGE, hivev1.Cause_CAUSE_UNSPECIFIED}
+	for i, r := range res {
+		if r.GetCause() != want[i] {
+			t.Errorf("%s: cause %v, want %v", r.GetKey(), r.GetCause(), want[i])
+		}
+	}
+	// Other facts (a new peer, other labels): nothing is called drift.
+	planned.Facts = &hivev1.NodeFacts{Name: "n1", Roles: []string{"web"}}
+	res[0].Cause = 0
+	markPlanCauses(res[:1], planned, cur)
+	if res[0].GetCause() != hivev1.Cause_CAUSE_CHANGE {
+		t.Errorf("facts changed: cause %v", res[0].GetCause())
+	}
+}

@@ -120,7 +120,12 @@ func TestPlanDryRunChangesNothing(t *testing.T) {
 			t.Errorf("%s: %v, want planned with a diff", k, r)
 		}
 	}
-	if d := got["file:/etc/hive-e2e/app.conf"].GetDiff(); !strings.Contains(d, "-level = hello") || !strings.Contains(d, "+level = planned") {
+	if c1, c2 := got["file:/etc/motd"].GetCause(), got["file:/etc/hive-e2e/app.conf"].GetCause(); c1 != hivev1.Cause_CAUSE_CHANGE || c2 != hivev1.Cause_CAUSE_CHANGE {
+		// Both files change with the site ("planned" replaces "hello"
+		// in both), the drift of motd included.
+		t.Errorf("causes: motd %v, app.conf %v", c1, c2)
+	}
+		if d := got["file:/etc/hive-e2e/app.conf"].GetDiff(); !strings.Contains(d, "-level = hello") || !strings.Contains(d, "+level = planned") {
 		t.Errorf("app.conf diff:\n%s", d)
 	}
 	if d := got["file:/etc/motd"].GetDiff(); !strings.Contains(d, "-tampered") || !strings.Contains(d, "+web-1 says planned") {

@@ -123,6 +123,9 @@ type planNodeJSON struct {
 type planChangeJSON struct {
 	Key     string `json:"key"`
 	Outcome string `json:"outcome"` // planned, failed, skipped
+	// Cause of a planned change: "drift" (the node's state is the same:
+	// the machine differs from it) or "change" (the site changes it).
+	Cause   string `json:"cause,omitempty"`
 	Summary string `json:"summary,omitempty"`
 	Diff    string `json:"diff,omitempty"`
 }
@@ -161,7 +164,7 @@ func planToJSON(resp *hivev1.PlanResponse, elapsed time.Duration) planJSON {
 				case hivev1.Outcome_OUTCOME_PLANNED, hivev1.Outcome_OUTCOME_CHANGED:
 					p.Totals.Resources++
 				}
-				pn.Changes = append(pn.Changes, planChangeJSON{Key: r.GetKey(), Outcome: outcomeName(r.GetOutcome()), Summary: r.GetMessage(), Diff: r.GetDiff()})
+				pn.Changes = append(pn.Changes, planChangeJSON{Key: r.GetKey(), Outcome: outcomeName(r.GetOutcome()), Cause: causeName(r.GetCause()), Summary: r.GetMessage(), Diff: r.GetDiff()})
 			}
 			switch {
 			case failed:
@@ -218,6 +221,9 @@ func writePlan(w io.Writer, p planJSON, name string) error {
 				fmt.Fprintf(w, "  %s %s", sign, esc(c.Key))
 				if c.Summary != "" {
 					fmt.Fprintf(w, "  %s", oneLine(c.Summary))
+				}
+				if c.Cause == "drift" {
+					fmt.Fprint(w, " (drift: the machine differs from its current state)")
 				}
 				fmt.Fprintln(w)
 				if c.Diff != "" {

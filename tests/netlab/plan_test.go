@@ -26,6 +26,7 @@ type planOut struct {
 		Changes []struct {
 			Key     string `json:"key"`
 			Outcome string `json:"outcome"`
+			Cause   string `json:"cause"`
 		} `json:"changes"`
 	} `json:"nodes"`
 	Totals struct {
@@ -111,6 +112,10 @@ func TestPlanThenPush(t *testing.T) {
 		}
 		for _, ch := range n.Changes {
 			planned[n.Name] = append(planned[n.Name], ch.Key)
+			// The drifted file is drift, the file the site changes a change.
+			if wantCause := map[string]string{"file:" + filePath(0): "change", "file:" + filePath(1): "drift"}[ch.Key]; ch.Cause != wantCause {
+				t.Errorf("%s: %s cause %q, want %q", n.Name, ch.Key, ch.Cause, wantCause)
+			}
 		}
 		sort.Strings(planned[n.Name])
 	}
