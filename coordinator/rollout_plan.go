@@ -29,8 +29,8 @@ type planNode struct {
 	down bool
 }
 
-// plan is a rollout plan: the waves, canary first.
-type plan struct {
+// wavePlan is a rollout plan: the waves, canary first.
+type wavePlan struct {
 	waves []*hivev1.RolloutWave
 }
 
@@ -121,7 +121,7 @@ func ManagerWaveLimit(m, down int) int {
 // its nodes' policies (role over top level), and it rolls back on failure
 // if any of its nodes' policies says so. Canary names that are not nodes
 // of the rollout, or canaries that break a quorum rule, are errors.
-func planWaves(nodes []planNode, global *hivev1.RolloutPolicy, roles map[string]*hivev1.RolloutPolicy) (*plan, error) {
+func planWaves(nodes []planNode, global *hivev1.RolloutPolicy, roles map[string]*hivev1.RolloutPolicy) (*wavePlan, error) {
 	nodes = append([]planNode(nil), nodes...)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].name < nodes[j].name })
 	byName := map[string]*planNode{}
@@ -267,7 +267,7 @@ func planWaves(nodes []planNode, global *hivev1.RolloutPolicy, roles map[string]
 		waves = append(waves, w)
 	}
 
-	out := &plan{}
+	out := &wavePlan{}
 	for i, w := range waves {
 		rw := &hivev1.RolloutWave{Canary: i == 0 && len(canary.nodes) > 0}
 		var minHealthy, deadline time.Duration

@@ -19,7 +19,7 @@ func webNodes(n int) []planNode {
 	return out
 }
 
-func wavesString(p *plan) string {
+func wavesString(p *wavePlan) string {
 	var parts []string
 	for _, w := range p.waves {
 		s := strings.Join(w.GetNodes(), ",")

@@ -76,6 +76,66 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{0}
 }
 
+// PlanNodeState is where a node stands in a plan.
+type PlanNodeState int32
+
+const (
+	PlanNodeState_PLAN_NODE_STATE_UNSPECIFIED PlanNodeState = 0
+	// The agent dry-ran the state and answered (results).
+	PlanNodeState_PLAN_NODE_STATE_ANSWERED PlanNodeState = 1
+	// No coordinator has a watch stream of the node.
+	PlanNodeState_PLAN_NODE_STATE_OFFLINE PlanNodeState = 2
+	// The node watches, but did not answer within the timeout.
+	PlanNodeState_PLAN_NODE_STATE_NO_ANSWER PlanNodeState = 3
+	// The proposed site cannot be rendered for the node (error).
+	PlanNodeState_PLAN_NODE_STATE_RENDER_ERROR PlanNodeState = 4
+)
+
+// Enum value maps for PlanNodeState.
+var (
+	PlanNodeState_name = map[int32]string{
+		0: "PLAN_NODE_STATE_UNSPECIFIED",
+		1: "PLAN_NODE_STATE_ANSWERED",
+		2: "PLAN_NODE_STATE_OFFLINE",
+		3: "PLAN_NODE_STATE_NO_ANSWER",
+		4: "PLAN_NODE_STATE_RENDER_ERROR",
+	}
+	PlanNodeState_value = map[string]int32{
+		"PLAN_NODE_STATE_UNSPECIFIED":  0,
+		"PLAN_NODE_STATE_ANSWERED":     1,
+		"PLAN_NODE_STATE_OFFLINE":      2,
+		"PLAN_NODE_STATE_NO_ANSWER":    3,
+		"PLAN_NODE_STATE_RENDER_ERROR": 4,
+	}
+)
+
+func (x PlanNodeState) Enum() *PlanNodeState {
+	p := new(PlanNodeState)
+	*p = x
+	return p
+}
+
+func (x PlanNodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlanNodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_hive_v1_coordinator_proto_enumTypes[1].Descriptor()
+}
+
+func (PlanNodeState) Type() protoreflect.EnumType {
+	return &file_hive_v1_coordinator_proto_enumTypes[1]
+}
+
+func (x PlanNodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlanNodeState.Descriptor instead.
+func (PlanNodeState) EnumDescriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{1}
+}
+
 type PushRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Parsed site; the server validates it again.
@@ -89,7 +149,12 @@ type PushRequest struct {
 	SourceName string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
 	Source     []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
 	// Push flags overriding the site's top-level rollout policy.
-	Rollout       *RolloutOverride `protobuf:"bytes,15,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Rollout *RolloutOverride `protobuf:"bytes,15,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// Commit the content of this plan (hivectl plan) instead of site and
+	// source, based on the plan's base generation: refused (ABORTED) if the
+	// current generation moved since. site, source and base_generation must
+	// be unset, force false.
+	PlanId        string `protobuf:"bytes,10,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +236,13 @@ func (x *PushRequest) GetRollout() *RolloutOverride {
 		return x.Rollout
 	}
 	return nil
+}
+
+func (x *PushRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
 }
 
 type PushResponse struct {
@@ -931,8 +1003,11 @@ func (x *WatchNodeStateRequest) GetKnownHash() string {
 }
 
 type WatchNodeStateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         *NodeState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State *NodeState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// A dry run the agent is asked to do (hivectl plan); state is unset in
+	// such a message. Agents that do not know it ignore it.
+	Plan          *PlanDryRun `protobuf:"bytes,10,opt,name=plan,proto3" json:"plan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -970,6 +1045,13 @@ func (*WatchNodeStateResponse) Descriptor() ([]byte, []int) {
 func (x *WatchNodeStateResponse) GetState() *NodeState {
 	if x != nil {
 		return x.State
+	}
+	return nil
+}
+
+func (x *WatchNodeStateResponse) GetPlan() *PlanDryRun {
+	if x != nil {
+		return x.Plan
 	}
 	return nil
 }
@@ -3638,6 +3720,728 @@ func (x *AbortRolloutResponse) GetRollout() *Rollout {
 	return nil
 }
 
+// PlanDryRun asks an agent to dry-run a would-be state against its machine
+// and answer with ReportPlan, without applying anything or changing its
+// current state.
+type PlanDryRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The state the node would get from the planned content.
+	State *NodeState `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Answers after this time are of no use.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDryRun) Reset() {
+	*x = PlanDryRun{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDryRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDryRun) ProtoMessage() {}
+
+func (x *PlanDryRun) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDryRun.ProtoReflect.Descriptor instead.
+func (*PlanDryRun) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *PlanDryRun) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlanDryRun) GetState() *NodeState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *PlanDryRun) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type PlanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parsed site; the server validates it as a push.
+	Site *Site `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// Original file name and text, kept with the plan (and the generation
+	// push --plan makes).
+	SourceName string `protobuf:"bytes,2,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Source     []byte `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// How long to wait for the agents' answers (default 10s, at most 5m).
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Not 0: the generation the content is based on (a pulled file's); the
+	// plan is refused (ABORTED) unless it is the current generation.
+	BaseGeneration uint64 `protobuf:"varint,5,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PlanRequest) Reset() {
+	*x = PlanRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRequest) ProtoMessage() {}
+
+func (x *PlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
+func (*PlanRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *PlanRequest) GetSite() *Site {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
+func (x *PlanRequest) GetSourceName() string {
+	if x != nil {
+		return x.SourceName
+	}
+	return ""
+}
+
+func (x *PlanRequest) GetSource() []byte {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *PlanRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *PlanRequest) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+// PlanNode is one node's part of a plan.
+type PlanNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	State PlanNodeState          `protobuf:"varint,2,opt,name=state,proto3,enum=hive.v1.PlanNodeState" json:"state,omitempty"`
+	// The dry run's results, secrets masked (answered).
+	Results []*ResourceResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// Generation of the node's last report (offline, no answer; 0: never
+	// reported).
+	LastGeneration uint64 `protobuf:"varint,4,opt,name=last_generation,json=lastGeneration,proto3" json:"last_generation,omitempty"`
+	// Render error, or why the dry run failed as a whole.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Coordinator whose watch stream delivered the dry run.
+	Coordinator string `protobuf:"bytes,6,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	// From delivery to answer.
+	Took          *durationpb.Duration `protobuf:"bytes,7,opt,name=took,proto3" json:"took,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanNode) Reset() {
+	*x = PlanNode{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanNode) ProtoMessage() {}
+
+func (x *PlanNode) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanNode.ProtoReflect.Descriptor instead.
+func (*PlanNode) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *PlanNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PlanNode) GetState() PlanNodeState {
+	if x != nil {
+		return x.State
+	}
+	return PlanNodeState_PLAN_NODE_STATE_UNSPECIFIED
+}
+
+func (x *PlanNode) GetResults() []*ResourceResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *PlanNode) GetLastGeneration() uint64 {
+	if x != nil {
+		return x.LastGeneration
+	}
+	return 0
+}
+
+func (x *PlanNode) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PlanNode) GetCoordinator() string {
+	if x != nil {
+		return x.Coordinator
+	}
+	return ""
+}
+
+func (x *PlanNode) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
+}
+
+type PlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Current generation when the plan was made: push --plan is refused
+	// once another generation is current.
+	BaseGeneration uint64 `protobuf:"varint,2,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	// sha256 of the planned site (as a generation's).
+	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The content equals the base generation's.
+	Unchanged bool `protobuf:"varint,4,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// Every node with a role in the base or the planned site, by name.
+	Nodes   []*PlanNode            `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Expires *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires,proto3" json:"expires,omitempty"`
+	// Coordinator that ran the plan.
+	Server        string `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanResponse) Reset() {
+	*x = PlanResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanResponse) ProtoMessage() {}
+
+func (x *PlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
+func (*PlanResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *PlanResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlanResponse) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+func (x *PlanResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PlanResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+func (x *PlanResponse) GetNodes() []*PlanNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+type ReportPlanRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PlanId string                 `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// The dry run's report: node, generation and state_hash of the planned
+	// state, results, dry_run set. Bounded like Report.
+	Report        *Report `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportPlanRequest) Reset() {
+	*x = ReportPlanRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportPlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportPlanRequest) ProtoMessage() {}
+
+func (x *ReportPlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportPlanRequest.ProtoReflect.Descriptor instead.
+func (*ReportPlanRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ReportPlanRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *ReportPlanRequest) GetReport() *Report {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+type ReportPlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan was still waiting for this answer.
+	Accepted      bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportPlanResponse) Reset() {
+	*x = ReportPlanResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportPlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportPlanResponse) ProtoMessage() {}
+
+func (x *ReportPlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportPlanResponse.ProtoReflect.Descriptor instead.
+func (*ReportPlanResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *ReportPlanResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+type PlanDeliverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Coordinator that runs the plan (PlanCollect goes there).
+	Origin         string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	BaseGeneration uint64 `protobuf:"varint,3,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	Site           *Site  `protobuf:"bytes,4,opt,name=site,proto3" json:"site,omitempty"`
+	SourceName     string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Source         []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	Sha256         string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Nodes to dry-run.
+	Nodes    []string               `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Expires  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires,proto3" json:"expires,omitempty"`
+	// The origin's applied raft index: the receiver renders once it has
+	// applied it.
+	RaftIndex     uint64 `protobuf:"varint,11,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDeliverRequest) Reset() {
+	*x = PlanDeliverRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDeliverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDeliverRequest) ProtoMessage() {}
+
+func (x *PlanDeliverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDeliverRequest.ProtoReflect.Descriptor instead.
+func (*PlanDeliverRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *PlanDeliverRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+func (x *PlanDeliverRequest) GetSite() *Site {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetSourceName() string {
+	if x != nil {
+		return x.SourceName
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetSource() []byte {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+type PlanDeliverResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan's nodes that watch this coordinator now.
+	Watching      []string `protobuf:"bytes,1,rep,name=watching,proto3" json:"watching,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDeliverResponse) Reset() {
+	*x = PlanDeliverResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDeliverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDeliverResponse) ProtoMessage() {}
+
+func (x *PlanDeliverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDeliverResponse.ProtoReflect.Descriptor instead.
+func (*PlanDeliverResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *PlanDeliverResponse) GetWatching() []string {
+	if x != nil {
+		return x.Watching
+	}
+	return nil
+}
+
+type PlanCollectRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PlanId string                 `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// Report validated by the coordinator that received it.
+	Report *Report `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// That coordinator.
+	Coordinator   string `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanCollectRequest) Reset() {
+	*x = PlanCollectRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanCollectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanCollectRequest) ProtoMessage() {}
+
+func (x *PlanCollectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanCollectRequest.ProtoReflect.Descriptor instead.
+func (*PlanCollectRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *PlanCollectRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *PlanCollectRequest) GetReport() *Report {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *PlanCollectRequest) GetCoordinator() string {
+	if x != nil {
+		return x.Coordinator
+	}
+	return ""
+}
+
+type PlanCollectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      bool                   `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanCollectResponse) Reset() {
+	*x = PlanCollectResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanCollectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanCollectResponse) ProtoMessage() {}
+
+func (x *PlanCollectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanCollectResponse.ProtoReflect.Descriptor instead.
+func (*PlanCollectResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *PlanCollectResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
 type ListDriftRepairsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this node (empty: all).
@@ -3650,7 +4454,7 @@ type ListDriftRepairsRequest struct {
 
 func (x *ListDriftRepairsRequest) Reset() {
 	*x = ListDriftRepairsRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +4466,7 @@ func (x *ListDriftRepairsRequest) String() string {
 func (*ListDriftRepairsRequest) ProtoMessage() {}
 
 func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +4479,7 @@ func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
 func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{68}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListDriftRepairsRequest) GetNode() string {
@@ -3705,7 +4509,7 @@ type ListDriftRepairsResponse struct {
 
 func (x *ListDriftRepairsResponse) Reset() {
 	*x = ListDriftRepairsResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3717,7 +4521,7 @@ func (x *ListDriftRepairsResponse) String() string {
 func (*ListDriftRepairsResponse) ProtoMessage() {}
 
 func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3730,7 +4534,7 @@ func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
 func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{69}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
@@ -3758,7 +4562,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xf6\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8f\x02\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3767,7 +4571,9 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\vsource_name\x18\x05 \x01(\tR\n" +
 	"sourceName\x12\x16\n" +
 	"\x06source\x18\x06 \x01(\fR\x06source\x122\n" +
-	"\arollout\x18\x0f \x01(\v2\x18.hive.v1.RolloutOverrideR\arollout\"z\n" +
+	"\arollout\x18\x0f \x01(\v2\x18.hive.v1.RolloutOverrideR\arollout\x12\x17\n" +
+	"\aplan_id\x18\n" +
+	" \x01(\tR\x06planId\"z\n" +
 	"\fPushResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3825,9 +4631,11 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"known_hash\x18\x05 \x01(\tR\tknownHash\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
 	"\x16WatchNodeStateResponse\x12(\n" +
-	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\"8\n" +
+	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x12'\n" +
+	"\x04plan\x18\n" +
+	" \x01(\v2\x13.hive.v1.PlanDryRunR\x04plan\"8\n" +
 	"\rReportRequest\x12'\n" +
 	"\x06report\x18\x01 \x01(\v2\x0f.hive.v1.ReportR\x06report\",\n" +
 	"\x0eReportResponse\x12\x1a\n" +
@@ -4001,7 +4809,63 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"generation\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
 	"\x14AbortRolloutResponse\x12*\n" +
-	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"_\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"~\n" +
+	"\n" +
+	"PlanDryRun\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
+	"\x05state\x18\x02 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xc7\x01\n" +
+	"\vPlanRequest\x12!\n" +
+	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x1f\n" +
+	"\vsource_name\x18\x02 \x01(\tR\n" +
+	"sourceName\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\fR\x06source\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12'\n" +
+	"\x0fbase_generation\x18\x05 \x01(\x04R\x0ebaseGeneration\"\x8f\x02\n" +
+	"\bPlanNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x16.hive.v1.PlanNodeStateR\x05state\x121\n" +
+	"\aresults\x18\x03 \x03(\v2\x17.hive.v1.ResourceResultR\aresults\x12'\n" +
+	"\x0flast_generation\x18\x04 \x01(\x04R\x0elastGeneration\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12 \n" +
+	"\vcoordinator\x18\x06 \x01(\tR\vcoordinator\x12-\n" +
+	"\x04took\x18\a \x01(\v2\x19.google.protobuf.DurationR\x04took\"\xf4\x01\n" +
+	"\fPlanResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
+	"\x0fbase_generation\x18\x02 \x01(\x04R\x0ebaseGeneration\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x1c\n" +
+	"\tunchanged\x18\x04 \x01(\bR\tunchanged\x12'\n" +
+	"\x05nodes\x18\x05 \x03(\v2\x11.hive.v1.PlanNodeR\x05nodes\x124\n" +
+	"\aexpires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
+	"\x06server\x18\a \x01(\tR\x06server\"U\n" +
+	"\x11ReportPlanRequest\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\x12'\n" +
+	"\x06report\x18\x02 \x01(\v2\x0f.hive.v1.ReportR\x06report\"0\n" +
+	"\x12ReportPlanResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"\xfc\x02\n" +
+	"\x12PlanDeliverRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12'\n" +
+	"\x0fbase_generation\x18\x03 \x01(\x04R\x0ebaseGeneration\x12!\n" +
+	"\x04site\x18\x04 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x1f\n" +
+	"\vsource_name\x18\x05 \x01(\tR\n" +
+	"sourceName\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\fR\x06source\x12\x16\n" +
+	"\x06sha256\x18\a \x01(\tR\x06sha256\x12\x14\n" +
+	"\x05nodes\x18\b \x03(\tR\x05nodes\x126\n" +
+	"\bdeadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x124\n" +
+	"\aexpires\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\v \x01(\x04R\traftIndex\"1\n" +
+	"\x13PlanDeliverResponse\x12\x1a\n" +
+	"\bwatching\x18\x01 \x03(\tR\bwatching\"x\n" +
+	"\x12PlanCollectRequest\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\x12'\n" +
+	"\x06report\x18\x02 \x01(\v2\x0f.hive.v1.ReportR\x06report\x12 \n" +
+	"\vcoordinator\x18\x03 \x01(\tR\vcoordinator\"1\n" +
+	"\x13PlanCollectResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"_\n" +
 	"\x17ListDriftRepairsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
@@ -4015,7 +4879,13 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\xb0\x11\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x03*\xac\x01\n" +
+	"\rPlanNodeState\x12\x1f\n" +
+	"\x1bPLAN_NODE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
+	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
+	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xac\x12\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -4048,13 +4918,18 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\fPauseRollout\x12\x1c.hive.v1.PauseRolloutRequest\x1a\x1d.hive.v1.PauseRolloutResponse\x12N\n" +
 	"\rResumeRollout\x12\x1d.hive.v1.ResumeRolloutRequest\x1a\x1e.hive.v1.ResumeRolloutResponse\x12Q\n" +
 	"\x0ePromoteRollout\x12\x1e.hive.v1.PromoteRolloutRequest\x1a\x1f.hive.v1.PromoteRolloutResponse\x12K\n" +
-	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse\x12W\n" +
-	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\x8e\x02\n" +
+	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse\x123\n" +
+	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
+	"\n" +
+	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\xa2\x03\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
 	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponse\x12B\n" +
-	"\tRaftStats\x12\x19.hive.v1.RaftStatsRequest\x1a\x1a.hive.v1.RaftStatsResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\tRaftStats\x12\x19.hive.v1.RaftStatsRequest\x1a\x1a.hive.v1.RaftStatsResponse\x12H\n" +
+	"\vPlanDeliver\x12\x1b.hive.v1.PlanDeliverRequest\x1a\x1c.hive.v1.PlanDeliverResponse\x12H\n" +
+	"\vPlanCollect\x12\x1b.hive.v1.PlanCollectRequest\x1a\x1c.hive.v1.PlanCollectResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_coordinator_proto_rawDescOnce sync.Once
@@ -4068,211 +4943,246 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_hive_v1_coordinator_proto_rawDescData
 }
 
-var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
-	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
-	(*PushResponse)(nil),                 // 2: hive.v1.PushResponse
-	(*RollbackRequest)(nil),              // 3: hive.v1.RollbackRequest
-	(*RollbackResponse)(nil),             // 4: hive.v1.RollbackResponse
-	(*ListGenerationsRequest)(nil),       // 5: hive.v1.ListGenerationsRequest
-	(*ListGenerationsResponse)(nil),      // 6: hive.v1.ListGenerationsResponse
-	(*GetGenerationRequest)(nil),         // 7: hive.v1.GetGenerationRequest
-	(*GetGenerationResponse)(nil),        // 8: hive.v1.GetGenerationResponse
-	(*DiffGenerationsRequest)(nil),       // 9: hive.v1.DiffGenerationsRequest
-	(*ResourceChange)(nil),               // 10: hive.v1.ResourceChange
-	(*DiffGenerationsResponse)(nil),      // 11: hive.v1.DiffGenerationsResponse
-	(*GetNodeStateRequest)(nil),          // 12: hive.v1.GetNodeStateRequest
-	(*GetNodeStateResponse)(nil),         // 13: hive.v1.GetNodeStateResponse
-	(*WatchNodeStateRequest)(nil),        // 14: hive.v1.WatchNodeStateRequest
-	(*WatchNodeStateResponse)(nil),       // 15: hive.v1.WatchNodeStateResponse
-	(*ReportRequest)(nil),                // 16: hive.v1.ReportRequest
-	(*ReportResponse)(nil),               // 17: hive.v1.ReportResponse
-	(*GetStatusRequest)(nil),             // 18: hive.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),            // 19: hive.v1.GetStatusResponse
-	(*ListMembersRequest)(nil),           // 20: hive.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 21: hive.v1.ListMembersResponse
-	(*SetSecretRequest)(nil),             // 22: hive.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),            // 23: hive.v1.SetSecretResponse
-	(*ListSecretsRequest)(nil),           // 24: hive.v1.ListSecretsRequest
-	(*SecretInfo)(nil),                   // 25: hive.v1.SecretInfo
-	(*ListSecretsResponse)(nil),          // 26: hive.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),          // 27: hive.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),         // 28: hive.v1.DeleteSecretResponse
-	(*ListPeersRequest)(nil),             // 29: hive.v1.ListPeersRequest
-	(*RaftPeer)(nil),                     // 30: hive.v1.RaftPeer
-	(*ListPeersResponse)(nil),            // 31: hive.v1.ListPeersResponse
-	(*AddPeerRequest)(nil),               // 32: hive.v1.AddPeerRequest
-	(*AddPeerResponse)(nil),              // 33: hive.v1.AddPeerResponse
-	(*RemovePeerRequest)(nil),            // 34: hive.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),           // 35: hive.v1.RemovePeerResponse
-	(*CreateBootstrapTokenRequest)(nil),  // 36: hive.v1.CreateBootstrapTokenRequest
-	(*CreateBootstrapTokenResponse)(nil), // 37: hive.v1.CreateBootstrapTokenResponse
-	(*RequestCertificateRequest)(nil),    // 38: hive.v1.RequestCertificateRequest
-	(*RequestCertificateResponse)(nil),   // 39: hive.v1.RequestCertificateResponse
-	(*ApplyRequest)(nil),                 // 40: hive.v1.ApplyRequest
-	(*ApplyResponse)(nil),                // 41: hive.v1.ApplyResponse
-	(*GetKeysRequest)(nil),               // 42: hive.v1.GetKeysRequest
-	(*KeyringKey)(nil),                   // 43: hive.v1.KeyringKey
-	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
-	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
-	(*RevokeNodeRequest)(nil),            // 47: hive.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),           // 48: hive.v1.RevokeNodeResponse
-	(*RemoveNodeRequest)(nil),            // 49: hive.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),           // 50: hive.v1.RemoveNodeResponse
-	(*RenewCertificateRequest)(nil),      // 51: hive.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),     // 52: hive.v1.RenewCertificateResponse
-	(*RaftStatsRequest)(nil),             // 53: hive.v1.RaftStatsRequest
-	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
-	(*LabelNodeRequest)(nil),             // 55: hive.v1.LabelNodeRequest
-	(*LabelNodeResponse)(nil),            // 56: hive.v1.LabelNodeResponse
-	(*GetRolloutRequest)(nil),            // 57: hive.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),           // 58: hive.v1.GetRolloutResponse
-	(*WatchRolloutRequest)(nil),          // 59: hive.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),         // 60: hive.v1.WatchRolloutResponse
-	(*PauseRolloutRequest)(nil),          // 61: hive.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),         // 62: hive.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),         // 63: hive.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),        // 64: hive.v1.ResumeRolloutResponse
-	(*PromoteRolloutRequest)(nil),        // 65: hive.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),       // 66: hive.v1.PromoteRolloutResponse
-	(*AbortRolloutRequest)(nil),          // 67: hive.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),         // 68: hive.v1.AbortRolloutResponse
-	(*ListDriftRepairsRequest)(nil),      // 69: hive.v1.ListDriftRepairsRequest
-	(*ListDriftRepairsResponse)(nil),     // 70: hive.v1.ListDriftRepairsResponse
-	nil,                                  // 71: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 72: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 73: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 74: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 75: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 76: hive.v1.Site
-	(*RolloutOverride)(nil),              // 77: hive.v1.RolloutOverride
-	(*durationpb.Duration)(nil),          // 78: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 79: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 80: hive.v1.Generation
-	(*NodeState)(nil),                    // 81: hive.v1.NodeState
-	(*Report)(nil),                       // 82: hive.v1.Report
-	(*NodeStatus)(nil),                   // 83: hive.v1.NodeStatus
-	(*Member)(nil),                       // 84: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 85: google.protobuf.Timestamp
-	(*Command)(nil),                      // 86: hive.v1.Command
-	(*CommandResult)(nil),                // 87: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 88: hive.v1.Revocation
-	(RaftRole)(0),                        // 89: hive.v1.RaftRole
-	(*RolloutStatus)(nil),                // 90: hive.v1.RolloutStatus
-	(*Rollout)(nil),                      // 91: hive.v1.Rollout
-	(*DriftRepair)(nil),                  // 92: hive.v1.DriftRepair
+	(PlanNodeState)(0),                   // 1: hive.v1.PlanNodeState
+	(*PushRequest)(nil),                  // 2: hive.v1.PushRequest
+	(*PushResponse)(nil),                 // 3: hive.v1.PushResponse
+	(*RollbackRequest)(nil),              // 4: hive.v1.RollbackRequest
+	(*RollbackResponse)(nil),             // 5: hive.v1.RollbackResponse
+	(*ListGenerationsRequest)(nil),       // 6: hive.v1.ListGenerationsRequest
+	(*ListGenerationsResponse)(nil),      // 7: hive.v1.ListGenerationsResponse
+	(*GetGenerationRequest)(nil),         // 8: hive.v1.GetGenerationRequest
+	(*GetGenerationResponse)(nil),        // 9: hive.v1.GetGenerationResponse
+	(*DiffGenerationsRequest)(nil),       // 10: hive.v1.DiffGenerationsRequest
+	(*ResourceChange)(nil),               // 11: hive.v1.ResourceChange
+	(*DiffGenerationsResponse)(nil),      // 12: hive.v1.DiffGenerationsResponse
+	(*GetNodeStateRequest)(nil),          // 13: hive.v1.GetNodeStateRequest
+	(*GetNodeStateResponse)(nil),         // 14: hive.v1.GetNodeStateResponse
+	(*WatchNodeStateRequest)(nil),        // 15: hive.v1.WatchNodeStateRequest
+	(*WatchNodeStateResponse)(nil),       // 16: hive.v1.WatchNodeStateResponse
+	(*ReportRequest)(nil),                // 17: hive.v1.ReportRequest
+	(*ReportResponse)(nil),               // 18: hive.v1.ReportResponse
+	(*GetStatusRequest)(nil),             // 19: hive.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),            // 20: hive.v1.GetStatusResponse
+	(*ListMembersRequest)(nil),           // 21: hive.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),          // 22: hive.v1.ListMembersResponse
+	(*SetSecretRequest)(nil),             // 23: hive.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),            // 24: hive.v1.SetSecretResponse
+	(*ListSecretsRequest)(nil),           // 25: hive.v1.ListSecretsRequest
+	(*SecretInfo)(nil),                   // 26: hive.v1.SecretInfo
+	(*ListSecretsResponse)(nil),          // 27: hive.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),          // 28: hive.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),         // 29: hive.v1.DeleteSecretResponse
+	(*ListPeersRequest)(nil),             // 30: hive.v1.ListPeersRequest
+	(*RaftPeer)(nil),                     // 31: hive.v1.RaftPeer
+	(*ListPeersResponse)(nil),            // 32: hive.v1.ListPeersResponse
+	(*AddPeerRequest)(nil),               // 33: hive.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),              // 34: hive.v1.AddPeerResponse
+	(*RemovePeerRequest)(nil),            // 35: hive.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),           // 36: hive.v1.RemovePeerResponse
+	(*CreateBootstrapTokenRequest)(nil),  // 37: hive.v1.CreateBootstrapTokenRequest
+	(*CreateBootstrapTokenResponse)(nil), // 38: hive.v1.CreateBootstrapTokenResponse
+	(*RequestCertificateRequest)(nil),    // 39: hive.v1.RequestCertificateRequest
+	(*RequestCertificateResponse)(nil),   // 40: hive.v1.RequestCertificateResponse
+	(*ApplyRequest)(nil),                 // 41: hive.v1.ApplyRequest
+	(*ApplyResponse)(nil),                // 42: hive.v1.ApplyResponse
+	(*GetKeysRequest)(nil),               // 43: hive.v1.GetKeysRequest
+	(*KeyringKey)(nil),                   // 44: hive.v1.KeyringKey
+	(*GetKeysResponse)(nil),              // 45: hive.v1.GetKeysResponse
+	(*ReadIndexRequest)(nil),             // 46: hive.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),            // 47: hive.v1.ReadIndexResponse
+	(*RevokeNodeRequest)(nil),            // 48: hive.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),           // 49: hive.v1.RevokeNodeResponse
+	(*RemoveNodeRequest)(nil),            // 50: hive.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),           // 51: hive.v1.RemoveNodeResponse
+	(*RenewCertificateRequest)(nil),      // 52: hive.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),     // 53: hive.v1.RenewCertificateResponse
+	(*RaftStatsRequest)(nil),             // 54: hive.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),            // 55: hive.v1.RaftStatsResponse
+	(*LabelNodeRequest)(nil),             // 56: hive.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),            // 57: hive.v1.LabelNodeResponse
+	(*GetRolloutRequest)(nil),            // 58: hive.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),           // 59: hive.v1.GetRolloutResponse
+	(*WatchRolloutRequest)(nil),          // 60: hive.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),         // 61: hive.v1.WatchRolloutResponse
+	(*PauseRolloutRequest)(nil),          // 62: hive.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),         // 63: hive.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),         // 64: hive.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),        // 65: hive.v1.ResumeRolloutResponse
+	(*PromoteRolloutRequest)(nil),        // 66: hive.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),       // 67: hive.v1.PromoteRolloutResponse
+	(*AbortRolloutRequest)(nil),          // 68: hive.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),         // 69: hive.v1.AbortRolloutResponse
+	(*PlanDryRun)(nil),                   // 70: hive.v1.PlanDryRun
+	(*PlanRequest)(nil),                  // 71: hive.v1.PlanRequest
+	(*PlanNode)(nil),                     // 72: hive.v1.PlanNode
+	(*PlanResponse)(nil),                 // 73: hive.v1.PlanResponse
+	(*ReportPlanRequest)(nil),            // 74: hive.v1.ReportPlanRequest
+	(*ReportPlanResponse)(nil),           // 75: hive.v1.ReportPlanResponse
+	(*PlanDeliverRequest)(nil),           // 76: hive.v1.PlanDeliverRequest
+	(*PlanDeliverResponse)(nil),          // 77: hive.v1.PlanDeliverResponse
+	(*PlanCollectRequest)(nil),           // 78: hive.v1.PlanCollectRequest
+	(*PlanCollectResponse)(nil),          // 79: hive.v1.PlanCollectResponse
+	(*ListDriftRepairsRequest)(nil),      // 80: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),     // 81: hive.v1.ListDriftRepairsResponse
+	nil,                                  // 82: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 83: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 84: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 85: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 86: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 87: hive.v1.Site
+	(*RolloutOverride)(nil),              // 88: hive.v1.RolloutOverride
+	(*durationpb.Duration)(nil),          // 89: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 90: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 91: hive.v1.Generation
+	(*NodeState)(nil),                    // 92: hive.v1.NodeState
+	(*Report)(nil),                       // 93: hive.v1.Report
+	(*NodeStatus)(nil),                   // 94: hive.v1.NodeStatus
+	(*Member)(nil),                       // 95: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 96: google.protobuf.Timestamp
+	(*Command)(nil),                      // 97: hive.v1.Command
+	(*CommandResult)(nil),                // 98: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 99: hive.v1.Revocation
+	(RaftRole)(0),                        // 100: hive.v1.RaftRole
+	(*RolloutStatus)(nil),                // 101: hive.v1.RolloutStatus
+	(*Rollout)(nil),                      // 102: hive.v1.Rollout
+	(*ResourceResult)(nil),               // 103: hive.v1.ResourceResult
+	(*DriftRepair)(nil),                  // 104: hive.v1.DriftRepair
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	76, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	77, // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
-	78, // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	79, // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	80, // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
-	0,  // 5: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
-	10, // 6: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	81, // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	71, // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	81, // 9: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	82, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	78, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	83, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	84, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	85, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	25, // 15: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	30, // 16: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	72, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	85, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	86, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	87, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 21: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	88, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	88, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	89, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	73, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	74, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	75, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	90, // 28: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	90, // 29: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	91, // 30: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	91, // 31: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	91, // 32: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	91, // 33: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	85, // 34: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
-	92, // 35: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
-	1,  // 36: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 37: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 38: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 39: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 40: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 41: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 42: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 43: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 44: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 45: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 46: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 47: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 48: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 49: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 50: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 51: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 52: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 53: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 54: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 55: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 56: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 57: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	57, // 58: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
-	59, // 59: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
-	61, // 60: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
-	63, // 61: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
-	65, // 62: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
-	67, // 63: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
-	69, // 64: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	45, // 65: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 66: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 67: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 68: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 69: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 70: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 71: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 72: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 73: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 74: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 75: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 76: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 77: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 78: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 79: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 80: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 81: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 82: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 83: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 84: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 85: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 86: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 87: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 88: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 89: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 90: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	58, // 91: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
-	60, // 92: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
-	62, // 93: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
-	64, // 94: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
-	66, // 95: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
-	68, // 96: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
-	70, // 97: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	46, // 98: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 99: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 100: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 101: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	69, // [69:102] is the sub-list for method output_type
-	36, // [36:69] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	87,  // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	88,  // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
+	89,  // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	90,  // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	91,  // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	0,   // 5: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
+	11,  // 6: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
+	92,  // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	82,  // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	92,  // 9: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	70,  // 10: hive.v1.WatchNodeStateResponse.plan:type_name -> hive.v1.PlanDryRun
+	93,  // 11: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	89,  // 12: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	94,  // 13: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	95,  // 14: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	96,  // 15: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	26,  // 16: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	31,  // 17: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	83,  // 18: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	96,  // 19: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	97,  // 20: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	98,  // 21: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	44,  // 22: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	99,  // 23: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	99,  // 24: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	100, // 25: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	84,  // 26: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	85,  // 27: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	86,  // 28: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	101, // 29: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	101, // 30: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	102, // 31: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	102, // 32: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	102, // 33: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	102, // 34: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	92,  // 35: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
+	96,  // 36: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
+	87,  // 37: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
+	89,  // 38: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
+	1,   // 39: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
+	103, // 40: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
+	89,  // 41: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
+	72,  // 42: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
+	96,  // 43: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
+	93,  // 44: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
+	87,  // 45: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
+	96,  // 46: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
+	96,  // 47: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
+	93,  // 48: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
+	96,  // 49: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	104, // 50: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	2,   // 51: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	4,   // 52: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	6,   // 53: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	8,   // 54: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	10,  // 55: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	13,  // 56: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	15,  // 57: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	17,  // 58: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	19,  // 59: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	21,  // 60: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	23,  // 61: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	25,  // 62: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	28,  // 63: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	30,  // 64: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	33,  // 65: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	35,  // 66: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	37,  // 67: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	39,  // 68: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	48,  // 69: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	50,  // 70: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	52,  // 71: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	56,  // 72: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	58,  // 73: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
+	60,  // 74: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
+	62,  // 75: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
+	64,  // 76: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
+	66,  // 77: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
+	68,  // 78: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
+	71,  // 79: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	74,  // 80: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	80,  // 81: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	46,  // 82: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41,  // 83: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43,  // 84: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54,  // 85: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	76,  // 86: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	78,  // 87: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,   // 88: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,   // 89: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,   // 90: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,   // 91: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12,  // 92: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14,  // 93: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16,  // 94: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18,  // 95: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20,  // 96: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22,  // 97: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24,  // 98: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27,  // 99: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29,  // 100: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32,  // 101: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34,  // 102: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36,  // 103: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38,  // 104: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40,  // 105: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49,  // 106: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51,  // 107: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53,  // 108: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57,  // 109: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	59,  // 110: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	61,  // 111: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	63,  // 112: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	65,  // 113: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	67,  // 114: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	69,  // 115: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	73,  // 116: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	75,  // 117: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	81,  // 118: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	47,  // 119: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42,  // 120: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45,  // 121: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55,  // 122: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	77,  // 123: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	79,  // 124: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	88,  // [88:125] is the sub-list for method output_type
+	51,  // [51:88] is the sub-list for method input_type
+	51,  // [51:51] is the sub-list for extension type_name
+	51,  // [51:51] is the sub-list for extension extendee
+	0,   // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -4290,8 +5200,8 @@ func file_hive_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   75,
+			NumEnums:      2,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
