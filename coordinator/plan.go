@@ -127,6 +127,11 @@ type planSource struct {
 
 func (p *planSource) Current() *hivev1.Generation { return p.gen }
 
+// TargetGeneration renders every node at the plan's content: the store's
+// rollout targets (render.Targeter, promoted from the embedded store) are
+// not what a plan shows.
+func (p *planSource) TargetGeneration(string) *hivev1.Generation { return p.gen }
+
 // source returns the plan's render source over st (one per store, so the
 // renderer's view cache holds across calls).
 func (p *plan) source(st *state.Store) *planSource {
