@@ -90,7 +90,7 @@ func normalizeRef(ref string) string {
 }
 
 // kinds are the resource kinds, for reference checks.
-var kinds = []string{"repo", "package", "file", "service", "firewall", "drbd", "swarm"}
+var kinds = []string{"repo", "package", "file", "service", "firewall", "drbd", "swarm", "certificate", "ca_trust"}
 
 func (c *checker) check(s *hivev1.Site) {
 	roles := map[string]*hivev1.Role{}
@@ -468,6 +468,8 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 				}
 			}
 		}
+	case *hivev1.Resource_Certificate, *hivev1.Resource_CaTrust:
+		want = c.checkCertKinds(res)
 	default:
 		c.at(res, "", "resource %q has no kind", res.GetKey())
 		return

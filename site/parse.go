@@ -241,6 +241,10 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.drbd(item, ip), item, ip) })
 		}},
 		field{"swarm", func(v *yaml.Node, p string) { add(d.swarm(v, p), v, p) }},
+		field{"certificates", func(v *yaml.Node, p string) {
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.certificate(item, ip), item, ip) })
+		}},
+		field{"ca_trust", func(v *yaml.Node, p string) { add(d.caTrust(v, p), v, p) }},
 	)
 	return r
 }

@@ -76,6 +76,10 @@ func Key(r *hivev1.Resource) string {
 		return "drbd:" + k.Drbd.GetName()
 	case *hivev1.Resource_Swarm:
 		return "swarm:node"
+	case *hivev1.Resource_Certificate:
+		return "certificate:" + k.Certificate.GetName()
+	case *hivev1.Resource_CaTrust:
+		return "ca_trust:site"
 	}
 	return ""
 }
@@ -119,6 +123,10 @@ func payload(r *hivev1.Resource) proto.Message {
 		return k.Drbd
 	case *hivev1.Resource_Swarm:
 		return k.Swarm
+	case *hivev1.Resource_Certificate:
+		return k.Certificate
+	case *hivev1.Resource_CaTrust:
+		return k.CaTrust
 	}
 	return nil
 }

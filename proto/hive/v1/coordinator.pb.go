@@ -3099,6 +3099,115 @@ func (x *LabelNodeResponse) GetRoles() []string {
 	return nil
 }
 
+type IssueServiceCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of a certificate resource of the node's state.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// PEM certificate signing request for the service's key. Only its
+	// public key is used.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueServiceCertificateRequest) Reset() {
+	*x = IssueServiceCertificateRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueServiceCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueServiceCertificateRequest) ProtoMessage() {}
+
+func (x *IssueServiceCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueServiceCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueServiceCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *IssueServiceCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueServiceCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type IssueServiceCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM certificate for the CSR's key.
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// PEM CA certificate.
+	Ca            []byte `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueServiceCertificateResponse) Reset() {
+	*x = IssueServiceCertificateResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueServiceCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueServiceCertificateResponse) ProtoMessage() {}
+
+func (x *IssueServiceCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueServiceCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueServiceCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *IssueServiceCertificateResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *IssueServiceCertificateResponse) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
@@ -3313,13 +3422,19 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
 	"\x11LabelSourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*s\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
+	"\x1eIssueServiceCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"S\n" +
+	"\x1fIssueServiceCertificateResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\x84\r\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\xf2\r\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3345,7 +3460,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
-	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse2\x8e\x02\n" +
+	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12l\n" +
+	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3365,112 +3481,114 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_hive_v1_coordinator_proto_goTypes = []any{
-	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
-	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
-	(*PushResponse)(nil),                 // 2: hive.v1.PushResponse
-	(*RollbackRequest)(nil),              // 3: hive.v1.RollbackRequest
-	(*RollbackResponse)(nil),             // 4: hive.v1.RollbackResponse
-	(*ListGenerationsRequest)(nil),       // 5: hive.v1.ListGenerationsRequest
-	(*ListGenerationsResponse)(nil),      // 6: hive.v1.ListGenerationsResponse
-	(*GetGenerationRequest)(nil),         // 7: hive.v1.GetGenerationRequest
-	(*GetGenerationResponse)(nil),        // 8: hive.v1.GetGenerationResponse
-	(*DiffGenerationsRequest)(nil),       // 9: hive.v1.DiffGenerationsRequest
-	(*ResourceChange)(nil),               // 10: hive.v1.ResourceChange
-	(*DiffGenerationsResponse)(nil),      // 11: hive.v1.DiffGenerationsResponse
-	(*GetNodeStateRequest)(nil),          // 12: hive.v1.GetNodeStateRequest
-	(*GetNodeStateResponse)(nil),         // 13: hive.v1.GetNodeStateResponse
-	(*WatchNodeStateRequest)(nil),        // 14: hive.v1.WatchNodeStateRequest
-	(*WatchNodeStateResponse)(nil),       // 15: hive.v1.WatchNodeStateResponse
-	(*ReportRequest)(nil),                // 16: hive.v1.ReportRequest
-	(*ReportResponse)(nil),               // 17: hive.v1.ReportResponse
-	(*GetStatusRequest)(nil),             // 18: hive.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),            // 19: hive.v1.GetStatusResponse
-	(*ListMembersRequest)(nil),           // 20: hive.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 21: hive.v1.ListMembersResponse
-	(*SetSecretRequest)(nil),             // 22: hive.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),            // 23: hive.v1.SetSecretResponse
-	(*ListSecretsRequest)(nil),           // 24: hive.v1.ListSecretsRequest
-	(*SecretInfo)(nil),                   // 25: hive.v1.SecretInfo
-	(*ListSecretsResponse)(nil),          // 26: hive.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),          // 27: hive.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),         // 28: hive.v1.DeleteSecretResponse
-	(*ListPeersRequest)(nil),             // 29: hive.v1.ListPeersRequest
-	(*RaftPeer)(nil),                     // 30: hive.v1.RaftPeer
-	(*ListPeersResponse)(nil),            // 31: hive.v1.ListPeersResponse
-	(*AddPeerRequest)(nil),               // 32: hive.v1.AddPeerRequest
-	(*AddPeerResponse)(nil),              // 33: hive.v1.AddPeerResponse
-	(*RemovePeerRequest)(nil),            // 34: hive.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),           // 35: hive.v1.RemovePeerResponse
-	(*CreateBootstrapTokenRequest)(nil),  // 36: hive.v1.CreateBootstrapTokenRequest
-	(*CreateBootstrapTokenResponse)(nil), // 37: hive.v1.CreateBootstrapTokenResponse
-	(*RequestCertificateRequest)(nil),    // 38: hive.v1.RequestCertificateRequest
-	(*RequestCertificateResponse)(nil),   // 39: hive.v1.RequestCertificateResponse
-	(*ApplyRequest)(nil),                 // 40: hive.v1.ApplyRequest
-	(*ApplyResponse)(nil),                // 41: hive.v1.ApplyResponse
-	(*GetKeysRequest)(nil),               // 42: hive.v1.GetKeysRequest
-	(*KeyringKey)(nil),                   // 43: hive.v1.KeyringKey
-	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
-	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
-	(*RevokeNodeRequest)(nil),            // 47: hive.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),           // 48: hive.v1.RevokeNodeResponse
-	(*RemoveNodeRequest)(nil),            // 49: hive.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),           // 50: hive.v1.RemoveNodeResponse
-	(*RenewCertificateRequest)(nil),      // 51: hive.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),     // 52: hive.v1.RenewCertificateResponse
-	(*RaftStatsRequest)(nil),             // 53: hive.v1.RaftStatsRequest
-	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
-	(*LabelNodeRequest)(nil),             // 55: hive.v1.LabelNodeRequest
-	(*LabelNodeResponse)(nil),            // 56: hive.v1.LabelNodeResponse
-	nil,                                  // 57: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 58: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 59: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 60: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 61: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 62: hive.v1.Site
-	(*durationpb.Duration)(nil),          // 63: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 64: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 65: hive.v1.Generation
-	(*NodeState)(nil),                    // 66: hive.v1.NodeState
-	(*Report)(nil),                       // 67: hive.v1.Report
-	(*NodeStatus)(nil),                   // 68: hive.v1.NodeStatus
-	(*Member)(nil),                       // 69: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 70: google.protobuf.Timestamp
-	(*Command)(nil),                      // 71: hive.v1.Command
-	(*CommandResult)(nil),                // 72: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 73: hive.v1.Revocation
-	(RaftRole)(0),                        // 74: hive.v1.RaftRole
+	(ChangeKind)(0),                         // 0: hive.v1.ChangeKind
+	(*PushRequest)(nil),                     // 1: hive.v1.PushRequest
+	(*PushResponse)(nil),                    // 2: hive.v1.PushResponse
+	(*RollbackRequest)(nil),                 // 3: hive.v1.RollbackRequest
+	(*RollbackResponse)(nil),                // 4: hive.v1.RollbackResponse
+	(*ListGenerationsRequest)(nil),          // 5: hive.v1.ListGenerationsRequest
+	(*ListGenerationsResponse)(nil),         // 6: hive.v1.ListGenerationsResponse
+	(*GetGenerationRequest)(nil),            // 7: hive.v1.GetGenerationRequest
+	(*GetGenerationResponse)(nil),           // 8: hive.v1.GetGenerationResponse
+	(*DiffGenerationsRequest)(nil),          // 9: hive.v1.DiffGenerationsRequest
+	(*ResourceChange)(nil),                  // 10: hive.v1.ResourceChange
+	(*DiffGenerationsResponse)(nil),         // 11: hive.v1.DiffGenerationsResponse
+	(*GetNodeStateRequest)(nil),             // 12: hive.v1.GetNodeStateRequest
+	(*GetNodeStateResponse)(nil),            // 13: hive.v1.GetNodeStateResponse
+	(*WatchNodeStateRequest)(nil),           // 14: hive.v1.WatchNodeStateRequest
+	(*WatchNodeStateResponse)(nil),          // 15: hive.v1.WatchNodeStateResponse
+	(*ReportRequest)(nil),                   // 16: hive.v1.ReportRequest
+	(*ReportResponse)(nil),                  // 17: hive.v1.ReportResponse
+	(*GetStatusRequest)(nil),                // 18: hive.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),               // 19: hive.v1.GetStatusResponse
+	(*ListMembersRequest)(nil),              // 20: hive.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),             // 21: hive.v1.ListMembersResponse
+	(*SetSecretRequest)(nil),                // 22: hive.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),               // 23: hive.v1.SetSecretResponse
+	(*ListSecretsRequest)(nil),              // 24: hive.v1.ListSecretsRequest
+	(*SecretInfo)(nil),                      // 25: hive.v1.SecretInfo
+	(*ListSecretsResponse)(nil),             // 26: hive.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),             // 27: hive.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),            // 28: hive.v1.DeleteSecretResponse
+	(*ListPeersRequest)(nil),                // 29: hive.v1.ListPeersRequest
+	(*RaftPeer)(nil),                        // 30: hive.v1.RaftPeer
+	(*ListPeersResponse)(nil),               // 31: hive.v1.ListPeersResponse
+	(*AddPeerRequest)(nil),                  // 32: hive.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),                 // 33: hive.v1.AddPeerResponse
+	(*RemovePeerRequest)(nil),               // 34: hive.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),              // 35: hive.v1.RemovePeerResponse
+	(*CreateBootstrapTokenRequest)(nil),     // 36: hive.v1.CreateBootstrapTokenRequest
+	(*CreateBootstrapTokenResponse)(nil),    // 37: hive.v1.CreateBootstrapTokenResponse
+	(*RequestCertificateRequest)(nil),       // 38: hive.v1.RequestCertificateRequest
+	(*RequestCertificateResponse)(nil),      // 39: hive.v1.RequestCertificateResponse
+	(*ApplyRequest)(nil),                    // 40: hive.v1.ApplyRequest
+	(*ApplyResponse)(nil),                   // 41: hive.v1.ApplyResponse
+	(*GetKeysRequest)(nil),                  // 42: hive.v1.GetKeysRequest
+	(*KeyringKey)(nil),                      // 43: hive.v1.KeyringKey
+	(*GetKeysResponse)(nil),                 // 44: hive.v1.GetKeysResponse
+	(*ReadIndexRequest)(nil),                // 45: hive.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),               // 46: hive.v1.ReadIndexResponse
+	(*RevokeNodeRequest)(nil),               // 47: hive.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),              // 48: hive.v1.RevokeNodeResponse
+	(*RemoveNodeRequest)(nil),               // 49: hive.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),              // 50: hive.v1.RemoveNodeResponse
+	(*RenewCertificateRequest)(nil),         // 51: hive.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),        // 52: hive.v1.RenewCertificateResponse
+	(*RaftStatsRequest)(nil),                // 53: hive.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),               // 54: hive.v1.RaftStatsResponse
+	(*LabelNodeRequest)(nil),                // 55: hive.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),               // 56: hive.v1.LabelNodeResponse
+	(*IssueServiceCertificateRequest)(nil),  // 57: hive.v1.IssueServiceCertificateRequest
+	(*IssueServiceCertificateResponse)(nil), // 58: hive.v1.IssueServiceCertificateResponse
+	nil,                                     // 59: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                     // 60: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                     // 61: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                     // 62: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                     // 63: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                            // 64: hive.v1.Site
+	(*durationpb.Duration)(nil),             // 65: google.protobuf.Duration
+	(*GenerationSummary)(nil),               // 66: hive.v1.GenerationSummary
+	(*Generation)(nil),                      // 67: hive.v1.Generation
+	(*NodeState)(nil),                       // 68: hive.v1.NodeState
+	(*Report)(nil),                          // 69: hive.v1.Report
+	(*NodeStatus)(nil),                      // 70: hive.v1.NodeStatus
+	(*Member)(nil),                          // 71: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),           // 72: google.protobuf.Timestamp
+	(*Command)(nil),                         // 73: hive.v1.Command
+	(*CommandResult)(nil),                   // 74: hive.v1.CommandResult
+	(*Revocation)(nil),                      // 75: hive.v1.Revocation
+	(RaftRole)(0),                           // 76: hive.v1.RaftRole
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	62, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	63, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	64, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	65, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	64, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	65, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	66, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	67, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	66, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	57, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	66, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	67, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	63, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	68, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	69, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	70, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	68, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	59, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	68, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	69, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	65, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	70, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	71, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	72, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 14: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 15: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	58, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	70, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	71, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	72, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	60, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	72, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	73, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	74, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 20: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	73, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	73, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	74, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	59, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	60, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	61, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	75, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	75, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	76, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	61, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	62, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	63, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
 	1,  // 27: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
 	3,  // 28: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
 	5,  // 29: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
@@ -3493,38 +3611,40 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	49, // 46: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
 	51, // 47: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
 	55, // 48: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	45, // 49: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 50: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 51: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 52: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 53: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 54: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 55: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 56: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 57: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 58: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 59: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 60: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 61: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 62: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 63: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 64: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 65: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 66: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 67: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 68: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 69: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 70: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 71: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 72: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 73: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 74: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	46, // 75: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 76: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 77: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 78: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	53, // [53:79] is the sub-list for method output_type
-	27, // [27:53] is the sub-list for method input_type
+	57, // 49: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
+	45, // 50: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 51: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 52: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 53: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 54: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 55: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 56: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 57: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 58: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 59: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 60: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 61: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 62: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 63: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 64: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 65: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 66: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 67: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 68: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 69: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 70: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 71: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 72: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 73: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 74: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 75: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	58, // 76: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	46, // 77: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 78: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 79: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 80: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	54, // [54:81] is the sub-list for method output_type
+	27, // [27:54] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
 	27, // [27:27] is the sub-list for extension extendee
 	0,  // [0:27] is the sub-list for field type_name
@@ -3544,7 +3664,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   61,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -19,28 +19,29 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CoordinatorService_Push_FullMethodName                 = "/hive.v1.CoordinatorService/Push"
-	CoordinatorService_Rollback_FullMethodName             = "/hive.v1.CoordinatorService/Rollback"
-	CoordinatorService_ListGenerations_FullMethodName      = "/hive.v1.CoordinatorService/ListGenerations"
-	CoordinatorService_GetGeneration_FullMethodName        = "/hive.v1.CoordinatorService/GetGeneration"
-	CoordinatorService_DiffGenerations_FullMethodName      = "/hive.v1.CoordinatorService/DiffGenerations"
-	CoordinatorService_GetNodeState_FullMethodName         = "/hive.v1.CoordinatorService/GetNodeState"
-	CoordinatorService_WatchNodeState_FullMethodName       = "/hive.v1.CoordinatorService/WatchNodeState"
-	CoordinatorService_Report_FullMethodName               = "/hive.v1.CoordinatorService/Report"
-	CoordinatorService_GetStatus_FullMethodName            = "/hive.v1.CoordinatorService/GetStatus"
-	CoordinatorService_ListMembers_FullMethodName          = "/hive.v1.CoordinatorService/ListMembers"
-	CoordinatorService_SetSecret_FullMethodName            = "/hive.v1.CoordinatorService/SetSecret"
-	CoordinatorService_ListSecrets_FullMethodName          = "/hive.v1.CoordinatorService/ListSecrets"
-	CoordinatorService_DeleteSecret_FullMethodName         = "/hive.v1.CoordinatorService/DeleteSecret"
-	CoordinatorService_ListPeers_FullMethodName            = "/hive.v1.CoordinatorService/ListPeers"
-	CoordinatorService_AddPeer_FullMethodName              = "/hive.v1.CoordinatorService/AddPeer"
-	CoordinatorService_RemovePeer_FullMethodName           = "/hive.v1.CoordinatorService/RemovePeer"
-	CoordinatorService_CreateBootstrapToken_FullMethodName = "/hive.v1.CoordinatorService/CreateBootstrapToken"
-	CoordinatorService_RequestCertificate_FullMethodName   = "/hive.v1.CoordinatorService/RequestCertificate"
-	CoordinatorService_RevokeNode_FullMethodName           = "/hive.v1.CoordinatorService/RevokeNode"
-	CoordinatorService_RemoveNode_FullMethodName           = "/hive.v1.CoordinatorService/RemoveNode"
-	CoordinatorService_RenewCertificate_FullMethodName     = "/hive.v1.CoordinatorService/RenewCertificate"
-	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
+	CoordinatorService_Push_FullMethodName                    = "/hive.v1.CoordinatorService/Push"
+	CoordinatorService_Rollback_FullMethodName                = "/hive.v1.CoordinatorService/Rollback"
+	CoordinatorService_ListGenerations_FullMethodName         = "/hive.v1.CoordinatorService/ListGenerations"
+	CoordinatorService_GetGeneration_FullMethodName           = "/hive.v1.CoordinatorService/GetGeneration"
+	CoordinatorService_DiffGenerations_FullMethodName         = "/hive.v1.CoordinatorService/DiffGenerations"
+	CoordinatorService_GetNodeState_FullMethodName            = "/hive.v1.CoordinatorService/GetNodeState"
+	CoordinatorService_WatchNodeState_FullMethodName          = "/hive.v1.CoordinatorService/WatchNodeState"
+	CoordinatorService_Report_FullMethodName                  = "/hive.v1.CoordinatorService/Report"
+	CoordinatorService_GetStatus_FullMethodName               = "/hive.v1.CoordinatorService/GetStatus"
+	CoordinatorService_ListMembers_FullMethodName             = "/hive.v1.CoordinatorService/ListMembers"
+	CoordinatorService_SetSecret_FullMethodName               = "/hive.v1.CoordinatorService/SetSecret"
+	CoordinatorService_ListSecrets_FullMethodName             = "/hive.v1.CoordinatorService/ListSecrets"
+	CoordinatorService_DeleteSecret_FullMethodName            = "/hive.v1.CoordinatorService/DeleteSecret"
+	CoordinatorService_ListPeers_FullMethodName               = "/hive.v1.CoordinatorService/ListPeers"
+	CoordinatorService_AddPeer_FullMethodName                 = "/hive.v1.CoordinatorService/AddPeer"
+	CoordinatorService_RemovePeer_FullMethodName              = "/hive.v1.CoordinatorService/RemovePeer"
+	CoordinatorService_CreateBootstrapToken_FullMethodName    = "/hive.v1.CoordinatorService/CreateBootstrapToken"
+	CoordinatorService_RequestCertificate_FullMethodName      = "/hive.v1.CoordinatorService/RequestCertificate"
+	CoordinatorService_RevokeNode_FullMethodName              = "/hive.v1.CoordinatorService/RevokeNode"
+	CoordinatorService_RemoveNode_FullMethodName              = "/hive.v1.CoordinatorService/RemoveNode"
+	CoordinatorService_RenewCertificate_FullMethodName        = "/hive.v1.CoordinatorService/RenewCertificate"
+	CoordinatorService_LabelNode_FullMethodName               = "/hive.v1.CoordinatorService/LabelNode"
+	CoordinatorService_IssueServiceCertificate_FullMethodName = "/hive.v1.CoordinatorService/IssueServiceCertificate"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -114,6 +115,13 @@ type CoordinatorServiceClient interface {
 	// LabelNode sets and removes a registered node's operator labels, which
 	// override its certificate's labels key by key.
 	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
+	// IssueServiceCertificate signs a certificate for one of the calling
+	// agent's services: the certificate resource `name` of the node's
+	// current state, for the key of the CSR. The names come from the
+	// coordinators, never from the CSR: the node's name, its trusted
+	// addresses and the resource's dns_names. Agents only, as themselves; a
+	// revoked or expired agent certificate gets none.
+	IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -353,6 +361,16 @@ func (c *coordinatorServiceClient) LabelNode(ctx context.Context, in *LabelNodeR
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueServiceCertificateResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_IssueServiceCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -424,6 +442,13 @@ type CoordinatorServiceServer interface {
 	// LabelNode sets and removes a registered node's operator labels, which
 	// override its certificate's labels key by key.
 	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
+	// IssueServiceCertificate signs a certificate for one of the calling
+	// agent's services: the certificate resource `name` of the node's
+	// current state, for the key of the CSR. The names come from the
+	// coordinators, never from the CSR: the node's name, its trusted
+	// addresses and the resource's dns_names. Agents only, as themselves; a
+	// revoked or expired agent certificate gets none.
+	IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -499,6 +524,9 @@ func (UnimplementedCoordinatorServiceServer) RenewCertificate(context.Context, *
 }
 func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueServiceCertificate not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -910,6 +938,24 @@ func _CoordinatorService_LabelNode_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_IssueServiceCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueServiceCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).IssueServiceCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_IssueServiceCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).IssueServiceCertificate(ctx, req.(*IssueServiceCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1000,6 +1046,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LabelNode",
 			Handler:    _CoordinatorService_LabelNode_Handler,
+		},
+		{
+			MethodName: "IssueServiceCertificate",
+			Handler:    _CoordinatorService_IssueServiceCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -612,6 +612,8 @@ type Resource struct {
 	//	*Resource_Firewall
 	//	*Resource_Drbd
 	//	*Resource_Swarm
+	//	*Resource_Certificate
+	//	*Resource_CaTrust
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -752,6 +754,24 @@ func (x *Resource) GetSwarm() *Swarm {
 	return nil
 }
 
+func (x *Resource) GetCertificate() *Certificate {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetCaTrust() *CaTrust {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_CaTrust); ok {
+			return x.CaTrust
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -784,6 +804,14 @@ type Resource_Swarm struct {
 	Swarm *Swarm `protobuf:"bytes,16,opt,name=swarm,proto3,oneof"`
 }
 
+type Resource_Certificate struct {
+	Certificate *Certificate `protobuf:"bytes,40,opt,name=certificate,proto3,oneof"`
+}
+
+type Resource_CaTrust struct {
+	CaTrust *CaTrust `protobuf:"bytes,41,opt,name=ca_trust,json=caTrust,proto3,oneof"`
+}
+
 func (*Resource_Repo) isResource_Kind() {}
 
 func (*Resource_Package) isResource_Kind() {}
@@ -797,6 +825,10 @@ func (*Resource_Firewall) isResource_Kind() {}
 func (*Resource_Drbd) isResource_Kind() {}
 
 func (*Resource_Swarm) isResource_Kind() {}
+
+func (*Resource_Certificate) isResource_Kind() {}
+
+func (*Resource_CaTrust) isResource_Kind() {}
 
 // Repo is a package repository definition: a deb822 .sources file with its
 // Signed-By key under /etc/apt/keyrings, or a yum/dnf .repo file with gpgkey.
@@ -1812,6 +1844,166 @@ func (x *SwarmNetwork) GetEncrypted() bool {
 	return false
 }
 
+// Certificate is an X.509 certificate for one of the node's services
+// ("certificate:NAME"), issued by the site CA through the coordinators
+// (IssueServiceCertificate) for a key the agent makes on the node and never
+// sends. Its names are the node's name, the node's trusted addresses (each
+// proven by the node's connection or agent certificate) and dns_names; the
+// agent renews it at two thirds of its lifetime.
+type Certificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the certificate within the node (letters, digits, . _ -).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Absolute paths of the PEM certificate and of its PKCS#8 private key.
+	CertPath string `protobuf:"bytes,2,opt,name=cert_path,json=certPath,proto3" json:"cert_path,omitempty"`
+	KeyPath  string `protobuf:"bytes,3,opt,name=key_path,json=keyPath,proto3" json:"key_path,omitempty"`
+	// Absolute path the site CA certificate is written to (optional).
+	CaPath string `protobuf:"bytes,4,opt,name=ca_path,json=caPath,proto3" json:"ca_path,omitempty"`
+	// Extra DNS names; "{node}" in a name stands for the node's name.
+	DnsNames []string `protobuf:"bytes,5,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	// Lifetime asked for, in seconds (default 90 days).
+	ValiditySeconds uint32 `protobuf:"varint,6,opt,name=validity_seconds,json=validitySeconds,proto3" json:"validity_seconds,omitempty"`
+	// Owner and group of the files (default root) and the key's permission
+	// bits (default 0600; the certificate and CA are 0644).
+	Owner         string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	KeyMode       uint32 `protobuf:"varint,9,opt,name=key_mode,json=keyMode,proto3" json:"key_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_hive_v1_site_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Certificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Certificate) GetCertPath() string {
+	if x != nil {
+		return x.CertPath
+	}
+	return ""
+}
+
+func (x *Certificate) GetKeyPath() string {
+	if x != nil {
+		return x.KeyPath
+	}
+	return ""
+}
+
+func (x *Certificate) GetCaPath() string {
+	if x != nil {
+		return x.CaPath
+	}
+	return ""
+}
+
+func (x *Certificate) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *Certificate) GetValiditySeconds() uint32 {
+	if x != nil {
+		return x.ValiditySeconds
+	}
+	return 0
+}
+
+func (x *Certificate) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Certificate) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Certificate) GetKeyMode() uint32 {
+	if x != nil {
+		return x.KeyMode
+	}
+	return 0
+}
+
+// CaTrust installs the site CA certificate into the operating system's
+// trust store ("ca_trust:site"): update-ca-certificates on Debian-family
+// roots, update-ca-trust on RPM-family roots.
+type CaTrust struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaTrust) Reset() {
+	*x = CaTrust{}
+	mi := &file_hive_v1_site_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaTrust) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaTrust) ProtoMessage() {}
+
+func (x *CaTrust) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaTrust.ProtoReflect.Descriptor instead.
+func (*CaTrust) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{16}
+}
+
 var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
@@ -1832,7 +2024,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xa8\x03\n" +
+	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\x91\x04\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -1846,7 +2038,9 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\aservice\x18\r \x01(\v2\x10.hive.v1.ServiceH\x00R\aservice\x12/\n" +
 	"\bfirewall\x18\x0e \x01(\v2\x11.hive.v1.FirewallH\x00R\bfirewall\x12#\n" +
 	"\x04drbd\x18\x0f \x01(\v2\r.hive.v1.DrbdH\x00R\x04drbd\x12&\n" +
-	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarmB\x06\n" +
+	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarm\x128\n" +
+	"\vcertificate\x18( \x01(\v2\x14.hive.v1.CertificateH\x00R\vcertificate\x12-\n" +
+	"\bca_trust\x18) \x01(\v2\x10.hive.v1.CaTrustH\x00R\acaTrustB\x06\n" +
 	"\x04kind\"\x94\x02\n" +
 	"\x04Repo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -1948,7 +2142,18 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
 	"attachable\x18\x03 \x01(\bR\n" +
 	"attachable\x12\x1c\n" +
-	"\tencrypted\x18\x04 \x01(\bR\tencrypted*K\n" +
+	"\tencrypted\x18\x04 \x01(\bR\tencrypted\"\x81\x02\n" +
+	"\vCertificate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tcert_path\x18\x02 \x01(\tR\bcertPath\x12\x19\n" +
+	"\bkey_path\x18\x03 \x01(\tR\akeyPath\x12\x17\n" +
+	"\aca_path\x18\x04 \x01(\tR\x06caPath\x12\x1b\n" +
+	"\tdns_names\x18\x05 \x03(\tR\bdnsNames\x12)\n" +
+	"\x10validity_seconds\x18\x06 \x01(\rR\x0fvaliditySeconds\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\b \x01(\tR\x05group\x12\x19\n" +
+	"\bkey_mode\x18\t \x01(\rR\akeyMode\"\t\n" +
+	"\aCaTrust*K\n" +
 	"\bRepoType\x12\x19\n" +
 	"\x15REPO_TYPE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rREPO_TYPE_YUM\x10\x01\x12\x11\n" +
@@ -1995,7 +2200,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),        // 0: hive.v1.RepoType
 	(PackageState)(0),    // 1: hive.v1.PackageState
@@ -2019,16 +2224,18 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(*Swarm)(nil),        // 19: hive.v1.Swarm
 	(*SwarmMember)(nil),  // 20: hive.v1.SwarmMember
 	(*SwarmNetwork)(nil), // 21: hive.v1.SwarmNetwork
-	nil,                  // 22: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 23: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 24: hive.v1.Drbd.OptionsEntry
-	nil,                  // 25: hive.v1.Swarm.LabelsEntry
-	nil,                  // 26: hive.v1.SwarmMember.LabelsEntry
+	(*Certificate)(nil),  // 22: hive.v1.Certificate
+	(*CaTrust)(nil),      // 23: hive.v1.CaTrust
+	nil,                  // 24: hive.v1.Selector.MatchLabelsEntry
+	nil,                  // 25: hive.v1.Firewall.PoliciesEntry
+	nil,                  // 26: hive.v1.Drbd.OptionsEntry
+	nil,                  // 27: hive.v1.Swarm.LabelsEntry
+	nil,                  // 28: hive.v1.SwarmMember.LabelsEntry
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
 	8,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	22, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	24, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
 	10, // 3: hive.v1.Role.resources:type_name -> hive.v1.Resource
 	11, // 4: hive.v1.Resource.repo:type_name -> hive.v1.Repo
 	12, // 5: hive.v1.Resource.package:type_name -> hive.v1.Package
@@ -2037,28 +2244,30 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	15, // 8: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
 	17, // 9: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
 	19, // 10: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 11: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 12: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 13: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 14: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	16, // 15: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	23, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 17: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 18: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	24, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	18, // 20: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 21: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	25, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	21, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	20, // 24: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 25: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	26, // 26: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 27: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	22, // 11: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
+	23, // 12: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
+	0,  // 13: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 14: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 15: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 16: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	16, // 17: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	25, // 18: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 19: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 20: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	26, // 21: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	18, // 22: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 23: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	27, // 24: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	21, // 25: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	20, // 26: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 27: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	28, // 28: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 29: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2074,6 +2283,8 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Firewall)(nil),
 		(*Resource_Drbd)(nil),
 		(*Resource_Swarm)(nil),
+		(*Resource_Certificate)(nil),
+		(*Resource_CaTrust)(nil),
 	}
 	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
@@ -2082,7 +2293,7 @@ func file_hive_v1_site_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
