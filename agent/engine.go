@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/certs"
 	"github.com/hivefleet/hive/converge/drbd"
 	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/converge/providers"
@@ -37,6 +38,12 @@ type Deps struct {
 	OpenWindow func() Window
 	// Close releases what the engine holds (nil: nothing).
 	Close func() error
+	// NextDue returns when a resource is next due for a run by itself (a
+	// service certificate's renewal), or zero; nil for none.
+	NextDue func() time.Time
+
+	// issuer is bound to the agent by New (see certs.go).
+	issuer *certIssuer
 }
 
 // NewEngine builds the real engine with every provider for cfg: on the
@@ -72,7 +79,9 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	}
 	pc := providers.DefaultConfig()
 	pc.File.Ledger = filepath.Join(cfg.DataDir, SecretFilesLedger)
-	reg, err := providers.Default(pc, fw, dp, sp)
+	issuer := &certIssuer{}
+	cp := certs.New(certs.Config{Issuer: issuer, CAFile: cfg.TLSCA, Logger: log})
+	reg, err := providers.Default(pc, fw, dp, sp, cp, certs.NewTrust(certs.TrustConfig{CAFile: cfg.TLSCA}))
 	if err != nil {
 		sp.Close()
 		return Deps{}, err
@@ -82,6 +91,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	if sandbox {
 		ec.Root = cfg.Root
 		ec.PlanOnly = providers.SandboxPlanOnly()
+		ec.PlanOnly[certs.KindCaTrust] = true // runs the trust tools
 		// A sandbox root rarely has an os-release: plan packages for the
 		// host's family then.
 		if fam, err := converge.DetectFamily(cfg.Root); err != nil || fam == converge.FamilyUnknown {
@@ -104,6 +114,8 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 			}
 			return nil
 		},
-		Close: sp.Close,
+		Close:   sp.Close,
+		NextDue: cp.NextRenewal,
+		issuer:  issuer,
 	}, nil
 }
