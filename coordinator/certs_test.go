@@ -131,4 +131,3 @@ func TestIssueServiceCertificateWithoutCAKey(t *testing.T) {
 	_, err := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAgent, "web-1").IssueServiceCertificate(context.Background(), &hivev1.IssueServiceCertificateRequest{Name: "registry", Csr: csr})
 	wantCode(t, "no CA key", err, codes.FailedPrecondition, "--tls-ca-key")
 }
-

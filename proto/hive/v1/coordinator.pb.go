@@ -851,7 +851,21 @@ type WatchNodeStateRequest struct {
 	AgentVersion string            `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Hash of the state the agent already has: if equal, the first message
 	// is only sent when the state changes.
-	KnownHash     string `protobuf:"bytes,5,opt,name=known_hash,json=knownHash,proto3" json:"known_hash,omitempty"`
+	KnownHash string `protobuf:"bytes,5,opt,name=known_hash,json=knownHash,proto3" json:"known_hash,omitempty"`
+	// Facts the agent reports about its host, for templates (.Facts): the
+	// coordinator checks their form and bounds, passes them into the node's
+	// rendered NodeFacts, and never decides anything with them.
+	// OS family from os-release ("debian", "rhel"; empty when unknown).
+	OsFamily string `protobuf:"bytes,10,opt,name=os_family,json=osFamily,proto3" json:"os_family,omitempty"`
+	// os-release VERSION_ID, e.g. "12", "9.4".
+	OsVersion string `protobuf:"bytes,11,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Kernel release (uname -r).
+	Kernel string `protobuf:"bytes,12,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Sizes: "cpus" (online CPUs) and "memory_bytes" (MemTotal); no other key.
+	Hardware map[string]uint64 `protobuf:"bytes,13,rep,name=hardware,proto3" json:"hardware,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Network interfaces that are up (loopback excluded): name → its
+	// addresses with prefix length, space-separated ("10.0.0.5/24 fe80::1/64").
+	Interfaces    map[string]string `protobuf:"bytes,14,rep,name=interfaces,proto3" json:"interfaces,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -919,6 +933,41 @@ func (x *WatchNodeStateRequest) GetKnownHash() string {
 		return x.KnownHash
 	}
 	return ""
+}
+
+func (x *WatchNodeStateRequest) GetOsFamily() string {
+	if x != nil {
+		return x.OsFamily
+	}
+	return ""
+}
+
+func (x *WatchNodeStateRequest) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *WatchNodeStateRequest) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *WatchNodeStateRequest) GetHardware() map[string]uint64 {
+	if x != nil {
+		return x.Hardware
+	}
+	return nil
+}
+
+func (x *WatchNodeStateRequest) GetInterfaces() map[string]string {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
 }
 
 type WatchNodeStateResponse struct {
@@ -3268,15 +3317,30 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x13GetNodeStateRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"@\n" +
 	"\x14GetNodeStateResponse\x12(\n" +
-	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\"\x8c\x02\n" +
+	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\"\xf6\x04\n" +
 	"\x15WatchNodeStateRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12B\n" +
 	"\x06labels\x18\x02 \x03(\v2*.hive.v1.WatchNodeStateRequest.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12\x1d\n" +
 	"\n" +
-	"known_hash\x18\x05 \x01(\tR\tknownHash\x1a9\n" +
+	"known_hash\x18\x05 \x01(\tR\tknownHash\x12\x1b\n" +
+	"\tos_family\x18\n" +
+	" \x01(\tR\bosFamily\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\v \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\f \x01(\tR\x06kernel\x12H\n" +
+	"\bhardware\x18\r \x03(\v2,.hive.v1.WatchNodeStateRequest.HardwareEntryR\bhardware\x12N\n" +
+	"\n" +
+	"interfaces\x18\x0e \x03(\v2..hive.v1.WatchNodeStateRequest.InterfacesEntryR\n" +
+	"interfaces\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rHardwareEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
+	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
 	"\x16WatchNodeStateResponse\x12(\n" +
@@ -3481,7 +3545,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                         // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                     // 1: hive.v1.PushRequest
@@ -3543,111 +3607,115 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*IssueServiceCertificateRequest)(nil),  // 57: hive.v1.IssueServiceCertificateRequest
 	(*IssueServiceCertificateResponse)(nil), // 58: hive.v1.IssueServiceCertificateResponse
 	nil,                                     // 59: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                     // 60: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                     // 61: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                     // 62: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                     // 63: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                            // 64: hive.v1.Site
-	(*durationpb.Duration)(nil),             // 65: google.protobuf.Duration
-	(*GenerationSummary)(nil),               // 66: hive.v1.GenerationSummary
-	(*Generation)(nil),                      // 67: hive.v1.Generation
-	(*NodeState)(nil),                       // 68: hive.v1.NodeState
-	(*Report)(nil),                          // 69: hive.v1.Report
-	(*NodeStatus)(nil),                      // 70: hive.v1.NodeStatus
-	(*Member)(nil),                          // 71: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),           // 72: google.protobuf.Timestamp
-	(*Command)(nil),                         // 73: hive.v1.Command
-	(*CommandResult)(nil),                   // 74: hive.v1.CommandResult
-	(*Revocation)(nil),                      // 75: hive.v1.Revocation
-	(RaftRole)(0),                           // 76: hive.v1.RaftRole
+	nil,                                     // 60: hive.v1.WatchNodeStateRequest.HardwareEntry
+	nil,                                     // 61: hive.v1.WatchNodeStateRequest.InterfacesEntry
+	nil,                                     // 62: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                     // 63: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                     // 64: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                     // 65: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                            // 66: hive.v1.Site
+	(*durationpb.Duration)(nil),             // 67: google.protobuf.Duration
+	(*GenerationSummary)(nil),               // 68: hive.v1.GenerationSummary
+	(*Generation)(nil),                      // 69: hive.v1.Generation
+	(*NodeState)(nil),                       // 70: hive.v1.NodeState
+	(*Report)(nil),                          // 71: hive.v1.Report
+	(*NodeStatus)(nil),                      // 72: hive.v1.NodeStatus
+	(*Member)(nil),                          // 73: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),           // 74: google.protobuf.Timestamp
+	(*Command)(nil),                         // 75: hive.v1.Command
+	(*CommandResult)(nil),                   // 76: hive.v1.CommandResult
+	(*Revocation)(nil),                      // 77: hive.v1.Revocation
+	(RaftRole)(0),                           // 78: hive.v1.RaftRole
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	64, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	65, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	66, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	67, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	66, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	67, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	68, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	69, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	68, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	70, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
 	59, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	68, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	69, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	65, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	70, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	71, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	72, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	25, // 14: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	30, // 15: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	60, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	72, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	73, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	74, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 20: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	75, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	75, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	76, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	61, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	62, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	63, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	1,  // 27: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 28: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 29: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 30: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 31: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 32: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 33: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 34: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 35: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 36: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 37: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 38: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 39: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 40: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 41: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 42: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 43: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 44: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 45: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 46: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 47: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 48: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	57, // 49: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
-	45, // 50: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 51: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 52: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 53: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 54: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 55: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 56: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 57: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 58: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 59: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 60: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 61: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 62: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 63: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 64: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 65: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 66: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 67: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 68: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 69: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 70: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 71: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 72: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 73: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 74: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 75: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	58, // 76: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
-	46, // 77: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 78: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 79: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 80: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	54, // [54:81] is the sub-list for method output_type
-	27, // [27:54] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	60, // 8: hive.v1.WatchNodeStateRequest.hardware:type_name -> hive.v1.WatchNodeStateRequest.HardwareEntry
+	61, // 9: hive.v1.WatchNodeStateRequest.interfaces:type_name -> hive.v1.WatchNodeStateRequest.InterfacesEntry
+	70, // 10: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	71, // 11: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	67, // 12: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	72, // 13: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	73, // 14: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	74, // 15: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	25, // 16: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	30, // 17: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	62, // 18: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	74, // 19: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	75, // 20: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	76, // 21: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	43, // 22: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	77, // 23: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	77, // 24: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	78, // 25: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	63, // 26: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	64, // 27: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	65, // 28: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	1,  // 29: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 30: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 31: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 32: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 33: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 34: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 35: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 36: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 37: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 38: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 39: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 40: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 41: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 42: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 43: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 44: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 45: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 46: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 47: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 48: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 49: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 50: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	57, // 51: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
+	45, // 52: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 53: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 54: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 55: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 56: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 57: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 58: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 59: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 60: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 61: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 62: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 63: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 64: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 65: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 66: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 67: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 68: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 69: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 70: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 71: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 72: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 73: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 74: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 75: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 76: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 77: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	58, // 78: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	46, // 79: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 80: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 81: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 82: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	56, // [56:83] is the sub-list for method output_type
+	29, // [29:56] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3664,7 +3732,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   63,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -710,8 +710,16 @@ type NodeFacts struct {
 	// Labels the agent reported about itself: facts, not checked by anyone
 	// (templates: .Reported).
 	ReportedLabels map[string]string `protobuf:"bytes,6,rep,name=reported_labels,json=reportedLabels,proto3" json:"reported_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Host facts the agent reported with its watch (see
+	// WatchNodeStateRequest fields 10-14), checked for form and bounds only:
+	// facts, for templates (.Facts), never for trust decisions.
+	OsFamily      string            `protobuf:"bytes,10,opt,name=os_family,json=osFamily,proto3" json:"os_family,omitempty"`
+	OsVersion     string            `protobuf:"bytes,11,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	Kernel        string            `protobuf:"bytes,12,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Hardware      map[string]uint64 `protobuf:"bytes,13,rep,name=hardware,proto3" json:"hardware,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Interfaces    map[string]string `protobuf:"bytes,14,rep,name=interfaces,proto3" json:"interfaces,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeFacts) Reset() {
@@ -782,6 +790,41 @@ func (x *NodeFacts) GetPeers() map[string]*PeerList {
 func (x *NodeFacts) GetReportedLabels() map[string]string {
 	if x != nil {
 		return x.ReportedLabels
+	}
+	return nil
+}
+
+func (x *NodeFacts) GetOsFamily() string {
+	if x != nil {
+		return x.OsFamily
+	}
+	return ""
+}
+
+func (x *NodeFacts) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *NodeFacts) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *NodeFacts) GetHardware() map[string]uint64 {
+	if x != nil {
+		return x.Hardware
+	}
+	return nil
+}
+
+func (x *NodeFacts) GetInterfaces() map[string]string {
+	if x != nil {
+		return x.Interfaces
 	}
 	return nil
 }
@@ -1858,14 +1901,23 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
 	"\bPeerList\x12#\n" +
-	"\x05peers\x18\x01 \x03(\v2\r.hive.v1.PeerR\x05peers\"\xdc\x03\n" +
+	"\x05peers\x18\x01 \x03(\v2\r.hive.v1.PeerR\x05peers\"\xae\x06\n" +
 	"\tNodeFacts\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.hive.v1.NodeFacts.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12\x14\n" +
 	"\x05roles\x18\x04 \x03(\tR\x05roles\x123\n" +
 	"\x05peers\x18\x05 \x03(\v2\x1d.hive.v1.NodeFacts.PeersEntryR\x05peers\x12O\n" +
-	"\x0freported_labels\x18\x06 \x03(\v2&.hive.v1.NodeFacts.ReportedLabelsEntryR\x0ereportedLabels\x1a9\n" +
+	"\x0freported_labels\x18\x06 \x03(\v2&.hive.v1.NodeFacts.ReportedLabelsEntryR\x0ereportedLabels\x12\x1b\n" +
+	"\tos_family\x18\n" +
+	" \x01(\tR\bosFamily\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\v \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\f \x01(\tR\x06kernel\x12<\n" +
+	"\bhardware\x18\r \x03(\v2 .hive.v1.NodeFacts.HardwareEntryR\bhardware\x12B\n" +
+	"\n" +
+	"interfaces\x18\x0e \x03(\v2\".hive.v1.NodeFacts.InterfacesEntryR\n" +
+	"interfaces\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aK\n" +
@@ -1874,6 +1926,12 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12'\n" +
 	"\x05value\x18\x02 \x01(\v2\x11.hive.v1.PeerListR\x05value:\x028\x01\x1aA\n" +
 	"\x13ReportedLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rHardwareEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
+	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
 	"\tNodeState\x12\x12\n" +
@@ -2050,7 +2108,7 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Phase)(0),                    // 1: hive.v1.Phase
@@ -2076,67 +2134,71 @@ var file_hive_v1_state_proto_goTypes = []any{
 	nil,                           // 21: hive.v1.NodeFacts.LabelsEntry
 	nil,                           // 22: hive.v1.NodeFacts.PeersEntry
 	nil,                           // 23: hive.v1.NodeFacts.ReportedLabelsEntry
-	nil,                           // 24: hive.v1.NodeState.SecretsEntry
-	nil,                           // 25: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 26: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 27: hive.v1.Member.LabelsEntry
-	nil,                           // 28: hive.v1.NodeStatus.LabelsEntry
-	nil,                           // 29: hive.v1.NodeStatus.LabelSourcesEntry
-	nil,                           // 30: hive.v1.NodeStatus.ReportedLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*Site)(nil),                  // 32: hive.v1.Site
-	(*Resource)(nil),              // 33: hive.v1.Resource
-	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	nil,                           // 24: hive.v1.NodeFacts.HardwareEntry
+	nil,                           // 25: hive.v1.NodeFacts.InterfacesEntry
+	nil,                           // 26: hive.v1.NodeState.SecretsEntry
+	nil,                           // 27: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 28: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 29: hive.v1.Member.LabelsEntry
+	nil,                           // 30: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 31: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 32: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*Site)(nil),                  // 34: hive.v1.Site
+	(*Resource)(nil),              // 35: hive.v1.Resource
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	31, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	32, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	31, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	33, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	34, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	33, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
 	20, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
 	8,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
 	21, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
 	22, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
 	23, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
-	10, // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	33, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	24, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
-	0,  // 11: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	34, // 12: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
-	1,  // 13: hive.v1.Report.phase:type_name -> hive.v1.Phase
-	12, // 14: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	34, // 15: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	31, // 16: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	31, // 17: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	25, // 18: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	14, // 19: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
-	2,  // 20: hive.v1.Report.health:type_name -> hive.v1.Health
-	31, // 21: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
-	4,  // 22: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	26, // 23: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	4,  // 24: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	3,  // 25: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	27, // 26: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	5,  // 27: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	28, // 28: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	3,  // 29: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	1,  // 30: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	31, // 31: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	17, // 32: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	12, // 33: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	29, // 34: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
-	30, // 35: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
-	31, // 36: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
-	14, // 37: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
-	2,  // 38: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
-	31, // 39: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	31, // 40: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	31, // 41: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	9,  // 42: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	24, // 8: hive.v1.NodeFacts.hardware:type_name -> hive.v1.NodeFacts.HardwareEntry
+	25, // 9: hive.v1.NodeFacts.interfaces:type_name -> hive.v1.NodeFacts.InterfacesEntry
+	10, // 10: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
+	35, // 11: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	26, // 12: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	0,  // 13: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
+	36, // 14: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	1,  // 15: hive.v1.Report.phase:type_name -> hive.v1.Phase
+	12, // 16: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
+	36, // 17: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	33, // 18: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	33, // 19: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	27, // 20: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	14, // 21: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
+	2,  // 22: hive.v1.Report.health:type_name -> hive.v1.Health
+	33, // 23: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	4,  // 24: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	28, // 25: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	4,  // 26: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	3,  // 27: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	29, // 28: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	5,  // 29: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	30, // 30: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	3,  // 31: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	1,  // 32: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	33, // 33: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	17, // 34: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	12, // 35: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	31, // 36: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	32, // 37: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	33, // 38: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	14, // 39: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
+	2,  // 40: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
+	33, // 41: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	33, // 42: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	33, // 43: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	9,  // 44: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -2151,7 +2213,7 @@ func file_hive_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
