@@ -91,7 +91,6 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	if sandbox {
 		ec.Root = cfg.Root
 		ec.PlanOnly = providers.SandboxPlanOnly()
-		ec.PlanOnly[certs.KindCaTrust] = true // runs the trust tools
 		// A sandbox root rarely has an os-release: plan packages for the
 		// host's family then.
 		if fam, err := converge.DetectFamily(cfg.Root); err != nil || fam == converge.FamilyUnknown {

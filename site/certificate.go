@@ -146,7 +146,6 @@ func (d *decoder) certificate(n *yaml.Node, path string) *hivev1.Resource {
 		d.errorf(n, p, "%v", fe.Err)
 	}
 	res := d.resource(n, path, &cm)
-	res.Key = "certificate:" + c.Name
 	res.Kind = &hivev1.Resource_Certificate{Certificate: c}
 	return res
 }
@@ -157,23 +156,17 @@ func (d *decoder) caTrust(n *yaml.Node, path string) *hivev1.Resource {
 		return nil
 	}
 	res := d.resource(n, path, &common{})
-	res.Key = CaTrustKey
 	res.Kind = &hivev1.Resource_CaTrust{CaTrust: &hivev1.CaTrust{}}
 	return res
 }
 
-// checkCertKinds checks the certificate and ca_trust kinds for the
-// checker and returns the key the resource must have ("" when res is of
-// another kind).
-func (c *checker) checkCertKinds(res *hivev1.Resource) string {
-	switch k := res.GetKind().(type) {
-	case *hivev1.Resource_Certificate:
-		for _, fe := range CheckCertificate(k.Certificate) {
-			c.atErr(res, fe.Field, fe.Err)
-		}
-		return "certificate:" + k.Certificate.GetName()
-	case *hivev1.Resource_CaTrust:
-		return CaTrustKey
+// certificateFormat re-runs the certificate field checks for a resource
+// received over the API.
+func (c *checker) certificateFormat(res *hivev1.Resource) {
+	for _, fe := range CheckCertificate(res.GetCertificate()) {
+		c.atErr(res, fe.Field, fe.Err)
 	}
-	return ""
 }
+
+// caTrustFormat: ca_trust has no fields.
+func (c *checker) caTrustFormat(*hivev1.Resource) {}
