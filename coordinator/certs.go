@@ -32,11 +32,23 @@ import (
 // (readIndex) and refuses a denied or expired agent certificate, like
 // RenewCertificate.
 
+// Rate limit of IssueServiceCertificate: a token bucket per agent, so that
+// an agent cannot make its coordinators sign (and read the deny list
+// through the leader) in a loop. The burst covers a node with many
+// certificates on its first run.
+const (
+	ServiceCertRate  = 1
+	ServiceCertBurst = 64
+)
+
 func (a *api) IssueServiceCertificate(ctx context.Context, req *hivev1.IssueServiceCertificateRequest) (*hivev1.IssueServiceCertificateResponse, error) {
 	s := a.s
 	id := callerFrom(ctx)
 	if id.Kind != pki.KindAgent {
 		return nil, status.Errorf(codes.PermissionDenied, "only agents obtain service certificates, for themselves, not %s", id)
+	}
+	if ok, wait := s.svcLimit.take(id.Name, 1); !ok {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many service certificate requests from %s (limit %d per second, burst %d); retry in %v", id, ServiceCertRate, ServiceCertBurst, wait.Round(time.Millisecond))
 	}
 	name := req.GetName()
 	if err := site.CheckCertificateName(name); err != nil {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -121,6 +122,15 @@ func TestIssueServiceCertificate(t *testing.T) {
 	}
 	_, err = issue(tc.dial(t, addr, pki.KindAgent, "web-1"), "registry", csr)
 	wantCode(t, "revoked", err, codes.PermissionDenied, "revoked at")
+
+	// An agent cannot make the coordinators sign in a loop.
+	web2 := tc.dial(t, addr, pki.KindAgent, "web-2")
+	for i := range ServiceCertBurst {
+		_, err = issue(web2, "none", csr)
+		wantCode(t, fmt.Sprintf("call %d", i), err, codes.FailedPrecondition, "not registered")
+	}
+	_, err = issue(web2, "none", csr)
+	wantCode(t, "over the burst", err, codes.ResourceExhausted, "too many service certificate requests from agent:web-2")
 }
 
 // TestIssueServiceCertificateWithoutCAKey: a coordinator that cannot sign
