@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hivefleet/hive/agent/health"
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/certs"
 	"github.com/hivefleet/hive/converge/drbd"
@@ -38,6 +39,9 @@ type Deps struct {
 	OpenWindow func() Window
 	// Close releases what the engine holds (nil: nothing).
 	Close func() error
+	// Builtins returns the built-in health checks of a state (DRBD,
+	// swarm); nil for none.
+	Builtins func(st *hivev1.NodeState) []health.Check
 	// NextDue returns when a resource is next due for a run by itself (a
 	// service certificate's renewal), or zero; nil for none.
 	NextDue func() time.Time
@@ -104,6 +108,10 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		sp.Close()
 		return Deps{}, fmt.Errorf("converge engine: %w", err)
 	}
+	var builtins func(*hivev1.NodeState) []health.Check
+	if !sandbox {
+		builtins = builtinChecks(dp, sp)
+	}
 	return Deps{
 		Engine:    eng,
 		Published: sp.Published,
@@ -113,8 +121,9 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 			}
 			return nil
 		},
-		Close:   sp.Close,
-		NextDue: cp.NextRenewal,
-		issuer:  issuer,
+		Close:    sp.Close,
+		Builtins: builtins,
+		NextDue:  cp.NextRenewal,
+		issuer:   issuer,
 	}, nil
 }

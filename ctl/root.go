@@ -54,6 +54,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newSecretCommand(cf),
 		newPeersCommand(cf),
 		newNodeCommand(cf),
+		newDriftCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root

@@ -60,6 +60,7 @@ func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 	})
 	sort.Slice(snap.Coordinators, func(i, j int) bool { return snap.Coordinators[i].Name < snap.Coordinators[j].Name })
 	snap.Revocations = s.revocationsLocked()
+	s.captureChecksLocked(snap)
 	return snap, s.index
 }
 
@@ -152,6 +153,9 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 			return nil, fmt.Errorf("%w: revocation: %v", ErrSnapshotFormat, err)
 		}
 		s.revocations[v.GetNode()] = v
+	}
+	if err := s.restoreChecks(&snap); err != nil {
+		return nil, err
 	}
 	// Versions restart from a value different from any a watcher may have
 	// seen before, so everything is re-rendered once.

@@ -3257,11 +3257,127 @@ func (x *IssueServiceCertificateResponse) GetCa() []byte {
 	return nil
 }
 
+type ListDriftRepairsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this node (empty: all).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Only repairs at or after this time (unset: all kept).
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsRequest) Reset() {
+	*x = ListDriftRepairsRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsRequest) ProtoMessage() {}
+
+func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ListDriftRepairsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListDriftRepairsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListDriftRepairsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Repairs   []*DriftRepair `protobuf:"bytes,1,rep,name=repairs,proto3" json:"repairs,omitempty"`
+	RaftIndex uint64         `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// More repairs matched than one answer holds (the oldest were left out).
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsResponse) Reset() {
+	*x = ListDriftRepairsResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsResponse) ProtoMessage() {}
+
+func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
+	if x != nil {
+		return x.Repairs
+	}
+	return nil
+}
+
+func (x *ListDriftRepairsResponse) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *ListDriftRepairsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3492,13 +3608,21 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"S\n" +
 	"\x1fIssueServiceCertificateResponse\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
-	"\x02ca\x18\x02 \x01(\fR\x02ca*s\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\"_\n" +
+	"\x17ListDriftRepairsRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
+	"\x18ListDriftRepairsResponse\x12.\n" +
+	"\arepairs\x18\x01 \x03(\v2\x14.hive.v1.DriftRepairR\arepairs\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x02 \x01(\x04R\traftIndex\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\xf2\r\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\xcb\x0e\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3525,7 +3649,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
 	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12l\n" +
-	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse2\x8e\x02\n" +
+	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse\x12W\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3545,7 +3670,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                         // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                     // 1: hive.v1.PushRequest
@@ -3606,116 +3731,123 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*LabelNodeResponse)(nil),               // 56: hive.v1.LabelNodeResponse
 	(*IssueServiceCertificateRequest)(nil),  // 57: hive.v1.IssueServiceCertificateRequest
 	(*IssueServiceCertificateResponse)(nil), // 58: hive.v1.IssueServiceCertificateResponse
-	nil,                                     // 59: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                     // 60: hive.v1.WatchNodeStateRequest.HardwareEntry
-	nil,                                     // 61: hive.v1.WatchNodeStateRequest.InterfacesEntry
-	nil,                                     // 62: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                     // 63: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                     // 64: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                     // 65: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                            // 66: hive.v1.Site
-	(*durationpb.Duration)(nil),             // 67: google.protobuf.Duration
-	(*GenerationSummary)(nil),               // 68: hive.v1.GenerationSummary
-	(*Generation)(nil),                      // 69: hive.v1.Generation
-	(*NodeState)(nil),                       // 70: hive.v1.NodeState
-	(*Report)(nil),                          // 71: hive.v1.Report
-	(*NodeStatus)(nil),                      // 72: hive.v1.NodeStatus
-	(*Member)(nil),                          // 73: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),           // 74: google.protobuf.Timestamp
-	(*Command)(nil),                         // 75: hive.v1.Command
-	(*CommandResult)(nil),                   // 76: hive.v1.CommandResult
-	(*Revocation)(nil),                      // 77: hive.v1.Revocation
-	(RaftRole)(0),                           // 78: hive.v1.RaftRole
+	(*ListDriftRepairsRequest)(nil),         // 59: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),        // 60: hive.v1.ListDriftRepairsResponse
+	nil,                                     // 61: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                     // 62: hive.v1.WatchNodeStateRequest.HardwareEntry
+	nil,                                     // 63: hive.v1.WatchNodeStateRequest.InterfacesEntry
+	nil,                                     // 64: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                     // 65: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                     // 66: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                     // 67: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                            // 68: hive.v1.Site
+	(*durationpb.Duration)(nil),             // 69: google.protobuf.Duration
+	(*GenerationSummary)(nil),               // 70: hive.v1.GenerationSummary
+	(*Generation)(nil),                      // 71: hive.v1.Generation
+	(*NodeState)(nil),                       // 72: hive.v1.NodeState
+	(*Report)(nil),                          // 73: hive.v1.Report
+	(*NodeStatus)(nil),                      // 74: hive.v1.NodeStatus
+	(*Member)(nil),                          // 75: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),           // 76: google.protobuf.Timestamp
+	(*Command)(nil),                         // 77: hive.v1.Command
+	(*CommandResult)(nil),                   // 78: hive.v1.CommandResult
+	(*Revocation)(nil),                      // 79: hive.v1.Revocation
+	(RaftRole)(0),                           // 80: hive.v1.RaftRole
+	(*DriftRepair)(nil),                     // 81: hive.v1.DriftRepair
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	66, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	67, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	68, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	69, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	68, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	69, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	70, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	71, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	70, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	59, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	60, // 8: hive.v1.WatchNodeStateRequest.hardware:type_name -> hive.v1.WatchNodeStateRequest.HardwareEntry
-	61, // 9: hive.v1.WatchNodeStateRequest.interfaces:type_name -> hive.v1.WatchNodeStateRequest.InterfacesEntry
-	70, // 10: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	71, // 11: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	67, // 12: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	72, // 13: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	73, // 14: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	74, // 15: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	72, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	61, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	62, // 8: hive.v1.WatchNodeStateRequest.hardware:type_name -> hive.v1.WatchNodeStateRequest.HardwareEntry
+	63, // 9: hive.v1.WatchNodeStateRequest.interfaces:type_name -> hive.v1.WatchNodeStateRequest.InterfacesEntry
+	72, // 10: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	73, // 11: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	69, // 12: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	74, // 13: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	75, // 14: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	76, // 15: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 16: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 17: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	62, // 18: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	74, // 19: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	75, // 20: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	76, // 21: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	64, // 18: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	76, // 19: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	77, // 20: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	78, // 21: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 22: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	77, // 23: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	77, // 24: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	78, // 25: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	63, // 26: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	64, // 27: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	65, // 28: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	1,  // 29: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 30: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 31: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 32: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 33: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 34: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 35: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 36: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 37: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 38: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 39: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 40: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 41: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 42: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 43: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 44: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 45: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 46: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 47: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 48: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 49: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 50: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	57, // 51: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
-	45, // 52: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 53: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 54: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 55: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 56: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 57: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 58: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 59: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 60: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 61: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 62: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 63: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 64: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 65: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 66: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 67: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 68: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 69: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 70: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 71: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 72: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 73: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 74: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 75: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 76: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 77: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	58, // 78: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
-	46, // 79: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 80: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 81: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 82: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	56, // [56:83] is the sub-list for method output_type
-	29, // [29:56] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	79, // 23: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	79, // 24: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	80, // 25: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	65, // 26: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	66, // 27: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	67, // 28: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	76, // 29: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	81, // 30: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	1,  // 31: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 32: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 33: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 34: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 35: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 36: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 37: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 38: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 39: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 40: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 41: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 42: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 43: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 44: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 45: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 46: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 47: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 48: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 49: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 50: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 51: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 52: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	57, // 53: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
+	59, // 54: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	45, // 55: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 56: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 57: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 58: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 59: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 60: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 61: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 62: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 63: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 64: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 65: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 66: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 67: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 68: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 69: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 70: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 71: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 72: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 73: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 74: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 75: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 76: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 77: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 78: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 79: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 80: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	58, // 81: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	60, // 82: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	46, // 83: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 84: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 85: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 86: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	59, // [59:87] is the sub-list for method output_type
+	31, // [31:59] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3725,6 +3857,7 @@ func file_hive_v1_coordinator_proto_init() {
 	}
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_site_proto_init()
+	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3732,7 +3865,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   65,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -42,6 +42,7 @@ const (
 	CoordinatorService_RenewCertificate_FullMethodName        = "/hive.v1.CoordinatorService/RenewCertificate"
 	CoordinatorService_LabelNode_FullMethodName               = "/hive.v1.CoordinatorService/LabelNode"
 	CoordinatorService_IssueServiceCertificate_FullMethodName = "/hive.v1.CoordinatorService/IssueServiceCertificate"
+	CoordinatorService_ListDriftRepairs_FullMethodName        = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -122,6 +123,10 @@ type CoordinatorServiceClient interface {
 	// addresses and the resource's dns_names. Agents only, as themselves; a
 	// revoked or expired agent certificate gets none.
 	IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -371,6 +376,16 @@ func (c *coordinatorServiceClient) IssueServiceCertificate(ctx context.Context, 
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDriftRepairsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListDriftRepairs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -449,6 +464,10 @@ type CoordinatorServiceServer interface {
 	// addresses and the resource's dns_names. Agents only, as themselves; a
 	// revoked or expired agent certificate gets none.
 	IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -527,6 +546,9 @@ func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNo
 }
 func (UnimplementedCoordinatorServiceServer) IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueServiceCertificate not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -956,6 +978,24 @@ func _CoordinatorService_IssueServiceCertificate_Handler(srv interface{}, ctx co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDriftRepairsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListDriftRepairs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, req.(*ListDriftRepairsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1050,6 +1090,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueServiceCertificate",
 			Handler:    _CoordinatorService_IssueServiceCertificate_Handler,
+		},
+		{
+			MethodName: "ListDriftRepairs",
+			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

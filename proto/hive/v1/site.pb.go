@@ -531,7 +531,9 @@ type Role struct {
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Resources of the role, in canonical key order.
-	Resources     []*Resource `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	Resources []*Resource `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Health checks the agents of the role's nodes run, in file order.
+	Checks        []*HealthCheck `protobuf:"bytes,10,rep,name=checks,proto3" json:"checks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -587,6 +589,323 @@ func (x *Role) GetResources() []*Resource {
 	return nil
 }
 
+func (x *Role) GetChecks() []*HealthCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+// HealthCheck is one health check of a role. Exactly one of http, tcp or
+// command is set. A check counts as failing after `failures` consecutive
+// failed runs; one success makes it pass again.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the role; [a-z0-9][a-z0-9._-]*.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Time between runs (default 10s, at least 1s).
+	IntervalMs uint32 `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	// Deadline of one run (default 5s, at most interval).
+	TimeoutMs uint32 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Consecutive failures before the check counts as failing (default 3).
+	Failures uint32 `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Role that declared the check (filled when rendering for a node).
+	Role string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	// Position in the site file: "file:line:col".
+	Source string `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*HealthCheck_Http
+	//	*HealthCheck_Tcp
+	//	*HealthCheck_Command
+	Kind          isHealthCheck_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_hive_v1_site_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HealthCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetIntervalMs() uint32 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetKind() isHealthCheck_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetHttp() *CheckHTTP {
+	if x != nil {
+		if x, ok := x.Kind.(*HealthCheck_Http); ok {
+			return x.Http
+		}
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetTcp() *CheckTCP {
+	if x != nil {
+		if x, ok := x.Kind.(*HealthCheck_Tcp); ok {
+			return x.Tcp
+		}
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetCommand() *CheckCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*HealthCheck_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
+type isHealthCheck_Kind interface {
+	isHealthCheck_Kind()
+}
+
+type HealthCheck_Http struct {
+	Http *CheckHTTP `protobuf:"bytes,10,opt,name=http,proto3,oneof"`
+}
+
+type HealthCheck_Tcp struct {
+	Tcp *CheckTCP `protobuf:"bytes,11,opt,name=tcp,proto3,oneof"`
+}
+
+type HealthCheck_Command struct {
+	Command *CheckCommand `protobuf:"bytes,12,opt,name=command,proto3,oneof"`
+}
+
+func (*HealthCheck_Http) isHealthCheck_Kind() {}
+
+func (*HealthCheck_Tcp) isHealthCheck_Kind() {}
+
+func (*HealthCheck_Command) isHealthCheck_Kind() {}
+
+// CheckHTTP passes when a GET of url answers status and, if body is set,
+// the response body (its first 64 KiB) matches the regular expression body
+// (RE2 syntax; a plain word is a substring match).
+type CheckHTTP struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Expected status code (default 200).
+	Status        uint32 `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
+	Body          string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckHTTP) Reset() {
+	*x = CheckHTTP{}
+	mi := &file_hive_v1_site_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckHTTP) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckHTTP) ProtoMessage() {}
+
+func (x *CheckHTTP) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckHTTP.ProtoReflect.Descriptor instead.
+func (*CheckHTTP) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CheckHTTP) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CheckHTTP) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *CheckHTTP) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+// CheckTCP passes when a TCP connection to address ("host:port") opens.
+type CheckTCP struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTCP) Reset() {
+	*x = CheckTCP{}
+	mi := &file_hive_v1_site_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTCP) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTCP) ProtoMessage() {}
+
+func (x *CheckTCP) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTCP.ProtoReflect.Descriptor instead.
+func (*CheckTCP) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CheckTCP) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// CheckCommand passes when argv exits 0. argv is executed directly, never
+// through a shell (write ["sh", "-c", "..."] for shell syntax).
+type CheckCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Argv          []string               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckCommand) Reset() {
+	*x = CheckCommand{}
+	mi := &file_hive_v1_site_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckCommand) ProtoMessage() {}
+
+func (x *CheckCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckCommand.ProtoReflect.Descriptor instead.
+func (*CheckCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CheckCommand) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
 // Resource is one typed, keyed piece of desired state. Its key is
 // "<kind>:<name>", e.g. "package:nginx", "file:/etc/nginx/nginx.conf",
 // "firewall:filter", "drbd:r0", "swarm:node".
@@ -621,7 +940,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_hive_v1_site_proto_msgTypes[3]
+	mi := &file_hive_v1_site_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +952,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[3]
+	mi := &file_hive_v1_site_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +965,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Resource) GetKey() string {
@@ -854,7 +1173,7 @@ type Repo struct {
 
 func (x *Repo) Reset() {
 	*x = Repo{}
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1185,7 @@ func (x *Repo) String() string {
 func (*Repo) ProtoMessage() {}
 
 func (x *Repo) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1198,7 @@ func (x *Repo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repo.ProtoReflect.Descriptor instead.
 func (*Repo) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Repo) GetName() string {
@@ -961,7 +1280,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1292,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1305,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Package) GetName() string {
@@ -1038,7 +1357,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1369,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1382,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *File) GetPath() string {
@@ -1138,7 +1457,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1469,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1482,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Service) GetName() string {
@@ -1213,7 +1532,7 @@ type Firewall struct {
 
 func (x *Firewall) Reset() {
 	*x = Firewall{}
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1544,7 @@ func (x *Firewall) String() string {
 func (*Firewall) ProtoMessage() {}
 
 func (x *Firewall) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1557,7 @@ func (x *Firewall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Firewall.ProtoReflect.Descriptor instead.
 func (*Firewall) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Firewall) GetRules() []*FirewallRule {
@@ -1289,7 +1608,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1620,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1633,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FirewallRule) GetChain() string {
@@ -1426,7 +1745,7 @@ type Drbd struct {
 
 func (x *Drbd) Reset() {
 	*x = Drbd{}
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1757,7 @@ func (x *Drbd) String() string {
 func (*Drbd) ProtoMessage() {}
 
 func (x *Drbd) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1770,7 @@ func (x *Drbd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drbd.ProtoReflect.Descriptor instead.
 func (*Drbd) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Drbd) GetName() string {
@@ -1531,7 +1850,7 @@ type DrbdPeer struct {
 
 func (x *DrbdPeer) Reset() {
 	*x = DrbdPeer{}
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1862,7 @@ func (x *DrbdPeer) String() string {
 func (*DrbdPeer) ProtoMessage() {}
 
 func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1875,7 @@ func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrbdPeer.ProtoReflect.Descriptor instead.
 func (*DrbdPeer) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrbdPeer) GetName() string {
@@ -1611,7 +1930,7 @@ type Swarm struct {
 
 func (x *Swarm) Reset() {
 	*x = Swarm{}
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1942,7 @@ func (x *Swarm) String() string {
 func (*Swarm) ProtoMessage() {}
 
 func (x *Swarm) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1955,7 @@ func (x *Swarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Swarm.ProtoReflect.Descriptor instead.
 func (*Swarm) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Swarm) GetRole() SwarmRole {
@@ -1719,7 +2038,7 @@ type SwarmMember struct {
 
 func (x *SwarmMember) Reset() {
 	*x = SwarmMember{}
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +2050,7 @@ func (x *SwarmMember) String() string {
 func (*SwarmMember) ProtoMessage() {}
 
 func (x *SwarmMember) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +2063,7 @@ func (x *SwarmMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmMember.ProtoReflect.Descriptor instead.
 func (*SwarmMember) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SwarmMember) GetName() string {
@@ -1788,7 +2107,7 @@ type SwarmNetwork struct {
 
 func (x *SwarmNetwork) Reset() {
 	*x = SwarmNetwork{}
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +2119,7 @@ func (x *SwarmNetwork) String() string {
 func (*SwarmNetwork) ProtoMessage() {}
 
 func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +2132,7 @@ func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmNetwork.ProtoReflect.Descriptor instead.
 func (*SwarmNetwork) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SwarmNetwork) GetName() string {
@@ -1874,7 +2193,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_hive_v1_site_proto_msgTypes[15]
+	mi := &file_hive_v1_site_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2205,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[15]
+	mi := &file_hive_v1_site_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2218,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Certificate) GetName() string {
@@ -1976,7 +2295,7 @@ type CaTrust struct {
 
 func (x *CaTrust) Reset() {
 	*x = CaTrust{}
-	mi := &file_hive_v1_site_proto_msgTypes[16]
+	mi := &file_hive_v1_site_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2307,7 @@ func (x *CaTrust) String() string {
 func (*CaTrust) ProtoMessage() {}
 
 func (x *CaTrust) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[16]
+	mi := &file_hive_v1_site_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2320,7 @@ func (x *CaTrust) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaTrust.ProtoReflect.Descriptor instead.
 func (*CaTrust) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{16}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{20}
 }
 
 var File_hive_v1_site_proto protoreflect.FileDescriptor
@@ -2020,11 +2339,35 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x05roles\x18\x03 \x03(\tR\x05roles\x1a>\n" +
 	"\x10MatchLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x01\n" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\x91\x04\n" +
+	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\x12,\n" +
+	"\x06checks\x18\n" +
+	" \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\"\xb5\x02\n" +
+	"\vHealthCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vinterval_ms\x18\x02 \x01(\rR\n" +
+	"intervalMs\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\rR\ttimeoutMs\x12\x1a\n" +
+	"\bfailures\x18\x04 \x01(\rR\bfailures\x12\x12\n" +
+	"\x04role\x18\x05 \x01(\tR\x04role\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12(\n" +
+	"\x04http\x18\n" +
+	" \x01(\v2\x12.hive.v1.CheckHTTPH\x00R\x04http\x12%\n" +
+	"\x03tcp\x18\v \x01(\v2\x11.hive.v1.CheckTCPH\x00R\x03tcp\x121\n" +
+	"\acommand\x18\f \x01(\v2\x15.hive.v1.CheckCommandH\x00R\acommandB\x06\n" +
+	"\x04kind\"I\n" +
+	"\tCheckHTTP\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\rR\x06status\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\tR\x04body\"$\n" +
+	"\bCheckTCP\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"\"\n" +
+	"\fCheckCommand\x12\x12\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\"\x91\x04\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -2200,7 +2543,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),        // 0: hive.v1.RepoType
 	(PackageState)(0),    // 1: hive.v1.PackageState
@@ -2212,62 +2555,70 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(*Site)(nil),         // 7: hive.v1.Site
 	(*Selector)(nil),     // 8: hive.v1.Selector
 	(*Role)(nil),         // 9: hive.v1.Role
-	(*Resource)(nil),     // 10: hive.v1.Resource
-	(*Repo)(nil),         // 11: hive.v1.Repo
-	(*Package)(nil),      // 12: hive.v1.Package
-	(*File)(nil),         // 13: hive.v1.File
-	(*Service)(nil),      // 14: hive.v1.Service
-	(*Firewall)(nil),     // 15: hive.v1.Firewall
-	(*FirewallRule)(nil), // 16: hive.v1.FirewallRule
-	(*Drbd)(nil),         // 17: hive.v1.Drbd
-	(*DrbdPeer)(nil),     // 18: hive.v1.DrbdPeer
-	(*Swarm)(nil),        // 19: hive.v1.Swarm
-	(*SwarmMember)(nil),  // 20: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil), // 21: hive.v1.SwarmNetwork
-	(*Certificate)(nil),  // 22: hive.v1.Certificate
-	(*CaTrust)(nil),      // 23: hive.v1.CaTrust
-	nil,                  // 24: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 25: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 26: hive.v1.Drbd.OptionsEntry
-	nil,                  // 27: hive.v1.Swarm.LabelsEntry
-	nil,                  // 28: hive.v1.SwarmMember.LabelsEntry
+	(*HealthCheck)(nil),  // 10: hive.v1.HealthCheck
+	(*CheckHTTP)(nil),    // 11: hive.v1.CheckHTTP
+	(*CheckTCP)(nil),     // 12: hive.v1.CheckTCP
+	(*CheckCommand)(nil), // 13: hive.v1.CheckCommand
+	(*Resource)(nil),     // 14: hive.v1.Resource
+	(*Repo)(nil),         // 15: hive.v1.Repo
+	(*Package)(nil),      // 16: hive.v1.Package
+	(*File)(nil),         // 17: hive.v1.File
+	(*Service)(nil),      // 18: hive.v1.Service
+	(*Firewall)(nil),     // 19: hive.v1.Firewall
+	(*FirewallRule)(nil), // 20: hive.v1.FirewallRule
+	(*Drbd)(nil),         // 21: hive.v1.Drbd
+	(*DrbdPeer)(nil),     // 22: hive.v1.DrbdPeer
+	(*Swarm)(nil),        // 23: hive.v1.Swarm
+	(*SwarmMember)(nil),  // 24: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil), // 25: hive.v1.SwarmNetwork
+	(*Certificate)(nil),  // 26: hive.v1.Certificate
+	(*CaTrust)(nil),      // 27: hive.v1.CaTrust
+	nil,                  // 28: hive.v1.Selector.MatchLabelsEntry
+	nil,                  // 29: hive.v1.Firewall.PoliciesEntry
+	nil,                  // 30: hive.v1.Drbd.OptionsEntry
+	nil,                  // 31: hive.v1.Swarm.LabelsEntry
+	nil,                  // 32: hive.v1.SwarmMember.LabelsEntry
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
 	8,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	24, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
-	10, // 3: hive.v1.Role.resources:type_name -> hive.v1.Resource
-	11, // 4: hive.v1.Resource.repo:type_name -> hive.v1.Repo
-	12, // 5: hive.v1.Resource.package:type_name -> hive.v1.Package
-	13, // 6: hive.v1.Resource.file:type_name -> hive.v1.File
-	14, // 7: hive.v1.Resource.service:type_name -> hive.v1.Service
-	15, // 8: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
-	17, // 9: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
-	19, // 10: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	22, // 11: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
-	23, // 12: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
-	0,  // 13: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 14: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 15: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 16: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	16, // 17: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	25, // 18: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 19: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 20: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	26, // 21: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	18, // 22: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 23: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	27, // 24: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	21, // 25: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	20, // 26: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 27: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	28, // 28: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 29: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	28, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	14, // 3: hive.v1.Role.resources:type_name -> hive.v1.Resource
+	10, // 4: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
+	11, // 5: hive.v1.HealthCheck.http:type_name -> hive.v1.CheckHTTP
+	12, // 6: hive.v1.HealthCheck.tcp:type_name -> hive.v1.CheckTCP
+	13, // 7: hive.v1.HealthCheck.command:type_name -> hive.v1.CheckCommand
+	15, // 8: hive.v1.Resource.repo:type_name -> hive.v1.Repo
+	16, // 9: hive.v1.Resource.package:type_name -> hive.v1.Package
+	17, // 10: hive.v1.Resource.file:type_name -> hive.v1.File
+	18, // 11: hive.v1.Resource.service:type_name -> hive.v1.Service
+	19, // 12: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
+	21, // 13: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
+	23, // 14: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
+	26, // 15: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
+	27, // 16: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
+	0,  // 17: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 18: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 19: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 20: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	20, // 21: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	29, // 22: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 23: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 24: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	30, // 25: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	22, // 26: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 27: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	31, // 28: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	25, // 29: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	24, // 30: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 31: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	32, // 32: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 33: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2276,6 +2627,11 @@ func file_hive_v1_site_proto_init() {
 		return
 	}
 	file_hive_v1_site_proto_msgTypes[3].OneofWrappers = []any{
+		(*HealthCheck_Http)(nil),
+		(*HealthCheck_Tcp)(nil),
+		(*HealthCheck_Command)(nil),
+	}
+	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{
 		(*Resource_Repo)(nil),
 		(*Resource_Package)(nil),
 		(*Resource_File)(nil),
@@ -2286,14 +2642,14 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Certificate)(nil),
 		(*Resource_CaTrust)(nil),
 	}
-	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{}
+	file_hive_v1_site_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

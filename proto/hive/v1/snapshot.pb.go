@@ -40,7 +40,9 @@ type StateSnapshot struct {
 	// Ordinal the next newly registered node gets (NodeRecord.ordinal).
 	NextNodeOrdinal uint64 `protobuf:"varint,8,opt,name=next_node_ordinal,json=nextNodeOrdinal,proto3" json:"next_node_ordinal,omitempty"`
 	// The certificate deny list, one entry per revoked node.
-	Revocations   []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	Revocations []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	// Health bookkeeping and recent drift repairs, one per node.
+	CheckRecords  []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +140,166 @@ func (x *StateSnapshot) GetRevocations() []*Revocation {
 	return nil
 }
 
+func (x *StateSnapshot) GetCheckRecords() []*CheckNodeRecord {
+	if x != nil {
+		return x.CheckRecords
+	}
+	return nil
+}
+
+// CheckNodeRecord is what the coordinators keep about a node's health
+// beyond its last report: since when its health has been what it is, and
+// its latest drift repairs (at most state.MaxDriftRepairs, oldest first).
+type CheckNodeRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Node   string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Health Health                 `protobuf:"varint,2,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	// Time of the command that changed health to its current value.
+	HealthSince   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	DriftRepairs  []*DriftRepair         `protobuf:"bytes,4,rep,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckNodeRecord) Reset() {
+	*x = CheckNodeRecord{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckNodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckNodeRecord) ProtoMessage() {}
+
+func (x *CheckNodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckNodeRecord.ProtoReflect.Descriptor instead.
+func (*CheckNodeRecord) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckNodeRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CheckNodeRecord) GetHealth() Health {
+	if x != nil {
+		return x.Health
+	}
+	return Health_HEALTH_UNSPECIFIED
+}
+
+func (x *CheckNodeRecord) GetHealthSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthSince
+	}
+	return nil
+}
+
+func (x *CheckNodeRecord) GetDriftRepairs() []*DriftRepair {
+	if x != nil {
+		return x.DriftRepairs
+	}
+	return nil
+}
+
+// DriftRepair is one resource an agent put back after the machine drifted
+// while its desired state had not changed.
+type DriftRepair struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Generation the node was on.
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// When the run that repaired it finished (the agent's clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The resource's result message (short, never secret).
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftRepair) Reset() {
+	*x = DriftRepair{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftRepair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftRepair) ProtoMessage() {}
+
+func (x *DriftRepair) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftRepair.ProtoReflect.Descriptor instead.
+func (*DriftRepair) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DriftRepair) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DriftRepair) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *DriftRepair) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *DriftRepair) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DriftRepair) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // NodeRecord is a node of the registry: the facts its agent last sent,
 // and the trusted labels that selectors match (state.TrustedLabels: the
 // identity's labels overridden by the operator's).
@@ -168,7 +330,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +342,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +355,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeRecord) GetName() string {
@@ -270,7 +432,7 @@ type StoredSecret struct {
 
 func (x *StoredSecret) Reset() {
 	*x = StoredSecret{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +444,7 @@ func (x *StoredSecret) String() string {
 func (*StoredSecret) ProtoMessage() {}
 
 func (x *StoredSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +457,7 @@ func (x *StoredSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredSecret.ProtoReflect.Descriptor instead.
 func (*StoredSecret) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StoredSecret) GetName() string {
@@ -361,7 +523,7 @@ type StoredBootstrapToken struct {
 
 func (x *StoredBootstrapToken) Reset() {
 	*x = StoredBootstrapToken{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +535,7 @@ func (x *StoredBootstrapToken) String() string {
 func (*StoredBootstrapToken) ProtoMessage() {}
 
 func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +548,7 @@ func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredBootstrapToken.ProtoReflect.Descriptor instead.
 func (*StoredBootstrapToken) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StoredBootstrapToken) GetTokenSha256() string {
@@ -466,7 +628,7 @@ type CoordinatorRecord struct {
 
 func (x *CoordinatorRecord) Reset() {
 	*x = CoordinatorRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +640,7 @@ func (x *CoordinatorRecord) String() string {
 func (*CoordinatorRecord) ProtoMessage() {}
 
 func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +653,7 @@ func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorRecord.ProtoReflect.Descriptor instead.
 func (*CoordinatorRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CoordinatorRecord) GetName() string {
@@ -547,7 +709,7 @@ type NodeIdentity struct {
 
 func (x *NodeIdentity) Reset() {
 	*x = NodeIdentity{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +721,7 @@ func (x *NodeIdentity) String() string {
 func (*NodeIdentity) ProtoMessage() {}
 
 func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +734,7 @@ func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
 func (*NodeIdentity) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeIdentity) GetSource() string {
@@ -607,7 +769,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xd4\x03\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\x93\x04\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -617,7 +779,21 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
-	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\"\xef\x03\n" +
+	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12=\n" +
+	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\"\xc8\x01\n" +
+	"\x0fCheckNodeRecord\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
+	"\x06health\x18\x02 \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
+	"\fhealth_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x129\n" +
+	"\rdrift_repairs\x18\x04 \x03(\v2\x14.hive.v1.DriftRepairR\fdriftRepairs\"\x9d\x01\n" +
+	"\vDriftRepair\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xef\x03\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -682,46 +858,54 @@ func file_hive_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_hive_v1_snapshot_proto_rawDescData
 }
 
-var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*StateSnapshot)(nil),         // 0: hive.v1.StateSnapshot
-	(*NodeRecord)(nil),            // 1: hive.v1.NodeRecord
-	(*StoredSecret)(nil),          // 2: hive.v1.StoredSecret
-	(*StoredBootstrapToken)(nil),  // 3: hive.v1.StoredBootstrapToken
-	(*CoordinatorRecord)(nil),     // 4: hive.v1.CoordinatorRecord
-	(*NodeIdentity)(nil),          // 5: hive.v1.NodeIdentity
-	nil,                           // 6: hive.v1.NodeRecord.LabelsEntry
-	nil,                           // 7: hive.v1.NodeRecord.OperatorLabelsEntry
-	nil,                           // 8: hive.v1.StoredBootstrapToken.LabelsEntry
-	nil,                           // 9: hive.v1.NodeIdentity.LabelsEntry
-	(*Generation)(nil),            // 10: hive.v1.Generation
-	(*Report)(nil),                // 11: hive.v1.Report
-	(*Revocation)(nil),            // 12: hive.v1.Revocation
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*CheckNodeRecord)(nil),       // 1: hive.v1.CheckNodeRecord
+	(*DriftRepair)(nil),           // 2: hive.v1.DriftRepair
+	(*NodeRecord)(nil),            // 3: hive.v1.NodeRecord
+	(*StoredSecret)(nil),          // 4: hive.v1.StoredSecret
+	(*StoredBootstrapToken)(nil),  // 5: hive.v1.StoredBootstrapToken
+	(*CoordinatorRecord)(nil),     // 6: hive.v1.CoordinatorRecord
+	(*NodeIdentity)(nil),          // 7: hive.v1.NodeIdentity
+	nil,                           // 8: hive.v1.NodeRecord.LabelsEntry
+	nil,                           // 9: hive.v1.NodeRecord.OperatorLabelsEntry
+	nil,                           // 10: hive.v1.StoredBootstrapToken.LabelsEntry
+	nil,                           // 11: hive.v1.NodeIdentity.LabelsEntry
+	(*Generation)(nil),            // 12: hive.v1.Generation
+	(*Report)(nil),                // 13: hive.v1.Report
+	(*Revocation)(nil),            // 14: hive.v1.Revocation
+	(Health)(0),                   // 15: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
-	10, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
-	1,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
-	11, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
-	2,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
-	3,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
-	4,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
-	12, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
-	6,  // 7: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	13, // 8: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	5,  // 9: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	7,  // 10: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	13, // 11: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	13, // 12: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	8,  // 13: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	13, // 14: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	9,  // 15: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	13, // 16: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
+	3,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
+	13, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
+	4,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
+	5,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
+	6,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
+	14, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
+	1,  // 7: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
+	15, // 8: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	16, // 9: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 10: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	16, // 11: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 12: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	16, // 13: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 14: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 15: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	16, // 16: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	16, // 17: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 18: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	16, // 19: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 20: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	16, // 21: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -736,7 +920,7 @@ func file_hive_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_snapshot_proto_rawDesc), len(file_hive_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
