@@ -42,6 +42,8 @@ const (
 	CoordinatorService_RenewCertificate_FullMethodName        = "/hive.v1.CoordinatorService/RenewCertificate"
 	CoordinatorService_LabelNode_FullMethodName               = "/hive.v1.CoordinatorService/LabelNode"
 	CoordinatorService_IssueServiceCertificate_FullMethodName = "/hive.v1.CoordinatorService/IssueServiceCertificate"
+	CoordinatorService_Plan_FullMethodName                    = "/hive.v1.CoordinatorService/Plan"
+	CoordinatorService_ReportPlan_FullMethodName              = "/hive.v1.CoordinatorService/ReportPlan"
 	CoordinatorService_ListDriftRepairs_FullMethodName        = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
@@ -123,6 +125,15 @@ type CoordinatorServiceClient interface {
 	// addresses and the resource's dns_names. Agents only, as themselves; a
 	// revoked or expired agent certificate gets none.
 	IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error)
+	// Plan sends a proposed site to every node it affects without making it
+	// a generation: each connected agent dry-runs its would-be state against
+	// its machine and answers; the call returns within timeout with the
+	// answers it has. The plan is kept (ID, base generation, content) for
+	// push --plan. Admins only.
+	Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanResponse, error)
+	// ReportPlan is an agent's answer to a plan dry run its watch stream
+	// delivered. Agents only, as themselves; bounded like Report.
+	ReportPlan(ctx context.Context, in *ReportPlanRequest, opts ...grpc.CallOption) (*ReportPlanResponse, error)
 	// ListDriftRepairs lists the drift repairs the coordinators recorded
 	// (the last state.MaxDriftRepairs per node), newest first, read from the
 	// answering server's state.
@@ -376,6 +387,26 @@ func (c *coordinatorServiceClient) IssueServiceCertificate(ctx context.Context, 
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_Plan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ReportPlan(ctx context.Context, in *ReportPlanRequest, opts ...grpc.CallOption) (*ReportPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportPlanResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ReportPlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListDriftRepairsResponse)
@@ -464,6 +495,15 @@ type CoordinatorServiceServer interface {
 	// addresses and the resource's dns_names. Agents only, as themselves; a
 	// revoked or expired agent certificate gets none.
 	IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error)
+	// Plan sends a proposed site to every node it affects without making it
+	// a generation: each connected agent dry-runs its would-be state against
+	// its machine and answers; the call returns within timeout with the
+	// answers it has. The plan is kept (ID, base generation, content) for
+	// push --plan. Admins only.
+	Plan(context.Context, *PlanRequest) (*PlanResponse, error)
+	// ReportPlan is an agent's answer to a plan dry run its watch stream
+	// delivered. Agents only, as themselves; bounded like Report.
+	ReportPlan(context.Context, *ReportPlanRequest) (*ReportPlanResponse, error)
 	// ListDriftRepairs lists the drift repairs the coordinators recorded
 	// (the last state.MaxDriftRepairs per node), newest first, read from the
 	// answering server's state.
@@ -546,6 +586,12 @@ func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNo
 }
 func (UnimplementedCoordinatorServiceServer) IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueServiceCertificate not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Plan(context.Context, *PlanRequest) (*PlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Plan not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ReportPlan(context.Context, *ReportPlanRequest) (*ReportPlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportPlan not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
@@ -978,6 +1024,42 @@ func _CoordinatorService_IssueServiceCertificate_Handler(srv interface{}, ctx co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_Plan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).Plan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_Plan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).Plan(ctx, req.(*PlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ReportPlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportPlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ReportPlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ReportPlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ReportPlan(ctx, req.(*ReportPlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListDriftRepairsRequest)
 	if err := dec(in); err != nil {
@@ -1092,6 +1174,14 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CoordinatorService_IssueServiceCertificate_Handler,
 		},
 		{
+			MethodName: "Plan",
+			Handler:    _CoordinatorService_Plan_Handler,
+		},
+		{
+			MethodName: "ReportPlan",
+			Handler:    _CoordinatorService_ReportPlan_Handler,
+		},
+		{
 			MethodName: "ListDriftRepairs",
 			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
@@ -1107,10 +1197,12 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_ReadIndex_FullMethodName = "/hive.v1.ClusterService/ReadIndex"
-	ClusterService_Apply_FullMethodName     = "/hive.v1.ClusterService/Apply"
-	ClusterService_GetKeys_FullMethodName   = "/hive.v1.ClusterService/GetKeys"
-	ClusterService_RaftStats_FullMethodName = "/hive.v1.ClusterService/RaftStats"
+	ClusterService_ReadIndex_FullMethodName   = "/hive.v1.ClusterService/ReadIndex"
+	ClusterService_Apply_FullMethodName       = "/hive.v1.ClusterService/Apply"
+	ClusterService_GetKeys_FullMethodName     = "/hive.v1.ClusterService/GetKeys"
+	ClusterService_RaftStats_FullMethodName   = "/hive.v1.ClusterService/RaftStats"
+	ClusterService_PlanDeliver_FullMethodName = "/hive.v1.ClusterService/PlanDeliver"
+	ClusterService_PlanCollect_FullMethodName = "/hive.v1.ClusterService/PlanCollect"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -1134,6 +1226,13 @@ type ClusterServiceClient interface {
 	// every server it may promote (and on the voters) over mutual TLS, which
 	// also proves the server's coordinator certificate.
 	RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error)
+	// PlanDeliver hands a plan to this coordinator: it keeps it (for push
+	// --plan) and sends the dry run to its watching agents among the plan's
+	// nodes. It answers with the nodes watching here.
+	PlanDeliver(ctx context.Context, in *PlanDeliverRequest, opts ...grpc.CallOption) (*PlanDeliverResponse, error)
+	// PlanCollect hands an agent's plan answer, received by this
+	// coordinator's ReportPlan, to the coordinator that runs the plan.
+	PlanCollect(ctx context.Context, in *PlanCollectRequest, opts ...grpc.CallOption) (*PlanCollectResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -1184,6 +1283,26 @@ func (c *clusterServiceClient) RaftStats(ctx context.Context, in *RaftStatsReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) PlanDeliver(ctx context.Context, in *PlanDeliverRequest, opts ...grpc.CallOption) (*PlanDeliverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanDeliverResponse)
+	err := c.cc.Invoke(ctx, ClusterService_PlanDeliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) PlanCollect(ctx context.Context, in *PlanCollectRequest, opts ...grpc.CallOption) (*PlanCollectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanCollectResponse)
+	err := c.cc.Invoke(ctx, ClusterService_PlanCollect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -1205,6 +1324,13 @@ type ClusterServiceServer interface {
 	// every server it may promote (and on the voters) over mutual TLS, which
 	// also proves the server's coordinator certificate.
 	RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error)
+	// PlanDeliver hands a plan to this coordinator: it keeps it (for push
+	// --plan) and sends the dry run to its watching agents among the plan's
+	// nodes. It answers with the nodes watching here.
+	PlanDeliver(context.Context, *PlanDeliverRequest) (*PlanDeliverResponse, error)
+	// PlanCollect hands an agent's plan answer, received by this
+	// coordinator's ReportPlan, to the coordinator that runs the plan.
+	PlanCollect(context.Context, *PlanCollectRequest) (*PlanCollectResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -1226,6 +1352,12 @@ func (UnimplementedClusterServiceServer) GetKeys(context.Context, *GetKeysReques
 }
 func (UnimplementedClusterServiceServer) RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftStats not implemented")
+}
+func (UnimplementedClusterServiceServer) PlanDeliver(context.Context, *PlanDeliverRequest) (*PlanDeliverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanDeliver not implemented")
+}
+func (UnimplementedClusterServiceServer) PlanCollect(context.Context, *PlanCollectRequest) (*PlanCollectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanCollect not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -1320,6 +1452,42 @@ func _ClusterService_RaftStats_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_PlanDeliver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanDeliverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).PlanDeliver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_PlanDeliver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).PlanDeliver(ctx, req.(*PlanDeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_PlanCollect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanCollectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).PlanCollect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_PlanCollect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).PlanCollect(ctx, req.(*PlanCollectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1342,6 +1510,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RaftStats",
 			Handler:    _ClusterService_RaftStats_Handler,
+		},
+		{
+			MethodName: "PlanDeliver",
+			Handler:    _ClusterService_PlanDeliver_Handler,
+		},
+		{
+			MethodName: "PlanCollect",
+			Handler:    _ClusterService_PlanCollect_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
