@@ -174,6 +174,16 @@ func TestExampleBaselineDebianRoot(t *testing.T) {
 			t.Fatalf("no-op run: %s", results(rep))
 		}
 	}
+	byKind := map[string]time.Duration{}
+	for _, r := range rep.GetResults() {
+		byKind[converge.KindOf(r.GetKey())] += r.GetDuration().AsDuration()
+	}
+	var kinds []string
+	for k, d := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%s %v", k, d.Round(time.Millisecond/10)))
+	}
+	sort.Strings(kinds)
+	t.Logf("last no-op run by kind: %s", strings.Join(kinds, ", "))
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	t.Logf("example baseline, %d resources: no-op run min %v, median %v, max %v (10 runs)",
 		len(st.GetResources()), took[0].Round(time.Millisecond/10), took[5].Round(time.Millisecond/10), took[9].Round(time.Millisecond/10))
