@@ -72,8 +72,7 @@ func exampleBaselineState(t testing.TB, hash string) *hivev1.NodeState {
 // Left out of the root: the two services (no systemd runs in the root, and
 // a real chronyd would step the host's clock); sysctls get their
 // /etc/sysctl.d file only (the root is not the host, the live kernel is
-// left alone); the sshd-check command runs `sshd -t` chrooted into the
-// root instead of the host's sshd.
+// left alone); the sshd-check command runs chrooted into the root.
 //
 // A dry run plans everything and touches nothing, including the directory
 // owned by accounts the run creates; the first run changes everything but
@@ -85,7 +84,6 @@ func TestExampleBaselineDebianRoot(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "chroot", "useradd", "groupadd", "chpasswd")
 	root := debroot.CopyWith(t, "chrony", "dbus", "openssh-server", "sudo", "systemd")
-	must(t, os.MkdirAll(filepath.Join(root, "run/sshd"), 0o755)) // sshd -t wants its privilege separation dir
 	hash := "$6$hivesalt$Xq0vPj3v1K5m6m0yZr1m1Zl0bq0m7lH0xJ1m2YH7u5B6oM9k3yC3E9p9pXvH2rj6w0y6l9QZ8c2a2f8k1u4r/."
 	st := exampleBaselineState(t, hash)
 	var kept []*hivev1.Resource
@@ -94,7 +92,7 @@ func TestExampleBaselineDebianRoot(t *testing.T) {
 			continue
 		}
 		if c := r.GetCommand(); c != nil && c.GetName() == "sshd-check" {
-			c.Argv = append([]string{"/usr/sbin/chroot", root}, c.GetArgv()...)
+			c.Shell = "chroot " + root + " /bin/sh -c '" + c.GetShell() + "'"
 		}
 		r.Notify = dropServices(r.GetNotify())
 		r.Requires = dropServices(r.GetRequires())
@@ -174,6 +172,35 @@ func TestExampleBaselineDebianRoot(t *testing.T) {
 			t.Fatalf("no-op run: %s", results(rep))
 		}
 	}
+	timing := rep
+
+	// A drop-in sshd rejects: the check fails with sshd's complaint and
+	// takes the file away again; sshd's configuration stays valid.
+	dropIn := filepath.Join(root, "etc/ssh/sshd_config.d/50-hive-hardening.conf")
+	for _, r := range st.GetResources() {
+		if f := r.GetFile(); f != nil && strings.HasSuffix(f.GetPath(), "/50-hive-hardening.conf") {
+			f.Content += "PermitRootLogin maybe\n"
+		}
+	}
+	rep = run(false)
+	for _, r := range rep.GetResults() {
+		switch r.GetKey() {
+		case "file:/etc/ssh/sshd_config.d/50-hive-hardening.conf":
+			if r.GetOutcome() != hivev1.Outcome_OUTCOME_CHANGED {
+				t.Errorf("bad drop-in: %v", r)
+			}
+		case "command:sshd-check":
+			if r.GetOutcome() != hivev1.Outcome_OUTCOME_FAILED || !strings.Contains(r.GetDiff(), `unsupported option "maybe"`) {
+				t.Errorf("sshd-check of a bad drop-in: %v", r)
+			}
+		}
+	}
+	if _, err := os.Stat(dropIn); !os.IsNotExist(err) {
+		t.Errorf("the rejected drop-in was left in place: %v", err)
+	}
+	chroot("/usr/sbin/sshd", "-t")
+	rep = timing
+
 	byKind := map[string]time.Duration{}
 	for _, r := range rep.GetResults() {
 		byKind[converge.KindOf(r.GetKey())] += r.GetDuration().AsDuration()
