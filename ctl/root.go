@@ -55,6 +55,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newPeersCommand(cf),
 		newNodeCommand(cf),
 		newDriftCommand(cf),
+		newDashboardCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root
