@@ -95,6 +95,7 @@ type Server struct {
 	renderer    *render.Renderer
 	hub         *hub
 	statusw     *statusWatch // blocking status reads, in-memory phases (statuswait.go)
+	plans       planBook     // hivectl plan: plans kept, nodes watching here (plan.go)
 	batcher     *batcher
 	reportLimit *rateLimiter // reports per agent identity
 	metrics     *metrics
