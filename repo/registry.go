@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,6 +40,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -94,6 +97,7 @@ type registry struct {
 	localRoot string
 	key       []byte // HMAC key of issued tokens
 	cancel    context.CancelFunc
+	log       *slog.Logger
 
 	requests *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
@@ -102,21 +106,23 @@ type registry struct {
 
 // newRegistry builds the registry Apps; NewApp panics on bad configuration,
 // which is turned into an error here.
-func newRegistry(cfg Config, reg *prometheus.Registry) (r *registry, err error) {
+func newRegistry(cfg Config, reg *prometheus.Registry, log *slog.Logger) (r *registry, err error) {
 	rc := cfg.Registry
 	if rc.TokenTTL == 0 {
 		rc.TokenTTL = 5 * time.Minute
 	}
-	r = &registry{cfg: rc, token: cfg.UploadToken, localRoot: filepath.Join(cfg.DataDir, "registry")}
+	r = &registry{cfg: rc, log: log, token: cfg.UploadToken, localRoot: filepath.Join(cfg.DataDir, "registry")}
 	r.key = make([]byte, 32)
 	rand.Read(r.key)
 	secret, err := loadSecret(filepath.Join(r.localRoot, "http-secret"))
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	if logrus.GetLevel() > logrus.WarnLevel && os.Getenv("HIVE_REGISTRY_DEBUG") == "" {
-		logrus.SetLevel(logrus.WarnLevel) // the library logs every request at info
-	}
+	// The library logs through logrus, every refused request at error
+	// level (a HEAD of a blob not pushed yet included): its lines go to
+	// hive-repo's log at debug; 5xx answers are logged at error by ServeHTTP.
+	libLog.Store(log)
+	libLogOnce.Do(func() { logrus.SetOutput(io.Discard); logrus.AddHook(slogHook{}) })
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	defer func() {
@@ -305,6 +311,35 @@ func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	cw.out = r.bytes.WithLabelValues("out")
 	app.ServeHTTP(cw, req)
+	if cw.code >= 500 {
+		r.log.Error("registry request failed", "method", req.Method, "path", req.URL.Path, "code", cw.code)
+	}
+}
+
+// The library logs through logrus's global logger: one hook, to the log of
+// the Server made last (one per process outside tests).
+var (
+	libLog     atomic.Pointer[slog.Logger]
+	libLogOnce sync.Once
+)
+
+// slogHook sends the library's logrus entries to hive-repo's log at debug.
+type slogHook struct{}
+
+func (slogHook) Levels() []logrus.Level { return logrus.AllLevels }
+func (slogHook) Fire(e *logrus.Entry) error {
+	log := libLog.Load()
+	if log == nil || !log.Enabled(context.Background(), slog.LevelDebug) {
+		return nil
+	}
+	args := []any{"level", e.Level.String()}
+	for _, k := range []string{"err.code", "err.detail", "http.request.method", "http.request.uri", "http.response.status"} {
+		if v, ok := e.Data[k]; ok {
+			args = append(args, k, v)
+		}
+	}
+	log.Debug("registry: "+e.Message, args...)
+	return nil
 }
 
 func (r *registry) challenge(w http.ResponseWriter, req *http.Request, msg string) {

@@ -106,7 +106,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if !cfg.Registry.Disabled {
-		if s.oci, err = newRegistry(cfg, s.reg); err != nil {
+		if s.oci, err = newRegistry(cfg, s.reg, log.With("area", "registry")); err != nil {
 			return nil, err
 		}
 	}
