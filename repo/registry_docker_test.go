@@ -87,10 +87,14 @@ func TestRegistryDocker(t *testing.T) {
 	small := host + "/site/hello:v1"
 	large := fmt.Sprintf("%s/site/hello-big:%dm", host, bigMB)
 
+	t0 := time.Now()
 	heavyLock(t)
+	t.Logf("waited %v for /tmp/hive-heavy.lock", time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
 	t.Cleanup(func() { dockerCmd(t, anon, "", "rmi", "-f", small, large) })
 	mustDocker(t, anon, "", "build", "-q", "-t", small, dir)
 	mustDocker(t, anon, "", "build", "-q", "-t", large, "-f", filepath.Join(dir, "Dockerfile.big"), dir)
+	t.Logf("docker build of both images: %v", time.Since(t0).Round(time.Millisecond))
 
 	if out, err := dockerCmd(t, anon, "", "push", small); err == nil || !strings.Contains(strings.ToLower(out), "unauthorized") {
 		t.Fatalf("push without credentials: err %v\n%s", err, out)
@@ -112,7 +116,7 @@ func TestRegistryDocker(t *testing.T) {
 	mustDocker(t, anon, "", "rmi", small, large)
 
 	// Pull back anonymously, run.
-	t0 := time.Now()
+	t0 = time.Now()
 	mustDocker(t, anon, "", "pull", small)
 	t.Logf("pull small (anonymous): %v", time.Since(t0).Round(time.Millisecond))
 	if out := mustDocker(t, anon, "", "run", "--rm", small); !strings.Contains(out, "hello from the hive registry") {

@@ -427,6 +427,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		hs.Shutdown(sctx)
 		s.wg.Wait()
+		if s.oci != nil {
+			s.oci.close()
+		}
 		return nil
 	case err := <-errc:
 		return err
