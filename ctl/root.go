@@ -45,6 +45,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newValidateCommand(),
 		newTLSCommand(cf),
 		newPushCommand(cf),
+		newPlanCommand(cf),
 		newPullCommand(cf),
 		newStatusCommand(cf),
 		newMembersCommand(cf),
@@ -55,6 +56,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newPeersCommand(cf),
 		newNodeCommand(cf),
 		newDriftCommand(cf),
+		newDashboardCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root
