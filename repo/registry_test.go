@@ -199,3 +199,24 @@ func TestRegistryBadUpstream(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestRegistryDev: in --dev (no upload token) pushes need no credentials
+// and the ping does not challenge.
+func TestRegistryDev(t *testing.T) {
+	e := start(t, func(c *repo.Config) { c.Dev, c.UploadToken = true, "" })
+	if resp, _ := ociReq(t, "GET", e.url+"/v2/", "", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("dev ping: %d", resp.StatusCode)
+	}
+	d := pushImage(t, e.url, "", "dev/app", "latest", []byte("dev layer"))
+	if resp, b := ociReq(t, "GET", e.url+"/v2/dev/app/manifests/latest", "", "", nil); resp.StatusCode != 200 || digestOf(b) != d {
+		t.Fatalf("dev pull: %d", resp.StatusCode)
+	}
+}
+
+// TestRegistryDisabled: Config.Registry.Disabled leaves /v2/ unserved.
+func TestRegistryDisabled(t *testing.T) {
+	e := start(t, func(c *repo.Config) { c.Registry.Disabled = true })
+	if resp, _ := ociReq(t, "GET", e.url+"/v2/", "", "", nil); resp.StatusCode != 404 {
+		t.Fatalf("disabled registry: %d", resp.StatusCode)
+	}
+}
