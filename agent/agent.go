@@ -157,6 +157,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.cache = c
+	if deps.issuer != nil {
+		deps.issuer.a.Store(a)
+	}
 	st, err := c.LoadState()
 	if err != nil {
 		a.log.Warn("ignoring the cached state", "err", err)
@@ -413,7 +416,7 @@ func (a *Agent) supersedeLocked(gen uint64) bool {
 
 // runLoop is the only caller of Engine.Run.
 func (a *Agent) runLoop(ctx context.Context) {
-	interval := time.NewTimer(jitter(a.cfg.Interval, 10))
+	interval := time.NewTimer(a.nextRun())
 	defer interval.Stop()
 	var retry *time.Timer
 	var retryC <-chan time.Time
@@ -436,7 +439,7 @@ func (a *Agent) runLoop(ctx context.Context) {
 		}
 		st := a.current()
 		if st == nil {
-			interval.Reset(jitter(a.cfg.Interval, 10))
+			interval.Reset(a.nextRun())
 			continue
 		}
 		ok := a.runOnce(ctx, st, reason)
@@ -446,7 +449,7 @@ func (a *Agent) runLoop(ctx context.Context) {
 			default:
 			}
 		}
-		interval.Reset(jitter(a.cfg.Interval, 10))
+		interval.Reset(a.nextRun())
 		if retry != nil {
 			retry.Stop()
 			retryC = nil

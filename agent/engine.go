@@ -9,6 +9,7 @@ import (
 
 	"github.com/hivefleet/hive/agent/health"
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/certs"
 	"github.com/hivefleet/hive/converge/drbd"
 	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/converge/providers"
@@ -43,6 +44,12 @@ type Deps struct {
 	// Builtins returns the built-in health checks of a state (DRBD,
 	// swarm); nil for none.
 	Builtins func(st *hivev1.NodeState) []health.Check
+	// NextDue returns when a resource is next due for a run by itself (a
+	// service certificate's renewal), or zero; nil for none.
+	NextDue func() time.Time
+
+	// issuer is bound to the agent by New (see certs.go).
+	issuer *certIssuer
 }
 
 // NewEngine builds the real engine with every provider for cfg: on the
@@ -78,7 +85,9 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	}
 	pc := providers.DefaultConfig()
 	pc.File.Ledger = filepath.Join(cfg.DataDir, SecretFilesLedger)
-	reg, err := providers.Default(pc, fw, dp, sp)
+	issuer := &certIssuer{}
+	cp := certs.New(certs.Config{Issuer: issuer, CAFile: cfg.TLSCA, Logger: log})
+	reg, err := providers.Default(pc, fw, dp, sp, cp, certs.NewTrust(certs.TrustConfig{CAFile: cfg.TLSCA}))
 	if err != nil {
 		sp.Close()
 		return Deps{}, err
@@ -116,5 +125,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		},
 		Close:    sp.Close,
 		Builtins: builtins,
+		NextDue:  cp.NextRenewal,
+		issuer:   issuer,
 	}, nil
 }

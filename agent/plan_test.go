@@ -125,7 +125,7 @@ func TestPlanDryRunChangesNothing(t *testing.T) {
 		// in both), the drift of motd included.
 		t.Errorf("causes: motd %v, app.conf %v", c1, c2)
 	}
-		if d := got["file:/etc/hive-e2e/app.conf"].GetDiff(); !strings.Contains(d, "-level = hello") || !strings.Contains(d, "+level = planned") {
+	if d := got["file:/etc/hive-e2e/app.conf"].GetDiff(); !strings.Contains(d, "-level = hello") || !strings.Contains(d, "+level = planned") {
 		t.Errorf("app.conf diff:\n%s", d)
 	}
 	if d := got["file:/etc/motd"].GetDiff(); !strings.Contains(d, "-tampered") || !strings.Contains(d, "+web-1 says planned") {

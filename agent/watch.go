@@ -220,13 +220,15 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn) (bool, error) {
 	if st := a.current(); st != nil {
 		known = st.GetHash()
 	}
-	stream, err := conn.WatchNodeState(sctx, &hivev1.WatchNodeStateRequest{
+	wreq := &hivev1.WatchNodeStateRequest{
 		Node:         a.cfg.Name,
 		Labels:       a.cfg.Labels,
 		Addresses:    a.addresses(),
 		AgentVersion: version.Version,
 		KnownHash:    known,
-	})
+	}
+	a.hostFacts(wreq)
+	stream, err := conn.WatchNodeState(sctx, wreq)
 	if err != nil {
 		return false, err
 	}

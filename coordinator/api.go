@@ -315,6 +315,7 @@ type registration struct {
 	name     string
 	labels   map[string]string // reported
 	addrs    []string          // checked, canonical
+	host     *hivev1.NodeFacts // reported host facts, checked (nil: none)
 	version  string
 	identity *hivev1.NodeIdentity
 }
@@ -379,6 +380,10 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	if err != nil {
 		return err
 	}
+	host, err := checkHostFacts(req)
+	if err != nil {
+		return err
+	}
 	identity, leaf, err := s.watchIdentity(ctx, req)
 	if err != nil {
 		return err
@@ -386,7 +391,7 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	if err := checkAgentAddresses(ctx, leaf, addrs); err != nil {
 		return err
 	}
-	reg := &registration{name: node, labels: req.GetLabels(), addrs: addrs, version: req.GetAgentVersion(), identity: identity}
+	reg := &registration{name: node, labels: req.GetLabels(), addrs: addrs, host: host, version: req.GetAgentVersion(), identity: identity}
 	// Record the node's facts through raft. Without a leader (no quorum)
 	// the watch is still served from this server's state, a read, and the
 	// registration is retried in the background while the stream lasts.
@@ -416,6 +421,7 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 		// The facts this watch registers, with the trusted labels as the
 		// store has them now (an operator may change them at any time).
 		f := render.FactsOf(reg.record(st.Node(node)))
+		f.Host = reg.host
 		out, err := s.renderer.Render(st, f)
 		if err != nil {
 			return status.Error(codes.FailedPrecondition, err.Error())

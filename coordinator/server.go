@@ -102,6 +102,7 @@ type Server struct {
 	ca          *pki.CA
 	conns       *connTracker // client connections by certificate (revoke.go)
 	certLimit   *rateLimiter // RequestCertificate, per source address
+	svcLimit    *rateLimiter // IssueServiceCertificate, per agent (certs.go)
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
 	// reconcileRounds counts reconcileLoop's rounds as leader (tests wait
@@ -313,6 +314,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s.reportLimit = newRateLimiter(ReportRate, ReportBurst, time.Now)
 	s.certLimit = newRateLimiter(CertRequestRate, CertRequestBurst, time.Now)
 	s.certLimit.maxKeys = maxLimiterSources
+	s.svcLimit = newRateLimiter(ServiceCertRate, ServiceCertBurst, time.Now)
 	s.grpcSrv = s.newGRPCServer(serverTLS)
 	return s, nil
 }

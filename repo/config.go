@@ -74,6 +74,9 @@ type Config struct {
 	// MirrorTTL is how long root metadata is served from cache without
 	// asking the upstream (default 0: revalidate every time).
 	MirrorTTL time.Duration
+
+	// Registry configures the OCI image registry under /v2/ (registry.go).
+	Registry RegistryConfig
 }
 
 // DefaultConfig returns a Config with defaults filled in.
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		Component:       "main",
 		AptArchs:        []string{"amd64", "arm64"},
 		MirrorMaxBytes:  10 << 30,
+		Registry:        defaultRegistryConfig(),
 	}
 }
 
@@ -124,5 +128,6 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("mirror %q: upstream must be an http(s) URL", n))
 		}
 	}
+	errs = append(errs, c.Registry.validate()...)
 	return errors.Join(errs...)
 }

@@ -54,6 +54,7 @@ type Server struct {
 	store *store.Store
 	reg   *prometheus.Registry
 	mir   *mirror.Cache
+	oci   *registry // nil when Config.Registry.Disabled
 
 	mu    sync.Mutex
 	repos map[string]*Repo
@@ -103,6 +104,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	mc.TTL = cfg.MirrorTTL
 	if s.mir, err = mirror.New(mc, log, s.reg); err != nil {
 		return nil, err
+	}
+	if !cfg.Registry.Disabled {
+		if s.oci, err = newRegistry(cfg, s.reg, log.With("area", "registry")); err != nil {
+			return nil, err
+		}
 	}
 	ents, err := os.ReadDir(filepath.Join(cfg.DataDir, "repos"))
 	if err != nil {
@@ -166,6 +172,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /api/v1/repos/{repo}/packages/{file}", s.auth(s.handleUpload))
 	mux.HandleFunc("DELETE /api/v1/repos/{repo}/packages/{file}", s.auth(s.handleRemove))
 	mux.HandleFunc("POST /api/v1/repos/{repo}/reindex", s.auth(s.handleReindex))
+	if s.oci != nil {
+		mux.Handle("/v2/", s.oci)
+	}
 	mux.HandleFunc("GET /api/v1/repos", s.handleList)
 	mux.HandleFunc("GET /api/v1/repos/{repo}", s.handleShow)
 	return s.count(mux)
@@ -196,7 +205,7 @@ func (s *Server) count(h http.Handler) http.Handler {
 		h.ServeHTTP(sw, r)
 		area := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[0]
 		switch area {
-		case "yum", "apt", "mirror", "api", "keys", "metrics", "healthz":
+		case "yum", "apt", "mirror", "api", "keys", "metrics", "healthz", "v2":
 		default:
 			area = "other"
 		}
@@ -418,6 +427,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer cancel()
 		hs.Shutdown(sctx)
 		s.wg.Wait()
+		if s.oci != nil {
+			s.oci.close()
+		}
 		return nil
 	case err := <-errc:
 		return err

@@ -49,6 +49,13 @@ func TestServeTLS(t *testing.T) {
 		t.Fatalf("https healthz: %v %v", err, resp)
 	}
 	resp.Body.Close()
+	// The registry's token realm names the TLS address.
+	if resp, err := c.Get("https://" + ln.Addr().String() + "/v2/"); err != nil || resp.StatusCode != 401 ||
+		resp.Header.Get("WWW-Authenticate") != `Bearer realm="https://`+ln.Addr().String()+`/v2/token",service="hive-repo"` {
+		t.Fatalf("https /v2/: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
 	if resp, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil && resp.StatusCode == 200 {
 		t.Errorf("plaintext request served on the TLS listener")
 	}

@@ -73,6 +73,9 @@ var siteKinds = map[string]siteKind{
 	"sysctl":        {(*decoder).sysctl, (*checker).sysctlFormat, nil},
 	"mount":         {(*decoder).mount, (*checker).mountFormat, nil},
 	"command":       {(*decoder).command, (*checker).commandFormat, nil},
+	// Service certificates and the CA trust store (certificate.go).
+	"certificate": {(*decoder).certificate, (*checker).certificateFormat, nil},
+	"ca_trust":    {(*decoder).caTrust, (*checker).caTrustFormat, nil},
 }
 
 func init() {

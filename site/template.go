@@ -28,6 +28,8 @@ type TemplateData struct {
 	Roles     []string
 	// Peers lists the nodes holding each role, by role name.
 	Peers map[string][]TemplatePeer
+	// Facts are the host facts the agent reported (see TemplateFacts).
+	Facts TemplateFacts
 }
 
 // TemplatePeer is one node in TemplateData.Peers: its trusted labels and
@@ -47,6 +49,7 @@ func NewTemplateData(f *hivev1.NodeFacts) TemplateData {
 		Addresses: f.GetAddresses(),
 		Roles:     f.GetRoles(),
 		Peers:     map[string][]TemplatePeer{},
+		Facts:     newTemplateFacts(f),
 	}
 	for role, pl := range f.GetPeers() {
 		for _, p := range pl.GetPeers() {

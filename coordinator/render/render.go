@@ -91,6 +91,10 @@ type Facts struct {
 	Reported map[string]string
 	// Addresses, validated by the coordinator before they were stored.
 	Addresses []string
+	// Host holds the host facts the node's agent reported with its watch
+	// (NodeFacts fields 10-14 only; nil: none), checked for form only:
+	// passed to templates (.Facts), never matched.
+	Host *hivev1.NodeFacts
 }
 
 // FactsOf returns the facts of a registry record.
@@ -474,6 +478,8 @@ func factsKey(f Facts) string {
 	}
 	sb.WriteString("\x01")
 	sb.WriteString(strings.Join(f.Addresses, ","))
+	sb.WriteString("\x01")
+	sb.WriteString(hostKey(f.Host))
 	return sb.String()
 }
 
@@ -536,6 +542,11 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 			Addresses:      f.Addresses,
 			Roles:          b.roles,
 			Peers:          map[string]*hivev1.PeerList{},
+			OsFamily:       f.Host.GetOsFamily(),
+			OsVersion:      f.Host.GetOsVersion(),
+			Kernel:         f.Host.GetKernel(),
+			Hardware:       f.Host.GetHardware(),
+			Interfaces:     f.Host.GetInterfaces(),
 		},
 		Secrets: secrets,
 	}

@@ -50,6 +50,7 @@ type serveFlags struct {
 	debounce, maxDelay, mirrorTTL, validFor                              time.Duration
 	keep                                                                 int
 	mirrors                                                              []string
+	reg                                                                  registryFlags
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -90,6 +91,7 @@ Without a subcommand it serves. "hive-repo keygen" makes a signing key;
 	fl.StringArrayVar(&f.mirrors, "mirror", nil, "upstream mirror NAME=URL, served under /mirror/NAME/ (repeatable)")
 	fl.Int64Var(&f.mirrorMax, "mirror-max-bytes", def.MirrorMaxBytes, "mirror cache disk cap in bytes (LRU eviction)")
 	fl.DurationVar(&f.mirrorTTL, "mirror-ttl", 0, "serve mirrored root metadata this long without revalidating")
+	addRegistryFlags(fl, &f.reg)
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	root.AddCommand(keygenCmd(stdout), indexCmd(stdout))
 	return root
@@ -187,6 +189,9 @@ func serve(cmd *cobra.Command, f *serveFlags, stderr io.Writer) error {
 			return fmt.Errorf("--mirror %q: want NAME=URL", m)
 		}
 		cfg.Mirrors[n] = mirror.Upstream{URL: u}
+	}
+	if err := f.reg.apply(&cfg); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err

@@ -77,6 +77,8 @@ var All = []*Kind{
 	{Name: "sysctl", Section: "sysctls", ID: func(m proto.Message) string { return m.(*hivev1.Sysctl).GetKey() }},
 	{Name: "mount", Section: "mounts", ID: func(m proto.Message) string { return m.(*hivev1.Mount).GetPath() }},
 	{Name: "command", Section: "commands", ID: func(m proto.Message) string { return m.(*hivev1.GuardedCommand).GetName() }, Notifiable: true},
+	{Name: "certificate", Section: "certificates", ID: func(m proto.Message) string { return m.(*hivev1.Certificate).GetName() }, InRoot: true},
+	{Name: "ca_trust", Section: "ca_trust", Single: true, FixedID: "site"},
 }
 
 var (

@@ -932,7 +932,21 @@ type WatchNodeStateRequest struct {
 	AgentVersion string            `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Hash of the state the agent already has: if equal, the first message
 	// is only sent when the state changes.
-	KnownHash     string `protobuf:"bytes,5,opt,name=known_hash,json=knownHash,proto3" json:"known_hash,omitempty"`
+	KnownHash string `protobuf:"bytes,5,opt,name=known_hash,json=knownHash,proto3" json:"known_hash,omitempty"`
+	// Facts the agent reports about its host, for templates (.Facts): the
+	// coordinator checks their form and bounds, passes them into the node's
+	// rendered NodeFacts, and never decides anything with them.
+	// OS family from os-release ("debian", "rhel"; empty when unknown).
+	OsFamily string `protobuf:"bytes,10,opt,name=os_family,json=osFamily,proto3" json:"os_family,omitempty"`
+	// os-release VERSION_ID, e.g. "12", "9.4".
+	OsVersion string `protobuf:"bytes,11,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	// Kernel release (uname -r).
+	Kernel string `protobuf:"bytes,12,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// Sizes: "cpus" (online CPUs) and "memory_bytes" (MemTotal); no other key.
+	Hardware map[string]uint64 `protobuf:"bytes,13,rep,name=hardware,proto3" json:"hardware,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Network interfaces that are up (loopback excluded): name → its
+	// addresses with prefix length, space-separated ("10.0.0.5/24 fe80::1/64").
+	Interfaces    map[string]string `protobuf:"bytes,14,rep,name=interfaces,proto3" json:"interfaces,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1000,6 +1014,41 @@ func (x *WatchNodeStateRequest) GetKnownHash() string {
 		return x.KnownHash
 	}
 	return ""
+}
+
+func (x *WatchNodeStateRequest) GetOsFamily() string {
+	if x != nil {
+		return x.OsFamily
+	}
+	return ""
+}
+
+func (x *WatchNodeStateRequest) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *WatchNodeStateRequest) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *WatchNodeStateRequest) GetHardware() map[string]uint64 {
+	if x != nil {
+		return x.Hardware
+	}
+	return nil
+}
+
+func (x *WatchNodeStateRequest) GetInterfaces() map[string]string {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
 }
 
 type WatchNodeStateResponse struct {
@@ -3720,6 +3769,115 @@ func (x *AbortRolloutResponse) GetRollout() *Rollout {
 	return nil
 }
 
+type IssueServiceCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of a certificate resource of the node's state.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// PEM certificate signing request for the service's key. Only its
+	// public key is used.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueServiceCertificateRequest) Reset() {
+	*x = IssueServiceCertificateRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueServiceCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueServiceCertificateRequest) ProtoMessage() {}
+
+func (x *IssueServiceCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueServiceCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueServiceCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *IssueServiceCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueServiceCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type IssueServiceCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM certificate for the CSR's key.
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// PEM CA certificate.
+	Ca            []byte `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueServiceCertificateResponse) Reset() {
+	*x = IssueServiceCertificateResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueServiceCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueServiceCertificateResponse) ProtoMessage() {}
+
+func (x *IssueServiceCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueServiceCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueServiceCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *IssueServiceCertificateResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *IssueServiceCertificateResponse) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
 // PlanDryRun asks an agent to dry-run a would-be state against its machine
 // and answer with ReportPlan, without applying anything or changing its
 // current state.
@@ -3736,7 +3894,7 @@ type PlanDryRun struct {
 
 func (x *PlanDryRun) Reset() {
 	*x = PlanDryRun{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3748,7 +3906,7 @@ func (x *PlanDryRun) String() string {
 func (*PlanDryRun) ProtoMessage() {}
 
 func (x *PlanDryRun) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[68]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3761,7 +3919,7 @@ func (x *PlanDryRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanDryRun.ProtoReflect.Descriptor instead.
 func (*PlanDryRun) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{68}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PlanDryRun) GetId() string {
@@ -3804,7 +3962,7 @@ type PlanRequest struct {
 
 func (x *PlanRequest) Reset() {
 	*x = PlanRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3816,7 +3974,7 @@ func (x *PlanRequest) String() string {
 func (*PlanRequest) ProtoMessage() {}
 
 func (x *PlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[69]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3829,7 +3987,7 @@ func (x *PlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
 func (*PlanRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{69}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PlanRequest) GetSite() *Site {
@@ -3889,7 +4047,7 @@ type PlanNode struct {
 
 func (x *PlanNode) Reset() {
 	*x = PlanNode{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[70]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3901,7 +4059,7 @@ func (x *PlanNode) String() string {
 func (*PlanNode) ProtoMessage() {}
 
 func (x *PlanNode) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[70]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3914,7 +4072,7 @@ func (x *PlanNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanNode.ProtoReflect.Descriptor instead.
 func (*PlanNode) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{70}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *PlanNode) GetName() string {
@@ -3987,7 +4145,7 @@ type PlanResponse struct {
 
 func (x *PlanResponse) Reset() {
 	*x = PlanResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[71]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3999,7 +4157,7 @@ func (x *PlanResponse) String() string {
 func (*PlanResponse) ProtoMessage() {}
 
 func (x *PlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[71]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4012,7 +4170,7 @@ func (x *PlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
 func (*PlanResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{71}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *PlanResponse) GetId() string {
@@ -4076,7 +4234,7 @@ type ReportPlanRequest struct {
 
 func (x *ReportPlanRequest) Reset() {
 	*x = ReportPlanRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[72]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4088,7 +4246,7 @@ func (x *ReportPlanRequest) String() string {
 func (*ReportPlanRequest) ProtoMessage() {}
 
 func (x *ReportPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[72]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4101,7 +4259,7 @@ func (x *ReportPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportPlanRequest.ProtoReflect.Descriptor instead.
 func (*ReportPlanRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{72}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ReportPlanRequest) GetPlanId() string {
@@ -4128,7 +4286,7 @@ type ReportPlanResponse struct {
 
 func (x *ReportPlanResponse) Reset() {
 	*x = ReportPlanResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[73]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4298,7 @@ func (x *ReportPlanResponse) String() string {
 func (*ReportPlanResponse) ProtoMessage() {}
 
 func (x *ReportPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[73]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4311,7 @@ func (x *ReportPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportPlanResponse.ProtoReflect.Descriptor instead.
 func (*ReportPlanResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{73}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ReportPlanResponse) GetAccepted() bool {
@@ -4186,7 +4344,7 @@ type PlanDeliverRequest struct {
 
 func (x *PlanDeliverRequest) Reset() {
 	*x = PlanDeliverRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[74]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4198,7 +4356,7 @@ func (x *PlanDeliverRequest) String() string {
 func (*PlanDeliverRequest) ProtoMessage() {}
 
 func (x *PlanDeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[74]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4211,7 +4369,7 @@ func (x *PlanDeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanDeliverRequest.ProtoReflect.Descriptor instead.
 func (*PlanDeliverRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{74}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *PlanDeliverRequest) GetId() string {
@@ -4301,7 +4459,7 @@ type PlanDeliverResponse struct {
 
 func (x *PlanDeliverResponse) Reset() {
 	*x = PlanDeliverResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[75]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4313,7 +4471,7 @@ func (x *PlanDeliverResponse) String() string {
 func (*PlanDeliverResponse) ProtoMessage() {}
 
 func (x *PlanDeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[75]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4326,7 +4484,7 @@ func (x *PlanDeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanDeliverResponse.ProtoReflect.Descriptor instead.
 func (*PlanDeliverResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{75}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PlanDeliverResponse) GetWatching() []string {
@@ -4349,7 +4507,7 @@ type PlanCollectRequest struct {
 
 func (x *PlanCollectRequest) Reset() {
 	*x = PlanCollectRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[76]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4361,7 +4519,7 @@ func (x *PlanCollectRequest) String() string {
 func (*PlanCollectRequest) ProtoMessage() {}
 
 func (x *PlanCollectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[76]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4374,7 +4532,7 @@ func (x *PlanCollectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanCollectRequest.ProtoReflect.Descriptor instead.
 func (*PlanCollectRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{76}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *PlanCollectRequest) GetPlanId() string {
@@ -4407,7 +4565,7 @@ type PlanCollectResponse struct {
 
 func (x *PlanCollectResponse) Reset() {
 	*x = PlanCollectResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[77]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4419,7 +4577,7 @@ func (x *PlanCollectResponse) String() string {
 func (*PlanCollectResponse) ProtoMessage() {}
 
 func (x *PlanCollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[77]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4432,7 +4590,7 @@ func (x *PlanCollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanCollectResponse.ProtoReflect.Descriptor instead.
 func (*PlanCollectResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{77}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *PlanCollectResponse) GetAccepted() bool {
@@ -4454,7 +4612,7 @@ type ListDriftRepairsRequest struct {
 
 func (x *ListDriftRepairsRequest) Reset() {
 	*x = ListDriftRepairsRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[78]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4466,7 +4624,7 @@ func (x *ListDriftRepairsRequest) String() string {
 func (*ListDriftRepairsRequest) ProtoMessage() {}
 
 func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[78]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4479,7 +4637,7 @@ func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
 func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{78}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *ListDriftRepairsRequest) GetNode() string {
@@ -4509,7 +4667,7 @@ type ListDriftRepairsResponse struct {
 
 func (x *ListDriftRepairsResponse) Reset() {
 	*x = ListDriftRepairsResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[79]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4521,7 +4679,7 @@ func (x *ListDriftRepairsResponse) String() string {
 func (*ListDriftRepairsResponse) ProtoMessage() {}
 
 func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[79]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4534,7 +4692,7 @@ func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
 func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{79}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
@@ -4621,15 +4779,30 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x13GetNodeStateRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"@\n" +
 	"\x14GetNodeStateResponse\x12(\n" +
-	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\"\x8c\x02\n" +
+	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\"\xf6\x04\n" +
 	"\x15WatchNodeStateRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12B\n" +
 	"\x06labels\x18\x02 \x03(\v2*.hive.v1.WatchNodeStateRequest.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12#\n" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12\x1d\n" +
 	"\n" +
-	"known_hash\x18\x05 \x01(\tR\tknownHash\x1a9\n" +
+	"known_hash\x18\x05 \x01(\tR\tknownHash\x12\x1b\n" +
+	"\tos_family\x18\n" +
+	" \x01(\tR\bosFamily\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\v \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\f \x01(\tR\x06kernel\x12H\n" +
+	"\bhardware\x18\r \x03(\v2,.hive.v1.WatchNodeStateRequest.HardwareEntryR\bhardware\x12N\n" +
+	"\n" +
+	"interfaces\x18\x0e \x03(\v2..hive.v1.WatchNodeStateRequest.InterfacesEntryR\n" +
+	"interfaces\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rHardwareEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
+	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
 	"\x16WatchNodeStateResponse\x12(\n" +
@@ -4809,7 +4982,13 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"generation\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"B\n" +
 	"\x14AbortRolloutResponse\x12*\n" +
-	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"~\n" +
+	"\arollout\x18\x01 \x01(\v2\x10.hive.v1.RolloutR\arollout\"F\n" +
+	"\x1eIssueServiceCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"S\n" +
+	"\x1fIssueServiceCertificateResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x0e\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\"~\n" +
 	"\n" +
 	"PlanDryRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
@@ -4885,7 +5064,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
 	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
 	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
-	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xac\x12\n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\x9a\x13\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -4918,7 +5097,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\fPauseRollout\x12\x1c.hive.v1.PauseRolloutRequest\x1a\x1d.hive.v1.PauseRolloutResponse\x12N\n" +
 	"\rResumeRollout\x12\x1d.hive.v1.ResumeRolloutRequest\x1a\x1e.hive.v1.ResumeRolloutResponse\x12Q\n" +
 	"\x0ePromoteRollout\x12\x1e.hive.v1.PromoteRolloutRequest\x1a\x1f.hive.v1.PromoteRolloutResponse\x12K\n" +
-	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse\x123\n" +
+	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse\x12l\n" +
+	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse\x123\n" +
 	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
 	"\n" +
 	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
@@ -4944,245 +5124,253 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_hive_v1_coordinator_proto_goTypes = []any{
-	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
-	(PlanNodeState)(0),                   // 1: hive.v1.PlanNodeState
-	(*PushRequest)(nil),                  // 2: hive.v1.PushRequest
-	(*PushResponse)(nil),                 // 3: hive.v1.PushResponse
-	(*RollbackRequest)(nil),              // 4: hive.v1.RollbackRequest
-	(*RollbackResponse)(nil),             // 5: hive.v1.RollbackResponse
-	(*ListGenerationsRequest)(nil),       // 6: hive.v1.ListGenerationsRequest
-	(*ListGenerationsResponse)(nil),      // 7: hive.v1.ListGenerationsResponse
-	(*GetGenerationRequest)(nil),         // 8: hive.v1.GetGenerationRequest
-	(*GetGenerationResponse)(nil),        // 9: hive.v1.GetGenerationResponse
-	(*DiffGenerationsRequest)(nil),       // 10: hive.v1.DiffGenerationsRequest
-	(*ResourceChange)(nil),               // 11: hive.v1.ResourceChange
-	(*DiffGenerationsResponse)(nil),      // 12: hive.v1.DiffGenerationsResponse
-	(*GetNodeStateRequest)(nil),          // 13: hive.v1.GetNodeStateRequest
-	(*GetNodeStateResponse)(nil),         // 14: hive.v1.GetNodeStateResponse
-	(*WatchNodeStateRequest)(nil),        // 15: hive.v1.WatchNodeStateRequest
-	(*WatchNodeStateResponse)(nil),       // 16: hive.v1.WatchNodeStateResponse
-	(*ReportRequest)(nil),                // 17: hive.v1.ReportRequest
-	(*ReportResponse)(nil),               // 18: hive.v1.ReportResponse
-	(*GetStatusRequest)(nil),             // 19: hive.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),            // 20: hive.v1.GetStatusResponse
-	(*ListMembersRequest)(nil),           // 21: hive.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 22: hive.v1.ListMembersResponse
-	(*SetSecretRequest)(nil),             // 23: hive.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),            // 24: hive.v1.SetSecretResponse
-	(*ListSecretsRequest)(nil),           // 25: hive.v1.ListSecretsRequest
-	(*SecretInfo)(nil),                   // 26: hive.v1.SecretInfo
-	(*ListSecretsResponse)(nil),          // 27: hive.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),          // 28: hive.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),         // 29: hive.v1.DeleteSecretResponse
-	(*ListPeersRequest)(nil),             // 30: hive.v1.ListPeersRequest
-	(*RaftPeer)(nil),                     // 31: hive.v1.RaftPeer
-	(*ListPeersResponse)(nil),            // 32: hive.v1.ListPeersResponse
-	(*AddPeerRequest)(nil),               // 33: hive.v1.AddPeerRequest
-	(*AddPeerResponse)(nil),              // 34: hive.v1.AddPeerResponse
-	(*RemovePeerRequest)(nil),            // 35: hive.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),           // 36: hive.v1.RemovePeerResponse
-	(*CreateBootstrapTokenRequest)(nil),  // 37: hive.v1.CreateBootstrapTokenRequest
-	(*CreateBootstrapTokenResponse)(nil), // 38: hive.v1.CreateBootstrapTokenResponse
-	(*RequestCertificateRequest)(nil),    // 39: hive.v1.RequestCertificateRequest
-	(*RequestCertificateResponse)(nil),   // 40: hive.v1.RequestCertificateResponse
-	(*ApplyRequest)(nil),                 // 41: hive.v1.ApplyRequest
-	(*ApplyResponse)(nil),                // 42: hive.v1.ApplyResponse
-	(*GetKeysRequest)(nil),               // 43: hive.v1.GetKeysRequest
-	(*KeyringKey)(nil),                   // 44: hive.v1.KeyringKey
-	(*GetKeysResponse)(nil),              // 45: hive.v1.GetKeysResponse
-	(*ReadIndexRequest)(nil),             // 46: hive.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),            // 47: hive.v1.ReadIndexResponse
-	(*RevokeNodeRequest)(nil),            // 48: hive.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),           // 49: hive.v1.RevokeNodeResponse
-	(*RemoveNodeRequest)(nil),            // 50: hive.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),           // 51: hive.v1.RemoveNodeResponse
-	(*RenewCertificateRequest)(nil),      // 52: hive.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),     // 53: hive.v1.RenewCertificateResponse
-	(*RaftStatsRequest)(nil),             // 54: hive.v1.RaftStatsRequest
-	(*RaftStatsResponse)(nil),            // 55: hive.v1.RaftStatsResponse
-	(*LabelNodeRequest)(nil),             // 56: hive.v1.LabelNodeRequest
-	(*LabelNodeResponse)(nil),            // 57: hive.v1.LabelNodeResponse
-	(*GetRolloutRequest)(nil),            // 58: hive.v1.GetRolloutRequest
-	(*GetRolloutResponse)(nil),           // 59: hive.v1.GetRolloutResponse
-	(*WatchRolloutRequest)(nil),          // 60: hive.v1.WatchRolloutRequest
-	(*WatchRolloutResponse)(nil),         // 61: hive.v1.WatchRolloutResponse
-	(*PauseRolloutRequest)(nil),          // 62: hive.v1.PauseRolloutRequest
-	(*PauseRolloutResponse)(nil),         // 63: hive.v1.PauseRolloutResponse
-	(*ResumeRolloutRequest)(nil),         // 64: hive.v1.ResumeRolloutRequest
-	(*ResumeRolloutResponse)(nil),        // 65: hive.v1.ResumeRolloutResponse
-	(*PromoteRolloutRequest)(nil),        // 66: hive.v1.PromoteRolloutRequest
-	(*PromoteRolloutResponse)(nil),       // 67: hive.v1.PromoteRolloutResponse
-	(*AbortRolloutRequest)(nil),          // 68: hive.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),         // 69: hive.v1.AbortRolloutResponse
-	(*PlanDryRun)(nil),                   // 70: hive.v1.PlanDryRun
-	(*PlanRequest)(nil),                  // 71: hive.v1.PlanRequest
-	(*PlanNode)(nil),                     // 72: hive.v1.PlanNode
-	(*PlanResponse)(nil),                 // 73: hive.v1.PlanResponse
-	(*ReportPlanRequest)(nil),            // 74: hive.v1.ReportPlanRequest
-	(*ReportPlanResponse)(nil),           // 75: hive.v1.ReportPlanResponse
-	(*PlanDeliverRequest)(nil),           // 76: hive.v1.PlanDeliverRequest
-	(*PlanDeliverResponse)(nil),          // 77: hive.v1.PlanDeliverResponse
-	(*PlanCollectRequest)(nil),           // 78: hive.v1.PlanCollectRequest
-	(*PlanCollectResponse)(nil),          // 79: hive.v1.PlanCollectResponse
-	(*ListDriftRepairsRequest)(nil),      // 80: hive.v1.ListDriftRepairsRequest
-	(*ListDriftRepairsResponse)(nil),     // 81: hive.v1.ListDriftRepairsResponse
-	nil,                                  // 82: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 83: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 84: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 85: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 86: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 87: hive.v1.Site
-	(*RolloutOverride)(nil),              // 88: hive.v1.RolloutOverride
-	(*durationpb.Duration)(nil),          // 89: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 90: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 91: hive.v1.Generation
-	(*NodeState)(nil),                    // 92: hive.v1.NodeState
-	(*Report)(nil),                       // 93: hive.v1.Report
-	(*NodeStatus)(nil),                   // 94: hive.v1.NodeStatus
-	(*Member)(nil),                       // 95: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 96: google.protobuf.Timestamp
-	(*Command)(nil),                      // 97: hive.v1.Command
-	(*CommandResult)(nil),                // 98: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 99: hive.v1.Revocation
-	(RaftRole)(0),                        // 100: hive.v1.RaftRole
-	(*RolloutStatus)(nil),                // 101: hive.v1.RolloutStatus
-	(*Rollout)(nil),                      // 102: hive.v1.Rollout
-	(*ResourceResult)(nil),               // 103: hive.v1.ResourceResult
-	(*DriftRepair)(nil),                  // 104: hive.v1.DriftRepair
+	(ChangeKind)(0),                         // 0: hive.v1.ChangeKind
+	(PlanNodeState)(0),                      // 1: hive.v1.PlanNodeState
+	(*PushRequest)(nil),                     // 2: hive.v1.PushRequest
+	(*PushResponse)(nil),                    // 3: hive.v1.PushResponse
+	(*RollbackRequest)(nil),                 // 4: hive.v1.RollbackRequest
+	(*RollbackResponse)(nil),                // 5: hive.v1.RollbackResponse
+	(*ListGenerationsRequest)(nil),          // 6: hive.v1.ListGenerationsRequest
+	(*ListGenerationsResponse)(nil),         // 7: hive.v1.ListGenerationsResponse
+	(*GetGenerationRequest)(nil),            // 8: hive.v1.GetGenerationRequest
+	(*GetGenerationResponse)(nil),           // 9: hive.v1.GetGenerationResponse
+	(*DiffGenerationsRequest)(nil),          // 10: hive.v1.DiffGenerationsRequest
+	(*ResourceChange)(nil),                  // 11: hive.v1.ResourceChange
+	(*DiffGenerationsResponse)(nil),         // 12: hive.v1.DiffGenerationsResponse
+	(*GetNodeStateRequest)(nil),             // 13: hive.v1.GetNodeStateRequest
+	(*GetNodeStateResponse)(nil),            // 14: hive.v1.GetNodeStateResponse
+	(*WatchNodeStateRequest)(nil),           // 15: hive.v1.WatchNodeStateRequest
+	(*WatchNodeStateResponse)(nil),          // 16: hive.v1.WatchNodeStateResponse
+	(*ReportRequest)(nil),                   // 17: hive.v1.ReportRequest
+	(*ReportResponse)(nil),                  // 18: hive.v1.ReportResponse
+	(*GetStatusRequest)(nil),                // 19: hive.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),               // 20: hive.v1.GetStatusResponse
+	(*ListMembersRequest)(nil),              // 21: hive.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),             // 22: hive.v1.ListMembersResponse
+	(*SetSecretRequest)(nil),                // 23: hive.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),               // 24: hive.v1.SetSecretResponse
+	(*ListSecretsRequest)(nil),              // 25: hive.v1.ListSecretsRequest
+	(*SecretInfo)(nil),                      // 26: hive.v1.SecretInfo
+	(*ListSecretsResponse)(nil),             // 27: hive.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),             // 28: hive.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),            // 29: hive.v1.DeleteSecretResponse
+	(*ListPeersRequest)(nil),                // 30: hive.v1.ListPeersRequest
+	(*RaftPeer)(nil),                        // 31: hive.v1.RaftPeer
+	(*ListPeersResponse)(nil),               // 32: hive.v1.ListPeersResponse
+	(*AddPeerRequest)(nil),                  // 33: hive.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),                 // 34: hive.v1.AddPeerResponse
+	(*RemovePeerRequest)(nil),               // 35: hive.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),              // 36: hive.v1.RemovePeerResponse
+	(*CreateBootstrapTokenRequest)(nil),     // 37: hive.v1.CreateBootstrapTokenRequest
+	(*CreateBootstrapTokenResponse)(nil),    // 38: hive.v1.CreateBootstrapTokenResponse
+	(*RequestCertificateRequest)(nil),       // 39: hive.v1.RequestCertificateRequest
+	(*RequestCertificateResponse)(nil),      // 40: hive.v1.RequestCertificateResponse
+	(*ApplyRequest)(nil),                    // 41: hive.v1.ApplyRequest
+	(*ApplyResponse)(nil),                   // 42: hive.v1.ApplyResponse
+	(*GetKeysRequest)(nil),                  // 43: hive.v1.GetKeysRequest
+	(*KeyringKey)(nil),                      // 44: hive.v1.KeyringKey
+	(*GetKeysResponse)(nil),                 // 45: hive.v1.GetKeysResponse
+	(*ReadIndexRequest)(nil),                // 46: hive.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),               // 47: hive.v1.ReadIndexResponse
+	(*RevokeNodeRequest)(nil),               // 48: hive.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),              // 49: hive.v1.RevokeNodeResponse
+	(*RemoveNodeRequest)(nil),               // 50: hive.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),              // 51: hive.v1.RemoveNodeResponse
+	(*RenewCertificateRequest)(nil),         // 52: hive.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),        // 53: hive.v1.RenewCertificateResponse
+	(*RaftStatsRequest)(nil),                // 54: hive.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),               // 55: hive.v1.RaftStatsResponse
+	(*LabelNodeRequest)(nil),                // 56: hive.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),               // 57: hive.v1.LabelNodeResponse
+	(*GetRolloutRequest)(nil),               // 58: hive.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),              // 59: hive.v1.GetRolloutResponse
+	(*WatchRolloutRequest)(nil),             // 60: hive.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),            // 61: hive.v1.WatchRolloutResponse
+	(*PauseRolloutRequest)(nil),             // 62: hive.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),            // 63: hive.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),            // 64: hive.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),           // 65: hive.v1.ResumeRolloutResponse
+	(*PromoteRolloutRequest)(nil),           // 66: hive.v1.PromoteRolloutRequest
+	(*PromoteRolloutResponse)(nil),          // 67: hive.v1.PromoteRolloutResponse
+	(*AbortRolloutRequest)(nil),             // 68: hive.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),            // 69: hive.v1.AbortRolloutResponse
+	(*IssueServiceCertificateRequest)(nil),  // 70: hive.v1.IssueServiceCertificateRequest
+	(*IssueServiceCertificateResponse)(nil), // 71: hive.v1.IssueServiceCertificateResponse
+	(*PlanDryRun)(nil),                      // 72: hive.v1.PlanDryRun
+	(*PlanRequest)(nil),                     // 73: hive.v1.PlanRequest
+	(*PlanNode)(nil),                        // 74: hive.v1.PlanNode
+	(*PlanResponse)(nil),                    // 75: hive.v1.PlanResponse
+	(*ReportPlanRequest)(nil),               // 76: hive.v1.ReportPlanRequest
+	(*ReportPlanResponse)(nil),              // 77: hive.v1.ReportPlanResponse
+	(*PlanDeliverRequest)(nil),              // 78: hive.v1.PlanDeliverRequest
+	(*PlanDeliverResponse)(nil),             // 79: hive.v1.PlanDeliverResponse
+	(*PlanCollectRequest)(nil),              // 80: hive.v1.PlanCollectRequest
+	(*PlanCollectResponse)(nil),             // 81: hive.v1.PlanCollectResponse
+	(*ListDriftRepairsRequest)(nil),         // 82: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),        // 83: hive.v1.ListDriftRepairsResponse
+	nil,                                     // 84: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                     // 85: hive.v1.WatchNodeStateRequest.HardwareEntry
+	nil,                                     // 86: hive.v1.WatchNodeStateRequest.InterfacesEntry
+	nil,                                     // 87: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                     // 88: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                     // 89: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                     // 90: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                            // 91: hive.v1.Site
+	(*RolloutOverride)(nil),                 // 92: hive.v1.RolloutOverride
+	(*durationpb.Duration)(nil),             // 93: google.protobuf.Duration
+	(*GenerationSummary)(nil),               // 94: hive.v1.GenerationSummary
+	(*Generation)(nil),                      // 95: hive.v1.Generation
+	(*NodeState)(nil),                       // 96: hive.v1.NodeState
+	(*Report)(nil),                          // 97: hive.v1.Report
+	(*NodeStatus)(nil),                      // 98: hive.v1.NodeStatus
+	(*Member)(nil),                          // 99: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),           // 100: google.protobuf.Timestamp
+	(*Command)(nil),                         // 101: hive.v1.Command
+	(*CommandResult)(nil),                   // 102: hive.v1.CommandResult
+	(*Revocation)(nil),                      // 103: hive.v1.Revocation
+	(RaftRole)(0),                           // 104: hive.v1.RaftRole
+	(*RolloutStatus)(nil),                   // 105: hive.v1.RolloutStatus
+	(*Rollout)(nil),                         // 106: hive.v1.Rollout
+	(*ResourceResult)(nil),                  // 107: hive.v1.ResourceResult
+	(*DriftRepair)(nil),                     // 108: hive.v1.DriftRepair
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	87,  // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	88,  // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
-	89,  // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	90,  // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	91,  // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	91,  // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	92,  // 1: hive.v1.PushRequest.rollout:type_name -> hive.v1.RolloutOverride
+	93,  // 2: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	94,  // 3: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	95,  // 4: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,   // 5: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	11,  // 6: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	92,  // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	82,  // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	92,  // 9: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	70,  // 10: hive.v1.WatchNodeStateResponse.plan:type_name -> hive.v1.PlanDryRun
-	93,  // 11: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	89,  // 12: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	94,  // 13: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	95,  // 14: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	96,  // 15: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	26,  // 16: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	31,  // 17: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	83,  // 18: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	96,  // 19: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	97,  // 20: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	98,  // 21: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	44,  // 22: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	99,  // 23: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	99,  // 24: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	100, // 25: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	84,  // 26: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	85,  // 27: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	86,  // 28: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	101, // 29: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	101, // 30: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	102, // 31: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	102, // 32: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	102, // 33: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	102, // 34: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	92,  // 35: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
-	96,  // 36: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
-	87,  // 37: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
-	89,  // 38: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
-	1,   // 39: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
-	103, // 40: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
-	89,  // 41: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
-	72,  // 42: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
-	96,  // 43: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
-	93,  // 44: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
-	87,  // 45: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
-	96,  // 46: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
-	96,  // 47: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
-	93,  // 48: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
-	96,  // 49: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
-	104, // 50: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
-	2,   // 51: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	4,   // 52: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	6,   // 53: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	8,   // 54: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	10,  // 55: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	13,  // 56: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	15,  // 57: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	17,  // 58: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	19,  // 59: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	21,  // 60: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	23,  // 61: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	25,  // 62: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	28,  // 63: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	30,  // 64: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	33,  // 65: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	35,  // 66: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	37,  // 67: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	39,  // 68: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	48,  // 69: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	50,  // 70: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	52,  // 71: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	56,  // 72: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	58,  // 73: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
-	60,  // 74: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
-	62,  // 75: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
-	64,  // 76: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
-	66,  // 77: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
-	68,  // 78: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
-	71,  // 79: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
-	74,  // 80: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
-	80,  // 81: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	46,  // 82: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	41,  // 83: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	43,  // 84: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	54,  // 85: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	76,  // 86: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
-	78,  // 87: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
-	3,   // 88: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	5,   // 89: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	7,   // 90: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	9,   // 91: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	12,  // 92: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	14,  // 93: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	16,  // 94: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	18,  // 95: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	20,  // 96: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	22,  // 97: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	24,  // 98: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	27,  // 99: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	29,  // 100: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	32,  // 101: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	34,  // 102: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	36,  // 103: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	38,  // 104: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	40,  // 105: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	49,  // 106: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	51,  // 107: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	53,  // 108: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	57,  // 109: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	59,  // 110: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
-	61,  // 111: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
-	63,  // 112: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
-	65,  // 113: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
-	67,  // 114: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
-	69,  // 115: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
-	73,  // 116: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
-	75,  // 117: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
-	81,  // 118: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	47,  // 119: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	42,  // 120: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	45,  // 121: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	55,  // 122: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	77,  // 123: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
-	79,  // 124: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
-	88,  // [88:125] is the sub-list for method output_type
-	51,  // [51:88] is the sub-list for method input_type
-	51,  // [51:51] is the sub-list for extension type_name
-	51,  // [51:51] is the sub-list for extension extendee
-	0,   // [0:51] is the sub-list for field type_name
+	96,  // 7: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	84,  // 8: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	85,  // 9: hive.v1.WatchNodeStateRequest.hardware:type_name -> hive.v1.WatchNodeStateRequest.HardwareEntry
+	86,  // 10: hive.v1.WatchNodeStateRequest.interfaces:type_name -> hive.v1.WatchNodeStateRequest.InterfacesEntry
+	96,  // 11: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	72,  // 12: hive.v1.WatchNodeStateResponse.plan:type_name -> hive.v1.PlanDryRun
+	97,  // 13: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	93,  // 14: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	98,  // 15: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	99,  // 16: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	100, // 17: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	26,  // 18: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	31,  // 19: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	87,  // 20: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	100, // 21: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	101, // 22: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	102, // 23: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	44,  // 24: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	103, // 25: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	103, // 26: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	104, // 27: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	88,  // 28: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	89,  // 29: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	90,  // 30: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	105, // 31: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	105, // 32: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	106, // 33: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	106, // 34: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	106, // 35: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	106, // 36: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	96,  // 37: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
+	100, // 38: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
+	91,  // 39: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
+	93,  // 40: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
+	1,   // 41: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
+	107, // 42: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
+	93,  // 43: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
+	74,  // 44: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
+	100, // 45: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
+	97,  // 46: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
+	91,  // 47: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
+	100, // 48: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
+	100, // 49: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
+	97,  // 50: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
+	100, // 51: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	108, // 52: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	2,   // 53: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	4,   // 54: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	6,   // 55: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	8,   // 56: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	10,  // 57: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	13,  // 58: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	15,  // 59: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	17,  // 60: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	19,  // 61: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	21,  // 62: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	23,  // 63: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	25,  // 64: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	28,  // 65: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	30,  // 66: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	33,  // 67: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	35,  // 68: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	37,  // 69: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	39,  // 70: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	48,  // 71: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	50,  // 72: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	52,  // 73: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	56,  // 74: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	58,  // 75: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
+	60,  // 76: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
+	62,  // 77: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
+	64,  // 78: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
+	66,  // 79: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
+	68,  // 80: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
+	70,  // 81: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
+	73,  // 82: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	76,  // 83: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	82,  // 84: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	46,  // 85: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41,  // 86: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43,  // 87: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54,  // 88: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	78,  // 89: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	80,  // 90: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,   // 91: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,   // 92: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,   // 93: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,   // 94: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12,  // 95: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14,  // 96: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16,  // 97: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18,  // 98: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20,  // 99: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22,  // 100: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24,  // 101: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27,  // 102: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29,  // 103: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32,  // 104: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34,  // 105: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36,  // 106: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38,  // 107: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40,  // 108: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49,  // 109: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51,  // 110: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53,  // 111: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57,  // 112: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	59,  // 113: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	61,  // 114: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	63,  // 115: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	65,  // 116: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	67,  // 117: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	69,  // 118: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	71,  // 119: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	75,  // 120: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	77,  // 121: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	83,  // 122: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	47,  // 123: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42,  // 124: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45,  // 125: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55,  // 126: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	79,  // 127: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	81,  // 128: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	91,  // [91:129] is the sub-list for method output_type
+	53,  // [53:91] is the sub-list for method input_type
+	53,  // [53:53] is the sub-list for extension type_name
+	53,  // [53:53] is the sub-list for extension extendee
+	0,   // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -5201,7 +5389,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   85,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

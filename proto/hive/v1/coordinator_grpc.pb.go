@@ -19,37 +19,38 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CoordinatorService_Push_FullMethodName                 = "/hive.v1.CoordinatorService/Push"
-	CoordinatorService_Rollback_FullMethodName             = "/hive.v1.CoordinatorService/Rollback"
-	CoordinatorService_ListGenerations_FullMethodName      = "/hive.v1.CoordinatorService/ListGenerations"
-	CoordinatorService_GetGeneration_FullMethodName        = "/hive.v1.CoordinatorService/GetGeneration"
-	CoordinatorService_DiffGenerations_FullMethodName      = "/hive.v1.CoordinatorService/DiffGenerations"
-	CoordinatorService_GetNodeState_FullMethodName         = "/hive.v1.CoordinatorService/GetNodeState"
-	CoordinatorService_WatchNodeState_FullMethodName       = "/hive.v1.CoordinatorService/WatchNodeState"
-	CoordinatorService_Report_FullMethodName               = "/hive.v1.CoordinatorService/Report"
-	CoordinatorService_GetStatus_FullMethodName            = "/hive.v1.CoordinatorService/GetStatus"
-	CoordinatorService_ListMembers_FullMethodName          = "/hive.v1.CoordinatorService/ListMembers"
-	CoordinatorService_SetSecret_FullMethodName            = "/hive.v1.CoordinatorService/SetSecret"
-	CoordinatorService_ListSecrets_FullMethodName          = "/hive.v1.CoordinatorService/ListSecrets"
-	CoordinatorService_DeleteSecret_FullMethodName         = "/hive.v1.CoordinatorService/DeleteSecret"
-	CoordinatorService_ListPeers_FullMethodName            = "/hive.v1.CoordinatorService/ListPeers"
-	CoordinatorService_AddPeer_FullMethodName              = "/hive.v1.CoordinatorService/AddPeer"
-	CoordinatorService_RemovePeer_FullMethodName           = "/hive.v1.CoordinatorService/RemovePeer"
-	CoordinatorService_CreateBootstrapToken_FullMethodName = "/hive.v1.CoordinatorService/CreateBootstrapToken"
-	CoordinatorService_RequestCertificate_FullMethodName   = "/hive.v1.CoordinatorService/RequestCertificate"
-	CoordinatorService_RevokeNode_FullMethodName           = "/hive.v1.CoordinatorService/RevokeNode"
-	CoordinatorService_RemoveNode_FullMethodName           = "/hive.v1.CoordinatorService/RemoveNode"
-	CoordinatorService_RenewCertificate_FullMethodName     = "/hive.v1.CoordinatorService/RenewCertificate"
-	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
-	CoordinatorService_GetRollout_FullMethodName           = "/hive.v1.CoordinatorService/GetRollout"
-	CoordinatorService_WatchRollout_FullMethodName         = "/hive.v1.CoordinatorService/WatchRollout"
-	CoordinatorService_PauseRollout_FullMethodName         = "/hive.v1.CoordinatorService/PauseRollout"
-	CoordinatorService_ResumeRollout_FullMethodName        = "/hive.v1.CoordinatorService/ResumeRollout"
-	CoordinatorService_PromoteRollout_FullMethodName       = "/hive.v1.CoordinatorService/PromoteRollout"
-	CoordinatorService_AbortRollout_FullMethodName         = "/hive.v1.CoordinatorService/AbortRollout"
-	CoordinatorService_Plan_FullMethodName                 = "/hive.v1.CoordinatorService/Plan"
-	CoordinatorService_ReportPlan_FullMethodName           = "/hive.v1.CoordinatorService/ReportPlan"
-	CoordinatorService_ListDriftRepairs_FullMethodName     = "/hive.v1.CoordinatorService/ListDriftRepairs"
+	CoordinatorService_Push_FullMethodName                    = "/hive.v1.CoordinatorService/Push"
+	CoordinatorService_Rollback_FullMethodName                = "/hive.v1.CoordinatorService/Rollback"
+	CoordinatorService_ListGenerations_FullMethodName         = "/hive.v1.CoordinatorService/ListGenerations"
+	CoordinatorService_GetGeneration_FullMethodName           = "/hive.v1.CoordinatorService/GetGeneration"
+	CoordinatorService_DiffGenerations_FullMethodName         = "/hive.v1.CoordinatorService/DiffGenerations"
+	CoordinatorService_GetNodeState_FullMethodName            = "/hive.v1.CoordinatorService/GetNodeState"
+	CoordinatorService_WatchNodeState_FullMethodName          = "/hive.v1.CoordinatorService/WatchNodeState"
+	CoordinatorService_Report_FullMethodName                  = "/hive.v1.CoordinatorService/Report"
+	CoordinatorService_GetStatus_FullMethodName               = "/hive.v1.CoordinatorService/GetStatus"
+	CoordinatorService_ListMembers_FullMethodName             = "/hive.v1.CoordinatorService/ListMembers"
+	CoordinatorService_SetSecret_FullMethodName               = "/hive.v1.CoordinatorService/SetSecret"
+	CoordinatorService_ListSecrets_FullMethodName             = "/hive.v1.CoordinatorService/ListSecrets"
+	CoordinatorService_DeleteSecret_FullMethodName            = "/hive.v1.CoordinatorService/DeleteSecret"
+	CoordinatorService_ListPeers_FullMethodName               = "/hive.v1.CoordinatorService/ListPeers"
+	CoordinatorService_AddPeer_FullMethodName                 = "/hive.v1.CoordinatorService/AddPeer"
+	CoordinatorService_RemovePeer_FullMethodName              = "/hive.v1.CoordinatorService/RemovePeer"
+	CoordinatorService_CreateBootstrapToken_FullMethodName    = "/hive.v1.CoordinatorService/CreateBootstrapToken"
+	CoordinatorService_RequestCertificate_FullMethodName      = "/hive.v1.CoordinatorService/RequestCertificate"
+	CoordinatorService_RevokeNode_FullMethodName              = "/hive.v1.CoordinatorService/RevokeNode"
+	CoordinatorService_RemoveNode_FullMethodName              = "/hive.v1.CoordinatorService/RemoveNode"
+	CoordinatorService_RenewCertificate_FullMethodName        = "/hive.v1.CoordinatorService/RenewCertificate"
+	CoordinatorService_LabelNode_FullMethodName               = "/hive.v1.CoordinatorService/LabelNode"
+	CoordinatorService_GetRollout_FullMethodName              = "/hive.v1.CoordinatorService/GetRollout"
+	CoordinatorService_WatchRollout_FullMethodName            = "/hive.v1.CoordinatorService/WatchRollout"
+	CoordinatorService_PauseRollout_FullMethodName            = "/hive.v1.CoordinatorService/PauseRollout"
+	CoordinatorService_ResumeRollout_FullMethodName           = "/hive.v1.CoordinatorService/ResumeRollout"
+	CoordinatorService_PromoteRollout_FullMethodName          = "/hive.v1.CoordinatorService/PromoteRollout"
+	CoordinatorService_AbortRollout_FullMethodName            = "/hive.v1.CoordinatorService/AbortRollout"
+	CoordinatorService_IssueServiceCertificate_FullMethodName = "/hive.v1.CoordinatorService/IssueServiceCertificate"
+	CoordinatorService_Plan_FullMethodName                    = "/hive.v1.CoordinatorService/Plan"
+	CoordinatorService_ReportPlan_FullMethodName              = "/hive.v1.CoordinatorService/ReportPlan"
+	CoordinatorService_ListDriftRepairs_FullMethodName        = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -138,6 +139,13 @@ type CoordinatorServiceClient interface {
 	// AbortRollout stops the rollout and gives every touched node its
 	// previous generation back.
 	AbortRollout(ctx context.Context, in *AbortRolloutRequest, opts ...grpc.CallOption) (*AbortRolloutResponse, error)
+	// IssueServiceCertificate signs a certificate for one of the calling
+	// agent's services: the certificate resource `name` of the node's
+	// current state, for the key of the CSR. The names come from the
+	// coordinators, never from the CSR: the node's name, its trusted
+	// addresses and the resource's dns_names. Agents only, as themselves; a
+	// revoked or expired agent certificate gets none.
+	IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error)
 	// Plan sends a proposed site to every node it affects without making it
 	// a generation: each connected agent dry-runs its would-be state against
 	// its machine and answers; the call returns within timeout with the
@@ -459,6 +467,16 @@ func (c *coordinatorServiceClient) AbortRollout(ctx context.Context, in *AbortRo
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueServiceCertificateResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_IssueServiceCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorServiceClient) Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PlanResponse)
@@ -575,6 +593,13 @@ type CoordinatorServiceServer interface {
 	// AbortRollout stops the rollout and gives every touched node its
 	// previous generation back.
 	AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error)
+	// IssueServiceCertificate signs a certificate for one of the calling
+	// agent's services: the certificate resource `name` of the node's
+	// current state, for the key of the CSR. The names come from the
+	// coordinators, never from the CSR: the node's name, its trusted
+	// addresses and the resource's dns_names. Agents only, as themselves; a
+	// revoked or expired agent certificate gets none.
+	IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error)
 	// Plan sends a proposed site to every node it affects without making it
 	// a generation: each connected agent dry-runs its would-be state against
 	// its machine and answers; the call returns within timeout with the
@@ -681,6 +706,9 @@ func (UnimplementedCoordinatorServiceServer) PromoteRollout(context.Context, *Pr
 }
 func (UnimplementedCoordinatorServiceServer) AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortRollout not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueServiceCertificate not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) Plan(context.Context, *PlanRequest) (*PlanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Plan not implemented")
@@ -1202,6 +1230,24 @@ func _CoordinatorService_AbortRollout_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_IssueServiceCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueServiceCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).IssueServiceCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_IssueServiceCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).IssueServiceCertificate(ctx, req.(*IssueServiceCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CoordinatorService_Plan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PlanRequest)
 	if err := dec(in); err != nil {
@@ -1366,6 +1412,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortRollout",
 			Handler:    _CoordinatorService_AbortRollout_Handler,
+		},
+		{
+			MethodName: "IssueServiceCertificate",
+			Handler:    _CoordinatorService_IssueServiceCertificate_Handler,
 		},
 		{
 			MethodName: "Plan",

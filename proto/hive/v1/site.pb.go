@@ -1015,6 +1015,8 @@ type Resource struct {
 	//	*Resource_KernelModule
 	//	*Resource_Mount
 	//	*Resource_Command
+	//	*Resource_Certificate
+	//	*Resource_CaTrust
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1245,6 +1247,24 @@ func (x *Resource) GetCommand() *GuardedCommand {
 	return nil
 }
 
+func (x *Resource) GetCertificate() *Certificate {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetCaTrust() *CaTrust {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_CaTrust); ok {
+			return x.CaTrust
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -1319,6 +1339,14 @@ type Resource_Command struct {
 	Command *GuardedCommand `protobuf:"bytes,33,opt,name=command,proto3,oneof"`
 }
 
+type Resource_Certificate struct {
+	Certificate *Certificate `protobuf:"bytes,40,opt,name=certificate,proto3,oneof"`
+}
+
+type Resource_CaTrust struct {
+	CaTrust *CaTrust `protobuf:"bytes,41,opt,name=ca_trust,json=caTrust,proto3,oneof"`
+}
+
 func (*Resource_Repo) isResource_Kind() {}
 
 func (*Resource_Package) isResource_Kind() {}
@@ -1352,6 +1380,10 @@ func (*Resource_KernelModule) isResource_Kind() {}
 func (*Resource_Mount) isResource_Kind() {}
 
 func (*Resource_Command) isResource_Kind() {}
+
+func (*Resource_Certificate) isResource_Kind() {}
+
+func (*Resource_CaTrust) isResource_Kind() {}
 
 // Repo is a package repository definition: a deb822 .sources file with its
 // Signed-By key under /etc/apt/keyrings, or a yum/dnf .repo file with gpgkey.
@@ -2480,6 +2512,166 @@ func (x *RolloutPolicy) GetOnFailure() RolloutOnFailure {
 	return RolloutOnFailure_ROLLOUT_ON_FAILURE_UNSPECIFIED
 }
 
+// Certificate is an X.509 certificate for one of the node's services
+// ("certificate:NAME"), issued by the site CA through the coordinators
+// (IssueServiceCertificate) for a key the agent makes on the node and never
+// sends. Its names are the node's name, the node's trusted addresses (each
+// proven by the node's connection or agent certificate) and dns_names; the
+// agent renews it at two thirds of its lifetime.
+type Certificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the certificate within the node (letters, digits, . _ -).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Absolute paths of the PEM certificate and of its PKCS#8 private key.
+	CertPath string `protobuf:"bytes,2,opt,name=cert_path,json=certPath,proto3" json:"cert_path,omitempty"`
+	KeyPath  string `protobuf:"bytes,3,opt,name=key_path,json=keyPath,proto3" json:"key_path,omitempty"`
+	// Absolute path the site CA certificate is written to (optional).
+	CaPath string `protobuf:"bytes,4,opt,name=ca_path,json=caPath,proto3" json:"ca_path,omitempty"`
+	// Extra DNS names; "{node}" in a name stands for the node's name.
+	DnsNames []string `protobuf:"bytes,5,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	// Lifetime asked for, in seconds (default 90 days).
+	ValiditySeconds uint32 `protobuf:"varint,6,opt,name=validity_seconds,json=validitySeconds,proto3" json:"validity_seconds,omitempty"`
+	// Owner and group of the files (default root) and the key's permission
+	// bits (default 0600; the certificate and CA are 0644).
+	Owner         string `protobuf:"bytes,7,opt,name=owner,proto3" json:"owner,omitempty"`
+	Group         string `protobuf:"bytes,8,opt,name=group,proto3" json:"group,omitempty"`
+	KeyMode       uint32 `protobuf:"varint,9,opt,name=key_mode,json=keyMode,proto3" json:"key_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_hive_v1_site_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Certificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Certificate) GetCertPath() string {
+	if x != nil {
+		return x.CertPath
+	}
+	return ""
+}
+
+func (x *Certificate) GetKeyPath() string {
+	if x != nil {
+		return x.KeyPath
+	}
+	return ""
+}
+
+func (x *Certificate) GetCaPath() string {
+	if x != nil {
+		return x.CaPath
+	}
+	return ""
+}
+
+func (x *Certificate) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *Certificate) GetValiditySeconds() uint32 {
+	if x != nil {
+		return x.ValiditySeconds
+	}
+	return 0
+}
+
+func (x *Certificate) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Certificate) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *Certificate) GetKeyMode() uint32 {
+	if x != nil {
+		return x.KeyMode
+	}
+	return 0
+}
+
+// CaTrust installs the site CA certificate into the operating system's
+// trust store ("ca_trust:site"): update-ca-certificates on Debian-family
+// roots, update-ca-trust on RPM-family roots.
+type CaTrust struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaTrust) Reset() {
+	*x = CaTrust{}
+	mi := &file_hive_v1_site_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaTrust) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaTrust) ProtoMessage() {}
+
+func (x *CaTrust) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaTrust.ProtoReflect.Descriptor instead.
+func (*CaTrust) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{21}
+}
+
 var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
@@ -2527,7 +2719,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\bCheckTCP\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"\"\n" +
 	"\fCheckCommand\x12\x12\n" +
-	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xf0\x06\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xd9\a\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -2551,7 +2743,9 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x06sysctl\x18\x1e \x01(\v2\x0f.hive.v1.SysctlH\x00R\x06sysctl\x12<\n" +
 	"\rkernel_module\x18\x1f \x01(\v2\x15.hive.v1.KernelModuleH\x00R\fkernelModule\x12&\n" +
 	"\x05mount\x18  \x01(\v2\x0e.hive.v1.MountH\x00R\x05mount\x123\n" +
-	"\acommand\x18! \x01(\v2\x17.hive.v1.GuardedCommandH\x00R\acommandB\x06\n" +
+	"\acommand\x18! \x01(\v2\x17.hive.v1.GuardedCommandH\x00R\acommand\x128\n" +
+	"\vcertificate\x18( \x01(\v2\x14.hive.v1.CertificateH\x00R\vcertificate\x12-\n" +
+	"\bca_trust\x18) \x01(\v2\x10.hive.v1.CaTrustH\x00R\acaTrustB\x06\n" +
 	"\x04kind\"\x94\x02\n" +
 	"\x04Repo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -2663,7 +2857,18 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x10min_healthy_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0eminHealthyTime\x12D\n" +
 	"\x10healthy_deadline\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fhealthyDeadline\x128\n" +
 	"\n" +
-	"on_failure\x18\a \x01(\x0e2\x19.hive.v1.RolloutOnFailureR\tonFailure*K\n" +
+	"on_failure\x18\a \x01(\x0e2\x19.hive.v1.RolloutOnFailureR\tonFailure\"\x81\x02\n" +
+	"\vCertificate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tcert_path\x18\x02 \x01(\tR\bcertPath\x12\x19\n" +
+	"\bkey_path\x18\x03 \x01(\tR\akeyPath\x12\x17\n" +
+	"\aca_path\x18\x04 \x01(\tR\x06caPath\x12\x1b\n" +
+	"\tdns_names\x18\x05 \x03(\tR\bdnsNames\x12)\n" +
+	"\x10validity_seconds\x18\x06 \x01(\rR\x0fvaliditySeconds\x12\x14\n" +
+	"\x05owner\x18\a \x01(\tR\x05owner\x12\x14\n" +
+	"\x05group\x18\b \x01(\tR\x05group\x12\x19\n" +
+	"\bkey_mode\x18\t \x01(\rR\akeyMode\"\t\n" +
+	"\aCaTrust*K\n" +
 	"\bRepoType\x12\x19\n" +
 	"\x15REPO_TYPE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rREPO_TYPE_YUM\x10\x01\x12\x11\n" +
@@ -2714,7 +2919,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),               // 0: hive.v1.RepoType
 	(PackageState)(0),           // 1: hive.v1.PackageState
@@ -2744,28 +2949,30 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(*SwarmMember)(nil),         // 25: hive.v1.SwarmMember
 	(*SwarmNetwork)(nil),        // 26: hive.v1.SwarmNetwork
 	(*RolloutPolicy)(nil),       // 27: hive.v1.RolloutPolicy
-	nil,                         // 28: hive.v1.Selector.MatchLabelsEntry
-	nil,                         // 29: hive.v1.Firewall.PoliciesEntry
-	nil,                         // 30: hive.v1.Drbd.OptionsEntry
-	nil,                         // 31: hive.v1.Swarm.LabelsEntry
-	nil,                         // 32: hive.v1.SwarmMember.LabelsEntry
-	(*User)(nil),                // 33: hive.v1.User
-	(*Group)(nil),               // 34: hive.v1.Group
-	(*Hosts)(nil),               // 35: hive.v1.Hosts
-	(*Hostname)(nil),            // 36: hive.v1.Hostname
-	(*Timezone)(nil),            // 37: hive.v1.Timezone
-	(*Locale)(nil),              // 38: hive.v1.Locale
-	(*Sysctl)(nil),              // 39: hive.v1.Sysctl
-	(*KernelModule)(nil),        // 40: hive.v1.KernelModule
-	(*Mount)(nil),               // 41: hive.v1.Mount
-	(*GuardedCommand)(nil),      // 42: hive.v1.GuardedCommand
-	(*durationpb.Duration)(nil), // 43: google.protobuf.Duration
+	(*Certificate)(nil),         // 28: hive.v1.Certificate
+	(*CaTrust)(nil),             // 29: hive.v1.CaTrust
+	nil,                         // 30: hive.v1.Selector.MatchLabelsEntry
+	nil,                         // 31: hive.v1.Firewall.PoliciesEntry
+	nil,                         // 32: hive.v1.Drbd.OptionsEntry
+	nil,                         // 33: hive.v1.Swarm.LabelsEntry
+	nil,                         // 34: hive.v1.SwarmMember.LabelsEntry
+	(*User)(nil),                // 35: hive.v1.User
+	(*Group)(nil),               // 36: hive.v1.Group
+	(*Hosts)(nil),               // 37: hive.v1.Hosts
+	(*Hostname)(nil),            // 38: hive.v1.Hostname
+	(*Timezone)(nil),            // 39: hive.v1.Timezone
+	(*Locale)(nil),              // 40: hive.v1.Locale
+	(*Sysctl)(nil),              // 41: hive.v1.Sysctl
+	(*KernelModule)(nil),        // 42: hive.v1.KernelModule
+	(*Mount)(nil),               // 43: hive.v1.Mount
+	(*GuardedCommand)(nil),      // 44: hive.v1.GuardedCommand
+	(*durationpb.Duration)(nil), // 45: google.protobuf.Duration
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	10, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
 	9,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
 	27, // 2: hive.v1.Site.rollout:type_name -> hive.v1.RolloutPolicy
-	28, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	30, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
 	15, // 4: hive.v1.Role.resources:type_name -> hive.v1.Resource
 	27, // 5: hive.v1.Role.rollout:type_name -> hive.v1.RolloutPolicy
 	11, // 6: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
@@ -2779,41 +2986,43 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	20, // 14: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
 	22, // 15: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
 	24, // 16: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	33, // 17: hive.v1.Resource.user:type_name -> hive.v1.User
-	34, // 18: hive.v1.Resource.group:type_name -> hive.v1.Group
-	35, // 19: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
-	36, // 20: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
-	37, // 21: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
-	38, // 22: hive.v1.Resource.locale:type_name -> hive.v1.Locale
-	39, // 23: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
-	40, // 24: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
-	41, // 25: hive.v1.Resource.mount:type_name -> hive.v1.Mount
-	42, // 26: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
-	0,  // 27: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 28: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 29: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 30: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	21, // 31: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	29, // 32: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 33: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 34: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	30, // 35: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	23, // 36: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 37: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	31, // 38: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	26, // 39: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	25, // 40: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 41: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	32, // 42: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	43, // 43: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
-	43, // 44: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
-	7,  // 45: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
-	5,  // 46: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	35, // 17: hive.v1.Resource.user:type_name -> hive.v1.User
+	36, // 18: hive.v1.Resource.group:type_name -> hive.v1.Group
+	37, // 19: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
+	38, // 20: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
+	39, // 21: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
+	40, // 22: hive.v1.Resource.locale:type_name -> hive.v1.Locale
+	41, // 23: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
+	42, // 24: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
+	43, // 25: hive.v1.Resource.mount:type_name -> hive.v1.Mount
+	44, // 26: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
+	28, // 27: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
+	29, // 28: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
+	0,  // 29: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 30: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 31: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 32: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	21, // 33: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	31, // 34: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 35: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 36: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	32, // 37: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	23, // 38: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 39: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	33, // 40: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	26, // 41: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	25, // 42: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 43: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	34, // 44: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	45, // 45: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
+	45, // 46: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
+	7,  // 47: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
+	5,  // 48: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2846,6 +3055,8 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_KernelModule)(nil),
 		(*Resource_Mount)(nil),
 		(*Resource_Command)(nil),
+		(*Resource_Certificate)(nil),
+		(*Resource_CaTrust)(nil),
 	}
 	file_hive_v1_site_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
@@ -2854,7 +3065,7 @@ func file_hive_v1_site_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

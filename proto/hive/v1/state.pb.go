@@ -764,8 +764,16 @@ type NodeFacts struct {
 	// Labels the agent reported about itself: facts, not checked by anyone
 	// (templates: .Reported).
 	ReportedLabels map[string]string `protobuf:"bytes,6,rep,name=reported_labels,json=reportedLabels,proto3" json:"reported_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Host facts the agent reported with its watch (see
+	// WatchNodeStateRequest fields 10-14), checked for form and bounds only:
+	// facts, for templates (.Facts), never for trust decisions.
+	OsFamily      string            `protobuf:"bytes,10,opt,name=os_family,json=osFamily,proto3" json:"os_family,omitempty"`
+	OsVersion     string            `protobuf:"bytes,11,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
+	Kernel        string            `protobuf:"bytes,12,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Hardware      map[string]uint64 `protobuf:"bytes,13,rep,name=hardware,proto3" json:"hardware,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Interfaces    map[string]string `protobuf:"bytes,14,rep,name=interfaces,proto3" json:"interfaces,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeFacts) Reset() {
@@ -836,6 +844,41 @@ func (x *NodeFacts) GetPeers() map[string]*PeerList {
 func (x *NodeFacts) GetReportedLabels() map[string]string {
 	if x != nil {
 		return x.ReportedLabels
+	}
+	return nil
+}
+
+func (x *NodeFacts) GetOsFamily() string {
+	if x != nil {
+		return x.OsFamily
+	}
+	return ""
+}
+
+func (x *NodeFacts) GetOsVersion() string {
+	if x != nil {
+		return x.OsVersion
+	}
+	return ""
+}
+
+func (x *NodeFacts) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *NodeFacts) GetHardware() map[string]uint64 {
+	if x != nil {
+		return x.Hardware
+	}
+	return nil
+}
+
+func (x *NodeFacts) GetInterfaces() map[string]string {
+	if x != nil {
+		return x.Interfaces
 	}
 	return nil
 }
@@ -1932,14 +1975,23 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
 	"\bPeerList\x12#\n" +
-	"\x05peers\x18\x01 \x03(\v2\r.hive.v1.PeerR\x05peers\"\xdc\x03\n" +
+	"\x05peers\x18\x01 \x03(\v2\r.hive.v1.PeerR\x05peers\"\xae\x06\n" +
 	"\tNodeFacts\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.hive.v1.NodeFacts.LabelsEntryR\x06labels\x12\x1c\n" +
 	"\taddresses\x18\x03 \x03(\tR\taddresses\x12\x14\n" +
 	"\x05roles\x18\x04 \x03(\tR\x05roles\x123\n" +
 	"\x05peers\x18\x05 \x03(\v2\x1d.hive.v1.NodeFacts.PeersEntryR\x05peers\x12O\n" +
-	"\x0freported_labels\x18\x06 \x03(\v2&.hive.v1.NodeFacts.ReportedLabelsEntryR\x0ereportedLabels\x1a9\n" +
+	"\x0freported_labels\x18\x06 \x03(\v2&.hive.v1.NodeFacts.ReportedLabelsEntryR\x0ereportedLabels\x12\x1b\n" +
+	"\tos_family\x18\n" +
+	" \x01(\tR\bosFamily\x12\x1d\n" +
+	"\n" +
+	"os_version\x18\v \x01(\tR\tosVersion\x12\x16\n" +
+	"\x06kernel\x18\f \x01(\tR\x06kernel\x12<\n" +
+	"\bhardware\x18\r \x03(\v2 .hive.v1.NodeFacts.HardwareEntryR\bhardware\x12B\n" +
+	"\n" +
+	"interfaces\x18\x0e \x03(\v2\".hive.v1.NodeFacts.InterfacesEntryR\n" +
+	"interfaces\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aK\n" +
@@ -1948,6 +2000,12 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12'\n" +
 	"\x05value\x18\x02 \x01(\v2\x11.hive.v1.PeerListR\x05value:\x028\x01\x1aA\n" +
 	"\x13ReportedLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rHardwareEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
+	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x02\n" +
 	"\tNodeState\x12\x12\n" +
@@ -2130,7 +2188,7 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Cause)(0),                    // 1: hive.v1.Cause
@@ -2157,70 +2215,74 @@ var file_hive_v1_state_proto_goTypes = []any{
 	nil,                           // 22: hive.v1.NodeFacts.LabelsEntry
 	nil,                           // 23: hive.v1.NodeFacts.PeersEntry
 	nil,                           // 24: hive.v1.NodeFacts.ReportedLabelsEntry
-	nil,                           // 25: hive.v1.NodeState.SecretsEntry
-	nil,                           // 26: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 27: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 28: hive.v1.Member.LabelsEntry
-	nil,                           // 29: hive.v1.NodeStatus.LabelsEntry
-	nil,                           // 30: hive.v1.NodeStatus.LabelSourcesEntry
-	nil,                           // 31: hive.v1.NodeStatus.ReportedLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*Site)(nil),                  // 33: hive.v1.Site
-	(*Resource)(nil),              // 34: hive.v1.Resource
-	(*HealthCheck)(nil),           // 35: hive.v1.HealthCheck
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	nil,                           // 25: hive.v1.NodeFacts.HardwareEntry
+	nil,                           // 26: hive.v1.NodeFacts.InterfacesEntry
+	nil,                           // 27: hive.v1.NodeState.SecretsEntry
+	nil,                           // 28: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 29: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 30: hive.v1.Member.LabelsEntry
+	nil,                           // 31: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 32: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 33: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*Site)(nil),                  // 35: hive.v1.Site
+	(*Resource)(nil),              // 36: hive.v1.Resource
+	(*HealthCheck)(nil),           // 37: hive.v1.HealthCheck
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	32, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	33, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	32, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	34, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	35, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	34, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
 	21, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
 	9,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
 	22, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
 	23, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
 	24, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
-	11, // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	34, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	25, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
-	35, // 11: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
-	0,  // 12: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	36, // 13: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
-	1,  // 14: hive.v1.ResourceResult.cause:type_name -> hive.v1.Cause
-	2,  // 15: hive.v1.Report.phase:type_name -> hive.v1.Phase
-	13, // 16: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	36, // 17: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	32, // 18: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	32, // 19: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	26, // 20: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	15, // 21: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
-	3,  // 22: hive.v1.Report.health:type_name -> hive.v1.Health
-	32, // 23: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
-	5,  // 24: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	27, // 25: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	5,  // 26: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	4,  // 27: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	28, // 28: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	6,  // 29: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	29, // 30: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	4,  // 31: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	2,  // 32: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	32, // 33: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	18, // 34: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	13, // 35: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	30, // 36: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
-	31, // 37: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
-	32, // 38: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
-	15, // 39: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
-	3,  // 40: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
-	32, // 41: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	32, // 42: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	32, // 43: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	10, // 44: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	25, // 8: hive.v1.NodeFacts.hardware:type_name -> hive.v1.NodeFacts.HardwareEntry
+	26, // 9: hive.v1.NodeFacts.interfaces:type_name -> hive.v1.NodeFacts.InterfacesEntry
+	11, // 10: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
+	36, // 11: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	27, // 12: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	37, // 13: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
+	0,  // 14: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
+	38, // 15: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	1,  // 16: hive.v1.ResourceResult.cause:type_name -> hive.v1.Cause
+	2,  // 17: hive.v1.Report.phase:type_name -> hive.v1.Phase
+	13, // 18: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
+	38, // 19: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	34, // 20: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	34, // 21: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	28, // 22: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	15, // 23: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
+	3,  // 24: hive.v1.Report.health:type_name -> hive.v1.Health
+	34, // 25: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	5,  // 26: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	29, // 27: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	5,  // 28: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	4,  // 29: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	30, // 30: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	6,  // 31: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	31, // 32: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	4,  // 33: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	2,  // 34: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	34, // 35: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	18, // 36: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	13, // 37: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	32, // 38: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	33, // 39: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	34, // 40: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	15, // 41: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
+	3,  // 42: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
+	34, // 43: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	34, // 44: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	34, // 45: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	10, // 46: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -2235,7 +2297,7 @@ func file_hive_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
