@@ -3103,7 +3103,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3319,7 +3319,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\x84\r\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\x94\x0e\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3345,7 +3345,9 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
-	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse2\x8e\x02\n" +
+	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12B\n" +
+	"\tListAudit\x12\x19.hive.v1.ListAuditRequest\x1a\x1a.hive.v1.ListAuditResponse\x12J\n" +
+	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x012\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3442,6 +3444,10 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*CommandResult)(nil),                // 72: hive.v1.CommandResult
 	(*Revocation)(nil),                   // 73: hive.v1.Revocation
 	(RaftRole)(0),                        // 74: hive.v1.RaftRole
+	(*ListAuditRequest)(nil),             // 75: hive.v1.ListAuditRequest
+	(*WatchEventsRequest)(nil),           // 76: hive.v1.WatchEventsRequest
+	(*ListAuditResponse)(nil),            // 77: hive.v1.ListAuditResponse
+	(*WatchEventsResponse)(nil),          // 78: hive.v1.WatchEventsResponse
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	62, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
@@ -3493,38 +3499,42 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	49, // 46: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
 	51, // 47: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
 	55, // 48: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	45, // 49: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 50: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 51: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 52: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 53: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 54: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 55: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 56: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 57: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 58: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 59: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 60: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 61: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 62: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 63: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 64: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 65: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 66: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 67: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 68: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 69: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 70: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 71: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 72: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 73: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 74: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	46, // 75: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 76: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 77: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 78: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	53, // [53:79] is the sub-list for method output_type
-	27, // [27:53] is the sub-list for method input_type
+	75, // 49: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	76, // 50: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	45, // 51: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 52: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 53: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 54: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 55: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 56: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 57: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 58: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 59: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 60: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 61: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 62: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 63: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 64: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 65: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 66: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 67: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 68: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 69: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 70: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 71: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 72: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 73: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 74: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 75: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 76: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	77, // 77: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	78, // 78: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	46, // 79: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 80: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 81: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 82: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	55, // [55:83] is the sub-list for method output_type
+	27, // [27:55] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
 	27, // [27:27] is the sub-list for extension extendee
 	0,  // [0:27] is the sub-list for field type_name
@@ -3535,6 +3545,7 @@ func file_hive_v1_coordinator_proto_init() {
 	if File_hive_v1_coordinator_proto != nil {
 		return
 	}
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_site_proto_init()
 	file_hive_v1_state_proto_init()

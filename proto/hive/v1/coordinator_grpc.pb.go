@@ -41,6 +41,8 @@ const (
 	CoordinatorService_RemoveNode_FullMethodName           = "/hive.v1.CoordinatorService/RemoveNode"
 	CoordinatorService_RenewCertificate_FullMethodName     = "/hive.v1.CoordinatorService/RenewCertificate"
 	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
+	CoordinatorService_ListAudit_FullMethodName            = "/hive.v1.CoordinatorService/ListAudit"
+	CoordinatorService_WatchEvents_FullMethodName          = "/hive.v1.CoordinatorService/WatchEvents"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -114,6 +116,11 @@ type CoordinatorServiceClient interface {
 	// LabelNode sets and removes a registered node's operator labels, which
 	// override its certificate's labels key by key.
 	LabelNode(ctx context.Context, in *LabelNodeRequest, opts ...grpc.CallOption) (*LabelNodeResponse, error)
+	// ListAudit lists the audit log: every write with who, when and what
+	// (admins and coordinators).
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// WatchEvents streams recent fleet events, then live ones with follow.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 }
 
 type coordinatorServiceClient struct {
@@ -353,6 +360,35 @@ func (c *coordinatorServiceClient) LabelNode(ctx context.Context, in *LabelNodeR
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, WatchEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -424,6 +460,11 @@ type CoordinatorServiceServer interface {
 	// LabelNode sets and removes a registered node's operator labels, which
 	// override its certificate's labels key by key.
 	LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error)
+	// ListAudit lists the audit log: every write with who, when and what
+	// (admins and coordinators).
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// WatchEvents streams recent fleet events, then live ones with follow.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -499,6 +540,12 @@ func (UnimplementedCoordinatorServiceServer) RenewCertificate(context.Context, *
 }
 func (UnimplementedCoordinatorServiceServer) LabelNode(context.Context, *LabelNodeRequest) (*LabelNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LabelNode not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -910,6 +957,35 @@ func _CoordinatorService_LabelNode_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, WatchEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1001,11 +1077,20 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "LabelNode",
 			Handler:    _CoordinatorService_LabelNode_Handler,
 		},
+		{
+			MethodName: "ListAudit",
+			Handler:    _CoordinatorService_ListAudit_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchNodeState",
 			Handler:       _CoordinatorService_WatchNodeState_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _CoordinatorService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},

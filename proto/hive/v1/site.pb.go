@@ -399,7 +399,10 @@ type Site struct {
 	Selectors []*Selector `protobuf:"bytes,3,rep,name=selectors,proto3" json:"selectors,omitempty"`
 	// Names of the secrets referenced anywhere in the site, sorted. Values
 	// are never part of a site; they are set with `hivectl secret set`.
-	Secrets       []string `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	Secrets []string `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// Webhooks the leader posts fleet events to (docs/operations.md,
+	// "Webhooks"), in file order.
+	Webhooks      []*Webhook `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -462,6 +465,79 @@ func (x *Site) GetSecrets() []string {
 	return nil
 }
 
+func (x *Site) GetWebhooks() []*Webhook {
+	if x != nil {
+		return x.Webhooks
+	}
+	return nil
+}
+
+// Webhook is an HTTP endpoint that receives fleet events as JSON POSTs.
+type Webhook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http or https URL.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Event kinds sent (exact, or a prefix ending in "." or "*"); empty:
+	// every event.
+	Events []string `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Name of the hive secret whose value signs each body
+	// (X-Hive-Signature: sha256=HMAC-SHA256 hex); "" sends unsigned.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Webhook) Reset() {
+	*x = Webhook{}
+	mi := &file_hive_v1_site_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Webhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Webhook) ProtoMessage() {}
+
+func (x *Webhook) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Webhook.ProtoReflect.Descriptor instead.
+func (*Webhook) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Webhook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Webhook) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *Webhook) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
 // Selector maps nodes to roles by labels and name globs. A node matches when
 // every match_labels entry equals one of its labels and, if names is not
 // empty, its name matches one of the globs (path.Match syntax).
@@ -476,7 +552,7 @@ type Selector struct {
 
 func (x *Selector) Reset() {
 	*x = Selector{}
-	mi := &file_hive_v1_site_proto_msgTypes[1]
+	mi := &file_hive_v1_site_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +564,7 @@ func (x *Selector) String() string {
 func (*Selector) ProtoMessage() {}
 
 func (x *Selector) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[1]
+	mi := &file_hive_v1_site_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +577,7 @@ func (x *Selector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selector.ProtoReflect.Descriptor instead.
 func (*Selector) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Selector) GetMatchLabels() map[string]string {
@@ -538,7 +614,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_hive_v1_site_proto_msgTypes[2]
+	mi := &file_hive_v1_site_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +626,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[2]
+	mi := &file_hive_v1_site_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +639,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Role) GetName() string {
@@ -619,7 +695,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_hive_v1_site_proto_msgTypes[3]
+	mi := &file_hive_v1_site_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +707,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[3]
+	mi := &file_hive_v1_site_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +720,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Resource) GetKey() string {
@@ -822,7 +898,7 @@ type Repo struct {
 
 func (x *Repo) Reset() {
 	*x = Repo{}
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +910,7 @@ func (x *Repo) String() string {
 func (*Repo) ProtoMessage() {}
 
 func (x *Repo) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +923,7 @@ func (x *Repo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repo.ProtoReflect.Descriptor instead.
 func (*Repo) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Repo) GetName() string {
@@ -929,7 +1005,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1017,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1030,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Package) GetName() string {
@@ -1006,7 +1082,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1094,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1107,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *File) GetPath() string {
@@ -1106,7 +1182,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1194,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1207,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Service) GetName() string {
@@ -1181,7 +1257,7 @@ type Firewall struct {
 
 func (x *Firewall) Reset() {
 	*x = Firewall{}
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1269,7 @@ func (x *Firewall) String() string {
 func (*Firewall) ProtoMessage() {}
 
 func (x *Firewall) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1282,7 @@ func (x *Firewall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Firewall.ProtoReflect.Descriptor instead.
 func (*Firewall) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Firewall) GetRules() []*FirewallRule {
@@ -1257,7 +1333,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1345,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1358,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FirewallRule) GetChain() string {
@@ -1394,7 +1470,7 @@ type Drbd struct {
 
 func (x *Drbd) Reset() {
 	*x = Drbd{}
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1482,7 @@ func (x *Drbd) String() string {
 func (*Drbd) ProtoMessage() {}
 
 func (x *Drbd) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1495,7 @@ func (x *Drbd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drbd.ProtoReflect.Descriptor instead.
 func (*Drbd) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Drbd) GetName() string {
@@ -1499,7 +1575,7 @@ type DrbdPeer struct {
 
 func (x *DrbdPeer) Reset() {
 	*x = DrbdPeer{}
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1587,7 @@ func (x *DrbdPeer) String() string {
 func (*DrbdPeer) ProtoMessage() {}
 
 func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1600,7 @@ func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrbdPeer.ProtoReflect.Descriptor instead.
 func (*DrbdPeer) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DrbdPeer) GetName() string {
@@ -1579,7 +1655,7 @@ type Swarm struct {
 
 func (x *Swarm) Reset() {
 	*x = Swarm{}
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1667,7 @@ func (x *Swarm) String() string {
 func (*Swarm) ProtoMessage() {}
 
 func (x *Swarm) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1680,7 @@ func (x *Swarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Swarm.ProtoReflect.Descriptor instead.
 func (*Swarm) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Swarm) GetRole() SwarmRole {
@@ -1687,7 +1763,7 @@ type SwarmMember struct {
 
 func (x *SwarmMember) Reset() {
 	*x = SwarmMember{}
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +1775,7 @@ func (x *SwarmMember) String() string {
 func (*SwarmMember) ProtoMessage() {}
 
 func (x *SwarmMember) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +1788,7 @@ func (x *SwarmMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmMember.ProtoReflect.Descriptor instead.
 func (*SwarmMember) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SwarmMember) GetName() string {
@@ -1756,7 +1832,7 @@ type SwarmNetwork struct {
 
 func (x *SwarmNetwork) Reset() {
 	*x = SwarmNetwork{}
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1844,7 @@ func (x *SwarmNetwork) String() string {
 func (*SwarmNetwork) ProtoMessage() {}
 
 func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1857,7 @@ func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmNetwork.ProtoReflect.Descriptor instead.
 func (*SwarmNetwork) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SwarmNetwork) GetName() string {
@@ -1816,12 +1892,17 @@ var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\"\x8a\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\"\xb8\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
 	"\tselectors\x18\x03 \x03(\v2\x11.hive.v1.SelectorR\tselectors\x12\x18\n" +
-	"\asecrets\x18\x04 \x03(\tR\asecrets\"\xbd\x01\n" +
+	"\asecrets\x18\x04 \x03(\tR\asecrets\x12,\n" +
+	"\bwebhooks\x18\x14 \x03(\v2\x10.hive.v1.WebhookR\bwebhooks\"K\n" +
+	"\aWebhook\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06events\x18\x02 \x03(\tR\x06events\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\xbd\x01\n" +
 	"\bSelector\x12E\n" +
 	"\fmatch_labels\x18\x01 \x03(\v2\".hive.v1.Selector.MatchLabelsEntryR\vmatchLabels\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12\x14\n" +
@@ -1995,7 +2076,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),        // 0: hive.v1.RepoType
 	(PackageState)(0),    // 1: hive.v1.PackageState
@@ -2005,60 +2086,62 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(FirewallAction)(0),  // 5: hive.v1.FirewallAction
 	(SwarmRole)(0),       // 6: hive.v1.SwarmRole
 	(*Site)(nil),         // 7: hive.v1.Site
-	(*Selector)(nil),     // 8: hive.v1.Selector
-	(*Role)(nil),         // 9: hive.v1.Role
-	(*Resource)(nil),     // 10: hive.v1.Resource
-	(*Repo)(nil),         // 11: hive.v1.Repo
-	(*Package)(nil),      // 12: hive.v1.Package
-	(*File)(nil),         // 13: hive.v1.File
-	(*Service)(nil),      // 14: hive.v1.Service
-	(*Firewall)(nil),     // 15: hive.v1.Firewall
-	(*FirewallRule)(nil), // 16: hive.v1.FirewallRule
-	(*Drbd)(nil),         // 17: hive.v1.Drbd
-	(*DrbdPeer)(nil),     // 18: hive.v1.DrbdPeer
-	(*Swarm)(nil),        // 19: hive.v1.Swarm
-	(*SwarmMember)(nil),  // 20: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil), // 21: hive.v1.SwarmNetwork
-	nil,                  // 22: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 23: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 24: hive.v1.Drbd.OptionsEntry
-	nil,                  // 25: hive.v1.Swarm.LabelsEntry
-	nil,                  // 26: hive.v1.SwarmMember.LabelsEntry
+	(*Webhook)(nil),      // 8: hive.v1.Webhook
+	(*Selector)(nil),     // 9: hive.v1.Selector
+	(*Role)(nil),         // 10: hive.v1.Role
+	(*Resource)(nil),     // 11: hive.v1.Resource
+	(*Repo)(nil),         // 12: hive.v1.Repo
+	(*Package)(nil),      // 13: hive.v1.Package
+	(*File)(nil),         // 14: hive.v1.File
+	(*Service)(nil),      // 15: hive.v1.Service
+	(*Firewall)(nil),     // 16: hive.v1.Firewall
+	(*FirewallRule)(nil), // 17: hive.v1.FirewallRule
+	(*Drbd)(nil),         // 18: hive.v1.Drbd
+	(*DrbdPeer)(nil),     // 19: hive.v1.DrbdPeer
+	(*Swarm)(nil),        // 20: hive.v1.Swarm
+	(*SwarmMember)(nil),  // 21: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil), // 22: hive.v1.SwarmNetwork
+	nil,                  // 23: hive.v1.Selector.MatchLabelsEntry
+	nil,                  // 24: hive.v1.Firewall.PoliciesEntry
+	nil,                  // 25: hive.v1.Drbd.OptionsEntry
+	nil,                  // 26: hive.v1.Swarm.LabelsEntry
+	nil,                  // 27: hive.v1.SwarmMember.LabelsEntry
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
-	9,  // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
-	8,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	22, // 2: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
-	10, // 3: hive.v1.Role.resources:type_name -> hive.v1.Resource
-	11, // 4: hive.v1.Resource.repo:type_name -> hive.v1.Repo
-	12, // 5: hive.v1.Resource.package:type_name -> hive.v1.Package
-	13, // 6: hive.v1.Resource.file:type_name -> hive.v1.File
-	14, // 7: hive.v1.Resource.service:type_name -> hive.v1.Service
-	15, // 8: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
-	17, // 9: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
-	19, // 10: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 11: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 12: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 13: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 14: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	16, // 15: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	23, // 16: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 17: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 18: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	24, // 19: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	18, // 20: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 21: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	25, // 22: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	21, // 23: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	20, // 24: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 25: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	26, // 26: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 27: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	10, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
+	9,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
+	8,  // 2: hive.v1.Site.webhooks:type_name -> hive.v1.Webhook
+	23, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	11, // 4: hive.v1.Role.resources:type_name -> hive.v1.Resource
+	12, // 5: hive.v1.Resource.repo:type_name -> hive.v1.Repo
+	13, // 6: hive.v1.Resource.package:type_name -> hive.v1.Package
+	14, // 7: hive.v1.Resource.file:type_name -> hive.v1.File
+	15, // 8: hive.v1.Resource.service:type_name -> hive.v1.Service
+	16, // 9: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
+	18, // 10: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
+	20, // 11: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
+	0,  // 12: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 13: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 14: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 15: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	17, // 16: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	24, // 17: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 18: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 19: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	25, // 20: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	19, // 21: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 22: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	26, // 23: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	22, // 24: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	21, // 25: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 26: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	27, // 27: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 28: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2066,7 +2149,7 @@ func file_hive_v1_site_proto_init() {
 	if File_hive_v1_site_proto != nil {
 		return
 	}
-	file_hive_v1_site_proto_msgTypes[3].OneofWrappers = []any{
+	file_hive_v1_site_proto_msgTypes[4].OneofWrappers = []any{
 		(*Resource_Repo)(nil),
 		(*Resource_Package)(nil),
 		(*Resource_File)(nil),
@@ -2075,14 +2158,14 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Drbd)(nil),
 		(*Resource_Swarm)(nil),
 	}
-	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{}
+	file_hive_v1_site_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,7 +40,9 @@ type StateSnapshot struct {
 	// Ordinal the next newly registered node gets (NodeRecord.ordinal).
 	NextNodeOrdinal uint64 `protobuf:"varint,8,opt,name=next_node_ordinal,json=nextNodeOrdinal,proto3" json:"next_node_ordinal,omitempty"`
 	// The certificate deny list, one entry per revoked node.
-	Revocations   []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	Revocations []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	// The audit log, oldest first (bounded: state.MaxAuditEntries).
+	Audit         []*AuditEntry `protobuf:"bytes,50,rep,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +136,13 @@ func (x *StateSnapshot) GetNextNodeOrdinal() uint64 {
 func (x *StateSnapshot) GetRevocations() []*Revocation {
 	if x != nil {
 		return x.Revocations
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetAudit() []*AuditEntry {
+	if x != nil {
+		return x.Audit
 	}
 	return nil
 }
@@ -607,7 +616,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13hive/v1/state.proto\"\xd4\x03\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xff\x03\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -617,7 +626,8 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\x10bootstrap_tokens\x18\x06 \x03(\v2\x1d.hive.v1.StoredBootstrapTokenR\x0fbootstrapTokens\x12>\n" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
-	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\"\xef\x03\n" +
+	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12)\n" +
+	"\x05audit\x182 \x03(\v2\x13.hive.v1.AuditEntryR\x05audit\"\xef\x03\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -697,7 +707,8 @@ var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*Generation)(nil),            // 10: hive.v1.Generation
 	(*Report)(nil),                // 11: hive.v1.Report
 	(*Revocation)(nil),            // 12: hive.v1.Revocation
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*AuditEntry)(nil),            // 13: hive.v1.AuditEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	10, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
@@ -707,21 +718,22 @@ var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	3,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
 	4,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
 	12, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
-	6,  // 7: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	13, // 8: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	5,  // 9: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	7,  // 10: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	13, // 11: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	13, // 12: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	8,  // 13: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	13, // 14: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	9,  // 15: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	13, // 16: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 7: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
+	6,  // 8: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	14, // 9: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	5,  // 10: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	7,  // 11: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	14, // 12: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	14, // 13: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	8,  // 14: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	14, // 15: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	9,  // 16: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	14, // 17: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -729,6 +741,7 @@ func file_hive_v1_snapshot_proto_init() {
 	if File_hive_v1_snapshot_proto != nil {
 		return
 	}
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
