@@ -925,6 +925,7 @@ func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.
 		return nil, status.Errorf(codes.Unavailable, "add peer %s: %v", req.GetId(), err)
 	}
 	a.s.log.Info("added raft peer as a non-voter after it proved its certificate", "peer", req.GetId(), "address", req.GetAddress(), "by", author(ctx))
+	a.s.auditOnly(ctx, fmt.Sprintf("add coordinator %s (raft %s, grpc %s)", req.GetId(), req.GetAddress(), req.GetGrpcAddress()))
 	return &hivev1.AddPeerResponse{}, nil
 }
 
@@ -959,6 +960,8 @@ func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*h
 		if _, err := a.s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: req.GetId()}}}); err != nil {
 			return nil, toStatus(err)
 		}
+	} else {
+		a.s.auditOnly(ctx, "remove coordinator "+req.GetId()+" (raft peer only)")
 	}
 	a.s.log.Info("removed raft peer", "peer", req.GetId(), "by", author(ctx))
 	return &hivev1.RemovePeerResponse{}, nil
