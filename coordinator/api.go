@@ -913,7 +913,7 @@ func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.
 		return nil, toStatus(err)
 	}
 	if c != nil {
-		return c.AddPeer(ctx, req)
+		return c.AddPeer(forwardCtx(ctx), req)
 	}
 	if err := a.s.proveAndAdd(ctx, req.GetId(), req.GetAddress(), req.GetGrpcAddress()); err != nil {
 		if errors.Is(err, ErrUnproven) {
@@ -940,7 +940,7 @@ func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*h
 		return nil, toStatus(err)
 	}
 	if c != nil {
-		return c.RemovePeer(ctx, req)
+		return c.RemovePeer(forwardCtx(ctx), req)
 	}
 	f := a.s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {

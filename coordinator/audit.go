@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/hivefleet/hive/pki"
@@ -38,9 +39,29 @@ var unauditedRPCs = map[string]bool{
 	coordSvc + "RenewCertificate": true,
 }
 
-// auditIdentity names the caller of ctx for the audit log.
+// onBehalfKey is the metadata a coordinator sends with an RPC it
+// forwards to the leader (AddPeer, RemovePeer): the identity of its own
+// caller, believed only from a coordinator's certificate.
+const onBehalfKey = "x-hive-on-behalf-of"
+
+// forwardCtx returns ctx for forwarding the call of ctx to the leader,
+// carrying the caller's identity for the audit log.
+func forwardCtx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, onBehalfKey, auditIdentity(ctx))
+}
+
+// auditIdentity names the caller of ctx for the audit log: its
+// certificate identity, or for a call a coordinator forwarded, the
+// identity it names as its own caller.
 func auditIdentity(ctx context.Context) string {
 	id := callerFrom(ctx)
+	if id.Kind == pki.KindCoordinator {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			if v := md.Get(onBehalfKey); len(v) == 1 && v[0] != "" && len(v[0]) <= 256 && !strings.ContainsAny(v[0], "\r\n") {
+				return v[0]
+			}
+		}
+	}
 	switch {
 	case id.Name == "":
 		return "anonymous"
