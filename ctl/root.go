@@ -54,6 +54,8 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newSecretCommand(cf),
 		newPeersCommand(cf),
 		newNodeCommand(cf),
+		newAuditCommand(cf),
+		newEventsCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root
