@@ -99,6 +99,8 @@ type Agent struct {
 	readyCh    chan struct{}
 	stats      Stats
 	statsMu    sync.Mutex
+	metrics    *agentMetrics // metrics.go
+	metricsLn  net.Listener  // nil unless Config.MetricsAddr
 }
 
 // runCtl lets deliver supersede the run in progress.
@@ -143,6 +145,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		reportWake: make(chan struct{}, 1),
 		reconnect:  make(chan struct{}, 1),
 		readyCh:    make(chan struct{}),
+		metrics:    newAgentMetrics(),
 	}
 	c, err := OpenCache(cfg.DataDir, a.log)
 	if err != nil {
@@ -203,6 +206,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			return nil, err
 		}
 		a.gossip = g
+	}
+	if err := a.listenMetrics(); err != nil {
+		if a.gossip != nil {
+			a.gossip.Close()
+		}
+		return nil, err
+	}
+	if st != nil {
+		a.metrics.desired.Set(float64(st.GetGeneration()))
 	}
 	return a, nil
 }
@@ -282,6 +294,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	goRun(a.reportLoop)
 	goRun(a.watchdog)
+	if a.metricsLn != nil {
+		goRun(a.serveMetrics)
+	}
 	if a.gossip != nil {
 		goRun(a.poolLoop)
 	}
@@ -376,6 +391,7 @@ func (a *Agent) deliver(st *hivev1.NodeState) {
 	a.state = st
 	superseding := a.supersedeLocked(st.GetGeneration())
 	a.mu.Unlock()
+	a.metrics.desired.Set(float64(st.GetGeneration()))
 	if superseding {
 		a.log.Info("a newer generation arrived during a run: the run gets the stop grace to finish, then is cancelled", "generation", st.GetGeneration(), "grace", a.cfg.StopGrace)
 	}
@@ -546,6 +562,7 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	a.stats.LastTrigger = reason
 	a.stats.LastGeneration = r.Generation
 	a.statsMu.Unlock()
+	a.metrics.observeRun(r, finished.Sub(started), ok)
 	if err := a.cache.SaveApplied(Applied{Generation: r.Generation, Hash: r.StateHash, Phase: r.Phase.String(), Finished: finished, Seq: r.Seq}); err != nil {
 		a.log.Error("cannot record the applied state", "err", err)
 	}

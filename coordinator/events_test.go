@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hivefleet/hive/coordinator/events"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -202,5 +201,4 @@ func TestEventsAndWebhooks(t *testing.T) {
 		_, err = b.Recv()
 	}
 	wantCode(t, "bad kind", err, 3, "kinds[0]")
-	_ = events.KindPush
 }
