@@ -94,7 +94,7 @@ type Server struct {
 	keyringPath string
 	renderer    *render.Renderer
 	hub         *hub
-	ops         *ops // events and webhooks (events.go, webhooks.go)
+	ops         *ops         // events and webhooks (events.go, webhooks.go)
 	statusw     *statusWatch // blocking status reads, in-memory phases (statuswait.go)
 	batcher     *batcher
 	reportLimit *rateLimiter // reports per agent identity
