@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site/kinds"
 )
 
 // Resource kinds, the part of a resource key before the colon.
@@ -22,9 +23,10 @@ const (
 	KindSwarm    = "swarm"
 )
 
-// KindOrder is the order in which providers of one wave are called. Kinds
-// not listed run after these, sorted by name.
-var KindOrder = []string{KindRepo, KindPackage, KindFile, KindService, KindFirewall, KindDrbd, KindSwarm}
+// KindOrder is the order in which providers of one wave are called: the
+// order of the kind table (site/kinds). Kinds not listed run after these,
+// sorted by name.
+var KindOrder = kinds.Names()
 
 // Family is an operating-system family, which decides the package tools.
 type Family string
@@ -237,21 +239,8 @@ func NameOf(key string) string {
 
 // ResourceKind returns the kind of r from its oneof, falling back to its key.
 func ResourceKind(r *hivev1.Resource) string {
-	switch r.GetKind().(type) {
-	case *hivev1.Resource_Repo:
-		return KindRepo
-	case *hivev1.Resource_Package:
-		return KindPackage
-	case *hivev1.Resource_File:
-		return KindFile
-	case *hivev1.Resource_Service:
-		return KindService
-	case *hivev1.Resource_Firewall:
-		return KindFirewall
-	case *hivev1.Resource_Drbd:
-		return KindDrbd
-	case *hivev1.Resource_Swarm:
-		return KindSwarm
+	if k := kinds.Of(r); k != nil {
+		return k.Name
 	}
 	return KindOf(r.GetKey())
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site/kinds"
 )
 
 // Check validates a Site built elsewhere (received over the API) with the
@@ -88,9 +89,6 @@ func normalizeRef(ref string) string {
 	}
 	return ref
 }
-
-// kinds are the resource kinds, for reference checks.
-var kinds = []string{"repo", "package", "file", "service", "firewall", "drbd", "swarm"}
 
 func (c *checker) check(s *hivev1.Site) {
 	roles := map[string]*hivev1.Role{}
@@ -260,8 +258,8 @@ func (c *checker) check(s *hivev1.Site) {
 // ref checks one requires or notify reference.
 func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*hivev1.Resource, notify bool) {
 	kind, name, ok := strings.Cut(ref, ":")
-	if !ok || name == "" || !contains(kinds, kind) {
-		c.at(res, sub, "%q is not a resource reference: expected KIND:NAME with KIND one of %s", ref, strings.Join(kinds, ", "))
+	if !ok || name == "" || kinds.Lookup(kind) == nil {
+		c.at(res, sub, "%q is not a resource reference: expected KIND:NAME with KIND one of %s", ref, strings.Join(kinds.Names(), ", "))
 		return
 	}
 	norm := normalizeRef(ref)
@@ -269,7 +267,7 @@ func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*
 		c.at(res, sub, "a resource cannot refer to itself")
 		return
 	}
-	if notify && kind != "service" {
+	if notify && !kinds.Lookup(kind).Notifiable {
 		c.at(res, sub, "only services can be notified, not %s", ref)
 		return
 	}
@@ -283,9 +281,10 @@ func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*
 }
 
 // conflicts reports a key defined differently in two roles that one
-// selector gives to the same nodes. Firewall rule sets merge instead.
+// selector gives to the same nodes. Additive kinds (firewall rule sets)
+// merge instead.
 func (c *checker) conflicts(key string, defs []*hivev1.Resource, roleOf map[*hivev1.Resource]string, selectors []*hivev1.Selector) {
-	if len(defs) < 2 || strings.HasPrefix(key, "firewall:") {
+	if k := kinds.Lookup(kinds.KindOf(key)); len(defs) < 2 || (k != nil && k.Additive) {
 		return
 	}
 	for i := 1; i < len(defs); i++ {
@@ -371,110 +370,131 @@ func (c *checker) cycles(defs map[string][]*hivev1.Resource) {
 }
 
 // apiFormat re-runs the field checks Parse does while decoding, for a Site
-// that arrived over the API.
+// that arrived over the API, and checks the key by the kind's rule.
 func (c *checker) apiFormat(res *hivev1.Resource) {
-	var want string
-	switch k := res.GetKind().(type) {
-	case *hivev1.Resource_Repo:
-		r := k.Repo
-		want = "repo:" + r.GetName()
-		if r.GetType() == hivev1.RepoType_REPO_TYPE_UNSPECIFIED {
-			c.at(res, "type", "required")
-		}
-		c.atErr(res, "name", CheckRepoName(r.GetName()))
-		if r.GetUrl() == "" {
-			c.at(res, "url", "required")
-		}
-		c.atErr(res, "url", CheckRepoWord("URL", r.GetUrl()))
-		c.atErr(res, "suite", CheckRepoWord("suite", r.GetSuite()))
-		for _, w := range r.GetComponents() {
-			c.atErr(res, "components", CheckRepoWord("component", w))
-		}
-		for _, w := range r.GetArchitectures() {
-			c.atErr(res, "architectures", CheckRepoWord("architecture", w))
-		}
-		if r.GetSigningKey() != "" {
-			c.atErr(res, "key", CheckSigningKey([]byte(r.GetSigningKey())))
-		}
-	case *hivev1.Resource_Package:
-		want = "package:" + k.Package.GetName()
-		c.atErr(res, "name", CheckPackageName(k.Package.GetName()))
-		c.atErr(res, "version", CheckPackageVersion(k.Package.GetVersion()))
-	case *hivev1.Resource_File:
-		want = "file:" + k.File.GetPath()
-		if msg := checkPath(k.File.GetPath()); msg != "" {
-			c.at(res, "path", "%s", msg)
-		}
-		if k.File.GetMode() > 0o7777 {
-			c.at(res, "mode", "invalid mode %#o", k.File.GetMode())
-		}
-		if k.File.GetTemplate() {
-			names, err := templateSecrets(k.File.GetContent())
-			if err != nil {
-				c.at(res, "content", "template: %v", err)
-			} else if !equalStrings(names, k.File.GetSecrets()) {
-				c.at(res, "secrets", "secrets %v do not match the template's references %v", k.File.GetSecrets(), names)
-			}
-		}
-	case *hivev1.Resource_Service:
-		want = "service:" + UnitName(k.Service.GetName())
-		if !unitRE.MatchString(k.Service.GetName()) {
-			c.at(res, "name", "%q is not a valid systemd unit name", k.Service.GetName())
-		}
-	case *hivev1.Resource_Firewall:
-		want = "firewall:filter"
-		for i, r := range k.Firewall.GetRules() {
-			c.atErr(res, fmt.Sprintf("rules[%d].in_interface", i), CheckInterface(r.GetInInterface()))
-			c.atErr(res, fmt.Sprintf("rules[%d].out_interface", i), CheckInterface(r.GetOutInterface()))
-			c.atErr(res, fmt.Sprintf("rules[%d].comment", i), CheckComment(r.GetComment()))
-			for _, cidr := range append(append([]string{}, r.GetSources()...), r.GetDestinations()...) {
-				if norm, err := normalizeCIDR(cidr); err != nil || norm != cidr {
-					c.at(res, fmt.Sprintf("rules[%d]", i), "bad address %q", cidr)
-				}
-			}
-		}
-	case *hivev1.Resource_Drbd:
-		dr := k.Drbd
-		want = "drbd:" + dr.GetName()
-		if dr.GetPort() == 0 || dr.GetPort() > 65535 {
-			c.at(res, "port", "port %d out of range 1-65535", dr.GetPort())
-		}
-		c.atErr(res, "name", CheckDrbdName(dr.GetName()))
-		if dr.GetPeerRole() == "" {
-			c.at(res, "peers", "required")
-		}
-		c.atErr(res, "disk", CheckDrbdDevice("disk", dr.GetDisk()))
-		if m := dr.GetMetaDisk(); m != "" && m != "internal" {
-			c.atErr(res, "meta_disk", CheckDrbdDevice("meta_disk", m))
-		}
-		for _, key := range sortedKeys(dr.GetOptions()) {
-			if err := CheckDrbdOptionKey(key); err != nil {
-				c.atErr(res, "options."+key, err)
-			} else {
-				c.atErr(res, "options."+key, CheckDrbdOptionValue(key, dr.GetOptions()[key]))
-			}
-		}
-	case *hivev1.Resource_Swarm:
-		want = "swarm:node"
-		if k.Swarm.GetRole() == hivev1.SwarmRole_SWARM_ROLE_UNSPECIFIED {
-			c.at(res, "role", "required")
-		}
-		for i, n := range k.Swarm.GetNetworks() {
-			if n.GetName() == "" {
-				c.at(res, fmt.Sprintf("networks[%d].name", i), "required")
-			}
-			if sub := n.GetSubnet(); sub != "" {
-				if norm, err := normalizeCIDR(sub); err != nil || norm != sub {
-					c.at(res, fmt.Sprintf("networks[%d].subnet", i), "bad subnet %q", sub)
-				}
-			}
-		}
-	default:
+	k := kinds.Of(res)
+	if k == nil {
 		c.at(res, "", "resource %q has no kind", res.GetKey())
 		return
 	}
-	if res.GetKey() != want {
+	siteKinds[k.Name].check(c, res)
+	if want := kinds.Key(res); res.GetKey() != want {
 		c.at(res, "key", "key %q does not match the resource (want %q)", res.GetKey(), want)
+	}
+}
+
+// repoFormat checks the fields of a repo resource.
+func (c *checker) repoFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_Repo)
+	r := k.Repo
+	if r.GetType() == hivev1.RepoType_REPO_TYPE_UNSPECIFIED {
+		c.at(res, "type", "required")
+	}
+	c.atErr(res, "name", CheckRepoName(r.GetName()))
+	if r.GetUrl() == "" {
+		c.at(res, "url", "required")
+	}
+	c.atErr(res, "url", CheckRepoWord("URL", r.GetUrl()))
+	c.atErr(res, "suite", CheckRepoWord("suite", r.GetSuite()))
+	for _, w := range r.GetComponents() {
+		c.atErr(res, "components", CheckRepoWord("component", w))
+	}
+	for _, w := range r.GetArchitectures() {
+		c.atErr(res, "architectures", CheckRepoWord("architecture", w))
+	}
+	if r.GetSigningKey() != "" {
+		c.atErr(res, "key", CheckSigningKey([]byte(r.GetSigningKey())))
+	}
+}
+
+// packageFormat checks the fields of a package resource.
+func (c *checker) packageFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_Package)
+	c.atErr(res, "name", CheckPackageName(k.Package.GetName()))
+	c.atErr(res, "version", CheckPackageVersion(k.Package.GetVersion()))
+}
+
+// fileFormat checks the fields of a file resource.
+func (c *checker) fileFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_File)
+	if msg := checkPath(k.File.GetPath()); msg != "" {
+		c.at(res, "path", "%s", msg)
+	}
+	if k.File.GetMode() > 0o7777 {
+		c.at(res, "mode", "invalid mode %#o", k.File.GetMode())
+	}
+	if k.File.GetTemplate() {
+		names, err := templateSecrets(k.File.GetContent())
+		if err != nil {
+			c.at(res, "content", "template: %v", err)
+		} else if !equalStrings(names, k.File.GetSecrets()) {
+			c.at(res, "secrets", "secrets %v do not match the template's references %v", k.File.GetSecrets(), names)
+		}
+	}
+}
+
+// serviceFormat checks the fields of a service resource.
+func (c *checker) serviceFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_Service)
+	if !unitRE.MatchString(k.Service.GetName()) {
+		c.at(res, "name", "%q is not a valid systemd unit name", k.Service.GetName())
+	}
+}
+
+// firewallFormat checks the fields of a firewall resource.
+func (c *checker) firewallFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_Firewall)
+	for i, r := range k.Firewall.GetRules() {
+		c.atErr(res, fmt.Sprintf("rules[%d].in_interface", i), CheckInterface(r.GetInInterface()))
+		c.atErr(res, fmt.Sprintf("rules[%d].out_interface", i), CheckInterface(r.GetOutInterface()))
+		c.atErr(res, fmt.Sprintf("rules[%d].comment", i), CheckComment(r.GetComment()))
+		for _, cidr := range append(append([]string{}, r.GetSources()...), r.GetDestinations()...) {
+			if norm, err := normalizeCIDR(cidr); err != nil || norm != cidr {
+				c.at(res, fmt.Sprintf("rules[%d]", i), "bad address %q", cidr)
+			}
+		}
+	}
+}
+
+// drbdFormat checks the fields of a drbd resource.
+func (c *checker) drbdFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_Drbd)
+	dr := k.Drbd
+	if dr.GetPort() == 0 || dr.GetPort() > 65535 {
+		c.at(res, "port", "port %d out of range 1-65535", dr.GetPort())
+	}
+	c.atErr(res, "name", CheckDrbdName(dr.GetName()))
+	if dr.GetPeerRole() == "" {
+		c.at(res, "peers", "required")
+	}
+	c.atErr(res, "disk", CheckDrbdDevice("disk", dr.GetDisk()))
+	if m := dr.GetMetaDisk(); m != "" && m != "internal" {
+		c.atErr(res, "meta_disk", CheckDrbdDevice("meta_disk", m))
+	}
+	for _, key := range sortedKeys(dr.GetOptions()) {
+		if err := CheckDrbdOptionKey(key); err != nil {
+			c.atErr(res, "options."+key, err)
+		} else {
+			c.atErr(res, "options."+key, CheckDrbdOptionValue(key, dr.GetOptions()[key]))
+		}
+	}
+}
+
+// swarmFormat checks the fields of a swarm resource.
+func (c *checker) swarmFormat(res *hivev1.Resource) {
+	k := res.GetKind().(*hivev1.Resource_Swarm)
+	if k.Swarm.GetRole() == hivev1.SwarmRole_SWARM_ROLE_UNSPECIFIED {
+		c.at(res, "role", "required")
+	}
+	for i, n := range k.Swarm.GetNetworks() {
+		if n.GetName() == "" {
+			c.at(res, fmt.Sprintf("networks[%d].name", i), "required")
+		}
+		if sub := n.GetSubnet(); sub != "" {
+			if norm, err := normalizeCIDR(sub); err != nil || norm != sub {
+				c.at(res, fmt.Sprintf("networks[%d].subnet", i), "bad subnet %q", sub)
+			}
+		}
 	}
 }
 

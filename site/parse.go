@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site/kinds"
 )
 
 // Parse reads a site file. name is used in error positions. On success the
@@ -217,32 +218,25 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 		if res == nil {
 			return
 		}
+		res.Key = kinds.Key(res)
 		r.Resources = append(r.Resources, res)
 		d.resPath[res] = p
 	}
 	if isNull(n) {
 		return r
 	}
-	d.mapping(n, path,
-		field{"description", func(v *yaml.Node, p string) { r.Description = d.str(v, p) }},
-		field{"repos", func(v *yaml.Node, p string) {
-			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.repo(item, ip), item, ip) })
-		}},
-		field{"packages", func(v *yaml.Node, p string) {
-			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.pkg(item, ip), item, ip) })
-		}},
-		field{"files", func(v *yaml.Node, p string) {
-			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.fileRes(item, ip), item, ip) })
-		}},
-		field{"services", func(v *yaml.Node, p string) {
-			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.service(item, ip), item, ip) })
-		}},
-		field{"firewall", func(v *yaml.Node, p string) { add(d.firewall(v, p), v, p) }},
-		field{"drbd", func(v *yaml.Node, p string) {
-			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(d.drbd(item, ip), item, ip) })
-		}},
-		field{"swarm", func(v *yaml.Node, p string) { add(d.swarm(v, p), v, p) }},
-	)
+	fields := []field{{"description", func(v *yaml.Node, p string) { r.Description = d.str(v, p) }}}
+	for _, k := range kinds.All {
+		decode := siteKinds[k.Name].decode
+		if k.Single {
+			fields = append(fields, field{k.Section, func(v *yaml.Node, p string) { add(decode(d, v, p), v, p) }})
+			continue
+		}
+		fields = append(fields, field{k.Section, func(v *yaml.Node, p string) {
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(decode(d, item, ip), item, ip) })
+		}})
+	}
+	d.mapping(n, path, fields...)
 	return r
 }
 
@@ -306,7 +300,6 @@ func (d *decoder) repo(n *yaml.Node, path string) *hivev1.Resource {
 		d.errorf(n, path, "a signing key is required: give key or key_url, or set gpgcheck: false")
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "repo:" + r.Name
 	res.Kind = &hivev1.Resource_Repo{Repo: r}
 	return res
 }
@@ -371,7 +364,6 @@ func (d *decoder) pkg(n *yaml.Node, path string) *hivev1.Resource {
 		d.errorf(n, path+".version", "a version makes no sense for an absent package")
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "package:" + p.Name
 	res.Kind = &hivev1.Resource_Package{Package: p}
 	return res
 }
@@ -443,7 +435,6 @@ func (d *decoder) fileRes(n *yaml.Node, path string) *hivev1.Resource {
 		f.Secrets = secrets
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "file:" + f.Path
 	res.Kind = &hivev1.Resource_File{File: f}
 	return res
 }
@@ -496,18 +487,8 @@ func (d *decoder) account(n *yaml.Node, path string) string {
 
 var unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+$`)
 
-// unitSuffixes are systemd unit types.
-var unitSuffixes = []string{".service", ".socket", ".timer", ".mount", ".path", ".target", ".slice", ".automount", ".swap"}
-
 // UnitName adds ".service" to a unit name that has no unit-type suffix.
-func UnitName(name string) string {
-	for _, s := range unitSuffixes {
-		if strings.HasSuffix(name, s) {
-			return name
-		}
-	}
-	return name + ".service"
-}
+func UnitName(name string) string { return kinds.UnitName(name) }
 
 func (d *decoder) service(n *yaml.Node, path string) *hivev1.Resource {
 	var c common
@@ -541,7 +522,6 @@ func (d *decoder) service(n *yaml.Node, path string) *hivev1.Resource {
 		d.errorf(n, path+".notify", "services cannot notify other resources")
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "service:" + s.Name
 	res.Kind = &hivev1.Resource_Service{Service: s}
 	return res
 }
@@ -596,7 +576,6 @@ func (d *decoder) firewall(n *yaml.Node, path string) *hivev1.Resource {
 		return nil
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "firewall:filter"
 	res.Kind = &hivev1.Resource_Firewall{Firewall: fw}
 	return res
 }
@@ -770,7 +749,6 @@ func (d *decoder) drbd(n *yaml.Node, path string) *hivev1.Resource {
 		d.check(n, path+".name", CheckDrbdName(r.Name))
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "drbd:" + r.Name
 	res.Kind = &hivev1.Resource_Drbd{Drbd: r}
 	return res
 }
@@ -820,7 +798,6 @@ func (d *decoder) swarm(n *yaml.Node, path string) *hivev1.Resource {
 		}
 	}
 	res := d.resource(n, path, &c)
-	res.Key = "swarm:node"
 	res.Kind = &hivev1.Resource_Swarm{Swarm: s}
 	return res
 }

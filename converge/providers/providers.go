@@ -14,6 +14,7 @@ import (
 	"github.com/hivefleet/hive/converge/pkg"
 	"github.com/hivefleet/hive/converge/pkgrepo"
 	"github.com/hivefleet/hive/converge/service"
+	"github.com/hivefleet/hive/site/kinds"
 )
 
 // Config configures the default providers.
@@ -53,11 +54,15 @@ func Default(cfg Config, extra ...converge.Provider) (*converge.Registry, error)
 }
 
 // SandboxPlanOnly is the converge.Config.PlanOnly set for a --root
-// sandbox: files and repo definitions are written into the root, packages
-// and services (and the cluster kinds) are only planned.
+// sandbox: the kinds whose entry in the kind table (site/kinds) is not
+// InRoot. Files and repo definitions are written into the root; packages,
+// services and the cluster kinds are only planned.
 func SandboxPlanOnly() map[string]bool {
-	return map[string]bool{
-		converge.KindPackage: true, converge.KindService: true,
-		converge.KindFirewall: true, converge.KindDrbd: true, converge.KindSwarm: true,
+	m := map[string]bool{}
+	for _, k := range kinds.All {
+		if !k.InRoot {
+			m[k.Name] = true
+		}
 	}
+	return m
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site/kinds"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -61,66 +62,16 @@ func Key(r *hivev1.Resource) string {
 	if r.GetKey() != "" {
 		return r.GetKey()
 	}
-	switch k := r.GetKind().(type) {
-	case *hivev1.Resource_Repo:
-		return "repo:" + k.Repo.GetName()
-	case *hivev1.Resource_Package:
-		return "package:" + k.Package.GetName()
-	case *hivev1.Resource_File:
-		return "file:" + k.File.GetPath()
-	case *hivev1.Resource_Service:
-		return "service:" + k.Service.GetName()
-	case *hivev1.Resource_Firewall:
-		return "firewall:filter"
-	case *hivev1.Resource_Drbd:
-		return "drbd:" + k.Drbd.GetName()
-	case *hivev1.Resource_Swarm:
-		return "swarm:node"
-	}
-	return ""
+	return kinds.Key(r)
 }
 
-// rank orders kinds: repo → package → file → service → firewall → drbd →
-// swarm (the implicit dependency order).
+// rank orders resources by kind, in the order of kinds.All (the implicit
+// dependency order).
 func rank(r *hivev1.Resource) int {
-	switch r.GetKind().(type) {
-	case *hivev1.Resource_Repo:
-		return 0
-	case *hivev1.Resource_Package:
-		return 1
-	case *hivev1.Resource_File:
-		return 2
-	case *hivev1.Resource_Service:
-		return 3
-	case *hivev1.Resource_Firewall:
-		return 4
-	case *hivev1.Resource_Drbd:
-		return 5
-	case *hivev1.Resource_Swarm:
-		return 6
+	if k := kinds.Of(r); k != nil {
+		return kinds.Rank(k.Name)
 	}
-	return 7
-}
-
-// payload returns the kind message of a resource.
-func payload(r *hivev1.Resource) proto.Message {
-	switch k := r.GetKind().(type) {
-	case *hivev1.Resource_Repo:
-		return k.Repo
-	case *hivev1.Resource_Package:
-		return k.Package
-	case *hivev1.Resource_File:
-		return k.File
-	case *hivev1.Resource_Service:
-		return k.Service
-	case *hivev1.Resource_Firewall:
-		return k.Firewall
-	case *hivev1.Resource_Drbd:
-		return k.Drbd
-	case *hivev1.Resource_Swarm:
-		return k.Swarm
-	}
-	return nil
+	return len(kinds.All)
 }
 
 // ConflictError is returned when two roles of a node declare one resource
@@ -176,76 +127,24 @@ func mergeRoles(site *hivev1.Site, roles []string) ([]*hivev1.Resource, error) {
 	return sortResources(out)
 }
 
+// mergeInto merges res, declared by role, into prev by the kind's merge
+// rule (kinds.Kind.Merge); kinds without one must be declared equally.
 func mergeInto(prev, res *hivev1.Resource, role string) error {
 	k := prev.GetKey()
-	switch p := prev.GetKind().(type) {
-	case *hivev1.Resource_Firewall:
-		f := res.GetFirewall()
-		if f == nil {
+	kind := kinds.Of(prev)
+	if kind != nil && kind.Merge != nil {
+		if kinds.Of(res) != kind {
 			return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role, Detail: "different kinds"}
 		}
-		p.Firewall.Rules = append(p.Firewall.Rules, cloneRules(f.GetRules())...)
-		for chain, act := range f.GetPolicies() {
-			if old, ok := p.Firewall.GetPolicies()[chain]; ok && old != act {
-				return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role, Detail: fmt.Sprintf("policy of chain %s: %s vs %s", chain, old, act)}
-			}
-			if p.Firewall.Policies == nil {
-				p.Firewall.Policies = map[string]hivev1.FirewallAction{}
-			}
-			p.Firewall.Policies[chain] = act
+		if err := kind.Merge(kinds.Payload(prev), kinds.Payload(res)); err != nil {
+			return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role, Detail: err.Error()}
 		}
-		if f.GetConfirmSeconds() > p.Firewall.GetConfirmSeconds() {
-			p.Firewall.ConfirmSeconds = f.GetConfirmSeconds()
-		}
-	case *hivev1.Resource_Swarm:
-		s := res.GetSwarm()
-		if s == nil {
-			return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role, Detail: "different kinds"}
-		}
-		if s.GetRole() == hivev1.SwarmRole_SWARM_ROLE_MANAGER {
-			p.Swarm.Role = s.GetRole()
-		}
-		p.Swarm.Init = p.Swarm.Init || s.GetInit()
-		for lk, lv := range s.GetLabels() {
-			if old, ok := p.Swarm.GetLabels()[lk]; ok && old != lv {
-				return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role, Detail: fmt.Sprintf("label %s: %q vs %q", lk, old, lv)}
-			}
-			if p.Swarm.Labels == nil {
-				p.Swarm.Labels = map[string]string{}
-			}
-			p.Swarm.Labels[lk] = lv
-		}
-		have := map[string]bool{}
-		for _, n := range p.Swarm.GetNetworks() {
-			have[n.GetName()] = true
-		}
-		for _, n := range s.GetNetworks() {
-			if !have[n.GetName()] {
-				p.Swarm.Networks = append(p.Swarm.Networks, proto.Clone(n).(*hivev1.SwarmNetwork))
-			}
-		}
-		if a := s.GetAdvertiseAddr(); a != "" {
-			if p.Swarm.GetAdvertiseAddr() != "" && p.Swarm.GetAdvertiseAddr() != a {
-				return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role, Detail: "advertise_addr differs"}
-			}
-			p.Swarm.AdvertiseAddr = a
-		}
-	default:
-		if !proto.Equal(payload(prev), payload(res)) {
-			return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role}
-		}
+	} else if !proto.Equal(kinds.Payload(prev), kinds.Payload(res)) {
+		return &ConflictError{Key: k, RoleA: prev.GetRole(), RoleB: role}
 	}
 	prev.Requires = union(prev.GetRequires(), res.GetRequires())
 	prev.Notify = union(prev.GetNotify(), res.GetNotify())
 	return nil
-}
-
-func cloneRules(rs []*hivev1.FirewallRule) []*hivev1.FirewallRule {
-	out := make([]*hivev1.FirewallRule, len(rs))
-	for i, r := range rs {
-		out[i] = proto.Clone(r).(*hivev1.FirewallRule)
-	}
-	return out
 }
 
 func union(a, b []string) []string {
