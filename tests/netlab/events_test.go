@@ -128,6 +128,22 @@ func TestEventsFollowPushAndWebhook(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 
+	// Every agent registered (watched) before the push, so that the
+	// generation's end is all three converging.
+	if !poll(30*time.Second, func() bool {
+		st, err := c.status(ctx)
+		if err != nil {
+			return false
+		}
+		for _, a := range c.agents {
+			if st.node(a.name) == nil {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("agents not registered")
+	}
 	if out, err := c.ctlIn(ctx, key, "secret", "set", "hook-key"); err != nil {
 		t.Fatalf("secret set: %v\n%s", err, out)
 	}
