@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -43,6 +44,7 @@ func (s *Server) Events() *events.Hub { return s.ops.events }
 // opsLoop runs the membership watcher and the webhook sender until ctx
 // ends.
 func (s *Server) opsLoop(ctx context.Context) {
+	s.registerOpsMetrics()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.ops.hooks.run(ctx) }()
@@ -359,6 +361,29 @@ func (a *api) WatchEvents(req *hivev1.WatchEventsRequest, stream hivev1.Coordina
 			if err := stream.Send(&hivev1.WatchEventsResponse{Event: e, Live: true}); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// registerOpsMetrics adds the event and webhook counters to /metrics.
+func (s *Server) registerOpsMetrics() {
+	h := s.ops.hooks
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_events_total",
+			Help: "Fleet events published on this server (derived from applied commands, and gossip membership)."},
+			func() float64 { return float64(s.ops.events.Seq()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_webhook_deliveries_total",
+			Help: "Webhook deliveries accepted by their receivers (as leader)."},
+			func() float64 { return float64(h.delivered.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_webhook_failures_total",
+			Help: "Webhook deliveries given up after every attempt failed."},
+			func() float64 { return float64(h.failed.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_webhook_dropped_total",
+			Help: "Events not delivered because a webhook's queue was full."},
+			func() float64 { return float64(h.dropped.Load()) }),
+	} {
+		if err := s.metrics.reg.Register(c); err != nil {
+			s.log.Warn("register metric", "err", err)
 		}
 	}
 }

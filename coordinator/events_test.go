@@ -174,6 +174,16 @@ func TestEventsAndWebhooks(t *testing.T) {
 		t.Fatalf("push payload = %+v", p)
 	}
 
+	resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(mb), "hive_coordinator_webhook_deliveries_total 6\n") || !strings.Contains(string(mb), "hive_coordinator_events_total 8\n") {
+		t.Errorf("metrics lack the webhook and event counters:\n%s", mb)
+	}
+
 	// History without follow, filtered, ends.
 	h, err := c.WatchEvents(ctx, &hivev1.WatchEventsRequest{Kinds: []string{"node."}, Node: "web-1"})
 	if err != nil {
