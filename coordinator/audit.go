@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/hivefleet/hive/pki"
@@ -276,5 +277,21 @@ func (a *api) ListAudit(ctx context.Context, req *hivev1.ListAuditRequest) (*hiv
 		since = req.GetSince().AsTime()
 	}
 	st := a.s.fsm.Store()
-	return &hivev1.ListAuditResponse{Entries: st.Audit(since, int(req.GetLimit())), Index: st.Index()}, nil
+	entries, truncated := newestFitting(st.Audit(since, int(req.GetLimit())), maxAuditResponseBytes)
+	return &hivev1.ListAuditResponse{Entries: entries, Index: st.Index(), Truncated: truncated}, nil
 }
+
+// newestFitting returns the newest entries whose encoding fits max bytes
+// (keeping the answer under what a default gRPC client receives, 4 MiB),
+// and whether older ones were left out.
+func newestFitting(entries []*hivev1.AuditEntry, max int) ([]*hivev1.AuditEntry, bool) {
+	size, i := 0, len(entries)
+	for i > 0 && size+proto.Size(entries[i-1])+8 <= max {
+		size += proto.Size(entries[i-1]) + 8
+		i--
+	}
+	return entries[i:], i > 0
+}
+
+// maxAuditResponseBytes bounds a ListAudit answer.
+const maxAuditResponseBytes = 3 << 20

@@ -142,3 +142,22 @@ func TestGenericAuditSummary(t *testing.T) {
 		t.Fatalf("summary = %q", got)
 	}
 }
+
+// TestAuditAnswerBounded: a ListAudit answer keeps the newest entries that
+// fit its size bound and says that older ones were left out.
+func TestAuditAnswerBounded(t *testing.T) {
+	var entries []*hivev1.AuditEntry
+	for i := range 100 {
+		entries = append(entries, &hivev1.AuditEntry{Index: uint64(i + 1), Summary: strings.Repeat("x", 90)})
+	}
+	got, truncated := newestFitting(entries, 1000)
+	if !truncated || len(got) == 0 || len(got) > 10 || got[len(got)-1].GetIndex() != 100 {
+		t.Fatalf("got %d entries (truncated %v)", len(got), truncated)
+	}
+	if all, truncated := newestFitting(entries, maxAuditResponseBytes); truncated || len(all) != 100 {
+		t.Fatalf("small log cut: %d, %v", len(all), truncated)
+	}
+	if maxAuditResponseBytes >= 4<<20 {
+		t.Fatal("bound at or above gRPC's default receive limit")
+	}
+}

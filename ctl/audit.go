@@ -53,6 +53,9 @@ coordinator.`,
 				if err != nil {
 					return rpcError("audit", err, false)
 				}
+				if resp.GetTruncated() {
+					fmt.Fprintln(cmd.ErrOrStderr(), "hivectl: older entries were left out (the answer's size bound); narrow with --since or -n")
+				}
 				entries := auditToJSON(resp)
 				if output == outJSON {
 					return writeJSON(cmd.OutOrStdout(), entries)
