@@ -46,6 +46,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hivefleet/hive/agent/health"
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/gossip"
@@ -101,6 +102,11 @@ type Agent struct {
 	statsMu    sync.Mutex
 	metrics    *agentMetrics // metrics.go
 	metricsLn  net.Listener  // nil unless Config.MetricsAddr
+
+	health     *health.Checker
+	healthWake chan struct{}  // a check changed (cap 1)
+	lastReport *hivev1.Report // last report queued, guarded by mu
+	lastOK     string         // state hash of the last successful run, run loop only
 }
 
 // runCtl lets deliver supersede the run in progress.
@@ -146,7 +152,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		reconnect:  make(chan struct{}, 1),
 		readyCh:    make(chan struct{}),
 		metrics:    newAgentMetrics(),
+		healthWake: make(chan struct{}, 1),
 	}
+	a.health = a.newChecker()
 	c, err := OpenCache(cfg.DataDir, a.log)
 	if err != nil {
 		return nil, err
@@ -166,6 +174,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		a.log.Warn("ignoring the cached last-applied record", "err", err)
 	}
 	seq := ap.Seq
+	a.lastOK = ap.LastConverged
 	if q, err := c.Queued(); err == nil && len(q) > 0 {
 		seq = max(seq, q[len(q)-1])
 	}
@@ -293,6 +302,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun(a.watchLoop)
 	}
 	goRun(a.reportLoop)
+	goRun(a.health.Run)
+	goRun(a.healthLoop)
 	goRun(a.watchdog)
 	if a.metricsLn != nil {
 		goRun(a.serveMetrics)
@@ -533,6 +544,12 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		Seq:          a.seq.Add(1),
 	}
 	ok := err == nil && !rep.Failed()
+	markCauses(r.Results, st.GetHash(), a.lastOK)
+	if ok && !a.cfg.DryRun {
+		a.lastOK = st.GetHash()
+	}
+	a.setChecks(st)
+	a.withChecks(r)
 	r.Phase = hivev1.Phase_PHASE_CONVERGED
 	if !ok {
 		r.Phase = hivev1.Phase_PHASE_FAILED
@@ -563,7 +580,10 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	a.stats.LastGeneration = r.Generation
 	a.statsMu.Unlock()
 	a.metrics.observeRun(r, finished.Sub(started), ok)
-	if err := a.cache.SaveApplied(Applied{Generation: r.Generation, Hash: r.StateHash, Phase: r.Phase.String(), Finished: finished, Seq: r.Seq}); err != nil {
+	a.mu.Lock()
+	a.lastReport = r
+	a.mu.Unlock()
+	if err := a.cache.SaveApplied(Applied{Generation: r.Generation, Hash: r.StateHash, Phase: r.Phase.String(), Finished: finished, Seq: r.Seq, LastConverged: a.lastOK}); err != nil {
 		a.log.Error("cannot record the applied state", "err", err)
 	}
 	if err := a.cache.Enqueue(r, a.cfg.MaxQueuedReports); err != nil {

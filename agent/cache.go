@@ -52,6 +52,9 @@ type Applied struct {
 	Finished   time.Time `json:"finished"`
 	// Seq is the last report sequence number handed out.
 	Seq uint64 `json:"seq"`
+	// LastConverged is the state hash of the last successful run (drift
+	// is told from change by it).
+	LastConverged string `json:"last_converged,omitempty"`
 }
 
 // Cache is the agent's offline cache: the last NodeState, what was last

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hivefleet/hive/agent/health"
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/drbd"
 	"github.com/hivefleet/hive/converge/firewall"
@@ -37,6 +38,9 @@ type Deps struct {
 	OpenWindow func() Window
 	// Close releases what the engine holds (nil: nothing).
 	Close func() error
+	// Builtins returns the built-in health checks of a state (DRBD,
+	// swarm); nil for none.
+	Builtins func(st *hivev1.NodeState) []health.Check
 }
 
 // NewEngine builds the real engine with every provider for cfg: on the
@@ -95,6 +99,10 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		sp.Close()
 		return Deps{}, fmt.Errorf("converge engine: %w", err)
 	}
+	var builtins func(*hivev1.NodeState) []health.Check
+	if !sandbox {
+		builtins = builtinChecks(dp, sp)
+	}
 	return Deps{
 		Engine:    eng,
 		Published: sp.Published,
@@ -104,6 +112,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 			}
 			return nil
 		},
-		Close: sp.Close,
+		Close:    sp.Close,
+		Builtins: builtins,
 	}, nil
 }

@@ -88,7 +88,7 @@ func newAgentMetrics() *agentMetrics {
 	m.checks = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hive_agent_check_passing",
 		Help: "Health checks as of the last report: 1 passing, 0 failing."}, []string{"check", "kind"})
 	m.health = prometheus.NewGauge(prometheus.GaugeOpts{Name: "hive_agent_health_passing",
-		Help: "1 when every health check passes, 0 when one fails, absent meaning (0) without checks: see hive_agent_check_passing."})
+		Help: "1 when every health check passes (or the node has none), 0 when one fails."})
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hive_agent_info", Help: "The agent's version."}, []string{"version"})
 	info.WithLabelValues(version.Version).Set(1)
 	m.reg.MustRegister(m.runs, m.runDuration, m.resources, m.driftRepairs, m.applied, m.desired, m.lastRun,
@@ -131,12 +131,14 @@ func (m *agentMetrics) observeRun(r *hivev1.Report, took time.Duration, ok bool)
 	m.observeChecks(r.GetChecks(), r.GetHealth())
 }
 
-// observeChecks records check results (from a report).
+// observeChecks records check results (from a report, or the checker at
+// scrape time).
 func (m *agentMetrics) observeChecks(checks []*hivev1.CheckResult, h hivev1.Health) {
+	m.checks.Reset()
 	if len(checks) == 0 {
+		m.health.Set(1)
 		return
 	}
-	m.checks.Reset()
 	for _, c := range checks {
 		v := 0.0
 		if c.GetPassing() {
@@ -179,7 +181,14 @@ func (a *Agent) MetricsAddr() string {
 // serveMetrics serves /metrics until ctx ends.
 func (a *Agent) serveMetrics(ctx context.Context) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	inner := promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.health != nil {
+			// The checks run between runs too: current values.
+			a.metrics.observeChecks(a.health.Results())
+		}
+		inner.ServeHTTP(w, r)
+	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

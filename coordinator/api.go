@@ -562,6 +562,7 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	gs := s.gossipStates()
 	for _, n := range names {
 		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), cur)
+		fillHealth(ns, reports[n.GetName()], st.CheckRecord(n.GetName()))
 		if req.GetNode() == "" {
 			ns.Results = nil
 		}

@@ -42,6 +42,7 @@ var methodAccess = map[string]access{
 	coordSvc + "ListMembers":          accessAdminOrPeer,
 	coordSvc + "ListSecrets":          accessAdminOrPeer,
 	coordSvc + "ListPeers":            accessAdminOrPeer,
+	coordSvc + "ListDriftRepairs":     accessAdminOrPeer,
 	coordSvc + "GetNodeState":         accessNode,
 	coordSvc + "WatchNodeState":       accessNode,
 	coordSvc + "Report":               accessNode,

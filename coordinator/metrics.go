@@ -80,6 +80,7 @@ func newMetrics(s *Server) *metrics {
 		func() float64 { h, _ := s.renderer.Stats(); return float64(h) }))
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_render_cache_misses_total", Help: "Node state renders computed."},
 		func() float64 { _, m := s.renderer.Stats(); return float64(m) }))
+	f(healthCollector{s})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

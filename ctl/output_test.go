@@ -37,6 +37,12 @@ func sampleStatus() *hivev1.GetStatusResponse {
 					{Key: "package:postgresql-16", Outcome: hivev1.Outcome_OUTCOME_OK, Duration: durationpb.New(12 * time.Millisecond)},
 					{Key: "file:/etc/postgresql/16/main/postgresql.conf", Outcome: hivev1.Outcome_OUTCOME_CHANGED, Duration: durationpb.New(3 * time.Millisecond), Drift: true, Message: "content differed"},
 					{Key: "drbd:r0", Outcome: hivev1.Outcome_OUTCOME_FAILED, Duration: durationpb.New(1500 * time.Millisecond), Message: "drbdadm adjust: exit status 10"},
+					{Key: "file:/etc/motd", Outcome: hivev1.Outcome_OUTCOME_CHANGED, Duration: durationpb.New(time.Millisecond), Drift: true, Cause: hivev1.Cause_CAUSE_DRIFT},
+				},
+				Health: hivev1.Health_HEALTH_FAILING, HealthSince: ts(40 * time.Second),
+				Checks: []*hivev1.CheckResult{
+					{Name: "builtin/drbd:r0", Kind: "drbd", Failures: 4, Message: "r0: peer db-2 Connecting", Time: ts(2 * time.Second)},
+					{Name: "db/pg", Kind: "tcp", Passing: true, Time: ts(3 * time.Second)},
 				},
 			},
 			{
@@ -44,6 +50,8 @@ func sampleStatus() *hivev1.GetStatusResponse {
 				Gossip: hivev1.GossipState_GOSSIP_STATE_ALIVE, AppliedGeneration: 7, DesiredGeneration: 7,
 				Phase: hivev1.Phase_PHASE_CONVERGED, LastReport: ts(5 * time.Minute),
 				Resources: &hivev1.ResourceCounts{Total: 9},
+				Health:    hivev1.Health_HEALTH_PASSING, HealthSince: ts(2 * time.Hour),
+				Checks: []*hivev1.CheckResult{{Name: "web/home", Kind: "http", Passing: true, Time: ts(time.Second)}},
 			},
 			{
 				Name: "web-2", Gossip: hivev1.GossipState_GOSSIP_STATE_SUSPECT, AppliedGeneration: 6, DesiredGeneration: 7,
@@ -143,6 +151,13 @@ func TestGolden(t *testing.T) {
 		}},
 		{"push.json", func(b *bytes.Buffer) error {
 			return writeJSON(b, pushResultJSON{Generation: 8, SHA256: sampleHistory().Generations[0].Sha256})
+		}},
+		{"drift.table", func(b *bytes.Buffer) error {
+			return writeDriftTable(b, driftToJSON(sampleDrift()), 24*time.Hour, goldenNow)
+		}},
+		{"drift.json", func(b *bytes.Buffer) error { return writeJSON(b, driftToJSON(sampleDrift())) }},
+		{"drift-empty.table", func(b *bytes.Buffer) error {
+			return writeDriftTable(b, driftToJSON(&hivev1.ListDriftRepairsResponse{}), time.Hour, goldenNow)
 		}},
 		{"wait-progress.text", func(b *bytes.Buffer) error {
 			r := classify(sampleStatus(), 7, []string{"db-1", "web-1", "web-2", "new-1", "gone-1"})

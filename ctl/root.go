@@ -56,6 +56,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newNodeCommand(cf),
 		newAuditCommand(cf),
 		newEventsCommand(cf),
+		newDriftCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root

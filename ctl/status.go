@@ -181,6 +181,11 @@ type nodeJSON struct {
 	Resources         countsJSON        `json:"resources"`
 	Errors            []string          `json:"errors"`
 	Results           []resultJSON      `json:"results,omitempty"`
+	// Health: "passing", "failing" or "none" (no checks, or no result
+	// yet); health_since: when it became what it is.
+	Health      string      `json:"health"`
+	HealthSince *time.Time  `json:"health_since,omitempty"`
+	Checks      []checkJSON `json:"checks,omitempty"`
 }
 
 type countsJSON struct {
@@ -197,6 +202,9 @@ type resultJSON struct {
 	DurationMS float64 `json:"duration_ms"`
 	Message    string  `json:"message,omitempty"`
 	Drift      bool    `json:"drift,omitempty"`
+	// Cause of a change: "drift" (machine differed, site unchanged) or
+	// "change" (the site changed).
+	Cause string `json:"cause,omitempty"`
 }
 
 func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
@@ -227,6 +235,7 @@ func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
 			},
 			Errors: nonNilSlice(n.GetErrors()),
 		}
+		fillHealthJSON(&nj, n)
 		if withResults {
 			for _, r := range n.GetResults() {
 				nj.Results = append(nj.Results, resultJSON{
@@ -235,6 +244,7 @@ func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
 					DurationMS: durationMS(r.GetDuration()),
 					Message:    r.GetMessage(),
 					Drift:      r.GetDrift(),
+					Cause:      causeName(r.GetCause()),
 				})
 			}
 		}
@@ -297,13 +307,13 @@ func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
 		return nil
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tGOSSIP\tPHASE\tAPPLIED\tROLES\tRESOURCES\tLAST REPORT")
+	fmt.Fprintln(tw, "NAME\tGOSSIP\tPHASE\tHEALTH\tAPPLIED\tROLES\tRESOURCES\tLAST REPORT")
 	for _, n := range s.Nodes {
 		phase := n.Phase
 		if n.DryRun {
 			phase += " (dry run)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", esc(n.Name), n.Gossip, phase, n.AppliedGeneration,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", esc(n.Name), n.Gossip, phase, healthCell(n), n.AppliedGeneration,
 			listString(n.Roles), resourcesString(n.Resources), ago(n.LastReport, now))
 	}
 	if err := tw.Flush(); err != nil {
@@ -350,6 +360,7 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 		}
 		row("last report", lr)
 		row("resources", resourcesString(n.Resources))
+		row("health", healthDetail(n, now))
 		if err := tw.Flush(); err != nil {
 			return err
 		}
@@ -359,13 +370,19 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 				fmt.Fprintf(w, "  %s\n", esc(e))
 			}
 		}
+		if err := writeChecks(w, n, now); err != nil {
+			return err
+		}
 		if len(n.Results) > 0 {
 			fmt.Fprintln(w)
 			tw = newTable(w)
 			fmt.Fprintln(tw, "RESOURCE\tOUTCOME\tTIME\tMESSAGE")
 			for _, r := range n.Results {
 				out := r.Outcome
-				if r.Drift {
+				switch {
+				case r.Cause != "":
+					out += " (" + r.Cause + ")"
+				case r.Drift:
 					out += " (drift)"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", esc(r.Key), out, fmtMS(r.DurationMS), orDash(oneLine(r.Message)))

@@ -31,7 +31,7 @@ const summaryReserve = 256
 // leaves out more results, least important first. Published secrets are
 // left alone. It reports whether it changed anything.
 func FitReport(r *hivev1.Report) bool {
-	changed := false
+	changed := fitChecks(r)
 	if v, ok := fitWord(r.GetAgentVersion(), MaxAgentVersionBytes, versionChar); ok {
 		r.AgentVersion, changed = v, true
 	}

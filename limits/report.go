@@ -146,6 +146,9 @@ func CheckReport(r *hivev1.Report, now time.Time) error {
 			return err
 		}
 	}
+	if err := checkChecks(r); err != nil {
+		return err
+	}
 	if n := len(r.GetPublishedSecrets()); n > MaxPublishedSecrets {
 		return tooBig("report.published_secrets", n, MaxPublishedSecrets, "entries")
 	}
@@ -170,6 +173,9 @@ func checkResult(x *hivev1.ResourceResult) *Error {
 		return err
 	}
 	if err := checkEnum("outcome", x.GetOutcome()); err != nil {
+		return err
+	}
+	if err := checkEnum("cause", x.GetCause()); err != nil {
 		return err
 	}
 	if n := len(x.GetMessage()); n > MaxMessageBytes {

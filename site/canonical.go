@@ -54,6 +54,9 @@ func Canonical(s *hivev1.Site) []byte {
 		for _, res := range r.GetResources() {
 			res.Source = ""
 		}
+		for _, hc := range r.GetChecks() {
+			hc.Source = ""
+		}
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {

@@ -115,6 +115,9 @@ func (c *checker) check(s *hivev1.Site) {
 		secrets[name] = true
 	}
 	c.checkWebhooks(s, secrets)
+	if c.api {
+		c.checkRoleChecks(s)
+	}
 	unknownRole := func(pathStr, name string, res *hivev1.Resource, sub string) {
 		msg := fmt.Sprintf("unknown role %q", name)
 		if sg := suggest(name, roleNames); sg != "" {

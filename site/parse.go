@@ -236,6 +236,7 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) { add(decode(d, item, ip), item, ip) })
 		}})
 	}
+	fields = append(fields, field{"checks", func(v *yaml.Node, p string) { r.Checks = d.healthChecks(v, p) }})
 	d.mapping(n, path, fields...)
 	return r
 }

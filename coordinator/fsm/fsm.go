@@ -189,7 +189,7 @@ var handlers = map[string]handler{
 		return r, changedIf(r, ChangeRegistry)
 	},
 	"report_batch": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
-		return s.ApplyReports(c.GetReportBatch()), ChangeStatus
+		return s.ApplyReportsAt(t, c.GetReportBatch()), ChangeStatus
 	},
 	"secret_set": func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.SetSecret(t, c.GetSecretSet())

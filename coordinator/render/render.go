@@ -164,6 +164,7 @@ type view struct {
 type base struct {
 	roles     []string
 	resources []*hivev1.Resource
+	checks    []*hivev1.HealthCheck
 	swarm     *hivev1.Swarm // merged swarm resource, or nil
 	swarmIdx  int
 	secrets   []string
@@ -268,6 +269,7 @@ func (v *view) mergedBase(roles []string) *base {
 		return b
 	}
 	b.resources = res
+	b.checks = roleChecks(v.gen.GetSite(), roles)
 	for i, rs := range res {
 		if s := rs.GetSwarm(); s != nil {
 			b.swarm = s
@@ -516,6 +518,7 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		st.Facts.Peers[role] = &hivev1.PeerList{Peers: v.peers[role]}
 	}
 	st.Resources = b.resources
+	st.Checks = b.checks
 	if b.swarm != nil {
 		st.Resources = append([]*hivev1.Resource(nil), b.resources...)
 		res := proto.Clone(b.resources[b.swarmIdx]).(*hivev1.Resource)
@@ -547,7 +550,7 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 func Hash(st *hivev1.NodeState) (string, error) {
 	c := &hivev1.NodeState{
 		Node: st.GetNode(), Generation: st.GetGeneration(), Facts: st.GetFacts(),
-		Resources: st.GetResources(), Secrets: st.GetSecrets(),
+		Resources: st.GetResources(), Secrets: st.GetSecrets(), Checks: st.GetChecks(),
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {

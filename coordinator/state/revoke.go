@@ -123,6 +123,7 @@ func (s *Store) RemoveNode(t time.Time, c *hivev1.NodeRemoveCommand) *hivev1.Com
 		s.registryVersion++
 	}
 	delete(s.reports, node)
+	delete(s.checkRecs, node)
 	deleted := 0
 	for name := range s.secrets {
 		if strings.HasPrefix(name, node+"/") {

@@ -59,8 +59,9 @@ type Store struct {
 	secrets      map[string]*hivev1.StoredSecret
 	tokens       map[string]*hivev1.StoredBootstrapToken
 	coordinators map[string]*hivev1.CoordinatorRecord
-	revocations  map[string]*hivev1.Revocation // the deny list, by node (revoke.go)
-	audit        auditLog                      // bounded audit log (audit.go)
+	revocations  map[string]*hivev1.Revocation      // the deny list, by node (revoke.go)
+	audit        auditLog                           // bounded audit log (audit.go)
+	checkRecs    map[string]*hivev1.CheckNodeRecord // health and drift repairs, by node (checks.go)
 
 	// index is the raft index of the last applied command.
 	index uint64
@@ -344,6 +345,12 @@ const maxOperatorLabels = 32
 // never overwrites a newer one; an agent that restarted and reset its
 // sequence is still accepted). It returns how many were stored.
 func (s *Store) ApplyReports(c *hivev1.ReportBatchCommand) *hivev1.CommandResult {
+	return s.ApplyReportsAt(time.Time{}, c)
+}
+
+// ApplyReportsAt is ApplyReports at command time t: a node's health_since
+// moves to t when its health changes (checks.go).
+func (s *Store) ApplyReportsAt(t time.Time, c *hivev1.ReportBatchCommand) *hivev1.CommandResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	stored := 0
@@ -365,6 +372,7 @@ func (s *Store) ApplyReports(c *hivev1.ReportBatchCommand) *hivev1.CommandResult
 			r.PublishedSecrets = nil
 		}
 		s.reports[r.GetNode()] = r
+		s.noteReportLocked(t, r)
 		stored++
 	}
 	return &hivev1.CommandResult{Generation: uint64(stored)}

@@ -3099,11 +3099,127 @@ func (x *LabelNodeResponse) GetRoles() []string {
 	return nil
 }
 
+type ListDriftRepairsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this node (empty: all).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Only repairs at or after this time (unset: all kept).
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsRequest) Reset() {
+	*x = ListDriftRepairsRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsRequest) ProtoMessage() {}
+
+func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListDriftRepairsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListDriftRepairsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListDriftRepairsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Repairs   []*DriftRepair `protobuf:"bytes,1,rep,name=repairs,proto3" json:"repairs,omitempty"`
+	RaftIndex uint64         `protobuf:"varint,2,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// More repairs matched than one answer holds (the oldest were left out).
+	Truncated     bool `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDriftRepairsResponse) Reset() {
+	*x = ListDriftRepairsResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDriftRepairsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDriftRepairsResponse) ProtoMessage() {}
+
+func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
+func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
+	if x != nil {
+		return x.Repairs
+	}
+	return nil
+}
+
+func (x *ListDriftRepairsResponse) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *ListDriftRepairsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3313,13 +3429,21 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
 	"\x11LabelSourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*s\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\x17ListDriftRepairsRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
+	"\x18ListDriftRepairsResponse\x12.\n" +
+	"\arepairs\x18\x01 \x03(\v2\x14.hive.v1.DriftRepairR\arepairs\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x02 \x01(\x04R\traftIndex\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated*s\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\x94\x0e\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x032\xed\x0e\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3347,7 +3471,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
 	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12B\n" +
 	"\tListAudit\x12\x19.hive.v1.ListAuditRequest\x1a\x1a.hive.v1.ListAuditResponse\x12J\n" +
-	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x012\x8e\x02\n" +
+	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x01\x12W\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\x8e\x02\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -3367,7 +3492,7 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
 	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
@@ -3426,118 +3551,125 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
 	(*LabelNodeRequest)(nil),             // 55: hive.v1.LabelNodeRequest
 	(*LabelNodeResponse)(nil),            // 56: hive.v1.LabelNodeResponse
-	nil,                                  // 57: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 58: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 59: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 60: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 61: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 62: hive.v1.Site
-	(*durationpb.Duration)(nil),          // 63: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 64: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 65: hive.v1.Generation
-	(*NodeState)(nil),                    // 66: hive.v1.NodeState
-	(*Report)(nil),                       // 67: hive.v1.Report
-	(*NodeStatus)(nil),                   // 68: hive.v1.NodeStatus
-	(*Member)(nil),                       // 69: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 70: google.protobuf.Timestamp
-	(*Command)(nil),                      // 71: hive.v1.Command
-	(*CommandResult)(nil),                // 72: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 73: hive.v1.Revocation
-	(RaftRole)(0),                        // 74: hive.v1.RaftRole
-	(*ListAuditRequest)(nil),             // 75: hive.v1.ListAuditRequest
-	(*WatchEventsRequest)(nil),           // 76: hive.v1.WatchEventsRequest
-	(*ListAuditResponse)(nil),            // 77: hive.v1.ListAuditResponse
-	(*WatchEventsResponse)(nil),          // 78: hive.v1.WatchEventsResponse
+	(*ListDriftRepairsRequest)(nil),      // 57: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),     // 58: hive.v1.ListDriftRepairsResponse
+	nil,                                  // 59: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 60: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 61: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 62: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 63: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 64: hive.v1.Site
+	(*durationpb.Duration)(nil),          // 65: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 66: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 67: hive.v1.Generation
+	(*NodeState)(nil),                    // 68: hive.v1.NodeState
+	(*Report)(nil),                       // 69: hive.v1.Report
+	(*NodeStatus)(nil),                   // 70: hive.v1.NodeStatus
+	(*Member)(nil),                       // 71: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 72: google.protobuf.Timestamp
+	(*Command)(nil),                      // 73: hive.v1.Command
+	(*CommandResult)(nil),                // 74: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 75: hive.v1.Revocation
+	(RaftRole)(0),                        // 76: hive.v1.RaftRole
+	(*DriftRepair)(nil),                  // 77: hive.v1.DriftRepair
+	(*ListAuditRequest)(nil),             // 78: hive.v1.ListAuditRequest
+	(*WatchEventsRequest)(nil),           // 79: hive.v1.WatchEventsRequest
+	(*ListAuditResponse)(nil),            // 80: hive.v1.ListAuditResponse
+	(*WatchEventsResponse)(nil),          // 81: hive.v1.WatchEventsResponse
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	62, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	63, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	64, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	65, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	64, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	65, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	66, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	67, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
 	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	66, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	57, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	66, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	67, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	63, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	68, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	69, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	70, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	68, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	59, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	68, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	69, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	65, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	70, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	71, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	72, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
 	25, // 14: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
 	30, // 15: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	58, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	70, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	71, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	72, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	60, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	72, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	73, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	74, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
 	43, // 20: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	73, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	73, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	74, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	59, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	60, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	61, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	1,  // 27: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 28: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 29: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 30: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 31: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 32: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 33: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 34: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 35: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 36: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 37: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 38: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 39: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 40: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 41: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 42: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 43: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 44: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 45: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 46: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 47: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 48: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	75, // 49: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
-	76, // 50: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
-	45, // 51: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 52: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 53: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 54: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 55: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 56: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 57: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 58: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 59: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 60: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 61: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 62: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 63: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 64: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 65: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 66: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 67: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 68: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 69: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 70: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 71: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 72: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 73: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 74: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 75: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 76: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	77, // 77: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
-	78, // 78: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
-	46, // 79: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 80: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 81: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 82: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	55, // [55:83] is the sub-list for method output_type
-	27, // [27:55] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	75, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	75, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	76, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	61, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	62, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	63, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	72, // 27: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	77, // 28: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	1,  // 29: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	3,  // 30: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	5,  // 31: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	7,  // 32: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	9,  // 33: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	12, // 34: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	14, // 35: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	16, // 36: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	18, // 37: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	20, // 38: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	22, // 39: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	24, // 40: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	27, // 41: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	29, // 42: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	32, // 43: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	34, // 44: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	36, // 45: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	38, // 46: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	47, // 47: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	49, // 48: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	51, // 49: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	55, // 50: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	78, // 51: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	79, // 52: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	57, // 53: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	45, // 54: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	40, // 55: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	42, // 56: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	53, // 57: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	2,  // 58: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	4,  // 59: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	6,  // 60: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	8,  // 61: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	11, // 62: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	13, // 63: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	15, // 64: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	17, // 65: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	19, // 66: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	21, // 67: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	23, // 68: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	26, // 69: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	28, // 70: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	31, // 71: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	33, // 72: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	35, // 73: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	37, // 74: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	39, // 75: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	48, // 76: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	50, // 77: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	52, // 78: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	56, // 79: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	80, // 80: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	81, // 81: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	58, // 82: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	46, // 83: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	41, // 84: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	44, // 85: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	54, // 86: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	58, // [58:87] is the sub-list for method output_type
+	29, // [29:58] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3548,6 +3680,7 @@ func file_hive_v1_coordinator_proto_init() {
 	file_hive_v1_ops_proto_init()
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_site_proto_init()
+	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3555,7 +3688,7 @@ func file_hive_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   61,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

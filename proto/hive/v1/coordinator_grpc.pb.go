@@ -43,6 +43,7 @@ const (
 	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
 	CoordinatorService_ListAudit_FullMethodName            = "/hive.v1.CoordinatorService/ListAudit"
 	CoordinatorService_WatchEvents_FullMethodName          = "/hive.v1.CoordinatorService/WatchEvents"
+	CoordinatorService_ListDriftRepairs_FullMethodName     = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -121,6 +122,10 @@ type CoordinatorServiceClient interface {
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 	// WatchEvents streams recent fleet events, then live ones with follow.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -389,6 +394,16 @@ func (c *coordinatorServiceClient) WatchEvents(ctx context.Context, in *WatchEve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDriftRepairsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListDriftRepairs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -465,6 +480,10 @@ type CoordinatorServiceServer interface {
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	// WatchEvents streams recent fleet events, then live ones with follow.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// ListDriftRepairs lists the drift repairs the coordinators recorded
+	// (the last state.MaxDriftRepairs per node), newest first, read from the
+	// answering server's state.
+	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -546,6 +565,9 @@ func (UnimplementedCoordinatorServiceServer) ListAudit(context.Context, *ListAud
 }
 func (UnimplementedCoordinatorServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -986,6 +1008,24 @@ func _CoordinatorService_WatchEvents_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDriftRepairsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListDriftRepairs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListDriftRepairs(ctx, req.(*ListDriftRepairsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1080,6 +1120,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _CoordinatorService_ListAudit_Handler,
+		},
+		{
+			MethodName: "ListDriftRepairs",
+			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -607,7 +607,9 @@ type Role struct {
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Resources of the role, in canonical key order.
-	Resources     []*Resource `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	Resources []*Resource `protobuf:"bytes,3,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Health checks the agents of the role's nodes run, in file order.
+	Checks        []*HealthCheck `protobuf:"bytes,10,rep,name=checks,proto3" json:"checks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +665,323 @@ func (x *Role) GetResources() []*Resource {
 	return nil
 }
 
+func (x *Role) GetChecks() []*HealthCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
+// HealthCheck is one health check of a role. Exactly one of http, tcp or
+// command is set. A check counts as failing after `failures` consecutive
+// failed runs; one success makes it pass again.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the role; [a-z0-9][a-z0-9._-]*.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Time between runs (default 10s, at least 1s).
+	IntervalMs uint32 `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	// Deadline of one run (default 5s, at most interval).
+	TimeoutMs uint32 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Consecutive failures before the check counts as failing (default 3).
+	Failures uint32 `protobuf:"varint,4,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Role that declared the check (filled when rendering for a node).
+	Role string `protobuf:"bytes,5,opt,name=role,proto3" json:"role,omitempty"`
+	// Position in the site file: "file:line:col".
+	Source string `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*HealthCheck_Http
+	//	*HealthCheck_Tcp
+	//	*HealthCheck_Command
+	Kind          isHealthCheck_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_hive_v1_site_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HealthCheck) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetIntervalMs() uint32 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetKind() isHealthCheck_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetHttp() *CheckHTTP {
+	if x != nil {
+		if x, ok := x.Kind.(*HealthCheck_Http); ok {
+			return x.Http
+		}
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetTcp() *CheckTCP {
+	if x != nil {
+		if x, ok := x.Kind.(*HealthCheck_Tcp); ok {
+			return x.Tcp
+		}
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetCommand() *CheckCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*HealthCheck_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
+type isHealthCheck_Kind interface {
+	isHealthCheck_Kind()
+}
+
+type HealthCheck_Http struct {
+	Http *CheckHTTP `protobuf:"bytes,10,opt,name=http,proto3,oneof"`
+}
+
+type HealthCheck_Tcp struct {
+	Tcp *CheckTCP `protobuf:"bytes,11,opt,name=tcp,proto3,oneof"`
+}
+
+type HealthCheck_Command struct {
+	Command *CheckCommand `protobuf:"bytes,12,opt,name=command,proto3,oneof"`
+}
+
+func (*HealthCheck_Http) isHealthCheck_Kind() {}
+
+func (*HealthCheck_Tcp) isHealthCheck_Kind() {}
+
+func (*HealthCheck_Command) isHealthCheck_Kind() {}
+
+// CheckHTTP passes when a GET of url answers status and, if body is set,
+// the response body (its first 64 KiB) matches the regular expression body
+// (RE2 syntax; a plain word is a substring match).
+type CheckHTTP struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Expected status code (default 200).
+	Status        uint32 `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
+	Body          string `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckHTTP) Reset() {
+	*x = CheckHTTP{}
+	mi := &file_hive_v1_site_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckHTTP) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckHTTP) ProtoMessage() {}
+
+func (x *CheckHTTP) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckHTTP.ProtoReflect.Descriptor instead.
+func (*CheckHTTP) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CheckHTTP) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CheckHTTP) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *CheckHTTP) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+// CheckTCP passes when a TCP connection to address ("host:port") opens.
+type CheckTCP struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTCP) Reset() {
+	*x = CheckTCP{}
+	mi := &file_hive_v1_site_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTCP) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTCP) ProtoMessage() {}
+
+func (x *CheckTCP) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTCP.ProtoReflect.Descriptor instead.
+func (*CheckTCP) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CheckTCP) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// CheckCommand passes when argv exits 0. argv is executed directly, never
+// through a shell (write ["sh", "-c", "..."] for shell syntax).
+type CheckCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Argv          []string               `protobuf:"bytes,1,rep,name=argv,proto3" json:"argv,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckCommand) Reset() {
+	*x = CheckCommand{}
+	mi := &file_hive_v1_site_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckCommand) ProtoMessage() {}
+
+func (x *CheckCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckCommand.ProtoReflect.Descriptor instead.
+func (*CheckCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CheckCommand) GetArgv() []string {
+	if x != nil {
+		return x.Argv
+	}
+	return nil
+}
+
 // Resource is one typed, keyed piece of desired state. Its key is
 // "<kind>:<name>", e.g. "package:nginx", "file:/etc/nginx/nginx.conf",
 // "firewall:filter", "drbd:r0", "swarm:node".
@@ -695,7 +1014,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1026,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1039,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Resource) GetKey() string {
@@ -898,7 +1217,7 @@ type Repo struct {
 
 func (x *Repo) Reset() {
 	*x = Repo{}
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1229,7 @@ func (x *Repo) String() string {
 func (*Repo) ProtoMessage() {}
 
 func (x *Repo) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1242,7 @@ func (x *Repo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repo.ProtoReflect.Descriptor instead.
 func (*Repo) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Repo) GetName() string {
@@ -1005,7 +1324,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1336,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1349,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Package) GetName() string {
@@ -1082,7 +1401,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1413,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1426,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *File) GetPath() string {
@@ -1182,7 +1501,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1513,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1526,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Service) GetName() string {
@@ -1257,7 +1576,7 @@ type Firewall struct {
 
 func (x *Firewall) Reset() {
 	*x = Firewall{}
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1588,7 @@ func (x *Firewall) String() string {
 func (*Firewall) ProtoMessage() {}
 
 func (x *Firewall) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1601,7 @@ func (x *Firewall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Firewall.ProtoReflect.Descriptor instead.
 func (*Firewall) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Firewall) GetRules() []*FirewallRule {
@@ -1333,7 +1652,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1664,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1677,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FirewallRule) GetChain() string {
@@ -1470,7 +1789,7 @@ type Drbd struct {
 
 func (x *Drbd) Reset() {
 	*x = Drbd{}
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1801,7 @@ func (x *Drbd) String() string {
 func (*Drbd) ProtoMessage() {}
 
 func (x *Drbd) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1814,7 @@ func (x *Drbd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drbd.ProtoReflect.Descriptor instead.
 func (*Drbd) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Drbd) GetName() string {
@@ -1575,7 +1894,7 @@ type DrbdPeer struct {
 
 func (x *DrbdPeer) Reset() {
 	*x = DrbdPeer{}
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1906,7 @@ func (x *DrbdPeer) String() string {
 func (*DrbdPeer) ProtoMessage() {}
 
 func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1919,7 @@ func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrbdPeer.ProtoReflect.Descriptor instead.
 func (*DrbdPeer) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrbdPeer) GetName() string {
@@ -1655,7 +1974,7 @@ type Swarm struct {
 
 func (x *Swarm) Reset() {
 	*x = Swarm{}
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1986,7 @@ func (x *Swarm) String() string {
 func (*Swarm) ProtoMessage() {}
 
 func (x *Swarm) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1999,7 @@ func (x *Swarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Swarm.ProtoReflect.Descriptor instead.
 func (*Swarm) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Swarm) GetRole() SwarmRole {
@@ -1763,7 +2082,7 @@ type SwarmMember struct {
 
 func (x *SwarmMember) Reset() {
 	*x = SwarmMember{}
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +2094,7 @@ func (x *SwarmMember) String() string {
 func (*SwarmMember) ProtoMessage() {}
 
 func (x *SwarmMember) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +2107,7 @@ func (x *SwarmMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmMember.ProtoReflect.Descriptor instead.
 func (*SwarmMember) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SwarmMember) GetName() string {
@@ -1832,7 +2151,7 @@ type SwarmNetwork struct {
 
 func (x *SwarmNetwork) Reset() {
 	*x = SwarmNetwork{}
-	mi := &file_hive_v1_site_proto_msgTypes[15]
+	mi := &file_hive_v1_site_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +2163,7 @@ func (x *SwarmNetwork) String() string {
 func (*SwarmNetwork) ProtoMessage() {}
 
 func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[15]
+	mi := &file_hive_v1_site_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +2176,7 @@ func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmNetwork.ProtoReflect.Descriptor instead.
 func (*SwarmNetwork) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SwarmNetwork) GetName() string {
@@ -1909,11 +2228,35 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x05roles\x18\x03 \x03(\tR\x05roles\x1a>\n" +
 	"\x10MatchLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x01\n" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12/\n" +
-	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\"\xa8\x03\n" +
+	"\tresources\x18\x03 \x03(\v2\x11.hive.v1.ResourceR\tresources\x12,\n" +
+	"\x06checks\x18\n" +
+	" \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\"\xb5\x02\n" +
+	"\vHealthCheck\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vinterval_ms\x18\x02 \x01(\rR\n" +
+	"intervalMs\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\rR\ttimeoutMs\x12\x1a\n" +
+	"\bfailures\x18\x04 \x01(\rR\bfailures\x12\x12\n" +
+	"\x04role\x18\x05 \x01(\tR\x04role\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12(\n" +
+	"\x04http\x18\n" +
+	" \x01(\v2\x12.hive.v1.CheckHTTPH\x00R\x04http\x12%\n" +
+	"\x03tcp\x18\v \x01(\v2\x11.hive.v1.CheckTCPH\x00R\x03tcp\x121\n" +
+	"\acommand\x18\f \x01(\v2\x15.hive.v1.CheckCommandH\x00R\acommandB\x06\n" +
+	"\x04kind\"I\n" +
+	"\tCheckHTTP\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\rR\x06status\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\tR\x04body\"$\n" +
+	"\bCheckTCP\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"\"\n" +
+	"\fCheckCommand\x12\x12\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xa8\x03\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -2076,7 +2419,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),        // 0: hive.v1.RepoType
 	(PackageState)(0),    // 1: hive.v1.PackageState
@@ -2089,59 +2432,67 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(*Webhook)(nil),      // 8: hive.v1.Webhook
 	(*Selector)(nil),     // 9: hive.v1.Selector
 	(*Role)(nil),         // 10: hive.v1.Role
-	(*Resource)(nil),     // 11: hive.v1.Resource
-	(*Repo)(nil),         // 12: hive.v1.Repo
-	(*Package)(nil),      // 13: hive.v1.Package
-	(*File)(nil),         // 14: hive.v1.File
-	(*Service)(nil),      // 15: hive.v1.Service
-	(*Firewall)(nil),     // 16: hive.v1.Firewall
-	(*FirewallRule)(nil), // 17: hive.v1.FirewallRule
-	(*Drbd)(nil),         // 18: hive.v1.Drbd
-	(*DrbdPeer)(nil),     // 19: hive.v1.DrbdPeer
-	(*Swarm)(nil),        // 20: hive.v1.Swarm
-	(*SwarmMember)(nil),  // 21: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil), // 22: hive.v1.SwarmNetwork
-	nil,                  // 23: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 24: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 25: hive.v1.Drbd.OptionsEntry
-	nil,                  // 26: hive.v1.Swarm.LabelsEntry
-	nil,                  // 27: hive.v1.SwarmMember.LabelsEntry
+	(*HealthCheck)(nil),  // 11: hive.v1.HealthCheck
+	(*CheckHTTP)(nil),    // 12: hive.v1.CheckHTTP
+	(*CheckTCP)(nil),     // 13: hive.v1.CheckTCP
+	(*CheckCommand)(nil), // 14: hive.v1.CheckCommand
+	(*Resource)(nil),     // 15: hive.v1.Resource
+	(*Repo)(nil),         // 16: hive.v1.Repo
+	(*Package)(nil),      // 17: hive.v1.Package
+	(*File)(nil),         // 18: hive.v1.File
+	(*Service)(nil),      // 19: hive.v1.Service
+	(*Firewall)(nil),     // 20: hive.v1.Firewall
+	(*FirewallRule)(nil), // 21: hive.v1.FirewallRule
+	(*Drbd)(nil),         // 22: hive.v1.Drbd
+	(*DrbdPeer)(nil),     // 23: hive.v1.DrbdPeer
+	(*Swarm)(nil),        // 24: hive.v1.Swarm
+	(*SwarmMember)(nil),  // 25: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil), // 26: hive.v1.SwarmNetwork
+	nil,                  // 27: hive.v1.Selector.MatchLabelsEntry
+	nil,                  // 28: hive.v1.Firewall.PoliciesEntry
+	nil,                  // 29: hive.v1.Drbd.OptionsEntry
+	nil,                  // 30: hive.v1.Swarm.LabelsEntry
+	nil,                  // 31: hive.v1.SwarmMember.LabelsEntry
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	10, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
 	9,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
 	8,  // 2: hive.v1.Site.webhooks:type_name -> hive.v1.Webhook
-	23, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
-	11, // 4: hive.v1.Role.resources:type_name -> hive.v1.Resource
-	12, // 5: hive.v1.Resource.repo:type_name -> hive.v1.Repo
-	13, // 6: hive.v1.Resource.package:type_name -> hive.v1.Package
-	14, // 7: hive.v1.Resource.file:type_name -> hive.v1.File
-	15, // 8: hive.v1.Resource.service:type_name -> hive.v1.Service
-	16, // 9: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
-	18, // 10: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
-	20, // 11: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 12: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 13: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 14: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 15: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	17, // 16: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	24, // 17: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 18: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 19: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	25, // 20: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	19, // 21: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 22: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	26, // 23: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	22, // 24: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	21, // 25: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 26: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	27, // 27: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 28: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	27, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	15, // 4: hive.v1.Role.resources:type_name -> hive.v1.Resource
+	11, // 5: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
+	12, // 6: hive.v1.HealthCheck.http:type_name -> hive.v1.CheckHTTP
+	13, // 7: hive.v1.HealthCheck.tcp:type_name -> hive.v1.CheckTCP
+	14, // 8: hive.v1.HealthCheck.command:type_name -> hive.v1.CheckCommand
+	16, // 9: hive.v1.Resource.repo:type_name -> hive.v1.Repo
+	17, // 10: hive.v1.Resource.package:type_name -> hive.v1.Package
+	18, // 11: hive.v1.Resource.file:type_name -> hive.v1.File
+	19, // 12: hive.v1.Resource.service:type_name -> hive.v1.Service
+	20, // 13: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
+	22, // 14: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
+	24, // 15: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
+	0,  // 16: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 17: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 18: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 19: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	21, // 20: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	28, // 21: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 22: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 23: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	29, // 24: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	23, // 25: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 26: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	30, // 27: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	26, // 28: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	25, // 29: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 30: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	31, // 31: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 32: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2150,6 +2501,11 @@ func file_hive_v1_site_proto_init() {
 		return
 	}
 	file_hive_v1_site_proto_msgTypes[4].OneofWrappers = []any{
+		(*HealthCheck_Http)(nil),
+		(*HealthCheck_Tcp)(nil),
+		(*HealthCheck_Command)(nil),
+	}
+	file_hive_v1_site_proto_msgTypes[8].OneofWrappers = []any{
 		(*Resource_Repo)(nil),
 		(*Resource_Package)(nil),
 		(*Resource_File)(nil),
@@ -2158,14 +2514,14 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Drbd)(nil),
 		(*Resource_Swarm)(nil),
 	}
-	file_hive_v1_site_proto_msgTypes[8].OneofWrappers = []any{}
+	file_hive_v1_site_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

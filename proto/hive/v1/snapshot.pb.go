@@ -42,7 +42,9 @@ type StateSnapshot struct {
 	// The certificate deny list, one entry per revoked node.
 	Revocations []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
 	// The audit log, oldest first (bounded: state.MaxAuditEntries).
-	Audit         []*AuditEntry `protobuf:"bytes,50,rep,name=audit,proto3" json:"audit,omitempty"`
+	Audit []*AuditEntry `protobuf:"bytes,50,rep,name=audit,proto3" json:"audit,omitempty"`
+	// Health bookkeeping and recent drift repairs, one per node.
+	CheckRecords  []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -147,6 +149,166 @@ func (x *StateSnapshot) GetAudit() []*AuditEntry {
 	return nil
 }
 
+func (x *StateSnapshot) GetCheckRecords() []*CheckNodeRecord {
+	if x != nil {
+		return x.CheckRecords
+	}
+	return nil
+}
+
+// CheckNodeRecord is what the coordinators keep about a node's health
+// beyond its last report: since when its health has been what it is, and
+// its latest drift repairs (at most state.MaxDriftRepairs, oldest first).
+type CheckNodeRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Node   string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Health Health                 `protobuf:"varint,2,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	// Time of the command that changed health to its current value.
+	HealthSince   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	DriftRepairs  []*DriftRepair         `protobuf:"bytes,4,rep,name=drift_repairs,json=driftRepairs,proto3" json:"drift_repairs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckNodeRecord) Reset() {
+	*x = CheckNodeRecord{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckNodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckNodeRecord) ProtoMessage() {}
+
+func (x *CheckNodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckNodeRecord.ProtoReflect.Descriptor instead.
+func (*CheckNodeRecord) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CheckNodeRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CheckNodeRecord) GetHealth() Health {
+	if x != nil {
+		return x.Health
+	}
+	return Health_HEALTH_UNSPECIFIED
+}
+
+func (x *CheckNodeRecord) GetHealthSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthSince
+	}
+	return nil
+}
+
+func (x *CheckNodeRecord) GetDriftRepairs() []*DriftRepair {
+	if x != nil {
+		return x.DriftRepairs
+	}
+	return nil
+}
+
+// DriftRepair is one resource an agent put back after the machine drifted
+// while its desired state had not changed.
+type DriftRepair struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Generation the node was on.
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// When the run that repaired it finished (the agent's clock).
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The resource's result message (short, never secret).
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DriftRepair) Reset() {
+	*x = DriftRepair{}
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DriftRepair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DriftRepair) ProtoMessage() {}
+
+func (x *DriftRepair) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DriftRepair.ProtoReflect.Descriptor instead.
+func (*DriftRepair) Descriptor() ([]byte, []int) {
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DriftRepair) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DriftRepair) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *DriftRepair) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *DriftRepair) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DriftRepair) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // NodeRecord is a node of the registry: the facts its agent last sent,
 // and the trusted labels that selectors match (state.TrustedLabels: the
 // identity's labels overridden by the operator's).
@@ -177,7 +339,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +351,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[1]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +364,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeRecord) GetName() string {
@@ -279,7 +441,7 @@ type StoredSecret struct {
 
 func (x *StoredSecret) Reset() {
 	*x = StoredSecret{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +453,7 @@ func (x *StoredSecret) String() string {
 func (*StoredSecret) ProtoMessage() {}
 
 func (x *StoredSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[2]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +466,7 @@ func (x *StoredSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredSecret.ProtoReflect.Descriptor instead.
 func (*StoredSecret) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StoredSecret) GetName() string {
@@ -370,7 +532,7 @@ type StoredBootstrapToken struct {
 
 func (x *StoredBootstrapToken) Reset() {
 	*x = StoredBootstrapToken{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +544,7 @@ func (x *StoredBootstrapToken) String() string {
 func (*StoredBootstrapToken) ProtoMessage() {}
 
 func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[3]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +557,7 @@ func (x *StoredBootstrapToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredBootstrapToken.ProtoReflect.Descriptor instead.
 func (*StoredBootstrapToken) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StoredBootstrapToken) GetTokenSha256() string {
@@ -475,7 +637,7 @@ type CoordinatorRecord struct {
 
 func (x *CoordinatorRecord) Reset() {
 	*x = CoordinatorRecord{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +649,7 @@ func (x *CoordinatorRecord) String() string {
 func (*CoordinatorRecord) ProtoMessage() {}
 
 func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[4]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +662,7 @@ func (x *CoordinatorRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorRecord.ProtoReflect.Descriptor instead.
 func (*CoordinatorRecord) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CoordinatorRecord) GetName() string {
@@ -556,7 +718,7 @@ type NodeIdentity struct {
 
 func (x *NodeIdentity) Reset() {
 	*x = NodeIdentity{}
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +730,7 @@ func (x *NodeIdentity) String() string {
 func (*NodeIdentity) ProtoMessage() {}
 
 func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_snapshot_proto_msgTypes[5]
+	mi := &file_hive_v1_snapshot_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +743,7 @@ func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
 func (*NodeIdentity) Descriptor() ([]byte, []int) {
-	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_snapshot_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeIdentity) GetSource() string {
@@ -616,7 +778,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xff\x03\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xbe\x04\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -627,7 +789,21 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
 	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12)\n" +
-	"\x05audit\x182 \x03(\v2\x13.hive.v1.AuditEntryR\x05audit\"\xef\x03\n" +
+	"\x05audit\x182 \x03(\v2\x13.hive.v1.AuditEntryR\x05audit\x12=\n" +
+	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\"\xc8\x01\n" +
+	"\x0fCheckNodeRecord\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
+	"\x06health\x18\x02 \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
+	"\fhealth_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x129\n" +
+	"\rdrift_repairs\x18\x04 \x03(\v2\x14.hive.v1.DriftRepairR\fdriftRepairs\"\x9d\x01\n" +
+	"\vDriftRepair\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xef\x03\n" +
 	"\n" +
 	"NodeRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -692,48 +868,56 @@ func file_hive_v1_snapshot_proto_rawDescGZIP() []byte {
 	return file_hive_v1_snapshot_proto_rawDescData
 }
 
-var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hive_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*StateSnapshot)(nil),         // 0: hive.v1.StateSnapshot
-	(*NodeRecord)(nil),            // 1: hive.v1.NodeRecord
-	(*StoredSecret)(nil),          // 2: hive.v1.StoredSecret
-	(*StoredBootstrapToken)(nil),  // 3: hive.v1.StoredBootstrapToken
-	(*CoordinatorRecord)(nil),     // 4: hive.v1.CoordinatorRecord
-	(*NodeIdentity)(nil),          // 5: hive.v1.NodeIdentity
-	nil,                           // 6: hive.v1.NodeRecord.LabelsEntry
-	nil,                           // 7: hive.v1.NodeRecord.OperatorLabelsEntry
-	nil,                           // 8: hive.v1.StoredBootstrapToken.LabelsEntry
-	nil,                           // 9: hive.v1.NodeIdentity.LabelsEntry
-	(*Generation)(nil),            // 10: hive.v1.Generation
-	(*Report)(nil),                // 11: hive.v1.Report
-	(*Revocation)(nil),            // 12: hive.v1.Revocation
-	(*AuditEntry)(nil),            // 13: hive.v1.AuditEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*CheckNodeRecord)(nil),       // 1: hive.v1.CheckNodeRecord
+	(*DriftRepair)(nil),           // 2: hive.v1.DriftRepair
+	(*NodeRecord)(nil),            // 3: hive.v1.NodeRecord
+	(*StoredSecret)(nil),          // 4: hive.v1.StoredSecret
+	(*StoredBootstrapToken)(nil),  // 5: hive.v1.StoredBootstrapToken
+	(*CoordinatorRecord)(nil),     // 6: hive.v1.CoordinatorRecord
+	(*NodeIdentity)(nil),          // 7: hive.v1.NodeIdentity
+	nil,                           // 8: hive.v1.NodeRecord.LabelsEntry
+	nil,                           // 9: hive.v1.NodeRecord.OperatorLabelsEntry
+	nil,                           // 10: hive.v1.StoredBootstrapToken.LabelsEntry
+	nil,                           // 11: hive.v1.NodeIdentity.LabelsEntry
+	(*Generation)(nil),            // 12: hive.v1.Generation
+	(*Report)(nil),                // 13: hive.v1.Report
+	(*Revocation)(nil),            // 14: hive.v1.Revocation
+	(*AuditEntry)(nil),            // 15: hive.v1.AuditEntry
+	(Health)(0),                   // 16: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
-	10, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
-	1,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
-	11, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
-	2,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
-	3,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
-	4,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
-	12, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
-	13, // 7: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
-	6,  // 8: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	14, // 9: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	5,  // 10: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	7,  // 11: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	14, // 12: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	14, // 13: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	8,  // 14: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	14, // 15: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	9,  // 16: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	14, // 17: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
+	3,  // 1: hive.v1.StateSnapshot.nodes:type_name -> hive.v1.NodeRecord
+	13, // 2: hive.v1.StateSnapshot.reports:type_name -> hive.v1.Report
+	4,  // 3: hive.v1.StateSnapshot.secrets:type_name -> hive.v1.StoredSecret
+	5,  // 4: hive.v1.StateSnapshot.bootstrap_tokens:type_name -> hive.v1.StoredBootstrapToken
+	6,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
+	14, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
+	15, // 7: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
+	1,  // 8: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
+	16, // 9: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	17, // 10: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 11: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	17, // 12: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 13: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	17, // 14: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 15: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 16: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	17, // 17: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	17, // 18: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 19: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	17, // 20: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 21: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	17, // 22: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -749,7 +933,7 @@ func file_hive_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_snapshot_proto_rawDesc), len(file_hive_v1_snapshot_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -87,6 +87,60 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_hive_v1_state_proto_rawDescGZIP(), []int{0}
 }
 
+// Cause tells a repair of drift from a change of the site.
+type Cause int32
+
+const (
+	// Not changed, or not known (first run of the agent).
+	Cause_CAUSE_UNSPECIFIED Cause = 0
+	// The node's state hash equals that of its previous successful run:
+	// the machine drifted and was put back.
+	Cause_CAUSE_DRIFT Cause = 1
+	// The desired state changed since the previous successful run.
+	Cause_CAUSE_CHANGE Cause = 2
+)
+
+// Enum value maps for Cause.
+var (
+	Cause_name = map[int32]string{
+		0: "CAUSE_UNSPECIFIED",
+		1: "CAUSE_DRIFT",
+		2: "CAUSE_CHANGE",
+	}
+	Cause_value = map[string]int32{
+		"CAUSE_UNSPECIFIED": 0,
+		"CAUSE_DRIFT":       1,
+		"CAUSE_CHANGE":      2,
+	}
+)
+
+func (x Cause) Enum() *Cause {
+	p := new(Cause)
+	*p = x
+	return p
+}
+
+func (x Cause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Cause) Descriptor() protoreflect.EnumDescriptor {
+	return file_hive_v1_state_proto_enumTypes[1].Descriptor()
+}
+
+func (Cause) Type() protoreflect.EnumType {
+	return &file_hive_v1_state_proto_enumTypes[1]
+}
+
+func (x Cause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Cause.Descriptor instead.
+func (Cause) EnumDescriptor() ([]byte, []int) {
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{1}
+}
+
 // Phase is where a node stands with its desired state.
 type Phase int32
 
@@ -128,11 +182,11 @@ func (x Phase) String() string {
 }
 
 func (Phase) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[1].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[2].Descriptor()
 }
 
 func (Phase) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[1]
+	return &file_hive_v1_state_proto_enumTypes[2]
 }
 
 func (x Phase) Number() protoreflect.EnumNumber {
@@ -141,7 +195,7 @@ func (x Phase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Phase.Descriptor instead.
 func (Phase) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{2}
 }
 
 // Health summarises a node's health checks.
@@ -181,11 +235,11 @@ func (x Health) String() string {
 }
 
 func (Health) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[2].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[3].Descriptor()
 }
 
 func (Health) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[2]
+	return &file_hive_v1_state_proto_enumTypes[3]
 }
 
 func (x Health) Number() protoreflect.EnumNumber {
@@ -194,7 +248,7 @@ func (x Health) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Health.Descriptor instead.
 func (Health) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
 // GossipState is a member's liveness as seen by gossip.
@@ -237,11 +291,11 @@ func (x GossipState) String() string {
 }
 
 func (GossipState) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[3].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[4].Descriptor()
 }
 
 func (GossipState) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[3]
+	return &file_hive_v1_state_proto_enumTypes[4]
 }
 
 func (x GossipState) Number() protoreflect.EnumNumber {
@@ -250,7 +304,7 @@ func (x GossipState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GossipState.Descriptor instead.
 func (GossipState) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 // MemberKind tells agents from coordinators in the gossip pool.
@@ -287,11 +341,11 @@ func (x MemberKind) String() string {
 }
 
 func (MemberKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[4].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[5].Descriptor()
 }
 
 func (MemberKind) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[4]
+	return &file_hive_v1_state_proto_enumTypes[5]
 }
 
 func (x MemberKind) Number() protoreflect.EnumNumber {
@@ -300,7 +354,7 @@ func (x MemberKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MemberKind.Descriptor instead.
 func (MemberKind) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 // RaftRole is a coordinator's raft state.
@@ -343,11 +397,11 @@ func (x RaftRole) String() string {
 }
 
 func (RaftRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_hive_v1_state_proto_enumTypes[5].Descriptor()
+	return file_hive_v1_state_proto_enumTypes[6].Descriptor()
 }
 
 func (RaftRole) Type() protoreflect.EnumType {
-	return &file_hive_v1_state_proto_enumTypes[5]
+	return &file_hive_v1_state_proto_enumTypes[6]
 }
 
 func (x RaftRole) Number() protoreflect.EnumNumber {
@@ -356,7 +410,7 @@ func (x RaftRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RaftRole.Descriptor instead.
 func (RaftRole) EnumDescriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 // Generation is one accepted version of the site. Generations are immutable
@@ -802,7 +856,10 @@ type NodeState struct {
 	// Secret values by name: only those the resources reference.
 	Secrets map[string][]byte `protobuf:"bytes,6,rep,name=secrets,proto3" json:"secrets,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Raft index of the FSM that rendered it (not part of the hash).
-	RaftIndex     uint64 `protobuf:"varint,7,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	RaftIndex uint64 `protobuf:"varint,7,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// Health checks of the node's roles, by role then file order (part of
+	// the hash).
+	Checks        []*HealthCheck `protobuf:"bytes,20,rep,name=checks,proto3" json:"checks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -886,6 +943,13 @@ func (x *NodeState) GetRaftIndex() uint64 {
 	return 0
 }
 
+func (x *NodeState) GetChecks() []*HealthCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
 // ResourceResult is what one run did to one resource.
 type ResourceResult struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -897,7 +961,10 @@ type ResourceResult struct {
 	// The state differed from the desired state when observed.
 	Drift bool `protobuf:"varint,5,opt,name=drift,proto3" json:"drift,omitempty"`
 	// What changed or would change (a unified diff for files), secrets masked.
-	Diff          string `protobuf:"bytes,6,opt,name=diff,proto3" json:"diff,omitempty"`
+	Diff string `protobuf:"bytes,6,opt,name=diff,proto3" json:"diff,omitempty"`
+	// Why a CHANGED resource changed: the machine drifted from an unchanged
+	// desired state, or the desired state changed.
+	Cause         Cause `protobuf:"varint,20,opt,name=cause,proto3,enum=hive.v1.Cause" json:"cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -972,6 +1039,13 @@ func (x *ResourceResult) GetDiff() string {
 		return x.Diff
 	}
 	return ""
+}
+
+func (x *ResourceResult) GetCause() Cause {
+	if x != nil {
+		return x.Cause
+	}
+	return Cause_CAUSE_UNSPECIFIED
 }
 
 // Report is what an agent tells the coordinators after (or during) a run.
@@ -1875,7 +1949,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x11.hive.v1.PeerListR\x05value:\x028\x01\x1aA\n" +
 	"\x13ReportedLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x02\n" +
 	"\tNodeState\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -1886,17 +1960,19 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\tresources\x18\x05 \x03(\v2\x11.hive.v1.ResourceR\tresources\x129\n" +
 	"\asecrets\x18\x06 \x03(\v2\x1f.hive.v1.NodeState.SecretsEntryR\asecrets\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\a \x01(\x04R\traftIndex\x1a:\n" +
+	"raft_index\x18\a \x01(\x04R\traftIndex\x12,\n" +
+	"\x06checks\x18\x14 \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\x1a:\n" +
 	"\fSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xc9\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xef\x01\n" +
 	"\x0eResourceResult\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x10.hive.v1.OutcomeR\aoutcome\x125\n" +
 	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05drift\x18\x05 \x01(\bR\x05drift\x12\x12\n" +
-	"\x04diff\x18\x06 \x01(\tR\x04diff\"\xd0\x05\n" +
+	"\x04diff\x18\x06 \x01(\tR\x04diff\x12$\n" +
+	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xd0\x05\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2008,7 +2084,11 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x0fOUTCOME_CHANGED\x10\x02\x12\x12\n" +
 	"\x0eOUTCOME_FAILED\x10\x03\x12\x13\n" +
 	"\x0fOUTCOME_SKIPPED\x10\x04\x12\x13\n" +
-	"\x0fOUTCOME_PLANNED\x10\x05*l\n" +
+	"\x0fOUTCOME_PLANNED\x10\x05*A\n" +
+	"\x05Cause\x12\x15\n" +
+	"\x11CAUSE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vCAUSE_DRIFT\x10\x01\x12\x10\n" +
+	"\fCAUSE_CHANGE\x10\x02*l\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPHASE_PENDING\x10\x01\x12\x12\n" +
@@ -2049,94 +2129,98 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 	return file_hive_v1_state_proto_rawDescData
 }
 
-var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
-	(Phase)(0),                    // 1: hive.v1.Phase
-	(Health)(0),                   // 2: hive.v1.Health
-	(GossipState)(0),              // 3: hive.v1.GossipState
-	(MemberKind)(0),               // 4: hive.v1.MemberKind
-	(RaftRole)(0),                 // 5: hive.v1.RaftRole
-	(*Generation)(nil),            // 6: hive.v1.Generation
-	(*GenerationSummary)(nil),     // 7: hive.v1.GenerationSummary
-	(*Peer)(nil),                  // 8: hive.v1.Peer
-	(*PeerList)(nil),              // 9: hive.v1.PeerList
-	(*NodeFacts)(nil),             // 10: hive.v1.NodeFacts
-	(*NodeState)(nil),             // 11: hive.v1.NodeState
-	(*ResourceResult)(nil),        // 12: hive.v1.ResourceResult
-	(*Report)(nil),                // 13: hive.v1.Report
-	(*CheckResult)(nil),           // 14: hive.v1.CheckResult
-	(*MemberMeta)(nil),            // 15: hive.v1.MemberMeta
-	(*Member)(nil),                // 16: hive.v1.Member
-	(*ResourceCounts)(nil),        // 17: hive.v1.ResourceCounts
-	(*NodeStatus)(nil),            // 18: hive.v1.NodeStatus
-	(*Revocation)(nil),            // 19: hive.v1.Revocation
-	nil,                           // 20: hive.v1.Peer.LabelsEntry
-	nil,                           // 21: hive.v1.NodeFacts.LabelsEntry
-	nil,                           // 22: hive.v1.NodeFacts.PeersEntry
-	nil,                           // 23: hive.v1.NodeFacts.ReportedLabelsEntry
-	nil,                           // 24: hive.v1.NodeState.SecretsEntry
-	nil,                           // 25: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 26: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 27: hive.v1.Member.LabelsEntry
-	nil,                           // 28: hive.v1.NodeStatus.LabelsEntry
-	nil,                           // 29: hive.v1.NodeStatus.LabelSourcesEntry
-	nil,                           // 30: hive.v1.NodeStatus.ReportedLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
-	(*Site)(nil),                  // 32: hive.v1.Site
-	(*Resource)(nil),              // 33: hive.v1.Resource
-	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	(Cause)(0),                    // 1: hive.v1.Cause
+	(Phase)(0),                    // 2: hive.v1.Phase
+	(Health)(0),                   // 3: hive.v1.Health
+	(GossipState)(0),              // 4: hive.v1.GossipState
+	(MemberKind)(0),               // 5: hive.v1.MemberKind
+	(RaftRole)(0),                 // 6: hive.v1.RaftRole
+	(*Generation)(nil),            // 7: hive.v1.Generation
+	(*GenerationSummary)(nil),     // 8: hive.v1.GenerationSummary
+	(*Peer)(nil),                  // 9: hive.v1.Peer
+	(*PeerList)(nil),              // 10: hive.v1.PeerList
+	(*NodeFacts)(nil),             // 11: hive.v1.NodeFacts
+	(*NodeState)(nil),             // 12: hive.v1.NodeState
+	(*ResourceResult)(nil),        // 13: hive.v1.ResourceResult
+	(*Report)(nil),                // 14: hive.v1.Report
+	(*CheckResult)(nil),           // 15: hive.v1.CheckResult
+	(*MemberMeta)(nil),            // 16: hive.v1.MemberMeta
+	(*Member)(nil),                // 17: hive.v1.Member
+	(*ResourceCounts)(nil),        // 18: hive.v1.ResourceCounts
+	(*NodeStatus)(nil),            // 19: hive.v1.NodeStatus
+	(*Revocation)(nil),            // 20: hive.v1.Revocation
+	nil,                           // 21: hive.v1.Peer.LabelsEntry
+	nil,                           // 22: hive.v1.NodeFacts.LabelsEntry
+	nil,                           // 23: hive.v1.NodeFacts.PeersEntry
+	nil,                           // 24: hive.v1.NodeFacts.ReportedLabelsEntry
+	nil,                           // 25: hive.v1.NodeState.SecretsEntry
+	nil,                           // 26: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 27: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 28: hive.v1.Member.LabelsEntry
+	nil,                           // 29: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 30: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 31: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*Site)(nil),                  // 33: hive.v1.Site
+	(*Resource)(nil),              // 34: hive.v1.Resource
+	(*HealthCheck)(nil),           // 35: hive.v1.HealthCheck
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	31, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	32, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	31, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
-	20, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
-	8,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
-	21, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
-	22, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
-	23, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
-	10, // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	33, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	24, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
-	0,  // 11: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	34, // 12: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
-	1,  // 13: hive.v1.Report.phase:type_name -> hive.v1.Phase
-	12, // 14: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	34, // 15: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	31, // 16: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	31, // 17: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	25, // 18: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	14, // 19: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
-	2,  // 20: hive.v1.Report.health:type_name -> hive.v1.Health
-	31, // 21: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
-	4,  // 22: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	26, // 23: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	4,  // 24: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	3,  // 25: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	27, // 26: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	5,  // 27: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	28, // 28: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	3,  // 29: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	1,  // 30: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	31, // 31: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	17, // 32: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	12, // 33: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	29, // 34: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
-	30, // 35: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
-	31, // 36: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
-	14, // 37: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
-	2,  // 38: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
-	31, // 39: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	31, // 40: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	31, // 41: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	9,  // 42: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	32, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	33, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	32, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	21, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
+	9,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
+	22, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
+	23, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
+	24, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
+	11, // 8: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
+	34, // 9: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	25, // 10: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	35, // 11: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
+	0,  // 12: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
+	36, // 13: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	1,  // 14: hive.v1.ResourceResult.cause:type_name -> hive.v1.Cause
+	2,  // 15: hive.v1.Report.phase:type_name -> hive.v1.Phase
+	13, // 16: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
+	36, // 17: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	32, // 18: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	32, // 19: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	26, // 20: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	15, // 21: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
+	3,  // 22: hive.v1.Report.health:type_name -> hive.v1.Health
+	32, // 23: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	5,  // 24: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	27, // 25: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	5,  // 26: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	4,  // 27: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	28, // 28: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	6,  // 29: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	29, // 30: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	4,  // 31: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	2,  // 32: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	32, // 33: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	18, // 34: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	13, // 35: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	30, // 36: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	31, // 37: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	32, // 38: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	15, // 39: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
+	3,  // 40: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
+	32, // 41: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	32, // 42: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	32, // 43: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	10, // 44: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -2150,7 +2234,7 @@ func file_hive_v1_state_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
