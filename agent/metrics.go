@@ -113,7 +113,7 @@ func (m *agentMetrics) observeRun(r *hivev1.Report, took time.Duration, ok bool)
 			name = "ok"
 		case hivev1.Outcome_OUTCOME_CHANGED:
 			name = "changed"
-			if res.GetDrift() {
+			if res.GetCause() == hivev1.Cause_CAUSE_DRIFT {
 				m.driftRepairs.Inc()
 			}
 		case hivev1.Outcome_OUTCOME_FAILED:

@@ -193,7 +193,8 @@ func (s *Server) deriveEvents(st *state.Store, c *hivev1.Command) func(*hivev1.C
 
 // deriveReportEvents publishes, for each report of a batch the store
 // accepted: a node.phase event when the node's phase or generation
-// changed, drift.repaired when resources had drifted and were corrected,
+// changed, drift.repaired when resources had drifted from an unchanged
+// desired state and were put back (ResourceResult.cause DRIFT),
 // run.failed when resources failed; then generation.converged once every
 // node with roles converged on the current generation.
 func deriveReportEvents(s *Server, st *state.Store, c *hivev1.Command) func(*hivev1.CommandResult, func(*hivev1.Event)) {
@@ -237,7 +238,7 @@ func deriveReportEvents(s *Server, st *state.Store, c *hivev1.Command) func(*hiv
 					if firstErr == "" {
 						firstErr = rr.GetKey() + ": " + truncate(rr.GetMessage(), 200)
 					}
-				case rr.GetDrift() && rr.GetOutcome() == hivev1.Outcome_OUTCOME_CHANGED:
+				case rr.GetOutcome() == hivev1.Outcome_OUTCOME_CHANGED && rr.GetCause() == hivev1.Cause_CAUSE_DRIFT:
 					drifted = append(drifted, rr.GetKey())
 				}
 			}

@@ -132,7 +132,7 @@ func TestEventsAndWebhooks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	report(1, hivev1.Phase_PHASE_CONVERGED, &hivev1.ResourceResult{Key: "file:/etc/app.conf", Outcome: hivev1.Outcome_OUTCOME_CHANGED, Drift: true})
+	report(1, hivev1.Phase_PHASE_CONVERGED, &hivev1.ResourceResult{Key: "file:/etc/app.conf", Outcome: hivev1.Outcome_OUTCOME_CHANGED, Drift: true, Cause: hivev1.Cause_CAUSE_DRIFT})
 	waitFor(t, 10*time.Second, "generation.converged event", func() bool { return strings.Contains(strings.Join(seenKinds(), " "), "generation.converged") })
 	report(2, hivev1.Phase_PHASE_FAILED, &hivev1.ResourceResult{Key: "package:nginx", Outcome: hivev1.Outcome_OUTCOME_FAILED, Message: "no such package"})
 
