@@ -161,3 +161,35 @@ func TestAuditAnswerBounded(t *testing.T) {
 		t.Fatal("bound at or above gRPC's default receive limit")
 	}
 }
+
+// TestAuditAddPeer: adding a coordinator (a raft change, no state command)
+// leaves an audit-only entry with the admin's identity; a refused add
+// leaves none.
+func TestAuditAddPeer(t *testing.T) {
+	cfgs, tc := clusterConfigs(t, 2, clusterOpts{})
+	for i := range cfgs {
+		fastMembership(&cfgs[i])
+	}
+	nodes := startCluster(t, cfgs[:1])
+	admin := tc.dial(t, nodes[0].GRPCAddr(), pki.KindAdmin, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := admin.AddPeer(ctx, &hivev1.AddPeerRequest{Id: "evil", Address: "127.0.0.1:1"}); err == nil {
+		t.Fatal("AddPeer of nothing accepted")
+	}
+	c2 := startNode(t, cfgs[1])
+	if _, err := admin.AddPeer(ctx, &hivev1.AddPeerRequest{Id: "c2", Address: c2.RaftAddr(), GrpcAddress: c2.GRPCAddr()}); err != nil {
+		t.Fatalf("AddPeer c2: %v", err)
+	}
+	r, err := admin.ListAudit(ctx, &hivev1.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetEntries()) != 1 {
+		t.Fatalf("audit: %v", r.GetEntries())
+	}
+	e := r.GetEntries()[0]
+	if e.GetIdentity() != "admin:alice" || e.GetRpc() != coordSvc+"AddPeer" || e.GetCommand() != "" || !strings.Contains(e.GetSummary(), "add coordinator c2 (raft "+c2.RaftAddr()) {
+		t.Fatalf("audit entry: %v", e)
+	}
+}
