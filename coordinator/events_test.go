@@ -166,13 +166,13 @@ func TestEventsAndWebhooks(t *testing.T) {
 		t.Fatalf("webhook got %q, want %q", got, wantHooks)
 	}
 	recv.mu.Lock()
-	defer recv.mu.Unlock()
 	if len(recv.bad) > 0 || recv.attempts != 7 {
 		t.Fatalf("webhook: %d attempts, problems %v", recv.attempts, recv.bad)
 	}
 	if p := recv.got[0]; p.Site != "test" || p.Coordinator != n.cfg.Name || p.RaftIndex == 0 || p.Fields["generation"] != "1" || !strings.Contains(p.Summary, "pushed by dev") {
 		t.Fatalf("push payload = %+v", p)
 	}
+	recv.mu.Unlock()
 
 	resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
 	if err != nil {
@@ -211,4 +211,23 @@ func TestEventsAndWebhooks(t *testing.T) {
 		_, err = b.Recv()
 	}
 	wantCode(t, "bad kind", err, 3, "kinds[0]")
+
+	// A restart replays the log (and this single server leads at once):
+	// nothing is sent again, yet the history is served again.
+	n.stop(t)
+	n = startNode(t, n.cfg)
+	waitReady(t, n)
+	c = dialPlain(t, n.GRPCAddr())
+	waitFor(t, 10*time.Second, "replayed history", func() bool {
+		h, err := c.WatchEvents(ctx, &hivev1.WatchEventsRequest{Kinds: []string{"run.failed"}})
+		if err != nil {
+			return false
+		}
+		m, err := h.Recv()
+		return err == nil && m.GetEvent().GetKind() == "run.failed"
+	})
+	time.Sleep(500 * time.Millisecond)
+	if got := len(recv.kinds()); got != 6 {
+		t.Fatalf("after a restart the webhook got %d deliveries, want still 6", got)
+	}
 }

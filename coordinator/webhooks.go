@@ -93,6 +93,7 @@ type webhooks struct {
 	senders map[string]*hookSender // by URL
 
 	delivered, failed, dropped atomic.Uint64
+	replayed                   uint64 // last raft index at start (run goroutine only)
 }
 
 func newWebhooks(s *Server) *webhooks {
@@ -104,6 +105,10 @@ func newWebhooks(s *Server) *webhooks {
 func (w *webhooks) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Entries in the log when this server started were sent (or not)
+	// before; replaying them after a restart, or as a single server that
+	// leads at once, sends nothing again.
+	w.replayed = w.s.raft.LastIndex()
 	var since uint64
 	for ctx.Err() == nil {
 		_, sub := w.s.ops.events.Subscribe(since, events.Filter{})
@@ -140,7 +145,7 @@ func (w *webhooks) run(ctx context.Context) {
 // dispatch queues e for every webhook of the current site that wants it,
 // when this server leads.
 func (w *webhooks) dispatch(ctx context.Context, wg *sync.WaitGroup, e *hivev1.Event) {
-	if !w.s.IsLeader() {
+	if !w.s.IsLeader() || (e.GetIndex() != 0 && e.GetIndex() <= w.replayed) {
 		return
 	}
 	site := w.s.fsm.Store().Current().GetSite()
