@@ -548,7 +548,7 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	if ok && !a.cfg.DryRun {
 		a.lastOK = st.GetHash()
 	}
-	a.setChecks(st)
+	a.setChecks(st, reason == TriggerState || reason == TriggerStartup || changedAnything(r.Results))
 	a.withChecks(r)
 	r.Phase = hivev1.Phase_PHASE_CONVERGED
 	if !ok {

@@ -27,15 +27,31 @@ func (a *Agent) newChecker() *health.Checker {
 }
 
 // setChecks gives the checker the checks of st (its roles' and the
-// built-in ones) and runs them all once now: the agent calls it after each
-// convergence run.
-func (a *Agent) setChecks(st *hivev1.NodeState) {
+// built-in ones): the agent calls it after each convergence run. New checks
+// run at once; with kick (the run changed the machine, or converged a new
+// state) every other check runs once now too, so a change that broke a
+// service is seen without waiting for the checks' intervals. Drift-check
+// runs that changed nothing do not kick: a check's failures then come at
+// its own pace.
+func (a *Agent) setChecks(st *hivev1.NodeState, kick bool) {
 	checks := health.FromState(st)
 	if a.deps.Builtins != nil {
 		checks = append(checks, a.deps.Builtins(st)...)
 	}
+	if kick {
+		a.health.Kick() // before Set: a new check's first run is at once anyway
+	}
 	a.health.Set(checks)
-	a.health.Kick()
+}
+
+// changedAnything reports whether a run changed a resource.
+func changedAnything(results []*hivev1.ResourceResult) bool {
+	for _, x := range results {
+		if x.GetOutcome() == hivev1.Outcome_OUTCOME_CHANGED {
+			return true
+		}
+	}
+	return false
 }
 
 // withChecks fills r's check results and health from the checker.
@@ -46,7 +62,12 @@ func (a *Agent) withChecks(r *hivev1.Report) {
 // healthLoop queues a report whenever the checks changed, so that a
 // failing check reaches the coordinators at once rather than with the next
 // run.
+//
+// A health report still queued (no coordinator reachable, or the node over
+// its report rate) is superseded by the next one and removed from the
+// queue, so a flapping check does not fill the queue with copies.
 func (a *Agent) healthLoop(ctx context.Context) {
+	var queued uint64 // seq of the last health report queued
 	for {
 		select {
 		case <-ctx.Done():
@@ -72,9 +93,13 @@ func (a *Agent) healthLoop(ctx context.Context) {
 		a.lastReport = r
 		a.mu.Unlock()
 		a.log.Info("health changed", "health", r.Health.String(), "checks", len(r.Checks))
+		if queued != 0 {
+			a.cache.Dequeue(queued) // no-op once delivered
+		}
 		if err := a.cache.Enqueue(r, a.cfg.MaxQueuedReports); err != nil {
 			a.log.Error("cannot queue the health report", "err", err)
 		}
+		queued = r.Seq
 		select {
 		case a.reportWake <- struct{}{}:
 		default:

@@ -58,8 +58,10 @@
 // # Notifications
 //
 // When a resource changes (or, in plan mode, would change) every key in its
-// notify list is marked notified; the service provider then restarts, or
-// reloads with reload_on_notify, that unit in the same run. Batch.Changed
+// notify list is marked notified (Item.Notified); the service provider then
+// restarts, or reloads with reload_on_notify, that unit in the same run,
+// and the command provider runs that command (site files may notify
+// services and commands only). Batch.Changed
 // lists every key that changed earlier in the run, so providers can react to
 // upstream changes (daemon-reload after a unit file changed, metadata
 // refresh after a repo changed).

@@ -108,7 +108,8 @@ type RunOptions struct {
 	DryRun bool
 }
 
-// Notification is a service notified by a changed resource.
+// Notification is a service (restarted or reloaded) or a command (run)
+// notified by a changed resource.
 type Notification struct {
 	From, To string
 }

@@ -188,6 +188,7 @@ func (c *checker) check(s *hivev1.Site) {
 		c.conflicts(key, defs[key], roleOf, s.GetSelectors())
 	}
 
+	info := &siteInfo{roles: roles, roleNames: roleNames, secrets: secrets, secretNames: s.GetSecrets()}
 	// References, per resource.
 	drbdPorts := map[uint32]*hivev1.Resource{}
 	drbdMinors := map[uint32]*hivev1.Resource{}
@@ -201,6 +202,10 @@ func (c *checker) check(s *hivev1.Site) {
 			for i, ref := range res.GetNotify() {
 				c.ref(res, fmt.Sprintf("notify[%d]", i), ref, defs, true)
 			}
+			if k := kinds.Of(res); k != nil && siteKinds[k.Name].refs != nil {
+				siteKinds[k.Name].refs(c, res, info)
+			}
+			c.hostKindRefs(res, secrets, s.GetSecrets())
 			switch k := res.GetKind().(type) {
 			case *hivev1.Resource_File:
 				for _, sn := range k.File.GetSecrets() {
@@ -271,7 +276,7 @@ func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*
 		return
 	}
 	if notify && !kinds.Lookup(kind).Notifiable {
-		c.at(res, sub, "only services can be notified, not %s", ref)
+		c.at(res, sub, "only services and commands can be notified, not %s", ref)
 		return
 	}
 	if defs[norm] == nil {

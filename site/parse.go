@@ -354,6 +354,7 @@ func (d *decoder) pkg(n *yaml.Node, path string) *hivev1.Resource {
 			d.check(v, fp, CheckPackageVersion(p.Version))
 		}},
 		field{"repo", func(v *yaml.Node, fp string) { p.Repo = d.str(v, fp) }},
+		field{"hold", func(v *yaml.Node, fp string) { p.Hold = d.boolean(v, fp) }},
 	)...) {
 		return nil
 	}
@@ -363,6 +364,9 @@ func (d *decoder) pkg(n *yaml.Node, path string) *hivev1.Resource {
 	}
 	if p.State == hivev1.PackageState_PACKAGE_STATE_ABSENT && p.Version != "" {
 		d.errorf(n, path+".version", "a version makes no sense for an absent package")
+	}
+	if p.State == hivev1.PackageState_PACKAGE_STATE_ABSENT && p.Hold {
+		d.errorf(n, path+".hold", "an absent package cannot be held")
 	}
 	res := d.resource(n, path, &c)
 	res.Kind = &hivev1.Resource_Package{Package: p}

@@ -1,6 +1,6 @@
 // Package pkg is the converge provider for "package:" resources: system
-// packages present, absent or pinned to a version, through apt/dpkg on the
-// Debian family and dnf/rpm on the RHEL family.
+// packages present, absent, pinned to a version or held (hold.go), through
+// apt/dpkg on the Debian family and dnf/rpm on the RHEL family.
 //
 // Observation reads the package database, never human output: the dpkg
 // status file (<root>/var/lib/dpkg/status) on Debian, `rpm --root <root> -qa
@@ -123,6 +123,9 @@ func (*Provider) Validate(r *hivev1.Resource) error {
 	if p.GetState() == hivev1.PackageState_PACKAGE_STATE_ABSENT && p.GetVersion() != "" {
 		return fmt.Errorf("%w: an absent package cannot pin a version", converge.ErrInvalid)
 	}
+	if p.GetState() == hivev1.PackageState_PACKAGE_STATE_ABSENT && p.GetHold() {
+		return fmt.Errorf("%w: an absent package cannot be held", converge.ErrInvalid)
+	}
 	return nil
 }
 
@@ -177,6 +180,8 @@ type plan struct {
 	remove  bool
 	// repoChanged: a repo resource changed earlier in the run.
 	repoChanged bool
+	// hold is the hold action (hold.go).
+	hold int
 }
 
 func (p *Provider) backend(env *converge.Env) (backend, error) {
@@ -205,6 +210,10 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	inst, err := be.installed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read installed packages: %w", err)
+	}
+	hs, err := loadHolds(env, be, b.Items)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]*converge.Change, 0, len(b.Items))
 	for _, it := range b.Items {
@@ -237,6 +246,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 			c.Summary = fmt.Sprintf("%s %s %s → %s", verb, pk.GetName(), cur.Version, pk.GetVersion())
 			c.Diff = fmt.Sprintf("-%s %s\n+%s %s\n", pk.GetName(), cur.Version, pk.GetName(), pk.GetVersion())
 		}
+		planHold(c, pk, hs)
 		if pl, ok := c.Data.(*plan); ok {
 			pl.repoChanged = b.ChangedKind(converge.KindRepo)
 		}
@@ -247,6 +257,24 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 
 // Apply implements converge.Provider.
 func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*converge.Change) error {
+	if len(changes) > 0 {
+		if _, ok := changes[0].Data.(*holdPrune); ok {
+			return p.applyHoldPrune(ctx, env, changes)
+		}
+	}
+	if err := p.transaction(ctx, env, changes); err != nil {
+		return err
+	}
+	be, err := p.backend(env)
+	if err != nil {
+		return err
+	}
+	return applyHolds(ctx, env, be, changes)
+}
+
+// transaction installs and removes packages (steps 1-5 of the package
+// comment).
+func (p *Provider) transaction(ctx context.Context, env *converge.Env, changes []*converge.Change) error {
 	be, err := p.backend(env)
 	if err != nil {
 		return err
@@ -305,6 +333,9 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 	}
 	if len(iw) == 0 && len(rn) == 0 {
 		return nil
+	}
+	if err := releaseForTransaction(ctx, env, be, installs); err != nil {
+		return err
 	}
 	terr := be.transact(ctx, iw, rn)
 	// Judge every change by the database, also after a failed

@@ -1,5 +1,7 @@
 // Package providers builds the default provider set of the converge
-// engine: repo (pkgrepo), package (pkg), file and service, plus any extra
+// engine: repo (pkgrepo), package (pkg), file, service, group and user
+// (users), hosts, hostname, timezone and locale (sysbase), the host
+// baseline (sysctl, kernel_module, mount, command), plus any extra
 // providers the caller passes (the agent adds firewall, drbd and swarm).
 //
 // It is called once at start-up by whoever builds a converge.Engine (the
@@ -10,10 +12,17 @@ import (
 	"fmt"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/command"
 	"github.com/hivefleet/hive/converge/file"
+	"github.com/hivefleet/hive/converge/hosts"
+	"github.com/hivefleet/hive/converge/kmod"
+	"github.com/hivefleet/hive/converge/mount"
 	"github.com/hivefleet/hive/converge/pkg"
 	"github.com/hivefleet/hive/converge/pkgrepo"
 	"github.com/hivefleet/hive/converge/service"
+	"github.com/hivefleet/hive/converge/sysbase"
+	"github.com/hivefleet/hive/converge/sysctl"
+	"github.com/hivefleet/hive/converge/users"
 	"github.com/hivefleet/hive/site/kinds"
 )
 
@@ -38,8 +47,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Default returns a registry holding the file, package, repo and service
-// providers and the extra ones; two providers of one kind is an error.
+// Default returns a registry holding the default providers and the extra
+// ones; two providers of one kind is an error.
 func Default(cfg Config, extra ...converge.Provider) (*converge.Registry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -50,6 +59,8 @@ func Default(cfg Config, extra ...converge.Provider) (*converge.Registry, error)
 	}
 	return converge.NewRegistry(append([]converge.Provider{
 		pkgrepo.New(cfg.Repo), pp, file.NewWithConfig(cfg.File), service.New(cfg.Service),
+		users.NewGroups(), users.NewUsers(), hosts.New(), sysbase.Hostname(), sysbase.Timezone(), sysbase.Locale(),
+		sysctl.New(sysctl.Config{}), kmod.New(kmod.Config{}), mount.New(mount.Config{}), command.New(),
 	}, extra...)...)
 }
 

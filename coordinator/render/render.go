@@ -31,7 +31,7 @@
 //     node of a large role it has nothing to do with. Firewall and DRBD
 //     peers are resolved into the resources themselves. Templates are evaluated by the agent with these
 //     facts and the secrets in NodeState.secrets.
-//   - secrets: only those named by the node's file resources (File.secrets)
+//   - secrets: only those named by the node's file resources (File.secrets), its commands (GuardedCommand.secrets)
 //     and its swarm join token, decrypted; a secret without a value is left
 //     out (the agent reports the resource as failed).
 //
@@ -338,6 +338,16 @@ func (v *view) resolve(b *base) {
 			nr := proto.Clone(res).(*hivev1.Resource)
 			nr.Kind = &hivev1.Resource_Firewall{Firewall: f}
 			b.resources[i] = nr
+		case *hivev1.Resource_Hosts:
+			b.resources[i] = v.resolveHosts(res)
+		case *hivev1.Resource_User:
+			if s := k.User.GetPasswordSecret(); s != "" {
+				secrets[s] = true
+			}
+		case *hivev1.Resource_Command:
+			for _, s := range k.Command.GetSecrets() {
+				secrets[s] = true
+			}
 		case *hivev1.Resource_File:
 			for _, s := range k.File.GetSecrets() {
 				secrets[s] = true

@@ -36,7 +36,8 @@ type Kind struct {
 	// when the key is fixed: Name + ":" + FixedID.
 	ID      func(m proto.Message) string
 	FixedID string
-	// Notifiable is set for the kinds that notify may name (services).
+	// Notifiable is set for the kinds that notify may name (services,
+	// which restart or reload, and commands, which run).
 	Notifiable bool
 	// Merge combines the definition from of a second role into into (a
 	// clone the renderer owns) when one node gets both; an error says why
@@ -57,11 +58,25 @@ type Kind struct {
 var All = []*Kind{
 	{Name: "repo", Section: "repos", ID: func(m proto.Message) string { return m.(*hivev1.Repo).GetName() }, InRoot: true},
 	{Name: "package", Section: "packages", ID: func(m proto.Message) string { return m.(*hivev1.Package).GetName() }},
+	// Accounts are only planned under the agent's --root sandbox (which
+	// runs without root): shadow-utils need root to chroot.
+	{Name: "group", Section: "groups", ID: func(m proto.Message) string { return m.(*hivev1.Group).GetName() }},
+	{Name: "user", Section: "users", ID: func(m proto.Message) string { return m.(*hivev1.User).GetName() }},
+	{Name: "hostname", Section: "hostname", Single: true, FixedID: "node", InRoot: true},
+	{Name: "timezone", Section: "timezone", Single: true, FixedID: "system", InRoot: true},
+	{Name: "locale", Section: "locale", Single: true, FixedID: "system", InRoot: true},
+	{Name: "hosts", Section: "hosts", Single: true, FixedID: "block", Merge: mergeHosts, Additive: true, InRoot: true},
 	{Name: "file", Section: "files", ID: func(m proto.Message) string { return m.(*hivev1.File).GetPath() }, InRoot: true},
 	{Name: "service", Section: "services", ID: func(m proto.Message) string { return UnitName(m.(*hivev1.Service).GetName()) }, Notifiable: true},
 	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true},
 	{Name: "drbd", Section: "drbd", ID: func(m proto.Message) string { return m.(*hivev1.Drbd).GetName() }},
 	{Name: "swarm", Section: "swarm", Single: true, FixedID: "node", Merge: mergeSwarm},
+	// Host baseline: modules before the sysctls they bring, mounts before
+	// commands; all act on the running kernel, so none is InRoot.
+	{Name: "kernel_module", Section: "kernel_modules", ID: func(m proto.Message) string { return m.(*hivev1.KernelModule).GetName() }},
+	{Name: "sysctl", Section: "sysctls", ID: func(m proto.Message) string { return m.(*hivev1.Sysctl).GetKey() }},
+	{Name: "mount", Section: "mounts", ID: func(m proto.Message) string { return m.(*hivev1.Mount).GetPath() }},
+	{Name: "command", Section: "commands", ID: func(m proto.Message) string { return m.(*hivev1.GuardedCommand).GetName() }, Notifiable: true},
 }
 
 var (

@@ -66,3 +66,22 @@ func mergeSwarm(into, from proto.Message) error {
 	}
 	return nil
 }
+
+// mergeHosts appends the entries of from and adds its roles.
+func mergeHosts(into, from proto.Message) error {
+	p, f := into.(*hivev1.Hosts), from.(*hivev1.Hosts)
+	for _, e := range f.GetEntries() {
+		p.Entries = append(p.Entries, proto.Clone(e).(*hivev1.Hosts_Entry))
+	}
+	have := map[string]bool{}
+	for _, r := range p.GetFromRoles() {
+		have[r] = true
+	}
+	for _, r := range f.GetFromRoles() {
+		if !have[r] {
+			have[r] = true
+			p.FromRoles = append(p.FromRoles, r)
+		}
+	}
+	return nil
+}

@@ -1007,6 +1007,16 @@ type Resource struct {
 	//	*Resource_Firewall
 	//	*Resource_Drbd
 	//	*Resource_Swarm
+	//	*Resource_User
+	//	*Resource_Group
+	//	*Resource_Hosts
+	//	*Resource_Hostname
+	//	*Resource_Timezone
+	//	*Resource_Locale
+	//	*Resource_Sysctl
+	//	*Resource_KernelModule
+	//	*Resource_Mount
+	//	*Resource_Command
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1147,6 +1157,96 @@ func (x *Resource) GetSwarm() *Swarm {
 	return nil
 }
 
+func (x *Resource) GetUser() *User {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_User); ok {
+			return x.User
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetGroup() *Group {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Group); ok {
+			return x.Group
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetHosts() *Hosts {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Hosts); ok {
+			return x.Hosts
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetHostname() *Hostname {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Hostname); ok {
+			return x.Hostname
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetTimezone() *Timezone {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Timezone); ok {
+			return x.Timezone
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetLocale() *Locale {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Locale); ok {
+			return x.Locale
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetSysctl() *Sysctl {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Sysctl); ok {
+			return x.Sysctl
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetKernelModule() *KernelModule {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_KernelModule); ok {
+			return x.KernelModule
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetMount() *Mount {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Mount); ok {
+			return x.Mount
+		}
+	}
+	return nil
+}
+
+func (x *Resource) GetCommand() *GuardedCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -1179,6 +1279,48 @@ type Resource_Swarm struct {
 	Swarm *Swarm `protobuf:"bytes,16,opt,name=swarm,proto3,oneof"`
 }
 
+type Resource_User struct {
+	// Host baseline kinds (site_baseline.proto).
+	User *User `protobuf:"bytes,20,opt,name=user,proto3,oneof"`
+}
+
+type Resource_Group struct {
+	Group *Group `protobuf:"bytes,21,opt,name=group,proto3,oneof"`
+}
+
+type Resource_Hosts struct {
+	Hosts *Hosts `protobuf:"bytes,22,opt,name=hosts,proto3,oneof"`
+}
+
+type Resource_Hostname struct {
+	Hostname *Hostname `protobuf:"bytes,23,opt,name=hostname,proto3,oneof"`
+}
+
+type Resource_Timezone struct {
+	Timezone *Timezone `protobuf:"bytes,24,opt,name=timezone,proto3,oneof"`
+}
+
+type Resource_Locale struct {
+	Locale *Locale `protobuf:"bytes,25,opt,name=locale,proto3,oneof"`
+}
+
+type Resource_Sysctl struct {
+	// Host-baseline kinds, see hostkinds.proto.
+	Sysctl *Sysctl `protobuf:"bytes,30,opt,name=sysctl,proto3,oneof"`
+}
+
+type Resource_KernelModule struct {
+	KernelModule *KernelModule `protobuf:"bytes,31,opt,name=kernel_module,json=kernelModule,proto3,oneof"`
+}
+
+type Resource_Mount struct {
+	Mount *Mount `protobuf:"bytes,32,opt,name=mount,proto3,oneof"`
+}
+
+type Resource_Command struct {
+	Command *GuardedCommand `protobuf:"bytes,33,opt,name=command,proto3,oneof"`
+}
+
 func (*Resource_Repo) isResource_Kind() {}
 
 func (*Resource_Package) isResource_Kind() {}
@@ -1192,6 +1334,26 @@ func (*Resource_Firewall) isResource_Kind() {}
 func (*Resource_Drbd) isResource_Kind() {}
 
 func (*Resource_Swarm) isResource_Kind() {}
+
+func (*Resource_User) isResource_Kind() {}
+
+func (*Resource_Group) isResource_Kind() {}
+
+func (*Resource_Hosts) isResource_Kind() {}
+
+func (*Resource_Hostname) isResource_Kind() {}
+
+func (*Resource_Timezone) isResource_Kind() {}
+
+func (*Resource_Locale) isResource_Kind() {}
+
+func (*Resource_Sysctl) isResource_Kind() {}
+
+func (*Resource_KernelModule) isResource_Kind() {}
+
+func (*Resource_Mount) isResource_Kind() {}
+
+func (*Resource_Command) isResource_Kind() {}
 
 // Repo is a package repository definition: a deb822 .sources file with its
 // Signed-By key under /etc/apt/keyrings, or a yum/dnf .repo file with gpgkey.
@@ -1317,7 +1479,10 @@ type Package struct {
 	// empty for any version.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Repository (by name) the package must come from, optional.
-	Repo          string `protobuf:"bytes,4,opt,name=repo,proto3" json:"repo,omitempty"`
+	Repo string `protobuf:"bytes,4,opt,name=repo,proto3" json:"repo,omitempty"`
+	// Hold the package at its installed version (apt-mark hold, dnf
+	// versionlock), so upgrades leave it alone.
+	Hold          bool `protobuf:"varint,5,opt,name=hold,proto3" json:"hold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1378,6 +1543,13 @@ func (x *Package) GetRepo() string {
 		return x.Repo
 	}
 	return ""
+}
+
+func (x *Package) GetHold() bool {
+	if x != nil {
+		return x.Hold
+	}
+	return false
 }
 
 // File is a file or directory. Content is literal unless template is true,
@@ -2211,7 +2383,7 @@ var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\"\xb8\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\"\xb8\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
@@ -2256,7 +2428,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\bCheckTCP\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"\"\n" +
 	"\fCheckCommand\x12\x12\n" +
-	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xa8\x03\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xf0\x06\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -2270,7 +2442,17 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\aservice\x18\r \x01(\v2\x10.hive.v1.ServiceH\x00R\aservice\x12/\n" +
 	"\bfirewall\x18\x0e \x01(\v2\x11.hive.v1.FirewallH\x00R\bfirewall\x12#\n" +
 	"\x04drbd\x18\x0f \x01(\v2\r.hive.v1.DrbdH\x00R\x04drbd\x12&\n" +
-	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarmB\x06\n" +
+	"\x05swarm\x18\x10 \x01(\v2\x0e.hive.v1.SwarmH\x00R\x05swarm\x12#\n" +
+	"\x04user\x18\x14 \x01(\v2\r.hive.v1.UserH\x00R\x04user\x12&\n" +
+	"\x05group\x18\x15 \x01(\v2\x0e.hive.v1.GroupH\x00R\x05group\x12&\n" +
+	"\x05hosts\x18\x16 \x01(\v2\x0e.hive.v1.HostsH\x00R\x05hosts\x12/\n" +
+	"\bhostname\x18\x17 \x01(\v2\x11.hive.v1.HostnameH\x00R\bhostname\x12/\n" +
+	"\btimezone\x18\x18 \x01(\v2\x11.hive.v1.TimezoneH\x00R\btimezone\x12)\n" +
+	"\x06locale\x18\x19 \x01(\v2\x0f.hive.v1.LocaleH\x00R\x06locale\x12)\n" +
+	"\x06sysctl\x18\x1e \x01(\v2\x0f.hive.v1.SysctlH\x00R\x06sysctl\x12<\n" +
+	"\rkernel_module\x18\x1f \x01(\v2\x15.hive.v1.KernelModuleH\x00R\fkernelModule\x12&\n" +
+	"\x05mount\x18  \x01(\v2\x0e.hive.v1.MountH\x00R\x05mount\x123\n" +
+	"\acommand\x18! \x01(\v2\x17.hive.v1.GuardedCommandH\x00R\acommandB\x06\n" +
 	"\x04kind\"\x94\x02\n" +
 	"\x04Repo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -2284,12 +2466,13 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"signingKey\x12&\n" +
 	"\x0fsigning_key_url\x18\a \x01(\tR\rsigningKeyUrl\x12\x1a\n" +
 	"\bgpgcheck\x18\b \x01(\bR\bgpgcheck\x12$\n" +
-	"\rarchitectures\x18\t \x03(\tR\rarchitectures\"x\n" +
+	"\rarchitectures\x18\t \x03(\tR\rarchitectures\"\x8c\x01\n" +
 	"\aPackage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.hive.v1.PackageStateR\x05state\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x12\n" +
-	"\x04repo\x18\x04 \x01(\tR\x04repo\"\xd4\x01\n" +
+	"\x04repo\x18\x04 \x01(\tR\x04repo\x12\x12\n" +
+	"\x04hold\x18\x05 \x01(\bR\x04hold\"\xd4\x01\n" +
 	"\x04File\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.hive.v1.FileStateR\x05state\x12\x18\n" +
@@ -2421,38 +2604,48 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hive_v1_site_proto_goTypes = []any{
-	(RepoType)(0),        // 0: hive.v1.RepoType
-	(PackageState)(0),    // 1: hive.v1.PackageState
-	(FileState)(0),       // 2: hive.v1.FileState
-	(ServiceState)(0),    // 3: hive.v1.ServiceState
-	(IPFamily)(0),        // 4: hive.v1.IPFamily
-	(FirewallAction)(0),  // 5: hive.v1.FirewallAction
-	(SwarmRole)(0),       // 6: hive.v1.SwarmRole
-	(*Site)(nil),         // 7: hive.v1.Site
-	(*Webhook)(nil),      // 8: hive.v1.Webhook
-	(*Selector)(nil),     // 9: hive.v1.Selector
-	(*Role)(nil),         // 10: hive.v1.Role
-	(*HealthCheck)(nil),  // 11: hive.v1.HealthCheck
-	(*CheckHTTP)(nil),    // 12: hive.v1.CheckHTTP
-	(*CheckTCP)(nil),     // 13: hive.v1.CheckTCP
-	(*CheckCommand)(nil), // 14: hive.v1.CheckCommand
-	(*Resource)(nil),     // 15: hive.v1.Resource
-	(*Repo)(nil),         // 16: hive.v1.Repo
-	(*Package)(nil),      // 17: hive.v1.Package
-	(*File)(nil),         // 18: hive.v1.File
-	(*Service)(nil),      // 19: hive.v1.Service
-	(*Firewall)(nil),     // 20: hive.v1.Firewall
-	(*FirewallRule)(nil), // 21: hive.v1.FirewallRule
-	(*Drbd)(nil),         // 22: hive.v1.Drbd
-	(*DrbdPeer)(nil),     // 23: hive.v1.DrbdPeer
-	(*Swarm)(nil),        // 24: hive.v1.Swarm
-	(*SwarmMember)(nil),  // 25: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil), // 26: hive.v1.SwarmNetwork
-	nil,                  // 27: hive.v1.Selector.MatchLabelsEntry
-	nil,                  // 28: hive.v1.Firewall.PoliciesEntry
-	nil,                  // 29: hive.v1.Drbd.OptionsEntry
-	nil,                  // 30: hive.v1.Swarm.LabelsEntry
-	nil,                  // 31: hive.v1.SwarmMember.LabelsEntry
+	(RepoType)(0),          // 0: hive.v1.RepoType
+	(PackageState)(0),      // 1: hive.v1.PackageState
+	(FileState)(0),         // 2: hive.v1.FileState
+	(ServiceState)(0),      // 3: hive.v1.ServiceState
+	(IPFamily)(0),          // 4: hive.v1.IPFamily
+	(FirewallAction)(0),    // 5: hive.v1.FirewallAction
+	(SwarmRole)(0),         // 6: hive.v1.SwarmRole
+	(*Site)(nil),           // 7: hive.v1.Site
+	(*Webhook)(nil),        // 8: hive.v1.Webhook
+	(*Selector)(nil),       // 9: hive.v1.Selector
+	(*Role)(nil),           // 10: hive.v1.Role
+	(*HealthCheck)(nil),    // 11: hive.v1.HealthCheck
+	(*CheckHTTP)(nil),      // 12: hive.v1.CheckHTTP
+	(*CheckTCP)(nil),       // 13: hive.v1.CheckTCP
+	(*CheckCommand)(nil),   // 14: hive.v1.CheckCommand
+	(*Resource)(nil),       // 15: hive.v1.Resource
+	(*Repo)(nil),           // 16: hive.v1.Repo
+	(*Package)(nil),        // 17: hive.v1.Package
+	(*File)(nil),           // 18: hive.v1.File
+	(*Service)(nil),        // 19: hive.v1.Service
+	(*Firewall)(nil),       // 20: hive.v1.Firewall
+	(*FirewallRule)(nil),   // 21: hive.v1.FirewallRule
+	(*Drbd)(nil),           // 22: hive.v1.Drbd
+	(*DrbdPeer)(nil),       // 23: hive.v1.DrbdPeer
+	(*Swarm)(nil),          // 24: hive.v1.Swarm
+	(*SwarmMember)(nil),    // 25: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil),   // 26: hive.v1.SwarmNetwork
+	nil,                    // 27: hive.v1.Selector.MatchLabelsEntry
+	nil,                    // 28: hive.v1.Firewall.PoliciesEntry
+	nil,                    // 29: hive.v1.Drbd.OptionsEntry
+	nil,                    // 30: hive.v1.Swarm.LabelsEntry
+	nil,                    // 31: hive.v1.SwarmMember.LabelsEntry
+	(*User)(nil),           // 32: hive.v1.User
+	(*Group)(nil),          // 33: hive.v1.Group
+	(*Hosts)(nil),          // 34: hive.v1.Hosts
+	(*Hostname)(nil),       // 35: hive.v1.Hostname
+	(*Timezone)(nil),       // 36: hive.v1.Timezone
+	(*Locale)(nil),         // 37: hive.v1.Locale
+	(*Sysctl)(nil),         // 38: hive.v1.Sysctl
+	(*KernelModule)(nil),   // 39: hive.v1.KernelModule
+	(*Mount)(nil),          // 40: hive.v1.Mount
+	(*GuardedCommand)(nil), // 41: hive.v1.GuardedCommand
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	10, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
@@ -2471,28 +2664,38 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	20, // 13: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
 	22, // 14: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
 	24, // 15: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	0,  // 16: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 17: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 18: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 19: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	21, // 20: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	28, // 21: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 22: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 23: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	29, // 24: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	23, // 25: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 26: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	30, // 27: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	26, // 28: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	25, // 29: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 30: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	31, // 31: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	5,  // 32: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	32, // 16: hive.v1.Resource.user:type_name -> hive.v1.User
+	33, // 17: hive.v1.Resource.group:type_name -> hive.v1.Group
+	34, // 18: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
+	35, // 19: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
+	36, // 20: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
+	37, // 21: hive.v1.Resource.locale:type_name -> hive.v1.Locale
+	38, // 22: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
+	39, // 23: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
+	40, // 24: hive.v1.Resource.mount:type_name -> hive.v1.Mount
+	41, // 25: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
+	0,  // 26: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 27: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 28: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 29: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	21, // 30: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	28, // 31: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 32: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 33: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	29, // 34: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	23, // 35: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 36: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	30, // 37: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	26, // 38: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	25, // 39: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 40: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	31, // 41: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	5,  // 42: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -2500,6 +2703,8 @@ func file_hive_v1_site_proto_init() {
 	if File_hive_v1_site_proto != nil {
 		return
 	}
+	file_hive_v1_site_baseline_proto_init()
+	file_hive_v1_hostkinds_proto_init()
 	file_hive_v1_site_proto_msgTypes[4].OneofWrappers = []any{
 		(*HealthCheck_Http)(nil),
 		(*HealthCheck_Tcp)(nil),
@@ -2513,6 +2718,16 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Firewall)(nil),
 		(*Resource_Drbd)(nil),
 		(*Resource_Swarm)(nil),
+		(*Resource_User)(nil),
+		(*Resource_Group)(nil),
+		(*Resource_Hosts)(nil),
+		(*Resource_Hostname)(nil),
+		(*Resource_Timezone)(nil),
+		(*Resource_Locale)(nil),
+		(*Resource_Sysctl)(nil),
+		(*Resource_KernelModule)(nil),
+		(*Resource_Mount)(nil),
+		(*Resource_Command)(nil),
 	}
 	file_hive_v1_site_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
