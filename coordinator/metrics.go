@@ -89,6 +89,7 @@ func newMetrics(s *Server) *metrics {
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/ui/", s.dashboard()) // read-only web dashboard (dashboard.go)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		h := s.httpHealth(r.Context())
 		if !h.OK {

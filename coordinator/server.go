@@ -133,7 +133,7 @@ type Server struct {
 
 // New opens the data directory, the raft stores and the listeners, and
 // starts raft. The server serves nothing until Run.
-func New(cfg Config) (s *Server, err error) {
+func New(cfg Config) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("coordinator config: %w", err)
 	}
@@ -147,7 +147,9 @@ func New(cfg Config) (s *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	s = &Server{cfg: cfg, log: log, root: root, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
+	// s is local, not the named result: an error return must leave it for
+	// the deferred cleanup below (and the closers) to close.
+	s := &Server{cfg: cfg, log: log, root: root, fwdConns: map[string]*grpc.ClientConn{}, ready: make(chan struct{}), done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	var closers []func()
 	defer func() {

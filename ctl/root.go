@@ -57,6 +57,7 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newAuditCommand(cf),
 		newEventsCommand(cf),
 		newDriftCommand(cf),
+		newDashboardCommand(cf),
 	)
 	root.AddCommand(newDemoCommand())
 	return root

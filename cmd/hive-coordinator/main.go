@@ -80,7 +80,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		grpcAddr    = fs.String("grpc-addr", def.GRPCAddr, "gRPC listen address")
 		raftAddr    = fs.String("raft-addr", def.RaftAddr, "raft listen address")
 		gossipAddr  = fs.String("gossip-addr", def.GossipAddr, "gossip listen address (never 7946: Docker swarm's)")
-		httpAddr    = fs.String("http-addr", def.HTTPAddr, "listen address of /metrics and /healthz (empty: off)")
+		httpAddr    = fs.String("http-addr", def.HTTPAddr, "listen address of /metrics, /healthz and the dashboard /ui/ (empty: off)")
 		advertise   = fs.String("advertise", "", "IP to advertise when listening on 0.0.0.0")
 		join        = fs.StringArray("join", nil, "gossip address of a member to join (repeatable, retried); the leader adds this server to raft as a non-voter once it has checked this server's coordinator certificate (its name and --ip covering the advertised address), and promotes it once caught up")
 		expect      = fs.Int("bootstrap-expect", 0, "bootstrap raft once this many coordinators found each other through gossip and proved their coordinator certificates")

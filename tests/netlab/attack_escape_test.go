@@ -27,6 +27,9 @@ var hostileMessages = []string{
 	"ok\n" + forgedLine,
 	"ok\u202edeggol ni",
 	"ok\u009b2J\x7f\x1b]0;owned\x07",
+	// For the web dashboard: markup that would run or add elements.
+	`<script>window.__owned=1</script>`,
+	`"><img src=x onerror="window.__owned=2">`,
 }
 
 // TestHostileReportEscaped: a compromised node (host "rogue", with its own
@@ -34,7 +37,9 @@ var hostileMessages = []string{
 // mutual TLS results whose messages and keys carry terminal control
 // sequences and forged status lines. The real hivectl, on the admin host,
 // prints none of them raw: one line per node in `status`, one line per
-// resource in `status a9`, valid JSON with -o json.
+// resource in `status a9`, valid JSON with -o json. The web dashboard,
+// opened in Chromium, runs none of the markup some messages carry, adds no
+// element for it, and shows the control characters as escapes.
 func TestHostileReportEscaped(t *testing.T) {
 	c := newCluster(t, clusterConfig{coordinators: 1, agents: 0})
 	g := c.push(siteFiles("1", len(hostileMessages)), false)
@@ -98,6 +103,8 @@ func TestHostileReportEscaped(t *testing.T) {
 	if !strings.Contains(js, `"generation": `+fmt.Sprint(g)) {
 		t.Errorf("status json: %s", js)
 	}
+	// The web dashboard, in a real Chromium (dashboard_test.go).
+	c.dashboardEscapeCheck(t, "a9", sent)
 }
 
 // TestHostileReportHelper is the compromised node of

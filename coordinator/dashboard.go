@@ -1,0 +1,48 @@
+package coordinator
+
+import (
+	"net/http"
+
+	"github.com/hivefleet/hive/coordinator/ui"
+)
+
+// dashboard is the read-only web dashboard (package ui) under /ui/ on the
+// HTTP address: it reads through this server's own API handlers, so what
+// it shows is what `hivectl status`/`history`/`diff` against this server
+// show.
+func (s *Server) dashboard() http.Handler {
+	var extra []ui.Page
+	for _, p := range dashboardPages {
+		extra = append(extra, p(s))
+	}
+	return ui.New(ui.Config{
+		Backend:  &api{s: s},
+		Server:   s.cfg.Name,
+		CAFile:   s.cfg.TLSCA,
+		Dev:      s.cfg.Dev,
+		Extra:    extra,
+		OnDenied: func() { s.metrics.denied.Inc() },
+		Logger:   s.root.With("component", "dashboard"),
+	})
+}
+
+// dashboardPages make the extra dashboard pages (ui.Page) every server
+// mounts under /ui/PATH, behind the dashboard's authentication and in its
+// navigation.
+//
+// TODO(rollouts, events): the hook for the rollout progress and live
+// events pages (issue 17): their files add a constructor here from an
+// init function, e.g.
+//
+//	func init() {
+//		dashboardPages = append(dashboardPages, func(s *Server) ui.Page {
+//			return ui.Page{Title: "Rollouts", Path: "rollouts", Content: s.rolloutsHTML}
+//		})
+//	}
+//
+// Content returns the page's body, rendered with html/template (agents'
+// text is hostile: see ui.visible for control characters); the dashboard
+// wraps it in its layout and navigation. Live updates for such a page:
+// TODO as well (today /ui/live serves fleet, node and generations).
+// Until then /ui/rollouts and /ui/events say the page is not built yet.
+var dashboardPages []func(*Server) ui.Page
