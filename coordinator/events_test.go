@@ -212,6 +212,19 @@ func TestEventsAndWebhooks(t *testing.T) {
 	}
 	wantCode(t, "bad kind", err, 3, "kinds[0]")
 
+	// The dashboard's Events page lists them (--dev: open on loopback),
+	// escaped.
+	pr, err := http.Get("http://" + n.HTTPAddr() + "/ui/events?node=web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(pr.Body)
+	pr.Body.Close()
+	if pr.StatusCode != http.StatusOK || !strings.Contains(string(page), "web-1 failed on generation 1: package:nginx: no such package") ||
+		strings.Contains(string(page), "pushed by dev") || !strings.Contains(string(page), "drift.repaired") {
+		t.Fatalf("events page: %s\n%s", pr.Status, page)
+	}
+
 	// A restart replays the log (and this single server leads at once):
 	// nothing is sent again, yet the history is served again.
 	n.stop(t)
