@@ -17,8 +17,10 @@ import (
 )
 
 // Engine converges a node state; *converge.Engine is the real one, unit
-// tests use fakes. Run is called from the agent's run loop only, never
-// twice at once.
+// tests use fakes. Run is called from the agent's run loop, and with
+// RunOptions.DryRun from a watch stream's plan runner (hivectl plan):
+// implementations serialise runs (*converge.Engine holds a mutex for a
+// whole run), so a dry run never overlaps a real one.
 type Engine interface {
 	Run(ctx context.Context, st *hivev1.NodeState, opts converge.RunOptions) (*converge.Report, error)
 }

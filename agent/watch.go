@@ -241,6 +241,7 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn) (bool, error) {
 		}
 	}()
 	got := false
+	plans := a.newPlanRunner(sctx, conn) // plan.go: dry runs for hivectl plan
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -258,6 +259,9 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn) (bool, error) {
 		got = true
 		if st := resp.GetState(); st != nil {
 			a.deliver(st)
+		}
+		if pl := resp.GetPlan(); pl != nil {
+			plans.offer(pl)
 		}
 	}
 }

@@ -97,6 +97,9 @@ func (s *Server) commit(ctx context.Context, c *hivev1.Command) (*hivev1.Command
 
 func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushResponse, error) {
 	s := a.s
+	if req.GetPlanId() != "" {
+		return a.pushPlan(ctx, req) // plan.go
+	}
 	if size := proto.Size(req); size > s.cfg.MaxPushBytes {
 		s.metrics.pushes.WithLabelValues("rejected").Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "push is %d bytes; the limit is %d bytes (%.1f MiB)", size, s.cfg.MaxPushBytes, float64(s.cfg.MaxPushBytes)/(1<<20))
@@ -396,8 +399,11 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	s.metrics.watchers.Inc()
 	defer s.metrics.watchers.Dec()
 	last := req.GetKnownHash()
+	defer s.plans.watch(node)()    // plan.go
+	sentPlans := map[string]bool{} // plan dry runs this stream sent
 	for {
 		wake := s.hub.wait()
+		planWake := s.plans.wait()
 		if err := s.checkCert(ctx, callerFrom(ctx)); err != nil {
 			return err // revoked (or expired) while watching
 		}
@@ -416,12 +422,16 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 			s.metrics.watchSends.Inc()
 			last = h
 		}
+		if err := s.sendPlans(stream.SendMsg, st, f, sentPlans); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.ctx.Done():
 			return status.Error(codes.Unavailable, "coordinator is stopping")
 		case <-wake:
+		case <-planWake:
 		}
 	}
 }

@@ -96,6 +96,7 @@ type Server struct {
 	hub         *hub
 	ops         *ops         // events and webhooks (events.go, webhooks.go)
 	statusw     *statusWatch // blocking status reads, in-memory phases (statuswait.go)
+	plans       planBook     // hivectl plan: plans kept, nodes watching here (plan.go)
 	batcher     *batcher
 	reportLimit *rateLimiter // reports per agent identity
 	metrics     *metrics

@@ -241,11 +241,11 @@ func TestHistoryDiffRollbackPull(t *testing.T) {
 		t.Fatalf("rollback to missing: %+v", r)
 	}
 
-	if r := run(t, "", append([]string{"pull"}, conn...)...); r.code != 0 || r.stdout != "site: gen1\n" {
+	if r := run(t, "", append([]string{"pull"}, conn...)...); r.code != 0 || !strings.HasPrefix(r.stdout, "# hive-pull: generation=4 ") || !strings.HasSuffix(r.stdout, "\nsite: gen1\n") {
 		t.Fatalf("pull current: %+v", r)
 	}
 	out := filepath.Join(t.TempDir(), "s.yaml")
-	if r := run(t, "", append([]string{"pull", "2", "--out", out}, conn...)...); r.code != 0 || string(mustRead(t, out)) != "site: gen2\n" {
+	if r := run(t, "", append([]string{"pull", "2", "--no-header", "--out", out}, conn...)...); r.code != 0 || string(mustRead(t, out)) != "site: gen2\n" {
 		t.Fatalf("pull 2: %+v", r)
 	}
 }

@@ -174,7 +174,7 @@ func TestRealCoordinatorDev(t *testing.T) {
 		h.Generations[0].RollbackOf != 1 || h.Generations[0].SHA256 != h.Generations[2].SHA256 {
 		t.Fatalf("history: %+v", r)
 	}
-	if r := run(t, "", append([]string{"pull", "2"}, conn...)...); r.code != 0 || r.stdout != data {
+	if r := run(t, "", append([]string{"pull", "2", "--no-header"}, conn...)...); r.code != 0 || r.stdout != data {
 		t.Fatalf("pull 2 differs from the pushed file: %+v", r.code)
 	}
 	if r := run(t, "", append([]string{"rollback", "9"}, conn...)...); r.code != 1 || !strings.Contains(r.stderr, "generation 9 does not exist") {

@@ -12,7 +12,10 @@ import (
 )
 
 func newPullCommand(cf *connFlags) *cobra.Command {
-	var out string
+	var (
+		out      string
+		noHeader bool
+	)
 	cmd := &cobra.Command{
 		Use:   "pull [N]",
 		Short: "Print the site file of the current generation (or of generation N)",
@@ -20,7 +23,14 @@ func newPullCommand(cf *connFlags) *cobra.Command {
 (or generation N), to stdout or to --out FILE. Use it to start a change from
 what the coordinators hold, or after a push was refused because someone else
 pushed first. The text always parses to the generation's site: the
-coordinators refuse a push whose text does not.`,
+coordinators refuse a push whose text does not.
+
+The text starts with a two-line comment header recording the generation it
+came from (number, sha256, author, time). 'hivectl push' of the file bases
+the change on that generation and is refused if someone pushed since,
+saying who pushed what (--force pushes anyway). The header is a comment: it
+changes neither the site nor its hash, and push removes it from the text it
+sends. --no-header prints the text exactly as pushed.`,
 		Example: `  hivectl pull > site.yaml
   hivectl pull 5 --out site-gen5.yaml`,
 		Args: cobra.MaximumNArgs(1),
@@ -44,6 +54,9 @@ coordinators refuse a push whose text does not.`,
 				if len(src) == 0 {
 					return fmt.Errorf("pull: generation %d carries no source text", g.GetNumber())
 				}
+				if !noHeader {
+					src = append(pullHeader(g), src...)
+				}
 				if out == "" {
 					// The site text as pushed, byte for byte, into a pipe
 					// or file; escaped (see output.go) on a terminal.
@@ -63,5 +76,6 @@ coordinators refuse a push whose text does not.`,
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "write to this file instead of stdout")
+	cmd.Flags().BoolVar(&noHeader, "no-header", false, "leave out the header recording the generation (push of the file is then based on the current generation)")
 	return cmd
 }

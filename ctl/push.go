@@ -29,9 +29,10 @@ func newPushCommand(cf *connFlags) *cobra.Command {
 		timeout time.Duration
 		force   bool
 		base    uint64
+		planID  string
 	)
 	cmd := &cobra.Command{
-		Use:   "push FILE",
+		Use:   "push FILE | push --plan ID",
 		Short: "Validate a site file and push it as the next generation",
 		Long: `push validates FILE locally (exactly as 'hivectl validate' does) and, if it
 is valid, sends it to the coordinators, which validate it again and append it
@@ -43,6 +44,16 @@ pushed in between, it is refused, so that two operators never silently
 overwrite each other; look at 'hivectl diff', merge, and push again, or use
 --force. Pushing needs an admin certificate.
 
+A file written by 'hivectl pull' starts with a header recording the
+generation it came from: the push is based on that generation, so it is
+refused if anyone pushed since, with who pushed which generation when and
+with what message (--force pushes anyway). A file without the header is
+based on the generation current when you push (or --base N).
+
+--plan ID pushes exactly the content of a plan made with 'hivectl plan'
+(FILE is not read), based on the generation the plan was made on: it is
+refused if another generation was pushed since the plan.
+
 With --wait, push shows the live progress of the nodes the generation
 applies to (converged/applying/failed/pending: a bar redrawn in place on a
 terminal, one line per change otherwise) until every one of them has
@@ -52,9 +63,10 @@ report is committed, without polling. With -o json, stdout gets only the
 push's JSON result and the progress goes to stderr.`,
 		Example: `  hivectl push site.yaml -m "web: nginx 1.27"
   hivectl push site.yaml --wait --timeout 10m
+  hivectl push --plan p3fa9c1e2b4d0 -m "web: nginx 1.27"
   hivectl push site.yaml -o json            # {"generation": 8, "sha256": "..."}
   HIVE_ADDR=c1:7400,c2:7400 hivectl push site.yaml`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(0, 1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -62,24 +74,35 @@ push's JSON result and the progress goes to stderr.`,
 			if timeout <= 0 {
 				return fmt.Errorf("--timeout %v: must be positive", timeout)
 			}
-			name := args[0]
-			s, data, err := readSite(cmd, name, ": nothing pushed")
-			if err != nil {
+			if err := checkPushArgs(cmd, args, planID); err != nil {
 				return err
+			}
+			var (
+				name string
+				s    *hivev1.Site
+				data []byte
+				from *pulledFrom
+				err  error
+			)
+			if planID == "" {
+				name = args[0]
+				if s, data, from, err = readSiteFile(cmd, name, ": nothing pushed"); err != nil {
+					return err
+				}
 			}
 			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
 				cctx, cancel := callCtx(ctx)
 				defer cancel()
-				b := base
-				if !cmd.Flags().Changed("base") {
-					if b, err = currentGeneration(cctx, c); err != nil {
-						return err
-					}
+				var resp *hivev1.PushResponse
+				var err error
+				if planID != "" {
+					resp, err = pushPlan(cctx, c, planID, message)
+				} else {
+					resp, err = pushFile(cctx, cmd, c, &hivev1.PushRequest{
+						Site: s, Message: message, BaseGeneration: base, Force: force,
+						SourceName: name, Source: data,
+					}, from)
 				}
-				resp, err := pushOnce(cctx, cmd, c, &hivev1.PushRequest{
-					Site: s, Message: message, BaseGeneration: b, Force: force,
-					SourceName: name, Source: data,
-				})
 				if err != nil {
 					return err
 				}
@@ -140,7 +163,8 @@ push's JSON result and the progress goes to stderr.`,
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every matched node converged on the new generation or failed; exit 1 if any failed")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait, give up (exit 1) after this long")
 	cmd.Flags().BoolVar(&force, "force", false, "push even if the current generation changed since the base")
-	cmd.Flags().Uint64Var(&base, "base", 0, "generation the change is based on (default: the current one)")
+	cmd.Flags().Uint64Var(&base, "base", 0, "generation the change is based on (default: the one in the file's pull header, else the current one)")
+	cmd.Flags().StringVar(&planID, "plan", "", "push the content of this plan (hivectl plan), refused if the site moved since the plan")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -217,4 +241,50 @@ func pushedAfter(ctx context.Context, c *client.Conn, base uint64, s *hivev1.Sit
 		}
 	}
 	return nil, nil
+}
+
+// checkPushArgs checks FILE against --plan: exactly one of them.
+func checkPushArgs(cmd *cobra.Command, args []string, planID string) error {
+	switch {
+	case planID == "" && len(args) == 0:
+		return fmt.Errorf("push needs a site FILE, or --plan ID")
+	case planID != "" && len(args) > 0:
+		return fmt.Errorf("push --plan %s pushes the plan's content: leave out %s", esc(planID), esc(args[0]))
+	case planID != "" && (cmd.Flags().Changed("base") || cmd.Flags().Changed("force")):
+		return fmt.Errorf("push --plan: the plan fixes the base generation; --base and --force do not apply (plan again instead)")
+	}
+	return nil
+}
+
+// pushFile pushes a site file. Its base is --base, else the generation of
+// its pull header, else the current one. A push refused because the
+// pulled generation is no longer current says who pushed since.
+func pushFile(ctx context.Context, cmd *cobra.Command, c *client.Conn, req *hivev1.PushRequest, from *pulledFrom) (*hivev1.PushResponse, error) {
+	switch {
+	case cmd.Flags().Changed("base"):
+	case from != nil:
+		req.BaseGeneration = from.Generation
+	default:
+		cur, err := currentGeneration(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		req.BaseGeneration = cur
+	}
+	resp, err := pushOnce(ctx, cmd, c, req)
+	if err != nil && from != nil && !cmd.Flags().Changed("base") && status.Code(err) == codes.Aborted {
+		if cur, cerr := currentGeneration(ctx, c); cerr == nil && cur != from.Generation {
+			return nil, staleFileError(ctx, c, "push", req.GetSourceName(), from, cur, err)
+		}
+	}
+	return resp, err
+}
+
+// pushPlan pushes a plan's content.
+func pushPlan(ctx context.Context, c *client.Conn, id, message string) (*hivev1.PushResponse, error) {
+	resp, err := c.Push(ctx, &hivev1.PushRequest{PlanId: id, Message: message})
+	if err != nil {
+		return nil, rpcError("push --plan "+id, err, true)
+	}
+	return resp, nil
 }

@@ -76,6 +76,66 @@ func (ChangeKind) EnumDescriptor() ([]byte, []int) {
 	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{0}
 }
 
+// PlanNodeState is where a node stands in a plan.
+type PlanNodeState int32
+
+const (
+	PlanNodeState_PLAN_NODE_STATE_UNSPECIFIED PlanNodeState = 0
+	// The agent dry-ran the state and answered (results).
+	PlanNodeState_PLAN_NODE_STATE_ANSWERED PlanNodeState = 1
+	// No coordinator has a watch stream of the node.
+	PlanNodeState_PLAN_NODE_STATE_OFFLINE PlanNodeState = 2
+	// The node watches, but did not answer within the timeout.
+	PlanNodeState_PLAN_NODE_STATE_NO_ANSWER PlanNodeState = 3
+	// The proposed site cannot be rendered for the node (error).
+	PlanNodeState_PLAN_NODE_STATE_RENDER_ERROR PlanNodeState = 4
+)
+
+// Enum value maps for PlanNodeState.
+var (
+	PlanNodeState_name = map[int32]string{
+		0: "PLAN_NODE_STATE_UNSPECIFIED",
+		1: "PLAN_NODE_STATE_ANSWERED",
+		2: "PLAN_NODE_STATE_OFFLINE",
+		3: "PLAN_NODE_STATE_NO_ANSWER",
+		4: "PLAN_NODE_STATE_RENDER_ERROR",
+	}
+	PlanNodeState_value = map[string]int32{
+		"PLAN_NODE_STATE_UNSPECIFIED":  0,
+		"PLAN_NODE_STATE_ANSWERED":     1,
+		"PLAN_NODE_STATE_OFFLINE":      2,
+		"PLAN_NODE_STATE_NO_ANSWER":    3,
+		"PLAN_NODE_STATE_RENDER_ERROR": 4,
+	}
+)
+
+func (x PlanNodeState) Enum() *PlanNodeState {
+	p := new(PlanNodeState)
+	*p = x
+	return p
+}
+
+func (x PlanNodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlanNodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_hive_v1_coordinator_proto_enumTypes[1].Descriptor()
+}
+
+func (PlanNodeState) Type() protoreflect.EnumType {
+	return &file_hive_v1_coordinator_proto_enumTypes[1]
+}
+
+func (x PlanNodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlanNodeState.Descriptor instead.
+func (PlanNodeState) EnumDescriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{1}
+}
+
 type PushRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Parsed site; the server validates it again.
@@ -86,8 +146,13 @@ type PushRequest struct {
 	// Push even if base_generation is stale.
 	Force bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	// Original file name and text, kept with the generation.
-	SourceName    string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
-	Source        []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	SourceName string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Source     []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	// Commit the content of this plan (hivectl plan) instead of site and
+	// source, based on the plan's base generation: refused (ABORTED) if the
+	// current generation moved since. site, source and base_generation must
+	// be unset, force false.
+	PlanId        string `protobuf:"bytes,10,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -162,6 +227,13 @@ func (x *PushRequest) GetSource() []byte {
 		return x.Source
 	}
 	return nil
+}
+
+func (x *PushRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
 }
 
 type PushResponse struct {
@@ -922,8 +994,11 @@ func (x *WatchNodeStateRequest) GetKnownHash() string {
 }
 
 type WatchNodeStateResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         *NodeState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State *NodeState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// A dry run the agent is asked to do (hivectl plan); state is unset in
+	// such a message. Agents that do not know it ignore it.
+	Plan          *PlanDryRun `protobuf:"bytes,10,opt,name=plan,proto3" json:"plan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -961,6 +1036,13 @@ func (*WatchNodeStateResponse) Descriptor() ([]byte, []int) {
 func (x *WatchNodeStateResponse) GetState() *NodeState {
 	if x != nil {
 		return x.State
+	}
+	return nil
+}
+
+func (x *WatchNodeStateResponse) GetPlan() *PlanDryRun {
+	if x != nil {
+		return x.Plan
 	}
 	return nil
 }
@@ -3099,6 +3181,728 @@ func (x *LabelNodeResponse) GetRoles() []string {
 	return nil
 }
 
+// PlanDryRun asks an agent to dry-run a would-be state against its machine
+// and answer with ReportPlan, without applying anything or changing its
+// current state.
+type PlanDryRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The state the node would get from the planned content.
+	State *NodeState `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Answers after this time are of no use.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDryRun) Reset() {
+	*x = PlanDryRun{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDryRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDryRun) ProtoMessage() {}
+
+func (x *PlanDryRun) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDryRun.ProtoReflect.Descriptor instead.
+func (*PlanDryRun) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *PlanDryRun) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlanDryRun) GetState() *NodeState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *PlanDryRun) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type PlanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parsed site; the server validates it as a push.
+	Site *Site `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	// Original file name and text, kept with the plan (and the generation
+	// push --plan makes).
+	SourceName string `protobuf:"bytes,2,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Source     []byte `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// How long to wait for the agents' answers (default 10s, at most 5m).
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Not 0: the generation the content is based on (a pulled file's); the
+	// plan is refused (ABORTED) unless it is the current generation.
+	BaseGeneration uint64 `protobuf:"varint,5,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PlanRequest) Reset() {
+	*x = PlanRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanRequest) ProtoMessage() {}
+
+func (x *PlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanRequest.ProtoReflect.Descriptor instead.
+func (*PlanRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *PlanRequest) GetSite() *Site {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
+func (x *PlanRequest) GetSourceName() string {
+	if x != nil {
+		return x.SourceName
+	}
+	return ""
+}
+
+func (x *PlanRequest) GetSource() []byte {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *PlanRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *PlanRequest) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+// PlanNode is one node's part of a plan.
+type PlanNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	State PlanNodeState          `protobuf:"varint,2,opt,name=state,proto3,enum=hive.v1.PlanNodeState" json:"state,omitempty"`
+	// The dry run's results, secrets masked (answered).
+	Results []*ResourceResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// Generation of the node's last report (offline, no answer; 0: never
+	// reported).
+	LastGeneration uint64 `protobuf:"varint,4,opt,name=last_generation,json=lastGeneration,proto3" json:"last_generation,omitempty"`
+	// Render error, or why the dry run failed as a whole.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Coordinator whose watch stream delivered the dry run.
+	Coordinator string `protobuf:"bytes,6,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	// From delivery to answer.
+	Took          *durationpb.Duration `protobuf:"bytes,7,opt,name=took,proto3" json:"took,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanNode) Reset() {
+	*x = PlanNode{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanNode) ProtoMessage() {}
+
+func (x *PlanNode) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanNode.ProtoReflect.Descriptor instead.
+func (*PlanNode) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *PlanNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PlanNode) GetState() PlanNodeState {
+	if x != nil {
+		return x.State
+	}
+	return PlanNodeState_PLAN_NODE_STATE_UNSPECIFIED
+}
+
+func (x *PlanNode) GetResults() []*ResourceResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *PlanNode) GetLastGeneration() uint64 {
+	if x != nil {
+		return x.LastGeneration
+	}
+	return 0
+}
+
+func (x *PlanNode) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PlanNode) GetCoordinator() string {
+	if x != nil {
+		return x.Coordinator
+	}
+	return ""
+}
+
+func (x *PlanNode) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
+}
+
+type PlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Current generation when the plan was made: push --plan is refused
+	// once another generation is current.
+	BaseGeneration uint64 `protobuf:"varint,2,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	// sha256 of the planned site (as a generation's).
+	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The content equals the base generation's.
+	Unchanged bool `protobuf:"varint,4,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// Every node with a role in the base or the planned site, by name.
+	Nodes   []*PlanNode            `protobuf:"bytes,5,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Expires *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires,proto3" json:"expires,omitempty"`
+	// Coordinator that ran the plan.
+	Server        string `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanResponse) Reset() {
+	*x = PlanResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanResponse) ProtoMessage() {}
+
+func (x *PlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanResponse.ProtoReflect.Descriptor instead.
+func (*PlanResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *PlanResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlanResponse) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+func (x *PlanResponse) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PlanResponse) GetUnchanged() bool {
+	if x != nil {
+		return x.Unchanged
+	}
+	return false
+}
+
+func (x *PlanResponse) GetNodes() []*PlanNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *PlanResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+type ReportPlanRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PlanId string                 `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// The dry run's report: node, generation and state_hash of the planned
+	// state, results, dry_run set. Bounded like Report.
+	Report        *Report `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportPlanRequest) Reset() {
+	*x = ReportPlanRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportPlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportPlanRequest) ProtoMessage() {}
+
+func (x *ReportPlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportPlanRequest.ProtoReflect.Descriptor instead.
+func (*ReportPlanRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ReportPlanRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *ReportPlanRequest) GetReport() *Report {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+type ReportPlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan was still waiting for this answer.
+	Accepted      bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportPlanResponse) Reset() {
+	*x = ReportPlanResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportPlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportPlanResponse) ProtoMessage() {}
+
+func (x *ReportPlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportPlanResponse.ProtoReflect.Descriptor instead.
+func (*ReportPlanResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ReportPlanResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+type PlanDeliverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Coordinator that runs the plan (PlanCollect goes there).
+	Origin         string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	BaseGeneration uint64 `protobuf:"varint,3,opt,name=base_generation,json=baseGeneration,proto3" json:"base_generation,omitempty"`
+	Site           *Site  `protobuf:"bytes,4,opt,name=site,proto3" json:"site,omitempty"`
+	SourceName     string `protobuf:"bytes,5,opt,name=source_name,json=sourceName,proto3" json:"source_name,omitempty"`
+	Source         []byte `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	Sha256         string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Nodes to dry-run.
+	Nodes    []string               `protobuf:"bytes,8,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Expires  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires,proto3" json:"expires,omitempty"`
+	// The origin's applied raft index: the receiver renders once it has
+	// applied it.
+	RaftIndex     uint64 `protobuf:"varint,11,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDeliverRequest) Reset() {
+	*x = PlanDeliverRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDeliverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDeliverRequest) ProtoMessage() {}
+
+func (x *PlanDeliverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDeliverRequest.ProtoReflect.Descriptor instead.
+func (*PlanDeliverRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *PlanDeliverRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetBaseGeneration() uint64 {
+	if x != nil {
+		return x.BaseGeneration
+	}
+	return 0
+}
+
+func (x *PlanDeliverRequest) GetSite() *Site {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetSourceName() string {
+	if x != nil {
+		return x.SourceName
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetSource() []byte {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PlanDeliverRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *PlanDeliverRequest) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+type PlanDeliverResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan's nodes that watch this coordinator now.
+	Watching      []string `protobuf:"bytes,1,rep,name=watching,proto3" json:"watching,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDeliverResponse) Reset() {
+	*x = PlanDeliverResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDeliverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDeliverResponse) ProtoMessage() {}
+
+func (x *PlanDeliverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDeliverResponse.ProtoReflect.Descriptor instead.
+func (*PlanDeliverResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *PlanDeliverResponse) GetWatching() []string {
+	if x != nil {
+		return x.Watching
+	}
+	return nil
+}
+
+type PlanCollectRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PlanId string                 `protobuf:"bytes,1,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
+	// Report validated by the coordinator that received it.
+	Report *Report `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// That coordinator.
+	Coordinator   string `protobuf:"bytes,3,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanCollectRequest) Reset() {
+	*x = PlanCollectRequest{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanCollectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanCollectRequest) ProtoMessage() {}
+
+func (x *PlanCollectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanCollectRequest.ProtoReflect.Descriptor instead.
+func (*PlanCollectRequest) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *PlanCollectRequest) GetPlanId() string {
+	if x != nil {
+		return x.PlanId
+	}
+	return ""
+}
+
+func (x *PlanCollectRequest) GetReport() *Report {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+func (x *PlanCollectRequest) GetCoordinator() string {
+	if x != nil {
+		return x.Coordinator
+	}
+	return ""
+}
+
+type PlanCollectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Accepted      bool                   `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanCollectResponse) Reset() {
+	*x = PlanCollectResponse{}
+	mi := &file_hive_v1_coordinator_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanCollectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanCollectResponse) ProtoMessage() {}
+
+func (x *PlanCollectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_coordinator_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanCollectResponse.ProtoReflect.Descriptor instead.
+func (*PlanCollectResponse) Descriptor() ([]byte, []int) {
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *PlanCollectResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
 type ListDriftRepairsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only this node (empty: all).
@@ -3111,7 +3915,7 @@ type ListDriftRepairsRequest struct {
 
 func (x *ListDriftRepairsRequest) Reset() {
 	*x = ListDriftRepairsRequest{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3123,7 +3927,7 @@ func (x *ListDriftRepairsRequest) String() string {
 func (*ListDriftRepairsRequest) ProtoMessage() {}
 
 func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[56]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3136,7 +3940,7 @@ func (x *ListDriftRepairsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDriftRepairsRequest.ProtoReflect.Descriptor instead.
 func (*ListDriftRepairsRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{56}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListDriftRepairsRequest) GetNode() string {
@@ -3166,7 +3970,7 @@ type ListDriftRepairsResponse struct {
 
 func (x *ListDriftRepairsResponse) Reset() {
 	*x = ListDriftRepairsResponse{}
-	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3178,7 +3982,7 @@ func (x *ListDriftRepairsResponse) String() string {
 func (*ListDriftRepairsResponse) ProtoMessage() {}
 
 func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_coordinator_proto_msgTypes[57]
+	mi := &file_hive_v1_coordinator_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3191,7 +3995,7 @@ func (x *ListDriftRepairsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDriftRepairsResponse.ProtoReflect.Descriptor instead.
 func (*ListDriftRepairsResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{57}
+	return file_hive_v1_coordinator_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListDriftRepairsResponse) GetRepairs() []*DriftRepair {
@@ -3219,7 +4023,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xc2\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xdb\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -3227,7 +4031,9 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05force\x18\x04 \x01(\bR\x05force\x12\x1f\n" +
 	"\vsource_name\x18\x05 \x01(\tR\n" +
 	"sourceName\x12\x16\n" +
-	"\x06source\x18\x06 \x01(\fR\x06source\"z\n" +
+	"\x06source\x18\x06 \x01(\fR\x06source\x12\x17\n" +
+	"\aplan_id\x18\n" +
+	" \x01(\tR\x06planId\"z\n" +
 	"\fPushResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3285,9 +4091,11 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"known_hash\x18\x05 \x01(\tR\tknownHash\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
 	"\x16WatchNodeStateResponse\x12(\n" +
-	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\"8\n" +
+	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x12'\n" +
+	"\x04plan\x18\n" +
+	" \x01(\v2\x13.hive.v1.PlanDryRunR\x04plan\"8\n" +
 	"\rReportRequest\x12'\n" +
 	"\x06report\x18\x01 \x01(\v2\x0f.hive.v1.ReportR\x06report\",\n" +
 	"\x0eReportResponse\x12\x1a\n" +
@@ -3429,7 +4237,63 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
 	"\x11LabelSourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
+	"\n" +
+	"PlanDryRun\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
+	"\x05state\x18\x02 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xc7\x01\n" +
+	"\vPlanRequest\x12!\n" +
+	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x1f\n" +
+	"\vsource_name\x18\x02 \x01(\tR\n" +
+	"sourceName\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\fR\x06source\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12'\n" +
+	"\x0fbase_generation\x18\x05 \x01(\x04R\x0ebaseGeneration\"\x8f\x02\n" +
+	"\bPlanNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x16.hive.v1.PlanNodeStateR\x05state\x121\n" +
+	"\aresults\x18\x03 \x03(\v2\x17.hive.v1.ResourceResultR\aresults\x12'\n" +
+	"\x0flast_generation\x18\x04 \x01(\x04R\x0elastGeneration\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12 \n" +
+	"\vcoordinator\x18\x06 \x01(\tR\vcoordinator\x12-\n" +
+	"\x04took\x18\a \x01(\v2\x19.google.protobuf.DurationR\x04took\"\xf4\x01\n" +
+	"\fPlanResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
+	"\x0fbase_generation\x18\x02 \x01(\x04R\x0ebaseGeneration\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x1c\n" +
+	"\tunchanged\x18\x04 \x01(\bR\tunchanged\x12'\n" +
+	"\x05nodes\x18\x05 \x03(\v2\x11.hive.v1.PlanNodeR\x05nodes\x124\n" +
+	"\aexpires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
+	"\x06server\x18\a \x01(\tR\x06server\"U\n" +
+	"\x11ReportPlanRequest\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\x12'\n" +
+	"\x06report\x18\x02 \x01(\v2\x0f.hive.v1.ReportR\x06report\"0\n" +
+	"\x12ReportPlanResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"\xfc\x02\n" +
+	"\x12PlanDeliverRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12'\n" +
+	"\x0fbase_generation\x18\x03 \x01(\x04R\x0ebaseGeneration\x12!\n" +
+	"\x04site\x18\x04 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x1f\n" +
+	"\vsource_name\x18\x05 \x01(\tR\n" +
+	"sourceName\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\fR\x06source\x12\x16\n" +
+	"\x06sha256\x18\a \x01(\tR\x06sha256\x12\x14\n" +
+	"\x05nodes\x18\b \x03(\tR\x05nodes\x126\n" +
+	"\bdeadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x124\n" +
+	"\aexpires\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\v \x01(\x04R\traftIndex\"1\n" +
+	"\x13PlanDeliverResponse\x12\x1a\n" +
+	"\bwatching\x18\x01 \x03(\tR\bwatching\"x\n" +
+	"\x12PlanCollectRequest\x12\x17\n" +
+	"\aplan_id\x18\x01 \x01(\tR\x06planId\x12'\n" +
+	"\x06report\x18\x02 \x01(\v2\x0f.hive.v1.ReportR\x06report\x12 \n" +
+	"\vcoordinator\x18\x03 \x01(\tR\vcoordinator\"1\n" +
+	"\x13PlanCollectResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\"_\n" +
 	"\x17ListDriftRepairsRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x87\x01\n" +
@@ -3443,7 +4307,13 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11CHANGE_KIND_ADDED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_KIND_REMOVED\x10\x02\x12\x18\n" +
-	"\x14CHANGE_KIND_MODIFIED\x10\x032\xed\x0e\n" +
+	"\x14CHANGE_KIND_MODIFIED\x10\x03*\xac\x01\n" +
+	"\rPlanNodeState\x12\x1f\n" +
+	"\x1bPLAN_NODE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
+	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
+	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xe9\x0f\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -3471,13 +4341,18 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
 	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12B\n" +
 	"\tListAudit\x12\x19.hive.v1.ListAuditRequest\x1a\x1a.hive.v1.ListAuditResponse\x12J\n" +
-	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x01\x12W\n" +
-	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\x8e\x02\n" +
+	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x01\x123\n" +
+	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
+	"\n" +
+	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\xa2\x03\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
 	"\aGetKeys\x12\x17.hive.v1.GetKeysRequest\x1a\x18.hive.v1.GetKeysResponse\x12B\n" +
-	"\tRaftStats\x12\x19.hive.v1.RaftStatsRequest\x1a\x1a.hive.v1.RaftStatsResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"\tRaftStats\x12\x19.hive.v1.RaftStatsRequest\x1a\x1a.hive.v1.RaftStatsResponse\x12H\n" +
+	"\vPlanDeliver\x12\x1b.hive.v1.PlanDeliverRequest\x1a\x1c.hive.v1.PlanDeliverResponse\x12H\n" +
+	"\vPlanCollect\x12\x1b.hive.v1.PlanCollectRequest\x1a\x1c.hive.v1.PlanCollectResponseB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_coordinator_proto_rawDescOnce sync.Once
@@ -3491,185 +4366,220 @@ func file_hive_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_hive_v1_coordinator_proto_rawDescData
 }
 
-var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_hive_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_hive_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_hive_v1_coordinator_proto_goTypes = []any{
 	(ChangeKind)(0),                      // 0: hive.v1.ChangeKind
-	(*PushRequest)(nil),                  // 1: hive.v1.PushRequest
-	(*PushResponse)(nil),                 // 2: hive.v1.PushResponse
-	(*RollbackRequest)(nil),              // 3: hive.v1.RollbackRequest
-	(*RollbackResponse)(nil),             // 4: hive.v1.RollbackResponse
-	(*ListGenerationsRequest)(nil),       // 5: hive.v1.ListGenerationsRequest
-	(*ListGenerationsResponse)(nil),      // 6: hive.v1.ListGenerationsResponse
-	(*GetGenerationRequest)(nil),         // 7: hive.v1.GetGenerationRequest
-	(*GetGenerationResponse)(nil),        // 8: hive.v1.GetGenerationResponse
-	(*DiffGenerationsRequest)(nil),       // 9: hive.v1.DiffGenerationsRequest
-	(*ResourceChange)(nil),               // 10: hive.v1.ResourceChange
-	(*DiffGenerationsResponse)(nil),      // 11: hive.v1.DiffGenerationsResponse
-	(*GetNodeStateRequest)(nil),          // 12: hive.v1.GetNodeStateRequest
-	(*GetNodeStateResponse)(nil),         // 13: hive.v1.GetNodeStateResponse
-	(*WatchNodeStateRequest)(nil),        // 14: hive.v1.WatchNodeStateRequest
-	(*WatchNodeStateResponse)(nil),       // 15: hive.v1.WatchNodeStateResponse
-	(*ReportRequest)(nil),                // 16: hive.v1.ReportRequest
-	(*ReportResponse)(nil),               // 17: hive.v1.ReportResponse
-	(*GetStatusRequest)(nil),             // 18: hive.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),            // 19: hive.v1.GetStatusResponse
-	(*ListMembersRequest)(nil),           // 20: hive.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),          // 21: hive.v1.ListMembersResponse
-	(*SetSecretRequest)(nil),             // 22: hive.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),            // 23: hive.v1.SetSecretResponse
-	(*ListSecretsRequest)(nil),           // 24: hive.v1.ListSecretsRequest
-	(*SecretInfo)(nil),                   // 25: hive.v1.SecretInfo
-	(*ListSecretsResponse)(nil),          // 26: hive.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),          // 27: hive.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),         // 28: hive.v1.DeleteSecretResponse
-	(*ListPeersRequest)(nil),             // 29: hive.v1.ListPeersRequest
-	(*RaftPeer)(nil),                     // 30: hive.v1.RaftPeer
-	(*ListPeersResponse)(nil),            // 31: hive.v1.ListPeersResponse
-	(*AddPeerRequest)(nil),               // 32: hive.v1.AddPeerRequest
-	(*AddPeerResponse)(nil),              // 33: hive.v1.AddPeerResponse
-	(*RemovePeerRequest)(nil),            // 34: hive.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),           // 35: hive.v1.RemovePeerResponse
-	(*CreateBootstrapTokenRequest)(nil),  // 36: hive.v1.CreateBootstrapTokenRequest
-	(*CreateBootstrapTokenResponse)(nil), // 37: hive.v1.CreateBootstrapTokenResponse
-	(*RequestCertificateRequest)(nil),    // 38: hive.v1.RequestCertificateRequest
-	(*RequestCertificateResponse)(nil),   // 39: hive.v1.RequestCertificateResponse
-	(*ApplyRequest)(nil),                 // 40: hive.v1.ApplyRequest
-	(*ApplyResponse)(nil),                // 41: hive.v1.ApplyResponse
-	(*GetKeysRequest)(nil),               // 42: hive.v1.GetKeysRequest
-	(*KeyringKey)(nil),                   // 43: hive.v1.KeyringKey
-	(*GetKeysResponse)(nil),              // 44: hive.v1.GetKeysResponse
-	(*ReadIndexRequest)(nil),             // 45: hive.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),            // 46: hive.v1.ReadIndexResponse
-	(*RevokeNodeRequest)(nil),            // 47: hive.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),           // 48: hive.v1.RevokeNodeResponse
-	(*RemoveNodeRequest)(nil),            // 49: hive.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),           // 50: hive.v1.RemoveNodeResponse
-	(*RenewCertificateRequest)(nil),      // 51: hive.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),     // 52: hive.v1.RenewCertificateResponse
-	(*RaftStatsRequest)(nil),             // 53: hive.v1.RaftStatsRequest
-	(*RaftStatsResponse)(nil),            // 54: hive.v1.RaftStatsResponse
-	(*LabelNodeRequest)(nil),             // 55: hive.v1.LabelNodeRequest
-	(*LabelNodeResponse)(nil),            // 56: hive.v1.LabelNodeResponse
-	(*ListDriftRepairsRequest)(nil),      // 57: hive.v1.ListDriftRepairsRequest
-	(*ListDriftRepairsResponse)(nil),     // 58: hive.v1.ListDriftRepairsResponse
-	nil,                                  // 59: hive.v1.WatchNodeStateRequest.LabelsEntry
-	nil,                                  // 60: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	nil,                                  // 61: hive.v1.LabelNodeRequest.SetEntry
-	nil,                                  // 62: hive.v1.LabelNodeResponse.LabelsEntry
-	nil,                                  // 63: hive.v1.LabelNodeResponse.LabelSourcesEntry
-	(*Site)(nil),                         // 64: hive.v1.Site
-	(*durationpb.Duration)(nil),          // 65: google.protobuf.Duration
-	(*GenerationSummary)(nil),            // 66: hive.v1.GenerationSummary
-	(*Generation)(nil),                   // 67: hive.v1.Generation
-	(*NodeState)(nil),                    // 68: hive.v1.NodeState
-	(*Report)(nil),                       // 69: hive.v1.Report
-	(*NodeStatus)(nil),                   // 70: hive.v1.NodeStatus
-	(*Member)(nil),                       // 71: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),        // 72: google.protobuf.Timestamp
-	(*Command)(nil),                      // 73: hive.v1.Command
-	(*CommandResult)(nil),                // 74: hive.v1.CommandResult
-	(*Revocation)(nil),                   // 75: hive.v1.Revocation
-	(RaftRole)(0),                        // 76: hive.v1.RaftRole
-	(*DriftRepair)(nil),                  // 77: hive.v1.DriftRepair
-	(*ListAuditRequest)(nil),             // 78: hive.v1.ListAuditRequest
-	(*WatchEventsRequest)(nil),           // 79: hive.v1.WatchEventsRequest
-	(*ListAuditResponse)(nil),            // 80: hive.v1.ListAuditResponse
-	(*WatchEventsResponse)(nil),          // 81: hive.v1.WatchEventsResponse
+	(PlanNodeState)(0),                   // 1: hive.v1.PlanNodeState
+	(*PushRequest)(nil),                  // 2: hive.v1.PushRequest
+	(*PushResponse)(nil),                 // 3: hive.v1.PushResponse
+	(*RollbackRequest)(nil),              // 4: hive.v1.RollbackRequest
+	(*RollbackResponse)(nil),             // 5: hive.v1.RollbackResponse
+	(*ListGenerationsRequest)(nil),       // 6: hive.v1.ListGenerationsRequest
+	(*ListGenerationsResponse)(nil),      // 7: hive.v1.ListGenerationsResponse
+	(*GetGenerationRequest)(nil),         // 8: hive.v1.GetGenerationRequest
+	(*GetGenerationResponse)(nil),        // 9: hive.v1.GetGenerationResponse
+	(*DiffGenerationsRequest)(nil),       // 10: hive.v1.DiffGenerationsRequest
+	(*ResourceChange)(nil),               // 11: hive.v1.ResourceChange
+	(*DiffGenerationsResponse)(nil),      // 12: hive.v1.DiffGenerationsResponse
+	(*GetNodeStateRequest)(nil),          // 13: hive.v1.GetNodeStateRequest
+	(*GetNodeStateResponse)(nil),         // 14: hive.v1.GetNodeStateResponse
+	(*WatchNodeStateRequest)(nil),        // 15: hive.v1.WatchNodeStateRequest
+	(*WatchNodeStateResponse)(nil),       // 16: hive.v1.WatchNodeStateResponse
+	(*ReportRequest)(nil),                // 17: hive.v1.ReportRequest
+	(*ReportResponse)(nil),               // 18: hive.v1.ReportResponse
+	(*GetStatusRequest)(nil),             // 19: hive.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),            // 20: hive.v1.GetStatusResponse
+	(*ListMembersRequest)(nil),           // 21: hive.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),          // 22: hive.v1.ListMembersResponse
+	(*SetSecretRequest)(nil),             // 23: hive.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),            // 24: hive.v1.SetSecretResponse
+	(*ListSecretsRequest)(nil),           // 25: hive.v1.ListSecretsRequest
+	(*SecretInfo)(nil),                   // 26: hive.v1.SecretInfo
+	(*ListSecretsResponse)(nil),          // 27: hive.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),          // 28: hive.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),         // 29: hive.v1.DeleteSecretResponse
+	(*ListPeersRequest)(nil),             // 30: hive.v1.ListPeersRequest
+	(*RaftPeer)(nil),                     // 31: hive.v1.RaftPeer
+	(*ListPeersResponse)(nil),            // 32: hive.v1.ListPeersResponse
+	(*AddPeerRequest)(nil),               // 33: hive.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),              // 34: hive.v1.AddPeerResponse
+	(*RemovePeerRequest)(nil),            // 35: hive.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),           // 36: hive.v1.RemovePeerResponse
+	(*CreateBootstrapTokenRequest)(nil),  // 37: hive.v1.CreateBootstrapTokenRequest
+	(*CreateBootstrapTokenResponse)(nil), // 38: hive.v1.CreateBootstrapTokenResponse
+	(*RequestCertificateRequest)(nil),    // 39: hive.v1.RequestCertificateRequest
+	(*RequestCertificateResponse)(nil),   // 40: hive.v1.RequestCertificateResponse
+	(*ApplyRequest)(nil),                 // 41: hive.v1.ApplyRequest
+	(*ApplyResponse)(nil),                // 42: hive.v1.ApplyResponse
+	(*GetKeysRequest)(nil),               // 43: hive.v1.GetKeysRequest
+	(*KeyringKey)(nil),                   // 44: hive.v1.KeyringKey
+	(*GetKeysResponse)(nil),              // 45: hive.v1.GetKeysResponse
+	(*ReadIndexRequest)(nil),             // 46: hive.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),            // 47: hive.v1.ReadIndexResponse
+	(*RevokeNodeRequest)(nil),            // 48: hive.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),           // 49: hive.v1.RevokeNodeResponse
+	(*RemoveNodeRequest)(nil),            // 50: hive.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),           // 51: hive.v1.RemoveNodeResponse
+	(*RenewCertificateRequest)(nil),      // 52: hive.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),     // 53: hive.v1.RenewCertificateResponse
+	(*RaftStatsRequest)(nil),             // 54: hive.v1.RaftStatsRequest
+	(*RaftStatsResponse)(nil),            // 55: hive.v1.RaftStatsResponse
+	(*LabelNodeRequest)(nil),             // 56: hive.v1.LabelNodeRequest
+	(*LabelNodeResponse)(nil),            // 57: hive.v1.LabelNodeResponse
+	(*PlanDryRun)(nil),                   // 58: hive.v1.PlanDryRun
+	(*PlanRequest)(nil),                  // 59: hive.v1.PlanRequest
+	(*PlanNode)(nil),                     // 60: hive.v1.PlanNode
+	(*PlanResponse)(nil),                 // 61: hive.v1.PlanResponse
+	(*ReportPlanRequest)(nil),            // 62: hive.v1.ReportPlanRequest
+	(*ReportPlanResponse)(nil),           // 63: hive.v1.ReportPlanResponse
+	(*PlanDeliverRequest)(nil),           // 64: hive.v1.PlanDeliverRequest
+	(*PlanDeliverResponse)(nil),          // 65: hive.v1.PlanDeliverResponse
+	(*PlanCollectRequest)(nil),           // 66: hive.v1.PlanCollectRequest
+	(*PlanCollectResponse)(nil),          // 67: hive.v1.PlanCollectResponse
+	(*ListDriftRepairsRequest)(nil),      // 68: hive.v1.ListDriftRepairsRequest
+	(*ListDriftRepairsResponse)(nil),     // 69: hive.v1.ListDriftRepairsResponse
+	nil,                                  // 70: hive.v1.WatchNodeStateRequest.LabelsEntry
+	nil,                                  // 71: hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	nil,                                  // 72: hive.v1.LabelNodeRequest.SetEntry
+	nil,                                  // 73: hive.v1.LabelNodeResponse.LabelsEntry
+	nil,                                  // 74: hive.v1.LabelNodeResponse.LabelSourcesEntry
+	(*Site)(nil),                         // 75: hive.v1.Site
+	(*durationpb.Duration)(nil),          // 76: google.protobuf.Duration
+	(*GenerationSummary)(nil),            // 77: hive.v1.GenerationSummary
+	(*Generation)(nil),                   // 78: hive.v1.Generation
+	(*NodeState)(nil),                    // 79: hive.v1.NodeState
+	(*Report)(nil),                       // 80: hive.v1.Report
+	(*NodeStatus)(nil),                   // 81: hive.v1.NodeStatus
+	(*Member)(nil),                       // 82: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),        // 83: google.protobuf.Timestamp
+	(*Command)(nil),                      // 84: hive.v1.Command
+	(*CommandResult)(nil),                // 85: hive.v1.CommandResult
+	(*Revocation)(nil),                   // 86: hive.v1.Revocation
+	(RaftRole)(0),                        // 87: hive.v1.RaftRole
+	(*ResourceResult)(nil),               // 88: hive.v1.ResourceResult
+	(*DriftRepair)(nil),                  // 89: hive.v1.DriftRepair
+	(*ListAuditRequest)(nil),             // 90: hive.v1.ListAuditRequest
+	(*WatchEventsRequest)(nil),           // 91: hive.v1.WatchEventsRequest
+	(*ListAuditResponse)(nil),            // 92: hive.v1.ListAuditResponse
+	(*WatchEventsResponse)(nil),          // 93: hive.v1.WatchEventsResponse
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
-	64, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
-	65, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
-	66, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
-	67, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
+	75, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
+	76, // 1: hive.v1.ListGenerationsRequest.max_wait:type_name -> google.protobuf.Duration
+	77, // 2: hive.v1.ListGenerationsResponse.generations:type_name -> hive.v1.GenerationSummary
+	78, // 3: hive.v1.GetGenerationResponse.generation:type_name -> hive.v1.Generation
 	0,  // 4: hive.v1.ResourceChange.kind:type_name -> hive.v1.ChangeKind
-	10, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
-	68, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
-	59, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
-	68, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
-	69, // 9: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	65, // 10: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	70, // 11: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	71, // 12: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	72, // 13: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	25, // 14: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	30, // 15: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	60, // 16: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	72, // 17: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	73, // 18: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	74, // 19: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	43, // 20: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	75, // 21: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	75, // 22: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	76, // 23: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	61, // 24: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	62, // 25: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	63, // 26: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	72, // 27: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
-	77, // 28: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
-	1,  // 29: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	3,  // 30: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	5,  // 31: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	7,  // 32: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	9,  // 33: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	12, // 34: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	14, // 35: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	16, // 36: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	18, // 37: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	20, // 38: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	22, // 39: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	24, // 40: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	27, // 41: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	29, // 42: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	32, // 43: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	34, // 44: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	36, // 45: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	38, // 46: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	47, // 47: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	49, // 48: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	51, // 49: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	55, // 50: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	78, // 51: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
-	79, // 52: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
-	57, // 53: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	45, // 54: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	40, // 55: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	42, // 56: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	53, // 57: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	2,  // 58: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	4,  // 59: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	6,  // 60: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	8,  // 61: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	11, // 62: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	13, // 63: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	15, // 64: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	17, // 65: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	19, // 66: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	21, // 67: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	23, // 68: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	26, // 69: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	28, // 70: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	31, // 71: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	33, // 72: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	35, // 73: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	37, // 74: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	39, // 75: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	48, // 76: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	50, // 77: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	52, // 78: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	56, // 79: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	80, // 80: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
-	81, // 81: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
-	58, // 82: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	46, // 83: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	41, // 84: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	44, // 85: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	54, // 86: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	58, // [58:87] is the sub-list for method output_type
-	29, // [29:58] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	11, // 5: hive.v1.DiffGenerationsResponse.changes:type_name -> hive.v1.ResourceChange
+	79, // 6: hive.v1.GetNodeStateResponse.state:type_name -> hive.v1.NodeState
+	70, // 7: hive.v1.WatchNodeStateRequest.labels:type_name -> hive.v1.WatchNodeStateRequest.LabelsEntry
+	79, // 8: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
+	58, // 9: hive.v1.WatchNodeStateResponse.plan:type_name -> hive.v1.PlanDryRun
+	80, // 10: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	76, // 11: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	81, // 12: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	82, // 13: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	83, // 14: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	26, // 15: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	31, // 16: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	71, // 17: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	83, // 18: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	84, // 19: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	85, // 20: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	44, // 21: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	86, // 22: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	86, // 23: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	87, // 24: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	72, // 25: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	73, // 26: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	74, // 27: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	79, // 28: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
+	83, // 29: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
+	75, // 30: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
+	76, // 31: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 32: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
+	88, // 33: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
+	76, // 34: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
+	60, // 35: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
+	83, // 36: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
+	80, // 37: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
+	75, // 38: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
+	83, // 39: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
+	83, // 40: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
+	80, // 41: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
+	83, // 42: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	89, // 43: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	2,  // 44: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	4,  // 45: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	6,  // 46: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	8,  // 47: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	10, // 48: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	13, // 49: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	15, // 50: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	17, // 51: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	19, // 52: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	21, // 53: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	23, // 54: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	25, // 55: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	28, // 56: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	30, // 57: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	33, // 58: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	35, // 59: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	37, // 60: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	39, // 61: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	48, // 62: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	50, // 63: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	52, // 64: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	56, // 65: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	90, // 66: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	91, // 67: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	59, // 68: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	62, // 69: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	68, // 70: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	46, // 71: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41, // 72: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43, // 73: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54, // 74: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	64, // 75: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	66, // 76: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,  // 77: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,  // 78: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,  // 79: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,  // 80: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12, // 81: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14, // 82: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16, // 83: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18, // 84: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20, // 85: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22, // 86: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24, // 87: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27, // 88: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29, // 89: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32, // 90: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34, // 91: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36, // 92: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38, // 93: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40, // 94: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49, // 95: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51, // 96: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53, // 97: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57, // 98: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	92, // 99: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	93, // 100: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	61, // 101: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	63, // 102: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	69, // 103: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	47, // 104: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42, // 105: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45, // 106: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55, // 107: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	65, // 108: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	67, // 109: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	77, // [77:110] is the sub-list for method output_type
+	44, // [44:77] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -3687,8 +4597,8 @@ func file_hive_v1_coordinator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_coordinator_proto_rawDesc), len(file_hive_v1_coordinator_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   63,
+			NumEnums:      2,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -43,6 +43,8 @@ const (
 	CoordinatorService_LabelNode_FullMethodName            = "/hive.v1.CoordinatorService/LabelNode"
 	CoordinatorService_ListAudit_FullMethodName            = "/hive.v1.CoordinatorService/ListAudit"
 	CoordinatorService_WatchEvents_FullMethodName          = "/hive.v1.CoordinatorService/WatchEvents"
+	CoordinatorService_Plan_FullMethodName                 = "/hive.v1.CoordinatorService/Plan"
+	CoordinatorService_ReportPlan_FullMethodName           = "/hive.v1.CoordinatorService/ReportPlan"
 	CoordinatorService_ListDriftRepairs_FullMethodName     = "/hive.v1.CoordinatorService/ListDriftRepairs"
 )
 
@@ -122,6 +124,15 @@ type CoordinatorServiceClient interface {
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 	// WatchEvents streams recent fleet events, then live ones with follow.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// Plan sends a proposed site to every node it affects without making it
+	// a generation: each connected agent dry-runs its would-be state against
+	// its machine and answers; the call returns within timeout with the
+	// answers it has. The plan is kept (ID, base generation, content) for
+	// push --plan. Admins only.
+	Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanResponse, error)
+	// ReportPlan is an agent's answer to a plan dry run its watch stream
+	// delivered. Agents only, as themselves; bounded like Report.
+	ReportPlan(ctx context.Context, in *ReportPlanRequest, opts ...grpc.CallOption) (*ReportPlanResponse, error)
 	// ListDriftRepairs lists the drift repairs the coordinators recorded
 	// (the last state.MaxDriftRepairs per node), newest first, read from the
 	// answering server's state.
@@ -394,6 +405,26 @@ func (c *coordinatorServiceClient) WatchEvents(ctx context.Context, in *WatchEve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *coordinatorServiceClient) Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_Plan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ReportPlan(ctx context.Context, in *ReportPlanRequest, opts ...grpc.CallOption) (*ReportPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportPlanResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ReportPlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListDriftRepairsResponse)
@@ -480,6 +511,15 @@ type CoordinatorServiceServer interface {
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	// WatchEvents streams recent fleet events, then live ones with follow.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// Plan sends a proposed site to every node it affects without making it
+	// a generation: each connected agent dry-runs its would-be state against
+	// its machine and answers; the call returns within timeout with the
+	// answers it has. The plan is kept (ID, base generation, content) for
+	// push --plan. Admins only.
+	Plan(context.Context, *PlanRequest) (*PlanResponse, error)
+	// ReportPlan is an agent's answer to a plan dry run its watch stream
+	// delivered. Agents only, as themselves; bounded like Report.
+	ReportPlan(context.Context, *ReportPlanRequest) (*ReportPlanResponse, error)
 	// ListDriftRepairs lists the drift repairs the coordinators recorded
 	// (the last state.MaxDriftRepairs per node), newest first, read from the
 	// answering server's state.
@@ -565,6 +605,12 @@ func (UnimplementedCoordinatorServiceServer) ListAudit(context.Context, *ListAud
 }
 func (UnimplementedCoordinatorServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) Plan(context.Context, *PlanRequest) (*PlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Plan not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ReportPlan(context.Context, *ReportPlanRequest) (*ReportPlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportPlan not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
@@ -1008,6 +1054,42 @@ func _CoordinatorService_WatchEvents_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _CoordinatorService_Plan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).Plan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_Plan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).Plan(ctx, req.(*PlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ReportPlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportPlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ReportPlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ReportPlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ReportPlan(ctx, req.(*ReportPlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListDriftRepairsRequest)
 	if err := dec(in); err != nil {
@@ -1122,6 +1204,14 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CoordinatorService_ListAudit_Handler,
 		},
 		{
+			MethodName: "Plan",
+			Handler:    _CoordinatorService_Plan_Handler,
+		},
+		{
+			MethodName: "ReportPlan",
+			Handler:    _CoordinatorService_ReportPlan_Handler,
+		},
+		{
 			MethodName: "ListDriftRepairs",
 			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
 		},
@@ -1142,10 +1232,12 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ClusterService_ReadIndex_FullMethodName = "/hive.v1.ClusterService/ReadIndex"
-	ClusterService_Apply_FullMethodName     = "/hive.v1.ClusterService/Apply"
-	ClusterService_GetKeys_FullMethodName   = "/hive.v1.ClusterService/GetKeys"
-	ClusterService_RaftStats_FullMethodName = "/hive.v1.ClusterService/RaftStats"
+	ClusterService_ReadIndex_FullMethodName   = "/hive.v1.ClusterService/ReadIndex"
+	ClusterService_Apply_FullMethodName       = "/hive.v1.ClusterService/Apply"
+	ClusterService_GetKeys_FullMethodName     = "/hive.v1.ClusterService/GetKeys"
+	ClusterService_RaftStats_FullMethodName   = "/hive.v1.ClusterService/RaftStats"
+	ClusterService_PlanDeliver_FullMethodName = "/hive.v1.ClusterService/PlanDeliver"
+	ClusterService_PlanCollect_FullMethodName = "/hive.v1.ClusterService/PlanCollect"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -1169,6 +1261,13 @@ type ClusterServiceClient interface {
 	// every server it may promote (and on the voters) over mutual TLS, which
 	// also proves the server's coordinator certificate.
 	RaftStats(ctx context.Context, in *RaftStatsRequest, opts ...grpc.CallOption) (*RaftStatsResponse, error)
+	// PlanDeliver hands a plan to this coordinator: it keeps it (for push
+	// --plan) and sends the dry run to its watching agents among the plan's
+	// nodes. It answers with the nodes watching here.
+	PlanDeliver(ctx context.Context, in *PlanDeliverRequest, opts ...grpc.CallOption) (*PlanDeliverResponse, error)
+	// PlanCollect hands an agent's plan answer, received by this
+	// coordinator's ReportPlan, to the coordinator that runs the plan.
+	PlanCollect(ctx context.Context, in *PlanCollectRequest, opts ...grpc.CallOption) (*PlanCollectResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -1219,6 +1318,26 @@ func (c *clusterServiceClient) RaftStats(ctx context.Context, in *RaftStatsReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) PlanDeliver(ctx context.Context, in *PlanDeliverRequest, opts ...grpc.CallOption) (*PlanDeliverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanDeliverResponse)
+	err := c.cc.Invoke(ctx, ClusterService_PlanDeliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) PlanCollect(ctx context.Context, in *PlanCollectRequest, opts ...grpc.CallOption) (*PlanCollectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanCollectResponse)
+	err := c.cc.Invoke(ctx, ClusterService_PlanCollect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -1240,6 +1359,13 @@ type ClusterServiceServer interface {
 	// every server it may promote (and on the voters) over mutual TLS, which
 	// also proves the server's coordinator certificate.
 	RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error)
+	// PlanDeliver hands a plan to this coordinator: it keeps it (for push
+	// --plan) and sends the dry run to its watching agents among the plan's
+	// nodes. It answers with the nodes watching here.
+	PlanDeliver(context.Context, *PlanDeliverRequest) (*PlanDeliverResponse, error)
+	// PlanCollect hands an agent's plan answer, received by this
+	// coordinator's ReportPlan, to the coordinator that runs the plan.
+	PlanCollect(context.Context, *PlanCollectRequest) (*PlanCollectResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -1261,6 +1387,12 @@ func (UnimplementedClusterServiceServer) GetKeys(context.Context, *GetKeysReques
 }
 func (UnimplementedClusterServiceServer) RaftStats(context.Context, *RaftStatsRequest) (*RaftStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RaftStats not implemented")
+}
+func (UnimplementedClusterServiceServer) PlanDeliver(context.Context, *PlanDeliverRequest) (*PlanDeliverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanDeliver not implemented")
+}
+func (UnimplementedClusterServiceServer) PlanCollect(context.Context, *PlanCollectRequest) (*PlanCollectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanCollect not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -1355,6 +1487,42 @@ func _ClusterService_RaftStats_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_PlanDeliver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanDeliverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).PlanDeliver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_PlanDeliver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).PlanDeliver(ctx, req.(*PlanDeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_PlanCollect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanCollectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).PlanCollect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_PlanCollect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).PlanCollect(ctx, req.(*PlanCollectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1377,6 +1545,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RaftStats",
 			Handler:    _ClusterService_RaftStats_Handler,
+		},
+		{
+			MethodName: "PlanDeliver",
+			Handler:    _ClusterService_PlanDeliver_Handler,
+		},
+		{
+			MethodName: "PlanCollect",
+			Handler:    _ClusterService_PlanCollect_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
