@@ -38,6 +38,7 @@ var unauditedRPCs = map[string]bool{
 	coordSvc + "WatchNodeState":   true,
 	coordSvc + "GetNodeState":     true,
 	coordSvc + "RenewCertificate": true,
+	coordSvc + "ReportPlan":       true,
 }
 
 // onBehalfKey is the metadata a coordinator sends with an RPC it
