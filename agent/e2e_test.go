@@ -216,7 +216,17 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	// Coordinator back on the same address and data: the agent reconnects
 	// by itself and delivers the queue, and does not apply the unchanged
 	// state again (it resumes with the hash it holds).
+	// Let any run still queued from the two triggers finish first: the
+	// property checked below is about the reconnect, not the offline runs.
 	runsOffline := a.Stats().Runs
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		r := a.Stats().Runs
+		if r == runsOffline {
+			break
+		}
+		runsOffline = r
+	}
 	offline := time.Now()
 	startCoordinator(t, coordDir, addr, raftAddr) // stopped by its cleanup
 	waitFor(t, "queue delivered", 30*time.Second, func() bool {

@@ -223,6 +223,11 @@ func IsUnitPath(p string) (unit string, ok bool) {
 //   - file → package P when the path is under /etc/P/ or is /etc/P.conf or
 //     /etc/default/P;
 //   - file → the file resources of its parent directories;
+//   - file → the user and group resources that own it ("user:OWNER",
+//     "group:GROUP", and "user:GROUP" for a user's own group, which
+//     useradd makes), and the user whose home holds it, so an account
+//     declared in the state exists before a file names it (see
+//     accountRequires);
 //   - service → file resources that are its unit file or drop-ins;
 //   - service → the package of the same name.
 func ImplicitRequires(r *hivev1.Resource, rs []*hivev1.Resource) []string {
@@ -248,6 +253,7 @@ func ImplicitRequires(r *hivev1.Resource, rs []*hivev1.Resource) []string {
 				out = append(out, KindPackage+":"+d)
 			}
 		}
+		out = append(out, accountRequires(k.File, rs)...)
 	case *hivev1.Resource_Service:
 		unit := UnitName(k.Service.GetName())
 		for _, o := range rs {
@@ -260,4 +266,47 @@ func ImplicitRequires(r *hivev1.Resource, rs []*hivev1.Resource) []string {
 		out = append(out, KindPackage+":"+strings.TrimSuffix(k.Service.GetName(), ".service"))
 	}
 	return out
+}
+
+// Account kinds (their providers live in converge/users).
+const (
+	kindUser  = "user"
+	kindGroup = "group"
+)
+
+// accountRequires returns the account resources a file converges after:
+// its owner and group (a group may be a user's own group, made by
+// useradd), and a present user whose home directory (Home, or /home/NAME
+// for a non-system account) holds the path.
+func accountRequires(f *hivev1.File, rs []*hivev1.Resource) []string {
+	var out []string
+	if o := f.GetOwner(); o != "" && !isNumeric(o) {
+		out = append(out, kindUser+":"+o)
+	}
+	if g := f.GetGroup(); g != "" && !isNumeric(g) {
+		out = append(out, kindGroup+":"+g, kindUser+":"+g)
+	}
+	for _, r := range rs {
+		u := r.GetUser()
+		if u == nil || u.GetAbsent() {
+			continue
+		}
+		home := u.GetHome()
+		if home == "" && !u.GetSystem() {
+			home = "/home/" + u.GetName()
+		}
+		if home != "" && home != "/" && strings.HasPrefix(f.GetPath(), strings.TrimSuffix(home, "/")+"/") {
+			out = append(out, r.GetKey())
+		}
+	}
+	return out
+}
+
+func isNumeric(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

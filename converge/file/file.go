@@ -126,6 +126,9 @@ type op struct {
 	chown      bool
 	removeTree bool
 	secret     bool // content renders secrets
+	// Dry run only: an owner or group the run plans to create (see
+	// pendingAccount); its id is not known yet.
+	pendingUser, pendingGroup string
 }
 
 // Plan implements converge.Provider.
@@ -137,7 +140,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 			return nil, err
 		}
 		c := &converge.Change{}
-		if err := p.plan(ctx, env, ids, it.Resource.GetFile(), c); err != nil {
+		if err := p.plan(ctx, env, ids, b, it.Resource.GetFile(), c); err != nil {
 			c.Err = err
 		}
 		out = append(out, c)
@@ -145,7 +148,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	return out, nil
 }
 
-func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, f *hivev1.File, c *converge.Change) error {
+func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, b *converge.Batch, f *hivev1.File, c *converge.Change) error {
 	target, err := hostPath(env, f.GetPath())
 	if err != nil {
 		return err
@@ -182,12 +185,18 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, f 
 	}
 	if f.GetOwner() != "" {
 		if o.uid, err = ids.lookup("passwd", f.GetOwner()); err != nil {
-			return err
+			if !pendingAccount(env, b, "passwd", f.GetOwner(), err) {
+				return err
+			}
+			o.uid, o.pendingUser = -1, f.GetOwner()
 		}
 	}
 	if f.GetGroup() != "" {
 		if o.gid, err = ids.lookup("group", f.GetGroup()); err != nil {
-			return err
+			if !pendingAccount(env, b, "group", f.GetGroup(), err) {
+				return err
+			}
+			o.gid, o.pendingGroup = -1, f.GetGroup()
 		}
 	}
 	var attrs []string
@@ -197,7 +206,7 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, f 
 			attrs = append(attrs, fmt.Sprintf("mode %#o → %#o", unixPerm(fi.Mode()), o.mode))
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		if (o.uid >= 0 && int(st.Uid) != o.uid) || (o.gid >= 0 && int(st.Gid) != o.gid) {
+		if (o.uid >= 0 && int(st.Uid) != o.uid) || (o.gid >= 0 && int(st.Gid) != o.gid) || o.pendingUser != "" || o.pendingGroup != "" {
 			o.chown = true
 			attrs = append(attrs, fmt.Sprintf("owner %d:%d → %s", st.Uid, st.Gid, ownerString(o)))
 		}
@@ -458,17 +467,23 @@ func typeName(fi fs.FileInfo) string {
 
 func ownerString(o *op) string {
 	u, g := "-", "-"
-	if o.uid >= 0 {
+	switch {
+	case o.uid >= 0:
 		u = fmt.Sprint(o.uid)
+	case o.pendingUser != "":
+		u = o.pendingUser + " (created in this run)"
 	}
-	if o.gid >= 0 {
+	switch {
+	case o.gid >= 0:
 		g = fmt.Sprint(o.gid)
+	case o.pendingGroup != "":
+		g = o.pendingGroup + " (created in this run)"
 	}
 	return u + ":" + g
 }
 
 func ownerSuffix(o *op) string {
-	if o.uid < 0 && o.gid < 0 {
+	if o.uid < 0 && o.gid < 0 && o.pendingUser == "" && o.pendingGroup == "" {
 		return ""
 	}
 	return ", owner " + ownerString(o)

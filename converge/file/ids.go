@@ -56,7 +56,7 @@ func (c *idCache) lookup(db, name string) (int, error) {
 		if db == "group" {
 			what = "group"
 		}
-		return -1, fmt.Errorf("%s %q not found in /etc/%s", what, name, db)
+		return -1, &noAccountError{msg: fmt.Sprintf("%s %q not found in /etc/%s", what, name, db)}
 	}
 	return id, nil
 }
@@ -79,4 +79,27 @@ func readIDs(p string) (map[string]int, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+// noAccountError is the error of a name missing from /etc/passwd or
+// /etc/group.
+type noAccountError struct{ msg string }
+
+func (e *noAccountError) Error() string { return e.msg }
+
+// pendingAccount reports whether a failed lookup of name in db ("passwd"
+// or "group") is only because the account is planned, not made, in this
+// dry run: the engine orders a file after the user and group resources
+// that own it (converge.ImplicitRequires), so in a dry run they are in
+// the batch's Changed set when they would be created. A group may be a
+// user's own group, which useradd makes with the user. Outside a dry run
+// the account exists by then, or the lookup error stands.
+func pendingAccount(env *converge.Env, b *converge.Batch, db, name string, err error) bool {
+	if !env.DryRun || b == nil || !errors.As(err, new(*noAccountError)) {
+		return false
+	}
+	if db == "passwd" {
+		return b.Changed["user:"+name]
+	}
+	return b.Changed["group:"+name] || b.Changed["user:"+name]
 }
