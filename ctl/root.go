@@ -55,6 +55,8 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newSecretCommand(cf),
 		newPeersCommand(cf),
 		newNodeCommand(cf),
+		newAuditCommand(cf),
+		newEventsCommand(cf),
 		newDriftCommand(cf),
 		newDashboardCommand(cf),
 	)

@@ -155,6 +155,7 @@ func (d *decoder) site(doc *yaml.Node) *hivev1.Site {
 				}
 			})
 		}},
+		field{"webhooks", func(v *yaml.Node, p string) { s.Webhooks = d.webhooks(v, p) }},
 		field{"roles", func(v *yaml.Node, p string) {
 			rolesSeen = true
 			d.entries(v, p, func(name string, k, rv *yaml.Node, rp string) {

@@ -60,6 +60,7 @@ type Store struct {
 	tokens       map[string]*hivev1.StoredBootstrapToken
 	coordinators map[string]*hivev1.CoordinatorRecord
 	revocations  map[string]*hivev1.Revocation      // the deny list, by node (revoke.go)
+	audit        auditLog                           // bounded audit log (audit.go)
 	checkRecs    map[string]*hivev1.CheckNodeRecord // health and drift repairs, by node (checks.go)
 
 	// index is the raft index of the last applied command.

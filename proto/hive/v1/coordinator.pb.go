@@ -4181,7 +4181,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xdb\x01\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xdb\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -4492,7 +4492,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
 	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
 	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
-	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xc7\x0f\n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xd7\x10\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -4519,7 +4519,9 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"RemoveNode\x12\x1a.hive.v1.RemoveNodeRequest\x1a\x1b.hive.v1.RemoveNodeResponse\x12W\n" +
 	"\x10RenewCertificate\x12 .hive.v1.RenewCertificateRequest\x1a!.hive.v1.RenewCertificateResponse\x12B\n" +
 	"\tLabelNode\x12\x19.hive.v1.LabelNodeRequest\x1a\x1a.hive.v1.LabelNodeResponse\x12l\n" +
-	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse\x123\n" +
+	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse\x12B\n" +
+	"\tListAudit\x12\x19.hive.v1.ListAuditRequest\x1a\x1a.hive.v1.ListAuditResponse\x12J\n" +
+	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x01\x123\n" +
 	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
 	"\n" +
 	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
@@ -4641,6 +4643,10 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(RaftRole)(0),                           // 91: hive.v1.RaftRole
 	(*ResourceResult)(nil),                  // 92: hive.v1.ResourceResult
 	(*DriftRepair)(nil),                     // 93: hive.v1.DriftRepair
+	(*ListAuditRequest)(nil),                // 94: hive.v1.ListAuditRequest
+	(*WatchEventsRequest)(nil),              // 95: hive.v1.WatchEventsRequest
+	(*ListAuditResponse)(nil),               // 96: hive.v1.ListAuditResponse
+	(*WatchEventsResponse)(nil),             // 97: hive.v1.WatchEventsResponse
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	79, // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
@@ -4712,49 +4718,53 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	52, // 66: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
 	56, // 67: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
 	58, // 68: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
-	61, // 69: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
-	64, // 70: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
-	70, // 71: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	46, // 72: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	41, // 73: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	43, // 74: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	54, // 75: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	66, // 76: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
-	68, // 77: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
-	3,  // 78: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	5,  // 79: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	7,  // 80: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	9,  // 81: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	12, // 82: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	14, // 83: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	16, // 84: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	18, // 85: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	20, // 86: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	22, // 87: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	24, // 88: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	27, // 89: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	29, // 90: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	32, // 91: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	34, // 92: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	36, // 93: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	38, // 94: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	40, // 95: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	49, // 96: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	51, // 97: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	53, // 98: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	57, // 99: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	59, // 100: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
-	63, // 101: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
-	65, // 102: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
-	71, // 103: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	47, // 104: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	42, // 105: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	45, // 106: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	55, // 107: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	67, // 108: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
-	69, // 109: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
-	78, // [78:110] is the sub-list for method output_type
-	46, // [46:78] is the sub-list for method input_type
+	94, // 69: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	95, // 70: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	61, // 71: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	64, // 72: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	70, // 73: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	46, // 74: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41, // 75: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43, // 76: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54, // 77: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	66, // 78: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	68, // 79: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,  // 80: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,  // 81: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,  // 82: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,  // 83: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12, // 84: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14, // 85: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16, // 86: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18, // 87: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20, // 88: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22, // 89: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24, // 90: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27, // 91: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29, // 92: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32, // 93: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34, // 94: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36, // 95: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38, // 96: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40, // 97: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49, // 98: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51, // 99: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53, // 100: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57, // 101: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	59, // 102: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	96, // 103: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	97, // 104: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	63, // 105: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	65, // 106: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	71, // 107: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	47, // 108: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42, // 109: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45, // 110: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55, // 111: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	67, // 112: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	69, // 113: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	80, // [80:114] is the sub-list for method output_type
+	46, // [46:80] is the sub-list for method input_type
 	46, // [46:46] is the sub-list for extension type_name
 	46, // [46:46] is the sub-list for extension extendee
 	0,  // [0:46] is the sub-list for field type_name
@@ -4765,6 +4775,7 @@ func file_hive_v1_coordinator_proto_init() {
 	if File_hive_v1_coordinator_proto != nil {
 		return
 	}
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_site_proto_init()
 	file_hive_v1_snapshot_proto_init()

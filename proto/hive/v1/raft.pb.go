@@ -34,6 +34,10 @@ type Command struct {
 	// A replica that does not know the body may skip it instead of halting.
 	Ignorable bool                   `protobuf:"varint,2,opt,name=ignorable,proto3" json:"ignorable,omitempty"`
 	Time      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// Who asked for the write and what it does (coordinator/audit.go). The
+	// FSM appends it to the audit log with the command's result. A command
+	// with audit and no body is an audit-only entry (mark it ignorable).
+	Audit *AuditInfo `protobuf:"bytes,4,opt,name=audit,proto3" json:"audit,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Command_Push
@@ -101,6 +105,13 @@ func (x *Command) GetIgnorable() bool {
 func (x *Command) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
+	}
+	return nil
+}
+
+func (x *Command) GetAudit() *AuditInfo {
+	if x != nil {
+		return x.Audit
 	}
 	return nil
 }
@@ -1286,11 +1297,12 @@ var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xe8\a\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x92\b\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
-	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12*\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12(\n" +
+	"\x05audit\x18\x04 \x01(\v2\x12.hive.v1.AuditInfoR\x05audit\x12*\n" +
 	"\x04push\x18\n" +
 	" \x01(\v2\x14.hive.v1.PushCommandH\x00R\x04push\x126\n" +
 	"\brollback\x18\v \x01(\v2\x18.hive.v1.RollbackCommandH\x00R\brollback\x12=\n" +
@@ -1424,37 +1436,39 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	nil,                                 // 16: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
 	nil,                                 // 17: hive.v1.NodeLabelCommand.SetEntry
 	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
-	(*Generation)(nil),                  // 19: hive.v1.Generation
-	(*NodeIdentity)(nil),                // 20: hive.v1.NodeIdentity
-	(*Report)(nil),                      // 21: hive.v1.Report
+	(*AuditInfo)(nil),                   // 19: hive.v1.AuditInfo
+	(*Generation)(nil),                  // 20: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 21: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 22: hive.v1.Report
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
 	18, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: hive.v1.Command.push:type_name -> hive.v1.PushCommand
-	2,  // 2: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
-	3,  // 3: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
-	4,  // 4: hive.v1.Command.report_batch:type_name -> hive.v1.ReportBatchCommand
-	5,  // 5: hive.v1.Command.secret_set:type_name -> hive.v1.SecretSetCommand
-	6,  // 6: hive.v1.Command.secret_delete:type_name -> hive.v1.SecretDeleteCommand
-	7,  // 7: hive.v1.Command.peer_remove:type_name -> hive.v1.PeerRemoveCommand
-	8,  // 8: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
-	9,  // 9: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
-	10, // 10: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
-	14, // 11: hive.v1.Command.node_label:type_name -> hive.v1.NodeLabelCommand
-	12, // 12: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
-	13, // 13: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
-	19, // 14: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	15, // 15: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	20, // 16: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
-	21, // 17: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	18, // 18: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	16, // 19: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	17, // 20: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	19, // 1: hive.v1.Command.audit:type_name -> hive.v1.AuditInfo
+	1,  // 2: hive.v1.Command.push:type_name -> hive.v1.PushCommand
+	2,  // 3: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
+	3,  // 4: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
+	4,  // 5: hive.v1.Command.report_batch:type_name -> hive.v1.ReportBatchCommand
+	5,  // 6: hive.v1.Command.secret_set:type_name -> hive.v1.SecretSetCommand
+	6,  // 7: hive.v1.Command.secret_delete:type_name -> hive.v1.SecretDeleteCommand
+	7,  // 8: hive.v1.Command.peer_remove:type_name -> hive.v1.PeerRemoveCommand
+	8,  // 9: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
+	9,  // 10: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
+	10, // 11: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
+	14, // 12: hive.v1.Command.node_label:type_name -> hive.v1.NodeLabelCommand
+	12, // 13: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
+	13, // 14: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
+	20, // 15: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	15, // 16: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	21, // 17: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	22, // 18: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	18, // 19: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	16, // 20: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	17, // 21: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -1462,6 +1476,7 @@ func file_hive_v1_raft_proto_init() {
 	if File_hive_v1_raft_proto != nil {
 		return
 	}
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	file_hive_v1_raft_proto_msgTypes[0].OneofWrappers = []any{
