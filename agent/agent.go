@@ -100,6 +100,8 @@ type Agent struct {
 	readyCh    chan struct{}
 	stats      Stats
 	statsMu    sync.Mutex
+	metrics    *agentMetrics // metrics.go
+	metricsLn  net.Listener  // nil unless Config.MetricsAddr
 
 	health     *health.Checker
 	healthWake chan struct{}  // a check changed (cap 1)
@@ -149,6 +151,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		reportWake: make(chan struct{}, 1),
 		reconnect:  make(chan struct{}, 1),
 		readyCh:    make(chan struct{}),
+		metrics:    newAgentMetrics(),
 		healthWake: make(chan struct{}, 1),
 	}
 	a.health = a.newChecker()
@@ -215,6 +218,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			return nil, err
 		}
 		a.gossip = g
+	}
+	if err := a.listenMetrics(); err != nil {
+		if a.gossip != nil {
+			a.gossip.Close()
+		}
+		return nil, err
+	}
+	if st != nil {
+		a.metrics.desired.Set(float64(st.GetGeneration()))
 	}
 	return a, nil
 }
@@ -296,6 +308,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	goRun(a.health.Run)
 	goRun(a.healthLoop)
 	goRun(a.watchdog)
+	if a.metricsLn != nil {
+		goRun(a.serveMetrics)
+	}
 	if a.gossip != nil {
 		goRun(a.poolLoop)
 	}
@@ -390,6 +405,7 @@ func (a *Agent) deliver(st *hivev1.NodeState) {
 	a.state = st
 	superseding := a.supersedeLocked(st.GetGeneration())
 	a.mu.Unlock()
+	a.metrics.desired.Set(float64(st.GetGeneration()))
 	if superseding {
 		a.log.Info("a newer generation arrived during a run: the run gets the stop grace to finish, then is cancelled", "generation", st.GetGeneration(), "grace", a.cfg.StopGrace)
 	}
@@ -566,6 +582,7 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	a.stats.LastTrigger = reason
 	a.stats.LastGeneration = r.Generation
 	a.statsMu.Unlock()
+	a.metrics.observeRun(r, finished.Sub(started), ok)
 	a.mu.Lock()
 	a.lastReport = r
 	a.mu.Unlock()

@@ -75,6 +75,11 @@ type Config struct {
 	StopGrace time.Duration
 	// MaxQueuedReports bounds the on-disk report queue (oldest dropped).
 	MaxQueuedReports int
+	// MetricsAddr, when set, serves Prometheus metrics on /metrics there
+	// (metrics.go); it must be a loopback address unless
+	// MetricsAllowRemote.
+	MetricsAddr        string
+	MetricsAllowRemote bool
 
 	Logger *slog.Logger
 }
@@ -141,6 +146,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueuedReports < 1 {
 		errs = append(errs, errors.New("max queued reports must be at least 1"))
+	}
+	if c.MetricsAddr != "" {
+		if err := checkMetricsAddr(c.MetricsAddr, c.MetricsAllowRemote); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// The coordinators refuse a watch with a bad label or address; say so
 	// at start instead of retrying forever.

@@ -254,6 +254,10 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn) (bool, error) {
 			}
 			return got, err
 		}
+		if !got {
+			a.metrics.watchUp()
+			defer a.metrics.watchDown()
+		}
 		got = true
 		if st := resp.GetState(); st != nil {
 			a.deliver(st)

@@ -940,7 +940,7 @@ func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.
 		return nil, toStatus(err)
 	}
 	if c != nil {
-		return c.AddPeer(ctx, req)
+		return c.AddPeer(forwardCtx(ctx), req)
 	}
 	if err := a.s.proveAndAdd(ctx, req.GetId(), req.GetAddress(), req.GetGrpcAddress()); err != nil {
 		if errors.Is(err, ErrUnproven) {
@@ -952,6 +952,7 @@ func (a *api) AddPeer(ctx context.Context, req *hivev1.AddPeerRequest) (*hivev1.
 		return nil, status.Errorf(codes.Unavailable, "add peer %s: %v", req.GetId(), err)
 	}
 	a.s.log.Info("added raft peer as a non-voter after it proved its certificate", "peer", req.GetId(), "address", req.GetAddress(), "by", author(ctx))
+	a.s.auditOnly(ctx, fmt.Sprintf("add coordinator %s (raft %s, grpc %s)", req.GetId(), req.GetAddress(), req.GetGrpcAddress()))
 	return &hivev1.AddPeerResponse{}, nil
 }
 
@@ -966,7 +967,7 @@ func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*h
 		return nil, toStatus(err)
 	}
 	if c != nil {
-		return c.RemovePeer(ctx, req)
+		return c.RemovePeer(forwardCtx(ctx), req)
 	}
 	f := a.s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -986,6 +987,8 @@ func (a *api) RemovePeer(ctx context.Context, req *hivev1.RemovePeerRequest) (*h
 		if _, err := a.s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: req.GetId()}}}); err != nil {
 			return nil, toStatus(err)
 		}
+	} else {
+		a.s.auditOnly(ctx, "remove coordinator "+req.GetId()+" (raft peer only)")
 	}
 	a.s.log.Info("removed raft peer", "peer", req.GetId(), "by", author(ctx))
 	return &hivev1.RemovePeerResponse{}, nil

@@ -66,7 +66,9 @@ func (s *Server) applyLocal(c *hivev1.Command) (*hivev1.CommandResult, uint64, e
 
 // apply commits c through the leader (raftnode.Node.Apply): locally when
 // this server leads, otherwise forwarded to the leader's ClusterService.
+// A write of an API call carries its audit record (audit.go).
 func (s *Server) apply(ctx context.Context, c *hivev1.Command) (*hivev1.CommandResult, uint64, error) {
+	withAudit(ctx, c)
 	return s.node.Apply(ctx, c)
 }
 

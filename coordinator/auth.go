@@ -50,6 +50,8 @@ var methodAccess = map[string]access{
 	coordSvc + "RevokeNode":           accessAdmin,
 	coordSvc + "RemoveNode":           accessAdmin,
 	coordSvc + "RenewCertificate":     accessNode, // agents only, checked in the handler
+	coordSvc + "ListAudit":            accessAdminOrPeer,
+	coordSvc + "WatchEvents":          accessAdminOrPeer,
 	clusterSvc + "Apply":              accessCoordinator,
 	clusterSvc + "GetKeys":            accessCoordinator,
 	clusterSvc + "ReadIndex":          accessCoordinator,

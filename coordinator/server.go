@@ -94,6 +94,7 @@ type Server struct {
 	keyringPath string
 	renderer    *render.Renderer
 	hub         *hub
+	ops         *ops         // events and webhooks (events.go, webhooks.go)
 	statusw     *statusWatch // blocking status reads, in-memory phases (statuswait.go)
 	plans       planBook     // hivectl plan: plans kept, nodes watching here (plan.go)
 	batcher     *batcher
@@ -229,6 +230,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s.fsm = fsm.New(root)
 	s.conns = newConnTracker(func(id pki.Identity, leaf *x509.Certificate) error { return s.certError(id, leaf, time.Now()) }, revokeGrace, log)
 	s.fsm.OnApply = s.onApply
+	s.initOps()
 	s.metrics = newMetrics(s)
 
 	s.layer = newStreamLayer(raftLn, raftAdvAddr, raftServerTLS, s.clientTLS)
@@ -464,6 +466,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer bwg.Done(); s.reconcileLoop(bctx) }()
 	bwg.Add(1)
 	go func() { defer bwg.Done(); s.conns.run(bctx) }()
+	bwg.Add(1)
+	go func() { defer bwg.Done(); s.opsLoop(bctx) }()
 	gctx, gcancel := context.WithCancel(context.Background())
 	gdone := make(chan struct{})
 	if s.gossip != nil {

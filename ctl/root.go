@@ -56,6 +56,8 @@ coordinators as a new generation, and shows how the fleet converges.`,
 		newPeersCommand(cf),
 		newNodeCommand(cf),
 		newRolloutCommand(cf),
+		newAuditCommand(cf),
+		newEventsCommand(cf),
 		newDriftCommand(cf),
 		newDashboardCommand(cf),
 	)

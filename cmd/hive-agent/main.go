@@ -107,6 +107,8 @@ func run(args []string) error {
 		showVersion  = fs.Bool("version", false, "print the version and exit")
 		addresses    = fs.StringArray("address", nil, "address of this node given to the coordinators (default: the gossip address)")
 		maxQueued    = fs.Int("max-queued-reports", def.MaxQueuedReports, "reports kept on disk while no coordinator is reachable")
+		metricsAddr  = fs.String("metrics-addr", "", "serve Prometheus metrics on /metrics at this loopback HOST:PORT, e.g. 127.0.0.1:9464 (off when empty)")
+		metricsAny   = fs.Bool("metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address (the endpoint has no authentication)")
 		noGossip     = fs.Bool("no-gossip", false, "do not join gossip; use --coordinator addresses only")
 		retryMin     = fs.Duration("retry-min", def.RetryMin, "first retry delay of a failed run")
 		stopGrace    = fs.Duration("stop-grace", def.StopGrace, "on SIGTERM, or when a newer generation arrives, how long a run in progress may go on before it is cancelled")
@@ -153,6 +155,7 @@ func run(args []string) error {
 	cfg.DockerHost = *dockerHost
 	cfg.Addresses = *addresses
 	cfg.MaxQueuedReports = *maxQueued
+	cfg.MetricsAddr, cfg.MetricsAllowRemote = *metricsAddr, *metricsAny
 	cfg.RetryMin = *retryMin
 	cfg.StopGrace = *stopGrace
 	cfg.ReconnectMax = *reconnectMax

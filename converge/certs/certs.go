@@ -204,7 +204,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 			}
 		}
 	}
-	ids := &idCache{root: env.Root}
+	ids := &converge.IDs{Root: env.Root}
 	out := make([]*converge.Change, 0, len(b.Items))
 	for _, it := range b.Items {
 		if err := ctx.Err(); err != nil {
@@ -236,7 +236,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 
 // observe reads one certificate's files. why lists what must change
 // (empty: nothing); next is the renewal time of the certificate found.
-func (p *Provider) observe(env *converge.Env, c *hivev1.Certificate, ids *idCache, roots *x509.CertPool, caPEM []byte) (*plan, []string, time.Time, error) {
+func (p *Provider) observe(env *converge.Env, c *hivev1.Certificate, ids *converge.IDs, roots *x509.CertPool, caPEM []byte) (*plan, []string, time.Time, error) {
 	pl := &plan{keyMode: fs.FileMode(c.GetKeyMode()).Perm()}
 	if pl.keyMode == 0 {
 		pl.keyMode = 0o600
@@ -253,10 +253,10 @@ func (p *Provider) observe(env *converge.Env, c *hivev1.Certificate, ids *idCach
 			return nil, nil, time.Time{}, err
 		}
 	}
-	if pl.uid, err = ids.lookup("passwd", orRoot(c.GetOwner())); err != nil {
+	if pl.uid, err = ids.Lookup("passwd", orRoot(c.GetOwner())); err != nil {
 		return nil, nil, time.Time{}, err
 	}
-	if pl.gid, err = ids.lookup("group", orRoot(c.GetGroup())); err != nil {
+	if pl.gid, err = ids.Lookup("group", orRoot(c.GetGroup())); err != nil {
 		return nil, nil, time.Time{}, err
 	}
 	var why []string

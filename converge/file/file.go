@@ -133,7 +133,7 @@ type op struct {
 
 // Plan implements converge.Provider.
 func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batch) ([]*converge.Change, error) {
-	ids := &idCache{root: env.Root}
+	ids := &converge.IDs{Root: env.Root}
 	out := make([]*converge.Change, 0, len(b.Items))
 	for _, it := range b.Items {
 		if err := ctx.Err(); err != nil {
@@ -148,7 +148,7 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 	return out, nil
 }
 
-func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, b *converge.Batch, f *hivev1.File, c *converge.Change) error {
+func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *converge.IDs, b *converge.Batch, f *hivev1.File, c *converge.Change) error {
 	target, err := hostPath(env, f.GetPath())
 	if err != nil {
 		return err
@@ -184,7 +184,7 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, b 
 		}
 	}
 	if f.GetOwner() != "" {
-		if o.uid, err = ids.lookup("passwd", f.GetOwner()); err != nil {
+		if o.uid, err = ids.Lookup("passwd", f.GetOwner()); err != nil {
 			if !pendingAccount(env, b, "passwd", f.GetOwner(), err) {
 				return err
 			}
@@ -192,7 +192,7 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, ids *idCache, b 
 		}
 	}
 	if f.GetGroup() != "" {
-		if o.gid, err = ids.lookup("group", f.GetGroup()); err != nil {
+		if o.gid, err = ids.Lookup("group", f.GetGroup()); err != nil {
 			if !pendingAccount(env, b, "group", f.GetGroup(), err) {
 				return err
 			}

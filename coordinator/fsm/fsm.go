@@ -79,6 +79,13 @@ type FSM struct {
 	// raft starts.
 	OnApply func(Change)
 
+	// OnCommand, if set, is called on the FSM goroutine before each
+	// command applies, with the store as it is before; the function it
+	// returns (may be nil) is called after, with the result. Neither may
+	// block. Events are derived here (coordinator/events.go). Set it
+	// before raft starts.
+	OnCommand func(s *state.Store, c *hivev1.Command) func(*hivev1.CommandResult)
+
 	appliedMu sync.Mutex
 	applied   uint64
 	appliedCh chan struct{} // closed when applied advances; nil: no waiter
@@ -255,6 +262,8 @@ func Decode(index uint64, data []byte) (*hivev1.Command, error) {
 	switch {
 	case c.GetVersion() == 0 || c.GetVersion() > CommandVersion:
 		reason = fmt.Sprintf("command envelope version %d (this server applies 1..%d)", c.GetVersion(), CommandVersion)
+	case name == "" && c.GetAudit() != nil:
+		// An audit-only entry (audit.go).
 	case name == "":
 		reason = "command without a known body"
 	case handlers[name] == nil:
@@ -287,10 +296,17 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.setApplied(l.Index)
 		return &hivev1.CommandResult{Reason: "ignored", Error: "command not known by this server"}
 	}
-	res, ch := handlers[bodyName(c)](s, c.GetTime().AsTime(), c)
+	var after func(*hivev1.CommandResult)
+	if f.OnCommand != nil {
+		after = f.OnCommand(s, c)
+	}
+	res, ch := applyCommand(s, c)
 	f.setApplied(l.Index)
 	if f.OnApply != nil {
 		f.OnApply(ch)
+	}
+	if after != nil {
+		after(res)
 	}
 	return res
 }

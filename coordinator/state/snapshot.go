@@ -61,6 +61,7 @@ func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 	sort.Slice(snap.Coordinators, func(i, j int) bool { return snap.Coordinators[i].Name < snap.Coordinators[j].Name })
 	snap.Revocations = s.revocationsLocked()
 	snap.Rollout = s.ro.r
+	snap.Audit = s.audit.list()
 	s.captureChecksLocked(snap)
 	return snap, s.index
 }
@@ -158,6 +159,7 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 		}
 		s.revocations[v.GetNode()] = v
 	}
+	s.restoreAudit(snap.GetAudit())
 	if err := s.restoreChecks(&snap); err != nil {
 		return nil, err
 	}

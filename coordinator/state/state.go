@@ -61,6 +61,7 @@ type Store struct {
 	coordinators map[string]*hivev1.CoordinatorRecord
 	revocations  map[string]*hivev1.Revocation      // the deny list, by node (revoke.go)
 	ro           rolloutState                       // the latest rollout and its node index (rollout.go)
+	audit        auditLog                           // bounded audit log (audit.go)
 	checkRecs    map[string]*hivev1.CheckNodeRecord // health and drift repairs, by node (checks.go)
 
 	// index is the raft index of the last applied command.

@@ -4720,7 +4720,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8f\x02\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8f\x02\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -5064,7 +5064,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
 	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
 	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
-	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\x9a\x13\n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xaa\x14\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -5098,7 +5098,9 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\rResumeRollout\x12\x1d.hive.v1.ResumeRolloutRequest\x1a\x1e.hive.v1.ResumeRolloutResponse\x12Q\n" +
 	"\x0ePromoteRollout\x12\x1e.hive.v1.PromoteRolloutRequest\x1a\x1f.hive.v1.PromoteRolloutResponse\x12K\n" +
 	"\fAbortRollout\x12\x1c.hive.v1.AbortRolloutRequest\x1a\x1d.hive.v1.AbortRolloutResponse\x12l\n" +
-	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse\x123\n" +
+	"\x17IssueServiceCertificate\x12'.hive.v1.IssueServiceCertificateRequest\x1a(.hive.v1.IssueServiceCertificateResponse\x12B\n" +
+	"\tListAudit\x12\x19.hive.v1.ListAuditRequest\x1a\x1a.hive.v1.ListAuditResponse\x12J\n" +
+	"\vWatchEvents\x12\x1b.hive.v1.WatchEventsRequest\x1a\x1c.hive.v1.WatchEventsResponse0\x01\x123\n" +
 	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
 	"\n" +
 	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
@@ -5235,6 +5237,10 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*Rollout)(nil),                         // 106: hive.v1.Rollout
 	(*ResourceResult)(nil),                  // 107: hive.v1.ResourceResult
 	(*DriftRepair)(nil),                     // 108: hive.v1.DriftRepair
+	(*ListAuditRequest)(nil),                // 109: hive.v1.ListAuditRequest
+	(*WatchEventsRequest)(nil),              // 110: hive.v1.WatchEventsRequest
+	(*ListAuditResponse)(nil),               // 111: hive.v1.ListAuditResponse
+	(*WatchEventsResponse)(nil),             // 112: hive.v1.WatchEventsResponse
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	91,  // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
@@ -5319,55 +5325,59 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	66,  // 79: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
 	68,  // 80: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
 	70,  // 81: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
-	73,  // 82: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
-	76,  // 83: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
-	82,  // 84: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	46,  // 85: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	41,  // 86: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	43,  // 87: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	54,  // 88: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	78,  // 89: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
-	80,  // 90: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
-	3,   // 91: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	5,   // 92: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	7,   // 93: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	9,   // 94: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	12,  // 95: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	14,  // 96: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	16,  // 97: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	18,  // 98: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	20,  // 99: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	22,  // 100: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	24,  // 101: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	27,  // 102: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	29,  // 103: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	32,  // 104: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	34,  // 105: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	36,  // 106: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	38,  // 107: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	40,  // 108: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	49,  // 109: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	51,  // 110: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	53,  // 111: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	57,  // 112: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	59,  // 113: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
-	61,  // 114: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
-	63,  // 115: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
-	65,  // 116: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
-	67,  // 117: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
-	69,  // 118: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
-	71,  // 119: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
-	75,  // 120: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
-	77,  // 121: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
-	83,  // 122: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	47,  // 123: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	42,  // 124: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	45,  // 125: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	55,  // 126: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	79,  // 127: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
-	81,  // 128: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
-	91,  // [91:129] is the sub-list for method output_type
-	53,  // [53:91] is the sub-list for method input_type
+	109, // 82: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	110, // 83: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	73,  // 84: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	76,  // 85: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	82,  // 86: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	46,  // 87: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41,  // 88: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43,  // 89: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54,  // 90: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	78,  // 91: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	80,  // 92: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,   // 93: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,   // 94: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,   // 95: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,   // 96: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12,  // 97: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14,  // 98: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16,  // 99: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18,  // 100: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20,  // 101: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22,  // 102: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24,  // 103: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27,  // 104: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29,  // 105: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32,  // 106: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34,  // 107: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36,  // 108: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38,  // 109: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40,  // 110: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49,  // 111: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51,  // 112: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53,  // 113: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57,  // 114: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	59,  // 115: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	61,  // 116: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	63,  // 117: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	65,  // 118: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	67,  // 119: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	69,  // 120: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	71,  // 121: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	111, // 122: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	112, // 123: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	75,  // 124: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	77,  // 125: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	83,  // 126: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	47,  // 127: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42,  // 128: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45,  // 129: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55,  // 130: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	79,  // 131: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	81,  // 132: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	93,  // [93:133] is the sub-list for method output_type
+	53,  // [53:93] is the sub-list for method input_type
 	53,  // [53:53] is the sub-list for extension type_name
 	53,  // [53:53] is the sub-list for extension extendee
 	0,   // [0:53] is the sub-list for field type_name
@@ -5378,6 +5388,7 @@ func file_hive_v1_coordinator_proto_init() {
 	if File_hive_v1_coordinator_proto != nil {
 		return
 	}
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_site_proto_init()

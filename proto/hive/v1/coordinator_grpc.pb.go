@@ -48,6 +48,8 @@ const (
 	CoordinatorService_PromoteRollout_FullMethodName          = "/hive.v1.CoordinatorService/PromoteRollout"
 	CoordinatorService_AbortRollout_FullMethodName            = "/hive.v1.CoordinatorService/AbortRollout"
 	CoordinatorService_IssueServiceCertificate_FullMethodName = "/hive.v1.CoordinatorService/IssueServiceCertificate"
+	CoordinatorService_ListAudit_FullMethodName               = "/hive.v1.CoordinatorService/ListAudit"
+	CoordinatorService_WatchEvents_FullMethodName             = "/hive.v1.CoordinatorService/WatchEvents"
 	CoordinatorService_Plan_FullMethodName                    = "/hive.v1.CoordinatorService/Plan"
 	CoordinatorService_ReportPlan_FullMethodName              = "/hive.v1.CoordinatorService/ReportPlan"
 	CoordinatorService_ListDriftRepairs_FullMethodName        = "/hive.v1.CoordinatorService/ListDriftRepairs"
@@ -146,6 +148,11 @@ type CoordinatorServiceClient interface {
 	// addresses and the resource's dns_names. Agents only, as themselves; a
 	// revoked or expired agent certificate gets none.
 	IssueServiceCertificate(ctx context.Context, in *IssueServiceCertificateRequest, opts ...grpc.CallOption) (*IssueServiceCertificateResponse, error)
+	// ListAudit lists the audit log: every write with who, when and what
+	// (admins and coordinators).
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// WatchEvents streams recent fleet events, then live ones with follow.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 	// Plan sends a proposed site to every node it affects without making it
 	// a generation: each connected agent dry-runs its would-be state against
 	// its machine and answers; the call returns within timeout with the
@@ -477,6 +484,35 @@ func (c *coordinatorServiceClient) IssueServiceCertificate(ctx context.Context, 
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, WatchEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
+
 func (c *coordinatorServiceClient) Plan(ctx context.Context, in *PlanRequest, opts ...grpc.CallOption) (*PlanResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PlanResponse)
@@ -600,6 +636,11 @@ type CoordinatorServiceServer interface {
 	// addresses and the resource's dns_names. Agents only, as themselves; a
 	// revoked or expired agent certificate gets none.
 	IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error)
+	// ListAudit lists the audit log: every write with who, when and what
+	// (admins and coordinators).
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// WatchEvents streams recent fleet events, then live ones with follow.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	// Plan sends a proposed site to every node it affects without making it
 	// a generation: each connected agent dry-runs its would-be state against
 	// its machine and answers; the call returns within timeout with the
@@ -709,6 +750,12 @@ func (UnimplementedCoordinatorServiceServer) AbortRollout(context.Context, *Abor
 }
 func (UnimplementedCoordinatorServiceServer) IssueServiceCertificate(context.Context, *IssueServiceCertificateRequest) (*IssueServiceCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueServiceCertificate not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) Plan(context.Context, *PlanRequest) (*PlanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Plan not implemented")
@@ -1248,6 +1295,35 @@ func _CoordinatorService_IssueServiceCertificate_Handler(srv interface{}, ctx co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, WatchEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
+
 func _CoordinatorService_Plan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PlanRequest)
 	if err := dec(in); err != nil {
@@ -1418,6 +1494,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CoordinatorService_IssueServiceCertificate_Handler,
 		},
 		{
+			MethodName: "ListAudit",
+			Handler:    _CoordinatorService_ListAudit_Handler,
+		},
+		{
 			MethodName: "Plan",
 			Handler:    _CoordinatorService_Plan_Handler,
 		},
@@ -1439,6 +1519,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchRollout",
 			Handler:       _CoordinatorService_WatchRollout_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _CoordinatorService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -34,6 +34,10 @@ type Command struct {
 	// A replica that does not know the body may skip it instead of halting.
 	Ignorable bool                   `protobuf:"varint,2,opt,name=ignorable,proto3" json:"ignorable,omitempty"`
 	Time      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// Who asked for the write and what it does (coordinator/audit.go). The
+	// FSM appends it to the audit log with the command's result. A command
+	// with audit and no body is an audit-only entry (mark it ignorable).
+	Audit *AuditInfo `protobuf:"bytes,4,opt,name=audit,proto3" json:"audit,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Command_Push
@@ -107,6 +111,13 @@ func (x *Command) GetIgnorable() bool {
 func (x *Command) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
+	}
+	return nil
+}
+
+func (x *Command) GetAudit() *AuditInfo {
+	if x != nil {
+		return x.Audit
 	}
 	return nil
 }
@@ -1751,11 +1762,12 @@ var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x95\v\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xbf\v\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
-	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12*\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12(\n" +
+	"\x05audit\x18\x04 \x01(\v2\x12.hive.v1.AuditInfoR\x05audit\x12*\n" +
 	"\x04push\x18\n" +
 	" \x01(\v2\x14.hive.v1.PushCommandH\x00R\x04push\x126\n" +
 	"\brollback\x18\v \x01(\v2\x18.hive.v1.RollbackCommandH\x00R\brollback\x12=\n" +
@@ -1934,48 +1946,50 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	nil,                                 // 22: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
 	nil,                                 // 23: hive.v1.NodeLabelCommand.SetEntry
 	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
-	(*Generation)(nil),                  // 25: hive.v1.Generation
-	(*NodeIdentity)(nil),                // 26: hive.v1.NodeIdentity
-	(*Report)(nil),                      // 27: hive.v1.Report
-	(*RolloutPolicy)(nil),               // 28: hive.v1.RolloutPolicy
-	(*RolloutWave)(nil),                 // 29: hive.v1.RolloutWave
+	(*AuditInfo)(nil),                   // 25: hive.v1.AuditInfo
+	(*Generation)(nil),                  // 26: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 27: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 28: hive.v1.Report
+	(*RolloutPolicy)(nil),               // 29: hive.v1.RolloutPolicy
+	(*RolloutWave)(nil),                 // 30: hive.v1.RolloutWave
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
 	24, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: hive.v1.Command.push:type_name -> hive.v1.PushCommand
-	2,  // 2: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
-	3,  // 3: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
-	4,  // 4: hive.v1.Command.report_batch:type_name -> hive.v1.ReportBatchCommand
-	5,  // 5: hive.v1.Command.secret_set:type_name -> hive.v1.SecretSetCommand
-	6,  // 6: hive.v1.Command.secret_delete:type_name -> hive.v1.SecretDeleteCommand
-	7,  // 7: hive.v1.Command.peer_remove:type_name -> hive.v1.PeerRemoveCommand
-	8,  // 8: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
-	9,  // 9: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
-	10, // 10: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
-	14, // 11: hive.v1.Command.node_label:type_name -> hive.v1.NodeLabelCommand
-	12, // 12: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
-	13, // 13: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
-	15, // 14: hive.v1.Command.rollout_push:type_name -> hive.v1.RolloutPushCommand
-	16, // 15: hive.v1.Command.rollout_wave:type_name -> hive.v1.RolloutWaveCommand
-	17, // 16: hive.v1.Command.rollout_pause:type_name -> hive.v1.RolloutPauseCommand
-	18, // 17: hive.v1.Command.rollout_resume:type_name -> hive.v1.RolloutResumeCommand
-	19, // 18: hive.v1.Command.rollout_rollback:type_name -> hive.v1.RolloutRollbackCommand
-	20, // 19: hive.v1.Command.rollout_complete:type_name -> hive.v1.RolloutCompleteCommand
-	25, // 20: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	21, // 21: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	26, // 22: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
-	27, // 23: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	24, // 24: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	22, // 25: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	23, // 26: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
-	1,  // 27: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
-	28, // 28: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
-	29, // 29: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	25, // 1: hive.v1.Command.audit:type_name -> hive.v1.AuditInfo
+	1,  // 2: hive.v1.Command.push:type_name -> hive.v1.PushCommand
+	2,  // 3: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
+	3,  // 4: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
+	4,  // 5: hive.v1.Command.report_batch:type_name -> hive.v1.ReportBatchCommand
+	5,  // 6: hive.v1.Command.secret_set:type_name -> hive.v1.SecretSetCommand
+	6,  // 7: hive.v1.Command.secret_delete:type_name -> hive.v1.SecretDeleteCommand
+	7,  // 8: hive.v1.Command.peer_remove:type_name -> hive.v1.PeerRemoveCommand
+	8,  // 9: hive.v1.Command.bootstrap_token_create:type_name -> hive.v1.BootstrapTokenCreateCommand
+	9,  // 10: hive.v1.Command.bootstrap_token_redeem:type_name -> hive.v1.BootstrapTokenRedeemCommand
+	10, // 11: hive.v1.Command.coordinator_upsert:type_name -> hive.v1.CoordinatorUpsertCommand
+	14, // 12: hive.v1.Command.node_label:type_name -> hive.v1.NodeLabelCommand
+	12, // 13: hive.v1.Command.node_revoke:type_name -> hive.v1.NodeRevokeCommand
+	13, // 14: hive.v1.Command.node_remove:type_name -> hive.v1.NodeRemoveCommand
+	15, // 15: hive.v1.Command.rollout_push:type_name -> hive.v1.RolloutPushCommand
+	16, // 16: hive.v1.Command.rollout_wave:type_name -> hive.v1.RolloutWaveCommand
+	17, // 17: hive.v1.Command.rollout_pause:type_name -> hive.v1.RolloutPauseCommand
+	18, // 18: hive.v1.Command.rollout_resume:type_name -> hive.v1.RolloutResumeCommand
+	19, // 19: hive.v1.Command.rollout_rollback:type_name -> hive.v1.RolloutRollbackCommand
+	20, // 20: hive.v1.Command.rollout_complete:type_name -> hive.v1.RolloutCompleteCommand
+	26, // 21: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	21, // 22: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	27, // 23: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	28, // 24: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	24, // 25: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	22, // 26: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	23, // 27: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	1,  // 28: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
+	29, // 29: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
+	30, // 30: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -1985,6 +1999,7 @@ func file_hive_v1_raft_proto_init() {
 	}
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_site_proto_init()
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_snapshot_proto_init()
 	file_hive_v1_state_proto_init()
 	file_hive_v1_raft_proto_msgTypes[0].OneofWrappers = []any{

@@ -456,7 +456,10 @@ type Site struct {
 	Secrets []string `protobuf:"bytes,4,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	// How a push of this site reaches the nodes (docs/rollouts.md). Unset:
 	// every node at once.
-	Rollout       *RolloutPolicy `protobuf:"bytes,10,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Rollout *RolloutPolicy `protobuf:"bytes,10,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// Webhooks the leader posts fleet events to (docs/operations.md,
+	// "Webhooks"), in file order.
+	Webhooks      []*Webhook `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -526,6 +529,79 @@ func (x *Site) GetRollout() *RolloutPolicy {
 	return nil
 }
 
+func (x *Site) GetWebhooks() []*Webhook {
+	if x != nil {
+		return x.Webhooks
+	}
+	return nil
+}
+
+// Webhook is an HTTP endpoint that receives fleet events as JSON POSTs.
+type Webhook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// http or https URL.
+	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// Event kinds sent (exact, or a prefix ending in "." or "*"); empty:
+	// every event.
+	Events []string `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Name of the hive secret whose value signs each body
+	// (X-Hive-Signature: sha256=HMAC-SHA256 hex); "" sends unsigned.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Webhook) Reset() {
+	*x = Webhook{}
+	mi := &file_hive_v1_site_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Webhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Webhook) ProtoMessage() {}
+
+func (x *Webhook) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Webhook.ProtoReflect.Descriptor instead.
+func (*Webhook) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Webhook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Webhook) GetEvents() []string {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *Webhook) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
 // Selector maps nodes to roles by labels and name globs. A node matches when
 // every match_labels entry equals one of its labels and, if names is not
 // empty, its name matches one of the globs (path.Match syntax).
@@ -540,7 +616,7 @@ type Selector struct {
 
 func (x *Selector) Reset() {
 	*x = Selector{}
-	mi := &file_hive_v1_site_proto_msgTypes[1]
+	mi := &file_hive_v1_site_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +628,7 @@ func (x *Selector) String() string {
 func (*Selector) ProtoMessage() {}
 
 func (x *Selector) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[1]
+	mi := &file_hive_v1_site_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +641,7 @@ func (x *Selector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selector.ProtoReflect.Descriptor instead.
 func (*Selector) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{1}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Selector) GetMatchLabels() map[string]string {
@@ -607,7 +683,7 @@ type Role struct {
 
 func (x *Role) Reset() {
 	*x = Role{}
-	mi := &file_hive_v1_site_proto_msgTypes[2]
+	mi := &file_hive_v1_site_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +695,7 @@ func (x *Role) String() string {
 func (*Role) ProtoMessage() {}
 
 func (x *Role) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[2]
+	mi := &file_hive_v1_site_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +708,7 @@ func (x *Role) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Role.ProtoReflect.Descriptor instead.
 func (*Role) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{2}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Role) GetName() string {
@@ -699,7 +775,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_hive_v1_site_proto_msgTypes[3]
+	mi := &file_hive_v1_site_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +787,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[3]
+	mi := &file_hive_v1_site_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +800,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{3}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HealthCheck) GetName() string {
@@ -840,7 +916,7 @@ type CheckHTTP struct {
 
 func (x *CheckHTTP) Reset() {
 	*x = CheckHTTP{}
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +928,7 @@ func (x *CheckHTTP) String() string {
 func (*CheckHTTP) ProtoMessage() {}
 
 func (x *CheckHTTP) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[4]
+	mi := &file_hive_v1_site_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +941,7 @@ func (x *CheckHTTP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckHTTP.ProtoReflect.Descriptor instead.
 func (*CheckHTTP) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{4}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CheckHTTP) GetUrl() string {
@@ -899,7 +975,7 @@ type CheckTCP struct {
 
 func (x *CheckTCP) Reset() {
 	*x = CheckTCP{}
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +987,7 @@ func (x *CheckTCP) String() string {
 func (*CheckTCP) ProtoMessage() {}
 
 func (x *CheckTCP) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[5]
+	mi := &file_hive_v1_site_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1000,7 @@ func (x *CheckTCP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckTCP.ProtoReflect.Descriptor instead.
 func (*CheckTCP) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{5}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckTCP) GetAddress() string {
@@ -945,7 +1021,7 @@ type CheckCommand struct {
 
 func (x *CheckCommand) Reset() {
 	*x = CheckCommand{}
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1033,7 @@ func (x *CheckCommand) String() string {
 func (*CheckCommand) ProtoMessage() {}
 
 func (x *CheckCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[6]
+	mi := &file_hive_v1_site_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1046,7 @@ func (x *CheckCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckCommand.ProtoReflect.Descriptor instead.
 func (*CheckCommand) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{6}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CheckCommand) GetArgv() []string {
@@ -1024,7 +1100,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1112,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[7]
+	mi := &file_hive_v1_site_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1125,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{7}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Resource) GetKey() string {
@@ -1409,7 +1485,7 @@ type Repo struct {
 
 func (x *Repo) Reset() {
 	*x = Repo{}
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1497,7 @@ func (x *Repo) String() string {
 func (*Repo) ProtoMessage() {}
 
 func (x *Repo) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[8]
+	mi := &file_hive_v1_site_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1510,7 @@ func (x *Repo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repo.ProtoReflect.Descriptor instead.
 func (*Repo) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Repo) GetName() string {
@@ -1519,7 +1595,7 @@ type Package struct {
 
 func (x *Package) Reset() {
 	*x = Package{}
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1607,7 @@ func (x *Package) String() string {
 func (*Package) ProtoMessage() {}
 
 func (x *Package) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[9]
+	mi := &file_hive_v1_site_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1620,7 @@ func (x *Package) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Package.ProtoReflect.Descriptor instead.
 func (*Package) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Package) GetName() string {
@@ -1603,7 +1679,7 @@ type File struct {
 
 func (x *File) Reset() {
 	*x = File{}
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1691,7 @@ func (x *File) String() string {
 func (*File) ProtoMessage() {}
 
 func (x *File) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[10]
+	mi := &file_hive_v1_site_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1704,7 @@ func (x *File) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use File.ProtoReflect.Descriptor instead.
 func (*File) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *File) GetPath() string {
@@ -1703,7 +1779,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1791,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[11]
+	mi := &file_hive_v1_site_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1804,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Service) GetName() string {
@@ -1778,7 +1854,7 @@ type Firewall struct {
 
 func (x *Firewall) Reset() {
 	*x = Firewall{}
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1866,7 @@ func (x *Firewall) String() string {
 func (*Firewall) ProtoMessage() {}
 
 func (x *Firewall) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[12]
+	mi := &file_hive_v1_site_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1879,7 @@ func (x *Firewall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Firewall.ProtoReflect.Descriptor instead.
 func (*Firewall) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Firewall) GetRules() []*FirewallRule {
@@ -1854,7 +1930,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1942,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[13]
+	mi := &file_hive_v1_site_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1955,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FirewallRule) GetChain() string {
@@ -1991,7 +2067,7 @@ type Drbd struct {
 
 func (x *Drbd) Reset() {
 	*x = Drbd{}
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2079,7 @@ func (x *Drbd) String() string {
 func (*Drbd) ProtoMessage() {}
 
 func (x *Drbd) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[14]
+	mi := &file_hive_v1_site_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2092,7 @@ func (x *Drbd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drbd.ProtoReflect.Descriptor instead.
 func (*Drbd) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{14}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Drbd) GetName() string {
@@ -2096,7 +2172,7 @@ type DrbdPeer struct {
 
 func (x *DrbdPeer) Reset() {
 	*x = DrbdPeer{}
-	mi := &file_hive_v1_site_proto_msgTypes[15]
+	mi := &file_hive_v1_site_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2184,7 @@ func (x *DrbdPeer) String() string {
 func (*DrbdPeer) ProtoMessage() {}
 
 func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[15]
+	mi := &file_hive_v1_site_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2197,7 @@ func (x *DrbdPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrbdPeer.ProtoReflect.Descriptor instead.
 func (*DrbdPeer) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{15}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrbdPeer) GetName() string {
@@ -2176,7 +2252,7 @@ type Swarm struct {
 
 func (x *Swarm) Reset() {
 	*x = Swarm{}
-	mi := &file_hive_v1_site_proto_msgTypes[16]
+	mi := &file_hive_v1_site_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2264,7 @@ func (x *Swarm) String() string {
 func (*Swarm) ProtoMessage() {}
 
 func (x *Swarm) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[16]
+	mi := &file_hive_v1_site_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2277,7 @@ func (x *Swarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Swarm.ProtoReflect.Descriptor instead.
 func (*Swarm) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{16}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Swarm) GetRole() SwarmRole {
@@ -2284,7 +2360,7 @@ type SwarmMember struct {
 
 func (x *SwarmMember) Reset() {
 	*x = SwarmMember{}
-	mi := &file_hive_v1_site_proto_msgTypes[17]
+	mi := &file_hive_v1_site_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2372,7 @@ func (x *SwarmMember) String() string {
 func (*SwarmMember) ProtoMessage() {}
 
 func (x *SwarmMember) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[17]
+	mi := &file_hive_v1_site_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2385,7 @@ func (x *SwarmMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmMember.ProtoReflect.Descriptor instead.
 func (*SwarmMember) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{17}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SwarmMember) GetName() string {
@@ -2353,7 +2429,7 @@ type SwarmNetwork struct {
 
 func (x *SwarmNetwork) Reset() {
 	*x = SwarmNetwork{}
-	mi := &file_hive_v1_site_proto_msgTypes[18]
+	mi := &file_hive_v1_site_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2441,7 @@ func (x *SwarmNetwork) String() string {
 func (*SwarmNetwork) ProtoMessage() {}
 
 func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[18]
+	mi := &file_hive_v1_site_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2454,7 @@ func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmNetwork.ProtoReflect.Descriptor instead.
 func (*SwarmNetwork) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{18}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SwarmNetwork) GetName() string {
@@ -2435,7 +2511,7 @@ type RolloutPolicy struct {
 
 func (x *RolloutPolicy) Reset() {
 	*x = RolloutPolicy{}
-	mi := &file_hive_v1_site_proto_msgTypes[19]
+	mi := &file_hive_v1_site_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2523,7 @@ func (x *RolloutPolicy) String() string {
 func (*RolloutPolicy) ProtoMessage() {}
 
 func (x *RolloutPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[19]
+	mi := &file_hive_v1_site_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2536,7 @@ func (x *RolloutPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutPolicy.ProtoReflect.Descriptor instead.
 func (*RolloutPolicy) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{19}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RolloutPolicy) GetCanaryCount() uint32 {
@@ -2542,7 +2618,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_hive_v1_site_proto_msgTypes[20]
+	mi := &file_hive_v1_site_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2630,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[20]
+	mi := &file_hive_v1_site_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2643,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{20}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Certificate) GetName() string {
@@ -2644,7 +2720,7 @@ type CaTrust struct {
 
 func (x *CaTrust) Reset() {
 	*x = CaTrust{}
-	mi := &file_hive_v1_site_proto_msgTypes[21]
+	mi := &file_hive_v1_site_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2732,7 @@ func (x *CaTrust) String() string {
 func (*CaTrust) ProtoMessage() {}
 
 func (x *CaTrust) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[21]
+	mi := &file_hive_v1_site_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,21 +2745,26 @@ func (x *CaTrust) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaTrust.ProtoReflect.Descriptor instead.
 func (*CaTrust) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{21}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{22}
 }
 
 var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\"\xbc\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\"\xea\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
 	"\tselectors\x18\x03 \x03(\v2\x11.hive.v1.SelectorR\tselectors\x12\x18\n" +
 	"\asecrets\x18\x04 \x03(\tR\asecrets\x120\n" +
 	"\arollout\x18\n" +
-	" \x01(\v2\x16.hive.v1.RolloutPolicyR\arollout\"\xbd\x01\n" +
+	" \x01(\v2\x16.hive.v1.RolloutPolicyR\arollout\x12,\n" +
+	"\bwebhooks\x18\x14 \x03(\v2\x10.hive.v1.WebhookR\bwebhooks\"K\n" +
+	"\aWebhook\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
+	"\x06events\x18\x02 \x03(\tR\x06events\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\xbd\x01\n" +
 	"\bSelector\x12E\n" +
 	"\fmatch_labels\x18\x01 \x03(\v2\".hive.v1.Selector.MatchLabelsEntryR\vmatchLabels\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12\x14\n" +
@@ -2919,7 +3000,7 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hive_v1_site_proto_goTypes = []any{
 	(RepoType)(0),               // 0: hive.v1.RepoType
 	(PackageState)(0),           // 1: hive.v1.PackageState
@@ -2930,99 +3011,101 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(SwarmRole)(0),              // 6: hive.v1.SwarmRole
 	(RolloutOnFailure)(0),       // 7: hive.v1.RolloutOnFailure
 	(*Site)(nil),                // 8: hive.v1.Site
-	(*Selector)(nil),            // 9: hive.v1.Selector
-	(*Role)(nil),                // 10: hive.v1.Role
-	(*HealthCheck)(nil),         // 11: hive.v1.HealthCheck
-	(*CheckHTTP)(nil),           // 12: hive.v1.CheckHTTP
-	(*CheckTCP)(nil),            // 13: hive.v1.CheckTCP
-	(*CheckCommand)(nil),        // 14: hive.v1.CheckCommand
-	(*Resource)(nil),            // 15: hive.v1.Resource
-	(*Repo)(nil),                // 16: hive.v1.Repo
-	(*Package)(nil),             // 17: hive.v1.Package
-	(*File)(nil),                // 18: hive.v1.File
-	(*Service)(nil),             // 19: hive.v1.Service
-	(*Firewall)(nil),            // 20: hive.v1.Firewall
-	(*FirewallRule)(nil),        // 21: hive.v1.FirewallRule
-	(*Drbd)(nil),                // 22: hive.v1.Drbd
-	(*DrbdPeer)(nil),            // 23: hive.v1.DrbdPeer
-	(*Swarm)(nil),               // 24: hive.v1.Swarm
-	(*SwarmMember)(nil),         // 25: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil),        // 26: hive.v1.SwarmNetwork
-	(*RolloutPolicy)(nil),       // 27: hive.v1.RolloutPolicy
-	(*Certificate)(nil),         // 28: hive.v1.Certificate
-	(*CaTrust)(nil),             // 29: hive.v1.CaTrust
-	nil,                         // 30: hive.v1.Selector.MatchLabelsEntry
-	nil,                         // 31: hive.v1.Firewall.PoliciesEntry
-	nil,                         // 32: hive.v1.Drbd.OptionsEntry
-	nil,                         // 33: hive.v1.Swarm.LabelsEntry
-	nil,                         // 34: hive.v1.SwarmMember.LabelsEntry
-	(*User)(nil),                // 35: hive.v1.User
-	(*Group)(nil),               // 36: hive.v1.Group
-	(*Hosts)(nil),               // 37: hive.v1.Hosts
-	(*Hostname)(nil),            // 38: hive.v1.Hostname
-	(*Timezone)(nil),            // 39: hive.v1.Timezone
-	(*Locale)(nil),              // 40: hive.v1.Locale
-	(*Sysctl)(nil),              // 41: hive.v1.Sysctl
-	(*KernelModule)(nil),        // 42: hive.v1.KernelModule
-	(*Mount)(nil),               // 43: hive.v1.Mount
-	(*GuardedCommand)(nil),      // 44: hive.v1.GuardedCommand
-	(*durationpb.Duration)(nil), // 45: google.protobuf.Duration
+	(*Webhook)(nil),             // 9: hive.v1.Webhook
+	(*Selector)(nil),            // 10: hive.v1.Selector
+	(*Role)(nil),                // 11: hive.v1.Role
+	(*HealthCheck)(nil),         // 12: hive.v1.HealthCheck
+	(*CheckHTTP)(nil),           // 13: hive.v1.CheckHTTP
+	(*CheckTCP)(nil),            // 14: hive.v1.CheckTCP
+	(*CheckCommand)(nil),        // 15: hive.v1.CheckCommand
+	(*Resource)(nil),            // 16: hive.v1.Resource
+	(*Repo)(nil),                // 17: hive.v1.Repo
+	(*Package)(nil),             // 18: hive.v1.Package
+	(*File)(nil),                // 19: hive.v1.File
+	(*Service)(nil),             // 20: hive.v1.Service
+	(*Firewall)(nil),            // 21: hive.v1.Firewall
+	(*FirewallRule)(nil),        // 22: hive.v1.FirewallRule
+	(*Drbd)(nil),                // 23: hive.v1.Drbd
+	(*DrbdPeer)(nil),            // 24: hive.v1.DrbdPeer
+	(*Swarm)(nil),               // 25: hive.v1.Swarm
+	(*SwarmMember)(nil),         // 26: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil),        // 27: hive.v1.SwarmNetwork
+	(*RolloutPolicy)(nil),       // 28: hive.v1.RolloutPolicy
+	(*Certificate)(nil),         // 29: hive.v1.Certificate
+	(*CaTrust)(nil),             // 30: hive.v1.CaTrust
+	nil,                         // 31: hive.v1.Selector.MatchLabelsEntry
+	nil,                         // 32: hive.v1.Firewall.PoliciesEntry
+	nil,                         // 33: hive.v1.Drbd.OptionsEntry
+	nil,                         // 34: hive.v1.Swarm.LabelsEntry
+	nil,                         // 35: hive.v1.SwarmMember.LabelsEntry
+	(*User)(nil),                // 36: hive.v1.User
+	(*Group)(nil),               // 37: hive.v1.Group
+	(*Hosts)(nil),               // 38: hive.v1.Hosts
+	(*Hostname)(nil),            // 39: hive.v1.Hostname
+	(*Timezone)(nil),            // 40: hive.v1.Timezone
+	(*Locale)(nil),              // 41: hive.v1.Locale
+	(*Sysctl)(nil),              // 42: hive.v1.Sysctl
+	(*KernelModule)(nil),        // 43: hive.v1.KernelModule
+	(*Mount)(nil),               // 44: hive.v1.Mount
+	(*GuardedCommand)(nil),      // 45: hive.v1.GuardedCommand
+	(*durationpb.Duration)(nil), // 46: google.protobuf.Duration
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
-	10, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
-	9,  // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	27, // 2: hive.v1.Site.rollout:type_name -> hive.v1.RolloutPolicy
-	30, // 3: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
-	15, // 4: hive.v1.Role.resources:type_name -> hive.v1.Resource
-	27, // 5: hive.v1.Role.rollout:type_name -> hive.v1.RolloutPolicy
-	11, // 6: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
-	12, // 7: hive.v1.HealthCheck.http:type_name -> hive.v1.CheckHTTP
-	13, // 8: hive.v1.HealthCheck.tcp:type_name -> hive.v1.CheckTCP
-	14, // 9: hive.v1.HealthCheck.command:type_name -> hive.v1.CheckCommand
-	16, // 10: hive.v1.Resource.repo:type_name -> hive.v1.Repo
-	17, // 11: hive.v1.Resource.package:type_name -> hive.v1.Package
-	18, // 12: hive.v1.Resource.file:type_name -> hive.v1.File
-	19, // 13: hive.v1.Resource.service:type_name -> hive.v1.Service
-	20, // 14: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
-	22, // 15: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
-	24, // 16: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	35, // 17: hive.v1.Resource.user:type_name -> hive.v1.User
-	36, // 18: hive.v1.Resource.group:type_name -> hive.v1.Group
-	37, // 19: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
-	38, // 20: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
-	39, // 21: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
-	40, // 22: hive.v1.Resource.locale:type_name -> hive.v1.Locale
-	41, // 23: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
-	42, // 24: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
-	43, // 25: hive.v1.Resource.mount:type_name -> hive.v1.Mount
-	44, // 26: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
-	28, // 27: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
-	29, // 28: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
-	0,  // 29: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 30: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 31: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 32: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	21, // 33: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	31, // 34: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 35: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 36: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	32, // 37: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	23, // 38: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 39: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	33, // 40: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	26, // 41: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	25, // 42: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 43: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	34, // 44: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	45, // 45: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
-	45, // 46: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
-	7,  // 47: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
-	5,  // 48: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	11, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
+	10, // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
+	28, // 2: hive.v1.Site.rollout:type_name -> hive.v1.RolloutPolicy
+	9,  // 3: hive.v1.Site.webhooks:type_name -> hive.v1.Webhook
+	31, // 4: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	16, // 5: hive.v1.Role.resources:type_name -> hive.v1.Resource
+	28, // 6: hive.v1.Role.rollout:type_name -> hive.v1.RolloutPolicy
+	12, // 7: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
+	13, // 8: hive.v1.HealthCheck.http:type_name -> hive.v1.CheckHTTP
+	14, // 9: hive.v1.HealthCheck.tcp:type_name -> hive.v1.CheckTCP
+	15, // 10: hive.v1.HealthCheck.command:type_name -> hive.v1.CheckCommand
+	17, // 11: hive.v1.Resource.repo:type_name -> hive.v1.Repo
+	18, // 12: hive.v1.Resource.package:type_name -> hive.v1.Package
+	19, // 13: hive.v1.Resource.file:type_name -> hive.v1.File
+	20, // 14: hive.v1.Resource.service:type_name -> hive.v1.Service
+	21, // 15: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
+	23, // 16: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
+	25, // 17: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
+	36, // 18: hive.v1.Resource.user:type_name -> hive.v1.User
+	37, // 19: hive.v1.Resource.group:type_name -> hive.v1.Group
+	38, // 20: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
+	39, // 21: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
+	40, // 22: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
+	41, // 23: hive.v1.Resource.locale:type_name -> hive.v1.Locale
+	42, // 24: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
+	43, // 25: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
+	44, // 26: hive.v1.Resource.mount:type_name -> hive.v1.Mount
+	45, // 27: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
+	29, // 28: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
+	30, // 29: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
+	0,  // 30: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 31: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 32: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 33: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	22, // 34: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	32, // 35: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 36: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 37: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	33, // 38: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	24, // 39: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 40: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	34, // 41: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	27, // 42: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	26, // 43: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 44: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	35, // 45: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	46, // 46: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
+	46, // 47: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
+	7,  // 48: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
+	5,  // 49: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -3032,12 +3115,12 @@ func file_hive_v1_site_proto_init() {
 	}
 	file_hive_v1_site_baseline_proto_init()
 	file_hive_v1_hostkinds_proto_init()
-	file_hive_v1_site_proto_msgTypes[3].OneofWrappers = []any{
+	file_hive_v1_site_proto_msgTypes[4].OneofWrappers = []any{
 		(*HealthCheck_Http)(nil),
 		(*HealthCheck_Tcp)(nil),
 		(*HealthCheck_Command)(nil),
 	}
-	file_hive_v1_site_proto_msgTypes[7].OneofWrappers = []any{
+	file_hive_v1_site_proto_msgTypes[8].OneofWrappers = []any{
 		(*Resource_Repo)(nil),
 		(*Resource_Package)(nil),
 		(*Resource_File)(nil),
@@ -3058,14 +3141,14 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Certificate)(nil),
 		(*Resource_CaTrust)(nil),
 	}
-	file_hive_v1_site_proto_msgTypes[11].OneofWrappers = []any{}
+	file_hive_v1_site_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

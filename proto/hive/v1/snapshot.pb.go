@@ -43,6 +43,8 @@ type StateSnapshot struct {
 	Revocations []*Revocation `protobuf:"bytes,13,rep,name=revocations,proto3" json:"revocations,omitempty"`
 	// The latest rollout (unset: none since the snapshot's history began).
 	Rollout *Rollout `protobuf:"bytes,40,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	// The audit log, oldest first (bounded: state.MaxAuditEntries).
+	Audit []*AuditEntry `protobuf:"bytes,50,rep,name=audit,proto3" json:"audit,omitempty"`
 	// Health bookkeeping and recent drift repairs, one per node.
 	CheckRecords  []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -145,6 +147,13 @@ func (x *StateSnapshot) GetRevocations() []*Revocation {
 func (x *StateSnapshot) GetRollout() *Rollout {
 	if x != nil {
 		return x.Rollout
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetAudit() []*AuditEntry {
+	if x != nil {
+		return x.Audit
 	}
 	return nil
 }
@@ -778,7 +787,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x13hive/v1/state.proto\"\xbf\x04\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xea\x04\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -789,7 +798,8 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\fcoordinators\x18\a \x03(\v2\x1a.hive.v1.CoordinatorRecordR\fcoordinators\x12*\n" +
 	"\x11next_node_ordinal\x18\b \x01(\x04R\x0fnextNodeOrdinal\x125\n" +
 	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12*\n" +
-	"\arollout\x18( \x01(\v2\x10.hive.v1.RolloutR\arollout\x12=\n" +
+	"\arollout\x18( \x01(\v2\x10.hive.v1.RolloutR\arollout\x12)\n" +
+	"\x05audit\x182 \x03(\v2\x13.hive.v1.AuditEntryR\x05audit\x12=\n" +
 	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\"\xc8\x01\n" +
 	"\x0fCheckNodeRecord\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
@@ -886,8 +896,9 @@ var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*Report)(nil),                // 13: hive.v1.Report
 	(*Revocation)(nil),            // 14: hive.v1.Revocation
 	(*Rollout)(nil),               // 15: hive.v1.Rollout
-	(Health)(0),                   // 16: hive.v1.Health
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*AuditEntry)(nil),            // 16: hive.v1.AuditEntry
+	(Health)(0),                   // 17: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
@@ -898,26 +909,27 @@ var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	6,  // 5: hive.v1.StateSnapshot.coordinators:type_name -> hive.v1.CoordinatorRecord
 	14, // 6: hive.v1.StateSnapshot.revocations:type_name -> hive.v1.Revocation
 	15, // 7: hive.v1.StateSnapshot.rollout:type_name -> hive.v1.Rollout
-	1,  // 8: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
-	16, // 9: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
-	17, // 10: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
-	2,  // 11: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
-	17, // 12: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
-	8,  // 13: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	17, // 14: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	7,  // 15: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	9,  // 16: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	17, // 17: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	17, // 18: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	10, // 19: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	17, // 20: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	11, // 21: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	17, // 22: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	16, // 8: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
+	1,  // 9: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
+	17, // 10: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	18, // 11: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 12: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	18, // 13: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 14: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	18, // 15: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 16: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 17: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	18, // 18: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	18, // 19: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 20: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	18, // 21: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 22: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	18, // 23: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -926,6 +938,7 @@ func file_hive_v1_snapshot_proto_init() {
 		return
 	}
 	file_hive_v1_rollout_proto_init()
+	file_hive_v1_ops_proto_init()
 	file_hive_v1_state_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
