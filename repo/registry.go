@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hivefleet/hive/internal/atomicfile"
 	"io"
 	"log/slog"
 	"net/http"
@@ -169,7 +170,7 @@ func loadSecret(file string) (string, error) {
 	b := make([]byte, 32)
 	rand.Read(b)
 	s := hex.EncodeToString(b)
-	if err := os.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return s, nil
