@@ -532,37 +532,16 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 		}
 	}
 	finished := time.Now()
-	r := &hivev1.Report{
-		Node:         a.cfg.Name,
-		Generation:   st.GetGeneration(),
-		StateHash:    st.GetHash(),
-		Results:      rep.GetResults(),
-		AgentVersion: version.Version,
-		Uptime:       durationpb.New(finished.Sub(a.start)),
-		Started:      timestamppb.New(started),
-		Finished:     timestamppb.New(finished),
-		DryRun:       a.cfg.DryRun,
-		DriftCheck:   reason == TriggerInterval,
-		Trigger:      reason,
-		Seq:          a.seq.Add(1),
-	}
-	ok := err == nil && !rep.Failed()
+	r := a.runReport(st, rep, err, started, finished, reason, a.cfg.DryRun)
+	r.DriftCheck = reason == TriggerInterval
+	r.Seq = a.seq.Add(1)
+	ok := r.GetPhase() == hivev1.Phase_PHASE_CONVERGED
 	markCauses(r.Results, st.GetHash(), a.lastOK)
 	if ok && !a.cfg.DryRun {
 		a.lastOK = st.GetHash()
 	}
 	a.setChecks(st, reason == TriggerState || reason == TriggerStartup || changedAnything(r.Results))
 	a.withChecks(r)
-	r.Phase = hivev1.Phase_PHASE_CONVERGED
-	if !ok {
-		r.Phase = hivev1.Phase_PHASE_FAILED
-	}
-	if err != nil {
-		r.Results = append(r.Results, &hivev1.ResourceResult{
-			Key: "run", Outcome: hivev1.Outcome_OUTCOME_FAILED,
-			Message: err.Error(), Duration: durationpb.New(finished.Sub(started)),
-		})
-	}
 	if a.deps.Published != nil {
 		if p := a.deps.Published(); len(p) > 0 {
 			r.PublishedSecrets = p
@@ -754,4 +733,33 @@ func jitter(d time.Duration, pct int64) time.Duration {
 // backoffJitter returns a delay in [d/2, d].
 func backoffJitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// runReport is the report of one engine run of st, real or dry: its
+// results, CONVERGED or FAILED, and when the run failed as a whole a "run"
+// result saying why (secrets masked). rep is set when err is nil.
+func (a *Agent) runReport(st *hivev1.NodeState, rep *converge.Report, err error, started, finished time.Time, trigger string, dryRun bool) *hivev1.Report {
+	r := &hivev1.Report{
+		Node:         a.cfg.Name,
+		Generation:   st.GetGeneration(),
+		StateHash:    st.GetHash(),
+		Results:      rep.GetResults(),
+		AgentVersion: version.Version,
+		Uptime:       durationpb.New(finished.Sub(a.start)),
+		Started:      timestamppb.New(started),
+		Finished:     timestamppb.New(finished),
+		DryRun:       dryRun,
+		Trigger:      trigger,
+		Phase:        hivev1.Phase_PHASE_CONVERGED,
+	}
+	if err != nil || rep.Failed() {
+		r.Phase = hivev1.Phase_PHASE_FAILED
+	}
+	if err != nil {
+		r.Results = append(r.Results, &hivev1.ResourceResult{
+			Key: "run", Outcome: hivev1.Outcome_OUTCOME_FAILED,
+			Message: converge.MaskSecrets(err.Error(), st.GetSecrets()), Duration: durationpb.New(finished.Sub(started)),
+		})
+	}
+	return r
 }

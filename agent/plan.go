@@ -6,14 +6,11 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/limits"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
-	"github.com/hivefleet/hive/version"
 )
 
 // TriggerPlan is the trigger of a plan dry run's answer (hivectl plan).
@@ -100,29 +97,7 @@ func (a *Agent) planDryRun(ctx context.Context, pl *hivev1.PlanDryRun) (*hivev1.
 	defer cancel2()
 	started := time.Now()
 	rep, err := a.deps.Engine.Run(rctx, st, converge.RunOptions{DryRun: true})
-	finished := time.Now()
-	r := &hivev1.Report{
-		Node:         a.cfg.Name,
-		Generation:   st.GetGeneration(),
-		StateHash:    st.GetHash(),
-		Results:      rep.GetResults(),
-		AgentVersion: version.Version,
-		Uptime:       durationpb.New(finished.Sub(a.start)),
-		Started:      timestamppb.New(started),
-		Finished:     timestamppb.New(finished),
-		DryRun:       true,
-		Trigger:      TriggerPlan,
-		Phase:        hivev1.Phase_PHASE_CONVERGED,
-	}
-	if err != nil || rep.Failed() { // rep is set when err is nil
-		r.Phase = hivev1.Phase_PHASE_FAILED
-	}
-	if err != nil {
-		r.Results = append(r.Results, &hivev1.ResourceResult{
-			Key: "run", Outcome: hivev1.Outcome_OUTCOME_FAILED,
-			Message: converge.MaskSecrets(err.Error(), st.GetSecrets()), Duration: durationpb.New(finished.Sub(started)),
-		})
-	}
+	r := a.runReport(st, rep, err, started, time.Now(), TriggerPlan, true)
 	markPlanCauses(r.Results, st, a.current())
 	limits.FitReport(r)
 	return r, nil
