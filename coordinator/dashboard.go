@@ -1,7 +1,12 @@
 package coordinator
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"time"
+
+	"github.com/hivefleet/hive/pki"
 
 	"github.com/hivefleet/hive/coordinator/ui"
 )
@@ -22,7 +27,12 @@ func (s *Server) dashboard() http.Handler {
 		Dev:      s.cfg.Dev,
 		Extra:    extra,
 		OnDenied: func() { s.metrics.denied.Inc() },
-		Logger:   s.root.With("component", "dashboard"),
+		OnSignIn: func(r *http.Request, id pki.Identity, exp time.Time) error {
+			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
+			defer cancel()
+			return s.auditAs(ctx, id.String(), "POST /ui/login", fmt.Sprintf("dashboard sign-in from %s with a token expiring %s", r.RemoteAddr, exp.UTC().Format(time.RFC3339)))
+		},
+		Logger: s.root.With("component", "dashboard"),
 	})
 }
 

@@ -175,6 +175,10 @@ func (a *api) RenewCertificate(ctx context.Context, req *hivev1.RenewCertificate
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "renew certificate: %v", err)
 	}
+	if err := s.auditOnlyErr(ctx, fmt.Sprintf("renew the agent certificate of node %s: serial %s (was %s), expires %s", id.Name,
+		state.SerialText(iss.Cert.SerialNumber), state.SerialText(leaf.SerialNumber), iss.Cert.NotAfter.UTC().Format(time.RFC3339))); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "renew certificate: cannot record it in the audit log: %v", err)
+	}
 	s.log.Info("renewed an agent certificate", "node", id.Name, "old_serial", state.SerialText(leaf.SerialNumber),
 		"serial", state.SerialText(iss.Cert.SerialNumber), "not_after", iss.Cert.NotAfter.UTC())
 	return &hivev1.RenewCertificateResponse{Certificate: iss.CertPEM, Ca: s.ca.CertPEM()}, nil

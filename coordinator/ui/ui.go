@@ -87,6 +87,10 @@ type Config struct {
 	Extra []Page
 	// OnDenied is called for every refused request (metrics).
 	OnDenied func()
+	// OnSignIn, if set, is called when the sign-in form accepts a token
+	// (the coordinator records it in the audit log); it may block briefly.
+	// An error refuses the sign-in (503).
+	OnSignIn func(r *http.Request, id pki.Identity, expires time.Time) error
 	Logger   *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
@@ -283,8 +287,9 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
 	roots, err := h.caPool()
 	var exp time.Time
+	var id pki.Identity
 	if err == nil {
-		_, exp, err = uitoken.Verify(tok, roots, h.cfg.Now())
+		id, exp, err = uitoken.Verify(tok, roots, h.cfg.Now())
 	}
 	if err != nil {
 		if h.cfg.OnDenied != nil {
@@ -297,6 +302,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Logger.Info("dashboard sign-in refused", "from", r.RemoteAddr, "err", err)
 		h.pages.render(w, code, "login", h.base(r, "Sign in", loginData{Error: err.Error()}))
 		return
+	}
+	if h.cfg.OnSignIn != nil {
+		if err := h.cfg.OnSignIn(r, id, exp); err != nil {
+			h.cfg.Logger.Warn("dashboard sign-in not recorded", "from", r.RemoteAddr, "err", err)
+			h.pages.render(w, http.StatusServiceUnavailable, "login", h.base(r, "Sign in", loginData{Error: "sign-in could not be recorded in the audit log; try again: " + err.Error()}))
+			return
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: "/ui/", Expires: exp,
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
