@@ -63,11 +63,19 @@ type Backend interface {
 // itself, with html/template), shown inside the dashboard's layout, or
 // Handler, which answers the whole request itself. Both run behind the
 // dashboard's authentication.
+//
+// Live, if set, keeps a Content page current: the page's content holds
+// <div id="live" data-live="/ui/live/PATH?..." data-index="N">, and
+// assets/live.js long-polls that URL; Live is then called with the
+// index the page shows and how long it may block, and returns the div's
+// new inner HTML (escaped by the feature) and its index once that moved
+// (or the same index when the wait ended without a change).
 type Page struct {
 	Title   string
 	Path    string
 	Content func(r *http.Request) (template.HTML, error)
 	Handler http.Handler
+	Live    func(r *http.Request, index uint64, wait time.Duration) (template.HTML, uint64, error)
 }
 
 // Config configures the dashboard.
