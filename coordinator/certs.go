@@ -33,10 +33,10 @@ import (
 // (readIndex) and refuses a denied or expired agent certificate, like
 // RenewCertificate.
 
-// Rate limit of IssueServiceCertificate: a token bucket per agent, so that
-// an agent cannot make its coordinators sign (and read the deny list
-// through the leader) in a loop. The burst covers a node with many
-// certificates on its first run.
+// Rate limit of IssueServiceCertificate and RenewCertificate: one token
+// bucket per agent, so that an agent cannot make its coordinators sign
+// (read the deny list through the leader, and write an audit entry) in a
+// loop. The burst covers a node with many certificates on its first run.
 const (
 	ServiceCertRate  = 1
 	ServiceCertBurst = 64

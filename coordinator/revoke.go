@@ -155,6 +155,11 @@ func (a *api) RenewCertificate(ctx context.Context, req *hivev1.RenewCertificate
 	if s.ca == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this coordinator cannot sign certificates: start it with --tls-ca-key")
 	}
+	// The service certificates' bucket: every certificate signed for an
+	// agent is an audit entry, and a loop must not flush the audit log.
+	if ok, wait := s.svcLimit.take(id.Name, 1); !ok {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many certificate requests from %s (limit %d per second, burst %d); retry in %v", id, ServiceCertRate, ServiceCertBurst, wait.Round(time.Millisecond))
+	}
 	leaf := peerLeaf(ctx)
 	if leaf == nil {
 		return nil, status.Error(codes.Unauthenticated, "renew certificate: the call carries no verified client certificate")

@@ -78,7 +78,7 @@ func waveEvent(kind string, r *hivev1.Rollout, wave uint32, author string) *hive
 		summary = fmt.Sprintf("rollout of generation %d: %s opened (%s)", r.GetGeneration(), name, strings.Join(capList(w.GetNodes(), 10), ", "))
 	default:
 		f["min_healthy_time"] = w.GetMinHealthyTime().AsDuration().String()
-		summary = fmt.Sprintf("rollout of generation %d: %s healthy for %v (%d nodes)", r.GetGeneration(), name, w.GetMinHealthyTime().AsDuration(), len(w.GetNodes()))
+		summary = fmt.Sprintf("rollout of generation %d: %s healthy for %v (%s)", r.GetGeneration(), name, w.GetMinHealthyTime().AsDuration(), plural(len(w.GetNodes()), "node"))
 	}
 	return &hivev1.Event{Kind: kind, Summary: summary, Fields: f}
 }
@@ -229,4 +229,11 @@ func deriveRolloutNodeFailed(st *state.Store, c *hivev1.Command) func(*hivev1.Co
 				Fields:  rolloutFields(r, "wave", strconv.FormatUint(uint64(wave)+1, 10), "reason", truncate(failed, 500))})
 		}
 	}
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
 }
