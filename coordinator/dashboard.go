@@ -38,21 +38,18 @@ func (s *Server) dashboard() http.Handler {
 
 // dashboardPages make the extra dashboard pages (ui.Page) every server
 // mounts under /ui/PATH, behind the dashboard's authentication and in its
-// navigation.
-//
-// TODO(rollouts, events): the hook for the rollout progress and live
-// events pages (issue 17): their files add a constructor here from an
-// init function, e.g.
+// navigation. A page's file adds its constructor from an init function
+// (events_page.go, rollouts_page.go):
 //
 //	func init() {
 //		dashboardPages = append(dashboardPages, func(s *Server) ui.Page {
-//			return ui.Page{Title: "Rollouts", Path: "rollouts", Content: s.rolloutsHTML}
+//			return ui.Page{Title: "Rollouts", Path: "rollouts", Content: s.rolloutsHTML, Live: s.rolloutsLive}
 //		})
 //	}
 //
 // Content returns the page's body, rendered with html/template (agents'
-// text is hostile: see ui.visible for control characters); the dashboard
-// wraps it in its layout and navigation. Live updates for such a page:
-// TODO as well (today /ui/live serves fleet, node and generations).
-// Until then /ui/rollouts and /ui/events say the page is not built yet.
+// text is hostile: printable drops control characters); the dashboard
+// wraps it in its layout and navigation. Live, with a
+// <div id="live" data-live="/ui/live/PATH"> in the content, keeps it
+// current (see ui.Page).
 var dashboardPages []func(*Server) ui.Page

@@ -20,9 +20,9 @@
 // the dev API). The content security policy allows only this origin's
 // own script and style.
 //
-// Rollout progress and live events are pages of other features: they hook
-// in through Config.Extra (see Page); until then the navigation shows
-// what is missing.
+// Rollout progress and live events are pages of other features
+// (coordinator/rollouts_page.go, events_page.go): they hook in through
+// Config.Extra (see Page); a server without them shows placeholders.
 package ui
 
 import (
@@ -169,8 +169,8 @@ func (h *Handler) routes() {
 			m.Handle("/ui/"+p.Path, h.auth(p.Handler.ServeHTTP))
 		}
 	}
-	// TODO(rollouts, events): these pages arrive with their features
-	// (issue 17 items 3 and the rollout engine); until then they say so.
+	// Placeholders for the rollouts and events pages when no feature
+	// mounted them (the coordinator always does).
 	for _, p := range []struct{ path, title string }{{"rollouts", "Rollouts"}, {"events", "Events"}} {
 		if !extra[p.path] {
 			m.Handle("GET /ui/"+p.path, h.auth(h.pending(p.title)))
