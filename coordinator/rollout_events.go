@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -196,14 +197,20 @@ func deriveRolloutNodeFailed(st *state.Store, c *hivev1.Command) func(*hivev1.Co
 		return func(*hivev1.CommandResult, func(*hivev1.Event)) {}
 	}
 	gen := r.GetGeneration()
-	waveOf := make(map[string]uint32, len(r.GetNodes()))
-	for _, n := range r.GetNodes() {
-		waveOf[n.GetName()] = n.GetWave()
+	// Runs for every report batch: look nodes up in the rollout's sorted
+	// node list instead of indexing it (a rollout may name 10,000 nodes).
+	planned := r.GetNodes()
+	waveOf := func(name string) (uint32, bool) {
+		i := sort.Search(len(planned), func(i int) bool { return planned[i].GetName() >= name })
+		if i < len(planned) && planned[i].GetName() == name {
+			return planned[i].GetWave(), true
+		}
+		return 0, false
 	}
 	reports := c.GetReportBatch().GetReports()
 	prevFailed := map[string]bool{}
 	for _, rep := range reports {
-		if _, ok := waveOf[rep.GetNode()]; ok {
+		if _, ok := waveOf(rep.GetNode()); ok {
 			_, failed := nodeHealth(st.Report(rep.GetNode()), gen, false)
 			prevFailed[rep.GetNode()] = failed != ""
 		}
@@ -211,7 +218,7 @@ func deriveRolloutNodeFailed(st *state.Store, c *hivev1.Command) func(*hivev1.Co
 	return func(res *hivev1.CommandResult, emit func(*hivev1.Event)) {
 		for _, rep := range reports {
 			node := rep.GetNode()
-			wave, ok := waveOf[node]
+			wave, ok := waveOf(node)
 			if !ok || prevFailed[node] || rep.GetDryRun() {
 				continue
 			}
