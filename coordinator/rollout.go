@@ -334,7 +334,9 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 	case *hivev1.Command_RolloutHealthy:
 		if b.RolloutHealthy.GetSince() != nil {
 			s.log.Debug("rollout wave healthy", "generation", r.GetGeneration(), "wave", open+1, "since", b.RolloutHealthy.GetSince().AsTime())
-			return next
+			// Sleep what is left of min_healthy_time after the commit
+			// (0 would mean the next tick).
+			return max(next-time.Since(now), time.Millisecond)
 		}
 		s.log.Debug("rollout wave no longer healthy", "generation", r.GetGeneration(), "wave", open+1)
 	case *hivev1.Command_RolloutWave:
