@@ -97,9 +97,11 @@ func newRolloutStatusCommand(cf *connFlags) *cobra.Command {
 		Long: `rollout status shows the latest rollout: its generation, state (running,
 paused, completed, rolled back, aborted) and why, its policy, and per wave
 each node's target generation, the generation it applied, its phase and
-health. With --watch it follows the rollout live (a progress bar redrawn in
-place on a terminal, one line per change otherwise, one JSON document per
-change with -o json) until the rollout is over, Ctrl-C or --timeout.`,
+health; while the open wave is healthy, for how long of its
+min_healthy_time (kept in raft: a leader change does not restart it). With
+--watch it follows the rollout live (a progress bar redrawn in place on a
+terminal, one line per change otherwise, one JSON document per change with
+-o json) until the rollout is over, Ctrl-C or --timeout.`,
 		Example: `  hivectl rollout status
   hivectl rollout status --watch
   hivectl rollout status -o json | jq '.nodes[] | select(.healthy | not)'`,
