@@ -633,8 +633,10 @@ type RolloutStatus struct {
 	Nodes   []*RolloutNodeStatus   `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Raft index the answer was read at.
 	RaftIndex uint64 `protobuf:"varint,3,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
-	// Time the leader's gate has seen the open wave healthy (only on the
-	// leader; unset elsewhere).
+	// How long the open wave has been healthy: since
+	// Rollout.wave_healthy_since (any server), or, before the gate recorded
+	// it, since the leader's gate saw it (only on the leader). Unset while
+	// the wave is not healthy.
 	WaveHealthyFor *durationpb.Duration `protobuf:"bytes,4,opt,name=wave_healthy_for,json=waveHealthyFor,proto3" json:"wave_healthy_for,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache

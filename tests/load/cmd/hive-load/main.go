@@ -62,8 +62,8 @@ throughput, errors, its own CPU and RSS and the coordinators' (--pid,
 
 Node names are PREFIX-00000...; the first --lb agents are tier=lb, the others
 tier=web; each reports the address 10.x.y.z bound in its certificate. A node
-may send 120 reports in a burst, then 1 per second (issue 11's rate limit):
-keep --reports-per-agent below 120.
+may send 120 reports in a burst, then 1 per second (issue 11's rate limit;
+plan answers count too): keep --reports-per-agent plus --plans below 120.
 
 Exit status 1 if the run could not take place, 2 if it counted errors.
 
