@@ -59,6 +59,7 @@ type Command struct {
 	//	*Command_RolloutResume
 	//	*Command_RolloutRollback
 	//	*Command_RolloutComplete
+	//	*Command_RolloutHealthy
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -300,6 +301,15 @@ func (x *Command) GetRolloutComplete() *RolloutCompleteCommand {
 	return nil
 }
 
+func (x *Command) GetRolloutHealthy() *RolloutHealthyCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutHealthy); ok {
+			return x.RolloutHealthy
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -380,6 +390,10 @@ type Command_RolloutComplete struct {
 	RolloutComplete *RolloutCompleteCommand `protobuf:"bytes,45,opt,name=rollout_complete,json=rolloutComplete,proto3,oneof"`
 }
 
+type Command_RolloutHealthy struct {
+	RolloutHealthy *RolloutHealthyCommand `protobuf:"bytes,46,opt,name=rollout_healthy,json=rolloutHealthy,proto3,oneof"`
+}
+
 func (*Command_Push) isCommand_Body() {}
 
 func (*Command_Rollback) isCommand_Body() {}
@@ -417,6 +431,8 @@ func (*Command_RolloutResume) isCommand_Body() {}
 func (*Command_RolloutRollback) isCommand_Body() {}
 
 func (*Command_RolloutComplete) isCommand_Body() {}
+
+func (*Command_RolloutHealthy) isCommand_Body() {}
 
 // PushCommand proposes a new generation.
 type PushCommand struct {
@@ -1758,11 +1774,77 @@ func (x *RolloutCompleteCommand) GetGeneration() uint64 {
 	return 0
 }
 
+// RolloutHealthyCommand records, for the leader's gate, since when the
+// open wave `wave` of the rollout of `generation` has been healthy
+// (Rollout.wave_healthy_since), or clears it (since unset) when a node of
+// the wave is no longer healthy. A new leader reads it and does not
+// restart the wave's min_healthy_time. since is the leader's observation,
+// never later than the command's time.
+type RolloutHealthyCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Wave          uint32                 `protobuf:"varint,2,opt,name=wave,proto3" json:"wave,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutHealthyCommand) Reset() {
+	*x = RolloutHealthyCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutHealthyCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutHealthyCommand) ProtoMessage() {}
+
+func (x *RolloutHealthyCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutHealthyCommand.ProtoReflect.Descriptor instead.
+func (*RolloutHealthyCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RolloutHealthyCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RolloutHealthyCommand) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *RolloutHealthyCommand) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xbf\v\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8a\f\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -1793,7 +1875,8 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\rrollout_pause\x18* \x01(\v2\x1c.hive.v1.RolloutPauseCommandH\x00R\frolloutPause\x12F\n" +
 	"\x0erollout_resume\x18+ \x01(\v2\x1d.hive.v1.RolloutResumeCommandH\x00R\rrolloutResume\x12L\n" +
 	"\x10rollout_rollback\x18, \x01(\v2\x1f.hive.v1.RolloutRollbackCommandH\x00R\x0frolloutRollback\x12L\n" +
-	"\x10rollout_complete\x18- \x01(\v2\x1f.hive.v1.RolloutCompleteCommandH\x00R\x0frolloutCompleteB\x06\n" +
+	"\x10rollout_complete\x18- \x01(\v2\x1f.hive.v1.RolloutCompleteCommandH\x00R\x0frolloutComplete\x12I\n" +
+	"\x0frollout_healthy\x18. \x01(\v2\x1e.hive.v1.RolloutHealthyCommandH\x00R\x0erolloutHealthyB\x06\n" +
 	"\x04body\"\x81\x01\n" +
 	"\vPushCommand\x123\n" +
 	"\n" +
@@ -1905,7 +1988,13 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x16RolloutCompleteCommand\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generationB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"generation\"}\n" +
+	"\x15RolloutHealthyCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04wave\x18\x02 \x01(\rR\x04wave\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05sinceB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_raft_proto_rawDescOnce sync.Once
@@ -1919,7 +2008,7 @@ func file_hive_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hive_v1_raft_proto_rawDescData
 }
 
-var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hive_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: hive.v1.Command
 	(*PushCommand)(nil),                 // 1: hive.v1.PushCommand
@@ -1942,20 +2031,21 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	(*RolloutResumeCommand)(nil),        // 18: hive.v1.RolloutResumeCommand
 	(*RolloutRollbackCommand)(nil),      // 19: hive.v1.RolloutRollbackCommand
 	(*RolloutCompleteCommand)(nil),      // 20: hive.v1.RolloutCompleteCommand
-	nil,                                 // 21: hive.v1.NodeUpsertCommand.LabelsEntry
-	nil,                                 // 22: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	nil,                                 // 23: hive.v1.NodeLabelCommand.SetEntry
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
-	(*AuditInfo)(nil),                   // 25: hive.v1.AuditInfo
-	(*Generation)(nil),                  // 26: hive.v1.Generation
-	(*NodeIdentity)(nil),                // 27: hive.v1.NodeIdentity
-	(*Report)(nil),                      // 28: hive.v1.Report
-	(*RolloutPolicy)(nil),               // 29: hive.v1.RolloutPolicy
-	(*RolloutWave)(nil),                 // 30: hive.v1.RolloutWave
+	(*RolloutHealthyCommand)(nil),       // 21: hive.v1.RolloutHealthyCommand
+	nil,                                 // 22: hive.v1.NodeUpsertCommand.LabelsEntry
+	nil,                                 // 23: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	nil,                                 // 24: hive.v1.NodeLabelCommand.SetEntry
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*AuditInfo)(nil),                   // 26: hive.v1.AuditInfo
+	(*Generation)(nil),                  // 27: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 28: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 29: hive.v1.Report
+	(*RolloutPolicy)(nil),               // 30: hive.v1.RolloutPolicy
+	(*RolloutWave)(nil),                 // 31: hive.v1.RolloutWave
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
-	24, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
-	25, // 1: hive.v1.Command.audit:type_name -> hive.v1.AuditInfo
+	25, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
+	26, // 1: hive.v1.Command.audit:type_name -> hive.v1.AuditInfo
 	1,  // 2: hive.v1.Command.push:type_name -> hive.v1.PushCommand
 	2,  // 3: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
 	3,  // 4: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
@@ -1975,21 +2065,23 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	18, // 18: hive.v1.Command.rollout_resume:type_name -> hive.v1.RolloutResumeCommand
 	19, // 19: hive.v1.Command.rollout_rollback:type_name -> hive.v1.RolloutRollbackCommand
 	20, // 20: hive.v1.Command.rollout_complete:type_name -> hive.v1.RolloutCompleteCommand
-	26, // 21: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	21, // 22: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	27, // 23: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
-	28, // 24: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	24, // 25: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	22, // 26: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	23, // 27: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
-	1,  // 28: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
-	29, // 29: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
-	30, // 30: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	21, // 21: hive.v1.Command.rollout_healthy:type_name -> hive.v1.RolloutHealthyCommand
+	27, // 22: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	22, // 23: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	28, // 24: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	29, // 25: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	25, // 26: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	23, // 27: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	24, // 28: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	1,  // 29: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
+	30, // 30: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
+	31, // 31: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
+	25, // 32: hive.v1.RolloutHealthyCommand.since:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -2022,6 +2114,7 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_RolloutResume)(nil),
 		(*Command_RolloutRollback)(nil),
 		(*Command_RolloutComplete)(nil),
+		(*Command_RolloutHealthy)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2029,7 +2122,7 @@ func file_hive_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_raft_proto_rawDesc), len(file_hive_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
