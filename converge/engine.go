@@ -106,6 +106,15 @@ func New(cfg Config, reg *Registry) (*Engine, error) {
 type RunOptions struct {
 	// DryRun plans every resource and applies none.
 	DryRun bool
+	// Confirmer, when set, gets the state from before the run of every
+	// resource with a confirm window, before its change is applied (see
+	// Snapshotter). Nil: confirm windows are not kept.
+	Confirmer Confirmer
+	// Held maps keys not to converge in this run to the reason (a change
+	// rolled back after its confirm window, held until a new generation):
+	// they are reported failed with it, neither planned nor applied, and
+	// what requires them is skipped.
+	Held map[string]string
 }
 
 // Notification is a service (restarted or reloaded) or a command (run)
@@ -320,6 +329,10 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 			s.result[k] = &hivev1.ResourceResult{Key: k, Outcome: hivev1.Outcome_OUTCOME_SKIPPED, Message: reason}
 			continue
 		}
+		if why, ok := opts.Held[k]; ok && !opts.DryRun {
+			s.result[k] = &hivev1.ResourceResult{Key: k, Outcome: hivev1.Outcome_OUTCOME_FAILED, Message: why}
+			continue
+		}
 		n := append([]string(nil), s.notify[k]...)
 		sort.Strings(n)
 		b.Items = append(b.Items, Item{Key: k, Resource: g.Resource(k), Notified: n})
@@ -353,6 +366,9 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 		}
 	}
 	var applyDur time.Duration
+	if len(needed) > 0 && !planOnly && opts.Confirmer != nil {
+		needed = saveConfirmed(ctx, p, env, needed, opts.Confirmer)
+	}
 	if len(needed) > 0 && !planOnly {
 		astart := time.Now()
 		if err := p.Apply(ctx, env, needed); err != nil {
