@@ -546,7 +546,6 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	}
 	opts := converge.RunOptions{DryRun: a.cfg.DryRun}
 	if a.confirm != nil {
-		opts.Held = a.confirm.beginRun(st)
 		opts.Confirmer = a.confirm
 	}
 	rep, err := a.deps.Engine.Run(rctx, st, opts)

@@ -117,9 +117,10 @@ func (c *confirmer) persistLocked() error {
 	return atomicfile.Write(c.path, b, atomicfile.Options{Perm: 0o600, MkdirPerm: 0o700})
 }
 
-// beginRun records the state a run converges (for the notify targets of
-// what it saves) and returns the keys held back in it.
-func (c *confirmer) beginRun(st *hivev1.NodeState) map[string]string {
+// Held implements converge.Confirmer: it records the state the run
+// converges (for the notify targets of what it saves) and returns the
+// keys held back in it.
+func (c *confirmer) Held(st *hivev1.NodeState) map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.run = st

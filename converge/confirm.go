@@ -37,11 +37,20 @@ type Saved struct {
 }
 
 // Confirmer keeps the before-state of resources with a confirm window.
-// The engine calls Save from the run's goroutine, once per provider batch
-// with such changes, before it applies them; Save must persist them (a
-// crash right after must still be able to roll back). An error leaves
-// those changes unapplied: they fail with it.
+// The engine calls both methods from the run's goroutine, with its run
+// lock held (so a Restore, which takes the same lock, is never between
+// them and the run).
 type Confirmer interface {
+	// Held is called once at the start of a run of st: it returns the
+	// keys not to converge in it, with the reason (a change rolled back
+	// after its confirm window, held until a new generation). They are
+	// reported failed with it, neither planned nor applied, and what
+	// requires them is skipped.
+	Held(st *hivev1.NodeState) map[string]string
+	// Save is called once per provider batch with such changes, before
+	// they are applied; it must persist them (a crash right after must
+	// still be able to roll back). An error leaves those changes
+	// unapplied: they fail with it.
 	Save(ctx context.Context, saved []Saved) error
 }
 

@@ -108,13 +108,9 @@ type RunOptions struct {
 	DryRun bool
 	// Confirmer, when set, gets the state from before the run of every
 	// resource with a confirm window, before its change is applied (see
-	// Snapshotter). Nil: confirm windows are not kept.
+	// Snapshotter), and says which keys are held back. Nil: confirm
+	// windows are not kept. Ignored in a dry run.
 	Confirmer Confirmer
-	// Held maps keys not to converge in this run to the reason (a change
-	// rolled back after its confirm window, held until a new generation):
-	// they are reported failed with it, neither planned nor applied, and
-	// what requires them is skipped.
-	Held map[string]string
 }
 
 // Notification is a service (restarted or reloaded) or a command (run)
@@ -187,6 +183,7 @@ type state struct {
 	result  map[string]*hivev1.ResourceResult
 	changed map[string]bool
 	notify  map[string][]string // target → notifiers that changed
+	held    map[string]string   // keys held back (Confirmer.Held) → why
 }
 
 // Run converges st. It returns an error, and no report, when st does not
@@ -206,6 +203,12 @@ func (e *Engine) Run(ctx context.Context, st *hivev1.NodeState, opts RunOptions)
 		family, _ = DetectFamily(e.cfg.Root)
 	}
 	s := &state{st: st, result: map[string]*hivev1.ResourceResult{}, changed: map[string]bool{}, notify: map[string][]string{}}
+	if opts.DryRun {
+		opts.Confirmer = nil
+	}
+	if opts.Confirmer != nil {
+		s.held = opts.Confirmer.Held(st)
+	}
 	rep := &Report{}
 	var runErr error
 	for _, wave := range g.Waves {
@@ -329,7 +332,7 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 			s.result[k] = &hivev1.ResourceResult{Key: k, Outcome: hivev1.Outcome_OUTCOME_SKIPPED, Message: reason}
 			continue
 		}
-		if why, ok := opts.Held[k]; ok && !opts.DryRun {
+		if why, ok := s.held[k]; ok {
 			s.result[k] = &hivev1.ResourceResult{Key: k, Outcome: hivev1.Outcome_OUTCOME_FAILED, Message: why}
 			continue
 		}
