@@ -101,9 +101,12 @@ func saveConfirmed(ctx context.Context, p Provider, env *Env, needed []*Change, 
 // Restore undoes an unconfirmed run: it restores each saved resource (in
 // reverse order) through its provider's Snapshotter, then runs the
 // notifications of the restored resources: every resource of targets
-// that a restored resource notifies is planned and applied with those
-// notifiers in Item.Notified (a service restarts or reloads, a command
-// runs), so that what read the changed state reads the restored one. st
+// that a restored resource notifies is planned and applied, one at a time
+// in the order of targets (give them in node-state order, which follows
+// requires), with those notifiers in Item.Notified (a service restarts or
+// reloads, a command runs), so that what read the changed state reads the
+// restored one; a target whose explicit requirement failed here is
+// skipped. st
 // gives the facts and secrets (it may be nil). The report has one result
 // per saved resource (CHANGED when restored, FAILED otherwise) and one
 // per notified target. Restore is serialised with Run.
@@ -153,80 +156,88 @@ func (e *Engine) Restore(ctx context.Context, st *hivev1.NodeState, saved []Save
 		results[i] = res
 	}
 	rep.Results = results
-	byKind := map[string][]Item{}
+	changed := map[string]bool{}
+	for _, s := range saved {
+		changed[s.Key] = true
+	}
+	// Targets run one at a time in the order given (the node state's,
+	// which follows requires: sshd -t before the reload); one whose
+	// requirement failed here is skipped, as in a run.
+	bad := map[string]string{}
 	for _, t := range targets {
 		n := notified[t.GetKey()]
 		if len(n) == 0 {
 			continue
 		}
 		sort.Strings(n)
-		k := ResourceKind(t)
-		byKind[k] = append(byKind[k], Item{Key: t.GetKey(), Resource: t, Notified: n})
-	}
-	changed := map[string]bool{}
-	for _, s := range saved {
-		changed[s.Key] = true
-	}
-	for _, kind := range orderKinds(itemKinds(byKind)) {
+		kind := ResourceKind(t)
+		if why := badRequire(t, bad); why != "" {
+			rep.Results = append(rep.Results, &hivev1.ResourceResult{Key: t.GetKey(), Outcome: hivev1.Outcome_OUTCOME_SKIPPED, Message: why})
+			bad[t.GetKey()] = "skipped"
+			continue
+		}
 		p := e.reg.Provider(kind)
 		if p == nil {
 			continue
 		}
-		items := byKind[kind]
 		ev := env(kind)
 		t0 := time.Now()
-		chs, err := p.Plan(ctx, ev, &Batch{Items: items, Changed: changed})
-		if err == nil && len(chs) != len(items) {
-			err = fmt.Errorf("provider %s returned %d changes for %d resources", kind, len(chs), len(items))
+		res := e.restoreNotify(ctx, p, ev, Item{Key: t.GetKey(), Resource: t, Notified: n}, changed)
+		res.Duration = durationpb.New(time.Since(t0))
+		switch res.GetOutcome() {
+		case hivev1.Outcome_OUTCOME_FAILED:
+			bad[t.GetKey()] = "failed"
+		case hivev1.Outcome_OUTCOME_CHANGED:
+			changed[t.GetKey()] = true
 		}
-		if err != nil {
-			for _, it := range items {
-				rep.Results = append(rep.Results, failed(it.Key, err, time.Since(t0), ev))
-			}
-			continue
-		}
-		var needed []*Change
-		for i, c := range chs {
-			c.Key, c.Resource = items[i].Key, items[i].Resource
-			if c.Err == nil && c.Needed {
-				needed = append(needed, c)
-			}
-		}
-		if len(needed) > 0 && !ev.DryRun {
-			if err := p.Apply(ctx, ev, needed); err != nil {
-				for _, c := range needed {
-					if c.Err == nil {
-						c.Err = err
-					}
-				}
-			}
-		}
-		for _, c := range chs {
-			res := &hivev1.ResourceResult{Key: c.Key, Drift: c.Needed, Diff: ev.Mask(c.Diff), Message: ev.Mask(c.Summary), Duration: durationpb.New(time.Since(t0))}
-			switch {
-			case c.Err != nil:
-				res.Outcome, res.Message = hivev1.Outcome_OUTCOME_FAILED, ev.Mask(c.Err.Error())
-			case !c.Needed:
-				res.Outcome = hivev1.Outcome_OUTCOME_OK
-			case ev.DryRun:
-				res.Outcome = hivev1.Outcome_OUTCOME_PLANNED
-			default:
-				res.Outcome = hivev1.Outcome_OUTCOME_CHANGED
-			}
-			rep.Results = append(rep.Results, res)
-			e.log.Info("confirm rollback: notified", "key", c.Key, "outcome", res.Outcome.String(), "summary", res.Message)
-		}
+		rep.Results = append(rep.Results, res)
+		e.log.Info("confirm rollback: notified", "key", t.GetKey(), "outcome", res.GetOutcome().String(), "summary", res.GetMessage())
 	}
 	rep.Duration = time.Since(start)
 	return rep
 }
 
-func itemKinds(m map[string][]Item) map[string][]string {
-	out := map[string][]string{}
-	for k, items := range m {
-		for _, it := range items {
-			out[k] = append(out[k], it.Key)
+// restoreNotify plans and applies one notified target.
+func (e *Engine) restoreNotify(ctx context.Context, p Provider, ev *Env, it Item, changed map[string]bool) *hivev1.ResourceResult {
+	b := &Batch{Items: []Item{it}, Changed: map[string]bool{}}
+	for k := range changed {
+		b.Changed[k] = true
+	}
+	chs, err := p.Plan(ctx, ev, b)
+	if err == nil && len(chs) != 1 {
+		err = fmt.Errorf("provider %s returned %d changes for 1 resource", p.Kind(), len(chs))
+	}
+	if err != nil {
+		return failed(it.Key, err, 0, ev)
+	}
+	c := chs[0]
+	c.Key, c.Resource = it.Key, it.Resource
+	if c.Err == nil && c.Needed && !ev.DryRun {
+		if err := p.Apply(ctx, ev, []*Change{c}); err != nil && c.Err == nil {
+			c.Err = err
 		}
 	}
-	return out
+	res := &hivev1.ResourceResult{Key: c.Key, Drift: c.Needed, Diff: ev.Mask(c.Diff), Message: ev.Mask(c.Summary)}
+	switch {
+	case c.Err != nil:
+		res.Outcome, res.Message = hivev1.Outcome_OUTCOME_FAILED, ev.Mask(c.Err.Error())
+	case !c.Needed:
+		res.Outcome = hivev1.Outcome_OUTCOME_OK
+	case ev.DryRun:
+		res.Outcome = hivev1.Outcome_OUTCOME_PLANNED
+	default:
+		res.Outcome = hivev1.Outcome_OUTCOME_CHANGED
+	}
+	return res
+}
+
+// badRequire says why t cannot run after a target it requires failed or
+// was skipped during the restore, or "".
+func badRequire(t *hivev1.Resource, bad map[string]string) string {
+	for _, r := range t.GetRequires() {
+		if how, ok := bad[r]; ok {
+			return "requires " + r + ", which " + how
+		}
+	}
+	return ""
 }
