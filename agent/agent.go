@@ -291,11 +291,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if w := a.confirm.recover(); w != nil {
 		if !time.Now().Before(w.Deadline()) {
-			// Expired while the agent was down: roll back before the
-			// first run (which reports it), without probing first.
-			if err := w.Rollback(ctx); err == nil {
-				a.Trigger(TriggerConfirmRollback)
-			}
+			// Expired while the agent was down: its timer rolls back at
+			// once; wait for it before the first run (which reports it),
+			// without probing.
+			<-w.Done()
+			a.Trigger(TriggerConfirmRollback)
 		} else if a.startProbing(w) {
 			goRun(func(ctx context.Context) { a.confirmWindow(ctx, w) })
 		}

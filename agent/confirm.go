@@ -238,8 +238,8 @@ func (c *confirmer) window() *confirm.Window {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.win != old {
-		return c.win
+	if c.win != old && c.win != nil {
+		return c.win // opened meanwhile by another caller
 	}
 	var maxWin time.Duration
 	for i, e := range c.j.Entries {
@@ -339,6 +339,16 @@ func (c *confirmer) rollback(ctx context.Context) error {
 	for _, s := range saved {
 		window = max(window, time.Duration(s.Resource.GetConfirmSeconds())*time.Second)
 	}
+	// Hold first: a run that takes the engine's lock between the restore
+	// and the final hold below must not put the change back.
+	pre := &hold{Generation: j.Generation, At: c.now(), Keys: map[string]string{}}
+	for _, s := range saved {
+		pre.Keys[s.Key] = fmt.Sprintf("being rolled back: no coordinator confirmed generation %d within the %v confirm window", j.Generation, window)
+	}
+	c.j.Hold = pre
+	if err := c.persistLocked(); err != nil {
+		c.log.Error("confirm journal not updated before the rollback", "err", err)
+	}
 	c.mu.Unlock()
 
 	rep := c.eng.Restore(ctx, c.state(), saved, targets)
@@ -372,7 +382,18 @@ func (c *confirmer) rollback(ctx context.Context) error {
 	}
 
 	c.mu.Lock()
-	c.j.Entries, c.j.Targets, c.j.Deadline = nil, nil, time.Time{}
+	// Entries saved meanwhile (a run in progress when the window expired)
+	// stay: the window opened after that run covers them.
+	keep := c.j.Entries[:0]
+	for _, e := range c.j.Entries {
+		if !isSaved(saved, e.Key) {
+			keep = append(keep, e)
+		}
+	}
+	c.j.Entries = keep
+	if len(keep) == 0 {
+		c.j.Targets, c.j.Deadline = nil, time.Time{}
+	}
 	c.j.Hold = h
 	c.win = nil
 	if err := c.persistLocked(); err != nil {
