@@ -48,7 +48,7 @@ import (
 
 	"github.com/hivefleet/hive/agent/health"
 	"github.com/hivefleet/hive/converge"
-	"github.com/hivefleet/hive/converge/firewall"
+	"github.com/hivefleet/hive/converge/confirm"
 	"github.com/hivefleet/hive/gossip"
 	"github.com/hivefleet/hive/limits"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
@@ -68,6 +68,9 @@ const (
 	// TriggerRollback: the firewall rolled back an unconfirmed change;
 	// the run reports it at once.
 	TriggerRollback = "firewall-rollback"
+	// TriggerConfirmRollback: the confirm window of other resources
+	// (file, sysctl) rolled back; the run reports it at once.
+	TriggerConfirmRollback = "confirm-rollback"
 )
 
 // Agent is one hive-agent.
@@ -93,9 +96,10 @@ type Agent struct {
 	reconnect  chan struct{} // the certificate was renewed: reconnect the watch (cap 1)
 	seq        atomic.Uint64
 
-	runStarted atomic.Int64 // unix nanos of the run in progress, 0 when idle
-	running    *runCtl      // the run in progress, guarded by mu; nil when idle
-	probing    Window       // the firewall window a confirmWindow goroutine probes, guarded by mu
+	runStarted atomic.Int64    // unix nanos of the run in progress, 0 when idle
+	running    *runCtl         // the run in progress, guarded by mu; nil when idle
+	probing    map[Window]bool // windows a confirmWindow goroutine probes, guarded by mu
+	confirm    *confirmer      // confirm windows of file, sysctl, …; nil without a Restorer engine or in a dry run
 	ready      atomic.Bool
 	readyCh    chan struct{}
 	stats      Stats
@@ -160,6 +164,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.cache = c
+	if r, ok := deps.Engine.(Restorer); ok && !cfg.DryRun {
+		if a.confirm, err = newConfirmer(filepath.Join(cfg.DataDir, ConfirmFile), r, a.log, a.current); err != nil {
+			return nil, err
+		}
+	}
 	if deps.issuer != nil {
 		deps.issuer.a.Store(a)
 	}
@@ -279,6 +288,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	if cached {
 		a.Trigger(TriggerStartup)
+	}
+	if w := a.confirm.recover(); w != nil {
+		if !time.Now().Before(w.Deadline()) {
+			// Expired while the agent was down: its timer rolls back at
+			// once; wait for it before the first run (which reports it),
+			// without probing.
+			<-w.Done()
+			a.Trigger(TriggerConfirmRollback)
+		} else if a.startProbing(w) {
+			goRun(func(ctx context.Context) { a.confirmWindow(ctx, w) })
+		}
 	}
 	certReady := make(chan struct{}) // closed once the certificate exists
 	if !a.cfg.Dev {
@@ -524,7 +544,11 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	if reason == TriggerState || reason == TriggerStartup {
 		a.sendApplying(ctx, st, started, reason)
 	}
-	rep, err := a.deps.Engine.Run(rctx, st, converge.RunOptions{DryRun: a.cfg.DryRun})
+	opts := converge.RunOptions{DryRun: a.cfg.DryRun}
+	if a.confirm != nil {
+		opts.Confirmer = a.confirm
+	}
+	rep, err := a.deps.Engine.Run(rctx, st, opts)
 	if err != nil && rctx.Err() != nil {
 		// Say why the run was cut short, not only that it was.
 		if cause := context.Cause(rctx); cause != nil && !errors.Is(err, cause) {
@@ -610,6 +634,11 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 			go a.confirmWindow(ctx, w)
 		}
 	}
+	if a.confirm != nil {
+		if w := a.confirm.window(); w != nil && a.startProbing(w) {
+			go a.confirmWindow(ctx, w)
+		}
+	}
 	if !a.ready.Swap(true) {
 		close(a.readyCh)
 		notify(a.log, daemon.SdNotifyReady)
@@ -641,24 +670,34 @@ func (a *Agent) sendApplying(ctx context.Context, st *hivev1.NodeState, started 
 	}()
 }
 
-// confirmWindow confirms a firewall change once a coordinator answers
-// through the new rules; if none does before the deadline, the firewall
-// provider rolls the change back by itself.
+// confirmWindow confirms a change once a coordinator answers through the
+// network as it is after the change; if none does before the deadline,
+// the window rolls the change back by itself (the firewall provider's, or
+// the confirmer's for the other kinds).
 // One goroutine per window: runs during an open window find it probed
 // already (startProbing) and start none.
 func (a *Agent) confirmWindow(ctx context.Context, w Window) {
 	st := w.ConfirmWith(ctx, time.Second, a.probe)
 	a.mu.Lock()
-	if a.probing == w {
-		a.probing = nil
-	}
+	delete(a.probing, w)
 	a.mu.Unlock()
 	if ctx.Err() != nil {
 		return
 	}
-	a.log.Info("firewall confirm window ended", "state", st.String())
-	if st == firewall.WindowRolledBack || st == firewall.WindowRollbackFailed {
-		a.Trigger(TriggerRollback)
+	cw, generic := w.(*confirm.Window)
+	if !generic {
+		a.log.Info("firewall confirm window ended", "state", st.String())
+		if st == confirm.RolledBack || st == confirm.RollbackFailed {
+			a.Trigger(TriggerRollback)
+		}
+		return
+	}
+	a.log.Info("confirm window ended", "state", st.String())
+	switch st {
+	case confirm.Confirmed:
+		a.confirm.confirmed(cw)
+	case confirm.RolledBack, confirm.RollbackFailed:
+		a.Trigger(TriggerConfirmRollback)
 	}
 }
 
@@ -667,10 +706,13 @@ func (a *Agent) confirmWindow(ctx context.Context, w Window) {
 func (a *Agent) startProbing(w Window) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.probing == w {
+	if a.probing[w] {
 		return false
 	}
-	a.probing = w
+	if a.probing == nil {
+		a.probing = map[Window]bool{}
+	}
+	a.probing[w] = true
 	return true
 }
 

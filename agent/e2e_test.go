@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,7 +206,9 @@ func TestEndToEndDevCoordinator(t *testing.T) {
 	})
 	a.Trigger(agent.TriggerSignal)
 	waitFor(t, "two offline runs", 10*time.Second, func() bool { return a.Stats().Runs >= runsBefore+2 })
-	cache, _ := agent.OpenCache(cfg.DataDir, nil)
+	// Read the queue without OpenCache, which removes temporary files:
+	// the running agent's report being written among them.
+	cache := queueReader(filepath.Join(cfg.DataDir, agent.ReportsDir))
 	var queued []uint64
 	waitFor(t, "reports queued", 5*time.Second, func() bool {
 		queued, _ = cache.Queued()
@@ -385,4 +389,27 @@ func find(ms []gossip.Member, name string) (gossip.Member, bool) {
 		}
 	}
 	return gossip.Member{}, false
+}
+
+// queueReader lists the report queue of a running agent's cache, like
+// Cache.Queued, without opening the cache.
+type queueReader string
+
+func (d queueReader) Queued() ([]uint64, error) {
+	ents, err := os.ReadDir(string(d))
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for _, e := range ents {
+		n, ok := strings.CutSuffix(e.Name(), ".pb")
+		if !ok || strings.HasPrefix(n, ".") {
+			continue
+		}
+		if s, err := strconv.ParseUint(n, 10, 64); err == nil {
+			seqs = append(seqs, s)
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
 }

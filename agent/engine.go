@@ -10,6 +10,7 @@ import (
 	"github.com/hivefleet/hive/agent/health"
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/certs"
+	"github.com/hivefleet/hive/converge/confirm"
 	"github.com/hivefleet/hive/converge/drbd"
 	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/converge/providers"
@@ -26,9 +27,10 @@ type Engine interface {
 	Run(ctx context.Context, st *hivev1.NodeState, opts converge.RunOptions) (*converge.Report, error)
 }
 
-// Window is an open firewall confirm window (*firewall.Window).
+// Window is an open confirm window: the firewall's (*firewall.Window) or
+// the agent's own over the other kinds (*confirm.Window).
 type Window interface {
-	ConfirmWith(ctx context.Context, interval time.Duration, probe func(context.Context) error) firewall.WindowState
+	ConfirmWith(ctx context.Context, interval time.Duration, probe func(context.Context) error) confirm.State
 }
 
 // Deps are the agent's collaborators besides its Config.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/agent"
-	"github.com/hivefleet/hive/converge/firewall"
+	"github.com/hivefleet/hive/converge/confirm"
 )
 
 // fakeWindow is an open firewall window whose ConfirmWith blocks until
@@ -17,20 +17,20 @@ type fakeWindow struct {
 	calls atomic.Int32
 	once  sync.Once
 	done  chan struct{}
-	state firewall.WindowState
+	state confirm.State
 }
 
-func (w *fakeWindow) ConfirmWith(ctx context.Context, _ time.Duration, _ func(context.Context) error) firewall.WindowState {
+func (w *fakeWindow) ConfirmWith(ctx context.Context, _ time.Duration, _ func(context.Context) error) confirm.State {
 	w.calls.Add(1)
 	select {
 	case <-ctx.Done():
-		return firewall.WindowOpen
+		return confirm.Open
 	case <-w.done:
 		return w.state
 	}
 }
 
-func (w *fakeWindow) end(st firewall.WindowState) {
+func (w *fakeWindow) end(st confirm.State) {
 	w.once.Do(func() { w.state = st; close(w.done) })
 }
 
@@ -75,6 +75,6 @@ func TestOneProberPerWindow(t *testing.T) {
 		t.Fatalf("%d probers for one window over 6 runs, want 1", n)
 	}
 	open.Store(false)
-	w.end(firewall.WindowRolledBack)
+	w.end(confirm.RolledBack)
 	waitFor(t, "run after the rollback", 5*time.Second, func() bool { return a.Stats().LastTrigger == agent.TriggerRollback })
 }

@@ -106,6 +106,11 @@ func New(cfg Config, reg *Registry) (*Engine, error) {
 type RunOptions struct {
 	// DryRun plans every resource and applies none.
 	DryRun bool
+	// Confirmer, when set, gets the state from before the run of every
+	// resource with a confirm window, before its change is applied (see
+	// Snapshotter), and says which keys are held back. Nil: confirm
+	// windows are not kept. Ignored in a dry run.
+	Confirmer Confirmer
 }
 
 // Notification is a service (restarted or reloaded) or a command (run)
@@ -178,6 +183,7 @@ type state struct {
 	result  map[string]*hivev1.ResourceResult
 	changed map[string]bool
 	notify  map[string][]string // target → notifiers that changed
+	held    map[string]string   // keys held back (Confirmer.Held) → why
 }
 
 // Run converges st. It returns an error, and no report, when st does not
@@ -197,6 +203,12 @@ func (e *Engine) Run(ctx context.Context, st *hivev1.NodeState, opts RunOptions)
 		family, _ = DetectFamily(e.cfg.Root)
 	}
 	s := &state{st: st, result: map[string]*hivev1.ResourceResult{}, changed: map[string]bool{}, notify: map[string][]string{}}
+	if opts.DryRun {
+		opts.Confirmer = nil
+	}
+	if opts.Confirmer != nil {
+		s.held = opts.Confirmer.Held(st)
+	}
 	rep := &Report{}
 	var runErr error
 	for _, wave := range g.Waves {
@@ -320,6 +332,10 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 			s.result[k] = &hivev1.ResourceResult{Key: k, Outcome: hivev1.Outcome_OUTCOME_SKIPPED, Message: reason}
 			continue
 		}
+		if why, ok := s.held[k]; ok {
+			s.result[k] = &hivev1.ResourceResult{Key: k, Outcome: hivev1.Outcome_OUTCOME_FAILED, Message: why}
+			continue
+		}
 		n := append([]string(nil), s.notify[k]...)
 		sort.Strings(n)
 		b.Items = append(b.Items, Item{Key: k, Resource: g.Resource(k), Notified: n})
@@ -353,6 +369,9 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 		}
 	}
 	var applyDur time.Duration
+	if len(needed) > 0 && !planOnly && opts.Confirmer != nil {
+		needed = saveConfirmed(ctx, p, env, needed, opts.Confirmer)
+	}
 	if len(needed) > 0 && !planOnly {
 		astart := time.Now()
 		if err := p.Apply(ctx, env, needed); err != nil {

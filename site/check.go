@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -21,7 +22,7 @@ func Check(s *hivev1.Site) error {
 	if s == nil {
 		return ErrorList{{Msg: "no site given"}}
 	}
-	d := &decoder{pos: map[string]pos{}, resPath: map[*hivev1.Resource]string{}}
+	d := &decoder{pos: map[string]pos{}, resPath: map[*hivev1.Resource]string{}, confirmAt: map[*hivev1.Resource]confirmPos{}}
 	for _, r := range s.GetRoles() {
 		for i, res := range r.GetResources() {
 			d.resPath[res] = fmt.Sprintf("roles.%s[%d]", r.GetName(), i)
@@ -387,6 +388,14 @@ func (c *checker) apiFormat(res *hivev1.Resource) {
 		return
 	}
 	siteKinds[k.Name].check(c, res)
+	if s := res.GetConfirmSeconds(); s > 0 {
+		switch {
+		case !k.Confirm || k.Name == "firewall":
+			c.at(res, "confirm_seconds", "confirm is not supported on %s (only on %s; the firewall's is Firewall.confirm_seconds)", k.Name, strings.Join(confirmKinds(), ", "))
+		case time.Duration(s)*time.Second > MaxConfirm:
+			c.at(res, "confirm_seconds", "confirm window %ds is longer than %v", s, MaxConfirm)
+		}
+	}
 	if want := kinds.Key(res); res.GetKey() != want {
 		c.at(res, "key", "key %q does not match the resource (want %q)", res.GetKey(), want)
 	}
@@ -453,6 +462,9 @@ func (c *checker) serviceFormat(res *hivev1.Resource) {
 // firewallFormat checks the fields of a firewall resource.
 func (c *checker) firewallFormat(res *hivev1.Resource) {
 	k := res.GetKind().(*hivev1.Resource_Firewall)
+	if s := k.Firewall.GetConfirmSeconds(); time.Duration(s)*time.Second > MaxConfirm {
+		c.at(res, "firewall.confirm_seconds", "confirm window %ds is longer than %v", s, MaxConfirm)
+	}
 	for i, r := range k.Firewall.GetRules() {
 		c.atErr(res, fmt.Sprintf("rules[%d].in_interface", i), CheckInterface(r.GetInInterface()))
 		c.atErr(res, fmt.Sprintf("rules[%d].out_interface", i), CheckInterface(r.GetOutInterface()))

@@ -25,6 +25,8 @@ type decoder struct {
 	// resPath is the field path of each resource built, for checks that
 	// run on the finished model.
 	resPath map[*hivev1.Resource]string
+	// confirmAt is where each resource built with `confirm:` has it.
+	confirmAt map[*hivev1.Resource]confirmPos
 	// selPath is the field path of each selector built.
 	selPath map[*hivev1.Selector]string
 

@@ -11,7 +11,8 @@ import (
 // TestExampleBaseline: deploy/examples/baseline.yaml parses and checks, and
 // declares the hive-builder-style baseline of issue 15 (an admin group with
 // sudo, users with keys, chrony, an sshd drop-in checked by sshd -t before
-// the reload, /etc/hosts from membership, sysctls, the time zone).
+// the reload and rolled back unless confirmed within 30 s, /etc/hosts from
+// membership, sysctls, the time zone).
 func TestExampleBaseline(t *testing.T) {
 	data, err := os.ReadFile("../deploy/examples/baseline.yaml")
 	if err != nil {
@@ -40,6 +41,9 @@ func TestExampleBaseline(t *testing.T) {
 			}
 			if h := res.GetHosts(); h != nil && len(h.GetFromRoles()) == 0 {
 				t.Error("hosts not from membership")
+			}
+			if res.GetKey() == "file:/etc/ssh/sshd_config.d/50-hive-hardening.conf" && res.GetConfirmSeconds() != 30 {
+				t.Errorf("the sshd drop-in has confirm %ds, want 30s (issue 15 item 10)", res.GetConfirmSeconds())
 			}
 			if res.GetKey() == "service:ssh.service" && !strings.Contains(strings.Join(res.GetRequires(), " "), "command:sshd-check") {
 				t.Error("the sshd reload does not wait for sshd -t")

@@ -37,7 +37,7 @@ func Parse(name string, data []byte) (*hivev1.Site, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, ErrorList{{File: name, Line: extra.Line, Col: extra.Column, Msg: "more than one YAML document; a site file holds exactly one"}}
 	}
-	d := &decoder{file: name, pos: map[string]pos{}, resPath: map[*hivev1.Resource]string{}, selPath: map[*hivev1.Selector]string{}}
+	d := &decoder{file: name, pos: map[string]pos{}, resPath: map[*hivev1.Resource]string{}, selPath: map[*hivev1.Selector]string{}, confirmAt: map[*hivev1.Resource]confirmPos{}}
 	s := d.site(&doc)
 	if s == nil {
 		return nil, d.errs.Err()
@@ -196,21 +196,53 @@ func (d *decoder) selector(n *yaml.Node, path string) *hivev1.Selector {
 type common struct {
 	requires []string
 	notify   []string
+	confirm  uint32     // seconds, 0 when not given
+	confirmN *yaml.Node // the confirm value, for the kind check in role
+	confirmP string
 }
 
 func (d *decoder) commonFields(c *common) []field {
 	return []field{
 		{"requires", func(v *yaml.Node, p string) { c.requires = d.strList(v, p) }},
 		{"notify", func(v *yaml.Node, p string) { c.notify = d.strList(v, p) }},
+		{"confirm", func(v *yaml.Node, p string) {
+			s := d.str(v, p)
+			if s == "" {
+				return
+			}
+			c.confirmN, c.confirmP = v, p
+			dur, err := time.ParseDuration(s)
+			if err != nil || dur < MinConfirm || dur > MaxConfirm || dur%time.Second != 0 {
+				d.errorf(v, p, "confirm window %q: expected whole seconds from 1s to 1h, e.g. \"30s\"", s)
+				return
+			}
+			c.confirm = uint32(dur / time.Second)
+		}},
 	}
 }
 
+// The bounds of a confirm window (`confirm:` on a resource).
+const (
+	MinConfirm = time.Second
+	MaxConfirm = time.Hour
+)
+
 func (d *decoder) resource(n *yaml.Node, path string, c *common) *hivev1.Resource {
-	return &hivev1.Resource{
-		Requires: c.requires,
-		Notify:   c.notify,
-		Source:   fmt.Sprintf("%s:%d:%d", d.file, n.Line, n.Column),
+	res := &hivev1.Resource{
+		Requires:       c.requires,
+		Notify:         c.notify,
+		ConfirmSeconds: c.confirm,
+		Source:         fmt.Sprintf("%s:%d:%d", d.file, n.Line, n.Column),
 	}
+	if c.confirmN != nil {
+		d.confirmAt[res] = confirmPos{c.confirmN, c.confirmP}
+	}
+	return res
+}
+
+type confirmPos struct {
+	n *yaml.Node
+	p string
 }
 
 func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
@@ -220,6 +252,11 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			return
 		}
 		res.Key = kinds.Key(res)
+		if at, ok := d.confirmAt[res]; ok {
+			if k := kinds.Of(res); k != nil && !k.Confirm {
+				d.errorf(at.n, at.p, "confirm is not supported on %s (only on %s)", k.Name, strings.Join(confirmKinds(), ", "))
+			}
+		}
 		r.Resources = append(r.Resources, res)
 		d.resPath[res] = p
 	}
@@ -560,18 +597,6 @@ func (d *decoder) firewall(n *yaml.Node, path string) *hivev1.Resource {
 				fw.Policies[chain] = actions[a]
 			})
 		}},
-		field{"confirm", func(v *yaml.Node, p string) {
-			s := d.str(v, p)
-			if s == "" {
-				return
-			}
-			dur, err := time.ParseDuration(s)
-			if err != nil || dur < time.Second || dur > time.Hour {
-				d.errorf(v, p, "confirm window %q: expected a duration from 1s to 1h, e.g. \"30s\"", s)
-				return
-			}
-			fw.ConfirmSeconds = uint32(dur / time.Second)
-		}},
 		field{"rules", func(v *yaml.Node, p string) {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
 				if r := d.rule(item, ip); r != nil {
@@ -583,6 +608,11 @@ func (d *decoder) firewall(n *yaml.Node, path string) *hivev1.Resource {
 		return nil
 	}
 	res := d.resource(n, path, &c)
+	// The firewall provider keeps its own window (always on, 30 s unless
+	// confirm says otherwise): the value lives in its message.
+	if res.ConfirmSeconds > 0 {
+		fw.ConfirmSeconds, res.ConfirmSeconds = res.ConfirmSeconds, 0
+	}
 	res.Kind = &hivev1.Resource_Firewall{Firewall: fw}
 	return res
 }
@@ -807,4 +837,15 @@ func (d *decoder) swarm(n *yaml.Node, path string) *hivev1.Resource {
 	res := d.resource(n, path, &c)
 	res.Kind = &hivev1.Resource_Swarm{Swarm: s}
 	return res
+}
+
+// confirmKinds lists the kinds that take `confirm:`.
+func confirmKinds() []string {
+	var out []string
+	for _, k := range kinds.All {
+		if k.Confirm {
+			out = append(out, k.Name)
+		}
+	}
+	return out
 }

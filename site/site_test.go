@@ -321,3 +321,54 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatalf("want an alias-expansion error, got %.300v", err)
 	}
 }
+
+// TestCheckAPIConfirm: a site from the API gets the parser's confirm
+// rules: only kinds that can roll back, at most an hour, and the
+// firewall's window in its own message.
+func TestCheckAPIConfirm(t *testing.T) {
+	s, err := Parse("site.yaml", []byte(`site: t
+selectors:
+  - roles: [web]
+roles:
+  web:
+    packages: [nginx]
+    files:
+      - path: /etc/a
+        content: a
+        confirm: 30s
+    firewall:
+      confirm: 20s
+      rules: []
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range s.Roles[0].Resources {
+		switch {
+		case res.GetFile() != nil && res.ConfirmSeconds != 30:
+			t.Errorf("file confirm_seconds %d, want 30", res.ConfirmSeconds)
+		case res.GetFirewall() != nil && (res.ConfirmSeconds != 0 || res.GetFirewall().ConfirmSeconds != 20):
+			t.Errorf("firewall confirm %d/%d, want 0/20", res.ConfirmSeconds, res.GetFirewall().ConfirmSeconds)
+		}
+	}
+	if err := Check(s); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	bad := proto.Clone(s).(*hivev1.Site)
+	for _, res := range bad.Roles[0].Resources {
+		switch {
+		case res.GetPackage() != nil:
+			res.ConfirmSeconds = 30
+		case res.GetFile() != nil:
+			res.ConfirmSeconds = 7200
+		case res.GetFirewall() != nil:
+			res.ConfirmSeconds = 30
+		}
+	}
+	err = Check(bad)
+	for _, want := range []string{"confirm is not supported on package", "confirm window 7200s is longer than 1h0m0s", "confirm is not supported on firewall"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check error lacks %q:\n%v", want, err)
+		}
+	}
+}

@@ -8,32 +8,22 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/converge"
+	"github.com/hivefleet/hive/converge/confirm"
 )
 
-// WindowState is where a confirm window stands.
-type WindowState int
+// WindowState is where a confirm window stands: the states every confirm
+// window shares (package confirm).
+type WindowState = confirm.State
 
 // Window states. A window starts Open and ends exactly once in one of the
-// other states.
+// other states (see package confirm).
 const (
-	WindowOpen WindowState = iota
-	// WindowConfirmed: Confirm was called before the deadline; the new
-	// rules stay.
-	WindowConfirmed
-	// WindowRolledBack: the deadline passed (or Rollback was called) and
-	// the previous rules were restored.
-	WindowRolledBack
-	// WindowRollbackFailed: restoring the previous rules failed; Err says
-	// why. The new rules may still be in place.
-	WindowRollbackFailed
-	// WindowSuperseded: a newer change opened its own window, which took
-	// over the snapshot of the rules before this one.
-	WindowSuperseded
+	WindowOpen           = confirm.Open
+	WindowConfirmed      = confirm.Confirmed
+	WindowRolledBack     = confirm.RolledBack
+	WindowRollbackFailed = confirm.RollbackFailed
+	WindowSuperseded     = confirm.Superseded
 )
-
-func (s WindowState) String() string {
-	return [...]string{"open", "confirmed", "rolled back", "rollback failed", "superseded"}[s]
-}
 
 // ErrWindowClosed is returned by Confirm and Rollback when the window has
 // already ended (confirmed, rolled back or superseded).
@@ -128,27 +118,10 @@ func (w *Window) ConfirmWith(ctx context.Context, interval time.Duration, probe 
 		return st
 	}
 	defer w.probing.Store(false)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		pctx, cancel := context.WithDeadline(ctx, w.deadline)
-		err := probe(pctx)
-		cancel()
-		if err == nil {
-			_ = w.Confirm()
-			st, _, _ := w.State()
-			return st
-		}
-		select {
-		case <-ctx.Done():
-			st, _, _ := w.State()
-			return st
-		case <-w.done:
-			st, _, _ := w.State()
-			return st
-		case <-t.C:
-		}
-	}
+	return confirm.Probe(ctx, w.deadline, w.done, interval, probe, w.Confirm, func() WindowState {
+		st, _, _ := w.State()
+		return st
+	})
 }
 
 func (w *Window) expire() {

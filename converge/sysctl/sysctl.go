@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -396,6 +397,75 @@ func (p *Provider) applyPrune(ctx context.Context, env *converge.Env, changes []
 		}
 		delete(c.values, pr.key)
 		delete(c.before, pr.key)
+	}
+	return c.write(path)
+}
+
+var _ converge.Snapshotter = (*Provider)(nil)
+
+// snapshot is a key's state before a change with a confirm window: its
+// live value (when the root is the running system's) and its lines in
+// the persisted file (value and "# before:", each present or not).
+type snapshot struct {
+	Live      string `json:"live,omitempty"`
+	Observed  bool   `json:"observed,omitempty"`
+	Value     string `json:"value,omitempty"`
+	Managed   bool   `json:"managed,omitempty"`
+	Before    string `json:"before,omitempty"`
+	HasBefore bool   `json:"has_before,omitempty"`
+}
+
+// Snapshot implements converge.Snapshotter.
+func (p *Provider) Snapshot(ctx context.Context, env *converge.Env, r *hivev1.Resource) ([]byte, error) {
+	key := r.GetSysctl().GetKey()
+	c, _, err := p.readConf(env)
+	if err != nil {
+		return nil, err
+	}
+	s := snapshot{}
+	s.Value, s.Managed = c.values[key]
+	s.Before, s.HasBefore = c.before[key]
+	if p.cfg.ProcSys != "" || env.HostRoot() {
+		if s.Live, err = p.readLive(env, key); err != nil {
+			return nil, err
+		}
+		s.Observed = true
+	}
+	return json.Marshal(s)
+}
+
+// Restore implements converge.Snapshotter: the live value first (read
+// back), then the persisted file.
+func (p *Provider) Restore(ctx context.Context, env *converge.Env, r *hivev1.Resource, b []byte) error {
+	key := r.GetSysctl().GetKey()
+	var s snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("bad snapshot: %w", err)
+	}
+	if s.Observed {
+		live, err := p.readLive(env, key)
+		if err != nil {
+			return err
+		}
+		if live != s.Live {
+			if err := p.writeLive(env, key, s.Live); err != nil {
+				return err
+			}
+		}
+	}
+	c, path, err := p.readConf(env)
+	if err != nil {
+		return err
+	}
+	if s.Managed {
+		c.values[key] = s.Value
+	} else {
+		delete(c.values, key)
+	}
+	if s.HasBefore {
+		c.before[key] = s.Before
+	} else {
+		delete(c.before, key)
 	}
 	return c.write(path)
 }

@@ -144,6 +144,8 @@ func mergeInto(prev, res *hivev1.Resource, role string) error {
 	}
 	prev.Requires = union(prev.GetRequires(), res.GetRequires())
 	prev.Notify = union(prev.GetNotify(), res.GetNotify())
+	// The longer confirm window wins, as for the firewall's.
+	prev.ConfirmSeconds = max(prev.GetConfirmSeconds(), res.GetConfirmSeconds())
 	return nil
 }
 

@@ -50,6 +50,11 @@ type Kind struct {
 	// InRoot is set when the provider acts inside a --root sandbox (it
 	// writes files under the root); the others are only planned there.
 	InRoot bool
+	// Confirm is set for the kinds that take `confirm:` (a confirm window
+	// after a change, see docs/resources.md): the firewall, whose provider
+	// keeps its own window, and the kinds whose provider can snapshot and
+	// restore a resource (converge.Snapshotter).
+	Confirm bool
 }
 
 // All is every kind, in the implicit dependency order: when explicit
@@ -66,15 +71,15 @@ var All = []*Kind{
 	{Name: "timezone", Section: "timezone", Single: true, FixedID: "system", InRoot: true},
 	{Name: "locale", Section: "locale", Single: true, FixedID: "system", InRoot: true},
 	{Name: "hosts", Section: "hosts", Single: true, FixedID: "block", Merge: mergeHosts, Additive: true, InRoot: true},
-	{Name: "file", Section: "files", ID: func(m proto.Message) string { return m.(*hivev1.File).GetPath() }, InRoot: true},
+	{Name: "file", Section: "files", ID: func(m proto.Message) string { return m.(*hivev1.File).GetPath() }, InRoot: true, Confirm: true},
 	{Name: "service", Section: "services", ID: func(m proto.Message) string { return UnitName(m.(*hivev1.Service).GetName()) }, Notifiable: true},
-	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true},
+	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true, Confirm: true},
 	{Name: "drbd", Section: "drbd", ID: func(m proto.Message) string { return m.(*hivev1.Drbd).GetName() }},
 	{Name: "swarm", Section: "swarm", Single: true, FixedID: "node", Merge: mergeSwarm},
 	// Host baseline: modules before the sysctls they bring, mounts before
 	// commands; all act on the running kernel, so none is InRoot.
 	{Name: "kernel_module", Section: "kernel_modules", ID: func(m proto.Message) string { return m.(*hivev1.KernelModule).GetName() }},
-	{Name: "sysctl", Section: "sysctls", ID: func(m proto.Message) string { return m.(*hivev1.Sysctl).GetKey() }},
+	{Name: "sysctl", Section: "sysctls", ID: func(m proto.Message) string { return m.(*hivev1.Sysctl).GetKey() }, Confirm: true},
 	{Name: "mount", Section: "mounts", ID: func(m proto.Message) string { return m.(*hivev1.Mount).GetPath() }},
 	{Name: "command", Section: "commands", ID: func(m proto.Message) string { return m.(*hivev1.GuardedCommand).GetName() }, Notifiable: true},
 	{Name: "certificate", Section: "certificates", ID: func(m proto.Message) string { return m.(*hivev1.Certificate).GetName() }, InRoot: true},

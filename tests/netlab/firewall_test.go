@@ -186,9 +186,11 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 	c1 := c.coords[0]
 	a := c.addHostAgent("a1", []string{"tier=web"}, c1)
 
-	// good applies good rule set i and checks that it is confirmed and
-	// stays past its deadline; it returns the tables.
-	good := func(i int) string {
+	// good applies good rule set i and checks that it is confirmed and,
+	// with past, stays past its deadline (a confirmed window has nothing
+	// left to race with: the first and last sets wait, the others go on
+	// at once, which saves ~3.3 s a cycle); it returns the tables.
+	good := func(i int, past bool) string {
 		t.Helper()
 		n := len(agentEvents(t, a, fwChangedRe))
 		nc := len(agentEvents(t, a, fwConfirmRe))
@@ -196,7 +198,9 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		ch := waitEvent(t, a, fwChangedRe, n, 30*time.Second, fmt.Sprintf("good rules %d applied", i))
 		waitEvent(t, a, fwConfirmRe, nc, 30*time.Second, fmt.Sprintf("good rules %d confirmed", i))
 		c.waitConverged(gen, 30*time.Second, a)
-		time.Sleep(time.Until(ch.deadline.Add(300 * time.Millisecond)))
+		if past {
+			time.Sleep(time.Until(ch.deadline.Add(300 * time.Millisecond)))
+		}
 		save := filterSave(t, a.host.NS)
 		for _, want := range []string{":INPUT DROP", "-A INPUT -j HIVE-INPUT", "-A HIVE-INPUT -s " + c1.host.Addr + "/32 -m comment --comment coordinator -j ACCEPT", fmt.Sprintf(`--comment "good %d"`, i)} {
 			if !strings.Contains(save, want) {
@@ -326,7 +330,7 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		return took
 	}
 
-	before := good(0)
+	before := good(0, true)
 	var times []time.Duration
 	const cycles, killFrom = 10, 6 // cycles 1-5 plain, 6-10 with kill -9
 	for i := 1; i <= cycles; i++ {
@@ -334,7 +338,7 @@ func TestFirewallLockoutRollsBack(t *testing.T) {
 		took := lockout(i, before, kill)
 		times = append(times, took)
 		t.Logf("cycle %d (kill %v): rolled back %v after the apply, %v after the deadline", i, kill, took.Round(time.Millisecond), lates[len(lates)-1].Round(time.Millisecond))
-		before = good(i)
+		before = good(i, i == cycles)
 	}
 	if n, want := len(agentEvents(t, a, fwReopenRe)), cycles-killFrom+1; n != want {
 		t.Errorf("%d windows reopened after a restart, want %d", n, want)

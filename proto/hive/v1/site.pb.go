@@ -1072,6 +1072,13 @@ type Resource struct {
 	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
 	// Position in the site file, for messages: "file:line:col".
 	Source string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	// Confirm window in seconds (0: none): after a run changes this
+	// resource, the agent must reach a coordinator within the window or it
+	// restores the resource's state from before the run by itself (see
+	// docs/resources.md "Confirm windows"). Kinds whose provider can
+	// snapshot and restore (file, sysctl); the firewall keeps its own window
+	// in Firewall.confirm_seconds.
+	ConfirmSeconds uint32 `protobuf:"varint,6,opt,name=confirm_seconds,json=confirmSeconds,proto3" json:"confirm_seconds,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Resource_Repo
@@ -1161,6 +1168,13 @@ func (x *Resource) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Resource) GetConfirmSeconds() uint32 {
+	if x != nil {
+		return x.ConfirmSeconds
+	}
+	return 0
 }
 
 func (x *Resource) GetKind() isResource_Kind {
@@ -2800,13 +2814,14 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\bCheckTCP\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"\"\n" +
 	"\fCheckCommand\x12\x12\n" +
-	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xd9\a\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\"\x82\b\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
 	"\x06notify\x18\x03 \x03(\tR\x06notify\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x16\n" +
-	"\x06source\x18\x05 \x01(\tR\x06source\x12#\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x12'\n" +
+	"\x0fconfirm_seconds\x18\x06 \x01(\rR\x0econfirmSeconds\x12#\n" +
 	"\x04repo\x18\n" +
 	" \x01(\v2\r.hive.v1.RepoH\x00R\x04repo\x12,\n" +
 	"\apackage\x18\v \x01(\v2\x10.hive.v1.PackageH\x00R\apackage\x12#\n" +
