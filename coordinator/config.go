@@ -120,6 +120,11 @@ type Config struct {
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
 
+	// Pprof serves Go's runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on HTTPAddr. Off by default: a CPU profile costs CPU,
+	// and like /metrics the listener has no authentication.
+	Pprof bool
+
 	// Logger receives structured logs (component attributes are added).
 	Logger *slog.Logger
 }

@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		raftAddr    = fs.String("raft-addr", def.RaftAddr, "raft listen address")
 		gossipAddr  = fs.String("gossip-addr", def.GossipAddr, "gossip listen address (never 7946: Docker swarm's)")
 		httpAddr    = fs.String("http-addr", def.HTTPAddr, "listen address of /metrics, /healthz and the dashboard /ui/ (empty: off)")
+		pprofOn     = fs.Bool("pprof", false, "also serve Go's runtime profiles under /debug/pprof/ on --http-addr (unauthenticated, like /metrics: for profiling, not for production)")
 		advertise   = fs.String("advertise", "", "IP to advertise when listening on 0.0.0.0")
 		join        = fs.StringArray("join", nil, "gossip address of a member to join (repeatable, retried); the leader adds this server to raft as a non-voter once it has checked this server's coordinator certificate (its name and --ip covering the advertised address), and promotes it once caught up")
 		expect      = fs.Int("bootstrap-expect", 0, "bootstrap raft once this many coordinators found each other through gossip and proved their coordinator certificates")
@@ -140,6 +141,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 	}
 	cfg.GossipAddr = *gossipAddr
 	cfg.HTTPAddr = *httpAddr
+	cfg.Pprof = *pprofOn
 	cfg.AdvertiseAddr = *advertise
 	cfg.Join = *join
 	if !*dev {
