@@ -302,6 +302,19 @@ func TrustedLabels(n *hivev1.NodeRecord) (labels, sources map[string]string) {
 	return labels, sources
 }
 
+// MatchLabels returns the labels of TrustedLabels without their sources,
+// for the renderer, which reads them once per watcher and push. Without
+// operator labels it is the identity's own map, not a copy: callers must
+// not modify it.
+func MatchLabels(n *hivev1.NodeRecord) map[string]string {
+	op := n.GetOperatorLabels()
+	if len(op) == 0 {
+		return n.GetIdentity().GetLabels()
+	}
+	labels, _ := TrustedLabels(n)
+	return labels
+}
+
 // LabelNode sets and removes operator labels of a registered node. An
 // unknown node is ReasonNotFound; setting and removing the same key, or
 // ending with more than maxOperatorLabels, is ReasonInvalid. (Keys and
