@@ -614,6 +614,21 @@ func (s *Store) Nodes() ([]*hivev1.NodeRecord, uint64) {
 	return out, s.registryVersion
 }
 
+// EachNodeReport calls f with every registered node and its last report
+// (nil: none), in no particular order, until f returns false: one pass
+// under the read lock, without the copy and sort of Nodes (the FSM's
+// report events check a whole fleet per batch with it). f must not call
+// the store.
+func (s *Store) EachNodeReport(f func(*hivev1.NodeRecord, *hivev1.Report) bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for name, n := range s.nodes {
+		if !f(n, s.reports[name]) {
+			return
+		}
+	}
+}
+
 // RegistryVersion increases with every registry change.
 func (s *Store) RegistryVersion() uint64 {
 	s.mu.RLock()
