@@ -286,19 +286,22 @@ func allConverged(st *state.Store, gen uint64) (int, bool) {
 	if g == nil {
 		return 0, false
 	}
-	nodes, _ := st.Nodes()
-	n := 0
-	for _, rec := range nodes {
-		if len(render.SelectRoles(g.GetSite(), rec.GetName(), render.FactsOf(rec).Labels)) == 0 {
-			continue
+	// Runs on the FSM goroutine for every report batch that converges a
+	// node: one unsorted pass that stops at the first node behind (sorting
+	// the registry first was half a coordinator's CPU at 10,000 nodes).
+	n, all := 0, true
+	st.EachNodeReport(func(rec *hivev1.NodeRecord, r *hivev1.Report) bool {
+		if len(render.SelectRoles(g.GetSite(), rec.GetName(), state.MatchLabels(rec))) == 0 {
+			return true
 		}
-		r := st.Report(rec.GetName())
 		if r == nil || r.GetDryRun() || r.GetGeneration() < gen || r.GetPhase() != hivev1.Phase_PHASE_CONVERGED {
-			return 0, false
+			all = false
+			return false
 		}
 		n++
-	}
-	return n, n > 0
+		return true
+	})
+	return n, all && n > 0
 }
 
 // WatchEvents streams the kept events, then live ones with follow.

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,5 +98,12 @@ func (s *Server) httpHandler() http.Handler {
 		}
 		fmt.Fprintln(w, h.String())
 	})
+	if s.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

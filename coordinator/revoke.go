@@ -74,14 +74,20 @@ func (s *Server) checkCert(ctx context.Context, id pki.Identity) error {
 }
 
 func (s *Server) certError(id pki.Identity, leaf *x509.Certificate, now time.Time) error {
-	serial := state.SerialText(leaf.SerialNumber)
 	if now.After(leaf.NotAfter) {
-		return status.Errorf(codes.Unauthenticated, "certificate %s of %s expired at %s", serial, id, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return status.Errorf(codes.Unauthenticated, "certificate %s of %s expired at %s", state.SerialText(leaf.SerialNumber), id, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if id.Kind != pki.KindAgent {
 		return nil
 	}
-	if why, denied := s.fsm.Store().Denied(id.Name, leaf.NotBefore, serial); denied {
+	// Every call and every watch wake-up passes here: the serial's text
+	// is made only for a node that has a deny-list entry.
+	r := s.fsm.Store().Revocation(id.Name)
+	if r == nil {
+		return nil
+	}
+	serial := state.SerialText(leaf.SerialNumber)
+	if why, denied := state.DeniedBy(r, leaf.NotBefore, serial); denied {
 		return status.Errorf(codes.PermissionDenied, "certificate %s of %s %s", serial, id, why)
 	}
 	return nil

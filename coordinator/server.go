@@ -354,6 +354,10 @@ func firstIP() (net.IP, error) {
 	return nil, errors.New("no address to advertise: set --advertise")
 }
 
+// staticWindow is the gRPC server's flow-control window, per stream and
+// per connection (see newGRPCServer).
+const staticWindow = 1 << 20
+
 func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.InTapHandle(s.tapAuth),
@@ -372,6 +376,16 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		// from a shared pool only while writing (the default).
 		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(8 << 10),
+		// Fixed flow-control windows: gRPC's dynamic windows probe the
+		// bandwidth with a PING whenever data arrives on a connection with
+		// no probe outstanding, so with one agent per connection nearly
+		// every report cost a PING written and its ACK read (a third of
+		// the coordinator's CPU per report). 1 MiB per stream and per
+		// connection also bounds what a peer can make the server buffer
+		// (the dynamic windows grow to 16 MiB); a 5 MiB push from hivectl
+		// takes five window updates, on loopback or a LAN unnoticed.
+		grpc.StaticStreamWindowSize(staticWindow),
+		grpc.StaticConnWindowSize(staticWindow),
 		// Clients (agents ping every 25s) may ping every KeepaliveMinTime,
 		// even with no stream open; the server pings idle clients itself.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.KeepaliveMinTime, PermitWithoutStream: true}),

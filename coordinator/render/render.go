@@ -99,8 +99,7 @@ type Facts struct {
 
 // FactsOf returns the facts of a registry record.
 func FactsOf(n *hivev1.NodeRecord) Facts {
-	trusted, _ := state.TrustedLabels(n)
-	return Facts{Name: n.GetName(), Labels: trusted, Reported: n.GetLabels(), Addresses: n.GetAddresses()}
+	return Facts{Name: n.GetName(), Labels: state.MatchLabels(n), Reported: n.GetLabels(), Addresses: n.GetAddresses()}
 }
 
 // Renderer renders and caches node states.
@@ -399,6 +398,9 @@ func (r *Renderer) RenderAt(src Source, gen *hivev1.Generation, f Facts) (*Rende
 }
 
 func (r *Renderer) renderAt(src Source, gen *hivev1.Generation, f Facts) (*Rendered, error) {
+	// The facts' part of the cache key is built before taking the lock
+	// that every watcher woken by a push passes through.
+	fk := factsKey(f)
 	r.mu.Lock()
 	v := r.viewFor(src, gen)
 	roles := v.nodeRoles[f.Name]
@@ -414,7 +416,7 @@ func (r *Renderer) renderAt(src Source, gen *hivev1.Generation, f Facts) (*Rende
 		r.mu.Unlock()
 		return nil, err
 	}
-	key := factsKey(f) + "|" + rolesKey(roles) + "|" + secretKey
+	key := fk + "|" + rolesKey(roles) + "|" + secretKey
 	if e, ok := r.nodes[f.Name]; ok && e.view == v && e.key == key {
 		r.mu.Unlock()
 		r.hits.Add(1)
@@ -463,9 +465,13 @@ func factsKey(f Facts) string {
 	}
 	sort.Strings(keys)
 	var sb strings.Builder
+	sb.Grow(256)
 	sb.WriteString(f.Name)
 	for _, k := range keys {
-		fmt.Fprintf(&sb, "\x00%s=%s", k, f.Labels[k])
+		sb.WriteByte(0)
+		sb.WriteString(k)
+		sb.WriteByte('=')
+		sb.WriteString(f.Labels[k])
 	}
 	sb.WriteString("\x01")
 	keys = keys[:0]
@@ -474,7 +480,10 @@ func factsKey(f Facts) string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(&sb, "\x00%s=%s", k, f.Reported[k])
+		sb.WriteByte(0)
+		sb.WriteString(k)
+		sb.WriteByte('=')
+		sb.WriteString(f.Reported[k])
 	}
 	sb.WriteString("\x01")
 	sb.WriteString(strings.Join(f.Addresses, ","))

@@ -80,3 +80,58 @@ func TestTokenBinding(t *testing.T) {
 		}
 	}
 }
+
+// TestMatchLabels: MatchLabels is TrustedLabels without the sources, with
+// and without operator labels.
+func TestMatchLabels(t *testing.T) {
+	s := New()
+	s.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "web-1", Labels: map[string]string{"tier": "db"},
+		Identity: &hivev1.NodeIdentity{Source: SourceCertificate, Labels: map[string]string{"tier": "web", "zone": "a"}, Serial: "01"}})
+	s.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: "web-2", Labels: map[string]string{"tier": "db"}})
+	check := func(what string) {
+		t.Helper()
+		for _, n := range []string{"web-1", "web-2"} {
+			want, _ := TrustedLabels(s.Node(n))
+			got := MatchLabels(s.Node(n))
+			if len(got) != len(want) {
+				t.Fatalf("%s: %s: MatchLabels %v, TrustedLabels %v", what, n, got, want)
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Fatalf("%s: %s: MatchLabels %v, TrustedLabels %v", what, n, got, want)
+				}
+			}
+		}
+	}
+	check("identity only")
+	if r := s.LabelNode(t0, &hivev1.NodeLabelCommand{Name: "web-1", Set: map[string]string{"zone": "b", "rack": "3"}}); r.GetError() != "" {
+		t.Fatal(r)
+	}
+	check("with operator labels")
+}
+
+// TestEachNodeReport: every registered node once, with its last report
+// (nil: none), and the walk stops when f returns false.
+func TestEachNodeReport(t *testing.T) {
+	s := New()
+	for _, n := range []string{"a", "b", "c"} {
+		s.UpsertNode(t0, &hivev1.NodeUpsertCommand{Name: n})
+	}
+	s.ApplyReports(&hivev1.ReportBatchCommand{Reports: []*hivev1.Report{{Node: "b", Seq: 1, Finished: timestamppb.New(t0), Generation: 7}}})
+	seen := map[string]uint64{}
+	s.EachNodeReport(func(rec *hivev1.NodeRecord, r *hivev1.Report) bool {
+		if _, dup := seen[rec.GetName()]; dup {
+			t.Fatalf("%s twice", rec.GetName())
+		}
+		seen[rec.GetName()] = r.GetGeneration()
+		return true
+	})
+	if len(seen) != 3 || seen["b"] != 7 || seen["a"] != 0 {
+		t.Fatalf("seen %v", seen)
+	}
+	calls := 0
+	s.EachNodeReport(func(*hivev1.NodeRecord, *hivev1.Report) bool { calls++; return false })
+	if calls != 1 {
+		t.Fatalf("%d calls after false", calls)
+	}
+}

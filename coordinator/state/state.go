@@ -302,6 +302,19 @@ func TrustedLabels(n *hivev1.NodeRecord) (labels, sources map[string]string) {
 	return labels, sources
 }
 
+// MatchLabels returns the labels of TrustedLabels without their sources,
+// for the renderer, which reads them once per watcher and push. Without
+// operator labels it is the identity's own map, not a copy: callers must
+// not modify it.
+func MatchLabels(n *hivev1.NodeRecord) map[string]string {
+	op := n.GetOperatorLabels()
+	if len(op) == 0 {
+		return n.GetIdentity().GetLabels()
+	}
+	labels, _ := TrustedLabels(n)
+	return labels
+}
+
 // LabelNode sets and removes operator labels of a registered node. An
 // unknown node is ReasonNotFound; setting and removing the same key, or
 // ending with more than maxOperatorLabels, is ReasonInvalid. (Keys and
@@ -599,6 +612,21 @@ func (s *Store) Nodes() ([]*hivev1.NodeRecord, uint64) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, s.registryVersion
+}
+
+// EachNodeReport calls f with every registered node and its last report
+// (nil: none), in no particular order, until f returns false: one pass
+// under the read lock, without the copy and sort of Nodes (the FSM's
+// report events check a whole fleet per batch with it). f must not call
+// the store.
+func (s *Store) EachNodeReport(f func(*hivev1.NodeRecord, *hivev1.Report) bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for name, n := range s.nodes {
+		if !f(n, s.reports[name]) {
+			return
+		}
+	}
 }
 
 // RegistryVersion increases with every registry change.
