@@ -220,6 +220,9 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 			return
 		}
 		res.Key = kinds.Key(res)
+		if v := res.GetVolume(); v != nil && v.ReplicaRole == "" {
+			v.ReplicaRole = name // replicas default to the declaring role
+		}
 		r.Resources = append(r.Resources, res)
 		d.resPath[res] = p
 	}
