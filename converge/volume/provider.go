@@ -758,7 +758,14 @@ func (p *Provider) run(ctx context.Context, env *converge.Env, name string, args
 	return nil
 }
 
+// drbdadm runs drbdadm on the volume's resource file (args end with the
+// resource name), as node self.
 func (p *Provider) drbdadm(ctx context.Context, env *converge.Env, self string, args ...string) ([]byte, error) {
+	conf, err := env.Path(drbd.ConfDir + "/" + args[len(args)-1] + ".res")
+	if err != nil {
+		return nil, err
+	}
+	args = append([]string{"-c", conf}, args...)
 	out, err := env.Runner.Run(ctx, converge.Cmd{Name: "drbdadm", Args: args, Env: []string{"__DRBD_NODE__=" + self}})
 	if err != nil {
 		return out.Stdout, fmt.Errorf("drbdadm %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out.Stderr)))
