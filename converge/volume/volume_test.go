@@ -311,7 +311,7 @@ func testVolume(name, vg, disk string) *hivev1.Volume {
 		Name: name, SizeBytes: 64 << 20, Fstype: "ext4", Protocol: "C", ReplicaRole: "storage",
 		Pool:  &hivev1.VolumePool{Disk: disk, Vg: vg, ThinPool: "volumes"},
 		Minor: 100, Port: 7900, InitialPrimary: "store-a",
-		Peers: []*hivev1.VolumePeer{{Name: "store-a", Address: "10.79.0.1", NodeId: 0}, {Name: "store-b", Address: "10.79.0.2", NodeId: 1}, {Name: "web-1", Address: "10.79.0.3", NodeId: 2}},
+		Peers:         []*hivev1.VolumePeer{{Name: "store-a", Address: "10.79.0.1", NodeId: 0}, {Name: "store-b", Address: "10.79.0.2", NodeId: 1}, {Name: "web-1", Address: "10.79.0.3", NodeId: 2}},
 		DisklessPeers: []string{"web-1"},
 	}
 }
