@@ -634,6 +634,13 @@ func (p *Provider) planRemove(ctx context.Context, env *converge.Env, d *planDat
 		return nil
 	}
 	name := d.v.GetName()
+	// The volume group it was made in, when the site no longer says.
+	if st, err := p.readState(env, name); err != nil {
+		return err
+	} else if st != nil && st.VG != "" && d.v.GetPool() == nil {
+		d.vg = st.VG
+		d.lv = filepath.Join(p.cfg.DevDir, st.VG, name)
+	}
 	if p.docker != nil {
 		if _, err := p.docker.VolumeInspect(ctx, name, client.VolumeInspectOptions{}); err == nil {
 			d.steps = append(d.steps, "docker volume rm "+name)
