@@ -161,6 +161,7 @@ type planData struct {
 	lvSize                               uint64
 	drbd                                 bool // plan and apply the drbd resource at apply time
 	format                               bool
+	growFS                               bool // the filesystem is smaller than its Primary device
 	dockerCreate                         bool
 	remove                               bool
 	steps                                []string
@@ -258,6 +259,16 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, v *hivev1.Volume
 	} else {
 		d.drbd = true
 		d.steps = append(d.steps, fmt.Sprintf("drbd: write %s/%s.res (minor %d, port %d), create-md on the new LV, adjust", drbd.ConfDir, v.GetName(), v.GetMinor(), v.GetPort()))
+	}
+	if !d.diskless && !d.createLV && !d.extendLV {
+		grow, why, err := p.fsNeedsGrow(ctx, env, d)
+		if err != nil {
+			return nil, err
+		}
+		if grow {
+			d.growFS = true
+			d.steps = append(d.steps, "grow the filesystem: "+why)
+		}
 	}
 	if !d.diskless && v.GetInitialPrimary() == d.self {
 		st, err := p.readState(env, v.GetName())
@@ -445,7 +456,12 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 		}
 	}
 	if d.extendLV {
-		p.grow(ctx, env, d)
+		p.resize(ctx, env, d)
+	}
+	if d.extendLV || d.growFS {
+		if err := p.growFS(ctx, env, d); err != nil {
+			return err
+		}
 	}
 	if d.format {
 		if err := p.firstFormat(ctx, env, d); err != nil {
@@ -466,33 +482,128 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 	return nil
 }
 
-// grow resizes DRBD to the grown LVs (it succeeds once every replica has
-// grown) and, where the volume is Primary, its filesystem.
-func (p *Provider) grow(ctx context.Context, env *converge.Env, d *planData) {
-	name := d.v.GetName()
-	if _, err := p.drbdadm(ctx, env, d.self, "resize", name); err != nil {
-		p.log.Info("drbd resize waits for the other replicas to grow", "volume", name, "err", err)
-		return
+// resize resizes DRBD to the grown LVs; it succeeds once every replica
+// has grown (until then the other replicas' runs do it).
+func (p *Provider) resize(ctx context.Context, env *converge.Env, d *planData) {
+	if _, err := p.drbdadm(ctx, env, d.self, "resize", d.v.GetName()); err != nil {
+		p.log.Info("drbd resize waits for the other replicas to grow", "volume", d.v.GetName(), "err", err)
 	}
-	st, err := p.status(ctx, env, name)
+}
+
+// fsNeedsGrow reports whether this node holds the volume Primary (in use,
+// mounted) with a filesystem at least 1 MiB smaller than the device.
+func (p *Provider) fsNeedsGrow(ctx context.Context, env *converge.Env, d *planData) (bool, string, error) {
+	st, err := p.status(ctx, env, d.v.GetName())
 	if err != nil || st.Role != "Primary" {
-		return
+		return false, "", nil // not up here, or not in use here
 	}
-	var cmd converge.Cmd
+	out, err := env.Runner.Run(ctx, converge.Cmd{Name: "blockdev", Args: []string{"--getsize64", d.dev}})
+	if err != nil {
+		return false, "", fmt.Errorf("size of %s: %w", d.dev, err)
+	}
+	dev, err := strconv.ParseUint(strings.TrimSpace(string(out.Stdout)), 10, 64)
+	if err != nil {
+		return false, "", fmt.Errorf("size of %s: %q", d.dev, out.Stdout)
+	}
+	var fsz uint64
 	switch d.v.GetFstype() {
 	case "xfs":
 		mp, err := mountPoint(d.dev)
 		if err != nil {
-			p.log.Warn("grow xfs: mount point not found", "volume", name, "err", err)
-			return
+			return false, "", nil // Primary but not mounted: nothing to grow online
+		}
+		out, err := env.Runner.Run(ctx, converge.Cmd{Name: "xfs_info", Args: []string{mp}})
+		if err != nil {
+			return false, "", fmt.Errorf("xfs_info %s: %w", mp, err)
+		}
+		fsz, err = xfsSize(string(out.Stdout))
+		if err != nil {
+			return false, "", err
+		}
+	default:
+		out, err := env.Runner.Run(ctx, converge.Cmd{Name: "dumpe2fs", Args: []string{"-h", d.dev}})
+		if err != nil {
+			return false, "", fmt.Errorf("dumpe2fs -h %s: %w", d.dev, err)
+		}
+		fsz, err = ext4Size(string(out.Stdout))
+		if err != nil {
+			return false, "", err
+		}
+	}
+	if dev < fsz+1<<20 {
+		return false, "", nil
+	}
+	return true, fmt.Sprintf("%s holds %d bytes of %s, the device %d", d.dev, fsz, d.v.GetFstype(), dev), nil
+}
+
+// growFS grows the filesystem where the volume is Primary.
+func (p *Provider) growFS(ctx context.Context, env *converge.Env, d *planData) error {
+	grow, why, err := p.fsNeedsGrow(ctx, env, d)
+	if err != nil || !grow {
+		return err
+	}
+	cmd := converge.Cmd{Name: "resize2fs", Args: []string{d.dev}}
+	if d.v.GetFstype() == "xfs" {
+		mp, err := mountPoint(d.dev)
+		if err != nil {
+			return err
 		}
 		cmd = converge.Cmd{Name: "xfs_growfs", Args: []string{mp}}
-	default:
-		cmd = converge.Cmd{Name: "resize2fs", Args: []string{d.dev}}
 	}
-	if _, err := env.Runner.Run(ctx, cmd); err != nil {
-		p.log.Warn("grow filesystem failed", "volume", name, "err", err)
+	if out, err := env.Runner.Run(ctx, cmd); err != nil {
+		return fmt.Errorf("grow the filesystem of %s: %w: %s", d.v.GetName(), err, strings.TrimSpace(string(out.Stderr)))
 	}
+	p.log.Info("filesystem grown", "volume", d.v.GetName(), "was", why)
+	return nil
+}
+
+// ext4Size reads the filesystem size from `dumpe2fs -h`.
+func ext4Size(out string) (uint64, error) {
+	var count, bsize uint64
+	for _, l := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch strings.TrimSpace(k) {
+		case "Block count":
+			if err == nil {
+				count = n
+			}
+		case "Block size":
+			if err == nil {
+				bsize = n
+			}
+		}
+	}
+	if count == 0 || bsize == 0 {
+		return 0, errors.New("dumpe2fs: no block count and size")
+	}
+	return count * bsize, nil
+}
+
+// xfsSize reads the data section size from xfs_info: "data = bsize=4096
+// blocks=262144, ...".
+func xfsSize(out string) (uint64, error) {
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "data") {
+			continue
+		}
+		var bsize, blocks uint64
+		for _, f := range strings.FieldsFunc(l, func(r rune) bool { return r == ' ' || r == ',' }) {
+			if v, ok := strings.CutPrefix(f, "bsize="); ok {
+				bsize, _ = strconv.ParseUint(v, 10, 64)
+			}
+			if v, ok := strings.CutPrefix(f, "blocks="); ok {
+				blocks, _ = strconv.ParseUint(v, 10, 64)
+			}
+		}
+		if bsize > 0 && blocks > 0 {
+			return bsize * blocks, nil
+		}
+	}
+	return 0, errors.New("xfs_info: no data section size")
 }
 
 func mountPoint(dev string) (string, error) {
