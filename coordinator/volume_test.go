@@ -124,3 +124,15 @@ func TestVolumeAllocationCluster(t *testing.T) {
 		return allocations(f[0]) == want3 && allocations(f[1]) == want3
 	})
 }
+
+// TestRolloutVolumePeers: a volume's peers count as DRBD peers when the
+// rollout planner cuts waves.
+func TestRolloutVolumePeers(t *testing.T) {
+	st := &hivev1.NodeState{Resources: []*hivev1.Resource{{Key: "volume:pg", Kind: &hivev1.Resource_Volume{Volume: &hivev1.Volume{
+		Name: "pg", Peers: []*hivev1.VolumePeer{{Name: "a"}, {Name: "b"}, {Name: "w"}},
+	}}}}}
+	peers, _ := stateQuorumFacts(st, "a")
+	if fmt.Sprint(peers) != "[b w]" {
+		t.Errorf("peers %v", peers)
+	}
+}
