@@ -119,9 +119,10 @@ func newLab(t *testing.T, self string, addrs ...string) *lab {
 	if err := os.WriteFile(l.fake, []byte(fmt.Sprintf(drbdsetupScript, l.dir)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = exec.Command(l.fake, "down", "all").Run() })
 	l.lvm = &fakeLVM{t: t, dev: filepath.Join(l.dir, "dev"), data: t.TempDir(), pools: map[string]bool{}}
+	// Cleanups run last first: the fake /dev/drbdN loops before the LVs'.
 	t.Cleanup(l.lvm.cleanup)
+	t.Cleanup(func() { _ = exec.Command(l.fake, "down", "all").Run() })
 	l.env = &converge.Env{Root: l.root, Runner: l, Facts: &hivev1.NodeFacts{Name: self}, Logger: slog.New(slog.NewTextHandler(tWriter{t}, nil))}
 	return l
 }
@@ -165,6 +166,11 @@ type fakeLVM struct {
 
 func (f *fakeLVM) cleanup() {
 	for _, l := range f.loops {
+		// First the fake /dev/drbdN loops stacked on this LV's loop.
+		out, _ := exec.Command("losetup", "-n", "-O", "NAME", "-j", l).Output()
+		for _, up := range strings.Fields(string(out)) {
+			_ = exec.Command("losetup", "-d", up).Run()
+		}
 		_ = exec.Command("losetup", "-d", l).Run()
 	}
 }
