@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/hivefleet/hive/agent/health"
@@ -21,7 +22,8 @@ const (
 )
 
 // builtinChecks returns the function giving a state's built-in checks:
-// "builtin/drbd:R" for each DRBD resource, "builtin/swarm" with a swarm
+// "builtin/drbd:R" for each DRBD resource, "builtin/volume:V" for each
+// volume this node holds a replica of, "builtin/swarm" with a swarm
 // membership.
 func builtinChecks(dp *drbd.Provider, sp *swarm.Provider) func(*hivev1.NodeState) []health.Check {
 	return func(st *hivev1.NodeState) []health.Check {
@@ -32,6 +34,19 @@ func builtinChecks(dp *drbd.Provider, sp *swarm.Provider) func(*hivev1.NodeState
 				name := k.Drbd.GetName()
 				out = append(out, health.Check{
 					Name: "builtin/drbd:" + name, Kind: "drbd", Def: "drbd:" + name,
+					Interval: BuiltinInterval, Timeout: BuiltinTimeout, Failures: BuiltinFailures,
+					Probe: func(ctx context.Context) error { return dp.Health(ctx, converge.ExecRunner{}, name) },
+				})
+			case *hivev1.Resource_Volume:
+				// A replica's DRBD resource, as for drbd (a diskless
+				// node's disk is never UpToDate; an absent volume is
+				// going away).
+				name, v := k.Volume.GetName(), k.Volume
+				if v.GetAbsent() || slices.Contains(v.GetDisklessPeers(), st.GetNode()) {
+					continue
+				}
+				out = append(out, health.Check{
+					Name: "builtin/volume:" + name, Kind: "drbd", Def: "volume:" + name,
 					Interval: BuiltinInterval, Timeout: BuiltinTimeout, Failures: BuiltinFailures,
 					Probe: func(ctx context.Context) error { return dp.Health(ctx, converge.ExecRunner{}, name) },
 				})

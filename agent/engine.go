@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/hivefleet/hive/converge/firewall"
 	"github.com/hivefleet/hive/converge/providers"
 	"github.com/hivefleet/hive/converge/swarm"
+	"github.com/hivefleet/hive/converge/volume"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
@@ -85,13 +87,24 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	if err != nil {
 		return Deps{}, err
 	}
+	vc := volume.DefaultConfig()
+	if cfg.DockerHost != "" {
+		vc.DockerHost = cfg.DockerHost
+	}
+	vc.Sandbox = sandbox
+	vp, err := volume.New(vc, dp, log)
+	if err != nil {
+		sp.Close()
+		return Deps{}, err
+	}
 	pc := providers.DefaultConfig()
 	pc.File.Ledger = filepath.Join(cfg.DataDir, SecretFilesLedger)
 	issuer := &certIssuer{}
 	cp := certs.New(certs.Config{Issuer: issuer, CAFile: cfg.TLSCA, Logger: log})
-	reg, err := providers.Default(pc, fw, dp, sp, cp, certs.NewTrust(certs.TrustConfig{CAFile: cfg.TLSCA}))
+	reg, err := providers.Default(pc, fw, dp, sp, vp, cp, certs.NewTrust(certs.TrustConfig{CAFile: cfg.TLSCA}))
 	if err != nil {
 		sp.Close()
+		vp.Close()
 		return Deps{}, err
 	}
 	ec := converge.DefaultConfig()
@@ -110,6 +123,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	eng, err := converge.New(ec, reg)
 	if err != nil {
 		sp.Close()
+		vp.Close()
 		return Deps{}, fmt.Errorf("converge engine: %w", err)
 	}
 	var builtins func(*hivev1.NodeState) []health.Check
@@ -125,7 +139,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 			}
 			return nil
 		},
-		Close:    sp.Close,
+		Close:    func() error { return errors.Join(sp.Close(), vp.Close()) },
 		Builtins: builtins,
 		NextDue:  cp.NextRenewal,
 		issuer:   issuer,

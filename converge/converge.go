@@ -21,6 +21,7 @@ const (
 	KindFirewall = "firewall"
 	KindDrbd     = "drbd"
 	KindSwarm    = "swarm"
+	KindVolume   = "volume"
 )
 
 // KindOrder is the order in which providers of one wave are called: the
@@ -65,7 +66,10 @@ type Linker interface {
 // per run with the items of the provider's kind that are present (possibly
 // none); it returns only needed changes, with keys that may be absent from
 // the state, and the engine applies them with Apply (or reports them
-// PLANNED in plan mode). Prune must not modify the host.
+// PLANNED in plan mode). A change with Needed false is reported OK with
+// its summary and never applied: what a Pruner keeps on purpose (a
+// volume removed from the site keeps its data). Prune must not modify
+// the host.
 type Pruner interface {
 	Prune(ctx context.Context, env *Env, present []Item) ([]*Change, error)
 }

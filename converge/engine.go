@@ -262,9 +262,17 @@ func (e *Engine) prune(ctx context.Context, g *Graph, st *hivev1.NodeState, fami
 		if len(chs) == 0 {
 			continue
 		}
-		if !planOnly {
-			if err := e.reg.Provider(kind).Apply(ctx, env, chs); err != nil {
-				for _, c := range chs {
+		// A change that is not needed is only reported (what a Pruner
+		// keeps on purpose, e.g. a volume's data): never applied.
+		var needed []*Change
+		for _, c := range chs {
+			if c.Needed {
+				needed = append(needed, c)
+			}
+		}
+		if !planOnly && len(needed) > 0 {
+			if err := e.reg.Provider(kind).Apply(ctx, env, needed); err != nil {
+				for _, c := range needed {
 					if c.Err == nil {
 						c.Err = err
 					}
@@ -275,6 +283,8 @@ func (e *Engine) prune(ctx context.Context, g *Graph, st *hivev1.NodeState, fami
 		for _, c := range chs {
 			res := &hivev1.ResourceResult{Key: c.Key, Drift: true, Diff: env.Mask(c.Diff), Message: env.Mask(c.Summary), Duration: durationpb.New(d)}
 			switch {
+			case !c.Needed && c.Err == nil:
+				res.Outcome, res.Drift = hivev1.Outcome_OUTCOME_OK, false
 			case c.Err != nil:
 				res.Outcome, res.Message = hivev1.Outcome_OUTCOME_FAILED, env.Mask(c.Err.Error())
 			case planOnly:

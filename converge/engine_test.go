@@ -436,3 +436,40 @@ func BenchmarkEngineNoop(b *testing.B) {
 		}
 	}
 }
+
+// keeperProvider reports, without applying, a key it keeps on purpose.
+type keeperProvider struct{ *fakeProvider }
+
+func (p keeperProvider) Prune(ctx context.Context, env *converge.Env, present []converge.Item) ([]*converge.Change, error) {
+	return []*converge.Change{{Key: "repo:kept", Summary: "kept: data stays"}}, nil
+}
+
+func (p keeperProvider) Apply(ctx context.Context, env *converge.Env, chs []*converge.Change) error {
+	for _, c := range chs {
+		if c.Key == "repo:kept" {
+			return errors.New("a change that is not needed was applied")
+		}
+	}
+	return p.fakeProvider.Apply(ctx, env, chs)
+}
+
+// TestPruneKeepReportsOK: a prune change with Needed false is reported OK
+// with its summary, never applied (a volume removed from the site).
+func TestPruneKeepReportsOK(t *testing.T) {
+	var calls []string
+	fp := &fakeProvider{kind: "repo", state: map[string]string{}, fail: map[string]bool{}, calls: &calls}
+	reg, _ := converge.NewRegistry(keeperProvider{fp})
+	eng, err := converge.New(converge.Config{Root: t.TempDir(), Runner: converge.ExecRunner{}, Logger: slog.New(slog.DiscardHandler)}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dry := range []bool{true, false} {
+		rep, err := eng.Run(context.Background(), &hivev1.NodeState{Resources: []*hivev1.Resource{repo("a")}}, converge.RunOptions{DryRun: dry})
+		if err != nil || outcomes(rep) != "repo:a="+map[bool]string{true: "PLANNED", false: "CHANGED"}[dry]+" repo:kept=OK" {
+			t.Fatalf("dry=%v: %s %v", dry, outcomes(rep), err)
+		}
+		if r := rep.Results[1]; r.GetMessage() != "kept: data stays" || r.GetDrift() {
+			t.Errorf("kept result %v", r)
+		}
+	}
+}

@@ -121,11 +121,19 @@ func (s *Server) planNodes(newSite *hivev1.Site) []planNode {
 }
 
 // stateQuorumFacts returns the DRBD peers a rendered state names (other
-// than the node) and whether the node is a swarm manager in it.
+// than the node; drbd resources and volumes) and whether the node is a swarm manager in it.
 func stateQuorumFacts(st *hivev1.NodeState, self string) (peers []string, manager bool) {
 	for _, r := range st.GetResources() {
 		if d := r.GetDrbd(); d != nil {
 			for _, p := range d.GetPeers() {
+				if p.GetName() != self {
+					peers = append(peers, p.GetName())
+				}
+			}
+		}
+		// A volume's peers (replicas and diskless) are a DRBD resource too.
+		if v := r.GetVolume(); v != nil {
+			for _, p := range v.GetPeers() {
 				if p.GetName() != self {
 					peers = append(peers, p.GetName())
 				}

@@ -62,6 +62,7 @@ var siteKinds = map[string]siteKind{
 	"firewall": {(*decoder).firewall, (*checker).firewallFormat, nil},
 	"drbd":     {(*decoder).drbd, (*checker).drbdFormat, nil},
 	"swarm":    {(*decoder).swarm, (*checker).swarmFormat, nil},
+	"volume":   {(*decoder).volume, (*checker).volumeFormat, (*checker).volumeRefs},
 	"user":     {(*decoder).user, (*checker).userFormat, (*checker).userRefs},
 	"group":    {(*decoder).group, (*checker).groupFormat, nil},
 	"hosts":    {(*decoder).hosts, (*checker).hostsFormat, (*checker).hostsRefs},

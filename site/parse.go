@@ -257,6 +257,9 @@ func (d *decoder) role(name string, n *yaml.Node, path string) *hivev1.Role {
 				d.errorf(at.n, at.p, "confirm is not supported on %s (only on %s)", k.Name, strings.Join(confirmKinds(), ", "))
 			}
 		}
+		if v := res.GetVolume(); v != nil && v.ReplicaRole == "" {
+			v.ReplicaRole = name // replicas default to the declaring role
+		}
 		r.Resources = append(r.Resources, res)
 		d.resPath[res] = p
 	}

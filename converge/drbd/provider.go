@@ -123,6 +123,14 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 		}
 		cfgs[i] = c
 	}
+	p.planSpecs(ctx, env, b, cfgs, out, others)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return out, nil
+}
+
+func (p *Provider) planSpecs(ctx context.Context, env *converge.Env, b *converge.Batch, cfgs []*Spec, out []*converge.Change, others map[string]fileInfo) {
 	clashes(b, cfgs, out, others)
 	for i, c := range cfgs {
 		if c == nil || out[i].Err != nil {
@@ -130,12 +138,63 @@ func (p *Provider) Plan(ctx context.Context, env *converge.Env, b *converge.Batc
 		}
 		if err := p.planOne(ctx, env, c, out[i]); err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return
 			}
 			out[i].Err = err
 		}
 	}
+}
+
+// PlanSpec plans one resource checked elsewhere (a volume's, by
+// converge/volume), with the same port and minor clash check against
+// every other hive-rendered file on the node; Apply carries the change
+// out. The change's Err holds a per-resource failure.
+func (p *Provider) PlanSpec(ctx context.Context, env *converge.Env, key string, c *Spec) (*converge.Change, error) {
+	others, err := p.existing(env)
+	if err != nil {
+		return nil, err
+	}
+	ch := &converge.Change{Key: key}
+	p.planSpecs(ctx, env, &converge.Batch{Items: []converge.Item{{Key: key}}}, []*Spec{c}, []*converge.Change{ch}, others)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return ch, nil
+}
+
+// Owned reports the names of the hive-rendered resource files on the node
+// whose owner (Spec.Owner) is owner.
+func (p *Provider) Owned(env *converge.Env, owner string) ([]string, error) {
+	files, err := p.existing(env)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for n, f := range files {
+		if f.owner == owner {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
 	return out, nil
+}
+
+// Remove takes the resource name down and deletes its file, when hive
+// rendered it; a resource without a file is already removed.
+func (p *Provider) Remove(ctx context.Context, env *converge.Env, name string) error {
+	files, err := p.existing(env)
+	if err != nil {
+		return err
+	}
+	f, ok := files[name]
+	if !ok {
+		return nil
+	}
+	path, err := env.Path(ConfDir + "/" + name + ".res")
+	if err != nil {
+		return err
+	}
+	return p.applyRemove(ctx, env, &planData{remove: name, path: path, node: f.node})
 }
 
 // clashes fails resources sharing a port or minor with another resource of
@@ -438,8 +497,8 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 		kept[it.Resource.GetDrbd().GetName()] = true
 	}
 	names := make([]string, 0, len(files))
-	for n := range files {
-		if !kept[n] {
+	for n, f := range files {
+		if !kept[n] && f.owner == "" { // volumes' files are converge/volume's
 			names = append(names, n)
 		}
 	}

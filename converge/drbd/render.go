@@ -47,6 +47,13 @@ type Spec struct {
 	Peers    []Peer
 	// Options by section, each sorted by name.
 	Options map[string][][2]string
+	// Diskless names the peers that attach without a disk ("disk none"
+	// in their "on" section); only volumes (converge/volume) set it.
+	Diskless map[string]bool
+	// Owner is "" for a drbd resource and "volume" for a volume's
+	// resource file: recorded in the "# hive:" line, so that each provider
+	// prunes only its own files while both see every number in use.
+	Owner string
 }
 
 // Check validates d for node self and settles defaults: meta-disk
@@ -191,7 +198,11 @@ const Header = "# Managed by hive; changes are overwritten."
 // for the clash check and the node name for Prune.
 func (c *Spec) Render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n# hive: resource=%s port=%d minor=%d node=%s\n", Header, c.Name, c.Port, c.Minor, c.Self)
+	fmt.Fprintf(&b, "%s\n# hive: resource=%s port=%d minor=%d node=%s", Header, c.Name, c.Port, c.Minor, c.Self)
+	if c.Owner != "" {
+		fmt.Fprintf(&b, " owner=%s", c.Owner)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "resource %q {\n", c.Name)
 	fmt.Fprintf(&b, "    device minor %d;\n", c.Minor)
 	fmt.Fprintf(&b, "    disk %q;\n", c.Disk)
@@ -221,7 +232,11 @@ func (c *Spec) Render() string {
 	hosts := make([]string, len(c.Peers))
 	for i, p := range c.Peers {
 		hosts[i] = strconv.Quote(p.Name)
-		fmt.Fprintf(&b, "    on %q {\n        node-id %d;\n        address %s;\n    }\n", p.Name, p.NodeID, addr(p.Addr, c.Port))
+		disk := ""
+		if c.Diskless[p.Name] {
+			disk = "        disk none;\n"
+		}
+		fmt.Fprintf(&b, "    on %q {\n%s        node-id %d;\n        address %s;\n    }\n", p.Name, disk, p.NodeID, addr(p.Addr, c.Port))
 	}
 	fmt.Fprintf(&b, "    connection-mesh {\n        hosts %s;\n    }\n", strings.Join(hosts, " "))
 	b.WriteString("}\n")
@@ -236,7 +251,7 @@ func addr(a netip.Addr, port uint16) string {
 }
 
 // hiveLine parses the "# hive:" line of a rendered file.
-var hiveLine = regexp.MustCompile(`(?m)^# hive: resource=(\S+) port=(\d+) minor=(\d+)(?: node=(\S+))?$`)
+var hiveLine = regexp.MustCompile(`(?m)^# hive: resource=(\S+) port=(\d+) minor=(\d+)(?: node=(\S+))?(?: owner=(\S+))?$`)
 
 // fileInfo is what the clash check needs from a rendered file.
 type fileInfo struct {
@@ -244,6 +259,7 @@ type fileInfo struct {
 	port  uint16
 	minor uint32
 	node  string // the node the file was rendered for ("on" section)
+	owner string // Spec.Owner
 }
 
 func parseHiveFile(text string) (fileInfo, bool) {
@@ -259,5 +275,5 @@ func parseHiveFile(text string) (fileInfo, bool) {
 	if err1 != nil || err2 != nil {
 		return fileInfo{}, false
 	}
-	return fileInfo{name: m[1], port: uint16(port), minor: uint32(minor), node: m[4]}, true
+	return fileInfo{name: m[1], port: uint16(port), minor: uint32(minor), node: m[4], owner: m[5]}, true
 }

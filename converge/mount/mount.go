@@ -269,6 +269,14 @@ func zeroHead(dev string) (bool, error) {
 	return true, nil
 }
 
+// CheckBlank returns nil when dev holds no signature blkid knows and its
+// first BlankBytes are zero, else an error wrapping ErrNotBlank that says
+// what it holds (converge/volume uses it before making a volume group or a
+// filesystem).
+func CheckBlank(ctx context.Context, env *converge.Env, dev string) error {
+	return checkBlank(ctx, env, dev)
+}
+
 // checkBlank returns nil when mkfs may run on dev, or why not.
 func checkBlank(ctx context.Context, env *converge.Env, dev string) error {
 	fsType, err := probe(ctx, env, dev)

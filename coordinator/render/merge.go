@@ -102,6 +102,9 @@ func mergeRoles(site *hivev1.Site, roles []string) ([]*hivev1.Resource, error) {
 	for _, rn := range roles {
 		role := byName[rn]
 		for _, res := range role.GetResources() {
+			if res.GetVolume() != nil {
+				continue // placed below, by its roles
+			}
 			k := Key(res)
 			if k == "" {
 				return nil, fmt.Errorf("role %q: resource without a kind", rn)
@@ -118,6 +121,29 @@ func mergeRoles(site *hivev1.Site, roles []string) ([]*hivev1.Resource, error) {
 			if err := mergeInto(prev, res, rn); err != nil {
 				return nil, err
 			}
+		}
+	}
+	// A volume goes to the nodes of its replicas and diskless roles,
+	// whichever role declares it (the site check makes its name unique).
+	holds := map[string]bool{}
+	for _, rn := range roles {
+		holds[rn] = true
+	}
+	for _, r := range site.GetRoles() {
+		for _, res := range r.GetResources() {
+			v := res.GetVolume()
+			if v == nil || !(holds[v.GetReplicaRole()] || (v.GetDisklessRole() != "" && holds[v.GetDisklessRole()])) {
+				continue
+			}
+			k := Key(res)
+			if _, dup := merged[k]; dup {
+				continue
+			}
+			c := proto.Clone(res).(*hivev1.Resource)
+			c.Key = k
+			c.Role = r.GetName()
+			merged[k] = c
+			order = append(order, k)
 		}
 	}
 	out := make([]*hivev1.Resource, 0, len(order))

@@ -15,6 +15,12 @@
 //     them. A node added later thus never renumbers the existing peers
 //     (DRBD needs stable node ids); a node leaving the role shifts those
 //     registered after it.
+//   - volume: delivered to the nodes holding its replicas or diskless
+//     role (whichever role declares it); peers are those nodes in
+//     registration order (node ids as for drbd), diskless_peers those
+//     without the replicas role, initial_primary the first replica by
+//     name, minor and port the volume's allocation in the store
+//     (state.VolumeAllocation, made when a push first declared it).
 //   - swarm: the initializer is the lowest-named node whose swarm resource
 //     has init set; manager_addrs are "<address>:2377" of the other manager
 //     nodes (address: the node's advertise_addr when it is an IP, else its
@@ -311,6 +317,8 @@ func (v *view) resolve(b *base) {
 			nr := proto.Clone(res).(*hivev1.Resource)
 			nr.Kind = &hivev1.Resource_Drbd{Drbd: d}
 			b.resources[i] = nr
+		case *hivev1.Resource_Volume:
+			b.resources[i] = v.resolveVolume(res, k.Volume)
 		case *hivev1.Resource_Firewall:
 			f := proto.Clone(k.Firewall).(*hivev1.Firewall)
 			var rules []*hivev1.FirewallRule

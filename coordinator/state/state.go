@@ -63,6 +63,7 @@ type Store struct {
 	ro           rolloutState                       // the latest rollout and its node index (rollout.go)
 	audit        auditLog                           // bounded audit log (audit.go)
 	checkRecs    map[string]*hivev1.CheckNodeRecord // health and drift repairs, by node (checks.go)
+	vols         volumeState                        // volume minors, ports and sizes (volumes.go)
 
 	// index is the raft index of the last applied command.
 	index uint64
@@ -144,6 +145,11 @@ func (s *Store) pushLocked(t time.Time, c *hivev1.PushCommand) *hivev1.CommandRe
 	if !c.GetForce() && c.GetBaseGeneration() != s.currentNumber() {
 		return reject(ReasonStaleBase, "push is based on generation %d but the current generation is %d (pull, re-check, or force)", c.GetBaseGeneration(), s.currentNumber())
 	}
+	allocs, nextMinor, nextPort, rej := s.allocateVolumesLocked(g.GetSite(), s.currentNumber()+1)
+	if rej != nil {
+		return rej
+	}
+	s.commitVolumesLocked(allocs, nextMinor, nextPort)
 	ng := proto.Clone(g).(*hivev1.Generation)
 	ng.Number = s.currentNumber() + 1
 	ng.Parent = s.currentNumber()
@@ -170,6 +176,11 @@ func (s *Store) Rollback(t time.Time, c *hivev1.RollbackCommand) *hivev1.Command
 	if cur.GetSha256() == target.GetSha256() {
 		return &hivev1.CommandResult{Generation: cur.GetNumber(), Unchanged: true}
 	}
+	allocs, nextMinor, nextPort, rej := s.allocateVolumesLocked(target.GetSite(), s.currentNumber()+1)
+	if rej != nil {
+		return rej
+	}
+	s.commitVolumesLocked(allocs, nextMinor, nextPort)
 	msg := c.GetMessage()
 	if msg == "" {
 		msg = fmt.Sprintf("rollback to generation %d", target.GetNumber())

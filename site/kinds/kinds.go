@@ -76,6 +76,9 @@ var All = []*Kind{
 	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true, Confirm: true},
 	{Name: "drbd", Section: "drbd", ID: func(m proto.Message) string { return m.(*hivev1.Drbd).GetName() }},
 	{Name: "swarm", Section: "swarm", Single: true, FixedID: "node", Merge: mergeSwarm},
+	// DRBD-backed volumes (converge/volume): after drbd, whose resource
+	// files and numbers they share, and after swarm (the Docker engine).
+	{Name: "volume", Section: "volumes", ID: func(m proto.Message) string { return m.(*hivev1.Volume).GetName() }},
 	// Host baseline: modules before the sysctls they bring, mounts before
 	// commands; all act on the running kernel, so none is InRoot.
 	{Name: "kernel_module", Section: "kernel_modules", ID: func(m proto.Message) string { return m.(*hivev1.KernelModule).GetName() }},

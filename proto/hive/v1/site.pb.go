@@ -1100,6 +1100,7 @@ type Resource struct {
 	//	*Resource_Command
 	//	*Resource_Certificate
 	//	*Resource_CaTrust
+	//	*Resource_Volume
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1355,6 +1356,15 @@ func (x *Resource) GetCaTrust() *CaTrust {
 	return nil
 }
 
+func (x *Resource) GetVolume() *Volume {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Volume); ok {
+			return x.Volume
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -1437,6 +1447,11 @@ type Resource_CaTrust struct {
 	CaTrust *CaTrust `protobuf:"bytes,41,opt,name=ca_trust,json=caTrust,proto3,oneof"`
 }
 
+type Resource_Volume struct {
+	// DRBD-backed volumes (volume.proto).
+	Volume *Volume `protobuf:"bytes,50,opt,name=volume,proto3,oneof"`
+}
+
 func (*Resource_Repo) isResource_Kind() {}
 
 func (*Resource_Package) isResource_Kind() {}
@@ -1474,6 +1489,8 @@ func (*Resource_Command) isResource_Kind() {}
 func (*Resource_Certificate) isResource_Kind() {}
 
 func (*Resource_CaTrust) isResource_Kind() {}
+
+func (*Resource_Volume) isResource_Kind() {}
 
 // Repo is a package repository definition: a deb822 .sources file with its
 // Signed-By key under /etc/apt/keyrings, or a yum/dnf .repo file with gpgkey.
@@ -2766,7 +2783,7 @@ var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\"\xea\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\x1a\x14hive/v1/volume.proto\"\xea\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
@@ -2814,7 +2831,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\bCheckTCP\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\"\"\n" +
 	"\fCheckCommand\x12\x12\n" +
-	"\x04argv\x18\x01 \x03(\tR\x04argv\"\x82\b\n" +
+	"\x04argv\x18\x01 \x03(\tR\x04argv\"\xad\b\n" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\brequires\x18\x02 \x03(\tR\brequires\x12\x16\n" +
@@ -2841,7 +2858,8 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\x05mount\x18  \x01(\v2\x0e.hive.v1.MountH\x00R\x05mount\x123\n" +
 	"\acommand\x18! \x01(\v2\x17.hive.v1.GuardedCommandH\x00R\acommand\x128\n" +
 	"\vcertificate\x18( \x01(\v2\x14.hive.v1.CertificateH\x00R\vcertificate\x12-\n" +
-	"\bca_trust\x18) \x01(\v2\x10.hive.v1.CaTrustH\x00R\acaTrustB\x06\n" +
+	"\bca_trust\x18) \x01(\v2\x10.hive.v1.CaTrustH\x00R\acaTrust\x12)\n" +
+	"\x06volume\x182 \x01(\v2\x0f.hive.v1.VolumeH\x00R\x06volumeB\x06\n" +
 	"\x04kind\"\x94\x02\n" +
 	"\x04Repo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -3063,7 +3081,8 @@ var file_hive_v1_site_proto_goTypes = []any{
 	(*KernelModule)(nil),        // 43: hive.v1.KernelModule
 	(*Mount)(nil),               // 44: hive.v1.Mount
 	(*GuardedCommand)(nil),      // 45: hive.v1.GuardedCommand
-	(*durationpb.Duration)(nil), // 46: google.protobuf.Duration
+	(*Volume)(nil),              // 46: hive.v1.Volume
+	(*durationpb.Duration)(nil), // 47: google.protobuf.Duration
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	11, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
@@ -3096,31 +3115,32 @@ var file_hive_v1_site_proto_depIdxs = []int32{
 	45, // 27: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
 	29, // 28: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
 	30, // 29: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
-	0,  // 30: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 31: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 32: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 33: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	22, // 34: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	32, // 35: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 36: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 37: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	33, // 38: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	24, // 39: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 40: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	34, // 41: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	27, // 42: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	26, // 43: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 44: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	35, // 45: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	46, // 46: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
-	46, // 47: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
-	7,  // 48: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
-	5,  // 49: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	46, // 30: hive.v1.Resource.volume:type_name -> hive.v1.Volume
+	0,  // 31: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 32: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 33: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 34: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	22, // 35: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	32, // 36: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 37: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 38: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	33, // 39: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	24, // 40: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 41: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	34, // 42: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	27, // 43: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	26, // 44: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	6,  // 45: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	35, // 46: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	47, // 47: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
+	47, // 48: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
+	7,  // 49: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
+	5,  // 50: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -3130,6 +3150,7 @@ func file_hive_v1_site_proto_init() {
 	}
 	file_hive_v1_site_baseline_proto_init()
 	file_hive_v1_hostkinds_proto_init()
+	file_hive_v1_volume_proto_init()
 	file_hive_v1_site_proto_msgTypes[4].OneofWrappers = []any{
 		(*HealthCheck_Http)(nil),
 		(*HealthCheck_Tcp)(nil),
@@ -3155,6 +3176,7 @@ func file_hive_v1_site_proto_init() {
 		(*Resource_Command)(nil),
 		(*Resource_Certificate)(nil),
 		(*Resource_CaTrust)(nil),
+		(*Resource_Volume)(nil),
 	}
 	file_hive_v1_site_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}

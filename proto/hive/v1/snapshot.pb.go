@@ -46,9 +46,14 @@ type StateSnapshot struct {
 	// The audit log, oldest first (bounded: state.MaxAuditEntries).
 	Audit []*AuditEntry `protobuf:"bytes,50,rep,name=audit,proto3" json:"audit,omitempty"`
 	// Health bookkeeping and recent drift repairs, one per node.
-	CheckRecords  []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CheckRecords []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
+	// Volume allocations (DRBD minor, port, largest size), by name.
+	Volumes []*VolumeAllocation `protobuf:"bytes,60,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// Next DRBD minor and port to allocate to a volume (0: the bases).
+	NextVolumeMinor uint32 `protobuf:"varint,61,opt,name=next_volume_minor,json=nextVolumeMinor,proto3" json:"next_volume_minor,omitempty"`
+	NextVolumePort  uint32 `protobuf:"varint,62,opt,name=next_volume_port,json=nextVolumePort,proto3" json:"next_volume_port,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
@@ -163,6 +168,27 @@ func (x *StateSnapshot) GetCheckRecords() []*CheckNodeRecord {
 		return x.CheckRecords
 	}
 	return nil
+}
+
+func (x *StateSnapshot) GetVolumes() []*VolumeAllocation {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetNextVolumeMinor() uint32 {
+	if x != nil {
+		return x.NextVolumeMinor
+	}
+	return 0
+}
+
+func (x *StateSnapshot) GetNextVolumePort() uint32 {
+	if x != nil {
+		return x.NextVolumePort
+	}
+	return 0
 }
 
 // CheckNodeRecord is what the coordinators keep about a node's health
@@ -787,7 +813,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xea\x04\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\x1a\x14hive/v1/volume.proto\"\xf5\x05\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -800,7 +826,10 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12*\n" +
 	"\arollout\x18( \x01(\v2\x10.hive.v1.RolloutR\arollout\x12)\n" +
 	"\x05audit\x182 \x03(\v2\x13.hive.v1.AuditEntryR\x05audit\x12=\n" +
-	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\"\xc8\x01\n" +
+	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\x123\n" +
+	"\avolumes\x18< \x03(\v2\x19.hive.v1.VolumeAllocationR\avolumes\x12*\n" +
+	"\x11next_volume_minor\x18= \x01(\rR\x0fnextVolumeMinor\x12(\n" +
+	"\x10next_volume_port\x18> \x01(\rR\x0enextVolumePort\"\xc8\x01\n" +
 	"\x0fCheckNodeRecord\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
@@ -897,8 +926,9 @@ var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*Revocation)(nil),            // 14: hive.v1.Revocation
 	(*Rollout)(nil),               // 15: hive.v1.Rollout
 	(*AuditEntry)(nil),            // 16: hive.v1.AuditEntry
-	(Health)(0),                   // 17: hive.v1.Health
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*VolumeAllocation)(nil),      // 17: hive.v1.VolumeAllocation
+	(Health)(0),                   // 18: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
@@ -911,25 +941,26 @@ var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	15, // 7: hive.v1.StateSnapshot.rollout:type_name -> hive.v1.Rollout
 	16, // 8: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
 	1,  // 9: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
-	17, // 10: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
-	18, // 11: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
-	2,  // 12: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
-	18, // 13: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
-	8,  // 14: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	18, // 15: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	7,  // 16: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	9,  // 17: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	18, // 18: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	18, // 19: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	10, // 20: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	18, // 21: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	11, // 22: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	18, // 23: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	17, // 10: hive.v1.StateSnapshot.volumes:type_name -> hive.v1.VolumeAllocation
+	18, // 11: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	19, // 12: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 13: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	19, // 14: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 15: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	19, // 16: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 17: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 18: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	19, // 19: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	19, // 20: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 21: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	19, // 22: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 23: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	19, // 24: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -940,6 +971,7 @@ func file_hive_v1_snapshot_proto_init() {
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_ops_proto_init()
 	file_hive_v1_state_proto_init()
+	file_hive_v1_volume_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
