@@ -63,6 +63,7 @@ func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 	snap.Rollout = s.ro.r
 	snap.Audit = s.audit.list()
 	s.captureChecksLocked(snap)
+	s.captureMaintenanceLocked(snap)
 	return snap, s.index
 }
 
@@ -161,6 +162,9 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 	}
 	s.restoreAudit(snap.GetAudit())
 	if err := s.restoreChecks(&snap); err != nil {
+		return nil, err
+	}
+	if err := s.restoreMaintenance(&snap); err != nil {
 		return nil, err
 	}
 	// Versions restart from a value different from any a watcher may have

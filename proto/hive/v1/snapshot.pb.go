@@ -46,7 +46,11 @@ type StateSnapshot struct {
 	// The audit log, oldest first (bounded: state.MaxAuditEntries).
 	Audit []*AuditEntry `protobuf:"bytes,50,rep,name=audit,proto3" json:"audit,omitempty"`
 	// Health bookkeeping and recent drift repairs, one per node.
-	CheckRecords  []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
+	CheckRecords []*CheckNodeRecord `protobuf:"bytes,30,rep,name=check_records,json=checkRecords,proto3" json:"check_records,omitempty"`
+	// Nodes in maintenance, by name.
+	Maintenance []*MaintenanceRecord `protobuf:"bytes,70,rep,name=maintenance,proto3" json:"maintenance,omitempty"`
+	// The reboot lock and queue (unset: none).
+	Reboot        *RebootQueue `protobuf:"bytes,71,opt,name=reboot,proto3" json:"reboot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +165,20 @@ func (x *StateSnapshot) GetAudit() []*AuditEntry {
 func (x *StateSnapshot) GetCheckRecords() []*CheckNodeRecord {
 	if x != nil {
 		return x.CheckRecords
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetMaintenance() []*MaintenanceRecord {
+	if x != nil {
+		return x.Maintenance
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetReboot() *RebootQueue {
+	if x != nil {
+		return x.Reboot
 	}
 	return nil
 }
@@ -787,7 +805,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xea\x04\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\"\xd6\x05\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -800,7 +818,9 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\vrevocations\x18\r \x03(\v2\x13.hive.v1.RevocationR\vrevocations\x12*\n" +
 	"\arollout\x18( \x01(\v2\x10.hive.v1.RolloutR\arollout\x12)\n" +
 	"\x05audit\x182 \x03(\v2\x13.hive.v1.AuditEntryR\x05audit\x12=\n" +
-	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\"\xc8\x01\n" +
+	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\x12<\n" +
+	"\vmaintenance\x18F \x03(\v2\x1a.hive.v1.MaintenanceRecordR\vmaintenance\x12,\n" +
+	"\x06reboot\x18G \x01(\v2\x14.hive.v1.RebootQueueR\x06reboot\"\xc8\x01\n" +
 	"\x0fCheckNodeRecord\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
@@ -897,8 +917,10 @@ var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*Revocation)(nil),            // 14: hive.v1.Revocation
 	(*Rollout)(nil),               // 15: hive.v1.Rollout
 	(*AuditEntry)(nil),            // 16: hive.v1.AuditEntry
-	(Health)(0),                   // 17: hive.v1.Health
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*MaintenanceRecord)(nil),     // 17: hive.v1.MaintenanceRecord
+	(*RebootQueue)(nil),           // 18: hive.v1.RebootQueue
+	(Health)(0),                   // 19: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
@@ -911,25 +933,27 @@ var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	15, // 7: hive.v1.StateSnapshot.rollout:type_name -> hive.v1.Rollout
 	16, // 8: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
 	1,  // 9: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
-	17, // 10: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
-	18, // 11: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
-	2,  // 12: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
-	18, // 13: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
-	8,  // 14: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	18, // 15: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	7,  // 16: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	9,  // 17: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	18, // 18: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	18, // 19: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	10, // 20: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	18, // 21: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	11, // 22: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	18, // 23: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	17, // 10: hive.v1.StateSnapshot.maintenance:type_name -> hive.v1.MaintenanceRecord
+	18, // 11: hive.v1.StateSnapshot.reboot:type_name -> hive.v1.RebootQueue
+	19, // 12: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	20, // 13: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 14: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	20, // 15: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 16: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	20, // 17: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 18: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 19: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	20, // 20: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	20, // 21: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 22: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	20, // 23: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 24: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	20, // 25: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -937,6 +961,7 @@ func file_hive_v1_snapshot_proto_init() {
 	if File_hive_v1_snapshot_proto != nil {
 		return
 	}
+	file_hive_v1_maintenance_proto_init()
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_ops_proto_init()
 	file_hive_v1_state_proto_init()
