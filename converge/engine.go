@@ -108,8 +108,15 @@ type RunOptions struct {
 	DryRun bool
 }
 
+// NotifyReboot is the notify target that is not a resource: a resource
+// notifying it asks for a coordinated reboot of the node. The engine only
+// reports it (Report.Notifications, To == NotifyReboot); the agent records
+// it and the coordinators schedule the reboot (docs/operations.md,
+// "Reboots").
+const NotifyReboot = "reboot"
+
 // Notification is a service (restarted or reloaded) or a command (run)
-// notified by a changed resource.
+// notified by a changed resource, or NotifyReboot.
 type Notification struct {
 	From, To string
 }
@@ -121,6 +128,14 @@ type Report struct {
 	Results       []*hivev1.ResourceResult
 	Notifications []Notification
 	Duration      time.Duration
+}
+
+// GetNotifications returns the notifications (nil-safe).
+func (r *Report) GetNotifications() []Notification {
+	if r == nil {
+		return nil
+	}
+	return r.Notifications
 }
 
 // GetResults returns the results (nil-safe).
