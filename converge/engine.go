@@ -346,7 +346,7 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 		Root: e.cfg.Root, DryRun: planOnly, Runner: e.cfg.Runner, Family: family,
 		Logger: e.cfg.Logger.With("component", "converge/"+kind),
 	}
-	env.Facts, env.Secrets = s.st.GetFacts(), s.st.GetSecrets()
+	env.Facts, env.Secrets, env.SwarmDrain = s.st.GetFacts(), s.st.GetSecrets(), s.st.GetSwarmDrain()
 	start := time.Now()
 	changes, err := p.Plan(ctx, env, b)
 	if err == nil && len(changes) != len(b.Items) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hivefleet/hive/coordinator/render"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -118,6 +120,10 @@ func TestRebootQueueQuorum(t *testing.T) {
 	c := dialPlain(t, srv.GRPCAddr())
 	names := []string{"db-1", "db-2", "db-3", "mgr-1", "mgr-2", "mgr-3"}
 	orders := map[string]chan uint64{}
+	var mu sync.Mutex
+	hashes := map[string]string{}   // the latest state each node's watch got
+	reported := map[string]string{} // the state hash each node reported last
+	var drained []string            // swarm_drain lists the initializer got
 	for i, n := range names {
 		w, err := c.WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: n, Labels: map[string]string{"tier": strings.Split(n, "-")[0]}, Addresses: []string{fmt.Sprintf("10.0.2.%d", i+1)}})
 		if err != nil {
@@ -133,6 +139,14 @@ func TestRebootQueueQuorum(t *testing.T) {
 				}
 				if o := m.GetReboot(); o != nil {
 					ch <- o.GetId()
+				}
+				if st := m.GetState(); st != nil {
+					mu.Lock()
+					hashes[n] = st.GetHash()
+					if len(st.GetSwarmDrain()) > 0 {
+						drained = append(drained, strings.Join(st.GetSwarmDrain(), ","))
+					}
+					mu.Unlock()
 				}
 			}
 		}()
@@ -158,9 +172,14 @@ func TestRebootQueueQuorum(t *testing.T) {
 	}
 	gen := pr.GetGeneration()
 	seq := uint64(0)
+	boots := map[string]string{}
 	report := func(n, boot string) {
 		seq++
-		r := &hivev1.Report{Node: n, Generation: gen, Phase: hivev1.Phase_PHASE_CONVERGED, Seq: seq, BootId: boot,
+		mu.Lock()
+		hash := hashes[n]
+		mu.Unlock()
+		reported[n], boots[n] = hash, boot
+		r := &hivev1.Report{Node: n, Generation: gen, Phase: hivev1.Phase_PHASE_CONVERGED, Seq: seq, BootId: boot, StateHash: hash,
 			Started: timestamppb.Now(), Finished: timestamppb.Now(), Trigger: "state"}
 		if _, err := c.Report(ctx, &hivev1.ReportRequest{Report: r}); err != nil {
 			t.Fatalf("report %s: %v", n, err)
@@ -212,8 +231,16 @@ func TestRebootQueueQuorum(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("reboots did not finish: %v", q)
 		}
-		// The agents: a node ordered to reboot comes back with a new boot id.
+		// The agents: a node converges on every new state (the
+		// initializer drains), one ordered to reboot comes back with a
+		// new boot id.
 		for _, n := range names {
+			mu.Lock()
+			h := hashes[n]
+			mu.Unlock()
+			if h != reported[n] {
+				report(n, boots[n])
+			}
 			select {
 			case id := <-orders[n]:
 				if rebooted[n] {
@@ -231,6 +258,19 @@ func TestRebootQueueQuorum(t *testing.T) {
 	}
 	if len(rebooted) != len(names) {
 		t.Errorf("reboot orders reached %v", rebooted)
+	}
+	// The initializer (mgr-1, the lowest name with init) was told to drain
+	// each swarm manager in turn, and finally none.
+	mu.Lock()
+	got := strings.Join(drained, " ")
+	mu.Unlock()
+	for _, m := range []string{"mgr-1", "mgr-2", "mgr-3"} {
+		if !strings.Contains(got, m) {
+			t.Errorf("swarm_drain lists of the initializer %q never name %s", got, m)
+		}
+	}
+	if ini, _ := srv.renderer.Render(srv.fsm.Store(), render.FactsOf(srv.fsm.Store().Node("mgr-1"))); len(ini.State.GetSwarmDrain()) != 0 {
+		t.Errorf("initializer still drains %v after the reboots", ini.State.GetSwarmDrain())
 	}
 	st, err := c.RebootStatus(ctx, &hivev1.RebootStatusRequest{})
 	if err != nil {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -22,10 +23,12 @@ import (
 //	                      it, and no holder is a DRBD peer of it, and the
 //	                      swarm managers keep a majority (quorumConflict,
 //	                      the rollout planner's rules)
-//	DRAINING → REBOOTING  its swarm node is drained (the store marks it
-//	                      drained from DRAINING on); the agent's boot id is
-//	                      recorded; every coordinator's watch of the node
-//	                      now sends it a RebootOrder
+//	DRAINING → REBOOTING  its swarm node is drained: the store marks it
+//	                      drained from DRAINING on, the swarm initializer's
+//	                      state lists it (NodeState.swarm_drain) and the
+//	                      initializer reported converged on that state; the
+//	                      agent's boot id is recorded; every coordinator's
+//	                      watch of the node now sends it a RebootOrder
 //	REBOOTING → RECOVERING  a report with another boot id arrived
 //	RECOVERING → DONE     that boot's report converged on its target with
 //	                      every check passing and none failing at all
@@ -111,6 +114,12 @@ func (s *Server) rebootCommands(st *state.Store, now time.Time) []*hivev1.Comman
 		case hivev1.RebootState_REBOOT_STATE_DRAINING:
 			if rep.GetBootId() == "" {
 				step(n, hivev1.RebootState_REBOOT_STATE_FAILED, "the agent reports no boot id (an agent older than this coordinator?)", "")
+				continue
+			}
+			if why := s.swarmDrainPending(st, n.GetName()); why != "" {
+				if since > RebootTimeout {
+					step(n, hivev1.RebootState_REBOOT_STATE_FAILED, fmt.Sprintf("not drained within %v: %s", RebootTimeout, why), "")
+				}
 				continue
 			}
 			step(n, hivev1.RebootState_REBOOT_STATE_REBOOTING, "", rep.GetBootId())
@@ -253,6 +262,59 @@ func (s *Server) rebootPlanNodes(st *state.Store) map[string]*planNode {
 		out[n.GetName()] = pn
 	}
 	return out
+}
+
+// swarmDrainPending says what draining node's swarm node still waits for
+// ("": nothing, or node holds no swarm role): the swarm's initializer must
+// have reported converged on the state that lists node in swarm_drain.
+func (s *Server) swarmDrainPending(st *state.Store, node string) string {
+	self := st.Node(node)
+	g := st.TargetGeneration(node)
+	if self == nil || g == nil {
+		return ""
+	}
+	r, err := s.renderer.RenderAt(st, g, render.FactsOf(self))
+	if err != nil || !hasSwarm(r.State) {
+		return ""
+	}
+	registry, _ := st.Nodes()
+	for _, n := range registry {
+		gen := st.TargetGeneration(n.GetName())
+		if gen == nil {
+			continue
+		}
+		out, err := s.renderer.RenderAt(st, gen, render.FactsOf(n))
+		if err != nil || !isInitializer(out.State) {
+			continue
+		}
+		if !slices.Contains(out.State.GetSwarmDrain(), node) {
+			return fmt.Sprintf("the swarm initializer %s's state does not drain it yet", n.GetName())
+		}
+		rep := st.Report(n.GetName())
+		if rep.GetStateHash() != out.State.GetHash() || rep.GetPhase() != hivev1.Phase_PHASE_CONVERGED {
+			return fmt.Sprintf("waiting for the swarm initializer %s to drain it", n.GetName())
+		}
+		return ""
+	}
+	return "" // no initializer rendered: no swarm to drain it in
+}
+
+func hasSwarm(st *hivev1.NodeState) bool {
+	for _, r := range st.GetResources() {
+		if r.GetSwarm() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func isInitializer(st *hivev1.NodeState) bool {
+	for _, r := range st.GetResources() {
+		if r.GetSwarm().GetInitializer() {
+			return true
+		}
+	}
+	return false
 }
 
 // rebootOrder returns the reboot order node's watch must send, or nil: the

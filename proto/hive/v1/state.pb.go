@@ -902,7 +902,11 @@ type NodeState struct {
 	RaftIndex uint64 `protobuf:"varint,7,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
 	// Health checks of the node's roles, by role then file order (part of
 	// the hash).
-	Checks        []*HealthCheck `protobuf:"bytes,20,rep,name=checks,proto3" json:"checks,omitempty"`
+	Checks []*HealthCheck `protobuf:"bytes,20,rep,name=checks,proto3" json:"checks,omitempty"`
+	// Rendered for the swarm's initializer only: the hive nodes whose swarm
+	// node it drains (in maintenance, or holding the reboot lock), sorted.
+	// Swarm nodes hive drained earlier and not listed are made active again.
+	SwarmDrain    []string `protobuf:"bytes,40,rep,name=swarm_drain,json=swarmDrain,proto3" json:"swarm_drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -989,6 +993,13 @@ func (x *NodeState) GetRaftIndex() uint64 {
 func (x *NodeState) GetChecks() []*HealthCheck {
 	if x != nil {
 		return x.Checks
+	}
+	return nil
+}
+
+func (x *NodeState) GetSwarmDrain() []string {
+	if x != nil {
+		return x.SwarmDrain
 	}
 	return nil
 }
@@ -2045,7 +2056,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
 	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x03\n" +
 	"\tNodeState\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2057,7 +2068,9 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\asecrets\x18\x06 \x03(\v2\x1f.hive.v1.NodeState.SecretsEntryR\asecrets\x12\x1d\n" +
 	"\n" +
 	"raft_index\x18\a \x01(\x04R\traftIndex\x12,\n" +
-	"\x06checks\x18\x14 \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\x1a:\n" +
+	"\x06checks\x18\x14 \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\x12\x1f\n" +
+	"\vswarm_drain\x18( \x03(\tR\n" +
+	"swarmDrain\x1a:\n" +
 	"\fSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xef\x01\n" +
