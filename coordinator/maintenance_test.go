@@ -186,9 +186,9 @@ func TestRebootQueueQuorum(t *testing.T) {
 		}
 	}
 	for _, n := range names {
-		report(n, "boot-1")
+		report(n, "1111-aaaa")
 	}
-	waitFor(t, 10*time.Second, "reports stored", func() bool { return srv.fsm.Store().Report("mgr-3").GetBootId() == "boot-1" })
+	waitFor(t, 10*time.Second, "reports stored", func() bool { return srv.fsm.Store().Report("mgr-3").GetBootId() == "1111-aaaa" })
 
 	if _, err := c.RebootStart(ctx, &hivev1.RebootStartRequest{Nodes: []string{"db-1"}, All: true}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("nodes and all: %v, want InvalidArgument", err)
@@ -247,7 +247,7 @@ func TestRebootQueueQuorum(t *testing.T) {
 					t.Fatalf("%s got a second reboot order (%d)", n, id)
 				}
 				rebooted[n] = true
-				report(n, "boot-2")
+				report(n, "2222-bbbb")
 			default:
 			}
 		}

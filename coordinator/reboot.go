@@ -49,8 +49,7 @@ import (
 // healthy before the queue halts.
 var RebootTimeout = 15 * time.Minute
 
-// rebootTick is how often the leader looks at the queue besides status
-// changes.
+// rebootTick is how often the leader looks at the queue.
 const rebootTick = 250 * time.Millisecond
 
 // runReboots drives the reboot queue while this server leads.
@@ -59,16 +58,16 @@ func (s *Server) runReboots(ctx context.Context) {
 		return
 	}
 	defer s.rebootRunning.Store(false)
-	t := time.NewTimer(rebootTick)
+	// One look per tick, not per status change: with a queue blocked by
+	// the quorum rules a look renders every node (cached), and a large
+	// fleet's reports change the status many times a second.
+	t := time.NewTicker(rebootTick)
 	defer t.Stop()
 	for s.raft.State() == raft.Leader {
-		ch := s.statusw.view().ch
 		s.rebootStep(ctx, time.Now())
-		t.Reset(rebootTick)
 		select {
 		case <-ctx.Done():
 			return
-		case <-ch:
 		case <-t.C:
 		}
 	}
