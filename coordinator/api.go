@@ -160,7 +160,8 @@ func (s *Server) matchedNodes() []string {
 	nodes, _ := st.Nodes()
 	var out []string
 	for _, n := range nodes {
-		if g != nil && len(render.SelectRoles(g.GetSite(), n.GetName(), render.FactsOf(n).Labels)) > 0 {
+		// A node in maintenance keeps its generation: not waited for.
+		if g != nil && st.Maintenance(n.GetName()) == nil && len(render.SelectRoles(g.GetSite(), n.GetName(), render.FactsOf(n).Labels)) > 0 {
 			out = append(out, n.GetName())
 		}
 	}

@@ -289,8 +289,8 @@ func allConverged(st *state.Store, gen uint64) (int, bool) {
 	nodes, _ := st.Nodes()
 	n := 0
 	for _, rec := range nodes {
-		if len(render.SelectRoles(g.GetSite(), rec.GetName(), render.FactsOf(rec).Labels)) == 0 {
-			continue
+		if len(render.SelectRoles(g.GetSite(), rec.GetName(), render.FactsOf(rec).Labels)) == 0 || st.Maintenance(rec.GetName()) != nil {
+			continue // no role, or held on its generation in maintenance
 		}
 		r := st.Report(rec.GetName())
 		if r == nil || r.GetDryRun() || r.GetGeneration() < gen || r.GetPhase() != hivev1.Phase_PHASE_CONVERGED {

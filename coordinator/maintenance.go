@@ -36,8 +36,11 @@ func init() {
 	}
 	summarizers["reboot_request"] = func(c *hivev1.Command) string {
 		r := c.GetRebootRequest()
-		return fmt.Sprintf("reboot %d node(s) %s (max parallel %d)%s", len(r.GetNodes()),
-			strings.Join(capList(r.GetNodes(), 20), ","), r.GetMaxParallel(), reasonSuffix(r.GetReason()))
+		s := fmt.Sprintf("reboot %d node(s) %s", len(r.GetNodes()), strings.Join(capList(r.GetNodes(), 20), ","))
+		if r.GetMaxParallel() > 0 {
+			s += fmt.Sprintf(" (max parallel %d)", r.GetMaxParallel())
+		}
+		return s + reasonSuffix(r.GetReason())
 	}
 	summarizers["reboot_cancel"] = func(c *hivev1.Command) string { return "cancel queued reboots" }
 	summarizers["reboot_step"] = func(c *hivev1.Command) string {
