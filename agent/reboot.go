@@ -55,15 +55,16 @@ type rebootMemo struct {
 
 // rebooter holds the agent's boot id and its reboot memory.
 type rebooter struct {
-	bootID string
-	path   string
+	bootID  string
+	path    string
+	sandbox bool // Config.sandbox: reported, no built-in checks run
 
 	mu   sync.Mutex
 	memo rebootMemo
 }
 
 func newRebooter(cfg Config, start time.Time) (*rebooter, error) {
-	r := &rebooter{path: filepath.Join(cfg.DataDir, rebootFile)}
+	r := &rebooter{path: filepath.Join(cfg.DataDir, rebootFile), sandbox: cfg.sandbox()}
 	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	r.bootID = strings.TrimSpace(string(b))
 	if err != nil || r.bootID == "" || len(cfg.RebootCommand) > 0 {
@@ -92,12 +93,13 @@ func (r *rebooter) saveLocked() error {
 	return atomicfile.WriteFile(r.path, data, 0o600)
 }
 
-// stamp sets the report's boot id and reboot_required.
+// stamp sets the report's boot id, reboot_required and sandbox.
 func (r *rebooter) stamp(rep *hivev1.Report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep.BootId = r.bootID
 	rep.RebootRequired = r.memo.RequiredBoot == r.bootID
+	rep.Sandbox = r.sandbox
 }
 
 // noteRun remembers that this boot needs a reboot when a resource that

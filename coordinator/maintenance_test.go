@@ -173,6 +173,7 @@ func TestRebootQueueQuorum(t *testing.T) {
 	gen := pr.GetGeneration()
 	seq := uint64(0)
 	boots := map[string]string{}
+	resynced := map[string]bool{}
 	report := func(n, boot string) {
 		seq++
 		mu.Lock()
@@ -180,7 +181,19 @@ func TestRebootQueueQuorum(t *testing.T) {
 		mu.Unlock()
 		reported[n], boots[n] = hash, boot
 		r := &hivev1.Report{Node: n, Generation: gen, Phase: hivev1.Phase_PHASE_CONVERGED, Seq: seq, BootId: boot, StateHash: hash,
-			Started: timestamppb.Now(), Finished: timestamppb.Now(), Trigger: "state"}
+			Started: timestamppb.Now(), Finished: timestamppb.Now(), Trigger: "state", Health: hivev1.Health_HEALTH_PASSING}
+		// The built-in checks a real agent runs for its DRBD resource or
+		// swarm membership; a db node just back reports r0 resyncing once
+		// (a failure below the threshold: still "passing").
+		if strings.HasPrefix(n, "db-") {
+			c := &hivev1.CheckResult{Name: "builtin/drbd:r0", Kind: "drbd", Passing: true}
+			if boot == "2222-bbbb" && !resynced[n] {
+				c.Failures, c.Message = 1, "volume 0 disk Inconsistent"
+			}
+			r.Checks = append(r.Checks, c)
+		} else {
+			r.Checks = append(r.Checks, &hivev1.CheckResult{Name: "builtin/swarm", Kind: "swarm", Passing: true})
+		}
 		if _, err := c.Report(ctx, &hivev1.ReportRequest{Report: r}); err != nil {
 			t.Fatalf("report %s: %v", n, err)
 		}
@@ -248,6 +261,15 @@ func TestRebootQueueQuorum(t *testing.T) {
 				}
 				rebooted[n] = true
 				report(n, "2222-bbbb")
+				if strings.HasPrefix(n, "db-") {
+					// Back but not UpToDate: the lock stays.
+					time.Sleep(600 * time.Millisecond)
+					if e := srv.fsm.Store().RebootEntry(n); e.GetState() != hivev1.RebootState_REBOOT_STATE_RECOVERING {
+						t.Fatalf("%s released while its DRBD resource resyncs: %v", n, e)
+					}
+					resynced[n] = true
+					report(n, "2222-bbbb")
+				}
 			default:
 			}
 		}

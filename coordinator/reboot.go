@@ -215,9 +215,11 @@ func (s *Server) rebootCommands(st *state.Store, now time.Time) []*hivev1.Comman
 
 // rebootHealth says what node, back with boot id boot, still lacks ("":
 // nothing): a report of that boot converged on its target generation,
-// health passing when the node has site checks, and every reported check
+// health passing when the node has site checks, every reported check
 // passing with no failure at all (a check counts as passing below its
-// failure threshold; a node just back must be healthy now).
+// failure threshold; a node just back must be healthy now), and, unless
+// the agent runs in a sandbox, the built-in DRBD and swarm checks among
+// them.
 func (s *Server) rebootHealth(st *state.Store, node, boot string) string {
 	r := st.Report(node)
 	target := st.TargetNumber(node)
@@ -231,12 +233,47 @@ func (s *Server) rebootHealth(st *state.Store, node, boot string) string {
 	case expectsHealth(st, target, node) && r.GetHealth() != hivev1.Health_HEALTH_PASSING:
 		return "health " + r.GetHealth().String()
 	}
+	have := map[string]bool{}
 	for _, c := range r.GetChecks() {
 		if !c.GetPassing() || c.GetFailures() > 0 {
 			return fmt.Sprintf("check %s: %s", c.GetName(), c.GetMessage())
 		}
+		have[c.GetName()] = true
+	}
+	// The built-in checks of its DRBD resources and swarm membership must
+	// have run since it came back (they run every 10 s; an agent under a
+	// --root sandbox never runs them).
+	if !r.GetSandbox() {
+		for _, name := range s.builtinChecks(st, node) {
+			if !have[name] {
+				return fmt.Sprintf("check %s not reported yet", name)
+			}
+		}
 	}
 	return ""
+}
+
+// builtinChecks names the built-in checks an agent runs for node's state
+// at its target: "builtin/drbd:R" per DRBD resource, "builtin/swarm".
+func (s *Server) builtinChecks(st *state.Store, node string) []string {
+	n, g := st.Node(node), st.TargetGeneration(node)
+	if n == nil || g == nil {
+		return nil
+	}
+	out, err := s.renderer.RenderAt(st, g, render.FactsOf(n))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range out.State.GetResources() {
+		if d := r.GetDrbd(); d != nil {
+			names = append(names, "builtin/drbd:"+d.GetName())
+		}
+		if r.GetSwarm() != nil {
+			names = append(names, "builtin/swarm")
+		}
+	}
+	return names
 }
 
 // rebootPlanNodes describes every registered node at its target generation

@@ -1136,8 +1136,12 @@ type Report struct {
 	BootId string `protobuf:"bytes,50,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
 	// A resource notified "reboot" and the node has not rebooted since.
 	RebootRequired bool `protobuf:"varint,51,opt,name=reboot_required,json=rebootRequired,proto3" json:"reboot_required,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The agent converges under a --root sandbox, where the built-in DRBD
+	// and swarm checks never run (a coordinated reboot then waits only for
+	// the checks reported).
+	Sandbox       bool `protobuf:"varint,52,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -1292,6 +1296,13 @@ func (x *Report) GetBootId() string {
 func (x *Report) GetRebootRequired() bool {
 	if x != nil {
 		return x.RebootRequired
+	}
+	return false
+}
+
+func (x *Report) GetSandbox() bool {
+	if x != nil {
+		return x.Sandbox
 	}
 	return false
 }
@@ -2081,7 +2092,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05drift\x18\x05 \x01(\bR\x05drift\x12\x12\n" +
 	"\x04diff\x18\x06 \x01(\tR\x04diff\x12$\n" +
-	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\x92\x06\n" +
+	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xac\x06\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2105,7 +2116,8 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
 	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12\x17\n" +
 	"\aboot_id\x182 \x01(\tR\x06bootId\x12'\n" +
-	"\x0freboot_required\x183 \x01(\bR\x0erebootRequired\x1aC\n" +
+	"\x0freboot_required\x183 \x01(\bR\x0erebootRequired\x12\x18\n" +
+	"\asandbox\x184 \x01(\bR\asandbox\x1aC\n" +
 	"\x15PublishedSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb5\x01\n" +
