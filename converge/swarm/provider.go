@@ -404,7 +404,8 @@ const DrainedLabel = "hive.drained"
 // should be.
 func availabilityStep(node *dswarm.Node, m *hivev1.SwarmMember, drain bool) *step {
 	switch {
-	case drain && (node.Spec.Availability != dswarm.NodeAvailabilityDrain || node.Spec.Labels[DrainedLabel] != "true"):
+	case drain && node.Spec.Availability != dswarm.NodeAvailabilityDrain:
+		// (Drained already, by hand: left unmarked, so it stays drained after.)
 		return &step{kind: "availability", nodeID: node.ID, drain: true,
 			text: fmt.Sprintf("drain node %s (%s): in maintenance or rebooting", m.GetName(), m.GetAddress())}
 	case !drain && node.Spec.Labels[DrainedLabel] == "true":
