@@ -33,12 +33,14 @@ var unaudited = map[string]bool{
 
 // unauditedRPCs are the agents' data-plane calls: what they write (a
 // published secret, a registration) is the agent's own state.
+// Certificates the CA signs for agents (RenewCertificate,
+// IssueServiceCertificate) are not state writes: those handlers record an
+// audit-only entry (auditOnlyErr) before handing the certificate out.
 var unauditedRPCs = map[string]bool{
-	coordSvc + "Report":           true,
-	coordSvc + "WatchNodeState":   true,
-	coordSvc + "GetNodeState":     true,
-	coordSvc + "RenewCertificate": true,
-	coordSvc + "ReportPlan":       true,
+	coordSvc + "Report":         true,
+	coordSvc + "WatchNodeState": true,
+	coordSvc + "GetNodeState":   true,
+	coordSvc + "ReportPlan":     true,
 }
 
 // onBehalfKey is the metadata a coordinator sends with an RPC it
@@ -93,11 +95,37 @@ func withAudit(ctx context.Context, c *hivev1.Command) {
 // auditOnly records an audit entry for a write that is not a raft
 // command (a raft peer added): an ignorable command with no body.
 func (s *Server) auditOnly(ctx context.Context, summary string) {
-	method, _ := grpc.Method(ctx)
-	c := &hivev1.Command{Ignorable: true, Audit: &hivev1.AuditInfo{Identity: auditIdentity(ctx), Rpc: method, Summary: summary}}
-	if _, _, err := s.apply(ctx, c); err != nil {
+	if err := s.auditOnlyErr(ctx, summary); err != nil {
 		s.log.Warn("could not record an audit entry", "summary", summary, "err", err)
 	}
+}
+
+// auditOnlyErr is auditOnly for a handler that must not go on unless
+// the entry is committed (a certificate is handed out only once its
+// issue is on record).
+func (s *Server) auditOnlyErr(ctx context.Context, summary string) error {
+	method, _ := grpc.Method(ctx)
+	return s.auditAs(ctx, auditIdentity(ctx), method, summary)
+}
+
+// auditAs records an audit-only entry with an explicit identity and
+// "rpc" (e.g. the dashboard's "POST /ui/login").
+func (s *Server) auditAs(ctx context.Context, identity, rpc, summary string) error {
+	c := &hivev1.Command{Ignorable: true, Audit: &hivev1.AuditInfo{Identity: identity, Rpc: rpc, Summary: truncate(summary, 400)}}
+	_, _, err := s.apply(ctx, c)
+	return err
+}
+
+// tokenIdentity is the audit identity of a bootstrap token's caller
+// (RequestCertificate has no client certificate): the first 12 hex
+// digits of the token's sha256, as the token's creation entry shows them.
+func tokenIdentity(sha string) string { return "bootstrap-token:" + truncateNoMark(sha, 12) }
+
+func truncateNoMark(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 // commandName is the body's oneof field name ("push", ...), "" for none.
@@ -140,7 +168,7 @@ var summarizers = map[string]func(c *hivev1.Command) string{
 		if t.GetReplace() {
 			s += " (replace)"
 		}
-		return s
+		return s + " (token " + tokenIdentity(t.GetTokenSha256()) + ")"
 	},
 	"bootstrap_token_redeem": func(c *hivev1.Command) string {
 		return "redeem a bootstrap token for node " + c.GetBootstrapTokenRedeem().GetNode()
@@ -170,6 +198,42 @@ var summarizers = map[string]func(c *hivev1.Command) string{
 	"node_remove": func(c *hivev1.Command) string {
 		r := c.GetNodeRemove()
 		return "remove node " + r.GetNode() + reasonSuffix(r.GetReason())
+	},
+	"rollout_push": func(c *hivev1.Command) string {
+		r := c.GetRolloutPush()
+		p := r.GetPush()
+		nodes := 0
+		for _, w := range r.GetWaves() {
+			nodes += len(w.GetNodes())
+		}
+		s := fmt.Sprintf("push sha256 %.12s on base generation %d in %d waves over %d nodes", p.GetGeneration().GetSha256(), p.GetBaseGeneration(), len(r.GetWaves()), nodes)
+		if p.GetForce() {
+			s += " (forced)"
+		}
+		return s + messageSuffix(p.GetGeneration().GetMessage())
+	},
+	"rollout_wave": func(c *hivev1.Command) string {
+		w := c.GetRolloutWave()
+		verb := "open"
+		if w.GetPromote() {
+			verb = "promote: open"
+		}
+		return fmt.Sprintf("%s wave %d of the rollout of generation %d", verb, w.GetWave()+1, w.GetGeneration())
+	},
+	"rollout_pause": func(c *hivev1.Command) string {
+		p := c.GetRolloutPause()
+		return fmt.Sprintf("pause the rollout of generation %d", p.GetGeneration()) + reasonSuffix(p.GetReason())
+	},
+	"rollout_resume": func(c *hivev1.Command) string {
+		return fmt.Sprintf("resume the rollout of generation %d", c.GetRolloutResume().GetGeneration())
+	},
+	"rollout_rollback": func(c *hivev1.Command) string {
+		r := c.GetRolloutRollback()
+		verb := "roll back"
+		if r.GetAbort() {
+			verb = "abort"
+		}
+		return fmt.Sprintf("%s the rollout of generation %d", verb, r.GetGeneration()) + reasonSuffix(r.GetReason())
 	},
 }
 

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -32,10 +33,10 @@ import (
 // (readIndex) and refuses a denied or expired agent certificate, like
 // RenewCertificate.
 
-// Rate limit of IssueServiceCertificate: a token bucket per agent, so that
-// an agent cannot make its coordinators sign (and read the deny list
-// through the leader) in a loop. The burst covers a node with many
-// certificates on its first run.
+// Rate limit of IssueServiceCertificate and RenewCertificate: one token
+// bucket per agent, so that an agent cannot make its coordinators sign
+// (read the deny list through the leader, and write an audit entry) in a
+// loop. The burst covers a node with many certificates on its first run.
 const (
 	ServiceCertRate  = 1
 	ServiceCertBurst = 64
@@ -107,6 +108,10 @@ func (a *api) IssueServiceCertificate(ctx context.Context, req *hivev1.IssueServ
 	})
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s of node %s: %v", want, id.Name, err)
+	}
+	if err := s.auditOnlyErr(ctx, fmt.Sprintf("issue service certificate %s for node %s: serial %s, DNS %s, expires %s", name, id.Name,
+		state.SerialText(iss.Cert.SerialNumber), strings.Join(iss.Cert.DNSNames, ","), iss.Cert.NotAfter.UTC().Format(time.RFC3339))); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "issue service certificate: cannot record it in the audit log: %v", err)
 	}
 	s.log.Info("issued a service certificate", "node", id.Name, "certificate", name,
 		"serial", state.SerialText(iss.Cert.SerialNumber), "dns", iss.Cert.DNSNames, "ips", iss.Cert.IPAddresses,

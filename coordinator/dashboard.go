@@ -1,7 +1,12 @@
 package coordinator
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"time"
+
+	"github.com/hivefleet/hive/pki"
 
 	"github.com/hivefleet/hive/coordinator/ui"
 )
@@ -22,27 +27,29 @@ func (s *Server) dashboard() http.Handler {
 		Dev:      s.cfg.Dev,
 		Extra:    extra,
 		OnDenied: func() { s.metrics.denied.Inc() },
-		Logger:   s.root.With("component", "dashboard"),
+		OnSignIn: func(r *http.Request, id pki.Identity, exp time.Time) error {
+			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ApplyTimeout)
+			defer cancel()
+			return s.auditAs(ctx, id.String(), "POST /ui/login", fmt.Sprintf("dashboard sign-in from %s with a token expiring %s", r.RemoteAddr, exp.UTC().Format(time.RFC3339)))
+		},
+		Logger: s.root.With("component", "dashboard"),
 	})
 }
 
 // dashboardPages make the extra dashboard pages (ui.Page) every server
 // mounts under /ui/PATH, behind the dashboard's authentication and in its
-// navigation.
-//
-// TODO(rollouts, events): the hook for the rollout progress and live
-// events pages (issue 17): their files add a constructor here from an
-// init function, e.g.
+// navigation. A page's file adds its constructor from an init function
+// (events_page.go, rollouts_page.go):
 //
 //	func init() {
 //		dashboardPages = append(dashboardPages, func(s *Server) ui.Page {
-//			return ui.Page{Title: "Rollouts", Path: "rollouts", Content: s.rolloutsHTML}
+//			return ui.Page{Title: "Rollouts", Path: "rollouts", Content: s.rolloutsHTML, Live: s.rolloutsLive}
 //		})
 //	}
 //
 // Content returns the page's body, rendered with html/template (agents'
-// text is hostile: see ui.visible for control characters); the dashboard
-// wraps it in its layout and navigation. Live updates for such a page:
-// TODO as well (today /ui/live serves fleet, node and generations).
-// Until then /ui/rollouts and /ui/events say the page is not built yet.
+// text is hostile: printable drops control characters); the dashboard
+// wraps it in its layout and navigation. Live, with a
+// <div id="live" data-live="/ui/live/PATH"> in the content, keeps it
+// current (see ui.Page).
 var dashboardPages []func(*Server) ui.Page

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -207,6 +208,24 @@ func TestDashboard(t *testing.T) {
 		if c := r.Cookies()[0]; !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/ui/" || c.Value != adminTok {
 			t.Errorf("cookie %+v", c)
 		}
+		// The sign-in is in the audit log, as the token's admin; refused
+		// ones are not.
+		au, err := admin.ListAudit(ctx, &hivev1.ListAuditRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		signIns := 0
+		for _, e := range au.GetEntries() {
+			if e.GetRpc() == "POST /ui/login" {
+				signIns++
+				if e.GetIdentity() != "admin:alice" || !strings.Contains(e.GetSummary(), "dashboard sign-in from 127.0.0.1:") {
+					t.Errorf("sign-in audit entry: %v", e)
+				}
+			}
+		}
+		if signIns != 1 {
+			t.Errorf("%d sign-in audit entries, want 1", signIns)
+		}
 		// A browser's same-origin form post over plain HTTP carries Origin
 		// and no Sec-Fetch-Site (Referrer-Policy same-origin: with
 		// no-referrer, Chromium sent "Origin: null" and was refused).
@@ -328,5 +347,90 @@ func TestDashboardDevLoopback(t *testing.T) {
 	}
 	if a := dashGet(t, base, "/ui/", "hdt1.x.y.z", false); a.code != 401 {
 		t.Errorf("dev with a bad token: %d", a.code)
+	}
+}
+
+// liveGet fetches a /ui/live answer.
+func liveGet(t *testing.T, base, path string) (index, html string) {
+	t.Helper()
+	a := dashGet(t, base, path, "", false)
+	var j struct{ Index, HTML string }
+	if err := json.Unmarshal([]byte(a.body), &j); err != nil || a.code != 200 {
+		t.Fatalf("live %s: %d %q: %v", path, a.code, a.body, err)
+	}
+	return j.Index, j.HTML
+}
+
+// liveWait long-polls path from index in the background.
+func liveWait(t *testing.T, base, path, index string) <-chan string {
+	ch := make(chan string, 1)
+	go func() {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		a := dashGet(t, base, path+sep+"index="+index, "", false)
+		ch <- a.body
+	}()
+	return ch
+}
+
+// TestDashboardRolloutsAndEventsLive: the rollouts page follows a rollout
+// (its live poll answers when a wave opens, and shows every node healthy
+// and the rollout completed at the end) and the events page's live poll
+// answers when an event of its filter is published, not before.
+func TestDashboardRolloutsAndEventsLive(t *testing.T) {
+	f := newRolloutFleet(t, 3)
+	base := "http://" + f.n.HTTPAddr()
+	if a := dashGet(t, base, "/ui/rollouts", "", false); a.code != 200 || !strings.Contains(a.body, `data-state="none"`) || !strings.Contains(a.body, `data-live="/ui/live/rollouts"`) {
+		t.Fatalf("rollouts page before any rollout: %d %.500s", a.code, a.body)
+	}
+	f.push(rolloutSite("1"), nil)
+	f.converge(f.nodes...)
+	i0, _ := liveGet(t, base, "/ui/live/rollouts")
+	wait := liveWait(t, base, "/ui/live/rollouts", i0)
+	select {
+	case b := <-wait:
+		t.Fatalf("live rollouts answered with nothing new: %.300s", b)
+	case <-time.After(300 * time.Millisecond):
+	}
+	g2 := f.push(rolloutSite("2"), &hivev1.RolloutOverride{CanaryCount: ptr(uint32(1))})
+	var j struct{ Index, HTML string }
+	if err := json.Unmarshal([]byte(<-wait), &j); err != nil || !strings.Contains(j.HTML, fmt.Sprintf(`data-generation="%d" data-state="running"`, g2)) || !strings.Contains(j.HTML, `data-opened="1"`) {
+		t.Fatalf("live rollouts after the push: %v %.1000s", err, j.HTML)
+	}
+	f.converge("web-1")
+	f.waitState("wave 2", func(r *hivev1.Rollout) bool { return r.GetOpened() == 2 })
+	f.converge("web-2", "web-3")
+	f.waitState("completed", func(r *hivev1.Rollout) bool { return r.GetState() == hivev1.RolloutState_ROLLOUT_STATE_COMPLETED })
+	_, html := liveGet(t, base, "/ui/live/rollouts")
+	for _, want := range []string{`data-state="completed"`, `data-healthy="3"`, `class="wave" data-wave="2" data-state="healthy"`, `data-kind="rollout.completed"`, `data-kind="rollout.wave_opened"`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("rollouts page at the end lacks %s: %.3000s", want, html)
+		}
+	}
+
+	// Events: the page filters, and its live poll waits for a match.
+	if a := dashGet(t, base, "/ui/events?kind=rollout.", "", false); a.code != 200 || !strings.Contains(a.body, `data-live="/ui/live/events?kind=rollout."`) || !strings.Contains(a.body, `data-kind="rollout.started"`) || strings.Contains(a.body, `data-kind="push"`) {
+		t.Fatalf("events page: %d %.2000s", a.code, a.body)
+	}
+	e0, _ := liveGet(t, base, "/ui/live/events?kind=node.labeled")
+	ev := liveWait(t, base, "/ui/live/events?kind=node.labeled", e0)
+	f.converge(f.nodes...) // events of other kinds: no answer
+	select {
+	case b := <-ev:
+		t.Fatalf("live events answered without a matching event: %.300s", b)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := f.c.LabelNode(f.ctx, &hivev1.LabelNodeRequest{Node: "web-2", Set: map[string]string{"zone": "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-ev:
+		if err := json.Unmarshal([]byte(b), &j); err != nil || j.Index == e0 || !strings.Contains(j.HTML, `data-kind="node.labeled" data-node="web-2"`) {
+			t.Fatalf("live events after the label: %v %.1000s", err, b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("live events did not answer the label")
 	}
 }

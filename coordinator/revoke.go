@@ -155,6 +155,11 @@ func (a *api) RenewCertificate(ctx context.Context, req *hivev1.RenewCertificate
 	if s.ca == nil {
 		return nil, status.Error(codes.FailedPrecondition, "this coordinator cannot sign certificates: start it with --tls-ca-key")
 	}
+	// The service certificates' bucket: every certificate signed for an
+	// agent is an audit entry, and a loop must not flush the audit log.
+	if ok, wait := s.svcLimit.take(id.Name, 1); !ok {
+		return nil, status.Errorf(codes.ResourceExhausted, "too many certificate requests from %s (limit %d per second, burst %d); retry in %v", id, ServiceCertRate, ServiceCertBurst, wait.Round(time.Millisecond))
+	}
 	leaf := peerLeaf(ctx)
 	if leaf == nil {
 		return nil, status.Error(codes.Unauthenticated, "renew certificate: the call carries no verified client certificate")
@@ -174,6 +179,10 @@ func (a *api) RenewCertificate(ctx context.Context, req *hivev1.RenewCertificate
 	iss, err := s.ca.ReissueAgent(leaf, csr.PublicKey, s.reissueOptions(id.Name))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "renew certificate: %v", err)
+	}
+	if err := s.auditOnlyErr(ctx, fmt.Sprintf("renew the agent certificate of node %s: serial %s (was %s), expires %s", id.Name,
+		state.SerialText(iss.Cert.SerialNumber), state.SerialText(leaf.SerialNumber), iss.Cert.NotAfter.UTC().Format(time.RFC3339))); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "renew certificate: cannot record it in the audit log: %v", err)
 	}
 	s.log.Info("renewed an agent certificate", "node", id.Name, "old_serial", state.SerialText(leaf.SerialNumber),
 		"serial", state.SerialText(iss.Cert.SerialNumber), "not_after", iss.Cert.NotAfter.UTC())

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Rollouts (docs/rollouts.md). A push whose policy asks for waves is
@@ -26,8 +27,11 @@ import (
 // whenever this server becomes leader; a new leader carries on from the
 // replicated state): it opens the next wave when every node of the open
 // one has been healthy for the wave's min_healthy_time, and pauses or
-// rolls back when a node fails. Only the time each node was first seen
-// healthy is in memory (a new leader measures min_healthy_time afresh).
+// rolls back when a node fails. The time the open wave became healthy is
+// recorded in raft (RolloutHealthyCommand, Rollout.wave_healthy_since), so
+// a new leader carries the wave's min_healthy_time on rather than
+// restarting it; only when each node was first seen healthy is the
+// leader's memory.
 
 func init() {
 	for _, m := range []string{"GetRollout", "WatchRollout"} {
@@ -283,26 +287,41 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 			g.since[n.GetName()] = now
 		}
 	}
+	stored := r.GetWaveHealthySince()
 	if cmd == nil && waveHealthy {
-		// Healthy since the last of its nodes became healthy.
+		// Healthy since the last of its nodes became healthy, as this
+		// leader or one before it recorded in raft; else as this leader
+		// saw it, recorded now so that a successor carries it on.
 		var from time.Time
-		for _, name := range wave.GetNodes() {
-			if t := g.since[name]; t.After(from) {
-				from = t
+		if stored != nil {
+			from = stored.AsTime()
+		} else {
+			for _, name := range wave.GetNodes() {
+				if t := g.since[name]; t.After(from) {
+					from = t
+				}
 			}
 		}
 		g.waveHealthy = from
 		next = wave.GetMinHealthyTime().AsDuration() - now.Sub(from)
-		if next <= 0 {
-			if open+1 < len(r.GetWaves()) {
-				cmd = &hivev1.Command{Body: &hivev1.Command_RolloutWave{RolloutWave: &hivev1.RolloutWaveCommand{
-					Generation: r.GetGeneration(), Wave: uint32(open + 1), Author: "rollout gate"}}}
-			} else {
-				cmd = &hivev1.Command{Body: &hivev1.Command_RolloutComplete{RolloutComplete: &hivev1.RolloutCompleteCommand{Generation: r.GetGeneration()}}}
-			}
+		switch {
+		case next <= 0 && open+1 < len(r.GetWaves()):
+			cmd = &hivev1.Command{Body: &hivev1.Command_RolloutWave{RolloutWave: &hivev1.RolloutWaveCommand{
+				Generation: r.GetGeneration(), Wave: uint32(open + 1), Author: "rollout gate"}}}
+		case next <= 0:
+			cmd = &hivev1.Command{Body: &hivev1.Command_RolloutComplete{RolloutComplete: &hivev1.RolloutCompleteCommand{Generation: r.GetGeneration()}}}
+		case stored == nil:
+			cmd = &hivev1.Command{Body: &hivev1.Command_RolloutHealthy{RolloutHealthy: &hivev1.RolloutHealthyCommand{
+				Generation: r.GetGeneration(), Wave: uint32(open), Since: timestamppb.New(from)}}}
 		}
 	} else {
 		g.waveHealthy = time.Time{}
+		if cmd == nil && stored != nil {
+			// A node of the wave is no longer healthy: its
+			// min_healthy_time starts again once it is.
+			cmd = &hivev1.Command{Body: &hivev1.Command_RolloutHealthy{RolloutHealthy: &hivev1.RolloutHealthyCommand{
+				Generation: r.GetGeneration(), Wave: uint32(open)}}}
+		}
 	}
 	g.mu.Unlock()
 	if cmd == nil {
@@ -315,6 +334,14 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 		return 0
 	}
 	switch b := cmd.GetBody().(type) {
+	case *hivev1.Command_RolloutHealthy:
+		if b.RolloutHealthy.GetSince() != nil {
+			s.log.Debug("rollout wave healthy", "generation", r.GetGeneration(), "wave", open+1, "since", b.RolloutHealthy.GetSince().AsTime())
+			// Sleep what is left of min_healthy_time after the commit
+			// (0 would mean the next tick).
+			return max(next-time.Since(now), time.Millisecond)
+		}
+		s.log.Debug("rollout wave no longer healthy", "generation", r.GetGeneration(), "wave", open+1)
 	case *hivev1.Command_RolloutWave:
 		s.log.Info("rollout wave opened", "generation", r.GetGeneration(), "wave", b.RolloutWave.GetWave()+1, "of", len(r.GetWaves()))
 	case *hivev1.Command_RolloutComplete:
@@ -345,12 +372,18 @@ func (s *Server) rolloutStatus() *hivev1.RolloutStatus {
 		return nil
 	}
 	out := &hivev1.RolloutStatus{Rollout: r, RaftIndex: st.Index()}
-	g := &s.rollouts
-	g.mu.Lock()
-	if g.running && g.generation == r.GetGeneration() && !g.waveHealthy.IsZero() {
-		out.WaveHealthyFor = durationpb.New(time.Since(g.waveHealthy))
+	if since := r.GetWaveHealthySince(); since != nil {
+		// Recorded in raft: every coordinator answers the same.
+		out.WaveHealthyFor = durationpb.New(time.Since(since.AsTime()))
+	} else {
+		// The leader saw the wave healthy but has not recorded it yet.
+		g := &s.rollouts
+		g.mu.Lock()
+		if g.running && g.generation == r.GetGeneration() && !g.waveHealthy.IsZero() {
+			out.WaveHealthyFor = durationpb.New(time.Since(g.waveHealthy))
+		}
+		g.mu.Unlock()
 	}
-	g.mu.Unlock()
 	for _, n := range r.GetNodes() {
 		rep := st.Report(n.GetName())
 		target := st.TargetNumber(n.GetName())

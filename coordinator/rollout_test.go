@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hivefleet/hive/coordinator/events"
 	"github.com/hivefleet/hive/coordinator/state"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
@@ -397,4 +398,95 @@ func TestRolloutExpectsHealth(t *testing.T) {
 	if ok, _ := nodeHealth(conv, 1, true); !ok {
 		t.Fatal("passing not healthy")
 	}
+}
+
+// TestRolloutEvents: a rollout publishes its progress as events, from the
+// push through each wave to its end, and each way it can end (completed,
+// paused and resumed, promoted, aborted, rolled back), with the node that
+// failed its checks.
+func TestRolloutEvents(t *testing.T) {
+	f := newRolloutFleet(t, 3)
+	f.push(rolloutSite("1"), nil)
+	f.converge(f.nodes...)
+	since := f.n.ops.events.Seq()
+	kinds := func() []string {
+		var out []string
+		for _, e := range f.n.ops.events.History(since, events.Filter{Kinds: []string{"push", "rollout."}}) {
+			k := e.GetKind()
+			if w := e.GetFields()["wave"]; w != "" {
+				k += ":" + w
+			}
+			if e.GetNode() != "" {
+				k += ":" + e.GetNode()
+			}
+			out = append(out, k)
+		}
+		return out
+	}
+	expect := func(what string, want ...string) {
+		t.Helper()
+		var got []string
+		ok := false
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if got = kinds(); strings.Join(got, " ") == strings.Join(want, " ") {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			t.Fatalf("%s: events\n%s\nwant\n%s", what, strings.Join(got, " "), strings.Join(want, " "))
+		}
+		since = f.n.ops.events.Seq()
+	}
+
+	g2 := f.push(rolloutSite("2"), &hivev1.RolloutOverride{CanaryCount: ptr(uint32(1)), MaxParallel: ptr(uint32(2))})
+	expect("push", "push", "rollout.started", "rollout.wave_opened:1")
+	started := f.n.ops.events.History(0, events.Filter{Kinds: []string{"rollout.started"}})
+	if e := started[len(started)-1]; e.GetFields()["canary"] != "web-1" || e.GetFields()["waves"] != "2" || e.GetIndex() == 0 {
+		t.Fatalf("rollout.started: %v", e)
+	}
+	f.converge("web-1")
+	expect("canary healthy", "rollout.wave_healthy:1", "rollout.wave_opened:2")
+	f.converge("web-2", "web-3")
+	expect("completed", "rollout.wave_healthy:2", "rollout.completed")
+	if g2 == 0 {
+		t.Fatal("no generation")
+	}
+
+	g3 := f.push(rolloutSite("3"), &hivev1.RolloutOverride{CanaryCount: ptr(uint32(1))})
+	f.report("web-1", g3, hivev1.Phase_PHASE_CONVERGED, hivev1.Health_HEALTH_FAILING)
+	expect("canary fails", "push", "rollout.started", "rollout.wave_opened:1", "rollout.node_failed:1:web-1", "rollout.paused")
+	if _, err := f.c.PromoteRollout(f.ctx, &hivev1.PromoteRolloutRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The canary still fails: the gate pauses again (no second
+	// node_failed: it has not recovered in between).
+	expect("promoted", "rollout.promoted:2", "rollout.wave_opened:2", "rollout.paused")
+	if _, err := f.c.AbortRollout(f.ctx, &hivev1.AbortRolloutRequest{Reason: "bad build"}); err != nil {
+		t.Fatal(err)
+	}
+	expect("aborted", "rollout.aborted")
+	ab := f.n.ops.events.History(0, events.Filter{Kinds: []string{"rollout.aborted"}})
+	if e := ab[0]; e.GetFields()["revert_generation"] != fmt.Sprint(g3+1) || !strings.Contains(e.GetSummary(), "bad build") || !strings.Contains(e.GetSummary(), "by dev") {
+		t.Fatalf("rollout.aborted: %v", e)
+	}
+	f.converge(f.nodes...)
+
+	s := rolloutSite("4")
+	s.Rollout = &hivev1.RolloutPolicy{CanaryNodes: []string{"web-2"}, OnFailure: hivev1.RolloutOnFailure_ROLLOUT_ON_FAILURE_ROLLBACK}
+	g5 := f.push(s, nil)
+	f.report("web-2", g5, hivev1.Phase_PHASE_FAILED, hivev1.Health_HEALTH_UNSPECIFIED)
+	expect("rolled back", "push", "rollout.started", "rollout.wave_opened:1", "rollout.node_failed:1:web-2", "rollout.rolled_back")
+
+	// Pause and resume by an operator.
+	f.converge(f.nodes...)
+	f.push(rolloutSite("5"), &hivev1.RolloutOverride{CanaryCount: ptr(uint32(1))})
+	expect("push 5", "push", "rollout.started", "rollout.wave_opened:1")
+	if _, err := f.c.PauseRollout(f.ctx, &hivev1.PauseRolloutRequest{Reason: "lunch"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.ResumeRollout(f.ctx, &hivev1.ResumeRolloutRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	expect("pause, resume", "rollout.paused", "rollout.resumed")
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -12,6 +13,7 @@ import (
 	"github.com/hivefleet/hive/coordinator/state"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -133,9 +135,17 @@ func (a *api) RequestCertificate(ctx context.Context, req *hivev1.RequestCertifi
 	if cert, err = s.mintLifetime(cert, req.GetNode()); err != nil {
 		return nil, invalid("sign certificate: %v", err)
 	}
-	if _, err := s.commit(ctx, &hivev1.Command{Body: &hivev1.Command_BootstrapTokenRedeem{BootstrapTokenRedeem: &hivev1.BootstrapTokenRedeemCommand{
+	// The caller has no certificate yet: the token is its credential.
+	method, _ := grpc.Method(ctx)
+	redeem := &hivev1.Command{Body: &hivev1.Command_BootstrapTokenRedeem{BootstrapTokenRedeem: &hivev1.BootstrapTokenRedeemCommand{
 		TokenSha256: sha, Node: req.GetNode(),
-	}}}); err != nil {
+	}}}
+	redeem.Audit = &hivev1.AuditInfo{Identity: tokenIdentity(sha), Rpc: method,
+		Summary: fmt.Sprintf("redeem a bootstrap token: issue an agent certificate for node %s from %v", req.GetNode(), sourceAddr(ctx))}
+	if len(tok.GetLabels()) > 0 {
+		redeem.Audit.Summary += " with labels " + pki.FormatLabels(tok.GetLabels())
+	}
+	if _, err := s.commit(ctx, redeem); err != nil {
 		return nil, toStatus(err)
 	}
 	s.log.Info("issued an agent certificate for a bootstrap token", "node", req.GetNode(), "labels", pki.FormatLabels(tok.GetLabels()))

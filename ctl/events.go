@@ -26,7 +26,7 @@ func newEventsCommand(cf *connFlags) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "events",
-		Short: "Show fleet events: pushes, rollbacks, phase changes, drift repairs, failures, joins and leaves",
+		Short: "Show fleet events: pushes, rollouts, rollbacks, phase changes, drift repairs, failures, joins and leaves",
 		Long: `events prints the recent events a coordinator keeps (the last 2,000), oldest
 first, and with --follow keeps printing new ones as they happen until
 interrupted.
@@ -35,13 +35,18 @@ Kinds: push, rollback, generation.converged (every node with roles converged
 on the current generation), node.phase, drift.repaired, run.failed,
 node.registered, node.joined, node.left (gossip, as the answering coordinator
 sees it), node.labeled, node.revoked, node.removed, secret.set and
-secret.deleted (names only), coordinator.removed, and later kinds such as
-rollout progress. --kind takes kinds or prefixes ("node." or "node.*").
+secret.deleted (names only), coordinator.removed, and a rollout's progress:
+rollout.started, rollout.wave_opened, rollout.wave_healthy, rollout.paused,
+rollout.resumed, rollout.promoted, rollout.node_failed (a node of the rollout
+failed its run or its checks), and its end: rollout.completed,
+rollout.rolled_back or rollout.aborted. --kind takes kinds or prefixes
+("node.", "node.*", "rollout.").
 
 With -o json every event is one JSON object per line (JSON Lines).`,
 		Example: `  hivectl events
   hivectl events --follow
   hivectl events --follow --kind push --kind generation.converged -o json
+  hivectl events --follow --kind push --kind rollout.
   hivectl events --node web-1 --since 1h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

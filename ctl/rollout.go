@@ -97,9 +97,11 @@ func newRolloutStatusCommand(cf *connFlags) *cobra.Command {
 		Long: `rollout status shows the latest rollout: its generation, state (running,
 paused, completed, rolled back, aborted) and why, its policy, and per wave
 each node's target generation, the generation it applied, its phase and
-health. With --watch it follows the rollout live (a progress bar redrawn in
-place on a terminal, one line per change otherwise, one JSON document per
-change with -o json) until the rollout is over, Ctrl-C or --timeout.`,
+health; while the open wave is healthy, for how long of its
+min_healthy_time (kept in raft: a leader change does not restart it). With
+--watch it follows the rollout live (a progress bar redrawn in place on a
+terminal, one line per change otherwise, one JSON document per change with
+-o json) until the rollout is over, Ctrl-C or --timeout.`,
 		Example: `  hivectl rollout status
   hivectl rollout status --watch
   hivectl rollout status -o json | jq '.nodes[] | select(.healthy | not)'`,
@@ -215,6 +217,10 @@ func writeRollout(w io.Writer, rs *hivev1.RolloutStatus) {
 	if r.GetChangedBy() != "" {
 		fmt.Fprintf(w, "last changed by %s\n", esc(r.GetChangedBy()))
 	}
+	if hf := rs.GetWaveHealthyFor(); hf != nil && r.GetOpened() > 0 && int(r.GetOpened()) <= len(r.GetWaves()) {
+		fmt.Fprintf(w, "wave %d healthy for %s of its min_healthy_time %s\n", r.GetOpened(), hf.AsDuration().Round(100*time.Millisecond),
+			durString(r.GetWaves()[r.GetOpened()-1].GetMinHealthyTime()))
+	}
 	tw := newTable(w)
 	fmt.Fprintln(tw, "WAVE\tNODE\tTARGET\tAPPLIED\tPHASE\tHEALTH\tHEALTHY\tMESSAGE")
 	for _, n := range rs.GetNodes() {
@@ -255,6 +261,8 @@ type rolloutJSON struct {
 	Nodes          []rolloutNodeJSON `json:"nodes"`
 	Counts         map[string]int    `json:"counts"`
 	Revert         uint64            `json:"revert_generation,omitempty"`
+	// How long the open wave has been healthy (absent: not healthy).
+	WaveHealthyForS *float64 `json:"wave_healthy_for_s,omitempty"`
 }
 
 type rolloutWaveJSON struct {
@@ -287,6 +295,10 @@ func rolloutToJSON(rs *hivev1.RolloutStatus) rolloutJSON {
 		ChangedBy: r.GetChangedBy(), Started: timeOrNil(r.GetStarted()), Waves: []rolloutWaveJSON{}, Nodes: []rolloutNodeJSON{},
 		Counts: map[string]int{"healthy": c.converged, "in_progress": c.applying, "failed": c.failed, "waiting": c.pending},
 		Revert: r.GetRevertGeneration(),
+	}
+	if hf := rs.GetWaveHealthyFor(); hf != nil {
+		v := hf.AsDuration().Seconds()
+		out.WaveHealthyForS = &v
 	}
 	for _, w := range r.GetWaves() {
 		out.Waves = append(out.Waves, rolloutWaveJSON{

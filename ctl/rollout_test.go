@@ -104,4 +104,25 @@ func TestRealCoordinatorRollout(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rj); err != nil || rj.Nodes[0].Name != "web-1" || rj.Nodes[0].TargetGeneration != 5 || rj.Revert != 5 {
 		t.Fatalf("after abort: %+v", r)
 	}
+
+	// Generation 6: the canary web-2 converges; status shows how long its
+	// wave has been healthy of the hour the next wave waits for.
+	if r := run(t, "", append([]string{"push", variant("mc"), "--canary", "web-2", "--min-healthy-time", "1h"}, conn...)...); r.code != 0 {
+		t.Fatalf("push 6: %+v", r)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		r = run(t, "", append([]string{"rollout", "status"}, conn...)...)
+		if r.code == 0 && strings.Contains(r.stdout, "wave 1 healthy for ") && strings.Contains(r.stdout, "of its min_healthy_time 1h") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout status never showed wave 1 healthy: %+v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r = run(t, "", append([]string{"rollout", "status", "-o", "json"}, conn...)...)
+	if err := json.Unmarshal([]byte(r.stdout), &rj); err != nil || rj.WaveHealthyForS == nil || *rj.WaveHealthyForS < 0 || rj.Opened != 1 {
+		t.Fatalf("rollout status -o json with a healthy wave: %+v", r)
+	}
 }

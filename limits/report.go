@@ -251,7 +251,9 @@ func versionChar(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".+_~-", r)
 }
 
-func bootIDChar(r rune) bool { return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-' || r == '/' }
+func bootIDChar(r rune) bool {
+	return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-' || r == '/'
+}
 
 func triggerChar(r rune) bool { return r >= 'a' && r <= 'z' || r == '-' }
 

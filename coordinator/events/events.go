@@ -41,6 +41,20 @@ const (
 	KindSecretSet          = "secret.set"
 	KindSecretDeleted      = "secret.deleted"
 	KindCoordinatorRemoved = "coordinator.removed"
+
+	// Rollout progress (coordinator/rollout_events.go): the rollout of a
+	// push with waves, from start to its end (completed, rolled back or
+	// aborted).
+	KindRolloutStarted    = "rollout.started"
+	KindRolloutWaveOpened = "rollout.wave_opened"
+	KindRolloutWaveHealth = "rollout.wave_healthy"
+	KindRolloutPaused     = "rollout.paused"
+	KindRolloutResumed    = "rollout.resumed"
+	KindRolloutPromoted   = "rollout.promoted"
+	KindRolloutRolledBack = "rollout.rolled_back"
+	KindRolloutAborted    = "rollout.aborted"
+	KindRolloutCompleted  = "rollout.completed"
+	KindRolloutNodeFailed = "rollout.node_failed"
 )
 
 // DefaultRingSize is how many recent events a Hub keeps.

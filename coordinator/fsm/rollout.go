@@ -7,9 +7,11 @@ import (
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
 
-// The rollout commands (raft.proto bodies 40–45). Each changes nodes'
-// target generations, so each wakes the watches (ChangeRollout); starting
-// a rollout also appends a generation.
+// The rollout commands (raft.proto bodies 40–46). Each but rollout_healthy
+// changes nodes' target generations, so each wakes the watches
+// (ChangeRollout); starting a rollout also appends a generation.
+// rollout_healthy only records the gate's healthy-since of the open wave:
+// ChangeStatus wakes the rollout watchers, not the node watches.
 func init() {
 	handlers["rollout_push"] = func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.StartRollout(t, c.GetRolloutPush())
@@ -34,5 +36,9 @@ func init() {
 	handlers["rollout_complete"] = func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
 		r := s.CompleteRollout(t, c.GetRolloutComplete())
 		return r, changedIf(r, ChangeRollout)
+	}
+	handlers["rollout_healthy"] = func(s *state.Store, t time.Time, c *hivev1.Command) (*hivev1.CommandResult, Change) {
+		r := s.MarkWaveHealthy(t, c.GetRolloutHealthy())
+		return r, changedIf(r, ChangeStatus)
 	}
 }

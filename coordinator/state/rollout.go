@@ -237,6 +237,7 @@ func (s *Store) OpenWave(t time.Time, c *hivev1.RolloutWaveCommand) *hivev1.Comm
 	}
 	r.Waves[c.GetWave()].Opened = timestamppb.New(t)
 	r.Opened = c.GetWave() + 1
+	r.WaveHealthySince = nil
 	r.Updated = timestamppb.New(t)
 	if c.GetPromote() {
 		r.ChangedBy = c.GetAuthor()
@@ -262,6 +263,7 @@ func (s *Store) PauseRollout(t time.Time, c *hivev1.RolloutPauseCommand) *hivev1
 	}
 	r.State = hivev1.RolloutState_ROLLOUT_STATE_PAUSED
 	r.Reason = c.GetReason()
+	r.WaveHealthySince = nil
 	r.ChangedBy = c.GetAuthor()
 	r.Updated = timestamppb.New(t)
 	s.ro.set(r)
@@ -285,6 +287,7 @@ func (s *Store) ResumeRollout(t time.Time, c *hivev1.RolloutResumeCommand) *hive
 	}
 	r.State = hivev1.RolloutState_ROLLOUT_STATE_RUNNING
 	r.Reason = ""
+	r.WaveHealthySince = nil
 	r.ChangedBy = c.GetAuthor()
 	r.Updated = timestamppb.New(t)
 	s.ro.set(r)
@@ -318,6 +321,7 @@ func (s *Store) RollbackRollout(t time.Time, c *hivev1.RolloutRollbackCommand) *
 	}
 	r.State = want
 	r.Reason = c.GetReason()
+	r.WaveHealthySince = nil
 	r.ChangedBy = c.GetAuthor()
 	r.Updated = timestamppb.New(t)
 	if base := r.GetBaseGeneration(); base > 0 {
@@ -363,7 +367,48 @@ func (s *Store) CompleteRollout(t time.Time, c *hivev1.RolloutCompleteCommand) *
 	}
 	r.State = hivev1.RolloutState_ROLLOUT_STATE_COMPLETED
 	r.Reason = ""
+	r.WaveHealthySince = nil
 	r.Updated = timestamppb.New(t)
+	s.ro.set(r)
+	return &hivev1.CommandResult{Generation: r.GetGeneration()}
+}
+
+// MarkWaveHealthy records since when the open wave of a running rollout
+// has been healthy, or clears it (since unset): the leader's gate, so that
+// a new leader carries the wave's min_healthy_time on instead of starting
+// it afresh. A since later than the command's time t is taken as t (the
+// wave cannot have been healthy in the future). A wave other than the
+// open one, or a rollout that is not running, is ReasonRolloutState (the
+// gate looked at a rollout that moved on meanwhile); recording what is
+// already recorded is unchanged. It changes no target, so no watch wakes.
+func (s *Store) MarkWaveHealthy(t time.Time, c *hivev1.RolloutHealthyCommand) *hivev1.CommandResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, rej := s.rolloutForLocked(c.GetGeneration())
+	if rej != nil {
+		return rej
+	}
+	if st := r.GetState(); st != hivev1.RolloutState_ROLLOUT_STATE_RUNNING {
+		return reject(ReasonRolloutState, "the rollout of generation %d is %s", r.GetGeneration(), stateName(st))
+	}
+	if c.GetWave()+1 != r.GetOpened() {
+		return reject(ReasonRolloutState, "wave %d of the rollout of generation %d is not the open wave (wave %d is)", c.GetWave()+1, r.GetGeneration(), r.GetOpened())
+	}
+	var since *timestamppb.Timestamp
+	if c.GetSince() != nil {
+		if err := c.GetSince().CheckValid(); err != nil {
+			return reject(ReasonInvalid, "since: %v", err)
+		}
+		since = timestamppb.New(c.GetSince().AsTime())
+		if since.AsTime().After(t) {
+			since = timestamppb.New(t)
+		}
+	}
+	old := r.GetWaveHealthySince()
+	if (old == nil && since == nil) || (old != nil && since != nil && old.AsTime().Equal(since.AsTime())) {
+		return &hivev1.CommandResult{Unchanged: true, Generation: r.GetGeneration()}
+	}
+	r.WaveHealthySince = since
 	s.ro.set(r)
 	return &hivev1.CommandResult{Generation: r.GetGeneration()}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 var rt0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -165,5 +166,81 @@ func TestRolloutSnapshot(t *testing.T) {
 	WriteSnapshot(&buf, snap, idx)
 	if _, err := ReadSnapshot(&buf); err == nil {
 		t.Fatal("snapshot with a dangling rollout accepted")
+	}
+}
+
+// TestRolloutWaveHealthy: the gate's record of since when the open wave
+// has been healthy is kept for the open wave of a running rollout only,
+// clamped to the command's time, cleared by every transition, and kept in
+// snapshots.
+func TestRolloutWaveHealthy(t *testing.T) {
+	s := New()
+	s.Push(rt0, &hivev1.PushCommand{Generation: &hivev1.Generation{Sha256: "g1", Site: &hivev1.Site{}}})
+	s.StartRollout(rt0, rolloutPush("g2", 1, []string{"a"}, []string{"b"}, []string{"c"}))
+	mark := func(t1 time.Time, wave uint32, since *time.Time) *hivev1.CommandResult {
+		c := &hivev1.RolloutHealthyCommand{Generation: 2, Wave: wave}
+		if since != nil {
+			c.Since = timestamppb.New(*since)
+		}
+		return s.MarkWaveHealthy(t1, c)
+	}
+	at := func(d time.Duration) *time.Time { v := rt0.Add(d); return &v }
+	since := func() *timestamppb.Timestamp { return s.Rollout().GetWaveHealthySince() }
+
+	if r := mark(rt0.Add(2*time.Second), 0, at(time.Second)); r.GetError() != "" || r.GetUnchanged() || !since().AsTime().Equal(*at(time.Second)) {
+		t.Fatalf("mark wave 1 healthy: %v, since %v", r, since())
+	}
+	if r := mark(rt0.Add(3*time.Second), 0, at(time.Second)); !r.GetUnchanged() {
+		t.Fatalf("mark again: %v", r)
+	}
+	if r := mark(rt0.Add(3*time.Second), 1, at(time.Second)); r.GetReason() != ReasonRolloutState {
+		t.Fatalf("mark a closed wave: %v", r)
+	}
+	if r := s.MarkWaveHealthy(rt0, &hivev1.RolloutHealthyCommand{Generation: 1}); r.GetReason() != ReasonNotFound {
+		t.Fatalf("mark another rollout: %v", r)
+	}
+	if r := mark(rt0.Add(4*time.Second), 0, nil); r.GetError() != "" || since() != nil {
+		t.Fatalf("clear: %v, since %v", r, since())
+	}
+	// A since after the command's time is the command's time.
+	if r := mark(rt0.Add(5*time.Second), 0, at(time.Hour)); r.GetError() != "" || !since().AsTime().Equal(*at(5 * time.Second)) {
+		t.Fatalf("future since: %v, since %v", r, since())
+	}
+	if r := s.MarkWaveHealthy(rt0, &hivev1.RolloutHealthyCommand{Generation: 2, Since: &timestamppb.Timestamp{Nanos: -1}}); r.GetReason() != ReasonInvalid {
+		t.Fatalf("invalid since: %v", r)
+	}
+
+	// Kept in snapshots.
+	snap, idx := s.Capture()
+	var buf bytes.Buffer
+	if err := WriteSnapshot(&buf, snap, idx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ReadSnapshot(&buf); err != nil || !r.Rollout().GetWaveHealthySince().AsTime().Equal(*at(5 * time.Second)) {
+		t.Fatalf("restored: %v, %v", r.Rollout(), err)
+	}
+
+	// Opening the next wave, pausing and resuming clear it.
+	s.OpenWave(rt0.Add(6*time.Second), &hivev1.RolloutWaveCommand{Generation: 2, Wave: 1})
+	if since() != nil {
+		t.Fatalf("wave 2 opened with wave 1's healthy since %v", since())
+	}
+	mark(rt0.Add(7*time.Second), 1, at(7*time.Second))
+	s.PauseRollout(rt0.Add(8*time.Second), &hivev1.RolloutPauseCommand{Generation: 2})
+	if since() != nil {
+		t.Fatalf("paused with healthy since %v", since())
+	}
+	if r := mark(rt0.Add(9*time.Second), 1, at(9*time.Second)); r.GetReason() != ReasonRolloutState {
+		t.Fatalf("mark a paused rollout: %v", r)
+	}
+	s.ResumeRollout(rt0.Add(10*time.Second), &hivev1.RolloutResumeCommand{Generation: 2})
+	if r := mark(rt0.Add(11*time.Second), 1, at(11*time.Second)); r.GetError() != "" {
+		t.Fatalf("mark after resume: %v", r)
+	}
+	s.OpenWave(rt0.Add(12*time.Second), &hivev1.RolloutWaveCommand{Generation: 2, Wave: 2})
+	mark(rt0.Add(13*time.Second), 2, at(13*time.Second))
+	s.CompleteRollout(rt0.Add(14*time.Second), &hivev1.RolloutCompleteCommand{Generation: 2})
+	if since() != nil {
+		t.Fatalf("completed with healthy since %v", since())
 	}
 }

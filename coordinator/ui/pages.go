@@ -473,6 +473,18 @@ func (h *Handler) live(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
+		for _, p := range h.cfg.Extra {
+			if p.Path == page && p.Live != nil {
+				html, index, err := p.Live(r, since, h.cfg.LiveWait)
+				if err != nil {
+					h.fail(w, r, err)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(liveAnswer{Index: strconv.FormatUint(index, 10), HTML: string(html)})
+				return
+			}
+		}
 		http.Error(w, fmt.Sprintf("no live page %q", page), http.StatusNotFound)
 		return
 	}

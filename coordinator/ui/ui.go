@@ -20,9 +20,9 @@
 // the dev API). The content security policy allows only this origin's
 // own script and style.
 //
-// Rollout progress and live events are pages of other features: they hook
-// in through Config.Extra (see Page); until then the navigation shows
-// what is missing.
+// Rollout progress and live events are pages of other features
+// (coordinator/rollouts_page.go, events_page.go): they hook in through
+// Config.Extra (see Page); a server without them shows placeholders.
 package ui
 
 import (
@@ -63,11 +63,19 @@ type Backend interface {
 // itself, with html/template), shown inside the dashboard's layout, or
 // Handler, which answers the whole request itself. Both run behind the
 // dashboard's authentication.
+//
+// Live, if set, keeps a Content page current: the page's content holds
+// <div id="live" data-live="/ui/live/PATH?..." data-index="N">, and
+// assets/live.js long-polls that URL; Live is then called with the
+// index the page shows and how long it may block, and returns the div's
+// new inner HTML (escaped by the feature) and its index once that moved
+// (or the same index when the wait ended without a change).
 type Page struct {
 	Title   string
 	Path    string
 	Content func(r *http.Request) (template.HTML, error)
 	Handler http.Handler
+	Live    func(r *http.Request, index uint64, wait time.Duration) (template.HTML, uint64, error)
 }
 
 // Config configures the dashboard.
@@ -87,6 +95,10 @@ type Config struct {
 	Extra []Page
 	// OnDenied is called for every refused request (metrics).
 	OnDenied func()
+	// OnSignIn, if set, is called when the sign-in form accepts a token
+	// (the coordinator records it in the audit log); it may block briefly.
+	// An error refuses the sign-in (503).
+	OnSignIn func(r *http.Request, id pki.Identity, expires time.Time) error
 	Logger   *slog.Logger
 	// Now is the clock (tests).
 	Now func() time.Time
@@ -157,8 +169,8 @@ func (h *Handler) routes() {
 			m.Handle("/ui/"+p.Path, h.auth(p.Handler.ServeHTTP))
 		}
 	}
-	// TODO(rollouts, events): these pages arrive with their features
-	// (issue 17 items 3 and the rollout engine); until then they say so.
+	// Placeholders for the rollouts and events pages when no feature
+	// mounted them (the coordinator always does).
 	for _, p := range []struct{ path, title string }{{"rollouts", "Rollouts"}, {"events", "Events"}} {
 		if !extra[p.path] {
 			m.Handle("GET /ui/"+p.path, h.auth(h.pending(p.title)))
@@ -283,8 +295,9 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
 	roots, err := h.caPool()
 	var exp time.Time
+	var id pki.Identity
 	if err == nil {
-		_, exp, err = uitoken.Verify(tok, roots, h.cfg.Now())
+		id, exp, err = uitoken.Verify(tok, roots, h.cfg.Now())
 	}
 	if err != nil {
 		if h.cfg.OnDenied != nil {
@@ -297,6 +310,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Logger.Info("dashboard sign-in refused", "from", r.RemoteAddr, "err", err)
 		h.pages.render(w, code, "login", h.base(r, "Sign in", loginData{Error: err.Error()}))
 		return
+	}
+	if h.cfg.OnSignIn != nil {
+		if err := h.cfg.OnSignIn(r, id, exp); err != nil {
+			h.cfg.Logger.Warn("dashboard sign-in not recorded", "from", r.RemoteAddr, "err", err)
+			h.pages.render(w, http.StatusServiceUnavailable, "login", h.base(r, "Sign in", loginData{Error: "sign-in could not be recorded in the audit log; try again: " + err.Error()}))
+			return
+		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok, Path: "/ui/", Expires: exp,
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})

@@ -64,6 +64,16 @@ type Config struct {
 	// pushed by an operator (hivectl push) and measures their spread.
 	Observe time.Duration
 
+	// Plans made after the pushes (PlanInterval between them), each
+	// timed from the Plan call to its answer with every agent's dry run:
+	// every simulated agent answers the dry run its watch stream
+	// delivers (WatchNodeStateResponse.plan) at once with ReportPlan, as
+	// a real agent does after its engine's plan. PlanTimeout is the
+	// plan's timeout (PlanRequest.timeout).
+	Plans        int
+	PlanInterval time.Duration
+	PlanTimeout  time.Duration
+
 	// ReportsPerAgent reports sent by every agent, as fast as each is
 	// answered (one in flight per agent), after the pushes; the phase
 	// stops after ReportDuration at the latest. A node's report rate is
@@ -110,6 +120,9 @@ func (c *Config) defaults() error {
 	}
 	if c.PushTimeout <= 0 {
 		c.PushTimeout = 60 * time.Second
+	}
+	if c.PlanTimeout <= 0 {
+		c.PlanTimeout = 30 * time.Second
 	}
 	if c.ReportDuration <= 0 {
 		c.ReportDuration = time.Minute
@@ -174,6 +187,15 @@ type Result struct {
 	Observed  []Percentiles // generations seen in Observe mode (spread from the first delivery)
 	ObservedG []uint64
 
+	// Plans: the Plan call's round trip; nodes that did not answer (or
+	// answered with an error) across all plans; failed Plan calls; the
+	// agents' ReportPlan calls refused (first message kept).
+	PlanRTT       Percentiles
+	PlanMissing   int
+	PlanErrs      int
+	PlanAnswerErr int64
+	PlanAnswerMsg string
+
 	// Reports.
 	Reports       int64
 	ReportErrs    map[string]int64  // by gRPC code
@@ -199,7 +221,7 @@ type Result struct {
 
 // Errors is the number of errors of every kind (zero for a clean run).
 func (r *Result) Errors() int64 {
-	n := int64(r.Missing+r.PushErrs+r.ConnectFailed) + r.StreamsLost
+	n := int64(r.Missing+r.PushErrs+r.ConnectFailed+r.PlanMissing+r.PlanErrs) + r.StreamsLost + r.PlanAnswerErr
 	for _, c := range r.ReportErrs {
 		n += c
 	}
@@ -342,7 +364,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					}
 					return
 				}
-				a.record(m.GetState(), time.Now())
+				if pl := m.GetPlan(); pl != nil {
+					// Answer on a goroutine of its own: the stream keeps
+					// being read meanwhile, as the agent's planRunner.
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := a.answerPlan(wctx, pl); err != nil && wctx.Err() == nil {
+							lostMu.Lock()
+							res.PlanAnswerErr++
+							if res.PlanAnswerMsg == "" {
+								res.PlanAnswerMsg = fmt.Sprintf("%s: %v", a.name, err)
+							}
+							lostMu.Unlock()
+						}
+					}()
+					continue
+				}
+				if m.GetState() != nil {
+					a.record(m.GetState(), time.Now())
+				}
 			}
 		}(a)
 	}
@@ -370,6 +411,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	} else if cfg.Observe > 0 {
 		observe(ctx, cfg, res, agents)
+	}
+
+	// Plans, every agent answering.
+	if cfg.Plans > 0 {
+		if err := plans(ctx, cfg, res, agents, pool, admin); err != nil {
+			return nil, err
+		}
 	}
 
 	// Reports, with every stream open.
@@ -619,6 +667,71 @@ func push(ctx context.Context, cfg Config, res *Result, agents []*agent, pool *x
 	return nil
 }
 
+// answerPlan answers a plan dry run as an agent whose engine planned
+// every resource of the state as a change: the report a real agent's dry
+// run sends (dry_run, the planned state's generation and hash, one
+// PLANNED result per resource).
+func (a *agent) answerPlan(ctx context.Context, pl *hivev1.PlanDryRun) error {
+	st := pl.GetState()
+	now := timestamppb.Now()
+	r := &hivev1.Report{Node: a.name, Generation: st.GetGeneration(), StateHash: st.GetHash(),
+		Phase: hivev1.Phase_PHASE_CONVERGED, DryRun: true, Trigger: "plan", Started: now, Finished: now}
+	for _, res := range st.GetResources() {
+		r.Results = append(r.Results, &hivev1.ResourceResult{Key: res.GetKey(), Outcome: hivev1.Outcome_OUTCOME_PLANNED,
+			Cause: hivev1.Cause_CAUSE_CHANGE, Message: "would change", Duration: durationpb.New(50 * time.Microsecond)})
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := a.client.ReportPlan(actx, &hivev1.ReportPlanRequest{PlanId: pl.GetId(), Report: r})
+	return err
+}
+
+// plans makes cfg.Plans plans of a changed site and times each from the
+// Plan call to its answer; every node not answered counts as missing.
+func plans(ctx context.Context, cfg Config, res *Result, agents []*agent, pool *x509.CertPool, admin *tls.Certificate) error {
+	conn, err := dial(cfg.Addrs[len(cfg.Addrs)-1], tlsConfig(pool, *admin))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := hivev1.NewCoordinatorServiceClient(conn)
+	var rtt []time.Duration
+	for p := 0; p < cfg.Plans; p++ {
+		if p > 0 && cfg.PlanInterval > 0 {
+			select {
+			case <-time.After(cfg.PlanInterval):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		start := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, cfg.PlanTimeout+30*time.Second)
+		resp, err := c.Plan(pctx, &hivev1.PlanRequest{
+			Site: loadSite(fmt.Sprintf("2.%d.%d", start.Unix(), p)), Timeout: durationpb.New(cfg.PlanTimeout),
+		})
+		cancel()
+		took := time.Since(start)
+		if err != nil {
+			res.PlanErrs++
+			fmt.Fprintf(cfg.Log, "plan %d: %v\n", p+1, err)
+			continue
+		}
+		answered, missing := 0, []string{}
+		for _, n := range resp.GetNodes() {
+			if n.GetState() == hivev1.PlanNodeState_PLAN_NODE_STATE_ANSWERED && n.GetError() == "" {
+				answered++
+			} else if len(missing) < 3 {
+				missing = append(missing, fmt.Sprintf("%s %s %s", n.GetName(), strings.ToLower(strings.TrimPrefix(n.GetState().String(), "PLAN_NODE_STATE_")), n.GetError()))
+			}
+		}
+		res.PlanMissing += len(agents) - answered
+		rtt = append(rtt, took)
+		fmt.Fprintf(cfg.Log, "plan %d: %d of %d nodes answered in %.1f ms %v\n", p+1, answered, len(agents), float64(took.Microseconds())/1000, missing)
+	}
+	res.PlanRTT = percentiles(rtt)
+	return nil
+}
+
 // observe waits cfg.Observe for generations an operator pushes and
 // measures, per generation, the spread from its first delivery to each
 // agent's.
@@ -766,6 +879,9 @@ func (r *Result) Print(w io.Writer) {
 	for i, p := range r.Observed {
 		fmt.Fprintf(w, "generation %d:      first → every watcher: %s\n", r.ObservedG[i], p)
 	}
+	if r.PlanRTT.N > 0 || r.PlanErrs > 0 {
+		fmt.Fprintf(w, "plan round trip:   %s with %d agents answering\n", r.PlanRTT, r.Agents)
+	}
 	if r.Reports > 0 || len(r.ReportErrs) > 0 {
 		fmt.Fprintf(w, "reports:           %d committed in %v: %.0f reports/s with %d streams open; latency %s\n",
 			r.Reports, r.ReportSpan.Round(time.Millisecond), r.ReportsPerSec, r.Agents, r.ReportLatency)
@@ -784,6 +900,15 @@ func (r *Result) Print(w io.Writer) {
 	}
 	if r.Missing > 0 {
 		errs = append(errs, fmt.Sprintf("%d deliveries missing", r.Missing))
+	}
+	if r.PlanErrs > 0 {
+		errs = append(errs, fmt.Sprintf("%d failed plans", r.PlanErrs))
+	}
+	if r.PlanMissing > 0 {
+		errs = append(errs, fmt.Sprintf("%d plan answers missing", r.PlanMissing))
+	}
+	if r.PlanAnswerErr > 0 {
+		errs = append(errs, fmt.Sprintf("%d plan answers refused (first: %s)", r.PlanAnswerErr, r.PlanAnswerMsg))
 	}
 	if r.StreamsLost > 0 {
 		errs = append(errs, fmt.Sprintf("%d watch streams lost (first: %s)", r.StreamsLost, r.LostErr))

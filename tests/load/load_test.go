@@ -14,7 +14,8 @@ import (
 // TestLoadSmall runs hive-load's engine for a few seconds against three
 // real hive-coordinator processes (TLS, raft on disk, gossip) on
 // 127.0.0.1: 50 simulated agents, each with its own certificate and
-// connection, three pushes and ten reports each. The figures must be sane
+// connection, three pushes, two plans every agent answers, and ten
+// reports each. The figures must be sane
 // and there must be no error, so that the tool does not rot.
 func TestLoadSmall(t *testing.T) {
 	testenv.SkipShort(t)
@@ -30,6 +31,7 @@ func TestLoadSmall(t *testing.T) {
 	cfg := Config{
 		Addrs: c.Addrs, CA: c.CA, Agents: 50, LB: 5, Prefix: "t",
 		Pushes: 3, PushTimeout: 30 * time.Second,
+		Plans: 2, PlanTimeout: 20 * time.Second,
 		ReportsPerAgent: 10, ReportDuration: 30 * time.Second, Results: 5,
 		Log: &log,
 	}
@@ -58,6 +60,9 @@ func TestLoadSmall(t *testing.T) {
 	if res.PushAck.N != 3 || res.PushAck.P50 <= 0 {
 		t.Errorf("push acknowledgements: %s", res.PushAck)
 	}
+	if p := res.PlanRTT; p.N != 2 || p.P50 <= 0 || p.Max > 20*time.Second {
+		t.Errorf("plan round trips: %s", p)
+	}
 	if res.Reports != 500 || res.ReportsPerSec <= 0 || res.ReportLatency.N != 500 {
 		t.Errorf("reports: %d committed at %.0f/s (latency n=%d); want 500", res.Reports, res.ReportsPerSec, res.ReportLatency.N)
 	}
@@ -72,7 +77,7 @@ func TestLoadSmall(t *testing.T) {
 			t.Errorf("coordinator %s: RSS %d, %v", u.Name, u.RSS, u.Err)
 		}
 	}
-	for _, want := range []string{"push → watchers:", "reports/s with 50 streams open", "errors:            none", "per 1,000 nodes"} {
+	for _, want := range []string{"push → watchers:", "reports/s with 50 streams open", "errors:            none", "per 1,000 nodes", "plan round trip:   "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

@@ -148,8 +148,11 @@ func (b *browser) expect(word string, timeout time.Duration) string {
 // sees 20 nodes converged on the first generation; then a push, and the
 // same page — never reloaded (a marker set in the page survives) — shows
 // all 20 converge on the new generation through its live long-poll.
-// Screenshots of the fleet, a node, the generation diff and the history
-// are saved (docs/testing.md).
+// Then the Rollouts page, open before a push with waves (a canary, then
+// waves of 10), follows that rollout to "completed" with all 20 nodes
+// healthy, and the Events page shows a node label event as it happens,
+// neither reloaded. Screenshots of the fleet, a node, the generation diff,
+// the history, the rollout and the events are saved (docs/testing.md).
 func TestDashboardFleet(t *testing.T) {
 	agents := envInt("NETLAB_DASHBOARD_AGENTS", 20)
 	start := time.Now()
@@ -158,7 +161,7 @@ func TestDashboardFleet(t *testing.T) {
 	c.waitConverged(g1, 60*time.Second, c.agents...)
 	t.Logf("%d agents converged on generation %d %v after start", agents, g1, time.Since(start).Round(time.Millisecond))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b := c.startBrowser(t, ctx, "fleet", c.coords[1], "NETLAB_AGENTS="+strconv.Itoa(agents), "NETLAB_G1="+strconv.FormatUint(g1, 10))
 	ready := b.expect("READY", 60*time.Second)
@@ -172,6 +175,28 @@ func TestDashboardFleet(t *testing.T) {
 	res := b.expect("CONVERGED", 60*time.Second)
 	t.Logf("the page showed all %d agents converged on generation %d %v after the push, without a reload: %s", agents, g2, time.Since(pushed).Round(time.Millisecond), res)
 	c.waitConverged(g2, 10*time.Second, c.agents...)
+
+	// A push with waves while the Rollouts page is open.
+	t.Logf("browser: %s", b.expect("ROLLOUTS", 30*time.Second))
+	pushed = time.Now()
+	g3 := c.push(siteFiles("v3", 2)+"rollout:\n  canary: 1\n  max_parallel: 10\n  min_healthy_time: 0s\n", false)
+	if _, err := fmt.Fprintf(b.stdin, "PUSHED %d\n", g3); err != nil {
+		t.Fatal(err)
+	}
+	res = b.expect("ROLLOUT", 60*time.Second)
+	t.Logf("the Rollouts page showed generation %d's rollout completed %v after the push, without a reload: %s", g3, time.Since(pushed).Round(time.Millisecond), res)
+
+	// An event while the Events page is open.
+	t.Logf("browser: %s", b.expect("EVENTS", 30*time.Second))
+	labeled := time.Now()
+	if out, err := c.ctl(ctx, "node", "label", "a1", "zone=z1"); err != nil {
+		t.Fatalf("node label: %v\n%s", err, out)
+	}
+	if _, err := fmt.Fprintf(b.stdin, "LABELED a1\n"); err != nil {
+		t.Fatal(err)
+	}
+	res = b.expect("LABELED", 30*time.Second)
+	t.Logf("the Events page showed the label event %v after the label, without a reload: %s", time.Since(labeled).Round(time.Millisecond), res)
 	b.expect("DONE", 30*time.Second)
 	if err := b.wait(); err != nil {
 		t.Fatalf("browser helper: %v\n%s", err, b.out.String())
@@ -242,7 +267,7 @@ func TestDashboardBrowserHelper(t *testing.T) {
 	defer acancel()
 	ctx, cancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
 	defer cancel()
-	ctx, tcancel := context.WithTimeout(ctx, 110*time.Second)
+	ctx, tcancel := context.WithTimeout(ctx, 170*time.Second)
 	defer tcancel()
 	var jsErrors []string
 	var jsMu sync.Mutex
@@ -345,7 +370,8 @@ func TestDashboardBrowserHelper(t *testing.T) {
 		shot("01-fleet.png")
 		fmt.Printf("DASH READY %d nodes converged on generation %s\n", f.Rows, f.Gen)
 
-		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		stdin := bufio.NewReader(os.Stdin)
+		line, err := stdin.ReadString('\n')
 		var g2 uint64
 		if _, err2 := fmt.Sscanf(line, "PUSHED %d", &g2); err != nil || err2 != nil {
 			t.Fatalf("want PUSHED N on stdin: %q %v %v", line, err, err2)
@@ -368,6 +394,7 @@ func TestDashboardBrowserHelper(t *testing.T) {
 		shot("04-generation-diff.png")
 		run("history", chromedp.Navigate(base+"/ui/generations"), chromedp.WaitVisible(chromedp.CSS("#generations")))
 		shot("05-history.png")
+		dashboardRollouts(t, stdin, n, run, eval, shot)
 	case "escape":
 		node := env("NETLAB_NODE")
 		var fleetRows int
@@ -411,4 +438,88 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 		s += ": " + d.Exception.Description
 	}
 	return s
+}
+
+// dashboardRollouts is the helper's part of TestDashboardFleet after the
+// history: the Rollouts page, open before a push with waves, follows it
+// to its end; the Events page shows a label event as it happens.
+func dashboardRollouts(t *testing.T, stdin *bufio.Reader, n int, run func(string, ...chromedp.Action[chromedp.Void]), eval func(string, string, any), shot func(string)) {
+	t.Helper()
+	base := os.Getenv("NETLAB_URL")
+	type rollout struct {
+		Gen, State     string
+		Healthy, Nodes string
+		Opened, Waves  string
+		Marker         int
+	}
+	read := func() rollout {
+		var r rollout
+		eval("read the rollouts page", `(() => {
+			const r = document.getElementById("rollout");
+			const d = r ? r.dataset : {};
+			return {gen: d.generation || "", state: d.state || "", healthy: d.healthy || "", nodes: d.nodes || "",
+				opened: d.opened || "", waves: d.waves || "", marker: window.__hiveMarker || 0};
+		})()`, &r)
+		return r
+	}
+	run("rollouts page", chromedp.Navigate(base+"/ui/rollouts"), chromedp.WaitVisible(chromedp.CSS("#rollout")))
+	eval("mark the page", `window.__hiveMarker = 43`, nil)
+	fmt.Printf("DASH ROLLOUTS page open: %+v\n", read())
+	line, err := stdin.ReadString('\n')
+	var g3 uint64
+	if _, err2 := fmt.Sscanf(line, "PUSHED %d", &g3); err != nil || err2 != nil {
+		t.Fatalf("want PUSHED N on stdin: %q %v %v", line, err, err2)
+	}
+	gen := strconv.FormatUint(g3, 10)
+	start := time.Now()
+	var seen []string
+	for deadline := start.Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r := read()
+		if r.Gen == gen {
+			if s := fmt.Sprintf("%s %s/%s waves %s/%s healthy", r.State, r.Opened, r.Waves, r.Healthy, r.Nodes); len(seen) == 0 || seen[len(seen)-1] != s {
+				seen = append(seen, s)
+			}
+		}
+		if r.Gen == gen && r.State == "completed" && r.Healthy == strconv.Itoa(n) {
+			if r.Marker != 43 {
+				t.Fatalf("the rollouts page was reloaded (marker %d)", r.Marker)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollouts page shows %+v, want generation %s completed with %d healthy (seen %v)", r, gen, n, seen)
+		}
+	}
+	var waveStates []string
+	eval("wave states", `[...document.querySelectorAll("#waves tr.wave")].map(r => r.dataset.state)`, &waveStates)
+	shot("06-rollout.png")
+	fmt.Printf("DASH ROLLOUT completed in %v, waves %v, as the page showed it: %s\n", time.Since(start).Round(time.Millisecond), waveStates, strings.Join(seen, " → "))
+
+	run("events page", chromedp.Navigate(base+"/ui/events"), chromedp.WaitVisible(chromedp.CSS("#events")))
+	eval("mark the page", `window.__hiveMarker = 44`, nil)
+	countLabeled := `(() => ({n: document.querySelectorAll('#events tr.event[data-kind="node.labeled"][data-node="a1"]').length, marker: window.__hiveMarker || 0,
+		rollout: document.querySelectorAll('#events tr.event[data-kind^="rollout."]').length}))()`
+	var ev struct {
+		N, Marker, Rollout int
+	}
+	eval("events before", countLabeled, &ev)
+	fmt.Printf("DASH EVENTS page open: %d rollout events shown\n", ev.Rollout)
+	if line, err = stdin.ReadString('\n'); err != nil || !strings.HasPrefix(line, "LABELED") {
+		t.Fatalf("want LABELED on stdin: %q %v", line, err)
+	}
+	start = time.Now()
+	for deadline := start.Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		eval("events", countLabeled, &ev)
+		if ev.N > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the events page never showed the node.labeled event of a1")
+		}
+	}
+	if ev.Marker != 44 {
+		t.Fatalf("the events page was reloaded (marker %d)", ev.Marker)
+	}
+	shot("07-events.png")
+	fmt.Printf("DASH LABELED shown %v after the label was sent\n", time.Since(start).Round(time.Millisecond))
 }

@@ -97,9 +97,11 @@ type streamedEvent struct {
 }
 
 // `hivectl events --follow` shows a push's rollout from its start (the
-// push) through every agent converging to its end (generation.converged);
-// a webhook receiver of the site, an httptest server on the admin host,
-// gets the same events, signed with the secret the site names.
+// push, rollout.started with the canary wave open) through each wave
+// opening and turning healthy and every agent converging, to its end
+// (rollout.completed and generation.converged); a webhook receiver of the
+// site, an httptest server on the admin host, gets the same events, signed
+// with the secret the site names (the receiver checks the HMAC).
 func TestEventsFollowPushAndWebhook(t *testing.T) {
 	c := newCluster(t, clusterConfig{coordinators: 3, agents: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -149,7 +151,7 @@ func TestEventsFollowPushAndWebhook(t *testing.T) {
 	}
 
 	// The follower, started before the push.
-	argv := []string{c.bin["hivectl"], "events", "--follow", "-o", "json", "--kind", "push", "--kind", "node.phase", "--kind", "generation.converged",
+	argv := []string{c.bin["hivectl"], "events", "--follow", "-o", "json", "--kind", "push", "--kind", "rollout.", "--kind", "node.phase", "--kind", "generation.converged",
 		"--addr", c.coords[1].host.Addr + ":" + grpcPort,
 		"--ca", filepath.Join(c.pki, "ca.pem"), "--cert", filepath.Join(c.pki, "admin.pem"), "--key", filepath.Join(c.pki, "admin-key.pem")}
 	fctx, fcancel := context.WithCancel(ctx)
@@ -183,11 +185,13 @@ func TestEventsFollowPushAndWebhook(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	hookURL := "http://" + ln.Addr().String() + "/hive"
-	site := siteFiles("1", 2) + fmt.Sprintf("secrets: [hook-key]\nwebhooks:\n  - url: %s\n    events: [push, node.phase, generation.converged]\n    secret: hook-key\n", hookURL)
+	// Waves: the canary (a1), then a2 and a3.
+	site := siteFiles("1", 2) + "rollout:\n  canary: 1\n  max_parallel: 2\n  min_healthy_time: 1s\n" +
+		fmt.Sprintf("secrets: [hook-key]\nwebhooks:\n  - url: %s\n    events: [push, rollout., node.phase, generation.converged]\n    secret: hook-key\n", hookURL)
 	start := time.Now()
 	gen := c.push(site, false)
 
-	done := false
+	done, completed, genConverged := false, false, false
 	for !done {
 		select {
 		case e, ok := <-lines:
@@ -198,34 +202,49 @@ func TestEventsFollowPushAndWebhook(t *testing.T) {
 				continue // agents' reports from before the push
 			}
 			streamed = append(streamed, e)
-			done = e.Kind == "generation.converged" && e.Fields["generation"] == fmt.Sprint(gen)
+			genConverged = genConverged || e.Kind == "generation.converged" && e.Fields["generation"] == fmt.Sprint(gen)
+			completed = completed || e.Kind == "rollout.completed" && e.Fields["generation"] == fmt.Sprint(gen)
+			done = genConverged && completed
 		case <-ctx.Done():
-			t.Fatalf("no generation.converged event for generation %d; streamed %s; stderr %s", gen, dump(streamed), stderr.String())
+			t.Fatalf("no generation.converged and rollout.completed events for generation %d; streamed %s; stderr %s", gen, dump(streamed), stderr.String())
 		}
 	}
-	t.Logf("push to generation.converged on the stream: %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("push to the rollout's end on the stream: %v", time.Since(start).Round(time.Millisecond))
 	fcancel()
 
-	// Start, every agent, end.
+	// Start, the waves, every agent, end.
 	if streamed[0].Kind != "push" || streamed[0].Fields["generation"] != fmt.Sprint(gen) || !strings.Contains(streamed[0].Summary, "pushed by admin") {
 		t.Fatalf("first event is not the push: %s", dump(streamed))
 	}
+	var rollout []string
 	converged := map[string]bool{}
-	for _, e := range streamed[1 : len(streamed)-1] {
-		if e.Kind != "node.phase" {
+	for _, e := range streamed[1:] {
+		switch {
+		case strings.HasPrefix(e.Kind, "rollout."):
+			if e.Fields["generation"] != fmt.Sprint(gen) {
+				t.Errorf("rollout event of another generation: %s", dump(e))
+			}
+			rollout = append(rollout, e.Kind+" "+e.Fields["wave"])
+		case e.Kind == "node.phase":
+			if e.Fields["phase"] == "converged" && e.Fields["generation"] == fmt.Sprint(gen) {
+				converged[e.Node] = true
+			}
+		case e.Kind == "generation.converged":
+			if e.Fields["nodes"] != fmt.Sprint(len(c.agents)) {
+				t.Errorf("end event: %s", dump(e))
+			}
+		default:
 			t.Errorf("unexpected event between push and end: %s", dump(e))
 		}
-		if e.Fields["phase"] == "converged" && e.Fields["generation"] == fmt.Sprint(gen) {
-			converged[e.Node] = true
-		}
+	}
+	want := "rollout.started |rollout.wave_opened 1|rollout.wave_healthy 1|rollout.wave_opened 2|rollout.wave_healthy 2|rollout.completed "
+	if got := strings.Join(rollout, "|"); got != want {
+		t.Errorf("rollout events:\n%s\nwant\n%s", got, want)
 	}
 	for _, a := range c.agents {
 		if !converged[a.name] {
 			t.Errorf("no converged event of %s: %s", a.name, dump(streamed))
 		}
-	}
-	if end := streamed[len(streamed)-1]; end.Fields["nodes"] != fmt.Sprint(len(c.agents)) {
-		t.Errorf("end event: %s", dump(end))
 	}
 
 	// The webhook got the same events (one delivery each, from the
@@ -262,13 +281,13 @@ func TestEventsFollowPushAndWebhook(t *testing.T) {
 	if err := json.Unmarshal(out, &audit); err != nil {
 		t.Fatalf("audit json: %v\n%s", err, out)
 	}
-	want := map[string]bool{"secret_set": false, "push": false}
+	wantAudit := map[string]bool{"secret_set": false, "rollout_push": false}
 	for _, a := range audit {
-		if _, ok := want[a.Command]; ok && a.Identity == "admin:admin" {
-			want[a.Command] = true
+		if _, ok := wantAudit[a.Command]; ok && a.Identity == "admin:admin" {
+			wantAudit[a.Command] = true
 		}
 	}
-	if !want["secret_set"] || !want["push"] {
+	if !wantAudit["secret_set"] || !wantAudit["rollout_push"] {
 		t.Errorf("audit log lacks the admin's writes: %s", out)
 	}
 }

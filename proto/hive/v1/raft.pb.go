@@ -59,6 +59,7 @@ type Command struct {
 	//	*Command_RolloutResume
 	//	*Command_RolloutRollback
 	//	*Command_RolloutComplete
+	//	*Command_RolloutHealthy
 	//	*Command_MaintenanceSet
 	//	*Command_MaintenanceClear
 	//	*Command_RebootRequest
@@ -305,6 +306,15 @@ func (x *Command) GetRolloutComplete() *RolloutCompleteCommand {
 	return nil
 }
 
+func (x *Command) GetRolloutHealthy() *RolloutHealthyCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RolloutHealthy); ok {
+			return x.RolloutHealthy
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetMaintenanceSet() *MaintenanceSetCommand {
 	if x != nil {
 		if x, ok := x.Body.(*Command_MaintenanceSet); ok {
@@ -430,6 +440,10 @@ type Command_RolloutComplete struct {
 	RolloutComplete *RolloutCompleteCommand `protobuf:"bytes,45,opt,name=rollout_complete,json=rolloutComplete,proto3,oneof"`
 }
 
+type Command_RolloutHealthy struct {
+	RolloutHealthy *RolloutHealthyCommand `protobuf:"bytes,46,opt,name=rollout_healthy,json=rolloutHealthy,proto3,oneof"`
+}
+
 type Command_MaintenanceSet struct {
 	MaintenanceSet *MaintenanceSetCommand `protobuf:"bytes,60,opt,name=maintenance_set,json=maintenanceSet,proto3,oneof"`
 }
@@ -487,6 +501,8 @@ func (*Command_RolloutResume) isCommand_Body() {}
 func (*Command_RolloutRollback) isCommand_Body() {}
 
 func (*Command_RolloutComplete) isCommand_Body() {}
+
+func (*Command_RolloutHealthy) isCommand_Body() {}
 
 func (*Command_MaintenanceSet) isCommand_Body() {}
 
@@ -1838,11 +1854,77 @@ func (x *RolloutCompleteCommand) GetGeneration() uint64 {
 	return 0
 }
 
+// RolloutHealthyCommand records, for the leader's gate, since when the
+// open wave `wave` of the rollout of `generation` has been healthy
+// (Rollout.wave_healthy_since), or clears it (since unset) when a node of
+// the wave is no longer healthy. A new leader reads it and does not
+// restart the wave's min_healthy_time. since is the leader's observation,
+// never later than the command's time.
+type RolloutHealthyCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Wave          uint32                 `protobuf:"varint,2,opt,name=wave,proto3" json:"wave,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutHealthyCommand) Reset() {
+	*x = RolloutHealthyCommand{}
+	mi := &file_hive_v1_raft_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutHealthyCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutHealthyCommand) ProtoMessage() {}
+
+func (x *RolloutHealthyCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_raft_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutHealthyCommand.ProtoReflect.Descriptor instead.
+func (*RolloutHealthyCommand) Descriptor() ([]byte, []int) {
+	return file_hive_v1_raft_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RolloutHealthyCommand) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RolloutHealthyCommand) GetWave() uint32 {
+	if x != nil {
+		return x.Wave
+	}
+	return 0
+}
+
+func (x *RolloutHealthyCommand) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xa7\x0e\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xf2\x0e\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -1874,6 +1956,7 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x0erollout_resume\x18+ \x01(\v2\x1d.hive.v1.RolloutResumeCommandH\x00R\rrolloutResume\x12L\n" +
 	"\x10rollout_rollback\x18, \x01(\v2\x1f.hive.v1.RolloutRollbackCommandH\x00R\x0frolloutRollback\x12L\n" +
 	"\x10rollout_complete\x18- \x01(\v2\x1f.hive.v1.RolloutCompleteCommandH\x00R\x0frolloutComplete\x12I\n" +
+	"\x0frollout_healthy\x18. \x01(\v2\x1e.hive.v1.RolloutHealthyCommandH\x00R\x0erolloutHealthy\x12I\n" +
 	"\x0fmaintenance_set\x18< \x01(\v2\x1e.hive.v1.MaintenanceSetCommandH\x00R\x0emaintenanceSet\x12O\n" +
 	"\x11maintenance_clear\x18= \x01(\v2 .hive.v1.MaintenanceClearCommandH\x00R\x10maintenanceClear\x12F\n" +
 	"\x0ereboot_request\x18> \x01(\v2\x1d.hive.v1.RebootRequestCommandH\x00R\rrebootRequest\x12=\n" +
@@ -1991,7 +2074,13 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x16RolloutCompleteCommand\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generationB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
+	"generation\"}\n" +
+	"\x15RolloutHealthyCommand\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04wave\x18\x02 \x01(\rR\x04wave\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05sinceB0Z.github.com/hivefleet/hive/proto/hive/v1;hivev1b\x06proto3"
 
 var (
 	file_hive_v1_raft_proto_rawDescOnce sync.Once
@@ -2005,7 +2094,7 @@ func file_hive_v1_raft_proto_rawDescGZIP() []byte {
 	return file_hive_v1_raft_proto_rawDescData
 }
 
-var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_hive_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hive_v1_raft_proto_goTypes = []any{
 	(*Command)(nil),                     // 0: hive.v1.Command
 	(*PushCommand)(nil),                 // 1: hive.v1.PushCommand
@@ -2028,25 +2117,26 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	(*RolloutResumeCommand)(nil),        // 18: hive.v1.RolloutResumeCommand
 	(*RolloutRollbackCommand)(nil),      // 19: hive.v1.RolloutRollbackCommand
 	(*RolloutCompleteCommand)(nil),      // 20: hive.v1.RolloutCompleteCommand
-	nil,                                 // 21: hive.v1.NodeUpsertCommand.LabelsEntry
-	nil,                                 // 22: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	nil,                                 // 23: hive.v1.NodeLabelCommand.SetEntry
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
-	(*AuditInfo)(nil),                   // 25: hive.v1.AuditInfo
-	(*MaintenanceSetCommand)(nil),       // 26: hive.v1.MaintenanceSetCommand
-	(*MaintenanceClearCommand)(nil),     // 27: hive.v1.MaintenanceClearCommand
-	(*RebootRequestCommand)(nil),        // 28: hive.v1.RebootRequestCommand
-	(*RebootStepCommand)(nil),           // 29: hive.v1.RebootStepCommand
-	(*RebootCancelCommand)(nil),         // 30: hive.v1.RebootCancelCommand
-	(*Generation)(nil),                  // 31: hive.v1.Generation
-	(*NodeIdentity)(nil),                // 32: hive.v1.NodeIdentity
-	(*Report)(nil),                      // 33: hive.v1.Report
-	(*RolloutPolicy)(nil),               // 34: hive.v1.RolloutPolicy
-	(*RolloutWave)(nil),                 // 35: hive.v1.RolloutWave
+	(*RolloutHealthyCommand)(nil),       // 21: hive.v1.RolloutHealthyCommand
+	nil,                                 // 22: hive.v1.NodeUpsertCommand.LabelsEntry
+	nil,                                 // 23: hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	nil,                                 // 24: hive.v1.NodeLabelCommand.SetEntry
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*AuditInfo)(nil),                   // 26: hive.v1.AuditInfo
+	(*MaintenanceSetCommand)(nil),       // 27: hive.v1.MaintenanceSetCommand
+	(*MaintenanceClearCommand)(nil),     // 28: hive.v1.MaintenanceClearCommand
+	(*RebootRequestCommand)(nil),        // 29: hive.v1.RebootRequestCommand
+	(*RebootStepCommand)(nil),           // 30: hive.v1.RebootStepCommand
+	(*RebootCancelCommand)(nil),         // 31: hive.v1.RebootCancelCommand
+	(*Generation)(nil),                  // 32: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 33: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 34: hive.v1.Report
+	(*RolloutPolicy)(nil),               // 35: hive.v1.RolloutPolicy
+	(*RolloutWave)(nil),                 // 36: hive.v1.RolloutWave
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
-	24, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
-	25, // 1: hive.v1.Command.audit:type_name -> hive.v1.AuditInfo
+	25, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
+	26, // 1: hive.v1.Command.audit:type_name -> hive.v1.AuditInfo
 	1,  // 2: hive.v1.Command.push:type_name -> hive.v1.PushCommand
 	2,  // 3: hive.v1.Command.rollback:type_name -> hive.v1.RollbackCommand
 	3,  // 4: hive.v1.Command.node_upsert:type_name -> hive.v1.NodeUpsertCommand
@@ -2066,26 +2156,28 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	18, // 18: hive.v1.Command.rollout_resume:type_name -> hive.v1.RolloutResumeCommand
 	19, // 19: hive.v1.Command.rollout_rollback:type_name -> hive.v1.RolloutRollbackCommand
 	20, // 20: hive.v1.Command.rollout_complete:type_name -> hive.v1.RolloutCompleteCommand
-	26, // 21: hive.v1.Command.maintenance_set:type_name -> hive.v1.MaintenanceSetCommand
-	27, // 22: hive.v1.Command.maintenance_clear:type_name -> hive.v1.MaintenanceClearCommand
-	28, // 23: hive.v1.Command.reboot_request:type_name -> hive.v1.RebootRequestCommand
-	29, // 24: hive.v1.Command.reboot_step:type_name -> hive.v1.RebootStepCommand
-	30, // 25: hive.v1.Command.reboot_cancel:type_name -> hive.v1.RebootCancelCommand
-	31, // 26: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	21, // 27: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	32, // 28: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
-	33, // 29: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	24, // 30: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	22, // 31: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	23, // 32: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
-	1,  // 33: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
-	34, // 34: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
-	35, // 35: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	21, // 21: hive.v1.Command.rollout_healthy:type_name -> hive.v1.RolloutHealthyCommand
+	27, // 22: hive.v1.Command.maintenance_set:type_name -> hive.v1.MaintenanceSetCommand
+	28, // 23: hive.v1.Command.maintenance_clear:type_name -> hive.v1.MaintenanceClearCommand
+	29, // 24: hive.v1.Command.reboot_request:type_name -> hive.v1.RebootRequestCommand
+	30, // 25: hive.v1.Command.reboot_step:type_name -> hive.v1.RebootStepCommand
+	31, // 26: hive.v1.Command.reboot_cancel:type_name -> hive.v1.RebootCancelCommand
+	32, // 27: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	22, // 28: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	33, // 29: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	34, // 30: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	25, // 31: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	23, // 32: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	24, // 33: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	1,  // 34: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
+	35, // 35: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
+	36, // 36: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
+	25, // 37: hive.v1.RolloutHealthyCommand.since:type_name -> google.protobuf.Timestamp
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -2119,6 +2211,7 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_RolloutResume)(nil),
 		(*Command_RolloutRollback)(nil),
 		(*Command_RolloutComplete)(nil),
+		(*Command_RolloutHealthy)(nil),
 		(*Command_MaintenanceSet)(nil),
 		(*Command_MaintenanceClear)(nil),
 		(*Command_RebootRequest)(nil),
@@ -2131,7 +2224,7 @@ func file_hive_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_raft_proto_rawDesc), len(file_hive_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -274,6 +274,12 @@ type Rollout struct {
 	// none (nothing was current before the rollout; the planned nodes
 	// target their from_generation).
 	RevertGeneration uint64 `protobuf:"varint,13,opt,name=revert_generation,json=revertGeneration,proto3" json:"revert_generation,omitempty"`
+	// Since when every node of the open wave has been healthy, as the
+	// leader's gate recorded it (RolloutHealthyCommand); unset while the
+	// wave is not healthy, or healthy but not yet recorded. Cleared when a
+	// wave opens and when the rollout pauses, resumes, completes or rolls
+	// back.
+	WaveHealthySince *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=wave_healthy_since,json=waveHealthySince,proto3" json:"wave_healthy_since,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -397,6 +403,13 @@ func (x *Rollout) GetRevertGeneration() uint64 {
 		return x.RevertGeneration
 	}
 	return 0
+}
+
+func (x *Rollout) GetWaveHealthySince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WaveHealthySince
+	}
+	return nil
 }
 
 // RolloutOverride holds push flags that override the site's top-level
@@ -620,8 +633,10 @@ type RolloutStatus struct {
 	Nodes   []*RolloutNodeStatus   `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Raft index the answer was read at.
 	RaftIndex uint64 `protobuf:"varint,3,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
-	// Time the leader's gate has seen the open wave healthy (only on the
-	// leader; unset elsewhere).
+	// How long the open wave has been healthy: since
+	// Rollout.wave_healthy_since (any server), or, before the gate recorded
+	// it, since the leader's gate saw it (only on the leader). Unset while
+	// the wave is not healthy.
 	WaveHealthyFor *durationpb.Duration `protobuf:"bytes,4,opt,name=wave_healthy_for,json=waveHealthyFor,proto3" json:"wave_healthy_for,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -701,7 +716,7 @@ const file_hive_v1_rollout_proto_rawDesc = "" +
 	"\vRolloutNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04wave\x18\x02 \x01(\rR\x04wave\x12'\n" +
-	"\x0ffrom_generation\x18\x03 \x01(\x04R\x0efromGeneration\"\x87\x04\n" +
+	"\x0ffrom_generation\x18\x03 \x01(\x04R\x0efromGeneration\"\xd1\x04\n" +
 	"\aRollout\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -719,7 +734,8 @@ const file_hive_v1_rollout_proto_rawDesc = "" +
 	"\x06author\x18\v \x01(\tR\x06author\x12\x1d\n" +
 	"\n" +
 	"changed_by\x18\f \x01(\tR\tchangedBy\x12+\n" +
-	"\x11revert_generation\x18\r \x01(\x04R\x10revertGeneration\"\xbb\x03\n" +
+	"\x11revert_generation\x18\r \x01(\x04R\x10revertGeneration\x12H\n" +
+	"\x12wave_healthy_since\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\x10waveHealthySince\"\xbb\x03\n" +
 	"\x0fRolloutOverride\x12&\n" +
 	"\fcanary_count\x18\x01 \x01(\rH\x00R\vcanaryCount\x88\x01\x01\x12!\n" +
 	"\fcanary_nodes\x18\x02 \x03(\tR\vcanaryNodes\x12&\n" +
@@ -798,20 +814,21 @@ var file_hive_v1_rollout_proto_depIdxs = []int32{
 	0,  // 7: hive.v1.Rollout.state:type_name -> hive.v1.RolloutState
 	9,  // 8: hive.v1.Rollout.started:type_name -> google.protobuf.Timestamp
 	9,  // 9: hive.v1.Rollout.updated:type_name -> google.protobuf.Timestamp
-	7,  // 10: hive.v1.RolloutOverride.min_healthy_time:type_name -> google.protobuf.Duration
-	7,  // 11: hive.v1.RolloutOverride.healthy_deadline:type_name -> google.protobuf.Duration
-	8,  // 12: hive.v1.RolloutOverride.on_failure:type_name -> hive.v1.RolloutOnFailure
-	11, // 13: hive.v1.RolloutNodeStatus.phase:type_name -> hive.v1.Phase
-	12, // 14: hive.v1.RolloutNodeStatus.health:type_name -> hive.v1.Health
-	9,  // 15: hive.v1.RolloutNodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	3,  // 16: hive.v1.RolloutStatus.rollout:type_name -> hive.v1.Rollout
-	5,  // 17: hive.v1.RolloutStatus.nodes:type_name -> hive.v1.RolloutNodeStatus
-	7,  // 18: hive.v1.RolloutStatus.wave_healthy_for:type_name -> google.protobuf.Duration
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9,  // 10: hive.v1.Rollout.wave_healthy_since:type_name -> google.protobuf.Timestamp
+	7,  // 11: hive.v1.RolloutOverride.min_healthy_time:type_name -> google.protobuf.Duration
+	7,  // 12: hive.v1.RolloutOverride.healthy_deadline:type_name -> google.protobuf.Duration
+	8,  // 13: hive.v1.RolloutOverride.on_failure:type_name -> hive.v1.RolloutOnFailure
+	11, // 14: hive.v1.RolloutNodeStatus.phase:type_name -> hive.v1.Phase
+	12, // 15: hive.v1.RolloutNodeStatus.health:type_name -> hive.v1.Health
+	9,  // 16: hive.v1.RolloutNodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	3,  // 17: hive.v1.RolloutStatus.rollout:type_name -> hive.v1.Rollout
+	5,  // 18: hive.v1.RolloutStatus.nodes:type_name -> hive.v1.RolloutNodeStatus
+	7,  // 19: hive.v1.RolloutStatus.wave_healthy_for:type_name -> google.protobuf.Duration
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_rollout_proto_init() }

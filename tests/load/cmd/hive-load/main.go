@@ -52,15 +52,18 @@ connection, a WatchNodeState stream, and sends real reports.
 A run: issue the certificates; connect every agent (--connect-parallel at a
 time) and wait for each one's first state; make --pushes pushes and time
 push → every watcher has the generation (or, with --pushes 0 and --observe,
-time the generations an operator pushes); send --reports-per-agent reports
+time the generations an operator pushes); make --plans plans and time each
+from the Plan call to its answer, every simulated agent answering the dry run
+its watch stream delivers with a plan report (ReportPlan) at once, as a real
+agent does after its engine's plan; send --reports-per-agent reports
 from every agent with all streams open; print latency percentiles, report
 throughput, errors, its own CPU and RSS and the coordinators' (--pid,
 --metrics, or those it started with --start).
 
 Node names are PREFIX-00000...; the first --lb agents are tier=lb, the others
 tier=web; each reports the address 10.x.y.z bound in its certificate. A node
-may send 120 reports in a burst, then 1 per second (issue 11's rate limit):
-keep --reports-per-agent below 120.
+may send 120 reports in a burst, then 1 per second (issue 11's rate limit;
+plan answers count too): keep --reports-per-agent plus --plans below 120.
 
 Exit status 1 if the run could not take place, 2 if it counted errors.
 
@@ -87,6 +90,9 @@ Flags:
 		pushInterval  = fs.Duration("push-interval", time.Second, "pause between pushes")
 		pushTimeout   = fs.Duration("push-timeout", time.Minute, "how long a push may take to reach every watcher before the missing ones count as errors")
 		obs           = fs.Duration("observe", 0, "with --pushes 0: watch this long for generations pushed by an operator and time their spread")
+		nplans        = fs.Int("plans", 0, "plans (as hivectl plan) to time after the pushes; every simulated agent answers its dry run with ReportPlan")
+		planInterval  = fs.Duration("plan-interval", 500*time.Millisecond, "pause between plans")
+		planTimeout   = fs.Duration("plan-timeout", 30*time.Second, "each plan's timeout for the agents' answers (PlanRequest.timeout)")
 		perAgent      = fs.Int("reports-per-agent", 20, "reports each agent sends after the pushes, one in flight per agent (0: none)")
 		reportTimeout = fs.Duration("report-duration", time.Minute, "the report phase stops after this long at the latest")
 		results       = fs.Int("results", 5, "resource results per report")
@@ -110,6 +116,7 @@ Flags:
 	cfg := load.Config{
 		Agents: *agents, LB: *lb, Prefix: *prefix, ConnectParallel: *parallel,
 		Pushes: *pushes, PushInterval: *pushInterval, PushTimeout: *pushTimeout, Observe: *obs,
+		Plans: *nplans, PlanInterval: *planInterval, PlanTimeout: *planTimeout,
 		ReportsPerAgent: *perAgent, ReportDuration: *reportTimeout, Results: *results,
 		Hold: *hold, Log: os.Stderr,
 	}
