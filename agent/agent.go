@@ -111,6 +111,7 @@ type Agent struct {
 	healthWake chan struct{}  // a check changed (cap 1)
 	lastReport *hivev1.Report // last report queued, guarded by mu
 	lastOK     string         // state hash of the last successful run, run loop only
+	reboots    *rebooter      // boot id and reboot memory (reboot.go)
 }
 
 // runCtl lets deliver supersede the run in progress.
@@ -168,6 +169,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		if a.confirm, err = newConfirmer(filepath.Join(cfg.DataDir, ConfirmFile), r, a.log, a.current); err != nil {
 			return nil, err
 		}
+	}
+	if a.reboots, err = newRebooter(cfg, a.start); err != nil {
+		return nil, err
 	}
 	if deps.issuer != nil {
 		deps.issuer.a.Store(a)
@@ -559,6 +563,12 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 	r := a.runReport(st, rep, err, started, finished, reason, a.cfg.DryRun)
 	r.DriftCheck = reason == TriggerInterval
 	r.Seq = a.seq.Add(1)
+	if !a.cfg.DryRun && err == nil {
+		if nerr := a.reboots.noteRun(rep, r.Results); nerr != nil {
+			a.log.Error("cannot record that a resource asked for a reboot", "err", nerr)
+		}
+	}
+	a.reboots.stamp(r)
 	ok := r.GetPhase() == hivev1.Phase_PHASE_CONVERGED
 	markCauses(r.Results, st.GetHash(), a.lastOK)
 	if ok && !a.cfg.DryRun {
@@ -661,6 +671,7 @@ func (a *Agent) sendApplying(ctx context.Context, st *hivev1.NodeState, started 
 		Uptime: durationpb.New(started.Sub(a.start)), Started: timestamppb.New(started),
 		DryRun: a.cfg.DryRun, Trigger: reason, Seq: a.seq.Add(1),
 	}
+	a.reboots.stamp(r)
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

@@ -80,6 +80,10 @@ type Config struct {
 	// MetricsAllowRemote.
 	MetricsAddr        string
 	MetricsAllowRemote bool
+	// RebootCommand replaces `systemctl reboot` when the coordinators
+	// order a reboot (reboot.go); with it set, a restart of the agent
+	// counts as the node coming back.
+	RebootCommand []string
 
 	Logger *slog.Logger
 }

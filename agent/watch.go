@@ -265,6 +265,9 @@ func (a *Agent) watch(ctx context.Context, conn *client.Conn) (bool, error) {
 		if pl := resp.GetPlan(); pl != nil {
 			plans.offer(pl)
 		}
+		if o := resp.GetReboot(); o != nil {
+			a.reboot(ctx, o)
+		}
 	}
 }
 

@@ -170,6 +170,9 @@ type Env struct {
 	Secrets map[string][]byte
 	Logger  *slog.Logger
 	Family  Family
+	// SwarmDrain names the swarm members the swarm's initializer drains
+	// (NodeState.swarm_drain).
+	SwarmDrain []string
 }
 
 // HostRoot reports whether Env works on the real host root.

@@ -113,8 +113,15 @@ type RunOptions struct {
 	Confirmer Confirmer
 }
 
+// NotifyReboot is the notify target that is not a resource: a resource
+// notifying it asks for a coordinated reboot of the node. The engine only
+// reports it (Report.Notifications, To == NotifyReboot); the agent records
+// it and the coordinators schedule the reboot (docs/operations.md,
+// "Reboots").
+const NotifyReboot = "reboot"
+
 // Notification is a service (restarted or reloaded) or a command (run)
-// notified by a changed resource.
+// notified by a changed resource, or NotifyReboot.
 type Notification struct {
 	From, To string
 }
@@ -126,6 +133,14 @@ type Report struct {
 	Results       []*hivev1.ResourceResult
 	Notifications []Notification
 	Duration      time.Duration
+}
+
+// GetNotifications returns the notifications (nil-safe).
+func (r *Report) GetNotifications() []Notification {
+	if r == nil {
+		return nil
+	}
+	return r.Notifications
 }
 
 // GetResults returns the results (nil-safe).
@@ -357,7 +372,7 @@ func (e *Engine) runBatch(ctx context.Context, g *Graph, s *state, rep *Report, 
 		Root: e.cfg.Root, DryRun: planOnly, Runner: e.cfg.Runner, Family: family,
 		Logger: e.cfg.Logger.With("component", "converge/"+kind),
 	}
-	env.Facts, env.Secrets = s.st.GetFacts(), s.st.GetSecrets()
+	env.Facts, env.Secrets, env.SwarmDrain = s.st.GetFacts(), s.st.GetSecrets(), s.st.GetSwarmDrain()
 	start := time.Now()
 	changes, err := p.Plan(ctx, env, b)
 	if err == nil && len(changes) != len(b.Items) {

@@ -50,6 +50,9 @@ func BuildGraph(rs []*hivev1.Resource, links map[string]Linker) (*Graph, error) 
 			add(r.GetKey(), req)
 		}
 		for _, n := range r.GetNotify() {
+			if n == NotifyReboot {
+				continue // not a resource: the agent asks for a reboot (Report.reboot_required)
+			}
 			if _, ok := g.index[n]; !ok {
 				return nil, &ResourceError{Key: r.GetKey(), Err: fmt.Errorf("notifies unknown resource %q: %w", n, ErrUnknownRequire)}
 			}

@@ -160,7 +160,8 @@ func (s *Server) matchedNodes() []string {
 	nodes, _ := st.Nodes()
 	var out []string
 	for _, n := range nodes {
-		if g != nil && len(render.SelectRoles(g.GetSite(), n.GetName(), render.FactsOf(n).Labels)) > 0 {
+		// A node in maintenance keeps its generation: not waited for.
+		if g != nil && st.Maintenance(n.GetName()) == nil && len(render.SelectRoles(g.GetSite(), n.GetName(), render.FactsOf(n).Labels)) > 0 {
 			out = append(out, n.GetName())
 		}
 	}
@@ -411,6 +412,7 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	last := req.GetKnownHash()
 	defer s.plans.watch(node)()    // plan.go
 	sentPlans := map[string]bool{} // plan dry runs this stream sent
+	var sentReboot uint64          // the reboot order this stream sent (reboot.go)
 	for {
 		wake := s.hub.wait()
 		planWake := s.plans.wait()
@@ -435,6 +437,12 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 		}
 		if err := s.sendPlans(stream.SendMsg, st, f, sentPlans); err != nil {
 			return err
+		}
+		if o := rebootOrder(st, node); o != nil && o.GetId() != sentReboot {
+			if err := stream.SendMsg(&hivev1.WatchNodeStateResponse{Reboot: o}); err != nil {
+				return err
+			}
+			sentReboot = o.GetId()
 		}
 		select {
 		case <-ctx.Done():
@@ -586,6 +594,7 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 		// its open waves on the generation they had.
 		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), st.TargetGeneration(n.GetName()))
 		fillHealth(ns, reports[n.GetName()], st.CheckRecord(n.GetName()))
+		ns.Maintenance, ns.Reboot = st.Maintenance(n.GetName()), st.RebootEntry(n.GetName())
 		if req.GetNode() == "" {
 			ns.Results = nil
 		}

@@ -34,6 +34,7 @@ var readOnlyRPCs = map[string]bool{
 	"ListAudit":        true,
 	"WatchEvents":      true,
 	"ListDriftRepairs": true,
+	"RebootStatus":     true,
 	// A plan is a dry run: agents plan without applying, nothing is kept
 	// in the replicated state (pushing a kept plan is a Push).
 	"Plan": true,
@@ -137,6 +138,14 @@ func TestAuditEveryWriteRPC(t *testing.T) {
 		{"LabelNode", "admin:alice", func() {
 			must("label")(admin.LabelNode(ctx, &hivev1.LabelNodeRequest{Node: "web-1", Set: map[string]string{"zone": "a"}}))
 		}},
+		{"MaintenanceStart", "admin:alice", func() {
+			must("maintenance")(admin.MaintenanceStart(ctx, &hivev1.MaintenanceStartRequest{Node: "web-1", Reason: "disk"}))
+		}},
+		{"MaintenanceEnd", "admin:alice", func() { must("resume")(admin.MaintenanceEnd(ctx, &hivev1.MaintenanceEndRequest{Node: "web-1"})) }},
+		{"RebootStart", "admin:alice", func() {
+			must("reboot")(admin.RebootStart(ctx, &hivev1.RebootStartRequest{Nodes: []string{"web-1"}, Reason: "kernel"}))
+		}},
+		{"RebootCancel", "admin:alice", func() { must("cancel reboots")(admin.RebootCancel(ctx, &hivev1.RebootCancelRequest{})) }},
 		{"IssueServiceCertificate", "agent:web-1", func() {
 			csr, _, _ := pki.CreateServiceCSR("x")
 			must("service certificate")(agent.IssueServiceCertificate(ctx, &hivev1.IssueServiceCertificateRequest{Name: "registry", Csr: csr}))
@@ -233,6 +242,7 @@ func TestAuditEveryWriteRPC(t *testing.T) {
 	<-gdone
 	want := []string{"push", "rollout.started", "rollout.wave_opened", "rollout.paused", "rollout.resumed", "rollout.promoted", "rollout.aborted",
 		"rollback", "secret.set", "secret.deleted", "node.registered", "node.labeled", "node.revoked", "node.removed",
+		"node.maintenance", "node.resumed", "reboot.queued",
 		"node.joined", "coordinator.removed", "node.left"}
 	var missing []string
 	for end := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {

@@ -101,6 +101,9 @@ func (s *Server) planNodes(newSite *hivev1.Site) []planNode {
 		if len(roles) == 0 && len(curRoles) == 0 {
 			continue
 		}
+		if st.Maintenance(n.GetName()) != nil {
+			continue // keeps its generation until it resumes (maintenance.go)
+		}
 		pn := planNode{name: n.GetName(), roles: roles}
 		if out, err := tmp.RenderAt(st, gen, f); err == nil {
 			pn.drbdPeers, pn.manager = stateQuorumFacts(out.State, n.GetName())
@@ -257,8 +260,8 @@ func (s *Server) rolloutStep(ctx context.Context, now time.Time) (next time.Dura
 	var cmd *hivev1.Command
 	waveHealthy := true
 	for _, n := range r.GetNodes() {
-		if n.GetWave() > uint32(open) {
-			continue
+		if n.GetWave() > uint32(open) || st.Maintenance(n.GetName()) != nil {
+			continue // not open yet, or held back in maintenance
 		}
 		healthy, failed := nodeHealth(st.Report(n.GetName()), r.GetGeneration(), g.expectsHealth(st, r.GetGeneration(), n.GetName()))
 		if failed == "" && !healthy {

@@ -156,22 +156,7 @@ func planWaves(nodes []planNode, global *hivev1.RolloutPolicy, roles map[string]
 	newWave := func() *wave { return &wave{inWave: map[string]bool{}, roles: map[string]int{}} }
 	// conflict says why n cannot join w ("" if it can), ignoring sizes.
 	conflict := func(w *wave, n *planNode) string {
-		for _, p := range n.drbdPeers {
-			if w.inWave[p] {
-				return fmt.Sprintf("%s and %s are peers of a DRBD resource", p, n.name)
-			}
-		}
-		for _, o := range w.nodes {
-			for _, p := range o.drbdPeers {
-				if p == n.name {
-					return fmt.Sprintf("%s and %s are peers of a DRBD resource", o.name, n.name)
-				}
-			}
-		}
-		if n.manager && w.managers+1 > mgrLimit {
-			return fmt.Sprintf("%d swarm managers in one wave would leave the %d managers without a majority (at most %d per wave)", w.managers+1, managers, mgrLimit)
-		}
-		return ""
+		return quorumConflict(w.nodes, w.inWave, w.managers, n, managers, mgrLimit)
 	}
 	fits := func(w *wave, n *planNode) bool {
 		if len(w.nodes) >= waveCap || conflict(w, n) != "" {
@@ -288,6 +273,31 @@ func planWaves(nodes []planNode, global *hivev1.RolloutPolicy, roles map[string]
 		out.waves = append(out.waves, rw)
 	}
 	return out, nil
+}
+
+// quorumConflict says why n cannot be taken down together with set ("" if
+// it can): one of them is a peer of a DRBD resource n holds, or n is a
+// swarm manager and set already has mgrLimit of the managers
+// (ManagerWaveLimit). in holds set's names; setManagers how many of set
+// are managers. The rollout planner's waves and the coordinated reboots'
+// lock (reboot.go) both decide with it.
+func quorumConflict(set []*planNode, in map[string]bool, setManagers int, n *planNode, managers, mgrLimit int) string {
+	for _, p := range n.drbdPeers {
+		if in[p] {
+			return fmt.Sprintf("%s and %s are peers of a DRBD resource", p, n.name)
+		}
+	}
+	for _, o := range set {
+		for _, p := range o.drbdPeers {
+			if p == n.name {
+				return fmt.Sprintf("%s and %s are peers of a DRBD resource", o.name, n.name)
+			}
+		}
+	}
+	if n.manager && setManagers+1 > mgrLimit {
+		return fmt.Sprintf("%d swarm managers in one wave would leave the %d managers without a majority (at most %d per wave)", setManagers+1, managers, mgrLimit)
+	}
+	return ""
 }
 
 func hasRole(n *planNode, role string) bool {

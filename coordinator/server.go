@@ -111,6 +111,8 @@ type Server struct {
 	reconcileRounds atomic.Uint64
 	// rollouts is the leader's rollout gate (rollout.go).
 	rollouts rolloutGate
+	// rebootRunning: runReboots is running (reboot.go).
+	rebootRunning atomic.Bool
 
 	grpcLn   net.Listener
 	httpLn   net.Listener
@@ -601,6 +603,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			s.log.Info("became raft leader", "index", s.raft.LastIndex())
 			go s.registerSelf(ctx)
 			go s.runRollouts(ctx)
+			go s.runReboots(ctx)
 		}
 	}
 }

@@ -186,6 +186,10 @@ type nodeJSON struct {
 	Health      string      `json:"health"`
 	HealthSince *time.Time  `json:"health_since,omitempty"`
 	Checks      []checkJSON `json:"checks,omitempty"`
+	// Maintenance: set while the node is in maintenance (node_maintenance.go);
+	// reboot: its entry in the reboot queue (node_reboot.go).
+	Maintenance *maintenanceJSONT `json:"maintenance,omitempty"`
+	Reboot      *rebootNodeJSON   `json:"reboot,omitempty"`
 }
 
 type countsJSON struct {
@@ -236,6 +240,11 @@ func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
 			Errors: nonNilSlice(n.GetErrors()),
 		}
 		fillHealthJSON(&nj, n)
+		nj.Maintenance = maintenanceJSON(n.GetMaintenance())
+		if r := n.GetReboot(); r != nil {
+			rj := rebootNodeOf(r)
+			nj.Reboot = &rj
+		}
 		if withResults {
 			for _, r := range n.GetResults() {
 				nj.Results = append(nj.Results, resultJSON{
@@ -313,6 +322,7 @@ func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
 		if n.DryRun {
 			phase += " (dry run)"
 		}
+		phase += opsSuffix(n)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", esc(n.Name), n.Gossip, phase, healthCell(n), n.AppliedGeneration,
 			listString(n.Roles), resourcesString(n.Resources), ago(n.LastReport, now))
 	}
@@ -346,6 +356,16 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 			phase += " (dry run)"
 		}
 		row("phase", phase)
+		if m := n.Maintenance; m != nil {
+			row("maintenance", fmt.Sprintf("since %s by %s: %s (keeps generation %d)", clock(&m.Since), esc(m.Author), esc(m.Reason), m.Generation))
+		}
+		if r := n.Reboot; r != nil {
+			v := r.State
+			if r.Message != "" {
+				v += ": " + esc(r.Message)
+			}
+			row("reboot", v+" (requested by "+esc(r.RequestedBy)+")")
+		}
 		row("generation", fmt.Sprintf("applied %d, desired %d, current %d", n.AppliedGeneration, n.DesiredGeneration, s.Generation))
 		row("roles", listString(n.Roles))
 		row("labels", labelString(n.Labels))

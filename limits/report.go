@@ -44,6 +44,9 @@ const (
 	MaxAgentVersionBytes = 64
 	// MaxTriggerBytes bounds trigger ([a-z-]).
 	MaxTriggerBytes = 32
+	// MaxBootIDBytes bounds boot_id: the kernel's boot id (a UUID), "/"
+	// and the agent's start in unix nanoseconds ([0-9a-f/-]).
+	MaxBootIDBytes = 64
 	// StateHashLen is the length of state_hash when set: the hex sha256
 	// of the rendered state.
 	StateHashLen = 64
@@ -105,6 +108,9 @@ func CheckReport(r *hivev1.Report, now time.Time) error {
 		return err
 	}
 	if err := checkWord("report.trigger", r.GetTrigger(), MaxTriggerBytes, triggerChar, "a-z and -"); err != nil {
+		return err
+	}
+	if err := checkWord("report.boot_id", r.GetBootId(), MaxBootIDBytes, bootIDChar, "0-9 a-f - /"); err != nil {
 		return err
 	}
 	if err := checkDuration("report.uptime", r.GetUptime()); err != nil {
@@ -243,6 +249,10 @@ func badKeyRune(r rune) bool { return unicode.IsControl(r) }
 
 func versionChar(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".+_~-", r)
+}
+
+func bootIDChar(r rune) bool {
+	return r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-' || r == '/'
 }
 
 func triggerChar(r rune) bool { return r >= 'a' && r <= 'z' || r == '-' }

@@ -60,6 +60,8 @@ func TestCheckReport(t *testing.T) {
 		{"agent version long", func(r *hivev1.Report) { r.AgentVersion = strings.Repeat("1", 65) }, "report.agent_version", "is 65 bytes; the limit is 64 bytes"},
 		{"agent version chars", func(r *hivev1.Report) { r.AgentVersion = "1.0\n<script>" }, "report.agent_version", `'\n' at offset 3`},
 		{"trigger", func(r *hivev1.Report) { r.Trigger = "State" }, "report.trigger", "'S' at offset 0"},
+		{"boot id chars", func(r *hivev1.Report) { r.BootId = "abc\n" }, "report.boot_id", `'\n' at offset 3`},
+		{"boot id long", func(r *hivev1.Report) { r.BootId = strings.Repeat("a", MaxBootIDBytes+1) }, "report.boot_id", "the limit is 64 bytes"},
 		{"uptime", func(r *hivev1.Report) { r.Uptime = durationpb.New(-time.Hour) }, "report.uptime", "negative"},
 		{"finished future", func(r *hivev1.Report) { r.Finished = timestamppb.New(now.Add(2 * time.Hour)) }, "report.finished", "more than 1h0m0s ahead"},
 		{"started ancient", func(r *hivev1.Report) { r.Started = timestamppb.New(time.Unix(0, 0)) }, "report.started", "before 2000-01-01"},

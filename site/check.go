@@ -83,6 +83,11 @@ func parseSource(s string) (string, int, int, bool) {
 
 // normalizeRef canonicalises a resource reference ("service:nginx" becomes
 // "service:nginx.service").
+// NotifyReboot is the notify target that names no resource: a resource
+// that changes asks for a coordinated reboot of its node
+// (converge.NotifyReboot; docs/operations.md, "Reboots").
+const NotifyReboot = "reboot"
+
 func normalizeRef(ref string) string {
 	kind, name, ok := strings.Cut(ref, ":")
 	if ok && kind == "service" {
@@ -267,6 +272,9 @@ func (c *checker) check(s *hivev1.Site) {
 
 // ref checks one requires or notify reference.
 func (c *checker) ref(res *hivev1.Resource, sub, ref string, defs map[string][]*hivev1.Resource, notify bool) {
+	if notify && ref == NotifyReboot {
+		return
+	}
 	kind, name, ok := strings.Cut(ref, ":")
 	if !ok || name == "" || kinds.Lookup(kind) == nil {
 		c.at(res, sub, "%q is not a resource reference: expected KIND:NAME with KIND one of %s", ref, strings.Join(kinds.Names(), ", "))

@@ -109,6 +109,7 @@ func run(args []string) error {
 		maxQueued    = fs.Int("max-queued-reports", def.MaxQueuedReports, "reports kept on disk while no coordinator is reachable")
 		metricsAddr  = fs.String("metrics-addr", "", "serve Prometheus metrics on /metrics at this loopback HOST:PORT, e.g. 127.0.0.1:9464 (off when empty)")
 		metricsAny   = fs.Bool("metrics-allow-remote", false, "allow --metrics-addr on a non-loopback address (the endpoint has no authentication)")
+		rebootCmd    = fs.String("reboot-command", "", "run this (with /bin/sh -c) instead of `systemctl reboot` when the coordinators order a coordinated reboot; with it set, a restart of the agent counts as the node coming back")
 		noGossip     = fs.Bool("no-gossip", false, "do not join gossip; use --coordinator addresses only")
 		retryMin     = fs.Duration("retry-min", def.RetryMin, "first retry delay of a failed run")
 		stopGrace    = fs.Duration("stop-grace", def.StopGrace, "on SIGTERM, or when a newer generation arrives, how long a run in progress may go on before it is cancelled")
@@ -156,6 +157,9 @@ func run(args []string) error {
 	cfg.Addresses = *addresses
 	cfg.MaxQueuedReports = *maxQueued
 	cfg.MetricsAddr, cfg.MetricsAllowRemote = *metricsAddr, *metricsAny
+	if *rebootCmd != "" {
+		cfg.RebootCommand = []string{"/bin/sh", "-c", *rebootCmd}
+	}
 	cfg.RetryMin = *retryMin
 	cfg.StopGrace = *stopGrace
 	cfg.ReconnectMax = *reconnectMax

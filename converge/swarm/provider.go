@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -151,8 +152,9 @@ func (p *Provider) Published() map[string][]byte {
 
 // step is one planned action.
 type step struct {
-	kind    string // leave, init, join, network, label, remove
+	kind    string // leave, init, join, network, label, remove, availability
 	role    dswarm.NodeRole
+	drain   bool // availability: drain (else active)
 	force   bool
 	network *hivev1.SwarmNetwork
 	nodeID  string
@@ -166,7 +168,8 @@ type planData struct {
 	token     string
 	managers  []string
 	steps     []step
-	after     bool // init/join: networks and labels are planned after it
+	after     bool     // init/join: networks and labels are planned after it
+	drain     []string // members to drain (converge.Env.SwarmDrain)
 }
 
 // Plan implements converge.Provider.
@@ -233,7 +236,7 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 	if err != nil {
 		return nil, err
 	}
-	d := &planData{s: s, advertise: s.GetAdvertiseAddr()}
+	d := &planData{s: s, advertise: s.GetAdvertiseAddr(), drain: env.SwarmDrain}
 	if d.advertise == "" && len(env.Facts.GetAddresses()) > 0 {
 		// Facts may carry "10.0.0.5/24": docker wants the address.
 		d.advertise, _, _ = strings.Cut(env.Facts.GetAddresses()[0], "/")
@@ -261,6 +264,9 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 			if s.GetInitializer() {
 				d.steps = append(d.steps, step{kind: "sandbox", text: "would create overlay network " + n.GetName()})
 			}
+		}
+		if s.GetInitializer() && len(d.drain) > 0 {
+			d.steps = append(d.steps, step{kind: "sandbox", text: "would drain swarm nodes " + strings.Join(d.drain, ",")})
 		}
 		return d, nil
 	}
@@ -374,6 +380,9 @@ func (p *Provider) planManaged(ctx context.Context, s *hivev1.Swarm, d *planData
 			d.steps = append(d.steps, step{kind: "label", nodeID: node.ID, labels: m.GetLabels(),
 				text: fmt.Sprintf("label node %s (%s): %s", m.GetName(), m.GetAddress(), strings.Join(missing, ", "))})
 		}
+		if st := availabilityStep(node, m, slices.Contains(d.drain, m.GetName())); st != nil {
+			d.steps = append(d.steps, *st)
+		}
 	}
 	if len(s.GetMembers()) > 0 {
 		for _, n := range nodes.Items {
@@ -381,6 +390,27 @@ func (p *Provider) planManaged(ctx context.Context, s *hivev1.Swarm, d *planData
 				d.steps = append(d.steps, step{kind: "remove", nodeID: n.ID, text: fmt.Sprintf("remove node %s (%s): down and no longer a member", short(n.ID), n.Status.Addr)})
 			}
 		}
+	}
+	return nil
+}
+
+// DrainedLabel marks a swarm node hive drained (maintenance, a
+// coordinated reboot): only such nodes are made active again, so a drain
+// an operator set by hand stays.
+const DrainedLabel = "hive.drained"
+
+// availabilityStep plans draining a member the coordinators hold out of
+// service, or making one hive drained active again; nil when it is as it
+// should be.
+func availabilityStep(node *dswarm.Node, m *hivev1.SwarmMember, drain bool) *step {
+	switch {
+	case drain && node.Spec.Availability != dswarm.NodeAvailabilityDrain:
+		// (Drained already, by hand: left unmarked, so it stays drained after.)
+		return &step{kind: "availability", nodeID: node.ID, drain: true,
+			text: fmt.Sprintf("drain node %s (%s): in maintenance or rebooting", m.GetName(), m.GetAddress())}
+	case !drain && node.Spec.Labels[DrainedLabel] == "true":
+		return &step{kind: "availability", nodeID: node.ID,
+			text: fmt.Sprintf("make node %s (%s) active again", m.GetName(), m.GetAddress())}
 	}
 	return nil
 }
@@ -522,7 +552,7 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 	if !d.s.GetInitializer() {
 		return nil
 	}
-	more := &planData{s: d.s, advertise: d.advertise}
+	more := &planData{s: d.s, advertise: d.advertise, drain: d.drain}
 	if err := p.planManaged(ctx, d.s, more); err != nil {
 		return err
 	}
@@ -608,6 +638,25 @@ func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st st
 		}
 		if _, err := p.cli.NodeUpdate(ctx, st.nodeID, client.NodeUpdateOptions{Version: res.Node.Version, Spec: spec}); err != nil {
 			return fmt.Errorf("label node %s: %w", short(st.nodeID), err)
+		}
+	case "availability":
+		res, err := p.cli.NodeInspect(ctx, st.nodeID, client.NodeInspectOptions{})
+		if err != nil {
+			return fmt.Errorf("inspect node %s: %w", short(st.nodeID), err)
+		}
+		spec := res.Node.Spec
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		if st.drain {
+			spec.Availability = dswarm.NodeAvailabilityDrain
+			spec.Labels[DrainedLabel] = "true"
+		} else {
+			spec.Availability = dswarm.NodeAvailabilityActive
+			delete(spec.Labels, DrainedLabel)
+		}
+		if _, err := p.cli.NodeUpdate(ctx, st.nodeID, client.NodeUpdateOptions{Version: res.Node.Version, Spec: spec}); err != nil {
+			return fmt.Errorf("set availability of node %s: %w", short(st.nodeID), err)
 		}
 	case "remove":
 		if _, err := p.cli.NodeRemove(ctx, st.nodeID, client.NodeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {

@@ -246,6 +246,28 @@ func TestSwarmTimeline(t *testing.T) {
 		t.Errorf("manager rerun after labels: %v %s", ch.Err, ch.Diff)
 	}
 
+	// w1 goes into maintenance (or takes the reboot lock): the initializer
+	// drains it and marks it; once released, makes it active again.
+	m1.env.SwarmDrain = []string{"w1"}
+	ch = m1.converge(t, manager)
+	if ch.Err != nil || !strings.Contains(ch.Diff, "drain node w1 ("+w1.n.addr+")") {
+		t.Fatalf("drain: err=%v diff=%s", ch.Err, ch.Diff)
+	}
+	if n := m1.nodes(t)[w1.n.addr]; n.Spec.Availability != dswarm.NodeAvailabilityDrain || n.Spec.Labels[DrainedLabel] != "true" || n.Spec.Labels["disk"] != "ssd" {
+		t.Errorf("w1 after drain: %+v", n.Spec)
+	}
+	if ch = m1.converge(t, manager); ch.Needed || ch.Err != nil {
+		t.Errorf("rerun while drained: %v %s", ch.Err, ch.Diff)
+	}
+	m1.env.SwarmDrain = nil
+	ch = m1.converge(t, manager)
+	if ch.Err != nil || !strings.Contains(ch.Diff, "make node w1 ("+w1.n.addr+") active again") {
+		t.Fatalf("undrain: err=%v diff=%s", ch.Err, ch.Diff)
+	}
+	if n := m1.nodes(t)[w1.n.addr]; n.Spec.Availability != dswarm.NodeAvailabilityActive || n.Spec.Labels[DrainedLabel] != "" {
+		t.Errorf("w1 after undrain: %+v", n.Spec)
+	}
+
 	// w2's swarm role is removed: it leaves; the initializer, whose
 	// members no longer list it, removes the node once it is down.
 	rm, err := w2.p.Prune(context.Background(), w2.env, nil)

@@ -47,6 +47,12 @@ func sampleLog() []*hivev1.Command {
 		{Time: t0, Body: &hivev1.Command_NodeUpsert{NodeUpsert: &hivev1.NodeUpsertCommand{Name: "web-1", Labels: map[string]string{"tier": "web"}, Addresses: []string{"10.1.0.1"},
 			Identity: &hivev1.NodeIdentity{Source: "certificate", Labels: map[string]string{"tier": "web"}, Serial: "0a"}}}},
 		{Time: t0, Body: &hivev1.Command_NodeLabel{NodeLabel: &hivev1.NodeLabelCommand{Name: "web-1", Set: map[string]string{"zone": "a"}, Author: "alice"}}},
+		// Not in log-v1.bin: maintenance and reboots (bodies 60-64).
+		{Time: t0, Body: &hivev1.Command_MaintenanceSet{MaintenanceSet: &hivev1.MaintenanceSetCommand{Node: "web-1", Reason: "disk", Author: "admin:alice"}}},
+		{Time: t0, Body: &hivev1.Command_MaintenanceClear{MaintenanceClear: &hivev1.MaintenanceClearCommand{Node: "web-1", Author: "admin:alice"}}},
+		{Time: t0, Body: &hivev1.Command_RebootRequest{RebootRequest: &hivev1.RebootRequestCommand{Nodes: []string{"web-1"}, MaxParallel: 2, Author: "admin:alice"}}},
+		{Time: t0, Body: &hivev1.Command_RebootStep{RebootStep: &hivev1.RebootStepCommand{Node: "web-1", From: hivev1.RebootState_REBOOT_STATE_QUEUED, To: hivev1.RebootState_REBOOT_STATE_DRAINING}}},
+		{Time: t0, Body: &hivev1.Command_RebootCancel{RebootCancel: &hivev1.RebootCancelCommand{Author: "admin:alice"}}},
 	}
 }
 
@@ -104,7 +110,10 @@ func TestApplyEveryCommand(t *testing.T) {
 	if l, src := state.TrustedLabels(f.Store().Node("web-1")); l["tier"] != "web" || l["zone"] != "a" || src["zone"] != "operator" {
 		t.Fatalf("trusted labels = %v %v", l, src)
 	}
-	want := ChangeGeneration | ChangeRegistry | ChangeStatus | ChangeSecrets | ChangeCoordinators | ChangeTokens | ChangeRevocations
+	if e := f.Store().RebootEntry("web-1"); e.GetState() != hivev1.RebootState_REBOOT_STATE_DRAINING || e.GetId() == 0 || f.Store().Maintenance("web-1") != nil {
+		t.Fatalf("reboot entry %v, maintenance %v", e, f.Store().Maintenance("web-1"))
+	}
+	want := ChangeGeneration | ChangeRegistry | ChangeStatus | ChangeSecrets | ChangeCoordinators | ChangeTokens | ChangeRevocations | ChangeRollout
 	if changes != want {
 		t.Fatalf("changes = %b, want %b", changes, want)
 	}

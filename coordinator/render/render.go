@@ -586,6 +586,13 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		s.JoinTokenSecret = swarmSecret(v, b, f.Name)
 		if s.Initializer {
 			s.Members = v.swarmNodes
+			if d, ok := v.src.(Drainer); ok {
+				for _, m := range v.swarmNodes {
+					if d.SwarmDrained(m.GetName()) {
+						st.SwarmDrain = append(st.SwarmDrain, m.GetName())
+					}
+				}
+			}
 		}
 		st.Resources[b.swarmIdx] = res
 	}
@@ -604,6 +611,7 @@ func Hash(st *hivev1.NodeState) (string, error) {
 	c := &hivev1.NodeState{
 		Node: st.GetNode(), Generation: st.GetGeneration(), Facts: st.GetFacts(),
 		Resources: st.GetResources(), Secrets: st.GetSecrets(), Checks: st.GetChecks(),
+		SwarmDrain: st.GetSwarmDrain(),
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {

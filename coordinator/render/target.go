@@ -13,6 +13,15 @@ type Targeter interface {
 	TargetGeneration(node string) *hivev1.Generation
 }
 
+// Drainer is a Source that knows which nodes the swarm must drain
+// (coordinator/state: maintenance, a reboot holding the lock); the
+// initializer's state lists them (NodeState.swarm_drain). A change of the
+// answer must change the source's RegistryVersion, so cached states are
+// rendered again.
+type Drainer interface {
+	SwarmDrained(node string) bool
+}
+
 func targetOf(src Source, node string) *hivev1.Generation {
 	if t, ok := src.(Targeter); ok {
 		return t.TargetGeneration(node)

@@ -94,6 +94,9 @@ func (s *Store) TargetGeneration(node string) *hivev1.Generation {
 }
 
 func (s *Store) targetLocked(node string) uint64 {
+	if m := s.maint[node]; m != nil {
+		return m.GetGeneration()
+	}
 	if !s.rolloutGovernsLocked() {
 		return s.currentNumber()
 	}

@@ -64,6 +64,7 @@ func (s *Store) Capture() (*hivev1.StateSnapshot, uint64) {
 	snap.Audit = s.audit.list()
 	s.captureChecksLocked(snap)
 	s.captureVolumesLocked(snap)
+	s.captureMaintenanceLocked(snap)
 	return snap, s.index
 }
 
@@ -165,6 +166,9 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 		return nil, err
 	}
 	if err := s.restoreVolumes(&snap); err != nil {
+		return nil, err
+	}
+	if err := s.restoreMaintenance(&snap); err != nil {
 		return nil, err
 	}
 	// Versions restart from a value different from any a watcher may have

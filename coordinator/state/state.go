@@ -59,11 +59,13 @@ type Store struct {
 	secrets      map[string]*hivev1.StoredSecret
 	tokens       map[string]*hivev1.StoredBootstrapToken
 	coordinators map[string]*hivev1.CoordinatorRecord
-	revocations  map[string]*hivev1.Revocation      // the deny list, by node (revoke.go)
-	ro           rolloutState                       // the latest rollout and its node index (rollout.go)
-	audit        auditLog                           // bounded audit log (audit.go)
-	checkRecs    map[string]*hivev1.CheckNodeRecord // health and drift repairs, by node (checks.go)
-	vols         volumeState                        // volume minors, ports and sizes (volumes.go)
+	revocations  map[string]*hivev1.Revocation        // the deny list, by node (revoke.go)
+	ro           rolloutState                         // the latest rollout and its node index (rollout.go)
+	audit        auditLog                             // bounded audit log (audit.go)
+	checkRecs    map[string]*hivev1.CheckNodeRecord   // health and drift repairs, by node (checks.go)
+	vols         volumeState                          // volume minors, ports and sizes (volumes.go)
+	maint        map[string]*hivev1.MaintenanceRecord // nodes in maintenance (maintenance.go)
+	reboot       *hivev1.RebootQueue                  // the reboot lock and queue, or nil (maintenance.go)
 
 	// index is the raft index of the last applied command.
 	index uint64

@@ -149,6 +149,8 @@ func filled() *Store {
 	s.SetSecret(t0, &hivev1.SecretSetCommand{Name: "k", Sealed: []byte{1, 2, 3}, KeyId: "id", Author: "a"})
 	s.CreateToken(&hivev1.BootstrapTokenCreateCommand{TokenSha256: "h", Expires: timestamppb.New(t0)})
 	s.UpsertCoordinator(t0, &hivev1.CoordinatorUpsertCommand{Name: "c1", GrpcAddr: "g", RaftAddr: "r"})
+	s.SetMaintenance(t0, &hivev1.MaintenanceSetCommand{Node: "n2", Reason: "disk", Author: "admin:alice"})
+	s.RequestReboot(t0, &hivev1.RebootRequestCommand{Nodes: []string{"n1"}, MaxParallel: 2, Author: "admin:alice"})
 	s.SetIndex(42)
 	return s
 }

@@ -1056,7 +1056,10 @@ type WatchNodeStateResponse struct {
 	State *NodeState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
 	// A dry run the agent is asked to do (hivectl plan); state is unset in
 	// such a message. Agents that do not know it ignore it.
-	Plan          *PlanDryRun `protobuf:"bytes,10,opt,name=plan,proto3" json:"plan,omitempty"`
+	Plan *PlanDryRun `protobuf:"bytes,10,opt,name=plan,proto3" json:"plan,omitempty"`
+	// The node is to reboot now (a coordinated reboot holds the lock for
+	// it); state is unset in such a message.
+	Reboot        *RebootOrder `protobuf:"bytes,20,opt,name=reboot,proto3" json:"reboot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1101,6 +1104,13 @@ func (x *WatchNodeStateResponse) GetState() *NodeState {
 func (x *WatchNodeStateResponse) GetPlan() *PlanDryRun {
 	if x != nil {
 		return x.Plan
+	}
+	return nil
+}
+
+func (x *WatchNodeStateResponse) GetReboot() *RebootOrder {
+	if x != nil {
+		return x.Reboot
 	}
 	return nil
 }
@@ -4720,7 +4730,7 @@ var File_hive_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
-	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8f\x02\n" +
+	"\x19hive/v1/coordinator.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x11hive/v1/ops.proto\x1a\x12hive/v1/raft.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8f\x02\n" +
 	"\vPushRequest\x12!\n" +
 	"\x04site\x18\x01 \x01(\v2\r.hive.v1.SiteR\x04site\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12'\n" +
@@ -4804,11 +4814,12 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
 	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x01\n" +
 	"\x16WatchNodeStateResponse\x12(\n" +
 	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x12'\n" +
 	"\x04plan\x18\n" +
-	" \x01(\v2\x13.hive.v1.PlanDryRunR\x04plan\"8\n" +
+	" \x01(\v2\x13.hive.v1.PlanDryRunR\x04plan\x12,\n" +
+	"\x06reboot\x18\x14 \x01(\v2\x14.hive.v1.RebootOrderR\x06reboot\"8\n" +
 	"\rReportRequest\x12'\n" +
 	"\x06report\x18\x01 \x01(\v2\x0f.hive.v1.ReportR\x06report\",\n" +
 	"\x0eReportResponse\x12\x1a\n" +
@@ -5064,7 +5075,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
 	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
 	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
-	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xaa\x14\n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xba\x17\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -5104,7 +5115,12 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x04Plan\x12\x14.hive.v1.PlanRequest\x1a\x15.hive.v1.PlanResponse\x12E\n" +
 	"\n" +
 	"ReportPlan\x12\x1a.hive.v1.ReportPlanRequest\x1a\x1b.hive.v1.ReportPlanResponse\x12W\n" +
-	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse2\xa2\x03\n" +
+	"\x10ListDriftRepairs\x12 .hive.v1.ListDriftRepairsRequest\x1a!.hive.v1.ListDriftRepairsResponse\x12W\n" +
+	"\x10MaintenanceStart\x12 .hive.v1.MaintenanceStartRequest\x1a!.hive.v1.MaintenanceStartResponse\x12Q\n" +
+	"\x0eMaintenanceEnd\x12\x1e.hive.v1.MaintenanceEndRequest\x1a\x1f.hive.v1.MaintenanceEndResponse\x12H\n" +
+	"\vRebootStart\x12\x1b.hive.v1.RebootStartRequest\x1a\x1c.hive.v1.RebootStartResponse\x12K\n" +
+	"\fRebootStatus\x12\x1c.hive.v1.RebootStatusRequest\x1a\x1d.hive.v1.RebootStatusResponse\x12K\n" +
+	"\fRebootCancel\x12\x1c.hive.v1.RebootCancelRequest\x1a\x1d.hive.v1.RebootCancelResponse2\xa2\x03\n" +
 	"\x0eClusterService\x12B\n" +
 	"\tReadIndex\x12\x19.hive.v1.ReadIndexRequest\x1a\x1a.hive.v1.ReadIndexResponse\x126\n" +
 	"\x05Apply\x12\x15.hive.v1.ApplyRequest\x1a\x16.hive.v1.ApplyResponse\x12<\n" +
@@ -5225,22 +5241,33 @@ var file_hive_v1_coordinator_proto_goTypes = []any{
 	(*GenerationSummary)(nil),               // 94: hive.v1.GenerationSummary
 	(*Generation)(nil),                      // 95: hive.v1.Generation
 	(*NodeState)(nil),                       // 96: hive.v1.NodeState
-	(*Report)(nil),                          // 97: hive.v1.Report
-	(*NodeStatus)(nil),                      // 98: hive.v1.NodeStatus
-	(*Member)(nil),                          // 99: hive.v1.Member
-	(*timestamppb.Timestamp)(nil),           // 100: google.protobuf.Timestamp
-	(*Command)(nil),                         // 101: hive.v1.Command
-	(*CommandResult)(nil),                   // 102: hive.v1.CommandResult
-	(*Revocation)(nil),                      // 103: hive.v1.Revocation
-	(RaftRole)(0),                           // 104: hive.v1.RaftRole
-	(*RolloutStatus)(nil),                   // 105: hive.v1.RolloutStatus
-	(*Rollout)(nil),                         // 106: hive.v1.Rollout
-	(*ResourceResult)(nil),                  // 107: hive.v1.ResourceResult
-	(*DriftRepair)(nil),                     // 108: hive.v1.DriftRepair
-	(*ListAuditRequest)(nil),                // 109: hive.v1.ListAuditRequest
-	(*WatchEventsRequest)(nil),              // 110: hive.v1.WatchEventsRequest
-	(*ListAuditResponse)(nil),               // 111: hive.v1.ListAuditResponse
-	(*WatchEventsResponse)(nil),             // 112: hive.v1.WatchEventsResponse
+	(*RebootOrder)(nil),                     // 97: hive.v1.RebootOrder
+	(*Report)(nil),                          // 98: hive.v1.Report
+	(*NodeStatus)(nil),                      // 99: hive.v1.NodeStatus
+	(*Member)(nil),                          // 100: hive.v1.Member
+	(*timestamppb.Timestamp)(nil),           // 101: google.protobuf.Timestamp
+	(*Command)(nil),                         // 102: hive.v1.Command
+	(*CommandResult)(nil),                   // 103: hive.v1.CommandResult
+	(*Revocation)(nil),                      // 104: hive.v1.Revocation
+	(RaftRole)(0),                           // 105: hive.v1.RaftRole
+	(*RolloutStatus)(nil),                   // 106: hive.v1.RolloutStatus
+	(*Rollout)(nil),                         // 107: hive.v1.Rollout
+	(*ResourceResult)(nil),                  // 108: hive.v1.ResourceResult
+	(*DriftRepair)(nil),                     // 109: hive.v1.DriftRepair
+	(*ListAuditRequest)(nil),                // 110: hive.v1.ListAuditRequest
+	(*WatchEventsRequest)(nil),              // 111: hive.v1.WatchEventsRequest
+	(*MaintenanceStartRequest)(nil),         // 112: hive.v1.MaintenanceStartRequest
+	(*MaintenanceEndRequest)(nil),           // 113: hive.v1.MaintenanceEndRequest
+	(*RebootStartRequest)(nil),              // 114: hive.v1.RebootStartRequest
+	(*RebootStatusRequest)(nil),             // 115: hive.v1.RebootStatusRequest
+	(*RebootCancelRequest)(nil),             // 116: hive.v1.RebootCancelRequest
+	(*ListAuditResponse)(nil),               // 117: hive.v1.ListAuditResponse
+	(*WatchEventsResponse)(nil),             // 118: hive.v1.WatchEventsResponse
+	(*MaintenanceStartResponse)(nil),        // 119: hive.v1.MaintenanceStartResponse
+	(*MaintenanceEndResponse)(nil),          // 120: hive.v1.MaintenanceEndResponse
+	(*RebootStartResponse)(nil),             // 121: hive.v1.RebootStartResponse
+	(*RebootStatusResponse)(nil),            // 122: hive.v1.RebootStatusResponse
+	(*RebootCancelResponse)(nil),            // 123: hive.v1.RebootCancelResponse
 }
 var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	91,  // 0: hive.v1.PushRequest.site:type_name -> hive.v1.Site
@@ -5256,131 +5283,142 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	86,  // 10: hive.v1.WatchNodeStateRequest.interfaces:type_name -> hive.v1.WatchNodeStateRequest.InterfacesEntry
 	96,  // 11: hive.v1.WatchNodeStateResponse.state:type_name -> hive.v1.NodeState
 	72,  // 12: hive.v1.WatchNodeStateResponse.plan:type_name -> hive.v1.PlanDryRun
-	97,  // 13: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
-	93,  // 14: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
-	98,  // 15: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
-	99,  // 16: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
-	100, // 17: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
-	26,  // 18: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
-	31,  // 19: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
-	87,  // 20: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
-	100, // 21: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
-	101, // 22: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
-	102, // 23: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
-	44,  // 24: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
-	103, // 25: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
-	103, // 26: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
-	104, // 27: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
-	88,  // 28: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
-	89,  // 29: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
-	90,  // 30: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
-	105, // 31: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	105, // 32: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
-	106, // 33: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	106, // 34: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	106, // 35: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	106, // 36: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
-	96,  // 37: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
-	100, // 38: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
-	91,  // 39: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
-	93,  // 40: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
-	1,   // 41: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
-	107, // 42: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
-	93,  // 43: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
-	74,  // 44: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
-	100, // 45: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
-	97,  // 46: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
-	91,  // 47: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
-	100, // 48: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
-	100, // 49: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
-	97,  // 50: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
-	100, // 51: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
-	108, // 52: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
-	2,   // 53: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
-	4,   // 54: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
-	6,   // 55: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
-	8,   // 56: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
-	10,  // 57: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
-	13,  // 58: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
-	15,  // 59: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
-	17,  // 60: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	19,  // 61: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	21,  // 62: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	23,  // 63: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	25,  // 64: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	28,  // 65: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	30,  // 66: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	33,  // 67: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	35,  // 68: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	37,  // 69: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	39,  // 70: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	48,  // 71: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	50,  // 72: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	52,  // 73: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	56,  // 74: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	58,  // 75: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
-	60,  // 76: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
-	62,  // 77: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
-	64,  // 78: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
-	66,  // 79: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
-	68,  // 80: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
-	70,  // 81: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
-	109, // 82: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
-	110, // 83: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
-	73,  // 84: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
-	76,  // 85: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
-	82,  // 86: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	46,  // 87: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	41,  // 88: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	43,  // 89: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	54,  // 90: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	78,  // 91: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
-	80,  // 92: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
-	3,   // 93: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	5,   // 94: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	7,   // 95: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	9,   // 96: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	12,  // 97: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	14,  // 98: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	16,  // 99: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	18,  // 100: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	20,  // 101: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	22,  // 102: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	24,  // 103: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	27,  // 104: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	29,  // 105: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	32,  // 106: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	34,  // 107: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	36,  // 108: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	38,  // 109: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	40,  // 110: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	49,  // 111: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	51,  // 112: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	53,  // 113: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	57,  // 114: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	59,  // 115: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
-	61,  // 116: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
-	63,  // 117: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
-	65,  // 118: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
-	67,  // 119: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
-	69,  // 120: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
-	71,  // 121: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
-	111, // 122: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
-	112, // 123: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
-	75,  // 124: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
-	77,  // 125: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
-	83,  // 126: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	47,  // 127: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	42,  // 128: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	45,  // 129: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	55,  // 130: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	79,  // 131: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
-	81,  // 132: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
-	93,  // [93:133] is the sub-list for method output_type
-	53,  // [53:93] is the sub-list for method input_type
-	53,  // [53:53] is the sub-list for extension type_name
-	53,  // [53:53] is the sub-list for extension extendee
-	0,   // [0:53] is the sub-list for field type_name
+	97,  // 13: hive.v1.WatchNodeStateResponse.reboot:type_name -> hive.v1.RebootOrder
+	98,  // 14: hive.v1.ReportRequest.report:type_name -> hive.v1.Report
+	93,  // 15: hive.v1.GetStatusRequest.max_wait:type_name -> google.protobuf.Duration
+	99,  // 16: hive.v1.GetStatusResponse.nodes:type_name -> hive.v1.NodeStatus
+	100, // 17: hive.v1.ListMembersResponse.members:type_name -> hive.v1.Member
+	101, // 18: hive.v1.SecretInfo.updated:type_name -> google.protobuf.Timestamp
+	26,  // 19: hive.v1.ListSecretsResponse.secrets:type_name -> hive.v1.SecretInfo
+	31,  // 20: hive.v1.ListPeersResponse.peers:type_name -> hive.v1.RaftPeer
+	87,  // 21: hive.v1.CreateBootstrapTokenRequest.labels:type_name -> hive.v1.CreateBootstrapTokenRequest.LabelsEntry
+	101, // 22: hive.v1.CreateBootstrapTokenResponse.expires:type_name -> google.protobuf.Timestamp
+	102, // 23: hive.v1.ApplyRequest.command:type_name -> hive.v1.Command
+	103, // 24: hive.v1.ApplyResponse.result:type_name -> hive.v1.CommandResult
+	44,  // 25: hive.v1.GetKeysResponse.keys:type_name -> hive.v1.KeyringKey
+	104, // 26: hive.v1.RevokeNodeResponse.revocation:type_name -> hive.v1.Revocation
+	104, // 27: hive.v1.RemoveNodeResponse.revocation:type_name -> hive.v1.Revocation
+	105, // 28: hive.v1.RaftStatsResponse.state:type_name -> hive.v1.RaftRole
+	88,  // 29: hive.v1.LabelNodeRequest.set:type_name -> hive.v1.LabelNodeRequest.SetEntry
+	89,  // 30: hive.v1.LabelNodeResponse.labels:type_name -> hive.v1.LabelNodeResponse.LabelsEntry
+	90,  // 31: hive.v1.LabelNodeResponse.label_sources:type_name -> hive.v1.LabelNodeResponse.LabelSourcesEntry
+	106, // 32: hive.v1.GetRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	106, // 33: hive.v1.WatchRolloutResponse.status:type_name -> hive.v1.RolloutStatus
+	107, // 34: hive.v1.PauseRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	107, // 35: hive.v1.ResumeRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	107, // 36: hive.v1.PromoteRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	107, // 37: hive.v1.AbortRolloutResponse.rollout:type_name -> hive.v1.Rollout
+	96,  // 38: hive.v1.PlanDryRun.state:type_name -> hive.v1.NodeState
+	101, // 39: hive.v1.PlanDryRun.deadline:type_name -> google.protobuf.Timestamp
+	91,  // 40: hive.v1.PlanRequest.site:type_name -> hive.v1.Site
+	93,  // 41: hive.v1.PlanRequest.timeout:type_name -> google.protobuf.Duration
+	1,   // 42: hive.v1.PlanNode.state:type_name -> hive.v1.PlanNodeState
+	108, // 43: hive.v1.PlanNode.results:type_name -> hive.v1.ResourceResult
+	93,  // 44: hive.v1.PlanNode.took:type_name -> google.protobuf.Duration
+	74,  // 45: hive.v1.PlanResponse.nodes:type_name -> hive.v1.PlanNode
+	101, // 46: hive.v1.PlanResponse.expires:type_name -> google.protobuf.Timestamp
+	98,  // 47: hive.v1.ReportPlanRequest.report:type_name -> hive.v1.Report
+	91,  // 48: hive.v1.PlanDeliverRequest.site:type_name -> hive.v1.Site
+	101, // 49: hive.v1.PlanDeliverRequest.deadline:type_name -> google.protobuf.Timestamp
+	101, // 50: hive.v1.PlanDeliverRequest.expires:type_name -> google.protobuf.Timestamp
+	98,  // 51: hive.v1.PlanCollectRequest.report:type_name -> hive.v1.Report
+	101, // 52: hive.v1.ListDriftRepairsRequest.since:type_name -> google.protobuf.Timestamp
+	109, // 53: hive.v1.ListDriftRepairsResponse.repairs:type_name -> hive.v1.DriftRepair
+	2,   // 54: hive.v1.CoordinatorService.Push:input_type -> hive.v1.PushRequest
+	4,   // 55: hive.v1.CoordinatorService.Rollback:input_type -> hive.v1.RollbackRequest
+	6,   // 56: hive.v1.CoordinatorService.ListGenerations:input_type -> hive.v1.ListGenerationsRequest
+	8,   // 57: hive.v1.CoordinatorService.GetGeneration:input_type -> hive.v1.GetGenerationRequest
+	10,  // 58: hive.v1.CoordinatorService.DiffGenerations:input_type -> hive.v1.DiffGenerationsRequest
+	13,  // 59: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
+	15,  // 60: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
+	17,  // 61: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
+	19,  // 62: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	21,  // 63: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	23,  // 64: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	25,  // 65: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	28,  // 66: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	30,  // 67: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	33,  // 68: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	35,  // 69: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	37,  // 70: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	39,  // 71: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	48,  // 72: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	50,  // 73: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	52,  // 74: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	56,  // 75: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	58,  // 76: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
+	60,  // 77: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
+	62,  // 78: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
+	64,  // 79: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
+	66,  // 80: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
+	68,  // 81: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
+	70,  // 82: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
+	110, // 83: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	111, // 84: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	73,  // 85: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	76,  // 86: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	82,  // 87: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	112, // 88: hive.v1.CoordinatorService.MaintenanceStart:input_type -> hive.v1.MaintenanceStartRequest
+	113, // 89: hive.v1.CoordinatorService.MaintenanceEnd:input_type -> hive.v1.MaintenanceEndRequest
+	114, // 90: hive.v1.CoordinatorService.RebootStart:input_type -> hive.v1.RebootStartRequest
+	115, // 91: hive.v1.CoordinatorService.RebootStatus:input_type -> hive.v1.RebootStatusRequest
+	116, // 92: hive.v1.CoordinatorService.RebootCancel:input_type -> hive.v1.RebootCancelRequest
+	46,  // 93: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41,  // 94: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43,  // 95: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54,  // 96: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	78,  // 97: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	80,  // 98: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,   // 99: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,   // 100: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,   // 101: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,   // 102: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12,  // 103: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14,  // 104: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16,  // 105: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18,  // 106: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	20,  // 107: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22,  // 108: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24,  // 109: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27,  // 110: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29,  // 111: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32,  // 112: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34,  // 113: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36,  // 114: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38,  // 115: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40,  // 116: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49,  // 117: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51,  // 118: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53,  // 119: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57,  // 120: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	59,  // 121: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	61,  // 122: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	63,  // 123: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	65,  // 124: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	67,  // 125: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	69,  // 126: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	71,  // 127: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	117, // 128: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	118, // 129: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	75,  // 130: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	77,  // 131: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	83,  // 132: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	119, // 133: hive.v1.CoordinatorService.MaintenanceStart:output_type -> hive.v1.MaintenanceStartResponse
+	120, // 134: hive.v1.CoordinatorService.MaintenanceEnd:output_type -> hive.v1.MaintenanceEndResponse
+	121, // 135: hive.v1.CoordinatorService.RebootStart:output_type -> hive.v1.RebootStartResponse
+	122, // 136: hive.v1.CoordinatorService.RebootStatus:output_type -> hive.v1.RebootStatusResponse
+	123, // 137: hive.v1.CoordinatorService.RebootCancel:output_type -> hive.v1.RebootCancelResponse
+	47,  // 138: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42,  // 139: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45,  // 140: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55,  // 141: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	79,  // 142: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	81,  // 143: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	99,  // [99:144] is the sub-list for method output_type
+	54,  // [54:99] is the sub-list for method input_type
+	54,  // [54:54] is the sub-list for extension type_name
+	54,  // [54:54] is the sub-list for extension extendee
+	0,   // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_coordinator_proto_init() }
@@ -5388,6 +5426,7 @@ func file_hive_v1_coordinator_proto_init() {
 	if File_hive_v1_coordinator_proto != nil {
 		return
 	}
+	file_hive_v1_maintenance_proto_init()
 	file_hive_v1_ops_proto_init()
 	file_hive_v1_raft_proto_init()
 	file_hive_v1_rollout_proto_init()

@@ -53,6 +53,11 @@ const (
 	CoordinatorService_Plan_FullMethodName                    = "/hive.v1.CoordinatorService/Plan"
 	CoordinatorService_ReportPlan_FullMethodName              = "/hive.v1.CoordinatorService/ReportPlan"
 	CoordinatorService_ListDriftRepairs_FullMethodName        = "/hive.v1.CoordinatorService/ListDriftRepairs"
+	CoordinatorService_MaintenanceStart_FullMethodName        = "/hive.v1.CoordinatorService/MaintenanceStart"
+	CoordinatorService_MaintenanceEnd_FullMethodName          = "/hive.v1.CoordinatorService/MaintenanceEnd"
+	CoordinatorService_RebootStart_FullMethodName             = "/hive.v1.CoordinatorService/RebootStart"
+	CoordinatorService_RebootStatus_FullMethodName            = "/hive.v1.CoordinatorService/RebootStatus"
+	CoordinatorService_RebootCancel_FullMethodName            = "/hive.v1.CoordinatorService/RebootCancel"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -166,6 +171,19 @@ type CoordinatorServiceClient interface {
 	// (the last state.MaxDriftRepairs per node), newest first, read from the
 	// answering server's state.
 	ListDriftRepairs(ctx context.Context, in *ListDriftRepairsRequest, opts ...grpc.CallOption) (*ListDriftRepairsResponse, error)
+	// MaintenanceStart puts a node into maintenance: it keeps its target
+	// generation, rollouts and reboots skip it, its swarm node is drained.
+	// Admins only.
+	MaintenanceStart(ctx context.Context, in *MaintenanceStartRequest, opts ...grpc.CallOption) (*MaintenanceStartResponse, error)
+	// MaintenanceEnd takes a node out of maintenance. Admins only.
+	MaintenanceEnd(ctx context.Context, in *MaintenanceEndRequest, opts ...grpc.CallOption) (*MaintenanceEndResponse, error)
+	// RebootStart queues nodes for a coordinated reboot under the fleet
+	// lock. Admins only.
+	RebootStart(ctx context.Context, in *RebootStartRequest, opts ...grpc.CallOption) (*RebootStartResponse, error)
+	// RebootStatus returns the reboot queue.
+	RebootStatus(ctx context.Context, in *RebootStatusRequest, opts ...grpc.CallOption) (*RebootStatusResponse, error)
+	// RebootCancel drops the queued nodes and clears a halt. Admins only.
+	RebootCancel(ctx context.Context, in *RebootCancelRequest, opts ...grpc.CallOption) (*RebootCancelResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -543,6 +561,56 @@ func (c *coordinatorServiceClient) ListDriftRepairs(ctx context.Context, in *Lis
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) MaintenanceStart(ctx context.Context, in *MaintenanceStartRequest, opts ...grpc.CallOption) (*MaintenanceStartResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MaintenanceStartResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_MaintenanceStart_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) MaintenanceEnd(ctx context.Context, in *MaintenanceEndRequest, opts ...grpc.CallOption) (*MaintenanceEndResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MaintenanceEndResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_MaintenanceEnd_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RebootStart(ctx context.Context, in *RebootStartRequest, opts ...grpc.CallOption) (*RebootStartResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebootStartResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RebootStart_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RebootStatus(ctx context.Context, in *RebootStatusRequest, opts ...grpc.CallOption) (*RebootStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebootStatusResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RebootStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) RebootCancel(ctx context.Context, in *RebootCancelRequest, opts ...grpc.CallOption) (*RebootCancelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebootCancelResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RebootCancel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -654,6 +722,19 @@ type CoordinatorServiceServer interface {
 	// (the last state.MaxDriftRepairs per node), newest first, read from the
 	// answering server's state.
 	ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error)
+	// MaintenanceStart puts a node into maintenance: it keeps its target
+	// generation, rollouts and reboots skip it, its swarm node is drained.
+	// Admins only.
+	MaintenanceStart(context.Context, *MaintenanceStartRequest) (*MaintenanceStartResponse, error)
+	// MaintenanceEnd takes a node out of maintenance. Admins only.
+	MaintenanceEnd(context.Context, *MaintenanceEndRequest) (*MaintenanceEndResponse, error)
+	// RebootStart queues nodes for a coordinated reboot under the fleet
+	// lock. Admins only.
+	RebootStart(context.Context, *RebootStartRequest) (*RebootStartResponse, error)
+	// RebootStatus returns the reboot queue.
+	RebootStatus(context.Context, *RebootStatusRequest) (*RebootStatusResponse, error)
+	// RebootCancel drops the queued nodes and clears a halt. Admins only.
+	RebootCancel(context.Context, *RebootCancelRequest) (*RebootCancelResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -765,6 +846,21 @@ func (UnimplementedCoordinatorServiceServer) ReportPlan(context.Context, *Report
 }
 func (UnimplementedCoordinatorServiceServer) ListDriftRepairs(context.Context, *ListDriftRepairsRequest) (*ListDriftRepairsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDriftRepairs not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) MaintenanceStart(context.Context, *MaintenanceStartRequest) (*MaintenanceStartResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MaintenanceStart not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) MaintenanceEnd(context.Context, *MaintenanceEndRequest) (*MaintenanceEndResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MaintenanceEnd not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RebootStart(context.Context, *RebootStartRequest) (*RebootStartResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebootStart not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RebootStatus(context.Context, *RebootStatusRequest) (*RebootStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebootStatus not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RebootCancel(context.Context, *RebootCancelRequest) (*RebootCancelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebootCancel not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -1378,6 +1474,96 @@ func _CoordinatorService_ListDriftRepairs_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_MaintenanceStart_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MaintenanceStartRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).MaintenanceStart(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_MaintenanceStart_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).MaintenanceStart(ctx, req.(*MaintenanceStartRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_MaintenanceEnd_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MaintenanceEndRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).MaintenanceEnd(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_MaintenanceEnd_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).MaintenanceEnd(ctx, req.(*MaintenanceEndRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RebootStart_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebootStartRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RebootStart(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RebootStart_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RebootStart(ctx, req.(*RebootStartRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RebootStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebootStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RebootStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RebootStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RebootStatus(ctx, req.(*RebootStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_RebootCancel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebootCancelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RebootCancel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RebootCancel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RebootCancel(ctx, req.(*RebootCancelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1508,6 +1694,26 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListDriftRepairs",
 			Handler:    _CoordinatorService_ListDriftRepairs_Handler,
+		},
+		{
+			MethodName: "MaintenanceStart",
+			Handler:    _CoordinatorService_MaintenanceStart_Handler,
+		},
+		{
+			MethodName: "MaintenanceEnd",
+			Handler:    _CoordinatorService_MaintenanceEnd_Handler,
+		},
+		{
+			MethodName: "RebootStart",
+			Handler:    _CoordinatorService_RebootStart_Handler,
+		},
+		{
+			MethodName: "RebootStatus",
+			Handler:    _CoordinatorService_RebootStatus_Handler,
+		},
+		{
+			MethodName: "RebootCancel",
+			Handler:    _CoordinatorService_RebootCancel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -60,6 +60,11 @@ type Command struct {
 	//	*Command_RolloutRollback
 	//	*Command_RolloutComplete
 	//	*Command_RolloutHealthy
+	//	*Command_MaintenanceSet
+	//	*Command_MaintenanceClear
+	//	*Command_RebootRequest
+	//	*Command_RebootStep
+	//	*Command_RebootCancel
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -310,6 +315,51 @@ func (x *Command) GetRolloutHealthy() *RolloutHealthyCommand {
 	return nil
 }
 
+func (x *Command) GetMaintenanceSet() *MaintenanceSetCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MaintenanceSet); ok {
+			return x.MaintenanceSet
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMaintenanceClear() *MaintenanceClearCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MaintenanceClear); ok {
+			return x.MaintenanceClear
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRebootRequest() *RebootRequestCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RebootRequest); ok {
+			return x.RebootRequest
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRebootStep() *RebootStepCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RebootStep); ok {
+			return x.RebootStep
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRebootCancel() *RebootCancelCommand {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RebootCancel); ok {
+			return x.RebootCancel
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -394,6 +444,26 @@ type Command_RolloutHealthy struct {
 	RolloutHealthy *RolloutHealthyCommand `protobuf:"bytes,46,opt,name=rollout_healthy,json=rolloutHealthy,proto3,oneof"`
 }
 
+type Command_MaintenanceSet struct {
+	MaintenanceSet *MaintenanceSetCommand `protobuf:"bytes,60,opt,name=maintenance_set,json=maintenanceSet,proto3,oneof"`
+}
+
+type Command_MaintenanceClear struct {
+	MaintenanceClear *MaintenanceClearCommand `protobuf:"bytes,61,opt,name=maintenance_clear,json=maintenanceClear,proto3,oneof"`
+}
+
+type Command_RebootRequest struct {
+	RebootRequest *RebootRequestCommand `protobuf:"bytes,62,opt,name=reboot_request,json=rebootRequest,proto3,oneof"`
+}
+
+type Command_RebootStep struct {
+	RebootStep *RebootStepCommand `protobuf:"bytes,63,opt,name=reboot_step,json=rebootStep,proto3,oneof"`
+}
+
+type Command_RebootCancel struct {
+	RebootCancel *RebootCancelCommand `protobuf:"bytes,64,opt,name=reboot_cancel,json=rebootCancel,proto3,oneof"`
+}
+
 func (*Command_Push) isCommand_Body() {}
 
 func (*Command_Rollback) isCommand_Body() {}
@@ -433,6 +503,16 @@ func (*Command_RolloutRollback) isCommand_Body() {}
 func (*Command_RolloutComplete) isCommand_Body() {}
 
 func (*Command_RolloutHealthy) isCommand_Body() {}
+
+func (*Command_MaintenanceSet) isCommand_Body() {}
+
+func (*Command_MaintenanceClear) isCommand_Body() {}
+
+func (*Command_RebootRequest) isCommand_Body() {}
+
+func (*Command_RebootStep) isCommand_Body() {}
+
+func (*Command_RebootCancel) isCommand_Body() {}
 
 // PushCommand proposes a new generation.
 type PushCommand struct {
@@ -1844,7 +1924,7 @@ var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8a\f\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xf2\x0e\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
@@ -1876,7 +1956,13 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x0erollout_resume\x18+ \x01(\v2\x1d.hive.v1.RolloutResumeCommandH\x00R\rrolloutResume\x12L\n" +
 	"\x10rollout_rollback\x18, \x01(\v2\x1f.hive.v1.RolloutRollbackCommandH\x00R\x0frolloutRollback\x12L\n" +
 	"\x10rollout_complete\x18- \x01(\v2\x1f.hive.v1.RolloutCompleteCommandH\x00R\x0frolloutComplete\x12I\n" +
-	"\x0frollout_healthy\x18. \x01(\v2\x1e.hive.v1.RolloutHealthyCommandH\x00R\x0erolloutHealthyB\x06\n" +
+	"\x0frollout_healthy\x18. \x01(\v2\x1e.hive.v1.RolloutHealthyCommandH\x00R\x0erolloutHealthy\x12I\n" +
+	"\x0fmaintenance_set\x18< \x01(\v2\x1e.hive.v1.MaintenanceSetCommandH\x00R\x0emaintenanceSet\x12O\n" +
+	"\x11maintenance_clear\x18= \x01(\v2 .hive.v1.MaintenanceClearCommandH\x00R\x10maintenanceClear\x12F\n" +
+	"\x0ereboot_request\x18> \x01(\v2\x1d.hive.v1.RebootRequestCommandH\x00R\rrebootRequest\x12=\n" +
+	"\vreboot_step\x18? \x01(\v2\x1a.hive.v1.RebootStepCommandH\x00R\n" +
+	"rebootStep\x12C\n" +
+	"\rreboot_cancel\x18@ \x01(\v2\x1c.hive.v1.RebootCancelCommandH\x00R\frebootCancelB\x06\n" +
 	"\x04body\"\x81\x01\n" +
 	"\vPushCommand\x123\n" +
 	"\n" +
@@ -2037,11 +2123,16 @@ var file_hive_v1_raft_proto_goTypes = []any{
 	nil,                                 // 24: hive.v1.NodeLabelCommand.SetEntry
 	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
 	(*AuditInfo)(nil),                   // 26: hive.v1.AuditInfo
-	(*Generation)(nil),                  // 27: hive.v1.Generation
-	(*NodeIdentity)(nil),                // 28: hive.v1.NodeIdentity
-	(*Report)(nil),                      // 29: hive.v1.Report
-	(*RolloutPolicy)(nil),               // 30: hive.v1.RolloutPolicy
-	(*RolloutWave)(nil),                 // 31: hive.v1.RolloutWave
+	(*MaintenanceSetCommand)(nil),       // 27: hive.v1.MaintenanceSetCommand
+	(*MaintenanceClearCommand)(nil),     // 28: hive.v1.MaintenanceClearCommand
+	(*RebootRequestCommand)(nil),        // 29: hive.v1.RebootRequestCommand
+	(*RebootStepCommand)(nil),           // 30: hive.v1.RebootStepCommand
+	(*RebootCancelCommand)(nil),         // 31: hive.v1.RebootCancelCommand
+	(*Generation)(nil),                  // 32: hive.v1.Generation
+	(*NodeIdentity)(nil),                // 33: hive.v1.NodeIdentity
+	(*Report)(nil),                      // 34: hive.v1.Report
+	(*RolloutPolicy)(nil),               // 35: hive.v1.RolloutPolicy
+	(*RolloutWave)(nil),                 // 36: hive.v1.RolloutWave
 }
 var file_hive_v1_raft_proto_depIdxs = []int32{
 	25, // 0: hive.v1.Command.time:type_name -> google.protobuf.Timestamp
@@ -2066,22 +2157,27 @@ var file_hive_v1_raft_proto_depIdxs = []int32{
 	19, // 19: hive.v1.Command.rollout_rollback:type_name -> hive.v1.RolloutRollbackCommand
 	20, // 20: hive.v1.Command.rollout_complete:type_name -> hive.v1.RolloutCompleteCommand
 	21, // 21: hive.v1.Command.rollout_healthy:type_name -> hive.v1.RolloutHealthyCommand
-	27, // 22: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
-	22, // 23: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
-	28, // 24: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
-	29, // 25: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
-	25, // 26: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
-	23, // 27: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
-	24, // 28: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
-	1,  // 29: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
-	30, // 30: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
-	31, // 31: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
-	25, // 32: hive.v1.RolloutHealthyCommand.since:type_name -> google.protobuf.Timestamp
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	27, // 22: hive.v1.Command.maintenance_set:type_name -> hive.v1.MaintenanceSetCommand
+	28, // 23: hive.v1.Command.maintenance_clear:type_name -> hive.v1.MaintenanceClearCommand
+	29, // 24: hive.v1.Command.reboot_request:type_name -> hive.v1.RebootRequestCommand
+	30, // 25: hive.v1.Command.reboot_step:type_name -> hive.v1.RebootStepCommand
+	31, // 26: hive.v1.Command.reboot_cancel:type_name -> hive.v1.RebootCancelCommand
+	32, // 27: hive.v1.PushCommand.generation:type_name -> hive.v1.Generation
+	22, // 28: hive.v1.NodeUpsertCommand.labels:type_name -> hive.v1.NodeUpsertCommand.LabelsEntry
+	33, // 29: hive.v1.NodeUpsertCommand.identity:type_name -> hive.v1.NodeIdentity
+	34, // 30: hive.v1.ReportBatchCommand.reports:type_name -> hive.v1.Report
+	25, // 31: hive.v1.BootstrapTokenCreateCommand.expires:type_name -> google.protobuf.Timestamp
+	23, // 32: hive.v1.BootstrapTokenCreateCommand.labels:type_name -> hive.v1.BootstrapTokenCreateCommand.LabelsEntry
+	24, // 33: hive.v1.NodeLabelCommand.set:type_name -> hive.v1.NodeLabelCommand.SetEntry
+	1,  // 34: hive.v1.RolloutPushCommand.push:type_name -> hive.v1.PushCommand
+	35, // 35: hive.v1.RolloutPushCommand.policy:type_name -> hive.v1.RolloutPolicy
+	36, // 36: hive.v1.RolloutPushCommand.waves:type_name -> hive.v1.RolloutWave
+	25, // 37: hive.v1.RolloutHealthyCommand.since:type_name -> google.protobuf.Timestamp
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_raft_proto_init() }
@@ -2089,6 +2185,7 @@ func file_hive_v1_raft_proto_init() {
 	if File_hive_v1_raft_proto != nil {
 		return
 	}
+	file_hive_v1_maintenance_proto_init()
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_site_proto_init()
 	file_hive_v1_ops_proto_init()
@@ -2115,6 +2212,11 @@ func file_hive_v1_raft_proto_init() {
 		(*Command_RolloutRollback)(nil),
 		(*Command_RolloutComplete)(nil),
 		(*Command_RolloutHealthy)(nil),
+		(*Command_MaintenanceSet)(nil),
+		(*Command_MaintenanceClear)(nil),
+		(*Command_RebootRequest)(nil),
+		(*Command_RebootStep)(nil),
+		(*Command_RebootCancel)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

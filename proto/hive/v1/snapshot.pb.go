@@ -52,8 +52,12 @@ type StateSnapshot struct {
 	// Next DRBD minor and port to allocate to a volume (0: the bases).
 	NextVolumeMinor uint32 `protobuf:"varint,61,opt,name=next_volume_minor,json=nextVolumeMinor,proto3" json:"next_volume_minor,omitempty"`
 	NextVolumePort  uint32 `protobuf:"varint,62,opt,name=next_volume_port,json=nextVolumePort,proto3" json:"next_volume_port,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Nodes in maintenance, by name.
+	Maintenance []*MaintenanceRecord `protobuf:"bytes,70,rep,name=maintenance,proto3" json:"maintenance,omitempty"`
+	// The reboot lock and queue (unset: none).
+	Reboot        *RebootQueue `protobuf:"bytes,71,opt,name=reboot,proto3" json:"reboot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
@@ -189,6 +193,20 @@ func (x *StateSnapshot) GetNextVolumePort() uint32 {
 		return x.NextVolumePort
 	}
 	return 0
+}
+
+func (x *StateSnapshot) GetMaintenance() []*MaintenanceRecord {
+	if x != nil {
+		return x.Maintenance
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetReboot() *RebootQueue {
+	if x != nil {
+		return x.Reboot
+	}
+	return nil
 }
 
 // CheckNodeRecord is what the coordinators keep about a node's health
@@ -813,7 +831,7 @@ var File_hive_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\x1a\x14hive/v1/volume.proto\"\xf5\x05\n" +
+	"\x16hive/v1/snapshot.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x11hive/v1/ops.proto\x1a\x13hive/v1/state.proto\x1a\x14hive/v1/volume.proto\"\xe1\x06\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\vgenerations\x18\x02 \x03(\v2\x13.hive.v1.GenerationR\vgenerations\x12)\n" +
@@ -829,7 +847,9 @@ const file_hive_v1_snapshot_proto_rawDesc = "" +
 	"\rcheck_records\x18\x1e \x03(\v2\x18.hive.v1.CheckNodeRecordR\fcheckRecords\x123\n" +
 	"\avolumes\x18< \x03(\v2\x19.hive.v1.VolumeAllocationR\avolumes\x12*\n" +
 	"\x11next_volume_minor\x18= \x01(\rR\x0fnextVolumeMinor\x12(\n" +
-	"\x10next_volume_port\x18> \x01(\rR\x0enextVolumePort\"\xc8\x01\n" +
+	"\x10next_volume_port\x18> \x01(\rR\x0enextVolumePort\x12<\n" +
+	"\vmaintenance\x18F \x03(\v2\x1a.hive.v1.MaintenanceRecordR\vmaintenance\x12,\n" +
+	"\x06reboot\x18G \x01(\v2\x14.hive.v1.RebootQueueR\x06reboot\"\xc8\x01\n" +
 	"\x0fCheckNodeRecord\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
 	"\x06health\x18\x02 \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
@@ -927,8 +947,10 @@ var file_hive_v1_snapshot_proto_goTypes = []any{
 	(*Rollout)(nil),               // 15: hive.v1.Rollout
 	(*AuditEntry)(nil),            // 16: hive.v1.AuditEntry
 	(*VolumeAllocation)(nil),      // 17: hive.v1.VolumeAllocation
-	(Health)(0),                   // 18: hive.v1.Health
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*MaintenanceRecord)(nil),     // 18: hive.v1.MaintenanceRecord
+	(*RebootQueue)(nil),           // 19: hive.v1.RebootQueue
+	(Health)(0),                   // 20: hive.v1.Health
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	12, // 0: hive.v1.StateSnapshot.generations:type_name -> hive.v1.Generation
@@ -942,25 +964,27 @@ var file_hive_v1_snapshot_proto_depIdxs = []int32{
 	16, // 8: hive.v1.StateSnapshot.audit:type_name -> hive.v1.AuditEntry
 	1,  // 9: hive.v1.StateSnapshot.check_records:type_name -> hive.v1.CheckNodeRecord
 	17, // 10: hive.v1.StateSnapshot.volumes:type_name -> hive.v1.VolumeAllocation
-	18, // 11: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
-	19, // 12: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
-	2,  // 13: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
-	19, // 14: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
-	8,  // 15: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
-	19, // 16: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
-	7,  // 17: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
-	9,  // 18: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
-	19, // 19: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
-	19, // 20: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
-	10, // 21: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
-	19, // 22: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
-	11, // 23: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
-	19, // 24: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	18, // 11: hive.v1.StateSnapshot.maintenance:type_name -> hive.v1.MaintenanceRecord
+	19, // 12: hive.v1.StateSnapshot.reboot:type_name -> hive.v1.RebootQueue
+	20, // 13: hive.v1.CheckNodeRecord.health:type_name -> hive.v1.Health
+	21, // 14: hive.v1.CheckNodeRecord.health_since:type_name -> google.protobuf.Timestamp
+	2,  // 15: hive.v1.CheckNodeRecord.drift_repairs:type_name -> hive.v1.DriftRepair
+	21, // 16: hive.v1.DriftRepair.time:type_name -> google.protobuf.Timestamp
+	8,  // 17: hive.v1.NodeRecord.labels:type_name -> hive.v1.NodeRecord.LabelsEntry
+	21, // 18: hive.v1.NodeRecord.updated:type_name -> google.protobuf.Timestamp
+	7,  // 19: hive.v1.NodeRecord.identity:type_name -> hive.v1.NodeIdentity
+	9,  // 20: hive.v1.NodeRecord.operator_labels:type_name -> hive.v1.NodeRecord.OperatorLabelsEntry
+	21, // 21: hive.v1.StoredSecret.updated:type_name -> google.protobuf.Timestamp
+	21, // 22: hive.v1.StoredBootstrapToken.expires:type_name -> google.protobuf.Timestamp
+	10, // 23: hive.v1.StoredBootstrapToken.labels:type_name -> hive.v1.StoredBootstrapToken.LabelsEntry
+	21, // 24: hive.v1.CoordinatorRecord.updated:type_name -> google.protobuf.Timestamp
+	11, // 25: hive.v1.NodeIdentity.labels:type_name -> hive.v1.NodeIdentity.LabelsEntry
+	21, // 26: hive.v1.NodeIdentity.not_after:type_name -> google.protobuf.Timestamp
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_snapshot_proto_init() }
@@ -968,6 +992,7 @@ func file_hive_v1_snapshot_proto_init() {
 	if File_hive_v1_snapshot_proto != nil {
 		return
 	}
+	file_hive_v1_maintenance_proto_init()
 	file_hive_v1_rollout_proto_init()
 	file_hive_v1_ops_proto_init()
 	file_hive_v1_state_proto_init()

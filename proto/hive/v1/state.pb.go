@@ -902,7 +902,11 @@ type NodeState struct {
 	RaftIndex uint64 `protobuf:"varint,7,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
 	// Health checks of the node's roles, by role then file order (part of
 	// the hash).
-	Checks        []*HealthCheck `protobuf:"bytes,20,rep,name=checks,proto3" json:"checks,omitempty"`
+	Checks []*HealthCheck `protobuf:"bytes,20,rep,name=checks,proto3" json:"checks,omitempty"`
+	// Rendered for the swarm's initializer only: the hive nodes whose swarm
+	// node it drains (in maintenance, or holding the reboot lock), sorted.
+	// Swarm nodes hive drained earlier and not listed are made active again.
+	SwarmDrain    []string `protobuf:"bytes,40,rep,name=swarm_drain,json=swarmDrain,proto3" json:"swarm_drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -989,6 +993,13 @@ func (x *NodeState) GetRaftIndex() uint64 {
 func (x *NodeState) GetChecks() []*HealthCheck {
 	if x != nil {
 		return x.Checks
+	}
+	return nil
+}
+
+func (x *NodeState) GetSwarmDrain() []string {
+	if x != nil {
+		return x.SwarmDrain
 	}
 	return nil
 }
@@ -1118,7 +1129,17 @@ type Report struct {
 	// checks), as of the end of this run or the latest check round.
 	Checks []*CheckResult `protobuf:"bytes,30,rep,name=checks,proto3" json:"checks,omitempty"`
 	// Summary of checks: UNSPECIFIED when the node has no checks.
-	Health        Health `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	Health Health `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	// Identifies the agent's boot (the kernel's boot id; with a reboot hook
+	// also the agent's start): another value after a reboot order means the
+	// node came back.
+	BootId string `protobuf:"bytes,50,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	// A resource notified "reboot" and the node has not rebooted since.
+	RebootRequired bool `protobuf:"varint,51,opt,name=reboot_required,json=rebootRequired,proto3" json:"reboot_required,omitempty"`
+	// The agent converges under a --root sandbox, where the built-in DRBD
+	// and swarm checks never run (a coordinated reboot then waits only for
+	// the checks reported).
+	Sandbox       bool `protobuf:"varint,52,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1263,6 +1284,27 @@ func (x *Report) GetHealth() Health {
 		return x.Health
 	}
 	return Health_HEALTH_UNSPECIFIED
+}
+
+func (x *Report) GetBootId() string {
+	if x != nil {
+		return x.BootId
+	}
+	return ""
+}
+
+func (x *Report) GetRebootRequired() bool {
+	if x != nil {
+		return x.RebootRequired
+	}
+	return false
+}
+
+func (x *Report) GetSandbox() bool {
+	if x != nil {
+		return x.Sandbox
+	}
+	return false
 }
 
 // CheckResult is the latest result of one health check on one node.
@@ -1657,7 +1699,11 @@ type NodeStatus struct {
 	Health Health         `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
 	// When health last changed to its current value (rollout gates measure
 	// min_healthy_time from it).
-	HealthSince   *timestamppb.Timestamp `protobuf:"bytes,32,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	HealthSince *timestamppb.Timestamp `protobuf:"bytes,32,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	// Set while the node is in maintenance.
+	Maintenance *MaintenanceRecord `protobuf:"bytes,50,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
+	// The node's entry in the reboot queue, if any.
+	Reboot        *RebootNode `protobuf:"bytes,51,opt,name=reboot,proto3" json:"reboot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1839,6 +1885,20 @@ func (x *NodeStatus) GetHealthSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *NodeStatus) GetMaintenance() *MaintenanceRecord {
+	if x != nil {
+		return x.Maintenance
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetReboot() *RebootNode {
+	if x != nil {
+		return x.Reboot
+	}
+	return nil
+}
+
 // Revocation is the deny list entry of one agent identity.
 type Revocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1941,7 +2001,7 @@ var File_hive_v1_state_proto protoreflect.FileDescriptor
 
 const file_hive_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13hive/v1/state.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hive/v1/site.proto\"\xb3\x02\n" +
+	"\x13hive/v1/state.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x12hive/v1/site.proto\"\xb3\x02\n" +
 	"\n" +
 	"Generation\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x04R\x06number\x12\x16\n" +
@@ -2007,7 +2067,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1a=\n" +
 	"\x0fInterfacesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x03\n" +
 	"\tNodeState\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2019,7 +2079,9 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\asecrets\x18\x06 \x03(\v2\x1f.hive.v1.NodeState.SecretsEntryR\asecrets\x12\x1d\n" +
 	"\n" +
 	"raft_index\x18\a \x01(\x04R\traftIndex\x12,\n" +
-	"\x06checks\x18\x14 \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\x1a:\n" +
+	"\x06checks\x18\x14 \x03(\v2\x14.hive.v1.HealthCheckR\x06checks\x12\x1f\n" +
+	"\vswarm_drain\x18( \x03(\tR\n" +
+	"swarmDrain\x1a:\n" +
 	"\fSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xef\x01\n" +
@@ -2030,7 +2092,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05drift\x18\x05 \x01(\bR\x05drift\x12\x12\n" +
 	"\x04diff\x18\x06 \x01(\tR\x04diff\x12$\n" +
-	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xd0\x05\n" +
+	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xac\x06\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2052,7 +2114,10 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"driftCheck\x12\x18\n" +
 	"\atrigger\x18\x0e \x01(\tR\atrigger\x12,\n" +
 	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
-	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x1aC\n" +
+	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12\x17\n" +
+	"\aboot_id\x182 \x01(\tR\x06bootId\x12'\n" +
+	"\x0freboot_required\x183 \x01(\bR\x0erebootRequired\x12\x18\n" +
+	"\asandbox\x184 \x01(\bR\asandbox\x1aC\n" +
 	"\x15PublishedSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb5\x01\n" +
@@ -2091,7 +2156,8 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\achanged\x18\x02 \x01(\rR\achanged\x12\x16\n" +
 	"\x06failed\x18\x03 \x01(\rR\x06failed\x12\x18\n" +
 	"\askipped\x18\x04 \x01(\rR\askipped\x12\x18\n" +
-	"\aplanned\x18\x05 \x01(\rR\aplanned\"\xae\t\n" +
+	"\aplanned\x18\x05 \x01(\rR\aplanned\"\x99\n" +
+	"\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -2116,7 +2182,9 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x15certificate_not_after\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12,\n" +
 	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
 	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
-	"\fhealth_since\x18  \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x1a9\n" +
+	"\fhealth_since\x18  \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x12<\n" +
+	"\vmaintenance\x182 \x01(\v2\x1a.hive.v1.MaintenanceRecordR\vmaintenance\x12+\n" +
+	"\x06reboot\x183 \x01(\v2\x13.hive.v1.RebootNodeR\x06reboot\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
@@ -2229,6 +2297,8 @@ var file_hive_v1_state_proto_goTypes = []any{
 	(*Resource)(nil),              // 36: hive.v1.Resource
 	(*HealthCheck)(nil),           // 37: hive.v1.HealthCheck
 	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*MaintenanceRecord)(nil),     // 39: hive.v1.MaintenanceRecord
+	(*RebootNode)(nil),            // 40: hive.v1.RebootNode
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
 	34, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
@@ -2275,14 +2345,16 @@ var file_hive_v1_state_proto_depIdxs = []int32{
 	15, // 41: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
 	3,  // 42: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
 	34, // 43: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	34, // 44: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	34, // 45: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	10, // 46: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	39, // 44: hive.v1.NodeStatus.maintenance:type_name -> hive.v1.MaintenanceRecord
+	40, // 45: hive.v1.NodeStatus.reboot:type_name -> hive.v1.RebootNode
+	34, // 46: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	34, // 47: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	10, // 48: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -2290,6 +2362,7 @@ func file_hive_v1_state_proto_init() {
 	if File_hive_v1_state_proto != nil {
 		return
 	}
+	file_hive_v1_maintenance_proto_init()
 	file_hive_v1_site_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,364 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/hivefleet/hive/coordinator/render"
+	"github.com/hivefleet/hive/coordinator/state"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+// Coordinated reboots (docs/operations.md, "Reboots"). The queue and the
+// fleet lock are raft state (state.RebootQueue): whatever a leader decided
+// is there for the next one, which carries on from it. The leader's loop
+// (runReboots, started with leadership like runRollouts) moves each node:
+//
+//	QUEUED → DRAINING     it takes the lock: fewer than max_parallel hold
+//	                      it, and no holder is a DRBD peer of it, and the
+//	                      swarm managers keep a majority (quorumConflict,
+//	                      the rollout planner's rules)
+//	DRAINING → REBOOTING  its swarm node is drained: the store marks it
+//	                      drained from DRAINING on, the swarm initializer's
+//	                      state lists it (NodeState.swarm_drain) and the
+//	                      initializer reported converged on that state; the
+//	                      agent's boot id is recorded; every coordinator's
+//	                      watch of the node now sends it a RebootOrder
+//	REBOOTING → RECOVERING  a report with another boot id arrived
+//	RECOVERING → DONE     that boot's report converged on its target with
+//	                      every check passing and none failing at all
+//	                      (builtin/drbd UpToDate, builtin/swarm Ready, the
+//	                      role's checks); the lock is released, the swarm
+//	                      node undrained
+//	* → FAILED            not back within RebootTimeout: the lock is
+//	                      released and the queue halts
+//
+// A node whose last report asks for a reboot (a resource notified
+// "reboot") is queued by the leader, as "agent:NODE".
+//
+// Nothing is kept in memory: a step is decided from the store and the
+// clock, and each RebootStepCommand names the state it leaves, so a step a
+// deposed leader proposes on stale state is refused by the FSM.
+
+// RebootTimeout is how long a node may take from the reboot order to
+// healthy before the queue halts.
+var RebootTimeout = 15 * time.Minute
+
+// rebootTick is how often the leader looks at the queue.
+const rebootTick = 250 * time.Millisecond
+
+// runReboots drives the reboot queue while this server leads.
+func (s *Server) runReboots(ctx context.Context) {
+	if !s.rebootRunning.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.rebootRunning.Store(false)
+	// One look per tick, not per status change: with a queue blocked by
+	// the quorum rules a look renders every node (cached), and a large
+	// fleet's reports change the status many times a second.
+	t := time.NewTicker(rebootTick)
+	defer t.Stop()
+	for s.raft.State() == raft.Leader {
+		s.rebootStep(ctx, time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// rebootStep looks at the queue once and commits what has to change.
+func (s *Server) rebootStep(ctx context.Context, now time.Time) {
+	for _, c := range s.rebootCommands(s.fsm.Store(), now) {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		_, err := s.commit(actx, c)
+		cancel()
+		if err != nil {
+			s.log.Warn("reboot queue", "err", err)
+			return
+		}
+		if st := c.GetRebootStep(); st != nil {
+			s.log.Info("reboot step", "node", st.GetNode(), "state", rebootStateName(st.GetTo()), "message", st.GetMessage())
+		}
+	}
+}
+
+// rebootCommands decides, from the store alone, the commands that move the
+// queue on now.
+func (s *Server) rebootCommands(st *state.Store, now time.Time) []*hivev1.Command {
+	var out []*hivev1.Command
+	q := st.RebootQueue()
+	step := func(n *hivev1.RebootNode, to hivev1.RebootState, msg, boot string) {
+		out = append(out, &hivev1.Command{Body: &hivev1.Command_RebootStep{RebootStep: &hivev1.RebootStepCommand{
+			Node: n.GetName(), Id: n.GetId(), From: n.GetState(), To: to, Message: msg, BootId: boot}}})
+	}
+	queued := map[string]bool{}
+	holders := 0
+	for _, n := range q.GetNodes() {
+		if n.GetState() == hivev1.RebootState_REBOOT_STATE_QUEUED || state.RebootHolds(n.GetState()) {
+			queued[n.GetName()] = true
+		}
+		if state.RebootHolds(n.GetState()) {
+			holders++
+		}
+		rep := st.Report(n.GetName())
+		since := now.Sub(n.GetUpdated().AsTime())
+		switch n.GetState() {
+		case hivev1.RebootState_REBOOT_STATE_DRAINING:
+			if rep.GetBootId() == "" {
+				step(n, hivev1.RebootState_REBOOT_STATE_FAILED, "the agent reports no boot id (an agent older than this coordinator?)", "")
+				continue
+			}
+			if why := s.swarmDrainPending(st, n.GetName()); why != "" {
+				if since > RebootTimeout {
+					step(n, hivev1.RebootState_REBOOT_STATE_FAILED, fmt.Sprintf("not drained within %v: %s", RebootTimeout, why), "")
+				}
+				continue
+			}
+			step(n, hivev1.RebootState_REBOOT_STATE_REBOOTING, "", rep.GetBootId())
+		case hivev1.RebootState_REBOOT_STATE_REBOOTING:
+			if b := rep.GetBootId(); b != "" && b != n.GetBootId() {
+				step(n, hivev1.RebootState_REBOOT_STATE_RECOVERING, "", b)
+			} else if since > RebootTimeout {
+				step(n, hivev1.RebootState_REBOOT_STATE_FAILED, fmt.Sprintf("did not come back within %v", RebootTimeout), "")
+			}
+		case hivev1.RebootState_REBOOT_STATE_RECOVERING:
+			if why := s.rebootHealth(st, n.GetName(), n.GetBootId()); why == "" {
+				step(n, hivev1.RebootState_REBOOT_STATE_DONE, "", "")
+			} else if since > RebootTimeout {
+				step(n, hivev1.RebootState_REBOOT_STATE_FAILED, fmt.Sprintf("not healthy within %v: %s", RebootTimeout, why), "")
+			}
+		}
+	}
+	// Resources that notified reboot queue their node.
+	if q.GetHalted() == "" {
+		var want []string
+		for name, r := range st.Reports() {
+			if r.GetRebootRequired() && !queued[name] && st.Node(name) != nil && st.Maintenance(name) == nil {
+				want = append(want, name)
+			}
+		}
+		sort.Strings(want)
+		for _, name := range want {
+			out = append(out, &hivev1.Command{Body: &hivev1.Command_RebootRequest{RebootRequest: &hivev1.RebootRequestCommand{
+				Nodes: []string{name}, Author: "agent:" + name, Reason: "a resource notified reboot"}}})
+		}
+	}
+	if q == nil || q.GetHalted() != "" || holders >= int(q.GetMaxParallel()) {
+		return out
+	}
+	// Take the lock for queued nodes, in queue order, while it allows.
+	var waiting []*hivev1.RebootNode
+	for _, n := range q.GetNodes() {
+		if n.GetState() == hivev1.RebootState_REBOOT_STATE_QUEUED {
+			if st.Node(n.GetName()) == nil {
+				step(n, hivev1.RebootState_REBOOT_STATE_CANCELLED, "node removed", "")
+				continue
+			}
+			waiting = append(waiting, n)
+		}
+	}
+	if len(waiting) == 0 {
+		return out
+	}
+	facts := s.rebootPlanNodes(st)
+	var set []*planNode
+	in := map[string]bool{}
+	setManagers, managers, down := 0, 0, 0
+	for _, pn := range facts {
+		if pn.manager {
+			managers++
+		}
+	}
+	for _, n := range q.GetNodes() {
+		if pn := facts[n.GetName()]; pn != nil && state.RebootHolds(n.GetState()) {
+			set = append(set, pn)
+			in[pn.name] = true
+			if pn.manager {
+				setManagers++
+			}
+		}
+	}
+	for _, pn := range facts {
+		if pn.manager && pn.down && !in[pn.name] {
+			down++
+		}
+	}
+	limit := ManagerWaveLimit(managers, down)
+	for _, n := range waiting {
+		if holders >= int(q.GetMaxParallel()) {
+			break
+		}
+		pn := facts[n.GetName()]
+		if pn == nil {
+			pn = &planNode{name: n.GetName()}
+		}
+		if quorumConflict(set, in, setManagers, pn, managers, limit) != "" {
+			continue
+		}
+		set = append(set, pn)
+		in[pn.name] = true
+		if pn.manager {
+			setManagers++
+		}
+		holders++
+		step(n, hivev1.RebootState_REBOOT_STATE_DRAINING, "", "")
+	}
+	return out
+}
+
+// rebootHealth says what node, back with boot id boot, still lacks ("":
+// nothing): a report of that boot converged on its target generation,
+// health passing when the node has site checks, every reported check
+// passing with no failure at all (a check counts as passing below its
+// failure threshold; a node just back must be healthy now), and, unless
+// the agent runs in a sandbox, the built-in DRBD and swarm checks among
+// them.
+func (s *Server) rebootHealth(st *state.Store, node, boot string) string {
+	r := st.Report(node)
+	target := st.TargetNumber(node)
+	switch {
+	case r.GetBootId() != boot:
+		return "no report since it came back"
+	case r.GetGeneration() != target:
+		return fmt.Sprintf("not on its target generation %d yet (%s)", target, progressOf(r, target))
+	case r.GetPhase() != hivev1.Phase_PHASE_CONVERGED:
+		return "phase " + r.GetPhase().String()
+	case expectsHealth(st, target, node) && r.GetHealth() != hivev1.Health_HEALTH_PASSING:
+		return "health " + r.GetHealth().String()
+	}
+	have := map[string]bool{}
+	for _, c := range r.GetChecks() {
+		if !c.GetPassing() || c.GetFailures() > 0 {
+			return fmt.Sprintf("check %s: %s", c.GetName(), c.GetMessage())
+		}
+		have[c.GetName()] = true
+	}
+	// The built-in checks of its DRBD resources and swarm membership must
+	// have run since it came back (they run every 10 s; an agent under a
+	// --root sandbox never runs them).
+	if !r.GetSandbox() {
+		for _, name := range s.builtinChecks(st, node) {
+			if !have[name] {
+				return fmt.Sprintf("check %s not reported yet", name)
+			}
+		}
+	}
+	return ""
+}
+
+// builtinChecks names the built-in checks an agent runs for node's state
+// at its target: "builtin/drbd:R" per DRBD resource, "builtin/swarm".
+func (s *Server) builtinChecks(st *state.Store, node string) []string {
+	n, g := st.Node(node), st.TargetGeneration(node)
+	if n == nil || g == nil {
+		return nil
+	}
+	out, err := s.renderer.RenderAt(st, g, render.FactsOf(n))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range out.State.GetResources() {
+		if d := r.GetDrbd(); d != nil {
+			names = append(names, "builtin/drbd:"+d.GetName())
+		}
+		if r.GetSwarm() != nil {
+			names = append(names, "builtin/swarm")
+		}
+	}
+	return names
+}
+
+// rebootPlanNodes describes every registered node at its target generation
+// for quorumConflict: its DRBD peers and whether it is a swarm manager
+// (down: a manager whose report failed or whose health fails).
+func (s *Server) rebootPlanNodes(st *state.Store) map[string]*planNode {
+	registry, _ := st.Nodes()
+	out := map[string]*planNode{}
+	for _, n := range registry {
+		g := st.TargetGeneration(n.GetName())
+		if g == nil {
+			continue
+		}
+		pn := &planNode{name: n.GetName()}
+		if r, err := s.renderer.RenderAt(st, g, render.FactsOf(n)); err == nil {
+			pn.drbdPeers, pn.manager = stateQuorumFacts(r.State, n.GetName())
+		}
+		if pn.manager {
+			r := st.Report(n.GetName())
+			pn.down = r.GetPhase() == hivev1.Phase_PHASE_FAILED || r.GetHealth() == hivev1.Health_HEALTH_FAILING
+		}
+		out[n.GetName()] = pn
+	}
+	return out
+}
+
+// swarmDrainPending says what draining node's swarm node still waits for
+// ("": nothing, or node holds no swarm role): the swarm's initializer must
+// have reported converged on the state that lists node in swarm_drain.
+func (s *Server) swarmDrainPending(st *state.Store, node string) string {
+	self := st.Node(node)
+	g := st.TargetGeneration(node)
+	if self == nil || g == nil {
+		return ""
+	}
+	r, err := s.renderer.RenderAt(st, g, render.FactsOf(self))
+	if err != nil || !hasSwarm(r.State) {
+		return ""
+	}
+	registry, _ := st.Nodes()
+	for _, n := range registry {
+		gen := st.TargetGeneration(n.GetName())
+		if gen == nil {
+			continue
+		}
+		out, err := s.renderer.RenderAt(st, gen, render.FactsOf(n))
+		if err != nil || !isInitializer(out.State) {
+			continue
+		}
+		if !slices.Contains(out.State.GetSwarmDrain(), node) {
+			return fmt.Sprintf("the swarm initializer %s's state does not drain it yet", n.GetName())
+		}
+		rep := st.Report(n.GetName())
+		if rep.GetStateHash() != out.State.GetHash() || rep.GetPhase() != hivev1.Phase_PHASE_CONVERGED {
+			return fmt.Sprintf("waiting for the swarm initializer %s to drain it", n.GetName())
+		}
+		return ""
+	}
+	return "" // no initializer rendered: no swarm to drain it in
+}
+
+func hasSwarm(st *hivev1.NodeState) bool {
+	for _, r := range st.GetResources() {
+		if r.GetSwarm() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func isInitializer(st *hivev1.NodeState) bool {
+	for _, r := range st.GetResources() {
+		if r.GetSwarm().GetInitializer() {
+			return true
+		}
+	}
+	return false
+}
+
+// rebootOrder returns the reboot order node's watch must send, or nil: the
+// node is REBOOTING.
+func rebootOrder(st *state.Store, node string) *hivev1.RebootOrder {
+	n := st.RebootEntry(node)
+	if n.GetState() != hivev1.RebootState_REBOOT_STATE_REBOOTING {
+		return nil
+	}
+	return &hivev1.RebootOrder{Id: n.GetId()}
+}

@@ -1,0 +1,262 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hivefleet/hive/client"
+	"github.com/hivefleet/hive/pki"
+	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+)
+
+func init() {
+	registerNodeSubcommand("reboot", newNodeRebootCommand)
+}
+
+func newNodeRebootCommand(cf *connFlags) *cobra.Command {
+	var (
+		role, reason, output string
+		all, showStatus      bool
+		cancelQueue, wait    bool
+		maxParallel          uint32
+		timeout              time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "reboot NODE... | --role ROLE | --all | --status | --cancel",
+		Short: "Reboot nodes one lock-holder at a time: DRBD peers and swarm manager majorities never go down together",
+		Long: `reboot queues nodes for a coordinated reboot. The queue and the fleet
+reboot lock live in raft, so a new leader carries on where the old one was.
+The leader lets a queued node take the lock when fewer than --max-parallel
+nodes hold it, none of them is a DRBD peer of the node, and the swarm
+managers keep a majority (the rollout planner's rules). Per node:
+
+  draining     its swarm node is drained (tasks move away)
+  rebooting    its agent made its DRBD resources secondary and ran
+               'systemctl reboot' (or its --reboot-command hook)
+  recovering   the agent is back (a new boot id); waiting for a report
+               converged on its target with every check passing: DRBD
+               UpToDate (builtin/drbd), swarm Ready (builtin/swarm), the
+               role's checks
+  done         the swarm node is undrained and the lock released
+
+A node not healthy within 15 minutes of the order fails: the lock is
+released and the queue halts until 'hivectl node reboot --cancel'.
+--role and --all skip nodes in maintenance (named nodes are rebooted even
+then). A resource that notifies "reboot" (a kernel package) queues its node
+by itself.
+
+--status (also the default output) shows the queue; with --wait the command
+follows the queue until no node is queued or holds the lock. Queueing and
+cancelling need an admin certificate.`,
+		Example: `  hivectl node reboot db-01
+  hivectl node reboot --role db --wait
+  hivectl node reboot --all --max-parallel 5 --reason "kernel 6.1.0-30"
+  hivectl node reboot --status`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			sel := 0
+			for _, b := range []bool{len(args) > 0, role != "", all, showStatus, cancelQueue} {
+				if b {
+					sel++
+				}
+			}
+			if sel != 1 {
+				return errors.New("give nodes, --role, --all, --status or --cancel (exactly one)")
+			}
+			for _, n := range args {
+				if err := pki.ValidateName(n); err != nil {
+					return err
+				}
+			}
+			if timeout < 0 || (timeout > 0 && !wait) {
+				return fmt.Errorf("--timeout %v: only with --wait, and not negative", timeout)
+			}
+			return cf.withConn(cmd, func(ctx context.Context, c *client.Conn) error {
+				out := cmd.OutOrStdout()
+				var q *hivev1.RebootQueue
+				cctx, cancel := callCtx(ctx)
+				defer cancel()
+				switch {
+				case showStatus:
+					resp, err := c.RebootStatus(cctx, &hivev1.RebootStatusRequest{})
+					if err != nil {
+						return rpcError("reboot status", err, false)
+					}
+					q = resp.GetQueue()
+				case cancelQueue:
+					resp, err := c.RebootCancel(cctx, &hivev1.RebootCancelRequest{})
+					if err != nil {
+						return rpcError("cancel reboots", err, true)
+					}
+					q = resp.GetQueue()
+				default:
+					resp, err := c.RebootStart(cctx, &hivev1.RebootStartRequest{Nodes: args, Role: role, All: all, MaxParallel: maxParallel, Reason: reason})
+					if err != nil {
+						return rpcError("reboot", err, true)
+					}
+					q = resp.GetQueue()
+					if output != outJSON {
+						for _, s := range resp.GetSkipped() {
+							fmt.Fprintf(out, "skipped %s\n", s)
+						}
+					}
+				}
+				if wait {
+					return waitReboots(ctx, c, out, output, timeout)
+				}
+				return printRebootQueue(out, output, q)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&role, "role", "", "reboot every node of this role (in its target generation), maintenance excepted")
+	f.BoolVar(&all, "all", false, "reboot every registered node, maintenance excepted")
+	f.Uint32Var(&maxParallel, "max-parallel", 0, "at most this many nodes hold the reboot lock at once (default: the queue's, 1 for a new queue)")
+	f.StringVar(&reason, "reason", "", "why (shown in the queue and the audit log)")
+	f.BoolVar(&showStatus, "status", false, "show the reboot queue")
+	f.BoolVar(&cancelQueue, "cancel", false, "drop the queued nodes and clear a halt (nodes holding the lock finish)")
+	f.BoolVar(&wait, "wait", false, "follow the queue until no node is queued or holds the lock")
+	f.DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 1)")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+// waitReboots polls the queue, printing each change, until no node is
+// queued or holds the lock (a halted queue is an error).
+func waitReboots(ctx context.Context, c *client.Conn, out io.Writer, output string, timeout time.Duration) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	last := ""
+	for {
+		cctx, cancel := callCtx(ctx)
+		resp, err := c.RebootStatus(cctx, &hivev1.RebootStatusRequest{})
+		cancel()
+		if err != nil {
+			return rpcError("reboot status", err, false)
+		}
+		q := resp.GetQueue()
+		if line := rebootSummary(q); line != last && output != outJSON {
+			fmt.Fprintln(out, line)
+			last = line
+		}
+		if q.GetHalted() != "" {
+			return fmt.Errorf("the reboot queue halted: %s failed (%s)", q.GetHalted(), rebootMessage(q, q.GetHalted()))
+		}
+		busy := false
+		for _, n := range q.GetNodes() {
+			if n.GetState() == hivev1.RebootState_REBOOT_STATE_QUEUED || rebootHolds(n.GetState()) {
+				busy = true
+			}
+		}
+		if !busy {
+			return printRebootQueue(out, output, q)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the reboots: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func rebootHolds(s hivev1.RebootState) bool {
+	switch s {
+	case hivev1.RebootState_REBOOT_STATE_DRAINING, hivev1.RebootState_REBOOT_STATE_REBOOTING, hivev1.RebootState_REBOOT_STATE_RECOVERING:
+		return true
+	}
+	return false
+}
+
+func rebootMessage(q *hivev1.RebootQueue, node string) string {
+	for _, n := range q.GetNodes() {
+		if n.GetName() == node {
+			return n.GetMessage()
+		}
+	}
+	return ""
+}
+
+func rebootStateText(s hivev1.RebootState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "REBOOT_STATE_"))
+}
+
+// rebootSummary is one line: "reboots: db-01 rebooting, db-02 queued, ...".
+func rebootSummary(q *hivev1.RebootQueue) string {
+	var parts []string
+	for _, n := range q.GetNodes() {
+		parts = append(parts, n.GetName()+" "+rebootStateText(n.GetState()))
+	}
+	if len(parts) == 0 {
+		return "reboots: none queued"
+	}
+	return "reboots: " + strings.Join(parts, ", ")
+}
+
+type rebootNodeJSON struct {
+	Name        string     `json:"name"`
+	State       string     `json:"state"`
+	RequestedBy string     `json:"requested_by"`
+	Reason      string     `json:"reason,omitempty"`
+	Queued      *time.Time `json:"queued,omitempty"`
+	Started     *time.Time `json:"started,omitempty"`
+	Updated     *time.Time `json:"updated,omitempty"`
+	Message     string     `json:"message,omitempty"`
+}
+
+func rebootNodeOf(n *hivev1.RebootNode) rebootNodeJSON {
+	ts := func(t interface{ AsTime() time.Time }, set bool) *time.Time {
+		if !set {
+			return nil
+		}
+		v := t.AsTime().UTC()
+		return &v
+	}
+	return rebootNodeJSON{Name: n.GetName(), State: rebootStateText(n.GetState()), RequestedBy: n.GetRequestedBy(), Reason: n.GetReason(),
+		Queued: ts(n.GetQueued(), n.GetQueued() != nil), Started: ts(n.GetStarted(), n.GetStarted() != nil),
+		Updated: ts(n.GetUpdated(), n.GetUpdated() != nil), Message: n.GetMessage()}
+}
+
+func printRebootQueue(out io.Writer, output string, q *hivev1.RebootQueue) error {
+	if output == outJSON {
+		nodes := []rebootNodeJSON{}
+		for _, n := range q.GetNodes() {
+			nodes = append(nodes, rebootNodeOf(n))
+		}
+		return writeJSON(out, struct {
+			MaxParallel uint32           `json:"max_parallel"`
+			Halted      string           `json:"halted,omitempty"`
+			Nodes       []rebootNodeJSON `json:"nodes"`
+		}{q.GetMaxParallel(), q.GetHalted(), nodes})
+	}
+	if len(q.GetNodes()) == 0 {
+		fmt.Fprintln(out, "no reboots queued")
+		return nil
+	}
+	fmt.Fprintf(out, "reboot queue: max parallel %d", q.GetMaxParallel())
+	if q.GetHalted() != "" {
+		fmt.Fprintf(out, ", HALTED on %s (hivectl node reboot --cancel clears it)", q.GetHalted())
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tSINCE\tREQUESTED BY\tMESSAGE")
+	for _, n := range q.GetNodes() {
+		since := "-"
+		if n.GetUpdated() != nil {
+			since = n.GetUpdated().AsTime().UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.GetName(), rebootStateText(n.GetState()), since, orDash(n.GetRequestedBy()), orDash(n.GetMessage()))
+	}
+	return tw.Flush()
+}
