@@ -1118,7 +1118,10 @@ type Report struct {
 	// checks), as of the end of this run or the latest check round.
 	Checks []*CheckResult `protobuf:"bytes,30,rep,name=checks,proto3" json:"checks,omitempty"`
 	// Summary of checks: UNSPECIFIED when the node has no checks.
-	Health        Health `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	Health Health `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
+	// Swarm services hive manages, as the initializing manager sees them
+	// (bounded by the coordinator: limits.MaxServices).
+	Services      []*SwarmServiceStatus `protobuf:"bytes,45,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1265,6 +1268,94 @@ func (x *Report) GetHealth() Health {
 	return Health_HEALTH_UNSPECIFIED
 }
 
+func (x *Report) GetServices() []*SwarmServiceStatus {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// SwarmServiceStatus is one hive-managed swarm service's tasks.
+type SwarmServiceStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Tasks running, and tasks desired (replicas, or for a global service
+	// the nodes it should run on).
+	Running uint32 `protobuf:"varint,2,opt,name=running,proto3" json:"running,omitempty"`
+	Desired uint32 `protobuf:"varint,3,opt,name=desired,proto3" json:"desired,omitempty"`
+	// Image the service runs ("ref@sha256:…").
+	Image string `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	// The swarm's update state ("updating", "completed", "rollback_…"), or "".
+	UpdateState   string `protobuf:"bytes,5,opt,name=update_state,json=updateState,proto3" json:"update_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceStatus) Reset() {
+	*x = SwarmServiceStatus{}
+	mi := &file_hive_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceStatus) ProtoMessage() {}
+
+func (x *SwarmServiceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceStatus.ProtoReflect.Descriptor instead.
+func (*SwarmServiceStatus) Descriptor() ([]byte, []int) {
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SwarmServiceStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SwarmServiceStatus) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *SwarmServiceStatus) GetDesired() uint32 {
+	if x != nil {
+		return x.Desired
+	}
+	return 0
+}
+
+func (x *SwarmServiceStatus) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *SwarmServiceStatus) GetUpdateState() string {
+	if x != nil {
+		return x.UpdateState
+	}
+	return ""
+}
+
 // CheckResult is the latest result of one health check on one node.
 type CheckResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1287,7 +1378,7 @@ type CheckResult struct {
 
 func (x *CheckResult) Reset() {
 	*x = CheckResult{}
-	mi := &file_hive_v1_state_proto_msgTypes[8]
+	mi := &file_hive_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1390,7 @@ func (x *CheckResult) String() string {
 func (*CheckResult) ProtoMessage() {}
 
 func (x *CheckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[8]
+	mi := &file_hive_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1403,7 @@ func (x *CheckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
 func (*CheckResult) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CheckResult) GetName() string {
@@ -1375,7 +1466,7 @@ type MemberMeta struct {
 
 func (x *MemberMeta) Reset() {
 	*x = MemberMeta{}
-	mi := &file_hive_v1_state_proto_msgTypes[9]
+	mi := &file_hive_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1478,7 @@ func (x *MemberMeta) String() string {
 func (*MemberMeta) ProtoMessage() {}
 
 func (x *MemberMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[9]
+	mi := &file_hive_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1491,7 @@ func (x *MemberMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberMeta.ProtoReflect.Descriptor instead.
 func (*MemberMeta) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberMeta) GetKind() MemberKind {
@@ -1464,7 +1555,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_hive_v1_state_proto_msgTypes[10]
+	mi := &file_hive_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1567,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[10]
+	mi := &file_hive_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1580,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Member) GetName() string {
@@ -1562,7 +1653,7 @@ type ResourceCounts struct {
 
 func (x *ResourceCounts) Reset() {
 	*x = ResourceCounts{}
-	mi := &file_hive_v1_state_proto_msgTypes[11]
+	mi := &file_hive_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1665,7 @@ func (x *ResourceCounts) String() string {
 func (*ResourceCounts) ProtoMessage() {}
 
 func (x *ResourceCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[11]
+	mi := &file_hive_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1678,7 @@ func (x *ResourceCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceCounts.ProtoReflect.Descriptor instead.
 func (*ResourceCounts) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResourceCounts) GetTotal() uint32 {
@@ -1657,14 +1748,16 @@ type NodeStatus struct {
 	Health Health         `protobuf:"varint,31,opt,name=health,proto3,enum=hive.v1.Health" json:"health,omitempty"`
 	// When health last changed to its current value (rollout gates measure
 	// min_healthy_time from it).
-	HealthSince   *timestamppb.Timestamp `protobuf:"bytes,32,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	HealthSince *timestamppb.Timestamp `protobuf:"bytes,32,opt,name=health_since,json=healthSince,proto3" json:"health_since,omitempty"`
+	// Swarm services from the node's latest report (the initializer's).
+	Services      []*SwarmServiceStatus `protobuf:"bytes,45,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_hive_v1_state_proto_msgTypes[12]
+	mi := &file_hive_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1769,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[12]
+	mi := &file_hive_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1782,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeStatus) GetName() string {
@@ -1839,6 +1932,13 @@ func (x *NodeStatus) GetHealthSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *NodeStatus) GetServices() []*SwarmServiceStatus {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 // Revocation is the deny list entry of one agent identity.
 type Revocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1860,7 +1960,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_hive_v1_state_proto_msgTypes[13]
+	mi := &file_hive_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1972,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[13]
+	mi := &file_hive_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1985,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Revocation) GetNode() string {
@@ -2030,7 +2130,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05drift\x18\x05 \x01(\bR\x05drift\x12\x12\n" +
 	"\x04diff\x18\x06 \x01(\tR\x04diff\x12$\n" +
-	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xd0\x05\n" +
+	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\x89\x06\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2052,10 +2152,17 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"driftCheck\x12\x18\n" +
 	"\atrigger\x18\x0e \x01(\tR\atrigger\x12,\n" +
 	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
-	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x1aC\n" +
+	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x127\n" +
+	"\bservices\x18- \x03(\v2\x1b.hive.v1.SwarmServiceStatusR\bservices\x1aC\n" +
 	"\x15PublishedSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb5\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x95\x01\n" +
+	"\x12SwarmServiceStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\arunning\x18\x02 \x01(\rR\arunning\x12\x18\n" +
+	"\adesired\x18\x03 \x01(\rR\adesired\x12\x14\n" +
+	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
+	"\fupdate_state\x18\x05 \x01(\tR\vupdateState\"\xb5\x01\n" +
 	"\vCheckResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -2091,7 +2198,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\achanged\x18\x02 \x01(\rR\achanged\x12\x16\n" +
 	"\x06failed\x18\x03 \x01(\rR\x06failed\x12\x18\n" +
 	"\askipped\x18\x04 \x01(\rR\askipped\x12\x18\n" +
-	"\aplanned\x18\x05 \x01(\rR\aplanned\"\xae\t\n" +
+	"\aplanned\x18\x05 \x01(\rR\aplanned\"\xe7\t\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
@@ -2116,7 +2223,8 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x15certificate_not_after\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\x13certificateNotAfter\x12,\n" +
 	"\x06checks\x18\x1e \x03(\v2\x14.hive.v1.CheckResultR\x06checks\x12'\n" +
 	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
-	"\fhealth_since\x18  \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x1a9\n" +
+	"\fhealth_since\x18  \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x127\n" +
+	"\bservices\x18- \x03(\v2\x1b.hive.v1.SwarmServiceStatusR\bservices\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
@@ -2188,7 +2296,7 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Cause)(0),                    // 1: hive.v1.Cause
@@ -2205,84 +2313,87 @@ var file_hive_v1_state_proto_goTypes = []any{
 	(*NodeState)(nil),             // 12: hive.v1.NodeState
 	(*ResourceResult)(nil),        // 13: hive.v1.ResourceResult
 	(*Report)(nil),                // 14: hive.v1.Report
-	(*CheckResult)(nil),           // 15: hive.v1.CheckResult
-	(*MemberMeta)(nil),            // 16: hive.v1.MemberMeta
-	(*Member)(nil),                // 17: hive.v1.Member
-	(*ResourceCounts)(nil),        // 18: hive.v1.ResourceCounts
-	(*NodeStatus)(nil),            // 19: hive.v1.NodeStatus
-	(*Revocation)(nil),            // 20: hive.v1.Revocation
-	nil,                           // 21: hive.v1.Peer.LabelsEntry
-	nil,                           // 22: hive.v1.NodeFacts.LabelsEntry
-	nil,                           // 23: hive.v1.NodeFacts.PeersEntry
-	nil,                           // 24: hive.v1.NodeFacts.ReportedLabelsEntry
-	nil,                           // 25: hive.v1.NodeFacts.HardwareEntry
-	nil,                           // 26: hive.v1.NodeFacts.InterfacesEntry
-	nil,                           // 27: hive.v1.NodeState.SecretsEntry
-	nil,                           // 28: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 29: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 30: hive.v1.Member.LabelsEntry
-	nil,                           // 31: hive.v1.NodeStatus.LabelsEntry
-	nil,                           // 32: hive.v1.NodeStatus.LabelSourcesEntry
-	nil,                           // 33: hive.v1.NodeStatus.ReportedLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*Site)(nil),                  // 35: hive.v1.Site
-	(*Resource)(nil),              // 36: hive.v1.Resource
-	(*HealthCheck)(nil),           // 37: hive.v1.HealthCheck
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*SwarmServiceStatus)(nil),    // 15: hive.v1.SwarmServiceStatus
+	(*CheckResult)(nil),           // 16: hive.v1.CheckResult
+	(*MemberMeta)(nil),            // 17: hive.v1.MemberMeta
+	(*Member)(nil),                // 18: hive.v1.Member
+	(*ResourceCounts)(nil),        // 19: hive.v1.ResourceCounts
+	(*NodeStatus)(nil),            // 20: hive.v1.NodeStatus
+	(*Revocation)(nil),            // 21: hive.v1.Revocation
+	nil,                           // 22: hive.v1.Peer.LabelsEntry
+	nil,                           // 23: hive.v1.NodeFacts.LabelsEntry
+	nil,                           // 24: hive.v1.NodeFacts.PeersEntry
+	nil,                           // 25: hive.v1.NodeFacts.ReportedLabelsEntry
+	nil,                           // 26: hive.v1.NodeFacts.HardwareEntry
+	nil,                           // 27: hive.v1.NodeFacts.InterfacesEntry
+	nil,                           // 28: hive.v1.NodeState.SecretsEntry
+	nil,                           // 29: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 30: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 31: hive.v1.Member.LabelsEntry
+	nil,                           // 32: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 33: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 34: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*Site)(nil),                  // 36: hive.v1.Site
+	(*Resource)(nil),              // 37: hive.v1.Resource
+	(*HealthCheck)(nil),           // 38: hive.v1.HealthCheck
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	34, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	35, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	34, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
-	21, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
+	35, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	36, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	35, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	22, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
 	9,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
-	22, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
-	23, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
-	24, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
-	25, // 8: hive.v1.NodeFacts.hardware:type_name -> hive.v1.NodeFacts.HardwareEntry
-	26, // 9: hive.v1.NodeFacts.interfaces:type_name -> hive.v1.NodeFacts.InterfacesEntry
+	23, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
+	24, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
+	25, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
+	26, // 8: hive.v1.NodeFacts.hardware:type_name -> hive.v1.NodeFacts.HardwareEntry
+	27, // 9: hive.v1.NodeFacts.interfaces:type_name -> hive.v1.NodeFacts.InterfacesEntry
 	11, // 10: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	36, // 11: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	27, // 12: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
-	37, // 13: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
+	37, // 11: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	28, // 12: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	38, // 13: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
 	0,  // 14: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	38, // 15: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	39, // 15: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
 	1,  // 16: hive.v1.ResourceResult.cause:type_name -> hive.v1.Cause
 	2,  // 17: hive.v1.Report.phase:type_name -> hive.v1.Phase
 	13, // 18: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	38, // 19: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	34, // 20: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	34, // 21: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	28, // 22: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	15, // 23: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
+	39, // 19: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	35, // 20: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	35, // 21: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	29, // 22: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	16, // 23: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
 	3,  // 24: hive.v1.Report.health:type_name -> hive.v1.Health
-	34, // 25: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
-	5,  // 26: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	29, // 27: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	5,  // 28: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	4,  // 29: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	30, // 30: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	6,  // 31: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	31, // 32: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	4,  // 33: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	2,  // 34: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	34, // 35: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	18, // 36: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	13, // 37: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	32, // 38: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
-	33, // 39: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
-	34, // 40: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
-	15, // 41: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
-	3,  // 42: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
-	34, // 43: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	34, // 44: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	34, // 45: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	10, // 46: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	15, // 25: hive.v1.Report.services:type_name -> hive.v1.SwarmServiceStatus
+	35, // 26: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	5,  // 27: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	30, // 28: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	5,  // 29: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	4,  // 30: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	31, // 31: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	6,  // 32: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	32, // 33: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	4,  // 34: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	2,  // 35: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	35, // 36: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	19, // 37: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	13, // 38: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	33, // 39: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	34, // 40: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	35, // 41: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	16, // 42: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
+	3,  // 43: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
+	35, // 44: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	15, // 45: hive.v1.NodeStatus.services:type_name -> hive.v1.SwarmServiceStatus
+	35, // 46: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	35, // 47: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	10, // 48: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -2297,7 +2408,7 @@ func file_hive_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
