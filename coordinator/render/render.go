@@ -22,6 +22,9 @@
 //     node with that address, its role and labels; join_token_secret is "<initializer>/swarm-worker-token"
 //     for workers and "<initializer>/swarm-manager-token" for managers other
 //     than the initializer, which publishes both tokens in its reports.
+//     Every swarm node gets the site's registry (Site.registry), and the
+//     initializer the site's services (Site.services, images pinned to
+//     the digests resolved at push).
 //   - firewall: source_roles are expanded into sources (every address of
 //     every node holding those roles) and cleared; a rule whose sources
 //     come out empty is dropped, never widened to "anywhere".
@@ -569,7 +572,9 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 		s.JoinTokenSecret = swarmSecret(v, b, f.Name)
 		if s.Initializer {
 			s.Members = v.swarmNodes
+			s.Services = v.gen.GetSite().GetServices()
 		}
+		s.Registry = v.gen.GetSite().GetRegistry()
 		st.Resources[b.swarmIdx] = res
 	}
 	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
