@@ -72,12 +72,20 @@ type Config struct {
 	// Sandbox: never contact the engine (the agent under --root). Plan
 	// describes the membership wanted; Apply refuses with ErrSandbox.
 	Sandbox bool
+	// CAFile is the site CA (the agent's --tls-ca), written to
+	// /etc/docker/certs.d/HOST:PORT/ca.crt for a TLS site registry.
+	CAFile string
+	// RestartEngine restarts dockerd after its registry settings changed;
+	// nil runs `systemctl restart docker.service` through Env.Runner.
+	RestartEngine func(ctx context.Context) error
+	// EngineWait bounds the wait for the engine's API after a restart.
+	EngineWait time.Duration
 }
 
 // DefaultConfig returns the local engine's socket, port 2377, a 3 s dial
 // timeout.
 func DefaultConfig() Config {
-	return Config{Host: "unix:///var/run/docker.sock", ListenPort: 2377, DialTimeout: 3 * time.Second}
+	return Config{Host: "unix:///var/run/docker.sock", ListenPort: 2377, DialTimeout: 3 * time.Second, EngineWait: 60 * time.Second}
 }
 
 // Validate checks the config.
@@ -90,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("swarm: dial timeout %v must be positive", c.DialTimeout)
+	}
+	if c.EngineWait <= 0 {
+		return fmt.Errorf("swarm: engine wait %v must be positive", c.EngineWait)
 	}
 	return nil
 }
@@ -104,6 +115,7 @@ type Provider struct {
 
 	mu        sync.Mutex
 	published map[string][]byte
+	services  []*hivev1.SwarmServiceStatus
 }
 
 // New returns a provider; it does not contact the engine yet.
@@ -157,6 +169,9 @@ type step struct {
 	network *hivev1.SwarmNetwork
 	nodeID  string
 	labels  map[string]string
+	obj     svcObject       // secret-create, config-create
+	files   []engineFile    // engine
+	svc     *desiredService // service-create, service-update
 	text    string
 }
 
@@ -251,6 +266,14 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 			}
 		}
 	}
+	if !s.GetInitializer() {
+		p.mu.Lock()
+		p.services = nil
+		p.mu.Unlock()
+	}
+	if err := p.planEngine(env, s, d); err != nil {
+		return nil, err
+	}
 	if p.cfg.Sandbox {
 		what := "join the swarm as " + string(role)
 		if s.GetInitializer() {
@@ -315,7 +338,7 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 				return nil, err
 			}
 			if s.GetInitializer() {
-				if err := p.planManaged(ctx, s, d); err != nil {
+				if err := p.planManaged(ctx, env, s, d); err != nil {
 					return nil, err
 				}
 			}
@@ -343,7 +366,7 @@ func (p *Provider) joinInputs(env *converge.Env, s *hivev1.Swarm, d *planData) e
 // planManaged plans what the initializer does for the whole swarm: create
 // the declared overlay networks, label member nodes, remove nodes that
 // left hive's view and are down.
-func (p *Provider) planManaged(ctx context.Context, s *hivev1.Swarm, d *planData) error {
+func (p *Provider) planManaged(ctx context.Context, env *converge.Env, s *hivev1.Swarm, d *planData) error {
 	for _, n := range s.GetNetworks() {
 		st, err := p.planNetwork(ctx, n)
 		if err != nil {
@@ -382,7 +405,7 @@ func (p *Provider) planManaged(ctx context.Context, s *hivev1.Swarm, d *planData
 			}
 		}
 	}
-	return nil
+	return p.planServices(ctx, env, s, d)
 }
 
 func short(id string) string {
@@ -501,6 +524,9 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if d.s.GetInitializer() {
+			p.refreshServices(ctx)
+		}
 	}
 	return nil
 }
@@ -523,7 +549,7 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 		return nil
 	}
 	more := &planData{s: d.s, advertise: d.advertise}
-	if err := p.planManaged(ctx, d.s, more); err != nil {
+	if err := p.planManaged(ctx, env, d.s, more); err != nil {
 		return err
 	}
 	for _, st := range more.steps {
@@ -536,6 +562,9 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 
 func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st step) error {
 	switch st.kind {
+	case "note":
+	case "engine":
+		return p.applyEngine(ctx, env, st)
 	case "leave":
 		if _, err := p.cli.SwarmLeave(ctx, client.SwarmLeaveOptions{Force: st.force}); err != nil {
 			return fmt.Errorf("leave swarm: %w", err)
@@ -614,7 +643,7 @@ func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st st
 			return fmt.Errorf("remove node %s: %w", short(st.nodeID), err)
 		}
 	default:
-		return fmt.Errorf("swarm: unknown step %q", st.kind)
+		return p.doService(ctx, st)
 	}
 	return nil
 }

@@ -34,8 +34,8 @@
 //     node of a large role it has nothing to do with. Firewall and DRBD
 //     peers are resolved into the resources themselves. Templates are evaluated by the agent with these
 //     facts and the secrets in NodeState.secrets.
-//   - secrets: only those named by the node's file resources (File.secrets), its commands (GuardedCommand.secrets)
-//     and its swarm join token, decrypted; a secret without a value is left
+//   - secrets: only those named by the node's file resources (File.secrets), its commands (GuardedCommand.secrets),
+//     its swarm join token and, on the initializer, the services' secrets, decrypted; a secret without a value is left
 //     out (the agent reports the resource as failed).
 //
 // Targets: each node is rendered at its target generation when the source
@@ -501,6 +501,21 @@ func (r *Renderer) secretsFor(v *view, b *base, node string) (string, map[string
 	names := b.secrets
 	if js := swarmSecret(v, b, node); js != "" {
 		names = append(append([]string(nil), names...), js)
+	}
+	if b.swarm != nil && node == v.initializer {
+		// The initializer delivers the services' secrets as swarm secrets.
+		seen := map[string]bool{}
+		for _, n := range names {
+			seen[n] = true
+		}
+		for _, svc := range v.gen.GetSite().GetServices() {
+			for _, sec := range svc.GetSecrets() {
+				if n := sec.GetSecret(); !seen[n] {
+					seen[n] = true
+					names = append(append([]string(nil), names...), n)
+				}
+			}
+		}
 	}
 	if len(names) == 0 {
 		return "", nil, nil
