@@ -84,6 +84,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	}
 	sc.Sandbox = sandbox
 	sc.CAFile = cfg.TLSCA
+	sc.ReloadCommand = cfg.DockerReload
 	sp, err := swarm.New(sc, log)
 	if err != nil {
 		return Deps{}, err

@@ -4,9 +4,12 @@ package swarm
 // address in registry-mirrors of /etc/docker/daemon.json (other keys and
 // other mirrors are kept), and the site CA as
 // /etc/docker/certs.d/HOST:PORT/ca.crt, or, for a plain-HTTP registry
-// (insecure), the address in insecure-registries. dockerd reads both only
-// when it starts: when either changed, the engine is restarted (once, after
-// both are written, before any swarm step), and only then.
+// (insecure), the address in insecure-registries. dockerd reloads
+// registry-mirrors and insecure-registries on SIGHUP and reads certs.d at
+// each pull: when daemon.json changed, the engine is reloaded (once, after
+// the files are written, before any swarm step), and only then; a reload
+// keeps the engine and its tasks running, where a restart would stop every
+// task of the node.
 
 import (
 	"bytes"
@@ -18,9 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
-
-	"github.com/moby/moby/client"
 
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/internal/atomicfile"
@@ -98,6 +98,7 @@ func (p *Provider) planEngine(env *converge.Env, s *hivev1.Swarm, d *planData) e
 	}
 	var files []engineFile
 	var notes []string
+	reload := len(added) > 0
 	if len(added) > 0 {
 		data, _ := json.MarshalIndent(cfg, "", "  ")
 		files = append(files, engineFile{path: path, data: append(data, '\n'), perm: 0o644})
@@ -124,7 +125,11 @@ func (p *Provider) planEngine(env *converge.Env, s *hivev1.Swarm, d *planData) e
 	for _, n := range notes {
 		d.steps = append(d.steps, step{kind: "note", text: n})
 	}
-	d.steps = append(d.steps, step{kind: "engine", files: files, text: "restart the Docker engine to load its registry settings"})
+	text := "site CA written (read at each pull; no reload needed)"
+	if reload {
+		text = "reload the Docker engine (SIGHUP) to load its registry settings"
+	}
+	d.steps = append(d.steps, step{kind: "engine", files: files, reload: reload, text: text})
 	return nil
 }
 
@@ -140,42 +145,29 @@ func (p *Provider) siteCA() ([]byte, error) {
 	return b, nil
 }
 
-// applyEngine writes the files and restarts the engine, then waits for
-// its API.
+// applyEngine writes the files and, when daemon.json changed, reloads the
+// engine (which keeps running: nothing to wait for).
 func (p *Provider) applyEngine(ctx context.Context, env *converge.Env, st step) error {
 	for _, f := range st.files {
 		if err := atomicfile.Write(f.path, f.data, atomicfile.Options{Perm: f.perm, MkdirPerm: 0o755}); err != nil {
 			return fmt.Errorf("write %s: %w", f.path, err)
 		}
 	}
-	restart := p.cfg.RestartEngine
-	if restart == nil {
-		restart = func(ctx context.Context) error {
-			out, err := env.Runner.Run(ctx, converge.Cmd{Name: "systemctl", Args: []string{"restart", "docker.service"}})
-			if err != nil {
-				return fmt.Errorf("systemctl restart docker.service: %w: %s", err, bytes.TrimSpace(out.Stderr))
-			}
-			return nil
-		}
+	if !st.reload {
+		return nil
 	}
-	if err := restart(ctx); err != nil {
-		return fmt.Errorf("restart the Docker engine: %w", err)
+	argv := p.cfg.ReloadCommand
+	if len(argv) == 0 {
+		argv = []string{"systemctl", "reload", "docker.service"}
 	}
-	p.log.Info("docker engine restarted for its registry settings")
-	deadline := time.Now().Add(p.cfg.EngineWait)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := p.cli.Ping(pctx, client.PingOptions{})
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("docker engine not answering %v after its restart: %w", p.cfg.EngineWait, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	c := converge.Cmd{Name: argv[0], Args: argv[1:]}
+	out, err := env.Runner.Run(ctx, c)
+	if err == nil && out.ExitCode != 0 {
+		err = fmt.Errorf("exit status %d", out.ExitCode)
 	}
+	if err != nil {
+		return fmt.Errorf("reload the Docker engine (%s): %w: %s", c, err, bytes.TrimSpace(out.Stderr))
+	}
+	p.log.Info("docker engine reloaded for its registry settings")
+	return nil
 }

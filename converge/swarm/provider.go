@@ -75,17 +75,18 @@ type Config struct {
 	// CAFile is the site CA (the agent's --tls-ca), written to
 	// /etc/docker/certs.d/HOST:PORT/ca.crt for a TLS site registry.
 	CAFile string
-	// RestartEngine restarts dockerd after its registry settings changed;
-	// nil runs `systemctl restart docker.service` through Env.Runner.
-	RestartEngine func(ctx context.Context) error
-	// EngineWait bounds the wait for the engine's API after a restart.
-	EngineWait time.Duration
+	// ReloadCommand makes dockerd reload daemon.json after its registry
+	// settings changed (SIGHUP: registry-mirrors and insecure-registries
+	// are reloadable, certs.d is read at each pull, so the engine and its
+	// tasks keep running); empty: `systemctl reload docker.service`. Run
+	// through Env.Runner.
+	ReloadCommand []string
 }
 
 // DefaultConfig returns the local engine's socket, port 2377, a 3 s dial
 // timeout.
 func DefaultConfig() Config {
-	return Config{Host: "unix:///var/run/docker.sock", ListenPort: 2377, DialTimeout: 3 * time.Second, EngineWait: 60 * time.Second}
+	return Config{Host: "unix:///var/run/docker.sock", ListenPort: 2377, DialTimeout: 3 * time.Second}
 }
 
 // Validate checks the config.
@@ -98,9 +99,6 @@ func (c Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf("swarm: dial timeout %v must be positive", c.DialTimeout)
-	}
-	if c.EngineWait <= 0 {
-		return fmt.Errorf("swarm: engine wait %v must be positive", c.EngineWait)
 	}
 	return nil
 }
@@ -171,6 +169,7 @@ type step struct {
 	labels  map[string]string
 	obj     svcObject       // secret-create, config-create
 	files   []engineFile    // engine
+	reload  bool            // engine: daemon.json changed
 	svc     *desiredService // service-create, service-update
 	text    string
 }
