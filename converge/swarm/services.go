@@ -4,7 +4,9 @@ package swarm
 // rendered into Swarm.services). Everything hive creates carries
 // LabelManaged; a service also carries LabelSpec, the sha256 of the spec
 // hive built for it, so that an unchanged service is never updated (an
-// update restarts its tasks) and a hand-edited one is put back. Services,
+// update restarts its tasks); its image and replica count are compared
+// too, so that `docker service update --image` or `docker service scale`
+// by hand (which keep the labels) are put back. Services,
 // secrets and configs without LabelManaged are never touched; a desired
 // service whose name is taken by one of them fails with ErrNotHive.
 //
@@ -316,12 +318,10 @@ func (p *Provider) planServices(ctx context.Context, env *converge.Env, s *hivev
 			d.steps = append(d.steps, step{kind: "service-create", svc: ds, text: fmt.Sprintf("create service %s (%s)", ds.name, ds.spec.TaskTemplate.ContainerSpec.Image)})
 		case cur.Spec.Labels[LabelManaged] != "true":
 			return fmt.Errorf("%w: %s (remove or rename it by hand, or rename the site's service)", ErrNotHive, ds.name)
-		case cur.Spec.Labels[LabelSpec] != ds.hash:
-			what := "spec changed"
-			if img := cur.Spec.TaskTemplate.ContainerSpec; img != nil && img.Image != ds.spec.TaskTemplate.ContainerSpec.Image {
-				what = "image " + ds.spec.TaskTemplate.ContainerSpec.Image
+		default:
+			if what := serviceDiff(cur, ds); what != "" {
+				d.steps = append(d.steps, step{kind: "service-update", svc: ds, nodeID: cur.ID, text: fmt.Sprintf("update service %s (%s)", ds.name, what)})
 			}
-			d.steps = append(d.steps, step{kind: "service-update", svc: ds, nodeID: cur.ID, text: fmt.Sprintf("update service %s (%s)", ds.name, what)})
 		}
 	}
 	var gone []string
@@ -336,6 +336,32 @@ func (p *Provider) planServices(ctx context.Context, env *converge.Env, s *hivev
 	}
 	d.steps = append(d.steps, unused...)
 	return nil
+}
+
+// serviceDiff says why a hive service must be updated, or "": its
+// LabelSpec differs from the spec hive builds (the site, a secret or a
+// config changed), or, with the same label, its image or replica count
+// was changed by hand (`docker service update --image`, `docker service
+// scale` keep the labels).
+func serviceDiff(cur dswarm.Service, ds *desiredService) string {
+	want := ds.spec.TaskTemplate.ContainerSpec.Image
+	img := ""
+	if cs := cur.Spec.TaskTemplate.ContainerSpec; cs != nil {
+		img = cs.Image
+	}
+	if cur.Spec.Labels[LabelSpec] != ds.hash {
+		if img != want {
+			return "image " + want
+		}
+		return "spec changed"
+	}
+	if img != want {
+		return fmt.Sprintf("image %s changed by hand, want %s", img, want)
+	}
+	if r, w := cur.Spec.Mode.Replicated, ds.spec.Mode.Replicated; r != nil && w != nil && r.Replicas != nil && *r.Replicas != *w.Replicas {
+		return fmt.Sprintf("scaled by hand to %d, want %d", *r.Replicas, *w.Replicas)
+	}
+	return ""
 }
 
 // doService carries out a service step.

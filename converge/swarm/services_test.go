@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/mount"
+	dswarm "github.com/moby/moby/api/types/swarm"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hivefleet/hive/converge"
@@ -151,5 +152,36 @@ func TestPlanEngine(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "etc/docker/daemon.json"), []byte("not json"), 0o644)
 	if err := p.planEngine(env, &hivev1.Swarm{Registry: insecure}, &planData{}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("broken daemon.json: %v", err)
+	}
+}
+
+// TestServiceDiff: equal label, image and replicas: no update; a new spec
+// hash, a hand-changed image or a hand scale: update, saying why.
+func TestServiceDiff(t *testing.T) {
+	env := &converge.Env{Secrets: map[string][]byte{"db-password": []byte("s3cret")}}
+	d, _, err := buildService(env, webService())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := dswarm.Service{Spec: d.spec}
+	if got := serviceDiff(cur, d); got != "" {
+		t.Errorf("same service: %q", got)
+	}
+	cs := *d.spec.TaskTemplate.ContainerSpec
+	cs.Image = "other:v0"
+	cur.Spec.TaskTemplate.ContainerSpec = &cs
+	if got := serviceDiff(cur, d); !strings.Contains(got, "changed by hand") {
+		t.Errorf("hand image: %q", got)
+	}
+	cur = dswarm.Service{Spec: d.spec}
+	five := uint64(5)
+	cur.Spec.Mode = dswarm.ServiceMode{Replicated: &dswarm.ReplicatedService{Replicas: &five}}
+	if got := serviceDiff(cur, d); !strings.Contains(got, "scaled by hand to 5") {
+		t.Errorf("hand scale: %q", got)
+	}
+	cur = dswarm.Service{Spec: d.spec}
+	cur.Spec.Labels = map[string]string{LabelManaged: "true", LabelSpec: "old"}
+	if got := serviceDiff(cur, d); got != "spec changed" {
+		t.Errorf("new spec: %q", got)
 	}
 }
