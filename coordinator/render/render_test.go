@@ -55,7 +55,8 @@ func site() *hivev1.Site {
 			{Names: []string{"web-*"}, Roles: []string{"web"}},
 			{Names: []string{"mgr-*"}, Roles: []string{"manager"}},
 		},
-		Services: []*hivev1.SwarmService{{Name: "web", Image: "10.0.0.5:5000/site/web:v1", Digest: "sha256:" + strings.Repeat("ab", 32), Replicas: 2}},
+		Services: []*hivev1.SwarmService{{Name: "web", Image: "10.0.0.5:5000/site/web:v1", Digest: "sha256:" + strings.Repeat("ab", 32), Replicas: 2,
+			Secrets: []*hivev1.SwarmServiceSecret{{Secret: "svc-pass"}}}},
 		Registry: &hivev1.ServiceRegistry{Address: "10.0.0.5:5000", Mirror: true},
 	}
 }
@@ -190,6 +191,14 @@ func TestSwarmFacts(t *testing.T) {
 		if s.GetRegistry().GetAddress() != "10.0.0.5:5000" {
 			t.Fatalf("registry not rendered: %v", s)
 		}
+	}
+	// The services' secrets reach the initializer only.
+	f.setSecret(t, "svc-pass", "s3cret")
+	if got := f.render(t, "mgr-1").GetSecrets()["svc-pass"]; string(got) != "s3cret" {
+		t.Fatalf("initializer's service secret = %q", got)
+	}
+	if _, ok := f.render(t, "mgr-2").GetSecrets()["svc-pass"]; ok {
+		t.Fatal("service secret rendered for a non-initializer")
 	}
 	if s2.GetInitializer() || s2.GetJoinTokenSecret() != "mgr-1/swarm-manager-token" {
 		t.Fatalf("mgr-2 swarm = %v", s2)
