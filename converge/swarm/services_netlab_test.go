@@ -168,7 +168,11 @@ roles:
 	// A tag that was never pushed is refused at push, with its position.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte(site(hello("v9"))), 0o644)
-	if out, err := ctl("push", bad, "-m", "bad tag"); err == nil || !strings.Contains(out, `bad.yaml:22:3: services.hello.image:`) || !strings.Contains(out, `has no tag "v9"`) {
+	out, err := ctl("push", bad, "-m", "bad tag")
+	if err != nil {
+		out += err.Error()
+	}
+	if err == nil || !strings.Contains(out, `bad.yaml:16:3: services.hello.image:`) || !strings.Contains(out, `has no tag "v9"`) {
 		t.Fatalf("push of an unknown tag: err %v\n%s", err, out)
 	}
 
