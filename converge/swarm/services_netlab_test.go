@@ -32,7 +32,10 @@ import (
 // 2 replicas is pushed: the coordinator pins the tag to its digest, the
 // agents write their engines' registry settings (daemon.json, reloaded by
 // SIGHUP), form the swarm, and the initializer creates the service, which
-// answers HTTP on its published (ingress) port from both nodes. A hand-made
+// answers HTTP on its published port from both nodes. The port is
+// published in host mode (one task per node: the scheduler never puts two
+// tasks with the same host port on a node): the ingress routing mesh needs
+// IPVS, which the test machines' kernel lacks (no CONFIG_IP_VS). A hand-made
 // service is created; moving the site to tag v2 rolls the service; removing
 // the service from the site removes it and leaves the hand-made one alone.
 //
@@ -152,7 +155,7 @@ roles:
     image: ` + registry + `/site/hello:` + tag + `
     replicas: 2
     env: {GREETING: hello}
-    ports: [{target: 8080, published: 8080}]
+    ports: [{target: 8080, published: 8080, mode: host}]
     update: {parallelism: 2, order: stop-first}
 `
 	}
@@ -192,7 +195,25 @@ roles:
 		}
 		return true
 	}
-	eventually(t, "service hello answering v1 on both nodes", 180*time.Second, func() bool { return answers("hello v1") })
+	tasks := func() string {
+		res, err := m1.cli.TaskList(context.Background(), client.TaskListOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		var out []string
+		for _, tk := range res.Items {
+			out = append(out, fmt.Sprintf("%s node=%s state=%s desired=%s msg=%q err=%q", tk.ID[:8], tk.NodeID[:8], tk.Status.State, tk.DesiredState, tk.Status.Message, tk.Status.Err))
+		}
+		return strings.Join(out, "\n")
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("tasks on m1:\n%s", tasks())
+			resp, err := web.Get("http://" + m1.n.addr + ":8080/")
+			t.Logf("GET m1:8080: %v %v", resp, err)
+		}
+	})
+	eventually(t, "service hello answering v1 on both nodes", 120*time.Second, func() bool { return answers("hello v1") })
 	t.Logf("push to the service answering on both nodes (swarm formed, engines configured, image pulled): %v", time.Since(t0).Round(time.Millisecond))
 	// Settings written by the agent, reloaded by the engine.
 	for _, m := range []*member{m1, w1} {
