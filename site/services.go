@@ -560,7 +560,7 @@ func (c *checker) checkService(svc *hivev1.SwarmService, secrets map[string]bool
 		mounts[m.GetTarget()] = true
 	}
 	for i, n := range svc.GetNetworks() {
-		known := n == "ingress"
+		known := n == "ingress" || n == "host"
 		for _, sn := range swarmNets {
 			known = known || sn == n
 		}

@@ -34,8 +34,10 @@ import (
 // SIGHUP), form the swarm, and the initializer creates the service, which
 // answers HTTP on its published port from both nodes. The port is
 // published in host mode (one task per node: the scheduler never puts two
-// tasks with the same host port on a node): the ingress routing mesh needs
-// IPVS, which the test machines' kernel lacks (no CONFIG_IP_VS). A hand-made
+// tasks with the same host port on a node), on the host network: the
+// ingress routing mesh needs IPVS, which the test machines' kernel lacks
+// (no CONFIG_IP_VS), and the lab engines' docker_gwbridge port mapping did
+// not answer either (connection refused with the tasks running). A hand-made
 // service is created; moving the site to tag v2 rolls the service; removing
 // the service from the site removes it and leaves the hand-made one alone.
 //
@@ -155,6 +157,7 @@ roles:
     image: ` + registry + `/site/hello:` + tag + `
     replicas: 2
     env: {GREETING: hello}
+    networks: [host]
     ports: [{target: 8080, published: 8080, mode: host}]
     update: {parallelism: 2, order: stop-first}
 `
