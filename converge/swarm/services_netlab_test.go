@@ -310,7 +310,7 @@ func main() {
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-trimpath", "-ldflags=-s -w", "-o", "server", "main.go")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", "server", "main.go")
 	build.Dir = dir
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GO111MODULE=off")
 	if out, err := build.CombinedOutput(); err != nil {
