@@ -581,6 +581,9 @@ func (a *Agent) runOnce(ctx context.Context, st *hivev1.NodeState, reason string
 			r.PublishedSecrets = p
 		}
 	}
+	if a.deps.Services != nil {
+		r.Services = a.deps.Services()
+	}
 	// An honest agent is never refused for size: cut long messages and
 	// diffs (marked), and summarise results beyond the coordinator's
 	// limits (package limits).

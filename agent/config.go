@@ -57,6 +57,10 @@ type Config struct {
 	// DockerHost is the Docker Engine API endpoint the swarm provider
 	// talks to; empty means the local engine's default socket.
 	DockerHost string
+	// DockerReload is the command that makes dockerd reload daemon.json
+	// (the swarm provider's registry settings); empty: systemctl reload
+	// docker.service.
+	DockerReload []string
 
 	// RetryMin and RetryMax bound the backoff of failed runs.
 	RetryMin, RetryMax time.Duration

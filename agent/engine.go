@@ -41,6 +41,10 @@ type Deps struct {
 	// Published returns values the node publishes (swarm join tokens),
 	// copied into each report; nil for none.
 	Published func() map[string][]byte
+	// Services returns the swarm services this node manages (the swarm
+	// initializer) with their task counts, copied into each report; nil
+	// for none.
+	Services func() []*hivev1.SwarmServiceStatus
 	// OpenWindow returns the firewall's open confirm window, or nil.
 	OpenWindow func() Window
 	// Close releases what the engine holds (nil: nothing).
@@ -83,6 +87,8 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 		sc.Host = cfg.DockerHost
 	}
 	sc.Sandbox = sandbox
+	sc.CAFile = cfg.TLSCA
+	sc.ReloadCommand = cfg.DockerReload
 	sp, err := swarm.New(sc, log)
 	if err != nil {
 		return Deps{}, err
@@ -133,6 +139,7 @@ func NewEngine(cfg Config, log *slog.Logger) (Deps, error) {
 	return Deps{
 		Engine:    eng,
 		Published: sp.Published,
+		Services:  sp.Services,
 		OpenWindow: func() Window {
 			if w := fw.Window(); w != nil {
 				return w

@@ -113,13 +113,21 @@ func (a *api) Push(ctx context.Context, req *hivev1.PushRequest) (*hivev1.PushRe
 		s.metrics.pushes.WithLabelValues("rejected").Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "push rejected: %v", err)
 	}
-	sum, err := siteHash(req.GetSite())
+	// Service images are pinned to digests before the site goes through
+	// raft: the generation names what runs, and its hash changes when a
+	// tag is moved to another image.
+	pinned, err := s.pinner.Pin(ctx, req.GetSite())
+	if err != nil {
+		s.metrics.pushes.WithLabelValues("rejected").Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "push rejected: %v", err)
+	}
+	sum, err := siteHash(pinned)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	cmd, err := s.pushCommand(req, &hivev1.PushCommand{
 		Generation: &hivev1.Generation{
-			Sha256: sum, Author: author(ctx), Message: req.GetMessage(), Site: req.GetSite(),
+			Sha256: sum, Author: author(ctx), Message: req.GetMessage(), Site: pinned,
 			SourceName: req.GetSourceName(), Source: req.GetSource(),
 		},
 		BaseGeneration: req.GetBaseGeneration(),

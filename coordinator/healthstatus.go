@@ -20,6 +20,7 @@ const MaxDriftRepairsListed = 10000
 func fillHealth(ns *hivev1.NodeStatus, r *hivev1.Report, rec *hivev1.CheckNodeRecord) {
 	ns.Checks = r.GetChecks()
 	ns.Health = r.GetHealth()
+	ns.Services = r.GetServices() // bounded at the API (limits.CheckReport)
 	if rec.GetHealth() == ns.Health && ns.Health != hivev1.Health_HEALTH_UNSPECIFIED {
 		ns.HealthSince = rec.GetHealthSince()
 	}

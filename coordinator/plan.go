@@ -360,7 +360,11 @@ func (a *api) Plan(ctx context.Context, req *hivev1.PlanRequest) (*hivev1.PlanRe
 		return nil, status.Errorf(codes.Aborted, "plan is based on generation %d, but generation %d is current: %s",
 			b, base, movedSince(st.Generations(0), b))
 	}
-	sum, err := siteHash(req.GetSite())
+	pinned, err := s.pinner.Pin(ctx, req.GetSite()) // as a push would
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "plan rejected: %v", err)
+	}
+	sum, err := siteHash(pinned)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -368,7 +372,7 @@ func (a *api) Plan(ctx context.Context, req *hivev1.PlanRequest) (*hivev1.PlanRe
 		id: newPlanID(), origin: s.cfg.Name, base: base,
 		gen: &hivev1.Generation{
 			Number: base + 1, Parent: base, Sha256: sum, Author: author(ctx),
-			Site: req.GetSite(), SourceName: req.GetSourceName(), Source: req.GetSource(),
+			Site: pinned, SourceName: req.GetSourceName(), Source: req.GetSource(),
 		},
 		nodes: map[string]bool{}, deadline: deadline, expires: started.Add(planTTL), index: index,
 		renderer: render.New(syncOpener{s}), answers: map[string]*planAnswer{}, changed: make(chan struct{}),

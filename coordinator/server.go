@@ -50,6 +50,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/hivefleet/hive/coordinator/imagepin"
 	"log/slog"
 	"net"
 	"net/http"
@@ -93,6 +94,7 @@ type Server struct {
 	keyMu       sync.Mutex // serialises key fetches and keyring saves
 	keyringPath string
 	renderer    *render.Renderer
+	pinner      *imagepin.Resolver // service image tags → digests at push
 	hub         *hub
 	ops         *ops         // events and webhooks (events.go, webhooks.go)
 	statusw     *statusWatch // blocking status reads, in-memory phases (statuswait.go)
@@ -227,6 +229,16 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 
 	s.renderer = render.New(syncOpener{s})
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if cfg.TLSCA != "" {
+		if pem, err := os.ReadFile(cfg.TLSCA); err == nil {
+			pool.AppendCertsFromPEM(pem)
+		}
+	}
+	s.pinner = imagepin.New(imagepin.Config{RootCAs: pool})
 	s.hub = newHub(cfg.MembershipDebounce)
 	s.statusw = newStatusWatch()
 	s.fsm = fsm.New(root)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,7 +29,9 @@ func newStatusCommand(cf *connFlags) *cobra.Command {
 		Short: "Show how every node (or one node) stands with the desired state",
 		Long: `status lists every node the coordinators know: its gossip liveness, the
 generation it last applied, its phase (converged, applying, failed, pending
-or unknown), its roles, its resource counts and errors.
+or unknown), its roles, its resource counts and errors; then the swarm
+services hive manages, with their running/desired tasks, as the swarm's
+initializing manager last reported them.
 
 With NODE, it shows that node in detail, with the result of each resource of
 its last run. Final reports (converged, failed) are stored through Raft and
@@ -190,6 +193,16 @@ type nodeJSON struct {
 	// reboot: its entry in the reboot queue (node_reboot.go).
 	Maintenance *maintenanceJSONT `json:"maintenance,omitempty"`
 	Reboot      *rebootNodeJSON   `json:"reboot,omitempty"`
+	// Swarm services the node manages (the swarm's initializer).
+	Services []serviceJSON `json:"services,omitempty"`
+}
+
+type serviceJSON struct {
+	Name        string `json:"name"`
+	Running     uint32 `json:"running"`
+	Desired     uint32 `json:"desired"`
+	Image       string `json:"image,omitempty"`
+	UpdateState string `json:"update_state,omitempty"`
 }
 
 type countsJSON struct {
@@ -244,6 +257,9 @@ func statusToJSON(resp *hivev1.GetStatusResponse, withResults bool) statusJSON {
 		if r := n.GetReboot(); r != nil {
 			rj := rebootNodeOf(r)
 			nj.Reboot = &rj
+		}
+		for _, sv := range n.GetServices() {
+			nj.Services = append(nj.Services, serviceJSON{Name: sv.GetName(), Running: sv.GetRunning(), Desired: sv.GetDesired(), Image: sv.GetImage(), UpdateState: sv.GetUpdateState()})
 		}
 		if withResults {
 			for _, r := range n.GetResults() {
@@ -329,6 +345,9 @@ func writeStatusTable(w io.Writer, s statusJSON, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeServices(w, s.Nodes); err != nil {
+		return err
+	}
 	first := true
 	for _, n := range s.Nodes {
 		for _, e := range n.Errors {
@@ -393,6 +412,9 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 		if err := writeChecks(w, n, now); err != nil {
 			return err
 		}
+		if err := writeServices(w, []nodeJSON{n}); err != nil {
+			return err
+		}
 		if len(n.Results) > 0 {
 			fmt.Fprintln(w)
 			tw = newTable(w)
@@ -413,6 +435,27 @@ func writeNodeDetail(w io.Writer, s statusJSON, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// writeServices lists the swarm services the nodes report (the swarm's
+// initializer reports them): running/desired tasks, image, update state.
+func writeServices(w io.Writer, nodes []nodeJSON) error {
+	var tw *tabwriter.Writer
+	for _, n := range nodes {
+		for _, sv := range n.Services {
+			if tw == nil {
+				fmt.Fprintln(w)
+				tw = newTable(w)
+				fmt.Fprintln(tw, "SERVICE\tTASKS\tIMAGE\tUPDATE\tREPORTED BY")
+			}
+			tasks := fmt.Sprintf("%d/%d", sv.Running, sv.Desired)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", esc(sv.Name), tasks, esc(orDash(sv.Image)), esc(orDash(sv.UpdateState)), esc(n.Name))
+		}
+	}
+	if tw == nil {
+		return nil
+	}
+	return tw.Flush()
 }
 
 func fmtMS(ms float64) string {

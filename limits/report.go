@@ -55,6 +55,12 @@ const (
 	// MaxPublishedSecretBytes bounds one published value (the
 	// coordinator's secret limit).
 	MaxPublishedSecretBytes = 64 << 10
+	// MaxServices is the most swarm services one report lists (the
+	// initializer's; see converge/swarm.MaxServiceStatus), MaxServiceName
+	// bounds a name and MaxServiceImage an image reference.
+	MaxServices     = 256
+	MaxServiceName  = 63
+	MaxServiceImage = 600
 	// MaxClockSkew is how far in the future of the coordinator's clock a
 	// report's started or finished time may lie.
 	MaxClockSkew = time.Hour
@@ -154,6 +160,20 @@ func CheckReport(r *hivev1.Report, now time.Time) error {
 	}
 	if err := checkChecks(r); err != nil {
 		return err
+	}
+	if n := len(r.GetServices()); n > MaxServices {
+		return tooBig("report.services", n, MaxServices, "entries")
+	}
+	for i, sv := range r.GetServices() {
+		if n := len(sv.GetName()); n == 0 || n > MaxServiceName {
+			return bad(fmt.Sprintf("report.services[%d].name", i), "must have 1 to %d bytes", MaxServiceName)
+		}
+		if n := len(sv.GetImage()); n > MaxServiceImage {
+			return tooBig(fmt.Sprintf("report.services[%d].image", i), n, MaxServiceImage, "bytes")
+		}
+		if n := len(sv.GetUpdateState()); n > MaxTriggerBytes {
+			return tooBig(fmt.Sprintf("report.services[%d].update_state", i), n, MaxTriggerBytes, "bytes")
+		}
 	}
 	if n := len(r.GetPublishedSecrets()); n > MaxPublishedSecrets {
 		return tooBig("report.published_secrets", n, MaxPublishedSecrets, "entries")

@@ -55,6 +55,15 @@ func TestCheckReport(t *testing.T) {
 		{"outcome", func(r *hivev1.Report) { r.Results[0].Outcome = 99 }, "report.results[0].outcome", "99 is not a known value"},
 		{"result duration", func(r *hivev1.Report) { r.Results[0].Duration = durationpb.New(-time.Second) }, "report.results[0].duration", "negative"},
 		{"node", func(r *hivev1.Report) { r.Node = "web 1" }, "report.node", "web 1"},
+		{"services", func(r *hivev1.Report) {
+			for range MaxServices + 1 {
+				r.Services = append(r.Services, &hivev1.SwarmServiceStatus{Name: "s"})
+			}
+		}, "report.services", fmt.Sprintf("the limit is %d entries", MaxServices)},
+		{"service name", func(r *hivev1.Report) { r.Services = []*hivev1.SwarmServiceStatus{{Name: strings.Repeat("s", 64)}} }, "report.services[0].name", "1 to 63 bytes"},
+		{"service image", func(r *hivev1.Report) {
+			r.Services = []*hivev1.SwarmServiceStatus{{Name: "web", Image: strings.Repeat("i", MaxServiceImage+1)}}
+		}, "report.services[0].image", fmt.Sprintf("the limit is %d bytes", MaxServiceImage)},
 		{"phase", func(r *hivev1.Report) { r.Phase = 42 }, "report.phase", "42 is not a known value"},
 		{"state hash", func(r *hivev1.Report) { r.StateHash = "zz" }, "report.state_hash", "64 lowercase hex digits"},
 		{"agent version long", func(r *hivev1.Report) { r.AgentVersion = strings.Repeat("1", 65) }, "report.agent_version", "is 65 bytes; the limit is 64 bytes"},

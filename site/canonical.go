@@ -58,6 +58,12 @@ func Canonical(s *hivev1.Site) []byte {
 			hc.Source = ""
 		}
 	}
+	for _, svc := range c.GetServices() {
+		svc.Source = ""
+	}
+	if c.GetRegistry() != nil {
+		c.Registry.Source = ""
+	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		// Marshalling a well-formed in-memory message cannot fail.

@@ -122,6 +122,7 @@ func (c *checker) check(s *hivev1.Site) {
 		secrets[name] = true
 	}
 	c.checkWebhooks(s, secrets)
+	c.checkServices(s, secrets)
 	if c.api {
 		c.checkRoleChecks(s)
 	}

@@ -157,6 +157,8 @@ func (d *decoder) site(doc *yaml.Node) *hivev1.Site {
 		}},
 		field{"rollout", func(v *yaml.Node, p string) { s.Rollout = d.rollout(v, p) }},
 		field{"webhooks", func(v *yaml.Node, p string) { s.Webhooks = d.webhooks(v, p) }},
+		field{"services", func(v *yaml.Node, p string) { s.Services = d.services(v, p) }},
+		field{"registry", func(v *yaml.Node, p string) { s.Registry = d.registry(v, p) }},
 		field{"roles", func(v *yaml.Node, p string) {
 			rolesSeen = true
 			d.entries(v, p, func(name string, k, rv *yaml.Node, rp string) {

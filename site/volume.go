@@ -49,11 +49,11 @@ func CheckLVMName(field, name string) error {
 	return nil
 }
 
-// ParseSize reads a volume size: a whole number of bytes with an optional
+// ParseVolumeSize reads a volume size: a whole number of bytes with an optional
 // binary unit K, M, G, T or P (also written KiB, MiB, ...; "G" and "GiB"
 // are both 2^30). The size must be a whole number of MiB, from
 // MinVolumeSize to MaxVolumeSize.
-func ParseSize(s string) (uint64, error) {
+func ParseVolumeSize(s string) (uint64, error) {
 	m := sizeRE.FindStringSubmatch(strings.TrimSpace(s))
 	if m == nil {
 		return 0, fmt.Errorf("size %q: want a number with an optional unit K, M, G, T or P (binary), e.g. 10G", s)
@@ -138,7 +138,7 @@ func (d *decoder) volume(n *yaml.Node, path string) *hivev1.Resource {
 			size = d.str(x, p)
 			if size != "" {
 				var err error
-				v.SizeBytes, err = ParseSize(size)
+				v.SizeBytes, err = ParseVolumeSize(size)
 				d.check(x, p, err)
 			}
 		}},

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestParseSize(t *testing.T) {
+func TestParseVolumeSize(t *testing.T) {
 	for _, tt := range []struct {
 		in   string
 		want uint64
@@ -23,7 +23,7 @@ func TestParseSize(t *testing.T) {
 		{"-1G", 0, "want a number"},
 		{"99999999999999999P", 0, "want a number"},
 	} {
-		got, err := ParseSize(tt.in)
+		got, err := ParseVolumeSize(tt.in)
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("%s: err %v, want %q", tt.in, err, tt.err)
@@ -33,7 +33,7 @@ func TestParseSize(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("%s = %d, %v; want %d", tt.in, got, err, tt.want)
 		}
-		if back, _ := ParseSize(FormatSize(got)); back != got {
+		if back, _ := ParseVolumeSize(FormatSize(got)); back != got {
 			t.Errorf("FormatSize(%d) = %s does not read back", got, FormatSize(got))
 		}
 	}

@@ -102,6 +102,7 @@ func run(args []string) error {
 		root         = fs.String("root", "", "converge under this sandbox root: files written below it, everything else only planned")
 		dryRun       = fs.Bool("dry-run", false, "plan and report, change nothing")
 		dockerHost   = fs.String("docker-host", "", "Docker Engine API endpoint for swarm resources (default unix:///var/run/docker.sock)")
+		dockerReload = fs.String("docker-reload", "", "command (words split on spaces, no shell) that makes dockerd reload daemon.json after hive changed its registry settings (default: systemctl reload docker.service)")
 		dev          = fs.Bool("dev", false, "plaintext gRPC and no gossip key, to pair with hive-coordinator --dev")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
@@ -154,6 +155,7 @@ func run(args []string) error {
 	cfg.Root = *root
 	cfg.DryRun = *dryRun
 	cfg.DockerHost = *dockerHost
+	cfg.DockerReload = strings.Fields(*dockerReload)
 	cfg.Addresses = *addresses
 	cfg.MaxQueuedReports = *maxQueued
 	cfg.MetricsAddr, cfg.MetricsAllowRemote = *metricsAddr, *metricsAny

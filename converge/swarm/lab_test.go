@@ -47,6 +47,10 @@ type node struct {
 	sock string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// iptables lets the engine program the namespace's own iptables
+	// (the ingress routing mesh needs it; the host's tables are not
+	// the namespace's).
+	iptables bool
 }
 
 func newLab(t *testing.T, names ...string) *lab {
@@ -127,14 +131,18 @@ func (n *node) start() error {
 	}
 	defer logf.Close()
 	_ = os.Remove(n.sock)
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+n.ns, "dockerd",
+	args := []string{"--net=/run/netns/" + n.ns, "dockerd",
 		"--config-file", filepath.Join(n.dir, "daemon.json"),
 		"--data-root", filepath.Join(n.dir, "data"),
 		"--exec-root", filepath.Join(n.dir, "x"),
 		"--pidfile", filepath.Join(n.dir, "pid"),
-		"-H", "unix://"+n.sock,
-		"--iptables=false", "--ip6tables=false", "--bridge=none",
-		"--storage-driver=vfs")
+		"-H", "unix://" + n.sock,
+		"--ip6tables=false", "--bridge=none",
+		"--storage-driver=vfs"}
+	if !n.iptables {
+		args = append(args, "--iptables=false")
+	}
+	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -73,6 +73,15 @@ type Config struct {
 	// Sandbox: never contact the engine (the agent under --root). Plan
 	// describes the membership wanted; Apply refuses with ErrSandbox.
 	Sandbox bool
+	// CAFile is the site CA (the agent's --tls-ca), written to
+	// /etc/docker/certs.d/HOST:PORT/ca.crt for a TLS site registry.
+	CAFile string
+	// ReloadCommand makes dockerd reload daemon.json after its registry
+	// settings changed (SIGHUP: registry-mirrors and insecure-registries
+	// are reloadable, certs.d is read at each pull, so the engine and its
+	// tasks keep running); empty: `systemctl reload docker.service`. Run
+	// through Env.Runner.
+	ReloadCommand []string
 }
 
 // DefaultConfig returns the local engine's socket, port 2377, a 3 s dial
@@ -105,6 +114,7 @@ type Provider struct {
 
 	mu        sync.Mutex
 	published map[string][]byte
+	services  []*hivev1.SwarmServiceStatus
 }
 
 // New returns a provider; it does not contact the engine yet.
@@ -159,6 +169,10 @@ type step struct {
 	network *hivev1.SwarmNetwork
 	nodeID  string
 	labels  map[string]string
+	obj     svcObject       // secret-create, config-create
+	files   []engineFile    // engine
+	reload  bool            // engine: daemon.json changed
+	svc     *desiredService // service-create, service-update
 	text    string
 }
 
@@ -254,6 +268,14 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 			}
 		}
 	}
+	if !s.GetInitializer() {
+		p.mu.Lock()
+		p.services = nil
+		p.mu.Unlock()
+	}
+	if err := p.planEngine(env, s, d); err != nil {
+		return nil, err
+	}
 	if p.cfg.Sandbox {
 		what := "join the swarm as " + string(role)
 		if s.GetInitializer() {
@@ -321,7 +343,7 @@ func (p *Provider) plan(ctx context.Context, env *converge.Env, s *hivev1.Swarm)
 				return nil, err
 			}
 			if s.GetInitializer() {
-				if err := p.planManaged(ctx, s, d); err != nil {
+				if err := p.planManaged(ctx, env, s, d); err != nil {
 					return nil, err
 				}
 			}
@@ -349,7 +371,7 @@ func (p *Provider) joinInputs(env *converge.Env, s *hivev1.Swarm, d *planData) e
 // planManaged plans what the initializer does for the whole swarm: create
 // the declared overlay networks, label member nodes, remove nodes that
 // left hive's view and are down.
-func (p *Provider) planManaged(ctx context.Context, s *hivev1.Swarm, d *planData) error {
+func (p *Provider) planManaged(ctx context.Context, env *converge.Env, s *hivev1.Swarm, d *planData) error {
 	for _, n := range s.GetNetworks() {
 		st, err := p.planNetwork(ctx, n)
 		if err != nil {
@@ -391,7 +413,7 @@ func (p *Provider) planManaged(ctx context.Context, s *hivev1.Swarm, d *planData
 			}
 		}
 	}
-	return nil
+	return p.planServices(ctx, env, s, d)
 }
 
 // DrainedLabel marks a swarm node hive drained (maintenance, a
@@ -531,6 +553,9 @@ func (p *Provider) Apply(ctx context.Context, env *converge.Env, changes []*conv
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if d.s.GetInitializer() {
+			p.refreshServices(ctx)
+		}
 	}
 	return nil
 }
@@ -553,7 +578,7 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 		return nil
 	}
 	more := &planData{s: d.s, advertise: d.advertise, drain: d.drain}
-	if err := p.planManaged(ctx, d.s, more); err != nil {
+	if err := p.planManaged(ctx, env, d.s, more); err != nil {
 		return err
 	}
 	for _, st := range more.steps {
@@ -566,6 +591,9 @@ func (p *Provider) apply(ctx context.Context, env *converge.Env, d *planData) er
 
 func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st step) error {
 	switch st.kind {
+	case "note":
+	case "engine":
+		return p.applyEngine(ctx, env, st)
 	case "leave":
 		if _, err := p.cli.SwarmLeave(ctx, client.SwarmLeaveOptions{Force: st.force}); err != nil {
 			return fmt.Errorf("leave swarm: %w", err)
@@ -663,7 +691,7 @@ func (p *Provider) do(ctx context.Context, env *converge.Env, d *planData, st st
 			return fmt.Errorf("remove node %s: %w", short(st.nodeID), err)
 		}
 	default:
-		return fmt.Errorf("swarm: unknown step %q", st.kind)
+		return p.doService(ctx, st)
 	}
 	return nil
 }

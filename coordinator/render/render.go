@@ -28,6 +28,9 @@
 //     node with that address, its role and labels; join_token_secret is "<initializer>/swarm-worker-token"
 //     for workers and "<initializer>/swarm-manager-token" for managers other
 //     than the initializer, which publishes both tokens in its reports.
+//     Every swarm node gets the site's registry (Site.registry), and the
+//     initializer the site's services (Site.services, images pinned to
+//     the digests resolved at push).
 //   - firewall: source_roles are expanded into sources (every address of
 //     every node holding those roles) and cleared; a rule whose sources
 //     come out empty is dropped, never widened to "anywhere".
@@ -37,8 +40,8 @@
 //     node of a large role it has nothing to do with. Firewall and DRBD
 //     peers are resolved into the resources themselves. Templates are evaluated by the agent with these
 //     facts and the secrets in NodeState.secrets.
-//   - secrets: only those named by the node's file resources (File.secrets), its commands (GuardedCommand.secrets)
-//     and its swarm join token, decrypted; a secret without a value is left
+//   - secrets: only those named by the node's file resources (File.secrets), its commands (GuardedCommand.secrets),
+//     its swarm join token and, on the initializer, the services' secrets, decrypted; a secret without a value is left
 //     out (the agent reports the resource as failed).
 //
 // Targets: each node is rendered at its target generation when the source
@@ -516,6 +519,21 @@ func (r *Renderer) secretsFor(v *view, b *base, node string) (string, map[string
 	if js := swarmSecret(v, b, node); js != "" {
 		names = append(append([]string(nil), names...), js)
 	}
+	if b.swarm != nil && node == v.initializer {
+		// The initializer delivers the services' secrets as swarm secrets.
+		seen := map[string]bool{}
+		for _, n := range names {
+			seen[n] = true
+		}
+		for _, svc := range v.gen.GetSite().GetServices() {
+			for _, sec := range svc.GetSecrets() {
+				if n := sec.GetSecret(); !seen[n] {
+					seen[n] = true
+					names = append(append([]string(nil), names...), n)
+				}
+			}
+		}
+	}
 	if len(names) == 0 {
 		return "", nil, nil
 	}
@@ -593,7 +611,9 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 					}
 				}
 			}
+			s.Services = v.gen.GetSite().GetServices()
 		}
+		s.Registry = v.gen.GetSite().GetRegistry()
 		st.Resources[b.swarmIdx] = res
 	}
 	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)

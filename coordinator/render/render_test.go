@@ -55,6 +55,9 @@ func site() *hivev1.Site {
 			{Names: []string{"web-*"}, Roles: []string{"web"}},
 			{Names: []string{"mgr-*"}, Roles: []string{"manager"}},
 		},
+		Services: []*hivev1.SwarmService{{Name: "web", Image: "10.0.0.5:5000/site/web:v1", Digest: "sha256:" + strings.Repeat("ab", 32), Replicas: 2,
+			Secrets: []*hivev1.SwarmServiceSecret{{Secret: "svc-pass"}}}},
+		Registry: &hivev1.ServiceRegistry{Address: "10.0.0.5:5000", Mirror: true},
 	}
 }
 
@@ -178,8 +181,24 @@ func TestSwarmFacts(t *testing.T) {
 	if got := strings.Join(members, " "); got != "mgr-1=10.0.2.1/SWARM_ROLE_MANAGER mgr-2=10.0.2.2/SWARM_ROLE_MANAGER web-1=10.0.1.1/SWARM_ROLE_WORKER web-2=10.0.1.2/SWARM_ROLE_WORKER" {
 		t.Fatalf("initializer's members = %s", got)
 	}
-	if len(s2.GetMembers()) != 0 {
-		t.Fatal("members rendered for a non-initializer")
+	if len(s2.GetMembers()) != 0 || len(s2.GetServices()) != 0 || len(sw.GetServices()) != 0 {
+		t.Fatal("members or services rendered for a non-initializer")
+	}
+	if len(s1.GetServices()) != 1 || s1.GetServices()[0].GetDigest() == "" {
+		t.Fatalf("initializer's services = %v", s1.GetServices())
+	}
+	for _, s := range []*hivev1.Swarm{s1, s2, sw} {
+		if s.GetRegistry().GetAddress() != "10.0.0.5:5000" {
+			t.Fatalf("registry not rendered: %v", s)
+		}
+	}
+	// The services' secrets reach the initializer only.
+	f.setSecret(t, "svc-pass", "s3cret")
+	if got := f.render(t, "mgr-1").GetSecrets()["svc-pass"]; string(got) != "s3cret" {
+		t.Fatalf("initializer's service secret = %q", got)
+	}
+	if _, ok := f.render(t, "mgr-2").GetSecrets()["svc-pass"]; ok {
+		t.Fatal("service secret rendered for a non-initializer")
 	}
 	if s2.GetInitializer() || s2.GetJoinTokenSecret() != "mgr-1/swarm-manager-token" {
 		t.Fatalf("mgr-2 swarm = %v", s2)

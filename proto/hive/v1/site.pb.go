@@ -459,7 +459,14 @@ type Site struct {
 	Rollout *RolloutPolicy `protobuf:"bytes,10,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	// Webhooks the leader posts fleet events to (docs/operations.md,
 	// "Webhooks"), in file order.
-	Webhooks      []*Webhook `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	Webhooks []*Webhook `protobuf:"bytes,20,rep,name=webhooks,proto3" json:"webhooks,omitempty"`
+	// Docker swarm services (the top-level `services:` section), sorted by
+	// name; deployed by the swarm's initializing manager (docs/workloads.md).
+	Services []*SwarmService `protobuf:"bytes,35,rep,name=services,proto3" json:"services,omitempty"`
+	// The site's image registry (hive-repo's /v2/): engines of swarm nodes
+	// are configured for it and the coordinator resolves service image tags
+	// through it.
+	Registry      *ServiceRegistry `protobuf:"bytes,36,opt,name=registry,proto3" json:"registry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -532,6 +539,20 @@ func (x *Site) GetRollout() *RolloutPolicy {
 func (x *Site) GetWebhooks() []*Webhook {
 	if x != nil {
 		return x.Webhooks
+	}
+	return nil
+}
+
+func (x *Site) GetServices() []*SwarmService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *Site) GetRegistry() *ServiceRegistry {
+	if x != nil {
+		return x.Registry
 	}
 	return nil
 }
@@ -2276,7 +2297,14 @@ type Swarm struct {
 	// holding a swarm role, so the initializer can apply node labels (only
 	// managers can label swarm nodes) and remove nodes that left. Nodes are
 	// matched to swarm nodes by address.
-	Members       []*SwarmMember `protobuf:"bytes,13,rep,name=members,proto3" json:"members,omitempty"`
+	Members []*SwarmMember `protobuf:"bytes,13,rep,name=members,proto3" json:"members,omitempty"`
+	// Rendered by the coordinator for the initializer only: the site's
+	// services, their images pinned to the digests resolved at push.
+	Services []*SwarmService `protobuf:"bytes,20,rep,name=services,proto3" json:"services,omitempty"`
+	// Rendered by the coordinator for every swarm node from Site.registry:
+	// the engine is configured for the site registry (registry-mirrors, the
+	// site CA in certs.d, or insecure-registries).
+	Registry      *ServiceRegistry `protobuf:"bytes,21,opt,name=registry,proto3" json:"registry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2374,6 +2402,901 @@ func (x *Swarm) GetMembers() []*SwarmMember {
 	return nil
 }
 
+func (x *Swarm) GetServices() []*SwarmService {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *Swarm) GetRegistry() *ServiceRegistry {
+	if x != nil {
+		return x.Registry
+	}
+	return nil
+}
+
+// ServiceRegistry is the site's image registry as engines and the
+// coordinator use it.
+type ServiceRegistry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port of hive-repo's registry.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Engines list https://address (http:// when insecure) in
+	// registry-mirrors (default true).
+	Mirror bool `protobuf:"varint,2,opt,name=mirror,proto3" json:"mirror,omitempty"`
+	// Plain HTTP (hive-repo --dev): engines list the address in
+	// insecure-registries instead of trusting the site CA for it.
+	Insecure bool `protobuf:"varint,3,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// Position in the site file: "file:line:col".
+	Source        string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceRegistry) Reset() {
+	*x = ServiceRegistry{}
+	mi := &file_hive_v1_site_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceRegistry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceRegistry) ProtoMessage() {}
+
+func (x *ServiceRegistry) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceRegistry.ProtoReflect.Descriptor instead.
+func (*ServiceRegistry) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ServiceRegistry) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ServiceRegistry) GetMirror() bool {
+	if x != nil {
+		return x.Mirror
+	}
+	return false
+}
+
+func (x *ServiceRegistry) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
+}
+
+func (x *ServiceRegistry) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// SwarmService is one Docker swarm service of the site.
+type SwarmService struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// [a-z0-9][a-z0-9_-]*, at most 63 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Image reference as written ("10.0.0.5:5000/site/web:v1"). A reference
+	// with a digest is used as is.
+	Image string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	// Digest ("sha256:…") the coordinator resolved the image's tag to when
+	// the site was pushed; never written in site files.
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// "replicated" (default) or "global".
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Replicated mode: number of tasks (default 1).
+	Replicas uint32 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Arguments (the image's CMD replaced) and entrypoint (ENTRYPOINT).
+	Command    []string          `protobuf:"bytes,6,rep,name=command,proto3" json:"command,omitempty"`
+	Entrypoint []string          `protobuf:"bytes,7,rep,name=entrypoint,proto3" json:"entrypoint,omitempty"`
+	Env        map[string]string `protobuf:"bytes,8,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Hive secrets delivered as swarm secrets.
+	Secrets []*SwarmServiceSecret `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// Files delivered as swarm configs.
+	Configs []*SwarmServiceConfig `protobuf:"bytes,10,rep,name=configs,proto3" json:"configs,omitempty"`
+	Ports   []*SwarmServicePort   `protobuf:"bytes,11,rep,name=ports,proto3" json:"ports,omitempty"`
+	Mounts  []*SwarmServiceMount  `protobuf:"bytes,12,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// Names of networks (swarm overlay networks) the tasks attach to.
+	Networks []string `protobuf:"bytes,13,rep,name=networks,proto3" json:"networks,omitempty"`
+	// Placement: constraints ("node.labels.tier==front") and spread
+	// preferences ("node.labels.zone").
+	Constraints []string                 `protobuf:"bytes,14,rep,name=constraints,proto3" json:"constraints,omitempty"`
+	Spread      []string                 `protobuf:"bytes,15,rep,name=spread,proto3" json:"spread,omitempty"`
+	Resources   *SwarmServiceResources   `protobuf:"bytes,16,opt,name=resources,proto3" json:"resources,omitempty"`
+	Healthcheck *SwarmServiceHealthcheck `protobuf:"bytes,17,opt,name=healthcheck,proto3" json:"healthcheck,omitempty"`
+	Restart     *SwarmServiceRestart     `protobuf:"bytes,18,opt,name=restart,proto3" json:"restart,omitempty"`
+	Update      *SwarmServiceUpdate      `protobuf:"bytes,19,opt,name=update,proto3" json:"update,omitempty"`
+	Rollback    *SwarmServiceUpdate      `protobuf:"bytes,20,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	// Service labels (hive's own "hive.*" labels are reserved).
+	Labels map[string]string `protobuf:"bytes,21,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Position in the site file: "file:line:col".
+	Source        string `protobuf:"bytes,22,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmService) Reset() {
+	*x = SwarmService{}
+	mi := &file_hive_v1_site_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmService) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmService) ProtoMessage() {}
+
+func (x *SwarmService) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmService.ProtoReflect.Descriptor instead.
+func (*SwarmService) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SwarmService) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SwarmService) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *SwarmService) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *SwarmService) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *SwarmService) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *SwarmService) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *SwarmService) GetEntrypoint() []string {
+	if x != nil {
+		return x.Entrypoint
+	}
+	return nil
+}
+
+func (x *SwarmService) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *SwarmService) GetSecrets() []*SwarmServiceSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *SwarmService) GetConfigs() []*SwarmServiceConfig {
+	if x != nil {
+		return x.Configs
+	}
+	return nil
+}
+
+func (x *SwarmService) GetPorts() []*SwarmServicePort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *SwarmService) GetMounts() []*SwarmServiceMount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+func (x *SwarmService) GetNetworks() []string {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+func (x *SwarmService) GetConstraints() []string {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *SwarmService) GetSpread() []string {
+	if x != nil {
+		return x.Spread
+	}
+	return nil
+}
+
+func (x *SwarmService) GetResources() *SwarmServiceResources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *SwarmService) GetHealthcheck() *SwarmServiceHealthcheck {
+	if x != nil {
+		return x.Healthcheck
+	}
+	return nil
+}
+
+func (x *SwarmService) GetRestart() *SwarmServiceRestart {
+	if x != nil {
+		return x.Restart
+	}
+	return nil
+}
+
+func (x *SwarmService) GetUpdate() *SwarmServiceUpdate {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
+func (x *SwarmService) GetRollback() *SwarmServiceUpdate {
+	if x != nil {
+		return x.Rollback
+	}
+	return nil
+}
+
+func (x *SwarmService) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SwarmService) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// SwarmServiceSecret delivers the hive secret `secret` at
+// /run/secrets/<target> (default: the secret's name).
+type SwarmServiceSecret struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Secret string                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Target string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// File mode (default 0444).
+	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceSecret) Reset() {
+	*x = SwarmServiceSecret{}
+	mi := &file_hive_v1_site_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceSecret) ProtoMessage() {}
+
+func (x *SwarmServiceSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceSecret.ProtoReflect.Descriptor instead.
+func (*SwarmServiceSecret) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SwarmServiceSecret) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *SwarmServiceSecret) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *SwarmServiceSecret) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+// SwarmServiceConfig delivers content as the file target (absolute path).
+type SwarmServiceConfig struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Target  string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Content string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// File mode (default 0444).
+	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceConfig) Reset() {
+	*x = SwarmServiceConfig{}
+	mi := &file_hive_v1_site_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceConfig) ProtoMessage() {}
+
+func (x *SwarmServiceConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceConfig.ProtoReflect.Descriptor instead.
+func (*SwarmServiceConfig) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SwarmServiceConfig) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *SwarmServiceConfig) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *SwarmServiceConfig) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+// SwarmServicePort publishes target (the container port) as published.
+type SwarmServicePort struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Target uint32                 `protobuf:"varint,1,opt,name=target,proto3" json:"target,omitempty"`
+	// 0: the swarm picks one.
+	Published uint32 `protobuf:"varint,2,opt,name=published,proto3" json:"published,omitempty"`
+	// "tcp" (default), "udp" or "sctp".
+	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// "ingress" (default: the routing mesh, every node answers) or "host".
+	Mode          string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServicePort) Reset() {
+	*x = SwarmServicePort{}
+	mi := &file_hive_v1_site_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServicePort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServicePort) ProtoMessage() {}
+
+func (x *SwarmServicePort) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServicePort.ProtoReflect.Descriptor instead.
+func (*SwarmServicePort) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SwarmServicePort) GetTarget() uint32 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *SwarmServicePort) GetPublished() uint32 {
+	if x != nil {
+		return x.Published
+	}
+	return 0
+}
+
+func (x *SwarmServicePort) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *SwarmServicePort) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+// SwarmServiceMount is one mount of the service's containers.
+type SwarmServiceMount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "volume" (a docker volume of that name; hive volumes by name),
+	// "bind" (a host path) or "tmpfs".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Volume name or host path; empty for tmpfs.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// Absolute path in the container.
+	Target        string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	ReadOnly      bool   `protobuf:"varint,4,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceMount) Reset() {
+	*x = SwarmServiceMount{}
+	mi := &file_hive_v1_site_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceMount) ProtoMessage() {}
+
+func (x *SwarmServiceMount) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceMount.ProtoReflect.Descriptor instead.
+func (*SwarmServiceMount) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SwarmServiceMount) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *SwarmServiceMount) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *SwarmServiceMount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *SwarmServiceMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+// SwarmServiceResources limits and reserves CPU (in cores, e.g. 0.5) and
+// memory (bytes).
+type SwarmServiceResources struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	CpuLimit          float64                `protobuf:"fixed64,1,opt,name=cpu_limit,json=cpuLimit,proto3" json:"cpu_limit,omitempty"`
+	MemoryLimit       uint64                 `protobuf:"varint,2,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
+	CpuReservation    float64                `protobuf:"fixed64,3,opt,name=cpu_reservation,json=cpuReservation,proto3" json:"cpu_reservation,omitempty"`
+	MemoryReservation uint64                 `protobuf:"varint,4,opt,name=memory_reservation,json=memoryReservation,proto3" json:"memory_reservation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SwarmServiceResources) Reset() {
+	*x = SwarmServiceResources{}
+	mi := &file_hive_v1_site_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceResources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceResources) ProtoMessage() {}
+
+func (x *SwarmServiceResources) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceResources.ProtoReflect.Descriptor instead.
+func (*SwarmServiceResources) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SwarmServiceResources) GetCpuLimit() float64 {
+	if x != nil {
+		return x.CpuLimit
+	}
+	return 0
+}
+
+func (x *SwarmServiceResources) GetMemoryLimit() uint64 {
+	if x != nil {
+		return x.MemoryLimit
+	}
+	return 0
+}
+
+func (x *SwarmServiceResources) GetCpuReservation() float64 {
+	if x != nil {
+		return x.CpuReservation
+	}
+	return 0
+}
+
+func (x *SwarmServiceResources) GetMemoryReservation() uint64 {
+	if x != nil {
+		return x.MemoryReservation
+	}
+	return 0
+}
+
+// SwarmServiceHealthcheck is the container health check.
+type SwarmServiceHealthcheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ["CMD", "arg"…], ["CMD-SHELL", "cmd"] or ["NONE"].
+	Test          []string             `protobuf:"bytes,1,rep,name=test,proto3" json:"test,omitempty"`
+	Interval      *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Retries       uint32               `protobuf:"varint,4,opt,name=retries,proto3" json:"retries,omitempty"`
+	StartPeriod   *durationpb.Duration `protobuf:"bytes,5,opt,name=start_period,json=startPeriod,proto3" json:"start_period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceHealthcheck) Reset() {
+	*x = SwarmServiceHealthcheck{}
+	mi := &file_hive_v1_site_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceHealthcheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceHealthcheck) ProtoMessage() {}
+
+func (x *SwarmServiceHealthcheck) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceHealthcheck.ProtoReflect.Descriptor instead.
+func (*SwarmServiceHealthcheck) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SwarmServiceHealthcheck) GetTest() []string {
+	if x != nil {
+		return x.Test
+	}
+	return nil
+}
+
+func (x *SwarmServiceHealthcheck) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *SwarmServiceHealthcheck) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *SwarmServiceHealthcheck) GetRetries() uint32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *SwarmServiceHealthcheck) GetStartPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.StartPeriod
+	}
+	return nil
+}
+
+// SwarmServiceRestart is the restart policy of the tasks.
+type SwarmServiceRestart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "any" (default), "on-failure" or "none".
+	Condition string               `protobuf:"bytes,1,opt,name=condition,proto3" json:"condition,omitempty"`
+	Delay     *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	// 0: no limit.
+	MaxAttempts   uint32               `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	Window        *durationpb.Duration `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceRestart) Reset() {
+	*x = SwarmServiceRestart{}
+	mi := &file_hive_v1_site_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceRestart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceRestart) ProtoMessage() {}
+
+func (x *SwarmServiceRestart) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceRestart.ProtoReflect.Descriptor instead.
+func (*SwarmServiceRestart) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SwarmServiceRestart) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *SwarmServiceRestart) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *SwarmServiceRestart) GetMaxAttempts() uint32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *SwarmServiceRestart) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// SwarmServiceUpdate is how an update (or a rollback) replaces tasks.
+type SwarmServiceUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks replaced at once (default 1; 0 means all at once).
+	Parallelism uint32               `protobuf:"varint,1,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	Delay       *durationpb.Duration `protobuf:"bytes,2,opt,name=delay,proto3" json:"delay,omitempty"`
+	// "pause" (default), "continue" or "rollback" (update only).
+	FailureAction   string               `protobuf:"bytes,3,opt,name=failure_action,json=failureAction,proto3" json:"failure_action,omitempty"`
+	Monitor         *durationpb.Duration `protobuf:"bytes,4,opt,name=monitor,proto3" json:"monitor,omitempty"`
+	MaxFailureRatio float64              `protobuf:"fixed64,5,opt,name=max_failure_ratio,json=maxFailureRatio,proto3" json:"max_failure_ratio,omitempty"`
+	// "stop-first" (default) or "start-first".
+	Order         string `protobuf:"bytes,6,opt,name=order,proto3" json:"order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceUpdate) Reset() {
+	*x = SwarmServiceUpdate{}
+	mi := &file_hive_v1_site_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceUpdate) ProtoMessage() {}
+
+func (x *SwarmServiceUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_site_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceUpdate.ProtoReflect.Descriptor instead.
+func (*SwarmServiceUpdate) Descriptor() ([]byte, []int) {
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SwarmServiceUpdate) GetParallelism() uint32 {
+	if x != nil {
+		return x.Parallelism
+	}
+	return 0
+}
+
+func (x *SwarmServiceUpdate) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *SwarmServiceUpdate) GetFailureAction() string {
+	if x != nil {
+		return x.FailureAction
+	}
+	return ""
+}
+
+func (x *SwarmServiceUpdate) GetMonitor() *durationpb.Duration {
+	if x != nil {
+		return x.Monitor
+	}
+	return nil
+}
+
+func (x *SwarmServiceUpdate) GetMaxFailureRatio() float64 {
+	if x != nil {
+		return x.MaxFailureRatio
+	}
+	return 0
+}
+
+func (x *SwarmServiceUpdate) GetOrder() string {
+	if x != nil {
+		return x.Order
+	}
+	return ""
+}
+
 // SwarmMember is one node of the swarm as the coordinator knows it.
 type SwarmMember struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2391,7 +3314,7 @@ type SwarmMember struct {
 
 func (x *SwarmMember) Reset() {
 	*x = SwarmMember{}
-	mi := &file_hive_v1_site_proto_msgTypes[18]
+	mi := &file_hive_v1_site_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +3326,7 @@ func (x *SwarmMember) String() string {
 func (*SwarmMember) ProtoMessage() {}
 
 func (x *SwarmMember) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[18]
+	mi := &file_hive_v1_site_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +3339,7 @@ func (x *SwarmMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmMember.ProtoReflect.Descriptor instead.
 func (*SwarmMember) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{18}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SwarmMember) GetName() string {
@@ -2460,7 +3383,7 @@ type SwarmNetwork struct {
 
 func (x *SwarmNetwork) Reset() {
 	*x = SwarmNetwork{}
-	mi := &file_hive_v1_site_proto_msgTypes[19]
+	mi := &file_hive_v1_site_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +3395,7 @@ func (x *SwarmNetwork) String() string {
 func (*SwarmNetwork) ProtoMessage() {}
 
 func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[19]
+	mi := &file_hive_v1_site_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +3408,7 @@ func (x *SwarmNetwork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwarmNetwork.ProtoReflect.Descriptor instead.
 func (*SwarmNetwork) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{19}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SwarmNetwork) GetName() string {
@@ -2542,7 +3465,7 @@ type RolloutPolicy struct {
 
 func (x *RolloutPolicy) Reset() {
 	*x = RolloutPolicy{}
-	mi := &file_hive_v1_site_proto_msgTypes[20]
+	mi := &file_hive_v1_site_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +3477,7 @@ func (x *RolloutPolicy) String() string {
 func (*RolloutPolicy) ProtoMessage() {}
 
 func (x *RolloutPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[20]
+	mi := &file_hive_v1_site_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +3490,7 @@ func (x *RolloutPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RolloutPolicy.ProtoReflect.Descriptor instead.
 func (*RolloutPolicy) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{20}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RolloutPolicy) GetCanaryCount() uint32 {
@@ -2649,7 +3572,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_hive_v1_site_proto_msgTypes[21]
+	mi := &file_hive_v1_site_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +3584,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[21]
+	mi := &file_hive_v1_site_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +3597,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{21}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Certificate) GetName() string {
@@ -2751,7 +3674,7 @@ type CaTrust struct {
 
 func (x *CaTrust) Reset() {
 	*x = CaTrust{}
-	mi := &file_hive_v1_site_proto_msgTypes[22]
+	mi := &file_hive_v1_site_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +3686,7 @@ func (x *CaTrust) String() string {
 func (*CaTrust) ProtoMessage() {}
 
 func (x *CaTrust) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_site_proto_msgTypes[22]
+	mi := &file_hive_v1_site_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,14 +3699,14 @@ func (x *CaTrust) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaTrust.ProtoReflect.Descriptor instead.
 func (*CaTrust) Descriptor() ([]byte, []int) {
-	return file_hive_v1_site_proto_rawDescGZIP(), []int{22}
+	return file_hive_v1_site_proto_rawDescGZIP(), []int{32}
 }
 
 var File_hive_v1_site_proto protoreflect.FileDescriptor
 
 const file_hive_v1_site_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\x1a\x14hive/v1/volume.proto\"\xea\x01\n" +
+	"\x12hive/v1/site.proto\x12\ahive.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bhive/v1/site_baseline.proto\x1a\x17hive/v1/hostkinds.proto\x1a\x14hive/v1/volume.proto\"\xd3\x02\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x05roles\x18\x02 \x03(\v2\r.hive.v1.RoleR\x05roles\x12/\n" +
@@ -2791,7 +3714,9 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\asecrets\x18\x04 \x03(\tR\asecrets\x120\n" +
 	"\arollout\x18\n" +
 	" \x01(\v2\x16.hive.v1.RolloutPolicyR\arollout\x12,\n" +
-	"\bwebhooks\x18\x14 \x03(\v2\x10.hive.v1.WebhookR\bwebhooks\"K\n" +
+	"\bwebhooks\x18\x14 \x03(\v2\x10.hive.v1.WebhookR\bwebhooks\x121\n" +
+	"\bservices\x18# \x03(\v2\x15.hive.v1.SwarmServiceR\bservices\x124\n" +
+	"\bregistry\x18$ \x01(\v2\x18.hive.v1.ServiceRegistryR\bregistry\"K\n" +
 	"\aWebhook\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x16\n" +
 	"\x06events\x18\x02 \x03(\tR\x06events\x12\x16\n" +
@@ -2933,7 +3858,7 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	"\bDrbdPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x17\n" +
-	"\anode_id\x18\x03 \x01(\rR\x06nodeId\"\xaf\x03\n" +
+	"\anode_id\x18\x03 \x01(\rR\x06nodeId\"\x98\x04\n" +
 	"\x05Swarm\x12&\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x12.hive.v1.SwarmRoleR\x04role\x122\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1a.hive.v1.Swarm.LabelsEntryR\x06labels\x121\n" +
@@ -2944,10 +3869,90 @@ const file_hive_v1_site_proto_rawDesc = "" +
 	" \x01(\bR\vinitializer\x12#\n" +
 	"\rmanager_addrs\x18\v \x03(\tR\fmanagerAddrs\x12*\n" +
 	"\x11join_token_secret\x18\f \x01(\tR\x0fjoinTokenSecret\x12.\n" +
-	"\amembers\x18\r \x03(\v2\x14.hive.v1.SwarmMemberR\amembers\x1a9\n" +
+	"\amembers\x18\r \x03(\v2\x14.hive.v1.SwarmMemberR\amembers\x121\n" +
+	"\bservices\x18\x14 \x03(\v2\x15.hive.v1.SwarmServiceR\bservices\x124\n" +
+	"\bregistry\x18\x15 \x01(\v2\x18.hive.v1.ServiceRegistryR\bregistry\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
+	"\x0fServiceRegistry\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06mirror\x18\x02 \x01(\bR\x06mirror\x12\x1a\n" +
+	"\binsecure\x18\x03 \x01(\bR\binsecure\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\"\x83\b\n" +
+	"\fSwarmService\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x02 \x01(\tR\x05image\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x1a\n" +
+	"\breplicas\x18\x05 \x01(\rR\breplicas\x12\x18\n" +
+	"\acommand\x18\x06 \x03(\tR\acommand\x12\x1e\n" +
+	"\n" +
+	"entrypoint\x18\a \x03(\tR\n" +
+	"entrypoint\x120\n" +
+	"\x03env\x18\b \x03(\v2\x1e.hive.v1.SwarmService.EnvEntryR\x03env\x125\n" +
+	"\asecrets\x18\t \x03(\v2\x1b.hive.v1.SwarmServiceSecretR\asecrets\x125\n" +
+	"\aconfigs\x18\n" +
+	" \x03(\v2\x1b.hive.v1.SwarmServiceConfigR\aconfigs\x12/\n" +
+	"\x05ports\x18\v \x03(\v2\x19.hive.v1.SwarmServicePortR\x05ports\x122\n" +
+	"\x06mounts\x18\f \x03(\v2\x1a.hive.v1.SwarmServiceMountR\x06mounts\x12\x1a\n" +
+	"\bnetworks\x18\r \x03(\tR\bnetworks\x12 \n" +
+	"\vconstraints\x18\x0e \x03(\tR\vconstraints\x12\x16\n" +
+	"\x06spread\x18\x0f \x03(\tR\x06spread\x12<\n" +
+	"\tresources\x18\x10 \x01(\v2\x1e.hive.v1.SwarmServiceResourcesR\tresources\x12B\n" +
+	"\vhealthcheck\x18\x11 \x01(\v2 .hive.v1.SwarmServiceHealthcheckR\vhealthcheck\x126\n" +
+	"\arestart\x18\x12 \x01(\v2\x1c.hive.v1.SwarmServiceRestartR\arestart\x123\n" +
+	"\x06update\x18\x13 \x01(\v2\x1b.hive.v1.SwarmServiceUpdateR\x06update\x127\n" +
+	"\brollback\x18\x14 \x01(\v2\x1b.hive.v1.SwarmServiceUpdateR\brollback\x129\n" +
+	"\x06labels\x18\x15 \x03(\v2!.hive.v1.SwarmService.LabelsEntryR\x06labels\x12\x16\n" +
+	"\x06source\x18\x16 \x01(\tR\x06source\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"X\n" +
+	"\x12SwarmServiceSecret\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"Z\n" +
+	"\x12SwarmServiceConfig\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\"x\n" +
+	"\x10SwarmServicePort\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\rR\x06target\x12\x1c\n" +
+	"\tpublished\x18\x02 \x01(\rR\tpublished\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\"t\n" +
+	"\x11SwarmServiceMount\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12\x1b\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\xaf\x01\n" +
+	"\x15SwarmServiceResources\x12\x1b\n" +
+	"\tcpu_limit\x18\x01 \x01(\x01R\bcpuLimit\x12!\n" +
+	"\fmemory_limit\x18\x02 \x01(\x04R\vmemoryLimit\x12'\n" +
+	"\x0fcpu_reservation\x18\x03 \x01(\x01R\x0ecpuReservation\x12-\n" +
+	"\x12memory_reservation\x18\x04 \x01(\x04R\x11memoryReservation\"\xf1\x01\n" +
+	"\x17SwarmServiceHealthcheck\x12\x12\n" +
+	"\x04test\x18\x01 \x03(\tR\x04test\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x18\n" +
+	"\aretries\x18\x04 \x01(\rR\aretries\x12<\n" +
+	"\fstart_period\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vstartPeriod\"\xba\x01\n" +
+	"\x13SwarmServiceRestart\x12\x1c\n" +
+	"\tcondition\x18\x01 \x01(\tR\tcondition\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12!\n" +
+	"\fmax_attempts\x18\x03 \x01(\rR\vmaxAttempts\x121\n" +
+	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\x85\x02\n" +
+	"\x12SwarmServiceUpdate\x12 \n" +
+	"\vparallelism\x18\x01 \x01(\rR\vparallelism\x12/\n" +
+	"\x05delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12%\n" +
+	"\x0efailure_action\x18\x03 \x01(\tR\rfailureAction\x123\n" +
+	"\amonitor\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\amonitor\x12*\n" +
+	"\x11max_failure_ratio\x18\x05 \x01(\x01R\x0fmaxFailureRatio\x12\x14\n" +
+	"\x05order\x18\x06 \x01(\tR\x05order\"\xd8\x01\n" +
 	"\vSwarmMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12&\n" +
@@ -3033,114 +4038,148 @@ func file_hive_v1_site_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_site_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hive_v1_site_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_hive_v1_site_proto_goTypes = []any{
-	(RepoType)(0),               // 0: hive.v1.RepoType
-	(PackageState)(0),           // 1: hive.v1.PackageState
-	(FileState)(0),              // 2: hive.v1.FileState
-	(ServiceState)(0),           // 3: hive.v1.ServiceState
-	(IPFamily)(0),               // 4: hive.v1.IPFamily
-	(FirewallAction)(0),         // 5: hive.v1.FirewallAction
-	(SwarmRole)(0),              // 6: hive.v1.SwarmRole
-	(RolloutOnFailure)(0),       // 7: hive.v1.RolloutOnFailure
-	(*Site)(nil),                // 8: hive.v1.Site
-	(*Webhook)(nil),             // 9: hive.v1.Webhook
-	(*Selector)(nil),            // 10: hive.v1.Selector
-	(*Role)(nil),                // 11: hive.v1.Role
-	(*HealthCheck)(nil),         // 12: hive.v1.HealthCheck
-	(*CheckHTTP)(nil),           // 13: hive.v1.CheckHTTP
-	(*CheckTCP)(nil),            // 14: hive.v1.CheckTCP
-	(*CheckCommand)(nil),        // 15: hive.v1.CheckCommand
-	(*Resource)(nil),            // 16: hive.v1.Resource
-	(*Repo)(nil),                // 17: hive.v1.Repo
-	(*Package)(nil),             // 18: hive.v1.Package
-	(*File)(nil),                // 19: hive.v1.File
-	(*Service)(nil),             // 20: hive.v1.Service
-	(*Firewall)(nil),            // 21: hive.v1.Firewall
-	(*FirewallRule)(nil),        // 22: hive.v1.FirewallRule
-	(*Drbd)(nil),                // 23: hive.v1.Drbd
-	(*DrbdPeer)(nil),            // 24: hive.v1.DrbdPeer
-	(*Swarm)(nil),               // 25: hive.v1.Swarm
-	(*SwarmMember)(nil),         // 26: hive.v1.SwarmMember
-	(*SwarmNetwork)(nil),        // 27: hive.v1.SwarmNetwork
-	(*RolloutPolicy)(nil),       // 28: hive.v1.RolloutPolicy
-	(*Certificate)(nil),         // 29: hive.v1.Certificate
-	(*CaTrust)(nil),             // 30: hive.v1.CaTrust
-	nil,                         // 31: hive.v1.Selector.MatchLabelsEntry
-	nil,                         // 32: hive.v1.Firewall.PoliciesEntry
-	nil,                         // 33: hive.v1.Drbd.OptionsEntry
-	nil,                         // 34: hive.v1.Swarm.LabelsEntry
-	nil,                         // 35: hive.v1.SwarmMember.LabelsEntry
-	(*User)(nil),                // 36: hive.v1.User
-	(*Group)(nil),               // 37: hive.v1.Group
-	(*Hosts)(nil),               // 38: hive.v1.Hosts
-	(*Hostname)(nil),            // 39: hive.v1.Hostname
-	(*Timezone)(nil),            // 40: hive.v1.Timezone
-	(*Locale)(nil),              // 41: hive.v1.Locale
-	(*Sysctl)(nil),              // 42: hive.v1.Sysctl
-	(*KernelModule)(nil),        // 43: hive.v1.KernelModule
-	(*Mount)(nil),               // 44: hive.v1.Mount
-	(*GuardedCommand)(nil),      // 45: hive.v1.GuardedCommand
-	(*Volume)(nil),              // 46: hive.v1.Volume
-	(*durationpb.Duration)(nil), // 47: google.protobuf.Duration
+	(RepoType)(0),                   // 0: hive.v1.RepoType
+	(PackageState)(0),               // 1: hive.v1.PackageState
+	(FileState)(0),                  // 2: hive.v1.FileState
+	(ServiceState)(0),               // 3: hive.v1.ServiceState
+	(IPFamily)(0),                   // 4: hive.v1.IPFamily
+	(FirewallAction)(0),             // 5: hive.v1.FirewallAction
+	(SwarmRole)(0),                  // 6: hive.v1.SwarmRole
+	(RolloutOnFailure)(0),           // 7: hive.v1.RolloutOnFailure
+	(*Site)(nil),                    // 8: hive.v1.Site
+	(*Webhook)(nil),                 // 9: hive.v1.Webhook
+	(*Selector)(nil),                // 10: hive.v1.Selector
+	(*Role)(nil),                    // 11: hive.v1.Role
+	(*HealthCheck)(nil),             // 12: hive.v1.HealthCheck
+	(*CheckHTTP)(nil),               // 13: hive.v1.CheckHTTP
+	(*CheckTCP)(nil),                // 14: hive.v1.CheckTCP
+	(*CheckCommand)(nil),            // 15: hive.v1.CheckCommand
+	(*Resource)(nil),                // 16: hive.v1.Resource
+	(*Repo)(nil),                    // 17: hive.v1.Repo
+	(*Package)(nil),                 // 18: hive.v1.Package
+	(*File)(nil),                    // 19: hive.v1.File
+	(*Service)(nil),                 // 20: hive.v1.Service
+	(*Firewall)(nil),                // 21: hive.v1.Firewall
+	(*FirewallRule)(nil),            // 22: hive.v1.FirewallRule
+	(*Drbd)(nil),                    // 23: hive.v1.Drbd
+	(*DrbdPeer)(nil),                // 24: hive.v1.DrbdPeer
+	(*Swarm)(nil),                   // 25: hive.v1.Swarm
+	(*ServiceRegistry)(nil),         // 26: hive.v1.ServiceRegistry
+	(*SwarmService)(nil),            // 27: hive.v1.SwarmService
+	(*SwarmServiceSecret)(nil),      // 28: hive.v1.SwarmServiceSecret
+	(*SwarmServiceConfig)(nil),      // 29: hive.v1.SwarmServiceConfig
+	(*SwarmServicePort)(nil),        // 30: hive.v1.SwarmServicePort
+	(*SwarmServiceMount)(nil),       // 31: hive.v1.SwarmServiceMount
+	(*SwarmServiceResources)(nil),   // 32: hive.v1.SwarmServiceResources
+	(*SwarmServiceHealthcheck)(nil), // 33: hive.v1.SwarmServiceHealthcheck
+	(*SwarmServiceRestart)(nil),     // 34: hive.v1.SwarmServiceRestart
+	(*SwarmServiceUpdate)(nil),      // 35: hive.v1.SwarmServiceUpdate
+	(*SwarmMember)(nil),             // 36: hive.v1.SwarmMember
+	(*SwarmNetwork)(nil),            // 37: hive.v1.SwarmNetwork
+	(*RolloutPolicy)(nil),           // 38: hive.v1.RolloutPolicy
+	(*Certificate)(nil),             // 39: hive.v1.Certificate
+	(*CaTrust)(nil),                 // 40: hive.v1.CaTrust
+	nil,                             // 41: hive.v1.Selector.MatchLabelsEntry
+	nil,                             // 42: hive.v1.Firewall.PoliciesEntry
+	nil,                             // 43: hive.v1.Drbd.OptionsEntry
+	nil,                             // 44: hive.v1.Swarm.LabelsEntry
+	nil,                             // 45: hive.v1.SwarmService.EnvEntry
+	nil,                             // 46: hive.v1.SwarmService.LabelsEntry
+	nil,                             // 47: hive.v1.SwarmMember.LabelsEntry
+	(*User)(nil),                    // 48: hive.v1.User
+	(*Group)(nil),                   // 49: hive.v1.Group
+	(*Hosts)(nil),                   // 50: hive.v1.Hosts
+	(*Hostname)(nil),                // 51: hive.v1.Hostname
+	(*Timezone)(nil),                // 52: hive.v1.Timezone
+	(*Locale)(nil),                  // 53: hive.v1.Locale
+	(*Sysctl)(nil),                  // 54: hive.v1.Sysctl
+	(*KernelModule)(nil),            // 55: hive.v1.KernelModule
+	(*Mount)(nil),                   // 56: hive.v1.Mount
+	(*GuardedCommand)(nil),          // 57: hive.v1.GuardedCommand
+	(*Volume)(nil),                  // 58: hive.v1.Volume
+	(*durationpb.Duration)(nil),     // 59: google.protobuf.Duration
 }
 var file_hive_v1_site_proto_depIdxs = []int32{
 	11, // 0: hive.v1.Site.roles:type_name -> hive.v1.Role
 	10, // 1: hive.v1.Site.selectors:type_name -> hive.v1.Selector
-	28, // 2: hive.v1.Site.rollout:type_name -> hive.v1.RolloutPolicy
+	38, // 2: hive.v1.Site.rollout:type_name -> hive.v1.RolloutPolicy
 	9,  // 3: hive.v1.Site.webhooks:type_name -> hive.v1.Webhook
-	31, // 4: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
-	16, // 5: hive.v1.Role.resources:type_name -> hive.v1.Resource
-	28, // 6: hive.v1.Role.rollout:type_name -> hive.v1.RolloutPolicy
-	12, // 7: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
-	13, // 8: hive.v1.HealthCheck.http:type_name -> hive.v1.CheckHTTP
-	14, // 9: hive.v1.HealthCheck.tcp:type_name -> hive.v1.CheckTCP
-	15, // 10: hive.v1.HealthCheck.command:type_name -> hive.v1.CheckCommand
-	17, // 11: hive.v1.Resource.repo:type_name -> hive.v1.Repo
-	18, // 12: hive.v1.Resource.package:type_name -> hive.v1.Package
-	19, // 13: hive.v1.Resource.file:type_name -> hive.v1.File
-	20, // 14: hive.v1.Resource.service:type_name -> hive.v1.Service
-	21, // 15: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
-	23, // 16: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
-	25, // 17: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
-	36, // 18: hive.v1.Resource.user:type_name -> hive.v1.User
-	37, // 19: hive.v1.Resource.group:type_name -> hive.v1.Group
-	38, // 20: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
-	39, // 21: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
-	40, // 22: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
-	41, // 23: hive.v1.Resource.locale:type_name -> hive.v1.Locale
-	42, // 24: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
-	43, // 25: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
-	44, // 26: hive.v1.Resource.mount:type_name -> hive.v1.Mount
-	45, // 27: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
-	29, // 28: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
-	30, // 29: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
-	46, // 30: hive.v1.Resource.volume:type_name -> hive.v1.Volume
-	0,  // 31: hive.v1.Repo.type:type_name -> hive.v1.RepoType
-	1,  // 32: hive.v1.Package.state:type_name -> hive.v1.PackageState
-	2,  // 33: hive.v1.File.state:type_name -> hive.v1.FileState
-	3,  // 34: hive.v1.Service.state:type_name -> hive.v1.ServiceState
-	22, // 35: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
-	32, // 36: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
-	5,  // 37: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
-	4,  // 38: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
-	33, // 39: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
-	24, // 40: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
-	6,  // 41: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
-	34, // 42: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
-	27, // 43: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
-	26, // 44: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
-	6,  // 45: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
-	35, // 46: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
-	47, // 47: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
-	47, // 48: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
-	7,  // 49: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
-	5,  // 50: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	27, // 4: hive.v1.Site.services:type_name -> hive.v1.SwarmService
+	26, // 5: hive.v1.Site.registry:type_name -> hive.v1.ServiceRegistry
+	41, // 6: hive.v1.Selector.match_labels:type_name -> hive.v1.Selector.MatchLabelsEntry
+	16, // 7: hive.v1.Role.resources:type_name -> hive.v1.Resource
+	38, // 8: hive.v1.Role.rollout:type_name -> hive.v1.RolloutPolicy
+	12, // 9: hive.v1.Role.checks:type_name -> hive.v1.HealthCheck
+	13, // 10: hive.v1.HealthCheck.http:type_name -> hive.v1.CheckHTTP
+	14, // 11: hive.v1.HealthCheck.tcp:type_name -> hive.v1.CheckTCP
+	15, // 12: hive.v1.HealthCheck.command:type_name -> hive.v1.CheckCommand
+	17, // 13: hive.v1.Resource.repo:type_name -> hive.v1.Repo
+	18, // 14: hive.v1.Resource.package:type_name -> hive.v1.Package
+	19, // 15: hive.v1.Resource.file:type_name -> hive.v1.File
+	20, // 16: hive.v1.Resource.service:type_name -> hive.v1.Service
+	21, // 17: hive.v1.Resource.firewall:type_name -> hive.v1.Firewall
+	23, // 18: hive.v1.Resource.drbd:type_name -> hive.v1.Drbd
+	25, // 19: hive.v1.Resource.swarm:type_name -> hive.v1.Swarm
+	48, // 20: hive.v1.Resource.user:type_name -> hive.v1.User
+	49, // 21: hive.v1.Resource.group:type_name -> hive.v1.Group
+	50, // 22: hive.v1.Resource.hosts:type_name -> hive.v1.Hosts
+	51, // 23: hive.v1.Resource.hostname:type_name -> hive.v1.Hostname
+	52, // 24: hive.v1.Resource.timezone:type_name -> hive.v1.Timezone
+	53, // 25: hive.v1.Resource.locale:type_name -> hive.v1.Locale
+	54, // 26: hive.v1.Resource.sysctl:type_name -> hive.v1.Sysctl
+	55, // 27: hive.v1.Resource.kernel_module:type_name -> hive.v1.KernelModule
+	56, // 28: hive.v1.Resource.mount:type_name -> hive.v1.Mount
+	57, // 29: hive.v1.Resource.command:type_name -> hive.v1.GuardedCommand
+	39, // 30: hive.v1.Resource.certificate:type_name -> hive.v1.Certificate
+	40, // 31: hive.v1.Resource.ca_trust:type_name -> hive.v1.CaTrust
+	58, // 32: hive.v1.Resource.volume:type_name -> hive.v1.Volume
+	0,  // 33: hive.v1.Repo.type:type_name -> hive.v1.RepoType
+	1,  // 34: hive.v1.Package.state:type_name -> hive.v1.PackageState
+	2,  // 35: hive.v1.File.state:type_name -> hive.v1.FileState
+	3,  // 36: hive.v1.Service.state:type_name -> hive.v1.ServiceState
+	22, // 37: hive.v1.Firewall.rules:type_name -> hive.v1.FirewallRule
+	42, // 38: hive.v1.Firewall.policies:type_name -> hive.v1.Firewall.PoliciesEntry
+	5,  // 39: hive.v1.FirewallRule.action:type_name -> hive.v1.FirewallAction
+	4,  // 40: hive.v1.FirewallRule.family:type_name -> hive.v1.IPFamily
+	43, // 41: hive.v1.Drbd.options:type_name -> hive.v1.Drbd.OptionsEntry
+	24, // 42: hive.v1.Drbd.peers:type_name -> hive.v1.DrbdPeer
+	6,  // 43: hive.v1.Swarm.role:type_name -> hive.v1.SwarmRole
+	44, // 44: hive.v1.Swarm.labels:type_name -> hive.v1.Swarm.LabelsEntry
+	37, // 45: hive.v1.Swarm.networks:type_name -> hive.v1.SwarmNetwork
+	36, // 46: hive.v1.Swarm.members:type_name -> hive.v1.SwarmMember
+	27, // 47: hive.v1.Swarm.services:type_name -> hive.v1.SwarmService
+	26, // 48: hive.v1.Swarm.registry:type_name -> hive.v1.ServiceRegistry
+	45, // 49: hive.v1.SwarmService.env:type_name -> hive.v1.SwarmService.EnvEntry
+	28, // 50: hive.v1.SwarmService.secrets:type_name -> hive.v1.SwarmServiceSecret
+	29, // 51: hive.v1.SwarmService.configs:type_name -> hive.v1.SwarmServiceConfig
+	30, // 52: hive.v1.SwarmService.ports:type_name -> hive.v1.SwarmServicePort
+	31, // 53: hive.v1.SwarmService.mounts:type_name -> hive.v1.SwarmServiceMount
+	32, // 54: hive.v1.SwarmService.resources:type_name -> hive.v1.SwarmServiceResources
+	33, // 55: hive.v1.SwarmService.healthcheck:type_name -> hive.v1.SwarmServiceHealthcheck
+	34, // 56: hive.v1.SwarmService.restart:type_name -> hive.v1.SwarmServiceRestart
+	35, // 57: hive.v1.SwarmService.update:type_name -> hive.v1.SwarmServiceUpdate
+	35, // 58: hive.v1.SwarmService.rollback:type_name -> hive.v1.SwarmServiceUpdate
+	46, // 59: hive.v1.SwarmService.labels:type_name -> hive.v1.SwarmService.LabelsEntry
+	59, // 60: hive.v1.SwarmServiceHealthcheck.interval:type_name -> google.protobuf.Duration
+	59, // 61: hive.v1.SwarmServiceHealthcheck.timeout:type_name -> google.protobuf.Duration
+	59, // 62: hive.v1.SwarmServiceHealthcheck.start_period:type_name -> google.protobuf.Duration
+	59, // 63: hive.v1.SwarmServiceRestart.delay:type_name -> google.protobuf.Duration
+	59, // 64: hive.v1.SwarmServiceRestart.window:type_name -> google.protobuf.Duration
+	59, // 65: hive.v1.SwarmServiceUpdate.delay:type_name -> google.protobuf.Duration
+	59, // 66: hive.v1.SwarmServiceUpdate.monitor:type_name -> google.protobuf.Duration
+	6,  // 67: hive.v1.SwarmMember.role:type_name -> hive.v1.SwarmRole
+	47, // 68: hive.v1.SwarmMember.labels:type_name -> hive.v1.SwarmMember.LabelsEntry
+	59, // 69: hive.v1.RolloutPolicy.min_healthy_time:type_name -> google.protobuf.Duration
+	59, // 70: hive.v1.RolloutPolicy.healthy_deadline:type_name -> google.protobuf.Duration
+	7,  // 71: hive.v1.RolloutPolicy.on_failure:type_name -> hive.v1.RolloutOnFailure
+	5,  // 72: hive.v1.Firewall.PoliciesEntry.value:type_name -> hive.v1.FirewallAction
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_site_proto_init() }
@@ -3185,7 +4224,7 @@ func file_hive_v1_site_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_site_proto_rawDesc), len(file_hive_v1_site_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   28,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

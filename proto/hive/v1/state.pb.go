@@ -1139,7 +1139,10 @@ type Report struct {
 	// The agent converges under a --root sandbox, where the built-in DRBD
 	// and swarm checks never run (a coordinated reboot then waits only for
 	// the checks reported).
-	Sandbox       bool `protobuf:"varint,52,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	Sandbox bool `protobuf:"varint,52,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// Swarm services hive manages, as the initializing manager sees them
+	// (bounded by the coordinator: limits.MaxServices).
+	Services      []*SwarmServiceStatus `protobuf:"bytes,45,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1307,6 +1310,94 @@ func (x *Report) GetSandbox() bool {
 	return false
 }
 
+func (x *Report) GetServices() []*SwarmServiceStatus {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// SwarmServiceStatus is one hive-managed swarm service's tasks.
+type SwarmServiceStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Tasks running, and tasks desired (replicas, or for a global service
+	// the nodes it should run on).
+	Running uint32 `protobuf:"varint,2,opt,name=running,proto3" json:"running,omitempty"`
+	Desired uint32 `protobuf:"varint,3,opt,name=desired,proto3" json:"desired,omitempty"`
+	// Image the service runs ("ref@sha256:…").
+	Image string `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	// The swarm's update state ("updating", "completed", "rollback_…"), or "".
+	UpdateState   string `protobuf:"bytes,5,opt,name=update_state,json=updateState,proto3" json:"update_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwarmServiceStatus) Reset() {
+	*x = SwarmServiceStatus{}
+	mi := &file_hive_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwarmServiceStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwarmServiceStatus) ProtoMessage() {}
+
+func (x *SwarmServiceStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwarmServiceStatus.ProtoReflect.Descriptor instead.
+func (*SwarmServiceStatus) Descriptor() ([]byte, []int) {
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SwarmServiceStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SwarmServiceStatus) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *SwarmServiceStatus) GetDesired() uint32 {
+	if x != nil {
+		return x.Desired
+	}
+	return 0
+}
+
+func (x *SwarmServiceStatus) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *SwarmServiceStatus) GetUpdateState() string {
+	if x != nil {
+		return x.UpdateState
+	}
+	return ""
+}
+
 // CheckResult is the latest result of one health check on one node.
 type CheckResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1329,7 +1420,7 @@ type CheckResult struct {
 
 func (x *CheckResult) Reset() {
 	*x = CheckResult{}
-	mi := &file_hive_v1_state_proto_msgTypes[8]
+	mi := &file_hive_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1432,7 @@ func (x *CheckResult) String() string {
 func (*CheckResult) ProtoMessage() {}
 
 func (x *CheckResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[8]
+	mi := &file_hive_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1445,7 @@ func (x *CheckResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResult.ProtoReflect.Descriptor instead.
 func (*CheckResult) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CheckResult) GetName() string {
@@ -1417,7 +1508,7 @@ type MemberMeta struct {
 
 func (x *MemberMeta) Reset() {
 	*x = MemberMeta{}
-	mi := &file_hive_v1_state_proto_msgTypes[9]
+	mi := &file_hive_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1520,7 @@ func (x *MemberMeta) String() string {
 func (*MemberMeta) ProtoMessage() {}
 
 func (x *MemberMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[9]
+	mi := &file_hive_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1533,7 @@ func (x *MemberMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberMeta.ProtoReflect.Descriptor instead.
 func (*MemberMeta) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberMeta) GetKind() MemberKind {
@@ -1506,7 +1597,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_hive_v1_state_proto_msgTypes[10]
+	mi := &file_hive_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1609,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[10]
+	mi := &file_hive_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1622,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Member) GetName() string {
@@ -1604,7 +1695,7 @@ type ResourceCounts struct {
 
 func (x *ResourceCounts) Reset() {
 	*x = ResourceCounts{}
-	mi := &file_hive_v1_state_proto_msgTypes[11]
+	mi := &file_hive_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1707,7 @@ func (x *ResourceCounts) String() string {
 func (*ResourceCounts) ProtoMessage() {}
 
 func (x *ResourceCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[11]
+	mi := &file_hive_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1720,7 @@ func (x *ResourceCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceCounts.ProtoReflect.Descriptor instead.
 func (*ResourceCounts) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResourceCounts) GetTotal() uint32 {
@@ -1703,14 +1794,16 @@ type NodeStatus struct {
 	// Set while the node is in maintenance.
 	Maintenance *MaintenanceRecord `protobuf:"bytes,50,opt,name=maintenance,proto3" json:"maintenance,omitempty"`
 	// The node's entry in the reboot queue, if any.
-	Reboot        *RebootNode `protobuf:"bytes,51,opt,name=reboot,proto3" json:"reboot,omitempty"`
+	Reboot *RebootNode `protobuf:"bytes,51,opt,name=reboot,proto3" json:"reboot,omitempty"`
+	// Swarm services from the node's latest report (the initializer's).
+	Services      []*SwarmServiceStatus `protobuf:"bytes,45,rep,name=services,proto3" json:"services,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_hive_v1_state_proto_msgTypes[12]
+	mi := &file_hive_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1815,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[12]
+	mi := &file_hive_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1828,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeStatus) GetName() string {
@@ -1899,6 +1992,13 @@ func (x *NodeStatus) GetReboot() *RebootNode {
 	return nil
 }
 
+func (x *NodeStatus) GetServices() []*SwarmServiceStatus {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 // Revocation is the deny list entry of one agent identity.
 type Revocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1920,7 +2020,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_hive_v1_state_proto_msgTypes[13]
+	mi := &file_hive_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2032,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_state_proto_msgTypes[13]
+	mi := &file_hive_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2045,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_hive_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_hive_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Revocation) GetNode() string {
@@ -2092,7 +2192,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
 	"\x05drift\x18\x05 \x01(\bR\x05drift\x12\x12\n" +
 	"\x04diff\x18\x06 \x01(\tR\x04diff\x12$\n" +
-	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xac\x06\n" +
+	"\x05cause\x18\x14 \x01(\x0e2\x0e.hive.v1.CauseR\x05cause\"\xe5\x06\n" +
 	"\x06Report\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2117,10 +2217,17 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12\x17\n" +
 	"\aboot_id\x182 \x01(\tR\x06bootId\x12'\n" +
 	"\x0freboot_required\x183 \x01(\bR\x0erebootRequired\x12\x18\n" +
-	"\asandbox\x184 \x01(\bR\asandbox\x1aC\n" +
+	"\asandbox\x184 \x01(\bR\asandbox\x127\n" +
+	"\bservices\x18- \x03(\v2\x1b.hive.v1.SwarmServiceStatusR\bservices\x1aC\n" +
 	"\x15PublishedSecretsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb5\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x95\x01\n" +
+	"\x12SwarmServiceStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\arunning\x18\x02 \x01(\rR\arunning\x12\x18\n" +
+	"\adesired\x18\x03 \x01(\rR\adesired\x12\x14\n" +
+	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
+	"\fupdate_state\x18\x05 \x01(\tR\vupdateState\"\xb5\x01\n" +
 	"\vCheckResult\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -2156,7 +2263,7 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\achanged\x18\x02 \x01(\rR\achanged\x12\x16\n" +
 	"\x06failed\x18\x03 \x01(\rR\x06failed\x12\x18\n" +
 	"\askipped\x18\x04 \x01(\rR\askipped\x12\x18\n" +
-	"\aplanned\x18\x05 \x01(\rR\aplanned\"\x99\n" +
+	"\aplanned\x18\x05 \x01(\rR\aplanned\"\xd2\n" +
 	"\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
@@ -2184,7 +2291,8 @@ const file_hive_v1_state_proto_rawDesc = "" +
 	"\x06health\x18\x1f \x01(\x0e2\x0f.hive.v1.HealthR\x06health\x12=\n" +
 	"\fhealth_since\x18  \x01(\v2\x1a.google.protobuf.TimestampR\vhealthSince\x12<\n" +
 	"\vmaintenance\x182 \x01(\v2\x1a.hive.v1.MaintenanceRecordR\vmaintenance\x12+\n" +
-	"\x06reboot\x183 \x01(\v2\x13.hive.v1.RebootNodeR\x06reboot\x1a9\n" +
+	"\x06reboot\x183 \x01(\v2\x13.hive.v1.RebootNodeR\x06reboot\x127\n" +
+	"\bservices\x18- \x03(\v2\x1b.hive.v1.SwarmServiceStatusR\bservices\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a?\n" +
@@ -2256,7 +2364,7 @@ func file_hive_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hive_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hive_v1_state_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: hive.v1.Outcome
 	(Cause)(0),                    // 1: hive.v1.Cause
@@ -2273,88 +2381,91 @@ var file_hive_v1_state_proto_goTypes = []any{
 	(*NodeState)(nil),             // 12: hive.v1.NodeState
 	(*ResourceResult)(nil),        // 13: hive.v1.ResourceResult
 	(*Report)(nil),                // 14: hive.v1.Report
-	(*CheckResult)(nil),           // 15: hive.v1.CheckResult
-	(*MemberMeta)(nil),            // 16: hive.v1.MemberMeta
-	(*Member)(nil),                // 17: hive.v1.Member
-	(*ResourceCounts)(nil),        // 18: hive.v1.ResourceCounts
-	(*NodeStatus)(nil),            // 19: hive.v1.NodeStatus
-	(*Revocation)(nil),            // 20: hive.v1.Revocation
-	nil,                           // 21: hive.v1.Peer.LabelsEntry
-	nil,                           // 22: hive.v1.NodeFacts.LabelsEntry
-	nil,                           // 23: hive.v1.NodeFacts.PeersEntry
-	nil,                           // 24: hive.v1.NodeFacts.ReportedLabelsEntry
-	nil,                           // 25: hive.v1.NodeFacts.HardwareEntry
-	nil,                           // 26: hive.v1.NodeFacts.InterfacesEntry
-	nil,                           // 27: hive.v1.NodeState.SecretsEntry
-	nil,                           // 28: hive.v1.Report.PublishedSecretsEntry
-	nil,                           // 29: hive.v1.MemberMeta.LabelsEntry
-	nil,                           // 30: hive.v1.Member.LabelsEntry
-	nil,                           // 31: hive.v1.NodeStatus.LabelsEntry
-	nil,                           // 32: hive.v1.NodeStatus.LabelSourcesEntry
-	nil,                           // 33: hive.v1.NodeStatus.ReportedLabelsEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*Site)(nil),                  // 35: hive.v1.Site
-	(*Resource)(nil),              // 36: hive.v1.Resource
-	(*HealthCheck)(nil),           // 37: hive.v1.HealthCheck
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*MaintenanceRecord)(nil),     // 39: hive.v1.MaintenanceRecord
-	(*RebootNode)(nil),            // 40: hive.v1.RebootNode
+	(*SwarmServiceStatus)(nil),    // 15: hive.v1.SwarmServiceStatus
+	(*CheckResult)(nil),           // 16: hive.v1.CheckResult
+	(*MemberMeta)(nil),            // 17: hive.v1.MemberMeta
+	(*Member)(nil),                // 18: hive.v1.Member
+	(*ResourceCounts)(nil),        // 19: hive.v1.ResourceCounts
+	(*NodeStatus)(nil),            // 20: hive.v1.NodeStatus
+	(*Revocation)(nil),            // 21: hive.v1.Revocation
+	nil,                           // 22: hive.v1.Peer.LabelsEntry
+	nil,                           // 23: hive.v1.NodeFacts.LabelsEntry
+	nil,                           // 24: hive.v1.NodeFacts.PeersEntry
+	nil,                           // 25: hive.v1.NodeFacts.ReportedLabelsEntry
+	nil,                           // 26: hive.v1.NodeFacts.HardwareEntry
+	nil,                           // 27: hive.v1.NodeFacts.InterfacesEntry
+	nil,                           // 28: hive.v1.NodeState.SecretsEntry
+	nil,                           // 29: hive.v1.Report.PublishedSecretsEntry
+	nil,                           // 30: hive.v1.MemberMeta.LabelsEntry
+	nil,                           // 31: hive.v1.Member.LabelsEntry
+	nil,                           // 32: hive.v1.NodeStatus.LabelsEntry
+	nil,                           // 33: hive.v1.NodeStatus.LabelSourcesEntry
+	nil,                           // 34: hive.v1.NodeStatus.ReportedLabelsEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*Site)(nil),                  // 36: hive.v1.Site
+	(*Resource)(nil),              // 37: hive.v1.Resource
+	(*HealthCheck)(nil),           // 38: hive.v1.HealthCheck
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*MaintenanceRecord)(nil),     // 40: hive.v1.MaintenanceRecord
+	(*RebootNode)(nil),            // 41: hive.v1.RebootNode
 }
 var file_hive_v1_state_proto_depIdxs = []int32{
-	34, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
-	35, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
-	34, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
-	21, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
+	35, // 0: hive.v1.Generation.time:type_name -> google.protobuf.Timestamp
+	36, // 1: hive.v1.Generation.site:type_name -> hive.v1.Site
+	35, // 2: hive.v1.GenerationSummary.time:type_name -> google.protobuf.Timestamp
+	22, // 3: hive.v1.Peer.labels:type_name -> hive.v1.Peer.LabelsEntry
 	9,  // 4: hive.v1.PeerList.peers:type_name -> hive.v1.Peer
-	22, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
-	23, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
-	24, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
-	25, // 8: hive.v1.NodeFacts.hardware:type_name -> hive.v1.NodeFacts.HardwareEntry
-	26, // 9: hive.v1.NodeFacts.interfaces:type_name -> hive.v1.NodeFacts.InterfacesEntry
+	23, // 5: hive.v1.NodeFacts.labels:type_name -> hive.v1.NodeFacts.LabelsEntry
+	24, // 6: hive.v1.NodeFacts.peers:type_name -> hive.v1.NodeFacts.PeersEntry
+	25, // 7: hive.v1.NodeFacts.reported_labels:type_name -> hive.v1.NodeFacts.ReportedLabelsEntry
+	26, // 8: hive.v1.NodeFacts.hardware:type_name -> hive.v1.NodeFacts.HardwareEntry
+	27, // 9: hive.v1.NodeFacts.interfaces:type_name -> hive.v1.NodeFacts.InterfacesEntry
 	11, // 10: hive.v1.NodeState.facts:type_name -> hive.v1.NodeFacts
-	36, // 11: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
-	27, // 12: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
-	37, // 13: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
+	37, // 11: hive.v1.NodeState.resources:type_name -> hive.v1.Resource
+	28, // 12: hive.v1.NodeState.secrets:type_name -> hive.v1.NodeState.SecretsEntry
+	38, // 13: hive.v1.NodeState.checks:type_name -> hive.v1.HealthCheck
 	0,  // 14: hive.v1.ResourceResult.outcome:type_name -> hive.v1.Outcome
-	38, // 15: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
+	39, // 15: hive.v1.ResourceResult.duration:type_name -> google.protobuf.Duration
 	1,  // 16: hive.v1.ResourceResult.cause:type_name -> hive.v1.Cause
 	2,  // 17: hive.v1.Report.phase:type_name -> hive.v1.Phase
 	13, // 18: hive.v1.Report.results:type_name -> hive.v1.ResourceResult
-	38, // 19: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
-	34, // 20: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
-	34, // 21: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
-	28, // 22: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
-	15, // 23: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
+	39, // 19: hive.v1.Report.uptime:type_name -> google.protobuf.Duration
+	35, // 20: hive.v1.Report.started:type_name -> google.protobuf.Timestamp
+	35, // 21: hive.v1.Report.finished:type_name -> google.protobuf.Timestamp
+	29, // 22: hive.v1.Report.published_secrets:type_name -> hive.v1.Report.PublishedSecretsEntry
+	16, // 23: hive.v1.Report.checks:type_name -> hive.v1.CheckResult
 	3,  // 24: hive.v1.Report.health:type_name -> hive.v1.Health
-	34, // 25: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
-	5,  // 26: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
-	29, // 27: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
-	5,  // 28: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
-	4,  // 29: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
-	30, // 30: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
-	6,  // 31: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
-	31, // 32: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
-	4,  // 33: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
-	2,  // 34: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
-	34, // 35: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
-	18, // 36: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
-	13, // 37: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
-	32, // 38: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
-	33, // 39: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
-	34, // 40: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
-	15, // 41: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
-	3,  // 42: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
-	34, // 43: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
-	39, // 44: hive.v1.NodeStatus.maintenance:type_name -> hive.v1.MaintenanceRecord
-	40, // 45: hive.v1.NodeStatus.reboot:type_name -> hive.v1.RebootNode
-	34, // 46: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
-	34, // 47: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
-	10, // 48: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
-	49, // [49:49] is the sub-list for method output_type
-	49, // [49:49] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	15, // 25: hive.v1.Report.services:type_name -> hive.v1.SwarmServiceStatus
+	35, // 26: hive.v1.CheckResult.time:type_name -> google.protobuf.Timestamp
+	5,  // 27: hive.v1.MemberMeta.kind:type_name -> hive.v1.MemberKind
+	30, // 28: hive.v1.MemberMeta.labels:type_name -> hive.v1.MemberMeta.LabelsEntry
+	5,  // 29: hive.v1.Member.kind:type_name -> hive.v1.MemberKind
+	4,  // 30: hive.v1.Member.gossip:type_name -> hive.v1.GossipState
+	31, // 31: hive.v1.Member.labels:type_name -> hive.v1.Member.LabelsEntry
+	6,  // 32: hive.v1.Member.raft:type_name -> hive.v1.RaftRole
+	32, // 33: hive.v1.NodeStatus.labels:type_name -> hive.v1.NodeStatus.LabelsEntry
+	4,  // 34: hive.v1.NodeStatus.gossip:type_name -> hive.v1.GossipState
+	2,  // 35: hive.v1.NodeStatus.phase:type_name -> hive.v1.Phase
+	35, // 36: hive.v1.NodeStatus.last_report:type_name -> google.protobuf.Timestamp
+	19, // 37: hive.v1.NodeStatus.resources:type_name -> hive.v1.ResourceCounts
+	13, // 38: hive.v1.NodeStatus.results:type_name -> hive.v1.ResourceResult
+	33, // 39: hive.v1.NodeStatus.label_sources:type_name -> hive.v1.NodeStatus.LabelSourcesEntry
+	34, // 40: hive.v1.NodeStatus.reported_labels:type_name -> hive.v1.NodeStatus.ReportedLabelsEntry
+	35, // 41: hive.v1.NodeStatus.certificate_not_after:type_name -> google.protobuf.Timestamp
+	16, // 42: hive.v1.NodeStatus.checks:type_name -> hive.v1.CheckResult
+	3,  // 43: hive.v1.NodeStatus.health:type_name -> hive.v1.Health
+	35, // 44: hive.v1.NodeStatus.health_since:type_name -> google.protobuf.Timestamp
+	40, // 45: hive.v1.NodeStatus.maintenance:type_name -> hive.v1.MaintenanceRecord
+	41, // 46: hive.v1.NodeStatus.reboot:type_name -> hive.v1.RebootNode
+	15, // 47: hive.v1.NodeStatus.services:type_name -> hive.v1.SwarmServiceStatus
+	35, // 48: hive.v1.Revocation.cutoff:type_name -> google.protobuf.Timestamp
+	35, // 49: hive.v1.Revocation.updated:type_name -> google.protobuf.Timestamp
+	10, // 50: hive.v1.NodeFacts.PeersEntry.value:type_name -> hive.v1.PeerList
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_state_proto_init() }
@@ -2370,7 +2481,7 @@ func file_hive_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_state_proto_rawDesc), len(file_hive_v1_state_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
