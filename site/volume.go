@@ -181,7 +181,7 @@ func (d *decoder) volume(n *yaml.Node, path string) *hivev1.Resource {
 			}
 		}},
 		field{"state", func(x *yaml.Node, p string) { state = d.oneOf(x, p, "present", "absent") }},
-		field{"confirm", func(x *yaml.Node, p string) { v.Confirm = d.str(x, p) }},
+		field{"confirm_destroy", func(x *yaml.Node, p string) { v.Confirm = d.str(x, p) }},
 	)...) {
 		return nil
 	}
@@ -195,10 +195,10 @@ func (d *decoder) volume(n *yaml.Node, path string) *hivev1.Resource {
 			d.errorf(n, path+".pool.disk", "required")
 		}
 		if v.Confirm != "" {
-			d.errorf(n, path+".confirm", "confirm is only for state: absent")
+			d.errorf(n, path+".confirm_destroy", "confirm_destroy is only for state: absent")
 		}
 	} else if v.Confirm != v.Name && v.Name != "" {
-		d.errorf(n, path+".confirm", "state: absent destroys volume %q and its data on every node: confirm it with confirm: %s", v.Name, v.Name)
+		d.errorf(n, path+".confirm_destroy", "state: absent destroys volume %q and its data on every node: confirm it with confirm_destroy: %s", v.Name, v.Name)
 	}
 	res := d.resource(n, path, &c)
 	res.Kind = &hivev1.Resource_Volume{Volume: v}
@@ -224,14 +224,14 @@ func (c *checker) volumeFormat(res *hivev1.Resource) {
 	}
 	if v.GetAbsent() {
 		if v.GetConfirm() != v.GetName() {
-			c.at(res, "confirm", "state: absent destroys volume %q and its data on every node: confirm it with confirm: %s", v.GetName(), v.GetName())
+			c.at(res, "confirm_destroy", "state: absent destroys volume %q and its data on every node: confirm it with confirm_destroy: %s", v.GetName(), v.GetName())
 		}
 	} else {
 		if v.GetSizeBytes() < MinVolumeSize || v.GetSizeBytes() > MaxVolumeSize || v.GetSizeBytes()%(1<<20) != 0 {
 			c.at(res, "size", "size %d bytes: want a whole number of MiB from 16M to 1P", v.GetSizeBytes())
 		}
 		if v.GetConfirm() != "" {
-			c.at(res, "confirm", "confirm is only for state: absent")
+			c.at(res, "confirm_destroy", "confirm_destroy is only for state: absent")
 		}
 	}
 	if p := v.GetPool(); p == nil {

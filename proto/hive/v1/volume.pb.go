@@ -43,7 +43,8 @@ type Volume struct {
 	// Replication protocol "A", "B" or "C" (default).
 	Protocol string `protobuf:"bytes,8,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// state: absent: the volume is taken down and its data destroyed on
-	// every node, only when confirm equals the name.
+	// every node, only when confirm (confirm_destroy in the site file)
+	// equals the name.
 	Absent  bool   `protobuf:"varint,9,opt,name=absent,proto3" json:"absent,omitempty"`
 	Confirm string `protobuf:"bytes,10,opt,name=confirm,proto3" json:"confirm,omitempty"`
 	// Rendered by the coordinator.
