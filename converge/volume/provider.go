@@ -737,7 +737,7 @@ func (p *Provider) markFormatted(env *converge.Env, d *planData, fstype string) 
 // planRemove plans taking an absent volume down.
 func (p *Provider) planRemove(ctx context.Context, env *converge.Env, d *planData) error {
 	if d.v.GetConfirm() != d.v.GetName() {
-		return fmt.Errorf("%w: state absent without confirm: %s", ErrInvalid, d.v.GetName())
+		return fmt.Errorf("%w: state absent without confirm_destroy: %s", ErrInvalid, d.v.GetName())
 	}
 	d.remove = true
 	if p.cfg.Sandbox {
@@ -861,7 +861,7 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 	for _, n := range sorted {
 		out = append(out, &converge.Change{
 			Key:     converge.KindVolume + ":" + n,
-			Summary: fmt.Sprintf("kept: volume %s is no longer in this node's state; its data stays until the site declares it with state: absent and confirm: %s", n, n),
+			Summary: fmt.Sprintf("kept: volume %s is no longer in this node's state; its data stays until the site declares it with state: absent and confirm_destroy: %s", n, n),
 		})
 	}
 	return out, nil
