@@ -410,6 +410,7 @@ func (c *checker) checkServices(s *hivev1.Site, secrets map[string]bool) {
 		}
 		seen[svc.GetName()] = true
 		c.checkService(svc, secrets, s.GetSecrets(), swarmNets)
+		c.checkServiceVolumes(s, svc)
 	}
 }
 

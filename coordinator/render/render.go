@@ -238,7 +238,7 @@ func (r *Renderer) viewFor(src Source, gen *hivev1.Generation) *view {
 		}
 		v.swarmAddr[n.GetName()] = addr
 		v.swarmNodes = append(v.swarmNodes, &hivev1.SwarmMember{
-			Name: n.GetName(), Address: addr, Role: b.swarm.GetRole(), Labels: b.swarm.GetLabels(),
+			Name: n.GetName(), Address: addr, Role: b.swarm.GetRole(), Labels: volumeNodeLabels(v.gen.GetSite(), v.nodeRoles[n.GetName()], b.swarm.GetLabels()),
 		})
 		if b.swarm.GetInit() && (v.initializer == "" || n.GetName() < v.initializer) {
 			v.initializer = n.GetName()
@@ -611,7 +611,7 @@ func (r *Renderer) build(v *view, b *base, f Facts, secrets map[string][]byte) (
 					}
 				}
 			}
-			s.Services = v.gen.GetSite().GetServices()
+			s.Services = servicesOnVolumeNodes(v.gen.GetSite())
 		}
 		s.Registry = v.gen.GetSite().GetRegistry()
 		st.Resources[b.swarmIdx] = res
