@@ -35,3 +35,13 @@ func TestValidateServiceVolumePlacement(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateExampleWorkloads: the example workloads site (a database on a
+// DRBD volume, a web service with published ports) is valid.
+func TestValidateExampleWorkloads(t *testing.T) {
+	clearEnv(t)
+	r := run(t, "", "validate", filepath.Join("..", "deploy", "examples", "workloads.yaml"))
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("validate: %+v", r)
+	}
+}
