@@ -132,7 +132,7 @@ func TestRegistryAuth(t *testing.T) {
 	if resp, b := ociReq(t, "GET", e.url+"/v2/site/app/blobs/"+digestOf(layer), "", "", nil); resp.StatusCode != 200 || !bytes.Equal(b, layer) {
 		t.Fatalf("anonymous blob pull: %d", resp.StatusCode)
 	}
-	resp, b = ociReq(t, "GET", e.url+"/metrics", "", "", nil)
+	_, b = ociReq(t, "GET", e.url+"/metrics", "", "", nil)
 	for _, want := range []string{`hive_repo_registry_requests_total{code="201",op="push"}`, `hive_repo_registry_tokens_total{result="push"} 1`, `hive_repo_registry_bytes_total{dir="in"}`} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("metrics lack %s", want)

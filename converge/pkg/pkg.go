@@ -129,20 +129,6 @@ func (*Provider) Validate(r *hivev1.Resource) error {
 	return nil
 }
 
-func validName(n string) bool {
-	if n == "" || n[0] == '-' || strings.HasSuffix(n, "-") {
-		return false
-	}
-	for _, c := range n {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.ContainsRune("+-._:", c):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // installed is one installed package.
 type installed struct {
 	Version string // [epoch:]version[-release]

@@ -169,8 +169,6 @@ func (h *rawHeader) getBytes(tag int) ([]byte, error) {
 	return e.contents, nil
 }
 
-var errTooBig = errors.New("value too big for the int type")
-
 // getUints returns an integer tag's values widened to uint64, and the
 // width of its type in bytes.
 func (h *rawHeader) getUints(tag int) ([]uint64, int, error) {

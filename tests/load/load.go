@@ -530,7 +530,6 @@ func dial(addr string, cfg *tls.Config) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithReadBufferSize(0), grpc.WithWriteBufferSize(4<<10),
-		grpc.WithSharedWriteBuffer(true),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
 		// As hive-agent: a ping every 25 s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 25 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
