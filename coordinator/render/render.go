@@ -221,6 +221,7 @@ func (r *Renderer) viewFor(src Source, gen *hivev1.Generation) *view {
 		}
 	}
 	// Swarm facts need every node's merged swarm resource.
+	vols := siteVolumes(site)
 	for _, n := range nodes {
 		b := v.mergedBase(v.nodeRoles[n.GetName()])
 		if b.err != nil || b.swarm == nil {
@@ -238,7 +239,7 @@ func (r *Renderer) viewFor(src Source, gen *hivev1.Generation) *view {
 		}
 		v.swarmAddr[n.GetName()] = addr
 		v.swarmNodes = append(v.swarmNodes, &hivev1.SwarmMember{
-			Name: n.GetName(), Address: addr, Role: b.swarm.GetRole(), Labels: volumeNodeLabels(v.gen.GetSite(), v.nodeRoles[n.GetName()], b.swarm.GetLabels()),
+			Name: n.GetName(), Address: addr, Role: b.swarm.GetRole(), Labels: volumeNodeLabels(vols, v.nodeRoles[n.GetName()], b.swarm.GetLabels()),
 		})
 		if b.swarm.GetInit() && (v.initializer == "" || n.GetName() < v.initializer) {
 			v.initializer = n.GetName()

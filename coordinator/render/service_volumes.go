@@ -8,29 +8,43 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// siteVolumes lists the volumes of s that are present (not absent).
+func siteVolumes(s *hivev1.Site) []*hivev1.Volume {
+	var out []*hivev1.Volume
+	for _, r := range s.GetRoles() {
+		for _, res := range r.GetResources() {
+			if v := res.GetVolume(); v != nil && !v.GetAbsent() {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
 // volumeNodeLabels returns the swarm node labels of a node with roles:
-// its swarm labels plus sitepkg.VolumeNodeLabel(V)=true for every volume V
-// whose replica or diskless role it holds. labels itself is not changed.
-func volumeNodeLabels(s *hivev1.Site, roles []string, labels map[string]string) map[string]string {
+// its swarm labels plus site.VolumeNodeLabel(V)=true for every volume V of
+// vols whose replica or diskless role it holds. labels itself is not
+// changed.
+func volumeNodeLabels(vols []*hivev1.Volume, roles []string, labels map[string]string) map[string]string {
+	if len(vols) == 0 {
+		return labels
+	}
 	has := map[string]bool{}
 	for _, r := range roles {
 		has[r] = true
 	}
 	var out map[string]string
-	for _, r := range s.GetRoles() {
-		for _, res := range r.GetResources() {
-			v := res.GetVolume()
-			if v == nil || v.GetAbsent() || !(has[v.GetReplicaRole()] || (v.GetDisklessRole() != "" && has[v.GetDisklessRole()])) {
-				continue
-			}
-			if out == nil {
-				out = maps.Clone(labels)
-				if out == nil {
-					out = map[string]string{}
-				}
-			}
-			out[sitepkg.VolumeNodeLabel(v.GetName())] = "true"
+	for _, v := range vols {
+		if !has[v.GetReplicaRole()] && (v.GetDisklessRole() == "" || !has[v.GetDisklessRole()]) {
+			continue
 		}
+		if out == nil {
+			out = maps.Clone(labels)
+			if out == nil {
+				out = map[string]string{}
+			}
+		}
+		out[sitepkg.VolumeNodeLabel(v.GetName())] = "true"
 	}
 	if out == nil {
 		return labels
