@@ -802,7 +802,18 @@ func (d *decoder) swarm(n *yaml.Node, path string) *hivev1.Resource {
 	if !d.mapping(n, path, append(d.commonFields(&c),
 		field{"role", func(v *yaml.Node, p string) { role = d.oneOf(v, p, "manager", "worker") }},
 		field{"init", func(v *yaml.Node, p string) { s.Init = d.boolean(v, p) }},
-		field{"labels", func(v *yaml.Node, p string) { s.Labels = d.strMap(v, p) }},
+		field{"labels", func(v *yaml.Node, p string) {
+			s.Labels = d.strMap(v, p)
+			// hive.* node labels are hive's own: hive.volume.NAME places
+			// a volume's service on its DRBD nodes, hive.drained marks a
+			// node hive drained. A site file setting one could pull a
+			// database onto a node without its data, or undo a drain.
+			d.entries(v, p, func(name string, k, _ *yaml.Node, kp string) {
+				if strings.HasPrefix(name, "hive.") {
+					d.errorf(k, kp, "labels starting with \"hive.\" are hive's own (hive.volume.NAME, hive.drained)")
+				}
+			})
+		}},
 		field{"advertise_addr", func(v *yaml.Node, p string) { s.AdvertiseAddr = d.str(v, p) }},
 		field{"networks", func(v *yaml.Node, p string) {
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
