@@ -68,7 +68,8 @@ func recvAll(t *testing.T, st grpc.ClientStream) (map[uint64]*hivev1.ReportRespo
 // the answers of the good ones around it, nor the stream; a report for
 // another node than the certificate's ends the stream (PermissionDenied)
 // after the reports before it were answered; so does a message over the
-// Report request cap (InvalidArgument), which is never decoded.
+// Report request cap (InvalidArgument), which is never decoded, and a
+// report after the node's certificate was revoked (PermissionDenied).
 func TestReportStream(t *testing.T) {
 	nodes, tc := newCluster(t, 3, clusterOpts{})
 	l := leader(t, nodes)
@@ -238,6 +239,29 @@ func TestReportStream(t *testing.T) {
 			fmt.Sprintf("ReportStream request is %d bytes; the limit for ReportStream is %d bytes", len(wire), MaxReportRequestBytes))
 		if !got[1].GetAccepted() || len(got) != 1 {
 			t.Errorf("answers: %v, want seq 1 accepted only", got)
+		}
+	})
+
+	t.Run("revoked while streaming ends the stream", func(t *testing.T) {
+		st, err := agent.ReportStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&hivev1.ReportRequest{Seq: 1, Report: streamReport("web-1", 500)}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := st.Recv(); err != nil || !resp.GetAccepted() {
+			t.Fatalf("report before the revocation: %v %v", resp, err)
+		}
+		if _, err := admin.RevokeNode(ctx, &hivev1.RevokeNodeRequest{Node: "web-1", Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the revocation on the stream's server", func() bool { return f.fsm.Store().Revocation("web-1") != nil })
+		_ = st.Send(&hivev1.ReportRequest{Seq: 2, Report: streamReport("web-1", 501)})
+		resp, err := st.Recv()
+		wantCode(t, "report after the revocation", err, codes.PermissionDenied, "web-1")
+		if resp != nil {
+			t.Errorf("the report after the revocation was answered: %v", resp)
 		}
 	})
 }
