@@ -678,7 +678,7 @@ func (a *Agent) sendApplying(ctx context.Context, st *hivev1.NodeState, started 
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if _, err := h.conn.Report(sctx, &hivev1.ReportRequest{Report: r}); err != nil {
+		if err := h.rep.Report(sctx, r); err != nil {
 			a.log.Debug("applying report not delivered", "err", err)
 		}
 	}()

@@ -21,6 +21,8 @@ import (
 // (owner) and the reporter.
 type connHolder struct {
 	conn *client.Conn
+	// rep sends reports over the connection (one ReportStream).
+	rep *reporter
 }
 
 // candidates returns coordinator gRPC addresses: gossip's alive
@@ -128,7 +130,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			backoff = min(backoff*2, a.cfg.ReconnectMax)
 			continue
 		}
-		h := &connHolder{conn: conn}
+		h := &connHolder{conn: conn, rep: newReporter(conn)}
 		a.conn.Store(h)
 		a.rememberCoordinators()
 		select {
@@ -333,7 +335,7 @@ func (a *Agent) flush(ctx context.Context) bool {
 		}
 		limits.FitReport(r) // a report queued by an older agent may be over the limits
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = h.conn.Report(sctx, &hivev1.ReportRequest{Report: r})
+		err = h.rep.Report(sctx, r)
 		cancel()
 		switch status.Code(err) {
 		case codes.OK:

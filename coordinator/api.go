@@ -464,23 +464,47 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 }
 
 func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.ReportResponse, error) {
-	s := a.s
-	r := req.GetReport()
+	done := make(chan error, 1)
+	if err := a.s.acceptReport(ctx, req.GetReport(), func(err error) { done <- err }); err != nil {
+		return nil, err
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+		return &hivev1.ReportResponse{Accepted: true}, nil
+	case <-ctx.Done():
+		return nil, toStatus(ctx.Err())
+	}
+}
+
+// acceptReport is a report's way in, the same for a Report call and for
+// each message of a ReportStream: the caller's certificate must name the
+// report's node, the node must be within its rate and the report within
+// its bounds; published secrets are committed first (a raft round of
+// their own, rare); an APPLYING report is kept in memory here, a final
+// one goes to the batcher. An error return is the report's refusal, as a
+// gRPC status, and done is never called; otherwise done is called exactly
+// once with the outcome, nil once the report is committed through raft
+// (an APPLYING report: at once), on the goroutine that committed its
+// batch: done must not block.
+func (s *Server) acceptReport(ctx context.Context, r *hivev1.Report, done func(error)) error {
 	if r == nil {
-		return nil, status.Error(codes.InvalidArgument, "report is required")
+		return status.Error(codes.InvalidArgument, "report is required")
 	}
 	if r.GetNode() == "" {
-		return nil, status.Error(codes.InvalidArgument, "report.node is required")
+		return status.Error(codes.InvalidArgument, "report.node is required")
 	}
 	if err := checkNode(ctx, r.GetNode()); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.admitReport(ctx, r); err != nil {
-		return nil, err
+		return err
 	}
 	if len(r.GetPublishedSecrets()) > 0 {
 		if err := s.publishSecrets(ctx, r.GetNode(), r.GetPublishedSecrets()); err != nil {
-			return nil, toStatus(err)
+			return toStatus(err)
 		}
 		r = proto.Clone(r).(*hivev1.Report)
 		r.PublishedSecrets = nil
@@ -489,12 +513,13 @@ func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.Re
 		// A run started: kept in memory here (status and blocking status
 		// show it), never written through raft. The final report is.
 		s.statusw.setApplying(r)
-		return &hivev1.ReportResponse{Accepted: true}, nil
+		done(nil)
+		return nil
 	}
-	if err := s.batcher.submit(ctx, r); err != nil {
-		return nil, toStatus(err)
+	if err := s.batcher.enqueue(ctx, r, func(err error) { done(toStatus(err)) }); err != nil {
+		return toStatus(err)
 	}
-	return &hivev1.ReportResponse{Accepted: true}, nil
+	return nil
 }
 
 // publishSecrets seals values a node publishes as "<node>/<name>" secrets,

@@ -38,6 +38,7 @@ var unaudited = map[string]bool{
 // audit-only entry (auditOnlyErr) before handing the certificate out.
 var unauditedRPCs = map[string]bool{
 	coordSvc + "Report":         true,
+	coordSvc + "ReportStream":   true,
 	coordSvc + "WatchNodeState": true,
 	coordSvc + "GetNodeState":   true,
 	coordSvc + "ReportPlan":     true,

@@ -46,6 +46,7 @@ var readOnlyRPCs = map[string]bool{
 var agentOwnRPCs = map[string]bool{
 	"WatchNodeState": true,
 	"Report":         true,
+	"ReportStream":   true,
 	"ReportPlan":     true,
 }
 

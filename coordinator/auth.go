@@ -46,6 +46,7 @@ var methodAccess = map[string]access{
 	coordSvc + "GetNodeState":         accessNode,
 	coordSvc + "WatchNodeState":       accessNode,
 	coordSvc + "Report":               accessNode,
+	coordSvc + "ReportStream":         accessNode, // each report's node checked in the handler
 	coordSvc + "RequestCertificate":   accessOpen,
 	coordSvc + "RevokeNode":           accessAdmin,
 	coordSvc + "RemoveNode":           accessAdmin,

@@ -39,7 +39,9 @@ type batcher struct {
 type pendingReport struct {
 	r    *hivev1.Report
 	size int
-	done chan error
+	// done is called once with the batch's outcome, on the goroutine that
+	// committed the batch: it must not block.
+	done func(error)
 }
 
 // errStopping is returned for reports queued when the server stops.
@@ -56,7 +58,25 @@ func newBatcher(max, maxBytes, queueMax, queueMaxBytes int, apply func(context.C
 
 // submit queues r and waits for its batch's commit.
 func (b *batcher) submit(ctx context.Context, r *hivev1.Report) error {
-	p := &pendingReport{r: r, size: proto.Size(r), done: make(chan error, 1)}
+	ch := make(chan error, 1)
+	if err := b.enqueue(ctx, r, func(err error) { ch <- err }); err != nil {
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// enqueue queues r without waiting for its commit: done is called once
+// with the outcome of its batch (on the committing goroutine; it must not
+// block), unless enqueue returns an error (the queue is full, or ctx ended
+// before r was queued), in which case it is never called. A report stream
+// hands the batcher a callback instead of parking a goroutine per report.
+func (b *batcher) enqueue(ctx context.Context, r *hivev1.Report, done func(error)) error {
+	p := &pendingReport{r: r, size: proto.Size(r), done: done}
 	if n := b.held.Add(1); n > b.queueMax {
 		b.held.Add(-1)
 		b.full()
@@ -69,14 +89,9 @@ func (b *batcher) submit(ctx context.Context, r *hivev1.Report) error {
 	}
 	select {
 	case b.in <- p:
+		return nil
 	case <-ctx.Done():
 		b.release(p)
-		return ctx.Err()
-	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
@@ -96,7 +111,7 @@ func (b *batcher) release(p *pendingReport) {
 // finish answers p and releases it.
 func (b *batcher) finish(p *pendingReport, err error) {
 	b.release(p)
-	p.done <- err
+	p.done(err)
 }
 
 // entrySize is what a report adds to a ReportBatchCommand (field tag and

@@ -64,6 +64,7 @@ const (
 // are bounded only by gRPC's limit (MaxPushBytes + recvHeadroom).
 var methodMaxBytes = map[string]int{
 	coordSvc + "Report":                                              MaxReportRequestBytes,
+	coordSvc + "ReportStream":                                        MaxReportRequestBytes, // every message
 	coordSvc + "GetNodeState":                                        MaxAgentRequestBytes,
 	coordSvc + "WatchNodeState":                                      MaxAgentRequestBytes,
 	coordSvc + "RequestCertificate":                                  MaxAgentRequestBytes,

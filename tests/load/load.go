@@ -80,6 +80,13 @@ type Config struct {
 	// limited (coordinator.ReportBurst, 120, then 1/s): keep it below.
 	ReportsPerAgent int
 	ReportDuration  time.Duration
+	// ReportMode is how agents send them: "stream" (default), one
+	// ReportStream per agent as the agent does, or "unary", a Report call
+	// each (agents before the stream). ReportInflight is how many
+	// reports each agent has in flight on its stream (default 1; unary
+	// mode always 1).
+	ReportMode     string
+	ReportInflight int
 	// Results per report (resource results, as a converged run sends).
 	Results int
 
@@ -127,6 +134,19 @@ func (c *Config) defaults() error {
 	if c.ReportDuration <= 0 {
 		c.ReportDuration = time.Minute
 	}
+	switch c.ReportMode {
+	case "":
+		c.ReportMode = "stream"
+	case "stream", "unary":
+	default:
+		return fmt.Errorf("load: report mode %q: want stream or unary", c.ReportMode)
+	}
+	if c.ReportInflight <= 0 {
+		c.ReportInflight = 1
+	}
+	if c.ReportMode == "unary" && c.ReportInflight != 1 {
+		return fmt.Errorf("load: report inflight %d: unary reports are one in flight per agent", c.ReportInflight)
+	}
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
@@ -162,6 +182,7 @@ type Usage struct {
 	// From /metrics only: Go heap in use, goroutine stacks, goroutines.
 	Heap, Stacks int64
 	Goroutines   int
+	Leader       bool // raft leader (from /metrics)
 	Err          error
 }
 
@@ -204,8 +225,12 @@ type Result struct {
 	ReportsPerSec float64
 	ReportLatency Percentiles
 	// CPU time during the report phase: hive-load's, and the measured
-	// coordinators' together (per committed report, the cost of a report).
+	// coordinators' together (per committed report, the cost of a report),
+	// and each coordinator's (ReportCoord[i].CPU; Leader as of the end).
 	ReportClientCPU, ReportCoordCPU time.Duration
+	ReportCoord                     []Usage
+	ReportMode                      string
+	ReportInflight                  int
 
 	// StreamsLost are watch streams that ended before the run did.
 	StreamsLost int64
@@ -427,8 +452,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.ReportClientCPU = selfCPU() - c0
 		for i, u := range coordUsage(ctx, cfg) {
 			if u.Err == nil && u0[i].Err == nil {
-				res.ReportCoordCPU += u.CPU - u0[i].CPU
+				u.CPU -= u0[i].CPU
+				res.ReportCoordCPU += u.CPU
 			}
+			res.ReportCoord = append(res.ReportCoord, u)
 		}
 	}
 
@@ -803,13 +830,24 @@ func sampleResults(n int) []*hivev1.ResourceResult {
 }
 
 func reports(ctx context.Context, cfg Config, res *Result, agents []*agent) {
-	fmt.Fprintf(cfg.Log, "reports: %d per agent (%d in all), at most %v\n", cfg.ReportsPerAgent, cfg.ReportsPerAgent*len(agents), cfg.ReportDuration)
+	res.ReportMode, res.ReportInflight = cfg.ReportMode, cfg.ReportInflight
+	fmt.Fprintf(cfg.Log, "reports: %d per agent (%d in all), %s, %d in flight per agent, at most %v\n",
+		cfg.ReportsPerAgent, cfg.ReportsPerAgent*len(agents), cfg.ReportMode, cfg.ReportInflight, cfg.ReportDuration)
 	results := sampleResults(cfg.Results)
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReportDuration)
 	defer cancel()
 	var ok atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
+	refused := func(err error) {
+		code := status.Code(err).String()
+		mu.Lock()
+		res.ReportErrs[code]++
+		if _, ok := res.ReportErrMsg[code]; !ok {
+			res.ReportErrMsg[code] = status.Convert(err).Message()
+		}
+		mu.Unlock()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, a := range agents {
@@ -822,29 +860,31 @@ func reports(ctx context.Context, cfg Config, res *Result, agents []*agent) {
 				lat = append(lat, mine...)
 				mu.Unlock()
 			}()
-			for k := 0; k < cfg.ReportsPerAgent && rctx.Err() == nil; k++ {
+			next := func() *hivev1.Report {
 				a.mu.Lock()
 				a.seq++
 				seq, hash := a.seq, a.hash
 				a.mu.Unlock()
 				t := time.Now()
-				_, err := a.client.Report(rctx, &hivev1.ReportRequest{Report: &hivev1.Report{
+				return &hivev1.Report{
 					Node: a.name, Generation: a.gen.Load(), StateHash: hash, Phase: hivev1.Phase_PHASE_CONVERGED,
 					Results: results, AgentVersion: "hive-load", Uptime: durationpb.New(t.Sub(a.started)),
 					Started: timestamppb.New(t.Add(-30 * time.Millisecond)), Finished: timestamppb.New(t),
 					Trigger: "state", Seq: seq,
-				}})
+				}
+			}
+			if cfg.ReportMode == "stream" {
+				mine = a.streamReports(rctx, cfg, next, refused, &ok)
+				return
+			}
+			for k := 0; k < cfg.ReportsPerAgent && rctx.Err() == nil; k++ {
+				t := time.Now()
+				_, err := a.client.Report(rctx, &hivev1.ReportRequest{Report: next()})
 				if err != nil {
 					if rctx.Err() != nil {
 						return // the phase's time is up: not an error
 					}
-					code := status.Code(err).String()
-					mu.Lock()
-					res.ReportErrs[code]++
-					if _, ok := res.ReportErrMsg[code]; !ok {
-						res.ReportErrMsg[code] = status.Convert(err).Message()
-					}
-					mu.Unlock()
+					refused(err)
 					continue
 				}
 				mine = append(mine, time.Since(t))
@@ -858,6 +898,65 @@ func reports(ctx context.Context, cfg Config, res *Result, agents []*agent) {
 	res.ReportsPerSec = float64(res.Reports) / res.ReportSpan.Seconds()
 	res.ReportLatency = percentiles(lat)
 	fmt.Fprintf(cfg.Log, "reports: %d committed in %v: %.0f/s; latency %s\n", res.Reports, res.ReportSpan.Round(time.Millisecond), res.ReportsPerSec, res.ReportLatency)
+}
+
+// streamReports sends cfg.ReportsPerAgent reports over one ReportStream,
+// cfg.ReportInflight at a time, as an agent does; it returns the
+// latencies of those accepted (each from its Send to its answer).
+func (a *agent) streamReports(ctx context.Context, cfg Config, next func() *hivev1.Report, refused func(error), ok *atomic.Int64) []time.Duration {
+	st, err := a.client.ReportStream(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			refused(err)
+		}
+		return nil
+	}
+	// Send times by seq (1..n), in nanoseconds since start: the receiver
+	// reads them, and a network round trip is no happens-before edge.
+	sent := make([]atomic.Int64, cfg.ReportsPerAgent+1)
+	start := time.Now()
+	slots := make(chan struct{}, cfg.ReportInflight)
+	var mine []time.Duration
+	recvd := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				recvd <- err
+				return
+			}
+			switch seq := resp.GetSeq(); {
+			case seq == 0 || seq >= uint64(len(sent)):
+				refused(status.Errorf(codes.Code(resp.GetCode()), "answer with seq %d: %s", seq, resp.GetMessage()))
+				continue // the stopping notice: no slot
+			case resp.GetAccepted():
+				mine = append(mine, time.Since(start)-time.Duration(sent[seq].Load()))
+				ok.Add(1)
+			default:
+				refused(status.Error(codes.Code(resp.GetCode()), resp.GetMessage()))
+			}
+			<-slots
+		}
+	}()
+	for k := 1; k <= cfg.ReportsPerAgent && ctx.Err() == nil; k++ {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		sent[k].Store(int64(time.Since(start)))
+		if err := st.Send(&hivev1.ReportRequest{Seq: uint64(k), Report: next()}); err != nil {
+			break // Recv has the stream's error
+		}
+	}
+	_ = st.CloseSend()
+	if err := <-recvd; err != nil && ctx.Err() == nil {
+		refused(err)
+	}
+	return mine
 }
 
 func selfCPU() time.Duration {
@@ -882,12 +981,27 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "plan round trip:   %s with %d agents answering\n", r.PlanRTT, r.Agents)
 	}
 	if r.Reports > 0 || len(r.ReportErrs) > 0 {
-		fmt.Fprintf(w, "reports:           %d committed in %v: %.0f reports/s with %d streams open; latency %s\n",
-			r.Reports, r.ReportSpan.Round(time.Millisecond), r.ReportsPerSec, r.Agents, r.ReportLatency)
+		fmt.Fprintf(w, "reports:           %d committed in %v: %.0f reports/s with %d streams open (%s, %d in flight per agent); latency %s\n",
+			r.Reports, r.ReportSpan.Round(time.Millisecond), r.ReportsPerSec, r.Agents, r.ReportMode, r.ReportInflight, r.ReportLatency)
 		if r.Reports > 0 {
 			per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Reports) }
-			fmt.Fprintf(w, "report CPU:        coordinators %.1f s (%.0f µs per report, %.2f cores), hive-load %.1f s (%.0f µs per report)\n",
-				r.ReportCoordCPU.Seconds(), per(r.ReportCoordCPU), r.ReportCoordCPU.Seconds()/r.ReportSpan.Seconds(), r.ReportClientCPU.Seconds(), per(r.ReportClientCPU))
+			fmt.Fprintf(w, "report CPU:        coordinators %.1f s (%.0f µs per report, %.2f cores), hive-load %.1f s (%.0f µs per report, %.2f cores)\n",
+				r.ReportCoordCPU.Seconds(), per(r.ReportCoordCPU), r.ReportCoordCPU.Seconds()/r.ReportSpan.Seconds(),
+				r.ReportClientCPU.Seconds(), per(r.ReportClientCPU), r.ReportClientCPU.Seconds()/r.ReportSpan.Seconds())
+			var each []string
+			for _, u := range r.ReportCoord {
+				if u.Err != nil {
+					continue
+				}
+				role := ""
+				if u.Leader {
+					role = " (leader)"
+				}
+				each = append(each, fmt.Sprintf("%s%s %.0f µs", u.Name, role, per(u.CPU)))
+			}
+			if len(each) > 0 {
+				fmt.Fprintf(w, "report CPU each:   %s per report\n", strings.Join(each, ", "))
+			}
 		}
 	}
 	var errs []string

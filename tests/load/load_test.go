@@ -15,7 +15,7 @@ import (
 // real hive-coordinator processes (TLS, raft on disk, gossip) on
 // 127.0.0.1: 50 simulated agents, each with its own certificate and
 // connection, three pushes, two plans every agent answers, and ten
-// reports each. The figures must be sane
+// reports each over its ReportStream, four in flight. The figures must be sane
 // and there must be no error, so that the tool does not rot.
 func TestLoadSmall(t *testing.T) {
 	testenv.SkipShort(t)
@@ -32,7 +32,7 @@ func TestLoadSmall(t *testing.T) {
 		Addrs: c.Addrs, CA: c.CA, Agents: 50, LB: 5, Prefix: "t",
 		Pushes: 3, PushTimeout: 30 * time.Second,
 		Plans: 2, PlanTimeout: 20 * time.Second,
-		ReportsPerAgent: 10, ReportDuration: 30 * time.Second, Results: 5,
+		ReportsPerAgent: 10, ReportDuration: 30 * time.Second, Results: 5, ReportInflight: 4,
 		Log: &log,
 	}
 	for i, p := range c.PIDs() {
@@ -77,7 +77,7 @@ func TestLoadSmall(t *testing.T) {
 			t.Errorf("coordinator %s: RSS %d, %v", u.Name, u.RSS, u.Err)
 		}
 	}
-	for _, want := range []string{"push → watchers:", "reports/s with 50 streams open", "errors:            none", "per 1,000 nodes", "plan round trip:   "} {
+	for _, want := range []string{"push → watchers:", "reports/s with 50 streams open (stream, 4 in flight per agent)", "report CPU each:   ", "errors:            none", "per 1,000 nodes", "plan round trip:   "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

@@ -91,6 +91,7 @@ func coordUsage(ctx context.Context, cfg Config) []Usage {
 				u.Heap = int64(m["go_memstats_heap_inuse_bytes"])
 				u.Stacks = int64(m["go_memstats_stack_inuse_bytes"])
 				u.Goroutines = int(m["go_goroutines"])
+				u.Leader = m["hive_coordinator_raft_state"] == 2
 			}
 		}
 		if t.PID != 0 {

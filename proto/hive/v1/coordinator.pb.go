@@ -1116,8 +1116,11 @@ func (x *WatchNodeStateResponse) GetReboot() *RebootOrder {
 }
 
 type ReportRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Report        *Report                `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Report *Report                `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	// ReportStream only: the sender's number for this message, echoed in
+	// its response (answers may come out of order). Unused by Report.
+	Seq           uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1159,10 +1162,26 @@ func (x *ReportRequest) GetReport() *Report {
 	return nil
 }
 
+func (x *ReportRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type ReportResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The report was accepted (it may be batched before commit).
-	Accepted      bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The report was accepted: committed through raft (an APPLYING
+	// report: recorded by the server that received it).
+	Accepted bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// ReportStream only: the seq of the request this answers.
+	Seq uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
+	// ReportStream only: why the report was refused, as a gRPC status code
+	// (google.golang.org/grpc/codes; 0 when accepted) and its message. The
+	// codes are those a Report call would have failed with, so a refused
+	// report is kept, retried or dropped by the same rules.
+	Code          uint32 `protobuf:"varint,11,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1202,6 +1221,27 @@ func (x *ReportResponse) GetAccepted() bool {
 		return x.Accepted
 	}
 	return false
+}
+
+func (x *ReportResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReportResponse) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ReportResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 type GetStatusRequest struct {
@@ -4819,11 +4859,17 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x05state\x18\x01 \x01(\v2\x12.hive.v1.NodeStateR\x05state\x12'\n" +
 	"\x04plan\x18\n" +
 	" \x01(\v2\x13.hive.v1.PlanDryRunR\x04plan\x12,\n" +
-	"\x06reboot\x18\x14 \x01(\v2\x14.hive.v1.RebootOrderR\x06reboot\"8\n" +
+	"\x06reboot\x18\x14 \x01(\v2\x14.hive.v1.RebootOrderR\x06reboot\"J\n" +
 	"\rReportRequest\x12'\n" +
-	"\x06report\x18\x01 \x01(\v2\x0f.hive.v1.ReportR\x06report\",\n" +
+	"\x06report\x18\x01 \x01(\v2\x0f.hive.v1.ReportR\x06report\x12\x10\n" +
+	"\x03seq\x18\n" +
+	" \x01(\x04R\x03seq\"l\n" +
 	"\x0eReportResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\bR\baccepted\"y\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x10\n" +
+	"\x03seq\x18\n" +
+	" \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04code\x18\v \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\f \x01(\tR\amessage\"y\n" +
 	"\x10GetStatusRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1b\n" +
 	"\tmin_index\x18\x14 \x01(\x04R\bminIndex\x124\n" +
@@ -5075,7 +5121,7 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x18PLAN_NODE_STATE_ANSWERED\x10\x01\x12\x1b\n" +
 	"\x17PLAN_NODE_STATE_OFFLINE\x10\x02\x12\x1d\n" +
 	"\x19PLAN_NODE_STATE_NO_ANSWER\x10\x03\x12 \n" +
-	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xba\x17\n" +
+	"\x1cPLAN_NODE_STATE_RENDER_ERROR\x10\x042\xff\x17\n" +
 	"\x12CoordinatorService\x123\n" +
 	"\x04Push\x12\x14.hive.v1.PushRequest\x1a\x15.hive.v1.PushResponse\x12?\n" +
 	"\bRollback\x12\x18.hive.v1.RollbackRequest\x1a\x19.hive.v1.RollbackResponse\x12T\n" +
@@ -5084,7 +5130,8 @@ const file_hive_v1_coordinator_proto_rawDesc = "" +
 	"\x0fDiffGenerations\x12\x1f.hive.v1.DiffGenerationsRequest\x1a .hive.v1.DiffGenerationsResponse\x12K\n" +
 	"\fGetNodeState\x12\x1c.hive.v1.GetNodeStateRequest\x1a\x1d.hive.v1.GetNodeStateResponse\x12S\n" +
 	"\x0eWatchNodeState\x12\x1e.hive.v1.WatchNodeStateRequest\x1a\x1f.hive.v1.WatchNodeStateResponse0\x01\x129\n" +
-	"\x06Report\x12\x16.hive.v1.ReportRequest\x1a\x17.hive.v1.ReportResponse\x12B\n" +
+	"\x06Report\x12\x16.hive.v1.ReportRequest\x1a\x17.hive.v1.ReportResponse\x12C\n" +
+	"\fReportStream\x12\x16.hive.v1.ReportRequest\x1a\x17.hive.v1.ReportResponse(\x010\x01\x12B\n" +
 	"\tGetStatus\x12\x19.hive.v1.GetStatusRequest\x1a\x1a.hive.v1.GetStatusResponse\x12H\n" +
 	"\vListMembers\x12\x1b.hive.v1.ListMembersRequest\x1a\x1c.hive.v1.ListMembersResponse\x12B\n" +
 	"\tSetSecret\x12\x19.hive.v1.SetSecretRequest\x1a\x1a.hive.v1.SetSecretResponse\x12H\n" +
@@ -5332,90 +5379,92 @@ var file_hive_v1_coordinator_proto_depIdxs = []int32{
 	13,  // 59: hive.v1.CoordinatorService.GetNodeState:input_type -> hive.v1.GetNodeStateRequest
 	15,  // 60: hive.v1.CoordinatorService.WatchNodeState:input_type -> hive.v1.WatchNodeStateRequest
 	17,  // 61: hive.v1.CoordinatorService.Report:input_type -> hive.v1.ReportRequest
-	19,  // 62: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
-	21,  // 63: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
-	23,  // 64: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
-	25,  // 65: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
-	28,  // 66: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
-	30,  // 67: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
-	33,  // 68: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
-	35,  // 69: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
-	37,  // 70: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
-	39,  // 71: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
-	48,  // 72: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
-	50,  // 73: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
-	52,  // 74: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
-	56,  // 75: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
-	58,  // 76: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
-	60,  // 77: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
-	62,  // 78: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
-	64,  // 79: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
-	66,  // 80: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
-	68,  // 81: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
-	70,  // 82: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
-	110, // 83: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
-	111, // 84: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
-	73,  // 85: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
-	76,  // 86: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
-	82,  // 87: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
-	112, // 88: hive.v1.CoordinatorService.MaintenanceStart:input_type -> hive.v1.MaintenanceStartRequest
-	113, // 89: hive.v1.CoordinatorService.MaintenanceEnd:input_type -> hive.v1.MaintenanceEndRequest
-	114, // 90: hive.v1.CoordinatorService.RebootStart:input_type -> hive.v1.RebootStartRequest
-	115, // 91: hive.v1.CoordinatorService.RebootStatus:input_type -> hive.v1.RebootStatusRequest
-	116, // 92: hive.v1.CoordinatorService.RebootCancel:input_type -> hive.v1.RebootCancelRequest
-	46,  // 93: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
-	41,  // 94: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
-	43,  // 95: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
-	54,  // 96: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
-	78,  // 97: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
-	80,  // 98: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
-	3,   // 99: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
-	5,   // 100: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
-	7,   // 101: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
-	9,   // 102: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
-	12,  // 103: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
-	14,  // 104: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
-	16,  // 105: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
-	18,  // 106: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
-	20,  // 107: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
-	22,  // 108: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
-	24,  // 109: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
-	27,  // 110: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
-	29,  // 111: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
-	32,  // 112: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
-	34,  // 113: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
-	36,  // 114: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
-	38,  // 115: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
-	40,  // 116: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
-	49,  // 117: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
-	51,  // 118: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
-	53,  // 119: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
-	57,  // 120: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
-	59,  // 121: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
-	61,  // 122: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
-	63,  // 123: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
-	65,  // 124: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
-	67,  // 125: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
-	69,  // 126: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
-	71,  // 127: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
-	117, // 128: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
-	118, // 129: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
-	75,  // 130: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
-	77,  // 131: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
-	83,  // 132: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
-	119, // 133: hive.v1.CoordinatorService.MaintenanceStart:output_type -> hive.v1.MaintenanceStartResponse
-	120, // 134: hive.v1.CoordinatorService.MaintenanceEnd:output_type -> hive.v1.MaintenanceEndResponse
-	121, // 135: hive.v1.CoordinatorService.RebootStart:output_type -> hive.v1.RebootStartResponse
-	122, // 136: hive.v1.CoordinatorService.RebootStatus:output_type -> hive.v1.RebootStatusResponse
-	123, // 137: hive.v1.CoordinatorService.RebootCancel:output_type -> hive.v1.RebootCancelResponse
-	47,  // 138: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
-	42,  // 139: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
-	45,  // 140: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
-	55,  // 141: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
-	79,  // 142: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
-	81,  // 143: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
-	99,  // [99:144] is the sub-list for method output_type
-	54,  // [54:99] is the sub-list for method input_type
+	17,  // 62: hive.v1.CoordinatorService.ReportStream:input_type -> hive.v1.ReportRequest
+	19,  // 63: hive.v1.CoordinatorService.GetStatus:input_type -> hive.v1.GetStatusRequest
+	21,  // 64: hive.v1.CoordinatorService.ListMembers:input_type -> hive.v1.ListMembersRequest
+	23,  // 65: hive.v1.CoordinatorService.SetSecret:input_type -> hive.v1.SetSecretRequest
+	25,  // 66: hive.v1.CoordinatorService.ListSecrets:input_type -> hive.v1.ListSecretsRequest
+	28,  // 67: hive.v1.CoordinatorService.DeleteSecret:input_type -> hive.v1.DeleteSecretRequest
+	30,  // 68: hive.v1.CoordinatorService.ListPeers:input_type -> hive.v1.ListPeersRequest
+	33,  // 69: hive.v1.CoordinatorService.AddPeer:input_type -> hive.v1.AddPeerRequest
+	35,  // 70: hive.v1.CoordinatorService.RemovePeer:input_type -> hive.v1.RemovePeerRequest
+	37,  // 71: hive.v1.CoordinatorService.CreateBootstrapToken:input_type -> hive.v1.CreateBootstrapTokenRequest
+	39,  // 72: hive.v1.CoordinatorService.RequestCertificate:input_type -> hive.v1.RequestCertificateRequest
+	48,  // 73: hive.v1.CoordinatorService.RevokeNode:input_type -> hive.v1.RevokeNodeRequest
+	50,  // 74: hive.v1.CoordinatorService.RemoveNode:input_type -> hive.v1.RemoveNodeRequest
+	52,  // 75: hive.v1.CoordinatorService.RenewCertificate:input_type -> hive.v1.RenewCertificateRequest
+	56,  // 76: hive.v1.CoordinatorService.LabelNode:input_type -> hive.v1.LabelNodeRequest
+	58,  // 77: hive.v1.CoordinatorService.GetRollout:input_type -> hive.v1.GetRolloutRequest
+	60,  // 78: hive.v1.CoordinatorService.WatchRollout:input_type -> hive.v1.WatchRolloutRequest
+	62,  // 79: hive.v1.CoordinatorService.PauseRollout:input_type -> hive.v1.PauseRolloutRequest
+	64,  // 80: hive.v1.CoordinatorService.ResumeRollout:input_type -> hive.v1.ResumeRolloutRequest
+	66,  // 81: hive.v1.CoordinatorService.PromoteRollout:input_type -> hive.v1.PromoteRolloutRequest
+	68,  // 82: hive.v1.CoordinatorService.AbortRollout:input_type -> hive.v1.AbortRolloutRequest
+	70,  // 83: hive.v1.CoordinatorService.IssueServiceCertificate:input_type -> hive.v1.IssueServiceCertificateRequest
+	110, // 84: hive.v1.CoordinatorService.ListAudit:input_type -> hive.v1.ListAuditRequest
+	111, // 85: hive.v1.CoordinatorService.WatchEvents:input_type -> hive.v1.WatchEventsRequest
+	73,  // 86: hive.v1.CoordinatorService.Plan:input_type -> hive.v1.PlanRequest
+	76,  // 87: hive.v1.CoordinatorService.ReportPlan:input_type -> hive.v1.ReportPlanRequest
+	82,  // 88: hive.v1.CoordinatorService.ListDriftRepairs:input_type -> hive.v1.ListDriftRepairsRequest
+	112, // 89: hive.v1.CoordinatorService.MaintenanceStart:input_type -> hive.v1.MaintenanceStartRequest
+	113, // 90: hive.v1.CoordinatorService.MaintenanceEnd:input_type -> hive.v1.MaintenanceEndRequest
+	114, // 91: hive.v1.CoordinatorService.RebootStart:input_type -> hive.v1.RebootStartRequest
+	115, // 92: hive.v1.CoordinatorService.RebootStatus:input_type -> hive.v1.RebootStatusRequest
+	116, // 93: hive.v1.CoordinatorService.RebootCancel:input_type -> hive.v1.RebootCancelRequest
+	46,  // 94: hive.v1.ClusterService.ReadIndex:input_type -> hive.v1.ReadIndexRequest
+	41,  // 95: hive.v1.ClusterService.Apply:input_type -> hive.v1.ApplyRequest
+	43,  // 96: hive.v1.ClusterService.GetKeys:input_type -> hive.v1.GetKeysRequest
+	54,  // 97: hive.v1.ClusterService.RaftStats:input_type -> hive.v1.RaftStatsRequest
+	78,  // 98: hive.v1.ClusterService.PlanDeliver:input_type -> hive.v1.PlanDeliverRequest
+	80,  // 99: hive.v1.ClusterService.PlanCollect:input_type -> hive.v1.PlanCollectRequest
+	3,   // 100: hive.v1.CoordinatorService.Push:output_type -> hive.v1.PushResponse
+	5,   // 101: hive.v1.CoordinatorService.Rollback:output_type -> hive.v1.RollbackResponse
+	7,   // 102: hive.v1.CoordinatorService.ListGenerations:output_type -> hive.v1.ListGenerationsResponse
+	9,   // 103: hive.v1.CoordinatorService.GetGeneration:output_type -> hive.v1.GetGenerationResponse
+	12,  // 104: hive.v1.CoordinatorService.DiffGenerations:output_type -> hive.v1.DiffGenerationsResponse
+	14,  // 105: hive.v1.CoordinatorService.GetNodeState:output_type -> hive.v1.GetNodeStateResponse
+	16,  // 106: hive.v1.CoordinatorService.WatchNodeState:output_type -> hive.v1.WatchNodeStateResponse
+	18,  // 107: hive.v1.CoordinatorService.Report:output_type -> hive.v1.ReportResponse
+	18,  // 108: hive.v1.CoordinatorService.ReportStream:output_type -> hive.v1.ReportResponse
+	20,  // 109: hive.v1.CoordinatorService.GetStatus:output_type -> hive.v1.GetStatusResponse
+	22,  // 110: hive.v1.CoordinatorService.ListMembers:output_type -> hive.v1.ListMembersResponse
+	24,  // 111: hive.v1.CoordinatorService.SetSecret:output_type -> hive.v1.SetSecretResponse
+	27,  // 112: hive.v1.CoordinatorService.ListSecrets:output_type -> hive.v1.ListSecretsResponse
+	29,  // 113: hive.v1.CoordinatorService.DeleteSecret:output_type -> hive.v1.DeleteSecretResponse
+	32,  // 114: hive.v1.CoordinatorService.ListPeers:output_type -> hive.v1.ListPeersResponse
+	34,  // 115: hive.v1.CoordinatorService.AddPeer:output_type -> hive.v1.AddPeerResponse
+	36,  // 116: hive.v1.CoordinatorService.RemovePeer:output_type -> hive.v1.RemovePeerResponse
+	38,  // 117: hive.v1.CoordinatorService.CreateBootstrapToken:output_type -> hive.v1.CreateBootstrapTokenResponse
+	40,  // 118: hive.v1.CoordinatorService.RequestCertificate:output_type -> hive.v1.RequestCertificateResponse
+	49,  // 119: hive.v1.CoordinatorService.RevokeNode:output_type -> hive.v1.RevokeNodeResponse
+	51,  // 120: hive.v1.CoordinatorService.RemoveNode:output_type -> hive.v1.RemoveNodeResponse
+	53,  // 121: hive.v1.CoordinatorService.RenewCertificate:output_type -> hive.v1.RenewCertificateResponse
+	57,  // 122: hive.v1.CoordinatorService.LabelNode:output_type -> hive.v1.LabelNodeResponse
+	59,  // 123: hive.v1.CoordinatorService.GetRollout:output_type -> hive.v1.GetRolloutResponse
+	61,  // 124: hive.v1.CoordinatorService.WatchRollout:output_type -> hive.v1.WatchRolloutResponse
+	63,  // 125: hive.v1.CoordinatorService.PauseRollout:output_type -> hive.v1.PauseRolloutResponse
+	65,  // 126: hive.v1.CoordinatorService.ResumeRollout:output_type -> hive.v1.ResumeRolloutResponse
+	67,  // 127: hive.v1.CoordinatorService.PromoteRollout:output_type -> hive.v1.PromoteRolloutResponse
+	69,  // 128: hive.v1.CoordinatorService.AbortRollout:output_type -> hive.v1.AbortRolloutResponse
+	71,  // 129: hive.v1.CoordinatorService.IssueServiceCertificate:output_type -> hive.v1.IssueServiceCertificateResponse
+	117, // 130: hive.v1.CoordinatorService.ListAudit:output_type -> hive.v1.ListAuditResponse
+	118, // 131: hive.v1.CoordinatorService.WatchEvents:output_type -> hive.v1.WatchEventsResponse
+	75,  // 132: hive.v1.CoordinatorService.Plan:output_type -> hive.v1.PlanResponse
+	77,  // 133: hive.v1.CoordinatorService.ReportPlan:output_type -> hive.v1.ReportPlanResponse
+	83,  // 134: hive.v1.CoordinatorService.ListDriftRepairs:output_type -> hive.v1.ListDriftRepairsResponse
+	119, // 135: hive.v1.CoordinatorService.MaintenanceStart:output_type -> hive.v1.MaintenanceStartResponse
+	120, // 136: hive.v1.CoordinatorService.MaintenanceEnd:output_type -> hive.v1.MaintenanceEndResponse
+	121, // 137: hive.v1.CoordinatorService.RebootStart:output_type -> hive.v1.RebootStartResponse
+	122, // 138: hive.v1.CoordinatorService.RebootStatus:output_type -> hive.v1.RebootStatusResponse
+	123, // 139: hive.v1.CoordinatorService.RebootCancel:output_type -> hive.v1.RebootCancelResponse
+	47,  // 140: hive.v1.ClusterService.ReadIndex:output_type -> hive.v1.ReadIndexResponse
+	42,  // 141: hive.v1.ClusterService.Apply:output_type -> hive.v1.ApplyResponse
+	45,  // 142: hive.v1.ClusterService.GetKeys:output_type -> hive.v1.GetKeysResponse
+	55,  // 143: hive.v1.ClusterService.RaftStats:output_type -> hive.v1.RaftStatsResponse
+	79,  // 144: hive.v1.ClusterService.PlanDeliver:output_type -> hive.v1.PlanDeliverResponse
+	81,  // 145: hive.v1.ClusterService.PlanCollect:output_type -> hive.v1.PlanCollectResponse
+	100, // [100:146] is the sub-list for method output_type
+	54,  // [54:100] is the sub-list for method input_type
 	54,  // [54:54] is the sub-list for extension type_name
 	54,  // [54:54] is the sub-list for extension extendee
 	0,   // [0:54] is the sub-list for field type_name

@@ -27,6 +27,7 @@ const (
 	CoordinatorService_GetNodeState_FullMethodName            = "/hive.v1.CoordinatorService/GetNodeState"
 	CoordinatorService_WatchNodeState_FullMethodName          = "/hive.v1.CoordinatorService/WatchNodeState"
 	CoordinatorService_Report_FullMethodName                  = "/hive.v1.CoordinatorService/Report"
+	CoordinatorService_ReportStream_FullMethodName            = "/hive.v1.CoordinatorService/ReportStream"
 	CoordinatorService_GetStatus_FullMethodName               = "/hive.v1.CoordinatorService/GetStatus"
 	CoordinatorService_ListMembers_FullMethodName             = "/hive.v1.CoordinatorService/ListMembers"
 	CoordinatorService_SetSecret_FullMethodName               = "/hive.v1.CoordinatorService/SetSecret"
@@ -87,7 +88,38 @@ type CoordinatorServiceClient interface {
 	// WatchNodeState sends the node's state at once and on every change.
 	WatchNodeState(ctx context.Context, in *WatchNodeStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchNodeStateResponse], error)
 	// Report records an agent's convergence results.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
+	// ReportStream is Report for many reports over one long-lived stream:
+	// the agent sends ReportRequests with a seq of its choosing and gets one
+	// ReportResponse per request, echoing its seq. Every message passes the
+	// same checks and paths as a Report call (the node must be the
+	// certificate's, the node's report rate, the report's bounds; APPLYING
+	// kept in memory, final reports group-committed through raft); a
+	// response with code 0 (accepted) means the same as Report's answer:
+	// committed through raft (an APPLYING report: recorded on this server).
+	// Several reports may be in flight (at most 8 per stream are read
+	// ahead; the server reads no further until one is answered), and their
+	// answers may come out of order.
+	//
+	// A refused report is answered with its gRPC code and message in the
+	// response and the stream goes on (over the rate, the queue full, a
+	// bound, raft unavailable). The stream itself ends, after every report
+	// read before has been answered, when no further report on it could be
+	// accepted: a report for a node other than the certificate's, a
+	// certificate revoked or expired meanwhile (PERMISSION_DENIED,
+	// UNAUTHENTICATED), or a message over the Report request bound
+	// (INVALID_ARGUMENT; it is not read, so it has no seq to answer with).
+	// An agent that gets UNIMPLEMENTED (an older coordinator) sends Report
+	// calls instead.
+	//
+	// The messages are Report's own, so that an agent falls back from one
+	// call to the other with the same request, and a new field of either
+	// reaches both.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	ReportStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportRequest, ReportResponse], error)
 	// GetStatus returns every node's (or one node's) status.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 	// ListMembers returns the gossip members with raft roles of coordinators.
@@ -283,6 +315,19 @@ func (c *coordinatorServiceClient) Report(ctx context.Context, in *ReportRequest
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) ReportStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReportRequest, ReportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_ReportStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReportRequest, ReportResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_ReportStreamClient = grpc.BidiStreamingClient[ReportRequest, ReportResponse]
+
 func (c *coordinatorServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetStatusResponse)
@@ -435,7 +480,7 @@ func (c *coordinatorServiceClient) GetRollout(ctx context.Context, in *GetRollou
 
 func (c *coordinatorServiceClient) WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_WatchRollout_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_WatchRollout_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +559,7 @@ func (c *coordinatorServiceClient) ListAudit(ctx context.Context, in *ListAuditR
 
 func (c *coordinatorServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_WatchEvents_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[3], CoordinatorService_WatchEvents_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -638,7 +683,38 @@ type CoordinatorServiceServer interface {
 	// WatchNodeState sends the node's state at once and on every change.
 	WatchNodeState(*WatchNodeStateRequest, grpc.ServerStreamingServer[WatchNodeStateResponse]) error
 	// Report records an agent's convergence results.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
+	// ReportStream is Report for many reports over one long-lived stream:
+	// the agent sends ReportRequests with a seq of its choosing and gets one
+	// ReportResponse per request, echoing its seq. Every message passes the
+	// same checks and paths as a Report call (the node must be the
+	// certificate's, the node's report rate, the report's bounds; APPLYING
+	// kept in memory, final reports group-committed through raft); a
+	// response with code 0 (accepted) means the same as Report's answer:
+	// committed through raft (an APPLYING report: recorded on this server).
+	// Several reports may be in flight (at most 8 per stream are read
+	// ahead; the server reads no further until one is answered), and their
+	// answers may come out of order.
+	//
+	// A refused report is answered with its gRPC code and message in the
+	// response and the stream goes on (over the rate, the queue full, a
+	// bound, raft unavailable). The stream itself ends, after every report
+	// read before has been answered, when no further report on it could be
+	// accepted: a report for a node other than the certificate's, a
+	// certificate revoked or expired meanwhile (PERMISSION_DENIED,
+	// UNAUTHENTICATED), or a message over the Report request bound
+	// (INVALID_ARGUMENT; it is not read, so it has no seq to answer with).
+	// An agent that gets UNIMPLEMENTED (an older coordinator) sends Report
+	// calls instead.
+	//
+	// The messages are Report's own, so that an agent falls back from one
+	// call to the other with the same request, and a new field of either
+	// reaches both.
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	ReportStream(grpc.BidiStreamingServer[ReportRequest, ReportResponse]) error
 	// GetStatus returns every node's (or one node's) status.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	// ListMembers returns the gossip members with raft roles of coordinators.
@@ -768,6 +844,9 @@ func (UnimplementedCoordinatorServiceServer) WatchNodeState(*WatchNodeStateReque
 }
 func (UnimplementedCoordinatorServiceServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ReportStream(grpc.BidiStreamingServer[ReportRequest, ReportResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReportStream not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
@@ -1019,6 +1098,13 @@ func _CoordinatorService_Report_Handler(srv interface{}, ctx context.Context, de
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _CoordinatorService_ReportStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServiceServer).ReportStream(&grpc.GenericServerStream[ReportRequest, ReportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_ReportStreamServer = grpc.BidiStreamingServer[ReportRequest, ReportResponse]
 
 func _CoordinatorService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetStatusRequest)
@@ -1721,6 +1807,12 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchNodeState",
 			Handler:       _CoordinatorService_WatchNodeState_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ReportStream",
+			Handler:       _CoordinatorService_ReportStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "WatchRollout",

@@ -93,7 +93,9 @@ Flags:
 		nplans        = fs.Int("plans", 0, "plans (as hivectl plan) to time after the pushes; every simulated agent answers its dry run with ReportPlan")
 		planInterval  = fs.Duration("plan-interval", 500*time.Millisecond, "pause between plans")
 		planTimeout   = fs.Duration("plan-timeout", 30*time.Second, "each plan's timeout for the agents' answers (PlanRequest.timeout)")
-		perAgent      = fs.Int("reports-per-agent", 20, "reports each agent sends after the pushes, one in flight per agent (0: none)")
+		perAgent      = fs.Int("reports-per-agent", 20, "reports each agent sends after the pushes (0: none)")
+		reportMode    = fs.String("report-mode", "stream", "how each agent sends its reports: stream (one ReportStream, as agents do) or unary (a Report call each, as agents before the stream did)")
+		inflight      = fs.Int("report-inflight", 1, "with --report-mode stream: reports each agent has in flight on its stream (the coordinator reads 8 ahead)")
 		reportTimeout = fs.Duration("report-duration", time.Minute, "the report phase stops after this long at the latest")
 		results       = fs.Int("results", 5, "resource results per report")
 		pids          = fs.IntSlice("pid", nil, "process id of a coordinator on this machine whose RSS, peak RSS and CPU to report (repeatable)")
@@ -118,6 +120,7 @@ Flags:
 		Pushes: *pushes, PushInterval: *pushInterval, PushTimeout: *pushTimeout, Observe: *obs,
 		Plans: *nplans, PlanInterval: *planInterval, PlanTimeout: *planTimeout,
 		ReportsPerAgent: *perAgent, ReportDuration: *reportTimeout, Results: *results,
+		ReportMode: *reportMode, ReportInflight: *inflight,
 		Hold: *hold, Log: os.Stderr,
 	}
 	for _, p := range *pids {
