@@ -94,6 +94,11 @@ type clusterConfig struct {
 	// they have servers of their own, not a share of a machine also
 	// running hundreds of agents and other people's builds.
 	coordsCPU int
+	// harnessCPU, when positive, moves the test process into a CPU cgroup
+	// weighing as much as harnessCPU ordinary processes
+	// (netlab.Lab.HarnessGroup): starting 500 agents "at once" must not
+	// wait for the agents already running.
+	harnessCPU int
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -102,6 +107,9 @@ type clusterConfig struct {
 func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	t.Helper()
 	lab := netlab.New(t) // skips (or fails under CI) without root and ip
+	if cfg.harnessCPU > 0 {
+		lab.HarnessGroup(cfg.harnessCPU * 1024)
+	}
 	c := &cluster{
 		t:          t,
 		lab:        lab,
