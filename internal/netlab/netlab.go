@@ -299,6 +299,15 @@ func ownCgroup() string {
 	return v2
 }
 
+// SetIdle gives the group the SCHED_IDLE policy as a whole (cpu.idle):
+// its processes run only when no other group or process wants the CPU.
+// Used to check whether what hundreds of agents cost the machine is what
+// delays the coordinators; not a default (anything else running on the
+// machine then starves the agents).
+func (g *CPUGroup) SetIdle() error {
+	return os.WriteFile(filepath.Join(g.dir, "cpu.idle"), []byte("1"), 0o644)
+}
+
 // add moves pid into the group.
 func (g *CPUGroup) add(pid int) error {
 	return os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)

@@ -60,6 +60,7 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 		agentsCPU: envInt("NETLAB_BENCH_AGENTS_CPU", 2), startRate: envInt("NETLAB_BENCH_START_RATE", 25),
 		coordsCPU:       envInt("NETLAB_BENCH_COORDINATORS_CPU", 8),
 		harnessCPU:      envInt("NETLAB_BENCH_HARNESS_CPU", 8),
+		agentsIdle:      os.Getenv("NETLAB_BENCH_AGENTS_IDLE") == "1",
 		agentFlags:      strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
 		coordinatorArgs: strings.Fields(os.Getenv("NETLAB_BENCH_COORDINATOR_FLAGS")),
 	})

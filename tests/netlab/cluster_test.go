@@ -99,6 +99,8 @@ type clusterConfig struct {
 	// (netlab.Lab.HarnessGroup): starting 500 agents "at once" must not
 	// wait for the agents already running.
 	harnessCPU int
+	// agentsIdle puts the agents' group at SCHED_IDLE (netlab.CPUGroup.SetIdle).
+	agentsIdle bool
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -160,6 +162,11 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 
 	if cfg.agentsCPU > 0 {
 		c.agentsCPU = lab.CPUGroup("agents", cfg.agentsCPU*1024)
+		if c.agentsCPU != nil && cfg.agentsIdle {
+			if err := c.agentsCPU.SetIdle(); err != nil {
+				t.Fatalf("agents cpu group: %v", err)
+			}
+		}
 	}
 	c.addAgents(cfg.agents, cfg.labels)
 	return c
