@@ -107,6 +107,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 	}
 	backoff := a.cfg.ReconnectMin
 	avoid := ""
+	dialFails := 0 // dials in a row that reached no coordinator
 	for ctx.Err() == nil {
 		addrs := a.candidates(avoid)
 		if len(addrs) == 0 {
@@ -119,17 +120,21 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		case <-a.reconnect: // a renewal before this dial: it uses the new certificate
 		default:
 		}
-		conn, err := client.Dial(ctx, a.clientConfig(addrs))
+		cc := a.clientConfig(addrs)
+		cc.AttemptTimeout = attemptTimeout(dialFails)
+		conn, err := client.Dial(ctx, cc)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
+			dialFails++
 			wait := backoffJitter(backoff)
 			a.log.Warn("no coordinator reachable", "tried", addrs, "retry_in", wait.Round(time.Millisecond), "err", err)
 			a.sleep(ctx, wait, events)
 			backoff = min(backoff*2, a.cfg.ReconnectMax)
 			continue
 		}
+		dialFails = 0
 		h := &connHolder{conn: conn, rep: newReporter(conn)}
 		a.conn.Store(h)
 		a.rememberCoordinators()
@@ -163,6 +168,20 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.sleep(ctx, wait, nil)
 		backoff = min(backoff*2, a.cfg.ReconnectMax)
 	}
+}
+
+// attemptTimeout is how long one watch dial gives each coordinator
+// (TCP, TLS handshake, health check) after fails dials in a row that
+// reached none: 3 s, doubled per failure, at most 30 s. A fixed 3 s never
+// connects where the handshake takes longer (a starved host: 500 agents
+// restarting at once on two cores took 5-50 s to start, and every attempt
+// cut at 3 s was a handshake thrown away on both sides, then redone).
+func attemptTimeout(fails int) time.Duration {
+	const base, most = 3 * time.Second, 30 * time.Second
+	if fails >= 4 {
+		return most
+	}
+	return min(base<<fails, most)
 }
 
 // drain empties a buffered event channel without blocking.

@@ -81,6 +81,20 @@ func newMetrics(s *Server) *metrics {
 		func() float64 { h, _ := s.renderer.Stats(); return float64(h) }))
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_render_cache_misses_total", Help: "Node state renders computed."},
 		func() float64 { _, m := s.renderer.Stats(); return float64(m) }))
+	gate := func(v func(g *handshakeGate) int64) func() float64 {
+		return func() float64 {
+			if s.handshakes == nil {
+				return 0
+			}
+			return float64(v(s.handshakes))
+		}
+	}
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hive_coordinator_tls_handshakes_in_progress", Help: "Client TLS handshakes computing now (bounded: handshake.go)."},
+		gate(func(g *handshakeGate) int64 { return g.inProgress.Load() })))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hive_coordinator_tls_handshakes_waiting", Help: "Client connections waiting for a TLS handshake slot."},
+		gate(func(g *handshakeGate) int64 { return g.waiting.Load() })))
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_tls_handshakes_refused_total", Help: "Client connections closed after waiting too long for a TLS handshake slot."},
+		gate(func(g *handshakeGate) int64 { return g.refused.Load() })))
 	f(healthCollector{s})
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -353,14 +353,16 @@ func (t *connTracker) count(id pki.Identity) int {
 }
 
 // trackingCreds are the server's TLS credentials with every handshaken
-// connection registered in a connTracker.
+// connection registered in a connTracker, the handshakes bounded by a
+// handshakeGate (handshake.go).
 type trackingCreds struct {
 	credentials.TransportCredentials
-	t *connTracker
+	t    *connTracker
+	gate *handshakeGate
 }
 
 func (c trackingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
+	conn, info, err := c.gate.handshake(raw, c.TransportCredentials.ServerHandshake)
 	if err != nil {
 		return conn, info, err
 	}
@@ -368,5 +370,5 @@ func (c trackingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Auth
 }
 
 func (c trackingCreds) Clone() credentials.TransportCredentials {
-	return trackingCreds{TransportCredentials: c.TransportCredentials.Clone(), t: c.t}
+	return trackingCreds{TransportCredentials: c.TransportCredentials.Clone(), t: c.t, gate: c.gate}
 }

@@ -103,9 +103,10 @@ type Server struct {
 	reportLimit *rateLimiter // reports per agent identity
 	metrics     *metrics
 	ca          *pki.CA
-	conns       *connTracker // client connections by certificate (revoke.go)
-	certLimit   *rateLimiter // RequestCertificate, per source address
-	svcLimit    *rateLimiter // IssueServiceCertificate, per agent (certs.go)
+	conns       *connTracker   // client connections by certificate (revoke.go)
+	handshakes  *handshakeGate // TLS handshakes in progress (handshake.go)
+	certLimit   *rateLimiter   // RequestCertificate, per source address
+	svcLimit    *rateLimiter   // IssueServiceCertificate, per agent (certs.go)
 	gossip      *gossip.Gossip
 	existing    bool // raft had state when the server started
 	// reconcileRounds counts reconcileLoop's rounds as leader (tests wait
@@ -406,7 +407,8 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.KeepaliveTime, Timeout: s.cfg.KeepaliveTimeout}),
 	}
 	if tlsCfg != nil {
-		opts = append(opts, grpc.Creds(trackingCreds{TransportCredentials: credentials.NewTLS(tlsCfg), t: s.conns}))
+		s.handshakes = newHandshakeGate(0)
+		opts = append(opts, grpc.Creds(trackingCreds{TransportCredentials: credentials.NewTLS(tlsCfg), t: s.conns, gate: s.handshakes}))
 	}
 	g := grpc.NewServer(opts...)
 	hivev1.RegisterCoordinatorServiceServer(g, &api{s: s})

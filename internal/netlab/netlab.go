@@ -92,6 +92,9 @@ type Lab struct {
 	byName  map[string]*Host
 	closed  bool
 	cgroups []string // CPUGroup directories, removed by close
+	// harnessFrom is the cgroup.procs file the test process was moved out
+	// of by HarnessGroup ("": not moved), where close puts it back.
+	harnessFrom string
 }
 
 // New creates a lab for t: the switch namespace. It requires
@@ -243,6 +246,66 @@ func (l *Lab) CPUGroup(name string, shares int) *CPUGroup {
 		l.t.Logf("netlab: cpu group %s: %v", name, err)
 	}
 	return &CPUGroup{dir: dir}
+}
+
+// HarnessGroup moves the test process itself into a CPU group weighing
+// shares/1024 ordinary processes (see CPUGroup), until the teardown moves
+// it back. Hundreds of agents in their own group still make a two-core
+// machine busy; without this the harness, which starts every process
+// (each runs in the harness's group from its fork until StartIn moves it),
+// polls their files and runs hivectl, competed with them as one ordinary
+// process: 500 agents killed and started "at once" took two minutes to
+// start, which measured the harness, not the fleet. Without a usable cpu
+// controller it does nothing.
+func (l *Lab) HarnessGroup(shares int) {
+	l.t.Helper()
+	g := l.CPUGroup("harness", shares)
+	if g == nil {
+		return
+	}
+	from := filepath.Join(filepath.Dir(g.dir), ownCgroup(), "cgroup.procs")
+	if err := g.add(os.Getpid()); err != nil {
+		l.t.Logf("netlab: harness cpu group: %v: not moved", err)
+		return
+	}
+	l.mu.Lock()
+	l.harnessFrom = from
+	l.mu.Unlock()
+}
+
+// ownCgroup is the test process's cgroup path in the cpu hierarchy (v1:
+// the line naming the cpu controller; v2: the unified line), "/" if
+// unknown.
+func ownCgroup() string {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "/"
+	}
+	v2 := "/"
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[1] == "" {
+			v2 = f[2]
+		}
+		for _, c := range strings.Split(f[1], ",") {
+			if c == "cpu" {
+				return f[2]
+			}
+		}
+	}
+	return v2
+}
+
+// SetIdle gives the group the SCHED_IDLE policy as a whole (cpu.idle):
+// its processes run only when no other group or process wants the CPU.
+// Used to check whether what hundreds of agents cost the machine is what
+// delays the coordinators; not a default (anything else running on the
+// machine then starves the agents).
+func (g *CPUGroup) SetIdle() error {
+	return os.WriteFile(filepath.Join(g.dir, "cpu.idle"), []byte("1"), 0o644)
 }
 
 // add moves pid into the group.
@@ -414,8 +477,13 @@ func (l *Lab) close() {
 		l.t.Errorf("netlab teardown: %v", err)
 	}
 	l.mu.Lock()
-	groups := l.cgroups
+	groups, from := l.cgroups, l.harnessFrom
 	l.mu.Unlock()
+	if from != "" {
+		if err := os.WriteFile(from, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			l.t.Errorf("netlab teardown: harness cpu group: %v", err)
+		}
+	}
 	for _, dir := range groups {
 		// Empty once its processes are gone (the kernel may take a moment).
 		var err error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,7 +30,8 @@ func envInt(name string, def int) int {
 // included). Figures:
 //
 //   - file-p50-ms / file-p99-ms: until an agent's file holds the new
-//     content (polled every 5ms), over every agent and push;
+//     content (polled every 5ms, every N/10 ms for N > 50 agents), over
+//     every agent and push;
 //   - conv-p50-ms / conv-p99-ms: until an agent's run finished (its report's
 //     finish time, as `hivectl status` shows it), over every agent and push;
 //   - all-p50-ms / all-p99-ms: push-to-all-converged, until the last agent's
@@ -48,18 +50,35 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 		return
 	}
 	nAgents := envInt("NETLAB_BENCH_AGENTS", 50)
+	if d := envDuration("NETLAB_BENCH_SAMPLE", 0); d > 0 {
+		stop := sampleCPU(b, d)
+		defer stop()
+	}
 	setup := time.Now()
 	c := newCluster(b, clusterConfig{
 		coordinators: envInt("NETLAB_BENCH_COORDINATORS", 3), agents: nAgents, interval: 5 * time.Minute,
 		agentsCPU: envInt("NETLAB_BENCH_AGENTS_CPU", 2), startRate: envInt("NETLAB_BENCH_START_RATE", 25),
-		coordsCPU:  envInt("NETLAB_BENCH_COORDINATORS_CPU", 8),
-		agentFlags: strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
+		coordsCPU:       envInt("NETLAB_BENCH_COORDINATORS_CPU", 8),
+		harnessCPU:      envInt("NETLAB_BENCH_HARNESS_CPU", 8),
+		agentsIdle:      os.Getenv("NETLAB_BENCH_AGENTS_IDLE") == "1",
+		agentFlags:      strings.Fields(os.Getenv("NETLAB_BENCH_AGENT_FLAGS")),
+		coordinatorArgs: strings.Fields(os.Getenv("NETLAB_BENCH_COORDINATOR_FLAGS")),
 	})
-	b.Logf("%d agents started in %v (load %s)", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg())
-	g := c.push(siteFiles("warm", 1), true)
+	c.keepCoordLogs(b)
+	b.Logf("%d agents started in %v (load %s); %s", nAgents, time.Since(setup).Round(time.Millisecond), loadAvg(), c.raftEvents())
+	// No --wait: agents still joining may take longer than its timeout;
+	// waitConverged allows five minutes.
+	g := c.push(siteFiles("warm", 1), false)
 	c.waitConverged(g, 300*time.Second, c.agents...)
 	b.Logf("all converged on the first push %v after setup began (load %s)", time.Since(setup).Round(time.Millisecond), loadAvg())
+	pushes0 := c.coordUsage(b)
+	ev0 := c.raftEvents()
 
+	// The file poll reads every agent's file not yet updated: 5 ms
+	// between rounds for a few agents, longer for hundreds, whose rounds
+	// would otherwise take a core from the agents being measured ("all
+	// converged" comes from the agents' reports, not from this poll).
+	poll := max(5*time.Millisecond, time.Duration(nAgents/10)*time.Millisecond)
 	var file, conv, all, wait []float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -88,7 +107,7 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 			if time.Since(start) > 120*time.Second {
 				b.Fatalf("push %d: %d of %d agents never got the file", i, left, nAgents)
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(poll)
 		}
 		r := <-done
 		if r.err != nil {
@@ -128,6 +147,7 @@ func BenchmarkPushToAllConverged(b *testing.B) {
 	lost := c.countAgentLog("watch stream lost")
 	b.ReportMetric(float64(lost), "streams-lost")
 	b.Logf("watch streams lost during the run: %d (over %d agents)", lost, nAgents)
+	b.Logf("coordinators during the pushes: %s; raft during the pushes: %s", c.coordUsage(b).since(pushes0), c.raftEvents().minus(ev0))
 
 	if d := envDuration("NETLAB_BENCH_IDLE", 20*time.Second); d > 0 {
 		c.measureIdle(b, d)
@@ -318,6 +338,7 @@ func (c *cluster) measureRestartAll(b *testing.B) {
 		return n
 	}
 	e0 := elections()
+	ev0 := c.raftEvents()
 	for _, a := range c.agents {
 		a.proc.Signal(syscall.SIGKILL)
 	}
@@ -325,11 +346,17 @@ func (c *cluster) measureRestartAll(b *testing.B) {
 		<-a.proc.Done()
 	}
 	gen := c.push(siteFiles("restart", 1), false)
+	profiled := c.profileCoords(b, "restart", 30*time.Second)
+	defer profiled()
 	start := time.Now()
 	for _, a := range c.agents {
 		a.proc.Restart()
 	}
 	started := time.Since(start)
+	u0 := c.coordUsage(b)
+	defer func() {
+		b.Logf("coordinators from the restart on: %s; raft: %s (load %s)", c.coordUsage(b).since(u0), c.raftEvents().minus(ev0), loadAvg())
+	}()
 	var s *siteStatus
 	var last time.Duration
 	ok := poll(180*time.Second, func() bool {
@@ -350,7 +377,15 @@ func (c *cluster) measureRestartAll(b *testing.B) {
 		return true
 	})
 	if !ok {
-		b.Fatalf("after restarting all %d agents, not all converged on generation %d within 180s (load %s)", len(c.agents), gen, loadAvg())
+		missing := 0
+		if s != nil {
+			for _, a := range c.agents {
+				if n := s.node(a.name); n == nil || n.AppliedGeneration != gen || n.Phase != "converged" || n.LastReport == nil || n.LastReport.Before(start) {
+					missing++
+				}
+			}
+		}
+		b.Fatalf("after restarting all %d agents, %d had not converged on generation %d within 180s (load %s)", len(c.agents), missing, gen, loadAvg())
 	}
 	e := elections() - e0
 	var cpu, hwm []float64
@@ -405,4 +440,226 @@ func pct(xs []float64, p float64) float64 {
 	slices.Sort(s)
 	i := int(math.Ceil(p/100*float64(len(s)))) - 1
 	return s[max(i, 0)]
+}
+
+// coordsUsage is every coordinator's procUsage at one moment.
+type coordsUsage struct {
+	at time.Time
+	u  []procUsage
+}
+
+func (c *cluster) coordUsage(b *testing.B) coordsUsage {
+	b.Helper()
+	cu := coordsUsage{at: time.Now()}
+	for _, n := range c.coords {
+		u, err := readUsage(n.proc.Pid())
+		if err != nil {
+			b.Logf("%s: %v", n.name, err)
+		}
+		cu.u = append(cu.u, u)
+	}
+	return cu
+}
+
+// since formats the coordinators' CPU between then and cu (seconds, and
+// the share of one core over the wall time) and each one's peak RSS so far.
+func (cu coordsUsage) since(then coordsUsage) string {
+	win := cu.at.Sub(then.at).Seconds()
+	var parts []string
+	total := 0.0
+	for i := range cu.u {
+		cpu := (cu.u[i].cpu - then.u[i].cpu).Seconds()
+		total += cpu
+		parts = append(parts, fmt.Sprintf("c%d %.1f s CPU (%.0f%% of a core), peak RSS %.0f MB", i+1, cpu, cpu/win*100, float64(cu.u[i].hwm)/1024))
+	}
+	return fmt.Sprintf("%.1f s wall, %.1f s CPU in all (%.2f cores): %s", win, total, total/win, strings.Join(parts, "; "))
+}
+
+// raftCounts are raft's own log lines, counted over every coordinator's
+// log: an election begun (a follower's heartbeat timeout or a lost
+// election), a leader stepping down for want of a quorum within its lease,
+// and a leader elected.
+type raftCounts struct{ candidate, stepDown, leader int }
+
+func (c *cluster) raftEvents() raftCounts {
+	var r raftCounts
+	for _, co := range c.coords {
+		l := co.proc.Log()
+		r.candidate += strings.Count(l, "entering candidate state")
+		r.stepDown += strings.Count(l, "failed to contact quorum of nodes")
+		r.leader += strings.Count(l, "entering leader state")
+	}
+	return r
+}
+
+func (r raftCounts) minus(o raftCounts) raftCounts {
+	return raftCounts{r.candidate - o.candidate, r.stepDown - o.stepDown, r.leader - o.leader}
+}
+
+func (r raftCounts) String() string {
+	return fmt.Sprintf("%d candidate states entered, %d leader step-downs (no quorum), %d leaders elected", r.candidate, r.stepDown, r.leader)
+}
+
+// keepCoordLogs copies the coordinators' logs to NETLAB_BENCH_LOGDIR (if
+// set) when the benchmark ends, pass or fail: the lab's own directory is
+// removed with it.
+func (c *cluster) keepCoordLogs(b *testing.B) {
+	dir := os.Getenv("NETLAB_BENCH_LOGDIR")
+	if dir == "" {
+		return
+	}
+	b.Cleanup(func() {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Log(err)
+			return
+		}
+		for _, co := range c.coords {
+			if err := os.WriteFile(filepath.Join(dir, co.name+".log"), []byte(co.proc.Log()), 0o644); err != nil {
+				b.Log(err)
+			}
+		}
+	})
+}
+
+// sampleCPU logs, every d until the returned stop is called, the CPU
+// used over the last d by every hive-agent process together, by each
+// hive-coordinator process (by pid; with the time its threads waited for
+// a CPU, in threads waiting on average) and by everything else on the
+// machine, in cores, with the load average: where the machine's time goes
+// while the fleet starts, pushes and restarts. It scans /proc, so it sees
+// the set-up too; a process that ended within a window is not counted.
+func sampleCPU(b *testing.B, d time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	type snap struct {
+		at    time.Time
+		procs map[int]time.Duration // pid → CPU so far
+		delay map[int]time.Duration // coordinators: pid → time its threads waited for a CPU so far
+		comm  map[int]string
+		total time.Duration // the machine's busy time (/proc/stat)
+	}
+	take := func() snap {
+		s := snap{at: time.Now(), procs: map[int]time.Duration{}, delay: map[int]time.Duration{}, comm: map[int]string{}}
+		if data, err := os.ReadFile("/proc/stat"); err == nil {
+			f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+			for i, v := range f[1:] {
+				if i == 3 || i == 4 { // idle, iowait
+					continue
+				}
+				n, _ := strconv.ParseInt(v, 10, 64)
+				s.total += time.Duration(n) * 10 * time.Millisecond
+			}
+		}
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			if err != nil {
+				continue
+			}
+			name := strings.TrimSpace(string(comm))
+			if name != "hive-agent" && !strings.HasPrefix(name, "hive-coordinat") { // comm: 15 bytes
+				continue
+			}
+			if u, err := readUsage(pid); err == nil {
+				s.procs[pid], s.comm[pid] = u.cpu, name
+			}
+			if name != "hive-agent" {
+				s.delay[pid] = runDelay(pid)
+			}
+		}
+		return s
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		prev := take()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			cur := take()
+			win := cur.at.Sub(prev.at).Seconds()
+			var agents, coords time.Duration
+			var cs []string
+			var pids []int
+			for pid := range cur.procs {
+				pids = append(pids, pid)
+			}
+			slices.Sort(pids)
+			nAgents := 0
+			for _, pid := range pids {
+				delta := cur.procs[pid] - prev.procs[pid] // a new process: all of it
+				if cur.comm[pid] == "hive-agent" {
+					agents += delta
+					nAgents++
+					continue
+				}
+				coords += delta
+				cs = append(cs, fmt.Sprintf("%.2f (waited %.2f)", delta.Seconds()/win, (cur.delay[pid]-prev.delay[pid]).Seconds()/win))
+			}
+			other := (cur.total - prev.total) - agents - coords
+			b.Logf("sample: %d agents %.2f cores, coordinators %s cores, rest %.2f cores (load %s)", nAgents, agents.Seconds()/win, strings.Join(cs, " "), max(0, other.Seconds()/win), loadAvg())
+			prev = cur
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// runDelay is the time pid's threads spent runnable but waiting for a CPU
+// (the second field of /proc/PID/task/TID/schedstat), summed: the kernel's
+// own measure of how long the scheduler kept a process from running.
+func runDelay(pid int) time.Duration {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var sum time.Duration
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(data)); len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += time.Duration(n)
+		}
+	}
+	return sum
+}
+
+// profileCoords fetches a CPU profile of length d from every coordinator
+// (started with --pprof) into NETLAB_BENCH_PROFILE_DIR/NAME-what.pprof, in
+// the background; wait returns once they are written. Without the
+// variable it does nothing.
+func (c *cluster) profileCoords(b *testing.B, what string, d time.Duration) (wait func()) {
+	dir := os.Getenv("NETLAB_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Log(err)
+		return func() {}
+	}
+	done := make(chan struct{}, len(c.coords))
+	for _, co := range c.coords {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+			defer cancel()
+			out := filepath.Join(dir, co.name+"-"+what+".pprof")
+			url := fmt.Sprintf("http://%s:%s/debug/pprof/profile?seconds=%d", co.host.Addr, httpPort, int(d.Seconds()))
+			if _, err := c.admin.Run(ctx, "curl", "-sf", "-o", out, url); err != nil {
+				b.Logf("profile of %s: %v", co.name, err)
+			}
+		}()
+	}
+	return func() {
+		for range c.coords {
+			<-done
+		}
+	}
 }

@@ -94,6 +94,13 @@ type clusterConfig struct {
 	// they have servers of their own, not a share of a machine also
 	// running hundreds of agents and other people's builds.
 	coordsCPU int
+	// harnessCPU, when positive, moves the test process into a CPU cgroup
+	// weighing as much as harnessCPU ordinary processes
+	// (netlab.Lab.HarnessGroup): starting 500 agents "at once" must not
+	// wait for the agents already running.
+	harnessCPU int
+	// agentsIdle puts the agents' group at SCHED_IDLE (netlab.CPUGroup.SetIdle).
+	agentsIdle bool
 }
 
 // newCluster builds the binaries (once per run), creates the lab and the
@@ -102,6 +109,9 @@ type clusterConfig struct {
 func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	t.Helper()
 	lab := netlab.New(t) // skips (or fails under CI) without root and ip
+	if cfg.harnessCPU > 0 {
+		lab.HarnessGroup(cfg.harnessCPU * 1024)
+	}
 	c := &cluster{
 		t:          t,
 		lab:        lab,
@@ -152,6 +162,11 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 
 	if cfg.agentsCPU > 0 {
 		c.agentsCPU = lab.CPUGroup("agents", cfg.agentsCPU*1024)
+		if c.agentsCPU != nil && cfg.agentsIdle {
+			if err := c.agentsCPU.SetIdle(); err != nil {
+				t.Fatalf("agents cpu group: %v", err)
+			}
+		}
 	}
 	c.addAgents(cfg.agents, cfg.labels)
 	return c

@@ -1,0 +1,245 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hivefleet/hive/pki"
+	"github.com/hivefleet/hive/pki/pkitest"
+	"google.golang.org/grpc/credentials"
+)
+
+// TestHandshakeGateBounds: many clients handshaking at once, each
+// handshake slow, never more than the gate's slots compute at the same
+// time, and every waiting handshake completes.
+func TestHandshakeGateBounds(t *testing.T) {
+	const slots, clients = 3, 60
+	g := newHandshakeGate(slots)
+	var cur, peak atomic.Int64
+	hs := func(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+		n := cur.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		var b [4]byte
+		if _, err := c.Read(b[:]); err != nil { // the prefix byte, then the rest
+			return nil, nil, err
+		}
+		time.Sleep(10 * time.Millisecond) // the handshake's CPU work
+		cur.Add(-1)
+		return c, nil, nil
+	}
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	var sawWaiting atomic.Bool
+	for range clients {
+		server, client := net.Pipe()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer client.Close()
+			if _, err := client.Write([]byte("h")); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			defer server.Close()
+			if g.waiting.Load() > 0 {
+				sawWaiting.Store(true)
+			}
+			if _, _, err := g.handshake(server, hs); err != nil {
+				t.Error(err)
+				return
+			}
+			done.Add(1)
+		}()
+	}
+	wg.Wait()
+	if done.Load() != clients {
+		t.Fatalf("%d of %d handshakes completed", done.Load(), clients)
+	}
+	if p := peak.Load(); p > slots {
+		t.Fatalf("%d handshakes in progress at once; the gate has %d slots", p, slots)
+	}
+	if p := g.peak.Load(); p > slots || p < 1 {
+		t.Fatalf("gate's own peak %d, want 1..%d", p, slots)
+	}
+	if !sawWaiting.Load() {
+		t.Log("no handshake had to wait (scheduling); the bound is still checked")
+	}
+	if g.inProgress.Load() != 0 || g.waiting.Load() != 0 || len(g.slots) != 0 {
+		t.Fatalf("gate not empty after all handshakes: %d in progress, %d waiting, %d slots taken", g.inProgress.Load(), g.waiting.Load(), len(g.slots))
+	}
+}
+
+// TestHandshakeGateStalledClient: real TLS 1.3 with client certificates
+// through a one-slot gate. A client that sends the start of a ClientHello
+// and stalls holds the slot only until the slot timeout; the real clients
+// queued behind it complete; a client that connects and sends nothing
+// never takes the slot.
+func TestHandshakeGateStalledClient(t *testing.T) {
+	p := pkitest.New(t)
+	sf := p.Issue(pki.KindCoordinator, "c1")
+	serverCfg, err := pki.ServerTLSConfig(sf.CA, sf.Cert, sf.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	af := p.Issue(pki.KindAgent, "a1")
+	clientCfg, err := pki.ClientTLSConfig(af.CA, af.Cert, af.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := credentials.NewTLS(serverCfg)
+
+	g := newHandshakeGate(1)
+	g.slotTimeout = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		info credentials.AuthInfo
+		err  error
+	}
+	results := make(chan result, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // as gRPC does
+				conn, info, err := g.handshake(c, creds.ServerHandshake)
+				results <- result{info, err}
+				if conn != nil {
+					conn.Close()
+				} else {
+					c.Close()
+				}
+			}()
+		}
+	}()
+
+	// A silent connection: no byte, no slot.
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// A stalled one: the first bytes of a TLS record, then nothing.
+	stalled, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if _, err := stalled.Write([]byte{0x16, 0x03, 0x01}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the stalled client to take the slot", func() bool { return g.inProgress.Load() == 1 })
+
+	const real = 5
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range real {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := tls.Dialer{Config: clientCfg}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			// TLS 1.3: the server's side completes on the client's first
+			// read or write; write, then wait for the server to close.
+			_, _ = c.Write([]byte("x"))
+			_, _ = c.Read(make([]byte, 1))
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	var ok, failed int
+	for range real + 1 {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				failed++
+				continue
+			}
+			if ti, isTLS := r.info.(credentials.TLSInfo); !isTLS || len(ti.State.PeerCertificates) == 0 {
+				t.Fatalf("handshake without a client certificate: %#v", r.info)
+			}
+			ok++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handshakes still pending after 10s: %d ok, %d failed", ok, failed)
+		}
+	}
+	if ok != real || failed != 1 {
+		t.Fatalf("%d handshakes completed and %d failed; want %d and 1 (the stalled client)", ok, failed, real)
+	}
+	if took := time.Since(start); took < g.slotTimeout/2 {
+		t.Errorf("real clients done after %v: they did not wait for the stalled client's slot", took)
+	}
+	if g.peak.Load() != 1 {
+		t.Fatalf("peak %d handshakes with one slot", g.peak.Load())
+	}
+	if g.inProgress.Load() != 0 {
+		t.Fatalf("%d handshakes still in progress; the silent client must not hold the slot", g.inProgress.Load())
+	}
+}
+
+// TestHandshakeGateQueueTimeout: a connection that cannot get a slot
+// within the queue timeout is refused (and counted), not kept waiting.
+func TestHandshakeGateQueueTimeout(t *testing.T) {
+	g := newHandshakeGate(1)
+	g.queueTimeout = 100 * time.Millisecond
+	release := make(chan struct{})
+	holding := make(chan struct{})
+	hold := func(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+		close(holding)
+		<-release
+		return c, nil, nil
+	}
+	s1, c1 := net.Pipe()
+	defer s1.Close()
+	defer c1.Close()
+	go func() { _, _ = c1.Write([]byte("h")) }()
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := g.handshake(s1, hold)
+		first <- err
+	}()
+	<-holding
+
+	s2, c2 := net.Pipe()
+	defer s2.Close()
+	defer c2.Close()
+	go func() { _, _ = c2.Write([]byte("h")) }()
+	_, _, err := g.handshake(s2, func(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+		t.Error("second handshake ran while the only slot was held")
+		return c, nil, nil
+	})
+	if !errors.Is(err, errHandshakeQueue) {
+		t.Fatalf("second handshake: %v, want errHandshakeQueue", err)
+	}
+	if g.refused.Load() != 1 {
+		t.Fatalf("refused %d, want 1", g.refused.Load())
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if g.inProgress.Load() != 0 || g.waiting.Load() != 0 {
+		t.Fatalf("gate not empty: %d in progress, %d waiting", g.inProgress.Load(), g.waiting.Load())
+	}
+}
