@@ -373,8 +373,67 @@ func (s *Server) registerLater(ctx context.Context, r *registration) {
 }
 
 func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.CoordinatorService_WatchNodeStateServer) error {
+	// This goroutine (gRPC's, one per watching agent: thousands per
+	// coordinator) lives as long as the stream and mostly waits. The work
+	// of the start and of every wake-up (checks, registration through
+	// raft, render, encode, send) runs on a short-lived goroutine
+	// (offStack), so this one's stack stays at the size it started with.
+	// Go grows a stack to the deepest call it ran and shrinks it only
+	// while less than a quarter of it is in use, which a waiting watch
+	// (gRPC's frames under it) never is: one render on this goroutine left
+	// every idle watch holding an 8-16 KiB stack for the stream's life
+	// (docs/performance.md, Memory).
 	s := a.s
-	ctx := stream.Context()
+	w := &watch{s: s, stream: stream, ctx: stream.Context()}
+	if err := offStack(func() error { return w.start(req) }); err != nil {
+		return err
+	}
+	s.metrics.watchers.Inc()
+	defer s.metrics.watchers.Dec()
+	defer s.plans.watch(w.reg.name)() // plan.go
+	for {
+		wake := s.hub.wait()
+		planWake := s.plans.wait()
+		if err := offStack(w.step); err != nil {
+			return err
+		}
+		select {
+		case <-w.ctx.Done():
+			return nil
+		case <-s.ctx.Done():
+			return status.Error(codes.Unavailable, "coordinator is stopping")
+		case <-wake:
+		case <-planWake:
+		}
+	}
+}
+
+// offStack runs f on a goroutine of its own and waits for it: the calling
+// goroutine's stack does not grow to f's depth (see WatchNodeState). The
+// goroutine's stack goes back to the runtime's pool when f returns.
+func offStack(f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return <-done
+}
+
+// watch is one WatchNodeState stream's state between wake-ups: what the
+// agent registered, and what the stream has sent. It is used by one
+// goroutine at a time (offStack hands it over).
+type watch struct {
+	s      *Server
+	stream hivev1.CoordinatorService_WatchNodeStateServer
+	ctx    context.Context
+
+	reg        *registration
+	last       string          // hash of the state sent last (or the agent's known one)
+	sentPlans  map[string]bool // plan dry runs this stream sent (plan.go)
+	sentReboot uint64          // the reboot order this stream sent (reboot.go)
+}
+
+// start checks the request and records the node's facts.
+func (w *watch) start(req *hivev1.WatchNodeStateRequest) error {
+	s, ctx := w.s, w.ctx
 	node := req.GetNode()
 	if node == "" {
 		return status.Error(codes.InvalidArgument, "node is required")
@@ -415,52 +474,45 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 		s.log.Warn("watch served before the node could be registered; retrying in the background", "node", node, "err", err)
 		go s.registerLater(ctx, reg)
 	}
-	s.metrics.watchers.Inc()
-	defer s.metrics.watchers.Dec()
-	last := req.GetKnownHash()
-	defer s.plans.watch(node)()    // plan.go
-	sentPlans := map[string]bool{} // plan dry runs this stream sent
-	var sentReboot uint64          // the reboot order this stream sent (reboot.go)
-	for {
-		wake := s.hub.wait()
-		planWake := s.plans.wait()
-		if err := s.checkCert(ctx, callerFrom(ctx)); err != nil {
-			return err // revoked (or expired) while watching
-		}
-		st := s.fsm.Store()
-		// The facts this watch registers, with the trusted labels as the
-		// store has them now (an operator may change them at any time).
-		f := render.FactsOf(reg.record(st.Node(node)))
-		f.Host = reg.host
-		out, err := s.renderer.Render(st, f)
-		if err != nil {
-			return status.Error(codes.FailedPrecondition, err.Error())
-		}
-		if h := out.State.GetHash(); h != last {
-			if err := stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
-				return err
-			}
-			s.metrics.watchSends.Inc()
-			last = h
-		}
-		if err := s.sendPlans(stream.SendMsg, st, f, sentPlans); err != nil {
+	w.reg = reg
+	w.last = req.GetKnownHash()
+	w.sentPlans = map[string]bool{}
+	return nil
+}
+
+// step sends what changed for the node since the last step: its state,
+// plan dry runs, a reboot order.
+func (w *watch) step() error {
+	s, ctx, node := w.s, w.ctx, w.reg.name
+	if err := s.checkCert(ctx, callerFrom(ctx)); err != nil {
+		return err // revoked (or expired) while watching
+	}
+	st := s.fsm.Store()
+	// The facts this watch registers, with the trusted labels as the
+	// store has them now (an operator may change them at any time).
+	f := render.FactsOf(w.reg.record(st.Node(node)))
+	f.Host = w.reg.host
+	out, err := s.renderer.Render(st, f)
+	if err != nil {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if h := out.State.GetHash(); h != w.last {
+		if err := w.stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
 			return err
 		}
-		if o := rebootOrder(st, node); o != nil && o.GetId() != sentReboot {
-			if err := stream.SendMsg(&hivev1.WatchNodeStateResponse{Reboot: o}); err != nil {
-				return err
-			}
-			sentReboot = o.GetId()
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.ctx.Done():
-			return status.Error(codes.Unavailable, "coordinator is stopping")
-		case <-wake:
-		case <-planWake:
-		}
+		s.metrics.watchSends.Inc()
+		w.last = h
 	}
+	if err := s.sendPlans(w.stream.SendMsg, st, f, w.sentPlans); err != nil {
+		return err
+	}
+	if o := rebootOrder(st, node); o != nil && o.GetId() != w.sentReboot {
+		if err := w.stream.SendMsg(&hivev1.WatchNodeStateResponse{Reboot: o}); err != nil {
+			return err
+		}
+		w.sentReboot = o.GetId()
+	}
+	return nil
 }
 
 func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.ReportResponse, error) {
