@@ -376,7 +376,7 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	// This goroutine (gRPC's, one per watching agent: thousands per
 	// coordinator) lives as long as the stream and mostly waits. The work
 	// of the start and of every wake-up (checks, registration through
-	// raft, render, encode, send) runs on a short-lived goroutine
+	// raft, render, encode) runs on a short-lived goroutine
 	// (offStack), so this one's stack stays at the size it started with.
 	// Go grows a stack to the deepest call it ran and shrinks it only
 	// while less than a quarter of it is in use, which a waiting watch
@@ -384,7 +384,7 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	// every idle watch holding an 8-16 KiB stack for the stream's life
 	// (docs/performance.md, Memory).
 	s := a.s
-	w := &watch{s: s, stream: stream, ctx: stream.Context()}
+	w := &watch{s: s, ctx: stream.Context()}
 	if err := offStack(func() error { return w.start(req) }); err != nil {
 		return err
 	}
@@ -394,8 +394,20 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	for {
 		wake := s.hub.wait()
 		planWake := s.plans.wait()
-		if err := offStack(w.step); err != nil {
+		// The messages are sent from here, not from the step's goroutine:
+		// sending readies the connection's writer, which then runs as
+		// soon as this goroutine waits, as before; readied from the
+		// step's goroutine it would queue behind every other woken watch
+		// (the wake-up of the step's waiter takes its place), delaying
+		// every agent's delivery until all renders are done.
+		var msgs []any
+		if err := offStack(func() (err error) { msgs, err = w.step(); return err }); err != nil {
 			return err
+		}
+		for _, m := range msgs {
+			if err := stream.SendMsg(m); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-w.ctx.Done():
@@ -421,9 +433,8 @@ func offStack(f func() error) error {
 // agent registered, and what the stream has sent. It is used by one
 // goroutine at a time (offStack hands it over).
 type watch struct {
-	s      *Server
-	stream hivev1.CoordinatorService_WatchNodeStateServer
-	ctx    context.Context
+	s   *Server
+	ctx context.Context
 
 	reg        *registration
 	last       string          // hash of the state sent last (or the agent's known one)
@@ -480,12 +491,13 @@ func (w *watch) start(req *hivev1.WatchNodeStateRequest) error {
 	return nil
 }
 
-// step sends what changed for the node since the last step: its state,
-// plan dry runs, a reboot order.
-func (w *watch) step() error {
+// step returns what to send for the node since the last step: its state,
+// plan dry runs, a reboot order. The caller sends them (and a failed send
+// ends the stream, so what step records as sent is then moot).
+func (w *watch) step() ([]any, error) {
 	s, ctx, node := w.s, w.ctx, w.reg.name
 	if err := s.checkCert(ctx, callerFrom(ctx)); err != nil {
-		return err // revoked (or expired) while watching
+		return nil, err // revoked (or expired) while watching
 	}
 	st := s.fsm.Store()
 	// The facts this watch registers, with the trusted labels as the
@@ -494,25 +506,23 @@ func (w *watch) step() error {
 	f.Host = w.reg.host
 	out, err := s.renderer.Render(st, f)
 	if err != nil {
-		return status.Error(codes.FailedPrecondition, err.Error())
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
+	var msgs []any
 	if h := out.State.GetHash(); h != w.last {
-		if err := w.stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
-			return err
-		}
+		msgs = append(msgs, encodeWatchResponse(out, st.Index()))
 		s.metrics.watchSends.Inc()
 		w.last = h
 	}
-	if err := s.sendPlans(w.stream.SendMsg, st, f, w.sentPlans); err != nil {
-		return err
+	queue := func(m any) error { msgs = append(msgs, m); return nil }
+	if err := s.sendPlans(queue, st, f, w.sentPlans); err != nil {
+		return nil, err
 	}
 	if o := rebootOrder(st, node); o != nil && o.GetId() != w.sentReboot {
-		if err := w.stream.SendMsg(&hivev1.WatchNodeStateResponse{Reboot: o}); err != nil {
-			return err
-		}
+		msgs = append(msgs, &hivev1.WatchNodeStateResponse{Reboot: o})
 		w.sentReboot = o.GetId()
 	}
-	return nil
+	return msgs, nil
 }
 
 func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.ReportResponse, error) {
