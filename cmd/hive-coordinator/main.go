@@ -32,6 +32,7 @@ import (
 	"github.com/hivefleet/hive/coordinator"
 	"github.com/hivefleet/hive/coordinator/keyring"
 	"github.com/hivefleet/hive/gossip"
+	"github.com/hivefleet/hive/internal/memtrim"
 	"github.com/hivefleet/hive/version"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -202,6 +203,12 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready chan<- *coo
 		return err
 	}
 	go notifySystemd(ctx, srv, log)
+	// Return a push's or a reconnect storm's memory to the kernel once the
+	// coordinator is quiet again, instead of keeping the burst's heap for
+	// minutes (package memtrim; docs/performance.md, coordinator RSS).
+	go memtrim.Run(ctx, memtrim.DefaultInterval, func(before, after memtrim.Sample) {
+		log.Debug("returned memory after a burst", "heap_before", before.Objects+before.Free, "heap_after", after.Objects+after.Free, "live", after.Live)
+	})
 	go func() {
 		select {
 		case <-srv.Ready():
