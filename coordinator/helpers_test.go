@@ -179,6 +179,18 @@ func dialConn(t testing.TB, addr string, cfg *tls.Config) *grpc.ClientConn {
 	return conn
 }
 
+// dialAgentConn dials addr with a new agent certificate for node, as the
+// node's agent would.
+func (tc *tlsCluster) dialAgentConn(t testing.TB, addr, node string) *grpc.ClientConn {
+	t.Helper()
+	files := tc.issue(pki.KindAgent, node)
+	cfg, err := pki.ClientTLSConfig(files.CA, files.Cert, files.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dialConn(t, addr, cfg)
+}
+
 // clusterOpts tune newCluster.
 type clusterOpts struct {
 	snapshotThreshold uint64

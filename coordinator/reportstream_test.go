@@ -74,12 +74,7 @@ func TestReportStream(t *testing.T) {
 	nodes, tc := newCluster(t, 3, clusterOpts{})
 	l := leader(t, nodes)
 	f := followers(nodes, l)[0]
-	agentFiles := tc.issue(pki.KindAgent, "web-1")
-	agentTLS, err := pki.ClientTLSConfig(agentFiles.CA, agentFiles.Cert, agentFiles.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentConn := dialConn(t, f.GRPCAddr(), agentTLS)
+	agentConn := tc.dialAgentConn(t, f.GRPCAddr(), "web-1")
 	agent := hivev1.NewCoordinatorServiceClient(agentConn)
 	admin := tc.dial(t, f.GRPCAddr(), pki.KindAdmin, "ops")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
