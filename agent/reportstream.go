@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +19,12 @@ import (
 // HTTP/2 stream, headers both ways, the interceptors and trailers). A
 // coordinator that answers UNIMPLEMENTED (older than the stream) gets
 // Report calls from then on, for the life of the connection.
+//
+// A stream with no report waiting for ReportStreamIdle is closed (the
+// coordinator answers what it read, then ends it): an idle agent costs its
+// coordinator no stream and no handler goroutine between runs, and the
+// next report opens a stream again (an HTTP/2 stream's HEADERS, about what
+// one Report call costs).
 //
 // Report returns what a Report call would: nil once the coordinator
 // answered that the report is committed, else a gRPC status error with the
@@ -34,13 +41,26 @@ type reporter struct {
 
 // reportStream is one open stream and the reports waiting for an answer.
 type reportStream struct {
-	st      hivev1.CoordinatorService_ReportStreamClient
-	cancel  context.CancelFunc
+	st     hivev1.CoordinatorService_ReportStreamClient
+	cancel context.CancelFunc
+	// pending counts the reports given this stream and not yet done
+	// with (answered, failed or given up); idle closes the stream once
+	// it has been 0 for ReportStreamIdle. Both guarded by reporter.mu.
+	pending int
+	idle    *time.Timer
+
 	sendMu  sync.Mutex // gRPC's Send is not safe for concurrent use
 	mu      sync.Mutex
 	waiting map[uint64]chan error
 	err     error // set once the stream ended
 }
+
+// ReportStreamIdle is how long a report stream stays open with no report
+// waiting on it. Reports come in pairs per run (applying, then the
+// result) and runs come every drift interval (minutes) or on a push: a
+// stream kept across that gap would hold a coordinator goroutine per agent
+// for nothing.
+var ReportStreamIdle = 30 * time.Second
 
 func newReporter(conn *client.Conn) *reporter { return &reporter{conn: conn} }
 
@@ -67,8 +87,13 @@ func (p *reporter) stream() (*reportStream, uint64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.nextSeq++
-	if p.st != nil {
-		return p.st, p.nextSeq, nil
+	if rs := p.st; rs != nil {
+		rs.pending++
+		if rs.idle != nil {
+			rs.idle.Stop()
+			rs.idle = nil
+		}
+		return rs, p.nextSeq, nil
 	}
 	// The stream outlives any one report's context; it ends with the
 	// connection (Close cancels its streams) or when it fails.
@@ -78,7 +103,7 @@ func (p *reporter) stream() (*reportStream, uint64, error) {
 		cancel()
 		return nil, 0, err
 	}
-	rs := &reportStream{st: st, cancel: cancel, waiting: map[uint64]chan error{}}
+	rs := &reportStream{st: st, cancel: cancel, pending: 1, waiting: map[uint64]chan error{}}
 	p.st = rs
 	go p.receive(rs)
 	return rs, p.nextSeq, nil
@@ -135,6 +160,33 @@ func (p *reporter) receive(rs *reportStream) {
 	rs.cancel()
 }
 
+// done is called once per report stream() gave rs; the last one to finish
+// arms the idle close.
+func (p *reporter) done(rs *reportStream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rs.pending--
+	if rs.pending == 0 && p.st == rs {
+		rs.idle = time.AfterFunc(ReportStreamIdle, func() { p.closeIdle(rs) })
+	}
+}
+
+// closeIdle closes rs if it is still the open stream and no report came
+// since the timer was armed. No report can be handed rs afterwards
+// (forgotten under the same lock), so none is caught by the close.
+func (p *reporter) closeIdle(rs *reportStream) {
+	p.mu.Lock()
+	if p.st != rs || rs.pending > 0 {
+		p.mu.Unlock()
+		return
+	}
+	p.st = nil
+	p.mu.Unlock()
+	rs.sendMu.Lock()
+	_ = rs.st.CloseSend()
+	rs.sendMu.Unlock()
+}
+
 // forget makes the next report open a new stream.
 func (p *reporter) forget(rs *reportStream) {
 	p.mu.Lock()
@@ -149,6 +201,7 @@ func (p *reporter) viaStream(ctx context.Context, r *hivev1.Report) error {
 	if err != nil {
 		return err
 	}
+	defer p.done(rs)
 	ch := make(chan error, 1)
 	rs.mu.Lock()
 	if rs.err != nil {

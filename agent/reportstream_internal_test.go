@@ -24,7 +24,7 @@ type fakeReports struct {
 	hivev1.UnimplementedCoordinatorServiceServer
 	old bool
 
-	unary, streamed, streamsOpened atomic.Int64
+	unary, streamed, streamsOpened, streamsEnded atomic.Int64
 }
 
 func (f *fakeReports) Report(_ context.Context, req *hivev1.ReportRequest) (*hivev1.ReportResponse, error) {
@@ -40,6 +40,7 @@ func (f *fakeReports) ReportStream(st hivev1.CoordinatorService_ReportStreamServ
 		return f.UnimplementedCoordinatorServiceServer.ReportStream(st)
 	}
 	f.streamsOpened.Add(1)
+	defer f.streamsEnded.Add(1)
 	var held *hivev1.ReportRequest
 	answer := func(req *hivev1.ReportRequest) error {
 		f.streamed.Add(1)
@@ -159,5 +160,59 @@ func TestReporterFallback(t *testing.T) {
 	}
 	if !p.unary || tried.Load() != 0 {
 		t.Errorf("reporter unary %v, stream left open %d times", p.unary, tried.Load())
+	}
+}
+
+// TestReporterIdleClose: a stream with no report waiting for
+// ReportStreamIdle is closed, the coordinator's side ends, and the next
+// report opens another; a report waiting longer than that (the
+// coordinator holding its answer) keeps the stream open.
+func TestReporterIdleClose(t *testing.T) {
+	old := ReportStreamIdle
+	ReportStreamIdle = 50 * time.Millisecond
+	t.Cleanup(func() { ReportStreamIdle = old })
+	f := &fakeReports{}
+	p := newReporter(startFake(t, f))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// The first of a pair is held until the second arrives: it waits
+	// four idle periods with the stream open.
+	first := make(chan error, 1)
+	go func() { first <- p.Report(ctx, &hivev1.Report{Node: "pair", Seq: 1}) }()
+	time.Sleep(4 * ReportStreamIdle)
+	if e := f.streamsEnded.Load(); e != 0 {
+		t.Fatalf("stream ended with a report waiting on it (%d ended)", e)
+	}
+	if err := p.Report(ctx, &hivev1.Report{Node: "pair", Seq: 2}); err != nil {
+		t.Fatalf("second of the pair: %v", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first of the pair: %v", err)
+	}
+
+	waitFor(t, func() bool { return f.streamsEnded.Load() == 1 }, "the idle stream to end on the coordinator")
+	p.mu.Lock()
+	st := p.st
+	p.mu.Unlock()
+	if st != nil {
+		t.Error("reporter still holds the closed stream")
+	}
+	if err := p.Report(ctx, &hivev1.Report{Node: "web-1", Seq: 3}); err != nil {
+		t.Fatalf("report after the idle close: %v", err)
+	}
+	if o, s, u := f.streamsOpened.Load(), f.streamed.Load(), f.unary.Load(); o != 2 || s != 3 || u != 0 {
+		t.Errorf("%d streams opened, %d reports streamed, %d Report calls; want 2, 3, 0", o, s, u)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -78,12 +78,14 @@ func TestHandshakeGateBounds(t *testing.T) {
 	}
 }
 
-// TestHandshakeGateStalledClient: real TLS 1.3 with client certificates
-// through a one-slot gate. A client that sends the start of a ClientHello
-// and stalls holds the slot only until the slot timeout; the real clients
-// queued behind it complete; a client that connects and sends nothing
-// never takes the slot.
-func TestHandshakeGateStalledClient(t *testing.T) {
+// TestHandshakeGateSlowClients: real TLS 1.3 with client certificates
+// through a one-slot gate. A slot is held only while the server computes:
+// a client that connects and sends nothing never takes it; a client that
+// sends the start of a ClientHello and stalls, and a real client that
+// needs seconds to send its second flight (a starved host), wait without
+// it; real clients arriving meanwhile complete first; the slow one
+// completes too, and the stalled one fails at the handshake timeout.
+func TestHandshakeGateSlowClients(t *testing.T) {
 	p := pkitest.New(t)
 	sf := p.Issue(pki.KindCoordinator, "c1")
 	serverCfg, err := pki.ServerTLSConfig(sf.CA, sf.Cert, sf.Key)
@@ -98,15 +100,16 @@ func TestHandshakeGateStalledClient(t *testing.T) {
 	creds := credentials.NewTLS(serverCfg)
 
 	g := newHandshakeGate(1)
-	g.slotTimeout = 300 * time.Millisecond
+	g.timeout = 4 * time.Second
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	type result struct {
-		info credentials.AuthInfo
-		err  error
+		client string // the client's address
+		info   credentials.AuthInfo
+		err    error
 	}
 	results := make(chan result, 16)
 	go func() {
@@ -118,7 +121,7 @@ func TestHandshakeGateStalledClient(t *testing.T) {
 			go func() {
 				_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // as gRPC does
 				conn, info, err := g.handshake(c, creds.ServerHandshake)
-				results <- result{info, err}
+				results <- result{c.RemoteAddr().String(), info, err}
 				if conn != nil {
 					conn.Close()
 				} else {
@@ -127,75 +130,117 @@ func TestHandshakeGateStalledClient(t *testing.T) {
 			}()
 		}
 	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// handshake runs a real client's handshake on c, then writes a byte
+	// (TLS 1.3: the server's side completes on the client's Finished) and
+	// waits for the server to close.
+	handshake := func(c net.Conn) {
+		tc := tls.Client(c, clientCfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			t.Error(err)
+			return
+		}
+		_, _ = tc.Write([]byte("x"))
+		_, _ = tc.Read(make([]byte, 1))
+	}
 
 	// A silent connection: no byte, no slot.
-	silent, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	dial()
 	// A stalled one: the first bytes of a TLS record, then nothing.
-	stalled, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
+	stalled := dial()
 	if _, err := stalled.Write([]byte{0x16, 0x03, 0x01}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the stalled client to take the slot", func() bool { return g.inProgress.Load() == 1 })
-
-	const real = 5
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range real {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d := tls.Dialer{Config: clientCfg}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			// TLS 1.3: the server's side completes on the client's first
-			// read or write; write, then wait for the server to close.
-			_, _ = c.Write([]byte("x"))
-			_, _ = c.Read(make([]byte, 1))
-			c.Close()
-		}()
+	waitFor(t, 5*time.Second, "the stalled handshake to start and give its slot back", func() bool {
+		return g.peak.Load() == 1 && g.inProgress.Load() == 0
+	})
+	// A slow real client: its second flight leaves 1.5 s after the
+	// server's first.
+	slow := &slowWriter{Conn: dial(), delay: 1500 * time.Millisecond, delaying: make(chan struct{})}
+	slowDone := make(chan struct{})
+	go func() { defer close(slowDone); handshake(slow) }()
+	select {
+	case <-slow.delaying:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow client never got the server's first flight")
 	}
-	wg.Wait()
-	var ok, failed int
-	for range real + 1 {
+	if n := g.inProgress.Load(); n != 0 {
+		t.Fatalf("%d slots held while the server waits for its clients", n)
+	}
+
+	const fast = 5
+	var wg sync.WaitGroup
+	for range fast {
+		c := dial()
+		wg.Go(func() { handshake(c) })
+	}
+	var order []string
+	want := map[string]string{stalled.LocalAddr().String(): "stalled", slow.LocalAddr().String(): "slow"}
+	for range fast + 2 {
 		select {
 		case r := <-results:
-			if r.err != nil {
-				failed++
-				continue
+			who := want[r.client]
+			if who == "" {
+				who = "fast"
 			}
-			if ti, isTLS := r.info.(credentials.TLSInfo); !isTLS || len(ti.State.PeerCertificates) == 0 {
-				t.Fatalf("handshake without a client certificate: %#v", r.info)
+			order = append(order, who)
+			switch {
+			case who == "stalled" && r.err == nil:
+				t.Errorf("the stalled client's handshake succeeded")
+			case who != "stalled" && r.err != nil:
+				t.Errorf("%s client: %v", who, r.err)
+			case who != "stalled":
+				if ti, isTLS := r.info.(credentials.TLSInfo); !isTLS || len(ti.State.PeerCertificates) == 0 {
+					t.Errorf("%s client: handshake without a client certificate: %#v", who, r.info)
+				}
 			}
-			ok++
-		case <-time.After(10 * time.Second):
-			t.Fatalf("handshakes still pending after 10s: %d ok, %d failed", ok, failed)
+		case <-time.After(15 * time.Second):
+			t.Fatalf("handshakes still pending after 15s; done in order %v", order)
 		}
 	}
-	if ok != real || failed != 1 {
-		t.Fatalf("%d handshakes completed and %d failed; want %d and 1 (the stalled client)", ok, failed, real)
+	wg.Wait()
+	<-slowDone
+	for i, who := range order[:fast] {
+		if who != "fast" {
+			t.Errorf("handshake %d to finish was the %s client's (order %v): the fast ones waited for it", i+1, who, order)
+		}
 	}
-	if took := time.Since(start); took < g.slotTimeout/2 {
-		t.Errorf("real clients done after %v: they did not wait for the stalled client's slot", took)
+	if order[fast+1] != "stalled" {
+		t.Errorf("the stalled client did not fail last (order %v)", order)
 	}
 	if g.peak.Load() != 1 {
 		t.Fatalf("peak %d handshakes with one slot", g.peak.Load())
 	}
-	if g.inProgress.Load() != 0 {
-		t.Fatalf("%d handshakes still in progress; the silent client must not hold the slot", g.inProgress.Load())
+	if g.inProgress.Load() != 0 || len(g.slots) != 0 {
+		t.Fatalf("%d handshakes still hold a slot", g.inProgress.Load())
 	}
+}
+
+// slowWriter delays every write after the first (a TLS client's second
+// flight) by delay, closing delaying when it starts to wait.
+type slowWriter struct {
+	net.Conn
+	delay    time.Duration
+	delaying chan struct{}
+	writes   int
+}
+
+func (c *slowWriter) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == 2 {
+		close(c.delaying)
+		time.Sleep(c.delay)
+	}
+	return c.Conn.Write(p)
 }
 
 // TestHandshakeGateQueueTimeout: a connection that cannot get a slot

@@ -295,11 +295,13 @@ func (c *cluster) measureIdle(b *testing.B, d time.Duration) {
 		}
 		return out
 	}
+	g0 := c.coordGoroutines()
 	p0, by0 := c.gossipCounters(b)
 	a0, c0, t0 := read(c.agents), read(c.coords), time.Now()
 	time.Sleep(d)
 	p1, by1 := c.gossipCounters(b)
 	a1, c1, t1 := read(c.agents), read(c.coords), time.Now()
+	b.Logf("coordinators' goroutines at the start of the idle window: %s; at its end: %s", g0, c.coordGoroutines())
 	win := t1.Sub(t0).Seconds()
 	var cpu, rss, pss, anon []float64
 	for i := range a1 {
@@ -322,6 +324,25 @@ func (c *cluster) measureIdle(b *testing.B, d time.Duration) {
 	b.ReportMetric(bps, "gossip-B/s-per-member")
 	b.Logf("idle %v at %d members (load %s): agent CPU mean %.3f%% p99 %.3f%% of a core (all agents: %.2f cores); agent RSS mean %.1f MB, PSS %.1f MB, anonymous %.1f MB (all agents PSS: %.0f MB); coordinators CPU %s; gossip per member %.2f packets/s, %.0f bytes/s",
 		d, int(members), loadAvg(), mean(cpu), pct(cpu, 99), sum(cpu)/100, mean(rss), mean(pss), mean(anon), sum(pss), fmtPcts(ccpu), pps, bps)
+}
+
+// coordGoroutines reads go_goroutines from each coordinator's /metrics
+// ("c1 4012, c2 ..."): an idle agent's cost on its coordinator.
+func (c *cluster) coordGoroutines() string {
+	var parts []string
+	for _, co := range c.coords {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := c.admin.Run(ctx, "curl", "-sf", fmt.Sprintf("http://%s:%s/metrics", co.host.Addr, httpPort))
+		cancel()
+		v := "?"
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); err == nil && len(f) == 2 && f[0] == "go_goroutines" {
+				v = f[1]
+			}
+		}
+		parts = append(parts, co.name+" "+v)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // measureRestartAll kills every agent (-9, a power cut), pushes a new
