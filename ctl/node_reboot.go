@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/pki"
@@ -115,9 +118,18 @@ cancelling and dry runs need an admin certificate.`,
 					}
 					q = resp.GetQueue()
 				case dryRun:
+					if err := checkDryRunKnown(cctx, c); err != nil {
+						return err
+					}
 					resp, err := c.RebootStart(cctx, &hivev1.RebootStartRequest{Nodes: args, Role: role, All: all, MaxParallel: maxParallel, Reason: reason, DryRun: true})
 					if err != nil {
 						return rpcError("reboot dry run", err, false)
+					}
+					if len(resp.GetWaves()) == 0 {
+						// A dry run's queue holds at least the
+						// selected nodes: no wave means the field
+						// was dropped (see checkDryRunKnown).
+						return fmt.Errorf("reboot dry run: the coordinator at %s answered no plan: it may have queued the reboots for real; check 'hivectl node reboot --status' and drop them with 'hivectl node reboot --cancel'", c.Addr)
 					}
 					return printRebootPlan(out, output, resp)
 				default:
@@ -360,4 +372,53 @@ func printRebootPlan(out io.Writer, output string, resp *hivev1.RebootStartRespo
 	}
 	fmt.Fprintf(out, "dry run (max parallel %d): nothing was queued\n", resp.GetMaxParallel())
 	return nil
+}
+
+// checkDryRunKnown asks the coordinator c answers from, through server
+// reflection (open to any caller), whether its RebootStartRequest has
+// dry_run. A coordinator older than the field drops it as an unknown
+// field and takes the request as a real start: reboots queued by a
+// command meant only to plan. The dry run is answered by the coordinator
+// that receives it (never forwarded), so asking that one is enough.
+func checkDryRunKnown(ctx context.Context, c *client.Conn) error {
+	const msg = "hive.v1.RebootStartRequest"
+	fail := func(why string) error {
+		return fmt.Errorf("reboot dry run: cannot tell whether the coordinator at %s knows --dry-run (%s); nothing was sent", c.Addr, why)
+	}
+	st, err := rpb.NewServerReflectionClient(c.ClientConn()).ServerReflectionInfo(ctx)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer st.CloseSend()
+	if err := st.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: msg}}); err != nil {
+		return fail(err.Error())
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return fail(err.Error())
+	}
+	if e := resp.GetErrorResponse(); e != nil {
+		return fail(e.GetErrorMessage())
+	}
+	for _, raw := range resp.GetFileDescriptorResponse().GetFileDescriptorProto() {
+		var fd descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(raw, &fd); err != nil {
+			return fail("bad descriptor: " + err.Error())
+		}
+		if fd.GetPackage() != "hive.v1" {
+			continue
+		}
+		for _, m := range fd.GetMessageType() {
+			if m.GetName() != "RebootStartRequest" {
+				continue
+			}
+			for _, f := range m.GetField() {
+				if f.GetName() == "dry_run" && f.GetNumber() == 6 {
+					return nil
+				}
+			}
+			return fmt.Errorf("reboot dry run: the coordinator at %s is older than --dry-run (it would take the request as a real start); nothing was sent: upgrade the coordinators first", c.Addr)
+		}
+	}
+	return fail(msg + " not in its descriptors")
 }

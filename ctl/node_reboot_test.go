@@ -4,10 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hivefleet/hive/client"
@@ -184,5 +195,96 @@ func TestRealCoordinatorNodeRebootDryRun(t *testing.T) {
 	}, "\n") + "\n"
 	if r.code != 0 || r.stdout != want {
 		t.Fatalf("dry run behind the queue: %+v\nwant stdout:\n%s", r, want)
+	}
+}
+
+// rebootFake counts RebootStart calls and answers them with an empty
+// response, as a coordinator that dropped dry_run and queued would.
+type rebootFake struct {
+	hivev1.UnimplementedCoordinatorServiceServer
+	mu    sync.Mutex
+	calls int
+}
+
+func (f *rebootFake) RebootStart(context.Context, *hivev1.RebootStartRequest) (*hivev1.RebootStartResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return &hivev1.RebootStartResponse{Queue: &hivev1.RebootQueue{MaxParallel: 1}}, nil
+}
+
+// oldMaintenanceFiles is a descriptor set whose maintenance.proto is the
+// one before dry_run: RebootStartRequest without field 6.
+func oldMaintenanceFiles(t *testing.T) *protoregistry.Files {
+	t.Helper()
+	fdp := protodesc.ToFileDescriptorProto(hivev1.File_hive_v1_maintenance_proto)
+	for _, m := range fdp.GetMessageType() {
+		if m.GetName() != "RebootStartRequest" {
+			continue
+		}
+		var kept []*descriptorpb.FieldDescriptorProto
+		for _, f := range m.GetField() {
+			if f.GetName() != "dry_run" {
+				kept = append(kept, f)
+			}
+		}
+		m.Field = kept
+	}
+	fd, err := protodesc.NewFile(fdp, protoregistry.GlobalFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := &protoregistry.Files{}
+	for _, f := range []protoreflect.FileDescriptor{timestamppb.File_google_protobuf_timestamp_proto, fd} {
+		if err := files.RegisterFile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return files
+}
+
+// TestNodeRebootDryRunOlderCoordinator: a coordinator older than dry_run
+// would drop the field and queue the reboots for real, so hivectl asks
+// its descriptors first (server reflection) and sends nothing when
+// RebootStartRequest has no dry_run, or when it cannot tell; an answer
+// without a plan is reported as a possible real start.
+func TestNodeRebootDryRunOlderCoordinator(t *testing.T) {
+	clearEnv(t)
+	serve := func(reflect func(s *grpc.Server)) (string, *rebootFake) {
+		f := &rebootFake{}
+		s := grpc.NewServer()
+		hivev1.RegisterCoordinatorServiceServer(s, f)
+		healthpb.RegisterHealthServer(s, health.NewServer())
+		if reflect != nil {
+			reflect(s)
+		}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Serve(lis)
+		t.Cleanup(s.Stop)
+		return lis.Addr().String(), f
+	}
+	for _, tc := range []struct {
+		name    string
+		reflect func(s *grpc.Server)
+		calls   int
+		want    string
+	}{
+		{"older", func(s *grpc.Server) {
+			rpb.RegisterServerReflectionServer(s, reflection.NewServerV1(reflection.ServerOptions{Services: s, DescriptorResolver: oldMaintenanceFiles(t)}))
+		}, 0, "is older than --dry-run (it would take the request as a real start); nothing was sent"},
+		{"no reflection", nil, 0, "cannot tell whether the coordinator at"},
+		{"no plan", func(s *grpc.Server) { reflection.Register(s) }, 1, "answered no plan: it may have queued the reboots for real"},
+	} {
+		addr, f := serve(tc.reflect)
+		r := run(t, "", "node", "reboot", "db-1", "--dry-run", "--dev", "--addr", addr)
+		f.mu.Lock()
+		calls := f.calls
+		f.mu.Unlock()
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) || calls != tc.calls {
+			t.Errorf("%s: %+v, %d RebootStart calls; want %q and %d calls", tc.name, r, calls, tc.want, tc.calls)
+		}
 	}
 }
