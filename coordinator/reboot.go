@@ -22,7 +22,8 @@ import (
 //	QUEUED → DRAINING     it takes the lock: fewer than max_parallel hold
 //	                      it, and no holder is a DRBD peer of it, and the
 //	                      swarm managers keep a majority (quorumConflict,
-//	                      the rollout planner's rules)
+//	                      the rollout planner's rules, through rebootLock,
+//	                      which a dry run plans with too: rebootPlan)
 //	DRAINING → REBOOTING  its swarm node is drained: the store marks it
 //	                      drained from DRAINING on, the swarm initializer's
 //	                      state lists it (NodeState.swarm_drain) and the
@@ -189,8 +190,8 @@ type rebootLock struct {
 	facts       map[string]*planNode
 	maxParallel int
 	// holders counts the nodes holding the lock, with facts or not; set
-	// are those with facts (the only ones quorumConflict can weigh), in
-	// their names, setManagers the managers among them.
+	// holds those with facts (the only ones quorumConflict can weigh),
+	// in their names, setManagers how many of them are managers.
 	holders     int
 	set         []*planNode
 	in          map[string]bool
