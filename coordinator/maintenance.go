@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,7 +20,9 @@ import (
 // Maintenance and coordinated reboots: the API (docs/operations.md,
 // "Maintenance" and "Reboots"). The writes are admin-only raft commands
 // (bodies 60–64), audited like every API write (audit.go); the reboot
-// queue is driven by the leader (reboot.go).
+// queue is driven by the leader (reboot.go). RebootStart with dry_run
+// writes nothing: it answers the waves the queue would run
+// (rebootDryRun), from any server.
 
 func init() {
 	for _, m := range []string{"MaintenanceStart", "MaintenanceEnd", "RebootStart", "RebootCancel"} {
@@ -199,10 +202,42 @@ func (a *api) RebootStart(ctx context.Context, req *hivev1.RebootStartRequest) (
 	}
 	c := &hivev1.Command{Body: &hivev1.Command_RebootRequest{RebootRequest: &hivev1.RebootRequestCommand{
 		Nodes: nodes, MaxParallel: req.GetMaxParallel(), Author: auditIdentity(ctx), Reason: req.GetReason()}}}
+	if req.GetDryRun() {
+		return a.rebootDryRun(st, c.GetRebootRequest(), skipped)
+	}
 	if _, err := a.s.commit(ctx, c); err != nil {
 		return nil, toStatus(err)
 	}
 	return &hivev1.RebootStartResponse{Queue: a.s.fsm.Store().RebootQueue(), Skipped: skipped}, nil
+}
+
+// rebootDryRun answers RebootStart with dry_run for the command r a real
+// start would commit: the queue r would leave (state.PlanRebootRequest,
+// so the same rejections the FSM gives a real start: unregistered nodes,
+// a halted queue, a queue too long) cut into the waves the leader would
+// run (rebootPlan). It commits nothing, so there is no audit entry and no
+// event. It reads this server's own store, as RebootStatus does, so a
+// follower answers too, from a state that may be a little behind the
+// leader's (entries committed that it has not applied yet).
+func (a *api) rebootDryRun(st *state.Store, r *hivev1.RebootRequestCommand, skipped []string) (*hivev1.RebootStartResponse, error) {
+	cur := st.RebootQueue()
+	q, res := st.PlanRebootRequest(time.Now(), r)
+	if res.GetError() != "" {
+		return nil, toStatus(&rejection{reason: res.GetReason(), msg: res.GetError()})
+	}
+	present := map[string]bool{}
+	for _, n := range cur.GetNodes() {
+		if n.GetState() == hivev1.RebootState_REBOOT_STATE_QUEUED || state.RebootHolds(n.GetState()) {
+			present[n.GetName()] = true
+		}
+	}
+	added := map[string]bool{}
+	for _, n := range q.GetNodes() {
+		if !present[n.GetName()] {
+			added[n.GetName()] = true
+		}
+	}
+	return &hivev1.RebootStartResponse{Queue: cur, Skipped: skipped, Waves: a.s.rebootPlan(st, q, added), MaxParallel: q.GetMaxParallel()}, nil
 }
 
 func (a *api) RebootStatus(ctx context.Context, req *hivev1.RebootStatusRequest) (*hivev1.RebootStatusResponse, error) {

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/hivefleet/hive/coordinator/render"
+	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -302,5 +304,239 @@ func TestRebootQueueQuorum(t *testing.T) {
 		if n.GetRequestedBy() != "dev" || n.GetReason() != "kernel" || n.GetId() == 0 {
 			t.Errorf("queue entry %v", n)
 		}
+	}
+}
+
+// planText renders a reboot dry run's waves for comparison: one wave a
+// line, "name" for a node the request adds, "name(state)" for one queued
+// or holding the lock already.
+func planText(resp *hivev1.RebootStartResponse) string {
+	var lines []string
+	for i, w := range resp.GetWaves() {
+		var names []string
+		for _, n := range w.GetNodes() {
+			s := n.GetName()
+			if n.GetState() != hivev1.RebootState_REBOOT_STATE_UNSPECIFIED {
+				s += "(" + rebootStateName(n.GetState()) + ")"
+			}
+			names = append(names, s)
+		}
+		lines = append(lines, fmt.Sprintf("wave %d: %s", i+1, strings.Join(names, " ")))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// planWaits is the waits of a reboot dry run by node.
+func planWaits(resp *hivev1.RebootStartResponse) map[string]string {
+	out := map[string]string{}
+	for _, w := range resp.GetWaves() {
+		for _, n := range w.GetNodes() {
+			if n.GetWaits() != "" {
+				out[n.GetName()] = n.GetWaits()
+			}
+		}
+	}
+	return out
+}
+
+// TestRebootDryRun (a three-server TLS cluster, real raft on disk, agents
+// registered with certificates bound to their labels): a reboot dry run
+// over three DRBD peers, three swarm managers and two plain nodes answers
+// waves that never put two peers or two managers together, says why each
+// node waits, counts the nodes already holding the lock or queued, and
+// writes nothing (raft index, queue and audit log unchanged); bad input
+// gets the error a real start gets; an agent is denied; a follower
+// answers from its own state.
+func TestRebootDryRun(t *testing.T) {
+	nodes, tc := newCluster(t, 3, clusterOpts{})
+	l := leader(t, nodes)
+	fol := followers(nodes, l)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := tc.dial(t, l.GRPCAddr(), pki.KindAdmin, "alice")
+
+	names := []string{"db-1", "db-2", "db-3", "mgr-1", "mgr-2", "mgr-3", "web-1", "web-2"}
+	for _, n := range names {
+		tc.issueAgent(n, map[string]string{"tier": strings.Split(n, "-")[0]})
+		w, err := tc.dial(t, l.GRPCAddr(), pki.KindAgent, n).WatchNodeState(ctx, &hivev1.WatchNodeStateRequest{Node: n, Addresses: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Recv(); err != nil {
+			t.Fatalf("watch %s: %v", n, err)
+		}
+	}
+	s := &hivev1.Site{Name: "dry", Roles: []*hivev1.Role{
+		{Name: "db", Resources: []*hivev1.Resource{
+			{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: &hivev1.Drbd{Name: "r0", Minor: 0, Disk: "/dev/vdb", Port: 7789, PeerRole: "db"}}},
+		}},
+		{Name: "mgr", Resources: []*hivev1.Resource{
+			{Key: "swarm:node", Kind: &hivev1.Resource_Swarm{Swarm: &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Init: true}}},
+		}},
+		{Name: "web"},
+	}, Selectors: []*hivev1.Selector{
+		{MatchLabels: map[string]string{"tier": "db"}, Roles: []string{"db"}},
+		{MatchLabels: map[string]string{"tier": "mgr"}, Roles: []string{"mgr"}},
+		{MatchLabels: map[string]string{"tier": "web"}, Roles: []string{"web"}},
+	}}
+	gen := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: s}).GetGeneration()
+	if _, err := admin.MaintenanceStart(ctx, &hivev1.MaintenanceStartRequest{Node: "web-2", Reason: "psu"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bad input: the dry run fails as a real start does, code and message.
+	for _, req := range []*hivev1.RebootStartRequest{
+		{},
+		{Nodes: []string{"db-1"}, All: true},
+		{Role: "db", All: true},
+		{All: true, MaxParallel: MaxRebootParallel + 1},
+		{Nodes: []string{"db-1", "Bad Name"}},
+		{Nodes: []string{"db-9"}},
+		{Role: "cache"},
+		{All: true, Reason: strings.Repeat("x", MaxRolloutReason+1)},
+	} {
+		_, real := admin.RebootStart(ctx, req)
+		dry := proto.Clone(req).(*hivev1.RebootStartRequest)
+		dry.DryRun = true
+		_, err := admin.RebootStart(ctx, dry)
+		if real == nil || err == nil || status.Code(err) != status.Code(real) || status.Convert(err).Message() != status.Convert(real).Message() {
+			t.Errorf("RebootStart(%v): dry run %v, real start %v", req, err, real)
+		}
+	}
+	if _, err := admin.RebootStart(ctx, &hivev1.RebootStartRequest{Nodes: []string{"db-9"}, DryRun: true}); status.Code(err) != codes.NotFound {
+		t.Errorf("dry run of an unregistered node: %v, want NotFound", err)
+	}
+	if _, err := admin.RebootStart(ctx, &hivev1.RebootStartRequest{Role: "db", All: true, DryRun: true}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("dry run of two selections: %v, want InvalidArgument", err)
+	}
+	// Not an admin: denied.
+	agent := tc.dial(t, l.GRPCAddr(), pki.KindAgent, "web-1")
+	if _, err := agent.RebootStart(ctx, &hivev1.RebootStartRequest{All: true, DryRun: true}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("an agent's dry run: %v, want PermissionDenied", err)
+	}
+
+	// quiet waits until the leader's raft log stops growing (registrations,
+	// the refused starts above) and returns its last index.
+	quiet := func() uint64 {
+		t.Helper()
+		last := l.raft.LastIndex()
+		for stable := time.Now(); time.Since(stable) < 500*time.Millisecond; {
+			time.Sleep(50 * time.Millisecond)
+			if i := l.raft.LastIndex(); i != last {
+				last, stable = i, time.Now()
+			}
+			if ctx.Err() != nil {
+				t.Fatal("raft log never quiet")
+			}
+		}
+		return last
+	}
+	audited := func() int {
+		t.Helper()
+		a, err := admin.ListAudit(ctx, &hivev1.ListAuditRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(a.GetEntries())
+	}
+	dryRun := func(c hivev1.CoordinatorServiceClient, req *hivev1.RebootStartRequest) *hivev1.RebootStartResponse {
+		t.Helper()
+		req.DryRun = true
+		resp, err := c.RebootStart(ctx, req)
+		if err != nil {
+			t.Fatalf("dry run %v: %v", req, err)
+		}
+		return resp
+	}
+	peers := "db-1 and db-2 are peers of a DRBD resource"
+	majority := "2 swarm managers in one wave would leave the 3 managers without a majority (at most 1 per wave)"
+
+	// An empty queue.
+	idx, entries := quiet(), audited()
+	resp := dryRun(admin, &hivev1.RebootStartRequest{All: true, MaxParallel: 10, Reason: "kernel"})
+	if got, want := planText(resp), "wave 1: db-1 mgr-1 web-1\nwave 2: db-2 mgr-2\nwave 3: db-3 mgr-3"; got != want {
+		t.Fatalf("dry run of all:\n%s\nwant:\n%s", got, want)
+	}
+	if w := planWaits(resp); w["db-2"] != "not in wave 1: "+peers || w["mgr-2"] != "not in wave 1: "+majority ||
+		w["db-3"] != "not in wave 2: db-2 and db-3 are peers of a DRBD resource" || len(w) != 4 {
+		t.Errorf("waits: %q", w)
+	}
+	if strings.Join(resp.GetSkipped(), ",") != "web-2: in maintenance" || resp.GetMaxParallel() != 10 || resp.GetQueue() != nil {
+		t.Errorf("skipped %v, max parallel %d, queue %v", resp.GetSkipped(), resp.GetMaxParallel(), resp.GetQueue())
+	}
+	resp = dryRun(admin, &hivev1.RebootStartRequest{Nodes: []string{"web-1", "db-1", "db-2"}, MaxParallel: 2})
+	if got, want := planText(resp), "wave 1: web-1 db-1\nwave 2: db-2"; got != want {
+		t.Fatalf("dry run of three named nodes:\n%s\nwant:\n%s", got, want)
+	}
+	if w := planWaits(resp); w["db-2"] != "not in wave 1: max parallel 2: the lock is full" {
+		t.Errorf("waits: %q", w)
+	}
+	resp = dryRun(admin, &hivev1.RebootStartRequest{Role: "db"})
+	if got, want := planText(resp), "wave 1: db-1\nwave 2: db-2\nwave 3: db-3"; got != want || resp.GetMaxParallel() != 1 {
+		t.Fatalf("dry run of role db (max parallel %d):\n%s\nwant:\n%s", resp.GetMaxParallel(), got, want)
+	}
+	if got := quiet(); got != idx {
+		t.Errorf("raft index %d after the dry runs, %d before", got, idx)
+	}
+	if got := audited(); got != entries {
+		t.Errorf("%d audit entries after the dry runs, %d before", got, entries)
+	}
+	if q := l.fsm.Store().RebootQueue(); q != nil {
+		t.Errorf("reboot queue after the dry runs: %v", q)
+	}
+
+	// db-1 holds the lock (its agent reports a boot id, it is told to
+	// reboot and never comes back here), db-2 is queued behind it.
+	if _, err := tc.dial(t, l.GRPCAddr(), pki.KindAgent, "db-1").Report(ctx, &hivev1.ReportRequest{Report: &hivev1.Report{
+		Node: "db-1", Seq: 1, Generation: gen, Phase: hivev1.Phase_PHASE_CONVERGED, BootId: "1111-aaaa",
+		Started: timestamppb.Now(), Finished: timestamppb.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "db-1's report", func() bool { return l.fsm.Store().Report("db-1").GetBootId() == "1111-aaaa" })
+	if _, err := admin.RebootStart(ctx, &hivev1.RebootStartRequest{Nodes: []string{"db-1", "db-2"}, MaxParallel: 1, Reason: "kernel"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "db-1 rebooting", func() bool {
+		return l.fsm.Store().RebootEntry("db-1").GetState() == hivev1.RebootState_REBOOT_STATE_REBOOTING
+	})
+	idx, entries = quiet(), audited()
+	before := proto.Clone(l.fsm.Store().RebootQueue())
+	want := "wave 1: db-1(rebooting) mgr-1 web-1\nwave 2: db-2(queued) mgr-2\nwave 3: db-3 mgr-3"
+	resp = dryRun(admin, &hivev1.RebootStartRequest{All: true, MaxParallel: 3})
+	if got := planText(resp); got != want {
+		t.Fatalf("dry run of all with db-1 rebooting and db-2 queued:\n%s\nwant:\n%s", got, want)
+	}
+	if w := planWaits(resp); w["db-2"] != "not in wave 1: "+peers || w["mgr-2"] != "not in wave 1: "+majority {
+		t.Errorf("waits: %q", w)
+	}
+	if !proto.Equal(resp.GetQueue(), before) || resp.GetMaxParallel() != 3 {
+		t.Errorf("dry run answered queue %v (max parallel %d), the queue is %v", resp.GetQueue(), resp.GetMaxParallel(), before)
+	}
+	// With the queue's max parallel (1), the lock is full until db-1 is done.
+	resp = dryRun(admin, &hivev1.RebootStartRequest{Nodes: []string{"web-1"}})
+	if got, want := planText(resp), "wave 1: db-1(rebooting)\nwave 2: db-2(queued)\nwave 3: web-1"; got != want {
+		t.Fatalf("dry run of web-1 behind the queue:\n%s\nwant:\n%s", got, want)
+	}
+	if w := planWaits(resp); w["db-2"] != "not in wave 1: max parallel 1: the lock is full" || w["web-1"] != "not in wave 2: max parallel 1: the lock is full" {
+		t.Errorf("waits: %q", w)
+	}
+
+	// A follower answers from its own store once it has the queue.
+	waitFor(t, 10*time.Second, "the follower to apply the queue", func() bool {
+		return fol.fsm.Store().RebootEntry("db-1").GetState() == hivev1.RebootState_REBOOT_STATE_REBOOTING
+	})
+	resp = dryRun(tc.dial(t, fol.GRPCAddr(), pki.KindAdmin, "alice"), &hivev1.RebootStartRequest{All: true, MaxParallel: 3})
+	if got := planText(resp); got != want {
+		t.Fatalf("follower's dry run:\n%s\nwant:\n%s", got, want)
+	}
+
+	if got := quiet(); got != idx {
+		t.Errorf("raft index %d after the dry runs, %d before", got, idx)
+	}
+	if got := audited(); got != entries {
+		t.Errorf("%d audit entries after the dry runs, %d before", got, entries)
+	}
+	if after := l.fsm.Store().RebootQueue(); !proto.Equal(after, before) {
+		t.Errorf("reboot queue changed by the dry runs:\n%v\nwas:\n%v", after, before)
 	}
 }

@@ -22,7 +22,8 @@ import (
 //	QUEUED → DRAINING     it takes the lock: fewer than max_parallel hold
 //	                      it, and no holder is a DRBD peer of it, and the
 //	                      swarm managers keep a majority (quorumConflict,
-//	                      the rollout planner's rules)
+//	                      the rollout planner's rules, through rebootLock,
+//	                      which a dry run plans with too: rebootPlan)
 //	DRAINING → REBOOTING  its swarm node is drained: the store marks it
 //	                      drained from DRAINING on, the swarm initializer's
 //	                      state lists it (NodeState.swarm_drain) and the
@@ -167,50 +168,164 @@ func (s *Server) rebootCommands(st *state.Store, now time.Time) []*hivev1.Comman
 	if len(waiting) == 0 {
 		return out
 	}
-	facts := s.rebootPlanNodes(st)
-	var set []*planNode
-	in := map[string]bool{}
-	setManagers, managers, down := 0, 0, 0
-	for _, pn := range facts {
-		if pn.manager {
-			managers++
-		}
-	}
-	for _, n := range q.GetNodes() {
-		if pn := facts[n.GetName()]; pn != nil && state.RebootHolds(n.GetState()) {
-			set = append(set, pn)
-			in[pn.name] = true
-			if pn.manager {
-				setManagers++
-			}
-		}
-	}
-	for _, pn := range facts {
-		if pn.manager && pn.down && !in[pn.name] {
-			down++
-		}
-	}
-	limit := ManagerWaveLimit(managers, down)
+	lock := newRebootLock(s.rebootPlanNodes(st), q)
 	for _, n := range waiting {
-		if holders >= int(q.GetMaxParallel()) {
+		if lock.full() {
 			break
 		}
-		pn := facts[n.GetName()]
-		if pn == nil {
-			pn = &planNode{name: n.GetName()}
-		}
-		if quorumConflict(set, in, setManagers, pn, managers, limit) != "" {
+		if lock.admit(n.GetName()) != "" {
 			continue
 		}
-		set = append(set, pn)
-		in[pn.name] = true
-		if pn.manager {
-			setManagers++
-		}
-		holders++
 		step(n, hivev1.RebootState_REBOOT_STATE_DRAINING, "", "")
 	}
 	return out
+}
+
+// rebootLock is the fleet reboot lock as its admission rules see it: who
+// holds it, and the quorum facts of the nodes (rebootPlanNodes). The
+// leader's loop (rebootCommands) and a dry run (rebootPlan) both admit
+// through it, so a plan cannot drift from what the queue does. Not safe
+// for concurrent use; it reads no store.
+type rebootLock struct {
+	facts       map[string]*planNode
+	maxParallel int
+	// holders counts the nodes holding the lock, with facts or not; set
+	// holds those with facts (the only ones quorumConflict can weigh),
+	// in their names, setManagers how many of them are managers.
+	holders     int
+	set         []*planNode
+	in          map[string]bool
+	setManagers int
+	// managers counts the swarm managers among facts; limit is
+	// ManagerWaveLimit of them, less the managers already down outside
+	// the holders when the lock was looked at (it is not recomputed as
+	// nodes are admitted).
+	managers, limit int
+}
+
+// newRebootLock returns the lock of queue q: its max_parallel, and its
+// nodes in DRAINING, REBOOTING or RECOVERING as holders.
+func newRebootLock(facts map[string]*planNode, q *hivev1.RebootQueue) *rebootLock {
+	l := &rebootLock{facts: facts, maxParallel: int(q.GetMaxParallel()), in: map[string]bool{}}
+	for _, pn := range facts {
+		if pn.manager {
+			l.managers++
+		}
+	}
+	for _, n := range q.GetNodes() {
+		if state.RebootHolds(n.GetState()) {
+			l.hold(n.GetName())
+		}
+	}
+	down := 0
+	for _, pn := range facts {
+		if pn.manager && pn.down && !l.in[pn.name] {
+			down++
+		}
+	}
+	l.limit = ManagerWaveLimit(l.managers, down)
+	return l
+}
+
+// hold counts name among the holders.
+func (l *rebootLock) hold(name string) {
+	l.holders++
+	pn := l.facts[name]
+	if pn == nil {
+		return
+	}
+	l.set = append(l.set, pn)
+	l.in[pn.name] = true
+	if pn.manager {
+		l.setManagers++
+	}
+}
+
+// full reports whether max_parallel nodes hold the lock.
+func (l *rebootLock) full() bool { return l.holders >= l.maxParallel }
+
+// admit lets name take the lock and returns "", or says why it may not:
+// max_parallel nodes hold it, or quorumConflict (a DRBD peer holds it,
+// or the swarm managers would lose their majority). A node without facts
+// (no target generation) conflicts with nothing.
+func (l *rebootLock) admit(name string) string {
+	if l.full() {
+		return fmt.Sprintf("max parallel %d: the lock is full", l.maxParallel)
+	}
+	pn := l.facts[name]
+	if pn == nil {
+		pn = &planNode{name: name}
+	}
+	if why := quorumConflict(l.set, l.in, l.setManagers, pn, l.managers, l.limit); why != "" {
+		return why
+	}
+	l.hold(name)
+	return ""
+}
+
+// rebootPlan cuts q, the queue a request would leave
+// (state.PlanRebootRequest), into the waves the leader's loop would run,
+// admitting through the same rebootLock as rebootCommands: wave 1 is the
+// nodes holding the lock now and the queued nodes it lets join them, in
+// queue order; each later wave starts from an empty lock with the nodes
+// still waiting, in queue order. A wave is a simplification (the real
+// queue admits a node as soon as one holder is done, against who holds
+// the lock then): it assumes a wave's nodes are all done, and healthy, before
+// the next starts (an unhealthy one halts the queue), so a manager of an
+// earlier wave no longer counts as down. Queued nodes no longer
+// registered are left out (the leader cancels them). added names the
+// nodes the request adds (their state is left UNSPECIFIED). It reads the
+// store only.
+func (s *Server) rebootPlan(st *state.Store, q *hivev1.RebootQueue, added map[string]bool) []*hivev1.RebootPlanWave {
+	facts := s.rebootPlanNodes(st)
+	var waiting []*hivev1.RebootNode
+	for _, n := range q.GetNodes() {
+		if n.GetState() == hivev1.RebootState_REBOOT_STATE_QUEUED && st.Node(n.GetName()) != nil {
+			waiting = append(waiting, n)
+		}
+	}
+	waits := map[string]string{} // why a node did not join the wave before
+	var waves []*hivev1.RebootPlanWave
+	lockOf := q // wave 1: the lock as it is held now
+	for first := true; first || len(waiting) > 0; first = false {
+		lock := newRebootLock(facts, lockOf)
+		w := &hivev1.RebootPlanWave{}
+		if first {
+			for _, n := range q.GetNodes() {
+				if state.RebootHolds(n.GetState()) {
+					w.Nodes = append(w.Nodes, &hivev1.RebootPlanNode{Name: n.GetName(), State: n.GetState()})
+				}
+			}
+		}
+		var rest []*hivev1.RebootNode
+		for _, n := range waiting {
+			if why := lock.admit(n.GetName()); why != "" {
+				waits[n.GetName()] = fmt.Sprintf("not in wave %d: %s", len(waves)+1, why)
+				rest = append(rest, n)
+				continue
+			}
+			pn := &hivev1.RebootPlanNode{Name: n.GetName(), State: n.GetState(), Waits: waits[n.GetName()]}
+			if added[n.GetName()] {
+				pn.State = hivev1.RebootState_REBOOT_STATE_UNSPECIFIED
+			}
+			w.Nodes = append(w.Nodes, pn)
+		}
+		if len(w.Nodes) == 0 {
+			if !first {
+				break // cannot happen: an empty lock admits the first node waiting
+			}
+			continue
+		}
+		for _, pn := range w.Nodes {
+			if f := facts[pn.GetName()]; f != nil {
+				f.down = false
+			}
+		}
+		waves = append(waves, w)
+		waiting = rest
+		lockOf = &hivev1.RebootQueue{MaxParallel: q.GetMaxParallel()}
+	}
+	return waves
 }
 
 // rebootHealth says what node, back with boot id boot, still lacks ("":

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/hivefleet/hive/client"
 	"github.com/hivefleet/hive/pki"
@@ -25,6 +28,7 @@ func newNodeRebootCommand(cf *connFlags) *cobra.Command {
 		role, reason, output string
 		all, showStatus      bool
 		cancelQueue, wait    bool
+		dryRun               bool
 		maxParallel          uint32
 		timeout              time.Duration
 	)
@@ -52,12 +56,24 @@ released and the queue halts until 'hivectl node reboot --cancel'.
 then). A resource that notifies "reboot" (a kernel package) queues its node
 by itself.
 
+--dry-run plans first and queues nothing: the coordinator resolves the
+selection as a real start would (the same errors, the same nodes skipped)
+and answers the waves the queue would run, under the same rules, counting
+the nodes already holding the lock or queued: one line per wave, then why
+each later node waits (a DRBD peer in the wave before, the swarm managers'
+majority, --max-parallel), then the nodes skipped. A wave assumes the one
+before is done; the queue itself lets a node take the lock as soon as one
+holder is done, never against the rules. Any coordinator answers a dry run
+from its own state (a follower's may be a moment behind the leader's).
+
 --status (also the default output) shows the queue; with --wait the command
-follows the queue until no node is queued or holds the lock. Queueing and
-cancelling need an admin certificate.`,
+follows the queue until no node is queued or holds the lock. Queueing,
+cancelling and dry runs need an admin certificate.`,
 		Example: `  hivectl node reboot db-01
+  hivectl node reboot --role db --dry-run
   hivectl node reboot --role db --wait
   hivectl node reboot --all --max-parallel 5 --reason "kernel 6.1.0-30"
+  hivectl node reboot --all --max-parallel 5 --dry-run -o json
   hivectl node reboot --status`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -71,6 +87,9 @@ cancelling need an admin certificate.`,
 			}
 			if sel != 1 {
 				return errors.New("give nodes, --role, --all, --status or --cancel (exactly one)")
+			}
+			if dryRun && (showStatus || cancelQueue || wait) {
+				return errors.New("--dry-run plans a reboot of nodes, --role or --all and queues nothing: it cannot go with --status, --cancel or --wait")
 			}
 			for _, n := range args {
 				if err := pki.ValidateName(n); err != nil {
@@ -98,6 +117,21 @@ cancelling need an admin certificate.`,
 						return rpcError("cancel reboots", err, true)
 					}
 					q = resp.GetQueue()
+				case dryRun:
+					if err := checkDryRunKnown(cctx, c); err != nil {
+						return err
+					}
+					resp, err := c.RebootStart(cctx, &hivev1.RebootStartRequest{Nodes: args, Role: role, All: all, MaxParallel: maxParallel, Reason: reason, DryRun: true})
+					if err != nil {
+						return rpcError("reboot dry run", err, false)
+					}
+					if len(resp.GetWaves()) == 0 {
+						// A dry run's queue holds at least the
+						// selected nodes: no wave means the field
+						// was dropped (see checkDryRunKnown).
+						return fmt.Errorf("reboot dry run: the coordinator at %s answered no plan: it may have queued the reboots for real; check 'hivectl node reboot --status' and drop them with 'hivectl node reboot --cancel'", c.Addr)
+					}
+					return printRebootPlan(out, output, resp)
 				default:
 					resp, err := c.RebootStart(cctx, &hivev1.RebootStartRequest{Nodes: args, Role: role, All: all, MaxParallel: maxParallel, Reason: reason})
 					if err != nil {
@@ -126,6 +160,7 @@ cancelling need an admin certificate.`,
 	f.BoolVar(&cancelQueue, "cancel", false, "drop the queued nodes and clear a halt (nodes holding the lock finish)")
 	f.BoolVar(&wait, "wait", false, "follow the queue until no node is queued or holds the lock")
 	f.DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 1)")
+	f.BoolVar(&dryRun, "dry-run", false, "show the waves the queue would run and why nodes wait; queue nothing")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -228,17 +263,23 @@ func rebootNodeOf(n *hivev1.RebootNode) rebootNodeJSON {
 		Updated: ts(n.GetUpdated(), n.GetUpdated() != nil), Message: n.GetMessage()}
 }
 
+type rebootQueueJSON struct {
+	MaxParallel uint32           `json:"max_parallel"`
+	Halted      string           `json:"halted,omitempty"`
+	Nodes       []rebootNodeJSON `json:"nodes"`
+}
+
+func rebootQueueOf(q *hivev1.RebootQueue) rebootQueueJSON {
+	nodes := []rebootNodeJSON{}
+	for _, n := range q.GetNodes() {
+		nodes = append(nodes, rebootNodeOf(n))
+	}
+	return rebootQueueJSON{q.GetMaxParallel(), q.GetHalted(), nodes}
+}
+
 func printRebootQueue(out io.Writer, output string, q *hivev1.RebootQueue) error {
 	if output == outJSON {
-		nodes := []rebootNodeJSON{}
-		for _, n := range q.GetNodes() {
-			nodes = append(nodes, rebootNodeOf(n))
-		}
-		return writeJSON(out, struct {
-			MaxParallel uint32           `json:"max_parallel"`
-			Halted      string           `json:"halted,omitempty"`
-			Nodes       []rebootNodeJSON `json:"nodes"`
-		}{q.GetMaxParallel(), q.GetHalted(), nodes})
+		return writeJSON(out, rebootQueueOf(q))
 	}
 	if len(q.GetNodes()) == 0 {
 		fmt.Fprintln(out, "no reboots queued")
@@ -259,4 +300,125 @@ func printRebootQueue(out io.Writer, output string, q *hivev1.RebootQueue) error
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.GetName(), rebootStateText(n.GetState()), since, orDash(n.GetRequestedBy()), orDash(n.GetMessage()))
 	}
 	return tw.Flush()
+}
+
+// rebootPlanNodeJSON is a node of a dry run's wave; state is where it
+// stands now, absent for a node the request would queue.
+type rebootPlanNodeJSON struct {
+	Name  string `json:"name"`
+	State string `json:"state,omitempty"`
+	Waits string `json:"waits,omitempty"`
+}
+
+// rebootPlanWaveJSON is one wave of a dry run (RebootPlanWave).
+type rebootPlanWaveJSON struct {
+	Nodes []rebootPlanNodeJSON `json:"nodes"`
+}
+
+type rebootPlanJSON struct {
+	DryRun      bool                 `json:"dry_run"`
+	MaxParallel uint32               `json:"max_parallel"`
+	Waves       []rebootPlanWaveJSON `json:"waves"`
+	Skipped     []string             `json:"skipped"`
+	// Queue is the queue as it is (the dry run changed nothing).
+	Queue rebootQueueJSON `json:"queue"`
+}
+
+// planNodeText is "db-01", or "db-01 (rebooting)" for a node already
+// queued or holding the lock.
+func planNodeText(n *hivev1.RebootPlanNode) string {
+	if n.GetState() == hivev1.RebootState_REBOOT_STATE_UNSPECIFIED {
+		return n.GetName()
+	}
+	return n.GetName() + " (" + rebootStateText(n.GetState()) + ")"
+}
+
+// printRebootPlan prints a reboot dry run: one line per wave, why the
+// nodes of later waves wait, the nodes skipped, and that nothing was
+// queued.
+func printRebootPlan(out io.Writer, output string, resp *hivev1.RebootStartResponse) error {
+	if output == outJSON {
+		p := rebootPlanJSON{DryRun: true, MaxParallel: resp.GetMaxParallel(), Waves: []rebootPlanWaveJSON{},
+			Skipped: append([]string{}, resp.GetSkipped()...), Queue: rebootQueueOf(resp.GetQueue())}
+		for _, w := range resp.GetWaves() {
+			nodes := []rebootPlanNodeJSON{}
+			for _, n := range w.GetNodes() {
+				j := rebootPlanNodeJSON{Name: n.GetName(), Waits: n.GetWaits()}
+				if n.GetState() != hivev1.RebootState_REBOOT_STATE_UNSPECIFIED {
+					j.State = rebootStateText(n.GetState())
+				}
+				nodes = append(nodes, j)
+			}
+			p.Waves = append(p.Waves, rebootPlanWaveJSON{Nodes: nodes})
+		}
+		return writeJSON(out, p)
+	}
+	var waits []string
+	for i, w := range resp.GetWaves() {
+		var names []string
+		for _, n := range w.GetNodes() {
+			names = append(names, planNodeText(n))
+			if n.GetWaits() != "" {
+				waits = append(waits, fmt.Sprintf("%s waits: %s", n.GetName(), n.GetWaits()))
+			}
+		}
+		fmt.Fprintf(out, "wave %d: %s\n", i+1, strings.Join(names, ", "))
+	}
+	for _, l := range waits {
+		fmt.Fprintln(out, l)
+	}
+	for _, s := range resp.GetSkipped() {
+		fmt.Fprintf(out, "skipped %s\n", s)
+	}
+	fmt.Fprintf(out, "dry run (max parallel %d): nothing was queued\n", resp.GetMaxParallel())
+	return nil
+}
+
+// checkDryRunKnown asks the coordinator c answers from, through server
+// reflection (open to any caller), whether its RebootStartRequest has
+// dry_run. A coordinator older than the field drops it as an unknown
+// field and takes the request as a real start: reboots queued by a
+// command meant only to plan. The dry run is answered by the coordinator
+// that receives it (never forwarded), so asking that one is enough.
+func checkDryRunKnown(ctx context.Context, c *client.Conn) error {
+	const msg = "hive.v1.RebootStartRequest"
+	fail := func(why string) error {
+		return fmt.Errorf("reboot dry run: cannot tell whether the coordinator at %s knows --dry-run (%s); nothing was sent", c.Addr, why)
+	}
+	st, err := rpb.NewServerReflectionClient(c.ClientConn()).ServerReflectionInfo(ctx)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer st.CloseSend()
+	if err := st.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: msg}}); err != nil {
+		return fail(err.Error())
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		return fail(err.Error())
+	}
+	if e := resp.GetErrorResponse(); e != nil {
+		return fail(e.GetErrorMessage())
+	}
+	for _, raw := range resp.GetFileDescriptorResponse().GetFileDescriptorProto() {
+		var fd descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(raw, &fd); err != nil {
+			return fail("bad descriptor: " + err.Error())
+		}
+		if fd.GetPackage() != "hive.v1" {
+			continue
+		}
+		for _, m := range fd.GetMessageType() {
+			if m.GetName() != "RebootStartRequest" {
+				continue
+			}
+			for _, f := range m.GetField() {
+				if f.GetName() == "dry_run" && f.GetNumber() == 6 {
+					return nil
+				}
+			}
+			return fmt.Errorf("reboot dry run: the coordinator at %s is older than --dry-run (it would take the request as a real start); nothing was sent: upgrade the coordinators first", c.Addr)
+		}
+	}
+	return fail(msg + " not in its descriptors")
 }

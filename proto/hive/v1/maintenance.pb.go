@@ -913,11 +913,17 @@ func (*MaintenanceEndResponse) Descriptor() ([]byte, []int) {
 type RebootStartRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Nodes by name; or every node of role; or all.
-	Nodes         []string `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Role          string   `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	All           bool     `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
-	MaxParallel   uint32   `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
-	Reason        string   `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Nodes       []string `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Role        string   `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	All         bool     `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	MaxParallel uint32   `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	Reason      string   `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Plan only: validate and resolve the selection as a real start does
+	// (the same errors), answer the waves the queue would run
+	// (RebootStartResponse.waves), and write nothing: no raft command, no
+	// audit entry, no event. Any coordinator answers it from its own copy
+	// of the state (a follower's may be a little behind the leader's).
+	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -987,11 +993,26 @@ func (x *RebootStartRequest) GetReason() string {
 	return ""
 }
 
+func (x *RebootStartRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type RebootStartResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Queue *RebootQueue           `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The queue after the request; with dry_run, the queue as it is (the
+	// request changed nothing).
+	Queue *RebootQueue `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
 	// Nodes selected but skipped (in maintenance), with why.
-	Skipped       []string `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	Skipped []string `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// With dry_run: the waves the queue would run, first to last, counting
+	// the nodes already queued or holding the lock with the request's.
+	Waves []*RebootPlanWave `protobuf:"bytes,3,rep,name=waves,proto3" json:"waves,omitempty"`
+	// With dry_run: the max_parallel the waves were cut with (the request's,
+	// else the queue's, else 1), as the queue would have it.
+	MaxParallel   uint32 `protobuf:"varint,4,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1040,6 +1061,141 @@ func (x *RebootStartResponse) GetSkipped() []string {
 	return nil
 }
 
+func (x *RebootStartResponse) GetWaves() []*RebootPlanWave {
+	if x != nil {
+		return x.Waves
+	}
+	return nil
+}
+
+func (x *RebootStartResponse) GetMaxParallel() uint32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+// RebootPlanWave is one wave of a reboot dry run: nodes that the leader's
+// reboot loop lets hold the lock together under the same rules as a real
+// queue (max_parallel, no two peers of a DRBD resource, the swarm managers
+// keep a majority). A wave is the plan's simplification: it assumes every
+// node of a wave is done before the next wave starts, where the real queue
+// lets a waiting node take the lock as soon as one holder is done (never
+// against the rules: each admission is checked against who holds the
+// lock then).
+type RebootPlanWave struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In the order the queue lets them take the lock: the nodes that hold
+	// it already first (wave 1 only), then the queued nodes in queue order.
+	Nodes         []*RebootPlanNode `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebootPlanWave) Reset() {
+	*x = RebootPlanWave{}
+	mi := &file_hive_v1_maintenance_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebootPlanWave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebootPlanWave) ProtoMessage() {}
+
+func (x *RebootPlanWave) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_maintenance_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebootPlanWave.ProtoReflect.Descriptor instead.
+func (*RebootPlanWave) Descriptor() ([]byte, []int) {
+	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RebootPlanWave) GetNodes() []*RebootPlanNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// RebootPlanNode is one node of a RebootPlanWave.
+type RebootPlanNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Where the node stands now: REBOOT_STATE_QUEUED if it is already
+	// queued, DRAINING, REBOOTING or RECOVERING if it holds the lock (wave 1),
+	// REBOOT_STATE_UNSPECIFIED if this request would queue it.
+	State RebootState `protobuf:"varint,2,opt,name=state,proto3,enum=hive.v1.RebootState" json:"state,omitempty"`
+	// Why it does not take the lock in the wave before its own ("" in wave
+	// 1): a DRBD peer of it in that wave, the swarm managers' majority, or
+	// max_parallel nodes already in that wave.
+	Waits         string `protobuf:"bytes,3,opt,name=waits,proto3" json:"waits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebootPlanNode) Reset() {
+	*x = RebootPlanNode{}
+	mi := &file_hive_v1_maintenance_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebootPlanNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebootPlanNode) ProtoMessage() {}
+
+func (x *RebootPlanNode) ProtoReflect() protoreflect.Message {
+	mi := &file_hive_v1_maintenance_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebootPlanNode.ProtoReflect.Descriptor instead.
+func (*RebootPlanNode) Descriptor() ([]byte, []int) {
+	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RebootPlanNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RebootPlanNode) GetState() RebootState {
+	if x != nil {
+		return x.State
+	}
+	return RebootState_REBOOT_STATE_UNSPECIFIED
+}
+
+func (x *RebootPlanNode) GetWaits() string {
+	if x != nil {
+		return x.Waits
+	}
+	return ""
+}
+
 type RebootStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1048,7 +1204,7 @@ type RebootStatusRequest struct {
 
 func (x *RebootStatusRequest) Reset() {
 	*x = RebootStatusRequest{}
-	mi := &file_hive_v1_maintenance_proto_msgTypes[15]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1216,7 @@ func (x *RebootStatusRequest) String() string {
 func (*RebootStatusRequest) ProtoMessage() {}
 
 func (x *RebootStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_maintenance_proto_msgTypes[15]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1229,7 @@ func (x *RebootStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootStatusRequest.ProtoReflect.Descriptor instead.
 func (*RebootStatusRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{15}
+	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{17}
 }
 
 type RebootStatusResponse struct {
@@ -1086,7 +1242,7 @@ type RebootStatusResponse struct {
 
 func (x *RebootStatusResponse) Reset() {
 	*x = RebootStatusResponse{}
-	mi := &file_hive_v1_maintenance_proto_msgTypes[16]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1254,7 @@ func (x *RebootStatusResponse) String() string {
 func (*RebootStatusResponse) ProtoMessage() {}
 
 func (x *RebootStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_maintenance_proto_msgTypes[16]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1267,7 @@ func (x *RebootStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootStatusResponse.ProtoReflect.Descriptor instead.
 func (*RebootStatusResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{16}
+	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RebootStatusResponse) GetQueue() *RebootQueue {
@@ -1136,7 +1292,7 @@ type RebootCancelRequest struct {
 
 func (x *RebootCancelRequest) Reset() {
 	*x = RebootCancelRequest{}
-	mi := &file_hive_v1_maintenance_proto_msgTypes[17]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1304,7 @@ func (x *RebootCancelRequest) String() string {
 func (*RebootCancelRequest) ProtoMessage() {}
 
 func (x *RebootCancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_maintenance_proto_msgTypes[17]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1317,7 @@ func (x *RebootCancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootCancelRequest.ProtoReflect.Descriptor instead.
 func (*RebootCancelRequest) Descriptor() ([]byte, []int) {
-	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{17}
+	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{19}
 }
 
 type RebootCancelResponse struct {
@@ -1173,7 +1329,7 @@ type RebootCancelResponse struct {
 
 func (x *RebootCancelResponse) Reset() {
 	*x = RebootCancelResponse{}
-	mi := &file_hive_v1_maintenance_proto_msgTypes[18]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1341,7 @@ func (x *RebootCancelResponse) String() string {
 func (*RebootCancelResponse) ProtoMessage() {}
 
 func (x *RebootCancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hive_v1_maintenance_proto_msgTypes[18]
+	mi := &file_hive_v1_maintenance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1354,7 @@ func (x *RebootCancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebootCancelResponse.ProtoReflect.Descriptor instead.
 func (*RebootCancelResponse) Descriptor() ([]byte, []int) {
-	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{18}
+	return file_hive_v1_maintenance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RebootCancelResponse) GetQueue() *RebootQueue {
@@ -1268,16 +1424,25 @@ const file_hive_v1_maintenance_proto_rawDesc = "" +
 	"\vmaintenance\x18\x01 \x01(\v2\x1a.hive.v1.MaintenanceRecordR\vmaintenance\"+\n" +
 	"\x15MaintenanceEndRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\x18\n" +
-	"\x16MaintenanceEndResponse\"\x8b\x01\n" +
+	"\x16MaintenanceEndResponse\"\xa4\x01\n" +
 	"\x12RebootStartRequest\x12\x14\n" +
 	"\x05nodes\x18\x01 \x03(\tR\x05nodes\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x10\n" +
 	"\x03all\x18\x03 \x01(\bR\x03all\x12!\n" +
 	"\fmax_parallel\x18\x04 \x01(\rR\vmaxParallel\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"[\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x17\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"\xad\x01\n" +
 	"\x13RebootStartResponse\x12*\n" +
 	"\x05queue\x18\x01 \x01(\v2\x14.hive.v1.RebootQueueR\x05queue\x12\x18\n" +
-	"\askipped\x18\x02 \x03(\tR\askipped\"\x15\n" +
+	"\askipped\x18\x02 \x03(\tR\askipped\x12-\n" +
+	"\x05waves\x18\x03 \x03(\v2\x17.hive.v1.RebootPlanWaveR\x05waves\x12!\n" +
+	"\fmax_parallel\x18\x04 \x01(\rR\vmaxParallel\"?\n" +
+	"\x0eRebootPlanWave\x12-\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x17.hive.v1.RebootPlanNodeR\x05nodes\"f\n" +
+	"\x0eRebootPlanNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x14.hive.v1.RebootStateR\x05state\x12\x14\n" +
+	"\x05waits\x18\x03 \x01(\tR\x05waits\"\x15\n" +
 	"\x13RebootStatusRequest\"a\n" +
 	"\x14RebootStatusResponse\x12*\n" +
 	"\x05queue\x18\x01 \x01(\v2\x14.hive.v1.RebootQueueR\x05queue\x12\x1d\n" +
@@ -1309,7 +1474,7 @@ func file_hive_v1_maintenance_proto_rawDescGZIP() []byte {
 }
 
 var file_hive_v1_maintenance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hive_v1_maintenance_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_hive_v1_maintenance_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hive_v1_maintenance_proto_goTypes = []any{
 	(RebootState)(0),                 // 0: hive.v1.RebootState
 	(*MaintenanceRecord)(nil),        // 1: hive.v1.MaintenanceRecord
@@ -1327,30 +1492,35 @@ var file_hive_v1_maintenance_proto_goTypes = []any{
 	(*MaintenanceEndResponse)(nil),   // 13: hive.v1.MaintenanceEndResponse
 	(*RebootStartRequest)(nil),       // 14: hive.v1.RebootStartRequest
 	(*RebootStartResponse)(nil),      // 15: hive.v1.RebootStartResponse
-	(*RebootStatusRequest)(nil),      // 16: hive.v1.RebootStatusRequest
-	(*RebootStatusResponse)(nil),     // 17: hive.v1.RebootStatusResponse
-	(*RebootCancelRequest)(nil),      // 18: hive.v1.RebootCancelRequest
-	(*RebootCancelResponse)(nil),     // 19: hive.v1.RebootCancelResponse
-	(*timestamppb.Timestamp)(nil),    // 20: google.protobuf.Timestamp
+	(*RebootPlanWave)(nil),           // 16: hive.v1.RebootPlanWave
+	(*RebootPlanNode)(nil),           // 17: hive.v1.RebootPlanNode
+	(*RebootStatusRequest)(nil),      // 18: hive.v1.RebootStatusRequest
+	(*RebootStatusResponse)(nil),     // 19: hive.v1.RebootStatusResponse
+	(*RebootCancelRequest)(nil),      // 20: hive.v1.RebootCancelRequest
+	(*RebootCancelResponse)(nil),     // 21: hive.v1.RebootCancelResponse
+	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
 }
 var file_hive_v1_maintenance_proto_depIdxs = []int32{
-	20, // 0: hive.v1.MaintenanceRecord.since:type_name -> google.protobuf.Timestamp
+	22, // 0: hive.v1.MaintenanceRecord.since:type_name -> google.protobuf.Timestamp
 	0,  // 1: hive.v1.RebootNode.state:type_name -> hive.v1.RebootState
-	20, // 2: hive.v1.RebootNode.queued:type_name -> google.protobuf.Timestamp
-	20, // 3: hive.v1.RebootNode.started:type_name -> google.protobuf.Timestamp
-	20, // 4: hive.v1.RebootNode.updated:type_name -> google.protobuf.Timestamp
+	22, // 2: hive.v1.RebootNode.queued:type_name -> google.protobuf.Timestamp
+	22, // 3: hive.v1.RebootNode.started:type_name -> google.protobuf.Timestamp
+	22, // 4: hive.v1.RebootNode.updated:type_name -> google.protobuf.Timestamp
 	4,  // 5: hive.v1.RebootQueue.nodes:type_name -> hive.v1.RebootNode
 	0,  // 6: hive.v1.RebootStepCommand.from:type_name -> hive.v1.RebootState
 	0,  // 7: hive.v1.RebootStepCommand.to:type_name -> hive.v1.RebootState
 	1,  // 8: hive.v1.MaintenanceStartResponse.maintenance:type_name -> hive.v1.MaintenanceRecord
 	5,  // 9: hive.v1.RebootStartResponse.queue:type_name -> hive.v1.RebootQueue
-	5,  // 10: hive.v1.RebootStatusResponse.queue:type_name -> hive.v1.RebootQueue
-	5,  // 11: hive.v1.RebootCancelResponse.queue:type_name -> hive.v1.RebootQueue
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	16, // 10: hive.v1.RebootStartResponse.waves:type_name -> hive.v1.RebootPlanWave
+	17, // 11: hive.v1.RebootPlanWave.nodes:type_name -> hive.v1.RebootPlanNode
+	0,  // 12: hive.v1.RebootPlanNode.state:type_name -> hive.v1.RebootState
+	5,  // 13: hive.v1.RebootStatusResponse.queue:type_name -> hive.v1.RebootQueue
+	5,  // 14: hive.v1.RebootCancelResponse.queue:type_name -> hive.v1.RebootQueue
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_hive_v1_maintenance_proto_init() }
@@ -1364,7 +1534,7 @@ func file_hive_v1_maintenance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hive_v1_maintenance_proto_rawDesc), len(file_hive_v1_maintenance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
