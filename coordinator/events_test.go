@@ -174,13 +174,23 @@ func TestEventsAndWebhooks(t *testing.T) {
 	}
 	recv.mu.Unlock()
 
-	resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// The receiver has the sixth delivery before the coordinator has
+	// read its answer and counted it: poll.
+	var mb []byte
+	countersOK := func() bool {
+		resp, err := http.Get("http://" + n.HTTPAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mb, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(mb), "hive_coordinator_webhook_deliveries_total 6\n") && strings.Contains(string(mb), "hive_coordinator_events_total 8\n")
 	}
-	mb, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(mb), "hive_coordinator_webhook_deliveries_total 6\n") || !strings.Contains(string(mb), "hive_coordinator_events_total 8\n") {
+	deadline := time.Now().Add(10 * time.Second)
+	for !countersOK() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !countersOK() {
 		t.Errorf("metrics lack the webhook and event counters:\n%s", mb)
 	}
 
