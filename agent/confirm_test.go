@@ -13,6 +13,7 @@ import (
 	"github.com/hivefleet/hive/converge"
 	"github.com/hivefleet/hive/converge/command"
 	"github.com/hivefleet/hive/converge/file"
+	"github.com/hivefleet/hive/converge/hosts"
 	"github.com/hivefleet/hive/converge/sysctl"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 	"github.com/hivefleet/hive/site/kinds"
@@ -48,11 +49,12 @@ func (e *recEngine) count() int {
 	return len(e.reps)
 }
 
-// confirmLab is a machine root with an sshd drop-in, a fake /proc/sys
-// (one key) and a command standing in for "reload sshd": it copies the
-// drop-in to <root>/applied, so what it read is visible.
+// confirmLab is a machine root with an sshd drop-in, an /etc/hosts
+// without hive's block, a fake /proc/sys (one key) and a command standing
+// in for "reload sshd": it copies the drop-in to <root>/applied, so what
+// it read is visible.
 type confirmLab struct {
-	root, procSys, dropIn, applied, forward string
+	root, procSys, dropIn, applied, forward, hosts string
 }
 
 func newConfirmLab(t *testing.T) *confirmLab {
@@ -60,7 +62,8 @@ func newConfirmLab(t *testing.T) *confirmLab {
 	l.dropIn = filepath.Join(l.root, "etc/ssh/sshd_config.d/50-hive.conf")
 	l.applied = filepath.Join(l.root, "applied")
 	l.forward = filepath.Join(l.procSys, "net/ipv4/ip_forward")
-	for p, c := range map[string]string{l.dropIn: "PasswordAuthentication yes\n", l.forward: "0\n"} {
+	l.hosts = filepath.Join(l.root, "etc/hosts")
+	for p, c := range map[string]string{l.dropIn: "PasswordAuthentication yes\n", l.forward: "0\n", l.hosts: "127.0.0.1\tlocalhost\n"} {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +75,7 @@ func newConfirmLab(t *testing.T) *confirmLab {
 }
 
 func (l *confirmLab) engine(t *testing.T) *recEngine {
-	reg, err := converge.NewRegistry(file.New(), command.New(), sysctl.New(sysctl.Config{ProcSys: l.procSys}))
+	reg, err := converge.NewRegistry(file.New(), command.New(), sysctl.New(sysctl.Config{ProcSys: l.procSys}), hosts.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,13 +88,16 @@ func (l *confirmLab) engine(t *testing.T) *recEngine {
 	return &recEngine{Engine: e}
 }
 
-// state: the drop-in says sshd, the sysctl value forward, both with a
-// confirm window; the drop-in notifies the reload stand-in.
+// state: the drop-in says sshd, the sysctl value forward, the hosts block
+// names the coordinator "coord-FORWARD", all with a confirm window; the
+// drop-in notifies the reload stand-in.
 func (l *confirmLab) state(gen uint64, sshd, forward string, window uint32) *hivev1.NodeState {
 	res := []*hivev1.Resource{
 		{Kind: &hivev1.Resource_File{File: &hivev1.File{Path: "/etc/ssh/sshd_config.d/50-hive.conf", Content: "PasswordAuthentication " + sshd + "\n", Mode: 0o644}},
 			ConfirmSeconds: window, Notify: []string{"command:reload-sshd"}},
 		{Kind: &hivev1.Resource_Sysctl{Sysctl: &hivev1.Sysctl{Key: "net.ipv4.ip_forward", Value: forward}}, ConfirmSeconds: window},
+		{Kind: &hivev1.Resource_Hosts{Hosts: &hivev1.Hosts{Entries: []*hivev1.Hosts_Entry{{Address: "10.0.0.1", Names: []string{"coord-" + forward}}}}},
+			ConfirmSeconds: window},
 		{Kind: &hivev1.Resource_Command{Command: &hivev1.GuardedCommand{Name: "reload-sshd", OnNotify: true,
 			Shell: "cp " + l.dropIn + " " + l.applied}}},
 	}
@@ -124,6 +130,9 @@ func (l *confirmLab) checkBefore(t *testing.T, what string) {
 	if got := l.read(t, filepath.Join(l.root, sysctl.ConfFile)); !strings.Contains(got, "no such file") {
 		t.Fatalf("%s: %s still there: %q", what, sysctl.ConfFile, got)
 	}
+	if got := l.read(t, l.hosts); got != "127.0.0.1\tlocalhost" {
+		t.Fatalf("%s: /etc/hosts %q, want it without hive's block as before", what, got)
+	}
 }
 
 func heldResult(rep *converge.Report, key string) *hivev1.ResourceResult {
@@ -150,6 +159,9 @@ func TestConfirmWindowRollsBack(t *testing.T) {
 	if got := l.read(t, l.forward); got != "1" {
 		t.Fatalf("ip_forward %q after the run, want 1", got)
 	}
+	if got := l.read(t, l.hosts); !strings.Contains(got, "10.0.0.1\tcoord-1") {
+		t.Fatalf("/etc/hosts after the run: %q, want hive's block", got)
+	}
 	waitFor(t, "the rollback reported", 10*time.Second, func() bool {
 		return a.Stats().LastTrigger == agent.TriggerConfirmRollback && heldResult(eng.last(), "file:/etc/ssh/sshd_config.d/50-hive.conf") != nil
 	})
@@ -161,6 +173,9 @@ func TestConfirmWindowRollsBack(t *testing.T) {
 	h := heldResult(rep, "sysctl:net.ipv4.ip_forward")
 	if h == nil {
 		t.Fatalf("sysctl not reported held back: %v", rep.GetResults())
+	}
+	if heldResult(rep, "hosts:block") == nil {
+		t.Fatalf("hosts block not reported held back: %v", rep.GetResults())
 	}
 	t.Logf("held: %s", h.GetMessage())
 	if !strings.Contains(h.GetMessage(), "notified command:reload-sshd: changed") || !strings.Contains(h.GetMessage(), "generation 1") {

@@ -14,11 +14,15 @@
 // an error: hive never guesses which lines are its own.
 //
 // Prune removes the block when the node has no hosts resource any more.
+// With a confirm window (`confirm:`), the snapshot is the block alone, so a
+// rollback puts back hive's old block (or removes it) and keeps what was
+// edited outside it meanwhile.
 // The engine calls one method at a time; everything blocks on disk I/O.
 package hosts
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -50,9 +54,10 @@ type Provider struct{ files *file.Provider }
 func New() *Provider { return &Provider{files: file.New()} }
 
 var (
-	_ converge.Provider  = (*Provider)(nil)
-	_ converge.Validator = (*Provider)(nil)
-	_ converge.Pruner    = (*Provider)(nil)
+	_ converge.Provider    = (*Provider)(nil)
+	_ converge.Validator   = (*Provider)(nil)
+	_ converge.Pruner      = (*Provider)(nil)
+	_ converge.Snapshotter = (*Provider)(nil)
 )
 
 // Kind implements converge.Provider.
@@ -240,4 +245,74 @@ func (p *Provider) Prune(ctx context.Context, env *converge.Env, present []conve
 		return nil, err
 	}
 	return []*converge.Change{c}, nil
+}
+
+// snapshot is the block before a change with a confirm window: its entry
+// lines, markers excluded, or Absent when the file had no block.
+type snapshot struct {
+	Absent bool     `json:"absent,omitempty"`
+	Lines  []string `json:"lines,omitempty"`
+}
+
+// Snapshot implements converge.Snapshotter: the block as it is now.
+func (p *Provider) Snapshot(ctx context.Context, env *converge.Env, r *hivev1.Resource) ([]byte, error) {
+	hp, err := env.Path(Path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(hp)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	block, err := current(string(b))
+	if err != nil {
+		return nil, err
+	}
+	if block == nil {
+		return json.Marshal(snapshot{Absent: true})
+	}
+	return json.Marshal(snapshot{Lines: block[1 : len(block)-1]})
+}
+
+// Restore implements converge.Snapshotter: the block of the snapshot is
+// written back in place (or removed), the lines outside it untouched; an
+// unchanged block is not rewritten.
+func (p *Provider) Restore(ctx context.Context, env *converge.Env, r *hivev1.Resource, snap []byte) error {
+	var s snapshot
+	if err := json.Unmarshal(snap, &s); err != nil {
+		return fmt.Errorf("bad snapshot: %w", err)
+	}
+	var block []string
+	if !s.Absent {
+		block = append(append([]string{Begin}, s.Lines...), End)
+	}
+	c, err := p.plan(ctx, env, r.GetKey(), block)
+	if err != nil || c == nil {
+		return err
+	}
+	c.Key, c.Resource = r.GetKey(), r
+	if err := p.Apply(ctx, env, []*converge.Change{c}); err != nil {
+		return err
+	}
+	return c.Err
+}
+
+// current returns the block of content, markers included, or nil when it
+// has none (the markers' errors are splice's).
+func current(content string) ([]string, error) {
+	if _, err := splice(content, nil); err != nil {
+		return nil, err
+	}
+	lines := strings.Split(content, "\n")
+	for i, l := range lines {
+		if strings.TrimSpace(l) != Begin {
+			continue
+		}
+		for j := i + 1; j < len(lines); j++ {
+			if strings.TrimSpace(lines[j]) == End {
+				return lines[i : j+1], nil
+			}
+		}
+	}
+	return nil, nil
 }

@@ -118,3 +118,92 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestConfirmRestore: the snapshot taken before a change with a confirm
+// window is the block alone; Restore puts the old block back (or removes
+// a block that was not there), keeps lines edited outside it meanwhile,
+// and restoring twice changes nothing more.
+func TestConfirmRestore(t *testing.T) {
+	root := t.TempDir()
+	etc := filepath.Join(root, "etc/hosts")
+	if err := os.MkdirAll(filepath.Dir(etc), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := &converge.Env{Root: root, Family: converge.FamilyDebian}
+	p := hosts.New()
+	ctx := context.Background()
+	apply := func(r *hivev1.Resource) {
+		t.Helper()
+		chs, err := p.Plan(ctx, env, &converge.Batch{Items: []converge.Item{{Key: r.GetKey(), Resource: r}}, Changed: map[string]bool{}})
+		if err != nil || chs[0].Err != nil {
+			t.Fatalf("plan: %v %v", err, chs[0].Err)
+		}
+		if err := p.Apply(ctx, env, chs); err != nil || chs[0].Err != nil {
+			t.Fatalf("apply: %v %v", err, chs[0].Err)
+		}
+	}
+	read := func() string {
+		b, err := os.ReadFile(etc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	write := func(s string) {
+		if err := os.WriteFile(etc, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// No block before: the rollback removes the one the change added.
+	write(base)
+	old := res(entry("10.0.0.1", "db1"))
+	snap, err := p.Snapshot(ctx, env, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(old)
+	if !strings.Contains(read(), "10.0.0.1\tdb1") {
+		t.Fatalf("block not written:\n%s", read())
+	}
+	write(strings.Replace(read(), "legacy", "legacy-edited", 1)) // outside the block, during the window
+	if err := p.Restore(ctx, env, old, snap); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := read(), strings.Replace(base, "legacy", "legacy-edited", 1); got != want {
+		t.Fatalf("after restoring a snapshot without a block:\n%s\nwant:\n%s", got, want)
+	}
+
+	// A block before: the rollback puts it back, in place.
+	apply(old)
+	before := read()
+	snap, err = p.Snapshot(ctx, env, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := res(entry("10.0.0.9", "db1"), entry("10.0.0.2", "db2"))
+	apply(changed)
+	if read() == before {
+		t.Fatal("the change did not change the file")
+	}
+	for range 2 {
+		if err := p.Restore(ctx, env, changed, snap); err != nil {
+			t.Fatal(err)
+		}
+		if got := read(); got != before {
+			t.Fatalf("after restore:\n%s\nwant:\n%s", got, before)
+		}
+	}
+
+	// A broken file is not guessed at, neither to snapshot nor to restore.
+	write(base + hosts.Begin + "\n")
+	if _, err := p.Snapshot(ctx, env, old); err == nil || !strings.Contains(err.Error(), "fix it by hand") {
+		t.Errorf("snapshot of a file with a lone marker: %v", err)
+	}
+	if err := p.Restore(ctx, env, old, snap); err == nil || !strings.Contains(err.Error(), "fix it by hand") {
+		t.Errorf("restore into a file with a lone marker: %v", err)
+	}
+	if err := p.Restore(ctx, env, old, []byte("{")); err == nil || !strings.Contains(err.Error(), "bad snapshot") {
+		t.Errorf("restore of a bad snapshot: %v", err)
+	}
+}

@@ -70,7 +70,7 @@ var All = []*Kind{
 	{Name: "hostname", Section: "hostname", Single: true, FixedID: "node", InRoot: true},
 	{Name: "timezone", Section: "timezone", Single: true, FixedID: "system", InRoot: true},
 	{Name: "locale", Section: "locale", Single: true, FixedID: "system", InRoot: true},
-	{Name: "hosts", Section: "hosts", Single: true, FixedID: "block", Merge: mergeHosts, Additive: true, InRoot: true},
+	{Name: "hosts", Section: "hosts", Single: true, FixedID: "block", Merge: mergeHosts, Additive: true, InRoot: true, Confirm: true},
 	{Name: "file", Section: "files", ID: func(m proto.Message) string { return m.(*hivev1.File).GetPath() }, InRoot: true, Confirm: true},
 	{Name: "service", Section: "services", ID: func(m proto.Message) string { return UnitName(m.(*hivev1.Service).GetName()) }, Notifiable: true},
 	{Name: "firewall", Section: "firewall", Single: true, FixedID: "filter", Merge: mergeFirewall, Additive: true, Confirm: true},
