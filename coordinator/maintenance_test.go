@@ -11,6 +11,7 @@ import (
 	"github.com/hivefleet/hive/coordinator/render"
 	"github.com/hivefleet/hive/pki"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site/sitetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -366,19 +367,7 @@ func TestRebootDryRun(t *testing.T) {
 			t.Fatalf("watch %s: %v", n, err)
 		}
 	}
-	s := &hivev1.Site{Name: "dry", Roles: []*hivev1.Role{
-		{Name: "db", Resources: []*hivev1.Resource{
-			{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: &hivev1.Drbd{Name: "r0", Minor: 0, Disk: "/dev/vdb", Port: 7789, PeerRole: "db"}}},
-		}},
-		{Name: "mgr", Resources: []*hivev1.Resource{
-			{Key: "swarm:node", Kind: &hivev1.Resource_Swarm{Swarm: &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Init: true}}},
-		}},
-		{Name: "web"},
-	}, Selectors: []*hivev1.Selector{
-		{MatchLabels: map[string]string{"tier": "db"}, Roles: []string{"db"}},
-		{MatchLabels: map[string]string{"tier": "mgr"}, Roles: []string{"mgr"}},
-		{MatchLabels: map[string]string{"tier": "web"}, Roles: []string{"web"}},
-	}}
+	s := sitetest.QuorumSite("dry")
 	gen := pushRetry(ctx, t, admin, &hivev1.PushRequest{Site: s}).GetGeneration()
 	if _, err := admin.MaintenanceStart(ctx, &hivev1.MaintenanceStartRequest{Node: "web-2", Reason: "psu"}); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hivefleet/hive/client"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
+	"github.com/hivefleet/hive/site/sitetest"
 )
 
 // TestRealCoordinatorNodeRebootDryRun runs `hivectl node reboot
@@ -51,19 +52,7 @@ func TestRealCoordinatorNodeRebootDryRun(t *testing.T) {
 			t.Fatalf("watch %s: %v", n, err)
 		}
 	}
-	site := &hivev1.Site{Name: "dry", Roles: []*hivev1.Role{
-		{Name: "db", Resources: []*hivev1.Resource{
-			{Key: "drbd:r0", Kind: &hivev1.Resource_Drbd{Drbd: &hivev1.Drbd{Name: "r0", Minor: 0, Disk: "/dev/vdb", Port: 7789, PeerRole: "db"}}},
-		}},
-		{Name: "mgr", Resources: []*hivev1.Resource{
-			{Key: "swarm:node", Kind: &hivev1.Resource_Swarm{Swarm: &hivev1.Swarm{Role: hivev1.SwarmRole_SWARM_ROLE_MANAGER, Init: true}}},
-		}},
-		{Name: "web"},
-	}, Selectors: []*hivev1.Selector{
-		{MatchLabels: map[string]string{"tier": "db"}, Roles: []string{"db"}},
-		{MatchLabels: map[string]string{"tier": "mgr"}, Roles: []string{"mgr"}},
-		{MatchLabels: map[string]string{"tier": "web"}, Roles: []string{"web"}},
-	}}
+	site := sitetest.QuorumSite("dry")
 	if _, err := c.Push(ctx, &hivev1.PushRequest{Site: site}); err != nil {
 		t.Fatal(err)
 	}
