@@ -155,18 +155,27 @@ func splice(content string, block []string) (string, error) {
 	return strings.Join(out, "\n") + "\n", nil
 }
 
-// sub carries the file change from Plan to Apply.
-type sub struct{ change *converge.Change }
-
-// plan returns the change writing block (nil: removing it) into env's
-// /etc/hosts, nil when nothing is needed.
-func (p *Provider) plan(ctx context.Context, env *converge.Env, key string, block []string) (*converge.Change, error) {
+// read returns env's /etc/hosts (nothing when there is none).
+func read(env *converge.Env) ([]byte, error) {
 	hp, err := env.Path(Path)
 	if err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(hp)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return b, nil
+}
+
+// sub carries the file change from Plan to Apply.
+type sub struct{ change *converge.Change }
+
+// plan returns the change writing block (nil: removing it) into env's
+// /etc/hosts, nil when nothing is needed.
+func (p *Provider) plan(ctx context.Context, env *converge.Env, key string, block []string) (*converge.Change, error) {
+	b, err := read(env)
+	if err != nil {
 		return nil, err
 	}
 	if block == nil && !strings.Contains(string(b), Begin) {
@@ -256,12 +265,8 @@ type snapshot struct {
 
 // Snapshot implements converge.Snapshotter: the block as it is now.
 func (p *Provider) Snapshot(ctx context.Context, env *converge.Env, r *hivev1.Resource) ([]byte, error) {
-	hp, err := env.Path(Path)
+	b, err := read(env)
 	if err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(hp)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	block, err := current(string(b))
