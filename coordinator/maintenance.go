@@ -221,21 +221,9 @@ func (a *api) RebootStart(ctx context.Context, req *hivev1.RebootStartRequest) (
 // leader's (entries committed that it has not applied yet).
 func (a *api) rebootDryRun(st *state.Store, r *hivev1.RebootRequestCommand, skipped []string) (*hivev1.RebootStartResponse, error) {
 	cur := st.RebootQueue()
-	q, res := st.PlanRebootRequest(time.Now(), r)
+	q, added, res := st.PlanRebootRequest(time.Now(), r)
 	if res.GetError() != "" {
 		return nil, toStatus(&rejection{reason: res.GetReason(), msg: res.GetError()})
-	}
-	present := map[string]bool{}
-	for _, n := range cur.GetNodes() {
-		if n.GetState() == hivev1.RebootState_REBOOT_STATE_QUEUED || state.RebootHolds(n.GetState()) {
-			present[n.GetName()] = true
-		}
-	}
-	added := map[string]bool{}
-	for _, n := range q.GetNodes() {
-		if !present[n.GetName()] {
-			added[n.GetName()] = true
-		}
 	}
 	return &hivev1.RebootStartResponse{Queue: cur, Skipped: skipped, Waves: a.s.rebootPlan(st, q, added), MaxParallel: q.GetMaxParallel()}, nil
 }

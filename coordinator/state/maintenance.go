@@ -139,37 +139,37 @@ func (s *Store) RebootEntry(node string) *hivev1.RebootNode {
 func (s *Store) RequestReboot(t time.Time, c *hivev1.RebootRequestCommand) *hivev1.CommandResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	q, res := s.rebootRequestLocked(t, c)
+	q, _, res := s.rebootRequestLocked(t, c)
 	if res.GetError() == "" && !res.GetUnchanged() {
 		s.reboot = q
 	}
 	return res
 }
 
-// PlanRebootRequest returns the queue RequestReboot would leave for c,
-// storing nothing (a reboot dry run): the same rejection (nil queue) or
-// Unchanged result as RequestReboot on this store now. The queue shares
-// its entries with the store's: read-only.
-func (s *Store) PlanRebootRequest(t time.Time, c *hivev1.RebootRequestCommand) (*hivev1.RebootQueue, *hivev1.CommandResult) {
+// PlanRebootRequest returns the queue RequestReboot would leave for c and
+// the names c adds to it, storing nothing (a reboot dry run): the same
+// rejection (nil queue) or Unchanged result as RequestReboot on this
+// store now. The queue shares its entries with the store's: read-only.
+func (s *Store) PlanRebootRequest(t time.Time, c *hivev1.RebootRequestCommand) (*hivev1.RebootQueue, map[string]bool, *hivev1.CommandResult) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.rebootRequestLocked(t, c)
 }
 
-// rebootRequestLocked decides RequestReboot: the new queue and the result
-// (a rejection with a nil queue, Unchanged, or applied). Callers hold mu
-// and decide whether to store the queue.
-func (s *Store) rebootRequestLocked(t time.Time, c *hivev1.RebootRequestCommand) (*hivev1.RebootQueue, *hivev1.CommandResult) {
+// rebootRequestLocked decides RequestReboot: the new queue, the names c
+// adds to it, and the result (a rejection with a nil queue, Unchanged, or
+// applied). Callers hold mu and decide whether to store the queue.
+func (s *Store) rebootRequestLocked(t time.Time, c *hivev1.RebootRequestCommand) (*hivev1.RebootQueue, map[string]bool, *hivev1.CommandResult) {
 	if len(c.GetNodes()) == 0 {
-		return nil, reject(ReasonInvalid, "no node to reboot")
+		return nil, nil, reject(ReasonInvalid, "no node to reboot")
 	}
 	for _, n := range c.GetNodes() {
 		if _, ok := s.nodes[n]; !ok {
-			return nil, reject(ReasonNotFound, "node %q is not registered (it has never watched)", n)
+			return nil, nil, reject(ReasonNotFound, "node %q is not registered (it has never watched)", n)
 		}
 	}
 	if h := s.reboot.GetHalted(); h != "" {
-		return nil, reject(ReasonRebootState, "the reboot queue is halted: %s did not come back healthy; see `hivectl node reboot --status`, then `hivectl node reboot --cancel`", h)
+		return nil, nil, reject(ReasonRebootState, "the reboot queue is halted: %s did not come back healthy; see `hivectl node reboot --status`, then `hivectl node reboot --cancel`", h)
 	}
 	q := &hivev1.RebootQueue{MaxParallel: s.reboot.GetMaxParallel()}
 	present := map[string]bool{}
@@ -179,7 +179,7 @@ func (s *Store) rebootRequestLocked(t time.Time, c *hivev1.RebootRequestCommand)
 			present[n.GetName()] = true
 		}
 	}
-	added := 0
+	added := map[string]bool{}
 	for _, name := range c.GetNodes() {
 		if present[name] {
 			continue
@@ -187,10 +187,10 @@ func (s *Store) rebootRequestLocked(t time.Time, c *hivev1.RebootRequestCommand)
 		present[name] = true
 		q.Nodes = append(q.Nodes, &hivev1.RebootNode{Name: name, State: hivev1.RebootState_REBOOT_STATE_QUEUED,
 			RequestedBy: c.GetAuthor(), Reason: c.GetReason(), Queued: timestamppb.New(t), Updated: timestamppb.New(t)})
-		added++
+		added[name] = true
 	}
 	if len(q.Nodes) > MaxRebootQueue {
-		return nil, reject(ReasonInvalid, "the reboot queue would hold %d nodes; the limit is %d", len(q.Nodes), MaxRebootQueue)
+		return nil, nil, reject(ReasonInvalid, "the reboot queue would hold %d nodes; the limit is %d", len(q.Nodes), MaxRebootQueue)
 	}
 	if c.GetMaxParallel() > 0 {
 		q.MaxParallel = c.GetMaxParallel()
@@ -198,10 +198,10 @@ func (s *Store) rebootRequestLocked(t time.Time, c *hivev1.RebootRequestCommand)
 	if q.MaxParallel == 0 {
 		q.MaxParallel = 1
 	}
-	if added == 0 && q.MaxParallel == s.reboot.GetMaxParallel() {
-		return q, &hivev1.CommandResult{Unchanged: true}
+	if len(added) == 0 && q.MaxParallel == s.reboot.GetMaxParallel() {
+		return q, added, &hivev1.CommandResult{Unchanged: true}
 	}
-	return q, &hivev1.CommandResult{}
+	return q, added, &hivev1.CommandResult{}
 }
 
 // StepReboot moves one node of the queue from c.from to c.to. It is

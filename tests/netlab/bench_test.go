@@ -335,8 +335,11 @@ func (c *cluster) coordGoroutines() string {
 		out, err := c.admin.Run(ctx, "curl", "-sf", fmt.Sprintf("http://%s:%s/metrics", co.host.Addr, httpPort))
 		cancel()
 		v := "?"
+		if err != nil {
+			out = nil
+		}
 		for _, l := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(l); err == nil && len(f) == 2 && f[0] == "go_goroutines" {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "go_goroutines" {
 				v = f[1]
 			}
 		}
