@@ -373,32 +373,63 @@ func (s *Server) registerLater(ctx context.Context, r *registration) {
 }
 
 func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.CoordinatorService_WatchNodeStateServer) error {
-	s := a.s
-	ctx := stream.Context()
+	// The handler's goroutine waits here for the stream's whole life, so
+	// its stack is what one watching agent costs: the checks, the
+	// registration and each render run in calls that have returned by the
+	// time it waits, leaving only gRPC's frames and this small one. Go
+	// shrinks an idle goroutine's stack at a collection only while less
+	// than a quarter of it is in use; with WatchNodeState's old 1.2 KB
+	// frame under the wait, a handler whose first render had grown its
+	// stack to 16 KiB kept all of it (docs/performance.md, "Issue 13 fifth
+	// pass").
+	w, err := a.s.startWatch(stream.Context(), req)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	return w.run(stream)
+}
+
+// nodeWatch is one agent's WatchNodeState stream once its checks passed
+// and its node is registered.
+type nodeWatch struct {
+	s         *Server
+	ctx       context.Context
+	reg       *registration
+	last      string          // hash of the state last sent
+	sentPlans map[string]bool // plan dry runs this stream sent
+	sentBoot  uint64          // the reboot order this stream sent (reboot.go)
+	unplan    func()
+}
+
+// startWatch checks a watch request and registers its node.
+//
+//go:noinline
+func (s *Server) startWatch(ctx context.Context, req *hivev1.WatchNodeStateRequest) (*nodeWatch, error) {
 	node := req.GetNode()
 	if node == "" {
-		return status.Error(codes.InvalidArgument, "node is required")
+		return nil, status.Error(codes.InvalidArgument, "node is required")
 	}
 	if err := checkNode(ctx, node); err != nil {
-		return err
+		return nil, err
 	}
 	// Everything the agent says is checked before anything reaches raft;
 	// its labels are facts, the labels that select roles come from its
 	// certificate (or an operator).
 	addrs, err := checkWatchRequest(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	host, err := checkHostFacts(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	identity, leaf, err := s.watchIdentity(ctx, req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkAgentAddresses(ctx, leaf, addrs); err != nil {
-		return err
+		return nil, err
 	}
 	reg := &registration{name: node, labels: req.GetLabels(), addrs: addrs, host: host, version: req.GetAgentVersion(), identity: identity}
 	// Record the node's facts through raft. Without a leader (no quorum)
@@ -410,57 +441,76 @@ func (a *api) WatchNodeState(req *hivev1.WatchNodeStateRequest, stream hivev1.Co
 	if err != nil {
 		var re *rejection
 		if errors.As(err, &re) || ctx.Err() != nil {
-			return toStatus(fmt.Errorf("register node %s: %w", node, err))
+			return nil, toStatus(fmt.Errorf("register node %s: %w", node, err))
 		}
 		s.log.Warn("watch served before the node could be registered; retrying in the background", "node", node, "err", err)
 		go s.registerLater(ctx, reg)
 	}
 	s.metrics.watchers.Inc()
-	defer s.metrics.watchers.Dec()
-	last := req.GetKnownHash()
-	defer s.plans.watch(node)()    // plan.go
-	sentPlans := map[string]bool{} // plan dry runs this stream sent
-	var sentReboot uint64          // the reboot order this stream sent (reboot.go)
+	return &nodeWatch{s: s, ctx: ctx, reg: reg, last: req.GetKnownHash(), sentPlans: map[string]bool{}, unplan: s.plans.watch(node)}, nil // plan.go
+}
+
+func (w *nodeWatch) stop() {
+	w.unplan()
+	w.s.metrics.watchers.Dec()
+}
+
+// run sends the node's state, and again whenever something it may depend
+// on changes, until the stream ends. It waits with only its own small
+// frame above gRPC's (see WatchNodeState).
+func (w *nodeWatch) run(stream hivev1.CoordinatorService_WatchNodeStateServer) error {
 	for {
-		wake := s.hub.wait()
-		planWake := s.plans.wait()
-		if err := s.checkCert(ctx, callerFrom(ctx)); err != nil {
-			return err // revoked (or expired) while watching
-		}
-		st := s.fsm.Store()
-		// The facts this watch registers, with the trusted labels as the
-		// store has them now (an operator may change them at any time).
-		f := render.FactsOf(reg.record(st.Node(node)))
-		f.Host = reg.host
-		out, err := s.renderer.Render(st, f)
-		if err != nil {
-			return status.Error(codes.FailedPrecondition, err.Error())
-		}
-		if h := out.State.GetHash(); h != last {
-			if err := stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
-				return err
-			}
-			s.metrics.watchSends.Inc()
-			last = h
-		}
-		if err := s.sendPlans(stream.SendMsg, st, f, sentPlans); err != nil {
+		wake := w.s.hub.wait()
+		planWake := w.s.plans.wait()
+		if err := w.send(stream); err != nil {
 			return err
 		}
-		if o := rebootOrder(st, node); o != nil && o.GetId() != sentReboot {
-			if err := stream.SendMsg(&hivev1.WatchNodeStateResponse{Reboot: o}); err != nil {
-				return err
-			}
-			sentReboot = o.GetId()
-		}
 		select {
-		case <-ctx.Done():
+		case <-w.ctx.Done():
 			return nil
-		case <-s.ctx.Done():
+		case <-w.s.ctx.Done():
 			return status.Error(codes.Unavailable, "coordinator is stopping")
 		case <-wake:
 		case <-planWake:
 		}
 	}
+}
+
+// send renders the node's state and sends what the agent has not seen:
+// a new state, plan dry runs, a reboot order.
+//
+//go:noinline
+func (w *nodeWatch) send(stream hivev1.CoordinatorService_WatchNodeStateServer) error {
+	s, node := w.s, w.reg.name
+	if err := s.checkCert(w.ctx, callerFrom(w.ctx)); err != nil {
+		return err // revoked (or expired) while watching
+	}
+	st := s.fsm.Store()
+	// The facts this watch registers, with the trusted labels as the
+	// store has them now (an operator may change them at any time).
+	f := render.FactsOf(w.reg.record(st.Node(node)))
+	f.Host = w.reg.host
+	out, err := s.renderer.Render(st, f)
+	if err != nil {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if h := out.State.GetHash(); h != w.last {
+		if err := stream.SendMsg(encodeWatchResponse(out, st.Index())); err != nil {
+			return err
+		}
+		s.metrics.watchSends.Inc()
+		w.last = h
+	}
+	if err := s.sendPlans(stream.SendMsg, st, f, w.sentPlans); err != nil {
+		return err
+	}
+	if o := rebootOrder(st, node); o != nil && o.GetId() != w.sentBoot {
+		if err := stream.SendMsg(&hivev1.WatchNodeStateResponse{Reboot: o}); err != nil {
+			return err
+		}
+		w.sentBoot = o.GetId()
+	}
+	return nil
 }
 
 func (a *api) Report(ctx context.Context, req *hivev1.ReportRequest) (*hivev1.ReportResponse, error) {
