@@ -36,14 +36,30 @@ const maxViews = 8
 
 // keepViewLocked installs v as the view of its generation, drops views and
 // cached node states of another source or registry version (they can no
-// longer be hit), and keeps at most maxViews views: the newest
-// generations. Callers hold r.mu.
+// longer be hit) and those of generations no node targets, and keeps at
+// most maxViews views: the newest generations. Callers hold r.mu.
 func (r *Renderer) keepViewLocked(v *view) {
 	num := v.gen.GetNumber()
 	r.views[num] = v
 	for n, o := range r.views {
 		if o.src != v.src || o.registry != v.registry {
 			delete(r.views, n)
+		}
+	}
+	// A view holds a few hundred bytes per node (at 10,000 nodes about
+	// 6 MB), so the views of generations that no node is rendered at any
+	// more (every node moved on: the common case after a push) go at once
+	// rather than when maxViews newer ones have been built. One that is
+	// needed again (a rollback, a plan's RenderAt) is built again.
+	if t, ok := v.src.(Targeter); ok && len(r.views) > 1 {
+		live := map[uint64]bool{num: true, v.src.Current().GetNumber(): true}
+		for _, n := range v.nodes {
+			live[t.TargetGeneration(n.GetName()).GetNumber()] = true
+		}
+		for n := range r.views {
+			if !live[n] {
+				delete(r.views, n)
+			}
 		}
 	}
 	for len(r.views) > maxViews {
