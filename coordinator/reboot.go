@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -139,14 +138,10 @@ func (s *Server) rebootCommands(st *state.Store, now time.Time) []*hivev1.Comman
 	}
 	// Resources that notified reboot queue their node.
 	if q.GetHalted() == "" {
-		var want []string
-		for name, r := range st.Reports() {
-			if r.GetRebootRequired() && !queued[name] && st.Node(name) != nil && st.Maintenance(name) == nil {
-				want = append(want, name)
+		for _, name := range st.NodesReporting((*hivev1.Report).GetRebootRequired) {
+			if queued[name] || st.Node(name) == nil || st.Maintenance(name) != nil {
+				continue
 			}
-		}
-		sort.Strings(want)
-		for _, name := range want {
 			out = append(out, &hivev1.Command{Body: &hivev1.Command_RebootRequest{RebootRequest: &hivev1.RebootRequestCommand{
 				Nodes: []string{name}, Author: "agent:" + name, Reason: "a resource notified reboot"}}})
 		}
