@@ -391,3 +391,37 @@ func BenchmarkHandshake(b *testing.B) {
 		c.Close()
 	}
 }
+
+// TestServerConfigShared: while the files are unchanged every handshake
+// gets the same configuration (no copy per connection); a rotated pair
+// gets a new one.
+func TestServerConfigShared(t *testing.T) {
+	d := newPKIDir(t)
+	c, k := d.issue(Identity{KindCoordinator, "c1"}, CertRequest{})
+	old := time.Now().Add(-time.Hour)
+	for _, f := range []string{c, k, d.caFile()} {
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scfg, err := ServerTLSConfig(d.caFile(), c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, errA := scfg.GetConfigForClient(nil)
+	b, errB := scfg.GetConfigForClient(nil)
+	if errA != nil || errB != nil || a != b {
+		t.Fatalf("unchanged files: configurations %p and %p (%v, %v), want one shared", a, b, errA, errB)
+	}
+	iss := mustIssue(t, d.ca, CertRequest{Identity: Identity{KindCoordinator, "c1"}})
+	if err := os.WriteFile(c, iss.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k, iss.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := scfg.GetConfigForClient(nil)
+	if err != nil || n == a || n.Certificates[0].Leaf.SerialNumber.Cmp(iss.Cert.SerialNumber) != 0 {
+		t.Fatalf("after rotation: %p (was %p), %v", n, a, err)
+	}
+}

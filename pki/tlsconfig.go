@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,6 +56,16 @@ func ServerTLSConfig(caFile, certFile, keyFile string, opts ...ServerOption) (*t
 		NextProtos: []string{"h2"},
 	}
 	cfg := base.Clone()
+	// Every handshake gets the configuration of the files as they are
+	// now; while they are unchanged that is one shared configuration (a
+	// connection keeps the one it got for its whole life, and a copy per
+	// connection cost a coordinator 10,000 agents' worth of copies).
+	type current struct {
+		cert *tls.Certificate
+		pool *x509.CertPool
+		cfg  *tls.Config
+	}
+	var last atomic.Pointer[current]
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		cert, err := kp.get()
 		if err != nil {
@@ -64,9 +75,13 @@ func ServerTLSConfig(caFile, certFile, keyFile string, opts ...ServerOption) (*t
 		if err != nil {
 			return nil, err
 		}
+		if l := last.Load(); l != nil && l.cert == cert && l.pool == pool {
+			return l.cfg, nil
+		}
 		c := base.Clone()
 		c.Certificates = []tls.Certificate{*cert}
 		c.ClientCAs = pool
+		last.Store(&current{cert: cert, pool: pool, cfg: c})
 		return c, nil
 	}
 	return cfg, nil
