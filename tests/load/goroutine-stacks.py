@@ -7,7 +7,8 @@
 #   gdb -p PID -batch -ex 'source tests/load/goroutine-stacks.py'
 #
 # The process stops while gdb reads it (a second or two at 13,000
-# goroutines). Needs the binary's DWARF (go build keeps it unless -w).
+# goroutines). Needs the binary's DWARF: go build keeps it unless -w
+# (`make build` strips it; docs/testing.md builds with plain `go build`).
 import gdb
 from collections import Counter
 
