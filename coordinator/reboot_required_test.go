@@ -32,9 +32,6 @@ func TestRebootRequiredQueues(t *testing.T) {
 	if r := st.RequestReboot(now, &hivev1.RebootRequestCommand{Nodes: []string{"web-1"}, Author: "op"}); r.GetError() != "" {
 		t.Fatal(r)
 	}
-	if got := st.NodesReporting((*hivev1.Report).GetRebootRequired); len(got) != 4 || got[0] != "gone" || got[1] != "web-1" || got[3] != "web-3" {
-		t.Fatalf("NodesReporting(reboot required) = %v, want gone web-1 web-2 web-3", got)
-	}
 	var asked []string
 	for _, c := range (&Server{}).rebootCommands(st, now) {
 		if rr := c.GetRebootRequest(); rr != nil {

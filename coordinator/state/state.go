@@ -656,24 +656,6 @@ func (s *Store) Report(name string) *hivev1.Report {
 	return s.reports[name]
 }
 
-// NodesReporting returns, sorted, the nodes whose last report satisfies
-// match, without copying the reports: the leader's reboot loop asks four
-// times a second, and a copy of 10,000 reports each time was most of an
-// idle leader's allocation. match runs under the store's read lock and
-// must not call the store.
-func (s *Store) NodesReporting(match func(*hivev1.Report) bool) []string {
-	s.mu.RLock()
-	var out []string
-	for name, r := range s.reports {
-		if match(r) {
-			out = append(out, name)
-		}
-	}
-	s.mu.RUnlock()
-	sort.Strings(out)
-	return out
-}
-
 // Reports returns every node's last report by node name (a copy of the map).
 func (s *Store) Reports() map[string]*hivev1.Report {
 	s.mu.RLock()
