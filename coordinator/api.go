@@ -675,12 +675,10 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	for _, n := range names {
 		// Desired is the node's target: a rollout holds nodes outside
 		// its open waves on the generation they had.
-		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), st.TargetGeneration(n.GetName()))
+		// One node's status carries its results; the fleet's only counts.
+		ns := nodeStatus(n, overlay(reports[n.GetName()], view.applying[n.GetName()]), st.TargetGeneration(n.GetName()), req.GetNode() != "")
 		fillHealth(ns, reports[n.GetName()], st.CheckRecord(n.GetName()))
 		ns.Maintenance, ns.Reboot = st.Maintenance(n.GetName()), st.RebootEntry(n.GetName())
-		if req.GetNode() == "" {
-			ns.Results = nil
-		}
 		ns.Gossip = gs[n.GetName()]
 		// A site that cannot be rendered for the node (conflicting roles,
 		// a missing requirement) is an error the operator must see here:
@@ -696,7 +694,10 @@ func (a *api) GetStatus(ctx context.Context, req *hivev1.GetStatusRequest) (*hiv
 	return resp, nil
 }
 
-func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation) *hivev1.NodeStatus {
+// nodeStatus is n's status against generation cur given its last report r
+// (nil: none): the counts of r's results by outcome and the failed ones as
+// errors, and with withResults the results themselves.
+func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation, withResults bool) *hivev1.NodeStatus {
 	trusted, sources := state.TrustedLabels(n)
 	ns := &hivev1.NodeStatus{
 		Name: n.GetName(), Labels: trusted, LabelSources: sources, ReportedLabels: n.GetLabels(),
@@ -712,7 +713,6 @@ func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation) 
 	}
 	ns.AppliedGeneration = r.GetGeneration()
 	ns.DryRun = r.GetDryRun()
-	ns.Results = r.GetResults()
 	if r.GetAgentVersion() != "" {
 		ns.AgentVersion = r.GetAgentVersion()
 	}
@@ -732,18 +732,19 @@ func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation) 
 			ns.Phase = hivev1.Phase_PHASE_PENDING
 		}
 	}
-	for _, res := range r.GetResults() {
-		ns.Resources.Total++
-		switch res.GetOutcome() {
-		case hivev1.Outcome_OUTCOME_CHANGED:
-			ns.Resources.Changed++
-		case hivev1.Outcome_OUTCOME_FAILED:
-			ns.Resources.Failed++
+	// The store keeps results encoded (state/results.go): counted without
+	// decoding, decoded only for one node or for a node with failures.
+	ns.Resources = state.SummarizeResults(r)
+	if !withResults && ns.Resources.GetFailed() == 0 {
+		return ns
+	}
+	results := state.Results(r)
+	if withResults {
+		ns.Results = results
+	}
+	for _, res := range results {
+		if res.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED {
 			ns.Errors = append(ns.Errors, fmt.Sprintf("%s: %s", res.GetKey(), res.GetMessage()))
-		case hivev1.Outcome_OUTCOME_SKIPPED:
-			ns.Resources.Skipped++
-		case hivev1.Outcome_OUTCOME_PLANNED:
-			ns.Resources.Planned++
 		}
 	}
 	return ns

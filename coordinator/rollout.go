@@ -211,7 +211,7 @@ func nodeHealth(r *hivev1.Report, target uint64, expectHealth bool) (healthy boo
 	switch {
 	case r.GetPhase() == hivev1.Phase_PHASE_FAILED:
 		var errs []string
-		for _, res := range r.GetResults() {
+		for _, res := range state.Results(r) {
 			if res.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED {
 				errs = append(errs, res.GetKey()+": "+res.GetMessage())
 			}

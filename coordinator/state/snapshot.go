@@ -135,7 +135,7 @@ func ReadSnapshot(r io.Reader) (*Store, error) {
 		if r.GetNode() == "" {
 			return nil, fmt.Errorf("%w: report without a node", ErrSnapshotFormat)
 		}
-		s.reports[r.GetNode()] = r
+		s.reports[r.GetNode()] = packReport(r)
 	}
 	for _, v := range snap.GetSecrets() {
 		if v.GetName() == "" {

@@ -398,13 +398,10 @@ func (s *Store) ApplyReportsAt(t time.Time, c *hivev1.ReportBatchCommand) *hivev
 				continue
 			}
 		}
-		if len(r.GetPublishedSecrets()) > 0 {
-			// Published values are sealed into secrets before they reach
-			// the log; never keep plaintext here.
-			r = proto.Clone(r).(*hivev1.Report)
-			r.PublishedSecrets = nil
-		}
-		s.reports[r.GetNode()] = r
+		// Kept with its results encoded and without published values
+		// (sealed into secrets before they reach the log; plaintext is
+		// never kept): results.go.
+		s.reports[r.GetNode()] = packReport(r)
 		s.noteReportLocked(t, r)
 		stored++
 	}
@@ -649,14 +646,16 @@ func (s *Store) RegistryVersion() uint64 {
 	return s.registryVersion
 }
 
-// Report returns a node's last report, or nil.
+// Report returns a node's last report, or nil. Its results are kept
+// encoded: read them with Results or SummarizeResults, never GetResults.
 func (s *Store) Report(name string) *hivev1.Report {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.reports[name]
 }
 
-// Reports returns every node's last report by node name (a copy of the map).
+// Reports returns every node's last report by node name (a copy of the
+// map); as with Report, read their results with Results or SummarizeResults.
 func (s *Store) Reports() map[string]*hivev1.Report {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
