@@ -738,14 +738,12 @@ func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation, 
 	if !withResults && ns.Resources.GetFailed() == 0 {
 		return ns
 	}
-	results := state.Results(r)
+	failed := state.ResultsWhere(r, state.Failed)
 	if withResults {
-		ns.Results = results
+		ns.Results = state.Results(r)
 	}
-	for _, res := range results {
-		if res.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED {
-			ns.Errors = append(ns.Errors, fmt.Sprintf("%s: %s", res.GetKey(), res.GetMessage()))
-		}
+	for _, res := range failed {
+		ns.Errors = append(ns.Errors, fmt.Sprintf("%s: %s", res.GetKey(), res.GetMessage()))
 	}
 	return ns
 }

@@ -191,6 +191,12 @@ func (s *Server) deriveEvents(st *state.Store, c *hivev1.Command) func(*hivev1.C
 	}
 }
 
+// eventful selects the results a report's events name: failed ones and
+// drift repairs (the others are not decoded: state/results.go).
+func eventful(o hivev1.Outcome, c hivev1.Cause) bool {
+	return state.Failed(o, c) || state.DriftRepaired(o, c)
+}
+
 // deriveReportEvents publishes, for each report of a batch the store
 // accepted: a node.phase event when the node's phase or generation
 // changed, drift.repaired when resources had drifted from an unchanged
@@ -231,7 +237,7 @@ func deriveReportEvents(s *Server, st *state.Store, c *hivev1.Command) func(*hiv
 			}
 			var drifted, failed []string
 			firstErr := ""
-			for _, rr := range r.GetResults() {
+			for _, rr := range state.ResultsWhere(r, eventful) {
 				switch {
 				case rr.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED:
 					failed = append(failed, rr.GetKey())

@@ -432,7 +432,7 @@ func (a *api) Plan(ctx context.Context, req *hivev1.PlanRequest) (*hivev1.PlanRe
 		}
 		if ans, ok := answers[name]; ok {
 			pn.State = hivev1.PlanNodeState_PLAN_NODE_STATE_ANSWERED
-			pn.Results = ans.report.GetResults()
+			pn.Results = state.Results(ans.report)
 			pn.Coordinator = ans.coordinator
 			pn.Took = durationpb.New(ans.at.Sub(p.delivered))
 			continue

@@ -211,10 +211,8 @@ func nodeHealth(r *hivev1.Report, target uint64, expectHealth bool) (healthy boo
 	switch {
 	case r.GetPhase() == hivev1.Phase_PHASE_FAILED:
 		var errs []string
-		for _, res := range state.Results(r) {
-			if res.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED {
-				errs = append(errs, res.GetKey()+": "+res.GetMessage())
-			}
+		for _, res := range state.ResultsWhere(r, state.Failed) {
+			errs = append(errs, res.GetKey()+": "+res.GetMessage())
 		}
 		if len(errs) > 3 {
 			errs = append(errs[:3], fmt.Sprintf("and %d more", len(errs)-3))

@@ -254,7 +254,8 @@ func bodyName(c *hivev1.Command) string {
 // apply, and an *UnknownCommandError for any other command it cannot.
 func Decode(index uint64, data []byte) (*hivev1.Command, error) {
 	var c hivev1.Command
-	if err := proto.Unmarshal(data, &c); err != nil {
+	// A report batch's results stay encoded (state/results.go).
+	if err := state.UnmarshalCommand(data, &c); err != nil {
 		return nil, &UnknownCommandError{Index: index, Reason: fmt.Sprintf("undecodable command: %v", err)}
 	}
 	reason := ""

@@ -31,10 +31,7 @@ func (s *Store) noteReportLocked(t time.Time, r *hivev1.Report) {
 	old := s.checkRecs[node]
 	var repairs []*hivev1.DriftRepair
 	if r.GetTrigger() != TriggerHealth && !r.GetDryRun() {
-		for _, x := range r.GetResults() {
-			if x.GetOutcome() != hivev1.Outcome_OUTCOME_CHANGED || x.GetCause() != hivev1.Cause_CAUSE_DRIFT {
-				continue
-			}
+		for _, x := range ResultsWhere(r, DriftRepaired) {
 			msg := x.GetMessage()
 			if len(msg) > maxDriftMessage {
 				msg = msg[:maxDriftMessage]

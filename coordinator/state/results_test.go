@@ -17,7 +17,7 @@ import (
 // reportFromNewerAgent is a report with three results, a published value
 // and a field this coordinator does not know (field 999, as a newer agent
 // might send), decoded from the wire as the FSM decodes it.
-func reportFromNewerAgent(t *testing.T) *hivev1.Report {
+func reportFromNewerAgent(t testing.TB) *hivev1.Report {
 	t.Helper()
 	r := &hivev1.Report{
 		Node: "n1", Generation: 3, Seq: 7, Phase: hivev1.Phase_PHASE_FAILED,
@@ -155,6 +155,8 @@ func TestRestorePacksOldReports(t *testing.T) {
 	}
 }
 
+// BenchmarkStoreReports is the FSM's work for one report: decode the log
+// entry as Apply does (UnmarshalCommand) and store it.
 func BenchmarkStoreReports(b *testing.B) {
 	for _, n := range []int{5, 50} {
 		b.Run(map[int]string{5: "results=5", 50: "results=50"}[n], func(b *testing.B) {
@@ -165,16 +167,17 @@ func BenchmarkStoreReports(b *testing.B) {
 					Duration: durationpb.New(time.Millisecond), Message: "in sync",
 				})
 			}
-			enc, _ := proto.Marshal(&hivev1.ReportBatchCommand{Reports: []*hivev1.Report{r}})
+			enc := batchCommand(b, r)
 			s := New()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				var c hivev1.ReportBatchCommand
-				if err := proto.Unmarshal(enc, &c); err != nil {
+				// As the FSM decodes and applies a log entry.
+				var c hivev1.Command
+				if err := UnmarshalCommand(enc, &c); err != nil {
 					b.Fatal(err)
 				}
-				c.Reports[0].Seq = uint64(i + 1)
-				s.ApplyReports(&c)
+				c.GetReportBatch().Reports[0].Seq = uint64(i + 1)
+				s.ApplyReports(c.GetReportBatch())
 			}
 		})
 	}
@@ -197,7 +200,7 @@ func BenchmarkStoredReportBytes(b *testing.B) {
 						Duration: durationpb.New(time.Millisecond), Message: "in sync",
 					})
 				}
-				batch[i], _ = proto.Marshal(&hivev1.ReportBatchCommand{Reports: []*hivev1.Report{r}})
+				batch[i] = batchCommand(b, r)
 			}
 			var per float64
 			for b.Loop() {
@@ -206,11 +209,11 @@ func BenchmarkStoredReportBytes(b *testing.B) {
 				runtime.ReadMemStats(&before)
 				s := New()
 				for _, enc := range batch {
-					var c hivev1.ReportBatchCommand
-					if err := proto.Unmarshal(enc, &c); err != nil {
+					var c hivev1.Command
+					if err := UnmarshalCommand(enc, &c); err != nil {
 						b.Fatal(err)
 					}
-					s.ApplyReports(&c)
+					s.ApplyReports(c.GetReportBatch())
 				}
 				runtime.GC()
 				runtime.ReadMemStats(&after)
@@ -220,4 +223,134 @@ func BenchmarkStoredReportBytes(b *testing.B) {
 			b.ReportMetric(per, "bytes/report")
 		})
 	}
+}
+
+// batchCommand encodes a report batch command of the given reports.
+func batchCommand(t testing.TB, reports ...*hivev1.Report) []byte {
+	t.Helper()
+	b, err := proto.Marshal(&hivev1.Command{Version: 1, Body: &hivev1.Command_ReportBatch{ReportBatch: &hivev1.ReportBatchCommand{Reports: reports}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// whole marshals and unmarshals m: a message with encoded results becomes
+// the same message with its results decoded.
+func whole[M proto.Message](t testing.TB, m M) M {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := m.ProtoReflect().New().Interface().(M)
+	if err := proto.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestUnmarshalCommandKeepsResultsEncoded(t *testing.T) {
+	a := reportFromNewerAgent(t)
+	a.PublishedSecrets = nil
+	b := &hivev1.Report{Node: "n2", Seq: 1} // no results
+	c := proto.Clone(a).(*hivev1.Report)
+	c.Node = "n3"
+	data := batchCommand(t, a, b, c)
+	var plain, got hivev1.Command
+	if err := proto.Unmarshal(data, &plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := UnmarshalCommand(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	reports := got.GetReportBatch().GetReports()
+	if len(reports) != 3 {
+		t.Fatalf("%d reports", len(reports))
+	}
+	for i, r := range reports {
+		if r.GetResults() != nil {
+			t.Errorf("report %d: results decoded", i)
+		}
+		if want := plain.GetReportBatch().GetReports()[i]; len(Results(r)) != len(want.GetResults()) {
+			t.Errorf("report %d: %d results, want %d", i, len(Results(r)), len(want.GetResults()))
+		}
+	}
+	if !proto.Equal(whole(t, &got), &plain) {
+		t.Fatalf("UnmarshalCommand gives\n%v\nproto.Unmarshal\n%v", whole(t, &got), &plain)
+	}
+	// Only the failed and drift-repaired results are decoded for events.
+	if f := ResultsWhere(reports[0], Failed); len(f) != 1 || f[0].GetMessage() != "permission denied" {
+		t.Fatalf("failed: %v", f)
+	}
+	if d := ResultsWhere(reports[0], DriftRepaired); len(d) != 1 || d[0].GetKey() != "package:nginx" {
+		t.Fatalf("drift repaired: %v", d)
+	}
+
+	// Stored as decoded: the store keeps the command's report itself (no
+	// copy), and it reads the same as one applied with decoded results.
+	s := New()
+	s.ApplyReports(got.GetReportBatch())
+	if s.Report("n1") != reports[0] {
+		t.Fatal("the store copied a report whose results were already encoded")
+	}
+	s2 := New()
+	s2.ApplyReports(plain.GetReportBatch())
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if !proto.Equal(s.Report(n), s2.Report(n)) {
+			t.Errorf("%s: stored\n%v\nand\n%v", n, s.Report(n), s2.Report(n))
+		}
+	}
+	if !proto.Equal(s.CheckRecord("n1"), s2.CheckRecord("n1")) {
+		t.Errorf("drift repairs differ: %v and %v", s.CheckRecord("n1"), s2.CheckRecord("n1"))
+	}
+}
+
+func TestUnmarshalCommandRefusesAsUnmarshalDoes(t *testing.T) {
+	r := &hivev1.Report{Node: "n1", Results: []*hivev1.ResourceResult{{Key: "KEY", Message: "ok"}}}
+	good := batchCommand(t, r)
+	bad := bytes.Replace(good, []byte("KEY"), []byte("K\xffY"), 1)
+	for name, data := range map[string][]byte{
+		"a result's key not UTF-8": bad,
+		"truncated":                good[:len(good)-2],
+	} {
+		var c hivev1.Command
+		if proto.Unmarshal(data, &c) == nil {
+			t.Fatalf("%s: proto.Unmarshal accepts it", name)
+		}
+		if err := UnmarshalCommand(data, &c); err == nil {
+			t.Errorf("%s: UnmarshalCommand accepts it", name)
+		}
+	}
+	// Commands other than a report batch decode as they are.
+	other, _ := proto.Marshal(&hivev1.Command{Version: 1, Body: &hivev1.Command_SecretDelete{SecretDelete: &hivev1.SecretDeleteCommand{Name: "x"}}})
+	var c hivev1.Command
+	if err := UnmarshalCommand(other, &c); err != nil || c.GetSecretDelete().GetName() != "x" {
+		t.Fatalf("secret delete: %v %v", &c, err)
+	}
+}
+
+// FuzzUnmarshalCommand checks UnmarshalCommand against proto.Unmarshal:
+// the same inputs refused, and the same command once its results are
+// decoded.
+func FuzzUnmarshalCommand(f *testing.F) {
+	a := reportFromNewerAgent(f)
+	a.PublishedSecrets = nil
+	f.Add(batchCommand(f, a, &hivev1.Report{Node: "n2"}))
+	f.Add(batchCommand(f, &hivev1.Report{Node: "n", Results: []*hivev1.ResourceResult{{Key: "k", Duration: durationpb.New(time.Second)}}}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var plain, got hivev1.Command
+		perr := proto.Unmarshal(data, &plain)
+		gerr := UnmarshalCommand(data, &got)
+		if (perr == nil) != (gerr == nil) {
+			t.Fatalf("proto.Unmarshal: %v, UnmarshalCommand: %v", perr, gerr)
+		}
+		if perr != nil {
+			return
+		}
+		if w := whole(t, &got); !proto.Equal(w, &plain) {
+			t.Fatalf("UnmarshalCommand gives\n%v\nproto.Unmarshal\n%v", w, &plain)
+		}
+	})
 }
