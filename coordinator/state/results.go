@@ -78,6 +78,11 @@ func UnmarshalCommand(data []byte, c *hivev1.Command) error {
 	return nil
 }
 
+// The loops below that walk encoded fields are written out each time: a
+// shared walker (an iterator, or a function per field) made applying a
+// report 25-40 % slower in BenchmarkStoreReports, the calls per field not
+// being inlined.
+
 // splitBatch returns the encoding of a command without its report batch's
 // results and, by report position, each report's results (the field
 // entries, copied). ok is false when data holds no report batch or is not
