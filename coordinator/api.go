@@ -738,12 +738,18 @@ func nodeStatus(n *hivev1.NodeRecord, r *hivev1.Report, cur *hivev1.Generation, 
 	if !withResults && ns.Resources.GetFailed() == 0 {
 		return ns
 	}
-	failed := state.ResultsWhere(r, state.Failed)
+	keep := state.Failed
 	if withResults {
-		ns.Results = state.Results(r)
+		keep = state.All
 	}
-	for _, res := range failed {
-		ns.Errors = append(ns.Errors, fmt.Sprintf("%s: %s", res.GetKey(), res.GetMessage()))
+	results := state.ResultsWhere(r, keep)
+	if withResults {
+		ns.Results = results
+	}
+	for _, res := range results {
+		if res.GetOutcome() == hivev1.Outcome_OUTCOME_FAILED {
+			ns.Errors = append(ns.Errors, fmt.Sprintf("%s: %s", res.GetKey(), res.GetMessage()))
+		}
 	}
 	return ns
 }

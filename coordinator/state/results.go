@@ -258,23 +258,9 @@ func eachEncodedResult(r *hivev1.Report, f func([]byte)) {
 	}
 }
 
-// Results returns r's resource results: decoded from the encoding a stored
-// report keeps (a new slice of new messages on each call), or r's own
-// field for a report that was never stored.
-func Results(r *hivev1.Report) []*hivev1.ResourceResult {
-	out := r.GetResults()
-	if r == nil || len(r.ProtoReflect().GetUnknown()) == 0 {
-		return out
-	}
-	out = out[:len(out):len(out)]
-	eachEncodedResult(r, func(b []byte) {
-		x := &hivev1.ResourceResult{}
-		if proto.Unmarshal(b, x) == nil {
-			out = append(out, x)
-		}
-	})
-	return out
-}
+// Results returns r's resource results, decoded from the encoding a stored
+// report keeps (new messages on each call) after any in r's own field.
+func Results(r *hivev1.Report) []*hivev1.ResourceResult { return ResultsWhere(r, All) }
 
 // ResultsWhere returns those of r's resource results for which keep,
 // given their outcome and cause, is true; only those are decoded.
@@ -299,6 +285,9 @@ func ResultsWhere(r *hivev1.Report, keep func(hivev1.Outcome, hivev1.Cause) bool
 	})
 	return out
 }
+
+// All selects every result (ResultsWhere).
+func All(hivev1.Outcome, hivev1.Cause) bool { return true }
 
 // Failed selects failed results (ResultsWhere).
 func Failed(o hivev1.Outcome, _ hivev1.Cause) bool { return o == hivev1.Outcome_OUTCOME_FAILED }

@@ -647,7 +647,8 @@ func (s *Store) RegistryVersion() uint64 {
 }
 
 // Report returns a node's last report, or nil. Its results are kept
-// encoded: read them with Results or SummarizeResults, never GetResults.
+// encoded: read them with Results, ResultsWhere or SummarizeResults, never
+// GetResults (results.go).
 func (s *Store) Report(name string) *hivev1.Report {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -655,7 +656,7 @@ func (s *Store) Report(name string) *hivev1.Report {
 }
 
 // Reports returns every node's last report by node name (a copy of the
-// map); as with Report, read their results with Results or SummarizeResults.
+// map); read their results as Report says.
 func (s *Store) Reports() map[string]*hivev1.Report {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
