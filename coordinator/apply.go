@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hivefleet/hive/coordinator/fsm"
 	"github.com/hivefleet/hive/coordinator/raftnode"
 	hivev1 "github.com/hivefleet/hive/proto/hive/v1"
 )
@@ -49,6 +50,7 @@ func (s *Server) newNode() *raftnode.Node {
 				u.Ordinal = s.fsm.Store().NextOrdinal()
 			}
 		},
+		Encode:        s.encodeCommand,
 		Retryable:     retryable,
 		OnApplied:     func(d time.Duration) { s.metrics.applyLatency.Observe(d.Seconds()) },
 		OnForward:     func() { s.metrics.forwarded.Inc() },
@@ -56,6 +58,34 @@ func (s *Server) newNode() *raftnode.Node {
 		Campaign:      s.campaign,
 		Logger:        s.log,
 	})
+}
+
+// encodeCommand packs report batches (fsm.EncodePacked) while every server
+// of the raft configuration, including one being added, has recorded that
+// it applies packed commands; a coordinator that has not would halt on the
+// entry. Everything else is encoded plain.
+func (s *Server) encodeCommand(c *hivev1.Command) ([]byte, error) {
+	if c.GetReportBatch() != nil && s.serversApplyPacked() {
+		return fsm.EncodePacked(c)
+	}
+	return fsm.Encode(c)
+}
+
+// serversApplyPacked reports whether every server of the latest raft
+// configuration (an atomic read in raft) has a coordinator record saying
+// it applies envelope version 2.
+func (s *Server) serversApplyPacked() bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	st := s.fsm.Store()
+	for _, srv := range f.Configuration().Servers {
+		if st.Coordinator(string(srv.ID)).GetCommandVersion() < fsm.CommandVersion {
+			return false
+		}
+	}
+	return true
 }
 
 // applyLocal proposes c on this server, which must be the leader, and

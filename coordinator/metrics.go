@@ -77,6 +77,10 @@ func newMetrics(s *Server) *metrics {
 		func() float64 { return float64(s.fsm.Store().Index()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hive_coordinator_generation", Help: "Current generation."},
 		func() float64 { return float64(s.fsm.Store().CurrentNumber()) }))
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_raft_log_cache_hits_total", Help: "Raft entries read back from the in-memory log cache."},
+		func() float64 { h, _ := s.logCacheStats(); return float64(h) }))
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_raft_log_cache_misses_total", Help: "Raft entries read back from raft.db because the log cache no longer held them."},
+		func() float64 { _, m := s.logCacheStats(); return float64(m) }))
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_render_cache_hits_total", Help: "Node state renders answered from the cache."},
 		func() float64 { h, _ := s.renderer.Stats(); return float64(h) }))
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hive_coordinator_render_cache_misses_total", Help: "Node state renders computed."},
@@ -120,4 +124,11 @@ func (s *Server) httpHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+func (s *Server) logCacheStats() (hits, misses uint64) {
+	if s.logCache == nil {
+		return 0, 0
+	}
+	return s.logCache.Stats()
 }

@@ -90,6 +90,7 @@ type Server struct {
 	layer       *streamLayer
 	transport   *raft.NetworkTransport
 	boltStore   *raftboltdb.BoltStore
+	logCache    *raftnode.LogCache
 	keyring     *keyring.Keyring
 	keyMu       sync.Mutex // serialises key fetches and keyring saves
 	keyringPath string
@@ -299,8 +300,10 @@ func New(cfg Config) (_ *Server, err error) {
 	// entry once per follower, and without the cache every read was a bolt
 	// transaction and a msgpack decode of what it had just written (most
 	// of an idle leader's allocation, and a report batch decoded twice
-	// after it was appended). Four entries: report batches may be 2 MiB.
-	logs, err := raft.NewLogCache(raftLogCache, s.boltStore)
+	// after it was appended), and a follower reads back every entry it
+	// applies. Bounded by bytes too: report batches may be 2 MiB.
+	logs, err := raftnode.NewLogCache(s.boltStore, raftLogCacheEntries, raftLogCacheBytes)
+	s.logCache = logs
 	if err != nil {
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
@@ -637,7 +640,8 @@ func (s *Server) leaderLoop(ctx context.Context) {
 // its current addresses and version.
 func (s *Server) recordCurrent() bool {
 	rec := s.fsm.Store().Coordinator(s.cfg.Name)
-	return rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version
+	return rec != nil && rec.GetGrpcAddr() == s.grpcAddr && rec.GetRaftAddr() == s.RaftAddr() && rec.GetVersion() == version.Version &&
+		rec.GetCommandVersion() == fsm.CommandVersion
 }
 
 // recordLoop keeps this server's coordinator record current on every
@@ -655,7 +659,7 @@ func (s *Server) recordLoop(ctx context.Context) {
 		if !s.recordCurrent() {
 			actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 			_, err := s.commit(actx, &hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{
-				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version,
+				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version, CommandVersion: fsm.CommandVersion,
 			}}})
 			cancel()
 			if err != nil {
@@ -680,7 +684,7 @@ func (s *Server) registerSelf(ctx context.Context) {
 				return
 			}
 			_, _, err = s.applyLocal(&hivev1.Command{Body: &hivev1.Command_CoordinatorUpsert{CoordinatorUpsert: &hivev1.CoordinatorUpsertCommand{
-				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version,
+				Name: s.cfg.Name, GrpcAddr: s.grpcAddr, RaftAddr: s.RaftAddr(), Version: version.Version, CommandVersion: fsm.CommandVersion,
 			}}})
 			if err == nil {
 				return
@@ -695,6 +699,11 @@ func (s *Server) registerSelf(ctx context.Context) {
 	}
 }
 
-// raftLogCache is how many of the newest raft entries stay decoded in
-// memory (raft.NewLogCache, in New).
-const raftLogCache = 4
+// The newest raft entries stay decoded in memory (raftnode.LogCache, in
+// New): enough for what raft reads back while a follower is a few
+// AppendEntries batches behind (a packed report batch at 10,000 agents is
+// ~7 KB), bounded so that the cache holds little when idle.
+const (
+	raftLogCacheEntries = 256
+	raftLogCacheBytes   = 1 << 20
+)

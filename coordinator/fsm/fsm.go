@@ -44,9 +44,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// CommandVersion is the envelope version this server writes and the
-// highest it applies.
-const CommandVersion uint32 = 1
+// CommandVersion is the highest envelope version this server applies:
+// 1, a command; 2, a command packed (packed.go). It writes version 1, and
+// version 2 for what it packs.
+const CommandVersion = packedVersion
 
 // Change tells OnApply listeners what an applied command changed.
 type Change uint32
@@ -156,7 +157,7 @@ func (f *FSM) Restores() uint64 { return f.restores.Load() }
 // Encode marshals a command for the raft log, setting the envelope
 // version.
 func Encode(c *hivev1.Command) ([]byte, error) {
-	c.Version = CommandVersion
+	c.Version, c.Packed = plainVersion, nil
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode command: %w", err)
@@ -257,6 +258,19 @@ func Decode(index uint64, data []byte) (*hivev1.Command, error) {
 	// A report batch's results stay encoded (state/results.go).
 	if err := state.UnmarshalCommand(data, &c); err != nil {
 		return nil, &UnknownCommandError{Index: index, Reason: fmt.Sprintf("undecodable command: %v", err)}
+	}
+	if c.GetVersion() == packedVersion {
+		inner, err := unpack(&c)
+		if err == nil {
+			c.Reset()
+			err = state.UnmarshalCommand(inner, &c)
+		}
+		if err == nil && c.GetVersion() != plainVersion {
+			err = fmt.Errorf("packed command of envelope version %d inside", c.GetVersion())
+		}
+		if err != nil {
+			return nil, &UnknownCommandError{Index: index, Reason: fmt.Sprintf("undecodable packed command: %v", err)}
+		}
 	}
 	reason := ""
 	name := bodyName(&c)

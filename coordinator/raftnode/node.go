@@ -74,6 +74,9 @@ type Config struct {
 	// Prepare, when set, is called on the leader just before a command
 	// is proposed (it stamps the time and proposed values).
 	Prepare func(*hivev1.Command)
+	// Encode, when set, encodes a command for the log instead of
+	// fsm.Encode (the server packs report batches: fsm.EncodePacked).
+	Encode func(*hivev1.Command) ([]byte, error)
 	// Retryable reports whether applying c twice has the effect of once:
 	// such a command is sent again after a forward whose outcome is
 	// unknown.
@@ -224,7 +227,11 @@ func (n *Node) ApplyLocal(c *hivev1.Command) (*hivev1.CommandResult, uint64, err
 	if n.cfg.Prepare != nil {
 		n.cfg.Prepare(c)
 	}
-	b, err := fsm.Encode(c)
+	encode := fsm.Encode
+	if n.cfg.Encode != nil {
+		encode = n.cfg.Encode
+	}
+	b, err := encode(c)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -483,7 +483,7 @@ func (s *Store) UpsertCoordinator(t time.Time, c *hivev1.CoordinatorUpsertComman
 	defer s.mu.Unlock()
 	s.coordinators[c.GetName()] = &hivev1.CoordinatorRecord{
 		Name: c.GetName(), GrpcAddr: c.GetGrpcAddr(), RaftAddr: c.GetRaftAddr(),
-		Version: c.GetVersion(), Updated: timestamppb.New(t),
+		Version: c.GetVersion(), Updated: timestamppb.New(t), CommandVersion: c.GetCommandVersion(),
 	}
 	return &hivev1.CommandResult{}
 }

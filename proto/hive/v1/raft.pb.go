@@ -38,6 +38,11 @@ type Command struct {
 	// FSM appends it to the audit log with the command's result. A command
 	// with audit and no body is an audit-only entry (mark it ignorable).
 	Audit *AuditInfo `protobuf:"bytes,4,opt,name=audit,proto3" json:"audit,omitempty"`
+	// Version 2 only: the whole command, as a version 1 envelope, compressed
+	// with DEFLATE (RFC 1951); nothing else is set beside version. A leader
+	// writes it only while every server in the raft configuration has
+	// recorded that it applies version 2 (CoordinatorRecord.command_version).
+	Packed []byte `protobuf:"bytes,5,opt,name=packed,proto3" json:"packed,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Command_Push
@@ -124,6 +129,13 @@ func (x *Command) GetTime() *timestamppb.Timestamp {
 func (x *Command) GetAudit() *AuditInfo {
 	if x != nil {
 		return x.Audit
+	}
+	return nil
+}
+
+func (x *Command) GetPacked() []byte {
+	if x != nil {
+		return x.Packed
 	}
 	return nil
 }
@@ -1127,13 +1139,16 @@ func (x *BootstrapTokenRedeemCommand) GetNode() string {
 // raft. A leader proposes it for itself when it takes office, so followers
 // learn the address they forward writes to from the replicated state.
 type CoordinatorUpsertCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	Version       string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	Version  string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
+	// The highest command envelope version this coordinator applies (0: an
+	// older coordinator, which applies version 1 only).
+	CommandVersion uint32 `protobuf:"varint,5,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CoordinatorUpsertCommand) Reset() {
@@ -1192,6 +1207,13 @@ func (x *CoordinatorUpsertCommand) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *CoordinatorUpsertCommand) GetCommandVersion() uint32 {
+	if x != nil {
+		return x.CommandVersion
+	}
+	return 0
 }
 
 // CommandResult is what Apply returns for a command, identically on every
@@ -1924,12 +1946,13 @@ var File_hive_v1_raft_proto protoreflect.FileDescriptor
 
 const file_hive_v1_raft_proto_rawDesc = "" +
 	"\n" +
-	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\xf2\x0e\n" +
+	"\x12hive/v1/raft.proto\x12\ahive.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19hive/v1/maintenance.proto\x1a\x15hive/v1/rollout.proto\x1a\x12hive/v1/site.proto\x1a\x11hive/v1/ops.proto\x1a\x16hive/v1/snapshot.proto\x1a\x13hive/v1/state.proto\"\x8a\x0f\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tignorable\x18\x02 \x01(\bR\tignorable\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12(\n" +
-	"\x05audit\x18\x04 \x01(\v2\x12.hive.v1.AuditInfoR\x05audit\x12*\n" +
+	"\x05audit\x18\x04 \x01(\v2\x12.hive.v1.AuditInfoR\x05audit\x12\x16\n" +
+	"\x06packed\x18\x05 \x01(\fR\x06packed\x12*\n" +
 	"\x04push\x18\n" +
 	" \x01(\v2\x14.hive.v1.PushCommandH\x00R\x04push\x126\n" +
 	"\brollback\x18\v \x01(\v2\x18.hive.v1.RollbackCommandH\x00R\brollback\x12=\n" +
@@ -2011,12 +2034,13 @@ const file_hive_v1_raft_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"T\n" +
 	"\x1bBootstrapTokenRedeemCommand\x12!\n" +
 	"\ftoken_sha256\x18\x01 \x01(\tR\vtokenSha256\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\x82\x01\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xab\x01\n" +
 	"\x18CoordinatorUpsertCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\tR\aversion\"{\n" +
+	"\aversion\x18\x04 \x01(\tR\aversion\x12'\n" +
+	"\x0fcommand_version\x18\x05 \x01(\rR\x0ecommandVersion\"{\n" +
 	"\rCommandResult\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
