@@ -67,16 +67,8 @@ func TestAuditRecordedWithWrite(t *testing.T) {
 	}
 	check(f)
 
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	g := New(nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	check(g)
@@ -105,13 +97,8 @@ func TestAuditBounded(t *testing.T) {
 			t.Fatalf("out of order at %d", i)
 		}
 	}
-	snap, _ := f.Snapshot()
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	g := New(nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	back := g.Store().Audit(time.Time{}, 0)

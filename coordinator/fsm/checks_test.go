@@ -75,16 +75,8 @@ func TestDriftHistorySnapshot(t *testing.T) {
 	}
 	check(f.Store())
 
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	g := New(nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	check(g.Store())

@@ -198,18 +198,10 @@ func TestUnknownCommandHalts(t *testing.T) {
 func TestSnapshotRestore(t *testing.T) {
 	f := New(nil)
 	res := applyAll(t, f, encodeAll(t))
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	g := New(nil)
 	restored := false
 	g.OnApply = func(c Change) { restored = c == ChangeAll }
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	if !restored || g.Restores() != 1 {
@@ -225,6 +217,20 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 type memSink struct{ bytes.Buffer }
+
+// snapshotOf returns f's snapshot as Persist writes it.
+func snapshotOf(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	return sink.Bytes()
+}
 
 func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }

@@ -37,19 +37,6 @@ func reportBatch(n int) *hivev1.Command {
 	return &hivev1.Command{Time: t0, Body: &hivev1.Command_ReportBatch{ReportBatch: &hivev1.ReportBatchCommand{Reports: reports}}}
 }
 
-func snapshotOf(t *testing.T, f *FSM) []byte {
-	t.Helper()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	return sink.Bytes()
-}
-
 // A packed report batch is several times smaller than the plain one and
 // applies to exactly the same state.
 func TestPackedBatchAppliesAsPlain(t *testing.T) {

@@ -43,16 +43,8 @@ func TestRevokeRemoveApplyAndRestore(t *testing.T) {
 			t.Errorf("command %d signalled %b, want %b", i, changes[i], want[i])
 		}
 	}
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
 	g := New(nil)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	st := g.Store()
