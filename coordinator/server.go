@@ -303,10 +303,10 @@ func New(cfg Config) (_ *Server, err error) {
 	// after it was appended), and a follower reads back every entry it
 	// applies. Bounded by bytes too: report batches may be 2 MiB.
 	logs, err := raftnode.NewLogCache(s.boltStore, raftLogCacheEntries, raftLogCacheBytes)
-	s.logCache = logs
 	if err != nil {
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
+	s.logCache = logs
 	if s.raft, err = raft.NewRaft(rc, s.fsm, logs, s.boltStore, snaps, s.transport); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}

@@ -24,7 +24,7 @@ import (
 // A coordinator older than version 2 refuses a packed entry loudly
 // (UnknownCommandError: upgrade it), so a leader packs only while every
 // server of the raft configuration has recorded that it applies version 2
-// (coordinator/server.go, packOK).
+// (encodeCommand and serversApplyPacked in coordinator/apply.go).
 
 // plainVersion is the envelope version of an unpacked command: what every
 // coordinator since the first applies.

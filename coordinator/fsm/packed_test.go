@@ -85,6 +85,22 @@ func TestPackedSmallStaysPlain(t *testing.T) {
 	}
 }
 
+// A command that arrives with packed content (forwarded to the leader)
+// is written as a plain command: the packed field is cleared, and only
+// EncodePacked writes version 2.
+func TestEncodeClearsPacked(t *testing.T) {
+	c := &hivev1.Command{Version: 2, Packed: []byte("smuggled"), Time: t0,
+		Body: &hivev1.Command_PeerRemove{PeerRemove: &hivev1.PeerRemoveCommand{Name: "c2"}}}
+	b, err := Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got hivev1.Command
+	if err := proto.Unmarshal(b, &got); err != nil || got.GetVersion() != 1 || got.GetPacked() != nil || got.GetPeerRemove().GetName() != "c2" {
+		t.Fatalf("encoded: version %d, packed %q, body %v, err %v", got.GetVersion(), got.GetPacked(), got.GetBody(), err)
+	}
+}
+
 func deflate(t *testing.T, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
