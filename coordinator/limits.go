@@ -198,12 +198,22 @@ func (s *Server) unarySize(ctx context.Context, req any, info *grpc.UnaryServerI
 	return h(ctx, req)
 }
 
-// streamSize checks every message a stream receives.
-func (s *Server) streamSize(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if _, ok := methodMaxBytes[info.FullMethod]; !ok {
+// streamCheck is the server's one stream interceptor: authorisation
+// (streamAuthed) and then methodMaxBytes on every message the stream
+// receives. One interceptor rather than gRPC's chain of two, and a closure
+// rather than a method value: four frames fewer under every stream
+// handler, a watch's waiting for as long as the agent watches.
+func (s *Server) streamCheck() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		ss, err := s.streamAuthed(ss, info.FullMethod)
+		if err != nil {
+			return err
+		}
+		if _, ok := methodMaxBytes[info.FullMethod]; ok {
+			ss = &sizeStream{ServerStream: ss, s: s, method: info.FullMethod}
+		}
 		return h(srv, ss)
 	}
-	return h(srv, &sizeStream{ServerStream: ss, s: s, method: info.FullMethod})
 }
 
 type sizeStream struct {

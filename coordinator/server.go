@@ -391,7 +391,7 @@ func (s *Server) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.InTapHandle(s.tapAuth),
 		grpc.ChainUnaryInterceptor(s.unaryAuth, s.unarySize),
-		grpc.ChainStreamInterceptor(s.streamAuth, s.streamSize),
+		grpc.StreamInterceptor(s.streamCheck()),
 		// The largest message read: a push and some headroom. Agents'
 		// and unauthenticated calls are capped far lower per method
 		// (methodMaxBytes, limits.go).

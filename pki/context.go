@@ -15,16 +15,18 @@ import (
 // ErrNoPeer without a peer, ErrNotTLS on a plaintext connection (--dev),
 // ErrNoCertificate when the client presented none, and ErrNoIdentity or
 // ErrBadIdentity for a certificate that does not name one hive identity.
+//
+// The coordinator calls it for every new stream on the goroutine that reads
+// the connection, whose stack stays at 4 KiB only while nothing it calls
+// goes deeper: the peer's TLSInfo (about 500 bytes) is therefore copied
+// only in LeafFromContext's frame, which has returned before the
+// certificate is parsed (docs/performance.md, "Issue 13 eighth pass").
 func IdentityFromContext(ctx context.Context) (Identity, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p == nil {
-		return Identity{}, ErrNoPeer
+	leaf, err := LeafFromContext(ctx)
+	if err != nil {
+		return Identity{}, err
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return Identity{}, fmt.Errorf("%w (peer %v)", ErrNotTLS, p.Addr)
-	}
-	return IdentityFromConnState(info.State)
+	return IdentityFromCert(leaf)
 }
 
 // IdentityFromConnState returns the identity of a TLS peer from its
@@ -38,6 +40,8 @@ func IdentityFromConnState(cs tls.ConnectionState) (Identity, error) {
 
 // LeafFromContext returns the gRPC caller's verified client certificate,
 // with the same errors as IdentityFromContext.
+//
+//go:noinline
 func LeafFromContext(ctx context.Context) (*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p == nil {

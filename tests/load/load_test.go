@@ -3,6 +3,10 @@ package load
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -92,4 +96,90 @@ func TestParseMetrics(t *testing.T) {
 	if m["process_resident_memory_bytes"] != 12345000 || m["process_cpu_seconds_total"] != 1.5 || len(m) != 2 {
 		t.Errorf("parsed %v", m)
 	}
+}
+
+// TestWatchStacksPerAgent holds the figure most of a coordinator's memory
+// per watching agent comes from: four goroutines per agent (gRPC's reader,
+// writer and keepalive for the connection, and the watch handler), whose
+// stacks stay small only while nothing they call goes deeper than they
+// rest. 300 agents watch one real coordinator over mutual TLS; after two
+// pushes and two collections (which shrink idle stacks and free the ended
+// goroutines'), the coordinator's goroutine stacks must have grown by at
+// most 21 KiB per agent: the reader and the writer at 4 KiB, the
+// handler at 8 (its sends go deeper than 4 KiB), the keepalive at 2 or 4.
+// Before the eighth pass of issue 13 the reader kept 8 KiB too, grown by
+// the certificate check of each new stream (pki.IdentityFromContext; 23
+// KiB per agent; docs/performance.md, "Issue 13 eighth pass").
+func TestWatchStacksPerAgent(t *testing.T) {
+	testenv.SkipShort(t)
+	bin := netlab.Build(t, "hive-coordinator")["hive-coordinator"]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := StartCluster(ctx, ClusterOptions{Bin: bin, Dir: t.TempDir(), N: 1, Args: []string{"--pprof"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	const agents = 300
+	var log bytes.Buffer
+	var before, after map[string]float64
+	collect := func() map[string]float64 {
+		for range 2 { // a collection halves a stack at most
+			if err := collectGarbage(ctx, c.HTTP[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, err := scrape(ctx, c.HTTP[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	before = collect()
+	cfg := Config{
+		Addrs: c.Addrs, CA: c.CA, Agents: agents, LB: 5, Prefix: "s",
+		Pushes: 2, PushTimeout: 30 * time.Second, Results: 5,
+		Log:  &log,
+		Hold: time.Millisecond, Held: func(*Result) { after = collect() },
+	}
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if n := res.Errors(); n != 0 {
+		t.Fatalf("%d errors\n%s", n, log.String())
+	}
+	stacks := (after["go_memstats_stack_inuse_bytes"] - before["go_memstats_stack_inuse_bytes"]) / agents
+	gs := (after["go_goroutines"] - before["go_goroutines"]) / agents
+	t.Logf("per watching agent: %.0f bytes of goroutine stacks, %.2f goroutines (stacks %.0f → %.0f bytes, goroutines %.0f → %.0f)",
+		stacks, gs, before["go_memstats_stack_inuse_bytes"], after["go_memstats_stack_inuse_bytes"], before["go_goroutines"], after["go_goroutines"])
+	if gs < 3.9 || gs > 4.1 {
+		t.Errorf("%.2f goroutines per watching agent, want 4", gs)
+	}
+	if os.Getenv("NETLAB_RACE") == "1" {
+		return // the race detector's frames are not the figure
+	}
+	// 18–20 KiB and the stack cache's slack; 23 KiB with the reader at 8.
+	if stacks > 21<<10 {
+		t.Errorf("%.0f bytes of goroutine stacks per watching agent, want at most %d", stacks, 21<<10)
+	}
+}
+
+// collectGarbage has a coordinator started with --pprof run a collection
+// (a heap profile with gc=1).
+func collectGarbage(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
 }
