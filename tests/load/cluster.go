@@ -203,7 +203,13 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 func healthy(ctx context.Context, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
+	return httpGet(ctx, "http://"+addr+"/healthz")
+}
+
+// httpGet reads url to its end; a status other than 200 is an error with
+// the path, the status and the body.
+func httpGet(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
@@ -214,7 +220,7 @@ func healthy(ctx context.Context, addr string) error {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("/healthz: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		return fmt.Errorf("%s: %s: %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
 	}
 	return nil
 }

@@ -3,9 +3,6 @@ package load
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -168,18 +165,5 @@ func TestWatchStacksPerAgent(t *testing.T) {
 // collectGarbage has a coordinator started with --pprof run a collection
 // (a heap profile with gc=1).
 func collectGarbage(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("heap profile: %s", resp.Status)
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	return err
+	return httpGet(ctx, "http://"+addr+"/debug/pprof/heap?gc=1")
 }
