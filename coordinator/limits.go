@@ -201,8 +201,9 @@ func (s *Server) unarySize(ctx context.Context, req any, info *grpc.UnaryServerI
 // streamCheck is the server's one stream interceptor: authorisation
 // (streamAuthed) and then methodMaxBytes on every message the stream
 // receives. One interceptor rather than gRPC's chain of two, and a closure
-// rather than a method value: four frames fewer under every stream
-// handler, a watch's waiting for as long as the agent watches.
+// rather than a method value: one frame under every stream handler instead
+// of six (a watch's handler waits under them for as long as the agent
+// watches).
 func (s *Server) streamCheck() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		ss, err := s.streamAuthed(ss, info.FullMethod)
